@@ -1,0 +1,184 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { type Config, type Env, loadConfig } from '../config.ts';
+import { type Database, openDatabase } from '../db/database.ts';
+import { pendingMigrations } from '../db/migrator.ts';
+import { findUnprotectedTables } from '../db/rls-gate.ts';
+import { assertRolesSafe } from '../db/roles.ts';
+import { isAppError } from '../errors.ts';
+import type { Io } from './main.ts';
+
+// `enclave doctor`: each check prints ok, warn or fail with a fix. Only a
+// fail (something Enclave needs to run now) makes the exit status non-zero.
+
+type Status = 'ok' | 'warn' | 'fail';
+
+interface Check {
+  readonly name: string;
+  readonly status: Status;
+  readonly detail: string;
+  readonly fix?: string;
+}
+
+const execFileAsync = promisify(execFile);
+
+async function toolVersion(command: string, args: string[]): Promise<string | undefined> {
+  try {
+    const { stdout } = await execFileAsync(command, args, { timeout: 10_000 });
+    return stdout.trim().split('\n')[0];
+  } catch {
+    return undefined;
+  }
+}
+
+async function hostChecks(): Promise<Check[]> {
+  const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
+  const nodeOk = major > 22 || (major === 22 && minor >= 18);
+  const [bwrap, chromium] = await Promise.all([
+    toolVersion('bwrap', ['--version']),
+    toolVersion('chromium', ['--version']),
+  ]);
+  return [
+    {
+      name: 'node',
+      status: nodeOk ? 'ok' : 'fail',
+      detail: process.version,
+      ...(nodeOk ? {} : { fix: 'install Node.js 22.18 or newer (24 LTS recommended)' }),
+    },
+    bwrap === undefined
+      ? {
+          name: 'bubblewrap',
+          status: 'warn',
+          detail: 'bwrap not found: agent instances cannot be sandboxed on this host',
+          fix: 'apt-get install bubblewrap',
+        }
+      : { name: 'bubblewrap', status: 'ok', detail: bwrap },
+    chromium === undefined
+      ? {
+          name: 'chromium',
+          status: 'warn',
+          detail: 'chromium not found: browser tests cannot run on this host',
+          fix: 'apt-get install chromium',
+        }
+      : { name: 'chromium', status: 'ok', detail: chromium },
+  ];
+}
+
+async function databaseChecks(db: Database): Promise<Check[]> {
+  const checks: Check[] = [];
+  const [server] = await db.app<{ version: string }[]>`select current_setting('server_version') as version`;
+  const where = db.embedded === undefined ? 'external' : 'embedded';
+  checks.push({
+    name: 'database',
+    status: 'ok',
+    detail: `PostgreSQL ${server?.version} (${where}), reached as enclave_app`,
+  });
+
+  const pending = await pendingMigrations(db.app, db.migrations);
+  checks.push(
+    pending.length === 0
+      ? {
+          name: 'migrations',
+          status: 'ok',
+          detail: `schema at version ${db.migrations.at(-1)?.version ?? 0}`,
+        }
+      : {
+          name: 'migrations',
+          status: 'fail',
+          detail: `${pending.length} pending (first: ${pending[0]})`,
+          fix: 'run enclave migrate (or restart enclave start, which migrates)',
+        },
+  );
+
+  try {
+    await assertRolesSafe(db.app);
+    checks.push({
+      name: 'roles',
+      status: 'ok',
+      detail: 'enclave_owner and enclave_app: no SUPERUSER, no BYPASSRLS',
+    });
+  } catch (error) {
+    checks.push({ name: 'roles', status: 'fail', detail: (error as Error).message });
+  }
+
+  const unprotected = await findUnprotectedTables(db.app);
+  checks.push(
+    unprotected.length === 0
+      ? {
+          name: 'row security',
+          status: 'ok',
+          detail: 'every table has FORCE RLS and a tenant policy, or is allowlisted',
+        }
+      : {
+          name: 'row security',
+          status: 'fail',
+          detail: unprotected.map((t) => `${t.table} lacks ${t.missing.join(', ')}`).join('; '),
+          fix: 'add the missing RLS in a migration, or list a truly global table in src/db/global-tables.ts',
+        },
+  );
+
+  const [beat] = await db.app<
+    { seen_at: Date | null }[]
+  >`select max(seen_at) as seen_at from worker_heartbeats`;
+  const fresh = beat?.seen_at != null && Date.now() - beat.seen_at.getTime() < 3 * 60_000;
+  checks.push(
+    fresh
+      ? { name: 'worker', status: 'ok', detail: `last heartbeat ${beat?.seen_at?.toISOString()}` }
+      : {
+          name: 'worker',
+          status: 'warn',
+          detail: 'no worker heartbeat in the last 3 minutes: jobs (email, callbacks) are not running',
+          fix: 'start enclave start, or enclave worker beside the servers',
+        },
+  );
+  return checks;
+}
+
+function print(io: Io, checks: readonly Check[]): void {
+  for (const check of checks) {
+    io.out(`${check.status.padEnd(5)} ${check.name.padEnd(13)} ${check.detail}`);
+    if (check.fix !== undefined) io.out(`${' '.repeat(19)}fix: ${check.fix}`);
+  }
+}
+
+export async function runDoctor(env: Env, io: Io): Promise<number> {
+  const checks: Check[] = [];
+  let config: Config | undefined;
+  try {
+    config = loadConfig(env, process.cwd());
+    checks.push({
+      name: 'config',
+      status: 'ok',
+      detail: `${config.env}, ${config.publicUrl}, data dir ${config.dataDir}`,
+    });
+  } catch (error) {
+    checks.push({
+      name: 'config',
+      status: 'fail',
+      detail: (error as Error).message,
+      fix: 'correct the variable',
+    });
+  }
+  checks.push(...(await hostChecks()));
+  if (config !== undefined) {
+    let db: Database | undefined;
+    try {
+      db = await openDatabase(config, env, { appPoolSize: 2, migrate: false });
+      checks.push(...(await databaseChecks(db)));
+    } catch (error) {
+      checks.push({
+        name: 'database',
+        status: 'fail',
+        detail: isAppError(error) ? error.message : `unexpected error: ${(error as Error).message}`,
+        fix:
+          config.databaseUrl === undefined
+            ? `check ${config.dataDir}/postgres.log`
+            : 'check DATABASE_URL and that the server is reachable',
+      });
+    } finally {
+      await db?.close();
+    }
+  }
+  print(io, checks);
+  return checks.some((check) => check.status === 'fail') ? 1 : 0;
+}

@@ -1,0 +1,48 @@
+import type { Sql } from 'postgres';
+import { GLOBAL_TABLES } from './global-tables.ts';
+
+// TEN-6: reads the catalog and lists every ordinary or partitioned table
+// outside the system schemas that is not in the global allowlist and lacks
+// ENABLE + FORCE row-level security or a policy. An empty list is the gate.
+
+export interface UnprotectedTable {
+  readonly table: string;
+  readonly missing: readonly string[];
+}
+
+export async function findUnprotectedTables(sql: Sql): Promise<UnprotectedTable[]> {
+  const rows = await sql<
+    { table: string; enabled: boolean; forced: boolean; tenant_policies: number; has_tenant: boolean }[]
+  >`
+    select n.nspname || '.' || c.relname as table,
+           c.relrowsecurity as enabled,
+           c.relforcerowsecurity as forced,
+           -- A policy counts only if it covers every command and both its USING and
+           -- WITH CHECK compare with the transaction's tenant.
+           (select count(*)::int from pg_policy p
+             where p.polrelid = c.oid and p.polcmd = '*' and p.polpermissive
+               and pg_get_expr(p.polqual, p.polrelid) like '%current_tenant_id()%'
+               and pg_get_expr(p.polwithcheck, p.polrelid) like '%current_tenant_id()%') as tenant_policies,
+           exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.attname = 'tenant_id'
+                   and not a.attisdropped) as has_tenant
+    from pg_class c
+    join pg_namespace n on n.oid = c.relnamespace
+    where c.relkind in ('r', 'p')
+      and n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
+      and n.nspname not like 'pg_temp%'
+      and n.nspname not like 'pg_toast_temp%'
+    order by 1`;
+  const unprotected: UnprotectedTable[] = [];
+  for (const row of rows) {
+    const allowlisted = Object.hasOwn(GLOBAL_TABLES, row.table);
+    // A tenant_id column means tenant data: the allowlist cannot excuse it.
+    if (allowlisted && !row.has_tenant) continue;
+    const missing: string[] = [];
+    if (allowlisted) missing.push('allowlisted but has a tenant_id column');
+    if (!row.enabled) missing.push('ENABLE ROW LEVEL SECURITY');
+    if (!row.forced) missing.push('FORCE ROW LEVEL SECURITY');
+    if (row.tenant_policies === 0) missing.push('a policy with USING and WITH CHECK on current_tenant_id()');
+    if (missing.length > 0) unprotected.push({ table: row.table, missing });
+  }
+  return unprotected;
+}

@@ -1,0 +1,61 @@
+import type { Sql, TransactionSql } from 'postgres';
+import { AppError } from '../errors.ts';
+
+// The only two ways to touch tenant data.
+//
+// withTenant: one transaction whose first statement binds app.tenant_id
+// (transaction-local), so every later statement is filtered by the tenant
+// policies and the binding cannot outlive the transaction on a pooled
+// connection. Route handlers get it from the request's principal (TEN-3).
+//
+// serviceQuery: the same for system work (jobs, maintenance) that acts for a
+// tenant without a request. It refuses to run without an explicit tenant and
+// a reason, and records the call in the same transaction (TEN-5).
+
+export type TenancyErrorCode = 'tenant_id_invalid' | 'service_query_unscoped';
+
+export type TenantSql = TransactionSql;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function isUuid(value: unknown): value is string {
+  return typeof value === 'string' && UUID.test(value);
+}
+
+export async function withTenant<T>(
+  sql: Sql,
+  tenantId: string,
+  fn: (tx: TenantSql) => Promise<T>,
+): Promise<T> {
+  // tenantId comes from an authenticated principal, never straight from a
+  // client; still, anything but a uuid here is a bug and must not reach SQL.
+  if (!isUuid(tenantId)) throw new AppError('tenant_id_invalid', 'withTenant needs a tenant uuid');
+  return (await sql.begin(async (tx) => {
+    await tx`select set_config('app.tenant_id', ${tenantId}, true)`;
+    return fn(tx);
+  })) as T;
+}
+
+export interface ServiceQueryScope {
+  readonly tenantId: string;
+  /** Why system code touches this tenant's data; recorded with the call. */
+  readonly reason: string;
+}
+
+export async function serviceQuery<T>(
+  sql: Sql,
+  scope: ServiceQueryScope,
+  fn: (tx: TenantSql) => Promise<T>,
+): Promise<T> {
+  if (!isUuid(scope.tenantId)) {
+    throw new AppError('service_query_unscoped', 'serviceQuery refuses to run without an explicit tenant id');
+  }
+  const reason = scope.reason.trim();
+  if (reason.length === 0 || reason.length > 200) {
+    throw new AppError('service_query_unscoped', 'serviceQuery needs a reason of 1 to 200 characters');
+  }
+  return withTenant(sql, scope.tenantId, async (tx) => {
+    await tx`insert into service_queries (tenant_id, reason) values (${scope.tenantId}::uuid, ${reason})`;
+    return fn(tx);
+  });
+}

@@ -1,0 +1,16 @@
+// One error type for the whole server. `code` is a stable string that the
+// HTTP layer maps to a status and a problem type (see http/problem-types.ts);
+// the message is for operators and is never shown to a client on a 5xx.
+export class AppError<Code extends string = string> extends Error {
+  readonly code: Code;
+
+  constructor(code: Code, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'AppError';
+    this.code = code;
+  }
+}
+
+export function isAppError(error: unknown): error is AppError {
+  return error instanceof AppError;
+}

@@ -1,0 +1,59 @@
+// Every problem type the HTTP surface can answer with, keyed by the stable
+// code that errors carry. `type` URIs point at /docs/problems, which renders
+// this same table, so a client can always look a code up.
+export interface ProblemType {
+  readonly status: number;
+  readonly title: string;
+  readonly description: string;
+}
+
+export const PROBLEM_TYPES = {
+  not_found: {
+    status: 404,
+    title: 'Not found',
+    description:
+      'No such route or resource, or one that belongs to another tenant (the two are indistinguishable).',
+  },
+  validation_failed: {
+    status: 400,
+    title: 'Request is not valid',
+    description: 'A parameter, query or body field failed its schema; `errors` lists each field and why.',
+  },
+  malformed_body: {
+    status: 400,
+    title: 'Body could not be parsed',
+    description:
+      'The body is not valid for its Content-Type (for example, broken JSON), or is empty where one is required.',
+  },
+  bad_request: { status: 400, title: 'Bad request', description: 'The request could not be understood.' },
+  body_too_large: {
+    status: 413,
+    title: 'Body too large',
+    description: 'The body is larger than this route accepts.',
+  },
+  unsupported_media_type: {
+    status: 415,
+    title: 'Unsupported media type',
+    description: 'The Content-Type is not one this route accepts.',
+  },
+  not_ready: {
+    status: 503,
+    title: 'Not ready',
+    description: 'The database is unreachable or its schema is behind this version; retry later.',
+  },
+  internal: {
+    status: 500,
+    title: 'Internal error',
+    description: 'Something failed on the server. The details are in the server log under the request id.',
+  },
+} as const satisfies Record<string, ProblemType>;
+
+export type ProblemCode = keyof typeof PROBLEM_TYPES;
+
+export function problemTypeUri(code: ProblemCode): string {
+  return `/docs/problems#${code}`;
+}
+
+export function isProblemCode(code: string): code is ProblemCode {
+  return Object.hasOwn(PROBLEM_TYPES, code);
+}

@@ -1,0 +1,106 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { Type } from 'typebox';
+import { isAppError } from '../errors.ts';
+import type { App } from './app.ts';
+import { isProblemCode, PROBLEM_TYPES, type ProblemCode, problemTypeUri } from './problem-types.ts';
+
+// RFC 9457 problem details for every error the server answers with. The
+// message of a 5xx is logged, never sent: clients get the title and the
+// request id to quote.
+
+export const ProblemSchema = Type.Object(
+  {
+    type: Type.String(),
+    title: Type.String(),
+    status: Type.Integer(),
+    detail: Type.Optional(Type.String()),
+    code: Type.String(),
+    request_id: Type.String(),
+    errors: Type.Optional(Type.Array(Type.Object({ field: Type.String(), message: Type.String() }))),
+  },
+  { $id: 'Problem', description: 'RFC 9457 problem details' },
+);
+
+interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail?: string;
+  code: ProblemCode;
+  request_id: string;
+  errors?: FieldError[];
+}
+
+interface FieldError {
+  field: string;
+  message: string;
+}
+
+export function sendProblem(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  code: ProblemCode,
+  extra: Pick<Problem, 'detail' | 'errors'> = {},
+): FastifyReply {
+  const type = PROBLEM_TYPES[code];
+  const problem: Problem = {
+    type: problemTypeUri(code),
+    title: type.title,
+    status: type.status,
+    code,
+    request_id: request.id,
+    ...extra,
+  };
+  return reply.status(type.status).type('application/problem+json').serializer(JSON.stringify).send(problem);
+}
+
+const FASTIFY_CODES: Readonly<Record<string, ProblemCode>> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'body_too_large',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'malformed_body',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'malformed_body',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'malformed_body',
+  FST_ERR_CTP_EMPTY_TYPE: 'unsupported_media_type',
+  FST_ERR_CTP_INVALID_TYPE: 'unsupported_media_type',
+};
+
+function validationErrors(error: FastifyError): FieldError[] {
+  return (error.validation ?? []).map((issue) => {
+    const missing =
+      (issue.params as { missingProperty?: string; additionalProperty?: string } | undefined) ?? {};
+    const base =
+      issue.instancePath === '' ? (error.validationContext ?? 'body') : issue.instancePath.slice(1);
+    if (missing.additionalProperty !== undefined) {
+      return { field: `${base}/${missing.additionalProperty}`, message: 'is not an accepted field' };
+    }
+    if (missing.missingProperty !== undefined) {
+      return { field: `${base}/${missing.missingProperty}`, message: 'is required' };
+    }
+    // ajv's message describes the rule ("must be string"), never the submitted value.
+    return { field: base, message: issue.message ?? 'is not valid' };
+  });
+}
+
+export function registerProblemHandlers(app: App): void {
+  app.setNotFoundHandler((request, reply) => sendProblem(request, reply, 'not_found'));
+
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    if (error.validation !== undefined) {
+      return sendProblem(request, reply, 'validation_failed', { errors: validationErrors(error) });
+    }
+    if (isAppError(error) && isProblemCode(error.code) && PROBLEM_TYPES[error.code].status < 500) {
+      return sendProblem(request, reply, error.code, { detail: error.message });
+    }
+    const mapped = error.code === undefined ? undefined : FASTIFY_CODES[error.code];
+    if (mapped !== undefined) return sendProblem(request, reply, mapped);
+    if (error instanceof SyntaxError && error.statusCode === 400)
+      return sendProblem(request, reply, 'malformed_body');
+    const status = error.statusCode ?? 500;
+    if (status >= 400 && status < 500) {
+      request.log.info({ err: { code: error.code, message: error.message } }, 'client error');
+      return sendProblem(request, reply, 'bad_request');
+    }
+    request.log.error({ err: error }, 'request failed');
+    return sendProblem(request, reply, 'internal');
+  });
+}

@@ -1,0 +1,76 @@
+import {
+  Logger as GraphileLogger,
+  type LogLevel,
+  parseCronItems,
+  type Runner,
+  run,
+  type TaskList,
+  type WorkerEvents,
+} from 'graphile-worker';
+import type { Sql } from 'postgres';
+import type { Credentials, DbTarget } from '../db/target.ts';
+import { connectionUrl } from '../db/target.ts';
+import type { Logger } from '../logger.ts';
+import { createTaskHandlers, type TaskDeps } from './tasks.ts';
+
+// The job runner: graphile-worker over the app role, inside `enclave start`
+// or alone as `enclave worker`. Signals are ours to handle (the process
+// stops the HTTP server first, then the worker, then the database).
+
+export interface WorkerDeps {
+  readonly target: DbTarget;
+  readonly credentials: Credentials;
+  readonly sql: Sql;
+  readonly logger: Logger;
+  readonly concurrency: number;
+  readonly workerId: string;
+  readonly events?: WorkerEvents;
+}
+
+export const CRON_ITEMS = parseCronItems([
+  {
+    task: 'platform_heartbeat',
+    match: '* * * * *',
+    identifier: 'platform_heartbeat',
+    options: { backfillPeriod: 0, maxAttempts: 1, jobKey: 'platform_heartbeat', jobKeyMode: 'replace' },
+  },
+]);
+
+export function graphileLogger(logger: Logger): GraphileLogger {
+  const child = logger.child({ component: 'worker' });
+  return new GraphileLogger((scope) => (level: LogLevel, message, meta) => {
+    // graphile-worker attaches the whole job row; log its id and task only, never the payload.
+    const { job, ...rest } = (meta ?? {}) as { job?: { id?: string; task_identifier?: string } };
+    const fields = {
+      ...scope,
+      ...rest,
+      ...(job === undefined ? {} : { jobId: job.id, task: job.task_identifier }),
+    };
+    if (level === 'error') child.error(fields, message);
+    else if (level === 'warning') child.warn(fields, message);
+    else if (level === 'info') child.info(fields, message);
+    else child.debug(fields, message);
+  });
+}
+
+export async function startWorker(deps: WorkerDeps): Promise<Runner> {
+  const handlers = createTaskHandlers({
+    sql: deps.sql,
+    workerId: deps.workerId,
+    startedAt: new Date(),
+  } satisfies TaskDeps);
+  const taskList: TaskList = {};
+  for (const [name, handler] of Object.entries(handlers)) {
+    taskList[name] = async (payload) => handler(payload);
+  }
+  return run({
+    connectionString: connectionUrl(deps.target, deps.credentials),
+    maxPoolSize: deps.concurrency + 2,
+    concurrency: deps.concurrency,
+    taskList,
+    parsedCronItems: CRON_ITEMS,
+    noHandleSignals: true,
+    logger: graphileLogger(deps.logger),
+    ...(deps.events === undefined ? {} : { events: deps.events }),
+  });
+}
