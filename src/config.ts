@@ -68,6 +68,13 @@ function parseHost(env: Env): string {
 function parsePublicUrl(env: Env, host: string, port: number, production: boolean): string {
   const raw = read(env, 'ENCLAVE_PUBLIC_URL');
   if (raw === undefined) {
+    // The derived http://host:port default is for development; production must name its https origin.
+    if (production) {
+      throw new ConfigError(
+        'ENCLAVE_PUBLIC_URL',
+        'is required when ENCLAVE_ENV=production (an https origin)',
+      );
+    }
     const shownHost =
       host === '0.0.0.0' || host === '::' ? 'localhost' : host.includes(':') ? `[${host}]` : host;
     return `http://${shownHost}:${port}`;

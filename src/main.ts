@@ -1,9 +1,8 @@
-import type { Runner } from 'graphile-worker';
 import { type Config, type Env, loadConfig } from './config.ts';
 import { type Database, openDatabase } from './db/database.ts';
 import { type App, buildApp } from './http/app.ts';
 import { defaultWorkerId } from './jobs/tasks.ts';
-import { startWorker } from './jobs/worker.ts';
+import { startWorker, type Worker } from './jobs/worker.ts';
 import { createLogger, type Logger } from './logger.ts';
 
 // Start-up in one place: config → database (embedded or external) → migrate
@@ -35,7 +34,7 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
   const logger = createLogger(config.logLevel);
   const db = await openDatabase(config, options.env, { appPoolSize: options.server ? 20 : 5 });
   let app: App | undefined;
-  let worker: Runner | undefined;
+  let worker: Worker | undefined;
   const stop = async (): Promise<void> => {
     await app?.close();
     await worker?.stop();
@@ -70,7 +69,7 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
       logger,
       db,
       url,
-      workerDone: worker?.promise ?? new Promise<void>(() => {}),
+      workerDone: worker?.done ?? new Promise<void>(() => {}),
       stop,
     };
   } catch (error) {

@@ -81,8 +81,10 @@ async function runUntilSignal(env: Env, io: Io, server: boolean): Promise<number
         },
       );
     };
-    process.once('SIGINT', () => stop('SIGINT', 0));
-    process.once('SIGTERM', () => stop('SIGTERM', 0));
+    // Kept for the whole stop: a terminal's Ctrl-C reaches both npm and us, and
+    // npm forwards it again; a second signal must not kill us mid-shutdown.
+    process.on('SIGINT', () => stop('SIGINT', 0));
+    process.on('SIGTERM', () => stop('SIGTERM', 0));
     enclave.workerDone.then(
       () => stop('worker stopped', stopping ? 0 : 1),
       (error: unknown) => {
@@ -124,7 +126,9 @@ export async function main(argv: readonly string[], env: Env, io: Io = processIo
   try {
     parsed = parse(argv);
   } catch (error) {
-    io.err(`enclave: ${(error as Error).message.split('\n')[0]}. Run "enclave --help".`);
+    // parseArgs appends advice about "--" to its first sentence; the first sentence is the problem.
+    const problem = (error as Error).message.split(/\n|\. /)[0] ?? 'bad arguments';
+    io.err(`enclave: ${problem.charAt(0).toLowerCase()}${problem.slice(1)}. Run "enclave --help".`);
     return 2;
   }
   const { command, help, rest } = parsed;

@@ -1,7 +1,7 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { createWriteStream, existsSync } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
@@ -26,6 +26,7 @@ export type EmbeddedErrorCode = 'embedded_pg_failed';
 
 const execFileAsync = promisify(execFile);
 const SUPERUSER = 'postgres';
+const STOP_GRACE_MS = 10_000;
 
 export interface EmbeddedCluster {
   readonly host: string;
@@ -100,9 +101,22 @@ async function chownTree(dir: string, runAs: RunAs): Promise<void> {
 function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  return !isZombie(pid);
+}
+
+// An exited process still answers signal 0 until its parent reaps it. An
+// orphaned postgres belongs to PID 1, which in a container may never reap it,
+// so a zombie counts as stopped.
+function isZombie(pid: number): boolean {
+  if (process.platform !== 'linux') return false;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.charAt(stat.lastIndexOf(')') + 2) === 'Z'; // "pid (comm) state ..."; comm may hold ")"
+  } catch {
+    return false;
   }
 }
 
@@ -303,8 +317,17 @@ export async function startEmbeddedCluster(dataDir: string): Promise<EmbeddedClu
     stop() {
       stopping ??= (async () => {
         if (child.exitCode === null && child.signalCode === null) {
-          child.kill('SIGINT'); // fast shutdown: ends sessions, checkpoints, exits
-          await exited;
+          // Smart shutdown: refuse new sessions, exit once the last one ends,
+          // so a process attached to this cluster (enclave doctor, migrate)
+          // finishes its work; sessions that linger get a fast shutdown after
+          // a grace period.
+          child.kill('SIGTERM');
+          const fast = setTimeout(() => child.kill('SIGINT'), STOP_GRACE_MS);
+          try {
+            await exited;
+          } finally {
+            clearTimeout(fast);
+          }
         }
         await rm(ownerFile, { force: true });
       })();

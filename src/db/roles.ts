@@ -43,9 +43,12 @@ export async function ensureRoles(admin: Sql, passwords: RolePasswords): Promise
 }
 
 /** TEN-2: refuse to run if either role could bypass row-level security. */
-export async function assertRolesSafe(sql: Sql): Promise<void> {
+export async function assertRolesSafe(
+  sql: Sql,
+  roles: readonly string[] = [OWNER_ROLE, APP_ROLE],
+): Promise<void> {
   const rows = await sql<{ rolname: string; rolsuper: boolean; rolbypassrls: boolean }[]>`
-    select rolname, rolsuper, rolbypassrls from pg_roles where rolname in (${OWNER_ROLE}, ${APP_ROLE})`;
+    select rolname, rolsuper, rolbypassrls from pg_roles where rolname in ${sql(roles)}`;
   for (const row of rows) {
     if (row.rolsuper || row.rolbypassrls) {
       throw new AppError(
@@ -54,8 +57,8 @@ export async function assertRolesSafe(sql: Sql): Promise<void> {
       );
     }
   }
-  if (rows.length !== 2)
-    throw new AppError('db_role_unsafe', `roles ${OWNER_ROLE} and ${APP_ROLE} are missing`);
+  const missing = roles.filter((role) => !rows.some((row) => row.rolname === role));
+  if (missing.length > 0) throw new AppError('db_role_unsafe', `role ${missing.join(', ')} is missing`);
 }
 
 /** Database-level grants and the schema Enclave's tables live in. */

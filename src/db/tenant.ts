@@ -50,7 +50,8 @@ export async function serviceQuery<T>(
   if (!isUuid(scope.tenantId)) {
     throw new AppError('service_query_unscoped', 'serviceQuery refuses to run without an explicit tenant id');
   }
-  const reason = scope.reason.trim();
+  // The scope may be built from a job payload (parsed JSON): check the runtime type, not just the static one.
+  const reason = typeof scope.reason === 'string' ? scope.reason.trim() : '';
   if (reason.length === 0 || reason.length > 200) {
     throw new AppError('service_query_unscoped', 'serviceQuery needs a reason of 1 to 200 characters');
   }

@@ -54,6 +54,9 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     return503OnClosing: true,
     ajv: { customOptions: { removeAdditional: false, allErrors: true } },
   }).withTypeProvider<TypeBoxTypeProvider>();
+  // The API takes JSON only. Fastify parses text/plain by default, and text/plain is
+  // a type a cross-site form may send without a CORS preflight: refuse it (415).
+  app.removeContentTypeParser('text/plain');
 
   await registerSecurityHeaders(app, deps.config);
   await registerOpenApi(app, deps.config);

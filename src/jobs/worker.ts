@@ -7,6 +7,7 @@ import {
   type TaskList,
   type WorkerEvents,
 } from 'graphile-worker';
+import pg from 'pg';
 import type { Sql } from 'postgres';
 import type { Credentials, DbTarget } from '../db/target.ts';
 import { connectionUrl } from '../db/target.ts';
@@ -53,7 +54,13 @@ export function graphileLogger(logger: Logger): GraphileLogger {
   });
 }
 
-export async function startWorker(deps: WorkerDeps): Promise<Runner> {
+export interface Worker {
+  /** Settles when the runner stops; rejects if it dies on its own. */
+  readonly done: Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startWorker(deps: WorkerDeps): Promise<Worker> {
   const handlers = createTaskHandlers({
     sql: deps.sql,
     workerId: deps.workerId,
@@ -63,14 +70,35 @@ export async function startWorker(deps: WorkerDeps): Promise<Runner> {
   for (const [name, handler] of Object.entries(handlers)) {
     taskList[name] = async (payload) => handler(payload);
   }
-  return run({
+  // Our own pool, with an error listener that outlives the runner: graphile-
+  // worker drops its listener before ending a pool it was given a connection
+  // string for, and an idle client's error after that would crash the process.
+  const pool = new pg.Pool({
     connectionString: connectionUrl(deps.target, deps.credentials),
-    maxPoolSize: deps.concurrency + 2,
-    concurrency: deps.concurrency,
-    taskList,
-    parsedCronItems: CRON_ITEMS,
-    noHandleSignals: true,
-    logger: graphileLogger(deps.logger),
-    ...(deps.events === undefined ? {} : { events: deps.events }),
+    max: deps.concurrency + 2,
   });
+  pool.on('error', (error) => deps.logger.warn({ err: error }, 'job queue connection error'));
+  let runner: Runner;
+  try {
+    runner = await run({
+      pgPool: pool,
+      concurrency: deps.concurrency,
+      taskList,
+      parsedCronItems: CRON_ITEMS,
+      noHandleSignals: true,
+      logger: graphileLogger(deps.logger),
+      ...(deps.events === undefined ? {} : { events: deps.events }),
+    });
+  } catch (error) {
+    await pool.end();
+    throw error;
+  }
+  let stopping: Promise<void> | undefined;
+  return {
+    done: runner.promise,
+    stop() {
+      stopping ??= runner.stop().finally(() => pool.end());
+      return stopping;
+    },
+  };
 }

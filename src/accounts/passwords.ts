@@ -1,0 +1,81 @@
+import { randomBytes, type ScryptOptions, scrypt, timingSafeEqual } from 'node:crypto';
+
+// ACC-2: scrypt with a random per-user salt, stored with its parameters in a
+// PHC-style string ($scrypt$ln=17,r=8,p=1$salt$hash) so they can be raised
+// later: a login whose hash has older parameters is re-hashed.
+
+export interface ScryptParams {
+  /** log2 of the CPU/memory cost N. */
+  readonly ln: number;
+  readonly r: number;
+  readonly p: number;
+}
+
+export const CURRENT_PARAMS: ScryptParams = { ln: 17, r: 8, p: 1 };
+const KEY_LENGTH = 32;
+const SALT_LENGTH = 16;
+export const MAX_PASSWORD_BYTES = 1024;
+
+function derive(password: string, salt: Buffer, params: ScryptParams): Promise<Buffer> {
+  const options: ScryptOptions = {
+    N: 2 ** params.ln,
+    r: params.r,
+    p: params.p,
+    // scrypt needs 128·N·r bytes; leave head-room over that.
+    maxmem: 256 * 2 ** params.ln * params.r,
+  };
+  return new Promise((resolve, reject) => {
+    scrypt(password.normalize('NFKC'), salt, KEY_LENGTH, options, (error, key) =>
+      error === null ? resolve(key) : reject(error),
+    );
+  });
+}
+
+export async function hashPassword(password: string, params: ScryptParams = CURRENT_PARAMS): Promise<string> {
+  const salt = randomBytes(SALT_LENGTH);
+  const key = await derive(password, salt, params);
+  return `$scrypt$ln=${params.ln},r=${params.r},p=${params.p}$${salt.toString('base64url')}$${key.toString('base64url')}`;
+}
+
+interface ParsedHash {
+  readonly params: ScryptParams;
+  readonly salt: Buffer;
+  readonly key: Buffer;
+}
+
+function parseHash(stored: string): ParsedHash | undefined {
+  const match = /^\$scrypt\$ln=(\d{1,2}),r=(\d{1,2}),p=(\d{1,2})\$([A-Za-z0-9_-]+)\$([A-Za-z0-9_-]+)$/.exec(
+    stored,
+  );
+  if (match === null) return undefined;
+  const [, ln, r, p, salt, key] = match;
+  return {
+    params: { ln: Number(ln), r: Number(r), p: Number(p) },
+    salt: Buffer.from(salt ?? '', 'base64url'),
+    key: Buffer.from(key ?? '', 'base64url'),
+  };
+}
+
+export interface PasswordCheck {
+  readonly ok: boolean;
+  /** The stored hash uses parameters weaker than the current ones. */
+  readonly needsRehash: boolean;
+}
+
+export async function verifyPassword(password: string, stored: string): Promise<PasswordCheck> {
+  const parsed = parseHash(stored);
+  if (parsed === undefined) return { ok: false, needsRehash: false };
+  const key = await derive(password, parsed.salt, parsed.params);
+  // Constant-time: the attacker controls the password, so no early exit on the first differing byte.
+  const ok = key.length === parsed.key.length && timingSafeEqual(key, parsed.key);
+  const { ln, r, p } = parsed.params;
+  return { ok, needsRehash: ok && (ln < CURRENT_PARAMS.ln || r < CURRENT_PARAMS.r || p < CURRENT_PARAMS.p) };
+}
+
+// A login for an account that does not exist still pays for one scrypt, so
+// timing does not tell whether the account exists (ACC-6).
+let dummy: Promise<string> | undefined;
+export async function burnPasswordCheck(password: string): Promise<void> {
+  dummy ??= hashPassword(randomBytes(16).toString('hex'));
+  await verifyPassword(password, await dummy);
+}

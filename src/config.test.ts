@@ -1,0 +1,239 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { type Config, ConfigError, type Env, loadConfig } from './config.ts';
+import { loadOperatorSecret } from './operator-secrets.ts';
+
+// Config is parsed once at boot: a bad value stops start-up with one line
+// naming the variable, and a value that may hold a secret is never echoed.
+
+const CWD = '/srv/enclave';
+const PASSWORD = 'hunter2-secret';
+
+function configError(env: Env, variable: string): ConfigError {
+  let caught: unknown;
+  try {
+    loadConfig(env, CWD);
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught instanceof ConfigError, `expected a ConfigError for ${JSON.stringify(env)}`);
+  assert.equal(caught.code, 'config_invalid');
+  assert.equal(caught.variable, variable);
+  assert.ok(
+    caught.message.startsWith(`${variable}:`),
+    `message should start with ${variable}: got "${caught.message}"`,
+  );
+  return caught;
+}
+
+describe('loadConfig', () => {
+  test('with no variables set, every setting has its documented default', () => {
+    const config = loadConfig({}, CWD);
+    assert.deepEqual(
+      { ...config },
+      {
+        env: 'development',
+        host: '127.0.0.1',
+        port: 3000,
+        publicUrl: 'http://127.0.0.1:3000',
+        dataDir: path.join(CWD, '.enclave'),
+        databaseUrl: undefined,
+        logLevel: 'info',
+        workerConcurrency: 4,
+      },
+    );
+  });
+
+  test('a relative ENCLAVE_DATA_DIR is resolved against the working directory', () => {
+    assert.equal(loadConfig({ ENCLAVE_DATA_DIR: 'data/here' }, CWD).dataDir, '/srv/enclave/data/here');
+    assert.equal(loadConfig({ ENCLAVE_DATA_DIR: '/var/lib/enclave' }, CWD).dataDir, '/var/lib/enclave');
+  });
+
+  test('valid values are parsed into their typed fields', () => {
+    const databaseUrl = `postgres://admin:${PASSWORD}@db.internal:5433/enclave`;
+    const config = loadConfig(
+      {
+        ENCLAVE_ENV: 'production',
+        ENCLAVE_HOST: '0.0.0.0',
+        ENCLAVE_PORT: '8080',
+        ENCLAVE_PUBLIC_URL: 'https://enclave.example/',
+        DATABASE_URL: databaseUrl,
+        ENCLAVE_LOG_LEVEL: 'warn',
+        ENCLAVE_WORKER_CONCURRENCY: '8',
+      },
+      CWD,
+    );
+    assert.equal(config.env, 'production');
+    assert.equal(config.host, '0.0.0.0');
+    assert.equal(config.port, 8080);
+    assert.equal(config.publicUrl, 'https://enclave.example');
+    assert.equal(config.databaseUrl, databaseUrl);
+    assert.equal(config.logLevel, 'warn');
+    assert.equal(config.workerConcurrency, 8);
+  });
+
+  test('the returned config is frozen', () => {
+    const config = loadConfig({}, CWD);
+    assert.ok(Object.isFrozen(config));
+    assert.throws(() => {
+      (config as { port: number }).port = 1;
+    }, TypeError);
+    assert.equal(config.port, 3000);
+  });
+
+  test('ENCLAVE_ENV must be development or production', () => {
+    configError({ ENCLAVE_ENV: 'staging' }, 'ENCLAVE_ENV');
+  });
+
+  test('ENCLAVE_PORT must be an integer from 1 to 65535', () => {
+    for (const port of ['abc', '0', '70000', '-1', '80.5']) {
+      configError({ ENCLAVE_PORT: port }, 'ENCLAVE_PORT');
+    }
+  });
+
+  test('ENCLAVE_HOST must be a bare hostname or IP address', () => {
+    configError({ ENCLAVE_HOST: 'http://x' }, 'ENCLAVE_HOST');
+    configError({ ENCLAVE_HOST: 'example.com/path' }, 'ENCLAVE_HOST');
+  });
+
+  test('ENCLAVE_PUBLIC_URL must be an http(s) origin with no path or credentials', () => {
+    configError({ ENCLAVE_PUBLIC_URL: 'not a url' }, 'ENCLAVE_PUBLIC_URL');
+    configError({ ENCLAVE_PUBLIC_URL: 'ftp://enclave.example' }, 'ENCLAVE_PUBLIC_URL');
+    configError({ ENCLAVE_PUBLIC_URL: 'https://enclave.example/app' }, 'ENCLAVE_PUBLIC_URL');
+    configError({ ENCLAVE_PUBLIC_URL: 'https://enclave.example/?x=1' }, 'ENCLAVE_PUBLIC_URL');
+    const withCredentials = configError(
+      { ENCLAVE_PUBLIC_URL: `https://user:${PASSWORD}@enclave.example` },
+      'ENCLAVE_PUBLIC_URL',
+    );
+    assert.ok(!withCredentials.message.includes(PASSWORD));
+  });
+
+  test('ENCLAVE_PUBLIC_URL must use https in production', () => {
+    configError(
+      { ENCLAVE_ENV: 'production', ENCLAVE_PUBLIC_URL: 'http://enclave.example' },
+      'ENCLAVE_PUBLIC_URL',
+    );
+    // The default (http://host:port) is not acceptable in production either.
+    configError({ ENCLAVE_ENV: 'production' }, 'ENCLAVE_PUBLIC_URL');
+  });
+
+  test('DATABASE_URL must be a postgres URL naming a database, and its errors never contain the password', () => {
+    const bad = [
+      `postgres://admin:${PASSWORD}@db.internal:notaport/enclave`,
+      `${PASSWORD}`,
+      `mysql://admin:${PASSWORD}@db.internal/enclave`,
+      `postgres://admin:${PASSWORD}@db.internal:5432`,
+      `postgres://admin:${PASSWORD}@db.internal:5432/`,
+    ];
+    for (const databaseUrl of bad) {
+      const error = configError({ DATABASE_URL: databaseUrl }, 'DATABASE_URL');
+      assert.ok(!error.message.includes(PASSWORD), `message leaks the password: ${error.message}`);
+      assert.ok(!String(error.stack).includes(PASSWORD), 'stack leaks the password');
+    }
+  });
+
+  test('ENCLAVE_LOG_LEVEL must be a pino level', () => {
+    configError({ ENCLAVE_LOG_LEVEL: 'loud' }, 'ENCLAVE_LOG_LEVEL');
+  });
+
+  test('ENCLAVE_WORKER_CONCURRENCY must be at least 1', () => {
+    configError({ ENCLAVE_WORKER_CONCURRENCY: '0' }, 'ENCLAVE_WORKER_CONCURRENCY');
+  });
+});
+
+describe('loadOperatorSecret', () => {
+  let dir: string;
+  let development: Config;
+  let production: Config;
+
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'enclave-config-test-'));
+    development = loadConfig({ ENCLAVE_DATA_DIR: path.join(dir, 'data') }, dir);
+    production = loadConfig(
+      {
+        ENCLAVE_ENV: 'production',
+        ENCLAVE_PUBLIC_URL: 'https://enclave.example',
+        ENCLAVE_DATA_DIR: path.join(dir, 'prod-data'),
+      },
+      dir,
+    );
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  test('production with no secret set refuses to start, naming the variable', async () => {
+    await assert.rejects(
+      loadOperatorSecret(production, {}, 'db_app_password'),
+      (error: unknown) =>
+        error instanceof ConfigError &&
+        error.variable === 'ENCLAVE_DB_APP_PASSWORD' &&
+        error.message.startsWith('ENCLAVE_DB_APP_PASSWORD'),
+    );
+  });
+
+  test('a secret from the environment or from a _FILE is used as given', async () => {
+    const direct = 'a-direct-secret-of-enough-length';
+    assert.equal(
+      await loadOperatorSecret(production, { ENCLAVE_DB_APP_PASSWORD: direct }, 'db_app_password'),
+      direct,
+    );
+    const file = path.join(dir, 'app-password');
+    await writeFile(file, 'a-secret-from-a-file-0123456789\n');
+    assert.equal(
+      await loadOperatorSecret(production, { ENCLAVE_DB_APP_PASSWORD_FILE: file }, 'db_app_password'),
+      'a-secret-from-a-file-0123456789',
+    );
+  });
+
+  test('setting both the variable and its _FILE is an error', async () => {
+    const file = path.join(dir, 'both');
+    await writeFile(file, 'a-secret-from-a-file-0123456789\n');
+    await assert.rejects(
+      loadOperatorSecret(
+        development,
+        { ENCLAVE_DB_APP_PASSWORD: 'a-direct-secret-of-enough-length', ENCLAVE_DB_APP_PASSWORD_FILE: file },
+        'db_app_password',
+      ),
+      (error: unknown) => error instanceof ConfigError && error.variable === 'ENCLAVE_DB_APP_PASSWORD',
+    );
+  });
+
+  test('an unreadable _FILE is an error naming the file', async () => {
+    const missing = path.join(dir, 'no-such-secret-file');
+    await assert.rejects(
+      loadOperatorSecret(development, { ENCLAVE_DB_APP_PASSWORD_FILE: missing }, 'db_app_password'),
+      (error: unknown) =>
+        error instanceof ConfigError &&
+        error.message.startsWith('ENCLAVE_DB_APP_PASSWORD_FILE') &&
+        error.message.includes(missing),
+    );
+  });
+
+  test('a secret shorter than 16 characters is refused, from the environment or a file', async () => {
+    await assert.rejects(
+      loadOperatorSecret(development, { ENCLAVE_DB_APP_PASSWORD: 'short' }, 'db_app_password'),
+      (error: unknown) => error instanceof ConfigError && error.variable === 'ENCLAVE_DB_APP_PASSWORD',
+    );
+    const file = path.join(dir, 'short-secret');
+    await writeFile(file, 'short\n');
+    await assert.rejects(
+      loadOperatorSecret(development, { ENCLAVE_DB_APP_PASSWORD_FILE: file }, 'db_app_password'),
+      (error: unknown) => error instanceof ConfigError && error.variable === 'ENCLAVE_DB_APP_PASSWORD_FILE',
+    );
+  });
+
+  test('development generates the secret once, in a 0600 file under the data dir, and reuses it', async () => {
+    const first = await loadOperatorSecret(development, {}, 'db_app_password');
+    assert.ok(first.length >= 32);
+    const file = path.join(development.dataDir, 'secrets', 'db_app_password');
+    assert.equal((await readFile(file, 'utf8')).trim(), first);
+    assert.equal((await stat(file)).mode & 0o777, 0o600);
+    assert.equal((await stat(path.dirname(file))).mode & 0o077, 0);
+    const second = await loadOperatorSecret(development, {}, 'db_app_password');
+    assert.equal(second, first);
+    const other = await loadOperatorSecret(development, {}, 'db_owner_password');
+    assert.notEqual(other, first);
+  });
+});

@@ -1,0 +1,106 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { LightMyRequestResponse } from 'fastify';
+import { buildTestApp, type TestApp } from '../../test/helpers/app.ts';
+import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
+
+// Attack: script injected into a page runs, or the page is framed for
+// clickjacking, or a production session travels over plain http. The
+// headers below are the browser-side half of the defence.
+
+let db: TestDatabase;
+let development: TestApp;
+let production: TestApp;
+
+before(async () => {
+  db = await createTestDatabase();
+  development = await buildTestApp(db);
+  production = await buildTestApp(db, {
+    ENCLAVE_ENV: 'production',
+    ENCLAVE_PUBLIC_URL: 'https://enclave.example',
+  });
+});
+after(async () => {
+  await development.app.close();
+  await production.app.close();
+  await db.drop();
+});
+
+function directives(response: LightMyRequestResponse): Map<string, string[]> {
+  const header = response.headers['content-security-policy'];
+  assert.equal(typeof header, 'string', 'content-security-policy is set');
+  const map = new Map<string, string[]>();
+  for (const part of String(header).split(';')) {
+    const [name, ...values] = part.trim().split(/\s+/);
+    if (name !== undefined && name !== '') map.set(name.toLowerCase(), values);
+  }
+  return map;
+}
+
+function assertStrictHeaders(response: LightMyRequestResponse): void {
+  const csp = directives(response);
+  assert.deepEqual(csp.get('script-src'), ["'self'"]);
+  assert.deepEqual(csp.get('frame-ancestors'), ["'none'"]);
+  assert.deepEqual(csp.get('object-src'), ["'none'"]);
+  assert.deepEqual(csp.get('base-uri'), ["'none'"]);
+  assert.deepEqual(csp.get('default-src'), ["'none'"]);
+  const raw = String(response.headers['content-security-policy']);
+  assert.ok(!raw.includes("'unsafe-inline'"), raw);
+  assert.ok(!raw.includes("'unsafe-eval'"), raw);
+  assert.ok(!raw.includes('*'), `no wildcard sources: ${raw}`);
+  assert.equal(response.headers['x-frame-options'], 'DENY');
+  assert.equal(response.headers['x-content-type-options'], 'nosniff');
+}
+
+describe('security headers', () => {
+  test('OPS-3: a successful response carries a strict CSP, no framing and nosniff', async () => {
+    const response = await development.app.inject({ method: 'GET', url: '/healthz' });
+    assert.equal(response.statusCode, 200);
+    assertStrictHeaders(response);
+  });
+
+  test('OPS-3: error responses carry the same headers', async () => {
+    const response = await development.app.inject({ method: 'GET', url: '/no/such/page' });
+    assert.equal(response.statusCode, 404);
+    assertStrictHeaders(response);
+  });
+
+  test('OPS-3: development sends no HSTS, so a local http server does not pin https', async () => {
+    const response = await development.app.inject({ method: 'GET', url: '/healthz' });
+    assert.equal(response.headers['strict-transport-security'], undefined);
+  });
+
+  test('OPS-3: production sends HSTS for at least a year, on success and on error', async () => {
+    for (const url of ['/healthz', '/no/such/page']) {
+      const response = await production.app.inject({ method: 'GET', url });
+      const hsts = String(response.headers['strict-transport-security'] ?? '');
+      const maxAge = /max-age=(\d+)/.exec(hsts);
+      assert.ok(maxAge, `HSTS on ${url}: "${hsts}"`);
+      assert.ok(Number(maxAge[1]) >= 31536000, hsts);
+      assertStrictHeaders(response);
+    }
+  });
+
+  test('OPS-3: /docs works under the strict CSP: no inline script or style, external stylesheet only', async () => {
+    const response = await development.app.inject({ method: 'GET', url: '/docs' });
+    assert.equal(response.statusCode, 200);
+    assert.match(String(response.headers['content-type']), /^text\/html/);
+    const page = response.body;
+    for (const match of page.matchAll(/<script\b[^>]*>/gi)) {
+      assert.match(match[0], /\ssrc=/i, `inline script: ${match[0]}`);
+    }
+    assert.doesNotMatch(page, /<style\b/i);
+    assert.doesNotMatch(page, /\sstyle\s*=/i);
+    assert.doesNotMatch(page, /\son[a-z]+\s*=/i, 'no inline event handlers');
+    assert.match(page, /<link rel="stylesheet" href="\/static\/app\.css">/);
+    assertStrictHeaders(response);
+  });
+
+  test('OPS-3: the stylesheet is served from our origin as text/css', async () => {
+    const response = await development.app.inject({ method: 'GET', url: '/static/app.css' });
+    assert.equal(response.statusCode, 200);
+    assert.match(String(response.headers['content-type']), /^text\/css/);
+    assert.equal(response.headers['x-content-type-options'], 'nosniff');
+    assert.ok(response.body.includes('body'));
+  });
+});
