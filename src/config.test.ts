@@ -11,6 +11,7 @@ import { loadOperatorSecret } from './operator-secrets.ts';
 
 const CWD = '/srv/enclave';
 const PASSWORD = 'hunter2-secret';
+const SMTP_URL = 'smtp://mail.example:587';
 
 function configError(env: Env, variable: string): ConfigError {
   let caught: unknown;
@@ -43,6 +44,10 @@ describe('loadConfig', () => {
         databaseUrl: undefined,
         logLevel: 'info',
         workerConcurrency: 4,
+        trustProxy: false,
+        operatorEmail: undefined,
+        smtpUrl: undefined,
+        mailFrom: 'Enclave <no-reply@127.0.0.1>',
       },
     );
   });
@@ -63,6 +68,10 @@ describe('loadConfig', () => {
         DATABASE_URL: databaseUrl,
         ENCLAVE_LOG_LEVEL: 'warn',
         ENCLAVE_WORKER_CONCURRENCY: '8',
+        ENCLAVE_TRUST_PROXY: '2',
+        ENCLAVE_OPERATOR_EMAIL: ' Ops@Enclave.Example ',
+        ENCLAVE_SMTP_URL: SMTP_URL,
+        ENCLAVE_MAIL_FROM: 'Enclave Ops <ops@enclave.example>',
       },
       CWD,
     );
@@ -73,6 +82,10 @@ describe('loadConfig', () => {
     assert.equal(config.databaseUrl, databaseUrl);
     assert.equal(config.logLevel, 'warn');
     assert.equal(config.workerConcurrency, 8);
+    assert.equal(config.trustProxy, 2);
+    assert.equal(config.operatorEmail, 'ops@enclave.example');
+    assert.equal(config.smtpUrl, SMTP_URL);
+    assert.equal(config.mailFrom, 'Enclave Ops <ops@enclave.example>');
   });
 
   test('the returned config is frozen', () => {
@@ -117,7 +130,7 @@ describe('loadConfig', () => {
       'ENCLAVE_PUBLIC_URL',
     );
     // The default (http://host:port) is not acceptable in production either.
-    configError({ ENCLAVE_ENV: 'production' }, 'ENCLAVE_PUBLIC_URL');
+    configError({ ENCLAVE_ENV: 'production', ENCLAVE_SMTP_URL: SMTP_URL }, 'ENCLAVE_PUBLIC_URL');
   });
 
   test('DATABASE_URL must be a postgres URL naming a database, and its errors never contain the password', () => {
@@ -142,6 +155,74 @@ describe('loadConfig', () => {
   test('ENCLAVE_WORKER_CONCURRENCY must be at least 1', () => {
     configError({ ENCLAVE_WORKER_CONCURRENCY: '0' }, 'ENCLAVE_WORKER_CONCURRENCY');
   });
+
+  test('ENCLAVE_TRUST_PROXY is a hop count from 1 to 10 or a list of proxy addresses and CIDR ranges', () => {
+    assert.equal(loadConfig({ ENCLAVE_TRUST_PROXY: '1' }, CWD).trustProxy, 1);
+    assert.equal(loadConfig({ ENCLAVE_TRUST_PROXY: '10' }, CWD).trustProxy, 10);
+    assert.deepEqual(
+      loadConfig({ ENCLAVE_TRUST_PROXY: '10.0.0.1, 192.168.0.0/16,fd00::/8' }, CWD).trustProxy,
+      ['10.0.0.1', '192.168.0.0/16', 'fd00::/8'],
+    );
+    for (const bad of [
+      '0',
+      '11',
+      'true',
+      'proxy.internal',
+      '10.0.0.1/33',
+      '10.0.0.0/8/1',
+      '10.0.0.1,',
+      'fd00::/129',
+    ]) {
+      configError({ ENCLAVE_TRUST_PROXY: bad }, 'ENCLAVE_TRUST_PROXY');
+    }
+  });
+
+  test('ENCLAVE_OPERATOR_EMAIL must be an email address, and is stored lower-cased', () => {
+    assert.equal(
+      loadConfig({ ENCLAVE_OPERATOR_EMAIL: 'Root@Example.COM' }, CWD).operatorEmail,
+      'root@example.com',
+    );
+    for (const bad of ['root', 'root@localhost', 'a b@example.com', '<root@example.com>']) {
+      configError({ ENCLAVE_OPERATOR_EMAIL: bad }, 'ENCLAVE_OPERATOR_EMAIL');
+    }
+  });
+
+  test('ENCLAVE_SMTP_URL is required in production, must be smtp(s)://host, and its errors never contain the password', () => {
+    configError(
+      { ENCLAVE_ENV: 'production', ENCLAVE_PUBLIC_URL: 'https://enclave.example' },
+      'ENCLAVE_SMTP_URL',
+    );
+    const smtps = `smtps://mailer:${PASSWORD}@mail.example:465`;
+    assert.equal(loadConfig({ ENCLAVE_SMTP_URL: smtps }, CWD).smtpUrl, smtps);
+    const bad = [
+      `smtp://mailer:${PASSWORD}@mail.example:notaport`,
+      `${PASSWORD}`,
+      `https://mailer:${PASSWORD}@mail.example`,
+      `smtp://mailer:${PASSWORD}@`,
+    ];
+    for (const smtpUrl of bad) {
+      const error = configError({ ENCLAVE_SMTP_URL: smtpUrl }, 'ENCLAVE_SMTP_URL');
+      assert.ok(!error.message.includes(PASSWORD), `message leaks the password: ${error.message}`);
+      assert.ok(!String(error.stack).includes(PASSWORD), 'stack leaks the password');
+    }
+  });
+
+  test('ENCLAVE_MAIL_FROM is an address or "Name <address>", and a CR or LF (header injection) is refused', () => {
+    assert.equal(loadConfig({ ENCLAVE_MAIL_FROM: 'ops@example.com' }, CWD).mailFrom, 'ops@example.com');
+    assert.equal(
+      loadConfig({ ENCLAVE_PUBLIC_URL: 'https://enclave.example' }, CWD).mailFrom,
+      'Enclave <no-reply@enclave.example>',
+    );
+    for (const bad of [
+      'not an address',
+      'Ops <not-an-address>',
+      'Ops <ops@example.com>\r\nBcc: victim@example.com',
+      'Ops\r\nBcc: victim@example.com <ops@example.com>',
+      'Ops\n <ops@example.com>',
+    ]) {
+      configError({ ENCLAVE_MAIL_FROM: bad }, 'ENCLAVE_MAIL_FROM');
+    }
+  });
 });
 
 describe('loadOperatorSecret', () => {
@@ -156,6 +237,7 @@ describe('loadOperatorSecret', () => {
       {
         ENCLAVE_ENV: 'production',
         ENCLAVE_PUBLIC_URL: 'https://enclave.example',
+        ENCLAVE_SMTP_URL: SMTP_URL,
         ENCLAVE_DATA_DIR: path.join(dir, 'prod-data'),
       },
       dir,

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { AppError } from './errors.ts';
 
@@ -21,6 +22,13 @@ export interface Config {
   readonly databaseUrl: string | undefined;
   readonly logLevel: LogLevel;
   readonly workerConcurrency: number;
+  /** Fastify trustProxy: false, a hop count, or the proxies' addresses. Only then is X-Forwarded-For honoured. */
+  readonly trustProxy: false | number | readonly string[];
+  /** Binds the first operator's invite to this address. */
+  readonly operatorEmail: string | undefined;
+  /** SMTP transport for mail; unset (development only) means the /dev/mail outbox. */
+  readonly smtpUrl: string | undefined;
+  readonly mailFrom: string;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -136,18 +144,95 @@ function parseDataDir(env: Env, cwd: string): string {
   return path.resolve(cwd, raw);
 }
 
+const EMAIL = /^[^\s@<>"'(),;:\\]+@[^\s@<>"'(),;:\\]+\.[^\s@<>"'(),;:\\]+$/;
+
+export function normalizeEmail(value: string): string | undefined {
+  const email = value.trim().toLowerCase();
+  return email.length <= 254 && EMAIL.test(email) ? email : undefined;
+}
+
+function parseTrustProxy(env: Env): Config['trustProxy'] {
+  const raw = read(env, 'ENCLAVE_TRUST_PROXY');
+  if (raw === undefined) return false;
+  if (/^\d+$/.test(raw)) {
+    const hops = Number(raw);
+    if (hops >= 1 && hops <= 10) return hops;
+  }
+  const addresses = raw.split(',').map((part) => part.trim());
+  const valid = addresses.every((address) => {
+    const [ip, bits, extra] = address.split('/');
+    if (extra !== undefined || ip === undefined || isIP(ip) === 0) return false;
+    return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (isIP(ip) === 4 ? 32 : 128));
+  });
+  if (!valid) {
+    throw new ConfigError(
+      'ENCLAVE_TRUST_PROXY',
+      `must be a hop count from 1 to 10 or a comma-separated list of proxy addresses or CIDR ranges (got "${raw}")`,
+    );
+  }
+  return Object.freeze(addresses);
+}
+
+function parseOperatorEmail(env: Env): string | undefined {
+  const raw = read(env, 'ENCLAVE_OPERATOR_EMAIL');
+  if (raw === undefined) return undefined;
+  const email = normalizeEmail(raw);
+  if (email === undefined)
+    throw new ConfigError('ENCLAVE_OPERATOR_EMAIL', `is not an email address (got "${raw}")`);
+  return email;
+}
+
+function parseSmtpUrl(env: Env, production: boolean): string | undefined {
+  const raw = read(env, 'ENCLAVE_SMTP_URL');
+  if (raw === undefined) {
+    if (production) throw new ConfigError('ENCLAVE_SMTP_URL', 'is required when ENCLAVE_ENV=production');
+    return undefined;
+  }
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    // May hold the SMTP password: describe, never print.
+    throw new ConfigError('ENCLAVE_SMTP_URL', 'is not a valid URL (expected smtp://user:password@host:port)');
+  }
+  if (url.protocol !== 'smtp:' && url.protocol !== 'smtps:') {
+    throw new ConfigError(
+      'ENCLAVE_SMTP_URL',
+      `must start with smtp:// or smtps:// (got "${url.protocol}//")`,
+    );
+  }
+  if (url.hostname === '') throw new ConfigError('ENCLAVE_SMTP_URL', 'has no host');
+  return raw;
+}
+
+function parseMailFrom(env: Env, publicUrl: string): string {
+  const raw = read(env, 'ENCLAVE_MAIL_FROM');
+  if (raw === undefined) return `Enclave <no-reply@${new URL(publicUrl).hostname}>`;
+  const address = /<([^<>]+)>$/.exec(raw)?.[1] ?? raw;
+  if (normalizeEmail(address) === undefined || /[\r\n]/.test(raw)) {
+    throw new ConfigError('ENCLAVE_MAIL_FROM', `must be an address or "Name <address>" (got "${raw}")`);
+  }
+  return raw;
+}
+
 export function loadConfig(env: Env, cwd: string): Config {
   const environment = parseEnum(env, 'ENCLAVE_ENV', ['development', 'production'] as const, 'development');
   const host = parseHost(env);
   const port = parseInteger(env, 'ENCLAVE_PORT', 1, 65535, 3000);
+  const production = environment === 'production';
+  const publicUrl = parsePublicUrl(env, host, port, production);
   return Object.freeze({
     env: environment,
     host,
     port,
-    publicUrl: parsePublicUrl(env, host, port, environment === 'production'),
+    publicUrl,
     dataDir: parseDataDir(env, cwd),
     databaseUrl: parseDatabaseUrl(env),
     logLevel: parseEnum(env, 'ENCLAVE_LOG_LEVEL', LOG_LEVELS, 'info'),
     workerConcurrency: parseInteger(env, 'ENCLAVE_WORKER_CONCURRENCY', 1, 64, 4),
+    trustProxy: parseTrustProxy(env),
+    operatorEmail: parseOperatorEmail(env),
+    smtpUrl: parseSmtpUrl(env, production),
+    mailFrom: parseMailFrom(env, publicUrl),
   });
 }

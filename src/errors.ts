@@ -3,11 +3,14 @@
 // the message is for operators and is never shown to a client on a 5xx.
 export class AppError<Code extends string = string> extends Error {
   readonly code: Code;
+  /** The input field at fault, when there is one (shown beside it on a form, in `errors` on the API). */
+  readonly field: string | undefined;
 
-  constructor(code: Code, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: Code, message: string, options?: { cause?: unknown; field?: string }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'AppError';
     this.code = code;
+    this.field = options?.field;
   }
 }
 

@@ -1,9 +1,13 @@
+import { bootstrapOperatorInvite, inviteLink, OPERATOR_INVITE_HOURS } from './accounts/invites.ts';
 import { type Config, type Env, loadConfig } from './config.ts';
 import { type Database, openDatabase } from './db/database.ts';
+import { createMailer, type Mailer } from './email/mailer.ts';
 import { type App, buildApp } from './http/app.ts';
+import { createRateLimits, type RateLimits } from './http/rate-limits.ts';
 import { defaultWorkerId } from './jobs/tasks.ts';
 import { startWorker, type Worker } from './jobs/worker.ts';
 import { createLogger, type Logger } from './logger.ts';
+import { loadOperatorSecret } from './operator-secrets.ts';
 
 // Start-up in one place: config → database (embedded or external) → migrate
 // → HTTP server and/or job worker. Stop runs the same steps backwards, so
@@ -32,17 +36,23 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
   const started = performance.now();
   const config = loadConfig(options.env, options.cwd);
   const logger = createLogger(config.logLevel);
+  const sessionKey = await loadOperatorSecret(config, options.env, 'session_key');
   const db = await openDatabase(config, options.env, { appPoolSize: options.server ? 20 : 5 });
   let app: App | undefined;
   let worker: Worker | undefined;
+  let rateLimits: RateLimits | undefined;
+  let mailer: Mailer | undefined;
   const stop = async (): Promise<void> => {
     await app?.close();
+    await rateLimits?.close();
     await worker?.stop();
+    mailer?.close();
     await db.close();
   };
   try {
     if (db.migrated.applied.length > 0) logger.info({ applied: db.migrated.applied }, 'migrations applied');
     if (options.worker) {
+      mailer = createMailer(config, db.app);
       worker = await startWorker({
         target: db.target,
         credentials: db.appCredentials,
@@ -50,20 +60,42 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
         logger,
         concurrency: config.workerConcurrency,
         workerId: defaultWorkerId(),
+        mailer,
+        publicUrl: config.publicUrl,
       });
     }
     let url: string | undefined;
     if (options.server) {
-      app = await buildApp({ config, sql: db.app, logger, migrations: db.migrations });
+      rateLimits = createRateLimits(db.target, db.appCredentials, logger);
+      app = await buildApp({
+        config,
+        sql: db.app,
+        logger,
+        migrations: db.migrations,
+        sessionKey,
+        rateLimits,
+      });
       await app.listen({ host: config.host, port: config.port });
       url = config.publicUrl;
     }
     const seconds = ((performance.now() - started) / 1000).toFixed(2);
     const database =
       db.embedded === undefined ? 'external PostgreSQL' : `embedded PostgreSQL in ${config.dataDir}`;
-    if (url !== undefined)
+    // Minted before anything is printed: a caller may signal us as soon as it
+    // sees the "running" line, and its handlers are installed only once we return.
+    const first = url === undefined ? undefined : await bootstrapOperatorInvite(db.app, config.operatorEmail);
+    if (url === undefined) {
+      options.print(`Enclave worker is running (started in ${seconds} s, ${database})`);
+    } else {
       options.print(`Enclave is running at ${url} (started in ${seconds} s, ${database})`);
-    else options.print(`Enclave worker is running (started in ${seconds} s, ${database})`);
+      if (first !== undefined) {
+        const bound = first.invite.email === null ? 'not bound to an address' : `for ${first.invite.email}`;
+        options.print(
+          `No operator yet. Sign up as the first operator (one use, ${bound}, expires in ${OPERATOR_INVITE_HOURS} hours):`,
+        );
+        options.print(`  ${inviteLink(config.publicUrl, first.token)}`);
+      }
+    }
     return {
       config,
       logger,

@@ -4,12 +4,12 @@ import path from 'node:path';
 import { type Config, ConfigError, type Env } from './config.ts';
 
 // Operator secrets: what the platform itself needs to run (database role
-// passwords now; session and checkpoint keys later). Customer credentials
+// passwords, the session-cookie signing key; the checkpoint key later). Customer credentials
 // never live here. A secret has no default: it comes from ENCLAVE_<NAME>,
 // from the file named by ENCLAVE_<NAME>_FILE, or — in development only — from
 // a file generated once under the data dir (mode 0600) and reused.
 
-export type OperatorSecretName = 'db_owner_password' | 'db_app_password';
+export type OperatorSecretName = 'db_owner_password' | 'db_app_password' | 'session_key';
 
 function envName(name: OperatorSecretName): string {
   return `ENCLAVE_${name.toUpperCase()}`;

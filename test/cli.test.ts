@@ -1,11 +1,16 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { createAccountsService } from '../src/accounts/service.ts';
 import { connectionUrl } from '../src/db/target.ts';
+import { createRateLimits } from '../src/http/rate-limits.ts';
+import { createLogger } from '../src/logger.ts';
+import { testClient } from './helpers/accounts.ts';
 import { createTestDatabase, type TestDatabase, testClusterInfo } from './helpers/database.ts';
 import { requireTool } from './helpers/system-tools.ts';
 
@@ -61,12 +66,12 @@ describe('enclave usage', { concurrency: 4 }, () => {
   test('--help exits 0 and lists every command', async () => {
     const result = await enclave(['--help']);
     assert.equal(result.code, 0);
-    for (const command of ['start', 'worker', 'migrate', 'doctor']) {
+    for (const command of ['start', 'worker', 'migrate', 'doctor', 'invite']) {
       assert.match(result.stdout, new RegExp(`^  ${command} `, 'm'), `lists ${command}`);
     }
   });
 
-  for (const command of ['start', 'migrate', 'worker', 'doctor']) {
+  for (const command of ['start', 'migrate', 'worker', 'doctor', 'invite']) {
     test(`${command} --help exits 0 with a usage line`, async () => {
       const result = await enclave([command, '--help']);
       assert.equal(result.code, 0);
@@ -159,5 +164,180 @@ describe('enclave migrate and doctor against PostgreSQL', () => {
     assert.ok(failed >= 0, result.stdout);
     assert.match(out[failed + 1] ?? '', /^\s+fix: /);
     assert.doesNotMatch(result.stdout + result.stderr, /\n\s+at /);
+  });
+});
+
+describe('enclave invite', () => {
+  let db: TestDatabase;
+  let env: Record<string, string>;
+
+  before(async () => {
+    // A migrated database, as a running server would leave it.
+    db = await createTestDatabase();
+    const info = testClusterInfo();
+    env = {
+      DATABASE_URL: connectionUrl(db.target, db.target.admin),
+      // The roles are shared by the whole test run: pass the passwords they already have.
+      ENCLAVE_DB_OWNER_PASSWORD: info.ownerPassword,
+      ENCLAVE_DB_APP_PASSWORD: info.appPassword,
+      ENCLAVE_PUBLIC_URL: 'https://enclave.example',
+    };
+  });
+  after(() => db.drop());
+
+  async function pendingInvite(id: string) {
+    const [row] = await db.superuser<
+      { kind: string; email: string; token_hash: string; created_by: string | null; expires_at: Date }[]
+    >`select kind, email, token_hash, created_by, expires_at from invites
+      where id = ${id}::uuid and used_at is null and revoked_at is null`;
+    return row;
+  }
+
+  async function inviteIdByHash(token: string): Promise<string | undefined> {
+    const hash = createHash('sha256').update(token).digest('hex');
+    const [row] = await db.superuser<{ id: string }[]>`select id from invites where token_hash = ${hash}`;
+    return row?.id;
+  }
+
+  function linkToken(stdout: string): string {
+    const match = /^ {2}https:\/\/enclave\.example\/signup\?invite=(enc_inv_[0-9A-Za-z]{43})$/m.exec(stdout);
+    assert.ok(match?.[1] !== undefined, `a signup link on its own line:\n${stdout}`);
+    return match[1];
+  }
+
+  test('ACC-1: invite create prints a one-time signup link bound to the address, and a working invite', async () => {
+    const started = Date.now();
+    const result = await enclave(['invite', 'create', '--email', 'Ada@Example.TEST', '--expires', '2d'], env);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stderr, '');
+    assert.match(
+      result.stdout,
+      /^Signup invite for ada@example\.test \(one use, expires \S+Z \(in 2d\)\):$/m,
+    );
+    const token = linkToken(result.stdout);
+    const id = await inviteIdByHash(token);
+    assert.ok(id !== undefined, 'only the hash of the printed token is stored');
+    const row = await pendingInvite(id);
+    assert.equal(row?.kind, 'tenant');
+    assert.equal(row?.email, 'ada@example.test');
+    assert.equal(row?.created_by, null);
+    const hours = ((row?.expires_at.getTime() ?? 0) - started) / 3600_000;
+    assert.ok(hours > 47.9 && hours <= 48.1, `expires in 48 hours, got ${hours}`);
+
+    // The printed link is what a new tenant signs up with.
+    const logger = createLogger('silent');
+    const rateLimits = createRateLimits(db.target, db.appCredentials, logger);
+    try {
+      const accounts = createAccountsService({ sql: db.app, rateLimits });
+      const { user } = await accounts.signup(
+        { invite: token, email: 'ada@example.test', username: 'ada', password: 'a long enough password' },
+        testClient(),
+      );
+      assert.equal(user.role, 'owner');
+      assert.equal(user.is_operator, false);
+    } finally {
+      await rateLimits.close();
+    }
+    assert.equal(await pendingInvite(id), undefined, 'used');
+  });
+
+  test('invite create defaults to a 7-day expiry', async () => {
+    const started = Date.now();
+    const result = await enclave(['invite', 'create', '--email', 'grace@example.test'], env);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /\(in 7d\)/);
+    const id = await inviteIdByHash(linkToken(result.stdout));
+    const row = await pendingInvite(id ?? '');
+    const days = ((row?.expires_at.getTime() ?? 0) - started) / 86400_000;
+    assert.ok(days > 6.99 && days <= 7.01, `expires in 7 days, got ${days}`);
+  });
+
+  test('invite list shows pending signup invites; invite revoke removes one, and revoking it again is an error', async () => {
+    const created = await enclave(
+      ['invite', 'create', '--email', 'linus@example.test', '--expires', '90m'],
+      env,
+    );
+    assert.equal(created.code, 0, created.stderr);
+    const token = linkToken(created.stdout);
+    const id = (await inviteIdByHash(token)) ?? '';
+
+    const listed = await enclave(['invite', 'list'], env);
+    assert.equal(listed.code, 0, listed.stderr);
+    const line = lines(listed.stdout).find((l) => l.startsWith(id));
+    assert.ok(line !== undefined, listed.stdout);
+    assert.match(line, /\btenant\b.*\blinus@example\.test\b.*\d{4}-\d\d-\d\dT/);
+    assert.ok(!listed.stdout.includes(token), 'the list never shows a token');
+    assert.ok(
+      !lines(listed.stdout).some((l) => l.includes('ada@example.test')),
+      'used invites are not pending',
+    );
+
+    const revoked = await enclave(['invite', 'revoke', id], env);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    assert.match(revoked.stdout, new RegExp(`^Revoked invite ${id}\\.$`, 'm'));
+    assert.equal(await pendingInvite(id), undefined);
+    const relisted = await enclave(['invite', 'list'], env);
+    assert.ok(!relisted.stdout.includes(id));
+
+    for (const missing of [id, '00000000-0000-4000-8000-000000000000']) {
+      const again = await enclave(['invite', 'revoke', missing], env);
+      assert.equal(again.code, 1);
+      assert.equal(lines(again.stderr).length, 1, again.stderr);
+      assert.match(again.stderr, /^enclave: no pending signup invite with id /);
+    }
+  });
+
+  test('invite revoke does not touch a tenant member invite', async () => {
+    const [tenant] = await db.superuser<{ id: string }[]>`
+      insert into tenants (name) values ('cli-tenant') returning id`;
+    const [member] = await db.superuser<{ id: string }[]>`
+      insert into invites (kind, tenant_id, email, token_hash, expires_at)
+      values ('member', ${tenant?.id ?? ''}::uuid, 'member@example.test', ${'a'.repeat(64)}, now() + interval '1 day')
+      returning id`;
+    const listed = await enclave(['invite', 'list'], env);
+    assert.ok(!listed.stdout.includes(member?.id ?? 'missing'));
+    const result = await enclave(['invite', 'revoke', member?.id ?? ''], env);
+    assert.equal(result.code, 1);
+    const [row] = await db.superuser<{ revoked_at: Date | null }[]>`
+      select revoked_at from invites where id = ${member?.id ?? ''}::uuid`;
+    assert.equal(row?.revoked_at, null);
+  });
+
+  test('bad invite arguments exit 2 with one line and create nothing', async () => {
+    const [before] = await db.superuser<{ n: number }[]>`select count(*)::int as n from invites`;
+    // The full matrix of argument checks is in src/cli/invite.test.ts; these go through the process.
+    const bad: { args: string[]; says: RegExp }[] = [
+      { args: ['invite', 'create'], says: /needs --email/ },
+      { args: ['invite', 'create', '--email'], says: /--email/ },
+      { args: ['invite', 'create', '--email', 'not-an-address'], says: /--email is not an email address/ },
+      { args: ['invite', 'create', '--email', 'a@example.test', '--expires', '91d'], says: /1m to 90d/ },
+      { args: ['invite', 'revoke', 'not-a-uuid'], says: /is not an invite ID/ },
+      { args: ['migrate', '--email', 'a@example.test'], says: /options of "invite create"/ },
+    ];
+    // Independent processes that never reach the database: run them side by side.
+    const results = await Promise.all(bad.map(({ args }) => enclave(args, env)));
+    for (const [i, { args, says }] of bad.entries()) {
+      const result = results[i];
+      assert.ok(result !== undefined);
+      assertUsageError(result);
+      assert.match(result.stderr, says, args.join(' '));
+    }
+    const [after] = await db.superuser<{ n: number }[]>`select count(*)::int as n from invites`;
+    assert.equal(after?.n, before?.n);
+  });
+
+  test('--expires accepts the bounds 1m and 90d', async () => {
+    for (const [expires, shown] of [
+      ['1m', '1m'],
+      ['90d', '90d'],
+      ['36h', '36h'],
+    ] as const) {
+      const result = await enclave(
+        ['invite', 'create', '--email', 'bounds@example.test', '--expires', expires],
+        env,
+      );
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stdout, new RegExp(`\\(in ${shown}\\)`));
+    }
   });
 });

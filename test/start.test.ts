@@ -4,11 +4,11 @@ import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { get } from 'node:http';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
+import { freePort } from '../src/free-port.ts';
 
 // The newcomer's experience, end to end: `enclave start` with no DATABASE_URL
 // and nothing else set, on a real embedded PostgreSQL in a fresh data dir.
@@ -31,16 +31,6 @@ interface Running {
   /** The postgres server's pid, from postmaster.pid while it runs. */
   readonly postgresPid: number;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  server.close();
-  await once(server, 'close');
-  if (address === null || typeof address === 'string') throw new Error('no TCP address');
-  return address.port;
 }
 
 function cleanEnv(extra: Record<string, string>): Record<string, string> {
@@ -179,9 +169,23 @@ describe('enclave start with the embedded database', { timeout: 4 * WAIT_MS }, (
     assert.equal(await status(`${running.url}/readyz`), 200);
     assert.equal(alive(running.postgresPid), true);
     secrets = await secretFiles();
-    assert.deepEqual(Object.keys(secrets), ['db_app_password', 'db_owner_password', 'pg_superuser_password']);
+    assert.deepEqual(Object.keys(secrets), [
+      'db_app_password',
+      'db_owner_password',
+      'pg_superuser_password',
+      'session_key',
+    ]);
     pgVersion = await pgVersionMtime();
     await stopWith(running, 'SIGINT');
+    // An empty installation prints the first operator's one-time invite link.
+    assert.ok(
+      running.lines.some((line) => line.startsWith('No operator yet.')),
+      running.lines.join('\n'),
+    );
+    assert.ok(
+      running.lines.some((line) => line.startsWith(`  ${running.url}/signup?invite=enc_inv_`)),
+      running.lines.join('\n'),
+    );
   });
 
   test('a second start reuses the data dir; enclave doctor beside it attaches to its cluster', async () => {

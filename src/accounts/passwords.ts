@@ -49,8 +49,14 @@ function parseHash(stored: string): ParsedHash | undefined {
   );
   if (match === null) return undefined;
   const [, ln, r, p, salt, key] = match;
+  const params = { ln: Number(ln), r: Number(r), p: Number(p) };
+  // Not a hash we wrote: out of these bounds scrypt throws (ln of 0 or over 31), silently uses its defaults
+  // (r or p of 0), or would need gigabytes.
+  if (params.ln < 1 || params.ln > 20 || params.r < 1 || params.r > 16 || params.p < 1 || params.p > 4) {
+    return undefined;
+  }
   return {
-    params: { ln: Number(ln), r: Number(r), p: Number(p) },
+    params,
     salt: Buffer.from(salt ?? '', 'base64url'),
     key: Buffer.from(key ?? '', 'base64url'),
   };

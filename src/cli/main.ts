@@ -4,6 +4,8 @@ import { openDatabase } from '../db/database.ts';
 import { isAppError } from '../errors.ts';
 import { startEnclave } from '../main.ts';
 import { runDoctor } from './doctor.ts';
+import { INVITE_HELP, runInvite } from './invite.ts';
+import { UsageError } from './usage-error.ts';
 
 // The `enclave` admin command. Every command works against the same database
 // as a running `npm start`: the same ENCLAVE_DATA_DIR (the embedded cluster is
@@ -16,6 +18,7 @@ Commands:
   worker    Start only the job worker, for scale-out (migrates first)
   migrate   Apply pending database migrations and exit
   doctor    Check configuration, database, migrations and host tools
+  invite    Create, list or revoke signup invites (invite create --email ADDRESS)
   help      Show this help
 
 Run "enclave <command> --help" for a command's options.
@@ -41,6 +44,7 @@ Checks the configuration, the database connection, pending migrations, the
 database roles, row-level security coverage, the worker's heartbeat, and
 whether bubblewrap and Chromium are installed. Prints a fix for each problem
 and exits non-zero if anything Enclave needs to run is broken.`,
+  invite: INVITE_HELP,
   help: 'Usage: enclave help [command]',
 };
 
@@ -53,8 +57,6 @@ const processIo: Io = {
   out: (line) => process.stdout.write(`${line}\n`),
   err: (line) => process.stderr.write(`${line}\n`),
 };
-
-class UsageError extends Error {}
 
 function describeError(error: unknown): string {
   if (error instanceof ConfigError) return error.message;
@@ -110,15 +112,28 @@ async function migrateOnly(env: Env, io: Io): Promise<number> {
   return 0;
 }
 
-function parse(argv: readonly string[]): { command: string | undefined; help: boolean; rest: string[] } {
+interface Parsed {
+  readonly command: string | undefined;
+  readonly help: boolean;
+  readonly rest: string[];
+  /** Options of `invite create`; any other command refuses them. */
+  readonly email: string | undefined;
+  readonly expires: string | undefined;
+}
+
+function parse(argv: readonly string[]): Parsed {
   const { values, positionals } = parseArgs({
     args: [...argv],
-    options: { help: { type: 'boolean', short: 'h' } },
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      email: { type: 'string' },
+      expires: { type: 'string' },
+    },
     allowPositionals: true,
     strict: true,
   });
   const [command, ...rest] = positionals;
-  return { command, help: values.help === true, rest };
+  return { command, help: values.help === true, rest, email: values.email, expires: values.expires };
 }
 
 export async function main(argv: readonly string[], env: Env, io: Io = processIo): Promise<number> {
@@ -131,7 +146,7 @@ export async function main(argv: readonly string[], env: Env, io: Io = processIo
     io.err(`enclave: ${problem.charAt(0).toLowerCase()}${problem.slice(1)}. Run "enclave --help".`);
     return 2;
   }
-  const { command, help, rest } = parsed;
+  const { command, help, rest, email, expires } = parsed;
   try {
     if (command === undefined || command === 'help') {
       const topic = command === 'help' ? rest[0] : undefined;
@@ -145,6 +160,10 @@ export async function main(argv: readonly string[], env: Env, io: Io = processIo
     if (help) {
       io.out(commandHelp);
       return 0;
+    }
+    if (command === 'invite') return await runInvite({ rest, email, expires }, env, io);
+    if (email !== undefined || expires !== undefined) {
+      throw new UsageError(`--email and --expires are options of "invite create", not "${command}"`);
     }
     if (rest.length > 0) throw new UsageError(`"${command}" takes no arguments (got "${rest[0]}")`);
     switch (command) {

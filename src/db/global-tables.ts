@@ -1,14 +1,38 @@
 // The only tables allowed to exist without row-level security (TEN-6). Each
-// holds no tenant's data, and says why here. Anything else without ENABLE +
-// FORCE RLS and a policy fails the RLS gate test and `enclave doctor`.
-export const GLOBAL_TABLES: Readonly<Record<string, string>> = {
-  'enclave.schema_migrations':
-    'migration ledger: version numbers and checksums, written by the owner role at start',
-  'enclave.worker_heartbeats': 'liveness of worker processes, which serve every tenant',
-  'graphile_worker.migrations': 'the job queue library’s own schema version',
-  'graphile_worker._private_jobs':
-    'job queue shared by every tenant (OPS-2); payloads carry ids, never secrets',
-  'graphile_worker._private_job_queues': 'named job queues of the shared job queue',
-  'graphile_worker._private_tasks': 'task identifiers known to the shared job queue',
-  'graphile_worker._private_known_crontabs': 'last run times of platform cron tasks',
+// says why it holds no tenant's data, or, where it names a tenant
+// (`tenantColumn`), why it must be read before any tenant is known. Anything
+// else without ENABLE + FORCE RLS and a tenant policy fails the RLS gate test
+// and `enclave doctor`.
+
+export interface GlobalTable {
+  readonly reason: string;
+  /** Present only if the table has a tenant_id column: why that is not tenant data behind RLS. */
+  readonly tenantColumn?: string;
+}
+
+export const GLOBAL_TABLES: Readonly<Record<string, GlobalTable>> = {
+  'enclave.schema_migrations': {
+    reason: 'migration ledger: version numbers and checksums, written by the owner role at start',
+  },
+  'enclave.worker_heartbeats': { reason: 'liveness of worker processes, which serve every tenant' },
+  'enclave.invites': {
+    reason: 'an invite is redeemed by someone with no session, before the tenant it creates exists',
+    tenantColumn: 'a member invite names the tenant it joins; owners list them filtered by their own tenant',
+  },
+  'enclave.recovery_requests': {
+    reason: 'a recovery request may match no account, and gets a support reference all the same',
+  },
+  'enclave.rate_limits': {
+    reason: 'rate-limit counters keyed by client address or a hash of the login tried',
+  },
+  'enclave.dev_outbox': {
+    reason: 'development-only mail outbox shown at /dev/mail; never written in production',
+  },
+  'graphile_worker.migrations': { reason: 'the job queue library’s own schema version' },
+  'graphile_worker._private_jobs': {
+    reason: 'job queue shared by every tenant (OPS-2); payloads carry ids, never secrets',
+  },
+  'graphile_worker._private_job_queues': { reason: 'named job queues of the shared job queue' },
+  'graphile_worker._private_tasks': { reason: 'task identifiers known to the shared job queue' },
+  'graphile_worker._private_known_crontabs': { reason: 'last run times of platform cron tasks' },
 };

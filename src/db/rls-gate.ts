@@ -3,7 +3,9 @@ import { GLOBAL_TABLES } from './global-tables.ts';
 
 // TEN-6: reads the catalog and lists every ordinary or partitioned table
 // outside the system schemas that is not in the global allowlist and lacks
-// ENABLE + FORCE row-level security or a policy. An empty list is the gate.
+// ENABLE + FORCE row-level security or a tenant policy, or that has any other
+// permissive policy than a FOR SELECT lookup on current_lookup() (see
+// src/db/lookup.ts). An empty list is the gate.
 
 export interface UnprotectedTable {
   readonly table: string;
@@ -12,7 +14,14 @@ export interface UnprotectedTable {
 
 export async function findUnprotectedTables(sql: Sql): Promise<UnprotectedTable[]> {
   const rows = await sql<
-    { table: string; enabled: boolean; forced: boolean; tenant_policies: number; has_tenant: boolean }[]
+    {
+      table: string;
+      enabled: boolean;
+      forced: boolean;
+      tenant_policies: number;
+      other_policies: string[];
+      has_tenant: boolean;
+    }[]
   >`
     select n.nspname || '.' || c.relname as table,
            c.relrowsecurity as enabled,
@@ -23,6 +32,16 @@ export async function findUnprotectedTables(sql: Sql): Promise<UnprotectedTable[
              where p.polrelid = c.oid and p.polcmd = '*' and p.polpermissive
                and pg_get_expr(p.polqual, p.polrelid) like '%current_tenant_id()%'
                and pg_get_expr(p.polwithcheck, p.polrelid) like '%current_tenant_id()%') as tenant_policies,
+           -- Any other permissive policy widens access: only a read-only lookup by
+           -- app.lookup is allowed (*_lookup, FOR SELECT, on current_lookup()).
+           array(select p.polname::text from pg_policy p
+             where p.polrelid = c.oid and p.polpermissive
+               and not (p.polcmd = '*'
+                        and pg_get_expr(p.polqual, p.polrelid) like '%current_tenant_id()%'
+                        and pg_get_expr(p.polwithcheck, p.polrelid) like '%current_tenant_id()%')
+               and not (p.polcmd = 'r' and p.polname like '%\_lookup'
+                        and pg_get_expr(p.polqual, p.polrelid) like '%current_lookup()%')
+             order by 1) as other_policies,
            exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.attname = 'tenant_id'
                    and not a.attisdropped) as has_tenant
     from pg_class c
@@ -34,14 +53,20 @@ export async function findUnprotectedTables(sql: Sql): Promise<UnprotectedTable[
     order by 1`;
   const unprotected: UnprotectedTable[] = [];
   for (const row of rows) {
-    const allowlisted = Object.hasOwn(GLOBAL_TABLES, row.table);
-    // A tenant_id column means tenant data: the allowlist cannot excuse it.
-    if (allowlisted && !row.has_tenant) continue;
+    const global = Object.hasOwn(GLOBAL_TABLES, row.table) ? GLOBAL_TABLES[row.table] : undefined;
+    // A tenant_id column means tenant data: the allowlist excuses it only with a stated reason.
+    if (global !== undefined && (!row.has_tenant || global.tenantColumn !== undefined)) continue;
     const missing: string[] = [];
-    if (allowlisted) missing.push('allowlisted but has a tenant_id column');
+    if (global !== undefined)
+      missing.push('allowlisted but has a tenant_id column and no tenantColumn reason');
     if (!row.enabled) missing.push('ENABLE ROW LEVEL SECURITY');
     if (!row.forced) missing.push('FORCE ROW LEVEL SECURITY');
     if (row.tenant_policies === 0) missing.push('a policy with USING and WITH CHECK on current_tenant_id()');
+    for (const name of row.other_policies) {
+      missing.push(
+        `no policy "${name}" (only tenant policies and FOR SELECT *_lookup policies on current_lookup())`,
+      );
+    }
     if (missing.length > 0) unprotected.push({ table: row.table, missing });
   }
   return unprotected;

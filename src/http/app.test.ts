@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { Type } from 'typebox';
-import { buildTestApp, type TestApp } from '../../test/helpers/app.ts';
-import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
+import { type ProblemBody, useTestApp } from '../../test/helpers/app.ts';
 import { AppError } from '../errors.ts';
 import { BODY_LIMIT_BYTES } from './app.ts';
 import { PROBLEM_TYPES } from './problem-types.ts';
@@ -11,13 +10,10 @@ import { PROBLEM_TYPES } from './problem-types.ts';
 // request id; bodies are size-limited and schema-checked (unknown fields
 // rejected); a 5xx's message and stack stay in the log, never the response.
 
-let db: TestDatabase;
-let testApp: TestApp;
+const ctx = useTestApp();
 
-before(async () => {
-  db = await createTestDatabase();
-  testApp = await buildTestApp(db);
-  const { app } = testApp;
+ctx.before(async () => {
+  const { app } = ctx.testApp;
   app.post(
     '/test/echo',
     {
@@ -36,33 +32,20 @@ before(async () => {
   app.get('/test/items/:id', async () => ({ ok: true }));
   await app.ready();
 });
-after(async () => {
-  await testApp.app.close();
-  await db.drop();
-});
 
-interface ProblemBody {
-  type: string;
-  title: string;
-  status: number;
-  code: string;
-  request_id: string;
-  detail?: string;
-  errors?: { field: string; message: string }[];
-}
-
-function postEcho(payload: string, contentType = 'application/json') {
-  return testApp.app.inject({
+function postEcho(payload: string | Buffer, contentType = 'application/json') {
+  return ctx.testApp.app.inject({
     method: 'POST',
     url: '/test/echo',
-    headers: { 'content-type': contentType },
+    // Same-origin, so the CSRF check (ACC-4) lets the request reach the body parser.
+    headers: { 'content-type': contentType, origin: ctx.testApp.config.publicUrl },
     payload,
   });
 }
 
 describe('problem+json errors', () => {
   test('an unknown route is a 404 problem document carrying our request id', async () => {
-    const response = await testApp.app.inject({ method: 'GET', url: '/no/such/route' });
+    const response = await ctx.testApp.app.inject({ method: 'GET', url: '/no/such/route' });
     assert.equal(response.statusCode, 404);
     assert.match(String(response.headers['content-type']), /^application\/problem\+json/);
     const body = response.json<ProblemBody>();
@@ -75,7 +58,7 @@ describe('problem+json errors', () => {
   });
 
   test('a client-sent X-Request-Id is not used as the request id', async () => {
-    const response = await testApp.app.inject({
+    const response = await ctx.testApp.app.inject({
       method: 'GET',
       url: '/no/such/route',
       headers: { 'x-request-id': 'attacker-chosen-id' },
@@ -98,6 +81,35 @@ describe('problem+json errors', () => {
     assert.equal(response.statusCode, 400);
     assert.match(String(response.headers['content-type']), /^application\/problem\+json/);
     assert.equal(response.json<ProblemBody>().code, 'malformed_body');
+  });
+
+  test('a body that is not valid UTF-8 is a 400 malformed_body, not silently repaired', async () => {
+    const payload = Buffer.concat([Buffer.from('{"name": "a'), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]);
+    const response = await postEcho(payload);
+    assert.equal(response.statusCode, 400);
+    assert.equal(response.json<ProblemBody>().code, 'malformed_body');
+  });
+
+  test('a JSON body with a "__proto__" key is a 400 malformed_body, at any depth', async () => {
+    for (const payload of [
+      '{"name": "ada", "__proto__": {"isAdmin": true}}',
+      '{"name": {"__proto__": {}}}',
+    ]) {
+      const response = await postEcho(payload);
+      assert.equal(response.statusCode, 400, payload);
+      assert.equal(response.json<ProblemBody>().code, 'malformed_body');
+    }
+  });
+
+  test('a form body is decoded strictly: bad UTF-8, bad percent-encoding, repeated and "__proto__" fields are 400', async () => {
+    const ok = await postEcho('name=ada+l%C3%A9', 'application/x-www-form-urlencoded');
+    assert.equal(ok.statusCode, 200);
+    assert.deepEqual(ok.json(), { name: 'ada lé' });
+    for (const payload of ['name=%C3%28', 'name=%zz', 'name=a&name=b', '__proto__=x&name=a']) {
+      const response = await postEcho(payload, 'application/x-www-form-urlencoded');
+      assert.equal(response.statusCode, 400, payload);
+      assert.equal(response.json<ProblemBody>().code, 'malformed_body', payload);
+    }
   });
 
   test('an empty body sent as JSON is a 400 malformed_body', async () => {
@@ -133,6 +145,14 @@ describe('problem+json errors', () => {
     assert.ok(!tooLong.body.includes('x'.repeat(11)));
   });
 
+  test('a body is validated as sent: a number is not coerced into a string field', async () => {
+    for (const name of [42, true, null]) {
+      const response = await postEcho(JSON.stringify({ name }));
+      assert.equal(response.statusCode, 400, JSON.stringify(name));
+      assert.equal(response.json<ProblemBody>().code, 'validation_failed');
+    }
+  });
+
   test('a body over the size limit is a 413 body_too_large', async () => {
     const payload = JSON.stringify({ name: 'x'.repeat(BODY_LIMIT_BYTES) });
     assert.ok(Buffer.byteLength(payload) > BODY_LIMIT_BYTES);
@@ -149,7 +169,7 @@ describe('problem+json errors', () => {
   });
 
   test('an unexpected error is a 500 internal whose message and stack reach the log, not the client', async () => {
-    const response = await testApp.app.inject({ method: 'GET', url: '/test/crash' });
+    const response = await ctx.testApp.app.inject({ method: 'GET', url: '/test/crash' });
     assert.equal(response.statusCode, 500);
     const body = response.json<ProblemBody>();
     assert.equal(body.code, 'internal');
@@ -157,7 +177,7 @@ describe('problem+json errors', () => {
     assert.ok(!response.body.includes('hunter2'));
     assert.ok(!response.body.includes('at '), 'no stack frames in the body');
     assert.ok(!response.body.includes('.ts:'), 'no source locations in the body');
-    const logged = testApp
+    const logged = ctx.testApp
       .logLines()
       .map((line) => JSON.parse(line) as { reqId?: string; err?: { message?: string; stack?: string } })
       .find((line) => line.reqId === body.request_id && line.err?.message === 'db password is hunter2');
@@ -166,7 +186,7 @@ describe('problem+json errors', () => {
   });
 
   test('an AppError with a 4xx problem code answers with that status and code', async () => {
-    const response = await testApp.app.inject({ method: 'GET', url: '/test/missing' });
+    const response = await ctx.testApp.app.inject({ method: 'GET', url: '/test/missing' });
     assert.equal(response.statusCode, 404);
     const body = response.json<ProblemBody>();
     assert.equal(body.code, 'not_found');
@@ -176,7 +196,7 @@ describe('problem+json errors', () => {
 
 describe('/docs/problems', () => {
   test('lists every problem code with its status', async () => {
-    const response = await testApp.app.inject({ method: 'GET', url: '/docs/problems' });
+    const response = await ctx.testApp.app.inject({ method: 'GET', url: '/docs/problems' });
     assert.equal(response.statusCode, 200);
     assert.match(String(response.headers['content-type']), /^text\/html/);
     for (const [code, type] of Object.entries(PROBLEM_TYPES)) {
@@ -188,11 +208,11 @@ describe('/docs/problems', () => {
 
 describe('request logging', () => {
   test('request log lines carry the route pattern, never the path or query string', async () => {
-    const health = await testApp.app.inject({ method: 'GET', url: '/healthz?token=secret123' });
+    const health = await ctx.testApp.app.inject({ method: 'GET', url: '/healthz?token=secret123' });
     assert.equal(health.statusCode, 200);
-    const item = await testApp.app.inject({ method: 'GET', url: '/test/items/item-secret-456' });
+    const item = await ctx.testApp.app.inject({ method: 'GET', url: '/test/items/item-secret-456' });
     assert.equal(item.statusCode, 200);
-    const lines = testApp.logLines();
+    const lines = ctx.testApp.logLines();
     assert.ok(!lines.some((line) => line.includes('secret123')));
     assert.ok(!lines.some((line) => line.includes('item-secret-456')));
     const requests = lines

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
+import fastifyCookie from '@fastify/cookie';
 import fastifyStatic from '@fastify/static';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, {
@@ -10,14 +11,25 @@ import Fastify, {
   type RawServerDefault,
 } from 'fastify';
 import type { Sql } from 'postgres';
+import { registerAccountsApi } from '../accounts/api-routes.ts';
+import { registerDashboardPages } from '../accounts/dashboard-routes.ts';
+import { createLinksService } from '../accounts/links.ts';
+import { registerAccountPages } from '../accounts/page-routes.ts';
+import { registerPrincipal } from '../accounts/principal.ts';
+import { createAccountsService } from '../accounts/service.ts';
 import type { Config } from '../config.ts';
 import type { Migration } from '../db/migrator.ts';
 import type { Logger } from '../logger.ts';
+import { registerDevMail } from '../web/dev-mail-page.ts';
 import { registerDocsRoutes } from '../web/docs-page.ts';
+import { registerBodyParsers } from './body-parsers.ts';
+import { registerCsrfCheck } from './csrf.ts';
 import { registerHealthRoutes } from './health-routes.ts';
 import { registerOpenApi } from './openapi.ts';
 import { registerProblemHandlers } from './problems.ts';
+import type { RateLimits } from './rate-limits.ts';
 import { registerSecurityHeaders } from './security-headers.ts';
+import { strictBodySchemaController } from './validation.ts';
 
 export type App = FastifyInstance<
   RawServerDefault,
@@ -32,10 +44,21 @@ export interface AppDeps {
   readonly sql: Sql;
   readonly logger: Logger;
   readonly migrations: readonly Migration[];
+  /** Operator secret that signs session cookies (HMAC-SHA256). */
+  readonly sessionKey: string;
+  readonly rateLimits: RateLimits;
 }
 
 export const BODY_LIMIT_BYTES = 256 * 1024;
 const STATIC_DIR = path.join(import.meta.dirname, '..', 'web', 'static');
+
+function trustProxyOption(
+  setting: Config['trustProxy'],
+): boolean | string[] | ((address: string, hop: number) => boolean) {
+  if (setting === false) return false;
+  if (typeof setting === 'number') return (_address, hop) => hop < setting;
+  return [...setting];
+}
 
 /**
  * Assembles the HTTP server in a fixed order: external plugins (headers,
@@ -52,17 +75,23 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     requestIdHeader: false,
     bodyLimit: BODY_LIMIT_BYTES,
     return503OnClosing: true,
-    ajv: { customOptions: { removeAdditional: false, allErrors: true } },
+    // X-Forwarded-For is honoured only from the proxies the operator names (ENCLAVE_TRUST_PROXY).
+    trustProxy: trustProxyOption(deps.config.trustProxy),
+    schemaController: strictBodySchemaController(),
   }).withTypeProvider<TypeBoxTypeProvider>();
-  // The API takes JSON only. Fastify parses text/plain by default, and text/plain is
-  // a type a cross-site form may send without a CORS preflight: refuse it (415).
-  app.removeContentTypeParser('text/plain');
+  // JSON and forms only, decoded strictly. text/plain (which a cross-site form
+  // may send without a CORS preflight) is not accepted: 415.
+  registerBodyParsers(app);
 
   await registerSecurityHeaders(app, deps.config);
   await registerOpenApi(app, deps.config);
   await app.register(fastifyStatic, { root: STATIC_DIR, prefix: '/static/', index: false, schemaHide: true });
+  await app.register(fastifyCookie, { secret: deps.sessionKey, algorithm: 'sha256' });
 
   registerProblemHandlers(app);
+  registerCsrfCheck(app, deps.config.publicUrl);
+  const cookies = { secure: deps.config.env === 'production' };
+  registerPrincipal(app, deps.sql, cookies);
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
@@ -79,7 +108,20 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     );
   });
 
+  const accounts = createAccountsService({ sql: deps.sql, rateLimits: deps.rateLimits });
   registerHealthRoutes(app, deps);
   registerDocsRoutes(app);
+  registerAccountsApi(app, { accounts, publicUrl: deps.config.publicUrl });
+  const links = createLinksService({ sql: deps.sql, rateLimits: deps.rateLimits });
+  registerAccountPages(app, { accounts, links, cookies });
+  registerDashboardPages(app, {
+    accounts,
+    links,
+    cookies,
+    publicUrl: deps.config.publicUrl,
+    rateLimits: deps.rateLimits,
+  });
+  // The outbox page exists only where mail goes to the outbox: development without SMTP.
+  if (deps.config.env === 'development' && deps.config.smtpUrl === undefined) registerDevMail(app, deps.sql);
   return app;
 }

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { randomBytes } from 'node:crypto';
+import { describe, test } from 'node:test';
 import type { Sql } from 'postgres';
-import { buildTestApp, type TestApp } from '../../test/helpers/app.ts';
-import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
+import { type ProblemBody, useTestApp } from '../../test/helpers/app.ts';
 import { loadConfig } from '../config.ts';
 import type { Migration } from '../db/migrator.ts';
 import { connect } from '../db/target.ts';
@@ -13,20 +13,13 @@ import { type App, buildApp } from './app.ts';
 // is reachable and at the schema this code expects, so a load balancer never
 // routes to a server that would fail every request.
 
-let db: TestDatabase;
-let testApp: TestApp;
+const ctx = useTestApp();
 const extraApps: App[] = [];
 const extraPools: Sql[] = [];
 
-before(async () => {
-  db = await createTestDatabase();
-  testApp = await buildTestApp(db);
-});
-after(async () => {
-  await testApp.app.close();
+ctx.after(async () => {
   for (const app of extraApps) await app.close();
   await Promise.all(extraPools.map((sql) => sql.end({ timeout: 1 })));
-  await db.drop();
 });
 
 async function appWith(sql: Sql, migrations: readonly Migration[]): Promise<App> {
@@ -35,42 +28,37 @@ async function appWith(sql: Sql, migrations: readonly Migration[]): Promise<App>
     sql,
     logger: createLogger('silent'),
     migrations,
+    sessionKey: randomBytes(32).toString('base64url'),
+    rateLimits: ctx.testApp.rateLimits,
   });
   extraApps.push(app);
   return app;
 }
 
-interface ProblemBody {
-  code: string;
-  status: number;
-  request_id: string;
-  detail?: string;
-}
-
 describe('health routes', () => {
   test('/healthz answers 200 ok', async () => {
-    const response = await testApp.app.inject({ method: 'GET', url: '/healthz' });
+    const response = await ctx.testApp.app.inject({ method: 'GET', url: '/healthz' });
     assert.equal(response.statusCode, 200);
     assert.deepEqual(response.json(), { status: 'ok' });
   });
 
   test('/readyz answers 200 with the schema version of the last migration', async () => {
-    const last = db.migrations.at(-1);
+    const last = ctx.db.migrations.at(-1);
     assert.ok(last, 'there is at least one migration');
-    const response = await testApp.app.inject({ method: 'GET', url: '/readyz' });
+    const response = await ctx.testApp.app.inject({ method: 'GET', url: '/readyz' });
     assert.equal(response.statusCode, 200);
     assert.deepEqual(response.json(), { status: 'ready', schema_version: last.version });
   });
 
   test('/readyz answers 503 not_ready when the database lacks a migration this code expects', async () => {
-    const last = db.migrations.at(-1);
+    const last = ctx.db.migrations.at(-1);
     const fake: Migration = {
       version: (last?.version ?? 0) + 1,
       name: 'not_yet_applied',
       sql: 'select 1',
       checksum: '0'.repeat(64),
     };
-    const app = await appWith(db.app, [...db.migrations, fake]);
+    const app = await appWith(ctx.db.app, [...ctx.db.migrations, fake]);
     const response = await app.inject({ method: 'GET', url: '/readyz' });
     assert.equal(response.statusCode, 503);
     assert.match(String(response.headers['content-type']), /^application\/problem\+json/);
@@ -82,16 +70,18 @@ describe('health routes', () => {
 
   test('/readyz answers 503 not_ready when the database is unreachable', async () => {
     // Port 1 on loopback: nothing listens, so the connection is refused at once.
-    const unreachable = connect({ ...db.target, host: '127.0.0.1', port: 1 }, db.appCredentials, { max: 1 });
+    const unreachable = connect({ ...ctx.db.target, host: '127.0.0.1', port: 1 }, ctx.db.appCredentials, {
+      max: 1,
+    });
     extraPools.push(unreachable);
-    const app = await appWith(unreachable, db.migrations);
+    const app = await appWith(unreachable, ctx.db.migrations);
     const response = await app.inject({ method: 'GET', url: '/readyz' });
     assert.equal(response.statusCode, 503);
     assert.match(String(response.headers['content-type']), /^application\/problem\+json/);
     const body = response.json<ProblemBody>();
     assert.equal(body.code, 'not_ready');
     assert.equal(body.detail, 'the database is unreachable');
-    assert.ok(!response.body.includes(db.appCredentials.password));
+    assert.ok(!response.body.includes(ctx.db.appCredentials.password));
     // Liveness does not depend on the database.
     const health = await app.inject({ method: 'GET', url: '/healthz' });
     assert.equal(health.statusCode, 200);
@@ -100,7 +90,7 @@ describe('health routes', () => {
 
 describe('API description', () => {
   test('/openapi.json is OpenAPI 3.1.0 and describes /healthz and /readyz', async () => {
-    const response = await testApp.app.inject({ method: 'GET', url: '/openapi.json' });
+    const response = await ctx.testApp.app.inject({ method: 'GET', url: '/openapi.json' });
     assert.equal(response.statusCode, 200);
     const doc = response.json<{ openapi: string; paths: Record<string, Record<string, unknown>> }>();
     assert.equal(doc.openapi, '3.1.0');
@@ -111,7 +101,7 @@ describe('API description', () => {
   });
 
   test('/docs lists /healthz and /readyz', async () => {
-    const response = await testApp.app.inject({ method: 'GET', url: '/docs' });
+    const response = await ctx.testApp.app.inject({ method: 'GET', url: '/docs' });
     assert.equal(response.statusCode, 200);
     assert.match(String(response.headers['content-type']), /^text\/html/);
     assert.match(response.body, /<code>\/healthz<\/code>/);

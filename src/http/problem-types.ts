@@ -36,6 +36,51 @@ export const PROBLEM_TYPES = {
     title: 'Unsupported media type',
     description: 'The Content-Type is not one this route accepts.',
   },
+  invite_invalid: {
+    status: 400,
+    title: 'Invite not valid',
+    description: 'The invite does not exist, or was used, revoked or has expired.',
+  },
+  link_invalid: {
+    status: 400,
+    title: 'Link not valid',
+    description: 'The one-time link does not exist, or was used or has expired (links last 60 minutes).',
+  },
+  login_failed: {
+    status: 401,
+    title: 'Sign-in failed',
+    description:
+      'The login or password is not correct. The answer is the same whether or not the account exists.',
+  },
+  unauthenticated: {
+    status: 401,
+    title: 'Not signed in',
+    description:
+      'The request carries no valid session cookie or API token, or it was revoked or has expired.',
+  },
+  token_wrong_kind: {
+    status: 401,
+    title: 'Wrong kind of token',
+    description:
+      'The Bearer token is not an API token (enc_live_…); relay, thread and agent tokens are for their own endpoints.',
+  },
+  csrf_rejected: {
+    status: 403,
+    title: 'Cross-site request refused',
+    description:
+      'A state-changing request without a Bearer token must come from this site (its Origin, or Sec-Fetch-Site: same-origin).',
+  },
+  forbidden: {
+    status: 403,
+    title: 'Not allowed',
+    description:
+      'The credentials are valid but do not allow this action (for example, a read-scoped token writing).',
+  },
+  rate_limited: {
+    status: 429,
+    title: 'Too many requests',
+    description: 'This action is rate-limited. Retry after the number of seconds in the Retry-After header.',
+  },
   not_ready: {
     status: 503,
     title: 'Not ready',

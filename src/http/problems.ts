@@ -2,7 +2,9 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { isAppError } from '../errors.ts';
 import type { App } from './app.ts';
+import { BodyParseError, UnsupportedMediaTypeError } from './body-parsers.ts';
 import { isProblemCode, PROBLEM_TYPES, type ProblemCode, problemTypeUri } from './problem-types.ts';
+import { RateLimitedError } from './rate-limits.ts';
 
 // RFC 9457 problem details for every error the server answers with. The
 // message of a 5xx is logged, never sent: clients get the title and the
@@ -88,8 +90,27 @@ export function registerProblemHandlers(app: App): void {
     if (error.validation !== undefined) {
       return sendProblem(request, reply, 'validation_failed', { errors: validationErrors(error) });
     }
+    if (error instanceof RateLimitedError) {
+      reply.header('retry-after', String(error.retryAfterSeconds));
+      return sendProblem(request, reply, 'rate_limited', {
+        detail: `retry after ${error.retryAfterSeconds} seconds`,
+      });
+    }
     if (isAppError(error) && isProblemCode(error.code) && PROBLEM_TYPES[error.code].status < 500) {
-      return sendProblem(request, reply, error.code, { detail: error.message });
+      // A 4xx AppError's message is written for the client: it names the rule, never the submitted value.
+      const errors = error.field === undefined ? undefined : [{ field: error.field, message: error.message }];
+      return sendProblem(
+        request,
+        reply,
+        error.code,
+        errors === undefined ? { detail: error.message } : { detail: error.message, errors },
+      );
+    }
+    if (error instanceof BodyParseError) {
+      return sendProblem(request, reply, 'malformed_body', { detail: error.message });
+    }
+    if (error instanceof UnsupportedMediaTypeError) {
+      return sendProblem(request, reply, 'unsupported_media_type', { detail: error.message });
     }
     const mapped = error.code === undefined ? undefined : FASTIFY_CODES[error.code];
     if (mapped !== undefined) return sendProblem(request, reply, mapped);

@@ -18,6 +18,7 @@ before(async () => {
   production = await buildTestApp(db, {
     ENCLAVE_ENV: 'production',
     ENCLAVE_PUBLIC_URL: 'https://enclave.example',
+    ENCLAVE_SMTP_URL: 'smtp://mail.example:587',
   });
 });
 after(async () => {

@@ -27,7 +27,9 @@ export async function registerSecurityHeaders(app: App, config: Pick<Config, 'en
     },
     strictTransportSecurity: production ? { maxAge: 63072000, includeSubDomains: true } : false,
     crossOriginEmbedderPolicy: false,
-    referrerPolicy: { policy: 'no-referrer' },
+    // same-origin, not no-referrer: under no-referrer browsers send "Origin: null" on
+    // form posts, which the CSRF check (ACC-4) must refuse. Other sites still get no referrer.
+    referrerPolicy: { policy: 'same-origin' },
     xFrameOptions: { action: 'deny' },
   });
 }

@@ -4,6 +4,7 @@ import { Writable } from 'node:stream';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import type { WorkerEvents } from 'graphile-worker';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
+import { createOutboxMailer } from '../email/mailer.ts';
 import { createLogger } from '../logger.ts';
 import { enqueueJob } from './queue.ts';
 import { startWorker, type Worker } from './worker.ts';
@@ -125,6 +126,8 @@ describe('worker', () => {
       ),
       concurrency: 1,
       workerId: 'test-worker',
+      mailer: createOutboxMailer(db.app),
+      publicUrl: 'http://127.0.0.1:3000',
       events,
     });
     await cronStarted;
@@ -144,12 +147,12 @@ describe('worker', () => {
     assert.ok(rows[0]?.seen_at instanceof Date);
   });
 
-  test('OPS-2: the heartbeat cron schedule is registered with the queue when the worker starts', async () => {
+  test('OPS-2: the heartbeat and maintenance cron schedules are registered with the queue when the worker starts', async () => {
     const rows = await db.superuser<{ identifier: string }[]>`
-      select identifier from graphile_worker._private_known_crontabs`;
+      select identifier from graphile_worker._private_known_crontabs order by identifier`;
     assert.deepEqual(
       rows.map((row) => row.identifier),
-      ['platform_heartbeat'],
+      ['maintenance_prune', 'platform_heartbeat'],
     );
   });
 

@@ -21,10 +21,11 @@ export async function enqueueJob<N extends TaskName>(
   payload: TaskPayloads[N],
   options: EnqueueOptions = {},
 ): Promise<string> {
+  // sql.json, not JSON.stringify: postgres.js encodes a ::json parameter itself, so a string would arrive as a JSON string.
   const [job] = await sql<{ id: string }[]>`
     select id::text from graphile_worker.add_job(
       identifier => ${task}::text,
-      payload => ${JSON.stringify(payload)}::json,
+      payload => ${sql.json(payload as unknown as Parameters<typeof sql.json>[0])}::json,
       queue_name => ${options.queue ?? null}::text,
       run_at => ${options.runAt ?? null}::timestamptz,
       max_attempts => ${options.maxAttempts ?? null}::int,

@@ -1,5 +1,8 @@
 import { hostname } from 'node:os';
 import type { Sql } from 'postgres';
+import { type LinkMailPayload, type LinkPurpose, mintLinkForMail } from '../accounts/links.ts';
+import type { Mailer } from '../email/mailer.ts';
+import { recoveryMail, verificationMail } from '../email/messages.ts';
 
 // The task list: every durable side effect is one of these, enqueued with
 // enqueueJob() in the same transaction as its cause (OPS-2). A task must be
@@ -9,6 +12,12 @@ import type { Sql } from 'postgres';
 export interface TaskPayloads {
   /** Cron, every minute: records that this worker process is alive. */
   platform_heartbeat: Record<string, never>;
+  /** Mints a one-time link for an email_tokens row and mails it to the pending address (ACC-7). */
+  send_verification_email: LinkMailPayload;
+  /** Mints a one-time recovery link and mails it to the account's address (ACC-7). */
+  send_recovery_email: LinkMailPayload;
+  /** Cron, hourly: deletes expired rate-limit counters, old dev mail and old recovery requests. */
+  maintenance_prune: Record<string, never>;
 }
 
 export type TaskName = keyof TaskPayloads;
@@ -18,6 +27,9 @@ export interface TaskDeps {
   /** Identifies this process in worker_heartbeats. */
   readonly workerId: string;
   readonly startedAt: Date;
+  readonly mailer: Pick<Mailer, 'send'>;
+  /** Origin that links in mail point at (ENCLAVE_PUBLIC_URL). */
+  readonly publicUrl: string;
 }
 
 export function defaultWorkerId(): string {
@@ -34,10 +46,39 @@ async function recordHeartbeat(deps: TaskDeps): Promise<void> {
   });
 }
 
+/**
+ * Mints the link and sends it. A send that throws fails the job, which
+ * graphile-worker retries with backoff; the retry mints a fresh token, so
+ * the link of a message that did leave the first time stops working.
+ */
+async function sendLinkMail(deps: TaskDeps, purpose: LinkPurpose, payload: unknown): Promise<void> {
+  const link = await mintLinkForMail(deps.sql, purpose, payload);
+  if (link === undefined) return;
+  const mail =
+    purpose === 'recover' ? recoveryMail(deps.publicUrl, link) : verificationMail(deps.publicUrl, link);
+  await deps.mailer.send(mail);
+}
+
+export const OUTBOX_DAYS = 7;
+export const RECOVERY_REQUEST_DAYS = 90;
+
+async function prune(deps: TaskDeps): Promise<void> {
+  await deps.sql.begin(async (tx) => {
+    // rate-limiter-flexible stores expiry as milliseconds since the epoch.
+    await tx`delete from rate_limits where expire < (extract(epoch from now()) * 1000)::bigint`;
+    await tx`delete from dev_outbox where created_at < now() - make_interval(days => ${OUTBOX_DAYS})`;
+    await tx`
+      delete from recovery_requests where requested_at < now() - make_interval(days => ${RECOVERY_REQUEST_DAYS})`;
+  });
+}
+
 export type TaskHandlers = { readonly [N in TaskName]: (payload: unknown) => Promise<void> };
 
 export function createTaskHandlers(deps: TaskDeps): TaskHandlers {
   return {
     platform_heartbeat: () => recordHeartbeat(deps),
+    send_verification_email: (payload) => sendLinkMail(deps, 'verify_email', payload),
+    send_recovery_email: (payload) => sendLinkMail(deps, 'recover', payload),
+    maintenance_prune: () => prune(deps),
   };
 }

@@ -11,6 +11,7 @@ import pg from 'pg';
 import type { Sql } from 'postgres';
 import type { Credentials, DbTarget } from '../db/target.ts';
 import { connectionUrl } from '../db/target.ts';
+import type { Mailer } from '../email/mailer.ts';
 import type { Logger } from '../logger.ts';
 import { createTaskHandlers, type TaskDeps } from './tasks.ts';
 
@@ -25,6 +26,9 @@ export interface WorkerDeps {
   readonly logger: Logger;
   readonly concurrency: number;
   readonly workerId: string;
+  readonly mailer: Pick<Mailer, 'send'>;
+  /** Origin that links in mail point at (ENCLAVE_PUBLIC_URL). */
+  readonly publicUrl: string;
   readonly events?: WorkerEvents;
 }
 
@@ -34,6 +38,12 @@ export const CRON_ITEMS = parseCronItems([
     match: '* * * * *',
     identifier: 'platform_heartbeat',
     options: { backfillPeriod: 0, maxAttempts: 1, jobKey: 'platform_heartbeat', jobKeyMode: 'replace' },
+  },
+  {
+    task: 'maintenance_prune',
+    match: '17 * * * *',
+    identifier: 'maintenance_prune',
+    options: { backfillPeriod: 0, maxAttempts: 3, jobKey: 'maintenance_prune', jobKeyMode: 'replace' },
   },
 ]);
 
@@ -65,6 +75,8 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     sql: deps.sql,
     workerId: deps.workerId,
     startedAt: new Date(),
+    mailer: deps.mailer,
+    publicUrl: deps.publicUrl,
   } satisfies TaskDeps);
   const taskList: TaskList = {};
   for (const [name, handler] of Object.entries(handlers)) {
@@ -78,6 +90,10 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     max: deps.concurrency + 2,
   });
   pool.on('error', (error) => deps.logger.warn({ err: error }, 'job queue connection error'));
+  // A checked-out client's own error events, too (graphile-worker warns without this listener).
+  pool.on('connect', (client) => {
+    client.on('error', (error) => deps.logger.warn({ err: error }, 'job queue client error'));
+  });
   let runner: Runner;
   try {
     runner = await run({

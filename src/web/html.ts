@@ -38,7 +38,25 @@ export function html(strings: TemplateStringsArray, ...values: Interpolation[]):
   return new Html(out);
 }
 
-export function page(title: string, body: Html): string {
+/** The signed-in frame: who is signed in, to which tenant, and what they may manage. */
+export interface Frame {
+  readonly username: string;
+  readonly tenantName: string;
+  /** Owners and operators manage invites. */
+  readonly canInvite: boolean;
+}
+
+function navigation(frame: Frame | undefined): Html {
+  if (frame === undefined) return html`<nav><a href="/login">Sign in</a><a href="/docs">API docs</a></nav>`;
+  return html`<nav><a href="/dashboard">Dashboard</a><a href="/dashboard/settings/tokens">Tokens</a>${
+    frame.canInvite ? html`<a href="/dashboard/settings/invites">Invites</a>` : ''
+  }<a href="/profile">Profile</a><a href="/docs">API docs</a></nav>
+<div class="who"><span>${frame.tenantName} · ${frame.username}</span>
+<form method="post" action="/logout"><button type="submit" class="link">Sign out</button></form></div>`;
+}
+
+/** A whole document; pass the frame on pages of a signed-in user. */
+export function page(title: string, body: Html, frame?: Frame): string {
   return html`<!doctype html>
 <html lang="en">
 <head>
@@ -48,7 +66,7 @@ export function page(title: string, body: Html): string {
 <link rel="stylesheet" href="/static/app.css">
 </head>
 <body>
-<header class="top"><a class="brand" href="/">Enclave</a><nav><a href="/docs">API</a></nav></header>
+<header class="top"><a class="brand" href="/">Enclave</a>${navigation(frame)}</header>
 <main>${body}</main>
 </body>
 </html>

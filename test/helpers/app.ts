@@ -1,8 +1,11 @@
+import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
+import { after, before } from 'node:test';
 import { type Config, loadConfig } from '../../src/config.ts';
 import { type App, buildApp } from '../../src/http/app.ts';
+import { createRateLimits, type RateLimits } from '../../src/http/rate-limits.ts';
 import { createLogger } from '../../src/logger.ts';
-import type { TestDatabase } from './database.ts';
+import { createTestDatabase, type TestDatabase } from './database.ts';
 
 // Builds the real app against a test database, for app.inject(). Log lines
 // are captured so tests can assert what reached the log.
@@ -11,6 +14,7 @@ export interface TestApp {
   readonly app: App;
   readonly config: Config;
   readonly logLines: () => string[];
+  readonly rateLimits: RateLimits;
 }
 
 export async function buildTestApp(db: TestDatabase, env: Record<string, string> = {}): Promise<TestApp> {
@@ -27,11 +31,102 @@ export async function buildTestApp(db: TestDatabase, env: Record<string, string>
       done();
     },
   });
+  const logger = createLogger('info', sink);
+  const rateLimits = createRateLimits(db.target, db.appCredentials, logger);
   const app = await buildApp({
     config,
     sql: db.app,
-    logger: createLogger('info', sink),
+    logger,
     migrations: db.migrations,
+    sessionKey: randomBytes(32).toString('base64url'),
+    rateLimits,
   });
-  return { app, config, logLines: () => [...lines] };
+  app.addHook('onClose', () => rateLimits.close());
+  return { app, config, logLines: () => [...lines], rateLimits };
+}
+
+/** An RFC 9457 problem+json body as the app sends it. */
+export interface ProblemBody {
+  type: string;
+  title: string;
+  status: number;
+  code: string;
+  request_id: string;
+  detail?: string;
+  errors?: { field: string; message: string }[];
+}
+
+/** A test database and app for one suite; see useTestApp(). */
+export interface TestAppContext {
+  readonly db: TestDatabase;
+  readonly testApp: TestApp;
+  /**
+   * Registers a before hook that runs once the database and app exist. Use it
+   * rather than node:test's `before` for setup that needs them: at file level
+   * node:test starts every `before` hook at once, so registration order alone
+   * does not make the app exist first.
+   */
+  before(setUp: () => unknown): void;
+  /**
+   * Registers teardown for something built on the app or database (a worker,
+   * further apps or pools). These run in reverse order of registration, before
+   * the app is closed and the database dropped.
+   */
+  after(tearDown: () => unknown): void;
+}
+
+/**
+ * Registers before/after hooks on the calling suite (or file) that create a
+ * test database and build the app on it with `env`, and afterwards close the
+ * app and drop the database. Read `db` and `testApp` inside tests and hooks,
+ * not while the module loads.
+ */
+export function useTestApp(env: Record<string, string> = {}): TestAppContext {
+  let db: TestDatabase | undefined;
+  let testApp: TestApp | undefined;
+  const tearDowns: (() => unknown)[] = [];
+  const ready = Promise.withResolvers<void>();
+  // Hooks that wait on a failed setup fail with its error; nothing else awaits it.
+  ready.promise.catch(() => {});
+  before(async () => {
+    try {
+      db = await createTestDatabase();
+      testApp = await buildTestApp(db, env);
+      ready.resolve();
+    } catch (error) {
+      ready.reject(error);
+      throw error;
+    }
+  });
+  after(async () => {
+    try {
+      for (const tearDown of tearDowns.reverse()) await tearDown();
+    } finally {
+      await testApp?.app.close();
+      await db?.drop();
+    }
+  });
+  const notYet = (name: string) =>
+    new Error(
+      `useTestApp(): ${name} was read before the suite's before hook ran; read it inside a test or hook`,
+    );
+  return {
+    get db() {
+      if (db === undefined) throw notYet('db');
+      return db;
+    },
+    get testApp() {
+      if (testApp === undefined) throw notYet('testApp');
+      return testApp;
+    },
+    before(setUp) {
+      before(async () => {
+        await ready.promise;
+        await setUp();
+      });
+    },
+    after(tearDown) {
+      tearDowns.push(tearDown);
+    },
+  };
 }

@@ -1,0 +1,271 @@
+import { Type } from 'typebox';
+import type { App } from '../http/app.ts';
+import { ProblemSchema, sendProblem } from '../http/problems.ts';
+import { DEFAULT_INVITE_DAYS, inviteLink } from './invites.ts';
+import type { AccountsService, Principal } from './service.ts';
+
+// /api/v1: me, tokens, sessions, invites. HTTP only: schemas (response
+// schemas are allowlists), status codes, auth mode; the service does the work.
+
+const Id = Type.String({ format: 'uuid' });
+const IdParams = Type.Object({ id: Id }, { additionalProperties: false });
+/** Input: an RFC 3339 string. */
+const TimestampIn = Type.String({ format: 'date-time' });
+/** Output: a Date from the database, serialized as an RFC 3339 string. */
+const Timestamp = Type.Unsafe<Date>({ type: 'string', format: 'date-time' });
+const NullableTimestamp = Type.Union([Timestamp, Type.Null()]);
+const errors = {
+  400: ProblemSchema,
+  401: ProblemSchema,
+  403: ProblemSchema,
+  404: ProblemSchema,
+  429: ProblemSchema,
+};
+
+const Me = Type.Object({
+  id: Id,
+  username: Type.String(),
+  email: Type.String(),
+  email_verified: Type.Boolean(),
+  pending_email: Type.Union([Type.String(), Type.Null()]),
+  role: Type.Union([Type.Literal('owner'), Type.Literal('member')]),
+  is_operator: Type.Boolean(),
+  tenant_id: Id,
+  authenticated_by: Type.Union([Type.Literal('session'), Type.Literal('token')]),
+});
+
+const TokenListing = Type.Object({
+  id: Id,
+  name: Type.String(),
+  prefix: Type.String(),
+  last4: Type.String(),
+  scope: Type.Union([Type.Literal('read'), Type.Literal('write')]),
+  created_at: Timestamp,
+  last_used_at: NullableTimestamp,
+  expires_at: NullableTimestamp,
+});
+
+const SessionListing = Type.Object({
+  id: Id,
+  current: Type.Boolean(),
+  created_at: Timestamp,
+  last_seen_at: Timestamp,
+  expires_at: Timestamp,
+  user_agent: Type.Union([Type.String(), Type.Null()]),
+  client_ip: Type.Union([Type.String(), Type.Null()]),
+});
+
+const InviteListing = Type.Object({
+  id: Id,
+  kind: Type.Union([Type.Literal('operator'), Type.Literal('tenant'), Type.Literal('member')]),
+  email: Type.Union([Type.String(), Type.Null()]),
+  state: Type.Union([
+    Type.Literal('pending'),
+    Type.Literal('used'),
+    Type.Literal('revoked'),
+    Type.Literal('expired'),
+  ]),
+  created_at: Timestamp,
+  expires_at: Timestamp,
+});
+
+function signedIn(principal: Principal | undefined): Principal {
+  // Routes below all declare auth: 'user', so the hook has refused anonymous requests.
+  if (principal === undefined) throw new Error('route reached without a principal');
+  return principal;
+}
+
+export function registerAccountsApi(app: App, deps: { accounts: AccountsService; publicUrl: string }): void {
+  const { accounts } = deps;
+  const auth = { auth: 'user' as const };
+
+  app.get(
+    '/api/v1/me',
+    {
+      config: auth,
+      schema: { summary: 'The signed-in user', tags: ['accounts'], response: { 200: Me, ...errors } },
+    },
+    async (request) => {
+      const { user, via } = signedIn(request.principal);
+      return { ...user, authenticated_by: via };
+    },
+  );
+
+  app.get(
+    '/api/v1/tokens',
+    {
+      config: auth,
+      schema: {
+        summary: "List the user's live API tokens (never their values)",
+        tags: ['tokens'],
+        response: { 200: Type.Object({ tokens: Type.Array(TokenListing) }), ...errors },
+      },
+    },
+    async (request) => ({ tokens: await accounts.listApiTokens(signedIn(request.principal)) }),
+  );
+
+  app.post(
+    '/api/v1/tokens',
+    {
+      config: auth,
+      schema: {
+        summary: 'Mint an API token; its value is in this response only',
+        tags: ['tokens'],
+        body: Type.Object(
+          {
+            name: Type.String({ minLength: 1, maxLength: 100 }),
+            scope: Type.Optional(Type.Union([Type.Literal('read'), Type.Literal('write')])),
+            expires_at: Type.Optional(TimestampIn),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 201: Type.Object({ token: Type.String(), ...TokenListing.properties }), ...errors },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body;
+      const minted = await accounts.mintApiToken(signedIn(request.principal), {
+        name: body.name,
+        scope: body.scope ?? 'write',
+        expiresAt: body.expires_at === undefined ? null : new Date(body.expires_at),
+      });
+      reply.header('cache-control', 'no-store');
+      return reply.status(201).send({ token: minted.token, ...minted.listing });
+    },
+  );
+
+  app.delete(
+    '/api/v1/tokens/:id',
+    {
+      config: auth,
+      schema: {
+        summary: 'Revoke an API token',
+        tags: ['tokens'],
+        params: IdParams,
+        response: { 204: Type.Null(), ...errors },
+      },
+    },
+    async (request, reply) => {
+      if (!(await accounts.revokeApiToken(signedIn(request.principal), request.params.id))) {
+        return sendProblem(request, reply, 'not_found');
+      }
+      return reply.status(204).send(null);
+    },
+  );
+
+  app.get(
+    '/api/v1/sessions',
+    {
+      config: auth,
+      schema: {
+        summary: "List the user's live sessions",
+        tags: ['sessions'],
+        response: { 200: Type.Object({ sessions: Type.Array(SessionListing) }), ...errors },
+      },
+    },
+    async (request) => {
+      const principal = signedIn(request.principal);
+      const sessions = await accounts.listSessions(principal);
+      return { sessions: sessions.map((s) => ({ ...s, current: s.id === principal.sessionId })) };
+    },
+  );
+
+  app.delete(
+    '/api/v1/sessions/:id',
+    {
+      config: auth,
+      schema: {
+        summary: 'Revoke one session (404 if the user has no such live session)',
+        tags: ['sessions'],
+        params: IdParams,
+        response: { 204: Type.Null(), ...errors },
+      },
+    },
+    async (request, reply) => {
+      if (!(await accounts.revokeSession(signedIn(request.principal), request.params.id))) {
+        return sendProblem(request, reply, 'not_found');
+      }
+      return reply.status(204).send(null);
+    },
+  );
+
+  app.delete(
+    '/api/v1/sessions',
+    {
+      config: auth,
+      schema: {
+        summary: 'Sign out everywhere: revoke every session of the user',
+        tags: ['sessions'],
+        response: { 200: Type.Object({ revoked: Type.Integer() }), ...errors },
+      },
+    },
+    async (request) => ({ revoked: await accounts.signOutEverywhere(signedIn(request.principal)) }),
+  );
+
+  app.get(
+    '/api/v1/invites',
+    {
+      config: auth,
+      schema: {
+        summary:
+          'Invites this user may manage: member invites of the tenant; for operators, signup invites too',
+        tags: ['invites'],
+        response: { 200: Type.Object({ invites: Type.Array(InviteListing) }), ...errors },
+      },
+    },
+    async (request) => ({ invites: await accounts.listInvites(signedIn(request.principal)) }),
+  );
+
+  app.post(
+    '/api/v1/invites',
+    {
+      config: auth,
+      schema: {
+        summary:
+          'Invite a member into this tenant (owners), or a new tenant (operators); the link is in this response only',
+        tags: ['invites'],
+        body: Type.Object(
+          {
+            email: Type.String({ minLength: 3, maxLength: 254 }),
+            kind: Type.Optional(Type.Union([Type.Literal('member'), Type.Literal('tenant')])),
+            expires_at: Type.Optional(TimestampIn),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 201: Type.Object({ link: Type.String(), ...InviteListing.properties }), ...errors },
+      },
+    },
+    async (request, reply) => {
+      const { email, kind, expires_at } = request.body;
+      const created = await accounts.createInvite(signedIn(request.principal), {
+        email,
+        kind: kind ?? 'member',
+        expiresAt:
+          expires_at === undefined
+            ? new Date(Date.now() + DEFAULT_INVITE_DAYS * 86400_000)
+            : new Date(expires_at),
+      });
+      reply.header('cache-control', 'no-store');
+      return reply.status(201).send({ link: inviteLink(deps.publicUrl, created.token), ...created.invite });
+    },
+  );
+
+  app.delete(
+    '/api/v1/invites/:id',
+    {
+      config: auth,
+      schema: {
+        summary: 'Revoke a pending invite',
+        tags: ['invites'],
+        params: IdParams,
+        response: { 204: Type.Null(), ...errors },
+      },
+    },
+    async (request, reply) => {
+      if (!(await accounts.revokeInvite(signedIn(request.principal), request.params.id))) {
+        return sendProblem(request, reply, 'not_found');
+      }
+      return reply.status(204).send(null);
+    },
+  );
+}

@@ -1,0 +1,319 @@
+import assert from 'node:assert/strict';
+import { before, describe, test } from 'node:test';
+import { useTestApp } from '../../test/helpers/app.ts';
+import {
+  getPage,
+  PASSWORD,
+  postForm,
+  type SignedUp,
+  sessionCookie,
+  signUp,
+} from '../../test/helpers/pages.ts';
+
+// The signed-in pages: API tokens minted, shown once and revoked (ACC-10);
+// sessions listed and revoked (ACC-3); password change (ACC-11); invites
+// (ACC-1); and another tenant's ids answered like ids that do not exist (TEN-4).
+
+const ctx = useTestApp();
+
+const TOKENS = '/dashboard/settings/tokens';
+const INVITES = '/dashboard/settings/invites';
+
+function ids(body: string, pattern: RegExp): string[] {
+  return [...body.matchAll(pattern)].map((match) => match[1] ?? '');
+}
+const tokenIds = (body: string) => ids(body, /\/dashboard\/settings\/tokens\/([0-9a-f-]{36})\/revoke/g);
+const sessionIds = (body: string) => ids(body, /\/profile\/sessions\/([0-9a-f-]{36})\/revoke/g);
+
+async function me(token: string): Promise<number> {
+  const response = await ctx.testApp.app.inject({
+    method: 'GET',
+    url: '/api/v1/me',
+    headers: { authorization: `Bearer ${token}` },
+  });
+  return response.statusCode;
+}
+
+async function signIn(login: string, password = PASSWORD): Promise<string> {
+  const cookie = sessionCookie(await postForm(ctx.testApp.app, '/login', { login, password }));
+  assert.ok(cookie !== undefined, `${login} signed in`);
+  return cookie;
+}
+
+describe('API tokens page', () => {
+  let owner: SignedUp;
+  before(async () => {
+    owner = await signUp(ctx.testApp.app, ctx.db, { username: 'tokener', email: 'tokener@example.com' });
+  });
+
+  test('ACC-10: the tokens page mints a token shown once with no-store, lists it by prefix and last 4, and revokes it', async () => {
+    const empty = await getPage(ctx.testApp.app, TOKENS, { cookie: owner.cookie });
+    assert.equal(empty.statusCode, 200);
+    assert.match(empty.body, /No tokens yet\./);
+
+    const minted = await postForm(
+      ctx.testApp.app,
+      TOKENS,
+      { name: 'ci', scope: 'read', expires_at: '' },
+      owner,
+    );
+    assert.equal(minted.statusCode, 200);
+    assert.equal(minted.headers['cache-control'], 'no-store');
+    assert.match(minted.body, /This is the only time it is shown/);
+    const token = /enc_live_[0-9A-Za-z]{43}/.exec(minted.body)?.[0];
+    assert.ok(token !== undefined, 'the new token is on the page');
+    assert.equal(await me(token), 200, 'the token works');
+
+    const listed = await getPage(ctx.testApp.app, TOKENS, { cookie: owner.cookie });
+    assert.ok(!listed.body.includes(token), 'the list never shows the token again');
+    assert.ok(listed.body.includes(`<code>enc_live_…${token.slice(-4)}</code>`));
+    assert.match(listed.body, /<td>ci<\/td>/);
+    const [id] = tokenIds(listed.body);
+    assert.ok(id !== undefined);
+
+    const revoked = await postForm(ctx.testApp.app, `${TOKENS}/${id}/revoke`, {}, owner);
+    assert.equal(revoked.statusCode, 303);
+    assert.equal(revoked.headers.location, `${TOKENS}?notice=token-revoked`);
+    assert.equal(await me(token), 401, 'a revoked token fails on its next request');
+    const notice = await getPage(ctx.testApp.app, revoked.headers.location, { cookie: owner.cookie });
+    assert.match(notice.body, /The token was revoked\./);
+
+    for (const again of [id, 'not-a-uuid']) {
+      const response = await postForm(ctx.testApp.app, `${TOKENS}/${again}/revoke`, {}, owner);
+      assert.equal(response.statusCode, 404, again);
+      assert.match(response.body, /There is no such token/);
+    }
+  });
+
+  test('ACC-10: the mint form explains a bad name, scope or expiry and mints nothing', async () => {
+    const [before] = await ctx.db.superuser<
+      { count: number }[]
+    >`select count(*)::int as count from api_tokens`;
+    const cases: [Record<string, string>, RegExp][] = [
+      [{ name: 'old', scope: 'read', expires_at: '2020-01-01' }, /The expiry must be in the future\./],
+      [{ name: 'odd', scope: 'read', expires_at: '2030-02-30' }, /Enter the expiry as a date/],
+      [{ name: 'big', scope: 'admin', expires_at: '' }, /Scope is not valid\./],
+      [{ name: '   ', scope: 'write' }, /Give the token a name of 1 to 100 characters\./],
+      [{ name: 'n'.repeat(101), scope: 'write' }, /Name is too long\./],
+      [{ name: 'x', scope: 'write', owner: 'someone-else' }, /a field this page does not accept/],
+    ];
+    for (const [fields, says] of cases) {
+      const response = await postForm(ctx.testApp.app, TOKENS, fields, owner);
+      assert.equal(response.statusCode, 400, String(says));
+      assert.match(response.body, says);
+      assert.ok(!/enc_live_[0-9A-Za-z]{43}/.test(response.body));
+    }
+    const [after] = await ctx.db.superuser<
+      { count: number }[]
+    >`select count(*)::int as count from api_tokens`;
+    assert.equal(after?.count, before?.count);
+  });
+});
+
+describe('profile', () => {
+  test('ACC-3: /profile lists the live sessions with this one marked; revoking another ends it at once; an unknown id is a 404 page', async () => {
+    const first = await signUp(ctx.testApp.app, ctx.db, {
+      username: 'sessions',
+      email: 'sessions@example.com',
+    });
+    const second = await signIn('sessions');
+    const profile = await getPage(ctx.testApp.app, '/profile', { cookie: first.cookie });
+    assert.equal(profile.statusCode, 200);
+    const listed = sessionIds(profile.body);
+    assert.equal(listed.length, 2);
+    const current = /<tr class="current">[\s\S]*?\/profile\/sessions\/([0-9a-f-]{36})\/revoke/.exec(
+      profile.body,
+    )?.[1];
+    assert.ok(current !== undefined, 'this session is marked');
+    assert.match(profile.body, /\(this session\)/);
+    const other = listed.find((id) => id !== current);
+
+    const revoked = await postForm(ctx.testApp.app, `/profile/sessions/${other}/revoke`, {}, first);
+    assert.equal(revoked.statusCode, 303);
+    assert.equal(revoked.headers.location, '/profile?notice=session-revoked');
+    assert.equal((await getPage(ctx.testApp.app, '/profile', { cookie: second })).statusCode, 303);
+    assert.equal((await getPage(ctx.testApp.app, '/profile', { cookie: first.cookie })).statusCode, 200);
+
+    const missing = await postForm(ctx.testApp.app, `/profile/sessions/${other}/revoke`, {}, first);
+    assert.equal(missing.statusCode, 404);
+    assert.match(missing.body, /There is no such session/);
+  });
+
+  test('ACC-3: sign out everywhere ends every session of the user, this one included', async () => {
+    const first = await signUp(ctx.testApp.app, ctx.db, {
+      username: 'everywhere',
+      email: 'everywhere@example.com',
+    });
+    const second = await signIn('everywhere');
+    const response = await postForm(ctx.testApp.app, '/profile/sessions/revoke-all', {}, first);
+    assert.equal(response.statusCode, 303);
+    assert.equal(response.headers.location, '/login?notice=signed-out-everywhere');
+    assert.match(String(response.headers['set-cookie']), /enclave_session=;/);
+    for (const cookie of [first.cookie, second]) {
+      assert.equal((await getPage(ctx.testApp.app, '/dashboard', { cookie })).statusCode, 303);
+    }
+  });
+
+  test('ACC-11: changing the password needs the current one, signs out the other sessions and keeps this one', async () => {
+    const here = await signUp(ctx.testApp.app, ctx.db, { username: 'changer', email: 'changer@example.com' });
+    const elsewhere = await signIn('changer');
+    const next = 'a different passphrase 77';
+
+    const wrong = await postForm(
+      ctx.testApp.app,
+      '/profile/password',
+      { current_password: 'wrong one!!', new_password: next },
+      here,
+    );
+    assert.equal(wrong.statusCode, 400);
+    assert.match(
+      wrong.body,
+      /<p class="error" id="f-password-current-error">The current password is not correct\.<\/p>/,
+    );
+    const weak = await postForm(
+      ctx.testApp.app,
+      '/profile/password',
+      { current_password: PASSWORD, new_password: 'short' },
+      here,
+    );
+    assert.equal(weak.statusCode, 400);
+    assert.match(weak.body, /The new password must be at least 12 characters\./);
+    assert.ok(!weak.body.includes(PASSWORD) && !wrong.body.includes(next), 'no password is written back');
+    assert.equal(
+      (await getPage(ctx.testApp.app, '/profile', { cookie: elsewhere })).statusCode,
+      200,
+      'nothing changed yet',
+    );
+
+    const changed = await postForm(
+      ctx.testApp.app,
+      '/profile/password',
+      { current_password: PASSWORD, new_password: next },
+      here,
+    );
+    assert.equal(changed.statusCode, 303);
+    assert.equal(changed.headers.location, '/profile?notice=password-changed');
+    const kept = await getPage(ctx.testApp.app, changed.headers.location, { cookie: here.cookie });
+    assert.equal(kept.statusCode, 200, 'this session stays signed in');
+    assert.match(kept.body, /Your other sessions were signed out\./);
+    assert.equal((await getPage(ctx.testApp.app, '/profile', { cookie: elsewhere })).statusCode, 303);
+    assert.equal(
+      (await postForm(ctx.testApp.app, '/login', { login: 'changer', password: PASSWORD })).statusCode,
+      401,
+    );
+    await signIn('changer', next);
+  });
+});
+
+describe('invites page', () => {
+  test('ACC-1: an owner invites a member from the page; the link is shown once and joins that tenant; members cannot manage invites', async () => {
+    const owner = await signUp(ctx.testApp.app, ctx.db, { username: 'owner1', email: 'owner1@example.com' });
+    const form = await getPage(ctx.testApp.app, INVITES, { cookie: owner.cookie });
+    assert.equal(form.statusCode, 200);
+    assert.match(form.body, /<input type="hidden" name="kind" value="member">/);
+    assert.ok(!form.body.includes('new tenant'), 'owners cannot invite tenants');
+
+    const created = await postForm(
+      ctx.testApp.app,
+      INVITES,
+      { email: 'joiner@example.com', kind: 'member', expires_days: '7' },
+      owner,
+    );
+    assert.equal(created.statusCode, 200);
+    assert.equal(created.headers['cache-control'], 'no-store');
+    const link = /http:\/\/127\.0\.0\.1:3000\/signup\?invite=(enc_inv_[0-9A-Za-z]{43})/.exec(created.body);
+    assert.ok(link?.[1] !== undefined, 'the link is on the page');
+    const listed = await getPage(ctx.testApp.app, INVITES, { cookie: owner.cookie });
+    assert.ok(!listed.body.includes(link[1]), 'the link is shown once');
+    assert.match(listed.body, /joiner@example\.com/);
+
+    const joined = await postForm(ctx.testApp.app, '/signup', {
+      invite: link[1],
+      email: 'joiner@example.com',
+      username: 'joiner',
+      password: PASSWORD,
+    });
+    assert.equal(joined.statusCode, 303);
+    const member = { cookie: sessionCookie(joined) };
+    const dashboard = await getPage(ctx.testApp.app, '/dashboard', member);
+    assert.match(dashboard.body, /the tenant <strong>owner1<\/strong>/);
+    assert.ok(!dashboard.body.includes(`href="${INVITES}"`), 'members see no Invites link');
+    assert.equal((await getPage(ctx.testApp.app, INVITES, member)).statusCode, 403);
+    const refused = await postForm(
+      ctx.testApp.app,
+      INVITES,
+      { email: 'x@example.com', kind: 'member' },
+      member,
+    );
+    assert.equal(refused.statusCode, 403);
+
+    const tenant = await postForm(
+      ctx.testApp.app,
+      INVITES,
+      { email: 'new-tenant@example.com', kind: 'tenant' },
+      owner,
+    );
+    assert.equal(tenant.statusCode, 403);
+    assert.match(tenant.body, /Only operators can invite new tenants\./);
+  });
+
+  test('ACC-1: a revoked invite stops working; operators can also invite new tenants', async () => {
+    const operator = await signUp(ctx.testApp.app, ctx.db, {
+      username: 'operator1',
+      email: 'op@example.com',
+      kind: 'operator',
+    });
+    const form = await getPage(ctx.testApp.app, INVITES, { cookie: operator.cookie });
+    assert.match(form.body, /<option value="tenant">new tenant<\/option>/);
+    const created = await postForm(
+      ctx.testApp.app,
+      INVITES,
+      { email: 'tenant2@example.com', kind: 'tenant', expires_days: '1' },
+      operator,
+    );
+    assert.equal(created.statusCode, 200);
+    const token = /invite=(enc_inv_[0-9A-Za-z]{43})/.exec(created.body)?.[1];
+    assert.ok(token !== undefined);
+    const id = /\/dashboard\/settings\/invites\/([0-9a-f-]{36})\/revoke/.exec(created.body)?.[1];
+    const revoked = await postForm(ctx.testApp.app, `${INVITES}/${id}/revoke`, {}, operator);
+    assert.equal(revoked.statusCode, 303);
+    assert.equal(revoked.headers.location, `${INVITES}?notice=invite-revoked`);
+    const signup = await getPage(ctx.testApp.app, `/signup?invite=${token}`);
+    assert.equal(signup.statusCode, 400);
+    assert.match(signup.body, /This invite has been revoked\./);
+    assert.equal((await postForm(ctx.testApp.app, `${INVITES}/${id}/revoke`, {}, operator)).statusCode, 404);
+  });
+});
+
+test('TEN-4: another tenant’s token and session ids are answered like ids that do not exist', async () => {
+  const victim = await signUp(ctx.testApp.app, ctx.db, { username: 'victim', email: 'victim@example.com' });
+  const attacker = await signUp(ctx.testApp.app, ctx.db, {
+    username: 'attacker',
+    email: 'attacker@example.com',
+  });
+  const minted = await postForm(ctx.testApp.app, TOKENS, { name: 'secret', scope: 'write' }, victim);
+  const token = /enc_live_[0-9A-Za-z]{43}/.exec(minted.body)?.[0] ?? '';
+  const [tokenId] = tokenIds((await getPage(ctx.testApp.app, TOKENS, { cookie: victim.cookie })).body);
+  const [sessionId] = sessionIds(
+    (await getPage(ctx.testApp.app, '/profile', { cookie: victim.cookie })).body,
+  );
+
+  const foreignToken = await postForm(ctx.testApp.app, `${TOKENS}/${tokenId}/revoke`, {}, attacker);
+  const unknownToken = await postForm(
+    ctx.testApp.app,
+    `${TOKENS}/00000000-0000-4000-8000-000000000000/revoke`,
+    {},
+    attacker,
+  );
+  assert.equal(foreignToken.statusCode, 404);
+  assert.equal(foreignToken.body, unknownToken.body);
+  const foreignSession = await postForm(
+    ctx.testApp.app,
+    `/profile/sessions/${sessionId}/revoke`,
+    {},
+    attacker,
+  );
+  assert.equal(foreignSession.statusCode, 404);
+  assert.equal(await me(token), 200, 'the victim’s token still works');
+  assert.equal((await getPage(ctx.testApp.app, '/profile', { cookie: victim.cookie })).statusCode, 200);
+});

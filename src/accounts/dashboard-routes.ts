@@ -1,0 +1,322 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { Type } from 'typebox';
+import type { App } from '../http/app.ts';
+import { accountKey, type RateLimits } from '../http/rate-limits.ts';
+import { LIMITS } from '../web/account-pages.ts';
+import {
+  dashboardPage,
+  forbiddenPage,
+  invitesPage,
+  notFoundPage,
+  tokensPage,
+} from '../web/dashboard-pages.ts';
+import { bodyText, formProblem, noticeFrom, sendPage } from '../web/forms.ts';
+import type { Frame } from '../web/html.ts';
+import { type ProfileErrors, profilePage } from '../web/profile-page.ts';
+import { inviteLink } from './invites.ts';
+import type { LinksService } from './links.ts';
+import { formErrors, shownError } from './page-routes.ts';
+import { type CookieSettings, clearSessionCookie } from './principal.ts';
+import type { AccountsService, Principal } from './service.ts';
+
+// The signed-in pages: /dashboard, its token and invite settings, /profile.
+// Every route is auth 'user' (anonymous page requests are sent to /login).
+// Actions end in a 303 to a GET page with a fixed notice (post/redirect/get),
+// except the two that show a secret once (a new token, a new invite link).
+
+export interface DashboardDeps {
+  readonly accounts: AccountsService;
+  readonly links: LinksService;
+  readonly cookies: CookieSettings;
+  readonly publicUrl: string;
+  readonly rateLimits: Pick<RateLimits, 'consume'>;
+}
+
+function signedIn(request: FastifyRequest): Principal {
+  // Every route here declares auth: 'user', so the hook has turned anonymous requests away.
+  if (request.principal === undefined) throw new Error('page reached without a principal');
+  return request.principal;
+}
+
+function canInvite(principal: Principal): boolean {
+  return principal.user.role === 'owner' || principal.user.is_operator;
+}
+
+async function frameFor(request: FastifyRequest): Promise<Frame> {
+  const { user } = signedIn(request);
+  const [tenant] = await request.withTenant(
+    (tx) => tx<{ name: string }[]>`select name from tenants where id = ${user.tenant_id}::uuid`,
+  );
+  return { username: user.username, tenantName: tenant?.name ?? '', canInvite: canInvite(signedIn(request)) };
+}
+
+/** Page date input (YYYY-MM-DD): the end of that day, UTC. Empty means none. */
+function endOfDay(value: string): Date | null | undefined {
+  if (value === '') return null;
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(value)) return undefined;
+  const date = new Date(`${value}T23:59:59.999Z`);
+  return Number.isNaN(date.getTime()) || date.toISOString().slice(0, 10) !== value ? undefined : date;
+}
+
+const str = (maxLength: number) => Type.String({ maxLength });
+const form = { additionalProperties: false } as const;
+const IdParams = Type.Object({ id: Type.String({ format: 'uuid' }) }, form);
+const TokenBody = Type.Object(
+  {
+    name: str(100),
+    scope: Type.Union([Type.Literal('read'), Type.Literal('write')]),
+    expires_at: Type.Optional(str(10)),
+  },
+  form,
+);
+const InviteBody = Type.Object(
+  {
+    email: str(LIMITS.email),
+    kind: Type.Optional(Type.Union([Type.Literal('member'), Type.Literal('tenant')])),
+    expires_days: Type.Optional(Type.Union([Type.Literal('1'), Type.Literal('7'), Type.Literal('30')])),
+  },
+  form,
+);
+const PasswordBody = Type.Object(
+  { current_password: str(LIMITS.password), new_password: str(LIMITS.password) },
+  form,
+);
+const EmailBody = Type.Object({ email: str(LIMITS.email), current_password: str(LIMITS.password) }, form);
+
+const TOKEN_LABELS = { name: 'Name', scope: 'Scope', expires_at: 'Expiry' };
+const INVITE_LABELS = { email: 'Email address', kind: 'Invite to', expires_days: 'Expiry' };
+const PASSWORD_LABELS = { current_password: 'Current password', new_password: 'New password' };
+const EMAIL_LABELS = { email: 'New email address', current_password: 'Current password' };
+
+export function registerDashboardPages(app: App, deps: DashboardDeps): void {
+  const { accounts, links, cookies } = deps;
+  const user = { auth: 'user' as const };
+  const hide = { hide: true } as const;
+  const page = { config: user, schema: hide };
+  const action = <B>(body: B) => ({ config: user, attachValidation: true, schema: { ...hide, body } });
+  const revoke = { config: user, attachValidation: true, schema: { ...hide, params: IdParams } };
+
+  const notFound = async (request: FastifyRequest, reply: FastifyReply, what: string) =>
+    sendPage(reply, 404, notFoundPage(await frameFor(request), what));
+
+  app.get('/dashboard', page, async (request, reply) =>
+    sendPage(
+      reply,
+      200,
+      dashboardPage(await frameFor(request), {
+        pendingEmail: signedIn(request).user.pending_email,
+        notice: noticeFrom(request.query),
+      }),
+    ),
+  );
+
+  // API tokens (ACC-10).
+  const tokens = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    status: number,
+    extra: Omit<Parameters<typeof tokensPage>[1], 'tokens'>,
+  ) =>
+    sendPage(
+      reply,
+      status,
+      tokensPage(await frameFor(request), {
+        tokens: await accounts.listApiTokens(signedIn(request)),
+        ...extra,
+      }),
+    );
+
+  app.get('/dashboard/settings/tokens', page, async (request, reply) =>
+    tokens(request, reply, 200, { notice: noticeFrom(request.query) }),
+  );
+
+  app.post('/dashboard/settings/tokens', action(TokenBody), async (request, reply) => {
+    const values = {
+      name: bodyText(request.body, 'name', 100),
+      scope: bodyText(request.body, 'scope', 10),
+      expires_at: bodyText(request.body, 'expires_at', 10),
+    };
+    if (request.validationError !== undefined) {
+      const errors = formErrors(formProblem(request.validationError, TOKEN_LABELS));
+      return tokens(request, reply, 400, { values, errors });
+    }
+    const expiresAt = endOfDay(request.body.expires_at ?? '');
+    if (expiresAt === undefined) {
+      const errors = formErrors({ field: 'expires_at', message: 'Enter the expiry as a date (YYYY-MM-DD).' });
+      return tokens(request, reply, 400, { values, errors });
+    }
+    try {
+      const minted = await accounts.mintApiToken(signedIn(request), {
+        name: request.body.name,
+        scope: request.body.scope,
+        expiresAt,
+      });
+      // The token is in this response only: no cache may keep it.
+      reply.header('cache-control', 'no-store');
+      return tokens(request, reply, 200, { minted: { name: minted.listing.name, token: minted.token } });
+    } catch (error) {
+      const shown = shownError(reply, error);
+      return tokens(request, reply, shown.status, { values, errors: formErrors(shown) });
+    }
+  });
+
+  app.post('/dashboard/settings/tokens/:id/revoke', revoke, async (request, reply) => {
+    if (
+      request.validationError !== undefined ||
+      !(await accounts.revokeApiToken(signedIn(request), request.params.id))
+    ) {
+      return notFound(request, reply, 'token');
+    }
+    return reply.redirect('/dashboard/settings/tokens?notice=token-revoked', 303);
+  });
+
+  // Invites: owners invite members; operators also invite new tenants (ACC-1).
+  const inviteKinds = (principal: Principal) =>
+    [
+      ...(principal.user.role === 'owner' ? ['member' as const] : []),
+      ...(principal.user.is_operator ? ['tenant' as const] : []),
+    ] as const;
+  const invites = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    status: number,
+    extra: Omit<Parameters<typeof invitesPage>[1], 'invites' | 'kinds'>,
+  ) => {
+    const principal = signedIn(request);
+    const frame = await frameFor(request);
+    if (!canInvite(principal)) {
+      return sendPage(reply, 403, forbiddenPage(frame, 'Only tenant owners and operators manage invites.'));
+    }
+    const list = await accounts.listInvites(principal);
+    return sendPage(
+      reply,
+      status,
+      invitesPage(frame, { invites: list, kinds: inviteKinds(principal), ...extra }),
+    );
+  };
+
+  app.get('/dashboard/settings/invites', page, async (request, reply) =>
+    invites(request, reply, 200, { notice: noticeFrom(request.query) }),
+  );
+
+  app.post('/dashboard/settings/invites', action(InviteBody), async (request, reply) => {
+    const values = {
+      email: bodyText(request.body, 'email', LIMITS.email),
+      kind: bodyText(request.body, 'kind', 10),
+      expires_days: bodyText(request.body, 'expires_days', 2),
+    };
+    if (request.validationError !== undefined) {
+      const errors = formErrors(formProblem(request.validationError, INVITE_LABELS));
+      return invites(request, reply, 400, { values, errors });
+    }
+    try {
+      const created = await accounts.createInvite(signedIn(request), {
+        email: request.body.email,
+        kind: request.body.kind ?? 'member',
+        expiresAt: new Date(Date.now() + Number(request.body.expires_days ?? '7') * 86400_000),
+      });
+      reply.header('cache-control', 'no-store');
+      return invites(request, reply, 200, {
+        created: { link: inviteLink(deps.publicUrl, created.token), email: created.invite.email },
+      });
+    } catch (error) {
+      const shown = shownError(reply, error);
+      return invites(request, reply, shown.status, { values, errors: formErrors(shown) });
+    }
+  });
+
+  app.post('/dashboard/settings/invites/:id/revoke', revoke, async (request, reply) => {
+    if (
+      request.validationError !== undefined ||
+      !(await accounts.revokeInvite(signedIn(request), request.params.id))
+    ) {
+      return notFound(request, reply, 'invite');
+    }
+    return reply.redirect('/dashboard/settings/invites?notice=invite-revoked', 303);
+  });
+
+  // Profile: sessions (ACC-3), password (ACC-11), email (ACC-7).
+  const profile = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    status: number,
+    extra: { notice?: string | undefined; errors?: ProfileErrors; newEmail?: string | undefined },
+  ) => {
+    const principal = signedIn(request);
+    const sessions = await accounts.listSessions(principal);
+    return sendPage(
+      reply,
+      status,
+      profilePage(await frameFor(request), {
+        user: principal.user,
+        sessions,
+        currentSessionId: principal.sessionId,
+        ...extra,
+      }),
+    );
+  };
+
+  app.get('/profile', page, async (request, reply) =>
+    profile(request, reply, 200, { notice: noticeFrom(request.query) }),
+  );
+
+  app.post('/profile/sessions/revoke-all', { config: user, schema: hide }, async (request, reply) => {
+    await accounts.signOutEverywhere(signedIn(request));
+    clearSessionCookie(reply, cookies);
+    return reply.redirect('/login?notice=signed-out-everywhere', 303);
+  });
+
+  app.post('/profile/sessions/:id/revoke', revoke, async (request, reply) => {
+    const principal = signedIn(request);
+    // ACC-3: revoking what is not this user's live session says so (404), whoever's it is.
+    if (
+      request.validationError !== undefined ||
+      !(await accounts.revokeSession(principal, request.params.id))
+    ) {
+      return notFound(request, reply, 'session');
+    }
+    if (request.params.id === principal.sessionId) {
+      clearSessionCookie(reply, cookies);
+      return reply.redirect('/login?notice=signed-out', 303);
+    }
+    return reply.redirect('/profile?notice=session-revoked', 303);
+  });
+
+  app.post('/profile/password', action(PasswordBody), async (request, reply) => {
+    if (request.validationError !== undefined) {
+      const problem = formProblem(request.validationError, PASSWORD_LABELS);
+      return profile(request, reply, 400, { errors: { password: formErrors(problem) } });
+    }
+    const principal = signedIn(request);
+    try {
+      // Checking the current password is a sign-in attempt: it spends the account's login bucket (ACC-5).
+      await deps.rateLimits.consume('login_account', accountKey(principal.user.username));
+      await accounts.changePassword(principal, {
+        current: request.body.current_password,
+        next: request.body.new_password,
+      });
+    } catch (error) {
+      const shown = shownError(reply, error);
+      return profile(request, reply, shown.status, { errors: { password: formErrors(shown) } });
+    }
+    return reply.redirect('/profile?notice=password-changed', 303);
+  });
+
+  app.post('/profile/email', action(EmailBody), async (request, reply) => {
+    const newEmail = bodyText(request.body, 'email', LIMITS.email);
+    if (request.validationError !== undefined) {
+      const problem = formProblem(request.validationError, EMAIL_LABELS);
+      return profile(request, reply, 400, { errors: { email: formErrors(problem) }, newEmail });
+    }
+    try {
+      await links.requestEmailChange(signedIn(request), {
+        email: request.body.email,
+        currentPassword: request.body.current_password,
+      });
+    } catch (error) {
+      const shown = shownError(reply, error);
+      return profile(request, reply, shown.status, { errors: { email: formErrors(shown) }, newEmail });
+    }
+    return reply.redirect('/profile?notice=email-pending', 303);
+  });
+}

@@ -1,0 +1,143 @@
+import type {} from '@fastify/cookie';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Sql } from 'postgres';
+import { type TenantSql, withTenant } from '../db/tenant.ts';
+import type { App } from '../http/app.ts';
+import { sendProblem } from '../http/problems.ts';
+import { tokenKind } from '../tokens.ts';
+import { resolveApiToken } from './api-tokens.ts';
+import type { Principal } from './service.ts';
+import { resolveSession, SESSION_COOKIE, SESSION_MINUTES } from './sessions.ts';
+
+// Who a request acts for. A Bearer token is checked first, then the session
+// cookie; both end in the same user check before any data access (ACC-10).
+// Routes declare `config.auth`: 'none' (never resolved), 'optional' (resolved
+// if present) or 'user' (required: pages redirect to /login, the API
+// answers 401). A read-scoped token cannot use a writing method.
+
+export type AuthMode = 'none' | 'optional' | 'user';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    auth?: AuthMode;
+  }
+  interface FastifyRequest {
+    principal: Principal | undefined;
+    /** Runs fn in one transaction bound to the principal's tenant (TEN-3). */
+    withTenant<T>(fn: (tx: TenantSql) => Promise<T>): Promise<T>;
+  }
+}
+
+const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+export interface CookieSettings {
+  readonly secure: boolean;
+}
+
+export function setSessionCookie(reply: FastifyReply, token: string, settings: CookieSettings): void {
+  reply.setCookie(SESSION_COOKIE, token, {
+    signed: true,
+    httpOnly: true,
+    sameSite: 'lax',
+    secure: settings.secure,
+    path: '/',
+    maxAge: SESSION_MINUTES * 60,
+  });
+}
+
+export function clearSessionCookie(reply: FastifyReply, settings: CookieSettings): void {
+  reply.clearCookie(SESSION_COOKIE, { path: '/', httpOnly: true, sameSite: 'lax', secure: settings.secure });
+}
+
+/** The session token from a correctly signed cookie; a tampered signature counts as no cookie. */
+export function sessionTokenFrom(request: FastifyRequest): string | undefined {
+  const raw = request.cookies[SESSION_COOKIE];
+  if (raw === undefined) return undefined;
+  const unsigned = request.unsignCookie(raw);
+  return unsigned.valid && unsigned.value !== null ? unsigned.value : undefined;
+}
+
+type Resolution = { principal: Principal } | { problem: 'unauthenticated' | 'token_wrong_kind' } | undefined;
+
+async function resolve(sql: Sql, request: FastifyRequest): Promise<Resolution> {
+  const authorization = request.headers.authorization;
+  if (authorization !== undefined) {
+    const match = /^Bearer ([\x21-\x7e]{1,200})$/.exec(authorization);
+    if (match?.[1] === undefined) return { problem: 'unauthenticated' };
+    const kind = tokenKind(match[1]);
+    if (kind === undefined) return { problem: 'unauthenticated' };
+    if (kind !== 'live') return { problem: 'token_wrong_kind' };
+    const found = await resolveApiToken(sql, match[1]);
+    if (found === undefined) return { problem: 'unauthenticated' };
+    return {
+      principal: {
+        user: found.user,
+        via: 'token',
+        sessionId: undefined,
+        tokenId: found.tokenId,
+        scope: found.scope,
+      },
+    };
+  }
+  const token = sessionTokenFrom(request);
+  if (token === undefined) return undefined;
+  const found = await resolveSession(sql, token);
+  if (found === undefined) return undefined;
+  return {
+    principal: {
+      user: found.user,
+      via: 'session',
+      sessionId: found.sessionId,
+      tokenId: undefined,
+      scope: 'write',
+    },
+  };
+}
+
+function isApi(request: FastifyRequest): boolean {
+  return request.url.startsWith('/api/');
+}
+
+export function registerPrincipal(app: App, sql: Sql, cookies: CookieSettings): void {
+  app.decorateRequest('principal', undefined);
+  app.decorateRequest('withTenant', function withPrincipalTenant<
+    T,
+  >(this: FastifyRequest, fn: (tx: TenantSql) => Promise<T>) {
+    const principal = this.principal;
+    if (principal === undefined) throw new Error('withTenant needs a signed-in principal (route auth: user)');
+    return withTenant(sql, principal.user.tenant_id, fn);
+  });
+
+  // onRequest: before the body is read, so an anonymous client cannot make us parse anything.
+  app.addHook('onRequest', async (request, reply) => {
+    const mode = request.routeOptions.config.auth ?? 'none';
+    if (mode === 'none') return;
+    const resolution = await resolve(sql, request);
+    if (resolution !== undefined && 'principal' in resolution) {
+      request.principal = resolution.principal;
+      if (resolution.principal.via === 'session') {
+        // Slide the cookie with the server-side expiry.
+        const token = sessionTokenFrom(request);
+        if (token !== undefined) setSessionCookie(reply, token, cookies);
+      } else if (resolution.principal.scope === 'read' && !READ_METHODS.has(request.method)) {
+        return sendProblem(request, reply, 'forbidden', { detail: 'this API token is read-only' });
+      }
+      return;
+    }
+    if (request.cookies[SESSION_COOKIE] !== undefined && request.headers.authorization === undefined) {
+      clearSessionCookie(reply, cookies);
+    }
+    if (mode === 'optional') {
+      // A bad Bearer token is an error even where signing in is optional.
+      if (resolution !== undefined) return sendProblem(request, reply, resolution.problem);
+      return;
+    }
+    if (isApi(request) || resolution !== undefined) {
+      reply.header('www-authenticate', 'Bearer');
+      return sendProblem(request, reply, resolution?.problem ?? 'unauthenticated');
+    }
+    // Only a page can be returned to: after signing in the browser GETs `next`.
+    const next = request.method === 'GET' ? `?next=${encodeURIComponent(request.url)}` : '';
+    return reply.redirect(`/login${next}`, 303);
+  });
+}

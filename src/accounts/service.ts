@@ -1,0 +1,271 @@
+import { randomUUID } from 'node:crypto';
+import type { Sql, TransactionSql } from 'postgres';
+import { withTenant } from '../db/tenant.ts';
+import { accountKey, type RateLimits } from '../http/rate-limits.ts';
+import {
+  type ApiTokenListing,
+  insertApiToken,
+  listApiTokens,
+  revokeApiToken,
+  type TokenScope,
+} from './api-tokens.ts';
+import { AccountsError, fieldError } from './errors.ts';
+import { findInvite, type Invite, insertInvite, listInvites, redeemInvite, revokeInvite } from './invites.ts';
+import { burnPasswordCheck, hashPassword, verifyPassword } from './passwords.ts';
+import {
+  insertSession,
+  listSessions,
+  type NewSession,
+  revokeSession,
+  revokeUserSessions,
+  type SessionListing,
+  sessionTokenHash,
+} from './sessions.ts';
+import { findUserByLogin, getUserWithHash, insertUser, type User, updatePasswordHash } from './users.ts';
+import { normalizeEmail, normalizeUsername, passwordProblem } from './validation.ts';
+
+// The accounts capability's domain logic: signup by invite, sign-in, sessions,
+// password change, API tokens and invites. Routes (pages and API) call this
+// and never touch the tables themselves.
+
+export interface Principal {
+  readonly user: User;
+  readonly via: 'session' | 'token';
+  readonly sessionId: string | undefined;
+  readonly tokenId: string | undefined;
+  /** Sessions can write; API tokens carry their scope. */
+  readonly scope: TokenScope;
+}
+
+export interface ClientInfo {
+  readonly ip: string;
+  readonly userAgent: string | undefined;
+}
+
+export interface AccountsDeps {
+  readonly sql: Sql;
+  readonly rateLimits: Pick<RateLimits, 'consume'>;
+}
+
+function uniqueViolation(error: unknown): string | undefined {
+  const err = error as { code?: string; constraint_name?: string };
+  return err.code === '23505' ? err.constraint_name : undefined;
+}
+
+function usableInvite(invite: Invite | undefined): Invite {
+  if (invite === undefined)
+    throw new AccountsError('invite_invalid', 'This invite link is not valid.', 'invite');
+  if (invite.state === 'used')
+    throw new AccountsError('invite_invalid', 'This invite has already been used.', 'invite');
+  if (invite.state === 'revoked')
+    throw new AccountsError('invite_invalid', 'This invite has been revoked.', 'invite');
+  if (invite.state === 'expired')
+    throw new AccountsError('invite_invalid', 'This invite has expired.', 'invite');
+  return invite;
+}
+
+export function createAccountsService(deps: AccountsDeps) {
+  const { sql, rateLimits } = deps;
+
+  async function startSession(tx: TransactionSql, user: User, client: ClientInfo): Promise<NewSession> {
+    return insertSession(tx, {
+      tenantId: user.tenant_id,
+      userId: user.id,
+      userAgent: client.userAgent,
+      clientIp: client.ip,
+    });
+  }
+
+  return {
+    /** Looks an invite up for the signup form, without using it. */
+    async inspectInvite(token: string): Promise<Invite> {
+      return usableInvite(await findInvite(sql, token));
+    },
+
+    async signup(
+      input: { invite: string; email: string; username: string; password: string },
+      client: ClientInfo,
+    ): Promise<{ user: User; session: NewSession }> {
+      await rateLimits.consume('signup_ip', client.ip);
+      const invite = usableInvite(await findInvite(sql, input.invite));
+      const email = normalizeEmail(input.email);
+      if (email === undefined) throw fieldError('email', 'Enter a valid email address.');
+      if (invite.email !== null && invite.email !== email) {
+        throw fieldError('email', 'This invite was issued for a different email address.');
+      }
+      const username = normalizeUsername(input.username);
+      if (username === undefined) {
+        throw fieldError('username', 'Usernames are 3 to 32 characters: a–z, 0–9, _ and -.');
+      }
+      const problem = passwordProblem(input.password);
+      if (problem !== undefined) throw fieldError('password', `The password ${problem}.`);
+      const passwordHash = await hashPassword(input.password);
+      const tenantId = invite.tenant_id ?? randomUUID();
+      try {
+        return await withTenant(sql, tenantId, async (tx) => {
+          if (invite.kind !== 'member')
+            await tx`insert into tenants (id, name) values (${tenantId}::uuid, ${username})`;
+          const user = await insertUser(tx, {
+            tenantId,
+            username,
+            email,
+            passwordHash,
+            role: invite.kind === 'member' ? 'member' : 'owner',
+            isOperator: invite.kind === 'operator',
+          });
+          // Redeemed in the same transaction: a failure below gives the invite back.
+          if (!(await redeemInvite(tx, invite.id, user.id))) {
+            throw new AccountsError('invite_invalid', 'This invite has already been used.', 'invite');
+          }
+          return { user, session: await startSession(tx, user, client) };
+        });
+      } catch (error) {
+        const constraint = uniqueViolation(error);
+        if (constraint === 'users_username_key') throw fieldError('username', 'That username is taken.');
+        if (constraint === 'users_email_key')
+          throw fieldError('email', 'An account with that email already exists.');
+        throw error;
+      }
+    },
+
+    /**
+     * ACC-6: username or verified email through one path; every failure is the
+     * same error after the same work. ACC-5: both buckets are spent before any
+     * lookup. A session cookie presented with the login is revoked (no fixation).
+     */
+    async login(
+      input: { login: string; password: string; previousSessionToken: string | undefined },
+      client: ClientInfo,
+    ): Promise<{ user: User; session: NewSession }> {
+      await rateLimits.consume('login_ip', client.ip);
+      await rateLimits.consume('login_account', accountKey(input.login));
+      const failed = new AccountsError('login_failed', 'The login or password is not correct.');
+      const user = await findUserByLogin(sql, input.login);
+      if (user === undefined) {
+        await burnPasswordCheck(input.password);
+        throw failed;
+      }
+      const check = await verifyPassword(input.password, user.password_hash);
+      if (!check.ok) throw failed;
+      const rehashed = check.needsRehash ? await hashPassword(input.password) : undefined;
+      return withTenant(sql, user.tenant_id, async (tx) => {
+        if (rehashed !== undefined)
+          await tx`update users set password_hash = ${rehashed} where id = ${user.id}::uuid`;
+        if (input.previousSessionToken !== undefined) {
+          await tx`
+            update sessions set revoked_at = now()
+            where token_hash = ${sessionTokenHash(input.previousSessionToken)} and revoked_at is null`;
+        }
+        return { user, session: await startSession(tx, user, client) };
+      });
+    },
+
+    async logout(principal: Principal): Promise<void> {
+      if (principal.sessionId === undefined) return;
+      const sessionId = principal.sessionId;
+      await withTenant(sql, principal.user.tenant_id, (tx) =>
+        revokeSession(tx, principal.user.id, sessionId),
+      );
+    },
+
+    async listSessions(principal: Principal): Promise<SessionListing[]> {
+      return withTenant(sql, principal.user.tenant_id, (tx) => listSessions(tx, principal.user.id));
+    },
+
+    /** ACC-3: true if revoked; false if the user has no such live session (the caller answers 404). */
+    async revokeSession(principal: Principal, sessionId: string): Promise<boolean> {
+      return withTenant(sql, principal.user.tenant_id, (tx) =>
+        revokeSession(tx, principal.user.id, sessionId),
+      );
+    },
+
+    async signOutEverywhere(principal: Principal): Promise<number> {
+      return withTenant(sql, principal.user.tenant_id, (tx) => revokeUserSessions(tx, principal.user.id));
+    },
+
+    /** ACC-11: needs the current password; ends every other session of the user. */
+    async changePassword(principal: Principal, input: { current: string; next: string }): Promise<void> {
+      const problem = passwordProblem(input.next);
+      if (problem !== undefined) throw fieldError('new_password', `The new password ${problem}.`);
+      await withTenant(sql, principal.user.tenant_id, async (tx) => {
+        const user = await getUserWithHash(tx, principal.user.id);
+        if (user === undefined || !(await verifyPassword(input.current, user.password_hash)).ok) {
+          throw fieldError('current_password', 'The current password is not correct.');
+        }
+        await updatePasswordHash(tx, user.id, await hashPassword(input.next));
+        await revokeUserSessions(tx, user.id, principal.sessionId);
+      });
+    },
+
+    async mintApiToken(
+      principal: Principal,
+      input: { name: string; scope: TokenScope; expiresAt: Date | null },
+    ): Promise<{ listing: ApiTokenListing; token: string }> {
+      await rateLimits.consume('token_mint', principal.user.id);
+      const name = input.name.trim();
+      if (name.length === 0 || name.length > 100)
+        throw fieldError('name', 'Give the token a name of 1 to 100 characters.');
+      if (input.expiresAt !== null && input.expiresAt.getTime() <= Date.now()) {
+        throw fieldError('expires_at', 'The expiry must be in the future.');
+      }
+      return withTenant(sql, principal.user.tenant_id, (tx) =>
+        insertApiToken(tx, {
+          tenantId: principal.user.tenant_id,
+          userId: principal.user.id,
+          name,
+          scope: input.scope,
+          expiresAt: input.expiresAt,
+        }),
+      );
+    },
+
+    async listApiTokens(principal: Principal): Promise<ApiTokenListing[]> {
+      return withTenant(sql, principal.user.tenant_id, (tx) => listApiTokens(tx, principal.user.id));
+    },
+
+    async revokeApiToken(principal: Principal, tokenId: string): Promise<boolean> {
+      return withTenant(sql, principal.user.tenant_id, (tx) =>
+        revokeApiToken(tx, principal.user.id, tokenId),
+      );
+    },
+
+    async listInvites(principal: Principal): Promise<Invite[]> {
+      return listInvites(sql, { operator: principal.user.is_operator, tenantId: principal.user.tenant_id });
+    },
+
+    async revokeInvite(principal: Principal, inviteId: string): Promise<boolean> {
+      if (principal.user.role !== 'owner' && !principal.user.is_operator) return false;
+      return revokeInvite(
+        sql,
+        { operator: principal.user.is_operator, tenantId: principal.user.tenant_id },
+        inviteId,
+      );
+    },
+
+    /** Operators invite new tenants; tenant owners invite members into their tenant. */
+    async createInvite(
+      principal: Principal,
+      input: { email: string; kind: 'tenant' | 'member'; expiresAt: Date },
+    ): Promise<{ invite: Invite; token: string }> {
+      if (input.kind === 'tenant' && !principal.user.is_operator) {
+        throw new AccountsError('forbidden', 'Only operators can invite new tenants.');
+      }
+      if (input.kind === 'member' && principal.user.role !== 'owner') {
+        throw new AccountsError('forbidden', 'Only the tenant owner can invite members.');
+      }
+      const email = normalizeEmail(input.email);
+      if (email === undefined) throw fieldError('email', 'Enter a valid email address.');
+      if (input.expiresAt.getTime() <= Date.now())
+        throw fieldError('expires_at', 'The expiry must be in the future.');
+      return insertInvite(sql, {
+        kind: input.kind,
+        email,
+        tenantId: input.kind === 'member' ? principal.user.tenant_id : null,
+        createdBy: principal.user.id,
+        expiresAt: input.expiresAt,
+      });
+    },
+  };
+}
+
+export type AccountsService = ReturnType<typeof createAccountsService>;

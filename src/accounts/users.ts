@@ -1,0 +1,76 @@
+import type { Sql } from 'postgres';
+import { withLookup } from '../db/lookup.ts';
+import type { TenantSql } from '../db/tenant.ts';
+
+export type Role = 'owner' | 'member';
+
+export interface User {
+  readonly id: string;
+  readonly tenant_id: string;
+  readonly username: string;
+  readonly email: string;
+  readonly email_verified: boolean;
+  readonly pending_email: string | null;
+  readonly role: Role;
+  readonly is_operator: boolean;
+  readonly created_at: Date;
+}
+
+export interface UserWithHash extends User {
+  readonly password_hash: string;
+}
+
+const USER_COLUMNS =
+  'id, tenant_id, username, email, email_verified, pending_email, role, is_operator, created_at';
+
+/**
+ * Finds the account a login name (username or email, lower-cased) belongs
+ * to, before any tenant is known. An unverified email does not sign in
+ * (ACC-6): it is answered like an unknown login.
+ */
+export async function findUserByLogin(sql: Sql, login: string): Promise<UserWithHash | undefined> {
+  const key = login.trim().toLowerCase();
+  if (key === '') return undefined;
+  return withLookup(sql, key, async (tx) => {
+    const [user] = await tx<UserWithHash[]>`
+      select ${tx.unsafe(USER_COLUMNS)}, password_hash from users
+      where username = ${key} or (email = ${key} and email_verified)`;
+    return user;
+  });
+}
+
+export async function getUser(tx: TenantSql, userId: string): Promise<User | undefined> {
+  const [user] = await tx<User[]>`select ${tx.unsafe(USER_COLUMNS)} from users where id = ${userId}::uuid`;
+  return user;
+}
+
+export async function getUserWithHash(tx: TenantSql, userId: string): Promise<UserWithHash | undefined> {
+  const [user] = await tx<UserWithHash[]>`
+    select ${tx.unsafe(USER_COLUMNS)}, password_hash from users where id = ${userId}::uuid`;
+  return user;
+}
+
+export async function insertUser(
+  tx: TenantSql,
+  user: {
+    tenantId: string;
+    username: string;
+    email: string;
+    passwordHash: string;
+    role: Role;
+    isOperator: boolean;
+  },
+): Promise<User> {
+  const [row] = await tx<User[]>`
+    insert into users (tenant_id, username, email, email_verified, password_hash, role, is_operator)
+    values (${user.tenantId}::uuid, ${user.username}, ${user.email}, true, ${user.passwordHash}, ${user.role},
+            ${user.isOperator})
+    returning ${tx.unsafe(USER_COLUMNS)}`;
+  if (row === undefined) throw new Error('insert into users returned no row');
+  return row;
+}
+
+export async function updatePasswordHash(tx: TenantSql, userId: string, passwordHash: string): Promise<void> {
+  await tx`
+    update users set password_hash = ${passwordHash}, password_changed_at = now() where id = ${userId}::uuid`;
+}

@@ -1,0 +1,29 @@
+import type { App } from './app.ts';
+import { sendProblem } from './problems.ts';
+
+// ACC-4: a state-changing request that could carry an ambient credential (a
+// cookie) must come from our own origin: its Origin header equals the public
+// URL's origin, or, with no Origin, Sec-Fetch-Site says same-origin. Checked
+// in onRequest, before the body is parsed or any handler runs. Requests
+// authenticated by a Bearer token carry no ambient credential and are exempt.
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+export function registerCsrfCheck(app: App, publicUrl: string): void {
+  const expected = new URL(publicUrl).origin;
+  app.addHook('onRequest', async (request, reply) => {
+    if (SAFE_METHODS.has(request.method)) return;
+    if (/^Bearer\s/i.test(request.headers.authorization ?? '')) return;
+    // Both headers are attacker-influenced only from a non-browser client, which holds no victim's cookie.
+    const origin = request.headers.origin;
+    const fetchSite = request.headers['sec-fetch-site'];
+    const sameOrigin = origin !== undefined ? origin === expected : fetchSite === 'same-origin';
+    if (!sameOrigin) {
+      request.log.info(
+        { origin: origin ?? null, fetchSite: fetchSite ?? null },
+        'cross-site request refused',
+      );
+      return sendProblem(request, reply, 'csrf_rejected');
+    }
+  });
+}

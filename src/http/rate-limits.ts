@@ -1,0 +1,90 @@
+import { createHash } from 'node:crypto';
+import pg from 'pg';
+import { RateLimiterPostgres, RateLimiterRes } from 'rate-limiter-flexible';
+import { type Credentials, connectionUrl, type DbTarget } from '../db/target.ts';
+import { AppError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+
+// ACC-5, RLY-5: per-action buckets kept in PostgreSQL (rate_limits), so every
+// server process on one database shares them. A bucket is consumed before
+// the work it guards — for login, before any credential lookup.
+
+export class RateLimitedError extends AppError<'rate_limited'> {
+  readonly retryAfterSeconds: number;
+
+  constructor(retryAfterSeconds: number) {
+    super('rate_limited', `rate limited; retry after ${retryAfterSeconds} s`);
+    this.retryAfterSeconds = retryAfterSeconds;
+  }
+}
+
+export const BUCKETS = {
+  /** Sign-in attempts from one client address. */
+  login_ip: { points: 20, seconds: 15 * 60 },
+  /** Sign-in attempts on one login name, from anywhere. */
+  login_account: { points: 10, seconds: 15 * 60 },
+  signup_ip: { points: 10, seconds: 60 * 60 },
+  recover_ip: { points: 5, seconds: 15 * 60 },
+  /** Recovery requests naming one login, from anywhere. */
+  recover_account: { points: 3, seconds: 60 * 60 },
+  /** One-time link redemptions (recovery, verification) from one address. */
+  link_ip: { points: 20, seconds: 15 * 60 },
+  /** API token minting by one user. */
+  token_mint: { points: 20, seconds: 60 * 60 },
+  /** Email-change requests by one user: each checks a password and mails an address. */
+  email_change: { points: 5, seconds: 60 * 60 },
+} as const;
+
+export type Bucket = keyof typeof BUCKETS;
+
+export interface RateLimits {
+  /** Spends one point of `bucket` for `key`; throws RateLimitedError when none are left. */
+  consume(bucket: Bucket, key: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Account keys are hashed so the table holds no login names. */
+export function accountKey(login: string): string {
+  return createHash('sha256').update(login.trim().toLowerCase()).digest('hex').slice(0, 32);
+}
+
+export function createRateLimits(target: DbTarget, credentials: Credentials, logger: Logger): RateLimits {
+  const pool = new pg.Pool({ connectionString: connectionUrl(target, credentials), max: 4 });
+  pool.on('error', (error) => logger.warn({ err: error }, 'rate-limit connection error'));
+  const limiters = new Map<Bucket, RateLimiterPostgres>();
+  for (const [bucket, { points, seconds }] of Object.entries(BUCKETS) as [
+    Bucket,
+    { points: number; seconds: number },
+  ][]) {
+    limiters.set(
+      bucket,
+      new RateLimiterPostgres({
+        storeClient: pool,
+        storeType: 'pool',
+        schemaName: 'enclave',
+        tableName: 'rate_limits',
+        tableCreated: true,
+        // Expired rows are pruned by the maintenance cron job, not a timer in this process.
+        clearExpiredByTimeout: false,
+        keyPrefix: bucket,
+        points,
+        duration: seconds,
+      }),
+    );
+  }
+  return {
+    async consume(bucket, key) {
+      const limiter = limiters.get(bucket);
+      if (limiter === undefined) throw new Error(`unknown rate-limit bucket ${bucket}`);
+      try {
+        await limiter.consume(key.slice(0, 200));
+      } catch (error) {
+        if (error instanceof RateLimiterRes) {
+          throw new RateLimitedError(Math.max(1, Math.ceil(error.msBeforeNext / 1000)));
+        }
+        throw error;
+      }
+    },
+    close: () => pool.end(),
+  };
+}

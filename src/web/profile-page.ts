@@ -1,0 +1,109 @@
+import type { SessionListing } from '../accounts/sessions.ts';
+import type { User } from '../accounts/users.ts';
+import { type FormErrors, PASSWORD_HELP } from './account-pages.ts';
+import { postButton, time } from './dashboard-pages.ts';
+import { errorBox, field, noticeBox } from './forms.ts';
+import { type Frame, html, page } from './html.ts';
+
+// /profile: the account, its live sessions (the current one marked, each
+// revocable), sign out everywhere, and the password and email forms (ACC-11).
+
+export interface ProfileErrors {
+  readonly password?: FormErrors;
+  readonly email?: FormErrors;
+}
+
+function fieldError(errors: FormErrors | undefined, name: string): string | undefined {
+  const fields = errors?.fields ?? {};
+  return Object.hasOwn(fields, name) ? fields[name] : undefined;
+}
+
+export function profilePage(
+  frame: Frame,
+  input: {
+    user: User;
+    sessions: readonly SessionListing[];
+    currentSessionId: string | undefined;
+    notice?: string | undefined;
+    errors?: ProfileErrors;
+    newEmail?: string | undefined;
+  },
+): string {
+  const { user } = input;
+  const errors = input.errors ?? {};
+  return page(
+    'Profile',
+    html`<h1>Profile</h1>
+${noticeBox(input.notice)}
+<dl class="facts">
+<dt>Username</dt><dd>${user.username}</dd>
+<dt>Email address</dt><dd>${user.email}${user.email_verified ? ' (verified)' : ' (not verified)'}</dd>
+${
+  user.pending_email === null
+    ? ''
+    : html`<dt>New email address</dt><dd>${user.pending_email} (waiting for confirmation: open the link we sent to it)</dd>`
+}
+<dt>Tenant</dt><dd>${frame.tenantName}</dd>
+<dt>Role</dt><dd>${user.role}${user.is_operator ? ', platform operator' : ''}</dd>
+<dt>Member since</dt><dd>${time(user.created_at)}</dd>
+</dl>
+
+<h2>Sessions</h2>
+<table><thead><tr><th>Signed in</th><th>Last active</th><th>Browser</th><th>Address</th><th><span class="visually-hidden">Actions</span></th></tr></thead><tbody>${input.sessions.map(
+      (session) => html`<tr${session.id === input.currentSessionId ? html` class="current"` : ''}>
+<td>${time(session.created_at)}${session.id === input.currentSessionId ? html` <strong>(this session)</strong>` : ''}</td>
+<td>${time(session.last_seen_at)}</td><td>${session.user_agent ?? ''}</td><td>${session.client_ip ?? ''}</td>
+<td>${postButton(`/profile/sessions/${session.id}/revoke`, 'Sign out', 'Sign out this session')}</td></tr>`,
+    )}</tbody></table>
+<form method="post" action="/profile/sessions/revoke-all"><button type="submit">Sign out everywhere</button></form>
+
+<h2>Change password</h2>
+<p>Changing your password signs out your other sessions.</p>
+${errorBox(errors.password?.form)}
+<form method="post" action="/profile/password" class="stack">
+${field({
+  name: 'current_password',
+  id: 'f-password-current',
+  label: 'Current password',
+  type: 'password',
+  autocomplete: 'current-password',
+  error: fieldError(errors.password, 'current_password'),
+})}
+${field({
+  name: 'new_password',
+  label: 'New password',
+  type: 'password',
+  autocomplete: 'new-password',
+  help: PASSWORD_HELP,
+  error: fieldError(errors.password, 'new_password'),
+})}
+<button type="submit">Change password</button>
+</form>
+
+<h2>Change email address</h2>
+<p>We send a link to the new address; the change takes effect when you open it. Until then you sign in and
+recover your account with the current address.</p>
+${errorBox(errors.email?.form)}
+<form method="post" action="/profile/email" class="stack">
+${field({
+  name: 'email',
+  label: 'New email address',
+  type: 'email',
+  value: input.newEmail,
+  autocomplete: 'email',
+  maxlength: 254,
+  error: fieldError(errors.email, 'email'),
+})}
+${field({
+  name: 'current_password',
+  id: 'f-email-current',
+  label: 'Current password',
+  type: 'password',
+  autocomplete: 'current-password',
+  error: fieldError(errors.email, 'current_password'),
+})}
+<button type="submit">Send confirmation link</button>
+</form>`,
+    frame,
+  );
+}

@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { chromium } from 'playwright-core';
+import { freePort } from '../src/free-port.ts';
+import { buildTestApp } from './helpers/app.ts';
+import { createTestDatabase } from './helpers/database.ts';
+import { mintInvite, PASSWORD } from './helpers/pages.ts';
+import { requireTool } from './helpers/system-tools.ts';
+
+// The pages as a person meets them, in a real browser (Debian's Chromium)
+// against a real HTTP server: sign up from an invite link, land on the
+// dashboard, mint a token that is shown once, sign out, sign in again. The
+// pages must work under the strict CSP without a single violation, and the
+// session cookie must be HttpOnly and SameSite=Lax (ACC-3).
+
+const CHROMIUM = '/usr/bin/chromium';
+const SCREENSHOT = '/tmp/enclave-dashboard.png';
+
+test('ACC-1, ACC-3, ACC-6, ACC-10, OPS-3: in Chromium, sign up from an invite, mint a token, sign out and in again, with no CSP violation', async (t) => {
+  if (!requireTool(t, 'chromium', 'chromium')) return;
+  const db = await createTestDatabase();
+  t.after(() => db.drop());
+  // The public URL is the CSRF origin, so the server listens on the port it names.
+  const port = await freePort();
+  const { app, config } = await buildTestApp(db, { ENCLAVE_PORT: String(port) });
+  t.after(() => app.close());
+  await app.listen({ port, host: '127.0.0.1' });
+  const base = config.publicUrl;
+  assert.equal(base, `http://127.0.0.1:${port}`);
+
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  t.after(() => browser.close());
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const violations: string[] = [];
+  page.on('console', (message) => {
+    if (message.text().includes('Content Security Policy')) violations.push(message.text());
+  });
+  page.on('pageerror', (error) => violations.push(`page error: ${error.message}`));
+
+  // Sign up with the operator's invite: the address is fixed by the invite.
+  const invite = await mintInvite(db, { email: 'browser@example.com', kind: 'operator' });
+  await page.goto(`${base}/signup?invite=${invite}`);
+  assert.equal(await page.getByLabel('Email address').inputValue(), 'browser@example.com');
+  assert.equal(await page.getByLabel('Email address').getAttribute('readonly'), '');
+  await page.getByLabel('Username').fill('browser-user');
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.waitForURL(`${base}/dashboard`);
+  assert.match((await page.locator('h1').textContent()) ?? '', /Welcome, browser-user/);
+  assert.match((await page.locator('header .who').textContent()) ?? '', /browser-user · browser-user/);
+
+  const session = (await context.cookies()).find((cookie) => cookie.name === 'enclave_session');
+  assert.ok(session !== undefined, 'the session cookie is set');
+  assert.equal(session.httpOnly, true);
+  assert.equal(session.sameSite, 'Lax');
+  assert.equal(session.path, '/');
+  assert.ok(session.expires > Date.now() / 1000, 'the cookie expires (30 minutes, sliding)');
+
+  // Mint a token: shown once.
+  const nav = page.locator('header nav');
+  await nav.getByRole('link', { name: 'Tokens', exact: true }).click();
+  await page.waitForURL(`${base}/dashboard/settings/tokens`);
+  await page.getByLabel('Name').fill('laptop');
+  await page.getByLabel('Scope').selectOption('write');
+  await page.getByRole('button', { name: 'Create token' }).click();
+  const token = (await page.locator('#new-token-value').textContent()) ?? '';
+  assert.match(token, /^enc_live_[0-9A-Za-z]{43}$/);
+  await page.goto(`${base}/dashboard/settings/tokens`);
+  const listed = await page.content();
+  assert.ok(!listed.includes(token), 'the token is not shown again');
+  assert.ok(listed.includes(`enc_live_…${token.slice(-4)}`));
+  const me = await page.request.get(`${base}/api/v1/me`, { headers: { authorization: `Bearer ${token}` } });
+  assert.equal(me.status(), 200);
+
+  // Sign out, then sign in with the username.
+  await page.getByRole('button', { name: 'Sign out', exact: true }).click();
+  await page.waitForURL(`${base}/login?notice=signed-out`);
+  assert.match((await page.locator('.notice').textContent()) ?? '', /You have signed out\./);
+  assert.equal(
+    (await context.cookies()).find((cookie) => cookie.name === 'enclave_session'),
+    undefined,
+  );
+  await page.goto(`${base}/profile`);
+  await page.waitForURL(`${base}/login?next=%2Fprofile`);
+  await page.getByLabel('Username or email').fill('browser-user');
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL(`${base}/profile`);
+  assert.match((await page.locator('table').textContent()) ?? '', /\(this session\)/);
+  await nav.getByRole('link', { name: 'Dashboard', exact: true }).click();
+  await page.waitForURL(`${base}/dashboard`);
+  await page.screenshot({ path: SCREENSHOT, fullPage: true });
+
+  assert.deepEqual(violations, [], 'no CSP violations or page errors');
+});

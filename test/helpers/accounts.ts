@@ -1,0 +1,145 @@
+import { randomBytes, randomInt } from 'node:crypto';
+import type {} from '@fastify/cookie';
+import type { TokenScope } from '../../src/accounts/api-tokens.ts';
+import { type InviteKind, insertInvite } from '../../src/accounts/invites.ts';
+import {
+  type AccountsService,
+  type ClientInfo,
+  createAccountsService,
+  type Principal,
+} from '../../src/accounts/service.ts';
+import { SESSION_COOKIE } from '../../src/accounts/sessions.ts';
+import type { User } from '../../src/accounts/users.ts';
+import type { App } from '../../src/http/app.ts';
+import type { TestApp } from './app.ts';
+import type { TestDatabase } from './database.ts';
+
+// Real accounts made through the real code path: an invite minted with
+// insertInvite, redeemed by the accounts service's signup, then a session
+// cookie signed by the app under test and an API token minted by the service.
+
+export interface TestAccount {
+  readonly user: User;
+  readonly password: string;
+  /** The client address the account signed up from (unique per account, so rate limits do not collide). */
+  readonly client: ClientInfo;
+  readonly sessionId: string;
+  /** The raw session token (what the cookie signs). */
+  readonly sessionToken: string;
+  /** A ready `Cookie` header value: `enclave_session=<signed token>`, signed by the app it was made with. */
+  readonly sessionCookie: string;
+  readonly apiToken: string;
+  readonly apiTokenId: string;
+  /** The principal the session stands for, to call the service directly. */
+  readonly principal: Principal;
+}
+
+export interface AccountOptions {
+  /** 'tenant' (default): a new tenant owned by the user; 'operator': the same, as operator; 'member': joins `tenantOf`'s tenant. */
+  readonly kind?: InviteKind;
+  readonly tenantOf?: TestAccount;
+  readonly username?: string;
+  readonly email?: string;
+  readonly password?: string;
+  readonly tokenScope?: TokenScope;
+}
+
+/** A random 10.x.y.z address: each call is its own client for the per-IP buckets. */
+export function randomClientIp(): string {
+  return `10.${randomInt(256)}.${randomInt(256)}.${randomInt(1, 255)}`;
+}
+
+export function testClient(): ClientInfo {
+  return { ip: randomClientIp(), userAgent: 'enclave-tests' };
+}
+
+/** `enclave_session=<token signed with app's session key>`, as a browser would send it back. */
+export function sessionCookieFor(app: App, sessionToken: string): string {
+  return `${SESSION_COOKIE}=${encodeURIComponent(app.signCookie(sessionToken))}`;
+}
+
+export function testAccountsService(db: TestDatabase, testApp: Pick<TestApp, 'rateLimits'>): AccountsService {
+  return createAccountsService({ sql: db.app, rateLimits: testApp.rateLimits });
+}
+
+/** A pending invite straight from insertInvite; `expiresAt` defaults to a week ahead. */
+export async function mintInvite(
+  db: TestDatabase,
+  invite: { kind: InviteKind; email: string | null; tenantId?: string | null; expiresAt?: Date },
+): Promise<{ id: string; token: string }> {
+  const created = await insertInvite(db.app, {
+    kind: invite.kind,
+    email: invite.email,
+    tenantId: invite.tenantId ?? null,
+    createdBy: null,
+    expiresAt: invite.expiresAt ?? new Date(Date.now() + 7 * 86400_000),
+  });
+  return { id: created.invite.id, token: created.token };
+}
+
+export function uniqueName(prefix = 'user'): string {
+  return `${prefix}_${randomBytes(5).toString('hex')}`;
+}
+
+export async function createAccount(
+  db: TestDatabase,
+  testApp: Pick<TestApp, 'app' | 'rateLimits'>,
+  options: AccountOptions = {},
+): Promise<TestAccount> {
+  const kind = options.kind ?? 'tenant';
+  if (kind === 'member' && options.tenantOf === undefined) throw new Error('a member account needs tenantOf');
+  const username = options.username ?? uniqueName();
+  const email = options.email ?? `${username}@example.test`;
+  const password = options.password ?? `pw-${randomBytes(12).toString('base64url')}`;
+  const client = testClient();
+  const accounts = testAccountsService(db, testApp);
+  const invite = await mintInvite(db, {
+    kind,
+    email,
+    tenantId: kind === 'member' ? (options.tenantOf?.user.tenant_id ?? null) : null,
+  });
+  const { user, session } = await accounts.signup(
+    { invite: invite.token, email, username, password },
+    client,
+  );
+  const principal: Principal = {
+    user,
+    via: 'session',
+    sessionId: session.id,
+    tokenId: undefined,
+    scope: 'write',
+  };
+  const minted = await accounts.mintApiToken(principal, {
+    name: 'test token',
+    scope: options.tokenScope ?? 'write',
+    expiresAt: null,
+  });
+  return {
+    user,
+    password,
+    client,
+    sessionId: session.id,
+    sessionToken: session.token,
+    sessionCookie: sessionCookieFor(testApp.app, session.token),
+    apiToken: minted.token,
+    apiTokenId: minted.listing.id,
+    principal,
+  };
+}
+
+/** A further session for an existing account, through the service's login (as a second browser would get). */
+export async function loginAgain(
+  db: TestDatabase,
+  testApp: Pick<TestApp, 'app' | 'rateLimits'>,
+  account: TestAccount,
+): Promise<{ sessionId: string; sessionToken: string; sessionCookie: string }> {
+  const { session } = await testAccountsService(db, testApp).login(
+    { login: account.user.username, password: account.password, previousSessionToken: undefined },
+    testClient(),
+  );
+  return {
+    sessionId: session.id,
+    sessionToken: session.token,
+    sessionCookie: sessionCookieFor(testApp.app, session.token),
+  };
+}
