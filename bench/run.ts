@@ -6,6 +6,7 @@ import { createAccount } from '../test/helpers/accounts.ts';
 import { buildTestApp } from '../test/helpers/app.ts';
 import { startTestCluster } from '../test/helpers/cluster.ts';
 import { createTestDatabase } from '../test/helpers/database.ts';
+import { runAuditBench } from './audit.ts';
 
 // `npm run bench`: what tenancy costs. The same indexed select runs
 // (a) through withTenant as enclave_app: one transaction that binds the tenant,
@@ -39,10 +40,16 @@ try {
   await db.superuser`
     insert into tenants (id, name)
     select id, 'tenant ' || n from unnest(${tenantIds}::uuid[]) with ordinality as t(id, n)`;
+  // One user per tenant, each with ROWS_PER_TENANT sessions: the select below uses the index on sessions (tenant_id, user_id).
   await db.superuser`
-    insert into service_queries (tenant_id, reason)
-    select id, 'bench seed ' || r from unnest(${tenantIds}::uuid[]) as t(id), generate_series(1, ${ROWS_PER_TENANT}) as r`;
-  await db.superuser`analyze tenants, service_queries`;
+    insert into users (tenant_id, username, email, password_hash, role)
+    select id, 'bench_' || n, 'bench_' || n || '@example.test', 'not a hash', 'owner'
+    from unnest(${tenantIds}::uuid[]) with ordinality as t(id, n)`;
+  await db.superuser`
+    insert into sessions (tenant_id, user_id, token_hash, expires_at)
+    select u.tenant_id, u.id, encode(sha256(convert_to(u.id::text || ':' || r, 'UTF8')), 'hex'), now() + interval '1 day'
+    from users u, generate_series(1, ${ROWS_PER_TENANT}) as r`;
+  await db.superuser`analyze tenants, users, sessions`;
 
   let next = 0;
   const pickTenant = (): string => tenantIds[next++ % TENANTS] ?? '';
@@ -57,20 +64,20 @@ try {
       const rows = await withTenant(
         db.app,
         tenantId,
-        (tx) => tx`select id from service_queries where tenant_id = ${tenantId}::uuid limit 1`,
+        (tx) => tx`select id from sessions where tenant_id = ${tenantId}::uuid limit 1`,
       );
       expectOneRow(rows, 'withTenant');
     })
     .add('plain transaction (superuser)', async () => {
       const tenantId = pickTenant();
       const rows = await db.superuser.begin(
-        (tx) => tx`select id from service_queries where tenant_id = ${tenantId}::uuid limit 1`,
+        (tx) => tx`select id from sessions where tenant_id = ${tenantId}::uuid limit 1`,
       );
       expectOneRow(rows, 'plain');
     });
 
   console.log(
-    `Seeded ${TENANTS} tenants × ${ROWS_PER_TENANT} service_queries rows; ${TIME_MS / 1000} s per task, one connection at a time.\n`,
+    `Seeded ${TENANTS} tenants × ${ROWS_PER_TENANT} sessions; ${TIME_MS / 1000} s per task, one connection at a time.\n`,
   );
   await bench.run();
   console.table(bench.table());
@@ -138,6 +145,8 @@ try {
   } finally {
     await testApp.app.close();
   }
+
+  await runAuditBench(db);
 } finally {
   await db.drop();
   await cluster.stop();

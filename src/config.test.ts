@@ -48,8 +48,36 @@ describe('loadConfig', () => {
         operatorEmail: undefined,
         smtpUrl: undefined,
         mailFrom: 'Enclave <no-reply@127.0.0.1>',
+        checkpointIntervalMinutes: 60,
+        checkpointDir: path.join(CWD, '.enclave', 'checkpoints'),
+        auditArchiveDir: path.join(CWD, '.enclave', 'audit-archive'),
+        auditHotDays: 90,
+        auditColdMonths: 24,
       },
     );
+  });
+
+  test('AUD-4, AUD-7: the checkpoint interval divides an hour, and the audit windows cannot go below 90 days and 24 months', () => {
+    const config = loadConfig(
+      {
+        ENCLAVE_CHECKPOINT_INTERVAL: '15',
+        ENCLAVE_CHECKPOINT_DIR: 'published',
+        ENCLAVE_AUDIT_ARCHIVE_DIR: '/archive',
+        ENCLAVE_AUDIT_HOT_DAYS: '180',
+        ENCLAVE_AUDIT_COLD_MONTHS: '36',
+      },
+      CWD,
+    );
+    assert.equal(config.checkpointIntervalMinutes, 15);
+    assert.equal(config.checkpointDir, '/srv/enclave/published');
+    assert.equal(config.auditArchiveDir, '/archive');
+    assert.equal(config.auditHotDays, 180);
+    assert.equal(config.auditColdMonths, 36);
+    for (const interval of ['0', '7', '90', '1h', '-5']) {
+      configError({ ENCLAVE_CHECKPOINT_INTERVAL: interval }, 'ENCLAVE_CHECKPOINT_INTERVAL');
+    }
+    configError({ ENCLAVE_AUDIT_HOT_DAYS: '30' }, 'ENCLAVE_AUDIT_HOT_DAYS');
+    configError({ ENCLAVE_AUDIT_COLD_MONTHS: '12' }, 'ENCLAVE_AUDIT_COLD_MONTHS');
   });
 
   test('a relative ENCLAVE_DATA_DIR is resolved against the working directory', () => {

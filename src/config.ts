@@ -29,6 +29,16 @@ export interface Config {
   /** SMTP transport for mail; unset (development only) means the /dev/mail outbox. */
   readonly smtpUrl: string | undefined;
   readonly mailFrom: string;
+  /** Minutes between audit checkpoints (AUD-4: at least hourly), a divisor of 60. */
+  readonly checkpointIntervalMinutes: number;
+  /** Write-once directory the signed checkpoints are published to. */
+  readonly checkpointDir: string;
+  /** Where cold audit archive segments are written, one directory per tenant (AUD-7). */
+  readonly auditArchiveDir: string;
+  /** Audit events stay in the database this many days (AUD-7; never fewer than 90). */
+  readonly auditHotDays: number;
+  /** Archive segments are kept this many months after their newest event (AUD-7; never fewer than 24). */
+  readonly auditColdMonths: number;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -215,18 +225,41 @@ function parseMailFrom(env: Env, publicUrl: string): string {
   return raw;
 }
 
+/** Divisors of 60, so the schedule repeats every hour and a checkpoint is at most an hour old (AUD-4). */
+export const CHECKPOINT_INTERVALS: readonly number[] = [1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60];
+
+function parseCheckpointInterval(env: Env): number {
+  const raw = read(env, 'ENCLAVE_CHECKPOINT_INTERVAL');
+  if (raw === undefined) return 60;
+  if (!/^\d{1,2}$/.test(raw) || !CHECKPOINT_INTERVALS.includes(Number(raw))) {
+    throw new ConfigError(
+      'ENCLAVE_CHECKPOINT_INTERVAL',
+      `must be a number of minutes that divides an hour: ${CHECKPOINT_INTERVALS.join(', ')} (got "${raw}")`,
+    );
+  }
+  return Number(raw);
+}
+
+function parseDirectory(env: Env, name: string, cwd: string, fallback: string): string {
+  const raw = read(env, name);
+  if (raw === undefined) return fallback;
+  if (raw.includes('\0')) throw new ConfigError(name, 'contains a NUL byte');
+  return path.resolve(cwd, raw);
+}
+
 export function loadConfig(env: Env, cwd: string): Config {
   const environment = parseEnum(env, 'ENCLAVE_ENV', ['development', 'production'] as const, 'development');
   const host = parseHost(env);
   const port = parseInteger(env, 'ENCLAVE_PORT', 1, 65535, 3000);
   const production = environment === 'production';
   const publicUrl = parsePublicUrl(env, host, port, production);
+  const dataDir = parseDataDir(env, cwd);
   return Object.freeze({
     env: environment,
     host,
     port,
     publicUrl,
-    dataDir: parseDataDir(env, cwd),
+    dataDir,
     databaseUrl: parseDatabaseUrl(env),
     logLevel: parseEnum(env, 'ENCLAVE_LOG_LEVEL', LOG_LEVELS, 'info'),
     workerConcurrency: parseInteger(env, 'ENCLAVE_WORKER_CONCURRENCY', 1, 64, 4),
@@ -234,5 +267,15 @@ export function loadConfig(env: Env, cwd: string): Config {
     operatorEmail: parseOperatorEmail(env),
     smtpUrl: parseSmtpUrl(env, production),
     mailFrom: parseMailFrom(env, publicUrl),
+    checkpointIntervalMinutes: parseCheckpointInterval(env),
+    checkpointDir: parseDirectory(env, 'ENCLAVE_CHECKPOINT_DIR', cwd, path.join(dataDir, 'checkpoints')),
+    auditArchiveDir: parseDirectory(
+      env,
+      'ENCLAVE_AUDIT_ARCHIVE_DIR',
+      cwd,
+      path.join(dataDir, 'audit-archive'),
+    ),
+    auditHotDays: parseInteger(env, 'ENCLAVE_AUDIT_HOT_DAYS', 90, 36500, 90),
+    auditColdMonths: parseInteger(env, 'ENCLAVE_AUDIT_COLD_MONTHS', 24, 1200, 24),
   });
 }

@@ -1,4 +1,5 @@
 import { bootstrapOperatorInvite, inviteLink, OPERATOR_INVITE_HOURS } from './accounts/invites.ts';
+import { loadAuditSetup } from './audit/setup.ts';
 import { type Config, type Env, loadConfig } from './config.ts';
 import { type Database, openDatabase } from './db/database.ts';
 import { createMailer, type Mailer } from './email/mailer.ts';
@@ -37,6 +38,7 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
   const config = loadConfig(options.env, options.cwd);
   const logger = createLogger(config.logLevel);
   const sessionKey = await loadOperatorSecret(config, options.env, 'session_key');
+  const audit = await loadAuditSetup(config, options.env);
   const db = await openDatabase(config, options.env, { appPoolSize: options.server ? 20 : 5 });
   let app: App | undefined;
   let worker: Worker | undefined;
@@ -62,6 +64,7 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
         workerId: defaultWorkerId(),
         mailer,
         publicUrl: config.publicUrl,
+        audit,
       });
     }
     let url: string | undefined;
@@ -74,6 +77,7 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
         migrations: db.migrations,
         sessionKey,
         rateLimits,
+        audit,
       });
       await app.listen({ host: config.host, port: config.port });
       url = config.publicUrl;

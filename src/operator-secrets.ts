@@ -4,7 +4,8 @@ import path from 'node:path';
 import { type Config, ConfigError, type Env } from './config.ts';
 
 // Operator secrets: what the platform itself needs to run (database role
-// passwords, the session-cookie signing key; the checkpoint key later). Customer credentials
+// passwords, the session-cookie signing key; the audit checkpoint key, an
+// Ed25519 key, is loaded the same way by src/audit/checkpoint-key.ts). Customer credentials
 // never live here. A secret has no default: it comes from ENCLAVE_<NAME>,
 // from the file named by ENCLAVE_<NAME>_FILE, or — in development only — from
 // a file generated once under the data dir (mode 0600) and reused.

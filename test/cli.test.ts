@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createAccountsService } from '../src/accounts/service.ts';
+import { PLATFORM_TENANT } from '../src/audit/append.ts';
 import { connectionUrl } from '../src/db/target.ts';
 import { createRateLimits } from '../src/http/rate-limits.ts';
 import { createLogger } from '../src/logger.ts';
@@ -285,6 +286,28 @@ describe('enclave invite', () => {
       assert.equal(lines(again.stderr).length, 1, again.stderr);
       assert.match(again.stderr, /^enclave: no pending signup invite with id /);
     }
+  });
+
+  test("AUD-1: invite create and revoke from the console are recorded in the platform's chain by operator:cli", async () => {
+    const created = await enclave(['invite', 'create', '--email', 'audited@example.test'], env);
+    assert.equal(created.code, 0, created.stderr);
+    const token = linkToken(created.stdout);
+    const id = (await inviteIdByHash(token)) ?? '';
+    assert.equal((await enclave(['invite', 'revoke', id], env)).code, 0);
+    const events = await db.superuser<
+      { tenant_id: string; actor: string; action: string; data: unknown; canonical: string }[]
+    >`
+      select tenant_id, actor, action, data, canonical from enclave.audit_events
+      where target = ${`invite:${id}`} order by seq`;
+    assert.deepEqual(
+      events.map(({ tenant_id, actor, action }) => ({ tenant_id, actor, action })),
+      [
+        { tenant_id: PLATFORM_TENANT, actor: 'operator:cli', action: 'invite.created' },
+        { tenant_id: PLATFORM_TENANT, actor: 'operator:cli', action: 'invite.revoked' },
+      ],
+    );
+    assert.deepEqual(events[1]?.data, { invite_id: id, kind: 'tenant' });
+    assert.ok(!events.some((event) => event.canonical.includes(token)), 'the invite token is in no event');
   });
 
   test('invite revoke does not touch a tenant member invite', async () => {

@@ -33,7 +33,7 @@ describe('RLS gate', () => {
       where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema')
       order by 1`;
     assert.ok(
-      rows.some((row) => row.table === 'enclave.service_queries'),
+      rows.some((row) => row.table === 'enclave.audit_events'),
       `the catalog query found no tenant table: ${JSON.stringify(rows)}`,
     );
     const excused = (table: string): boolean => GLOBAL_TABLES[table]?.tenantColumn !== undefined;
@@ -122,6 +122,23 @@ describe('RLS gate on planted tables', () => {
       create policy writable_lookup_lookup on enclave.writable_lookup for update
         using (token_hash = enclave.current_lookup());
 
+      create table enclave.with_definer (id int, tenant_id uuid not null);
+      alter table enclave.with_definer enable row level security;
+      alter table enclave.with_definer force row level security;
+      create policy p on enclave.with_definer
+        using (tenant_id = enclave.current_tenant_id()) with check (tenant_id = enclave.current_tenant_id());
+      create policy with_definer_definer on enclave.with_definer for select to enclave_owner using (true);
+
+      create table enclave.definer_leaks (id int, tenant_id uuid not null);
+      alter table enclave.definer_leaks enable row level security;
+      alter table enclave.definer_leaks force row level security;
+      create policy p on enclave.definer_leaks
+        using (tenant_id = enclave.current_tenant_id()) with check (tenant_id = enclave.current_tenant_id());
+      create policy to_public_definer on enclave.definer_leaks for select using (true);
+      create policy to_app_definer on enclave.definer_leaks for select to enclave_app using (true);
+      create policy to_both_definer on enclave.definer_leaks for select to enclave_owner, enclave_app using (true);
+      create policy writes_definer on enclave.definer_leaks for update to enclave_owner using (true);
+
       create table public.stray (x int);
 
       alter table enclave.worker_heartbeats add column tenant_id uuid;
@@ -166,6 +183,14 @@ describe('RLS gate on planted tables', () => {
     );
   });
 
+  test('TEN-6, AUD-4: a FOR SELECT *_definer policy TO enclave_owner alone is allowed; to any other role, or for writing, it is reported', () => {
+    assert.equal(missingFor('enclave.with_definer'), undefined, describeTables(report));
+    const missing = missingFor('enclave.definer_leaks')?.join('\n') ?? '';
+    for (const name of ['to_public_definer', 'to_app_definer', 'to_both_definer', 'writes_definer']) {
+      assert.match(missing, new RegExp(`no policy "${name}"`), describeTables(report));
+    }
+  });
+
   test('TEN-6: a table with ENABLE + FORCE and a tenant policy on both sides passes', () => {
     assert.equal(missingFor('enclave.protected'), undefined, describeTables(report));
   });
@@ -183,6 +208,7 @@ describe('RLS gate on planted tables', () => {
     assert.deepEqual(report.map((entry) => entry.table).sort(), [
       'enclave.bare',
       'enclave.check_open',
+      'enclave.definer_leaks',
       'enclave.enabled_only',
       'enclave.open_policy',
       'enclave.select_only',

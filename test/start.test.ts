@@ -170,6 +170,7 @@ describe('enclave start with the embedded database', { timeout: 4 * WAIT_MS }, (
     assert.equal(alive(running.postgresPid), true);
     secrets = await secretFiles();
     assert.deepEqual(Object.keys(secrets), [
+      'checkpoint_key.pem',
       'db_app_password',
       'db_owner_password',
       'pg_superuser_password',

@@ -42,7 +42,8 @@ function canInvite(principal: Principal): boolean {
   return principal.user.role === 'owner' || principal.user.is_operator;
 }
 
-async function frameFor(request: FastifyRequest): Promise<Frame> {
+/** The signed-in frame of a dashboard page: the user, the tenant's name, what they may manage. */
+export async function frameFor(request: FastifyRequest): Promise<Frame> {
   const { user } = signedIn(request);
   const [tenant] = await request.withTenant(
     (tx) => tx<{ name: string }[]>`select name from tenants where id = ${user.tenant_id}::uuid`,

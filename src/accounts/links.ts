@@ -1,10 +1,12 @@
 import { randomInt } from 'node:crypto';
 import type { Sql } from 'postgres';
+import { appendAuditEvent, PLATFORM_TENANT } from '../audit/append.ts';
 import { bindTenant, withLookup } from '../db/lookup.ts';
 import { isUuid, serviceQuery, type TenantSql, withTenant } from '../db/tenant.ts';
 import { accountKey, type RateLimits } from '../http/rate-limits.ts';
 import { enqueueJob } from '../jobs/queue.ts';
 import { hashToken, mintToken, type TokenKind, tokenKind } from '../tokens.ts';
+import { principalActor } from './audit-events.ts';
 import { AccountsError, fieldError } from './errors.ts';
 import { hashPassword, verifyPassword } from './passwords.ts';
 import type { ClientInfo, Principal } from './service.ts';
@@ -20,6 +22,10 @@ import { normalizeEmail, passwordProblem } from './validation.ts';
 // it: the plaintext exists only in that job and in the message. A retried
 // job mints a fresh token, so the earlier link dies. Redemption compares
 // hashes, is single-use, and happens only on POST (mail scanners fetch links).
+//
+// Audit (AUD-1): requesting and using a link appends its event last in the
+// same transaction. Someone holding a link has no principal: the actor is
+// `anonymous` and the account the target. Data: ids and the support reference.
 
 export const LINK_MINUTES = 60;
 /** A failed send is retried with graphile-worker's exponential backoff, this many times in all. */
@@ -70,11 +76,11 @@ async function recordRecoveryRequest(tx: TenantSql, clientIp: string, matched: b
   }
 }
 
-/** Inserts a link row (no token yet) and its mail job, in the caller's transaction. */
+/** Inserts a link row (no token yet) and its mail job, in the caller's transaction; returns the row's id. */
 async function queueLinkMail(
   tx: TenantSql,
   link: { tenantId: string; userId: string; purpose: LinkPurpose; email: string; reference: string | null },
-): Promise<void> {
+): Promise<string> {
   // The user's spent links go when a new one is made: pruning stays within one tenant.
   await tx`
     delete from email_tokens
@@ -89,6 +95,7 @@ async function queueLinkMail(
     jobKey: `email_token:${row.id}`,
     maxAttempts: MAIL_ATTEMPTS,
   });
+  return row.id;
 }
 
 /**
@@ -151,12 +158,18 @@ export function createLinksService(deps: LinksDeps) {
         );
         if (taken.length > 0) throw fieldError('email', 'An account with that email address already exists.');
         await tx`update users set pending_email = ${email} where id = ${user.id}::uuid`;
-        await queueLinkMail(tx, {
+        const linkId = await queueLinkMail(tx, {
           tenantId: user.tenant_id,
           userId: user.id,
           purpose: 'verify_email',
           email,
           reference: null,
+        });
+        await appendAuditEvent(tx, user.tenant_id, {
+          actor: principalActor(principal),
+          action: 'account.email_change_requested',
+          target: `user:${user.id}`,
+          data: { user_id: user.id, link_id: linkId },
         });
       });
     },
@@ -179,6 +192,12 @@ export function createLinksService(deps: LinksDeps) {
             where id = ${link.user_id}::uuid and pending_email = ${link.email}
             returning email`;
           if (user === undefined) throw linkInvalid();
+          await appendAuditEvent(tx, link.tenant_id, {
+            actor: 'anonymous',
+            action: 'account.email_verified',
+            target: `user:${link.user_id}`,
+            data: { user_id: link.user_id, link_id: link.id },
+          });
           return user;
         });
       } catch (error) {
@@ -201,17 +220,33 @@ export function createLinksService(deps: LinksDeps) {
       const email = normalizeEmail(input.email);
       const user = await findUserByLogin(sql, input.login);
       if (user === undefined || email === undefined || user.email !== email) {
-        const reference = await sql.begin((tx) => recordRecoveryRequest(tx, client.ip, false));
-        return { reference: reference as string };
+        // No account to name: the platform's chain, with the reference support will be quoted, nothing typed.
+        const reference = await withTenant(sql, PLATFORM_TENANT, async (tx) => {
+          const recorded = await recordRecoveryRequest(tx, client.ip, false);
+          await appendAuditEvent(tx, PLATFORM_TENANT, {
+            actor: 'anonymous',
+            action: 'account.recovery_requested',
+            target: null,
+            data: { reference: recorded },
+          });
+          return recorded;
+        });
+        return { reference };
       }
       const reference = await withTenant(sql, user.tenant_id, async (tx) => {
         const recorded = await recordRecoveryRequest(tx, client.ip, true);
-        await queueLinkMail(tx, {
+        const linkId = await queueLinkMail(tx, {
           tenantId: user.tenant_id,
           userId: user.id,
           purpose: 'recover',
           email,
           reference: recorded,
+        });
+        await appendAuditEvent(tx, user.tenant_id, {
+          actor: 'anonymous',
+          action: 'account.recovery_requested',
+          target: `user:${user.id}`,
+          data: { reference: recorded, user_id: user.id, link_id: linkId },
         });
         return recorded;
       });
@@ -227,11 +262,17 @@ export function createLinksService(deps: LinksDeps) {
       await withLiveLink(sql, 'recover', token, async (tx, link) => {
         await useLink(tx, link);
         await updatePasswordHash(tx, link.user_id, passwordHash);
-        await revokeUserSessions(tx, link.user_id);
+        const revoked = await revokeUserSessions(tx, link.user_id);
         // Other recovery links of this account die with this one.
         await tx`
           update email_tokens set used_at = now()
           where user_id = ${link.user_id}::uuid and purpose = 'recover' and used_at is null`;
+        await appendAuditEvent(tx, link.tenant_id, {
+          actor: 'anonymous',
+          action: 'account.recovery_completed',
+          target: `user:${link.user_id}`,
+          data: { user_id: link.user_id, link_id: link.id, sessions_revoked: revoked },
+        });
       });
     },
   };

@@ -9,8 +9,9 @@ import {
   revokeApiToken,
   type TokenScope,
 } from './api-tokens.ts';
+import { principalActor, recordFailedLogin, recordFor, recordLogin, recordSignup } from './audit-events.ts';
 import { AccountsError, fieldError } from './errors.ts';
-import { findInvite, type Invite, insertInvite, listInvites, redeemInvite, revokeInvite } from './invites.ts';
+import { createInvite, findInvite, type Invite, listInvites, redeemInvite, revokeInvite } from './invites.ts';
 import { burnPasswordCheck, hashPassword, verifyPassword } from './passwords.ts';
 import {
   insertSession,
@@ -27,6 +28,11 @@ import { normalizeEmail, normalizeUsername, passwordProblem } from './validation
 // The accounts capability's domain logic: signup by invite, sign-in, sessions,
 // password change, API tokens and invites. Routes (pages and API) call this
 // and never touch the tables themselves.
+//
+// Audit (AUD-1): each action appends its event as the last statement of the
+// action's own transaction (the append locks the tenant's chain head until
+// commit), so the two commit or roll back together. Event data holds ids,
+// flags and counts only: never a password, token or cookie.
 
 export interface Principal {
   readonly user: User;
@@ -117,7 +123,9 @@ export function createAccountsService(deps: AccountsDeps) {
           if (!(await redeemInvite(tx, invite.id, user.id))) {
             throw new AccountsError('invite_invalid', 'This invite has already been used.', 'invite');
           }
-          return { user, session: await startSession(tx, user, client) };
+          const session = await startSession(tx, user, client);
+          await recordSignup(tx, { tenantId, invite, user, sessionId: session.id });
+          return { user, session };
         });
       } catch (error) {
         const constraint = uniqueViolation(error);
@@ -143,29 +151,47 @@ export function createAccountsService(deps: AccountsDeps) {
       const user = await findUserByLogin(sql, input.login);
       if (user === undefined) {
         await burnPasswordCheck(input.password);
+        await recordFailedLogin(sql, { login: input.login, user: undefined });
         throw failed;
       }
       const check = await verifyPassword(input.password, user.password_hash);
-      if (!check.ok) throw failed;
+      if (!check.ok) {
+        await recordFailedLogin(sql, { login: input.login, user });
+        throw failed;
+      }
       const rehashed = check.needsRehash ? await hashPassword(input.password) : undefined;
       return withTenant(sql, user.tenant_id, async (tx) => {
         if (rehashed !== undefined)
           await tx`update users set password_hash = ${rehashed} where id = ${user.id}::uuid`;
+        let replaced = 0;
         if (input.previousSessionToken !== undefined) {
-          await tx`
+          const rows = await tx`
             update sessions set revoked_at = now()
             where token_hash = ${sessionTokenHash(input.previousSessionToken)} and revoked_at is null`;
+          replaced = rows.count;
         }
-        return { user, session: await startSession(tx, user, client) };
+        const session = await startSession(tx, user, client);
+        await recordLogin(tx, {
+          user,
+          sessionId: session.id,
+          passwordRehashed: rehashed !== undefined,
+          sessionsReplaced: replaced,
+        });
+        return { user, session };
       });
     },
 
     async logout(principal: Principal): Promise<void> {
       if (principal.sessionId === undefined) return;
       const sessionId = principal.sessionId;
-      await withTenant(sql, principal.user.tenant_id, (tx) =>
-        revokeSession(tx, principal.user.id, sessionId),
-      );
+      await withTenant(sql, principal.user.tenant_id, async (tx) => {
+        if (!(await revokeSession(tx, principal.user.id, sessionId))) return;
+        await recordFor(tx, principal, {
+          action: 'session.logout',
+          target: `session:${sessionId}`,
+          data: { session_id: sessionId },
+        });
+      });
     },
 
     async listSessions(principal: Principal): Promise<SessionListing[]> {
@@ -174,13 +200,27 @@ export function createAccountsService(deps: AccountsDeps) {
 
     /** ACC-3: true if revoked; false if the user has no such live session (the caller answers 404). */
     async revokeSession(principal: Principal, sessionId: string): Promise<boolean> {
-      return withTenant(sql, principal.user.tenant_id, (tx) =>
-        revokeSession(tx, principal.user.id, sessionId),
-      );
+      return withTenant(sql, principal.user.tenant_id, async (tx) => {
+        if (!(await revokeSession(tx, principal.user.id, sessionId))) return false;
+        await recordFor(tx, principal, {
+          action: 'session.revoked',
+          target: `session:${sessionId}`,
+          data: { session_id: sessionId, current: sessionId === principal.sessionId },
+        });
+        return true;
+      });
     },
 
     async signOutEverywhere(principal: Principal): Promise<number> {
-      return withTenant(sql, principal.user.tenant_id, (tx) => revokeUserSessions(tx, principal.user.id));
+      return withTenant(sql, principal.user.tenant_id, async (tx) => {
+        const count = await revokeUserSessions(tx, principal.user.id);
+        await recordFor(tx, principal, {
+          action: 'session.revoked_all',
+          target: `user:${principal.user.id}`,
+          data: { user_id: principal.user.id, count },
+        });
+        return count;
+      });
     },
 
     /** ACC-11: needs the current password; ends every other session of the user. */
@@ -193,7 +233,12 @@ export function createAccountsService(deps: AccountsDeps) {
           throw fieldError('current_password', 'The current password is not correct.');
         }
         await updatePasswordHash(tx, user.id, await hashPassword(input.next));
-        await revokeUserSessions(tx, user.id, principal.sessionId);
+        const revoked = await revokeUserSessions(tx, user.id, principal.sessionId);
+        await recordFor(tx, principal, {
+          action: 'account.password_changed',
+          target: `user:${user.id}`,
+          data: { user_id: user.id, sessions_revoked: revoked },
+        });
       });
     },
 
@@ -208,15 +253,29 @@ export function createAccountsService(deps: AccountsDeps) {
       if (input.expiresAt !== null && input.expiresAt.getTime() <= Date.now()) {
         throw fieldError('expires_at', 'The expiry must be in the future.');
       }
-      return withTenant(sql, principal.user.tenant_id, (tx) =>
-        insertApiToken(tx, {
+      return withTenant(sql, principal.user.tenant_id, async (tx) => {
+        const minted = await insertApiToken(tx, {
           tenantId: principal.user.tenant_id,
           userId: principal.user.id,
           name,
           scope: input.scope,
           expiresAt: input.expiresAt,
-        }),
-      );
+        });
+        const { listing } = minted;
+        // The listing, never the value: last4 is what the token page shows too.
+        await recordFor(tx, principal, {
+          action: 'token.minted',
+          target: `token:${listing.id}`,
+          data: {
+            token_id: listing.id,
+            name: listing.name,
+            scope: listing.scope,
+            last4: listing.last4,
+            expires_at: listing.expires_at?.toISOString() ?? null,
+          },
+        });
+        return minted;
+      });
     },
 
     async listApiTokens(principal: Principal): Promise<ApiTokenListing[]> {
@@ -224,9 +283,15 @@ export function createAccountsService(deps: AccountsDeps) {
     },
 
     async revokeApiToken(principal: Principal, tokenId: string): Promise<boolean> {
-      return withTenant(sql, principal.user.tenant_id, (tx) =>
-        revokeApiToken(tx, principal.user.id, tokenId),
-      );
+      return withTenant(sql, principal.user.tenant_id, async (tx) => {
+        if (!(await revokeApiToken(tx, principal.user.id, tokenId))) return false;
+        await recordFor(tx, principal, {
+          action: 'token.revoked',
+          target: `token:${tokenId}`,
+          data: { token_id: tokenId },
+        });
+        return true;
+      });
     },
 
     async listInvites(principal: Principal): Promise<Invite[]> {
@@ -239,6 +304,7 @@ export function createAccountsService(deps: AccountsDeps) {
         sql,
         { operator: principal.user.is_operator, tenantId: principal.user.tenant_id },
         inviteId,
+        principalActor(principal),
       );
     },
 
@@ -257,13 +323,17 @@ export function createAccountsService(deps: AccountsDeps) {
       if (email === undefined) throw fieldError('email', 'Enter a valid email address.');
       if (input.expiresAt.getTime() <= Date.now())
         throw fieldError('expires_at', 'The expiry must be in the future.');
-      return insertInvite(sql, {
-        kind: input.kind,
-        email,
-        tenantId: input.kind === 'member' ? principal.user.tenant_id : null,
-        createdBy: principal.user.id,
-        expiresAt: input.expiresAt,
-      });
+      return createInvite(
+        sql,
+        {
+          kind: input.kind,
+          email,
+          tenantId: input.kind === 'member' ? principal.user.tenant_id : null,
+          createdBy: principal.user.id,
+          expiresAt: input.expiresAt,
+        },
+        principalActor(principal),
+      );
     },
   };
 }

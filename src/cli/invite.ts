@@ -1,10 +1,11 @@
 import {
+  createInvite,
   DEFAULT_INVITE_DAYS,
-  insertInvite,
   inviteLink,
   listInvites,
   revokeInvite,
 } from '../accounts/invites.ts';
+import { PLATFORM_TENANT } from '../audit/append.ts';
 import { type Env, loadConfig, normalizeEmail } from '../config.ts';
 import { openDatabase } from '../db/database.ts';
 import { isUuid } from '../db/tenant.ts';
@@ -14,6 +15,8 @@ import { UsageError } from './usage-error.ts';
 // `enclave invite create|list|revoke`: signup invites issued from the
 // console, for operators who have no dashboard session yet (or none at all).
 // Each opens the same database `npm start` uses, like `enclave migrate`.
+// Creating and revoking are recorded in the platform's audit chain with the
+// actor `operator:cli` (AUD-1).
 
 export const INVITE_HELP = `Usage: enclave invite create --email ADDRESS [--expires 7d]
        enclave invite list
@@ -29,8 +32,9 @@ const MINUTE_MS = 60_000;
 const MIN_EXPIRY_MS = MINUTE_MS;
 const MAX_EXPIRY_MS = 90 * 24 * 60 * MINUTE_MS;
 const UNIT_MS: Readonly<Record<string, number>> = { m: MINUTE_MS, h: 60 * MINUTE_MS, d: 24 * 60 * MINUTE_MS };
-/** No tenant has the nil uuid, so this scope sees signup and operator invites only, never a tenant's member invites. */
-const CONSOLE_SCOPE = { operator: true, tenantId: '00000000-0000-0000-0000-000000000000' } as const;
+/** The platform tenant has no member invites, so this scope sees signup and operator invites only. */
+const CONSOLE_SCOPE = { operator: true, tenantId: PLATFORM_TENANT } as const;
+const CONSOLE_ACTOR = 'operator:cli';
 
 /** An argument quoted for a one-line message: control characters (a pasted CR/LF) are escaped, long values cut. */
 function shown(value: string | undefined): string {
@@ -114,13 +118,17 @@ export async function runInvite(args: InviteArgs, env: Env, io: Io): Promise<num
     switch (command.action) {
       case 'create': {
         const now = Date.now();
-        const { invite, token } = await insertInvite(db.app, {
-          kind: 'tenant',
-          email: command.email,
-          tenantId: null,
-          createdBy: null,
-          expiresAt: new Date(now + command.expiresMs),
-        });
+        const { invite, token } = await createInvite(
+          db.app,
+          {
+            kind: 'tenant',
+            email: command.email,
+            tenantId: null,
+            createdBy: null,
+            expiresAt: new Date(now + command.expiresMs),
+          },
+          CONSOLE_ACTOR,
+        );
         io.out(
           `Signup invite for ${command.email} (one use, expires ${describeExpiry(invite.expires_at, now)}):`,
         );
@@ -143,7 +151,7 @@ export async function runInvite(args: InviteArgs, env: Env, io: Io): Promise<num
         return 0;
       }
       case 'revoke': {
-        if (!(await revokeInvite(db.app, CONSOLE_SCOPE, command.id))) {
+        if (!(await revokeInvite(db.app, CONSOLE_SCOPE, command.id, CONSOLE_ACTOR))) {
           io.err(`enclave: no pending signup invite with id ${command.id} (see "enclave invite list")`);
           return 1;
         }

@@ -3,6 +3,7 @@ import { ConfigError, type Env, loadConfig } from '../config.ts';
 import { openDatabase } from '../db/database.ts';
 import { isAppError } from '../errors.ts';
 import { startEnclave } from '../main.ts';
+import { AUDIT_HELP, runAudit } from './audit.ts';
 import { runDoctor } from './doctor.ts';
 import { INVITE_HELP, runInvite } from './invite.ts';
 import { UsageError } from './usage-error.ts';
@@ -19,6 +20,7 @@ Commands:
   migrate   Apply pending database migrations and exit
   doctor    Check configuration, database, migrations and host tools
   invite    Create, list or revoke signup invites (invite create --email ADDRESS)
+  audit     Make an audit checkpoint now, or export a tenant's recovery bundle
   help      Show this help
 
 Run "enclave <command> --help" for a command's options.
@@ -45,6 +47,7 @@ database roles, row-level security coverage, the worker's heartbeat, and
 whether bubblewrap and Chromium are installed. Prints a fix for each problem
 and exits non-zero if anything Enclave needs to run is broken.`,
   invite: INVITE_HELP,
+  audit: AUDIT_HELP,
   help: 'Usage: enclave help [command]',
 };
 
@@ -119,6 +122,10 @@ interface Parsed {
   /** Options of `invite create`; any other command refuses them. */
   readonly email: string | undefined;
   readonly expires: string | undefined;
+  /** Options of `audit export`. */
+  readonly tenant: string | undefined;
+  readonly bundle: string | undefined;
+  readonly consistencyFrom: string | undefined;
 }
 
 function parse(argv: readonly string[]): Parsed {
@@ -128,12 +135,24 @@ function parse(argv: readonly string[]): Parsed {
       help: { type: 'boolean', short: 'h' },
       email: { type: 'string' },
       expires: { type: 'string' },
+      tenant: { type: 'string' },
+      bundle: { type: 'string' },
+      'consistency-from': { type: 'string' },
     },
     allowPositionals: true,
     strict: true,
   });
   const [command, ...rest] = positionals;
-  return { command, help: values.help === true, rest, email: values.email, expires: values.expires };
+  return {
+    command,
+    help: values.help === true,
+    rest,
+    email: values.email,
+    expires: values.expires,
+    tenant: values.tenant,
+    bundle: values.bundle,
+    consistencyFrom: values['consistency-from'],
+  };
 }
 
 export async function main(argv: readonly string[], env: Env, io: Io = processIo): Promise<number> {
@@ -146,7 +165,7 @@ export async function main(argv: readonly string[], env: Env, io: Io = processIo
     io.err(`enclave: ${problem.charAt(0).toLowerCase()}${problem.slice(1)}. Run "enclave --help".`);
     return 2;
   }
-  const { command, help, rest, email, expires } = parsed;
+  const { command, help, rest, email, expires, tenant, bundle, consistencyFrom } = parsed;
   try {
     if (command === undefined || command === 'help') {
       const topic = command === 'help' ? rest[0] : undefined;
@@ -160,6 +179,14 @@ export async function main(argv: readonly string[], env: Env, io: Io = processIo
     if (help) {
       io.out(commandHelp);
       return 0;
+    }
+    if (command === 'audit' && email === undefined && expires === undefined) {
+      return await runAudit({ rest, tenant, bundle, consistencyFrom }, env, io);
+    }
+    if (tenant !== undefined || bundle !== undefined || consistencyFrom !== undefined) {
+      throw new UsageError(
+        `--tenant, --bundle and --consistency-from are options of "audit export", not "${command}"`,
+      );
     }
     if (command === 'invite') return await runInvite({ rest, email, expires }, env, io);
     if (email !== undefined || expires !== undefined) {

@@ -28,6 +28,16 @@ export const GLOBAL_TABLES: Readonly<Record<string, GlobalTable>> = {
   'enclave.dev_outbox': {
     reason: 'development-only mail outbox shown at /dev/mail; never written in production',
   },
+  'enclave.checkpoint_leaves': {
+    reason:
+      'the checkpoint log (AUD-4): an append-only Merkle tree whose leaves commit to every tenant’s chain head; written only by checkpoint_append_leaves()',
+    tenantColumn:
+      'the log commits to every tenant’s head so each tenant can get an inclusion proof; a leaf reveals only a head hash and an event count',
+  },
+  'enclave.checkpoints': {
+    reason:
+      'signed checkpoints (tree size, root, C2SP note) of the global checkpoint log, published to everyone',
+  },
   'graphile_worker.migrations': { reason: 'the job queue library’s own schema version' },
   'graphile_worker._private_jobs': {
     reason: 'job queue shared by every tenant (OPS-2); payloads carry ids, never secrets',

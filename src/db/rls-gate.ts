@@ -1,11 +1,15 @@
 import type { Sql } from 'postgres';
 import { GLOBAL_TABLES } from './global-tables.ts';
+import { OWNER_ROLE } from './target.ts';
 
 // TEN-6: reads the catalog and lists every ordinary or partitioned table
 // outside the system schemas that is not in the global allowlist and lacks
 // ENABLE + FORCE row-level security or a tenant policy, or that has any other
 // permissive policy than a FOR SELECT lookup on current_lookup() (see
-// src/db/lookup.ts). An empty list is the gate.
+// src/db/lookup.ts) or a FOR SELECT *_definer policy granted TO enclave_owner
+// alone (read by SECURITY DEFINER functions that work across tenants, such as
+// the checkpoint job's; nothing connects as enclave_owner at run time, and
+// enclave_app is not its member). An empty list is the gate.
 
 export interface UnprotectedTable {
   readonly table: string;
@@ -41,6 +45,9 @@ export async function findUnprotectedTables(sql: Sql): Promise<UnprotectedTable[
                         and pg_get_expr(p.polwithcheck, p.polrelid) like '%current_tenant_id()%')
                and not (p.polcmd = 'r' and p.polname like '%\_lookup'
                         and pg_get_expr(p.polqual, p.polrelid) like '%current_lookup()%')
+               -- ...and a read-only policy for the owner's SECURITY DEFINER functions.
+               and not (p.polcmd = 'r' and p.polname like '%\_definer'
+                        and p.polroles = array[(select r.oid from pg_roles r where r.rolname = ${OWNER_ROLE})]::oid[])
              order by 1) as other_policies,
            exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.attname = 'tenant_id'
                    and not a.attisdropped) as has_tenant
@@ -64,7 +71,7 @@ export async function findUnprotectedTables(sql: Sql): Promise<UnprotectedTable[
     if (row.tenant_policies === 0) missing.push('a policy with USING and WITH CHECK on current_tenant_id()');
     for (const name of row.other_policies) {
       missing.push(
-        `no policy "${name}" (only tenant policies and FOR SELECT *_lookup policies on current_lookup())`,
+        `no policy "${name}" (only tenant policies, FOR SELECT *_lookup policies on current_lookup() and FOR SELECT *_definer policies TO ${OWNER_ROLE})`,
       );
     }
     if (missing.length > 0) unprotected.push({ table: row.table, missing });

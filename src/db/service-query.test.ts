@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
-import { type ServiceQueryScope, serviceQuery, withTenant } from './tenant.ts';
+import { SERVICE_QUERY_ACTION, type ServiceQueryScope, serviceQuery, withTenant } from './tenant.ts';
 
 let db: TestDatabase;
 const tenantA = randomUUID();
@@ -20,12 +20,23 @@ before(async () => {
 });
 after(() => db.drop());
 
-/** service_queries rows with this reason, as seen by a tenant. */
-async function recordsSeenBy(tenantId: string, reason: string): Promise<{ tenant_id: string }[]> {
+interface ServiceQueryEvent {
+  tenant_id: string;
+  actor: string;
+  action: string;
+  target: string | null;
+  data: unknown;
+  xmin: string;
+}
+
+/** `system.service_query` audit events with this reason, as seen by a tenant. */
+async function recordsSeenBy(tenantId: string, reason: string): Promise<ServiceQueryEvent[]> {
   return withTenant(
     db.app,
     tenantId,
-    (tx) => tx<{ tenant_id: string }[]>`select tenant_id from service_queries where reason = ${reason}`,
+    (tx) => tx<ServiceQueryEvent[]>`
+      select tenant_id, actor, action, target, data, xmin::text as xmin from audit_events
+      where action = ${SERVICE_QUERY_ACTION} and data ->> 'reason' = ${reason}`,
   );
 }
 
@@ -46,21 +57,28 @@ describe('serviceQuery', () => {
     assert.equal((await withTenant(db.app, tenantB, (tx) => tx`select id from tenants`)).length, 1);
   });
 
-  test('TEN-5: each call records one service_queries row with its tenant and reason, in the same transaction as fn', async () => {
+  test("TEN-5: each call appends one system.service_query audit event (actor system, its reason) to the tenant's chain, in the same transaction as fn", async () => {
     const reason = `nightly retention ${randomUUID()}`;
-    const inside = await serviceQuery(db.app, { tenantId: tenantA, reason }, async (tx) => {
-      // Written before fn runs, by this very transaction.
-      const [row] = await tx<{ count: number; same_tx: boolean }[]>`
-        select count(*)::int as count,
-               bool_and(xmin::text = (pg_current_xact_id()::text::bigint % 4294967296)::text) as same_tx
-        from service_queries where reason = ${reason}`;
-      return { ...row };
+    const fnXid = await serviceQuery(db.app, { tenantId: tenantA, reason }, async (tx) => {
+      // The 32-bit transaction id fn ran in, which becomes the xmin of every row this transaction writes.
+      const [row] = await tx<{ xid: string }[]>`
+        select (pg_current_xact_id()::text::bigint % 4294967296)::text as xid`;
+      return row?.xid;
     });
-    assert.deepEqual(inside, { count: 1, same_tx: true });
+    const events = await recordsSeenBy(tenantA, reason);
     assert.deepEqual(
-      (await recordsSeenBy(tenantA, reason)).map((row) => row.tenant_id),
-      [tenantA],
+      events.map(({ xmin: _xmin, ...event }) => event),
+      [
+        {
+          tenant_id: tenantA,
+          actor: 'system',
+          action: 'system.service_query',
+          target: null,
+          data: { reason },
+        },
+      ],
     );
+    assert.equal(events[0]?.xmin, fnXid, 'the event was written by the transaction fn ran in');
   });
 
   test('TEN-5: the reason is recorded trimmed', async () => {
@@ -69,7 +87,7 @@ describe('serviceQuery', () => {
     assert.equal((await recordsSeenBy(tenantA, reason)).length, 1);
   });
 
-  test('TEN-5: when fn throws, neither its writes nor the record persist', async () => {
+  test('TEN-5: when fn throws, neither its writes nor the audit event persist', async () => {
     const reason = `doomed ${randomUUID()}`;
     await assert.rejects(
       serviceQuery(db.app, { tenantId: tenantA, reason }, async (tx) => {
@@ -81,6 +99,16 @@ describe('serviceQuery', () => {
     assert.equal((await recordsSeenBy(tenantA, reason)).length, 0);
     const [row] = await withTenant(db.app, tenantA, (tx) => tx<{ name: string }[]>`select name from tenants`);
     assert.equal(row?.name, 'A');
+    // The chain has no gap where the rolled-back event would have been.
+    const seqs = await withTenant(
+      db.app,
+      tenantA,
+      (tx) => tx<{ seq: string }[]>`select seq from audit_events order by seq`,
+    );
+    assert.deepEqual(
+      seqs.map((r) => Number(r.seq)),
+      seqs.map((_, i) => i + 1),
+    );
   });
 
   test('TEN-5: refuses a missing or invalid tenant id before fn runs', async () => {
@@ -118,12 +146,12 @@ describe('serviceQuery', () => {
     assert.equal((await recordsSeenBy(tenantA, longest)).length, 1);
   });
 
-  test('TEN-5: the record is visible to its tenant only', async () => {
+  test('TEN-5: the audit event is visible to its tenant only', async () => {
     const reason = `export for A ${randomUUID()}`;
     await serviceQuery(db.app, { tenantId: tenantA, reason }, async () => undefined);
     assert.equal((await recordsSeenBy(tenantA, reason)).length, 1);
     assert.equal((await recordsSeenBy(tenantB, reason)).length, 0);
-    // And with no tenant bound, the app role sees no record at all.
-    assert.equal((await db.app`select 1 from service_queries where reason = ${reason}`).length, 0);
+    // And with no tenant bound, the app role sees no event at all.
+    assert.equal((await db.app`select 1 from audit_events where data ->> 'reason' = ${reason}`).length, 0);
   });
 });

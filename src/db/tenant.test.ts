@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
+import { appendAuditEvent } from '../audit/append.ts';
 import { withTenant } from './tenant.ts';
 
 // Attack: code running as the app role reads or writes another tenant's rows,
@@ -59,7 +60,17 @@ describe('withTenant', () => {
       withTenant(
         db.app,
         tenantB,
-        (tx) => tx`insert into service_queries (tenant_id, reason) values (${tenantA}, 'x')`,
+        (tx) => tx`insert into tenants (id, name) values (${randomUUID()}, 'planted')`,
+      ),
+      /row-level security/,
+    );
+    await assert.rejects(
+      withTenant(
+        db.app,
+        tenantB,
+        (tx) => tx`
+          insert into users (tenant_id, username, email, password_hash, role)
+          values (${tenantA}, 'planted_user', 'planted@example.test', 'x', 'member')`,
       ),
       /row-level security/,
     );
@@ -69,10 +80,17 @@ describe('withTenant', () => {
 
   test('TEN-1: with no tenant bound, tenant tables return no rows and accept no writes (fail closed)', async () => {
     assert.equal((await db.app`select * from tenants`).length, 0);
-    assert.equal((await db.app`select * from service_queries`).length, 0);
+    // Tenant A has audit events (its own chain, appended below): unbound, none is visible.
+    await withTenant(db.app, tenantA, (tx) =>
+      appendAuditEvent(tx, tenantA, { actor: 'system', action: 'test.fail_closed', target: null, data: {} }),
+    );
+    assert.equal((await db.app`select * from audit_events`).length, 0);
+    assert.equal((await db.app`select * from audit_heads`).length, 0);
     await assert.rejects(db.app`insert into tenants (name) values ('orphan')`, /row-level security/);
     await assert.rejects(
-      db.app`insert into service_queries (tenant_id, reason) values (${tenantA}, 'x')`,
+      db.app`
+        insert into users (tenant_id, username, email, password_hash, role)
+        values (${tenantA}, 'orphan_user', 'orphan@example.test', 'x', 'member')`,
       /row-level security/,
     );
   });

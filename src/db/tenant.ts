@@ -1,4 +1,5 @@
 import type { Sql, TransactionSql } from 'postgres';
+import { appendAuditEvent } from '../audit/append.ts';
 import { AppError } from '../errors.ts';
 
 // The only two ways to touch tenant data.
@@ -10,7 +11,8 @@ import { AppError } from '../errors.ts';
 //
 // serviceQuery: the same for system work (jobs, maintenance) that acts for a
 // tenant without a request. It refuses to run without an explicit tenant and
-// a reason, and records the call in the same transaction (TEN-5).
+// a reason, and records the call as a `system.service_query` audit event in
+// the same transaction (TEN-5).
 
 export type TenancyErrorCode = 'tenant_id_invalid' | 'service_query_unscoped';
 
@@ -36,6 +38,9 @@ export async function withTenant<T>(
   })) as T;
 }
 
+/** The audit action of a serviceQuery call (actions are dotted `noun.verb` words, so not bare `service_query`). */
+export const SERVICE_QUERY_ACTION = 'system.service_query';
+
 export interface ServiceQueryScope {
   readonly tenantId: string;
   /** Why system code touches this tenant's data; recorded with the call. */
@@ -56,7 +61,14 @@ export async function serviceQuery<T>(
     throw new AppError('service_query_unscoped', 'serviceQuery needs a reason of 1 to 200 characters');
   }
   return withTenant(sql, scope.tenantId, async (tx) => {
-    await tx`insert into service_queries (tenant_id, reason) values (${scope.tenantId}::uuid, ${reason})`;
-    return fn(tx);
+    const result = await fn(tx);
+    // Recorded last, so the tenant's audit head is locked only for the moment of the append.
+    await appendAuditEvent(tx, scope.tenantId, {
+      actor: 'system',
+      action: SERVICE_QUERY_ACTION,
+      target: null,
+      data: { reason },
+    });
+    return result;
   });
 }

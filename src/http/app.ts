@@ -17,6 +17,10 @@ import { createLinksService } from '../accounts/links.ts';
 import { registerAccountPages } from '../accounts/page-routes.ts';
 import { registerPrincipal } from '../accounts/principal.ts';
 import { createAccountsService } from '../accounts/service.ts';
+import { registerCheckpointRoutes } from '../audit/checkpoint-routes.ts';
+import { registerAuditPages } from '../audit/page-routes.ts';
+import { registerAuditApi } from '../audit/routes.ts';
+import type { AuditSetup } from '../audit/setup.ts';
 import type { Config } from '../config.ts';
 import type { Migration } from '../db/migrator.ts';
 import type { Logger } from '../logger.ts';
@@ -47,6 +51,8 @@ export interface AppDeps {
   /** Operator secret that signs session cookies (HMAC-SHA256). */
   readonly sessionKey: string;
   readonly rateLimits: RateLimits;
+  /** Checkpoint key, publisher and archive location (AUD-4, AUD-5). */
+  readonly audit: AuditSetup;
 }
 
 export const BODY_LIMIT_BYTES = 256 * 1024;
@@ -121,6 +127,9 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     publicUrl: deps.config.publicUrl,
     rateLimits: deps.rateLimits,
   });
+  registerAuditApi(app, { sql: deps.sql });
+  registerAuditPages(app);
+  registerCheckpointRoutes(app, { sql: deps.sql, sources: deps.audit });
   // The outbox page exists only where mail goes to the outbox: development without SMTP.
   if (deps.config.env === 'development' && deps.config.smtpUrl === undefined) registerDevMail(app, deps.sql);
   return app;

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import type { Sql } from 'postgres';
 import { type ProblemBody, useTestApp } from '../../test/helpers/app.ts';
+import { testAuditSetup } from '../../test/helpers/audit.ts';
 import { loadConfig } from '../config.ts';
 import type { Migration } from '../db/migrator.ts';
 import { connect } from '../db/target.ts';
@@ -30,6 +31,7 @@ async function appWith(sql: Sql, migrations: readonly Migration[]): Promise<App>
     migrations,
     sessionKey: randomBytes(32).toString('base64url'),
     rateLimits: ctx.testApp.rateLimits,
+    audit: testAuditSetup(),
   });
   extraApps.push(app);
   return app;

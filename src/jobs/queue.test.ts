@@ -3,6 +3,7 @@ import { EventEmitter, once } from 'node:events';
 import { Writable } from 'node:stream';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import type { WorkerEvents } from 'graphile-worker';
+import { testAuditSetup } from '../../test/helpers/audit.ts';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
 import { createOutboxMailer } from '../email/mailer.ts';
 import { createLogger } from '../logger.ts';
@@ -128,6 +129,7 @@ describe('worker', () => {
       workerId: 'test-worker',
       mailer: createOutboxMailer(db.app),
       publicUrl: 'http://127.0.0.1:3000',
+      audit: testAuditSetup(),
       events,
     });
     await cronStarted;
@@ -147,12 +149,12 @@ describe('worker', () => {
     assert.ok(rows[0]?.seen_at instanceof Date);
   });
 
-  test('OPS-2: the heartbeat and maintenance cron schedules are registered with the queue when the worker starts', async () => {
+  test('OPS-2, AUD-4, AUD-7: the heartbeat, maintenance, checkpoint and retention cron schedules are registered with the queue when the worker starts', async () => {
     const rows = await db.superuser<{ identifier: string }[]>`
       select identifier from graphile_worker._private_known_crontabs order by identifier`;
     assert.deepEqual(
       rows.map((row) => row.identifier),
-      ['maintenance_prune', 'platform_heartbeat'],
+      ['audit_checkpoint', 'audit_retention', 'maintenance_prune', 'platform_heartbeat'],
     );
   });
 

@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import type { Sql } from 'postgres';
 import { type LinkMailPayload, type LinkPurpose, mintLinkForMail } from '../accounts/links.ts';
+import type { AuditServices } from '../audit/setup.ts';
 import type { Mailer } from '../email/mailer.ts';
 import { recoveryMail, verificationMail } from '../email/messages.ts';
 
@@ -18,6 +19,10 @@ export interface TaskPayloads {
   send_recovery_email: LinkMailPayload;
   /** Cron, hourly: deletes expired rate-limit counters, old dev mail and old recovery requests. */
   maintenance_prune: Record<string, never>;
+  /** Cron, every ENCLAVE_CHECKPOINT_INTERVAL minutes: signs and publishes an audit checkpoint (AUD-4). */
+  audit_checkpoint: Record<string, never>;
+  /** Cron, daily: moves audit events past the hot window to the archive, deletes segments past the cold window (AUD-7). */
+  audit_retention: Record<string, never>;
 }
 
 export type TaskName = keyof TaskPayloads;
@@ -30,6 +35,7 @@ export interface TaskDeps {
   readonly mailer: Pick<Mailer, 'send'>;
   /** Origin that links in mail point at (ENCLAVE_PUBLIC_URL). */
   readonly publicUrl: string;
+  readonly audit: Pick<AuditServices, 'checkpoints' | 'retention'>;
 }
 
 export function defaultWorkerId(): string {
@@ -80,5 +86,11 @@ export function createTaskHandlers(deps: TaskDeps): TaskHandlers {
     send_verification_email: (payload) => sendLinkMail(deps, 'verify_email', payload),
     send_recovery_email: (payload) => sendLinkMail(deps, 'recover', payload),
     maintenance_prune: () => prune(deps),
+    audit_checkpoint: async () => {
+      await deps.audit.checkpoints.makeCheckpoint();
+    },
+    audit_retention: async () => {
+      await deps.audit.retention.runRetention();
+    },
   };
 }

@@ -9,6 +9,7 @@ import {
 } from 'graphile-worker';
 import pg from 'pg';
 import type { Sql } from 'postgres';
+import { type AuditSetup, createAuditServices } from '../audit/setup.ts';
 import type { Credentials, DbTarget } from '../db/target.ts';
 import { connectionUrl } from '../db/target.ts';
 import type { Mailer } from '../email/mailer.ts';
@@ -29,23 +30,43 @@ export interface WorkerDeps {
   readonly mailer: Pick<Mailer, 'send'>;
   /** Origin that links in mail point at (ENCLAVE_PUBLIC_URL). */
   readonly publicUrl: string;
+  /** Checkpoint key, publisher, archive and windows (AUD-4, AUD-7). */
+  readonly audit: AuditSetup;
   readonly events?: WorkerEvents;
 }
 
-export const CRON_ITEMS = parseCronItems([
-  {
-    task: 'platform_heartbeat',
-    match: '* * * * *',
-    identifier: 'platform_heartbeat',
-    options: { backfillPeriod: 0, maxAttempts: 1, jobKey: 'platform_heartbeat', jobKeyMode: 'replace' },
-  },
-  {
-    task: 'maintenance_prune',
-    match: '17 * * * *',
-    identifier: 'maintenance_prune',
-    options: { backfillPeriod: 0, maxAttempts: 3, jobKey: 'maintenance_prune', jobKeyMode: 'replace' },
-  },
-]);
+/** Every `minutes` minutes (a divisor of 60), at whole multiples past the hour. */
+export function checkpointCron(minutes: number): string {
+  return minutes >= 60 ? '0 * * * *' : `*/${minutes} * * * *`;
+}
+
+export const cronItems = (checkpointIntervalMinutes: number) =>
+  parseCronItems([
+    {
+      task: 'platform_heartbeat',
+      match: '* * * * *',
+      identifier: 'platform_heartbeat',
+      options: { backfillPeriod: 0, maxAttempts: 1, jobKey: 'platform_heartbeat', jobKeyMode: 'replace' },
+    },
+    {
+      task: 'maintenance_prune',
+      match: '17 * * * *',
+      identifier: 'maintenance_prune',
+      options: { backfillPeriod: 0, maxAttempts: 3, jobKey: 'maintenance_prune', jobKeyMode: 'replace' },
+    },
+    {
+      task: 'audit_checkpoint',
+      match: checkpointCron(checkpointIntervalMinutes),
+      identifier: 'audit_checkpoint',
+      options: { backfillPeriod: 0, maxAttempts: 5, jobKey: 'audit_checkpoint', jobKeyMode: 'replace' },
+    },
+    {
+      task: 'audit_retention',
+      match: '41 3 * * *',
+      identifier: 'audit_retention',
+      options: { backfillPeriod: 0, maxAttempts: 3, jobKey: 'audit_retention', jobKeyMode: 'replace' },
+    },
+  ]);
 
 export function graphileLogger(logger: Logger): GraphileLogger {
   const child = logger.child({ component: 'worker' });
@@ -77,6 +98,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     startedAt: new Date(),
     mailer: deps.mailer,
     publicUrl: deps.publicUrl,
+    audit: createAuditServices(deps.audit, deps.sql, deps.logger.child({ component: 'audit' })),
   } satisfies TaskDeps);
   const taskList: TaskList = {};
   for (const [name, handler] of Object.entries(handlers)) {
@@ -100,7 +122,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       pgPool: pool,
       concurrency: deps.concurrency,
       taskList,
-      parsedCronItems: CRON_ITEMS,
+      parsedCronItems: cronItems(deps.audit.checkpointIntervalMinutes),
       noHandleSignals: true,
       logger: graphileLogger(deps.logger),
       ...(deps.events === undefined ? {} : { events: deps.events }),

@@ -46,7 +46,7 @@ sent to it.</p>`
 <li><strong>Agents</strong> <span class="muted">— coming soon</span></li>
 <li><strong>Connections</strong> <span class="muted">— coming soon</span></li>
 <li><strong>Threads</strong> <span class="muted">— coming soon</span></li>
-<li><strong>Audit log</strong> <span class="muted">— coming soon</span></li>
+<li><a href="/dashboard/audit">Audit log</a> — every security-relevant action, hash-chained, to read and export</li>
 </ul>
 <h2>Settings</h2>
 <ul class="sections">

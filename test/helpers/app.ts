@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { after, before } from 'node:test';
+import type { AuditSetup } from '../../src/audit/setup.ts';
 import { type Config, loadConfig } from '../../src/config.ts';
 import { type App, buildApp } from '../../src/http/app.ts';
 import { createRateLimits, type RateLimits } from '../../src/http/rate-limits.ts';
 import { createLogger } from '../../src/logger.ts';
+import { testAuditSetup } from './audit.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
 
 // Builds the real app against a test database, for app.inject(). Log lines
@@ -15,6 +17,8 @@ export interface TestApp {
   readonly config: Config;
   readonly logLines: () => string[];
   readonly rateLimits: RateLimits;
+  /** The app's checkpoint key, publisher and archive (a fresh in-memory key per app). */
+  readonly audit: AuditSetup;
 }
 
 export async function buildTestApp(db: TestDatabase, env: Record<string, string> = {}): Promise<TestApp> {
@@ -33,6 +37,7 @@ export async function buildTestApp(db: TestDatabase, env: Record<string, string>
   });
   const logger = createLogger('info', sink);
   const rateLimits = createRateLimits(db.target, db.appCredentials, logger);
+  const audit = testAuditSetup(config);
   const app = await buildApp({
     config,
     sql: db.app,
@@ -40,9 +45,10 @@ export async function buildTestApp(db: TestDatabase, env: Record<string, string>
     migrations: db.migrations,
     sessionKey: randomBytes(32).toString('base64url'),
     rateLimits,
+    audit,
   });
   app.addHook('onClose', () => rateLimits.close());
-  return { app, config, logLines: () => [...lines], rateLimits };
+  return { app, config, logLines: () => [...lines], rateLimits, audit };
 }
 
 /** An RFC 9457 problem+json body as the app sends it. */

@@ -8,6 +8,7 @@ import { createOutboxMailer, type Mailer } from '../../src/email/mailer.ts';
 import type { App } from '../../src/http/app.ts';
 import { startWorker, type Worker } from '../../src/jobs/worker.ts';
 import { createLogger } from '../../src/logger.ts';
+import { testAuditSetup } from './audit.ts';
 import type { TestDatabase } from './database.ts';
 
 // Driving the HTML pages through app.inject as a browser would: form posts
@@ -190,6 +191,7 @@ export async function startMailWorker(
     workerId: 'pages-test-worker',
     mailer,
     publicUrl,
+    audit: testAuditSetup(),
     events,
   });
   return {

@@ -1,0 +1,204 @@
+import { type BundleCheckpoint, type BundleHeader, decodeProof, hashFromHex } from './bundle-format.ts';
+import { headLeafHash } from './leaf.ts';
+import { verifyConsistency, verifyInclusion } from './merkle.ts';
+import { type Checkpoint, parseVerifierKey, verifyCheckpoint } from './note.ts';
+
+// The checkpoint line of a bundle, checked on its own (AUD-4, AUD-8): the
+// note's signature against the trusted key, the inclusion of every leaf of
+// the tenant, and the consistency with an earlier checkpoint. What it finds
+// — the commitments the chain must then match — goes to BundleVerifier.
+
+export interface BundleVerifyOptions {
+  /** A verifier key string to trust instead of the one the bundle carries (the operator's published key). */
+  readonly pinnedKey?: string;
+  /** A checkpoint note saved earlier; the bundle's checkpoint must extend it (AUD-8). */
+  readonly previousCheckpoint?: string;
+}
+
+export type CheckName =
+  | 'bundle'
+  | 'chain'
+  | 'checkpoint'
+  | 'inclusion'
+  | 'completeness'
+  | 'consistency'
+  | 'archive';
+
+export interface Problem {
+  readonly check: CheckName;
+  /** The first seq this problem is about, when it is about one. */
+  readonly seq?: number;
+  readonly reason: string;
+}
+
+/** A proven leaf: the log committed that this tenant's event had `hash`. */
+export interface Commitment {
+  readonly index: string;
+  readonly hash: string;
+}
+
+export interface CheckpointFindings {
+  /** The verified checkpoint, or undefined if there is none or it does not verify. */
+  readonly checkpoint: Checkpoint | undefined;
+  readonly signedBy:
+    | { readonly size: bigint; readonly keyName: string; readonly keyId: string; readonly pinned: boolean }
+    | undefined;
+  /** Every proven leaf by seq: the chain must pass through each. */
+  readonly committedBySeq: ReadonlyMap<number, Commitment>;
+  /** The proven leaf with the highest seq: the chain must reach it. */
+  readonly committed: (Commitment & { readonly seq: number }) | undefined;
+  readonly previousSize: bigint | undefined;
+  readonly problems: readonly Problem[];
+  readonly notes: readonly string[];
+}
+
+export function checkBundleCheckpoint(
+  header: BundleHeader,
+  line: BundleCheckpoint,
+  options: BundleVerifyOptions,
+): CheckpointFindings {
+  const problems: Problem[] = [];
+  const notes: string[] = [];
+  const committedBySeq = new Map<number, Commitment>();
+  const none = { checkpoint: undefined, signedBy: undefined, committedBySeq, committed: undefined };
+  if (line.note === null) {
+    problems.push({
+      check: 'checkpoint',
+      reason: 'the bundle has no checkpoint: nothing proves the newest events were not deleted (AUD-8)',
+    });
+    return { ...none, previousSize: undefined, problems, notes };
+  }
+  const key = options.pinnedKey ?? header.checkpoint_key;
+  if (key === null) {
+    problems.push({ check: 'checkpoint', reason: 'no verifier key: the bundle has none, pass --key' });
+    return { ...none, previousSize: undefined, problems, notes };
+  }
+  if (options.pinnedKey !== undefined && header.checkpoint_key !== options.pinnedKey) {
+    notes.push('the bundle names another checkpoint key than the pinned one; the pinned key was used');
+  }
+  let checkpoint: Checkpoint;
+  let signedBy: CheckpointFindings['signedBy'];
+  try {
+    const parsedKey = parseVerifierKey(key);
+    // Attacker-controlled: the note (a replaced checkpoint file). Invariant: only a note the
+    // trusted key signed, for this log's origin, is used from here on.
+    checkpoint = verifyCheckpoint(line.note, parsedKey, header.origin);
+    signedBy = {
+      size: checkpoint.size,
+      keyName: parsedKey.name,
+      keyId: parsedKey.keyId.toString('hex'),
+      pinned: options.pinnedKey !== undefined,
+    };
+  } catch (error) {
+    problems.push({ check: 'checkpoint', reason: `the checkpoint does not verify: ${message(error)}` });
+    return { ...none, previousSize: undefined, problems, notes };
+  }
+  const committed = checkLeaves(header.tenant, line, checkpoint, committedBySeq, problems);
+  const previousSize = checkPrevious(header.origin, line, checkpoint, key, options, problems);
+  return { checkpoint, signedBy, committedBySeq, committed, previousSize, problems, notes };
+}
+
+function checkLeaves(
+  tenant: string,
+  line: BundleCheckpoint,
+  checkpoint: Checkpoint,
+  committedBySeq: Map<number, Commitment>,
+  problems: Problem[],
+): CheckpointFindings['committed'] {
+  if (line.leaves.length === 0) {
+    problems.push({
+      check: 'inclusion',
+      reason: `the checkpoint of size ${checkpoint.size} has no leaf for this tenant yet`,
+    });
+    return undefined;
+  }
+  let committed: CheckpointFindings['committed'];
+  for (const leaf of line.leaves) {
+    // Attacker-controlled: each leaf and proof. Invariant: only a leaf proven to be in the
+    // signed tree becomes a commitment the chain must match.
+    try {
+      const leafHash = headLeafHash({ tenant, seq: leaf.seq, hash: hashFromHex(leaf.hash) });
+      const proof = decodeProof(leaf.inclusion_proof) ?? [];
+      verifyInclusion(BigInt(leaf.index), checkpoint.size, leafHash, proof, checkpoint.root);
+    } catch (error) {
+      problems.push({
+        check: 'inclusion',
+        seq: leaf.seq,
+        reason: `leaf ${leaf.index} (seq ${leaf.seq}) is not in the checkpoint: ${message(error)}`,
+      });
+      continue;
+    }
+    const earlier = committedBySeq.get(leaf.seq);
+    if (earlier !== undefined && earlier.hash !== leaf.hash) {
+      // The log itself shows the rewrite: two commitments to one seq.
+      problems.push({
+        check: 'checkpoint',
+        seq: leaf.seq,
+        reason: `seq ${leaf.seq}: the log committed to two different hashes for it (leaves ${earlier.index} and ${leaf.index}): the chain was rewritten after a checkpoint`,
+      });
+    }
+    committedBySeq.set(leaf.seq, { index: leaf.index, hash: leaf.hash });
+    if (committed === undefined || leaf.seq >= committed.seq) {
+      committed = { index: leaf.index, seq: leaf.seq, hash: leaf.hash };
+    }
+  }
+  return committed;
+}
+
+function checkPrevious(
+  origin: string,
+  line: BundleCheckpoint,
+  checkpoint: Checkpoint,
+  key: string,
+  options: BundleVerifyOptions,
+  problems: Problem[],
+): bigint | undefined {
+  const note = options.previousCheckpoint;
+  if (note === undefined) return undefined;
+  let previous: Checkpoint;
+  try {
+    previous = verifyCheckpoint(note, key, origin);
+  } catch (error) {
+    problems.push({
+      check: 'consistency',
+      reason: `the previous checkpoint does not verify: ${message(error)}`,
+    });
+    return undefined;
+  }
+  const [oldSize, newSize] = [previous.size, checkpoint.size];
+  if (oldSize > newSize) {
+    problems.push({
+      check: 'consistency',
+      reason: `the bundle's checkpoint (size ${newSize}) is older than the previous one (size ${oldSize}): the log was rolled back`,
+    });
+    return oldSize;
+  }
+  if (oldSize === 0n) return oldSize; // the empty tree is a prefix of every tree
+  const entry = line.consistency.find((c) => c.old_size === oldSize.toString());
+  if (entry === undefined && oldSize !== newSize) {
+    problems.push({
+      check: 'consistency',
+      reason: `the bundle has no consistency proof from size ${oldSize}; export it again with --consistency-from ${oldSize}`,
+    });
+    return oldSize;
+  }
+  try {
+    verifyConsistency(
+      oldSize,
+      newSize,
+      previous.root,
+      checkpoint.root,
+      decodeProof(entry?.proof ?? []) ?? [],
+    );
+  } catch (error) {
+    problems.push({
+      check: 'consistency',
+      reason: `the checkpoint of size ${newSize} does not extend the previous one of size ${oldSize} (the log was rewritten): ${message(error)}`,
+    });
+  }
+  return oldSize;
+}
+
+export function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,243 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { describe, test } from 'node:test';
+import {
+  type ChainState,
+  checkpointKey,
+  checkpointLine,
+  genesis,
+  headerLine,
+  nextEvent,
+  type SyntheticEvent,
+  segmentLines,
+  signedCheckpoint,
+  syntheticLog,
+} from '../../test/helpers/audit-bundle.ts';
+import { BundleVerifier, type BundleVerifyOptions, type VerifyReport } from './bundle-verify.ts';
+
+// The offline verifier on bundles built in memory (AUD-5, AUD-7, AUD-8). The
+// same attacks through a real database are in test/audit-tamper.security.test.ts;
+// here each check is pinned on its own: signature, key pinning, inclusion,
+// tail truncation, consistency between checkpoints, archive segments.
+
+const tenant = randomUUID();
+const key = checkpointKey();
+
+function chain(count: number, state: ChainState = genesis()): SyntheticEvent[] {
+  return Array.from({ length: count }, () => nextEvent(tenant, state));
+}
+
+function verify(lines: readonly string[], options: BundleVerifyOptions = {}): VerifyReport {
+  const verifier = new BundleVerifier(options);
+  for (const line of lines) if (!verifier.push(line)) break;
+  return verifier.finish();
+}
+
+function firstBad(report: VerifyReport): { seq: number | undefined; check: string; reason: string } {
+  const problem = report.problems[0];
+  assert.ok(problem !== undefined, 'expected a problem');
+  return { seq: problem.seq, check: problem.check, reason: problem.reason };
+}
+
+/** Ten events; the log commits to heads 4 and 10. */
+function standard() {
+  const events = chain(10);
+  const heads = [events[3], events[9]].map((e) => ({ seq: e?.seq ?? 0, hash: e?.hash ?? Buffer.alloc(32) }));
+  const log = syntheticLog({ tenant, heads, key });
+  return { events, log };
+}
+
+describe('enclave-verify core', () => {
+  test('AUD-5: an intact bundle verifies: every event, both leaves, the signature', () => {
+    const { events, log } = standard();
+    const report = verify([headerLine(tenant, key), checkpointLine(log, key), ...events.map((e) => e.line)]);
+    assert.deepEqual(report.problems, []);
+    assert.equal(report.ok, true);
+    assert.equal(report.eventsVerified, 10);
+    assert.equal(report.head?.seq, 10);
+    assert.equal(report.leaves, 2);
+    assert.equal(report.committed?.seq, 10);
+  });
+
+  test('AUD-8: a bundle whose newest events are gone fails at the first missing seq', () => {
+    const { events, log } = standard();
+    const report = verify([
+      headerLine(tenant, key),
+      checkpointLine(log, key),
+      ...events.slice(0, 7).map((e) => e.line),
+    ]);
+    assert.equal(report.ok, false);
+    assert.deepEqual(firstBad(report).seq, 8);
+    assert.equal(firstBad(report).check, 'completeness');
+    assert.match(firstBad(report).reason, /missing .* commits to seq 10/);
+  });
+
+  test('AUD-8: a chain rewritten consistently from seq 6 on fails where the log committed to the old hash', () => {
+    const { events, log } = standard();
+    const state = { seq: 5, hash: events[4]?.hash ?? Buffer.alloc(32) };
+    const rewritten = Array.from({ length: 5 }, () => nextEvent(tenant, state, { data: { forged: true } }));
+    const lines = [...events.slice(0, 5), ...rewritten].map((e) => e.line);
+    const report = verify([headerLine(tenant, key), checkpointLine(log, key), ...lines]);
+    assert.equal(firstBad(report).seq, 10);
+    assert.match(firstBad(report).reason, /not the one the checkpoint committed to/);
+  });
+
+  test('AUD-5: a note signed by another key fails against the bundled key and against a pinned key', () => {
+    const { events, log } = standard();
+    const other = checkpointKey();
+    // The bundle names the honest key but carries a note the other key signed.
+    const forged = JSON.parse(checkpointLine(log, other)) as { note: string };
+    const line = JSON.stringify({ ...JSON.parse(checkpointLine(log, key)), note: forged.note });
+    const report = verify([headerLine(tenant, key), line, ...events.map((e) => e.line)]);
+    assert.equal(report.ok, false);
+    assert.equal(firstBad(report).check, 'checkpoint');
+    assert.match(firstBad(report).reason, /does not verify/);
+    // A bundle entirely made with another key verifies on its own, but not with the operator's key pinned.
+    const selfSigned = [headerLine(tenant, other), checkpointLine(log, other), ...events.map((e) => e.line)];
+    assert.equal(verify(selfSigned).ok, true);
+    const pinned = verify(selfSigned, { pinnedKey: key.verifierKey });
+    assert.equal(pinned.ok, false);
+    assert.match(firstBad(pinned).reason, /does not verify/);
+  });
+
+  test('AUD-4: a leaf with a proof that does not lead to the signed root is refused', () => {
+    const { events, log } = standard();
+    const line = JSON.parse(checkpointLine(log, key)) as { leaves: { inclusion_proof: string[] }[] };
+    const leaf = line.leaves[1];
+    assert.ok(leaf !== undefined);
+    leaf.inclusion_proof = [...leaf.inclusion_proof].reverse();
+    const report = verify([headerLine(tenant, key), JSON.stringify(line), ...events.map((e) => e.line)]);
+    assert.equal(firstBad(report).check, 'inclusion');
+    assert.equal(firstBad(report).seq, 10);
+  });
+
+  test('AUD-8: two leaves committing to different hashes for one seq prove a rewrite', () => {
+    const events = chain(4);
+    const head = events[3];
+    assert.ok(head !== undefined);
+    const log = syntheticLog({
+      tenant,
+      heads: [
+        { seq: 4, hash: head.hash },
+        { seq: 4, hash: Buffer.alloc(32, 7) },
+      ],
+      key,
+    });
+    const report = verify([headerLine(tenant, key), checkpointLine(log, key), ...events.map((e) => e.line)]);
+    assert.equal(firstBad(report).seq, 4);
+    assert.match(firstBad(report).reason, /two different hashes/);
+  });
+
+  test('AUD-5: a bundle without a checkpoint does not pass', () => {
+    const events = chain(3);
+    const line = JSON.stringify({ type: 'checkpoint', note: null, leaves: [], consistency: [] });
+    const report = verify([headerLine(tenant, key), line, ...events.map((e) => e.line)]);
+    assert.equal(report.ok, false);
+    assert.match(firstBad(report).reason, /no checkpoint/);
+    assert.equal(report.eventsVerified, 3, 'the chain itself was still checked');
+  });
+
+  test('AUD-8: the checkpoint must extend a previous one: consistent passes; rolled back, forked or unproven fails', () => {
+    const { events, log } = standard();
+    const size = log.leafHashes.length;
+    const lines = (fromSizes: number[]) => [
+      headerLine(tenant, key),
+      checkpointLine(log, key, fromSizes),
+      ...events.map((e) => e.line),
+    ];
+    const previous = signedCheckpoint(log, 5, key);
+    assert.deepEqual(verify(lines([5]), { previousCheckpoint: previous }).problems, []);
+    assert.equal(verify(lines([5]), { previousCheckpoint: previous }).previousSize, 5n);
+    const missing = verify(lines([]), { previousCheckpoint: previous });
+    assert.match(
+      firstBad(missing).reason,
+      /no consistency proof from size 5; export it again with --consistency-from 5/,
+    );
+    // A previous checkpoint larger than the bundle's: the log was rolled back.
+    const bigger = syntheticLog({
+      tenant,
+      heads: [...log.tenantLeaves, { seq: 11, hash: Buffer.alloc(32) }],
+      key,
+    });
+    const rollback = verify(lines([]), { previousCheckpoint: signedCheckpoint(bigger, size + 4, key) });
+    assert.match(firstBad(rollback).reason, /older than the previous one .* rolled back/);
+    // A previous checkpoint of another history of the same size: a fork.
+    const fork = syntheticLog({
+      tenant,
+      heads: [{ seq: 1, hash: Buffer.alloc(32, 1) }],
+      key,
+      othersBetween: 4,
+    });
+    const forked = verify(lines([5]), { previousCheckpoint: signedCheckpoint(fork, 5, key) });
+    assert.equal(firstBad(forked).check, 'consistency');
+    assert.match(firstBad(forked).reason, /does not extend the previous one/);
+  });
+
+  test('AUD-7: archive segments and hot events verify as one chain; included segments are checked byte for byte', () => {
+    const state = genesis();
+    const archived = Array.from({ length: 6 }, () => nextEvent(tenant, state));
+    const first = segmentLines(tenant, archived.slice(0, 3), {
+      included: false,
+      deletedAt: '2026-01-02T00:00:00.000Z',
+    });
+    const second = segmentLines(tenant, archived.slice(3), { included: true });
+    const record = (m: typeof first.manifest) =>
+      nextEvent(tenant, state, {
+        action: 'audit.archived',
+        data: {
+          event_count: m.event_count,
+          first_prev_hash: m.first_prev_hash,
+          first_seq: m.first_seq,
+          last_hash: m.last_hash,
+          last_seq: m.last_seq,
+          segment_sha256: m.sha256,
+        },
+      });
+    const hot = [record(first.manifest), record(second.manifest), nextEvent(tenant, state)];
+    const log = syntheticLog({ tenant, heads: [{ ...state }], key });
+    const head = [headerLine(tenant, key), checkpointLine(log, key)];
+    const report = verify([...head, ...first.lines, ...second.lines, ...hot.map((e) => e.line)]);
+    assert.deepEqual(report.problems, []);
+    assert.equal(report.eventsVerified, 6, 'three archived in the bundle, three hot');
+    assert.equal(report.eventsByManifestOnly, 3);
+    assert.deepEqual(report.segments, { total: 2, included: 1, recorded: 2 });
+
+    // One byte of an included segment changed (and re-hashed, so the chain itself holds): its digest fails.
+    const tamperedEvents = [...archived.slice(0, 3)];
+    const tState = { seq: 3, hash: archived[2]?.hash ?? Buffer.alloc(32) };
+    const replaced = Array.from({ length: 3 }, () => nextEvent(tenant, tState, { data: { x: 1 } }));
+    const tamperedLines = [second.lines[0] as string, ...replaced.map((e) => e.line)];
+    const broken = verify([...head, ...first.lines, ...tamperedLines, ...hot.map((e) => e.line)]);
+    assert.equal(broken.ok, false);
+    assert.equal(firstBad(broken).check, 'archive');
+    assert.equal(tamperedEvents.length, 3);
+
+    // A segment the chain does not record, or records differently.
+    const other = segmentLines(tenant, archived.slice(3), { included: true });
+    const wrongManifest = JSON.parse(other.lines[0] as string) as { manifest: { sha256: string } };
+    wrongManifest.manifest.sha256 = '0'.repeat(64);
+    const mismatched = verify([
+      ...head,
+      ...first.lines,
+      JSON.stringify(wrongManifest),
+      ...second.lines.slice(1),
+      ...hot.map((e) => e.line),
+    ]);
+    assert.equal(mismatched.ok, false);
+    assert.equal(firstBad(mismatched).check, 'archive');
+  });
+
+  test('AUD-5: lines that are not a bundle are reported, not thrown', () => {
+    assert.match(firstBad(verify(['not json'])).reason, /not an Enclave audit bundle/);
+    assert.match(firstBad(verify([])).reason, /ends before the header/);
+    const events = chain(2);
+    const { log } = standard();
+    const garbled = verify([
+      headerLine(tenant, key),
+      checkpointLine(log, key),
+      events[0]?.line ?? '',
+      '{"hash":"zz"}',
+    ]);
+    assert.equal(firstBad(garbled).seq, 2);
+  });
+});

@@ -1,0 +1,353 @@
+import { createHash, type Hash } from 'node:crypto';
+import {
+  type BundleVerifyOptions,
+  type CheckName,
+  type CheckpointFindings,
+  type Commitment,
+  checkBundleCheckpoint,
+  type Problem,
+} from './bundle-checkpoint.ts';
+import {
+  type BundleHeader,
+  hashFromHex,
+  isEventLine,
+  parseCheckpointLine,
+  parseEventLine,
+  parseHeader,
+  parseSegmentLine,
+  type SegmentManifest,
+} from './bundle-format.ts';
+import { ChainVerifier } from './chain.ts';
+import type { AuditEvent } from './event.ts';
+import type { Checkpoint } from './note.ts';
+
+// The offline verifier's core (AUD-5, AUD-7, AUD-8): fed a bundle one line at
+// a time, it keeps only the chain head, so a bundle of any size verifies in
+// constant memory. In order: the checkpoint note's signature (against the
+// pinned key if one is given), the inclusion of the tenant's leaf, the
+// consistency with an earlier checkpoint; then every archive segment and
+// event as one chain — links, canonical bytes, seq continuity, segment
+// digests — and finally that the chain reaches the head the checkpoint
+// committed to. No I/O: verify-cli.ts reads the file.
+
+export type { BundleVerifyOptions, CheckName, Problem } from './bundle-checkpoint.ts';
+
+export interface VerifyReport {
+  /** Every check held: the only case the CLI exits 0. */
+  readonly ok: boolean;
+  readonly tenant: string | undefined;
+  readonly origin: string | undefined;
+  readonly lines: number;
+  /** Events whose canonical bytes and hash were checked. */
+  readonly eventsVerified: number;
+  /** Events of archive segments not in the bundle (deleted past the cold window): known by manifest only. */
+  readonly eventsByManifestOnly: number;
+  readonly head: { readonly seq: number; readonly hash: string } | undefined;
+  readonly segments: { readonly total: number; readonly included: number; readonly recorded: number };
+  readonly checkpoint:
+    | { readonly size: bigint; readonly keyName: string; readonly keyId: string; readonly pinned: boolean }
+    | undefined;
+  /** The tenant's leaf with the highest seq, which the chain must reach. */
+  readonly committed: { readonly index: string; readonly seq: number; readonly hash: string } | undefined;
+  /** How many of the tenant's leaves were proven included and matched against the chain. */
+  readonly leaves: number;
+  readonly previousSize: bigint | undefined;
+  readonly problems: readonly Problem[];
+  readonly notes: readonly string[];
+}
+
+interface OpenSegment {
+  readonly manifest: SegmentManifest;
+  remaining: number;
+  readonly digest: Hash;
+}
+
+export class BundleVerifier {
+  readonly #options: BundleVerifyOptions;
+  #stage: 'header' | 'checkpoint' | 'body' = 'header';
+  #header: BundleHeader | undefined;
+  #checkpoint: Checkpoint | undefined;
+  #report: CheckpointFindings['signedBy'];
+  /** The leaf with the highest seq: the chain must reach it (AUD-8). */
+  #committed: (Commitment & { readonly seq: number }) | undefined;
+  /** Every proven leaf by seq: the chain must pass through each. */
+  #committedBySeq: ReadonlyMap<number, Commitment> = new Map();
+  #uncheckable = 0;
+  #previousSize: bigint | undefined;
+  #chain: ChainVerifier | undefined;
+  /** Hex hash of the last verified link: the prev_hash the next event must carry. */
+  #prevHex = '0'.repeat(64);
+  #nextSeq = 1;
+  #lines = 0;
+  #verified = 0;
+  #byManifest = 0;
+  #segment: OpenSegment | undefined;
+  #hotStarted = false;
+  readonly #manifests = new Map<number, SegmentManifest>();
+  #segmentCount = 0;
+  #includedCount = 0;
+  #recorded = 0;
+  #chainBroken = false;
+  readonly #problems: Problem[] = [];
+  readonly #notes: string[] = [];
+
+  constructor(options: BundleVerifyOptions = {}) {
+    this.#options = options;
+  }
+
+  /** Checks the next line (without its "\n"); false once the chain is broken and reading on is pointless. */
+  push(line: string): boolean {
+    this.#lines++;
+    if (this.#chainBroken) return false;
+    switch (this.#stage) {
+      case 'header':
+        return this.#onHeader(line);
+      case 'checkpoint':
+        return this.#onCheckpoint(line);
+      default:
+        return isEventLine(line) ? this.#onEvent(line) : this.#onSegment(line);
+    }
+  }
+
+  finish(): VerifyReport {
+    if (this.#stage !== 'body') {
+      if (!this.#chainBroken) {
+        this.#problem({ check: 'bundle', reason: 'the file ends before the header and checkpoint lines' });
+      }
+    } else if (!this.#chainBroken) {
+      this.#finishChain();
+    }
+    const problems = [...this.#problems].sort((a, b) => (a.seq ?? Infinity) - (b.seq ?? Infinity));
+    return {
+      ok: problems.length === 0,
+      tenant: this.#header?.tenant,
+      origin: this.#header?.origin,
+      lines: this.#lines,
+      eventsVerified: this.#verified,
+      eventsByManifestOnly: this.#byManifest,
+      head: this.#nextSeq > 1 ? { seq: this.#nextSeq - 1, hash: this.#prevHex } : undefined,
+      segments: { total: this.#segmentCount, included: this.#includedCount, recorded: this.#recorded },
+      checkpoint: this.#report,
+      committed: this.#committed,
+      leaves: this.#committedBySeq.size,
+      previousSize: this.#previousSize,
+      problems,
+      notes: [...this.#notes],
+    };
+  }
+
+  #onHeader(line: string): boolean {
+    const header = parseHeader(parseJson(line));
+    if (!header.ok) return this.#fatal('bundle', `not an Enclave audit bundle: ${header.reason}`);
+    this.#header = header.value;
+    this.#chain = new ChainVerifier({ tenant: header.value.tenant });
+    this.#stage = 'checkpoint';
+    return true;
+  }
+
+  #onCheckpoint(line: string): boolean {
+    const parsed = parseCheckpointLine(parseJson(line));
+    if (!parsed.ok) return this.#fatal('bundle', `line 2: ${parsed.reason}`);
+    this.#stage = 'body';
+    const findings = checkBundleCheckpoint(this.#header as BundleHeader, parsed.value, this.#options);
+    this.#problems.push(...findings.problems);
+    this.#notes.push(...findings.notes);
+    this.#checkpoint = findings.checkpoint;
+    this.#report = findings.signedBy;
+    this.#committed = findings.committed;
+    this.#committedBySeq = findings.committedBySeq;
+    this.#previousSize = findings.previousSize;
+    return true;
+  }
+
+  #onSegment(line: string): boolean {
+    if (this.#segment !== undefined || this.#hotStarted) {
+      return this.#fatal('bundle', `line ${this.#lines}: expected an event line`, this.#nextSeq);
+    }
+    const parsed = parseSegmentLine(parseJson(line));
+    if (!parsed.ok) return this.#fatal('bundle', `line ${this.#lines}: ${parsed.reason}`, this.#nextSeq);
+    const { manifest, included } = parsed.value;
+    const where = `archive segment ${manifest.first_seq}–${manifest.last_seq}`;
+    // Attacker-controlled: the manifest. Invariant: segments tile the chain from seq 1, each
+    // starting where the previous link ended.
+    if (manifest.tenant !== this.#header?.tenant) {
+      return this.#fatal('archive', `${where} belongs to tenant ${manifest.tenant}`, manifest.first_seq);
+    }
+    if (manifest.first_seq !== this.#nextSeq) {
+      return this.#fatal('archive', `${where} should start at seq ${this.#nextSeq}`, this.#nextSeq);
+    }
+    if (manifest.first_prev_hash !== this.#prevHex) {
+      return this.#fatal(
+        'archive',
+        `${where} does not chain from the hash of seq ${this.#nextSeq - 1}`,
+        this.#nextSeq,
+      );
+    }
+    this.#segmentCount++;
+    this.#manifests.set(manifest.first_seq, manifest);
+    if (included) {
+      this.#includedCount++;
+      this.#segment = { manifest, remaining: manifest.event_count, digest: createHash('sha256') };
+      return true;
+    }
+    // Not in the bundle (deleted past the cold window): the chain resumes after it.
+    this.#byManifest += manifest.event_count;
+    if (parsed.value.deleted_at === null) {
+      this.#notes.push(`${where} is not in the bundle (its file was not available to the exporter)`);
+    }
+    const committed = this.#committed;
+    if (
+      committed !== undefined &&
+      committed.seq >= manifest.first_seq &&
+      committed.seq <= manifest.last_seq
+    ) {
+      if (committed.seq !== manifest.last_seq || committed.hash !== manifest.last_hash) {
+        this.#notes.push(
+          `the checkpointed seq ${committed.seq} lies in ${where}, which is not in the bundle`,
+        );
+      }
+    }
+    this.#chain = new ChainVerifier({
+      tenant: manifest.tenant,
+      expectFirstSeq: manifest.last_seq + 1,
+      expectPrevHash: hashFromHex(manifest.last_hash),
+    });
+    this.#nextSeq = manifest.last_seq + 1;
+    this.#prevHex = manifest.last_hash;
+    return true;
+  }
+
+  #onEvent(line: string): boolean {
+    const seq = this.#nextSeq;
+    if (this.#segment === undefined) this.#hotStarted = true;
+    const parsed = parseEventLine(line);
+    if (parsed === undefined) {
+      return this.#fatal(
+        'chain',
+        `line ${this.#lines} is not an event line {"hash","prev_hash","event"}`,
+        seq,
+      );
+    }
+    const chain = this.#chain as ChainVerifier;
+    const event = chain.push({ canonical: parsed.canonical, hash: parsed.hash });
+    if (event === undefined) {
+      const result = chain.result();
+      const reason = result.ok ? 'unknown' : result.reason;
+      return this.#fatal('chain', reason, result.ok ? seq : result.seq);
+    }
+    if (parsed.prevHash !== this.#prevHex) {
+      return this.#fatal('chain', `seq ${seq}: its prev_hash field is not the hash of seq ${seq - 1}`, seq);
+    }
+    this.#prevHex = parsed.hash;
+    this.#nextSeq = seq + 1;
+    this.#verified++;
+    if (this.#segment !== undefined && !this.#segmentLine(line, parsed.hash)) return false;
+    const committed = this.#committedBySeq.get(seq);
+    if (committed !== undefined && committed.hash !== parsed.hash) {
+      return this.#fatal(
+        'checkpoint',
+        `seq ${seq}: its hash is not the one the checkpoint committed to (leaf ${committed.index}): the chain was rewritten at or before seq ${seq}`,
+        seq,
+      );
+    }
+    if (event.action === 'audit.archived') this.#crossCheckArchived(event);
+    return true;
+  }
+
+  #segmentLine(line: string, hash: string): boolean {
+    const segment = this.#segment as OpenSegment;
+    segment.digest.update(line, 'utf8').update('\n');
+    segment.remaining--;
+    if (segment.remaining > 0) return true;
+    this.#segment = undefined;
+    const { manifest } = segment;
+    const where = `archive segment ${manifest.first_seq}–${manifest.last_seq}`;
+    if (segment.digest.digest('hex') !== manifest.sha256) {
+      return this.#fatal(
+        'archive',
+        `${where}: its bytes do not have the manifest's SHA-256`,
+        manifest.first_seq,
+      );
+    }
+    if (hash !== manifest.last_hash) {
+      return this.#fatal(
+        'archive',
+        `${where}: its last hash is not the manifest's last_hash`,
+        manifest.last_seq,
+      );
+    }
+    return true;
+  }
+
+  /** An audit.archived event is the chain's own record of a segment: the manifest must say the same. */
+  #crossCheckArchived(event: AuditEvent): void {
+    const data = event.data;
+    const manifest = typeof data.first_seq === 'number' ? this.#manifests.get(data.first_seq) : undefined;
+    const same =
+      manifest !== undefined &&
+      data.last_seq === manifest.last_seq &&
+      data.event_count === manifest.event_count &&
+      data.first_prev_hash === manifest.first_prev_hash &&
+      data.last_hash === manifest.last_hash &&
+      data.segment_sha256 === manifest.sha256;
+    if (same) {
+      this.#recorded++;
+      return;
+    }
+    this.#problem({
+      check: 'archive',
+      seq: event.seq,
+      reason: `seq ${event.seq} records archive segment ${String(data.first_seq)}–${String(data.last_seq)}, which the bundle ${manifest === undefined ? 'does not list' : 'lists with other hashes'}`,
+    });
+  }
+
+  #finishChain(): void {
+    if (this.#segment !== undefined) {
+      const { manifest, remaining } = this.#segment;
+      this.#problem({
+        check: 'archive',
+        seq: this.#nextSeq,
+        reason: `archive segment ${manifest.first_seq}–${manifest.last_seq} ends ${remaining} events early`,
+      });
+      return;
+    }
+    if (this.#uncheckable > 0) {
+      this.#notes.push(
+        `${this.#uncheckable} checkpoint leaves fall inside archive segments that are not in the bundle`,
+      );
+    }
+    const committed = this.#committed;
+    const head = this.#nextSeq - 1;
+    if (committed === undefined) return;
+    if (head < committed.seq) {
+      // AUD-8: a chain that verifies but stops short of what was published lost its newest events.
+      this.#problem({
+        check: 'completeness',
+        seq: head + 1,
+        reason: `seq ${head + 1}: missing — the checkpoint of size ${this.#checkpoint?.size} commits to seq ${committed.seq} (leaf ${committed.index}), but the chain ends at seq ${head}: the newest events were deleted`,
+      });
+    } else if (head > committed.seq) {
+      this.#notes.push(
+        `seq ${committed.seq + 1}–${head} are newer than the checkpoint; the next checkpoint covers them`,
+      );
+    }
+  }
+
+  #problem(problem: Problem): void {
+    this.#problems.push(problem);
+  }
+
+  #fatal(check: CheckName, reason: string, seq?: number): false {
+    this.#problem(seq === undefined ? { check, reason } : { check, seq, reason });
+    this.#chainBroken = true;
+    return false;
+  }
+}
+
+function parseJson(line: string): unknown {
+  try {
+    return JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+}

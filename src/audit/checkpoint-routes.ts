@@ -1,0 +1,236 @@
+import { PassThrough } from 'node:stream';
+import type { Sql } from 'postgres';
+import { Type } from 'typebox';
+import { AppError } from '../errors.ts';
+import type { App } from '../http/app.ts';
+import { ProblemSchema } from '../http/problems.ts';
+import { type BundleSources, type LineSink, writeAuditBundle } from './bundle-export.ts';
+import { checkpointOfSize, latestCheckpoint, loadLeafHashes, loadTenantProof } from './checkpoint-log.ts';
+import { consistencyProof } from './merkle.ts';
+
+// The checkpoint log over HTTP (AUD-4, AUD-5, AUD-8). Public, no auth: the
+// latest signed checkpoint, any checkpoint by size, and the verifier key —
+// what anyone needs to watch the log. Signed in: the tenant's own leaf with
+// its inclusion proof and consistency proofs, and the tenant's recovery
+// bundle for enclave-verify.
+
+const Size = Type.String({ pattern: '^(?:0|[1-9][0-9]{0,18})$', description: 'a tree size, decimal' });
+const Hashes = Type.Array(Type.String({ description: 'base64 SHA-256 hash' }));
+const errors = { 400: ProblemSchema, 401: ProblemSchema, 404: ProblemSchema };
+
+const ProofResponse = Type.Object({
+  checkpoint: Type.Union([
+    Type.Object({ size: Size, root: Type.String(), note: Type.String() }),
+    Type.Null(),
+  ]),
+  leaf: Type.Union([
+    Type.Object({ index: Size, tenant: Type.String(), seq: Type.Integer(), hash: Type.String() }),
+    Type.Null(),
+  ]),
+  inclusion_proof: Hashes,
+  consistency: Type.Union([Type.Object({ old_size: Size, new_size: Size, proof: Hashes }), Type.Null()]),
+});
+
+const NOTE_TYPE = 'text/plain; charset=utf-8';
+const base64 = (hashes: readonly Buffer[]) => hashes.map((hash) => hash.toString('base64'));
+
+function tenantOf(principal: { user: { tenant_id: string } } | undefined): string {
+  // Routes below all declare auth: 'user', so the hook has refused anonymous requests.
+  if (principal === undefined) throw new Error('route reached without a principal');
+  return principal.user.tenant_id;
+}
+
+/** Writes lines to a stream, waiting when it is full and failing once the client is gone. */
+function streamSink(stream: PassThrough): LineSink {
+  return async (line) => {
+    if (stream.destroyed) throw new Error('the client went away');
+    if (stream.write(`${line}\n`)) return;
+    await new Promise<void>((resolve, reject) => {
+      const settle = (error?: Error) => {
+        stream.off('drain', onDrain);
+        stream.off('close', onClose);
+        if (error === undefined) resolve();
+        else reject(error);
+      };
+      const onDrain = () => settle();
+      const onClose = () => settle(new Error('the client went away'));
+      stream.on('drain', onDrain);
+      stream.on('close', onClose);
+    });
+  };
+}
+
+export function registerCheckpointRoutes(app: App, deps: { sql: Sql; sources: BundleSources }): void {
+  const { sql, sources } = deps;
+
+  app.get(
+    '/audit/checkpoint',
+    {
+      config: { auth: 'none' },
+      schema: {
+        summary: 'The latest signed checkpoint of the audit log (C2SP signed note)',
+        tags: ['audit'],
+        response: { 200: Type.String(), 404: ProblemSchema },
+      },
+    },
+    async (_request, reply) => {
+      const checkpoint = await latestCheckpoint(sql);
+      if (checkpoint === undefined) throw new AppError('not_found', 'no checkpoint has been made yet');
+      return reply.type(NOTE_TYPE).header('cache-control', 'no-cache').send(checkpoint.note);
+    },
+  );
+
+  app.get(
+    '/audit/checkpoints/:size',
+    {
+      config: { auth: 'none' },
+      schema: {
+        summary: 'The signed checkpoint of one tree size (never changes once made)',
+        tags: ['audit'],
+        params: Type.Object({ size: Size }, { additionalProperties: false }),
+        response: { 200: Type.String(), 400: ProblemSchema, 404: ProblemSchema },
+      },
+    },
+    async (request, reply) => {
+      const checkpoint = await checkpointOfSize(sql, BigInt(request.params.size));
+      if (checkpoint === undefined) throw new AppError('not_found', 'no checkpoint of this size');
+      return reply
+        .type(NOTE_TYPE)
+        .header('cache-control', 'public, max-age=31536000, immutable')
+        .send(checkpoint.note);
+    },
+  );
+
+  app.get(
+    '/.well-known/enclave-checkpoint-key',
+    {
+      config: { auth: 'none' },
+      schema: {
+        summary: 'The verifier key of the audit checkpoints (C2SP note key: name+keyID+base64 Ed25519 key)',
+        tags: ['audit'],
+        response: { 200: Type.String() },
+      },
+    },
+    async (_request, reply) => reply.type(NOTE_TYPE).send(`${sources.signing.verifierKey}\n`),
+  );
+
+  app.get(
+    '/api/v1/audit/proof',
+    {
+      config: { auth: 'user' },
+      schema: {
+        summary:
+          "The tenant's newest leaf in the latest checkpoint with its inclusion proof, and a consistency proof between two checkpoint sizes when asked",
+        tags: ['audit'],
+        querystring: Type.Object(
+          { old_size: Type.Optional(Size), new_size: Type.Optional(Size) },
+          { additionalProperties: false },
+        ),
+        response: { 200: ProofResponse, ...errors },
+      },
+    },
+    async (request) => {
+      const tenantId = tenantOf(request.principal);
+      const { old_size: oldText, new_size: newText } = request.query;
+      return request.withTenant(async (tx) => {
+        const proof = await loadTenantProof(tx, tenantId);
+        let consistency: { old_size: string; new_size: string; proof: string[] } | null = null;
+        if (oldText !== undefined || newText !== undefined) {
+          // Attacker-controlled: both sizes. Only recorded checkpoints, 0 < old ≤ new, are answered.
+          const newSize = newText === undefined ? proof.checkpoint?.size : BigInt(newText);
+          const oldSize = oldText === undefined ? undefined : BigInt(oldText);
+          if (oldSize === undefined || newSize === undefined) {
+            throw new AppError(
+              'bad_request',
+              'a consistency proof needs old_size (and a checkpoint to prove it against)',
+            );
+          }
+          if (oldSize < 1n || oldSize > newSize)
+            throw new AppError('bad_request', 'need 0 < old_size ≤ new_size');
+          for (const size of [oldSize, newSize]) {
+            if ((await checkpointOfSize(tx, size)) === undefined) {
+              throw new AppError('not_found', `no checkpoint of size ${size}`);
+            }
+          }
+          const hashes = oldSize === newSize ? [] : await loadLeafHashes(tx, newSize);
+          consistency = {
+            old_size: oldSize.toString(),
+            new_size: newSize.toString(),
+            proof: oldSize === newSize ? [] : base64(consistencyProof(hashes, Number(oldSize))),
+          };
+        }
+        const { checkpoint } = proof;
+        const leaf = proof.leaves.at(-1);
+        return {
+          checkpoint:
+            checkpoint === undefined
+              ? null
+              : {
+                  size: checkpoint.size.toString(),
+                  root: checkpoint.root.toString('base64'),
+                  note: checkpoint.note,
+                },
+          leaf:
+            leaf === undefined
+              ? null
+              : {
+                  index: leaf.index.toString(),
+                  tenant: leaf.tenant,
+                  seq: leaf.seq,
+                  hash: leaf.hash.toString('hex'),
+                },
+          inclusion_proof: base64(leaf?.inclusion ?? []),
+          consistency,
+        };
+      });
+    },
+  );
+
+  app.get(
+    '/api/v1/audit/bundle',
+    {
+      config: { auth: 'user' },
+      schema: {
+        summary:
+          "Download the tenant's recovery bundle (JSON lines): events, archive segments, the latest checkpoint and proofs, the verifier key. Check it offline with enclave-verify.",
+        tags: ['audit'],
+        querystring: Type.Object(
+          {
+            consistency_from: Type.Optional(
+              Type.String({
+                pattern: '^[0-9]{1,19}(?:,[0-9]{1,19}){0,9}$',
+                description: 'earlier checkpoint sizes',
+              }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Unsafe<PassThrough>({ type: 'string', description: 'application/x-ndjson: the bundle' }),
+          ...errors,
+        },
+      },
+    },
+    async (request, reply) => {
+      const tenantId = tenantOf(request.principal);
+      const consistencyFrom = (request.query.consistency_from?.split(',') ?? []).map((size) => BigInt(size));
+      const stream = new PassThrough({ highWaterMark: 1024 * 1024 });
+      const sink = streamSink(stream);
+      // The transaction lives as long as the download; its end ends the stream.
+      request
+        .withTenant((tx) => writeAuditBundle(tx, tenantId, sources, sink, { consistencyFrom }))
+        .then(
+          () => stream.end(),
+          (error: unknown) => {
+            request.log.warn({ err: error }, 'audit bundle download ended early');
+            stream.destroy(error instanceof Error ? error : new Error(String(error)));
+          },
+        );
+      return reply
+        .type('application/x-ndjson; charset=utf-8')
+        .header('content-disposition', `attachment; filename="enclave-audit-${tenantId}.jsonl"`)
+        .header('cache-control', 'no-store')
+        .send(stream);
+    },
+  );
+}

@@ -1,0 +1,77 @@
+import { Type } from 'typebox';
+import { frameFor } from '../accounts/dashboard-routes.ts';
+import type { App } from '../http/app.ts';
+import { AUDIT_PAGE_SIZE, auditPage } from '../web/audit-page.ts';
+import { sendPage } from '../web/forms.ts';
+import { hasAuditEventsBetween, listAuditActions, listAuditEvents, readAuditHead } from './log.ts';
+
+// /dashboard/audit (AUD-6): the signed-in tenant's audit log as a page. Reads
+// run in a transaction bound to the principal's tenant; row-level security
+// keeps them to its chain.
+
+const ACTION = /^[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+$/;
+const Seq = (minimum: number) => Type.Integer({ minimum, maximum: Number.MAX_SAFE_INTEGER });
+const PageQuery = Type.Object(
+  {
+    after: Type.Optional(Seq(0)),
+    before: Type.Optional(Seq(1)),
+    /** Empty: every action (the filter's first choice). */
+    action: Type.Optional(Type.String({ maxLength: 128 })),
+  },
+  { additionalProperties: false },
+);
+
+export function registerAuditPages(app: App): void {
+  app.get(
+    '/dashboard/audit',
+    { config: { auth: 'user' }, attachValidation: true, schema: { hide: true, querystring: PageQuery } },
+    async (request, reply) => {
+      const frame = await frameFor(request);
+      // The query is attacker-controlled: it only ever becomes bound parameters, after these checks.
+      const { after, before, action: chosen } = request.query;
+      const action = chosen === undefined || chosen === '' ? undefined : chosen;
+      if (
+        request.validationError !== undefined ||
+        (after !== undefined && before !== undefined) ||
+        (action !== undefined && !ACTION.test(action))
+      ) {
+        const [head, actions] = await request.withTenant(async (tx) => [
+          await readAuditHead(tx),
+          await listAuditActions(tx),
+        ]);
+        return sendPage(
+          reply,
+          400,
+          auditPage(frame, {
+            events: [],
+            head,
+            actions,
+            error: 'That page of the audit log does not exist.',
+          }),
+        );
+      }
+      const view = await request.withTenant(async (tx) => {
+        const events =
+          after === undefined
+            ? await listAuditEvents(tx, { before, action, limit: AUDIT_PAGE_SIZE })
+            : (await listAuditEvents(tx, { after, action, limit: AUDIT_PAGE_SIZE })).reverse();
+        const newest = events[0]?.seq ?? (before === undefined ? undefined : before - 1);
+        const oldest = events.at(-1)?.seq ?? (after === undefined ? undefined : after + 1);
+        return {
+          head: await readAuditHead(tx),
+          actions: await listAuditActions(tx),
+          events,
+          newer:
+            newest !== undefined && (await hasAuditEventsBetween(tx, { from: newest, to: null, action }))
+              ? newest
+              : undefined,
+          older:
+            oldest !== undefined && (await hasAuditEventsBetween(tx, { from: 0, to: oldest, action }))
+              ? oldest
+              : undefined,
+        };
+      });
+      return sendPage(reply, 200, auditPage(frame, { ...view, action }));
+    },
+  );
+}

@@ -1,0 +1,180 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import {
+  checkpointKey,
+  checkpointLine,
+  genesis,
+  headerLine,
+  nextEvent,
+  signedCheckpoint,
+  syntheticLog,
+} from '../../test/helpers/audit-bundle.ts';
+import { feedLines, runVerify, type VerifyIo } from './verify-cli.ts';
+
+// enclave-verify as a tenant meets it (AUD-5): a separate program that needs
+// no server, no database and no configuration — only the bundle.
+
+const ROOT = path.join(import.meta.dirname, '..', '..');
+const BIN = path.join(ROOT, 'bin', 'enclave-verify.js');
+const tenant = randomUUID();
+const key = checkpointKey();
+let dir: string;
+let good: string;
+let bad: string;
+let previousNote: string;
+
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'enclave-verify-'));
+  const state = genesis();
+  const events = Array.from({ length: 20 }, () => nextEvent(tenant, state));
+  const log = syntheticLog({ tenant, heads: [{ ...state }], key });
+  const lines = [headerLine(tenant, key), checkpointLine(log, key, [2]), ...events.map((e) => e.line)];
+  good = path.join(dir, 'good.jsonl');
+  await writeFile(good, `${lines.join('\n')}\n`);
+  bad = path.join(dir, 'bad.jsonl');
+  const tampered = [...lines];
+  tampered[2 + 12] = (tampered[2 + 12] as string).replace('203.0.113.7', '203.0.113.8');
+  await writeFile(bad, `${tampered.join('\n')}\n`);
+  previousNote = path.join(dir, 'checkpoint-2.note');
+  await writeFile(previousNote, signedCheckpoint(log, 2, key));
+});
+after(() => rm(dir, { recursive: true, force: true }));
+
+async function run(
+  args: readonly string[],
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    cwd: dir,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString('utf8');
+  });
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString('utf8');
+  });
+  const [code] = (await once(child, 'close')) as [number | null];
+  return { code, stdout, stderr };
+}
+
+/** Relative and bare imports of a module (static `import … from`, `export … from` and dynamic import()). */
+function importsOf(source: string): string[] {
+  const specifiers = [...source.matchAll(/(?:^|\n)\s*(?:import|export)\s[^'"`;]*?from\s*['"]([^'"]+)['"]/g)];
+  const dynamic = [...source.matchAll(/import\(\s*['"]([^'"]+)['"]\s*\)/g)];
+  const bare = [...source.matchAll(/(?:^|\n)\s*import\s*['"]([^'"]+)['"]/g)];
+  return [...specifiers, ...dynamic, ...bare].map((match) => match[1] as string);
+}
+
+describe('enclave-verify', () => {
+  test('AUD-5: enclave-verify imports nothing outside src/audit but node: builtins and canonicalize (no db, http or config)', async () => {
+    const auditDir = path.join(ROOT, 'src', 'audit');
+    const seen = new Set<string>();
+    const outside: string[] = [];
+    const queue = [BIN];
+    while (queue.length > 0) {
+      const file = queue.pop() as string;
+      if (seen.has(file)) continue;
+      seen.add(file);
+      for (const specifier of importsOf(await readFile(file, 'utf8'))) {
+        if (specifier.startsWith('node:') || specifier === 'canonicalize') continue;
+        if (!specifier.startsWith('.')) {
+          outside.push(`${path.relative(ROOT, file)} imports ${specifier}`);
+          continue;
+        }
+        const target = path.resolve(path.dirname(file), specifier);
+        if (path.dirname(target) !== auditDir)
+          outside.push(`${path.relative(ROOT, file)} imports ${specifier}`);
+        else queue.push(target);
+      }
+    }
+    assert.deepEqual(outside, []);
+    assert.ok(seen.has(path.join(auditDir, 'verify-cli.ts')), 'the walk reached the verifier');
+    assert.ok(seen.has(path.join(auditDir, 'chain.ts')), 'the walk reached the chain verifier');
+    for (const file of seen) assert.doesNotMatch(path.basename(file), /test|routes|export|retention|log\.ts/);
+  });
+
+  test('AUD-5: an intact bundle verifies offline: exit 0 and "OK"', async () => {
+    const result = await run([good]);
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+    assert.match(result.stdout, /OK: every check holds/);
+    assert.match(result.stdout, /20 verified \(head seq 20\)/);
+    assert.equal(result.stderr, '', 'no progress bar when stderr is not a terminal');
+  });
+
+  test('AUD-5: a tampered bundle exits 1 naming the first bad seq and why', async () => {
+    const result = await run([bad]);
+    assert.equal(result.code, 1);
+    assert.match(result.stdout, /FAILED: first bad seq 13 \(chain\): seq 13: stored hash/);
+  });
+
+  test('AUD-5: --key pins the operator key; another key fails', async () => {
+    assert.equal((await run(['--key', key.verifierKey, good])).code, 0);
+    const other = await run(['--key', checkpointKey().verifierKey, good]);
+    assert.equal(other.code, 1);
+    assert.match(other.stdout, /\[checkpoint\] the checkpoint does not verify/);
+  });
+
+  test('AUD-8: --previous-checkpoint takes a saved note or an earlier bundle', async () => {
+    const fromNote = await run(['--previous-checkpoint', previousNote, good]);
+    assert.equal(fromNote.code, 0, fromNote.stdout);
+    assert.match(fromNote.stdout, /previous {4}checkpoint of size 2/);
+    const fromBundle = await run(['--previous-checkpoint', good, good]);
+    assert.equal(fromBundle.code, 0, fromBundle.stdout);
+  });
+
+  test('AUD-5: bad usage and unreadable files exit 2', async () => {
+    assert.equal((await run([])).code, 2);
+    assert.equal((await run(['--nope', good])).code, 2);
+    const missing = await run([path.join(dir, 'missing.jsonl')]);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /ENOENT/);
+    assert.equal((await run(['--help'])).code, 0);
+  });
+
+  test('AUD-5: lines are split the same whatever the chunk boundaries, multi-byte characters included', async () => {
+    const text = 'first line\n{"a":"ci «deploy» ✓"}\n\nlast line without newline';
+    const bytes = Buffer.from(text, 'utf8');
+    for (const size of [1, 2, 3, 5, 7, 64]) {
+      const chunks = async function* () {
+        for (let i = 0; i < bytes.length; i += size) yield bytes.subarray(i, i + size);
+      };
+      const lines: string[] = [];
+      await feedLines(chunks(), (line) => lines.push(line) > 0);
+      assert.deepEqual(lines, text.split('\n'), `chunks of ${size}`);
+    }
+    const stopped: string[] = [];
+    await feedLines(
+      (async function* () {
+        yield bytes;
+      })(),
+      (line) => stopped.push(line) < 2,
+    );
+    assert.equal(stopped.length, 2, 'reading stops when the verifier says so');
+  });
+
+  test('AUD-5: on a terminal, progress is drawn on stderr and cleared before the report', async () => {
+    const drawn: string[] = [];
+    const out: string[] = [];
+    const io: VerifyIo = {
+      out: (line) => out.push(line),
+      err: (line) => out.push(line),
+      progress: { write: (text) => drawn.push(text) },
+    };
+    assert.equal(await runVerify([good], io), 0);
+    assert.ok(
+      drawn.some((text) => /^\r\[#+\.*\] 100% \d+ lines$/.test(text)),
+      JSON.stringify(drawn),
+    );
+    assert.equal(drawn.at(-1), '\r\x1b[K');
+    assert.match(out.join('\n'), /OK: every check holds/);
+  });
+});
