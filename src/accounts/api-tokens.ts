@@ -70,8 +70,7 @@ export async function resolveApiToken(sql: Sql, token: string): Promise<TokenPri
       where token_hash = enclave.current_lookup() and revoked_at is null
         and (expires_at is null or expires_at > now())`;
     if (row === undefined) return undefined;
-    await bindTenant(tx, row.tenant_id);
-    const user = await getUser(tx, row.user_id);
+    const [, user] = await Promise.all([bindTenant(tx, row.tenant_id), getUser(tx, row.user_id)]);
     if (user === undefined) return undefined;
     if (row.stale) await tx`update api_tokens set last_used_at = now() where id = ${row.id}::uuid`;
     return { tokenId: row.id, scope: row.scope, user };

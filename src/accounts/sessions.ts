@@ -55,8 +55,7 @@ export async function resolveSession(sql: Sql, token: string): Promise<SessionPr
       from sessions
       where token_hash = enclave.current_lookup() and revoked_at is null and expires_at > now()`;
     if (session === undefined) return undefined;
-    await bindTenant(tx, session.tenant_id);
-    const user = await getUser(tx, session.user_id);
+    const [, user] = await Promise.all([bindTenant(tx, session.tenant_id), getUser(tx, session.user_id)]);
     if (user === undefined) return undefined;
     if (session.stale) {
       await tx`

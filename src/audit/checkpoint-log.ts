@@ -77,6 +77,21 @@ export async function tenantLeaves(sql: Db, tenantId: string, size: bigint): Pro
   }));
 }
 
+/** The tenant's newest leaf among the first `size` leaves: how far the checkpoint commits its chain. */
+export async function latestTenantLeaf(
+  sql: Db,
+  tenantId: string,
+  size: bigint,
+): Promise<TenantLeaf | undefined> {
+  const [row] = await sql<{ idx: string; seq: string; head_hash: Buffer }[]>`
+    select l.idx::text, l.seq::text, l.head_hash from checkpoint_leaves l
+    where l.tenant_id = ${tenantId}::uuid and l.idx < ${size.toString()}::bigint
+    order by l.idx desc limit 1`;
+  return row === undefined
+    ? undefined
+    : { index: BigInt(row.idx), tenant: tenantId, seq: Number(row.seq), hash: row.head_hash };
+}
+
 export interface ProvenLeaf extends TenantLeaf {
   readonly inclusion: readonly Buffer[];
 }

@@ -1,11 +1,15 @@
 import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
 import { describe, test } from 'node:test';
 import { createAccount, type TestAccount } from '../../test/helpers/accounts.ts';
 import { useTestApp } from '../../test/helpers/app.ts';
+import { tempAuditSetup } from '../../test/helpers/audit.ts';
 import { getPage, textOf } from '../../test/helpers/pages.ts';
 import { withTenant } from '../db/tenant.ts';
+import { createLogger } from '../logger.ts';
 import { AUDIT_PAGE_SIZE } from '../web/audit-page.ts';
 import { appendAuditEvent } from './append.ts';
+import { createCheckpointService } from './checkpoint-log.ts';
 
 // AUD-6 in the browser: /dashboard/audit shows the signed-in tenant's log,
 // newest first, a page at a time by seq, filtered by action, with the chain
@@ -164,5 +168,43 @@ describe('/dashboard/audit', () => {
     const anonymous = await getPage(ctx.testApp.app, '/dashboard/audit');
     assert.equal(anonymous.statusCode, 303);
     assert.equal(anonymous.headers.location, '/login?next=%2Fdashboard%2Faudit');
+  });
+});
+
+describe('/dashboard/audit and checkpoints', () => {
+  test('AUD-4: the page says how far the latest signed checkpoint commits the chain, and links the recovery bundle', async () => {
+    const before = await auditPage('/dashboard/audit');
+    assert.match(before.body, /No signed checkpoint covers this chain yet/);
+    assert.match(before.body, /href="\/api\/v1\/audit\/bundle"/);
+
+    const { setup, dir } = await tempAuditSetup();
+    try {
+      const checkpoints = createCheckpointService({
+        sql: ctx.db.app,
+        signing: setup.signing,
+        publisher: setup.publisher,
+        logger: createLogger('silent'),
+      });
+      await checkpoints.makeCheckpoint();
+      const committed = await auditPage('/dashboard/audit');
+      assert.match(committed.body, /The latest signed checkpoint \(tree size \d+\) commits to this head\./);
+
+      const tenant = owner.user.tenant_id;
+      await withTenant(ctx.db.app, tenant, (tx) =>
+        appendAuditEvent(tx, tenant, {
+          actor: 'system',
+          action: 'test.after_checkpoint',
+          target: null,
+          data: {},
+        }),
+      );
+      const behind = await auditPage('/dashboard/audit');
+      assert.match(
+        behind.body,
+        new RegExp(`commits to seq ${headSeq};\\s+the 1 newer events will be in the next one`),
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

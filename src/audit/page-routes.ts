@@ -3,6 +3,7 @@ import { frameFor } from '../accounts/dashboard-routes.ts';
 import type { App } from '../http/app.ts';
 import { AUDIT_PAGE_SIZE, auditPage } from '../web/audit-page.ts';
 import { sendPage } from '../web/forms.ts';
+import { latestCheckpoint, latestTenantLeaf } from './checkpoint-log.ts';
 import { hasAuditEventsBetween, listAuditActions, listAuditEvents, readAuditHead } from './log.ts';
 
 // /dashboard/audit (AUD-6): the signed-in tenant's audit log as a page. Reads
@@ -50,6 +51,7 @@ export function registerAuditPages(app: App): void {
           }),
         );
       }
+      const tenantId = request.principal?.user.tenant_id ?? '';
       const view = await request.withTenant(async (tx) => {
         const events =
           after === undefined
@@ -57,9 +59,16 @@ export function registerAuditPages(app: App): void {
             : (await listAuditEvents(tx, { after, action, limit: AUDIT_PAGE_SIZE })).reverse();
         const newest = events[0]?.seq ?? (before === undefined ? undefined : before - 1);
         const oldest = events.at(-1)?.seq ?? (after === undefined ? undefined : after + 1);
+        const checkpoint = await latestCheckpoint(tx);
+        const leaf =
+          checkpoint === undefined ? undefined : await latestTenantLeaf(tx, tenantId, checkpoint.size);
         return {
           head: await readAuditHead(tx),
           actions: await listAuditActions(tx),
+          committed:
+            checkpoint === undefined || leaf === undefined
+              ? undefined
+              : { seq: leaf.seq, checkpointSize: Number(checkpoint.size) },
           events,
           newer:
             newest !== undefined && (await hasAuditEventsBetween(tx, { from: newest, to: null, action }))

@@ -33,8 +33,12 @@ export async function withTenant<T>(
   // client; still, anything but a uuid here is a bug and must not reach SQL.
   if (!isUuid(tenantId)) throw new AppError('tenant_id_invalid', 'withTenant needs a tenant uuid');
   return (await sql.begin(async (tx) => {
-    await tx`select set_config('app.tenant_id', ${tenantId}, true)`;
-    return fn(tx);
+    // Sent first on this connection, so the server runs it before anything fn
+    // sends; not awaited alone, so fn's first statement rides the same round trip.
+    // (postgres.js sends a query when it is awaited or execute() is called: execute() now.)
+    const bound = tx`select set_config('app.tenant_id', ${tenantId}, true)`.execute();
+    const [, result] = await Promise.all([bound, fn(tx)]);
+    return result;
   })) as T;
 }
 

@@ -13,6 +13,8 @@ export interface AuditPageInput {
   /** Newest first. */
   readonly events: readonly StoredAuditEvent[];
   readonly head: AuditHead;
+  /** How far the latest signed checkpoint commits this chain, if it does. */
+  readonly committed?: { readonly seq: number; readonly checkpointSize: number } | undefined;
   /** The actions present in the log, for the filter. */
   readonly actions: readonly string[];
   readonly action?: string | undefined;
@@ -29,10 +31,17 @@ function pageLink(key: 'before' | 'after', seq: number, action: string | undefin
   return `/dashboard/audit?${query.toString()}`;
 }
 
-function chainStatus(head: AuditHead): Html {
+function chainStatus(head: AuditHead, committed: AuditPageInput['committed']): Html {
   if (head.seq === 0) return html`<p class="chain-status">Chain status: no events yet.</p>`;
+  const checkpoint =
+    committed === undefined
+      ? html`No signed checkpoint covers this chain yet; the next one is made within the hour.`
+      : committed.seq === head.seq
+        ? html`The latest signed checkpoint (tree size ${committed.checkpointSize}) commits to this head.`
+        : html`The latest signed checkpoint (tree size ${committed.checkpointSize}) commits to seq ${committed.seq};
+the ${head.seq - committed.seq} newer events will be in the next one.`;
   return html`<p class="chain-status">Chain status: head seq <strong>${head.seq}</strong>, hash
-<code title="${head.hash}">${head.hash.slice(0, 16)}…</code></p>`;
+<code title="${head.hash}">${head.hash.slice(0, 16)}…</code>. ${checkpoint}</p>`;
 }
 
 function filterForm(actions: readonly string[], selected: string | undefined): Html {
@@ -65,8 +74,10 @@ export function auditPage(frame: Frame, input: AuditPageInput): string {
     html`<h1>Audit log</h1>
 <p>Every security-relevant action in this tenant, in a hash chain: changing or removing a past event breaks
 every hash after it. <a href="/api/v1/audit/export" download>Export the whole log</a> (JSON lines, one event per
-line, with every hash) to verify it yourself.</p>
-${chainStatus(input.head)}
+line, with every hash), or <a href="/api/v1/audit/bundle" download>download the recovery bundle</a>: the log with
+the signed checkpoint, its inclusion proofs and the operator's public key, which <code>enclave-verify</code> checks
+offline with no server and no database.</p>
+${chainStatus(input.head, input.committed)}
 ${errorBox(input.error)}
 ${filterForm(input.actions, action)}
 ${
