@@ -6,7 +6,13 @@ import type { Sql } from 'postgres';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
 import { type TenantSql, withTenant } from '../db/tenant.ts';
 import { appendAuditEvent } from './append.ts';
-import { canonicalEvent, eventHash, GENESIS_HASH } from './event.ts';
+import {
+  type CanonicalEventParts,
+  canonicalEvent,
+  canonicalEventParts,
+  eventHash,
+  GENESIS_HASH,
+} from './event.ts';
 import { canonicalJson } from './jcs.ts';
 
 let db: TestDatabase;
@@ -137,7 +143,7 @@ describe('the audit tables, as enclave_app', () => {
     assert.deepEqual(await snapshot(tenantA), before);
   });
 
-  test('AUD-3: enclave_app holds SELECT on the audit tables and nothing else; EXECUTE on the two append functions', async () => {
+  test('AUD-3: enclave_app holds SELECT on the audit tables and nothing else; EXECUTE on the append functions', async () => {
     const grants = await db.superuser<{ table: string; privileges: string[] }[]>`
       select c.relname as table,
              array(select p from unnest(array['SELECT','INSERT','UPDATE','DELETE','TRUNCATE','REFERENCES','TRIGGER']) p
@@ -156,6 +162,23 @@ describe('the audit tables, as enclave_app', () => {
              has_function_privilege('enclave_app', 'enclave.audit_append(text, bytea)', 'execute') as append,
              array(select prosecdef from pg_proc where proname in ('audit_lock_head', 'audit_append') order by proname) as definer`;
     assert.deepEqual({ ...functions }, { lock: true, append: true, definer: [true, true] });
+    const [oneTrip] = await db.superuser<
+      { event: boolean; platform: boolean; checked: boolean; owner: string; definer: boolean[] }[]
+    >`
+      select has_function_privilege('enclave_app', 'enclave.audit_append_event(text, text, text)', 'execute') as event,
+             has_function_privilege('enclave_app', 'enclave.audit_append_platform_event(text, text, text)', 'execute')
+               as platform,
+             has_function_privilege('enclave_app',
+               'enclave.audit_insert_checked(text, uuid, text, bytea, bigint, bytea, text)', 'execute') as checked,
+             (select pg_get_userbyid(proowner) from pg_proc where proname = 'audit_append_event') as owner,
+             array(select prosecdef from pg_proc
+                   where proname in ('audit_append_event', 'audit_append_platform_event', 'audit_insert_checked')
+                   order by proname) as definer`;
+    // The platform wrapper runs as its caller; the checks-and-insert function only inside the definers.
+    assert.deepEqual(
+      { ...oneTrip },
+      { event: true, platform: true, checked: false, owner: 'enclave_owner', definer: [true, false, false] },
+    );
   });
 });
 
@@ -291,6 +314,160 @@ describe('audit_append, fed by enclave_app', () => {
   });
 });
 
+/** The bound tenant's next event, cut around seq and ts as appendAuditEvent sends it. */
+function honestParts(tenant: string, data: Record<string, unknown> = {}): CanonicalEventParts {
+  return canonicalEventParts({ tenant, actor: 'system', action: 'test.forged', target: null, data });
+}
+
+function appendParts(
+  tx: TenantSql,
+  parts: { beforeSeq: string | null; beforeTs: string | null; afterTs: string | null },
+) {
+  return tx<{ seq: string; hash: Buffer }[]>`
+    select seq, hash from enclave.audit_append_event(${parts.beforeSeq}, ${parts.beforeTs}, ${parts.afterTs})`;
+}
+
+async function assertPartsRefused(
+  parts: { beforeSeq: string | null; beforeTs: string | null; afterTs: string | null },
+  code: string,
+  message: RegExp,
+): Promise<void> {
+  const before = await snapshot(tenantA);
+  await assert.rejects(
+    withTenant(db.app, tenantA, (tx) => appendParts(tx, parts)),
+    refusedWith(code, message),
+    JSON.stringify(parts),
+  );
+  assert.deepEqual(await snapshot(tenantA), before, 'a refused append changed the chain');
+}
+
+describe('audit_append_event (one round trip), fed by enclave_app', () => {
+  const honest = () => honestParts(tenantA);
+  const tenantPart = `"tenant":"${tenantA}"`;
+
+  test('AUD-3: the honest parts are accepted: seq = head + 1, the stored text is canonicalEvent of the stored fields, hash = SHA-256(prev ‖ text)', async () => {
+    const before = await snapshot(tenantA);
+    const [row] = await withTenant(db.app, tenantA, (tx) =>
+      appendParts(tx, honestParts(tenantA, { n: 'é"\\' })),
+    );
+    const [stored] = await db.superuser<
+      {
+        seq: string;
+        ts: string;
+        actor: string;
+        action: string;
+        target: string | null;
+        data: Record<string, unknown>;
+        prev_hash: Buffer;
+        hash: Buffer;
+        canonical: string;
+      }[]
+    >`
+      select seq, to_char(occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as ts, actor, action,
+             target, data, prev_hash, hash, canonical
+      from enclave.audit_events where tenant_id = ${tenantA} order by seq desc limit 1`;
+    assert.ok(row !== undefined && stored !== undefined);
+    assert.equal(Number(row.seq), Number(before.head?.seq) + 1);
+    assert.equal(stored.seq, row.seq);
+    assert.deepEqual(stored.hash, row.hash);
+    assert.equal(stored.prev_hash.toString('hex'), before.head?.hash);
+    assert.equal(
+      stored.canonical,
+      canonicalEvent({
+        tenant: tenantA,
+        seq: Number(stored.seq),
+        ts: stored.ts,
+        actor: stored.actor,
+        action: stored.action,
+        target: stored.target,
+        data: stored.data,
+      }),
+    );
+    assert.deepEqual(stored.hash, eventHash(stored.prev_hash, stored.canonical));
+  });
+
+  test("AUD-3: parts that splice into another tenant's event are refused (42501)", async () => {
+    await assertPartsRefused(honestParts(tenantB), '42501', /another tenant/);
+  });
+
+  test('AUD-3: parts not cut exactly around seq and ts are refused (22023), a member smuggled after ts among them', async () => {
+    const parts = honest();
+    const miscut: readonly { beforeSeq: string | null; beforeTs: string | null; afterTs: string | null }[] = [
+      { ...parts, afterTs: '","v":1,"x":1}' },
+      { ...parts, afterTs: '","v":2}' },
+      { ...parts, afterTs: `","ts":"${new Date().toISOString()}","v":1}` },
+      { ...parts, afterTs: '"}' },
+      { ...parts, afterTs: '","v":1' },
+      { ...parts, beforeTs: `,"target":null,"tenant":"${tenantA}","ts":"2026-01-01T00:00:00.000Z","zz":"` },
+      { ...parts, beforeTs: parts.beforeTs.replace(',"target":null', '') },
+      // A seq that is not the whole number token: 4.0, 4e0, "4", 14.
+      { ...parts, beforeTs: `.0${parts.beforeTs}` },
+      { ...parts, beforeTs: `e0${parts.beforeTs}` },
+      { ...parts, beforeSeq: `${parts.beforeSeq}"`, beforeTs: `"${parts.beforeTs}` },
+      { ...parts, beforeSeq: `${parts.beforeSeq}1` },
+      { ...parts, beforeTs: `0${parts.beforeTs}` },
+      { beforeSeq: '', beforeTs: '', afterTs: '' },
+      { ...parts, afterTs: null },
+      { ...parts, beforeSeq: null },
+    ];
+    for (const defect of miscut) await assertPartsRefused(defect, '22023', /not cut around seq and ts/);
+  });
+
+  test('AUD-3: a member smuggled into a part, left out of one, or given twice, or of the wrong type, is refused (22023)', async () => {
+    const parts = honest();
+    const smuggled: readonly { beforeSeq: string; beforeTs: string; afterTs: string }[] = [
+      { ...parts, beforeSeq: parts.beforeSeq.replace('{"action"', '{"a":0,"action"') },
+      { ...parts, beforeTs: parts.beforeTs.replace(tenantPart, `${tenantPart},"x":1`) },
+      { ...parts, beforeTs: parts.beforeTs.replace(`,${tenantPart}`, '') },
+      { ...parts, beforeSeq: parts.beforeSeq.replace(/"data":\{\},/, '') },
+      // Given twice, JSON keeps the last: the text would say one thing and the row another.
+      { ...parts, beforeTs: parts.beforeTs.replace(tenantPart, `"tenant":"${tenantB}",${tenantPart}`) },
+      { ...parts, beforeSeq: parts.beforeSeq.replace('{"action"', '{"action":"session.login","action"') },
+      {
+        ...parts,
+        beforeTs: parts.beforeTs.replace(tenantPart, `${tenantPart},"ts":"${new Date().toISOString()}"`),
+      },
+      { ...parts, beforeTs: parts.beforeTs.replace(tenantPart, `${tenantPart},"v":2`) },
+      // The members right, the values wrong.
+      { ...parts, beforeSeq: parts.beforeSeq.replace('"data":{}', '"data":[]') },
+      { ...parts, beforeSeq: parts.beforeSeq.replace('"data":{}', '"data":"{}"') },
+      { ...parts, beforeSeq: parts.beforeSeq.replace('"data":{}', '"data":null') },
+      { ...parts, beforeTs: parts.beforeTs.replace('"target":null', '"target":42') },
+      { ...parts, beforeSeq: parts.beforeSeq.replace('"actor":"system"', '"actor":null') },
+    ];
+    for (const defect of smuggled) await assertPartsRefused(defect, '22023', /required fields/);
+  });
+
+  test('AUD-3: parts that make the text not JSON are refused (22023)', async () => {
+    const parts = honest();
+    for (const defect of [
+      { ...parts, beforeSeq: parts.beforeSeq.slice(1) },
+      { ...parts, beforeSeq: parts.beforeSeq.replace('"data":{}', '"data":{') },
+      { ...parts, beforeTs: parts.beforeTs.replace(',"tenant"', '"tenant"') },
+      { ...parts, beforeSeq: parts.beforeSeq.replace('"system"', '"sys\u0001tem"') },
+    ]) {
+      await assertPartsRefused(defect, '22023', /not JSON/);
+    }
+  });
+
+  test('AUD-3: with no tenant bound, audit_append_event refuses to run (42501)', async () => {
+    const before = await snapshot(tenantA);
+    const parts = honest();
+    await assert.rejects(
+      db.app.begin((tx) => appendParts(tx, parts)),
+      refusedWith('42501', /no tenant bound/),
+    );
+    await assert.rejects(
+      db.app.begin(async (tx) => {
+        await tx`select set_config('app.tenant_id', '', true)`;
+        return appendParts(tx, parts);
+      }),
+      refusedWith('42501', /no tenant bound/),
+    );
+    assert.deepEqual(await snapshot(tenantA), before);
+  });
+});
+
 describe('concurrent appends', () => {
   let wide: Sql;
   before(() => {
@@ -320,8 +497,19 @@ describe('concurrent appends', () => {
       db.app,
       tenant,
       (tx) =>
-        tx<{ seq: string; prev_hash: Buffer; hash: Buffer; data: { n: number } }[]>`
-        select seq, prev_hash, hash, data from audit_events order by seq`,
+        tx<
+          {
+            seq: string;
+            ts: string;
+            prev_hash: Buffer;
+            hash: Buffer;
+            canonical: string;
+            data: { n: number };
+          }[]
+        >`
+        select seq, to_char(occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as ts, prev_hash, hash,
+               canonical, data
+        from audit_events order by seq`,
     );
     assert.deepEqual(
       rows.map((row) => Number(row.seq)),
@@ -330,6 +518,21 @@ describe('concurrent appends', () => {
     let prev = GENESIS_HASH;
     for (const row of rows) {
       assert.deepEqual(row.prev_hash, prev, `seq ${row.seq} does not chain from seq ${Number(row.seq) - 1}`);
+      // The text the database spliced is the JCS form of the stored fields, and the hash covers it.
+      assert.equal(
+        row.canonical,
+        canonicalEvent({
+          tenant,
+          seq: Number(row.seq),
+          ts: row.ts,
+          actor: 'system',
+          action: 'test.concurrent',
+          target: null,
+          data: row.data,
+        }),
+      );
+      assert.deepEqual(row.hash, eventHash(prev, row.canonical));
+      assert.deepEqual(appended.find((event) => event.seq === Number(row.seq))?.hash, row.hash);
       prev = row.hash;
     }
     // Every one of the 50 calls is in the chain exactly once.

@@ -5,6 +5,7 @@ import {
   type AuditEvent,
   type AuditEventFields,
   canonicalEvent,
+  canonicalEventParts,
   eventHash,
   formatEventTime,
   GENESIS_HASH,
@@ -112,6 +113,60 @@ describe('audit event format', () => {
     for (const data of [{ at: new Date() }, { n: Number.NaN }, { n: 1n }, { s: '\ud800' }]) {
       assert.throws(() => canonicalEvent({ ...FIRST, data }), refused('jcs_unrepresentable'));
     }
+  });
+});
+
+describe('the canonical text cut around seq and ts (canonicalEventParts, for the one-trip append)', () => {
+  test('AUD-2: beforeSeq + seq + beforeTs + ts + afterTs is canonicalEvent of the event, on 3,000 random events (seeded)', () => {
+    const random = seededRandom(0x5eb1ce);
+    const targets = [null, 'invite:Zoë', 'a"b', 'a\\b', ',"seq":7', '😀', 'x'];
+    const actors = ['system', 'anonymous', 'user:0b7e9a52-8c1d-4f3e-a2b4-5c6d7e8f9a0b', 'op"x', '"seq":1'];
+    const actions = ['session.login', 'a.b', 'seq.ts', 'x_1.y_2.z'];
+    const hex = (n: number) =>
+      Array.from({ length: n }, () => '0123456789abcdef'[Math.floor(random() * 16)]).join('');
+    let compared = 0;
+    for (let i = 0; i < 3000; i++) {
+      const data = randomValue(random, 1);
+      const fields = {
+        tenant: `${hex(8)}-${hex(4)}-${hex(4)}-${hex(4)}-${hex(12)}`,
+        actor: pick(random, actors),
+        action: pick(random, actions),
+        target: pick(random, targets),
+        data: {
+          ...(typeof data === 'object' && data !== null && !Array.isArray(data) ? data : { value: data }),
+          ...(random() < 0.3 ? { seq: 5, ts: '"ts":"', v: 2 } : {}),
+        },
+      };
+      const seq =
+        random() < 0.1 ? Number.MAX_SAFE_INTEGER : 1 + Math.floor(random() * 10 ** (1 + random() * 12));
+      const ts = formatEventTime(new Date(Math.floor(random() * 8e12)));
+      let whole: string;
+      try {
+        whole = canonicalEvent({ ...fields, seq, ts });
+      } catch {
+        assert.throws(() => canonicalEventParts(fields), isAuditError);
+        continue; // data the writer refuses (a lone surrogate): refused alike
+      }
+      const { beforeSeq, beforeTs, afterTs } = canonicalEventParts(fields);
+      assert.equal(beforeSeq + seq + beforeTs + ts + afterTs, whole);
+      compared++;
+    }
+    assert.ok(compared > 2000, `${compared} compared`);
+  });
+
+  test('AUD-2: the parts of a known event, and the same refusals as canonicalEvent', () => {
+    const { seq: _seq, ts: _ts, ...fields } = FIRST;
+    assert.deepEqual(canonicalEventParts(fields), {
+      beforeSeq:
+        '{"action":"session.login","actor":"user:0b7e9a52-8c1d-4f3e-a2b4-5c6d7e8f9a0b","data":{"ip":"203.0.113.7","method":"password"},"seq":',
+      beforeTs: ',"target":null,"tenant":"6f1c2b1e-3d4a-4c5b-9e8f-0a1b2c3d4e5f","ts":"',
+      afterTs: '","v":1}',
+    });
+    assert.throws(() => canonicalEventParts({ ...fields, tenant: 'NOT-A-UUID' }), refused('event_invalid'));
+    assert.throws(
+      () => canonicalEventParts({ ...fields, data: { n: Number.NaN } }),
+      refused('jcs_unrepresentable'),
+    );
   });
 });
 

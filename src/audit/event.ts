@@ -54,6 +54,43 @@ export function canonicalEvent(fields: AuditEventFields): string {
   return canonicalJson({ v: EVENT_FORMAT_VERSION, tenant, seq, ts, actor, action, target, data });
 }
 
+/** The canonical text of an event cut around its seq and ts: see canonicalEventParts. */
+export interface CanonicalEventParts {
+  /** `{"action":…,"actor":…,"data":…,"seq":` */
+  readonly beforeSeq: string;
+  /** `,"target":…,"tenant":"…","ts":"` */
+  readonly beforeTs: string;
+  /** `","v":1}` */
+  readonly afterTs: string;
+}
+
+// Stand-ins spliced out again; any valid seq and ts would do.
+const PARTS_SEQ = 1;
+const PARTS_TS = '2000-01-01T00:00:00.000Z';
+const AFTER_TS = `","v":${EVENT_FORMAT_VERSION}}`;
+
+/**
+ * The canonical text of an event whose seq and ts are not known yet (the
+ * database chooses them, src/db/migrations/0006_audit_append_one_trip.sql),
+ * cut so that `beforeSeq + seq + beforeTs + ts + afterTs` is
+ * canonicalEvent({ ...fields, seq, ts }) for any valid seq and ts. JCS sorts
+ * the members (action, actor, data, seq, target, tenant, ts, v) and a seq or
+ * ts needs no escaping, so the two are cut out of canonicalEvent's own text.
+ * Checks every field as canonicalEvent does (AuditError `event_invalid`).
+ */
+export function canonicalEventParts(fields: Omit<AuditEventFields, 'seq' | 'ts'>): CanonicalEventParts {
+  const { tenant, actor, action, target, data } = fields;
+  const text = canonicalEvent({ tenant, seq: PARTS_SEQ, ts: PARTS_TS, actor, action, target, data });
+  // The members after data, as canonicalEvent must have written them; checked, not assumed.
+  const beforeTs = `,"target":${canonicalJson(target)},"tenant":${canonicalJson(tenant)},"ts":"`;
+  const tail = `,"seq":${PARTS_SEQ}${beforeTs}${PARTS_TS}${AFTER_TS}`;
+  if (!text.endsWith(tail)) {
+    throw new AuditError('event_invalid', 'audit event canonical text did not cut around seq and ts');
+  }
+  const beforeSeq = text.slice(0, text.length - tail.length + ',"seq":'.length);
+  return { beforeSeq, beforeTs, afterTs: AFTER_TS };
+}
+
 /** SHA-256(prev ‖ UTF-8(canonical)). */
 export function eventHash(prev: Uint8Array, canonical: string): Buffer {
   if (prev.length !== HASH_LENGTH) throw new AuditError('event_invalid', 'prev_hash must be 32 bytes');
