@@ -28,6 +28,7 @@ import { registerDevMail } from '../web/dev-mail-page.ts';
 import { registerDocsRoutes } from '../web/docs-page.ts';
 import { registerBodyParsers } from './body-parsers.ts';
 import { registerCsrfCheck } from './csrf.ts';
+import { registerCustomerSerializer } from './customer-serializer.ts';
 import { registerHealthRoutes } from './health-routes.ts';
 import { registerOpenApi } from './openapi.ts';
 import { registerProblemHandlers } from './problems.ts';
@@ -95,6 +96,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   await app.register(fastifyCookie, { secret: deps.sessionKey, algorithm: 'sha256' });
 
   registerProblemHandlers(app);
+  // TEN-8: every customer-facing JSON response, problems included, passes one check.
+  registerCustomerSerializer(app, deps.config);
   registerCsrfCheck(app, deps.config.publicUrl);
   const cookies = { secure: deps.config.env === 'production' };
   registerPrincipal(app, deps.sql, cookies);

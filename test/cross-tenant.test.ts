@@ -1,0 +1,405 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { describe, test } from 'node:test';
+import type { LightMyRequestResponse } from 'fastify';
+import { createAccount, loginAgain, mintInvite, type TestAccount } from './helpers/accounts.ts';
+import { useTestApp } from './helpers/app.ts';
+
+// TEN-7. Attack: a signed-in user of tenant B names tenant A's identifiers
+// on any API route — to read, change or delete A's things, or to learn from
+// the answer that they exist. Nothing here lists routes by hand: every route
+// comes from the app's own /openapi.json, so a new /api route is probed the
+// day it is added, and an /api route missing from that document fails.
+//
+// For each credential B has (API token; session cookie with our Origin):
+// - a route with path parameters is called with each of A's real ids (every
+//   uuid of every A row, in every uuid parameter) and with random uuids: both
+//   must be the same 404 problem;
+// - a GET without path parameters (a list) must show none of A's ids;
+// - every other route (mutations without path parameters) is called too,
+//   with a body generated from its schema, and must show none of A's ids.
+// A's rows, read as the database superuser, are digested before and after
+// the whole run and must be identical. A's credentials are not used until
+// the digest has been compared.
+
+const ctx = useTestApp();
+
+let alice: TestAccount;
+let aliceMember: TestAccount;
+let bob: TestAccount;
+
+ctx.before(async () => {
+  alice = await createAccount(ctx.db, ctx.testApp);
+  await loginAgain(ctx.db, ctx.testApp, alice);
+  aliceMember = await createAccount(ctx.db, ctx.testApp, { kind: 'member', tenantOf: alice });
+  await mintInvite(ctx.db, { kind: 'member', email: 'carol@example.test', tenantId: alice.user.tenant_id });
+  bob = await createAccount(ctx.db, ctx.testApp);
+  // Bob's own things, so his lists are not empty.
+  await mintInvite(ctx.db, { kind: 'member', email: 'dave@example.test', tenantId: bob.user.tenant_id });
+});
+
+// ---------------------------------------------------------------- OpenAPI
+
+type Schema = Record<string, unknown>;
+
+interface Operation {
+  parameters?: { name: string; in: string; required?: boolean; schema?: Schema }[];
+  requestBody?: { content?: Record<string, { schema?: Schema }> };
+}
+
+interface OpenApiDocument {
+  paths: Record<string, Record<string, Operation>>;
+  components?: { schemas?: Record<string, Schema> };
+}
+
+interface DocumentedRoute {
+  method: string;
+  /** Fastify form: /api/v1/tokens/:id */
+  path: string;
+  operation: Operation;
+}
+
+const METHODS = new Set(['get', 'post', 'put', 'patch', 'delete']);
+
+async function readOpenApi(): Promise<OpenApiDocument> {
+  const response = await ctx.testApp.app.inject({ method: 'GET', url: '/openapi.json' });
+  assert.equal(response.statusCode, 200);
+  return response.json<OpenApiDocument>();
+}
+
+function documentedApiRoutes(doc: OpenApiDocument): DocumentedRoute[] {
+  const routes: DocumentedRoute[] = [];
+  for (const [openApiPath, item] of Object.entries(doc.paths)) {
+    const path = openApiPath.replace(/\{([^}]+)\}/g, ':$1');
+    if (!path.startsWith('/api/')) continue;
+    for (const [method, operation] of Object.entries(item)) {
+      if (METHODS.has(method)) routes.push({ method: method.toUpperCase(), path, operation });
+    }
+  }
+  return routes;
+}
+
+function pathParams(route: DocumentedRoute): string[] {
+  return [...route.path.matchAll(/:([A-Za-z0-9_]+)/g)].map((match) => match[1] as string);
+}
+
+function resolve(doc: OpenApiDocument, schema: Schema): Schema {
+  const ref = schema.$ref;
+  if (typeof ref !== 'string') return schema;
+  const name = ref.replace('#/components/schemas/', '');
+  const target = doc.components?.schemas?.[name];
+  assert.ok(target !== undefined, `unresolvable $ref ${ref}`);
+  return resolve(doc, target);
+}
+
+/** A small valid example of a JSON schema: required properties only, the first of any choice. */
+function example(doc: OpenApiDocument, raw: Schema, depth = 0): unknown {
+  assert.ok(depth < 10, 'example schema too deep');
+  const schema = resolve(doc, raw);
+  if ('const' in schema) return schema.const;
+  if (Array.isArray(schema.enum)) return schema.enum[0];
+  for (const key of ['anyOf', 'oneOf', 'allOf'] as const) {
+    const choices = schema[key];
+    if (Array.isArray(choices) && choices.length > 0) return example(doc, choices[0] as Schema, depth + 1);
+  }
+  const type = Array.isArray(schema.type) ? schema.type[0] : schema.type;
+  switch (type) {
+    case 'object': {
+      const properties = (schema.properties ?? {}) as Record<string, Schema>;
+      const required = (schema.required ?? []) as string[];
+      return Object.fromEntries(
+        required.map((name) => [name, example(doc, properties[name] ?? {}, depth + 1)]),
+      );
+    }
+    case 'array': {
+      const count = typeof schema.minItems === 'number' ? schema.minItems : 0;
+      return Array.from({ length: count }, () => example(doc, (schema.items ?? {}) as Schema, depth + 1));
+    }
+    case 'integer':
+    case 'number':
+      return typeof schema.minimum === 'number' ? schema.minimum : 1;
+    case 'boolean':
+      return false;
+    case 'null':
+      return null;
+    case 'string': {
+      switch (schema.format) {
+        case 'uuid':
+          return randomUUID();
+        case 'email':
+          return `probe-${randomUUID().slice(0, 8)}@example.test`;
+        case 'date-time':
+          return new Date(Date.now() + 86400_000).toISOString();
+        case 'uri':
+          return 'https://example.test/';
+        default: {
+          const min = typeof schema.minLength === 'number' ? schema.minLength : 1;
+          return 'x'.repeat(Math.max(min, 1));
+        }
+      }
+    }
+    default:
+      return {};
+  }
+}
+
+function exampleBody(doc: OpenApiDocument, route: DocumentedRoute): unknown {
+  const schema = route.operation.requestBody?.content?.['application/json']?.schema;
+  return schema === undefined ? undefined : example(doc, schema);
+}
+
+function exampleQuery(doc: OpenApiDocument, route: DocumentedRoute): Record<string, string> {
+  const query: Record<string, string> = {};
+  for (const parameter of route.operation.parameters ?? []) {
+    if (parameter.in === 'query' && parameter.required === true) {
+      query[parameter.name] = String(example(doc, parameter.schema ?? {}));
+    }
+  }
+  return query;
+}
+
+// ---------------------------------------------------------------- registered routes
+
+/**
+ * Every (method, path) the app serves, from `printRoutes({ commonPrefix: false })`:
+ * a tree whose children print their path relative to their parent.
+ */
+function registeredRoutes(): { method: string; path: string }[] {
+  const text = ctx.testApp.app.printRoutes({ commonPrefix: false });
+  const stack: { depth: number; path: string }[] = [];
+  const routes: { method: string; path: string }[] = [];
+  for (const line of text.split('\n')) {
+    const match = /^([\s│├└─]*)(\S.*?)(?: \(([A-Z, ]+)\))?$/.exec(line);
+    if (match === null) continue;
+    const [, indent = '', segment = '', methods] = match;
+    if (segment.startsWith('(empty root node)')) continue;
+    const depth = indent.length;
+    while (stack.length > 0 && (stack.at(-1)?.depth ?? 0) >= depth) stack.pop();
+    const path = `${stack.at(-1)?.path ?? ''}${segment}`;
+    stack.push({ depth, path });
+    for (const method of methods?.split(',').map((m) => m.trim()) ?? []) routes.push({ method, path });
+  }
+  return routes;
+}
+
+// ---------------------------------------------------------------- tenant A, as the superuser sees it
+
+async function tenantTables(): Promise<string[]> {
+  // Every ordinary table of the app's schema with a tenant_id column (pg_catalog: no privilege filtering).
+  const rows = await ctx.db.superuser<{ table_name: string }[]>`
+    select c.relname as table_name from pg_attribute a
+    join pg_class c on c.oid = a.attrelid
+    join pg_namespace n on n.oid = c.relnamespace
+    where a.attname = 'tenant_id' and not a.attisdropped and c.relkind in ('r', 'p')
+      and n.nspname = current_schema()
+    order by 1`;
+  return rows.map((row) => row.table_name);
+}
+
+/** A digest of every row of tenant A in every tenant table, and of A's tenants row. */
+async function digestOfA(): Promise<Record<string, string>> {
+  const tenant = alice.user.tenant_id;
+  const digest: Record<string, string> = {};
+  for (const table of [...(await tenantTables()), 'tenants']) {
+    const column = table === 'tenants' ? 'id' : 'tenant_id';
+    const [row] = await ctx.db.superuser<{ digest: string; count: string }[]>`
+      select md5(coalesce(string_agg(row_to_json(t)::text, '' order by row_to_json(t)::text), '')) as digest,
+             count(*)::text as count
+      from ${ctx.db.superuser(table)} t where ${ctx.db.superuser(column)} = ${tenant}::uuid`;
+    digest[table] = `${row?.count}:${row?.digest}`;
+  }
+  return digest;
+}
+
+/** Every uuid in any row of A (ids, and what they reference), and A's audit hashes, usernames and emails. */
+async function identifiersOfA(): Promise<{ uuids: string[]; all: string[] }> {
+  const tenant = alice.user.tenant_id;
+  const uuids = new Set<string>([tenant]);
+  const others = new Set<string>();
+  for (const table of await tenantTables()) {
+    const columns = await ctx.db.superuser<{ column_name: string; data_type: string }[]>`
+      select column_name, data_type from information_schema.columns
+      where table_schema = current_schema() and table_name = ${table}`;
+    const rows = await ctx.db.superuser<Record<string, unknown>[]>`
+      select * from ${ctx.db.superuser(table)} where tenant_id = ${tenant}::uuid`;
+    for (const row of rows) {
+      for (const { column_name: name, data_type: type } of columns) {
+        const value = row[name];
+        if (value === null || value === undefined) continue;
+        if (type === 'uuid') uuids.add(String(value));
+        if (name === 'hash' && table === 'audit_events') {
+          others.add(Buffer.isBuffer(value) ? value.toString('hex') : String(value));
+        }
+        if (table === 'users' && (name === 'username' || name === 'email')) others.add(String(value));
+      }
+    }
+  }
+  return { uuids: [...uuids], all: [...uuids, ...others] };
+}
+
+// ---------------------------------------------------------------- tenant B's requests
+
+interface Credential {
+  name: string;
+  headers: () => Record<string, string>;
+}
+
+let bobCookie: string;
+const credentials: Credential[] = [
+  { name: "B's API token", headers: () => ({ authorization: `Bearer ${bob.apiToken}` }) },
+  {
+    name: "B's session cookie",
+    headers: () => ({ cookie: bobCookie, origin: new URL(ctx.testApp.config.publicUrl).origin }),
+  },
+];
+
+function fill(path: string, params: string[], value: (param: string) => string): string {
+  let url = path;
+  for (const param of params) url = url.replace(`:${param}`, encodeURIComponent(value(param)));
+  return url;
+}
+
+async function call(
+  doc: OpenApiDocument,
+  credential: Credential,
+  route: DocumentedRoute,
+  url: string,
+): Promise<LightMyRequestResponse> {
+  const body = exampleBody(doc, route);
+  return ctx.testApp.app.inject({
+    method: route.method as 'GET',
+    url,
+    query: exampleQuery(doc, route),
+    headers: credential.headers(),
+    ...(body === undefined ? {} : { payload: body as object }),
+  });
+}
+
+function problemOf(response: LightMyRequestResponse): { status: number; code: string | undefined } {
+  let code: string | undefined;
+  try {
+    code = response.json<{ code?: string }>().code;
+  } catch {
+    code = undefined;
+  }
+  return { status: response.statusCode, code };
+}
+
+function leaks(response: LightMyRequestResponse, identifiers: readonly string[]): string[] {
+  const text = `${response.body}\n${JSON.stringify(response.headers)}`.toLowerCase();
+  return identifiers.filter((id) => text.includes(id.toLowerCase()));
+}
+
+describe('cross-tenant suite, generated from /openapi.json', () => {
+  test('TEN-7: every /api route the app serves is in the OpenAPI document (a hidden or undocumented /api route fails)', async () => {
+    const doc = await readOpenApi();
+    const documented = new Set(documentedApiRoutes(doc).map((route) => `${route.method} ${route.path}`));
+    const served = registeredRoutes();
+    assert.ok(
+      served.some((route) => route.path === '/api/v1/tokens/:id'),
+      `the route listing was read (got ${served.length} routes)`,
+    );
+    const missing = served
+      .filter((route) => route.path.startsWith('/api/'))
+      // HEAD is served for every GET; it is documented through its GET.
+      .filter((route) => !(route.method === 'HEAD' && documented.has(`GET ${route.path}`)))
+      .map((route) => `${route.method} ${route.path}`)
+      .filter((key) => !documented.has(key));
+    assert.deepEqual(missing, [], 'served under /api but missing from /openapi.json');
+  });
+
+  test("TEN-7: as tenant B (API token and session cookie), every route with a path id answers A's real ids exactly like random ids (404), lists show none of A's ids, and A's rows are unchanged", async () => {
+    const doc = await readOpenApi();
+    const routes = documentedApiRoutes(doc);
+    const withParams = routes.filter((route) => pathParams(route).length > 0);
+    const lists = routes.filter((route) => route.method === 'GET' && pathParams(route).length === 0);
+    const others = routes.filter((route) => route.method !== 'GET' && pathParams(route).length === 0);
+    // Not vacuous: today's routes are here (the suite itself names none of them).
+    assert.ok(withParams.length >= 3, 'routes with path ids were found');
+    assert.ok(lists.length >= 5, 'list routes were found');
+
+    const { uuids, all } = await identifiersOfA();
+    for (const id of [alice.user.id, alice.apiTokenId, alice.sessionId, aliceMember.user.id]) {
+      assert.ok(uuids.includes(id), `A's ids were collected (${id})`);
+    }
+    const before = await digestOfA();
+    const failures: string[] = [];
+    let probes = 0;
+
+    for (const credential of credentials) {
+      // A fresh browser session for each round: a sign-out-everywhere probe ends the previous one.
+      bobCookie = (await loginAgain(ctx.db, ctx.testApp, bob)).sessionCookie;
+      const me = await ctx.testApp.app.inject({
+        method: 'GET',
+        url: '/api/v1/me',
+        headers: credential.headers(),
+      });
+      assert.equal(me.statusCode, 200, `${credential.name} is signed in`);
+
+      for (const route of withParams) {
+        const params = pathParams(route);
+        const random = await call(
+          doc,
+          credential,
+          route,
+          fill(route.path, params, () => randomUUID()),
+        );
+        const expected = problemOf(random);
+        if (expected.status !== 404) {
+          failures.push(
+            `${credential.name} ${route.method} ${route.path} with a random id: ${expected.status}`,
+          );
+        }
+        for (const id of uuids) {
+          const foreign = await call(
+            doc,
+            credential,
+            route,
+            fill(route.path, params, () => id),
+          );
+          probes += 1;
+          const got = problemOf(foreign);
+          if (got.status !== 404 || got.code !== expected.code) {
+            failures.push(
+              `${credential.name} ${route.method} ${route.path} with A's ${id}: ${got.status} ${got.code}, random id gave ${expected.status} ${expected.code}`,
+            );
+          }
+          const strip = (body: string) => body.replace(/"request_id":"[^"]+"/, '');
+          if (strip(foreign.body) !== strip(random.body)) {
+            failures.push(
+              `${credential.name} ${route.method} ${route.path} with A's ${id}: body differs from a random id's`,
+            );
+          }
+          for (const leak of leaks(foreign, all)) {
+            failures.push(`${credential.name} ${route.method} ${route.path} answered with A's ${leak}`);
+          }
+        }
+      }
+
+      for (const route of [...lists, ...others]) {
+        const response = await call(doc, credential, route, route.path);
+        probes += 1;
+        if (route.method === 'GET' && response.statusCode !== 200) {
+          failures.push(
+            `${credential.name} GET ${route.path}: ${response.statusCode} (a list should answer B)`,
+          );
+        }
+        for (const leak of leaks(response, all)) {
+          failures.push(`${credential.name} ${route.method} ${route.path} answered with A's ${leak}`);
+        }
+      }
+    }
+
+    assert.deepEqual(failures, [], 'cross-tenant leaks');
+    assert.ok(probes >= withParams.length * uuids.length * credentials.length);
+    assert.deepEqual(await digestOfA(), before, "A's rows are unchanged");
+
+    // Only now A's own credentials: A sees its own ids, so the checks above were not vacuous.
+    const own = await ctx.testApp.app.inject({
+      method: 'GET',
+      url: '/api/v1/tokens',
+      headers: { authorization: `Bearer ${alice.apiToken}` },
+    });
+    assert.ok(own.body.includes(alice.apiTokenId), "A's own list shows A's token");
+  });
+});
