@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { Type } from 'typebox';
 import { createAccount, type TestAccount } from '../../test/helpers/accounts.ts';
 import { buildTestApp, type ProblemBody, type TestApp } from '../../test/helpers/app.ts';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
@@ -24,6 +25,12 @@ function addLeakyRoute(testApp: TestApp): void {
     id: 'row-1',
     items: [{ name: 'ok', nested: { token_hash: secretValue, kept: true } }],
   }));
+  // A documented body with a field named like a secret: the schema is metadata, not data.
+  testApp.app.post(
+    '/api/v1/test-only/password-form',
+    { config: { auth: 'none' }, schema: { body: Type.Object({ password: Type.String() }) } },
+    async () => ({ ok: true }),
+  );
 }
 
 before(async () => {
@@ -95,6 +102,12 @@ describe('customer serializer', () => {
     });
     assert.equal(invalid.json<ProblemBody>().code, 'validation_failed');
     assert.ok(!development.logLines().some((line) => line.includes('TEN-8') && !line.includes(LEAK_URL)));
+  });
+
+  test('TEN-8: the OpenAPI document may describe a field named like a secret; it carries no data', async () => {
+    const response = await development.app.inject({ method: 'GET', url: '/openapi.json' });
+    assert.equal(response.statusCode, 200);
+    assert.match(response.body, /"password"/);
   });
 
   test('TEN-8: every listed field is caught at any depth and in any spelling; client_ip is allowed', () => {
