@@ -14,7 +14,7 @@ import type { Credentials, DbTarget } from '../db/target.ts';
 import { connectionUrl } from '../db/target.ts';
 import type { Mailer } from '../email/mailer.ts';
 import type { Logger } from '../logger.ts';
-import { createTaskHandlers, type TaskDeps } from './tasks.ts';
+import { createTaskHandlers, type TaskDeps, type TaskName } from './tasks.ts';
 
 // The job runner: graphile-worker over the app role, inside `enclave start`
 // or alone as `enclave worker`. Signals are ours to handle (the process
@@ -40,32 +40,22 @@ export function checkpointCron(minutes: number): string {
   return minutes >= 60 ? '0 * * * *' : `*/${minutes} * * * *`;
 }
 
+/** A platform cron task: one job per tick (job key = task), never backfilled after downtime. */
+function platformCron(task: TaskName, match: string, maxAttempts: number) {
+  return {
+    task,
+    match,
+    identifier: task,
+    options: { backfillPeriod: 0, maxAttempts, jobKey: task, jobKeyMode: 'replace' as const },
+  };
+}
+
 export const cronItems = (checkpointIntervalMinutes: number) =>
   parseCronItems([
-    {
-      task: 'platform_heartbeat',
-      match: '* * * * *',
-      identifier: 'platform_heartbeat',
-      options: { backfillPeriod: 0, maxAttempts: 1, jobKey: 'platform_heartbeat', jobKeyMode: 'replace' },
-    },
-    {
-      task: 'maintenance_prune',
-      match: '17 * * * *',
-      identifier: 'maintenance_prune',
-      options: { backfillPeriod: 0, maxAttempts: 3, jobKey: 'maintenance_prune', jobKeyMode: 'replace' },
-    },
-    {
-      task: 'audit_checkpoint',
-      match: checkpointCron(checkpointIntervalMinutes),
-      identifier: 'audit_checkpoint',
-      options: { backfillPeriod: 0, maxAttempts: 5, jobKey: 'audit_checkpoint', jobKeyMode: 'replace' },
-    },
-    {
-      task: 'audit_retention',
-      match: '41 3 * * *',
-      identifier: 'audit_retention',
-      options: { backfillPeriod: 0, maxAttempts: 3, jobKey: 'audit_retention', jobKeyMode: 'replace' },
-    },
+    platformCron('platform_heartbeat', '* * * * *', 1),
+    platformCron('maintenance_prune', '17 * * * *', 3),
+    platformCron('audit_checkpoint', checkpointCron(checkpointIntervalMinutes), 5),
+    platformCron('audit_retention', '41 3 * * *', 3),
   ]);
 
 export function graphileLogger(logger: Logger): GraphileLogger {

@@ -1,6 +1,6 @@
 import { MIN_PASSWORD_CHARS } from '../accounts/validation.ts';
 import { errorBox, field, hidden, noticeBox } from './forms.ts';
-import { html, page } from './html.ts';
+import { type Html, html, page } from './html.ts';
 
 // The pages of someone who is not signed in yet: signup, sign-in, recovery,
 // email verification, and the plain message page that answers a bad link.
@@ -16,6 +16,18 @@ export const LIMITS = {
 
 export const USERNAME_HELP = '3 to 32 characters: lower-case letters a–z, digits 0–9, _ and -.';
 export const PASSWORD_HELP = `At least ${MIN_PASSWORD_CHARS} characters (at most 1024 bytes).`;
+
+/** The "new password" field of recovery and of the profile's password change. */
+export function newPasswordField(error: string | undefined): Html {
+  return field({
+    name: 'new_password',
+    label: 'New password',
+    type: 'password',
+    autocomplete: 'new-password',
+    help: PASSWORD_HELP,
+    error,
+  });
+}
 
 /** Errors keyed by field name, plus one for the whole form. */
 export interface FormErrors {
@@ -161,14 +173,7 @@ export function resetPasswordPage(input: { action: string; error?: string | unde
     html`<h1>Set a new password</h1>
 <p>Setting a new password signs you out everywhere.</p>
 <form method="post" action="${input.action}" class="stack">
-${field({
-  name: 'new_password',
-  label: 'New password',
-  type: 'password',
-  autocomplete: 'new-password',
-  help: PASSWORD_HELP,
-  error: input.error,
-})}
+${newPasswordField(input.error)}
 <button type="submit">Set password</button>
 </form>`,
   );

@@ -1,6 +1,6 @@
 import type { SessionListing } from '../accounts/sessions.ts';
 import type { User } from '../accounts/users.ts';
-import { type FormErrors, PASSWORD_HELP } from './account-pages.ts';
+import { type FormErrors, newPasswordField } from './account-pages.ts';
 import { postButton, time } from './dashboard-pages.ts';
 import { errorBox, field, noticeBox } from './forms.ts';
 import { type Frame, html, page } from './html.ts';
@@ -69,14 +69,7 @@ ${field({
   autocomplete: 'current-password',
   error: fieldError(errors.password, 'current_password'),
 })}
-${field({
-  name: 'new_password',
-  label: 'New password',
-  type: 'password',
-  autocomplete: 'new-password',
-  help: PASSWORD_HELP,
-  error: fieldError(errors.password, 'new_password'),
-})}
+${newPasswordField(fieldError(errors.password, 'new_password'))}
 <button type="submit">Change password</button>
 </form>
 
