@@ -7,6 +7,7 @@ import { buildTestApp } from '../test/helpers/app.ts';
 import { startTestCluster } from '../test/helpers/cluster.ts';
 import { createTestDatabase } from '../test/helpers/database.ts';
 import { runAuditBench } from './audit.ts';
+import { runVaultBench } from './vault.ts';
 
 // `npm run bench`: what tenancy costs. The same indexed select runs
 // (a) through withTenant as enclave_app: one transaction that binds the tenant,
@@ -147,6 +148,7 @@ try {
   }
 
   await runAuditBench(db);
+  await runVaultBench(db);
 } finally {
   await db.drop();
   await cluster.stop();

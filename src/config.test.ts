@@ -4,14 +4,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type Config, ConfigError, type Env, loadConfig } from './config.ts';
-import { loadOperatorSecret } from './operator-secrets.ts';
+import { loadOperatorSecret } from './operator-secrets/secrets.ts';
 
 // Config is parsed once at boot: a bad value stops start-up with one line
 // naming the variable, and a value that may hold a secret is never echoed.
 
 const CWD = '/srv/enclave';
 const PASSWORD = 'hunter2-secret';
-const SMTP_URL = 'smtp://mail.example:587';
 
 function configError(env: Env, variable: string): ConfigError {
   let caught: unknown;
@@ -46,13 +45,13 @@ describe('loadConfig', () => {
         workerConcurrency: 4,
         trustProxy: false,
         operatorEmail: undefined,
-        smtpUrl: undefined,
         mailFrom: 'Enclave <no-reply@127.0.0.1>',
         checkpointIntervalMinutes: 60,
         checkpointDir: path.join(CWD, '.enclave', 'checkpoints'),
         auditArchiveDir: path.join(CWD, '.enclave', 'audit-archive'),
         auditHotDays: 90,
         auditColdMonths: 24,
+        templatesDir: undefined,
       },
     );
   });
@@ -85,6 +84,14 @@ describe('loadConfig', () => {
     assert.equal(loadConfig({ ENCLAVE_DATA_DIR: '/var/lib/enclave' }, CWD).dataDir, '/var/lib/enclave');
   });
 
+  test('a relative ENCLAVE_TEMPLATES_DIR is resolved against the working directory; a NUL byte is refused', () => {
+    const templatesDir = (value: string) => loadConfig({ ENCLAVE_TEMPLATES_DIR: value }, CWD).templatesDir;
+    assert.equal(templatesDir('my-templates'), '/srv/enclave/my-templates');
+    assert.equal(templatesDir('/etc/enclave/templates'), '/etc/enclave/templates');
+    assert.equal(templatesDir('  '), undefined);
+    configError({ ENCLAVE_TEMPLATES_DIR: 'bad\0dir' }, 'ENCLAVE_TEMPLATES_DIR');
+  });
+
   test('valid values are parsed into their typed fields', () => {
     const databaseUrl = `postgres://admin:${PASSWORD}@db.internal:5433/enclave`;
     const config = loadConfig(
@@ -98,7 +105,6 @@ describe('loadConfig', () => {
         ENCLAVE_WORKER_CONCURRENCY: '8',
         ENCLAVE_TRUST_PROXY: '2',
         ENCLAVE_OPERATOR_EMAIL: ' Ops@Enclave.Example ',
-        ENCLAVE_SMTP_URL: SMTP_URL,
         ENCLAVE_MAIL_FROM: 'Enclave Ops <ops@enclave.example>',
       },
       CWD,
@@ -112,7 +118,6 @@ describe('loadConfig', () => {
     assert.equal(config.workerConcurrency, 8);
     assert.equal(config.trustProxy, 2);
     assert.equal(config.operatorEmail, 'ops@enclave.example');
-    assert.equal(config.smtpUrl, SMTP_URL);
     assert.equal(config.mailFrom, 'Enclave Ops <ops@enclave.example>');
   });
 
@@ -158,7 +163,7 @@ describe('loadConfig', () => {
       'ENCLAVE_PUBLIC_URL',
     );
     // The default (http://host:port) is not acceptable in production either.
-    configError({ ENCLAVE_ENV: 'production', ENCLAVE_SMTP_URL: SMTP_URL }, 'ENCLAVE_PUBLIC_URL');
+    configError({ ENCLAVE_ENV: 'production' }, 'ENCLAVE_PUBLIC_URL');
   });
 
   test('DATABASE_URL must be a postgres URL naming a database, and its errors never contain the password', () => {
@@ -215,26 +220,6 @@ describe('loadConfig', () => {
     }
   });
 
-  test('ENCLAVE_SMTP_URL is required in production, must be smtp(s)://host, and its errors never contain the password', () => {
-    configError(
-      { ENCLAVE_ENV: 'production', ENCLAVE_PUBLIC_URL: 'https://enclave.example' },
-      'ENCLAVE_SMTP_URL',
-    );
-    const smtps = `smtps://mailer:${PASSWORD}@mail.example:465`;
-    assert.equal(loadConfig({ ENCLAVE_SMTP_URL: smtps }, CWD).smtpUrl, smtps);
-    const bad = [
-      `smtp://mailer:${PASSWORD}@mail.example:notaport`,
-      `${PASSWORD}`,
-      `https://mailer:${PASSWORD}@mail.example`,
-      `smtp://mailer:${PASSWORD}@`,
-    ];
-    for (const smtpUrl of bad) {
-      const error = configError({ ENCLAVE_SMTP_URL: smtpUrl }, 'ENCLAVE_SMTP_URL');
-      assert.ok(!error.message.includes(PASSWORD), `message leaks the password: ${error.message}`);
-      assert.ok(!String(error.stack).includes(PASSWORD), 'stack leaks the password');
-    }
-  });
-
   test('ENCLAVE_MAIL_FROM is an address or "Name <address>", and a CR or LF (header injection) is refused', () => {
     assert.equal(loadConfig({ ENCLAVE_MAIL_FROM: 'ops@example.com' }, CWD).mailFrom, 'ops@example.com');
     assert.equal(
@@ -265,7 +250,6 @@ describe('loadOperatorSecret', () => {
       {
         ENCLAVE_ENV: 'production',
         ENCLAVE_PUBLIC_URL: 'https://enclave.example',
-        ENCLAVE_SMTP_URL: SMTP_URL,
         ENCLAVE_DATA_DIR: path.join(dir, 'prod-data'),
       },
       dir,

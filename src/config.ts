@@ -26,8 +26,6 @@ export interface Config {
   readonly trustProxy: false | number | readonly string[];
   /** Binds the first operator's invite to this address. */
   readonly operatorEmail: string | undefined;
-  /** SMTP transport for mail; unset (development only) means the /dev/mail outbox. */
-  readonly smtpUrl: string | undefined;
   readonly mailFrom: string;
   /** Minutes between audit checkpoints (AUD-4: at least hourly), a divisor of 60. */
   readonly checkpointIntervalMinutes: number;
@@ -39,6 +37,8 @@ export interface Config {
   readonly auditHotDays: number;
   /** Archive segments are kept this many months after their newest event (AUD-7; never fewer than 24). */
   readonly auditColdMonths: number;
+  /** Operator's agent templates, loaded after the built-in ones; undefined means the built-in ones only. */
+  readonly templatesDir: string | undefined;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -192,29 +192,6 @@ function parseOperatorEmail(env: Env): string | undefined {
   return email;
 }
 
-function parseSmtpUrl(env: Env, production: boolean): string | undefined {
-  const raw = read(env, 'ENCLAVE_SMTP_URL');
-  if (raw === undefined) {
-    if (production) throw new ConfigError('ENCLAVE_SMTP_URL', 'is required when ENCLAVE_ENV=production');
-    return undefined;
-  }
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    // May hold the SMTP password: describe, never print.
-    throw new ConfigError('ENCLAVE_SMTP_URL', 'is not a valid URL (expected smtp://user:password@host:port)');
-  }
-  if (url.protocol !== 'smtp:' && url.protocol !== 'smtps:') {
-    throw new ConfigError(
-      'ENCLAVE_SMTP_URL',
-      `must start with smtp:// or smtps:// (got "${url.protocol}//")`,
-    );
-  }
-  if (url.hostname === '') throw new ConfigError('ENCLAVE_SMTP_URL', 'has no host');
-  return raw;
-}
-
 function parseMailFrom(env: Env, publicUrl: string): string {
   const raw = read(env, 'ENCLAVE_MAIL_FROM');
   if (raw === undefined) return `Enclave <no-reply@${new URL(publicUrl).hostname}>`;
@@ -247,6 +224,13 @@ function parseDirectory(env: Env, name: string, cwd: string, fallback: string): 
   return path.resolve(cwd, raw);
 }
 
+function parseTemplatesDir(env: Env, cwd: string): string | undefined {
+  const raw = read(env, 'ENCLAVE_TEMPLATES_DIR');
+  if (raw === undefined) return undefined;
+  if (raw.includes('\0')) throw new ConfigError('ENCLAVE_TEMPLATES_DIR', 'contains a NUL byte');
+  return path.resolve(cwd, raw);
+}
+
 export function loadConfig(env: Env, cwd: string): Config {
   const environment = parseEnum(env, 'ENCLAVE_ENV', ['development', 'production'] as const, 'development');
   const host = parseHost(env);
@@ -265,7 +249,6 @@ export function loadConfig(env: Env, cwd: string): Config {
     workerConcurrency: parseInteger(env, 'ENCLAVE_WORKER_CONCURRENCY', 1, 64, 4),
     trustProxy: parseTrustProxy(env),
     operatorEmail: parseOperatorEmail(env),
-    smtpUrl: parseSmtpUrl(env, production),
     mailFrom: parseMailFrom(env, publicUrl),
     checkpointIntervalMinutes: parseCheckpointInterval(env),
     checkpointDir: parseDirectory(env, 'ENCLAVE_CHECKPOINT_DIR', cwd, path.join(dataDir, 'checkpoints')),
@@ -277,5 +260,6 @@ export function loadConfig(env: Env, cwd: string): Config {
     ),
     auditHotDays: parseInteger(env, 'ENCLAVE_AUDIT_HOT_DAYS', 90, 36500, 90),
     auditColdMonths: parseInteger(env, 'ENCLAVE_AUDIT_COLD_MONTHS', 24, 1200, 24),
+    templatesDir: parseTemplatesDir(env, cwd),
   });
 }

@@ -1,4 +1,5 @@
 import { bootstrapOperatorInvite, inviteLink, OPERATOR_INVITE_HOURS } from './accounts/invites.ts';
+import { loadTemplateCatalog, templateDirs } from './agents/templates.ts';
 import { loadAuditSetup } from './audit/setup.ts';
 import { type Config, type Env, loadConfig } from './config.ts';
 import { type Database, openDatabase } from './db/database.ts';
@@ -8,7 +9,9 @@ import { createRateLimits, type RateLimits } from './http/rate-limits.ts';
 import { defaultWorkerId } from './jobs/tasks.ts';
 import { startWorker, type Worker } from './jobs/worker.ts';
 import { createLogger, type Logger } from './logger.ts';
-import { loadOperatorSecret } from './operator-secrets.ts';
+import { loadOperatorSecret } from './operator-secrets/secrets.ts';
+import { loadSmtpUrl } from './operator-secrets/smtp-url.ts';
+import { createVault, loadMasterKeyProvider } from './vault/service.ts';
 
 // Start-up in one place: config → database (embedded or external) → migrate
 // → HTTP server and/or job worker. Stop runs the same steps backwards, so
@@ -37,8 +40,14 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
   const started = performance.now();
   const config = loadConfig(options.env, options.cwd);
   const logger = createLogger(config.logLevel);
+  // Before the database: a bad template file stops start-up with one line (a TemplateError).
+  const templates = await loadTemplateCatalog(templateDirs(config));
   const sessionKey = await loadOperatorSecret(config, options.env, 'session_key');
+  // An operator secret, not a Config field: it may hold the SMTP password (see smtp-url.ts).
+  const smtpUrl = await loadSmtpUrl(config, options.env);
   const audit = await loadAuditSetup(config, options.env);
+  // Customer credentials' master key: a missing or malformed one stops start-up here (VLT-1).
+  const vault = createVault({ provider: await loadMasterKeyProvider(config, options.env) });
   const db = await openDatabase(config, options.env, { appPoolSize: options.server ? 20 : 5 });
   let app: App | undefined;
   let worker: Worker | undefined;
@@ -53,8 +62,10 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
   };
   try {
     if (db.migrated.applied.length > 0) logger.info({ applied: db.migrated.applied }, 'migrations applied');
+    // A wrong master key is found here, before any request, and changes nothing.
+    await vault.checkMasterKeys(db.app);
     if (options.worker) {
-      mailer = createMailer(config, db.app);
+      mailer = createMailer({ env: config.env, mailFrom: config.mailFrom, smtpUrl }, db.app);
       worker = await startWorker({
         target: db.target,
         credentials: db.appCredentials,
@@ -78,6 +89,9 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
         sessionKey,
         rateLimits,
         audit,
+        templates,
+        vault,
+        smtpConfigured: smtpUrl !== undefined,
       });
       await app.listen({ host: config.host, port: config.port });
       url = config.publicUrl;

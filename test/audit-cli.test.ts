@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
-import { once } from 'node:events';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -10,6 +8,7 @@ import { verifierKeyString } from '../src/audit/note.ts';
 import { connectionUrl } from '../src/db/target.ts';
 import { appendEvents, createTenant } from './helpers/audit.ts';
 import { createTestDatabase, type TestDatabase, testClusterInfo } from './helpers/database.ts';
+import { runProcess } from './helpers/process.ts';
 
 // The operator's recovery kit (AUD-4, AUD-5): `enclave audit checkpoint`
 // and `enclave audit export`, run as separate processes against the same
@@ -40,21 +39,10 @@ after(async () => {
 });
 
 async function run(bin: string, args: readonly string[], extra: Record<string, string> = {}) {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', bin), ...args], {
+  return runProcess(process.execPath, [path.join(ROOT, 'bin', bin), ...args], {
     cwd: ROOT,
     env: { ...env, ...extra },
-    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => {
-    stdout += chunk.toString('utf8');
-  });
-  child.stderr.on('data', (chunk: Buffer) => {
-    stderr += chunk.toString('utf8');
-  });
-  const [code] = (await once(child, 'close')) as [number | null];
-  return { code, stdout, stderr };
 }
 
 describe('enclave audit', () => {

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { test } from 'node:test';
 import { chromium } from 'playwright-core';
 import { freePort } from '../src/free-port.ts';
+import { createAccount } from './helpers/accounts.ts';
 import { buildTestApp } from './helpers/app.ts';
 import { createTestDatabase } from './helpers/database.ts';
 import { mintInvite, PASSWORD } from './helpers/pages.ts';
@@ -103,6 +105,74 @@ test('ACC-1, ACC-3, ACC-6, ACC-10, OPS-3: in Chromium, sign up from an invite, m
   await nav.getByRole('link', { name: 'Dashboard', exact: true }).click();
   await page.waitForURL(`${base}/dashboard`);
   await page.screenshot({ path: SCREENSHOT, fullPage: true });
+
+  assert.deepEqual(violations, [], 'no CSP violations or page errors');
+});
+
+test('AGT-1, VLT-2: in Chromium, sign in, onboard an echo agent from its template with a credential, and see only its last 4', async (t) => {
+  if (!requireTool(t, 'chromium', 'chromium')) return;
+  const db = await createTestDatabase();
+  t.after(() => db.drop());
+  const port = await freePort();
+  const testApp = await buildTestApp(db, { ENCLAVE_PORT: String(port) });
+  t.after(() => testApp.app.close());
+  await testApp.app.listen({ port, host: '127.0.0.1' });
+  const base = testApp.config.publicUrl;
+  const account = await createAccount(db, testApp, { username: 'agent-owner', password: PASSWORD });
+
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--no-first-run',
+      '--disable-background-networking',
+    ],
+  });
+  t.after(() => browser.close());
+  const page = await (await browser.newContext()).newPage();
+  const violations: string[] = [];
+  page.on('console', (message) => {
+    if (message.text().includes('Content Security Policy')) violations.push(message.text());
+  });
+  page.on('pageerror', (error) => violations.push(`page error: ${error.message}`));
+
+  await page.goto(`${base}/login`);
+  await page.getByLabel('Username or email').fill(account.user.username);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL(`${base}/dashboard`);
+
+  // The template picker is a plain GET form: no script involved.
+  await page.locator('header nav').getByRole('link', { name: 'Agents', exact: true }).click();
+  await page.waitForURL(`${base}/dashboard/agents`);
+  await page.getByRole('link', { name: 'Onboard an agent' }).click();
+  await page.waitForURL(`${base}/dashboard/agents/new`);
+  await page.getByLabel('Echo', { exact: true }).check();
+  await page.getByRole('button', { name: 'Continue' }).click();
+  await page.waitForURL(`${base}/dashboard/agents/new?template=echo`);
+
+  const canary = `canary-browser-${randomUUID()}`;
+  await page.getByLabel('Name', { exact: true }).fill('Browser echo');
+  await page.getByLabel('Handle', { exact: true }).fill('browser-echo');
+  const token = page.getByLabel('echo_token (optional)');
+  assert.equal(await token.getAttribute('type'), 'password');
+  assert.equal(await token.getAttribute('autocomplete'), 'new-password');
+  await token.fill(canary);
+  assert.equal(
+    await page.getByLabel('Allow support access').isChecked(),
+    true,
+    'support access is on by default',
+  );
+  await page.getByRole('button', { name: 'Onboard agent' }).click();
+  await page.waitForURL(/\/dashboard\/agents\/[0-9a-f-]{36}\?notice=agent-created$/);
+
+  assert.equal(await page.locator('h1').textContent(), 'Browser echo');
+  const shown = await page.content();
+  assert.ok(shown.includes(`…${canary.slice(-4)}`), 'the last 4 are shown');
+  assert.ok(!shown.includes(canary), 'the credential is not');
+  await page.screenshot({ path: '/tmp/enclave-agent.png', fullPage: true });
 
   assert.deepEqual(violations, [], 'no CSP violations or page errors');
 });

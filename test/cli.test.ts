@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -9,10 +7,15 @@ import { after, before, describe, test } from 'node:test';
 import { createAccountsService } from '../src/accounts/service.ts';
 import { PLATFORM_TENANT } from '../src/audit/append.ts';
 import { connectionUrl } from '../src/db/target.ts';
+import { withTenant } from '../src/db/tenant.ts';
 import { createRateLimits } from '../src/http/rate-limits.ts';
 import { createLogger } from '../src/logger.ts';
+import { fileMasterKeyProvider } from '../src/vault/master-keys.ts';
+import { createVault } from '../src/vault/service.ts';
 import { testClient } from './helpers/accounts.ts';
+import { createTenant } from './helpers/audit.ts';
 import { createTestDatabase, type TestDatabase, testClusterInfo } from './helpers/database.ts';
+import { runProcess } from './helpers/process.ts';
 import { requireTool } from './helpers/system-tools.ts';
 
 // The `enclave` command as an operator meets it: run as a separate process
@@ -30,21 +33,10 @@ interface Result {
 let dataDir: string;
 
 async function enclave(args: readonly string[], env: Record<string, string> = {}): Promise<Result> {
-  const child = spawn(process.execPath, [BIN, ...args], {
+  return runProcess(process.execPath, [BIN, ...args], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ENCLAVE_DATA_DIR: dataDir, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => {
-    stdout += chunk.toString('utf8');
-  });
-  child.stderr.on('data', (chunk: Buffer) => {
-    stderr += chunk.toString('utf8');
-  });
-  const [code] = (await once(child, 'close')) as [number | null];
-  return { code, stdout, stderr };
 }
 
 function lines(text: string): string[] {
@@ -67,12 +59,12 @@ describe('enclave usage', { concurrency: 4 }, () => {
   test('--help exits 0 and lists every command', async () => {
     const result = await enclave(['--help']);
     assert.equal(result.code, 0);
-    for (const command of ['start', 'worker', 'migrate', 'doctor', 'invite']) {
+    for (const command of ['start', 'worker', 'migrate', 'doctor', 'invite', 'keys']) {
       assert.match(result.stdout, new RegExp(`^  ${command} `, 'm'), `lists ${command}`);
     }
   });
 
-  for (const command of ['start', 'migrate', 'worker', 'doctor', 'invite']) {
+  for (const command of ['start', 'migrate', 'worker', 'doctor', 'invite', 'keys']) {
     test(`${command} --help exits 0 with a usage line`, async () => {
       const result = await enclave([command, '--help']);
       assert.equal(result.code, 0);
@@ -362,5 +354,129 @@ describe('enclave invite', () => {
       assert.equal(result.code, 0, result.stderr);
       assert.match(result.stdout, new RegExp(`\\(in ${shown}\\)`));
     }
+  });
+});
+
+describe('enclave keys', () => {
+  let db: TestDatabase;
+  let env: Record<string, string>;
+  let keyFile: string;
+
+  before(async () => {
+    db = await createTestDatabase();
+    const info = testClusterInfo();
+    env = {
+      DATABASE_URL: connectionUrl(db.target, db.target.admin),
+      ENCLAVE_DB_OWNER_PASSWORD: info.ownerPassword,
+      ENCLAVE_DB_APP_PASSWORD: info.appPassword,
+      // A data dir of its own: its development key file is this suite's master key.
+      ENCLAVE_DATA_DIR: await mkdtemp(path.join(tmpdir(), 'enclave-keys-')),
+    };
+    keyFile = path.join(env.ENCLAVE_DATA_DIR ?? '', 'secrets', 'master-keys');
+  });
+  after(async () => {
+    await db.drop();
+    await rm(env.ENCLAVE_DATA_DIR ?? '', { recursive: true, force: true });
+  });
+
+  const masterVersions = async () =>
+    (await db.superuser<{ version: number }[]>`select version from vault_master_keys order by version`).map(
+      (row) => row.version,
+    );
+
+  test('VLT-6: keys rotate-master and rotate-tenant rotate every key while the credentials stay readable, and are audited', async () => {
+    const first = await enclave(['keys', 'rotate-master'], env);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stdout, /^Master key rotated to version 2: 0 data keys of 0 tenants re-wrapped\.$/m);
+    assert.deepEqual(await masterVersions(), [2]);
+
+    // A tenant with a credential, written as a server would, under the same key file.
+    const vault = createVault({ provider: fileMasterKeyProvider(keyFile, 'the suite key file') });
+    const tenantId = await createTenant(db);
+    const agentId = await withTenant(db.app, tenantId, async (tx) => {
+      const [agent] = await tx<{ id: string }[]>`
+        insert into agents (tenant_id, handle, name, template_id)
+        values (${tenantId}::uuid, 'keys-cli-agent', 'Keys', 'echo') returning id`;
+      await vault.putCredential(
+        tx,
+        { tenantId, agentId: agent?.id ?? '', name: 'echo_token' },
+        'a credential value 1234',
+      );
+      return agent?.id ?? '';
+    });
+    const read = () =>
+      withTenant(db.app, tenantId, (tx) =>
+        createVault({ provider: fileMasterKeyProvider(keyFile, 'a fresh reader') }).lendCredential(
+          tx,
+          { tenantId, agentId, name: 'echo_token' },
+          (value) => value.toString('utf8'),
+        ),
+      );
+
+    const tenant = await enclave(['keys', 'rotate-tenant', tenantId.toUpperCase()], env);
+    assert.equal(tenant.code, 0, tenant.stderr);
+    assert.match(tenant.stdout, /rotated from version 1 to 2: 1 credentials re-encrypted\.$/m);
+    assert.equal(await read(), 'a credential value 1234');
+
+    const second = await enclave(['keys', 'rotate-master'], env);
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stdout, /^Master key rotated to version 3: 1 data keys of 1 tenants re-wrapped\.$/m);
+    assert.match(second.stdout, /^Retired version\(s\) 2\.$/m);
+    assert.deepEqual(await masterVersions(), [3]);
+    assert.equal(await read(), 'a credential value 1234');
+
+    const events = await db.superuser<{ action: string; actor: string }[]>`
+      select action, actor from audit_events where action like 'vault.%' order by action, seq`;
+    assert.deepEqual(
+      [...events],
+      [
+        { action: 'vault.data_key_rotated', actor: 'operator:cli' },
+        { action: 'vault.master_key_rotated', actor: 'operator:cli' },
+        { action: 'vault.master_key_rotated', actor: 'operator:cli' },
+      ],
+    );
+  });
+
+  test('VLT-6: a wrong or missing master key stops the command (and start) with one clear line and changes nothing', async () => {
+    await enclave(['keys', 'rotate-master'], env); // a database with a registered version
+    const before = await masterVersions();
+    const [current] = before.slice(-1);
+    const other = Buffer.alloc(32, 7).toString('base64');
+    const cases = [
+      { key: `${current}:${other}`, says: /is not the key this database's data keys are wrapped with/ },
+      {
+        key: `999:${other}`,
+        says: new RegExp(
+          `version ${current}, which wraps data keys in this database, is not in ENCLAVE_MASTER_KEY`,
+        ),
+      },
+      { key: 'not a key', says: /^enclave: ENCLAVE_MASTER_KEY: entry 1 is not/m },
+    ];
+    for (const { key, says } of cases) {
+      for (const args of [['keys', 'rotate-master'], ['start']]) {
+        const result = await enclave(args, { ...env, ENCLAVE_MASTER_KEY: key, ENCLAVE_PORT: '1' });
+        assert.equal(result.code, 1, `${args.join(' ')}: ${result.stdout}${result.stderr}`);
+        assert.match(result.stderr, says);
+        assert.equal(lines(result.stderr).length, 1, result.stderr);
+        assert.ok(!result.stderr.includes(other), 'the key text is not echoed');
+      }
+    }
+    assert.deepEqual(await masterVersions(), before, 'nothing was registered or retired');
+  });
+
+  test('bad keys arguments exit 2 with one line; an unknown tenant exits 1', async () => {
+    for (const args of [
+      ['keys'],
+      ['keys', 'rotate'],
+      ['keys', 'rotate-master', 'extra'],
+      ['keys', 'rotate-tenant'],
+      ['keys', 'rotate-tenant', 'not-a-uuid'],
+      ['keys', 'rotate-tenant', '00000000-0000-4000-8000-000000000001', 'extra'],
+    ]) {
+      assertUsageError(await enclave(args, env));
+    }
+    const unknown = await enclave(['keys', 'rotate-tenant', '00000000-0000-4000-8000-000000000001'], env);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /^enclave: no tenant has the id /);
   });
 });

@@ -36,6 +36,24 @@ ctx.before(async () => {
   bob = await createAccount(ctx.db, ctx.testApp);
   // Bob's own things, so his lists are not empty.
   await mintInvite(ctx.db, { kind: 'member', email: 'dave@example.test', tenantId: bob.user.tenant_id });
+  // Agents with a credential each, so agent ids and credential names are among the probes.
+  for (const [owner, handle] of [
+    [alice, 'alice-echo'],
+    [bob, 'bob-echo'],
+  ] as const) {
+    const created = await ctx.testApp.app.inject({
+      method: 'POST',
+      url: '/api/v1/agents',
+      headers: { authorization: `Bearer ${owner.apiToken}` },
+      payload: {
+        name: handle,
+        handle,
+        template: 'echo',
+        credentials: { echo_token: `probe-${randomUUID()}` },
+      },
+    });
+    assert.equal(created.statusCode, 201, created.body);
+  }
 });
 
 // ---------------------------------------------------------------- OpenAPI
@@ -107,9 +125,11 @@ function example(doc: OpenApiDocument, raw: Schema, depth = 0): unknown {
     case 'object': {
       const properties = (schema.properties ?? {}) as Record<string, Schema>;
       const required = (schema.required ?? []) as string[];
-      return Object.fromEntries(
-        required.map((name) => [name, example(doc, properties[name] ?? {}, depth + 1)]),
-      );
+      // minProperties beyond the required ones (a PATCH needing at least one field): take optional ones in order.
+      const wanted = typeof schema.minProperties === 'number' ? schema.minProperties : 0;
+      const optional = Object.keys(properties).filter((name) => !required.includes(name));
+      const names = [...required, ...optional.slice(0, Math.max(0, wanted - required.length))];
+      return Object.fromEntries(names.map((name) => [name, example(doc, properties[name] ?? {}, depth + 1)]));
     }
     case 'array': {
       const count = typeof schema.minItems === 'number' ? schema.minItems : 0;
@@ -253,9 +273,17 @@ const credentials: Credential[] = [
   },
 ];
 
-function fill(path: string, params: string[], value: (param: string) => string): string {
-  let url = path;
-  for (const param of params) url = url.replace(`:${param}`, encodeURIComponent(value(param)));
+/**
+ * The route's path with `id` in every uuid parameter and a valid example in
+ * any other (a credential name, a template id), so the id is what decides the answer.
+ */
+function fill(doc: OpenApiDocument, route: DocumentedRoute, id: string): string {
+  let url = route.path;
+  for (const param of pathParams(route)) {
+    const schema = route.operation.parameters?.find((p) => p.in === 'path' && p.name === param)?.schema ?? {};
+    const value = resolve(doc, schema).format === 'uuid' ? id : String(example(doc, schema));
+    url = url.replace(`:${param}`, encodeURIComponent(value));
+  }
   return url;
 }
 
@@ -337,13 +365,7 @@ describe('cross-tenant suite, generated from /openapi.json', () => {
       assert.equal(me.statusCode, 200, `${credential.name} is signed in`);
 
       for (const route of withParams) {
-        const params = pathParams(route);
-        const random = await call(
-          doc,
-          credential,
-          route,
-          fill(route.path, params, () => randomUUID()),
-        );
+        const random = await call(doc, credential, route, fill(doc, route, randomUUID()));
         const expected = problemOf(random);
         if (expected.status !== 404) {
           failures.push(
@@ -351,12 +373,7 @@ describe('cross-tenant suite, generated from /openapi.json', () => {
           );
         }
         for (const id of uuids) {
-          const foreign = await call(
-            doc,
-            credential,
-            route,
-            fill(route.path, params, () => id),
-          );
+          const foreign = await call(doc, credential, route, fill(doc, route, id));
           probes += 1;
           const got = problemOf(foreign);
           if (got.status !== 404 || got.code !== expected.code) {

@@ -173,6 +173,7 @@ describe('enclave start with the embedded database', { timeout: 4 * WAIT_MS }, (
       'checkpoint_key.pem',
       'db_app_password',
       'db_owner_password',
+      'master-keys',
       'pg_superuser_password',
       'session_key',
     ]);

@@ -1,19 +1,14 @@
 import { Type } from 'typebox';
 import type { App } from '../http/app.ts';
 import { ProblemSchema, sendProblem } from '../http/problems.ts';
+import { Id, IdParams, NullableTimestamp, Timestamp, TimestampIn } from '../http/schemas.ts';
 import { DEFAULT_INVITE_DAYS, inviteLink } from './invites.ts';
-import type { AccountsService, Principal } from './service.ts';
+import { signedIn } from './principal.ts';
+import type { AccountsService } from './service.ts';
 
 // /api/v1: me, tokens, sessions, invites. HTTP only: schemas (response
 // schemas are allowlists), status codes, auth mode; the service does the work.
 
-const Id = Type.String({ format: 'uuid' });
-const IdParams = Type.Object({ id: Id }, { additionalProperties: false });
-/** Input: an RFC 3339 string. */
-const TimestampIn = Type.String({ format: 'date-time' });
-/** Output: a Date from the database, serialized as an RFC 3339 string. */
-const Timestamp = Type.Unsafe<Date>({ type: 'string', format: 'date-time' });
-const NullableTimestamp = Type.Union([Timestamp, Type.Null()]);
 const errors = {
   400: ProblemSchema,
   401: ProblemSchema,
@@ -69,12 +64,6 @@ const InviteListing = Type.Object({
   expires_at: Timestamp,
 });
 
-function signedIn(principal: Principal | undefined): Principal {
-  // Routes below all declare auth: 'user', so the hook has refused anonymous requests.
-  if (principal === undefined) throw new Error('route reached without a principal');
-  return principal;
-}
-
 export function registerAccountsApi(app: App, deps: { accounts: AccountsService; publicUrl: string }): void {
   const { accounts } = deps;
   const auth = { auth: 'user' as const };
@@ -86,7 +75,7 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
       schema: { summary: 'The signed-in user', tags: ['accounts'], response: { 200: Me, ...errors } },
     },
     async (request) => {
-      const { user, via } = signedIn(request.principal);
+      const { user, via } = signedIn(request);
       return { ...user, authenticated_by: via };
     },
   );
@@ -101,7 +90,7 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
         response: { 200: Type.Object({ tokens: Type.Array(TokenListing) }), ...errors },
       },
     },
-    async (request) => ({ tokens: await accounts.listApiTokens(signedIn(request.principal)) }),
+    async (request) => ({ tokens: await accounts.listApiTokens(signedIn(request)) }),
   );
 
   app.post(
@@ -124,7 +113,7 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
     },
     async (request, reply) => {
       const body = request.body;
-      const minted = await accounts.mintApiToken(signedIn(request.principal), {
+      const minted = await accounts.mintApiToken(signedIn(request), {
         name: body.name,
         scope: body.scope ?? 'write',
         expiresAt: body.expires_at === undefined ? null : new Date(body.expires_at),
@@ -146,7 +135,7 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
       },
     },
     async (request, reply) => {
-      if (!(await accounts.revokeApiToken(signedIn(request.principal), request.params.id))) {
+      if (!(await accounts.revokeApiToken(signedIn(request), request.params.id))) {
         return sendProblem(request, reply, 'not_found');
       }
       return reply.status(204).send(null);
@@ -164,7 +153,7 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
       },
     },
     async (request) => {
-      const principal = signedIn(request.principal);
+      const principal = signedIn(request);
       const sessions = await accounts.listSessions(principal);
       return { sessions: sessions.map((s) => ({ ...s, current: s.id === principal.sessionId })) };
     },
@@ -182,7 +171,7 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
       },
     },
     async (request, reply) => {
-      if (!(await accounts.revokeSession(signedIn(request.principal), request.params.id))) {
+      if (!(await accounts.revokeSession(signedIn(request), request.params.id))) {
         return sendProblem(request, reply, 'not_found');
       }
       return reply.status(204).send(null);
@@ -199,7 +188,7 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
         response: { 200: Type.Object({ revoked: Type.Integer() }), ...errors },
       },
     },
-    async (request) => ({ revoked: await accounts.signOutEverywhere(signedIn(request.principal)) }),
+    async (request) => ({ revoked: await accounts.signOutEverywhere(signedIn(request)) }),
   );
 
   app.get(
@@ -213,7 +202,7 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
         response: { 200: Type.Object({ invites: Type.Array(InviteListing) }), ...errors },
       },
     },
-    async (request) => ({ invites: await accounts.listInvites(signedIn(request.principal)) }),
+    async (request) => ({ invites: await accounts.listInvites(signedIn(request)) }),
   );
 
   app.post(
@@ -237,7 +226,7 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
     },
     async (request, reply) => {
       const { email, kind, expires_at } = request.body;
-      const created = await accounts.createInvite(signedIn(request.principal), {
+      const created = await accounts.createInvite(signedIn(request), {
         email,
         kind: kind ?? 'member',
         expiresAt:
@@ -262,7 +251,7 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
       },
     },
     async (request, reply) => {
-      if (!(await accounts.revokeInvite(signedIn(request.principal), request.params.id))) {
+      if (!(await accounts.revokeInvite(signedIn(request), request.params.id))) {
         return sendProblem(request, reply, 'not_found');
       }
       return reply.status(204).send(null);

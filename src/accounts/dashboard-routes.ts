@@ -16,7 +16,7 @@ import { type ProfileErrors, profilePage } from '../web/profile-page.ts';
 import { inviteLink } from './invites.ts';
 import type { LinksService } from './links.ts';
 import { formErrors, shownError } from './page-routes.ts';
-import { type CookieSettings, clearSessionCookie } from './principal.ts';
+import { type CookieSettings, clearSessionCookie, signedIn } from './principal.ts';
 import type { AccountsService, Principal } from './service.ts';
 
 // The signed-in pages: /dashboard, its token and invite settings, /profile.
@@ -30,12 +30,6 @@ export interface DashboardDeps {
   readonly cookies: CookieSettings;
   readonly publicUrl: string;
   readonly rateLimits: Pick<RateLimits, 'consume'>;
-}
-
-function signedIn(request: FastifyRequest): Principal {
-  // Every route here declares auth: 'user', so the hook has turned anonymous requests away.
-  if (request.principal === undefined) throw new Error('page reached without a principal');
-  return request.principal;
 }
 
 function canInvite(principal: Principal): boolean {

@@ -94,6 +94,13 @@ async function resolve(sql: Sql, request: FastifyRequest): Promise<Resolution> {
   };
 }
 
+/** The principal of a route declaring auth: 'user', whose hook has already turned anonymous requests away. */
+export function signedIn(request: FastifyRequest): Principal {
+  if (request.principal === undefined)
+    throw new Error('route reached without a principal (declare auth: user)');
+  return request.principal;
+}
+
 function isApi(request: FastifyRequest): boolean {
   return request.url.startsWith('/api/');
 }

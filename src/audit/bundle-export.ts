@@ -11,8 +11,8 @@ import {
   formatEventLine,
   type SegmentManifest,
 } from './bundle-format.ts';
-import type { AuditSigning } from './checkpoint-key.ts';
 import { latestCheckpoint, loadTenantProof, previousCheckpointSize } from './checkpoint-log.ts';
+import type { AuditSigning } from './checkpoint-signing.ts';
 import type { CheckpointPublisher } from './publisher.ts';
 import { readIfExists } from './write-once.ts';
 

@@ -1,6 +1,6 @@
 import type { Sql, TransactionSql } from 'postgres';
 import type { Logger } from '../logger.ts';
-import type { AuditSigning } from './checkpoint-key.ts';
+import type { AuditSigning } from './checkpoint-signing.ts';
 import { consistencyProof, rootFromLeafHashes } from './merkle.ts';
 import { MerkleLevels } from './merkle-levels.ts';
 import { formatCheckpoint, signNote } from './note.ts';

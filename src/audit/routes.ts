@@ -1,8 +1,7 @@
 import type { Readable } from 'node:stream';
-import type { FastifyRequest } from 'fastify';
 import type { Sql } from 'postgres';
 import { Type } from 'typebox';
-import type { Principal } from '../accounts/service.ts';
+import { signedIn } from '../accounts/principal.ts';
 import type { App } from '../http/app.ts';
 import { ProblemSchema } from '../http/problems.ts';
 import { exportAuditLog, listAuditEvents, MAX_PAGE, readAuditHead } from './log.ts';
@@ -45,12 +44,6 @@ const EventsQuery = Type.Object(
 );
 
 const errors = { 400: ProblemSchema, 401: ProblemSchema, 429: ProblemSchema };
-
-function signedIn(request: FastifyRequest): Principal {
-  // Every route here declares auth: 'user', so the hook has refused anonymous requests.
-  if (request.principal === undefined) throw new Error('route reached without a principal');
-  return request.principal;
-}
 
 export function registerAuditApi(app: App, deps: { sql: Sql }): void {
   const auth = { auth: 'user' as const };

@@ -2,8 +2,9 @@ import type { KeyObject } from 'node:crypto';
 import type { Sql } from 'postgres';
 import type { Config, Env } from '../config.ts';
 import type { Logger } from '../logger.ts';
-import { type AuditSigning, auditSigning, loadCheckpointKey } from './checkpoint-key.ts';
+import { loadCheckpointKey } from '../operator-secrets/checkpoint-key.ts';
 import { type CheckpointService, createCheckpointService } from './checkpoint-log.ts';
+import { type AuditSigning, auditSigning } from './checkpoint-signing.ts';
 import { type CheckpointPublisher, createDirectoryPublisher } from './publisher.ts';
 import { createRetentionService, type RetentionService } from './retention.ts';
 

@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { once } from 'node:events';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -15,6 +13,7 @@ import {
   signedCheckpoint,
   syntheticLog,
 } from '../../test/helpers/audit-bundle.ts';
+import { runProcess } from '../../test/helpers/process.ts';
 import { feedLines, runVerify, type VerifyIo } from './verify-cli.ts';
 
 // enclave-verify as a tenant meets it (AUD-5): a separate program that needs
@@ -49,21 +48,10 @@ after(() => rm(dir, { recursive: true, force: true }));
 async function run(
   args: readonly string[],
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [BIN, ...args], {
+  return runProcess(process.execPath, [BIN, ...args], {
     cwd: dir,
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
-    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => {
-    stdout += chunk.toString('utf8');
-  });
-  child.stderr.on('data', (chunk: Buffer) => {
-    stderr += chunk.toString('utf8');
-  });
-  const [code] = (await once(child, 'close')) as [number | null];
-  return { code, stdout, stderr };
 }
 
 /** Relative and bare imports of a module (static `import … from`, `export … from` and dynamic import()). */

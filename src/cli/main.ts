@@ -6,6 +6,7 @@ import { startEnclave } from '../main.ts';
 import { AUDIT_HELP, runAudit } from './audit.ts';
 import { runDoctor } from './doctor.ts';
 import { INVITE_HELP, runInvite } from './invite.ts';
+import { KEYS_HELP, runKeys } from './keys.ts';
 import { UsageError } from './usage-error.ts';
 
 // The `enclave` admin command. Every command works against the same database
@@ -21,6 +22,7 @@ Commands:
   doctor    Check configuration, database, migrations and host tools
   invite    Create, list or revoke signup invites (invite create --email ADDRESS)
   audit     Make an audit checkpoint now, or export a tenant's recovery bundle
+  keys      Rotate the vault's master key or a tenant's data key
   help      Show this help
 
 Run "enclave <command> --help" for a command's options.
@@ -48,6 +50,7 @@ whether bubblewrap and Chromium are installed. Prints a fix for each problem
 and exits non-zero if anything Enclave needs to run is broken.`,
   invite: INVITE_HELP,
   audit: AUDIT_HELP,
+  keys: KEYS_HELP,
   help: 'Usage: enclave help [command]',
 };
 
@@ -189,6 +192,8 @@ export async function main(argv: readonly string[], env: Env, io: Io = processIo
       );
     }
     if (command === 'invite') return await runInvite({ rest, email, expires }, env, io);
+    if (command === 'keys' && email === undefined && expires === undefined)
+      return await runKeys(rest, env, io);
     if (email !== undefined || expires !== undefined) {
       throw new UsageError(`--email and --expires are options of "invite create", not "${command}"`);
     }

@@ -1,7 +1,7 @@
 import type { Sql } from 'postgres';
 import type { Config, Env } from '../config.ts';
 import { AppError } from '../errors.ts';
-import { loadOperatorSecret } from '../operator-secrets.ts';
+import { loadOperatorSecret } from '../operator-secrets/secrets.ts';
 import { type EmbeddedCluster, startEmbeddedCluster } from './embedded.ts';
 import { type MigrateResult, type Migration, migrate, readMigrations } from './migrator.ts';
 import { ensureRoles, prepareDatabase } from './roles.ts';

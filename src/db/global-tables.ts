@@ -38,6 +38,10 @@ export const GLOBAL_TABLES: Readonly<Record<string, GlobalTable>> = {
     reason:
       'signed checkpoints (tree size, root, C2SP note) of the global checkpoint log, published to everyone',
   },
+  'enclave.vault_master_keys': {
+    reason:
+      'which master-key versions wrap data keys, with a canary wrapped under each (VLT-6); no tenant data, no key material',
+  },
   'graphile_worker.migrations': { reason: 'the job queue library’s own schema version' },
   'graphile_worker._private_jobs': {
     reason: 'job queue shared by every tenant (OPS-2); payloads carry ids, never secrets',

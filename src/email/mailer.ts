@@ -2,8 +2,9 @@ import { createTransport } from 'nodemailer';
 import type { Sql } from 'postgres';
 import type { Config } from '../config.ts';
 
-// Outgoing mail. With ENCLAVE_SMTP_URL set, messages go out over SMTP
-// (nodemailer); without it (development only: config refuses production
+// Outgoing mail. With an SMTP URL (ENCLAVE_SMTP_URL or _FILE, an operator
+// secret: src/operator-secrets/smtp-url.ts) messages go out over SMTP
+// (nodemailer); without it (development only: start-up refuses production
 // without SMTP) they land in the dev_outbox table, shown at /dev/mail.
 // Mail is sent only from jobs (OPS-2), so a failed send throws and the job
 // is retried with backoff.
@@ -48,8 +49,11 @@ export function createOutboxMailer(sql: Sql): Mailer {
   };
 }
 
-export function createMailer(config: Pick<Config, 'env' | 'smtpUrl' | 'mailFrom'>, sql: Sql): Mailer {
-  if (config.smtpUrl !== undefined) return createSmtpMailer(config.smtpUrl, config.mailFrom);
-  if (config.env === 'production') throw new Error('production sends mail over SMTP: set ENCLAVE_SMTP_URL');
+/** What createMailer needs: the config's mail settings and the SMTP URL loaded from the operator secrets. */
+export type MailSettings = Pick<Config, 'env' | 'mailFrom'> & { readonly smtpUrl: string | undefined };
+
+export function createMailer(settings: MailSettings, sql: Sql): Mailer {
+  if (settings.smtpUrl !== undefined) return createSmtpMailer(settings.smtpUrl, settings.mailFrom);
+  if (settings.env === 'production') throw new Error('production sends mail over SMTP: set ENCLAVE_SMTP_URL');
   return createOutboxMailer(sql);
 }

@@ -17,6 +17,11 @@ import { createLinksService } from '../accounts/links.ts';
 import { registerAccountPages } from '../accounts/page-routes.ts';
 import { registerPrincipal } from '../accounts/principal.ts';
 import { createAccountsService } from '../accounts/service.ts';
+import { registerAgentPages } from '../agents/dashboard-routes.ts';
+import { registerAgentsApi } from '../agents/routes.ts';
+import { createAgentsService } from '../agents/service.ts';
+import { registerTemplateRoutes } from '../agents/template-routes.ts';
+import type { TemplateCatalog } from '../agents/templates.ts';
 import { registerCheckpointRoutes } from '../audit/checkpoint-routes.ts';
 import { registerAuditPages } from '../audit/page-routes.ts';
 import { registerAuditApi } from '../audit/routes.ts';
@@ -24,6 +29,7 @@ import type { AuditSetup } from '../audit/setup.ts';
 import type { Config } from '../config.ts';
 import type { Migration } from '../db/migrator.ts';
 import type { Logger } from '../logger.ts';
+import type { Vault } from '../vault/service.ts';
 import { registerDevMail } from '../web/dev-mail-page.ts';
 import { registerDocsRoutes } from '../web/docs-page.ts';
 import { registerBodyParsers } from './body-parsers.ts';
@@ -54,6 +60,12 @@ export interface AppDeps {
   readonly rateLimits: RateLimits;
   /** Checkpoint key, publisher and archive location (AUD-4, AUD-5). */
   readonly audit: AuditSetup;
+  /** Agent templates, loaded and validated at start-up. */
+  readonly templates: TemplateCatalog;
+  /** Customer credentials, sealed under the tenant data keys (VLT-1). */
+  readonly vault: Vault;
+  /** Whether an SMTP URL is set (the URL itself, an operator secret, goes only to the mailer). */
+  readonly smtpConfigured: boolean;
 }
 
 export const BODY_LIMIT_BYTES = 256 * 1024;
@@ -131,9 +143,13 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     rateLimits: deps.rateLimits,
   });
   registerAuditApi(app, { sql: deps.sql });
+  registerTemplateRoutes(app, { templates: deps.templates });
+  const agents = createAgentsService({ vault: deps.vault, templates: deps.templates });
+  registerAgentsApi(app, { agents });
+  registerAgentPages(app, { agents, templates: deps.templates });
   registerAuditPages(app);
   registerCheckpointRoutes(app, { sql: deps.sql, sources: deps.audit });
   // The outbox page exists only where mail goes to the outbox: development without SMTP.
-  if (deps.config.env === 'development' && deps.config.smtpUrl === undefined) registerDevMail(app, deps.sql);
+  if (deps.config.env === 'development' && !deps.smtpConfigured) registerDevMail(app, deps.sql);
   return app;
 }

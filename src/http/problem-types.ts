@@ -76,6 +76,18 @@ export const PROBLEM_TYPES = {
     description:
       'The credentials are valid but do not allow this action (for example, a read-scoped token writing).',
   },
+  handle_taken: {
+    status: 409,
+    title: 'Handle taken',
+    description:
+      'Agent handles are unique across the whole platform and another agent already has this one; choose another.',
+  },
+  template_unavailable: {
+    status: 409,
+    title: 'Agent template not installed',
+    description:
+      "The agent's template is no longer installed on this platform, so its credentials cannot be checked; ask the operator to restore it.",
+  },
   rate_limited: {
     status: 429,
     title: 'Too many requests',

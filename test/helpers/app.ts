@@ -1,11 +1,15 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { after, before } from 'node:test';
+import { loadTemplateCatalog, type TemplateCatalog, templateDirs } from '../../src/agents/templates.ts';
 import type { AuditSetup } from '../../src/audit/setup.ts';
 import { type Config, loadConfig } from '../../src/config.ts';
 import { type App, buildApp } from '../../src/http/app.ts';
 import { createRateLimits, type RateLimits } from '../../src/http/rate-limits.ts';
 import { createLogger } from '../../src/logger.ts';
+import { loadSmtpUrl } from '../../src/operator-secrets/smtp-url.ts';
+import { envMasterKeyProvider } from '../../src/vault/master-keys.ts';
+import { createVault, type Vault } from '../../src/vault/service.ts';
 import { testAuditSetup } from './audit.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
 
@@ -19,6 +23,21 @@ export interface TestApp {
   readonly rateLimits: RateLimits;
   /** The app's checkpoint key, publisher and archive (a fresh in-memory key per app). */
   readonly audit: AuditSetup;
+  /** The built-in agent templates (and ENCLAVE_TEMPLATES_DIR's, when `env` sets it). */
+  readonly templates: TemplateCatalog;
+  /** The app's vault, under the test database's master key (see testVault). */
+  readonly vault: Vault;
+}
+
+/**
+ * A vault whose master key (version 1) is derived from the database name, so
+ * every app built on one test database opens the same data keys.
+ */
+export async function testVault(db: Pick<TestDatabase, 'name' | 'app'>): Promise<Vault> {
+  const key = createHash('sha256').update(`enclave test master key ${db.name}`).digest('base64');
+  const vault = createVault({ provider: envMasterKeyProvider(`1:${key}`, 'the test master key') });
+  await vault.checkMasterKeys(db.app);
+  return vault;
 }
 
 export async function buildTestApp(db: TestDatabase, env: Record<string, string> = {}): Promise<TestApp> {
@@ -38,6 +57,8 @@ export async function buildTestApp(db: TestDatabase, env: Record<string, string>
   const logger = createLogger('info', sink);
   const rateLimits = createRateLimits(db.target, db.appCredentials, logger);
   const audit = testAuditSetup(config);
+  const templates = await loadTemplateCatalog(templateDirs(config));
+  const vault = await testVault(db);
   const app = await buildApp({
     config,
     sql: db.app,
@@ -46,9 +67,12 @@ export async function buildTestApp(db: TestDatabase, env: Record<string, string>
     sessionKey: randomBytes(32).toString('base64url'),
     rateLimits,
     audit,
+    templates,
+    vault,
+    smtpConfigured: (await loadSmtpUrl(config, env)) !== undefined,
   });
   app.addHook('onClose', () => rateLimits.close());
-  return { app, config, logLines: () => [...lines], rateLimits, audit };
+  return { app, config, logLines: () => [...lines], rateLimits, audit, templates, vault };
 }
 
 /** An RFC 9457 problem+json body as the app sends it. */

@@ -1,38 +1,16 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { type Config, ConfigError, type Env } from '../config.ts';
-import type { NoteSigner } from './note.ts';
-import { verifierKeyString } from './note.ts';
 
 // The operator's checkpoint signing key (AUD-4): Ed25519, as a PKCS#8 PEM
 // file. In production it comes from ENCLAVE_CHECKPOINT_KEY_FILE and has no
 // default; in development it is generated once under the data dir (mode
-// 0600), like the other operator secrets (src/operator-secrets.ts). Its
-// public half, as a C2SP verifier key string, is what tenants pin.
+// 0600), like the other operator secrets (secrets.ts). What signs with it —
+// the checkpoint origin, signer and verifier key string — is audit code, in
+// src/audit/checkpoint-signing.ts.
 
 export const CHECKPOINT_KEY_VARIABLE = 'ENCLAVE_CHECKPOINT_KEY_FILE';
-
-export interface AuditSigning {
-  /** The checkpoint log's origin line, also the key's name: `<public host>/enclave/audit`. */
-  readonly origin: string;
-  readonly signer: NoteSigner;
-  /** `<name>+<key ID>+<base64 key>`, served at /.well-known/enclave-checkpoint-key. */
-  readonly verifierKey: string;
-}
-
-export function auditOrigin(publicUrl: string): string {
-  return `${new URL(publicUrl).host}/enclave/audit`;
-}
-
-export function auditSigning(publicUrl: string, privateKey: KeyObject): AuditSigning {
-  const origin = auditOrigin(publicUrl);
-  return {
-    origin,
-    signer: { name: origin, privateKey },
-    verifierKey: verifierKeyString(origin, createPublicKey(privateKey)),
-  };
-}
 
 function parseKey(variable: string, file: string, pem: string): KeyObject {
   let key: KeyObject;

@@ -1,14 +1,21 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { type Config, ConfigError, type Env } from './config.ts';
+import { type Config, ConfigError, type Env } from '../config.ts';
 
-// Operator secrets: what the platform itself needs to run (database role
-// passwords, the session-cookie signing key; the audit checkpoint key, an
-// Ed25519 key, is loaded the same way by src/audit/checkpoint-key.ts). Customer credentials
-// never live here. A secret has no default: it comes from ENCLAVE_<NAME>,
-// from the file named by ENCLAVE_<NAME>_FILE, or — in development only — from
-// a file generated once under the data dir (mode 0600) and reused.
+// Operator secrets: what the platform itself needs to run, and nothing else.
+// They all live in this folder:
+//   secrets.ts         the database role passwords and the session-cookie signing key
+//   checkpoint-key.ts  the Ed25519 key that signs audit checkpoints
+//   smtp-url.ts        the SMTP URL, which may carry the SMTP password
+// Customer credentials (tenants' LLM keys, tokens, …) never live here: they
+// live only in src/vault/, and a lint rule in biome.json fails the build if
+// either folder imports the other (VLT-7).
+//
+// A secret has no default: it comes from ENCLAVE_<NAME>, from the file named
+// by ENCLAVE_<NAME>_FILE, or — in development only — from a file generated
+// once under the data dir (mode 0600) and reused. Errors name the variable
+// and the file, never the value.
 
 export type OperatorSecretName = 'db_owner_password' | 'db_app_password' | 'session_key';
 
@@ -16,7 +23,8 @@ function envName(name: OperatorSecretName): string {
   return `ENCLAVE_${name.toUpperCase()}`;
 }
 
-async function readSecretFile(variable: string, file: string): Promise<string> {
+/** The trimmed content of the file an ENCLAVE_*_FILE names; errors name the file, never its content. */
+export async function readSecretFile(variable: string, file: string): Promise<string> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -24,7 +32,11 @@ async function readSecretFile(variable: string, file: string): Promise<string> {
     const reason = (error as NodeJS.ErrnoException).code ?? 'unreadable';
     throw new ConfigError(variable, `cannot read ${file} (${reason})`);
   }
-  const value = text.trim();
+  return text.trim();
+}
+
+async function readLongSecretFile(variable: string, file: string): Promise<string> {
+  const value = await readSecretFile(variable, file);
   if (value.length < 16)
     throw new ConfigError(variable, `${file} must hold a secret of at least 16 characters`);
   return value;
@@ -40,7 +52,7 @@ async function generatedSecret(dataDir: string, name: OperatorSecretName): Promi
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
   }
-  return readSecretFile(`${envName(name)}_FILE`, file);
+  return readLongSecretFile(`${envName(name)}_FILE`, file);
 }
 
 export async function loadOperatorSecret(
@@ -54,7 +66,7 @@ export async function loadOperatorSecret(
   if (direct !== undefined && direct !== '' && file !== undefined && file !== '') {
     throw new ConfigError(variable, `set either ${variable} or ${variable}_FILE, not both`);
   }
-  if (file !== undefined && file !== '') return readSecretFile(`${variable}_FILE`, file);
+  if (file !== undefined && file !== '') return readLongSecretFile(`${variable}_FILE`, file);
   if (direct !== undefined && direct !== '') {
     if (direct.length < 16) throw new ConfigError(variable, 'must be at least 16 characters');
     return direct;

@@ -1,0 +1,353 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { Type } from 'typebox';
+import { frameFor } from '../accounts/dashboard-routes.ts';
+import { shownError } from '../accounts/page-routes.ts';
+import { signedIn } from '../accounts/principal.ts';
+import type { App } from '../http/app.ts';
+import { IdParams } from '../http/schemas.ts';
+import { MAX_CREDENTIAL_CHARACTERS } from '../vault/service.ts';
+import type { FormErrors } from '../web/account-pages.ts';
+import {
+  type AgentFormValues,
+  type AgentPageInput,
+  agentNoticeFrom,
+  agentPage,
+  agentsListPage,
+  credentialFieldName,
+  deleteAgentPage,
+  onboardingPage,
+  templatePickerPage,
+} from '../web/agent-pages.ts';
+import { notFoundPage } from '../web/dashboard-pages.ts';
+import { bodyText, type FormProblem, formProblem, sendPage } from '../web/forms.ts';
+import { AgentsError } from './errors.ts';
+import type { AgentsService } from './service.ts';
+import type { TemplateCatalog } from './templates.ts';
+
+// The agent pages under /dashboard/agents (AGT-1), beside the JSON API and on
+// the same service. Every route is auth 'user'; every POST has already passed
+// the CSRF Origin check. Actions end in a 303 to a GET page (post/redirect/get).
+// A form that fails is shown again with the rule broken and a 4xx; credential
+// values are never written back into it (VLT-2). An id that is malformed,
+// unknown or another tenant's gets the same 404 page (TEN-4).
+
+const CREDENTIAL_NAME = '^[a-z][a-z0-9_]{0,62}$';
+const form = { additionalProperties: false } as const;
+const str = (maxLength: number) => Type.String({ maxLength });
+const SupportAccess = Type.Optional(Type.Literal('on'));
+
+const NewAgentBody = Type.Object(
+  {
+    name: str(100),
+    handle: str(100),
+    description: Type.Optional(str(1000)),
+    template: str(100),
+    support_access: SupportAccess,
+  },
+  {
+    ...form,
+    // One password field per credential of the template: credential_<name>.
+    patternProperties: { '^credential_[a-z][a-z0-9_]{0,62}$': str(MAX_CREDENTIAL_CHARACTERS) },
+    maxProperties: 40,
+  },
+);
+const SettingsBody = Type.Object(
+  { name: str(100), description: Type.Optional(str(1000)), support_access: SupportAccess },
+  form,
+);
+const CredentialBody = Type.Object(
+  { name: Type.String({ pattern: CREDENTIAL_NAME }), value: str(MAX_CREDENTIAL_CHARACTERS) },
+  form,
+);
+const CredentialParams = Type.Object(
+  { id: Type.String({ format: 'uuid' }), name: Type.String({ pattern: CREDENTIAL_NAME }) },
+  form,
+);
+const NewAgentQuery = Type.Object({ template: Type.Optional(str(100)) }, form);
+
+const AGENT_LABELS: Readonly<Record<string, string>> = {
+  name: 'Name',
+  handle: 'Handle',
+  description: 'Description',
+  template: 'Template',
+  support_access: 'Support access',
+  credentials: 'Credentials',
+};
+const CREDENTIAL_LABELS = { name: 'Credential', value: 'New value' };
+
+/** A service rule as a sentence: `Handle is reserved.`, `Credentials: template "x" needs …`. */
+function sentence(label: string, message: string): string {
+  const joined = /^(is|are|must|does|has)\b/.test(message) ? `${label} ${message}` : `${label}: ${message}`;
+  return joined.endsWith('.') ? joined : `${joined}.`;
+}
+
+/** The form errors of a service failure; `labelOf` names its field (a credential is named by itself). */
+function ruleErrors(problem: FormProblem, labelOf: (field: string) => string | undefined): FormErrors {
+  if (problem.field === undefined) return { form: problem.message };
+  const text = sentence(labelOf(problem.field) ?? 'The form', problem.message);
+  return { form: text, fields: { [problem.field]: text } };
+}
+
+function schemaErrors(problem: FormProblem): FormErrors {
+  if (problem.field === undefined) return { form: problem.message };
+  return { form: problem.message, fields: { [problem.field]: problem.message } };
+}
+
+const agentLabel = (field: string) =>
+  field.startsWith('credentials/') ? field.slice('credentials/'.length) : AGENT_LABELS[field];
+
+/** The submitted credentials: credential_<name> fields that are not empty (an empty optional field is "not provided"). */
+function submittedCredentials(body: object): Record<string, string> {
+  // Field names are attacker-controlled: the schema admits only credential_<a-z…> (never "__proto__"),
+  // and the service looks each name up in the template's own list.
+  const credentials: Record<string, string> = {};
+  for (const [key, value] of Object.entries(body)) {
+    if (key.startsWith('credential_') && typeof value === 'string' && value !== '') {
+      credentials[key.slice('credential_'.length)] = value;
+    }
+  }
+  return credentials;
+}
+
+const isNotFound = (error: unknown) => error instanceof AgentsError && error.code === 'not_found';
+
+export function registerAgentPages(
+  app: App,
+  deps: { agents: AgentsService; templates: TemplateCatalog },
+): void {
+  const { agents, templates } = deps;
+  const user = { auth: 'user' as const };
+  const hide = { hide: true } as const;
+  const page = { config: user, schema: hide };
+  const withId = { config: user, attachValidation: true, schema: { ...hide, params: IdParams } };
+  const withIdForm = <B>(body: B) => ({
+    config: user,
+    attachValidation: true,
+    schema: { ...hide, params: IdParams, body },
+  });
+  // Labels for the schema's verdict on the onboarding form, credential fields included.
+  const newAgentLabels: Record<string, string> = { ...AGENT_LABELS };
+  for (const template of templates.list()) {
+    for (const credential of template.credentials) {
+      newAgentLabels[credentialFieldName(credential.name)] = credential.name;
+    }
+  }
+
+  const notFound = async (request: FastifyRequest, reply: FastifyReply, what = 'agent') =>
+    sendPage(reply, 404, notFoundPage(await frameFor(request), what));
+
+  /** The agent page, or the 404 page when the agent is not this tenant's. */
+  const showAgent = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    status: number,
+    id: string,
+    extra: Omit<AgentPageInput, 'agent' | 'template'> = {},
+  ) => {
+    let agent: AgentPageInput['agent'];
+    try {
+      agent = await request.withTenant((tx) => agents.get(tx, id));
+    } catch (error) {
+      if (isNotFound(error)) return notFound(request, reply);
+      throw error;
+    }
+    const template = templates.get(agent.template);
+    return sendPage(reply, status, agentPage(await frameFor(request), { agent, template, ...extra }));
+  };
+
+  app.get('/dashboard/agents', page, async (request, reply) => {
+    const list = await request.withTenant((tx) => agents.list(tx));
+    return sendPage(
+      reply,
+      200,
+      agentsListPage(await frameFor(request), {
+        agents: list,
+        templateName: (id) => templates.get(id)?.name ?? id,
+        notice: agentNoticeFrom(request.query),
+      }),
+    );
+  });
+
+  // Onboarding, step one: pick a template (a GET form); step two: ?template=ID shows its form.
+  const picker = async (request: FastifyRequest, reply: FastifyReply, status: number, error?: string) =>
+    sendPage(
+      reply,
+      status,
+      templatePickerPage(await frameFor(request), { templates: templates.list(), error }),
+    );
+
+  app.get(
+    '/dashboard/agents/new',
+    { config: user, attachValidation: true, schema: { ...hide, querystring: NewAgentQuery } },
+    async (request, reply) => {
+      if (request.validationError !== undefined) return picker(request, reply, 400, 'Choose a template.');
+      const id = request.query.template;
+      if (id === undefined) return picker(request, reply, 200);
+      // The id is attacker-controlled: the catalog is a Map, and an unknown id is only ever said to be unknown.
+      const template = templates.get(id);
+      if (template === undefined) {
+        return picker(request, reply, 404, 'That template is not installed. Choose one of these.');
+      }
+      return sendPage(reply, 200, onboardingPage(await frameFor(request), { template }));
+    },
+  );
+
+  app.post(
+    '/dashboard/agents',
+    { config: user, attachValidation: true, schema: { ...hide, body: NewAgentBody } },
+    async (request, reply) => {
+      const body: object = request.body ?? {};
+      // What may be shown again: never a credential (VLT-2).
+      const values: AgentFormValues = {
+        name: bodyText(body, 'name', 100),
+        handle: bodyText(body, 'handle', 100),
+        description: bodyText(body, 'description', 1000),
+        supportAccess: bodyText(body, 'support_access', 2) === 'on',
+      };
+      const template = templates.get(bodyText(body, 'template', 100) ?? '');
+      const again = async (status: number, errors: FormErrors) =>
+        template === undefined
+          ? picker(request, reply, status, errors.form)
+          : sendPage(reply, status, onboardingPage(await frameFor(request), { template, values, errors }));
+
+      if (request.validationError !== undefined) {
+        const problem = formProblem(request.validationError, newAgentLabels);
+        const field = problem.field?.startsWith('credential_')
+          ? `credentials/${problem.field.slice('credential_'.length)}`
+          : problem.field;
+        return again(400, schemaErrors({ message: problem.message, field }));
+      }
+      const name = request.body.name.trim();
+      if (name === '') {
+        return again(400, schemaErrors({ message: 'Give the agent a name.', field: 'name' }));
+      }
+      const input = {
+        name,
+        handle: request.body.handle.trim(),
+        description: (request.body.description ?? '').trim(),
+        template: request.body.template,
+        supportAccess: request.body.support_access === 'on',
+        credentials: submittedCredentials(request.body),
+      };
+      try {
+        agents.validateNew(input); // before the transaction: a bad form opens none
+        const created = await request.withTenant((tx) => agents.create(tx, signedIn(request), input));
+        return reply.redirect(`/dashboard/agents/${created.id}?notice=agent-created`, 303);
+      } catch (error) {
+        const shown = shownError(reply, error);
+        return again(shown.status, ruleErrors(shown, agentLabel));
+      }
+    },
+  );
+
+  app.get('/dashboard/agents/:id', withId, async (request, reply) => {
+    if (request.validationError !== undefined) return notFound(request, reply);
+    return showAgent(request, reply, 200, request.params.id, { notice: agentNoticeFrom(request.query) });
+  });
+
+  // Settings: name, description, support access (AGT-5). An unticked checkbox is not sent: absent means off.
+  app.post('/dashboard/agents/:id', withIdForm(SettingsBody), async (request, reply) => {
+    if (request.validationError?.validationContext === 'params') return notFound(request, reply);
+    const { id } = request.params;
+    const body: object = request.body ?? {};
+    const values: AgentFormValues = {
+      name: bodyText(body, 'name', 100),
+      description: bodyText(body, 'description', 1000),
+      supportAccess: bodyText(body, 'support_access', 2) === 'on',
+    };
+    const again = (status: number, errors: FormErrors) =>
+      showAgent(request, reply, status, id, { settings: { values, errors } });
+    if (request.validationError !== undefined) {
+      return again(400, schemaErrors(formProblem(request.validationError, AGENT_LABELS)));
+    }
+    const name = request.body.name.trim();
+    if (name === '') return again(400, schemaErrors({ message: 'Give the agent a name.', field: 'name' }));
+    const changes = {
+      name,
+      description: (request.body.description ?? '').trim(),
+      supportAccess: request.body.support_access === 'on',
+    };
+    try {
+      await request.withTenant((tx) => agents.update(tx, signedIn(request), id, changes));
+    } catch (error) {
+      if (isNotFound(error)) return notFound(request, reply);
+      const shown = shownError(reply, error);
+      return again(
+        shown.status,
+        ruleErrors(shown, (field) => AGENT_LABELS[field]),
+      );
+    }
+    return reply.redirect(`/dashboard/agents/${id}?notice=agent-updated`, 303);
+  });
+
+  // Add or replace one credential (VLT-4): the value goes to the vault and is never shown again.
+  app.post('/dashboard/agents/:id/credentials', withIdForm(CredentialBody), async (request, reply) => {
+    if (request.validationError?.validationContext === 'params') return notFound(request, reply);
+    const { id } = request.params;
+    const chosen = bodyText(request.body, 'name', 63);
+    const again = (status: number, errors: FormErrors) =>
+      showAgent(request, reply, status, id, { credential: { name: chosen, errors } });
+    if (request.validationError !== undefined) {
+      return again(400, schemaErrors(formProblem(request.validationError, CREDENTIAL_LABELS)));
+    }
+    const { name, value } = request.body;
+    let created: boolean;
+    try {
+      const stored = await request.withTenant((tx) =>
+        agents.setCredential(tx, signedIn(request), id, name, value),
+      );
+      created = stored.created;
+    } catch (error) {
+      if (isNotFound(error)) return notFound(request, reply);
+      const shown = shownError(reply, error);
+      return again(
+        shown.status,
+        ruleErrors(shown, (field) => (field === 'name' ? name : CREDENTIAL_LABELS.value)),
+      );
+    }
+    const notice = created ? 'credential-added' : 'credential-rotated';
+    return reply.redirect(`/dashboard/agents/${id}?notice=${notice}`, 303);
+  });
+
+  app.post(
+    '/dashboard/agents/:id/credentials/:name/delete',
+    { config: user, attachValidation: true, schema: { ...hide, params: CredentialParams } },
+    async (request, reply) => {
+      if (request.validationError !== undefined) return notFound(request, reply, 'credential');
+      const { id, name } = request.params;
+      try {
+        await request.withTenant((tx) => agents.deleteCredential(tx, signedIn(request), id, name));
+      } catch (error) {
+        if (isNotFound(error)) return notFound(request, reply, 'credential');
+        const shown = shownError(reply, error);
+        return showAgent(request, reply, shown.status, id, {
+          credentialsError: sentence(name, shown.message),
+        });
+      }
+      return reply.redirect(`/dashboard/agents/${id}?notice=credential-deleted`, 303);
+    },
+  );
+
+  // Deleting takes two steps: this confirmation page, then its form.
+  app.get('/dashboard/agents/:id/delete', withId, async (request, reply) => {
+    if (request.validationError !== undefined) return notFound(request, reply);
+    try {
+      const agent = await request.withTenant((tx) => agents.get(tx, request.params.id));
+      return sendPage(reply, 200, deleteAgentPage(await frameFor(request), agent));
+    } catch (error) {
+      if (isNotFound(error)) return notFound(request, reply);
+      throw error;
+    }
+  });
+
+  app.post('/dashboard/agents/:id/delete', withId, async (request, reply) => {
+    if (request.validationError !== undefined) return notFound(request, reply);
+    try {
+      await request.withTenant((tx) => agents.remove(tx, signedIn(request), request.params.id));
+    } catch (error) {
+      if (isNotFound(error)) return notFound(request, reply);
+      throw error;
+    }
+    return reply.redirect('/dashboard/agents?notice=agent-deleted', 303);
+  });
+}

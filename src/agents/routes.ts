@@ -1,0 +1,257 @@
+import { Type } from 'typebox';
+import { signedIn } from '../accounts/principal.ts';
+import type { App } from '../http/app.ts';
+import { ProblemSchema } from '../http/problems.ts';
+import { Id, IdParams, Timestamp } from '../http/schemas.ts';
+import { MAX_CREDENTIAL_CHARACTERS } from '../vault/service.ts';
+import { HANDLE_PATTERN } from './handles.ts';
+import type { AgentsService } from './service.ts';
+
+// /api/v1/agents and their write-only credentials. HTTP only: schemas,
+// status codes, auth mode. Response schemas are allowlists: a credential
+// appears as its name, last 4 and timestamps, never its value (VLT-2).
+
+const CREDENTIAL_NAME = '^[a-z][a-z0-9_]{0,62}$';
+const errors = {
+  400: ProblemSchema,
+  401: ProblemSchema,
+  403: ProblemSchema,
+  404: ProblemSchema,
+  409: ProblemSchema,
+};
+
+const Agent = Type.Object({
+  id: Id,
+  handle: Type.String(),
+  name: Type.String(),
+  description: Type.String(),
+  template: Type.String(),
+  support_access: Type.Boolean({
+    description:
+      'Whether the operator may open a support shell in the agent (AGT-5); every session is audited',
+  }),
+  created_at: Timestamp,
+  updated_at: Timestamp,
+});
+
+const CredentialListing = Type.Object({
+  name: Type.String(),
+  last4: Type.Union([Type.String(), Type.Null()], {
+    description:
+      'Last 4 characters of the value, for telling values apart; null for values under 16 characters',
+  }),
+  created_at: Timestamp,
+  updated_at: Timestamp,
+});
+
+const AgentDetailSchema = Type.Object({
+  ...Agent.properties,
+  credentials: Type.Array(CredentialListing),
+  provision: Type.Union([
+    Type.Object(
+      {
+        template: Type.String(),
+        support_access: Type.Boolean(),
+        credentials_provided: Type.Record(Type.String(), Type.Boolean()),
+        requested_at: Timestamp,
+      },
+      {
+        description:
+          'What was asked for at onboarding: for each credential, only whether it was provided (VLT-3)',
+      },
+    ),
+    Type.Null(),
+  ]),
+});
+
+const Value = Type.String({
+  maxLength: MAX_CREDENTIAL_CHARACTERS,
+  description: 'The secret. Write-only: no response ever contains it',
+});
+const Description = Type.String({ maxLength: 1000 });
+
+const CredentialParams = Type.Object(
+  { id: Id, name: Type.String({ pattern: CREDENTIAL_NAME }) },
+  { additionalProperties: false },
+);
+
+export function registerAgentsApi(app: App, deps: { agents: AgentsService }): void {
+  const { agents } = deps;
+  const auth = { auth: 'user' as const };
+
+  app.get(
+    '/api/v1/agents',
+    {
+      config: auth,
+      schema: {
+        summary: "List the tenant's agents",
+        tags: ['agents'],
+        response: { 200: Type.Object({ agents: Type.Array(Agent) }), ...errors },
+      },
+    },
+    async (request) => ({ agents: await request.withTenant((tx) => agents.list(tx)) }),
+  );
+
+  app.post(
+    '/api/v1/agents',
+    {
+      config: auth,
+      schema: {
+        summary: 'Onboard an agent from a template, with its credentials',
+        tags: ['agents'],
+        body: Type.Object(
+          {
+            name: Type.String({ minLength: 1, maxLength: 100 }),
+            handle: Type.String({
+              pattern: HANDLE_PATTERN,
+              description: 'Unique platform-wide; a-z, 0-9 and "-", 3 to 40 characters',
+            }),
+            description: Type.Optional(Description),
+            template: Type.String({ minLength: 1, maxLength: 100 }),
+            support_access: Type.Optional(Type.Boolean({ default: true })),
+            credentials: Type.Optional(
+              Type.Record(Type.String({ pattern: CREDENTIAL_NAME }), Value, { maxProperties: 32 }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 201: AgentDetailSchema, ...errors },
+      },
+    },
+    async (request, reply) => {
+      const principal = signedIn(request);
+      const body = request.body;
+      const input = {
+        name: body.name,
+        handle: body.handle,
+        description: body.description ?? '',
+        template: body.template,
+        supportAccess: body.support_access ?? true,
+        credentials: body.credentials ?? {},
+      };
+      agents.validateNew(input); // before the transaction: a bad request opens none
+      const created = await request.withTenant((tx) => agents.create(tx, principal, input));
+      return reply.status(201).send(created);
+    },
+  );
+
+  app.get(
+    '/api/v1/agents/:id',
+    {
+      config: auth,
+      schema: {
+        summary: 'An agent, its credential metadata and its provision record',
+        tags: ['agents'],
+        params: IdParams,
+        response: { 200: AgentDetailSchema, ...errors },
+      },
+    },
+    async (request) => request.withTenant((tx) => agents.get(tx, request.params.id)),
+  );
+
+  app.patch(
+    '/api/v1/agents/:id',
+    {
+      config: auth,
+      schema: {
+        summary: "Change an agent's name, description or support access",
+        tags: ['agents'],
+        params: IdParams,
+        body: Type.Object(
+          {
+            name: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+            description: Type.Optional(Description),
+            support_access: Type.Optional(Type.Boolean()),
+          },
+          { additionalProperties: false, minProperties: 1 },
+        ),
+        response: { 200: AgentDetailSchema, ...errors },
+      },
+    },
+    async (request) => {
+      const principal = signedIn(request);
+      const { name, description, support_access } = request.body;
+      const changes = {
+        ...(name === undefined ? {} : { name }),
+        ...(description === undefined ? {} : { description }),
+        ...(support_access === undefined ? {} : { supportAccess: support_access }),
+      };
+      return request.withTenant((tx) => agents.update(tx, principal, request.params.id, changes));
+    },
+  );
+
+  app.delete(
+    '/api/v1/agents/:id',
+    {
+      config: auth,
+      schema: {
+        summary: 'Delete an agent and its credentials',
+        tags: ['agents'],
+        params: IdParams,
+        response: { 204: Type.Null(), ...errors },
+      },
+    },
+    async (request, reply) => {
+      const principal = signedIn(request);
+      await request.withTenant((tx) => agents.remove(tx, principal, request.params.id));
+      return reply.status(204).send(null);
+    },
+  );
+
+  app.get(
+    '/api/v1/agents/:id/credentials',
+    {
+      config: auth,
+      schema: {
+        summary: "An agent's credentials: names, last 4 characters and timestamps, never values",
+        tags: ['credentials'],
+        params: IdParams,
+        response: { 200: Type.Object({ credentials: Type.Array(CredentialListing) }), ...errors },
+      },
+    },
+    async (request) => ({
+      credentials: await request.withTenant((tx) => agents.listCredentials(tx, request.params.id)),
+    }),
+  );
+
+  app.put(
+    '/api/v1/agents/:id/credentials/:name',
+    {
+      config: auth,
+      schema: {
+        summary: 'Add or replace one credential (write-only); the agent’s other credentials are untouched',
+        tags: ['credentials'],
+        params: CredentialParams,
+        body: Type.Object({ value: Value }, { additionalProperties: false }),
+        response: { 200: CredentialListing, 201: CredentialListing, ...errors },
+      },
+    },
+    async (request, reply) => {
+      const principal = signedIn(request);
+      const { id, name } = request.params;
+      const stored = await request.withTenant((tx) =>
+        agents.setCredential(tx, principal, id, name, request.body.value),
+      );
+      return reply.status(stored.created ? 201 : 200).send(stored.listing);
+    },
+  );
+
+  app.delete(
+    '/api/v1/agents/:id/credentials/:name',
+    {
+      config: auth,
+      schema: {
+        summary: 'Delete one credential (a credential the template requires is replaced instead)',
+        tags: ['credentials'],
+        params: CredentialParams,
+        response: { 204: Type.Null(), ...errors },
+      },
+    },
+    async (request, reply) => {
+      const principal = signedIn(request);
+      const { id, name } = request.params;
+      await request.withTenant((tx) => agents.deleteCredential(tx, principal, id, name));
+      return reply.status(204).send(null);
+    },
+  );
+}

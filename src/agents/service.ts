@@ -1,0 +1,305 @@
+import { recordFor } from '../accounts/audit-events.ts';
+import type { Principal } from '../accounts/service.ts';
+import type { TenantSql } from '../db/tenant.ts';
+import type { CredentialListing, Vault } from '../vault/service.ts';
+import { credentialValueProblem } from '../vault/service.ts';
+import { AgentsError, agentFieldError } from './errors.ts';
+import { handleProblem } from './handles.ts';
+import {
+  type AgentTemplate,
+  credentialFormatOk,
+  type TemplateCatalog,
+  type TemplateCredential,
+} from './templates.ts';
+
+// Agents (AGT-1): a tenant's agents, each with its template, support-access
+// choice and credentials. Every function runs in the caller's tenant
+// transaction, so the agent, its credentials, its provision record and the
+// audit events commit together.
+
+export interface Agent {
+  readonly id: string;
+  readonly handle: string;
+  readonly name: string;
+  readonly description: string;
+  readonly template: string;
+  readonly support_access: boolean;
+  readonly created_at: Date;
+  readonly updated_at: Date;
+}
+
+export interface ProvisionRecord {
+  readonly template: string;
+  readonly support_access: boolean;
+  readonly credentials_provided: Record<string, boolean>;
+  readonly requested_at: Date;
+}
+
+export interface AgentDetail extends Agent {
+  readonly credentials: CredentialListing[];
+  readonly provision: ProvisionRecord | null;
+}
+
+export interface NewAgent {
+  readonly name: string;
+  readonly handle: string;
+  readonly description: string;
+  readonly template: string;
+  readonly supportAccess: boolean;
+  /** Credential name → value, as submitted. */
+  readonly credentials: Readonly<Record<string, string>>;
+}
+
+export interface AgentChanges {
+  readonly name?: string;
+  readonly description?: string;
+  readonly supportAccess?: boolean;
+}
+
+const AGENT_COLUMNS =
+  'id, handle, name, description, template_id as template, support_access, created_at, updated_at';
+
+function templateOf(templates: TemplateCatalog, agent: Pick<Agent, 'template'>): AgentTemplate {
+  const template = templates.get(agent.template);
+  // Templates are operator files: one removed while agents still use it is for the operator to put back.
+  if (template === undefined) {
+    throw new AgentsError(
+      'template_unavailable',
+      `agent template "${agent.template}" is no longer installed`,
+    );
+  }
+  return template;
+}
+
+/** Why a value is refused for this credential, naming the rule only; undefined if it is acceptable. */
+function valueProblem(
+  template: AgentTemplate,
+  credential: TemplateCredential,
+  value: string,
+): string | undefined {
+  const problem = credentialValueProblem(value);
+  if (problem !== undefined) return problem;
+  if (!credentialFormatOk(credential, value)) {
+    return `does not have the format template "${template.id}" expects for ${credential.name} (${credential.pattern})`;
+  }
+  return undefined;
+}
+
+/** Credentials a template needs that `present` lacks: required ones, and one_of groups with no member present. */
+function missingCredentials(template: AgentTemplate, present: ReadonlySet<string>): AgentsError | undefined {
+  for (const credential of template.credentials) {
+    if (credential.required && !present.has(credential.name)) {
+      return agentFieldError(`credentials/${credential.name}`, `is required by template "${template.id}"`);
+    }
+  }
+  const groups = new Map<string, string[]>();
+  for (const credential of template.credentials) {
+    if (credential.oneOf !== undefined)
+      groups.set(credential.oneOf, [...(groups.get(credential.oneOf) ?? []), credential.name]);
+  }
+  for (const [group, names] of groups) {
+    if (!names.some((name) => present.has(name))) {
+      return agentFieldError(
+        'credentials',
+        `template "${template.id}" needs at least one of ${names.join(', ')} (${group})`,
+      );
+    }
+  }
+  return undefined;
+}
+
+function credentialOf(template: AgentTemplate, name: string, field: string): TemplateCredential {
+  // name is attacker-controlled; a linear search over the template's own list, no object lookup.
+  const credential = template.credentials.find((candidate) => candidate.name === name);
+  if (credential === undefined) {
+    throw agentFieldError(field, `is not a credential of template "${template.id}"`);
+  }
+  return credential;
+}
+
+export function createAgentsService(deps: { vault: Vault; templates: TemplateCatalog }) {
+  const { vault, templates } = deps;
+
+  async function find(tx: TenantSql, id: string): Promise<Agent> {
+    const [agent] = await tx<Agent[]>`select ${tx.unsafe(AGENT_COLUMNS)} from agents where id = ${id}::uuid`;
+    if (agent === undefined) throw new AgentsError('not_found', 'no such agent');
+    return agent;
+  }
+
+  async function detail(tx: TenantSql, agent: Agent): Promise<AgentDetail> {
+    const [credentials, [provision]] = await Promise.all([
+      vault.listCredentials(tx, agent.id),
+      tx<ProvisionRecord[]>`
+        select template_id as template, support_access, credentials_provided, created_at as requested_at
+        from agent_provision_requests where agent_id = ${agent.id}::uuid
+        order by created_at desc limit 1`,
+    ]);
+    return { ...agent, credentials, provision: provision ?? null };
+  }
+
+  /** Checks everything about a new agent that needs no database, so a bad request writes nothing. */
+  function validateNew(input: NewAgent): AgentTemplate {
+    const template = templates.get(input.template);
+    if (template === undefined) throw agentFieldError('template', 'is not an installed agent template');
+    const handle = handleProblem(input.handle);
+    if (handle !== undefined) throw agentFieldError('handle', handle);
+    const present = new Set<string>();
+    for (const [name, value] of Object.entries(input.credentials)) {
+      const field = `credentials/${name}`;
+      const credential = credentialOf(template, name, field);
+      const problem = valueProblem(template, credential, value);
+      if (problem !== undefined) throw agentFieldError(field, problem);
+      present.add(name);
+    }
+    const missing = missingCredentials(template, present);
+    if (missing !== undefined) throw missing;
+    return template;
+  }
+
+  return {
+    validateNew,
+
+    async create(tx: TenantSql, principal: Principal, input: NewAgent): Promise<AgentDetail> {
+      const template = validateNew(input);
+      const tenantId = principal.user.tenant_id;
+      const inserted = await tx.savepoint(
+        (sp) =>
+          sp<Agent[]>`
+          insert into agents (tenant_id, handle, name, description, template_id, support_access)
+          values (${tenantId}::uuid, ${input.handle}, ${input.name}, ${input.description}, ${template.id},
+                  ${input.supportAccess})
+          on conflict (handle) do nothing
+          returning ${sp.unsafe(AGENT_COLUMNS)}`,
+      );
+      const agent = inserted[0];
+      // Handles are platform-wide: whether another tenant holds it is exactly what "taken" says.
+      if (agent === undefined) throw new AgentsError('handle_taken', 'this handle is taken', 'handle');
+      for (const [name, value] of Object.entries(input.credentials)) {
+        await vault.putCredential(tx, { tenantId, agentId: agent.id, name }, value);
+      }
+      // VLT-3: the record of what was asked for holds one boolean per credential, never a value.
+      const provided = Object.fromEntries(
+        template.credentials.map((credential) => [
+          credential.name,
+          Object.hasOwn(input.credentials, credential.name),
+        ]),
+      );
+      await tx`
+        insert into agent_provision_requests
+          (tenant_id, agent_id, requested_by, template_id, support_access, credentials_provided)
+        values (${tenantId}::uuid, ${agent.id}::uuid, ${principal.user.id}::uuid, ${template.id},
+                ${input.supportAccess}, ${tx.json(provided)})`;
+      await recordFor(tx, principal, {
+        action: 'agent.created',
+        target: `agent:${agent.id}`,
+        data: {
+          handle: agent.handle,
+          template: template.id,
+          support_access: agent.support_access,
+          credentials_provided: provided,
+        },
+      });
+      return detail(tx, agent);
+    },
+
+    list: (tx: TenantSql): Promise<Agent[]> =>
+      tx<Agent[]>`select ${tx.unsafe(AGENT_COLUMNS)} from agents order by created_at, handle`,
+
+    get: async (tx: TenantSql, id: string): Promise<AgentDetail> => detail(tx, await find(tx, id)),
+
+    async update(
+      tx: TenantSql,
+      principal: Principal,
+      id: string,
+      changes: AgentChanges,
+    ): Promise<AgentDetail> {
+      const before = await find(tx, id);
+      const [agent] = await tx<Agent[]>`
+        update agents set
+          name = ${changes.name ?? before.name},
+          description = ${changes.description ?? before.description},
+          support_access = ${changes.supportAccess ?? before.support_access},
+          updated_at = now()
+        where id = ${id}::uuid
+        returning ${tx.unsafe(AGENT_COLUMNS)}`;
+      if (agent === undefined) throw new AgentsError('not_found', 'no such agent');
+      const changed = (['name', 'description', 'support_access'] as const).filter(
+        (key) => before[key] !== agent[key],
+      );
+      if (changed.length > 0) {
+        await recordFor(tx, principal, {
+          action: 'agent.updated',
+          target: `agent:${id}`,
+          data: { changed, support_access: agent.support_access },
+        });
+      }
+      return detail(tx, agent);
+    },
+
+    async remove(tx: TenantSql, principal: Principal, id: string): Promise<void> {
+      const agent = await find(tx, id);
+      // Credentials and the provision record go with the agent (on delete cascade).
+      const [{ count } = { count: 0 }] = await tx<{ count: number }[]>`
+        select count(*)::int as count from credentials where agent_id = ${id}::uuid`;
+      await tx`delete from agents where id = ${id}::uuid`;
+      await recordFor(tx, principal, {
+        action: 'agent.deleted',
+        target: `agent:${id}`,
+        data: { handle: agent.handle, credentials_deleted: count },
+      });
+    },
+
+    async listCredentials(tx: TenantSql, agentId: string): Promise<CredentialListing[]> {
+      await find(tx, agentId);
+      return vault.listCredentials(tx, agentId);
+    },
+
+    /** Adds or replaces one credential (VLT-4: the agent's other credentials are not touched). */
+    async setCredential(
+      tx: TenantSql,
+      principal: Principal,
+      agentId: string,
+      name: string,
+      value: string,
+    ): Promise<{ listing: CredentialListing; created: boolean }> {
+      const agent = await find(tx, agentId);
+      const template = templateOf(templates, agent);
+      const credential = credentialOf(template, name, 'name');
+      const problem = valueProblem(template, credential, value);
+      if (problem !== undefined) throw agentFieldError('value', problem);
+      const tenantId = principal.user.tenant_id;
+      const stored = await vault.putCredential(tx, { tenantId, agentId, name }, value);
+      await recordFor(tx, principal, {
+        action: stored.created ? 'credential.added' : 'credential.rotated',
+        target: `agent:${agentId}`,
+        data: { name, last4: stored.listing.last4 },
+      });
+      return stored;
+    },
+
+    async deleteCredential(
+      tx: TenantSql,
+      principal: Principal,
+      agentId: string,
+      name: string,
+    ): Promise<void> {
+      const agent = await find(tx, agentId);
+      const template = templateOf(templates, agent);
+      const remaining = new Set((await vault.listCredentials(tx, agentId)).map((listing) => listing.name));
+      if (!remaining.delete(name)) throw new AgentsError('not_found', 'no such credential');
+      // A credential the template cannot run without is replaced, not deleted.
+      const missing = missingCredentials(template, remaining);
+      if (missing !== undefined) {
+        throw agentFieldError('name', `${missing.message}: save a new value for it instead of deleting it`);
+      }
+      await vault.deleteCredential(tx, { tenantId: principal.user.tenant_id, agentId, name });
+      await recordFor(tx, principal, {
+        action: 'credential.deleted',
+        target: `agent:${agentId}`,
+        data: { name },
+      });
+    },
+  };
+}
+
+export type AgentsService = ReturnType<typeof createAgentsService>;

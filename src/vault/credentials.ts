@@ -1,0 +1,133 @@
+import type { TenantSql } from '../db/tenant.ts';
+import { currentDataKey, lockTenantKeys, unwrapDataKey } from './data-keys.ts';
+import { type CredentialAddress, credentialAad, open, seal } from './envelope.ts';
+import { VaultError } from './errors.ts';
+import type { MasterKeyProvider } from './master-keys.ts';
+
+// The credential store: one row per credential, sealed under the tenant's
+// current data key. Values come in as strings (that is how HTTP delivers
+// them) and go out only through lendCredential, as a Buffer zeroed once the
+// borrower is done (VLT-5). Listings carry names, last 4 and timestamps.
+
+export interface CredentialListing {
+  readonly name: string;
+  /** The value's last 4 characters; null when it is too short to show any of it. */
+  readonly last4: string | null;
+  readonly created_at: Date;
+  readonly updated_at: Date;
+}
+
+/** Values shorter than this show no last 4: four characters would give away too much of them. */
+const MIN_LENGTH_FOR_LAST4 = 16;
+export const MAX_CREDENTIAL_BYTES = 65_535;
+/** The schema's bound; the byte bound above is checked too, as a character may take up to 4 bytes. */
+export const MAX_CREDENTIAL_CHARACTERS = MAX_CREDENTIAL_BYTES;
+
+export function last4Of(value: string): string | null {
+  const characters = Array.from(value);
+  return characters.length < MIN_LENGTH_FOR_LAST4 ? null : characters.slice(-4).join('');
+}
+
+/** Why a credential value is refused, naming the rule and never the value; undefined if it is acceptable. */
+export function credentialValueProblem(value: string): string | undefined {
+  if (value.length === 0) return 'must not be empty';
+  if (Buffer.byteLength(value, 'utf8') > MAX_CREDENTIAL_BYTES) {
+    return `must be at most ${MAX_CREDENTIAL_BYTES} bytes`;
+  }
+  return undefined;
+}
+
+/**
+ * Adds or replaces one credential. Only that row is written, so writers of
+ * different names never clobber each other (VLT-4); writers of the same name
+ * are ordered by the row lock of the upsert, and the last one wins.
+ */
+export async function putCredential(
+  tx: TenantSql,
+  provider: MasterKeyProvider,
+  address: CredentialAddress,
+  value: string,
+): Promise<{ listing: CredentialListing; created: boolean }> {
+  const problem = credentialValueProblem(value);
+  if (problem !== undefined) throw new VaultError('validation_failed', problem, { field: 'value' });
+  await lockTenantKeys(tx, address.tenantId, 'shared');
+  const dataKey = await currentDataKey(tx, provider, address.tenantId);
+  const plaintext = Buffer.from(value, 'utf8');
+  let sealed: ReturnType<typeof seal>;
+  try {
+    sealed = seal(dataKey.key, plaintext, credentialAad(address, dataKey.version));
+  } finally {
+    plaintext.fill(0);
+    dataKey.key.fill(0);
+  }
+  const [row] = await tx<(CredentialListing & { created: boolean })[]>`
+    insert into credentials (tenant_id, agent_id, name, key_version, ciphertext, nonce, tag, last4)
+    values (${address.tenantId}::uuid, ${address.agentId}::uuid, ${address.name}, ${dataKey.version},
+            ${sealed.ciphertext}, ${sealed.nonce}, ${sealed.tag}, ${last4Of(value)})
+    on conflict (agent_id, name) do update
+      set key_version = excluded.key_version, ciphertext = excluded.ciphertext, nonce = excluded.nonce,
+          tag = excluded.tag, last4 = excluded.last4, updated_at = now()
+    returning name, last4, created_at, updated_at, (xmax = 0) as created`;
+  if (row === undefined) throw new VaultError('not_found', 'the credential could not be stored');
+  const { created, ...listing } = row;
+  return { listing, created };
+}
+
+export async function listCredentials(tx: TenantSql, agentId: string): Promise<CredentialListing[]> {
+  return tx<CredentialListing[]>`
+    select name, last4, created_at, updated_at from credentials
+    where agent_id = ${agentId}::uuid order by name`;
+}
+
+export async function deleteCredential(tx: TenantSql, address: CredentialAddress): Promise<boolean> {
+  const deleted = await tx`
+    delete from credentials where agent_id = ${address.agentId}::uuid and name = ${address.name}
+    returning 1`;
+  return deleted.length > 0;
+}
+
+interface SealedRow {
+  readonly ciphertext: Buffer;
+  readonly nonce: Buffer;
+  readonly tag: Buffer;
+  readonly key_version: number;
+  readonly master_version: number;
+  readonly wrapped: Buffer;
+}
+
+/**
+ * VLT-5: the one way to a credential's plaintext. It is decrypted into a
+ * Buffer, lent to `use`, and zeroed when `use` settles, also when it throws.
+ * The borrower must not keep the Buffer or copy it into a string.
+ */
+export async function lendCredential<T>(
+  tx: TenantSql,
+  provider: MasterKeyProvider,
+  address: CredentialAddress,
+  use: (plaintext: Buffer) => Promise<T> | T,
+): Promise<T> {
+  // One statement, one snapshot: a concurrent data-key rotation is seen
+  // entirely (new ciphertext and new key) or not at all.
+  const [row] = await tx<SealedRow[]>`
+    select c.ciphertext, c.nonce, c.tag, c.key_version, k.master_version, k.wrapped
+    from credentials c
+    join vault_data_keys k on k.tenant_id = c.tenant_id and k.version = c.key_version
+    where c.agent_id = ${address.agentId}::uuid and c.name = ${address.name}`;
+  if (row === undefined) throw new VaultError('not_found', `no credential named ${address.name}`);
+  const dataKey = await unwrapDataKey(provider, address.tenantId, {
+    version: row.key_version,
+    master_version: row.master_version,
+    wrapped: row.wrapped,
+  });
+  let plaintext: Buffer;
+  try {
+    plaintext = open(dataKey, row, credentialAad(address, row.key_version));
+  } finally {
+    dataKey.fill(0);
+  }
+  try {
+    return await use(plaintext);
+  } finally {
+    plaintext.fill(0);
+  }
+}

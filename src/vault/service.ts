@@ -1,0 +1,48 @@
+import type { Sql } from 'postgres';
+import type { TenantSql } from '../db/tenant.ts';
+import {
+  type CredentialListing,
+  credentialValueProblem,
+  deleteCredential,
+  last4Of,
+  lendCredential,
+  listCredentials,
+  MAX_CREDENTIAL_CHARACTERS,
+  putCredential,
+} from './credentials.ts';
+import { checkMasterKeys } from './data-keys.ts';
+import type { CredentialAddress } from './envelope.ts';
+import type { MasterKeyProvider } from './master-keys.ts';
+
+export { loadMasterKeyProvider, type MasterKeyProvider } from './master-keys.ts';
+
+import { rotateMasterKey, rotateTenantKey } from './rotation.ts';
+
+// What other capabilities may use of the vault. Every tenant-data function
+// takes the caller's tenant transaction, so a credential write commits or
+// rolls back with the action (and audit event) around it.
+
+export type { CredentialAddress, CredentialListing };
+export { credentialValueProblem, last4Of, MAX_CREDENTIAL_CHARACTERS };
+
+export function createVault(deps: { provider: MasterKeyProvider }) {
+  const { provider } = deps;
+  return {
+    /** Start-up check that the master key opens this database's data keys. */
+    checkMasterKeys: (sql: Sql) => checkMasterKeys(sql, provider),
+    putCredential: (tx: TenantSql, address: CredentialAddress, value: string) =>
+      putCredential(tx, provider, address, value),
+    listCredentials: (tx: TenantSql, agentId: string) => listCredentials(tx, agentId),
+    deleteCredential: (tx: TenantSql, address: CredentialAddress) => deleteCredential(tx, address),
+    lendCredential: <T>(
+      tx: TenantSql,
+      address: CredentialAddress,
+      use: (plaintext: Buffer) => Promise<T> | T,
+    ) => lendCredential(tx, provider, address, use),
+    rotateTenantKey: (sql: Sql, tenantId: string, actor: string) =>
+      rotateTenantKey(sql, provider, tenantId, actor),
+    rotateMasterKey: (sql: Sql, actor: string) => rotateMasterKey(sql, provider, actor),
+  };
+}
+
+export type Vault = ReturnType<typeof createVault>;
