@@ -462,6 +462,14 @@ describe('enclave keys', () => {
       }
     }
     assert.deepEqual(await masterVersions(), before, 'nothing was registered or retired');
+    const doctor = await enclave(['doctor'], { ...env, ENCLAVE_MASTER_KEY: `${current}:${other}` });
+    assert.equal(doctor.code, 1, doctor.stdout);
+    assert.match(
+      doctor.stdout,
+      /^fail {2}master key +master key version \d+ in ENCLAVE_MASTER_KEY is not the key/m,
+    );
+    const healthy = await enclave(['doctor'], env);
+    assert.match(healthy.stdout, /^ok {4}master key +opens the data keys of this database \(version \d+\)$/m);
   });
 
   test('bad keys arguments exit 2 with one line; an unknown tenant exits 1', async () => {

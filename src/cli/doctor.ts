@@ -6,6 +6,7 @@ import { pendingMigrations } from '../db/migrator.ts';
 import { findUnprotectedTables } from '../db/rls-gate.ts';
 import { assertRolesSafe } from '../db/roles.ts';
 import { isAppError } from '../errors.ts';
+import { createVault, loadMasterKeyProvider } from '../vault/service.ts';
 import type { Io } from './main.ts';
 
 // `enclave doctor`: each check prints ok, warn or fail with a fix. Only a
@@ -21,6 +22,36 @@ interface Check {
 }
 
 const execFileAsync = promisify(execFile);
+
+/** The vault's master key: configured, well-formed, and the key this database's data keys are wrapped with. */
+async function masterKeyCheck(config: Config, env: Env, db: Database): Promise<Check> {
+  try {
+    const vault = createVault({ provider: await loadMasterKeyProvider(config, env) });
+    const versions = await vault.verifyMasterKeys(db.app);
+    return {
+      name: 'master key',
+      status: 'ok',
+      detail:
+        versions.length === 0
+          ? 'well-formed; the first start registers it'
+          : `opens the data keys of this database (version ${versions.join(', ')})`,
+    };
+  } catch (error) {
+    if ((error as { code?: string }).code === '42P01') {
+      return {
+        name: 'master key',
+        status: 'warn',
+        detail: 'not checked: the vault tables are not migrated yet',
+      };
+    }
+    return {
+      name: 'master key',
+      status: 'fail',
+      detail: isAppError(error) ? error.message : `unexpected error: ${(error as Error).message}`,
+      fix: 'give ENCLAVE_MASTER_KEY or ENCLAVE_MASTER_KEY_FILE the key this database was set up with (see README.md, "Credential vault")',
+    };
+  }
+}
 
 async function toolVersion(command: string, args: string[]): Promise<string | undefined> {
   try {
@@ -165,6 +196,7 @@ export async function runDoctor(env: Env, io: Io): Promise<number> {
     try {
       db = await openDatabase(config, env, { appPoolSize: 2, migrate: false });
       checks.push(...(await databaseChecks(db)));
+      checks.push(await masterKeyCheck(config, env, db));
     } catch (error) {
       checks.push({
         name: 'database',

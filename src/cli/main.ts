@@ -45,8 +45,9 @@ prints what it applied, and exits. Safe to run while servers are running.`,
   doctor: `Usage: enclave doctor
 
 Checks the configuration, the database connection, pending migrations, the
-database roles, row-level security coverage, the worker's heartbeat, and
-whether bubblewrap and Chromium are installed. Prints a fix for each problem
+database roles, row-level security coverage, the worker's heartbeat, that
+the master key opens this database's data keys, and whether bubblewrap and
+Chromium are installed. Prints a fix for each problem
 and exits non-zero if anything Enclave needs to run is broken.`,
   invite: INVITE_HELP,
   audit: AUDIT_HELP,

@@ -30,13 +30,18 @@ const CANARY = Buffer.alloc(KEY_BYTES);
  * no version yet, the provider's newest version is registered.
  */
 export async function checkMasterKeys(sql: Sql, provider: MasterKeyProvider): Promise<void> {
-  let registered = await sql<{ version: number; canary: Buffer }[]>`
-    select version, canary from vault_master_keys order by version`;
+  const registered = await verifyMasterKeys(sql, provider);
   if (registered.length === 0) {
     const held = await provider.versions();
     await registerMasterVersion(sql, provider, Math.max(...held));
-    registered = await sql`select version, canary from vault_master_keys order by version`;
+    await verifyMasterKeys(sql, provider);
   }
+}
+
+/** The read-only half of checkMasterKeys (for `enclave doctor`): the versions in use, each proven to open. */
+export async function verifyMasterKeys(sql: Sql, provider: MasterKeyProvider): Promise<number[]> {
+  const registered = await sql<{ version: number; canary: Buffer }[]>`
+    select version, canary from vault_master_keys order by version`;
   for (const { version, canary } of registered) {
     let opened: Buffer;
     try {
@@ -58,6 +63,7 @@ export async function checkMasterKeys(sql: Sql, provider: MasterKeyProvider): Pr
     }
     opened.fill(0);
   }
+  return registered.map((row) => row.version);
 }
 
 /** Records a master-key version as usable, with its canary. Idempotent. */

@@ -10,7 +10,7 @@ import {
   MAX_CREDENTIAL_CHARACTERS,
   putCredential,
 } from './credentials.ts';
-import { checkMasterKeys } from './data-keys.ts';
+import { checkMasterKeys, verifyMasterKeys } from './data-keys.ts';
 import type { CredentialAddress } from './envelope.ts';
 import type { MasterKeyProvider } from './master-keys.ts';
 
@@ -30,6 +30,8 @@ export function createVault(deps: { provider: MasterKeyProvider }) {
   return {
     /** Start-up check that the master key opens this database's data keys. */
     checkMasterKeys: (sql: Sql) => checkMasterKeys(sql, provider),
+    /** The same check without registering a first version: the master-key versions in use. */
+    verifyMasterKeys: (sql: Sql) => verifyMasterKeys(sql, provider),
     putCredential: (tx: TenantSql, address: CredentialAddress, value: string) =>
       putCredential(tx, provider, address, value),
     listCredentials: (tx: TenantSql, agentId: string) => listCredentials(tx, agentId),
