@@ -7,6 +7,8 @@ import { buildTestApp } from '../test/helpers/app.ts';
 import { startTestCluster } from '../test/helpers/cluster.ts';
 import { createTestDatabase } from '../test/helpers/database.ts';
 import { runAuditBench } from './audit.ts';
+import { runEgressBench } from './egress.ts';
+import { runIngressBench } from './ingress.ts';
 import { runVaultBench } from './vault.ts';
 
 // `npm run bench`: what tenancy costs. The same indexed select runs
@@ -149,6 +151,8 @@ try {
 
   await runAuditBench(db);
   await runVaultBench(db);
+  await runIngressBench(db);
+  await runEgressBench(db);
 } finally {
   await db.drop();
   await cluster.stop();

@@ -52,6 +52,9 @@ describe('loadConfig', () => {
         auditHotDays: 90,
         auditColdMonths: 24,
         templatesDir: undefined,
+        instancesDir: path.join(CWD, '.enclave', 'instances'),
+        agentsDomain: 'agents.localhost',
+        egressAllow: [],
       },
     );
   });
@@ -82,6 +85,31 @@ describe('loadConfig', () => {
   test('a relative ENCLAVE_DATA_DIR is resolved against the working directory', () => {
     assert.equal(loadConfig({ ENCLAVE_DATA_DIR: 'data/here' }, CWD).dataDir, '/srv/enclave/data/here');
     assert.equal(loadConfig({ ENCLAVE_DATA_DIR: '/var/lib/enclave' }, CWD).dataDir, '/var/lib/enclave');
+  });
+
+  test('ENCLAVE_AGENTS_DOMAIN is a domain of two labels or more; ENCLAVE_EGRESS_ALLOW is a list of IP ranges', () => {
+    assert.equal(
+      loadConfig({ ENCLAVE_AGENTS_DOMAIN: 'Agents.Example.COM' }, CWD).agentsDomain,
+      'agents.example.com',
+    );
+    for (const bad of [
+      'localhost',
+      'a..b',
+      '-a.b',
+      'a.b/c',
+      'https://a.b',
+      'a_b.c',
+      `${'x'.repeat(64)}.com`,
+    ]) {
+      configError({ ENCLAVE_AGENTS_DOMAIN: bad }, 'ENCLAVE_AGENTS_DOMAIN');
+    }
+    assert.deepEqual(
+      loadConfig({ ENCLAVE_EGRESS_ALLOW: '10.1.0.0/16, 192.168.1.5,fd00::/8' }, CWD).egressAllow,
+      ['10.1.0.0/16', '192.168.1.5', 'fd00::/8'],
+    );
+    for (const bad of ['10.0.0.0/33', 'example.com', '10.0.0.0/8/1', '::/129', '10.0.0.1,,10.0.0.2']) {
+      configError({ ENCLAVE_EGRESS_ALLOW: bad }, 'ENCLAVE_EGRESS_ALLOW');
+    }
   });
 
   test('a relative ENCLAVE_TEMPLATES_DIR is resolved against the working directory; a NUL byte is refused', () => {

@@ -39,6 +39,12 @@ export interface Config {
   readonly auditColdMonths: number;
   /** Operator's agent templates, loaded after the built-in ones; undefined means the built-in ones only. */
   readonly templatesDir: string | undefined;
+  /** Agent instances live under it, one directory each (`<data dir>/instances`). */
+  readonly instancesDir: string;
+  /** Instances are reached at `<subdomain>.<agentsDomain>` (AGT-3). */
+  readonly agentsDomain: string;
+  /** Private or reserved ranges the egress proxy may reach anyway (AGT-4); empty by default. */
+  readonly egressAllow: readonly string[];
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -161,6 +167,13 @@ export function normalizeEmail(value: string): string | undefined {
   return email.length <= 254 && EMAIL.test(email) ? email : undefined;
 }
 
+/** An IP address or a CIDR range such as 10.0.0.0/8 or fd00::/8. */
+function isIpRange(range: string): boolean {
+  const [ip, bits, extra] = range.split('/');
+  if (extra !== undefined || ip === undefined || isIP(ip) === 0) return false;
+  return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (isIP(ip) === 4 ? 32 : 128));
+}
+
 function parseTrustProxy(env: Env): Config['trustProxy'] {
   const raw = read(env, 'ENCLAVE_TRUST_PROXY');
   if (raw === undefined) return false;
@@ -169,12 +182,7 @@ function parseTrustProxy(env: Env): Config['trustProxy'] {
     if (hops >= 1 && hops <= 10) return hops;
   }
   const addresses = raw.split(',').map((part) => part.trim());
-  const valid = addresses.every((address) => {
-    const [ip, bits, extra] = address.split('/');
-    if (extra !== undefined || ip === undefined || isIP(ip) === 0) return false;
-    return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (isIP(ip) === 4 ? 32 : 128));
-  });
-  if (!valid) {
+  if (!addresses.every(isIpRange)) {
     throw new ConfigError(
       'ENCLAVE_TRUST_PROXY',
       `must be a hop count from 1 to 10 or a comma-separated list of proxy addresses or CIDR ranges (got "${raw}")`,
@@ -231,6 +239,35 @@ function parseTemplatesDir(env: Env, cwd: string): string | undefined {
   return path.resolve(cwd, raw);
 }
 
+function parseAgentsDomain(env: Env): string {
+  const raw = read(env, 'ENCLAVE_AGENTS_DOMAIN')?.toLowerCase() ?? 'agents.localhost';
+  // A DNS name of at least two labels; each instance gets one more label in front of it.
+  const label = '[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?';
+  if (raw.length > 200 || !new RegExp(`^${label}(?:\\.${label})+$`).test(raw)) {
+    throw new ConfigError(
+      'ENCLAVE_AGENTS_DOMAIN',
+      `must be a domain name such as agents.example.com (got "${raw}")`,
+    );
+  }
+  return raw;
+}
+
+/** A comma-separated list of IP ranges (`10.0.0.0/8`, `fd00::/8`, a single address). */
+function parseCidrList(env: Env, name: string): readonly string[] {
+  const raw = read(env, name);
+  if (raw === undefined) return Object.freeze([]);
+  const ranges = raw.split(',').map((part) => part.trim());
+  for (const range of ranges) {
+    if (!isIpRange(range)) {
+      throw new ConfigError(
+        name,
+        `must be a comma-separated list of IP addresses or CIDR ranges (got "${range}")`,
+      );
+    }
+  }
+  return Object.freeze(ranges);
+}
+
 export function loadConfig(env: Env, cwd: string): Config {
   const environment = parseEnum(env, 'ENCLAVE_ENV', ['development', 'production'] as const, 'development');
   const host = parseHost(env);
@@ -261,5 +298,8 @@ export function loadConfig(env: Env, cwd: string): Config {
     auditHotDays: parseInteger(env, 'ENCLAVE_AUDIT_HOT_DAYS', 90, 36500, 90),
     auditColdMonths: parseInteger(env, 'ENCLAVE_AUDIT_COLD_MONTHS', 24, 1200, 24),
     templatesDir: parseTemplatesDir(env, cwd),
+    instancesDir: path.join(dataDir, 'instances'),
+    agentsDomain: parseAgentsDomain(env),
+    egressAllow: parseCidrList(env, 'ENCLAVE_EGRESS_ALLOW'),
   });
 }

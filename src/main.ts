@@ -1,4 +1,7 @@
 import { bootstrapOperatorInvite, inviteLink, OPERATOR_INVITE_HOURS } from './accounts/invites.ts';
+import { createEgressProxy } from './agents/egress/proxy.ts';
+import { createBwrapDriver } from './agents/runtime/bwrap-driver.ts';
+import { createLifecycle } from './agents/runtime/lifecycle.ts';
 import { loadTemplateCatalog, templateDirs } from './agents/templates.ts';
 import { loadAuditSetup } from './audit/setup.ts';
 import { type Config, type Env, loadConfig } from './config.ts';
@@ -11,6 +14,7 @@ import { startWorker, type Worker } from './jobs/worker.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { loadOperatorSecret } from './operator-secrets/secrets.ts';
 import { loadSmtpUrl } from './operator-secrets/smtp-url.ts';
+import { loadSupportKey } from './operator-secrets/support-key.ts';
 import { createVault, loadMasterKeyProvider } from './vault/service.ts';
 
 // Start-up in one place: config → database (embedded or external) → migrate
@@ -48,6 +52,8 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
   const audit = await loadAuditSetup(config, options.env);
   // Customer credentials' master key: a missing or malformed one stops start-up here (VLT-1).
   const vault = createVault({ provider: await loadMasterKeyProvider(config, options.env) });
+  // The operator's support key: only the process that runs instances offers it to them.
+  const supportKey = options.server && options.worker ? await loadSupportKey(config, options.env) : undefined;
   const db = await openDatabase(config, options.env, { appPoolSize: options.server ? 20 : 5 });
   let app: App | undefined;
   let worker: Worker | undefined;
@@ -56,6 +62,7 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
   const stop = async (): Promise<void> => {
     await app?.close();
     await rateLimits?.close();
+    // The worker stops the instances it runs (lifecycle.stopAll) once its runner has stopped.
     await worker?.stop();
     mailer?.close();
     await db.close();
@@ -66,6 +73,23 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
     await vault.checkMasterKeys(db.app);
     if (options.worker) {
       mailer = createMailer({ env: config.env, mailFrom: config.mailFrom, smtpUrl }, db.app);
+      // Agent instances run in the process that serves (`enclave start`), which the ingress
+      // and the egress sockets share a host with; scale-out workers take no runtime jobs.
+      const lifecycle =
+        options.server && supportKey !== undefined
+          ? createLifecycle({
+              sql: db.app,
+              driver: createBwrapDriver({
+                instancesDir: config.instancesDir,
+                egress: createEgressProxy({ sql: db.app, logger, allow: config.egressAllow }),
+                logger,
+              }),
+              templates,
+              vault,
+              supportKey: supportKey.publicKey,
+              logger,
+            })
+          : undefined;
       worker = await startWorker({
         target: db.target,
         credentials: db.appCredentials,
@@ -76,6 +100,7 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
         mailer,
         publicUrl: config.publicUrl,
         audit,
+        ...(lifecycle === undefined ? {} : { lifecycle }),
       });
     }
     let url: string | undefined;

@@ -176,6 +176,7 @@ describe('enclave start with the embedded database', { timeout: 4 * WAIT_MS }, (
       'master-keys',
       'pg_superuser_password',
       'session_key',
+      'support_ssh_key',
     ]);
     pgVersion = await pgVersionMtime();
     await stopWith(running, 'SIGINT');

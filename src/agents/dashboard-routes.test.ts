@@ -25,6 +25,7 @@ writeFileSync(
     description: 'A template with a required, formatted credential.',
     command: ['node', 'strict/agent.mjs'],
     port: 8080,
+    prefix: 'zz',
     model_gateway: false,
     credentials: [
       {

@@ -20,7 +20,10 @@ import {
 } from '../web/agent-pages.ts';
 import { notFoundPage } from '../web/dashboard-pages.ts';
 import { bodyText, type FormProblem, formProblem, sendPage } from '../web/forms.ts';
+import { instanceSection } from '../web/instance-section.ts';
+import { listEgressRecords } from './egress/records.ts';
 import { AgentsError } from './errors.ts';
+import { type InstancesService, instanceUrl } from './runtime/instances.ts';
 import type { AgentsService } from './service.ts';
 import type { TemplateCatalog } from './templates.ts';
 
@@ -111,11 +114,18 @@ function submittedCredentials(body: object): Record<string, string> {
 
 const isNotFound = (error: unknown) => error instanceof AgentsError && error.code === 'not_found';
 
-export function registerAgentPages(
-  app: App,
-  deps: { agents: AgentsService; templates: TemplateCatalog },
-): void {
-  const { agents, templates } = deps;
+export interface AgentPagesDeps {
+  readonly agents: AgentsService;
+  readonly templates: TemplateCatalog;
+  readonly instances: InstancesService;
+  /** The last lines of an instance's output. */
+  readonly logs: (agentId: string, lines: number) => Promise<string[]>;
+  readonly publicUrl: string;
+  readonly agentsDomain: string;
+}
+
+export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
+  const { agents, templates, instances } = deps;
   const user = { auth: 'user' as const };
   const hide = { hide: true } as const;
   const page = { config: user, schema: hide };
@@ -152,8 +162,45 @@ export function registerAgentPages(
       throw error;
     }
     const template = templates.get(agent.template);
-    return sendPage(reply, status, agentPage(await frameFor(request), { agent, template, ...extra }));
+    const [instance, egress, sessions] = await request.withTenant((tx) =>
+      Promise.all([
+        instances.view(tx, id),
+        listEgressRecords(tx, id, 20),
+        instances.supportSessions(tx, id, 10),
+      ]),
+    );
+    const section = instanceSection({
+      agentId: id,
+      instance,
+      url:
+        instance === undefined
+          ? undefined
+          : instanceUrl(deps.publicUrl, deps.agentsDomain, instance.subdomain),
+      logs: await deps.logs(id, 50),
+      egress,
+      sessions,
+    });
+    return sendPage(
+      reply,
+      status,
+      agentPage(await frameFor(request), { agent, template, instance: section, ...extra }),
+    );
   };
+
+  for (const action of ['start', 'stop', 'restart'] as const) {
+    app.post(`/dashboard/agents/:id/${action}`, withId, async (request, reply) => {
+      if (request.validationError !== undefined) return notFound(request, reply);
+      const { id } = request.params;
+      try {
+        await request.withTenant((tx) => instances.request(tx, signedIn(request), id, action));
+      } catch (error) {
+        if (isNotFound(error)) return notFound(request, reply);
+        const shown = shownError(reply, error);
+        return showAgent(request, reply, shown.status, id, { notice: shown.message });
+      }
+      return reply.redirect(`/dashboard/agents/${id}?notice=instance-${action}`, 303);
+    });
+  }
 
   app.get('/dashboard/agents', page, async (request, reply) => {
     const list = await request.withTenant((tx) => agents.list(tx));

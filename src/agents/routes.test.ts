@@ -24,6 +24,7 @@ writeFileSync(
     description: 'Needs an API key in the kt- format.',
     command: ['node', 'agent.mjs'],
     port: 8080,
+    prefix: 'zz',
     model_gateway: false,
     credentials: [
       { name: 'api_key', description: 'The key', required: true, env: 'API_KEY', pattern: '^kt-' },
@@ -266,6 +267,29 @@ describe('agents API', () => {
     assert.match(await auditRowsText(), /agent\.updated/);
     problem(await api(alice, 'PATCH', `/api/v1/agents/${agent.id}`, {}), 400);
     problem(await api(alice, 'PATCH', `/api/v1/agents/${agent.id}`, { handle: 'new-handle' }), 400);
+  });
+
+  test('AGT-4: PATCH sets an egress allowlist of domains and wildcard subdomains, and null opens it again', async () => {
+    const agent = await onboard(alice, { template: 'echo' });
+    const url = `/api/v1/agents/${agent.id}`;
+    const set = await api(alice, 'PATCH', url, { egress_allowlist: ['api.github.com', '*.example.com'] });
+    assert.equal(set.statusCode, 200, set.body);
+    assert.deepEqual(set.json<{ egress_allowlist: string[] }>().egress_allowlist, [
+      'api.github.com',
+      '*.example.com',
+    ]);
+    for (const bad of [
+      ['http://x.com'],
+      ['*'],
+      ['*.com.'],
+      ['exa mple.com'],
+      ['localhost'],
+      Array(101).fill('a.com'),
+    ]) {
+      problem(await api(alice, 'PATCH', url, { egress_allowlist: bad }), 400);
+    }
+    const open = await api(alice, 'PATCH', url, { egress_allowlist: null });
+    assert.equal(open.json<{ egress_allowlist: null }>().egress_allowlist, null);
   });
 
   describe('bad input', () => {

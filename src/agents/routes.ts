@@ -5,7 +5,7 @@ import { ProblemSchema } from '../http/problems.ts';
 import { Id, IdParams, Timestamp } from '../http/schemas.ts';
 import { MAX_CREDENTIAL_CHARACTERS } from '../vault/service.ts';
 import { HANDLE_PATTERN } from './handles.ts';
-import type { AgentsService } from './service.ts';
+import { type AgentsService, EGRESS_ENTRY_PATTERN } from './service.ts';
 
 // /api/v1/agents and their write-only credentials. HTTP only: schemas,
 // status codes, auth mode. Response schemas are allowlists: a credential
@@ -29,6 +29,10 @@ const Agent = Type.Object({
   support_access: Type.Boolean({
     description:
       'Whether the operator may open a support shell in the agent (AGT-5); every session is audited',
+  }),
+  egress_allowlist: Type.Union([Type.Array(Type.String()), Type.Null()], {
+    description:
+      'Domains the agent may reach (`api.github.com`, `*.github.com`); null: any public destination',
   }),
   created_at: Timestamp,
   updated_at: Timestamp,
@@ -154,7 +158,7 @@ export function registerAgentsApi(app: App, deps: { agents: AgentsService }): vo
     {
       config: auth,
       schema: {
-        summary: "Change an agent's name, description or support access",
+        summary: "Change an agent's name, description, support access or egress allowlist",
         tags: ['agents'],
         params: IdParams,
         body: Type.Object(
@@ -162,6 +166,12 @@ export function registerAgentsApi(app: App, deps: { agents: AgentsService }): vo
             name: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
             description: Type.Optional(Description),
             support_access: Type.Optional(Type.Boolean()),
+            egress_allowlist: Type.Optional(
+              Type.Union([
+                Type.Array(Type.String({ pattern: EGRESS_ENTRY_PATTERN, maxLength: 253 }), { maxItems: 100 }),
+                Type.Null(),
+              ]),
+            ),
           },
           { additionalProperties: false, minProperties: 1 },
         ),
@@ -170,11 +180,12 @@ export function registerAgentsApi(app: App, deps: { agents: AgentsService }): vo
     },
     async (request) => {
       const principal = signedIn(request);
-      const { name, description, support_access } = request.body;
+      const { name, description, support_access, egress_allowlist } = request.body;
       const changes = {
         ...(name === undefined ? {} : { name }),
         ...(description === undefined ? {} : { description }),
         ...(support_access === undefined ? {} : { supportAccess: support_access }),
+        ...(egress_allowlist === undefined ? {} : { egressAllowlist: egress_allowlist }),
       };
       return request.withTenant((tx) => agents.update(tx, principal, request.params.id, changes));
     },

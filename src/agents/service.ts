@@ -5,6 +5,7 @@ import type { CredentialListing, Vault } from '../vault/service.ts';
 import { credentialValueProblem } from '../vault/service.ts';
 import { AgentsError, agentFieldError } from './errors.ts';
 import { handleProblem } from './handles.ts';
+import { enqueueInstanceSync } from './runtime/instances.ts';
 import {
   type AgentTemplate,
   credentialFormatOk,
@@ -24,6 +25,8 @@ export interface Agent {
   readonly description: string;
   readonly template: string;
   readonly support_access: boolean;
+  /** Domains the agent's egress may reach (AGT-4); null: any public destination. */
+  readonly egress_allowlist: string[] | null;
   readonly created_at: Date;
   readonly updated_at: Date;
 }
@@ -54,10 +57,16 @@ export interface AgentChanges {
   readonly name?: string;
   readonly description?: string;
   readonly supportAccess?: boolean;
+  /** null opens egress to any public destination again. */
+  readonly egressAllowlist?: readonly string[] | null;
 }
 
 const AGENT_COLUMNS =
-  'id, handle, name, description, template_id as template, support_access, created_at, updated_at';
+  'id, handle, name, description, template_id as template, support_access, egress_allowlist, created_at, updated_at';
+
+/** An allowlist entry: a domain (`api.github.com`) or its subdomains (`*.github.com`). */
+export const EGRESS_ENTRY_PATTERN =
+  '^(\\*\\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
 
 function templateOf(templates: TemplateCatalog, agent: Pick<Agent, 'template'>): AgentTemplate {
   const template = templates.get(agent.template);
@@ -219,13 +228,26 @@ export function createAgentsService(deps: { vault: Vault; templates: TemplateCat
           name = ${changes.name ?? before.name},
           description = ${changes.description ?? before.description},
           support_access = ${changes.supportAccess ?? before.support_access},
+          egress_allowlist = ${
+            changes.egressAllowlist === undefined
+              ? before.egress_allowlist
+              : changes.egressAllowlist === null
+                ? null
+                : [...new Set(changes.egressAllowlist.map((entry) => entry.toLowerCase()))]
+          }::text[],
           updated_at = now()
         where id = ${id}::uuid
         returning ${tx.unsafe(AGENT_COLUMNS)}`;
       if (agent === undefined) throw new AgentsError('not_found', 'no such agent');
-      const changed = (['name', 'description', 'support_access'] as const).filter(
-        (key) => before[key] !== agent[key],
+      const changed = (['name', 'description', 'support_access', 'egress_allowlist'] as const).filter(
+        (key) => JSON.stringify(before[key]) !== JSON.stringify(agent[key]),
       );
+      if (changed.includes('support_access') || changed.includes('egress_allowlist')) {
+        // AGT-5: a running instance opens or closes its support listener at once; a new
+        // allowlist (AGT-4) takes effect when the instance is next started.
+        const [instance] = await tx`select 1 from agent_instances where agent_id = ${id}::uuid`;
+        if (instance !== undefined) await enqueueInstanceSync(tx, principal.user.tenant_id, id);
+      }
       if (changed.length > 0) {
         await recordFor(tx, principal, {
           action: 'agent.updated',
@@ -241,7 +263,10 @@ export function createAgentsService(deps: { vault: Vault; templates: TemplateCat
       // Credentials and the provision record go with the agent (on delete cascade).
       const [{ count } = { count: 0 }] = await tx<{ count: number }[]>`
         select count(*)::int as count from credentials where agent_id = ${id}::uuid`;
+      const [instance] = await tx`select 1 from agent_instances where agent_id = ${id}::uuid`;
       await tx`delete from agents where id = ${id}::uuid`;
+      // Its instance must not outlive it: the runtime stops whatever runs for a deleted agent.
+      if (instance !== undefined) await enqueueInstanceSync(tx, principal.user.tenant_id, id);
       await recordFor(tx, principal, {
         action: 'agent.deleted',
         target: `agent:${id}`,

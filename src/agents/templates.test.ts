@@ -47,6 +47,7 @@ function custom(overrides: Record<string, unknown> = {}): Record<string, unknown
     description: 'An agent of the operator',
     command: ['node', 'custom/agent.mjs'],
     port: 9000,
+    prefix: 'cu',
     model_gateway: false,
     credentials: [{ name: 'api_token', description: 'Token', required: true, env: 'CUSTOM_TOKEN' }],
     ...overrides,
@@ -97,6 +98,8 @@ describe('the built-in templates', () => {
         description: echo.description,
         command: ['node', 'echo/agent.mjs'],
         port: 8080,
+        prefix: 'ec',
+        limits: { memoryMb: 128, processes: 32, openFiles: 256, cpuPercent: 100, volumeMb: 64 },
         modelGateway: false,
         credentials: [
           {

@@ -5,6 +5,7 @@ import { Type } from 'typebox';
 import { Compile } from 'typebox/compile';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
+import type { InstanceLimits } from './runtime/driver.ts';
 
 // Agent templates: operator-defined JSON files, one per template, in the
 // built-in templates/ directory and in ENCLAVE_TEMPLATES_DIR. They are read
@@ -33,6 +34,10 @@ export interface AgentTemplate {
   readonly command: readonly string[];
   /** The port the agent listens on inside its sandbox. */
   readonly port: number;
+  /** Two characters that start its instances' subdomains (AGT-3). */
+  readonly prefix: string;
+  /** Per-instance limits, the template's or DEFAULT_LIMITS (AGT-6). */
+  readonly limits: InstanceLimits;
   readonly modelGateway: boolean;
   readonly credentials: readonly TemplateCredential[];
   /** Absolute directory of the JSON file; relative paths in `command` resolve against it (next issue's runtime). */
@@ -115,8 +120,21 @@ const TemplateFile = Type.Object(
     description: Type.String({ minLength: 1, maxLength: 1000 }),
     command: Type.Array(Type.String({ minLength: 1, maxLength: 4096 }), { minItems: 1, maxItems: 64 }),
     port: Type.Integer({ minimum: 1024, maximum: 65535 }),
+    prefix: Type.String({ pattern: '^[a-z0-9]{2}$' }),
     model_gateway: Type.Boolean(),
     credentials: Type.Array(CredentialFile, { maxItems: 32 }),
+    limits: Type.Optional(
+      Type.Object(
+        {
+          memory_mb: Type.Optional(Type.Integer({ minimum: 32, maximum: 65536 })),
+          processes: Type.Optional(Type.Integer({ minimum: 4, maximum: 4096 })),
+          open_files: Type.Optional(Type.Integer({ minimum: 64, maximum: 65536 })),
+          cpu_percent: Type.Optional(Type.Integer({ minimum: 5, maximum: 1600 })),
+          volume_mb: Type.Optional(Type.Integer({ minimum: 1, maximum: 1048576 })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
   },
   { additionalProperties: false },
 );
@@ -137,9 +155,26 @@ interface TemplateFileShape {
   description: string;
   command: string[];
   port: number;
+  prefix: string;
   model_gateway: boolean;
   credentials: CredentialFileShape[];
+  limits?: {
+    memory_mb?: number;
+    processes?: number;
+    open_files?: number;
+    cpu_percent?: number;
+    volume_mb?: number;
+  };
 }
+
+/** What an instance gets when its template names no limit. */
+export const DEFAULT_LIMITS: InstanceLimits = Object.freeze({
+  memoryMb: 256,
+  processes: 64,
+  openFiles: 1024,
+  cpuPercent: 100,
+  volumeMb: 256,
+});
 
 const templateFileValidator = Compile(TemplateFile);
 
@@ -318,6 +353,14 @@ function toTemplate(parsed: TemplateFileShape, dir: string): AgentTemplate {
     description: parsed.description,
     command: Object.freeze([...parsed.command]),
     port: parsed.port,
+    prefix: parsed.prefix,
+    limits: Object.freeze({
+      memoryMb: parsed.limits?.memory_mb ?? DEFAULT_LIMITS.memoryMb,
+      processes: parsed.limits?.processes ?? DEFAULT_LIMITS.processes,
+      openFiles: parsed.limits?.open_files ?? DEFAULT_LIMITS.openFiles,
+      cpuPercent: parsed.limits?.cpu_percent ?? DEFAULT_LIMITS.cpuPercent,
+      volumeMb: parsed.limits?.volume_mb ?? DEFAULT_LIMITS.volumeMb,
+    }),
     modelGateway: parsed.model_gateway,
     credentials: Object.freeze(
       parsed.credentials.map((credential) =>

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { hostLimitSupport } from '../agents/runtime/limits.ts';
 import { type Config, type Env, loadConfig } from '../config.ts';
 import { type Database, openDatabase } from '../db/database.ts';
 import { pendingMigrations } from '../db/migrator.ts';
@@ -22,6 +23,24 @@ interface Check {
 }
 
 const execFileAsync = promisify(execFile);
+
+/** Which per-instance limits (AGT-6) this host can enforce, measured by hostLimitSupport(). */
+async function sandboxLimitsCheck(config: Config): Promise<Check> {
+  const support = await hostLimitSupport(config.instancesDir);
+  const missing = (['memory', 'processes', 'openFiles', 'cpu', 'volume'] as const).filter(
+    (limit) => !support[limit],
+  );
+  return {
+    name: 'sandbox limits',
+    status: missing.length === 0 ? 'ok' : 'warn',
+    detail: `${missing.length === 0 ? 'all enforced' : `not enforced: ${missing.join(', ')}`} (${support.how})`,
+    ...(missing.length === 0
+      ? {}
+      : {
+          fix: 'run Enclave where cgroup v2 (or v1 memory, pids and cpu) is writable, with util-linux prlimit and setpriv',
+        }),
+  };
+}
 
 /** The vault's master key: configured, well-formed, and the key this database's data keys are wrapped with. */
 async function masterKeyCheck(config: Config, env: Env, db: Database): Promise<Check> {
@@ -191,6 +210,7 @@ export async function runDoctor(env: Env, io: Io): Promise<number> {
     });
   }
   checks.push(...(await hostChecks()));
+  if (config !== undefined) checks.push(await sandboxLimitsCheck(config));
   if (config !== undefined) {
     let db: Database | undefined;
     try {

@@ -7,6 +7,7 @@ import { AUDIT_HELP, runAudit } from './audit.ts';
 import { runDoctor } from './doctor.ts';
 import { INVITE_HELP, runInvite } from './invite.ts';
 import { KEYS_HELP, runKeys } from './keys.ts';
+import { runSupport, SUPPORT_HELP } from './support.ts';
 import { UsageError } from './usage-error.ts';
 
 // The `enclave` admin command. Every command works against the same database
@@ -23,6 +24,7 @@ Commands:
   invite    Create, list or revoke signup invites (invite create --email ADDRESS)
   audit     Make an audit checkpoint now, or export a tenant's recovery bundle
   keys      Rotate the vault's master key or a tenant's data key
+  support   Open a support shell in an agent that allows it (ssh, or proxy for OpenSSH)
   help      Show this help
 
 Run "enclave <command> --help" for a command's options.
@@ -52,6 +54,7 @@ and exits non-zero if anything Enclave needs to run is broken.`,
   invite: INVITE_HELP,
   audit: AUDIT_HELP,
   keys: KEYS_HELP,
+  support: SUPPORT_HELP,
   help: 'Usage: enclave help [command]',
 };
 
@@ -193,6 +196,8 @@ export async function main(argv: readonly string[], env: Env, io: Io = processIo
       );
     }
     if (command === 'invite') return await runInvite({ rest, email, expires }, env, io);
+    if (command === 'support' && email === undefined && expires === undefined)
+      return await runSupport(rest, env, io);
     if (command === 'keys' && email === undefined && expires === undefined)
       return await runKeys(rest, env, io);
     if (email !== undefined || expires !== undefined) {

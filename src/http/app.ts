@@ -18,7 +18,12 @@ import { registerAccountPages } from '../accounts/page-routes.ts';
 import { registerPrincipal } from '../accounts/principal.ts';
 import { createAccountsService } from '../accounts/service.ts';
 import { registerAgentPages } from '../agents/dashboard-routes.ts';
+import { registerEgressRoutes } from '../agents/egress/routes.ts';
+import { createIngress, createIngressServer } from '../agents/ingress/proxy.ts';
 import { registerAgentsApi } from '../agents/routes.ts';
+import { createInstancesService } from '../agents/runtime/instances.ts';
+import { tailLines } from '../agents/runtime/output-log.ts';
+import { registerInstanceRoutes } from '../agents/runtime/routes.ts';
 import { createAgentsService } from '../agents/service.ts';
 import { registerTemplateRoutes } from '../agents/template-routes.ts';
 import type { TemplateCatalog } from '../agents/templates.ts';
@@ -85,7 +90,15 @@ function trustProxyOption(
  * routes. Returns the instance unstarted, so tests can `inject` into it.
  */
 export async function buildApp(deps: AppDeps): Promise<App> {
+  // AGT-3: requests whose Host is under the agents domain go to agent instances, never to these routes.
+  const ingress = createIngress({
+    sql: deps.sql,
+    agentsDomain: deps.config.agentsDomain,
+    instancesDir: deps.config.instancesDir,
+    logger: deps.logger,
+  });
   const app = Fastify({
+    serverFactory: (handler, options) => createIngressServer(ingress, handler, options),
     loggerInstance: deps.logger as FastifyBaseLogger,
     // Fastify's own request lines log the URL; ours (onResponse) log the route pattern.
     logController: new LogController({ disableRequestLogging: true }),
@@ -98,6 +111,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     trustProxy: trustProxyOption(deps.config.trustProxy),
     schemaController: strictBodySchemaController(),
   }).withTypeProvider<TypeBoxTypeProvider>();
+  // preClose, before the server closes: open tunnels would otherwise keep it from closing.
+  app.addHook('preClose', async () => ingress.close());
   // JSON and forms only, decoded strictly. text/plain (which a cross-site form
   // may send without a CORS preflight) is not accepted: 415.
   registerBodyParsers(app);
@@ -146,7 +161,14 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerTemplateRoutes(app, { templates: deps.templates });
   const agents = createAgentsService({ vault: deps.vault, templates: deps.templates });
   registerAgentsApi(app, { agents });
-  registerAgentPages(app, { agents, templates: deps.templates });
+  registerEgressRoutes(app, { sql: deps.sql });
+  const instances = createInstancesService({ templates: deps.templates });
+  // Agent ids reach this only after schema validation as uuids: no path tricks.
+  const logs = (agentId: string, lines: number) =>
+    tailLines(path.join(deps.config.instancesDir, agentId, 'output.log'), lines);
+  const addresses = { publicUrl: deps.config.publicUrl, agentsDomain: deps.config.agentsDomain };
+  registerInstanceRoutes(app, { instances, logs, ...addresses });
+  registerAgentPages(app, { agents, templates: deps.templates, instances, logs, ...addresses });
   registerAuditPages(app);
   registerCheckpointRoutes(app, { sql: deps.sql, sources: deps.audit });
   // The outbox page exists only where mail goes to the outbox: development without SMTP.

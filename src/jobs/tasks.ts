@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import type { Sql } from 'postgres';
 import { type LinkMailPayload, type LinkPurpose, mintLinkForMail } from '../accounts/links.ts';
+import type { Lifecycle } from '../agents/runtime/lifecycle.ts';
 import type { AuditServices } from '../audit/setup.ts';
 import type { Mailer } from '../email/mailer.ts';
 import { recoveryMail, verificationMail } from '../email/messages.ts';
@@ -23,7 +24,14 @@ export interface TaskPayloads {
   audit_checkpoint: Record<string, never>;
   /** Cron, daily: moves audit events past the hot window to the archive, deletes segments past the cold window (AUD-7). */
   audit_retention: Record<string, never>;
+  /** Brings one agent's instance to the state its owner wants (AGT-6); only the process that runs instances takes it. */
+  agent_instance_sync: { tenant_id: string; agent_id: string; restart: boolean };
+  /** Cron, every minute, and at worker start: enqueues a sync for every instance not in its wanted state. */
+  agent_reconcile: Record<string, never>;
 }
+
+/** Tasks only a worker that runs agent instances registers, so other workers never take them. */
+export const RUNTIME_TASKS: readonly TaskName[] = ['agent_instance_sync', 'agent_reconcile'];
 
 export type TaskName = keyof TaskPayloads;
 
@@ -36,6 +44,8 @@ export interface TaskDeps {
   /** Origin that links in mail point at (ENCLAVE_PUBLIC_URL). */
   readonly publicUrl: string;
   readonly audit: Pick<AuditServices, 'checkpoints' | 'retention'>;
+  /** Present in the process that runs agent instances (`enclave start`). */
+  readonly lifecycle: Pick<Lifecycle, 'sync' | 'reconcile'> | undefined;
 }
 
 export function defaultWorkerId(): string {
@@ -78,7 +88,7 @@ async function prune(deps: TaskDeps): Promise<void> {
   });
 }
 
-export type TaskHandlers = { readonly [N in TaskName]: (payload: unknown) => Promise<void> };
+export type TaskHandlers = { readonly [N in TaskName]?: (payload: unknown) => Promise<void> };
 
 export function createTaskHandlers(deps: TaskDeps): TaskHandlers {
   return {
@@ -92,5 +102,11 @@ export function createTaskHandlers(deps: TaskDeps): TaskHandlers {
     audit_retention: async () => {
       await deps.audit.retention.runRetention();
     },
+    ...(deps.lifecycle === undefined
+      ? {}
+      : {
+          agent_instance_sync: (payload: unknown) => deps.lifecycle?.sync(payload) ?? Promise.resolve(),
+          agent_reconcile: () => deps.lifecycle?.reconcile() ?? Promise.resolve(),
+        }),
   };
 }

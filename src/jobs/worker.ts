@@ -9,6 +9,7 @@ import {
 } from 'graphile-worker';
 import pg from 'pg';
 import type { Sql } from 'postgres';
+import type { Lifecycle } from '../agents/runtime/lifecycle.ts';
 import { type AuditSetup, createAuditServices } from '../audit/setup.ts';
 import type { Credentials, DbTarget } from '../db/target.ts';
 import { connectionUrl } from '../db/target.ts';
@@ -32,6 +33,8 @@ export interface WorkerDeps {
   readonly publicUrl: string;
   /** Checkpoint key, publisher, archive and windows (AUD-4, AUD-7). */
   readonly audit: AuditSetup;
+  /** The agent runtime, in the one process that runs instances; absent in scale-out workers. */
+  readonly lifecycle?: Lifecycle;
   readonly events?: WorkerEvents;
 }
 
@@ -50,12 +53,13 @@ function platformCron(task: TaskName, match: string, maxAttempts: number) {
   };
 }
 
-export const cronItems = (checkpointIntervalMinutes: number) =>
+export const cronItems = (checkpointIntervalMinutes: number, runtime = false) =>
   parseCronItems([
     platformCron('platform_heartbeat', '* * * * *', 1),
     platformCron('maintenance_prune', '17 * * * *', 3),
     platformCron('audit_checkpoint', checkpointCron(checkpointIntervalMinutes), 5),
     platformCron('audit_retention', '41 3 * * *', 3),
+    ...(runtime ? [platformCron('agent_reconcile', '* * * * *', 1)] : []),
   ]);
 
 export function graphileLogger(logger: Logger): GraphileLogger {
@@ -89,10 +93,11 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     mailer: deps.mailer,
     publicUrl: deps.publicUrl,
     audit: createAuditServices(deps.audit, deps.sql, deps.logger.child({ component: 'audit' })),
+    lifecycle: deps.lifecycle,
   } satisfies TaskDeps);
   const taskList: TaskList = {};
   for (const [name, handler] of Object.entries(handlers)) {
-    taskList[name] = async (payload) => handler(payload);
+    if (handler !== undefined) taskList[name] = async (payload) => handler(payload);
   }
   // Our own pool, with an error listener that outlives the runner: graphile-
   // worker drops its listener before ending a pool it was given a connection
@@ -112,7 +117,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       pgPool: pool,
       concurrency: deps.concurrency,
       taskList,
-      parsedCronItems: cronItems(deps.audit.checkpointIntervalMinutes),
+      parsedCronItems: cronItems(deps.audit.checkpointIntervalMinutes, deps.lifecycle !== undefined),
       noHandleSignals: true,
       logger: graphileLogger(deps.logger),
       ...(deps.events === undefined ? {} : { events: deps.events }),
@@ -121,11 +126,19 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     await pool.end();
     throw error;
   }
+  // Instances that should run are started again now, not at the next cron tick.
+  if (deps.lifecycle !== undefined) {
+    await runner.addJob('agent_reconcile', {}, { jobKey: 'agent_reconcile', maxAttempts: 1 });
+  }
   let stopping: Promise<void> | undefined;
   return {
     done: runner.promise,
     stop() {
-      stopping ??= runner.stop().finally(() => pool.end());
+      // The runner first, so no sync starts an instance while they are being stopped.
+      stopping ??= runner
+        .stop()
+        .then(() => deps.lifecycle?.stopAll())
+        .finally(() => pool.end());
       return stopping;
     },
   };

@@ -34,6 +34,9 @@ const NOTICES: Readonly<Record<string, string>> = {
   'credential-added': 'The credential was added.',
   'credential-rotated': 'The credential was replaced with the new value.',
   'credential-deleted': 'The credential was deleted.',
+  'instance-start': 'Starting the agent: its state below changes once the platform has started it.',
+  'instance-stop': 'Stopping the agent.',
+  'instance-restart': 'Restarting the agent.',
 };
 
 export function agentNoticeFrom(query: unknown): string | undefined {
@@ -219,6 +222,8 @@ export interface AgentPageInput {
   readonly credential?: { name: string | undefined; errors: FormErrors } | undefined;
   /** Why a credential could not be deleted. */
   readonly credentialsError?: string | undefined;
+  /** The instance: its state, address, output and connections (instance-section.ts). */
+  readonly instance?: Html | undefined;
 }
 
 function credentialRows(input: AgentPageInput): Html {
@@ -309,6 +314,7 @@ ${noticeBox(input.notice)}
 <dt>Created</dt><dd>${time(agent.created_at)}</dd>
 <dt>Updated</dt><dd>${time(agent.updated_at)}</dd>
 </dl>
+${input.instance ?? ''}
 <h2>Credentials</h2>
 <p>Values are stored encrypted and are write-only: Enclave shows only their last 4 characters (nothing of a value under 16 characters).</p>
 ${errorBox(input.credentialsError)}

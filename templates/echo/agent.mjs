@@ -2,6 +2,7 @@
 //
 //   GET  /                    → { agent: "echo", credential_set, credential_last4 }
 //   POST / or POST /messages  → { echo: <the JSON body> }
+//   GET  /outbound?url=http://… → { status } of one GET through the platform's egress proxy
 //
 // It listens on 127.0.0.1:$PORT (default 8080); Enclave's ingress reaches it
 // there. ECHO_TOKEN is the optional credential of the template: the agent
@@ -9,7 +10,7 @@
 // so a user can check which credential reached it without it being shown.
 // SIGTERM (or SIGINT) closes the server and exits 0 once in-flight requests finish.
 
-import { createServer } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
 
 const MAX_BODY_BYTES = 1024 * 1024;
 const STOP_GRACE_MS = 5000;
@@ -66,8 +67,41 @@ async function readBody(request, response) {
   return Buffer.concat(chunks);
 }
 
+/**
+ * One plain-HTTP GET through HTTP_PROXY, the way any agent's outbound traffic
+ * leaves its sandbox: the status the destination (or the proxy) answered.
+ */
+function outbound(target) {
+  const proxy = new URL(process.env.HTTP_PROXY ?? process.env.http_proxy ?? 'http://127.0.0.1:1');
+  return new Promise((resolve) => {
+    const outgoing = httpRequest(
+      {
+        host: proxy.hostname,
+        port: proxy.port,
+        method: 'GET',
+        path: target,
+        headers: { host: new URL(target).host },
+      },
+      (answer) => {
+        answer.resume();
+        answer.on('end', () => resolve({ status: answer.statusCode }));
+      },
+    );
+    outgoing.setTimeout(15_000, () => outgoing.destroy(new Error('timed out')));
+    outgoing.on('error', (error) => resolve({ error: error.message }));
+    outgoing.end();
+  });
+}
+
 async function handle(request, response) {
-  const { pathname } = new URL(request.url ?? '/', 'http://agent.invalid');
+  const { pathname, searchParams } = new URL(request.url ?? '/', 'http://agent.invalid');
+  if (pathname === '/outbound' && request.method === 'GET') {
+    const target = searchParams.get('url') ?? '';
+    if (!/^http:\/\/[^\s/]+(\/\S*)?$/.test(target)) {
+      return send(response, 400, { error: 'bad_url', message: 'url must be an http:// URL' });
+    }
+    return send(response, 200, await outbound(target));
+  }
   if (pathname === '/' && (request.method === 'GET' || request.method === 'HEAD')) {
     return send(response, 200, status);
   }

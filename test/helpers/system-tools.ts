@@ -14,8 +14,13 @@ export function hasTool(command: string, args: string[] = ['--version']): boolea
 }
 
 /** Returns false (after skipping t) when the tool is missing and not required. */
-export function requireTool(t: TestContext, command: string, debianPackage: string): boolean {
-  if (hasTool(command)) return true;
+export function requireTool(
+  t: TestContext,
+  command: string,
+  debianPackage: string,
+  versionArgs: string[] = ['--version'],
+): boolean {
+  if (hasTool(command, versionArgs)) return true;
   const reason = `${command} is not installed (apt-get install ${debianPackage})`;
   if (process.env.ENCLAVE_REQUIRE_ALL === '1') throw new Error(`ENCLAVE_REQUIRE_ALL=1: ${reason}`);
   process.stderr.write(`\n*** SKIPPED: ${t.name}: ${reason} ***\n`);

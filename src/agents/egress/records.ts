@@ -1,0 +1,156 @@
+import type { Sql } from 'postgres';
+import { type TenantSql, withTenant } from '../../db/tenant.ts';
+import type { Logger } from '../../logger.ts';
+import type { EgressIdentity } from '../runtime/driver.ts';
+
+// The egress proxy's connection records (AGT-4): one row per connection or
+// attempt in egress_connections, scoped to the agent's tenant by RLS, read
+// back on the agent's page and through GET /api/v1/agents/:id/egress.
+
+export type EgressMethod = 'CONNECT' | 'HTTP';
+
+/** One connection or attempt, as the proxy saw it when it ended. */
+export interface EgressRecord {
+  readonly host: string;
+  readonly port: number;
+  readonly method: EgressMethod;
+  readonly allowed: boolean;
+  /** Why it was refused or failed; undefined for a connection that ended normally. */
+  readonly reason: string | undefined;
+  /** Bytes from the agent to the destination (request line and headers included for plain HTTP). */
+  readonly bytesOut: number;
+  /** Bytes from the destination to the agent. */
+  readonly bytesIn: number;
+  readonly durationMs: number;
+  readonly startedAt: Date;
+}
+
+/** A record as the API shows it. */
+export interface EgressConnectionRow {
+  readonly id: string;
+  readonly host: string;
+  readonly port: number;
+  readonly method: EgressMethod;
+  readonly allowed: boolean;
+  readonly reason: string | null;
+  readonly bytes_out: number;
+  readonly bytes_in: number;
+  readonly duration_ms: number;
+  readonly started_at: Date;
+}
+
+const MAX_HOST = 253;
+const MAX_REASON = 300;
+const MAX_DURATION_MS = 2_147_483_647;
+/** Rows per insert when records queue up faster than they are written. */
+const BATCH = 500;
+
+/** Inserts records for one agent in the caller's tenant transaction, in one statement. */
+export async function insertEgressRecords(
+  tx: TenantSql,
+  owner: Pick<EgressIdentity, 'tenantId' | 'agentId'>,
+  records: readonly EgressRecord[],
+): Promise<void> {
+  if (records.length === 0) return;
+  // host and reason derive from what the agent sent: passed as one bound JSON value, clipped to the column limits.
+  const rows = records.map((r) => ({
+    host: r.host.slice(0, MAX_HOST),
+    port: r.port,
+    method: r.method,
+    allowed: r.allowed,
+    reason: r.reason === undefined ? null : r.reason.slice(0, MAX_REASON),
+    bytes_out: Math.max(0, Math.trunc(r.bytesOut)),
+    bytes_in: Math.max(0, Math.trunc(r.bytesIn)),
+    duration_ms: Math.min(MAX_DURATION_MS, Math.max(0, Math.round(r.durationMs))),
+    started_at: r.startedAt.toISOString(),
+  }));
+  await tx`
+    insert into egress_connections
+      (tenant_id, agent_id, host, port, method, allowed, reason, bytes_out, bytes_in, duration_ms, started_at)
+    select ${owner.tenantId}::uuid, ${owner.agentId}::uuid, r.host, r.port, r.method, r.allowed, r.reason,
+           r.bytes_out, r.bytes_in, r.duration_ms, r.started_at
+    from jsonb_to_recordset(${tx.json(rows)}::jsonb) as r(
+      host text, port int4, method text, allowed bool, reason text,
+      bytes_out int8, bytes_in int8, duration_ms int4, started_at timestamptz)`;
+}
+
+/** Whether the agent exists in the transaction's tenant (a foreign agent is invisible under RLS). */
+export async function agentExists(tx: TenantSql, agentId: string): Promise<boolean> {
+  const rows = await tx`select 1 from agents where id = ${agentId}::uuid`;
+  return rows.length > 0;
+}
+
+/** The agent's most recent records, newest first. */
+export async function listEgressRecords(
+  tx: TenantSql,
+  agentId: string,
+  limit: number,
+): Promise<EgressConnectionRow[]> {
+  return tx<EgressConnectionRow[]>`
+    select id, host, port, method, allowed, reason, bytes_out::float8 as bytes_out,
+           bytes_in::float8 as bytes_in, duration_ms, started_at
+    from egress_connections
+    where agent_id = ${agentId}::uuid
+    order by started_at desc, id desc
+    limit ${limit}::int4`;
+}
+
+export interface EgressRecorder {
+  /** Queues a record; it is written shortly after, in a batch with any others queued meanwhile. */
+  record(record: EgressRecord): void;
+  /** Resolves once every record queued so far has been written (or its failure logged). */
+  drain(): Promise<void>;
+}
+
+/**
+ * One agent's record writer. At most one insert is in flight per listener;
+ * records that end while it runs go into the next one, so an agent opening
+ * connections quickly costs the database batches, not a transaction each.
+ */
+export function createEgressRecorder(
+  deps: { sql: Sql; logger: Logger },
+  owner: Pick<EgressIdentity, 'tenantId' | 'agentId'>,
+): EgressRecorder {
+  const queue: EgressRecord[] = [];
+  let writing: Promise<void> | undefined;
+
+  async function writeAll(): Promise<void> {
+    while (queue.length > 0) {
+      const batch = queue.splice(0, BATCH);
+      try {
+        // The agent is the principal and each row is itself the record: withTenant, not serviceQuery,
+        // whose audit event per call would copy every connection into the tenant's audit chain.
+        await withTenant(deps.sql, owner.tenantId, (tx) => insertEgressRecords(tx, owner, batch));
+      } catch (error) {
+        // Never the rows themselves: hosts are logged at debug level only.
+        deps.logger.error(
+          {
+            agentId: owner.agentId,
+            tenantId: owner.tenantId,
+            lost: batch.length,
+            err: { code: (error as { code?: unknown }).code, message: (error as Error).message },
+          },
+          'egress records could not be written',
+        );
+      }
+    }
+  }
+
+  function startWriting(): void {
+    if (writing !== undefined || queue.length === 0) return;
+    writing = writeAll().finally(() => {
+      writing = undefined;
+      startWriting(); // a record queued after the loop's last check
+    });
+  }
+
+  return {
+    record(record) {
+      queue.push(record);
+      startWriting();
+    },
+    async drain() {
+      while (writing !== undefined) await writing;
+    },
+  };
+}

@@ -1,0 +1,67 @@
+import type { Sql } from 'postgres';
+import { Type } from 'typebox';
+import { signedIn } from '../../accounts/principal.ts';
+import type { App } from '../../http/app.ts';
+import { ProblemSchema } from '../../http/problems.ts';
+import { Id, IdParams, Timestamp } from '../../http/schemas.ts';
+import { AgentsError } from '../errors.ts';
+import { agentExists, listEgressRecords } from './records.ts';
+
+// GET /api/v1/agents/:id/egress (AGT-4): the connections an agent made or
+// tried through its egress proxy, newest first. HTTP only; the read runs in
+// the principal's tenant transaction, where RLS shows that tenant's rows and
+// nothing else. The response schema is an allowlist of the record fields.
+
+const MAX_PAGE = 500;
+const DEFAULT_PAGE = 100;
+
+const EgressConnection = Type.Object({
+  id: Id,
+  host: Type.String({ description: 'The name or IP address the agent asked for' }),
+  port: Type.Integer({ minimum: 0, maximum: 65535 }),
+  method: Type.Union([Type.Literal('CONNECT'), Type.Literal('HTTP')], {
+    description: 'CONNECT: a tunnel (HTTPS and other TLS); HTTP: one plain-HTTP request forwarded',
+  }),
+  allowed: Type.Boolean({ description: 'Whether the proxy connected (false: refused by policy or failed)' }),
+  reason: Type.Union([Type.String(), Type.Null()], {
+    description: 'Why it was refused or ended abnormally; null for a connection that ended normally',
+  }),
+  bytes_out: Type.Integer({ minimum: 0, description: 'Bytes from the agent to the destination' }),
+  bytes_in: Type.Integer({ minimum: 0, description: 'Bytes from the destination to the agent' }),
+  duration_ms: Type.Integer({ minimum: 0 }),
+  started_at: Timestamp,
+});
+
+const EgressQuery = Type.Object(
+  { limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PAGE, default: DEFAULT_PAGE })) },
+  { additionalProperties: false },
+);
+
+const errors = { 400: ProblemSchema, 401: ProblemSchema, 403: ProblemSchema, 404: ProblemSchema };
+
+/** deps.sql is unused: every read runs in request.withTenant. Kept so the app wires it like the other capabilities. */
+export function registerEgressRoutes(app: App, _deps: { sql: Sql }): void {
+  app.get(
+    '/api/v1/agents/:id/egress',
+    {
+      config: { auth: 'user' as const },
+      schema: {
+        summary: "An agent's egress connections and refused attempts, newest first",
+        tags: ['agents'],
+        params: IdParams,
+        querystring: EgressQuery,
+        response: { 200: Type.Object({ connections: Type.Array(EgressConnection) }), ...errors },
+      },
+    },
+    async (request) => {
+      signedIn(request);
+      // id and limit are attacker-controlled: checked by the schema, then bound parameters only.
+      const limit = request.query.limit ?? DEFAULT_PAGE;
+      const connections = await request.withTenant(async (tx) => {
+        if (!(await agentExists(tx, request.params.id))) throw new AgentsError('not_found', 'no such agent');
+        return listEgressRecords(tx, request.params.id, limit);
+      });
+      return { connections };
+    },
+  );
+}

@@ -1,0 +1,629 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http, { type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import net, { type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Duplex } from 'node:stream';
+import { test } from 'node:test';
+import { buildTestApp, useTestApp } from '../../../test/helpers/app.ts';
+import { createTenant } from '../../../test/helpers/audit.ts';
+import { SESSION_COOKIE } from '../../accounts/sessions.ts';
+import { withTenant } from '../../db/tenant.ts';
+import { PLATFORM_COOKIE_PREFIX } from './proxy.ts';
+import { newSubdomain } from './subdomain.ts';
+
+// The attack: someone who does not own an instance crafts the Host header (a
+// guessed, stopped, malformed or foreign name) to reach it, to learn which
+// instances exist, to read the platform's session cookie or plant cookies on
+// the platform through an instance, or to crash the server with bad input.
+
+const dataDir = mkdtempSync(path.join(tmpdir(), 'enclave-ingress-'));
+const ctx = useTestApp({ ENCLAVE_DATA_DIR: dataDir });
+const DOMAIN = 'agents.localhost';
+const MIB = 1024 * 1024;
+let port = 0;
+let tenantA = '';
+let tenantB = '';
+let serial = 0;
+const instanceServers = new Set<http.Server>();
+
+ctx.before(async () => {
+  await ctx.testApp.app.listen({ port: 0, host: '127.0.0.1' });
+  port = (ctx.testApp.app.server.address() as AddressInfo).port;
+  tenantA = await createTenant(ctx.db, 'ingress tenant A');
+  tenantB = await createTenant(ctx.db, 'ingress tenant B');
+});
+ctx.after(async () => {
+  for (const socket of upgradedSockets) socket.destroy();
+  for (const server of instanceServers) {
+    server.closeAllConnections();
+    server.close();
+  }
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+type State = 'stopped' | 'starting' | 'running' | 'crashed' | 'stopping';
+
+interface Instance {
+  readonly agentId: string;
+  readonly subdomain: string;
+  /** The Host a browser sends for it. */
+  readonly host: string;
+  readonly socketPath: string;
+}
+
+/** An agent and its instance row, inserted under the tenant's RLS as the app would. */
+async function addInstance(tenantId: string, state: State): Promise<Instance> {
+  serial += 1;
+  const subdomain = newSubdomain('ec');
+  const agentId = await withTenant(ctx.db.app, tenantId, async (tx) => {
+    const [agent] = await tx<{ id: string }[]>`
+      insert into agents (tenant_id, handle, name, template_id)
+      values (${tenantId}::uuid, ${`ingress-${serial}-${randomBytes(3).toString('hex')}`}, 'Ingress test', 'echo')
+      returning id::text`;
+    assert.ok(agent);
+    await tx`
+      insert into agent_instances (agent_id, tenant_id, subdomain, state, desired_state)
+      values (${agent.id}::uuid, ${tenantId}::uuid, ${subdomain}, ${state},
+              ${state === 'stopped' || state === 'stopping' ? 'stopped' : 'running'})`;
+    return agent.id;
+  });
+  const socketPath = path.join(ctx.testApp.config.instancesDir, agentId, 'run', 'ingress.sock');
+  return { agentId, subdomain, host: `${subdomain}.${DOMAIN}:${port}`, socketPath };
+}
+
+/** Test-controlled moments inside the fake instance, to prove bodies stream rather than buffer. */
+let uploadStarted = Promise.withResolvers<void>();
+let downloadMayFinish = Promise.withResolvers<void>();
+let hungRequestClosed = Promise.withResolvers<void>();
+/** The instance ends of open tunnels (an upgraded socket is no longer one of its server's HTTP connections). */
+const upgradedSockets = new Set<Duplex>();
+
+/**
+ * A fake instance on the ingress socket: echoes what it received as JSON,
+ * and has routes for uploads, downloads, cookies, hangs and resets, and an
+ * upgrade that answers 101 and echoes bytes.
+ */
+async function serveInstance(instance: Instance, name: string): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    const url = req.url ?? '/';
+    if (url === '/upload') {
+      const digest = createHash('sha256');
+      let bytes = 0;
+      req.on('data', (chunk: Buffer) => {
+        bytes += chunk.length;
+        digest.update(chunk);
+        uploadStarted.resolve();
+      });
+      req.on('end', () => res.end(JSON.stringify({ bytes, sha256: digest.digest('hex') })));
+      return;
+    }
+    if (url === '/download') {
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      res.write(downloadChunk(0));
+      void downloadMayFinish.promise.then(() => {
+        for (let i = 1; i < 80; i++) res.write(downloadChunk(i));
+        res.end();
+      });
+      return;
+    }
+    if (url === '/cookies') {
+      res.setHeader('set-cookie', [
+        'plain=1; Path=/',
+        `own=2; Domain=${instance.subdomain}.${DOMAIN}; Path=/`,
+        `own_dot=3; domain=.${instance.subdomain.toUpperCase()}.${DOMAIN}`,
+        `siblings=4; Domain=${DOMAIN}`,
+        `${SESSION_COOKIE}=planted; Domain=localhost; Path=/`,
+        'parent=5; Path=/; Domain=.localhost',
+        `twice=6; Domain=${instance.subdomain}.${DOMAIN}; Domain=${DOMAIN}`,
+      ]);
+      res.end('cookies');
+      return;
+    }
+    if (url === '/hang') {
+      res.on('close', () => hungRequestClosed.resolve());
+      return;
+    }
+    if (url === '/reset') {
+      req.socket.destroy();
+      return;
+    }
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ instance: name, method: req.method, url, headers: req.headers }));
+  });
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.write(
+      'HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n' +
+        `X-Instance: ${name}\r\nX-Seen-Cookie: ${req.headers.cookie ?? '(none)'}\r\n` +
+        `Set-Cookie: tossed=1; Domain=${DOMAIN}\r\nSet-Cookie: kept=1\r\n\r\n`,
+    );
+    if (head.length > 0) socket.write(head);
+    upgradedSockets.add(socket);
+    socket.on('close', () => upgradedSockets.delete(socket));
+    socket.pipe(socket);
+  });
+  mkdirSync(path.dirname(instance.socketPath), { recursive: true });
+  server.listen(instance.socketPath);
+  await once(server, 'listening');
+  instanceServers.add(server);
+  return server;
+}
+
+async function stopServing(server: http.Server): Promise<void> {
+  instanceServers.delete(server);
+  server.closeAllConnections();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+}
+
+function downloadChunk(index: number): Buffer {
+  return Buffer.alloc(64 * 1024, index % 251);
+}
+
+interface Answer {
+  readonly status: number;
+  readonly headers: IncomingHttpHeaders;
+  /** Header pairs as sent, without Date (the one header that may differ between two identical answers). */
+  readonly rawHeaders: string[][];
+  readonly body: Buffer;
+}
+
+function collect(res: IncomingMessage): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on('data', (chunk: Buffer) => chunks.push(chunk));
+    res.on('error', reject);
+    res.on('end', () => {
+      const pairs: string[][] = [];
+      for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) {
+        const name = res.rawHeaders[i] ?? '';
+        if (name.toLowerCase() !== 'date') pairs.push([name, res.rawHeaders[i + 1] ?? '']);
+      }
+      resolve({
+        status: res.statusCode ?? 0,
+        headers: res.headers,
+        rawHeaders: pairs,
+        body: Buffer.concat(chunks),
+      });
+    });
+  });
+}
+
+function send(
+  host: string,
+  options: { method?: string; path?: string; headers?: Record<string, string>; body?: Buffer } = {},
+): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        method: options.method ?? 'GET',
+        path: options.path ?? '/',
+        headers: { ...options.headers, host },
+        agent: false,
+      },
+      (res) => collect(res).then(resolve, reject),
+    );
+    req.on('error', reject);
+    req.end(options.body);
+  });
+}
+
+/** Bytes straight onto a TCP connection, for Hosts an HTTP client refuses to send; resolves with the answer's text. */
+function sendRaw(request: Buffer | string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    const chunks: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
+    socket.write(request);
+  });
+}
+
+const statusOf = (raw: string): string => raw.slice(0, raw.indexOf('\r\n'));
+
+function json(answer: Answer): {
+  instance: string;
+  method: string;
+  url: string;
+  headers: IncomingHttpHeaders;
+} {
+  return JSON.parse(answer.body.toString('utf8')) as {
+    instance: string;
+    method: string;
+    url: string;
+    headers: IncomingHttpHeaders;
+  };
+}
+
+/** Opens an upgrade to `host`; resolves with the tunnel on 101, or the answer when refused. */
+function upgrade(
+  host: string,
+  headers: Record<string, string> = {},
+): Promise<{ tunnel: Duplex; response: IncomingMessage } | Answer> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      host: '127.0.0.1',
+      port,
+      path: '/socket',
+      headers: { ...headers, host, connection: 'Upgrade', upgrade: 'echo' },
+      agent: false,
+    });
+    req.on('upgrade', (response: IncomingMessage, tunnel: Duplex) => resolve({ tunnel, response }));
+    req.on('response', (res) => collect(res).then(resolve, reject));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function echoThrough(tunnel: Duplex, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let received = '';
+    const onData = (chunk: Buffer): void => {
+      received += chunk.toString('utf8');
+      if (received.length < text.length) return;
+      tunnel.off('data', onData);
+      tunnel.off('error', reject);
+      resolve(received);
+    };
+    tunnel.on('data', onData);
+    tunnel.on('error', reject);
+    tunnel.write(text);
+  });
+}
+
+test('AGT-3: each Host reaches its own instance, across two tenants, and the platform keeps its own Host', async () => {
+  const first = await addInstance(tenantA, 'running');
+  const second = await addInstance(tenantB, 'running');
+  await serveInstance(first, 'first');
+  await serveInstance(second, 'second');
+
+  const a = await send(first.host, { path: '/hello?x=1' });
+  assert.equal(a.status, 200);
+  assert.deepEqual([json(a).instance, json(a).url], ['first', '/hello?x=1']);
+  assert.equal(json(await send(second.host)).instance, 'second');
+  // Case and the port do not matter; the name does.
+  assert.equal(json(await send(first.host.toUpperCase())).instance, 'first');
+  assert.equal(json(await send(`${second.subdomain}.${DOMAIN}`)).instance, 'second');
+
+  // The platform's own routes, on its own Host, answer as before, also when asked to upgrade.
+  const platform = await send(`127.0.0.1:${port}`, { path: '/healthz' });
+  assert.deepEqual([platform.status, JSON.parse(platform.body.toString('utf8'))], [200, { status: 'ok' }]);
+  assert.equal((await send(`localhost:${port}`, { path: '/healthz' })).status, 200);
+  const platformUpgrade = await upgrade(`localhost:${port}`);
+  assert.ok(!('tunnel' in platformUpgrade));
+  assert.equal(platformUpgrade.status, 404);
+  assert.match(String(platformUpgrade.headers['content-type']), /application\/problem\+json/);
+  // …and the platform's paths under an instance's Host are the instance's.
+  assert.equal(json(await send(first.host, { path: '/healthz' })).instance, 'first');
+});
+
+test('AGT-3: unknown, stopped, starting, stopping, crashed and unreachable instances all get one identical 404', async () => {
+  const cases: [string, string][] = [
+    ['unknown', `${newSubdomain('ec')}.${DOMAIN}:${port}`],
+    ['unknown, another prefix', `${newSubdomain('zz')}.${DOMAIN}:${port}`],
+  ];
+  for (const state of ['stopped', 'starting', 'stopping', 'crashed'] as const) {
+    // Each with a live socket: only the row's state keeps the request out.
+    const instance = await addInstance(tenantA, state);
+    await serveInstance(instance, state);
+    cases.push([state, instance.host]);
+  }
+  const gone = await addInstance(tenantA, 'running');
+  cases.push(['running, no socket (restarting)', gone.host]);
+  const refusing = await addInstance(tenantB, 'running');
+  mkdirSync(path.dirname(refusing.socketPath), { recursive: true });
+  writeFileSync(refusing.socketPath, 'not a socket'); // connecting to it is refused
+  cases.push(['running, socket refuses', refusing.host]);
+
+  const answers = await Promise.all(cases.map(([, host]) => send(host, { path: '/anything' })));
+  const [reference] = answers;
+  assert.ok(reference);
+  assert.equal(reference.status, 404);
+  assert.equal(reference.headers['cache-control'], 'no-store');
+  assert.match(String(reference.headers['content-type']), /^text\/plain/);
+  answers.forEach((answer, i) => {
+    assert.equal(answer.status, 404, cases[i]?.[0]);
+    assert.deepEqual(answer.rawHeaders, reference.rawHeaders, cases[i]?.[0]);
+    assert.deepEqual(answer.body, reference.body, cases[i]?.[0]);
+  });
+
+  // The same 404 body for an upgrade, whichever way the name fails.
+  for (const [label, host] of cases) {
+    const refused = await upgrade(host);
+    assert.ok(!('tunnel' in refused), label);
+    assert.equal(refused.status, 404, label);
+    assert.deepEqual(refused.body, reference.body, label);
+  }
+});
+
+test('AGT-3: a request while the instance restarts gets the 404, and the next one after it is back gets through', async () => {
+  const instance = await addInstance(tenantA, 'running');
+  let server = await serveInstance(instance, 'before');
+  const unknown = await send(`${newSubdomain('ec')}.${DOMAIN}:${port}`);
+  assert.equal(json(await send(instance.host)).instance, 'before');
+  await stopServing(server);
+  const during = await send(instance.host);
+  assert.deepEqual([during.status, during.rawHeaders, during.body], [404, unknown.rawHeaders, unknown.body]);
+  server = await serveInstance(instance, 'after');
+  assert.equal(json(await send(instance.host)).instance, 'after');
+});
+
+test('AGT-3: malformed Hosts under the agents domain get 400, never a 500, and the server keeps serving', async () => {
+  const instance = await addInstance(tenantA, 'running');
+  await serveInstance(instance, 'steady');
+  const hosts: (string | Buffer)[] = [
+    '',
+    `agents.localhost:${port}`,
+    `a..agents.localhost:${port}`,
+    `x.agents.localhost:${port}`,
+    `${instance.subdomain}x.agents.localhost:${port}`,
+    `${instance.subdomain.slice(1)}.agents.localhost:${port}`,
+    `a.${instance.subdomain}.agents.localhost:${port}`,
+    `${instance.subdomain}.agents.localhost.:${port}`,
+    `${instance.subdomain}.agents.localhost:65536`,
+    `${instance.subdomain}.agents.localhost:99999999`,
+    `${instance.subdomain}.agents.localhost:`,
+    `${instance.subdomain}.agents.localhost:80:80`,
+    `${'a'.repeat(8000)}.agents.localhost`,
+    Buffer.from(`${instance.subdomain.slice(0, 9)}\u00e9.agents.localhost`, 'latin1'),
+    Buffer.from([
+      ...Buffer.from(instance.subdomain.slice(0, 8)),
+      0xe2,
+      0x84,
+      0xaa,
+      ...Buffer.from('.agents.localhost'),
+    ]),
+  ];
+  for (const host of hosts) {
+    const answer = await sendRaw(
+      Buffer.concat([
+        Buffer.from('GET / HTTP/1.1\r\nHost: '),
+        Buffer.from(host),
+        Buffer.from('\r\nConnection: close\r\n\r\n'),
+      ]),
+    );
+    const label = host.toString().slice(0, 60);
+    if (host === '') {
+      // An empty Host is not under the agents domain: the platform answers it, as before.
+      assert.doesNotMatch(statusOf(answer), / 5\d\d /, label);
+      continue;
+    }
+    assert.equal(statusOf(answer), 'HTTP/1.1 400 Bad Request', label);
+    assert.match(answer, /\r\n\r\nBad request: malformed Host/, label);
+    // The same, asking to upgrade.
+    const upgraded = await sendRaw(
+      Buffer.concat([
+        Buffer.from('GET / HTTP/1.1\r\nHost: '),
+        Buffer.from(host),
+        Buffer.from('\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n'),
+      ]),
+    );
+    assert.equal(statusOf(upgraded), 'HTTP/1.1 400 Bad Request', `upgrade ${label}`);
+  }
+  // An absolute-form target would name a second host: refused too.
+  const absolute = await sendRaw(
+    `GET http://localhost:${port}/healthz HTTP/1.1\r\nHost: ${instance.host}\r\nConnection: close\r\n\r\n`,
+  );
+  assert.equal(statusOf(absolute), 'HTTP/1.1 400 Bad Request');
+  // Odd but parseable requests reach the instance (or get a 400), never a 5xx.
+  for (const request of [
+    Buffer.concat([
+      Buffer.from('GET /caf'),
+      Buffer.from([0xe9]),
+      Buffer.from(`?q=%00 HTTP/1.1\r\nHost: ${instance.host}\r\nX-Odd: `),
+      Buffer.from([0xff, 0x80]),
+      Buffer.from('\r\nConnection: close\r\n\r\n'),
+    ]),
+    `OPTIONS * HTTP/1.1\r\nHost: ${instance.host}\r\nConnection: close\r\n\r\n`,
+    `GET / HTTP/1.0\r\nHost: ${instance.host}\r\n\r\n`,
+  ]) {
+    assert.match(
+      statusOf(await sendRaw(request)),
+      /^HTTP\/1\.[01] [24]\d\d /,
+      request.toString().slice(0, 40),
+    );
+  }
+  assert.equal(json(await send(instance.host)).instance, 'steady');
+  assert.equal((await send(`127.0.0.1:${port}`, { path: '/healthz' })).status, 200);
+});
+
+test('AGT-3: request and response bodies stream through (5 MiB each way)', async () => {
+  const instance = await addInstance(tenantB, 'running');
+  await serveInstance(instance, 'bulk');
+
+  // Upload: the second half is sent only once the instance has the first, so a buffering proxy would hang.
+  uploadStarted = Promise.withResolvers<void>();
+  const upload = randomBytes(5 * MIB);
+  const uploaded = new Promise<Answer>((resolve, reject) => {
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        method: 'POST',
+        path: '/upload',
+        headers: { host: instance.host, 'content-type': 'application/octet-stream' },
+        agent: false,
+      },
+      (res) => collect(res).then(resolve, reject),
+    );
+    req.on('error', reject);
+    req.write(upload.subarray(0, MIB));
+    void uploadStarted.promise.then(() => req.end(upload.subarray(MIB)));
+  });
+  const answer = await uploaded;
+  assert.equal(answer.status, 200);
+  assert.deepEqual(JSON.parse(answer.body.toString('utf8')), {
+    bytes: upload.length,
+    sha256: createHash('sha256').update(upload).digest('hex'),
+  });
+
+  // Download: the instance sends the rest only once the client has the first chunk.
+  downloadMayFinish = Promise.withResolvers<void>();
+  const downloaded = await new Promise<{ bytes: number; sha256: string }>((resolve, reject) => {
+    const req = http.request(
+      { host: '127.0.0.1', port, path: '/download', headers: { host: instance.host }, agent: false },
+      (res) => {
+        const digest = createHash('sha256');
+        let bytes = 0;
+        res.on('data', (chunk: Buffer) => {
+          bytes += chunk.length;
+          digest.update(chunk);
+          downloadMayFinish.resolve();
+        });
+        res.on('end', () => resolve({ bytes, sha256: digest.digest('hex') }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+  const expected = createHash('sha256');
+  for (let i = 0; i < 80; i++) expected.update(downloadChunk(i));
+  assert.deepEqual(downloaded, { bytes: 5 * MIB, sha256: expected.digest('hex') });
+});
+
+test('AGT-3: a WebSocket-style upgrade tunnels bytes both ways', async () => {
+  const instance = await addInstance(tenantA, 'running');
+  await serveInstance(instance, 'tunnel');
+  const opened = await upgrade(instance.host, { cookie: `${SESSION_COOKIE}=s%3Aplatform.sig; theme=dark` });
+  assert.ok('tunnel' in opened);
+  assert.equal(opened.response.statusCode, 101);
+  assert.equal(opened.response.headers['x-instance'], 'tunnel');
+  assert.equal(opened.response.headers.upgrade, 'echo');
+  // The upgrade request obeyed the same header rules, and so did the 101.
+  assert.equal(opened.response.headers['x-seen-cookie'], 'theme=dark');
+  assert.deepEqual(opened.response.headers['set-cookie'], ['kept=1']);
+  assert.equal(await echoThrough(opened.tunnel, 'ping through the ingress'), 'ping through the ingress');
+  opened.tunnel.destroy();
+});
+
+test('AGT-3: the platform session cookie and forwarding claims never reach the instance', async () => {
+  const instance = await addInstance(tenantB, 'running');
+  await serveInstance(instance, 'headers');
+  const seen = json(
+    await send(instance.host, {
+      headers: {
+        cookie: `${SESSION_COOKIE}=s%3Atoken.signature; theme=dark; enclave_other=x; lang=en`,
+        'x-forwarded-for': '203.0.113.66',
+        'x-forwarded-proto': 'https',
+        'x-forwarded-host': 'enclave.example.com',
+        forwarded: 'for=203.0.113.66;proto=https',
+        'x-real-ip': '203.0.113.66',
+        connection: 'keep-alive, x-hop',
+        'x-hop': 'connection-scoped',
+        te: 'trailers',
+        'proxy-authorization': 'Basic c2VjcmV0',
+        'x-kept': 'end to end',
+      },
+    }),
+  ).headers;
+  assert.equal(seen.cookie, 'theme=dark; lang=en');
+  assert.equal(seen['x-forwarded-for'], '127.0.0.1');
+  assert.equal(seen['x-forwarded-proto'], 'http');
+  assert.equal(seen['x-forwarded-host'], instance.host);
+  assert.equal(seen.host, instance.host);
+  for (const name of ['forwarded', 'x-real-ip', 'x-hop', 'te', 'proxy-authorization']) {
+    assert.equal(seen[name], undefined, name);
+  }
+  assert.equal(seen['x-kept'], 'end to end');
+  // Only the platform's cookie: the header goes entirely.
+  const alone = json(
+    await send(instance.host, { headers: { cookie: `${SESSION_COOKIE}=s%3Atoken.signature` } }),
+  );
+  assert.equal(alone.headers.cookie, undefined);
+  assert.ok(SESSION_COOKIE.startsWith(PLATFORM_COOKIE_PREFIX));
+});
+
+test('AGT-3: an instance cannot set cookies outside its own host', async () => {
+  const instance = await addInstance(tenantA, 'running');
+  await serveInstance(instance, 'cookies');
+  const answer = await send(instance.host, { path: '/cookies' });
+  assert.equal(answer.status, 200);
+  assert.deepEqual(answer.headers['set-cookie'], [
+    'plain=1; Path=/',
+    `own=2; Domain=${instance.subdomain}.${DOMAIN}; Path=/`,
+    `own_dot=3; domain=.${instance.subdomain.toUpperCase()}.${DOMAIN}`,
+  ]);
+});
+
+test('AGT-3: failures on either side end the other, and the server keeps serving', async () => {
+  const instance = await addInstance(tenantB, 'running');
+  await serveInstance(instance, 'faults');
+
+  // The client gives up: the request to the instance is torn down too.
+  hungRequestClosed = Promise.withResolvers<void>();
+  const req = http.request({
+    host: '127.0.0.1',
+    port,
+    path: '/hang',
+    headers: { host: instance.host },
+    agent: false,
+  });
+  req.on('error', () => {});
+  req.end();
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  req.destroy();
+  await hungRequestClosed.promise;
+
+  // The instance accepts and hangs up without answering: 502, not the 404 (it is there).
+  const reset = await send(instance.host, { path: '/reset' });
+  assert.equal(reset.status, 502);
+  assert.equal(reset.headers['cache-control'], 'no-store');
+
+  // An open tunnel ends when the instance's end of it goes away.
+  const opened = await upgrade(instance.host);
+  assert.ok('tunnel' in opened);
+  assert.equal(await echoThrough(opened.tunnel, 'still there'), 'still there');
+  const ended = once(opened.tunnel, 'close');
+  for (const socket of upgradedSockets) socket.destroy();
+  await ended;
+  assert.equal(json(await send(instance.host)).instance, 'faults');
+});
+
+test('AGT-3: closing the server ends open tunnels instead of waiting for them', async () => {
+  const instance = await addInstance(tenantA, 'running');
+  await serveInstance(instance, 'closing');
+  const second = await buildTestApp(ctx.db, { ENCLAVE_DATA_DIR: dataDir });
+  await second.app.listen({ port: 0, host: '127.0.0.1' });
+  const secondPort = (second.app.server.address() as AddressInfo).port;
+  const opened = await new Promise<Duplex>((resolve, reject) => {
+    const req = http.request({
+      host: '127.0.0.1',
+      port: secondPort,
+      headers: { host: `${instance.subdomain}.${DOMAIN}`, connection: 'Upgrade', upgrade: 'echo' },
+      agent: false,
+    });
+    req.on('upgrade', (_res, tunnel: Duplex) => resolve(tunnel));
+    req.on('error', reject);
+    req.end();
+  });
+  const ended = once(opened, 'close');
+  await second.app.close();
+  await ended;
+});
+
+test('AGT-3: no info-level log line carries a subdomain or a proxied path', async () => {
+  const instance = await addInstance(tenantB, 'running');
+  await serveInstance(instance, 'logs');
+  await send(instance.host, { path: '/secret-path-canary' });
+  await send(`${newSubdomain('ec')}.${DOMAIN}:${port}`, { path: '/secret-path-canary' });
+  await send(`x.${DOMAIN}:${port}`, { path: '/secret-path-canary' });
+  const subdomains = (
+    await ctx.db.superuser<{ subdomain: string }[]>`select subdomain from agent_instances`
+  ).map((row) => row.subdomain);
+  assert.ok(subdomains.length >= 10);
+  const lines = ctx.testApp.logLines();
+  const ingressLines = lines.filter((line) => line.includes('"msg":"ingress request"'));
+  assert.ok(ingressLines.length >= 3);
+  for (const line of lines) {
+    for (const subdomain of subdomains)
+      assert.ok(!line.includes(subdomain), `log line carries a subdomain: ${line}`);
+    assert.ok(!line.includes(DOMAIN), `log line carries a Host: ${line}`);
+    assert.ok(!line.includes('secret-path-canary'), `log line carries a path: ${line}`);
+  }
+});

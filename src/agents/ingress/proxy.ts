@@ -1,0 +1,536 @@
+import http, {
+  type ClientRequest,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+  STATUS_CODES,
+} from 'node:http';
+import path from 'node:path';
+import { type Duplex, pipeline } from 'node:stream';
+import type { Sql } from 'postgres';
+import { withLookup } from '../../db/lookup.ts';
+import type { Logger } from '../../logger.ts';
+import { subdomainOf } from './subdomain.ts';
+
+// AGT-3: the ingress. A request (HTTP or WebSocket) whose Host is
+// `<subdomain>.<agents domain>` goes to that instance's ingress socket,
+// `<instances dir>/<agent id>/run/ingress.sock`, if its instance is running.
+// Everything else under the agents domain gets one fixed answer, so the
+// ingress never tells a guesser which names exist. The platform's own
+// session cookie never reaches an instance, and an instance cannot set a
+// cookie outside its own host. The subdomain and the path are never logged:
+// the subdomain is the instance's only secret address.
+
+export interface Ingress {
+  /** True when the request's Host is under the agents domain (then the ingress answers it, whatever it is). */
+  claims(host: string | undefined): boolean;
+  handleRequest(req: IncomingMessage, res: ServerResponse): void;
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  close(): void; // ends in-flight proxied connections (server shutdown)
+}
+
+export interface IngressDeps {
+  readonly sql: Sql;
+  readonly agentsDomain: string;
+  readonly instancesDir: string;
+  readonly logger: Logger;
+}
+
+/** The instance must send its response head within this long of the request's end (else 504). */
+const HEAD_TIMEOUT_MS = 30_000;
+/** A proxied connection (HTTP or a tunnel) with no bytes either way for this long is closed. */
+const IDLE_TIMEOUT_MS = 10 * 60_000;
+/** How long a running instance's lookup is reused, and how many are kept. */
+const RUNNING_CACHE_MS = 1000;
+const RUNNING_CACHE_SIZE = 10_000;
+/** The platform's cookies (the session cookie `enclave_session`) share this prefix; none reaches an instance. */
+export const PLATFORM_COOKIE_PREFIX = 'enclave_';
+
+/** Connection-level headers (RFC 9110 §7.6.1): never forwarded, in either direction. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+/** Request headers the ingress sets itself, whatever the client sent (expect: the server already answered 100). */
+const SET_BY_INGRESS = new Set([
+  'host',
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'x-real-ip',
+  'expect',
+]);
+
+interface FixedAnswer {
+  readonly status: number;
+  readonly headers: readonly string[];
+  readonly body: Buffer;
+}
+
+function fixedAnswer(status: number, text: string): FixedAnswer {
+  const body = Buffer.from(`${text}\n`);
+  const headers = [
+    'content-type',
+    'text/plain; charset=utf-8',
+    'content-length',
+    String(body.length),
+    'cache-control',
+    'no-store',
+    'x-content-type-options',
+    'nosniff',
+    'content-security-policy',
+    "default-src 'none'; frame-ancestors 'none'",
+  ];
+  return { status, headers, body };
+}
+
+// One 404 for every name that does not lead to a running, answering
+// instance: unknown, stopped, starting, crashed, and a running row whose
+// socket refuses. The last is an instance mid-restart (or crashed before
+// the lifecycle recorded it); answering it apart (502) would let a caller
+// watch an instance's restarts, so it looks exactly like a stopped one.
+// Once an instance has accepted a connection, a failure is 502 or 504: the
+// caller is already talking to it, so those reveal nothing new.
+const NOT_FOUND = fixedAnswer(404, 'Not found.');
+const MALFORMED = fixedAnswer(400, 'Bad request: malformed Host or request target.');
+const BAD_GATEWAY = fixedAnswer(502, 'The agent is not answering.');
+const GATEWAY_TIMEOUT = fixedAnswer(504, 'The agent did not answer in time.');
+const UNAVAILABLE = fixedAnswer(503, 'Service unavailable; try again later.');
+
+function sendFixed(res: ServerResponse, answer: FixedAnswer): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.writeHead(answer.status, [...answer.headers]).end(answer.body);
+}
+
+/** A response head written straight to a socket (upgrade requests have no ServerResponse). */
+function rawHead(status: number, headers: readonly string[]): Buffer {
+  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
+  for (let i = 0; i + 1 < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  // latin1: header values arrive decoded as latin1, so this writes back the bytes received.
+  return Buffer.from(`${head}\r\n`, 'latin1');
+}
+
+function sendFixedRaw(socket: Duplex, answer: FixedAnswer): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  socket.end(
+    Buffer.concat([rawHead(answer.status, [...answer.headers, 'connection', 'close']), answer.body]),
+  );
+}
+
+/** Header names listed in Connection values: hop-by-hop for this message only. */
+function connectionListed(raw: readonly string[]): Set<string> {
+  const listed = new Set<string>();
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (raw[i]?.toLowerCase() !== 'connection') continue;
+    for (const name of (raw[i + 1] ?? '').split(',')) listed.add(name.trim().toLowerCase());
+  }
+  return listed;
+}
+
+/** The Cookie header without the platform's cookies; '' when none is left. */
+function withoutPlatformCookies(cookie: string): string {
+  return cookie
+    .split(';')
+    .map((pair) => pair.trim())
+    .filter((pair) => pair !== '' && !pair.startsWith(PLATFORM_COOKIE_PREFIX))
+    .join('; ');
+}
+
+/** Whether every Domain attribute of a Set-Cookie value stays within the instance's own host. */
+function cookieStaysOnHost(setCookie: string, instanceHost: string): boolean {
+  // The instance controls the value: Domain=<agents domain> or a parent would plant cookies on its
+  // siblings or on the platform itself (cookie tossing, session fixation).
+  for (const attribute of setCookie.split(';').slice(1)) {
+    const equals = attribute.indexOf('=');
+    const name = (equals === -1 ? attribute : attribute.slice(0, equals)).trim().toLowerCase();
+    if (name !== 'domain') continue;
+    const domain = (equals === -1 ? '' : attribute.slice(equals + 1)).trim().toLowerCase().replace(/^\./, '');
+    if (domain !== instanceHost && !domain.endsWith(`.${instanceHost}`)) return false;
+  }
+  return true;
+}
+
+function requestHeaders(req: IncomingMessage, host: string, upgrade: string | undefined): string[] {
+  // The client controls every header: hop-by-hop ones, forwarding claims and platform cookies stop here.
+  const raw = req.rawHeaders;
+  const listed = connectionListed(raw);
+  const headers: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i] ?? '';
+    const value = raw[i + 1] ?? '';
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || SET_BY_INGRESS.has(lower) || listed.has(lower)) continue;
+    if (lower === 'cookie') {
+      const kept = withoutPlatformCookies(value);
+      if (kept !== '') headers.push(name, kept);
+      continue;
+    }
+    headers.push(name, value);
+  }
+  const encrypted = 'encrypted' in req.socket && req.socket.encrypted === true;
+  headers.push(
+    'host',
+    host,
+    'x-forwarded-for',
+    req.socket.remoteAddress ?? '',
+    'x-forwarded-proto',
+    encrypted ? 'https' : 'http',
+    'x-forwarded-host',
+    host,
+  );
+  if (upgrade !== undefined) headers.push('connection', 'upgrade', 'upgrade', upgrade);
+  return headers;
+}
+
+function responseHeaders(raw: readonly string[], instanceHost: string, keep: ReadonlySet<string>): string[] {
+  const listed = connectionListed(raw);
+  const headers: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i] ?? '';
+    const value = raw[i + 1] ?? '';
+    const lower = name.toLowerCase();
+    if (!keep.has(lower) && (HOP_BY_HOP.has(lower) || listed.has(lower))) continue;
+    if (lower === 'set-cookie' && !cookieStaysOnHost(value, instanceHost)) continue;
+    headers.push(name, value);
+  }
+  return headers;
+}
+
+const NOTHING_KEPT: ReadonlySet<string> = new Set();
+const UPGRADE_KEPT: ReadonlySet<string> = new Set(['connection', 'upgrade']);
+
+/** The socket is missing or nobody listens on it: the instance is not up, whatever its row says. */
+function refused(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  return code === 'ENOENT' || code === 'ECONNREFUSED';
+}
+
+export function createIngress(deps: IngressDeps): Ingress {
+  const { agentsDomain, logger } = deps;
+  const agent = new http.Agent({ keepAlive: true, maxFreeSockets: 16 });
+  const upstreams = new Set<ClientRequest>();
+  const tunnels = new Set<Duplex>();
+  let closing = false;
+
+  // Running instances seen in the last RUNNING_CACHE_MS, by subdomain. Only
+  // running ones: every other answer (404) always asks the database, so it
+  // takes the same time whether or not the name exists. A name that stops
+  // being running is served at most RUNNING_CACHE_MS longer, and only while
+  // its socket still answers (the instance is still stopping); a refused
+  // socket drops the entry at once.
+  const running = new Map<string, { agentId: string; until: number }>();
+
+  async function runningAgent(subdomain: string): Promise<string | undefined> {
+    const cached = running.get(subdomain);
+    if (cached !== undefined && cached.until > performance.now()) return cached.agentId;
+    running.delete(subdomain);
+    // The lookup policy shows this one row (if any) and nothing else, before any tenant is known.
+    const rows = await withLookup(
+      deps.sql,
+      subdomain,
+      (tx) => tx<{ agent_id: string; state: string }[]>`
+        select agent_id::text, state from agent_instances where subdomain = ${subdomain}::text`,
+    );
+    const row = rows[0];
+    if (row?.state !== 'running') return undefined;
+    // Bounded: the oldest entry makes room (a Map iterates in insertion order).
+    if (running.size >= RUNNING_CACHE_SIZE) running.delete(running.keys().next().value ?? '');
+    running.set(subdomain, { agentId: row.agent_id, until: performance.now() + RUNNING_CACHE_MS });
+    return row.agent_id;
+  }
+
+  /** The instance's socket refused: it is not up, whatever the row said a moment ago. */
+  function notAnswering(subdomain: string, error: unknown): FixedAnswer {
+    if (!refused(error)) return BAD_GATEWAY;
+    running.delete(subdomain);
+    return NOT_FOUND;
+  }
+
+  const socketOf = (agentId: string): string => path.join(deps.instancesDir, agentId, 'run', 'ingress.sock');
+  /** The instance's own host name: the only Domain its cookies may name. */
+  const instanceHost = (subdomain: string): string => `${subdomain}.${agentsDomain}`;
+
+  function logged(kind: 'http' | 'upgrade', method: string | undefined, started: number) {
+    return (status: number, agentId: string | undefined): void => {
+      // No subdomain, no path, no header: the subdomain is the instance's secret address.
+      logger.info(
+        { ingress: kind, method, status, agent_id: agentId, ms: Math.round(performance.now() - started) },
+        'ingress request',
+      );
+    };
+  }
+
+  /** The validated Host (lowercase, with its port if any) and subdomain, or undefined for a malformed request. */
+  function target(req: IncomingMessage): { host: string; subdomain: string } | undefined {
+    const subdomain = subdomainOf(req.headers.host ?? '', agentsDomain);
+    // Absolute-form targets (http://elsewhere/…) would name a second host: origin-form only.
+    if (subdomain === undefined || subdomain === 'malformed' || !req.url?.startsWith('/')) return undefined;
+    // Validated, so plain ASCII: lowercasing cannot change what it names.
+    return { host: (req.headers.host ?? '').toLowerCase(), subdomain };
+  }
+
+  function failed(error: unknown): void {
+    // The code only: a message could name the socket path.
+    logger.error({ code: (error as { code?: unknown }).code }, 'ingress request failed');
+  }
+
+  async function proxy(req: IncomingMessage, res: ServerResponse, host: string, subdomain: string) {
+    const agentId = await runningAgent(subdomain);
+    if (res.destroyed) return undefined;
+    if (agentId === undefined) {
+      sendFixed(res, NOT_FOUND);
+      return undefined;
+    }
+    const upstream = http.request({
+      socketPath: socketOf(agentId),
+      method: req.method,
+      path: req.url,
+      headers: requestHeaders(req, host, undefined),
+      agent,
+    });
+    upstreams.add(upstream);
+    let phase: 'waiting' | 'streaming' | 'done' = 'waiting';
+    let headTimer: NodeJS.Timeout | undefined;
+    const answer = (fixed: FixedAnswer): void => {
+      phase = 'done';
+      clearTimeout(headTimer);
+      req.unpipe(upstream);
+      req.resume(); // drain what is left of the body, so the connection can carry the next request
+      upstream.destroy();
+      sendFixed(res, fixed);
+    };
+    upstream.setTimeout(IDLE_TIMEOUT_MS, () => {
+      if (phase === 'waiting') answer(GATEWAY_TIMEOUT);
+      else if (phase === 'streaming') res.destroy();
+    });
+    upstream.on('finish', () => {
+      if (phase === 'waiting') headTimer = setTimeout(() => answer(GATEWAY_TIMEOUT), HEAD_TIMEOUT_MS);
+    });
+    upstream.on('response', (upRes) => {
+      if (phase !== 'waiting') return void upRes.destroy();
+      phase = 'streaming';
+      clearTimeout(headTimer);
+      res.writeHead(
+        upRes.statusCode ?? 502,
+        responseHeaders(upRes.rawHeaders, instanceHost(subdomain), NOTHING_KEPT),
+      );
+      // A response cut short by the instance is cut short for the client too (never passed off as whole).
+      upRes.on('close', () => {
+        phase = 'done';
+        if (!upRes.complete) res.destroy();
+      });
+      upRes.on('error', () => res.destroy());
+      upRes.pipe(res);
+    });
+    upstream.on('error', (error) => {
+      if (phase === 'waiting') answer(notAnswering(subdomain, error));
+      else if (phase === 'streaming') res.destroy();
+    });
+    upstream.on('close', () => {
+      upstreams.delete(upstream);
+      clearTimeout(headTimer);
+    });
+    // The client went away before the response ended: so does the request to the instance.
+    res.on('close', () => {
+      if (!res.writableFinished) upstream.destroy();
+    });
+    req.on('error', () => upstream.destroy());
+    req.pipe(upstream);
+    return agentId;
+  }
+
+  function tunnel(client: Duplex, instance: Duplex): void {
+    const idle = setTimeout(() => client.destroy(), IDLE_TIMEOUT_MS);
+    for (const [from, to] of [
+      [client, instance],
+      [instance, client],
+    ] as const) {
+      tunnels.add(from);
+      from.on('data', () => idle.refresh());
+      from.on('error', () => to.destroy());
+      from.on('close', () => {
+        tunnels.delete(from);
+        clearTimeout(idle);
+        to.destroy();
+      });
+      from.pipe(to);
+    }
+  }
+
+  async function proxyUpgrade(
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    found: { host: string; subdomain: string },
+    log: (status: number, agentId: string | undefined) => void,
+  ): Promise<void> {
+    const agentId = await runningAgent(found.subdomain);
+    if (socket.destroyed) return;
+    const answer = (fixed: FixedAnswer): void => {
+      log(fixed.status, agentId);
+      sendFixedRaw(socket, fixed);
+    };
+    if (agentId === undefined) return answer(NOT_FOUND);
+    const upstream = http.request({
+      socketPath: socketOf(agentId),
+      method: req.method,
+      path: req.url,
+      headers: requestHeaders(req, found.host, req.headers.upgrade ?? 'websocket'),
+      agent: false,
+    });
+    upstreams.add(upstream);
+    let waiting = true;
+    const settle = (): boolean => {
+      const first = waiting;
+      waiting = false;
+      clearTimeout(headTimer);
+      return first;
+    };
+    const headTimer = setTimeout(() => {
+      if (!settle()) return;
+      upstream.destroy();
+      answer(GATEWAY_TIMEOUT);
+    }, HEAD_TIMEOUT_MS);
+    upstream.on('upgrade', (upRes, upSocket, upHead) => {
+      upstreams.delete(upstream);
+      if (!settle()) return void upSocket.destroy();
+      log(101, agentId);
+      socket.write(
+        rawHead(101, responseHeaders(upRes.rawHeaders, instanceHost(found.subdomain), UPGRADE_KEPT)),
+      );
+      if (upHead.length > 0) socket.write(upHead);
+      if (head.length > 0) upSocket.write(head);
+      tunnel(socket, upSocket);
+    });
+    // The instance refused the upgrade: its answer goes back as is, delimited by closing the connection.
+    upstream.on('response', (upRes) => {
+      if (!settle()) return void upRes.destroy();
+      const status = upRes.statusCode ?? 502;
+      log(status, agentId);
+      const headers = responseHeaders(upRes.rawHeaders, instanceHost(found.subdomain), NOTHING_KEPT);
+      socket.write(rawHead(status, [...withoutHeader(headers, 'content-length'), 'connection', 'close']));
+      pipeline(upRes, socket, () => upstream.destroy());
+    });
+    upstream.on('error', (error) => {
+      if (settle()) answer(notAnswering(found.subdomain, error));
+      else socket.destroy();
+    });
+    upstream.on('close', () => {
+      upstreams.delete(upstream);
+      clearTimeout(headTimer);
+    });
+    socket.on('close', () => upstream.destroy());
+    upstream.end();
+  }
+
+  return {
+    claims(host) {
+      return host !== undefined && subdomainOf(host, agentsDomain) !== undefined;
+    },
+
+    handleRequest(req, res) {
+      const log = logged('http', req.method, performance.now());
+      let agentId: string | undefined;
+      res.on('close', () => log(res.statusCode, agentId));
+      if (closing) {
+        res.shouldKeepAlive = false;
+        return sendFixed(res, UNAVAILABLE);
+      }
+      const found = target(req);
+      if (found === undefined) return sendFixed(res, MALFORMED);
+      proxy(req, res, found.host, found.subdomain).then(
+        (id) => {
+          agentId = id;
+        },
+        (error: unknown) => {
+          failed(error);
+          sendFixed(res, UNAVAILABLE);
+        },
+      );
+    },
+
+    handleUpgrade(req, socket, head) {
+      const log = logged('upgrade', req.method, performance.now());
+      socket.on('error', () => socket.destroy());
+      const found = target(req);
+      if (closing || found === undefined) {
+        const fixed = closing ? UNAVAILABLE : MALFORMED;
+        log(fixed.status, undefined);
+        return sendFixedRaw(socket, fixed);
+      }
+      proxyUpgrade(req, socket, head, found, log).catch((error: unknown) => {
+        failed(error);
+        log(UNAVAILABLE.status, undefined);
+        sendFixedRaw(socket, UNAVAILABLE);
+      });
+    },
+
+    close() {
+      closing = true;
+      for (const upstream of upstreams) upstream.destroy();
+      for (const socket of tunnels) socket.destroy();
+      agent.destroy();
+    },
+  };
+}
+
+/** Header pairs without those named `name` (lowercase). */
+function withoutHeader(headers: readonly string[], name: string): string[] {
+  const kept: string[] = [];
+  for (let i = 0; i + 1 < headers.length; i += 2) {
+    if (headers[i]?.toLowerCase() !== name) kept.push(headers[i] ?? '', headers[i + 1] ?? '');
+  }
+  return kept;
+}
+
+/** What Fastify hands its serverFactory and applies to a server it makes itself (fastify lib/server.js). */
+export interface PlatformServerOptions {
+  readonly keepAliveTimeout?: number;
+  readonly requestTimeout?: number;
+  readonly connectionTimeout?: number;
+  readonly maxRequestsPerSocket?: number;
+}
+
+/**
+ * The HTTP server for Fastify's serverFactory: requests and upgrades whose
+ * Host the ingress claims go to it; everything else goes to the platform
+ * (Fastify) exactly as before.
+ */
+export function createIngressServer(
+  ingress: Ingress,
+  platform: (req: IncomingMessage, res: ServerResponse) => void,
+  options: PlatformServerOptions,
+): Server {
+  const server = http.createServer(
+    // Node ≥ 24.9: an unclaimed upgrade stays an ordinary request for the platform.
+    { shouldUpgradeCallback: (req) => ingress.claims(req.headers.host) },
+    (req, res) => (ingress.claims(req.headers.host) ? ingress.handleRequest(req, res) : platform(req, res)),
+  );
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (ingress.claims(req.headers.host)) return ingress.handleUpgrade(req, socket, head);
+    // Older Node sends every upgrade here; the platform serves no upgrades.
+    socket.on('error', () => socket.destroy());
+    socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+  });
+  if (options.keepAliveTimeout !== undefined) server.keepAliveTimeout = options.keepAliveTimeout;
+  if (options.requestTimeout !== undefined) server.requestTimeout = options.requestTimeout;
+  if (options.connectionTimeout !== undefined) server.setTimeout(options.connectionTimeout);
+  if (options.maxRequestsPerSocket !== undefined && options.maxRequestsPerSocket > 0) {
+    server.maxRequestsPerSocket = options.maxRequestsPerSocket;
+  }
+  return server;
+}

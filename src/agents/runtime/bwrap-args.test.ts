@@ -1,0 +1,246 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  bwrapArgs,
+  etcFiles,
+  HOST_ETC_CANDIDATES,
+  launchArgv,
+  probeArgv,
+  proxyPortFor,
+  SANDBOX_UID,
+  type SandboxLayout,
+  sandboxCommand,
+  sandboxHostUid,
+  supervisorArgv,
+} from './bwrap-args.ts';
+import { rlimitArgs } from './limits.ts';
+
+// What the sandbox is made of (AGT-2), read from the argv alone: the
+// namespaces, every bind and where it lands, and the host command line
+// around bubblewrap, which must carry no secret.
+
+const layout: SandboxLayout = {
+  templateDir: '/srv/templates',
+  volumeDir: '/var/lib/enclave/instances/a/volume',
+  runDir: '/var/lib/enclave/instances/a/run',
+  etcDir: '/var/lib/enclave/instances/a/etc',
+  nodeBinary: '/usr/local/bin/node',
+  supervisorDir: '/opt/app/src/agents/runtime/supervisor',
+  nodeModulesDir: '/opt/app/node_modules',
+  systemEntries: [
+    { path: '/bin', kind: 'symlink', target: 'usr/bin' },
+    { path: '/lib', kind: 'symlink', target: 'usr/lib' },
+    { path: '/lib64', kind: 'dir' },
+  ],
+  hostEtc: ['/etc/ssl/certs', '/etc/ld.so.cache'],
+};
+const options = { tmpMb: 64, shmMb: 16, disableUserns: true };
+
+/** Pairs of [source, destination] for a bind option. */
+function binds(args: readonly string[], option: string): [string, string][] {
+  const found: [string, string][] = [];
+  args.forEach((arg, i) => {
+    if (arg === option) found.push([args[i + 1] as string, args[i + 2] as string]);
+  });
+  return found;
+}
+
+describe('bwrapArgs', () => {
+  const args = bwrapArgs(layout, options);
+
+  test('AGT-2: every namespace of its own (network: loopback only), no capability, a new session, dies with its parent', () => {
+    for (const flag of [
+      '--unshare-user',
+      '--unshare-pid',
+      '--unshare-ipc',
+      '--unshare-uts',
+      '--unshare-cgroup',
+      '--unshare-net',
+      '--disable-userns',
+      '--new-session',
+      '--die-with-parent',
+      '--clearenv',
+    ]) {
+      assert.ok(args.includes(flag), flag);
+    }
+    assert.ok(!args.includes('--share-net'));
+    assert.deepEqual(args.slice(args.indexOf('--cap-drop'), args.indexOf('--cap-drop') + 2), [
+      '--cap-drop',
+      'ALL',
+    ]);
+    assert.equal(args[args.indexOf('--uid') + 1], String(SANDBOX_UID));
+    assert.equal(args[args.indexOf('--gid') + 1], String(SANDBOX_UID));
+    assert.ok(!bwrapArgs(layout, { ...options, disableUserns: false }).includes('--disable-userns'));
+  });
+
+  test('AGT-2: read-write only the volume at /data and run/ at /run/enclave; the rest read-only', () => {
+    assert.deepEqual(binds(args, '--bind'), [
+      [layout.volumeDir, '/data'],
+      [layout.runDir, '/run/enclave'],
+    ]);
+    assert.deepEqual(binds(args, '--ro-bind'), [
+      ['/usr', '/usr'],
+      ['/lib64', '/lib64'],
+      ['/etc/ssl/certs', '/etc/ssl/certs'],
+      ['/etc/ld.so.cache', '/etc/ld.so.cache'],
+      [`${layout.etcDir}/passwd`, '/etc/passwd'],
+      [`${layout.etcDir}/group`, '/etc/group'],
+      [`${layout.etcDir}/hosts`, '/etc/hosts'],
+      [`${layout.etcDir}/nsswitch.conf`, '/etc/nsswitch.conf'],
+      [layout.templateDir, '/app'],
+      [layout.nodeBinary, '/opt/enclave/bin/node'],
+      [layout.supervisorDir, '/opt/enclave/supervisor'],
+      [layout.nodeModulesDir, '/opt/enclave/node_modules'],
+    ]);
+    assert.deepEqual(binds(args, '--symlink'), [
+      ['usr/bin', '/bin'],
+      ['usr/lib', '/lib'],
+    ]);
+    assert.ok(!args.includes('--dev-bind') && !args.includes('--bind-try'));
+    // The top level, /proc and the tmpfs sizes.
+    assert.deepEqual(args.slice(args.indexOf('--remount-ro'), args.indexOf('--remount-ro') + 2), [
+      '--remount-ro',
+      '/proc',
+    ]);
+    assert.equal(args[args.lastIndexOf('--remount-ro') + 1], '/');
+    assert.equal(args[args.indexOf('/tmp') - 2], String(64 * 1024 * 1024));
+    assert.equal(args[args.indexOf('/dev/shm') - 2], String(16 * 1024 * 1024));
+    assert.equal(args[args.indexOf('--chdir') + 1], '/app');
+  });
+
+  test('AGT-2: nothing of the host’s secrets or other data is named', () => {
+    const text = args.join('\n');
+    for (const forbidden of [
+      '/etc/shadow',
+      '/etc/ssl/private',
+      '/root',
+      '/home',
+      '/var/run',
+      '/work',
+      'instances/b',
+    ]) {
+      assert.ok(!text.includes(forbidden), forbidden);
+    }
+    assert.ok(!HOST_ETC_CANDIDATES.some((file) => file.includes('shadow') || file.includes('private')));
+    assert.deepEqual(args.slice(args.indexOf('--clearenv'), args.indexOf('--clearenv') + 10), [
+      '--clearenv',
+      '--setenv',
+      'PATH',
+      '/opt/enclave/bin:/usr/local/bin:/usr/bin:/bin',
+      '--setenv',
+      'HOME',
+      '/data',
+      '--setenv',
+      'LANG',
+      'C.UTF-8',
+    ]);
+  });
+
+  test('the generated /etc: one agent user with uid 1000 and home /data, loopback names, lookups in files', () => {
+    const files = etcFiles();
+    assert.match(files.passwd ?? '', /^agent:x:1000:1000:agent:\/data:\/bin\/sh$/m);
+    for (const line of (files.passwd ?? '').trim().split('\n'))
+      assert.equal(line.split(':')[1], 'x', 'no password');
+    assert.match(files.hosts ?? '', /^127\.0\.0\.1\tlocalhost/m);
+    assert.match(files['nsswitch.conf'] ?? '', /^hosts: files$/m);
+  });
+});
+
+describe('the host command line', () => {
+  const bwrap = bwrapArgs(layout, options);
+  const argv = launchArgv(
+    {
+      shell: '/bin/sh',
+      cgroupProcs: [
+        '/sys/fs/cgroup/pids/enclave/a/cgroup.procs',
+        '/sys/fs/cgroup/memory/enclave/a/cgroup.procs',
+      ],
+      prlimit: { binary: '/usr/bin/prlimit', args: ['--nofile=64:64'] },
+      setpriv: { binary: '/usr/bin/setpriv', uid: 1_577_058_305 },
+      bwrap: '/usr/bin/bwrap',
+    },
+    bwrap,
+  );
+
+  test('joins the cgroups first, then prlimit, then drops to the host uid, then bubblewrap runs the supervisor', () => {
+    assert.deepEqual(argv.slice(0, 2), ['/bin/sh', '-c']);
+    assert.deepEqual(argv.slice(3, 7), [
+      'enclave-launch',
+      '/sys/fs/cgroup/pids/enclave/a/cgroup.procs',
+      '/sys/fs/cgroup/memory/enclave/a/cgroup.procs',
+      '--',
+    ]);
+    assert.deepEqual(argv.slice(7, 10), ['/usr/bin/prlimit', '--nofile=64:64', '--']);
+    assert.deepEqual(argv.slice(10, 17), [
+      '/usr/bin/setpriv',
+      '--reuid',
+      '1577058305',
+      '--regid',
+      '1577058305',
+      '--clear-groups',
+      '--',
+    ]);
+    assert.equal(argv[17], '/usr/bin/bwrap');
+    assert.deepEqual(argv.slice(-supervisorArgv().length - 1), ['--', ...supervisorArgv()]);
+  });
+
+  test('the probe is the same sandbox running true, with no cgroup or prlimit', () => {
+    const probe = probeArgv(
+      {
+        shell: '/bin/sh',
+        cgroupProcs: ['/x/cgroup.procs'],
+        prlimit: { binary: '/usr/bin/prlimit', args: ['--nofile=64:64'] },
+        setpriv: { binary: '/usr/bin/setpriv', uid: 7 },
+        bwrap: '/usr/bin/bwrap',
+      },
+      bwrap,
+    );
+    assert.ok(!probe.includes('/x/cgroup.procs') && !probe.includes('/usr/bin/prlimit'));
+    assert.deepEqual(probe.slice(-2), ['--', '/usr/bin/true']);
+    assert.deepEqual(probe.slice(probe.indexOf('/usr/bin/bwrap') + 1, -2), bwrap);
+  });
+});
+
+describe('commands, ports, uids and rlimits', () => {
+  test('node is the bound binary, a path resolves against /app, a bare name stays for PATH', () => {
+    assert.deepEqual(sandboxCommand(['node', 'echo/agent.mjs']), ['/opt/enclave/bin/node', 'echo/agent.mjs']);
+    assert.deepEqual(sandboxCommand(['./bin/agent', '--port', '1']), ['/app/bin/agent', '--port', '1']);
+    assert.deepEqual(sandboxCommand(['bin/../agent']), ['/app/agent']);
+    assert.deepEqual(sandboxCommand(['/usr/bin/python3', 'x.py']), ['/usr/bin/python3', 'x.py']);
+    assert.deepEqual(sandboxCommand(['python3']), ['python3']);
+    assert.throws(() => sandboxCommand([]));
+  });
+
+  test('the proxy port never collides with the agent port', () => {
+    assert.equal(proxyPortFor(8080), 3128);
+    assert.equal(proxyPortFor(3128), 3129);
+  });
+
+  test('a host uid per agent: stable, in its own range, different for different agents', () => {
+    const first = sandboxHostUid('3f1c2a8e-0000-4000-8000-000000000001');
+    assert.equal(sandboxHostUid('3f1c2a8e-0000-4000-8000-000000000001'), first);
+    assert.notEqual(sandboxHostUid('3f1c2a8e-0000-4000-8000-000000000002'), first);
+    for (let i = 0; i < 100; i++) {
+      const uid = sandboxHostUid(`agent-${i}`);
+      assert.ok(uid >= 0x5e000000 && uid < 0x5f000000, String(uid));
+    }
+  });
+
+  test('AGT-6: rlimits: open files, file size and no core dumps always; processes only where the pids cgroup cannot, and never an address-space cap', () => {
+    const limits = { memoryMb: 128, processes: 32, openFiles: 256, cpuPercent: 100, volumeMb: 64 };
+    assert.deepEqual(rlimitArgs(limits, { processesByCgroup: true, ownHostUid: true }), [
+      '--nofile=256:256',
+      `--fsize=${64 * 1024 * 1024}:${64 * 1024 * 1024}`,
+      '--core=0:0',
+    ]);
+    assert.deepEqual(rlimitArgs(limits, { processesByCgroup: false, ownHostUid: true }).slice(3), [
+      '--nproc=32:32',
+    ]);
+    // RLIMIT_NPROC counts every process of a host uid: never on a shared one (root).
+    assert.ok(
+      !rlimitArgs(limits, { processesByCgroup: false, ownHostUid: false }).some((arg) =>
+        arg.startsWith('--nproc'),
+      ),
+    );
+  });
+});

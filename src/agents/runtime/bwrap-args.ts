@@ -1,0 +1,251 @@
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+
+// The bubblewrap sandbox of one instance, as an argv: pure functions from a
+// layout (host paths) to the arguments, so what the sandbox sees can be
+// read, reviewed and tested without running it. docs/runtime.md explains
+// every namespace, bind and limit.
+
+/** The unprivileged uid (and gid) the agent and its supervisor have inside the sandbox. */
+export const SANDBOX_UID = 1000;
+/** Where things are inside the sandbox. */
+export const SANDBOX_PATHS = Object.freeze({
+  app: '/app',
+  data: '/data',
+  run: '/run/enclave',
+  node: '/opt/enclave/bin/node',
+  supervisorDir: '/opt/enclave/supervisor',
+  supervisor: '/opt/enclave/supervisor/supervisor.mjs',
+  nodeModules: '/opt/enclave/node_modules',
+});
+export const SANDBOX_PATH_ENV = '/opt/enclave/bin:/usr/local/bin:/usr/bin:/bin';
+/** fds the launcher hands through: config and secrets in, control both ways (to the supervisor), bwrap's info out. */
+export const CONFIG_FD = 3;
+export const CONTROL_FD = 4;
+export const INFO_FD = 5;
+
+/** Host uids for instances (one each, derived from the agent id): 0x5E000000 … 0x5EFFFFFF. */
+const HOST_UID_BASE = 0x5e000000;
+const HOST_UID_SPAN = 0x01000000;
+
+/** What a top-level system path is on this host: merged-/usr hosts have symlinks, older ones directories. */
+export type SystemEntry =
+  | { readonly path: string; readonly kind: 'symlink'; readonly target: string }
+  | { readonly path: string; readonly kind: 'dir' };
+
+export interface SandboxLayout {
+  readonly templateDir: string;
+  readonly volumeDir: string;
+  readonly runDir: string;
+  /** Generated passwd, group, hosts and nsswitch.conf (etcFiles()), read-only. */
+  readonly etcDir: string;
+  /** The real path of the node binary that runs the supervisor (and `node` commands). */
+  readonly nodeBinary: string;
+  readonly supervisorDir: string;
+  /** The repository's node_modules (the supervisor imports ssh2 from it), read-only. */
+  readonly nodeModulesDir: string;
+  /** /bin, /sbin, /lib, /lib64 …: bound or re-created as symlinks into /usr. */
+  readonly systemEntries: readonly SystemEntry[];
+  /** Read-only /etc entries that exist on this host (certificates, linker cache). */
+  readonly hostEtc: readonly string[];
+}
+
+export interface SandboxOptions {
+  /** Size of the private /tmp, in MiB (tmpfs: it counts as memory). */
+  readonly tmpMb: number;
+  /** Size of /dev/shm, in MiB. */
+  readonly shmMb: number;
+  /** bubblewrap ≥ 0.8 can forbid user namespaces inside the sandbox. */
+  readonly disableUserns: boolean;
+}
+
+/** /etc files from the host that a program may need and that hold nothing secret. Never /etc/ssl/private or /etc/shadow. */
+export const HOST_ETC_CANDIDATES = Object.freeze([
+  '/etc/ssl/certs',
+  '/etc/ssl/openssl.cnf',
+  '/etc/ca-certificates',
+  '/etc/ca-certificates.conf',
+  '/etc/ld.so.cache',
+  '/etc/alternatives',
+  '/etc/localtime',
+  '/etc/mime.types',
+]);
+
+/** Top-level system paths besides /usr, bound read-only when they exist. */
+export const SYSTEM_CANDIDATES = Object.freeze(['/bin', '/sbin', '/lib', '/lib64', '/lib32', '/libx32']);
+
+/** The generated /etc files: one user (uid 1000, home /data), loopback names, files-only lookups. */
+export function etcFiles(): Readonly<Record<string, string>> {
+  return Object.freeze({
+    passwd: `root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nagent:x:${SANDBOX_UID}:${SANDBOX_UID}:agent:/data:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
+    group: `root:x:0:\nagent:x:${SANDBOX_UID}:\nnogroup:x:65534:\n`,
+    hosts: '127.0.0.1\tlocalhost enclave\n::1\tlocalhost ip6-localhost ip6-loopback\n',
+    'nsswitch.conf': 'passwd: files\ngroup: files\nshadow: files\nhosts: files\nnetworks: files\n',
+  });
+}
+
+/**
+ * The instance's uid on the host when the driver can drop root: one per
+ * agent, stable across restarts (its volume keeps its owner), from a range
+ * no distribution allocates. Two agents may share one by a 1 in 16.7 million
+ * chance per pair; they are still apart by every namespace.
+ */
+export function sandboxHostUid(agentId: string): number {
+  const digest = createHash('sha256').update(agentId).digest();
+  return HOST_UID_BASE + (digest.readUInt32BE(0) % HOST_UID_SPAN);
+}
+
+/** The port the supervisor's HTTP proxy listens on inside the sandbox: 3128, or 3129 when the agent has 3128. */
+export function proxyPortFor(agentPort: number): number {
+  return agentPort === 3128 ? 3129 : 3128;
+}
+
+/**
+ * The agent's argv as the supervisor runs it: `node` is the bound node
+ * binary; a program path with a slash resolves against /app (the template
+ * directory); a bare name is looked up on the sandbox's PATH.
+ */
+export function sandboxCommand(command: readonly string[]): string[] {
+  const [program, ...args] = command;
+  if (program === undefined) throw new Error('the command is empty');
+  if (program === 'node') return [SANDBOX_PATHS.node, ...args];
+  if (program.includes('/')) return [path.posix.resolve(SANDBOX_PATHS.app, program), ...args];
+  return [program, ...args];
+}
+
+/** bubblewrap's arguments: namespaces, binds, then the supervisor as the sandbox's first process. */
+export function bwrapArgs(layout: SandboxLayout, options: SandboxOptions): string[] {
+  const args = [
+    // Its own user, pid, mount (implied), ipc, uts, cgroup and network namespace (loopback only).
+    '--unshare-user',
+    '--unshare-pid',
+    '--unshare-ipc',
+    '--unshare-uts',
+    '--unshare-cgroup',
+    '--unshare-net',
+    '--uid',
+    String(SANDBOX_UID),
+    '--gid',
+    String(SANDBOX_UID),
+    '--hostname',
+    'enclave',
+    ...(options.disableUserns ? ['--disable-userns'] : []),
+    '--cap-drop',
+    'ALL',
+    '--new-session',
+    '--die-with-parent',
+    '--info-fd',
+    String(INFO_FD),
+    '--clearenv',
+    '--setenv',
+    'PATH',
+    SANDBOX_PATH_ENV,
+    '--setenv',
+    'HOME',
+    SANDBOX_PATHS.data,
+    '--setenv',
+    'LANG',
+    'C.UTF-8',
+    // The system, read-only.
+    '--ro-bind',
+    '/usr',
+    '/usr',
+  ];
+  for (const entry of layout.systemEntries) {
+    if (entry.kind === 'symlink') args.push('--symlink', entry.target, entry.path);
+    else args.push('--ro-bind', entry.path, entry.path);
+  }
+  for (const file of layout.hostEtc) args.push('--ro-bind', file, file);
+  for (const name of Object.keys(etcFiles())) {
+    args.push('--ro-bind', path.join(layout.etcDir, name), `/etc/${name}`);
+  }
+  args.push(
+    // Its own /proc, read-only: a sandbox mapped to host root could otherwise
+    // write global sysctls (core_pattern …) through the files' owner bits.
+    '--proc',
+    '/proc',
+    '--remount-ro',
+    '/proc',
+    '--dev',
+    '/dev',
+    '--perms',
+    '1777',
+    '--size',
+    String(options.shmMb * 1024 * 1024),
+    '--tmpfs',
+    '/dev/shm',
+    '--perms',
+    '1777',
+    '--size',
+    String(options.tmpMb * 1024 * 1024),
+    '--tmpfs',
+    '/tmp',
+    // The instance's own files.
+    '--bind',
+    layout.volumeDir,
+    SANDBOX_PATHS.data,
+    '--bind',
+    layout.runDir,
+    SANDBOX_PATHS.run,
+    '--ro-bind',
+    layout.templateDir,
+    SANDBOX_PATHS.app,
+    // The platform's part: node, the supervisor and the modules it imports.
+    '--ro-bind',
+    layout.nodeBinary,
+    SANDBOX_PATHS.node,
+    '--ro-bind',
+    layout.supervisorDir,
+    SANDBOX_PATHS.supervisorDir,
+    '--ro-bind',
+    layout.nodeModulesDir,
+    SANDBOX_PATHS.nodeModules,
+    // Nothing else may be created at the top level.
+    '--remount-ro',
+    '/',
+    '--chdir',
+    SANDBOX_PATHS.app,
+  );
+  return args;
+}
+
+/** The supervisor's argv inside the sandbox (one V8 worker thread: it only moves bytes). */
+export function supervisorArgv(): string[] {
+  return [SANDBOX_PATHS.node, '--v8-pool-size=1', '--max-old-space-size=48', SANDBOX_PATHS.supervisor];
+}
+
+export interface LaunchOptions {
+  readonly shell: string;
+  /** cgroup.procs files the launcher writes its own pid into before anything else runs. */
+  readonly cgroupProcs: readonly string[];
+  /** prlimit, when present, and its resource options (`--nofile=N:N` …). */
+  readonly prlimit: { readonly binary: string; readonly args: readonly string[] } | undefined;
+  /** setpriv, with the host uid to drop to; undefined keeps the driver's uid (root-mapped). */
+  readonly setpriv: { readonly binary: string; readonly uid: number } | undefined;
+  readonly bwrap: string;
+}
+
+/**
+ * The host argv: a tiny shell that joins the instance's cgroups (so every
+ * process of the sandbox is born inside them), then prlimit, then setpriv
+ * (drop to the instance's host uid), then bubblewrap. No secret is in it.
+ */
+export function launchArgv(options: LaunchOptions, bwrap: readonly string[]): string[] {
+  const join =
+    'for f do [ "$f" = -- ] && break; printf "%s\\n" $$ > "$f" || exit 125; shift; done; shift; exec "$@"';
+  const argv = [options.shell, '-c', join, 'enclave-launch', ...options.cgroupProcs, '--'];
+  if (options.prlimit !== undefined) argv.push(options.prlimit.binary, ...options.prlimit.args, '--');
+  if (options.setpriv !== undefined) {
+    const id = String(options.setpriv.uid);
+    argv.push(options.setpriv.binary, '--reuid', id, '--regid', id, '--clear-groups', '--');
+  }
+  argv.push(options.bwrap, ...bwrap, '--', ...supervisorArgv());
+  return argv;
+}
+
+/** The same sandbox running `true`: measures whether a host uid can set it up (every bind readable, user namespaces allowed). */
+export function probeArgv(options: LaunchOptions, bwrap: readonly string[]): string[] {
+  const argv = launchArgv({ ...options, cgroupProcs: [], prlimit: undefined }, bwrap);
+  const end = argv.lastIndexOf('--');
+  return [...argv.slice(0, end), '--', '/usr/bin/true'];
+}

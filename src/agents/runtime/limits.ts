@@ -1,0 +1,402 @@
+import { randomBytes } from 'node:crypto';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { bwrapArgs, etcFiles, SANDBOX_UID, type SandboxLayout, sandboxHostUid } from './bwrap-args.ts';
+import type { InstanceLimits } from './driver.ts';
+import { detectSandboxHost, type HostUidProbe, probeHostUid, type SandboxHost } from './sandbox-host.ts';
+
+// AGT-6: what this host can enforce per instance, and the setup that does
+// it. cgroups when a writable hierarchy exists (v2 with memory, pids and cpu
+// delegated to the driver's own cgroup, else v1 memory, pids and cpu), and
+// resource limits through prlimit: open files always, file size (the volume's
+// first line), no core dumps (they would carry secrets to the host's disk),
+// and, only where the pids cgroup is missing, RLIMIT_NPROC (counted per host
+// uid, so only with the instance's own host uid). No RLIMIT_AS: measured,
+// node needs 800 MiB of address space to start and WebAssembly (fetch's HTTP
+// parser) reserves about 10 GiB more, so any cap low enough to matter breaks
+// the agent; without a memory cgroup, usage-watch.ts measures memory
+// instead. docs/runtime.md has the table.
+
+const MIB = 1024 * 1024;
+const CPU_PERIOD_US = 100_000;
+
+export type Controller = 'memory' | 'pids' | 'cpu';
+const CONTROLLERS: readonly Controller[] = ['memory', 'pids', 'cpu'];
+
+export interface CgroupSupport {
+  readonly version: 1 | 2 | undefined;
+  /** Per controller, the directory under which instance cgroups are made (…/enclave), when writable. */
+  readonly parents: Readonly<Partial<Record<Controller, string>>>;
+  /** Why a controller is missing, for `how`. */
+  readonly notes: readonly string[];
+}
+
+interface MountEntry {
+  readonly root: string;
+  readonly mountPoint: string;
+  readonly fsType: string;
+  readonly superOptions: readonly string[];
+}
+
+async function readMounts(): Promise<MountEntry[]> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const entries: MountEntry[] = [];
+  for (const line of text.split('\n')) {
+    const [left, right] = line.split(' - ');
+    if (left === undefined || right === undefined) continue;
+    const fields = left.split(' ');
+    const [fsType = '', , superOptions = ''] = right.split(' ');
+    entries.push({
+      root: unescapeMount(fields[3] ?? ''),
+      mountPoint: unescapeMount(fields[4] ?? ''),
+      fsType,
+      superOptions: superOptions.split(','),
+    });
+  }
+  return entries;
+}
+
+function unescapeMount(value: string): string {
+  return value.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
+}
+
+/** This process's cgroup path per v1 controller, and its v2 path under the key ''. */
+async function ownCgroups(): Promise<Map<string, string>> {
+  const text = await readFile('/proc/self/cgroup', 'utf8').catch(() => '');
+  const paths = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const match = /^\d+:([^:]*):(.*)$/.exec(line);
+    if (match === null) continue;
+    const [, names = '', cgroupPath = '/'] = match;
+    for (const name of names.split(',')) paths.set(name, cgroupPath);
+  }
+  return paths;
+}
+
+/** The directory of `cgroupPath` in a hierarchy mounted at `mount` (a container may mount a sub-tree). */
+function onDisk(mount: MountEntry, cgroupPath: string): string {
+  const relative =
+    mount.root !== '/' && (cgroupPath === mount.root || cgroupPath.startsWith(`${mount.root}/`))
+      ? cgroupPath.slice(mount.root.length)
+      : cgroupPath;
+  return path.join(mount.mountPoint, relative);
+}
+
+/** Makes and removes a probe cgroup with one limit written: the only honest test of "writable". */
+async function canCreate(parent: string, limitFile: string, value: string): Promise<boolean> {
+  const probe = path.join(parent, `probe-${process.pid}-${randomBytes(3).toString('hex')}`);
+  try {
+    await mkdir(parent, { recursive: true });
+    await mkdir(probe);
+  } catch {
+    return false;
+  }
+  try {
+    await writeFile(path.join(probe, limitFile), value);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await rmdir(probe).catch(() => undefined);
+  }
+}
+
+const PROBE_FILES: Record<1 | 2, Record<Controller, [string, string]>> = {
+  1: {
+    memory: ['memory.limit_in_bytes', String(256 * MIB)],
+    pids: ['pids.max', '64'],
+    cpu: ['cpu.cfs_quota_us', String(CPU_PERIOD_US)],
+  },
+  2: {
+    memory: ['memory.max', String(256 * MIB)],
+    pids: ['pids.max', '64'],
+    cpu: ['cpu.max', `${CPU_PERIOD_US} ${CPU_PERIOD_US}`],
+  },
+};
+
+async function detectV2(mount: MountEntry, own: string): Promise<CgroupSupport | undefined> {
+  const base = onDisk(mount, own);
+  const available = (await readFile(path.join(base, 'cgroup.controllers'), 'utf8').catch(() => ''))
+    .trim()
+    .split(/\s+/);
+  const wanted = CONTROLLERS.filter((name) => available.includes(name));
+  if (wanted.length === 0) return undefined;
+  const enable = wanted.map((name) => `+${name}`).join(' ');
+  const parent = path.join(base, 'enclave');
+  try {
+    // The no-internal-processes rule: this works when the driver's cgroup is
+    // the root, or has been delegated with the driver in a leaf below it.
+    await writeFile(path.join(base, 'cgroup.subtree_control'), enable);
+    await mkdir(parent, { recursive: true });
+    await writeFile(path.join(parent, 'cgroup.subtree_control'), enable);
+  } catch (error) {
+    return {
+      version: 2,
+      parents: {},
+      notes: [
+        `cgroup v2 at ${base} cannot delegate ${wanted.join(', ')} (${(error as NodeJS.ErrnoException).code ?? 'error'}): run the worker in a delegated cgroup of its own`,
+      ],
+    };
+  }
+  const parents: Partial<Record<Controller, string>> = {};
+  for (const name of wanted) {
+    const [file, value] = PROBE_FILES[2][name];
+    if (await canCreate(parent, file, value)) parents[name] = parent;
+  }
+  return { version: 2, parents, notes: [] };
+}
+
+async function detectV1(mounts: readonly MountEntry[], own: Map<string, string>): Promise<CgroupSupport> {
+  const parents: Partial<Record<Controller, string>> = {};
+  const notes: string[] = [];
+  for (const name of CONTROLLERS) {
+    const mount = mounts.find((entry) => entry.fsType === 'cgroup' && entry.superOptions.includes(name));
+    if (mount === undefined) {
+      notes.push(`no cgroup v1 ${name} hierarchy`);
+      continue;
+    }
+    const parent = path.join(onDisk(mount, own.get(name) ?? '/'), 'enclave');
+    const [file, value] = PROBE_FILES[1][name];
+    if (await canCreate(parent, file, value)) parents[name] = parent;
+    else notes.push(`cgroup v1 ${name} at ${mount.mountPoint} is not writable`);
+  }
+  return { version: Object.keys(parents).length > 0 ? 1 : undefined, parents, notes };
+}
+
+/** Which cgroup controllers this process can give instances of its own. */
+export async function detectCgroups(): Promise<CgroupSupport> {
+  const mounts = await readMounts();
+  const own = await ownCgroups();
+  const unified = mounts.find((entry) => entry.fsType === 'cgroup2');
+  const hasV1 = mounts.some((entry) => entry.fsType === 'cgroup');
+  if (unified !== undefined && !hasV1) {
+    const v2 = await detectV2(unified, own.get('') ?? '/');
+    if (v2 !== undefined) return v2;
+    return { version: undefined, parents: {}, notes: ['cgroup v2 offers no memory, pids or cpu controller'] };
+  }
+  if (hasV1) return detectV1(mounts, own);
+  return { version: undefined, parents: {}, notes: ['no cgroup hierarchy is mounted'] };
+}
+
+export interface InstanceCgroup {
+  /** cgroup.procs files the launcher joins. */
+  readonly procsFiles: readonly string[];
+  /** OOM kills inside the instance so far (0 where the kernel does not count them). */
+  oomKills(): Promise<number>;
+  /** Removes the cgroups once their processes are gone. */
+  remove(): Promise<void>;
+}
+
+/** Directory names are agent ids (checked by the driver), never a path of their own. */
+export async function createInstanceCgroup(
+  support: CgroupSupport,
+  name: string,
+  limits: InstanceLimits,
+): Promise<InstanceCgroup | undefined> {
+  const version = support.version;
+  if (version === undefined) return undefined;
+  const dirs = new Map<string, Controller[]>();
+  for (const controller of CONTROLLERS) {
+    const parent = support.parents[controller];
+    if (parent === undefined) continue;
+    const dir = path.join(parent, name);
+    dirs.set(dir, [...(dirs.get(dir) ?? []), controller]);
+  }
+  if (dirs.size === 0) return undefined;
+  const made: string[] = [];
+  const remove = async () => {
+    for (const dir of made) await removeCgroup(dir);
+  };
+  try {
+    for (const [dir, controllers] of dirs) {
+      await removeCgroup(dir); // a leftover from a process that died: empty, or the mkdir below fails
+      await mkdir(dir);
+      made.push(dir);
+      for (const controller of controllers) await writeLimit(version, dir, controller, limits);
+    }
+  } catch (error) {
+    await remove();
+    throw error;
+  }
+  const memoryDir =
+    support.parents.memory === undefined ? undefined : path.join(support.parents.memory, name);
+  return {
+    procsFiles: made.map((dir) => path.join(dir, 'cgroup.procs')),
+    async oomKills() {
+      if (memoryDir === undefined) return 0;
+      const file = path.join(memoryDir, version === 2 ? 'memory.events' : 'memory.oom_control');
+      const text = await readFile(file, 'utf8').catch(() => '');
+      return Number(/^oom_kill (\d+)$/m.exec(text)?.[1] ?? 0);
+    },
+    remove,
+  };
+}
+
+async function writeLimit(
+  version: 1 | 2,
+  dir: string,
+  controller: Controller,
+  limits: InstanceLimits,
+): Promise<void> {
+  const write = (file: string, value: string) => writeFile(path.join(dir, file), value);
+  const optional = (file: string, value: string) => write(file, value).catch(() => undefined);
+  const memory = String(limits.memoryMb * MIB);
+  const quota = Math.max(1000, Math.round((limits.cpuPercent / 100) * CPU_PERIOD_US));
+  if (version === 2) {
+    if (controller === 'memory') {
+      await write('memory.max', memory);
+      await optional('memory.swap.max', '0');
+    } else if (controller === 'pids') await write('pids.max', String(limits.processes));
+    else await write('cpu.max', `${quota} ${CPU_PERIOD_US}`);
+    return;
+  }
+  if (controller === 'memory') {
+    await write('memory.limit_in_bytes', memory);
+    await optional('memory.memsw.limit_in_bytes', memory); // no swap either, where swap accounting is on
+  } else if (controller === 'pids') await write('pids.max', String(limits.processes));
+  else {
+    await write('cpu.cfs_period_us', String(CPU_PERIOD_US));
+    await write('cpu.cfs_quota_us', String(quota));
+  }
+}
+
+/** rmdir a cgroup, waiting briefly for exiting processes to leave it. */
+async function removeCgroup(dir: string): Promise<void> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    try {
+      await rmdir(dir);
+      return;
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return;
+      if (code !== 'EBUSY') throw error;
+      await new Promise((resolve) => setTimeout(resolve, 20 * (attempt + 1)));
+    }
+  }
+  throw new Error(`cgroup ${dir} still has processes`);
+}
+
+/** How limits are enforced for one instance, given the host's support. */
+export interface RlimitPlan {
+  readonly processesByCgroup: boolean;
+  /** RLIMIT_NPROC counts per host uid: usable only when the instance has one of its own. */
+  readonly ownHostUid: boolean;
+}
+
+/** prlimit's options for an instance (`--resource=soft:hard`): the agent cannot raise a hard limit. */
+export function rlimitArgs(limits: InstanceLimits, plan: RlimitPlan): string[] {
+  const both = (value: number) => `${value}:${value}`;
+  const args = [`--nofile=${both(limits.openFiles)}`, `--fsize=${both(limits.volumeMb * MIB)}`, '--core=0:0'];
+  if (!plan.processesByCgroup && plan.ownHostUid) args.push(`--nproc=${both(limits.processes)}`);
+  return args;
+}
+
+/** Bytes the volume holds (allocated blocks, symlinks not followed), counting at most `maxEntries` entries. */
+export async function volumeUsageBytes(dir: string, maxEntries = 1_000_000): Promise<number> {
+  let total = 0;
+  let entries = 0;
+  const pending = [dir];
+  while (pending.length > 0 && entries < maxEntries) {
+    const current = pending.pop() as string;
+    const names = await readdir(current).catch(() => [] as string[]);
+    for (const name of names) {
+      entries++;
+      const file = path.join(current, name);
+      const stat = await lstat(file).catch(() => undefined);
+      if (stat === undefined) continue;
+      total += stat.blocks * 512;
+      if (stat.isDirectory()) pending.push(file);
+    }
+  }
+  return total;
+}
+
+export interface HostLimitSupport {
+  readonly memory: boolean;
+  readonly processes: boolean;
+  readonly openFiles: boolean;
+  readonly cpu: boolean;
+  readonly volume: boolean;
+  /** In words: what enforces each limit here, and what does not. */
+  readonly how: string;
+}
+
+/**
+ * What this host enforces per instance (`enclave doctor`), measured: cgroups
+ * are created and removed, and a sandbox is set up under an unprivileged
+ * host uid (in `instancesDir` when given, so its permissions count too).
+ */
+export async function hostLimitSupport(instancesDir?: string): Promise<HostLimitSupport> {
+  const cgroups = await detectCgroups();
+  let host: SandboxHost | undefined;
+  try {
+    host = await detectSandboxHost();
+  } catch {
+    host = undefined;
+  }
+  const prlimit = host?.tools.prlimit !== undefined;
+  const uid =
+    host === undefined
+      ? ({ ok: false, reason: 'bubblewrap is not installed' } as const)
+      : await probeShared(host, instancesDir);
+  const memory = cgroups.parents.memory !== undefined;
+  const pids = cgroups.parents.pids !== undefined;
+  const cpu = cgroups.parents.cpu !== undefined;
+  const byCgroup = CONTROLLERS.filter((name) => cgroups.parents[name] !== undefined);
+  const how = [
+    byCgroup.length > 0
+      ? `cgroup v${cgroups.version}: ${byCgroup.join(', ')}`
+      : `no writable cgroup (${cgroups.notes.join('; ') || 'none found'})`,
+    ...(byCgroup.length > 0 && cgroups.notes.length > 0
+      ? [`not by cgroup: ${cgroups.notes.join('; ')}`]
+      : []),
+    prlimit
+      ? `prlimit: open files, file size up to the volume limit, no core dumps${!pids && uid.ok ? ", processes (RLIMIT_NPROC on the instance's own host uid)" : ''}`
+      : 'prlimit (util-linux) is not installed: no open-file or file-size limit',
+    'volume: its usage is measured every few seconds and an instance over its limit is stopped',
+    ...(memory
+      ? []
+      : [
+          "memory: not a hard limit here; the sandbox's resident memory is measured each second and an instance over its limit is stopped",
+        ]),
+    uid.ok
+      ? 'host uid: each instance runs as a host uid of its own (no root)'
+      : `host uid: root without capabilities, mapped to uid ${SANDBOX_UID} inside (${uid.reason})`,
+  ].join('; ');
+  return {
+    memory,
+    processes: pids || (prlimit && uid.ok),
+    openFiles: prlimit,
+    cpu,
+    volume: true,
+    how,
+  };
+}
+
+/** probeHostUid on a sandbox of the shared binds and a throwaway instance directory. */
+async function probeShared(host: SandboxHost, instancesDir: string | undefined): Promise<HostUidProbe> {
+  const base = instancesDir ?? tmpdir();
+  let dir: string | undefined;
+  try {
+    await mkdir(base, { recursive: true });
+    dir = await mkdtemp(path.join(base, '.probe-'));
+    await chmod(dir, 0o755);
+    const layout: SandboxLayout = {
+      ...host.shared,
+      templateDir: dir,
+      volumeDir: path.join(dir, 'volume'),
+      runDir: path.join(dir, 'run'),
+      etcDir: path.join(dir, 'etc'),
+    };
+    for (const sub of [layout.volumeDir, layout.runDir, layout.etcDir]) await mkdir(sub, { mode: 0o755 });
+    for (const [name, text] of Object.entries(etcFiles()))
+      await writeFile(path.join(layout.etcDir, name), text, { mode: 0o644 });
+    const args = bwrapArgs(layout, { tmpMb: 16, shmMb: 8, disableUserns: host.disableUserns });
+    return await probeHostUid(host, args, sandboxHostUid('probe'));
+  } catch (error) {
+    return { ok: false, reason: (error as Error).message };
+  } finally {
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  }
+}

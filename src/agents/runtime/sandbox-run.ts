@@ -1,0 +1,295 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import path from 'node:path';
+import type { Duplex } from 'node:stream';
+import type { Logger } from '../../logger.ts';
+import type { EgressListener, EgressProxy } from '../egress/proxy.ts';
+import {
+  bwrapArgs,
+  CONFIG_FD,
+  CONTROL_FD,
+  INFO_FD,
+  launchArgv,
+  proxyPortFor,
+  SANDBOX_PATH_ENV,
+  sandboxCommand,
+} from './bwrap-args.ts';
+import type { InstanceSpec } from './driver.ts';
+import { prepareInstanceDir } from './instance-dir.ts';
+import { type CgroupSupport, createInstanceCgroup, type InstanceCgroup, rlimitArgs } from './limits.ts';
+import { createOutputLog, type OutputLog } from './output-log.ts';
+import type { SandboxHost } from './sandbox-host.ts';
+import { emptyDir, findSupervisorPid, probeIngress, waitGone } from './sandbox-process.ts';
+import { type ControlChannel, configFrame, createControlChannel, readInfo } from './supervisor-channel.ts';
+
+// One launched sandbox, from its launch to the moment nothing of it is left:
+// launchSandbox prepares the instance directory, the cgroup and the egress
+// listener, spawns the launcher (launchArgv) and hands the supervisor its
+// config and secrets on fd 3; waitReady polls run/ingress.sock; terminate
+// asks the supervisor to stop and kills what is left after the grace; and
+// once the launcher has exited, `done` resolves with the reason after every
+// process is gone and every trace (listener, cgroup, sockets) is cleaned up.
+
+export interface SandboxHostSupport {
+  readonly sandbox: SandboxHost;
+  readonly cgroups: CgroupSupport;
+}
+
+export interface Run {
+  readonly child: ChildProcess;
+  readonly log: OutputLog;
+  readonly control: ControlChannel;
+  readonly runDir: string;
+  /** The kernel holds its memory to the limit (a memory cgroup); otherwise the driver measures it. */
+  readonly memoryByCgroup: boolean;
+  /** The host pid of the sandbox's init (from bwrap's info fd). */
+  sandboxPid: number | undefined;
+  /** Set by stop(): the instance ends as stopped, not crashed. */
+  stopping: boolean;
+  /** Why the driver ended it on its own (a usage watch). */
+  killReason: string | undefined;
+  /** Stop the usage watches. */
+  readonly watches: (() => void)[];
+  /** Resolves with the reason once every process is gone and everything is cleaned up. */
+  readonly done: Promise<string>;
+  ended: boolean;
+}
+
+export interface LaunchDeps {
+  readonly instancesDir: string;
+  readonly egress: Pick<EgressProxy, 'listen'>;
+  readonly log: Logger;
+  /** Called with the reason when a root driver cannot give the instance a host uid of its own. */
+  readonly rootMapped: (reason: string) => void;
+}
+
+function zero(secrets: ReadonlyMap<string, Buffer>): void {
+  for (const value of secrets.values()) value.fill(0);
+}
+
+export async function launchSandbox(
+  deps: LaunchDeps,
+  spec: InstanceSpec,
+  host: SandboxHostSupport,
+): Promise<Run> {
+  const { sandbox, cgroups } = host;
+  const { layout, uid, options, fallback } = await prepareInstanceDir(deps.instancesDir, spec, sandbox);
+  if (fallback !== undefined) deps.rootMapped(fallback);
+  let cgroup: InstanceCgroup | undefined;
+  try {
+    cgroup = await createInstanceCgroup(cgroups, spec.agentId, spec.limits);
+  } catch (error) {
+    deps.log.warn(
+      { agentId: spec.agentId, err: error },
+      'no cgroup for this instance: limits by prlimit only',
+    );
+  }
+  let egress: EgressListener;
+  try {
+    egress = await deps.egress.listen(path.join(layout.runDir, 'egress.sock'), spec.egress);
+  } catch (error) {
+    await cgroup?.remove().catch(() => undefined);
+    throw error;
+  }
+  const argv = launchArgv(
+    {
+      shell: sandbox.tools.shell,
+      cgroupProcs: cgroup?.procsFiles ?? [],
+      prlimit:
+        sandbox.tools.prlimit === undefined
+          ? undefined
+          : {
+              binary: sandbox.tools.prlimit,
+              args: rlimitArgs(spec.limits, {
+                processesByCgroup: cgroups.parents.pids !== undefined && cgroup !== undefined,
+                ownHostUid: uid !== 0 && sandbox.root,
+              }),
+            },
+      setpriv:
+        sandbox.root && uid !== 0 && sandbox.tools.setpriv !== undefined
+          ? { binary: sandbox.tools.setpriv, uid }
+          : undefined,
+      bwrap: sandbox.tools.bwrap,
+    },
+    bwrapArgs(layout, options),
+  );
+  const output = createOutputLog(path.join(deps.instancesDir, spec.agentId, 'output.log'));
+  output.note(`starting ${spec.command[0]} (host uid ${uid === 0 ? 'root, no capabilities' : uid})`);
+  // No environment of the worker (database URL, keys) reaches any host process of the sandbox.
+  const child = spawn(argv[0] as string, argv.slice(1), {
+    stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
+    detached: true,
+    env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
+  });
+  const control = createControlChannel(child.stdio[CONTROL_FD] as Duplex);
+  let bwrapError: string | undefined;
+  child.stdout?.pipe(output, { end: false });
+  child.stderr?.pipe(output, { end: false });
+  child.stderr?.on('data', (chunk: Buffer) => {
+    if (control.hello) return; // from here on, stderr is the instance's: it could print anything
+    const line = /^bwrap: (.+)$/m.exec(chunk.toString('utf8'))?.[1];
+    if (line !== undefined) bwrapError = line.slice(0, 200);
+  });
+  child.once('error', (error) => output.note(`could not launch the sandbox: ${error.message}`));
+  const run: Run = {
+    child,
+    log: output,
+    control,
+    runDir: layout.runDir,
+    memoryByCgroup: cgroups.parents.memory !== undefined && cgroup !== undefined,
+    sandboxPid: undefined,
+    stopping: false,
+    killReason: undefined,
+    watches: [],
+    ended: false,
+    done: new Promise<string>((resolve) => {
+      child.once('close', (code, signal) => {
+        const ending = { code, signal, bwrapError, egress, cgroup, log: deps.log };
+        finish(run, ending).then(resolve, (error: unknown) => {
+          deps.log.error({ agentId: spec.agentId, err: error }, 'cleaning up an instance failed');
+          resolve('exited');
+        });
+      });
+    }),
+  };
+  readInfo(child.stdio[INFO_FD as number] as unknown as Duplex, (pid) => {
+    run.sandboxPid = pid;
+  });
+  const frame = configFrame(
+    {
+      command: sandboxCommand(spec.command),
+      program: spec.command[0],
+      port: spec.port,
+      proxyPort: proxyPortFor(spec.port),
+      env: spec.env,
+      supportKey: spec.supportKey ?? null,
+      path: SANDBOX_PATH_ENV,
+    },
+    spec.secrets,
+  );
+  const input = child.stdio[CONFIG_FD] as Duplex;
+  input.on('error', () => undefined);
+  // VLT-5: the plaintext lives in this frame and the spec's Buffers until the pipe has it.
+  input.write(frame, () => {
+    frame.fill(0);
+    zero(spec.secrets);
+  });
+  input.end();
+  return run;
+}
+
+interface Ending {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly bwrapError: string | undefined;
+  readonly egress: EgressListener;
+  readonly cgroup: InstanceCgroup | undefined;
+  readonly log: Logger;
+}
+
+/** After the launcher has exited and its pipes closed: wait out the sandbox, clean up, and say why it ended. */
+async function finish(run: Run, ending: Ending): Promise<string> {
+  for (const stopWatch of run.watches) stopWatch();
+  if (run.sandboxPid !== undefined) await waitGone(run.sandboxPid);
+  const oom = (await ending.cgroup?.oomKills()) ?? 0;
+  await ending.egress.close().catch(() => undefined);
+  await ending.cgroup
+    ?.remove()
+    .catch((error: unknown) => ending.log.warn({ err: error }, 'a cgroup was left behind'));
+  await emptyDir(run.runDir);
+  const agentExit = run.control.agentExit;
+  const launcher = ending.signal === null ? `exited with code ${ending.code}` : `killed by ${ending.signal}`;
+  let reason: string;
+  if (run.killReason !== undefined) reason = run.killReason;
+  else if (run.control.agentError !== undefined) reason = run.control.agentError;
+  else if (oom > 0) reason = 'killed: out of memory';
+  else if (agentExit !== undefined) {
+    reason =
+      agentExit.signal === null ? `exited with code ${agentExit.code}` : `killed by ${agentExit.signal}`;
+  } else if (ending.bwrapError !== undefined) reason = `the sandbox could not start: ${ending.bwrapError}`;
+  else reason = launcher;
+  run.control.close();
+  run.log.note(run.stopping ? 'stopped' : `ended: ${reason}`);
+  run.log.end();
+  return reason;
+}
+
+/** SIGTERM to the supervisor (it forwards it to the agent), SIGKILL to all after graceMs; resolves once all is gone. */
+export async function terminate(run: Run, graceMs: number): Promise<void> {
+  if (run.ended) return;
+  const killAll = () => {
+    // The launcher's process group (bwrap outside), then the sandbox's init: the kernel ends its pid namespace.
+    try {
+      if (run.child.pid !== undefined) process.kill(-run.child.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+    try {
+      if (run.sandboxPid !== undefined) process.kill(run.sandboxPid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  };
+  const supervisor =
+    graceMs > 0 && run.sandboxPid !== undefined ? await findSupervisorPid(run.sandboxPid) : undefined;
+  if (supervisor === undefined) killAll();
+  else {
+    try {
+      process.kill(supervisor, 'SIGTERM');
+    } catch {
+      killAll();
+    }
+  }
+  const timer = setTimeout(killAll, graceMs);
+  await run.done;
+  clearTimeout(timer);
+}
+
+function seconds(ms: number): string {
+  return `${Number((ms / 1000).toFixed(1))} s`;
+}
+
+/**
+ * Resolves once the agent answers an HTTP GET through run/ingress.sock (and
+ * a start-time support listener is settled); rejects with the reason when
+ * the sandbox ends first, the time is up, or the start is aborted.
+ */
+export async function waitReady(
+  run: Run,
+  spec: InstanceSpec,
+  timeoutMs: number,
+  signal: AbortSignal,
+): Promise<void> {
+  const ingress = path.join(run.runDir, 'ingress.sock');
+  await new Promise<void>((resolve, reject) => {
+    let settled = false;
+    const settle = (error?: Error) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      if (error === undefined) resolve();
+      else reject(error);
+    };
+    const timer = setTimeout(
+      () => settle(new Error(`did not open port ${spec.port} within ${seconds(timeoutMs)}`)),
+      timeoutMs,
+    );
+    const onAbort = () => settle(new Error('stopped before it was ready'));
+    signal.addEventListener('abort', onAbort);
+    void run.done.then((reason) => settle(new Error(reason)));
+    // No event says "the agent listens": after the supervisor's, poll with a short backoff.
+    const poll = async () => {
+      let delay = 10;
+      while (!settled) {
+        if (await probeIngress(ingress)) {
+          if (spec.supportKey !== undefined) await run.control.supportSettled;
+          settle();
+          return;
+        }
+        await new Promise((next) => setTimeout(next, delay));
+        delay = Math.min(Math.ceil(delay * 1.5), 200);
+      }
+    };
+    void run.control.listening.then(poll);
+  });
+}

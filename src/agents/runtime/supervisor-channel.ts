@@ -1,0 +1,176 @@
+import type { Duplex } from 'node:stream';
+
+// The driver's side of the fds it hands the sandbox (bwrap-args.ts):
+//   fd 3  the config frame: the supervisor's config and the secrets, written
+//         from Buffers (configFrame), never a string, argv, env or file;
+//   fd 4  the JSON-lines control channel both ways (createControlChannel);
+//   fd 5  bubblewrap's --info-fd, which names the sandbox init's host pid.
+// The supervisor shares its uid with the agent, so everything read on fd 4
+// is untrusted input from the instance: lines are size-capped, fields are
+// type-checked, and text that reaches an owner (a reason) is cut to
+// printable characters and a bounded length.
+
+export interface AgentExitReport {
+  readonly code: number | null;
+  readonly signal: string | null;
+}
+
+export interface ControlChannel {
+  /** The supervisor has started (bwrap set the sandbox up). */
+  readonly hello: boolean;
+  /** Resolves once the bridges listen and the agent has been spawned. */
+  readonly listening: Promise<void>;
+  /** Resolves once the start-time support listener is up or has failed. */
+  readonly supportSettled: Promise<void>;
+  /** Why the agent could not be started (command not found …), as the supervisor said. */
+  readonly agentError: string | undefined;
+  readonly agentExit: AgentExitReport | undefined;
+  /** Turns support SSH on (key) or off (undefined) and waits for the supervisor's answer. */
+  support(key: string | undefined, timeoutMs: number): Promise<{ readonly error?: string }>;
+  close(): void;
+}
+
+const MAX_LINE = 64 * 1024;
+const MAX_REASON = 200;
+
+/** Printable text of bounded length: the attacker controls the supervisor's words. */
+export function cleanReason(value: unknown): string | undefined {
+  if (typeof value !== 'string') return undefined;
+  const text = value.replace(/[^\x20-\x7e]/g, '?').trim();
+  return text === '' ? undefined : text.slice(0, MAX_REASON);
+}
+
+type SupportAnswer = { readonly error?: string };
+
+export function createControlChannel(stream: Duplex): ControlChannel {
+  let resolveListening: () => void = () => undefined;
+  let resolveSupport: () => void = () => undefined;
+  const listening = new Promise<void>((resolve) => {
+    resolveListening = resolve;
+  });
+  const supportSettled = new Promise<void>((resolve) => {
+    resolveSupport = resolve;
+  });
+  const waiting = new Map<number, (answer: SupportAnswer) => void>();
+  let nextId = 1;
+  let pending = '';
+  let closed = false;
+
+  const channel = {
+    hello: false,
+    listening,
+    supportSettled,
+    agentError: undefined as string | undefined,
+    agentExit: undefined as AgentExitReport | undefined,
+    support(key: string | undefined, timeoutMs: number): Promise<SupportAnswer> {
+      if (closed) return Promise.resolve({ error: 'the instance has ended' });
+      const id = nextId++;
+      return new Promise<SupportAnswer>((resolve) => {
+        const timer = setTimeout(() => answer({ error: 'the supervisor did not answer' }), timeoutMs);
+        const answer = (result: SupportAnswer) => {
+          clearTimeout(timer);
+          waiting.delete(id);
+          resolve(result);
+        };
+        waiting.set(id, answer);
+        stream.write(`${JSON.stringify({ id, cmd: 'support', key: key ?? null })}\n`);
+      });
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      for (const answer of [...waiting.values()]) answer({ error: 'the instance has ended' });
+      resolveSupport();
+      stream.destroy();
+    },
+  };
+
+  const handle = (line: string) => {
+    let event: Record<string, unknown>;
+    try {
+      event = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      return;
+    }
+    if (typeof event !== 'object' || event === null) return;
+    switch (event.event) {
+      case 'hello':
+        channel.hello = true;
+        break;
+      case 'listening':
+        resolveListening();
+        break;
+      case 'agent-error':
+        channel.agentError ??= cleanReason(event.reason);
+        break;
+      case 'agent-exit': {
+        const code = typeof event.code === 'number' && Number.isInteger(event.code) ? event.code : null;
+        const signal =
+          typeof event.signal === 'string' && /^SIG[A-Z0-9]{1,10}$/.test(event.signal) ? event.signal : null;
+        channel.agentExit ??= { code: code === null && signal === null ? 1 : code, signal };
+        break;
+      }
+      case 'support': {
+        const error = cleanReason(event.error);
+        if (event.id === 0) resolveSupport();
+        const answer = typeof event.id === 'number' ? waiting.get(event.id) : undefined;
+        answer?.(error === undefined ? {} : { error });
+        break;
+      }
+      default:
+        break;
+    }
+  };
+
+  stream.on('error', () => undefined);
+  stream.on('data', (chunk: Buffer) => {
+    pending += chunk.toString('utf8');
+    let newline = pending.indexOf('\n');
+    while (newline !== -1) {
+      handle(pending.slice(0, newline));
+      pending = pending.slice(newline + 1);
+      newline = pending.indexOf('\n');
+    }
+    if (pending.length > MAX_LINE) pending = '';
+  });
+  stream.on('close', () => channel.close());
+  return channel;
+}
+
+/**
+ * The supervisor's config and the secrets in one frame (supervisor.mjs
+ * parses it): u32 length + JSON, u32 count, then per secret u32 length +
+ * name and u32 length + value. The caller zeroes it once written.
+ */
+export function configFrame(config: object, secrets: ReadonlyMap<string, Buffer>): Buffer {
+  const json = Buffer.from(JSON.stringify(config), 'utf8');
+  const entries = [...secrets].map(([name, value]) => [Buffer.from(name, 'utf8'), value] as const);
+  let size = 4 + json.length + 4;
+  for (const [name, value] of entries) size += 8 + name.length + value.length;
+  const frame = Buffer.alloc(size); // its own memory, not the shared pool: zeroed on its own
+  let offset = frame.writeUInt32BE(json.length, 0);
+  offset += json.copy(frame, offset);
+  offset = frame.writeUInt32BE(entries.length, offset);
+  for (const [name, value] of entries) {
+    offset = frame.writeUInt32BE(name.length, offset);
+    offset += name.copy(frame, offset);
+    offset = frame.writeUInt32BE(value.length, offset);
+    offset += value.copy(frame, offset);
+  }
+  return frame;
+}
+
+/** bwrap's --info-fd: its JSON names the host pid of the sandbox's init (bwrap writes it, not the sandbox). */
+export function readInfo(stream: Duplex, onPid: (pid: number) => void): void {
+  let text = '';
+  let found = false;
+  stream.on('error', () => undefined);
+  stream.on('data', (chunk: Buffer) => {
+    if (found || text.length > 64 * 1024) return;
+    text += chunk.toString('utf8');
+    const pid = /"child-pid":\s*(\d+)/.exec(text)?.[1];
+    if (pid === undefined) return;
+    found = true;
+    onPid(Number(pid));
+  });
+}

@@ -1,0 +1,422 @@
+// The supervisor: the first process inside an instance's sandbox (under
+// bubblewrap's pid-1 reaper), run by the host's node binary bound at
+// /opt/enclave/bin/node. Plain JavaScript: it runs as is, with no loader.
+//
+//   fd 3  in: one framed message from the driver, then EOF: the config and
+//         the secrets (u32 length + JSON config, u32 count, then per secret
+//         u32 length + name, u32 length + value). Secrets never pass through
+//         argv or the environment of anything outside the sandbox.
+//   fd 4  both ways, JSON lines: commands from the driver ({"id","cmd":"support","key"}),
+//         events to it ({"event":"hello"|"listening"|"agent-error"|"agent-exit"|"support"}).
+//
+// It starts the agent with the non-secret env, the secrets, PORT and the
+// proxy variables; bridges /run/enclave/ingress.sock → 127.0.0.1:<agent
+// port> and 127.0.0.1:<proxy port> → /run/enclave/egress.sock; serves
+// support SSH on /run/enclave/support.sock while support is on (AGT-5);
+// forwards SIGTERM and SIGINT to the agent and exits with the agent's status.
+//
+// Everything here shares the agent's uid: the driver treats what this
+// process reports as untrusted input from the instance.
+
+import { spawn } from 'node:child_process';
+import { timingSafeEqual } from 'node:crypto';
+import { closeSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { constants } from 'node:os';
+
+const RUN = '/run/enclave';
+const INGRESS_SOCKET = `${RUN}/ingress.sock`;
+const EGRESS_SOCKET = `${RUN}/egress.sock`;
+const SUPPORT_SOCKET = `${RUN}/support.sock`;
+const SUPPORT_HOST_KEY = `${RUN}/support.hostkey.pub`;
+const CONFIG_FD = 3;
+const CONTROL_FD = 4;
+const MAX_CONFIG_BYTES = 1024 * 1024;
+const MAX_CONTROL_LINE = 64 * 1024;
+/** After one side of a bridged connection closes, how long the other may take to drain. */
+const LINGER_MS = 10_000;
+
+function note(line) {
+  process.stderr.write(`[enclave] ${line}\n`);
+}
+
+/** fds inherited without close-on-exec (beyond ours) would leak into the agent: close them. */
+function closeStrayFds() {
+  let fds = [];
+  try {
+    fds = readdirSync('/proc/self/fd').map(Number);
+  } catch {
+    return;
+  }
+  for (const fd of fds) {
+    if (!Number.isInteger(fd) || fd <= CONTROL_FD) continue;
+    try {
+      const info = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+      const flags = Number.parseInt(/^flags:\s+([0-7]+)$/m.exec(info)?.[1] ?? '0', 8);
+      if ((flags & 0o2000000) === 0) closeSync(fd);
+    } catch {
+      // gone already (the directory's own fd)
+    }
+  }
+}
+
+closeStrayFds();
+
+const control = new net.Socket({ fd: CONTROL_FD, readable: true, writable: true });
+control.on('error', () => undefined);
+
+function report(event) {
+  if (!control.destroyed) control.write(`${JSON.stringify(event)}\n`);
+}
+
+let exiting = false;
+let agent;
+const servers = [];
+
+function removeSocket(file) {
+  try {
+    unlinkSync(file);
+  } catch {
+    // not there
+  }
+}
+
+function shutdown(code) {
+  if (exiting) return;
+  exiting = true;
+  supportOff();
+  for (const server of servers) server.close();
+  removeSocket(INGRESS_SOCKET);
+  control.end(() => process.exit(code));
+  setTimeout(() => process.exit(code), 1000).unref();
+}
+
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => {
+    if (agent?.pid !== undefined && agent.exitCode === null && agent.signalCode === null) {
+      try {
+        process.kill(-agent.pid, signal); // its process group: the agent and what it started
+      } catch {
+        agent.kill(signal);
+      }
+    } else {
+      shutdown(128 + constants.signals[signal]);
+    }
+  });
+}
+process.on('SIGHUP', () => undefined);
+
+// ---- config and secrets (fd 3) ----
+
+function readFrame() {
+  return new Promise((resolve, reject) => {
+    const input = new net.Socket({ fd: CONFIG_FD, readable: true, writable: false });
+    const chunks = [];
+    let size = 0;
+    input.on('data', (chunk) => {
+      size += chunk.length;
+      if (size > MAX_CONFIG_BYTES) {
+        input.destroy();
+        reject(new Error('the config is too large'));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    input.on('error', reject);
+    input.on('end', () => {
+      input.destroy();
+      const frame = Buffer.concat(chunks);
+      for (const chunk of chunks) chunk.fill(0);
+      resolve(frame);
+    });
+  });
+}
+
+function parseFrame(frame) {
+  let offset = 0;
+  const take = () => {
+    if (offset + 4 > frame.length) throw new Error('the config frame is truncated');
+    const length = frame.readUInt32BE(offset);
+    offset += 4;
+    if (offset + length > frame.length) throw new Error('the config frame is truncated');
+    const slice = frame.subarray(offset, offset + length);
+    offset += length;
+    return slice;
+  };
+  const config = JSON.parse(take().toString('utf8'));
+  if (offset + 4 > frame.length) throw new Error('the config frame is truncated');
+  const count = frame.readUInt32BE(offset);
+  offset += 4;
+  const secrets = {};
+  for (let i = 0; i < count; i++) {
+    const name = take().toString('utf8');
+    secrets[name] = take().toString('utf8');
+  }
+  return { config, secrets };
+}
+
+// ---- bridges ----
+
+/** Pipes two sockets both ways until both sides are done; an error on either ends both. */
+function bridge(a, b) {
+  a.pipe(b);
+  b.pipe(a);
+  const fail = () => {
+    a.destroy();
+    b.destroy();
+  };
+  a.on('error', fail);
+  b.on('error', fail);
+  const linger = (other) => () => {
+    if (other.destroyed) return;
+    other.end();
+    setTimeout(() => other.destroy(), LINGER_MS).unref();
+  };
+  a.once('close', linger(b));
+  b.once('close', linger(a));
+}
+
+function listen(server, ...args) {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(...args, () => {
+      server.off('error', reject);
+      server.on('error', (error) => note(`listener error: ${error.code ?? error.message}`));
+      resolve();
+    });
+  });
+}
+
+async function openBridges(config) {
+  const egress = net.createServer({ allowHalfOpen: true }, (client) => {
+    bridge(client, net.connect({ path: EGRESS_SOCKET, allowHalfOpen: true }));
+  });
+  await listen(egress, { port: config.proxyPort, host: '127.0.0.1' });
+  servers.push(egress);
+  removeSocket(INGRESS_SOCKET);
+  const ingress = net.createServer({ allowHalfOpen: true }, (client) => {
+    bridge(client, net.connect({ port: config.port, host: '127.0.0.1', allowHalfOpen: true }));
+  });
+  await listen(ingress, INGRESS_SOCKET);
+  servers.push(ingress);
+}
+
+// ---- the agent ----
+
+function startAgent(config, env) {
+  const [program, ...args] = config.command;
+  const shown = config.program;
+  agent = spawn(program, args, { cwd: '/app', env, stdio: ['ignore', 'inherit', 'inherit'], detached: true });
+  agent.once('error', (error) => {
+    const reason =
+      error.code === 'ENOENT'
+        ? `command not found: ${shown}`
+        : error.code === 'EACCES'
+          ? `command not executable: ${shown}`
+          : `could not start ${shown}: ${error.code ?? error.message}`;
+    note(reason);
+    report({ event: 'agent-error', reason });
+    shutdown(127);
+  });
+  agent.once('exit', (code, signal) => {
+    report({ event: 'agent-exit', code, signal });
+    note(signal === null ? `the agent exited with code ${code}` : `the agent was killed by ${signal}`);
+    shutdown(signal === null ? (code ?? 1) : 128 + (constants.signals[signal] ?? 0));
+  });
+}
+
+// ---- support SSH (AGT-5) ----
+
+let support;
+let shellEnv = {};
+
+/** Sends SIGKILL to a shell's process group. */
+function killGroup(child) {
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  try {
+    process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    child.kill('SIGKILL');
+  }
+}
+
+function runShell(state, channel, args) {
+  const child = spawn('/bin/sh', args, { cwd: '/data', env: shellEnv, stdio: 'pipe', detached: true });
+  state.shells.add(child);
+  child.stdin.on('error', () => undefined);
+  child.on('error', (error) => {
+    channel.stderr.write(`${error.message}\n`);
+    channel.exit(127);
+    channel.end();
+  });
+  channel.pipe(child.stdin);
+  child.stdout.pipe(channel, { end: false });
+  child.stderr.pipe(channel.stderr, { end: false });
+  child.on('close', (code, signal) => {
+    state.shells.delete(child);
+    if (signal !== null) channel.exit(signal.replace(/^SIG/, ''), false, '');
+    else channel.exit(code ?? 0);
+    channel.end();
+  });
+  channel.on('close', () => killGroup(child));
+}
+
+async function supportOn(keyLine) {
+  if (support !== undefined && support.keyLine === keyLine) return support.hostKey;
+  supportOff();
+  const { default: ssh2 } = await import('ssh2');
+  const allowed = ssh2.utils.parseKey(keyLine);
+  if (allowed instanceof Error || Array.isArray(allowed))
+    throw new Error('the support key is not an OpenSSH public key');
+  const allowedBlob = allowed.getPublicSSH();
+  const hostKey = ssh2.utils.generateKeyPairSync('ed25519');
+  const state = {
+    keyLine,
+    hostKey: hostKey.public.trim(),
+    clients: new Set(),
+    shells: new Set(),
+    server: undefined,
+  };
+  const server = new ssh2.Server({ hostKeys: [hostKey.private] }, (client) => {
+    state.clients.add(client);
+    client.on('error', () => undefined);
+    client.on('close', () => state.clients.delete(client));
+    client.on('authentication', (ctx) => {
+      // The client controls the offered key and signature: only the operator's key, verified, gets in.
+      if (ctx.method !== 'publickey') return ctx.reject(['publickey']);
+      const offered = ctx.key.data;
+      const same =
+        ctx.key.algo === allowed.type &&
+        offered.length === allowedBlob.length &&
+        timingSafeEqual(offered, allowedBlob);
+      if (!same) return ctx.reject(['publickey']);
+      if (ctx.signature !== undefined && allowed.verify(ctx.blob, ctx.signature, ctx.hashAlgo) !== true) {
+        return ctx.reject(['publickey']);
+      }
+      return ctx.accept();
+    });
+    client.on('ready', () => {
+      client.on('session', (accept) => {
+        const session = accept();
+        session.on('pty', (acceptPty) => acceptPty?.());
+        session.on('window-change', (acceptChange) => acceptChange?.());
+        session.on('env', (acceptEnv) => acceptEnv?.());
+        session.on('shell', (acceptShell) => runShell(state, acceptShell(), []));
+        session.on('exec', (acceptExec, _reject, info) =>
+          runShell(state, acceptExec(), ['-c', info.command]),
+        );
+        session.on('subsystem', (_accept, rejectSubsystem) => rejectSubsystem?.());
+      });
+    });
+  });
+  server.on('error', (error) => note(`support listener error: ${error.code ?? error.message}`));
+  removeSocket(SUPPORT_SOCKET);
+  await listen(server, SUPPORT_SOCKET);
+  state.server = server;
+  writeFileSync(SUPPORT_HOST_KEY, `${state.hostKey}\n`, { mode: 0o644 });
+  support = state;
+  note('support access is on');
+  return state.hostKey;
+}
+
+/** Closes the listener, ends every open session and removes the socket: nothing listens afterwards. */
+function supportOff() {
+  const state = support;
+  if (state === undefined) return;
+  support = undefined;
+  state.server?.close();
+  for (const client of state.clients) {
+    client.end();
+    setTimeout(() => client._sock?.destroy?.(), 1000).unref();
+  }
+  for (const shell of state.shells) killGroup(shell);
+  removeSocket(SUPPORT_SOCKET);
+  removeSocket(SUPPORT_HOST_KEY);
+  note('support access is off');
+}
+
+// ---- control (fd 4) ----
+
+function handleCommand(line) {
+  let command;
+  try {
+    command = JSON.parse(line);
+  } catch {
+    return;
+  }
+  if (command?.cmd !== 'support') return;
+  const id = command.id;
+  if (typeof command.key === 'string') {
+    supportOn(command.key).then(
+      (hostKey) => report({ event: 'support', id, on: true, hostKey }),
+      (error) => report({ event: 'support', id, on: false, error: error.message }),
+    );
+  } else {
+    supportOff();
+    report({ event: 'support', id, on: false });
+  }
+}
+
+let pending = '';
+control.on('data', (chunk) => {
+  pending += chunk.toString('utf8');
+  if (pending.length > MAX_CONTROL_LINE && !pending.includes('\n')) pending = '';
+  let newline = pending.indexOf('\n');
+  while (newline !== -1) {
+    handleCommand(pending.slice(0, newline));
+    pending = pending.slice(newline + 1);
+    newline = pending.indexOf('\n');
+  }
+});
+// The driver is gone (the sandbox dies with it anyway): stop the agent.
+control.on('end', () => {
+  if (!exiting) process.emit('SIGTERM');
+});
+
+// ---- start ----
+
+async function main() {
+  report({ event: 'hello' });
+  const frame = await readFrame();
+  let parsed;
+  try {
+    parsed = parseFrame(frame);
+  } finally {
+    frame.fill(0);
+  }
+  const { config, secrets } = parsed;
+  const proxy = `http://127.0.0.1:${config.proxyPort}`;
+  const platform = {
+    PATH: config.path,
+    HOME: '/data',
+    LANG: 'C.UTF-8',
+    PORT: String(config.port),
+    HTTP_PROXY: proxy,
+    HTTPS_PROXY: proxy,
+    http_proxy: proxy,
+    https_proxy: proxy,
+    NO_PROXY: 'localhost,127.0.0.1',
+    no_proxy: 'localhost,127.0.0.1',
+    NODE_USE_ENV_PROXY: '1',
+  };
+  shellEnv = { ...config.env, ...platform };
+  await openBridges(config);
+  startAgent(config, { ...config.env, ...secrets, ...platform });
+  report({ event: 'listening' });
+  if (typeof config.supportKey === 'string') {
+    await supportOn(config.supportKey).then(
+      (hostKey) => report({ event: 'support', id: 0, on: true, hostKey }),
+      (error) => {
+        note(`support access could not start: ${error.message}`);
+        report({ event: 'support', id: 0, on: false, error: error.message });
+      },
+    );
+  }
+}
+
+main().catch((error) => {
+  const reason = `the supervisor could not start: ${error.code ?? error.message}`;
+  note(reason);
+  report({ event: 'agent-error', reason });
+  shutdown(126);
+});

@@ -1,0 +1,216 @@
+import { readFile } from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
+import { userInfo } from 'node:os';
+import path from 'node:path';
+import ssh2 from 'ssh2';
+import { appendAuditEvent } from '../audit/append.ts';
+import { type Env, loadConfig } from '../config.ts';
+import { type Database, openDatabase } from '../db/database.ts';
+import { isUuid, serviceQuery } from '../db/tenant.ts';
+import { loadSupportKey } from '../operator-secrets/support-key.ts';
+import type { Io } from './main.ts';
+import { UsageError } from './usage-error.ts';
+
+// `enclave support ssh|proxy AGENT` (AGT-5): the operator's one way into an
+// instance, only while its owner allows support. Every session is recorded
+// as it starts and ends (support_sessions and the tenant's audit chain), by
+// the operator's account name on this host.
+
+export const SUPPORT_HELP = `Usage: enclave support ssh AGENT [-- COMMAND ...]
+       enclave support proxy AGENT
+
+ssh    Opens a shell (or runs COMMAND) inside the agent's sandbox, signed in
+       with the operator's support key (ENCLAVE_SUPPORT_SSH_KEY_FILE).
+proxy  Connects standard input and output to the agent's SSH server, for
+       OpenSSH's ProxyCommand:
+         ssh -i KEYFILE -o ProxyCommand='enclave support proxy AGENT' support@AGENT
+
+AGENT is the agent's handle or id. Only an agent whose owner allows support
+access and whose instance is running accepts a session; each session's start,
+end and length are recorded in the owner's audit log.`;
+
+/** isUuid without its type guard: here the value is a string either way. */
+const isAgentId = (value: string): boolean => isUuid(value);
+
+type SupportCommand = {
+  readonly mode: 'ssh' | 'proxy';
+  readonly agent: string;
+  readonly command: readonly string[];
+};
+
+export function parseSupportCommand(rest: readonly string[]): SupportCommand {
+  const [mode, agent, ...command]: (string | undefined)[] = [...rest];
+  if (mode !== 'ssh' && mode !== 'proxy') {
+    const shown = mode === undefined ? undefined : JSON.stringify(mode.slice(0, 40));
+    throw new UsageError(
+      shown === undefined
+        ? '"support" needs ssh or proxy'
+        : `unknown support action ${shown} (use ssh or proxy)`,
+    );
+  }
+  if (agent === undefined) throw new UsageError(`"support ${mode}" needs the agent's handle or id`);
+  const handleOrId = isAgentId(agent) || /^[a-z0-9][a-z0-9-]{1,38}[a-z0-9]$/.test(agent);
+  if (!handleOrId) throw new UsageError(`${JSON.stringify(agent.slice(0, 60))} is not an agent handle or id`);
+  if (mode === 'proxy' && command.length > 0) throw new UsageError('"support proxy" takes no command');
+  return { mode, agent, command: command.filter((part): part is string => part !== undefined) };
+}
+
+interface Located {
+  readonly tenantId: string;
+  readonly agentId: string;
+}
+
+class SupportRefused extends Error {}
+
+async function locate(db: Database, agent: string): Promise<Located> {
+  const id = isUuid(agent) ? agent.toLowerCase() : null;
+  const [row] = await db.app<{ tenant_id: string; agent_id: string }[]>`
+    select tenant_id, agent_id from enclave.agent_locate(${agent}, ${id}::uuid)`;
+  if (row === undefined) throw new SupportRefused(`no agent has the handle or id ${agent}`);
+  return { tenantId: row.tenant_id, agentId: row.agent_id };
+}
+
+/** Checks the owner's consent and the instance, and records the session's start in the same transaction. */
+async function open(db: Database, where: Located, operator: string): Promise<string> {
+  return serviceQuery(db.app, { tenantId: where.tenantId, reason: 'support: open a session' }, async (tx) => {
+    const [agent] = await tx<{ support_access: boolean; state: string | null }[]>`
+      select a.support_access, i.state from agents a left join agent_instances i on i.agent_id = a.id
+      where a.id = ${where.agentId}::uuid`;
+    if (agent === undefined) throw new SupportRefused('the agent no longer exists');
+    if (!agent.support_access) throw new SupportRefused("the agent's owner has turned support access off");
+    if (agent.state !== 'running') throw new SupportRefused('the agent is not running');
+    const [session] = await tx<{ id: string }[]>`
+      insert into support_sessions (tenant_id, agent_id, operator)
+      values (${where.tenantId}::uuid, ${where.agentId}::uuid, ${operator}) returning id`;
+    const id = session?.id ?? '';
+    await appendAuditEvent(tx, where.tenantId, {
+      actor: operator,
+      action: 'support.session_started',
+      target: `agent:${where.agentId}`,
+      data: { session_id: id },
+    });
+    return id;
+  });
+}
+
+async function close(db: Database, where: Located, operator: string, sessionId: string): Promise<void> {
+  await serviceQuery(db.app, { tenantId: where.tenantId, reason: 'support: close a session' }, async (tx) => {
+    const [ended] = await tx<{ ms: number }[]>`
+      update support_sessions set ended_at = now() where id = ${sessionId}::uuid
+      returning (extract(epoch from ended_at - started_at) * 1000)::int as ms`;
+    await appendAuditEvent(tx, where.tenantId, {
+      actor: operator,
+      action: 'support.session_ended',
+      target: `agent:${where.agentId}`,
+      data: { session_id: sessionId, duration_ms: ended?.ms ?? 0 },
+    });
+  });
+}
+
+function connectSocket(file: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ path: file });
+    socket.once('connect', () => resolve(socket));
+    socket.once('error', () => reject(new SupportRefused("the agent's support listener is not answering")));
+  });
+}
+
+/**
+ * Standard input and output ↔ the instance's SSH server, until either side
+ * ends. OpenSSH ends its ProxyCommand with SIGHUP when the session is over:
+ * that, too, ends the proxy normally, so the session's end is recorded.
+ */
+function proxy(socket: Socket): Promise<number> {
+  return new Promise((resolve) => {
+    const signals = ['SIGHUP', 'SIGTERM', 'SIGINT'] as const;
+    const finish = (code: number) => {
+      for (const signal of signals) process.off(signal, onSignal);
+      process.stdin.unpipe(socket);
+      process.stdin.destroy();
+      socket.destroy();
+      resolve(code);
+    };
+    const onSignal = () => finish(0);
+    for (const signal of signals) process.once(signal, onSignal);
+    process.stdin.pipe(socket);
+    socket.pipe(process.stdout);
+    socket.once('close', () => finish(0));
+    socket.once('error', () => finish(1));
+  });
+}
+
+/** An SSH session over the socket: the command's exit status, or the shell's. */
+function ssh(
+  socket: Socket,
+  key: string,
+  hostKey: string,
+  command: readonly string[],
+  io: Io,
+): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const client = new ssh2.Client();
+    client.on('error', (error) => reject(new SupportRefused(`ssh: ${error.message}`)));
+    client.on('ready', () => {
+      const run = (error: Error | undefined, channel: ssh2.ClientChannel) => {
+        if (error !== undefined) {
+          client.end();
+          reject(new SupportRefused(`ssh: ${error.message}`));
+          return;
+        }
+        process.stdin.pipe(channel);
+        channel.pipe(process.stdout);
+        channel.stderr.pipe(process.stderr);
+        channel.on('exit', (code: number | null) => {
+          process.stdin.unpipe(channel);
+          client.end();
+          resolve(code ?? 1);
+        });
+      };
+      if (command.length > 0) client.exec(command.join(' '), run);
+      else client.shell(false, run);
+    });
+    client.connect({
+      sock: socket,
+      username: 'support',
+      privateKey: key,
+      // The instance's host key, made at its start and left beside its socket.
+      hostVerifier: (presented: Buffer) => presented.toString('base64') === hostKey,
+    });
+    io.err(`Connected to the agent; this session is recorded in its owner's audit log.`);
+  });
+}
+
+export async function runSupport(rest: readonly string[], env: Env, io: Io): Promise<number> {
+  const command = parseSupportCommand(rest);
+  const config = loadConfig(env, process.cwd());
+  const key = await loadSupportKey(config, env);
+  const operator = `operator:${userInfo().username}`;
+  const db = await openDatabase(config, env, { appPoolSize: 2, migrate: false });
+  try {
+    const where = await locate(db, command.agent);
+    const run = path.join(config.instancesDir, where.agentId, 'run');
+    const hostKey =
+      command.mode === 'ssh'
+        ? ((await readFile(path.join(run, 'support.hostkey.pub'), 'utf8').catch(() => ''))
+            .trim()
+            .split(' ')[1] ?? '')
+        : '';
+    const sessionId = await open(db, where, operator);
+    try {
+      const socket = await connectSocket(path.join(run, 'support.sock'));
+      return command.mode === 'proxy'
+        ? await proxy(socket)
+        : await ssh(socket, key.privateKey, hostKey, command.command, io);
+    } finally {
+      await close(db, where, operator, sessionId);
+    }
+  } catch (error) {
+    if (error instanceof SupportRefused) {
+      io.err(`enclave: ${error.message}`);
+      return 1;
+    }
+    throw error;
+  } finally {
+    await db.close();
+  }
+}

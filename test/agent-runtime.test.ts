@@ -1,0 +1,351 @@
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, request as httpRequest, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, test } from 'node:test';
+import type { WorkerEvents } from 'graphile-worker';
+import ssh2 from 'ssh2';
+import { createEgressProxy } from '../src/agents/egress/proxy.ts';
+import { createBwrapDriver } from '../src/agents/runtime/bwrap-driver.ts';
+import { createLifecycle, MAX_CRASHES } from '../src/agents/runtime/lifecycle.ts';
+import { connectionUrl } from '../src/db/target.ts';
+import { startWorker, type Worker } from '../src/jobs/worker.ts';
+import { createLogger } from '../src/logger.ts';
+import { createAccount, type TestAccount } from './helpers/accounts.ts';
+import { useTestApp } from './helpers/app.ts';
+import { testAuditSetup } from './helpers/audit.ts';
+import { testClusterInfo } from './helpers/database.ts';
+import { runProcess } from './helpers/process.ts';
+import { hasTool, requireTool } from './helpers/system-tools.ts';
+
+// AGT-1, AGT-3, AGT-4, AGT-5, AGT-6 end to end, as an owner meets them: an
+// echo agent is onboarded with a credential and started through the API; a
+// job starts its sandbox; its unguessable subdomain reaches it through the
+// platform's ingress; its outbound request leaves through the egress proxy
+// and is recorded; stopping it takes the subdomain offline; a crashing agent
+// restarts with backoff and then stays crashed with the reason; after a
+// restart of the runtime, instances are started again; support SSH works
+// from the console and from OpenSSH only while the owner allows it.
+
+const dataDir = await mkdtemp(path.join(tmpdir(), 'enclave-runtime-'));
+const templatesDir = path.join(dataDir, 'templates');
+await mkdir(path.join(templatesDir, 'crasher'), { recursive: true });
+await writeFile(
+  path.join(templatesDir, 'crasher', 'agent.mjs'),
+  "process.stderr.write('about to fail\\n');\nprocess.exit(3);\n",
+);
+await writeFile(
+  path.join(templatesDir, 'crasher.json'),
+  JSON.stringify({
+    id: 'crasher',
+    name: 'Crasher',
+    description: 'Exits at once',
+    command: ['node', 'crasher/agent.mjs'],
+    port: 8080,
+    prefix: 'cr',
+    model_gateway: false,
+    credentials: [],
+  }),
+);
+const supportPair = ssh2.utils.generateKeyPairSync('ed25519');
+const supportKeyFile = path.join(dataDir, 'support_key');
+await writeFile(supportKeyFile, supportPair.private, { mode: 0o600 });
+
+const ctx = useTestApp({ ENCLAVE_DATA_DIR: dataDir, ENCLAVE_TEMPLATES_DIR: templatesDir });
+const enabled = hasTool('bwrap');
+let owner: TestAccount;
+let baseUrl: string;
+let upstream: Server;
+let upstreamPort: number;
+const events: WorkerEvents = new EventEmitter();
+let worker: Worker | undefined;
+
+/** A runtime worker like `enclave start` has, over the test database. */
+async function startRuntime(): Promise<Worker> {
+  const { db, testApp } = ctx;
+  const logger = createLogger('silent');
+  const lifecycle = createLifecycle({
+    sql: db.app,
+    driver: createBwrapDriver({
+      instancesDir: testApp.config.instancesDir,
+      // 127.0.0.2 stands for the public internet here; 127.0.0.1 (the host itself) stays refused.
+      egress: createEgressProxy({ sql: db.app, logger, allow: ['127.0.0.2/32'] }),
+      logger,
+    }),
+    templates: testApp.templates,
+    vault: testApp.vault,
+    supportKey: supportPair.public,
+    logger,
+    backoffBaseMs: 20,
+  });
+  return startWorker({
+    target: db.target,
+    credentials: db.appCredentials,
+    sql: db.app,
+    logger,
+    concurrency: 2,
+    workerId: `runtime-test-${process.pid}`,
+    mailer: { send: async () => undefined },
+    publicUrl: testApp.config.publicUrl,
+    audit: testAuditSetup(),
+    lifecycle,
+    events,
+  });
+}
+
+/** Resolves once the next sync job of the agent has finished (its outcome recorded). */
+function synced(agentId: string, count = 1): Promise<void> {
+  return new Promise((resolve) => {
+    let left = count;
+    const listener = ({ job }: { job: { task_identifier: string; payload: unknown } }) => {
+      const payload = job.payload as { agent_id?: string };
+      if (job.task_identifier !== 'agent_instance_sync' || payload.agent_id !== agentId) return;
+      left -= 1;
+      if (left === 0) {
+        events.off('job:complete', listener);
+        resolve();
+      }
+    };
+    events.on('job:complete', listener);
+  });
+}
+
+async function api(method: 'GET' | 'POST' | 'PATCH', url: string, payload?: object) {
+  const response = await ctx.testApp.app.inject({
+    method,
+    url,
+    headers: { authorization: `Bearer ${owner.apiToken}` },
+    ...(payload === undefined ? {} : { payload }),
+  });
+  return response;
+}
+
+/** A request to the platform's listening server with the given Host (the ingress routes by it). */
+function viaHost(host: string, urlPath = '/'): Promise<{ status: number; body: string }> {
+  const { port } = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const request = httpRequest({ host: '127.0.0.1', port, path: urlPath, headers: { host } }, (response) => {
+      let body = '';
+      response.on('data', (chunk: Buffer) => {
+        body += chunk.toString('utf8');
+      });
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+    });
+    request.on('error', reject);
+    request.end();
+  });
+}
+
+async function onboard(
+  handle: string,
+  template: string,
+  credentials: Record<string, string> = {},
+): Promise<string> {
+  const created = await api('POST', '/api/v1/agents', { name: handle, handle, template, credentials });
+  assert.equal(created.statusCode, 201, created.body);
+  return created.json<{ id: string }>().id;
+}
+
+async function startAgent(agentId: string, action: 'start' | 'stop' | 'restart' = 'start') {
+  const done = synced(agentId);
+  const requested = await api('POST', `/api/v1/agents/${agentId}/${action}`);
+  assert.equal(requested.statusCode, 202, requested.body);
+  await done;
+  return (await api('GET', `/api/v1/agents/${agentId}/instance`)).json<{
+    state: string;
+    reason: string | null;
+    url: string | null;
+    crashes: number;
+  }>();
+}
+
+ctx.before(async () => {
+  owner = await createAccount(ctx.db, ctx.testApp);
+  await ctx.testApp.app.listen({ host: '127.0.0.1', port: 0 });
+  const address = ctx.testApp.app.server.address() as AddressInfo;
+  baseUrl = `http://127.0.0.1:${address.port}`;
+  upstream = createServer((_request, response) => response.end('hello from outside'));
+  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.2', resolve));
+  upstreamPort = (upstream.address() as AddressInfo).port;
+  if (enabled) worker = await startRuntime();
+});
+ctx.after(async () => {
+  await worker?.stop();
+  await new Promise((resolve) => upstream.close(resolve));
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+describe('agent runtime, end to end', () => {
+  let echoId: string;
+  let host: string;
+  const canary = `CANARY-runtime-${process.pid}-abcdefgh1234`;
+
+  test('AGT-1, AGT-3, VLT-5: a started echo agent answers at its subdomain through the ingress, with its credential', async (t) => {
+    if (!requireTool(t, 'bwrap', 'bubblewrap')) return;
+    echoId = await onboard('runtime-echo', 'echo', { echo_token: canary });
+    const instance = await startAgent(echoId);
+    assert.equal(instance.state, 'running', instance.reason ?? '');
+    assert.ok(instance.url !== null);
+    host = new URL(instance.url).host.replace(/:\d+$/, '');
+    assert.match(host, /^ec[a-z0-9]{8}\.agents\.localhost$/);
+    const answer = await viaHost(host);
+    assert.equal(answer.status, 200, answer.body);
+    assert.deepEqual(JSON.parse(answer.body), {
+      agent: 'echo',
+      credential_set: true,
+      credential_last4: canary.slice(-4),
+    });
+    const unknown = await viaHost('ec00000000.agents.localhost');
+    assert.equal(unknown.status, 404);
+    const logs = (await api('GET', `/api/v1/agents/${echoId}/logs?lines=20`)).json<{ lines: string[] }>();
+    assert.ok(
+      logs.lines.some((line) => line.includes('echo agent listening')),
+      logs.lines.join('\n'),
+    );
+    assert.ok(!JSON.stringify(logs).includes(canary));
+  });
+
+  test("AGT-4: the agent's outbound requests leave through the egress proxy and are recorded on its page", async (t) => {
+    if (!requireTool(t, 'bwrap', 'bubblewrap')) return;
+    const allowed = await viaHost(
+      host,
+      `/outbound?url=${encodeURIComponent(`http://127.0.0.2:${upstreamPort}/x`)}`,
+    );
+    assert.deepEqual(JSON.parse(allowed.body), { status: 200 });
+    const refused = await viaHost(
+      host,
+      `/outbound?url=${encodeURIComponent(`http://127.0.0.1:${upstreamPort}/x`)}`,
+    );
+    assert.deepEqual(JSON.parse(refused.body), { status: 403 });
+    // Records are written when a connection ends, in the background: wait for both to land.
+    let records: { host: string; allowed: boolean }[] = [];
+    const deadline = Date.now() + 10_000;
+    while (records.length < 2 && Date.now() < deadline) {
+      records = (await api('GET', `/api/v1/agents/${echoId}/egress`)).json<{ connections: typeof records }>()
+        .connections;
+      if (records.length < 2) await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.deepEqual(records.map((r) => [r.host, r.allowed]).sort(), [
+      ['127.0.0.1', false],
+      ['127.0.0.2', true],
+    ]);
+    const page = await ctx.testApp.app.inject({
+      method: 'GET',
+      url: `/dashboard/agents/${echoId}`,
+      headers: { cookie: owner.sessionCookie },
+    });
+    assert.match(page.body, /127\.0\.0\.2:\d+/);
+    assert.ok(page.body.includes(host), "the owner's page shows the address");
+  });
+
+  test('AGT-5: support SSH works from the console and from OpenSSH while allowed, and not once turned off', async (t) => {
+    if (!requireTool(t, 'bwrap', 'bubblewrap') || !requireTool(t, 'ssh', 'openssh-client', ['-V'])) return;
+    const info = testClusterInfo();
+    const env = {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      DATABASE_URL: connectionUrl(ctx.db.target, ctx.db.target.admin),
+      ENCLAVE_DB_OWNER_PASSWORD: info.ownerPassword,
+      ENCLAVE_DB_APP_PASSWORD: info.appPassword,
+      ENCLAVE_DATA_DIR: dataDir,
+      ENCLAVE_SUPPORT_SSH_KEY_FILE: supportKeyFile,
+    };
+    const bin = path.join(import.meta.dirname, '..', 'bin', 'enclave.js');
+    const console = await runProcess(
+      process.execPath,
+      [bin, 'support', 'ssh', 'runtime-echo', '--', 'id', '-u'],
+      {
+        cwd: dataDir,
+        env,
+      },
+    );
+    assert.equal(console.code, 0, console.stderr);
+    assert.equal(console.stdout.trim(), '1000', 'a shell inside the sandbox, as its unprivileged user');
+    const openssh = await runProcess(
+      'ssh',
+      [
+        '-F',
+        '/dev/null',
+        '-i',
+        supportKeyFile,
+        '-o',
+        `ProxyCommand=${process.execPath} ${bin} support proxy runtime-echo`,
+        '-o',
+        'StrictHostKeyChecking=no',
+        '-o',
+        'UserKnownHostsFile=/dev/null',
+        '-o',
+        'BatchMode=yes',
+        'support@runtime-echo',
+        'cat /proc/self/status | grep CapEff',
+      ],
+      { cwd: dataDir, env },
+    );
+    assert.equal(openssh.code, 0, openssh.stderr);
+    assert.match(openssh.stdout, /CapEff:\s+0+$/m);
+
+    const off = synced(echoId);
+    assert.equal((await api('PATCH', `/api/v1/agents/${echoId}`, { support_access: false })).statusCode, 200);
+    await off;
+    const refused = await runProcess(
+      process.execPath,
+      [bin, 'support', 'ssh', 'runtime-echo', '--', 'true'],
+      {
+        cwd: dataDir,
+        env,
+      },
+    );
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /support access off/);
+    const sessions = await ctx.db.superuser<{ action: string }[]>`
+      select action from audit_events where action like 'support.%' order by seq`;
+    assert.deepEqual(
+      sessions.map((s) => s.action),
+      [
+        'support.session_started',
+        'support.session_ended',
+        'support.session_started',
+        'support.session_ended',
+      ],
+    );
+  });
+
+  test('AGT-6: a stopped instance is offline at its subdomain, answered like an unknown one', async (t) => {
+    if (!requireTool(t, 'bwrap', 'bubblewrap')) return;
+    const stopped = await startAgent(echoId, 'stop');
+    assert.equal(stopped.state, 'stopped');
+    const [gone, unknown] = [await viaHost(host), await viaHost('ec00000000.agents.localhost')];
+    assert.equal(gone.status, 404);
+    assert.equal(gone.body, unknown.body);
+  });
+
+  test('AGT-6: a crashing agent restarts with backoff, then stays crashed with the reason', async (t) => {
+    if (!requireTool(t, 'bwrap', 'bubblewrap')) return;
+    const crasherId = await onboard('runtime-crasher', 'crasher');
+    const attempts = synced(crasherId, MAX_CRASHES);
+    assert.equal((await api('POST', `/api/v1/agents/${crasherId}/start`)).statusCode, 202);
+    await attempts;
+    const instance = (await api('GET', `/api/v1/agents/${crasherId}/instance`)).json<{
+      state: string;
+      reason: string;
+      crashes: number;
+    }>();
+    assert.equal(instance.state, 'crashed');
+    assert.equal(instance.crashes, MAX_CRASHES);
+    assert.match(instance.reason, new RegExp(`stopped restarting after ${MAX_CRASHES} crashes; last: .*3`));
+  });
+
+  test('AGT-6: after the runtime restarts, instances that should run are started again', async (t) => {
+    if (!requireTool(t, 'bwrap', 'bubblewrap')) return;
+    assert.equal((await startAgent(echoId, 'start')).state, 'running');
+    await worker?.stop();
+    assert.equal((await viaHost(host)).status, 404, 'the instance went with its worker');
+    const restarted = synced(echoId);
+    worker = await startRuntime();
+    await restarted;
+    const answer = await viaHost(host);
+    assert.equal(answer.status, 200, answer.body);
+  });
+});
