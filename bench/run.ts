@@ -7,6 +7,7 @@ import { buildTestApp } from '../test/helpers/app.ts';
 import { startTestCluster } from '../test/helpers/cluster.ts';
 import { createTestDatabase } from '../test/helpers/database.ts';
 import { runAuditBench } from './audit.ts';
+import { runColdStartBench } from './cold-start.ts';
 import { runEgressBench } from './egress.ts';
 import { runIngressBench } from './ingress.ts';
 import { runVaultBench } from './vault.ts';
@@ -153,6 +154,7 @@ try {
   await runVaultBench(db);
   await runIngressBench(db);
   await runEgressBench(db);
+  await runColdStartBench(db);
 } finally {
   await db.drop();
   await cluster.stop();

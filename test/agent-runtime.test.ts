@@ -7,10 +7,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import type { WorkerEvents } from 'graphile-worker';
+import { chromium } from 'playwright-core';
 import ssh2 from 'ssh2';
 import { createEgressProxy } from '../src/agents/egress/proxy.ts';
 import { createBwrapDriver } from '../src/agents/runtime/bwrap-driver.ts';
-import { createLifecycle, MAX_CRASHES } from '../src/agents/runtime/lifecycle.ts';
+import { backoffMs, createLifecycle, MAX_CRASHES } from '../src/agents/runtime/lifecycle.ts';
 import { connectionUrl } from '../src/db/target.ts';
 import { startWorker, type Worker } from '../src/jobs/worker.ts';
 import { createLogger } from '../src/logger.ts';
@@ -54,6 +55,9 @@ const supportPair = ssh2.utils.generateKeyPairSync('ed25519');
 const supportKeyFile = path.join(dataDir, 'support_key');
 await writeFile(supportKeyFile, supportPair.private, { mode: 0o600 });
 
+/** Short, so the backoff test is quick; the doubling is what it checks. */
+const BACKOFF_BASE_MS = 100;
+
 const ctx = useTestApp({ ENCLAVE_DATA_DIR: dataDir, ENCLAVE_TEMPLATES_DIR: templatesDir });
 const enabled = hasTool('bwrap');
 let owner: TestAccount;
@@ -79,7 +83,7 @@ async function startRuntime(): Promise<Worker> {
     vault: testApp.vault,
     supportKey: supportPair.public,
     logger,
-    backoffBaseMs: 20,
+    backoffBaseMs: BACKOFF_BASE_MS,
   });
   return startWorker({
     target: db.target,
@@ -93,6 +97,8 @@ async function startRuntime(): Promise<Worker> {
     audit: testAuditSetup(),
     lifecycle,
     events,
+    // Crash restarts are scheduled for later: look for them often, so the backoff test is quick.
+    pollIntervalMs: 50,
   });
 }
 
@@ -241,6 +247,35 @@ describe('agent runtime, end to end', () => {
     assert.ok(page.body.includes(host), "the owner's page shows the address");
   });
 
+  test("AGT-3: in Chromium, the instance's address opens the agent (browsers resolve *.localhost to this machine)", async (t) => {
+    if (!requireTool(t, 'bwrap', 'bubblewrap') || !requireTool(t, 'chromium', 'chromium')) return;
+    const browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+    });
+    try {
+      const page = await browser.newPage();
+      const response = await page.goto(`http://${host}:${new URL(baseUrl).port}/`);
+      assert.equal(response?.status(), 200);
+      assert.deepEqual(JSON.parse(await page.innerText('body')), {
+        agent: 'echo',
+        credential_set: true,
+        credential_last4: canary.slice(-4),
+      });
+    } finally {
+      await browser.close();
+    }
+  });
+
   test('AGT-5: support SSH works from the console and from OpenSSH while allowed, and not once turned off', async (t) => {
     if (!requireTool(t, 'bwrap', 'bubblewrap') || !requireTool(t, 'ssh', 'openssh-client', ['-V'])) return;
     const info = testClusterInfo();
@@ -334,6 +369,19 @@ describe('agent runtime, end to end', () => {
     }>();
     assert.equal(instance.state, 'crashed');
     assert.equal(instance.crashes, MAX_CRASHES);
+    // Each retry waited at least its backoff after the crash before it.
+    const crashes = await ctx.db.superuser<{ at: Date }[]>`
+      select occurred_at as at from audit_events
+      where action = 'agent.crashed' and target = ${`agent:${crasherId}`} order by seq`;
+    assert.equal(crashes.length, MAX_CRASHES);
+    for (let n = 1; n < crashes.length; n++) {
+      const gap = (crashes[n]?.at.getTime() ?? 0) - (crashes[n - 1]?.at.getTime() ?? 0);
+      assert.ok(gap >= backoffMs(n, BACKOFF_BASE_MS), `retry ${n} came ${gap} ms after crash ${n}`);
+    }
+    assert.deepEqual(
+      [1, 2, 3, 4, 7, 20].map((n) => backoffMs(n)),
+      [1000, 2000, 4000, 8000, 60_000, 60_000],
+    );
     assert.match(instance.reason, new RegExp(`stopped restarting after ${MAX_CRASHES} crashes; last: .*3`));
   });
 

@@ -500,6 +500,61 @@ describe('an agent page', () => {
     assert.match((await get(owner, `${AGENTS}/${id}`)).body, /<h1>Renamed<\/h1>/);
   });
 
+  test('AGT-4: the settings form sets an egress allowlist, one domain per line; a bad line is explained and nothing changes', async () => {
+    const id = await onboard(owner, { template: 'echo', handle: 'echo-allowlist' });
+    const set = await postForm(
+      ctx.testApp.app,
+      `${AGENTS}/${id}`,
+      { name: 'Allowlisted', egress_allowlist: 'API.github.com\r\n\r\n*.example.com\n' },
+      owner,
+    );
+    assert.equal(set.statusCode, 303, set.body);
+    const page = await get(owner, `${AGENTS}/${id}`);
+    assert.match(
+      page.body,
+      /<textarea id="f-egress_allowlist"[^>]*>api\.github\.com\n\*\.example\.com<\/textarea>/,
+    );
+    const refused = await postForm(
+      ctx.testApp.app,
+      `${AGENTS}/${id}`,
+      { name: 'Allowlisted', egress_allowlist: 'ok.example.com\nhttp://evil.test/' },
+      owner,
+    );
+    assert.equal(refused.statusCode, 400);
+    assert.match(refused.body, /line 2 is not a domain such as api.github.com/);
+    const [row] = await ctx.db.superuser<{ egress_allowlist: string[] }[]>`
+      select egress_allowlist from agents where id = ${id}::uuid`;
+    assert.deepEqual(row?.egress_allowlist, ['api.github.com', '*.example.com']);
+    await postForm(ctx.testApp.app, `${AGENTS}/${id}`, { name: 'Allowlisted', egress_allowlist: '' }, owner);
+    const [cleared] = await ctx.db.superuser<{ egress_allowlist: string[] | null }[]>`
+      select egress_allowlist from agents where id = ${id}::uuid`;
+    assert.equal(cleared?.egress_allowlist, null, 'empty opens egress to public destinations again');
+  });
+
+  test('AGT-6: Start on the agent page asks for the instance to run; the page shows its state and, once given, its address', async () => {
+    const id = await onboard(owner, { template: 'echo', handle: 'echo-start' });
+    const before = await get(owner, `${AGENTS}/${id}`);
+    assert.match(textOf(before.body), /Instance State Stopped/);
+    assert.match(before.body, /given at its first start/);
+    const started = await postForm(ctx.testApp.app, `${AGENTS}/${id}/start`, {}, owner);
+    assert.equal(started.statusCode, 303);
+    const after = await get(owner, String(started.headers.location));
+    assert.match(textOf(after.body), /Starting the agent/);
+    assert.match(textOf(after.body), /State Stopped \(asked to run\)/);
+    assert.match(after.body, /href="http:\/\/ec[a-z0-9]{8}\.agents\.localhost:\d+"/);
+    const [job] = await ctx.db.superuser<{ count: number }[]>`
+      select count(*)::int as count
+      from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+      where t.identifier = 'agent_instance_sync' and j.payload->>'agent_id' = ${id}`;
+    assert.equal(job?.count, 1, 'a sync job carries it out');
+    const stranger = await signUp(ctx.testApp.app, ctx.db, {
+      username: 'stranger-start',
+      email: 'stranger-start@example.com',
+    });
+    const foreign = await postForm(ctx.testApp.app, `${AGENTS}/${id}/stop`, {}, stranger);
+    assert.equal(foreign.statusCode, 404, "another tenant's agent cannot be stopped");
+  });
+
   test('AGT-1: deleting an agent takes a confirmation page, then removes it and its credentials', async () => {
     const id = await onboard(owner, {
       template: 'echo',

@@ -24,7 +24,7 @@ import { instanceSection } from '../web/instance-section.ts';
 import { listEgressRecords } from './egress/records.ts';
 import { AgentsError } from './errors.ts';
 import { type InstancesService, instanceUrl } from './runtime/instances.ts';
-import type { AgentsService } from './service.ts';
+import { type AgentsService, EGRESS_ENTRY_PATTERN } from './service.ts';
 import type { TemplateCatalog } from './templates.ts';
 
 // The agent pages under /dashboard/agents (AGT-1), beside the JSON API and on
@@ -55,9 +55,29 @@ const NewAgentBody = Type.Object(
   },
 );
 const SettingsBody = Type.Object(
-  { name: str(100), description: Type.Optional(str(1000)), support_access: SupportAccess },
+  {
+    name: str(100),
+    description: Type.Optional(str(1000)),
+    support_access: SupportAccess,
+    egress_allowlist: Type.Optional(str(100 * 256)),
+  },
   form,
 );
+
+/** The allowlist textarea: one domain per line; empty means any public destination. */
+function allowlistFrom(text: string): { entries: string[] | null } | { problem: string } {
+  const entries = text
+    .split(/\r?\n/)
+    .map((line) => line.trim().toLowerCase())
+    .filter((line) => line !== '');
+  if (entries.length > 100) return { problem: 'takes at most 100 domains' };
+  const pattern = new RegExp(EGRESS_ENTRY_PATTERN);
+  const bad = entries.findIndex((entry) => !pattern.test(entry));
+  if (bad >= 0) {
+    return { problem: `line ${bad + 1} is not a domain such as api.github.com or *.github.com` };
+  }
+  return { entries: entries.length === 0 ? null : entries };
+}
 const CredentialBody = Type.Object(
   { name: Type.String({ pattern: CREDENTIAL_NAME }), value: str(MAX_CREDENTIAL_CHARACTERS) },
   form,
@@ -75,6 +95,7 @@ const AGENT_LABELS: Readonly<Record<string, string>> = {
   template: 'Template',
   support_access: 'Support access',
   credentials: 'Credentials',
+  egress_allowlist: 'Allowed destinations',
 };
 const CREDENTIAL_LABELS = { name: 'Credential', value: 'New value' };
 
@@ -301,6 +322,7 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
       name: bodyText(body, 'name', 100),
       description: bodyText(body, 'description', 1000),
       supportAccess: bodyText(body, 'support_access', 2) === 'on',
+      egressAllowlist: bodyText(body, 'egress_allowlist', 100 * 256),
     };
     const again = (status: number, errors: FormErrors) =>
       showAgent(request, reply, status, id, { settings: { values, errors } });
@@ -309,10 +331,15 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
     }
     const name = request.body.name.trim();
     if (name === '') return again(400, schemaErrors({ message: 'Give the agent a name.', field: 'name' }));
+    const allowlist = allowlistFrom(request.body.egress_allowlist ?? '');
+    if ('problem' in allowlist) {
+      return again(400, schemaErrors({ message: allowlist.problem, field: 'egress_allowlist' }));
+    }
     const changes = {
       name,
       description: (request.body.description ?? '').trim(),
       supportAccess: request.body.support_access === 'on',
+      egressAllowlist: allowlist.entries,
     };
     try {
       await request.withTenant((tx) => agents.update(tx, signedIn(request), id, changes));

@@ -36,6 +36,8 @@ export interface WorkerDeps {
   /** The agent runtime, in the one process that runs instances; absent in scale-out workers. */
   readonly lifecycle?: Lifecycle;
   readonly events?: WorkerEvents;
+  /** How often jobs scheduled for later are looked for (graphile-worker's default: 2 s). */
+  readonly pollIntervalMs?: number;
 }
 
 /** Every `minutes` minutes (a divisor of 60), at whole multiples past the hour. */
@@ -121,6 +123,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       noHandleSignals: true,
       logger: graphileLogger(deps.logger),
       ...(deps.events === undefined ? {} : { events: deps.events }),
+      ...(deps.pollIntervalMs === undefined ? {} : { pollInterval: deps.pollIntervalMs }),
     });
   } catch (error) {
     await pool.end();

@@ -17,6 +17,8 @@ export interface AgentFormValues {
   readonly handle?: string | undefined;
   readonly description?: string | undefined;
   readonly supportAccess?: boolean | undefined;
+  /** The allowlist textarea's text, one domain per line. */
+  readonly egressAllowlist?: string | undefined;
 }
 
 export const SUPPORT_ACCESS_MEANING =
@@ -211,6 +213,15 @@ ${supportAccessField(values.supportAccess ?? true, fieldError(errors, 'support_a
   );
 }
 
+function allowlistField(text: string, error: string | undefined): Html {
+  return html`<div class="field${error === undefined ? '' : ' invalid'}">
+<label for="f-egress_allowlist">Allowed destinations (optional)</label>
+<textarea id="f-egress_allowlist" name="egress_allowlist" rows="4" autocomplete="off" spellcheck="false" aria-describedby="f-egress_allowlist-help"${error === undefined ? '' : html` aria-invalid="true"`}>${text}</textarea>
+<p class="help" id="f-egress_allowlist-help">One domain per line (<code>api.github.com</code>, or <code>*.github.com</code> for its subdomains). Empty: the agent may reach any public destination. Private and internal addresses stay refused either way. Takes effect at the next start.</p>
+${error === undefined ? '' : html`<p class="error" role="alert">${error}</p>`}
+</div>`;
+}
+
 export interface AgentPageInput {
   readonly agent: AgentDetail;
   /** The agent's template; undefined when the operator has removed it. */
@@ -298,7 +309,12 @@ function provisionFacts(agent: AgentDetail): Html {
 export function agentPage(frame: Frame, input: AgentPageInput): string {
   const { agent, template } = input;
   const settings = input.settings ?? {
-    values: { name: agent.name, description: agent.description, supportAccess: agent.support_access },
+    values: {
+      name: agent.name,
+      description: agent.description,
+      supportAccess: agent.support_access,
+      egressAllowlist: (agent.egress_allowlist ?? []).join('\n'),
+    },
     errors: {},
   };
   const errors = settings.errors;
@@ -341,6 +357,7 @@ ${field({
   error: fieldError(errors, 'description'),
 })}
 ${supportAccessField(settings.values.supportAccess ?? false, fieldError(errors, 'support_access'))}
+${allowlistField(settings.values.egressAllowlist ?? '', fieldError(errors, 'egress_allowlist'))}
 <button type="submit">Save changes</button>
 </form>
 <h2>Provision record</h2>

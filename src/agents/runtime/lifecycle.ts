@@ -208,7 +208,7 @@ export function createLifecycle(deps: LifecycleDeps) {
       });
       if (retry) {
         await enqueueInstanceSync(tx, tenantId, exit.agentId, {
-          runAt: new Date(Date.now() + backoffMs(crashes)),
+          runAt: new Date(Date.now() + backoffMs(crashes, deps.backoffBaseMs)),
         });
       }
     });

@@ -329,10 +329,27 @@ function supportOff() {
     client.end();
     setTimeout(() => client._sock?.destroy?.(), 1000).unref();
   }
+  const groups = [...state.shells].map((shell) => shell.pid).filter((pid) => pid !== undefined);
   for (const shell of state.shells) killGroup(shell);
   removeSocket(SUPPORT_SOCKET);
   removeSocket(SUPPORT_HOST_KEY);
   note('support access is off');
+  return groupsGone(groups);
+}
+
+/** Resolves once no process is left in any of the sessions' process groups (SIGKILL is not instant). */
+async function groupsGone(groups, deadline = Date.now() + 2000) {
+  const alive = (pgid) => {
+    try {
+      process.kill(-pgid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  while (groups.some(alive) && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
 }
 
 // ---- control (fd 4) ----
@@ -352,8 +369,8 @@ function handleCommand(line) {
       (error) => report({ event: 'support', id, on: false, error: error.message }),
     );
   } else {
-    supportOff();
-    report({ event: 'support', id, on: false });
+    // Acknowledged once the sessions' processes are gone, so "off" means nothing of them is left.
+    void Promise.resolve(supportOff()).then(() => report({ event: 'support', id, on: false }));
   }
 }
 

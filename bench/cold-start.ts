@@ -1,0 +1,109 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createEgressProxy } from '../src/agents/egress/proxy.ts';
+import { createBwrapDriver } from '../src/agents/runtime/bwrap-driver.ts';
+import { BUILT_IN_TEMPLATES_DIR, DEFAULT_LIMITS } from '../src/agents/templates.ts';
+import { withTenant } from '../src/db/tenant.ts';
+import { freePort } from '../src/free-port.ts';
+import { createLogger } from '../src/logger.ts';
+import { createTenant } from '../test/helpers/audit.ts';
+import type { TestDatabase } from '../test/helpers/database.ts';
+import { hasTool } from '../test/helpers/system-tools.ts';
+
+// `npm run bench`, instance cold start (AGT-2, AGT-6): from driver.start() to
+// the echo agent answering through its ingress socket — bubblewrap, the
+// supervisor, the egress listener, the agent's own start — against the same
+// echo agent started as a plain `node` process until it answers on its port.
+// Both are measured in alternating runs; the ratio is what the sandbox costs.
+
+const RUNS = 8;
+
+function get(options: http.RequestOptions): Promise<boolean> {
+  return new Promise((resolve) => {
+    const request = http.get({ ...options, path: '/', timeout: 1000 }, (response) => {
+      response.resume();
+      resolve(response.statusCode === 200);
+    });
+    request.on('error', () => resolve(false));
+    request.on('timeout', () => request.destroy());
+  });
+}
+
+async function plainStart(): Promise<number> {
+  const port = await freePort();
+  const started = performance.now();
+  const child = spawn(process.execPath, [path.join(BUILT_IN_TEMPLATES_DIR, 'echo', 'agent.mjs')], {
+    env: { PATH: process.env.PATH ?? '', PORT: String(port) },
+    stdio: 'ignore',
+  });
+  while (!(await get({ host: '127.0.0.1', port }))) await new Promise((next) => setTimeout(next, 5));
+  const ms = performance.now() - started;
+  child.kill('SIGTERM');
+  await once(child, 'exit');
+  return ms;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? 0;
+}
+
+export async function runColdStartBench(db: TestDatabase): Promise<void> {
+  if (!hasTool('bwrap')) {
+    console.log('\ninstance cold start: skipped (bubblewrap is not installed)');
+    return;
+  }
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'enclave-bench-runtime-'));
+  await chmod(dataDir, 0o711);
+  const instancesDir = path.join(dataDir, 'instances');
+  await mkdir(instancesDir, { mode: 0o711 });
+  const logger = createLogger('silent');
+  const driver = createBwrapDriver({
+    instancesDir,
+    egress: createEgressProxy({ sql: db.app, logger, allow: [] }),
+    logger,
+  });
+  try {
+    const tenantId = await createTenant(db, 'cold start bench');
+    const [agent] = await withTenant(
+      db.app,
+      tenantId,
+      (tx) => tx<{ id: string }[]>`
+        insert into agents (tenant_id, handle, name, template_id)
+        values (${tenantId}::uuid, 'bench-cold-start', 'Bench', 'echo') returning id`,
+    );
+    const agentId = agent?.id ?? '';
+    const sandboxed: number[] = [];
+    const plain: number[] = [];
+    for (let run = 0; run < RUNS; run++) {
+      const started = performance.now();
+      await driver.start({
+        agentId,
+        tenantId,
+        command: ['node', 'echo/agent.mjs'],
+        templateDir: BUILT_IN_TEMPLATES_DIR,
+        port: 8080,
+        limits: DEFAULT_LIMITS,
+        egress: { tenantId, agentId, allowlist: undefined },
+        env: {},
+        secrets: new Map(),
+        supportKey: undefined,
+      });
+      sandboxed.push(performance.now() - started);
+      await driver.stop(agentId);
+      plain.push(await plainStart());
+    }
+    const [inSandbox, bare] = [median(sandboxed), median(plain)];
+    console.log(
+      `\ninstance cold start (median of ${RUNS}): sandboxed echo answering ${inSandbox.toFixed(0)} ms; ` +
+        `plain node echo answering ${bare.toFixed(0)} ms\nthe sandbox makes a cold start ${(inSandbox / bare).toFixed(2)}× as long`,
+    );
+  } finally {
+    await driver.stopAll();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
