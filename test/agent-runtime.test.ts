@@ -266,7 +266,7 @@ describe('agent runtime, end to end', () => {
       const page = await browser.newPage();
       const response = await page.goto(`http://${host}:${new URL(baseUrl).port}/`);
       assert.equal(response?.status(), 200);
-      assert.deepEqual(JSON.parse(await page.innerText('body')), {
+      assert.deepEqual(JSON.parse((await page.textContent('body')) ?? ''), {
         agent: 'echo',
         credential_set: true,
         credential_last4: canary.slice(-4),

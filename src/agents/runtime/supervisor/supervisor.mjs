@@ -84,7 +84,7 @@ function removeSocket(file) {
 function shutdown(code) {
   if (exiting) return;
   exiting = true;
-  supportOff();
+  void supportOff();
   for (const server of servers) server.close();
   removeSocket(INGRESS_SOCKET);
   control.end(() => process.exit(code));
@@ -263,7 +263,7 @@ function runShell(state, channel, args) {
 
 async function supportOn(keyLine) {
   if (support !== undefined && support.keyLine === keyLine) return support.hostKey;
-  supportOff();
+  void supportOff();
   const { default: ssh2 } = await import('ssh2');
   const allowed = ssh2.utils.parseKey(keyLine);
   if (allowed instanceof Error || Array.isArray(allowed))
