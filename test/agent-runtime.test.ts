@@ -334,6 +334,16 @@ describe('agent runtime, end to end', () => {
     );
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /support access off/);
+    const unknown = await runProcess(
+      process.execPath,
+      [bin, 'support', 'ssh', 'runtime-nobody', '--', 'true'],
+      {
+        cwd: dataDir,
+        env,
+      },
+    );
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /^enclave: no agent has the handle or id runtime-nobody$/m);
     const sessions = await ctx.db.superuser<{ action: string }[]>`
       select action from audit_events where action like 'support.%' order by seq`;
     assert.deepEqual(

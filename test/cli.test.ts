@@ -91,6 +91,18 @@ describe('enclave usage', { concurrency: 4 }, () => {
     }
   });
 
+  test('bad support arguments exit 2 with one line, before any key or database is touched', async () => {
+    for (const args of [
+      ['support'],
+      ['support', 'bogus'],
+      ['support', 'ssh'],
+      ['support', 'ssh', 'Not_A_Handle'],
+      ['support', 'proxy', 'my-agent', '--', 'id'],
+    ]) {
+      assertUsageError(await enclave(args));
+    }
+  });
+
   test('an extra argument exits 2 with one line', async () => {
     assertUsageError(await enclave(['migrate', 'extra']));
   });

@@ -151,6 +151,7 @@ function ssh(
     const client = new ssh2.Client();
     client.on('error', (error) => reject(new SupportRefused(`ssh: ${error.message}`)));
     client.on('ready', () => {
+      io.err("Connected to the agent; this session is recorded in its owner's audit log.");
       const run = (error: Error | undefined, channel: ssh2.ClientChannel) => {
         if (error !== undefined) {
           client.end();
@@ -176,7 +177,6 @@ function ssh(
       // The instance's host key, made at its start and left beside its socket.
       hostVerifier: (presented: Buffer) => presented.toString('base64') === hostKey,
     });
-    io.err(`Connected to the agent; this session is recorded in its owner's audit log.`);
   });
 }
 

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
 import fastifyCookie from '@fastify/cookie';
+import proxyAddr from '@fastify/proxy-addr';
 import fastifyStatic from '@fastify/static';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, {
@@ -91,11 +92,19 @@ function trustProxyOption(
  */
 export async function buildApp(deps: AppDeps): Promise<App> {
   // AGT-3: requests whose Host is under the agents domain go to agent instances, never to these routes.
+  const trust = trustProxyOption(deps.config.trustProxy);
+  const trusted =
+    typeof trust === 'boolean' ? () => trust : typeof trust === 'function' ? trust : proxyAddr.compile(trust);
   const ingress = createIngress({
     sql: deps.sql,
     agentsDomain: deps.config.agentsDomain,
     instancesDir: deps.config.instancesDir,
     logger: deps.logger,
+    // The instance hears of its client as the platform does: X-Forwarded-For only from proxies the operator trusts.
+    origin: {
+      address: (req) => proxyAddr(req, trusted),
+      proto: deps.config.publicUrl.startsWith('https:') ? 'https' : 'http',
+    },
   });
   const app = Fastify({
     serverFactory: (handler, options) => createIngressServer(ingress, handler, options),
@@ -108,7 +117,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     bodyLimit: BODY_LIMIT_BYTES,
     return503OnClosing: true,
     // X-Forwarded-For is honoured only from the proxies the operator names (ENCLAVE_TRUST_PROXY).
-    trustProxy: trustProxyOption(deps.config.trustProxy),
+    trustProxy: trust,
     schemaController: strictBodySchemaController(),
   }).withTypeProvider<TypeBoxTypeProvider>();
   // preClose, before the server closes: open tunnels would otherwise keep it from closing.

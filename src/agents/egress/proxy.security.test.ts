@@ -14,7 +14,7 @@ import { createTenant } from '../../../test/helpers/audit.ts';
 import { createTestDatabase, type TestDatabase } from '../../../test/helpers/database.ts';
 import { withTenant } from '../../db/tenant.ts';
 import { createLogger } from '../../logger.ts';
-import { createEgressProxy, type LookupFn, MAX_TUNNELS } from './proxy.ts';
+import { createEgressProxy, type LookupFn, MAX_LOOKUPS_IN_FLIGHT, MAX_TUNNELS } from './proxy.ts';
 import { type EgressConnectionRow, listEgressRecords } from './records.ts';
 
 // The allowed upstreams listen on 127.0.0.2, which the proxy may reach only
@@ -605,6 +605,40 @@ describe('egress proxy: limits and lifecycle', () => {
     });
     // session() returned, so listener.close() found no tunnel or request still waiting.
     assert.deepEqual(rows.map((row) => row.method).sort(), ['CONNECT', 'HTTP']);
+  });
+
+  test(`AGT-4: past ${MAX_LOOKUPS_IN_FLIGHT} DNS lookups in flight the next request gets 503 at once, and it is recorded`, async () => {
+    const gate = Promise.withResolvers<void>();
+    let asked = 0;
+    const allAsked = Promise.withResolvers<void>();
+    const hanging: LookupFn = async (host) => {
+      if (host !== 'hang.test') return lookup(host);
+      asked += 1;
+      if (asked === MAX_LOOKUPS_IN_FLIGHT) allAsked.resolve();
+      await gate.promise;
+      return [{ address: '127.0.0.2', family: 4 }];
+    };
+    const agentId = await newAgent(tenantA);
+    const proxy = createEgressProxy({ sql: db.app, logger, allow: ['127.0.0.2/32'], lookup: hanging });
+    const socketPath = path.join(dir, `${agentId}.sock`);
+    const listener = await proxy.listen(socketPath, { tenantId: tenantA, agentId, allowlist: undefined });
+    const waiting = Array.from({ length: MAX_LOOKUPS_IN_FLIGHT }, () =>
+      connect(socketPath, `hang.test:${port}`),
+    );
+    await allAsked.promise;
+    const over = await connect(socketPath, `hang.test:${port}`);
+    assert.equal(over.status, 503);
+    assert.match(over.body, /too many DNS lookups in flight/);
+    gate.resolve();
+    const tunnels = await Promise.all(waiting);
+    assert.ok(
+      tunnels.every((tunnel) => tunnel.status === 200),
+      'the waiting ones go through once DNS answers',
+    );
+    await Promise.all(tunnels.map((tunnel) => closeAndWait(tunnel.socket)));
+    await listener.close();
+    const rows = await withTenant(db.app, tenantA, (tx) => listEgressRecords(tx, agentId, 10));
+    assert.equal(rows.filter((row) => /too many DNS lookups/.test(row.reason ?? '')).length, 1);
   });
 
   test(`AGT-4: past ${MAX_TUNNELS} open tunnels the next CONNECT gets 503, and it is recorded`, async () => {

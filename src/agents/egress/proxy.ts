@@ -133,6 +133,9 @@ function release(socket: Duplex, last?: string): void {
   socket.once('close', () => clearTimeout(timer));
 }
 
+/** DNS lookups one listener (one instance) may have in flight at once; past it, 503. */
+export const MAX_LOOKUPS_IN_FLIGHT = 4;
+
 export function createEgressProxy(deps: {
   sql: Sql;
   logger: Logger;
@@ -147,6 +150,7 @@ export function createEgressProxy(deps: {
   async function listen(socketPath: string, identity: EgressIdentity): Promise<EgressListener> {
     const log = deps.logger.child({ agentId: identity.agentId, tenantId: identity.tenantId });
     const recorder = createEgressRecorder(deps, identity);
+    let lookupsInFlight = 0;
     const sockets = new Set<Duplex>();
     const inFlight = new Set<Promise<void>>();
     let active = 0;
@@ -214,9 +218,19 @@ export function createEgressProxy(deps: {
       if (target.ip !== undefined) {
         addresses = [target.host];
       } else {
+        // Lookups run on libuv's small thread pool (shared with file I/O and scrypt) and go on
+        // after our timeout: one agent may have only a few in flight at once.
+        if (lookupsInFlight >= MAX_LOOKUPS_IN_FLIGHT) {
+          return { refusal: { status: 503, reason: 'too many DNS lookups in flight' } };
+        }
+        lookupsInFlight += 1;
+        const pending = lookup(target.host).finally(() => {
+          lookupsInFlight -= 1;
+        });
+        pending.catch(() => undefined); // a lookup outliving its timeout settles unobserved
         try {
           // The agent controls the name and may control its DNS answers: they are checked below, and used as is.
-          const found = await withTimeout(lookup(target.host), connectTimeoutMs, 'ETIMEOUT');
+          const found = await withTimeout(pending, connectTimeoutMs, 'ETIMEOUT');
           addresses = found.map((entry) => entry.address);
         } catch (error) {
           return { refusal: { status: 502, reason: `DNS lookup failed (${errorCode(error)})` } };

@@ -539,6 +539,39 @@ test('AGT-3: the platform session cookie and forwarding claims never reach the i
   assert.ok(SESSION_COOKIE.startsWith(PLATFORM_COOKIE_PREFIX));
 });
 
+test('AGT-3: behind a proxy the operator trusts, the instance hears of the client the proxy reports, over the public scheme', async () => {
+  const instance = await addInstance(tenantB, 'running');
+  await serveInstance(instance, 'headers');
+  const proxied = await buildTestApp(ctx.db, {
+    ENCLAVE_DATA_DIR: dataDir,
+    ENCLAVE_TRUST_PROXY: '127.0.0.1',
+    ENCLAVE_PUBLIC_URL: 'https://enclave.example.com',
+  });
+  await proxied.app.listen({ port: 0, host: '127.0.0.1' });
+  try {
+    const proxiedPort = (proxied.app.server.address() as AddressInfo).port;
+    const seen = await new Promise<Answer>((resolve, reject) => {
+      const req = http.request(
+        {
+          host: '127.0.0.1',
+          port: proxiedPort,
+          headers: { host: instance.host, 'x-forwarded-for': '198.51.100.7, 203.0.113.9' },
+          agent: false,
+        },
+        (res) => collect(res).then(resolve, reject),
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    const headers = json(seen).headers;
+    // The trusted hop (127.0.0.1) reported 203.0.113.9; the address before it is the client's own claim.
+    assert.equal(headers['x-forwarded-for'], '203.0.113.9');
+    assert.equal(headers['x-forwarded-proto'], 'https');
+  } finally {
+    await proxied.app.close();
+  }
+});
+
 test('AGT-3: an instance cannot set cookies outside its own host', async () => {
   const instance = await addInstance(tenantA, 'running');
   await serveInstance(instance, 'cookies');

@@ -29,11 +29,21 @@ export interface Ingress {
   close(): void; // ends in-flight proxied connections (server shutdown)
 }
 
+/** Who sent a request and over which scheme, as the instance is told in x-forwarded-*. */
+export interface ClientOrigin {
+  /** The client's address: the socket's peer, or, behind proxies the operator trusts, the address they report. */
+  address(req: IncomingMessage): string;
+  /** The scheme clients use: the public URL's, as TLS may end at a proxy in front. */
+  readonly proto: 'http' | 'https';
+}
+
 export interface IngressDeps {
   readonly sql: Sql;
   readonly agentsDomain: string;
   readonly instancesDir: string;
   readonly logger: Logger;
+  /** Defaults to the socket's peer and the socket's own scheme. */
+  readonly origin?: ClientOrigin;
 }
 
 /** The instance must send its response head within this long of the request's end (else 504). */
@@ -164,7 +174,12 @@ function cookieStaysOnHost(setCookie: string, instanceHost: string): boolean {
   return true;
 }
 
-function requestHeaders(req: IncomingMessage, host: string, upgrade: string | undefined): string[] {
+function requestHeaders(
+  req: IncomingMessage,
+  host: string,
+  upgrade: string | undefined,
+  origin: ClientOrigin | undefined,
+): string[] {
   // The client controls every header: hop-by-hop ones, forwarding claims and platform cookies stop here.
   const raw = req.rawHeaders;
   const listed = connectionListed(raw);
@@ -186,9 +201,9 @@ function requestHeaders(req: IncomingMessage, host: string, upgrade: string | un
     'host',
     host,
     'x-forwarded-for',
-    req.socket.remoteAddress ?? '',
+    origin?.address(req) ?? req.socket.remoteAddress ?? '',
     'x-forwarded-proto',
-    encrypted ? 'https' : 'http',
+    origin?.proto ?? (encrypted ? 'https' : 'http'),
     'x-forwarded-host',
     host,
   );
@@ -299,7 +314,7 @@ export function createIngress(deps: IngressDeps): Ingress {
       socketPath: socketOf(agentId),
       method: req.method,
       path: req.url,
-      headers: requestHeaders(req, host, undefined),
+      headers: requestHeaders(req, host, undefined, deps.origin),
       agent,
     });
     upstreams.add(upstream);
@@ -389,7 +404,7 @@ export function createIngress(deps: IngressDeps): Ingress {
       socketPath: socketOf(agentId),
       method: req.method,
       path: req.url,
-      headers: requestHeaders(req, found.host, req.headers.upgrade ?? 'websocket'),
+      headers: requestHeaders(req, found.host, req.headers.upgrade ?? 'websocket', deps.origin),
       agent: false,
     });
     upstreams.add(upstream);
