@@ -152,4 +152,23 @@ describe('database roles', () => {
       assert.equal(who?.user, credentials.user);
     }
   });
+
+  test('set-up from two databases of one cluster at once (roles are cluster-wide) always succeeds', async () => {
+    // An advisory lock holds within one database only: this is the race the retry covers.
+    const other = await createTestDatabase();
+    try {
+      const passwords = { owner: db.ownerCredentials.password, app: db.appCredentials.password };
+      const admins = [
+        db.superuser,
+        other.superuser,
+        db.connectAs(db.target.admin, 2),
+        other.connectAs(other.target.admin, 2),
+      ];
+      for (let round = 0; round < 15; round++) {
+        await Promise.all(admins.map((admin) => ensureRoles(admin, passwords)));
+      }
+    } finally {
+      await other.drop();
+    }
+  });
 });

@@ -14,8 +14,32 @@ export interface RolePasswords {
 }
 
 const BOOTSTRAP_LOCK = 'enclave.bootstrap';
+const CONCURRENT_CATALOG_ATTEMPTS = 5;
+
+/**
+ * Runs `work` again when PostgreSQL reports "tuple concurrently updated". Roles
+ * are cluster-wide, but an advisory lock holds only within one database: two
+ * processes setting up two databases of one cluster at once (tests, or two
+ * installations on one server) can still collide on pg_authid. The one that
+ * fails retries after the other has committed.
+ */
+async function retryingCatalogRace<T>(work: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await work();
+    } catch (error) {
+      const raced = error instanceof Error && /tuple concurrently (updated|deleted)/.test(error.message);
+      if (!raced || attempt >= CONCURRENT_CATALOG_ATTEMPTS) throw error;
+    }
+  }
+}
 
 export async function ensureRoles(admin: Sql, passwords: RolePasswords): Promise<void> {
+  await retryingCatalogRace(() => setUpRoles(admin, passwords));
+  await assertRolesSafe(admin);
+}
+
+async function setUpRoles(admin: Sql, passwords: RolePasswords): Promise<void> {
   await admin.begin(async (tx) => {
     await tx`select pg_advisory_xact_lock(hashtext(${BOOTSTRAP_LOCK}))`;
     for (const [role, password] of [
@@ -39,7 +63,6 @@ export async function ensureRoles(admin: Sql, passwords: RolePasswords): Promise
       join pg_roles a on a.oid = m.member and a.rolname = ${APP_ROLE}`;
     if (member !== undefined) await tx.unsafe(`revoke ${OWNER_ROLE} from ${APP_ROLE}`);
   });
-  await assertRolesSafe(admin);
 }
 
 /** TEN-2: refuse to run if either role could bypass row-level security. */
@@ -63,6 +86,10 @@ export async function assertRolesSafe(
 
 /** Database-level grants and the schema Enclave's tables live in. */
 export async function prepareDatabase(admin: Sql, database: string): Promise<void> {
+  await retryingCatalogRace(() => grantDatabase(admin, database));
+}
+
+async function grantDatabase(admin: Sql, database: string): Promise<void> {
   await admin.begin(async (tx) => {
     await tx`select pg_advisory_xact_lock(hashtext(${BOOTSTRAP_LOCK}))`;
     const [statement] = await tx<{ text: string }[]>`
