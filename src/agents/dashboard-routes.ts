@@ -3,6 +3,7 @@ import { Type } from 'typebox';
 import { frameFor } from '../accounts/dashboard-routes.ts';
 import { shownError } from '../accounts/page-routes.ts';
 import { signedIn } from '../accounts/principal.ts';
+import type { TenantSql } from '../db/tenant.ts';
 import type { App } from '../http/app.ts';
 import { IdParams } from '../http/schemas.ts';
 import { MAX_CREDENTIAL_CHARACTERS } from '../vault/service.ts';
@@ -24,7 +25,7 @@ import { instanceSection } from '../web/instance-section.ts';
 import { listEgressRecords } from './egress/records.ts';
 import { AgentsError } from './errors.ts';
 import { type InstancesService, instanceUrl } from './runtime/instances.ts';
-import { type AgentsService, EGRESS_ENTRY_PATTERN } from './service.ts';
+import { type AgentsService, invalidEgressEntry, MAX_EGRESS_ENTRIES } from './service.ts';
 import type { TemplateCatalog } from './templates.ts';
 
 // The agent pages under /dashboard/agents (AGT-1), beside the JSON API and on
@@ -70,9 +71,8 @@ function allowlistFrom(text: string): { entries: string[] | null } | { problem: 
     .split(/\r?\n/)
     .map((line) => line.trim().toLowerCase())
     .filter((line) => line !== '');
-  if (entries.length > 100) return { problem: 'takes at most 100 domains' };
-  const pattern = new RegExp(EGRESS_ENTRY_PATTERN);
-  const bad = entries.findIndex((entry) => !pattern.test(entry));
+  if (entries.length > MAX_EGRESS_ENTRIES) return { problem: `takes at most ${MAX_EGRESS_ENTRIES} domains` };
+  const bad = invalidEgressEntry(entries);
   if (bad >= 0) {
     return { problem: `line ${bad + 1} is not a domain such as api.github.com or *.github.com` };
   }
@@ -168,6 +168,17 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
     sendPage(reply, 404, notFoundPage(await frameFor(request), what));
 
   /** The agent page, or the 404 page when the agent is not this tenant's. */
+  /** Everything the agent page shows, in one tenant transaction. */
+  const readAgent = async (tx: TenantSql, id: string) => {
+    const agent = await agents.get(tx, id);
+    const [instance, egress, sessions] = await Promise.all([
+      instances.view(tx, id),
+      listEgressRecords(tx, id, 20),
+      instances.supportSessions(tx, id, 10),
+    ]);
+    return { agent, instance, egress, sessions };
+  };
+
   const showAgent = async (
     request: FastifyRequest,
     reply: FastifyReply,
@@ -175,21 +186,15 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
     id: string,
     extra: Omit<AgentPageInput, 'agent' | 'template'> = {},
   ) => {
-    let agent: AgentPageInput['agent'];
+    let found: Awaited<ReturnType<typeof readAgent>>;
     try {
-      agent = await request.withTenant((tx) => agents.get(tx, id));
+      found = await request.withTenant((tx) => readAgent(tx, id));
     } catch (error) {
       if (isNotFound(error)) return notFound(request, reply);
       throw error;
     }
+    const { agent, instance, egress, sessions } = found;
     const template = templates.get(agent.template);
-    const [instance, egress, sessions] = await request.withTenant((tx) =>
-      Promise.all([
-        instances.view(tx, id),
-        listEgressRecords(tx, id, 20),
-        instances.supportSessions(tx, id, 10),
-      ]),
-    );
     const section = instanceSection({
       agentId: id,
       instance,

@@ -5,20 +5,22 @@ import { ProblemSchema } from '../http/problems.ts';
 import { Id, IdParams, Timestamp } from '../http/schemas.ts';
 import { MAX_CREDENTIAL_CHARACTERS } from '../vault/service.ts';
 import { HANDLE_PATTERN } from './handles.ts';
-import { type AgentsService, EGRESS_ENTRY_PATTERN } from './service.ts';
+import { type AgentsService, EGRESS_ENTRY_PATTERN, MAX_EGRESS_ENTRIES } from './service.ts';
 
 // /api/v1/agents and their write-only credentials. HTTP only: schemas,
 // status codes, auth mode. Response schemas are allowlists: a credential
 // appears as its name, last 4 and timestamps, never its value (VLT-2).
 
 const CREDENTIAL_NAME = '^[a-z][a-z0-9_]{0,62}$';
-const errors = {
+/** What an agent route may answer besides success: also 409 (a taken handle, an uninstalled template). */
+export const AGENT_ROUTE_ERRORS = {
   400: ProblemSchema,
   401: ProblemSchema,
   403: ProblemSchema,
   404: ProblemSchema,
   409: ProblemSchema,
 };
+const errors = AGENT_ROUTE_ERRORS;
 
 const Agent = Type.Object({
   id: Id,
@@ -168,7 +170,9 @@ export function registerAgentsApi(app: App, deps: { agents: AgentsService }): vo
             support_access: Type.Optional(Type.Boolean()),
             egress_allowlist: Type.Optional(
               Type.Union([
-                Type.Array(Type.String({ pattern: EGRESS_ENTRY_PATTERN, maxLength: 253 }), { maxItems: 100 }),
+                Type.Array(Type.String({ pattern: EGRESS_ENTRY_PATTERN, maxLength: 253 }), {
+                  maxItems: MAX_EGRESS_ENTRIES,
+                }),
                 Type.Null(),
               ]),
             ),

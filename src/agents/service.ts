@@ -67,6 +67,13 @@ const AGENT_COLUMNS =
 /** An allowlist entry: a domain (`api.github.com`) or its subdomains (`*.github.com`). */
 export const EGRESS_ENTRY_PATTERN =
   '^(\\*\\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';
+const EGRESS_ENTRY = new RegExp(EGRESS_ENTRY_PATTERN);
+export const MAX_EGRESS_ENTRIES = 100;
+
+/** The index of the first allowlist entry that is not a lowercase domain or `*.domain`; -1 when all are. */
+export function invalidEgressEntry(entries: readonly string[]): number {
+  return entries.findIndex((entry) => entry.length > 253 || !EGRESS_ENTRY.test(entry));
+}
 
 function templateOf(templates: TemplateCatalog, agent: Pick<Agent, 'template'>): AgentTemplate {
   const template = templates.get(agent.template);
@@ -222,6 +229,20 @@ export function createAgentsService(deps: { vault: Vault; templates: TemplateCat
       id: string,
       changes: AgentChanges,
     ): Promise<AgentDetail> {
+      const allowlist = changes.egressAllowlist;
+      if (allowlist !== undefined && allowlist !== null) {
+        // Every path in (API, dashboard) meets this check: entries are attacker-controlled text.
+        if (allowlist.length > MAX_EGRESS_ENTRIES) {
+          throw agentFieldError('egress_allowlist', `takes at most ${MAX_EGRESS_ENTRIES} domains`);
+        }
+        const bad = invalidEgressEntry(allowlist);
+        if (bad >= 0) {
+          throw agentFieldError(
+            'egress_allowlist',
+            `entry ${bad + 1} is not a domain such as api.github.com or *.github.com`,
+          );
+        }
+      }
       const before = await find(tx, id);
       const [agent] = await tx<Agent[]>`
         update agents set
@@ -233,7 +254,7 @@ export function createAgentsService(deps: { vault: Vault; templates: TemplateCat
               ? before.egress_allowlist
               : changes.egressAllowlist === null
                 ? null
-                : [...new Set(changes.egressAllowlist.map((entry) => entry.toLowerCase()))]
+                : [...new Set(changes.egressAllowlist)]
           }::text[],
           updated_at = now()
         where id = ${id}::uuid

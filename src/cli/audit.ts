@@ -8,7 +8,7 @@ import { openDatabase } from '../db/database.ts';
 import { isUuid, serviceQuery } from '../db/tenant.ts';
 import { createLogger } from '../logger.ts';
 import type { Io } from './main.ts';
-import { UsageError } from './usage-error.ts';
+import { shown, UsageError } from './usage-error.ts';
 
 // `enclave audit checkpoint|export`: the operator's side of the recovery kit
 // (AUD-4, AUD-5). Each opens the same database `npm start` uses.
@@ -42,10 +42,6 @@ type AuditCommand =
       readonly bundle: string;
       readonly consistencyFrom: bigint[];
     };
-
-function shown(value: string | undefined): string {
-  return JSON.stringify((value ?? '').slice(0, 100));
-}
 
 export function parseAuditCommand(args: AuditArgs): AuditCommand {
   const [action, ...extra] = args.rest;

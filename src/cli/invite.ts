@@ -10,7 +10,7 @@ import { type Env, loadConfig, normalizeEmail } from '../config.ts';
 import { openDatabase } from '../db/database.ts';
 import { isUuid } from '../db/tenant.ts';
 import type { Io } from './main.ts';
-import { UsageError } from './usage-error.ts';
+import { shown, UsageError } from './usage-error.ts';
 
 // `enclave invite create|list|revoke`: signup invites issued from the
 // console, for operators who have no dashboard session yet (or none at all).
@@ -35,11 +35,6 @@ const UNIT_MS: Readonly<Record<string, number>> = { m: MINUTE_MS, h: 60 * MINUTE
 /** The platform tenant has no member invites, so this scope sees signup and operator invites only. */
 const CONSOLE_SCOPE = { operator: true, tenantId: PLATFORM_TENANT } as const;
 const CONSOLE_ACTOR = 'operator:cli';
-
-/** An argument quoted for a one-line message: control characters (a pasted CR/LF) are escaped, long values cut. */
-function shown(value: string | undefined): string {
-  return JSON.stringify((value ?? '').slice(0, 100));
-}
 
 /** "7d", "12h", "30m" → milliseconds, within 1 minute to 90 days. The text is the operator's own input. */
 export function parseExpiry(text: string): number {

@@ -3,7 +3,7 @@ import { openDatabase } from '../db/database.ts';
 import { isUuid, withTenant } from '../db/tenant.ts';
 import { createVault, loadMasterKeyProvider } from '../vault/service.ts';
 import type { Io } from './main.ts';
-import { UsageError } from './usage-error.ts';
+import { shown, UsageError } from './usage-error.ts';
 
 // `enclave keys rotate-master|rotate-tenant` (VLT-6): rotation runs against
 // the same database and master-key source as the servers, while they keep
@@ -27,10 +27,6 @@ const CONSOLE_ACTOR = 'operator:cli';
 type KeysCommand =
   | { readonly action: 'rotate-master' }
   | { readonly action: 'rotate-tenant'; readonly tenantId: string };
-
-function shown(value: string | undefined): string {
-  return JSON.stringify((value ?? '').slice(0, 100));
-}
 
 /** Checks the whole command line before anything touches a key or the database. */
 export function parseKeysCommand(rest: readonly string[]): KeysCommand {

@@ -9,7 +9,7 @@ import { type Database, openDatabase } from '../db/database.ts';
 import { isUuid, serviceQuery } from '../db/tenant.ts';
 import { loadSupportKey } from '../operator-secrets/support-key.ts';
 import type { Io } from './main.ts';
-import { UsageError } from './usage-error.ts';
+import { shown, UsageError } from './usage-error.ts';
 
 // `enclave support ssh|proxy AGENT` (AGT-5): the operator's one way into an
 // instance, only while its owner allows support. Every session is recorded
@@ -41,16 +41,16 @@ type SupportCommand = {
 export function parseSupportCommand(rest: readonly string[]): SupportCommand {
   const [mode, agent, ...command]: (string | undefined)[] = [...rest];
   if (mode !== 'ssh' && mode !== 'proxy') {
-    const shown = mode === undefined ? undefined : JSON.stringify(mode.slice(0, 40));
+    const quoted = mode === undefined ? undefined : shown(mode);
     throw new UsageError(
-      shown === undefined
+      quoted === undefined
         ? '"support" needs ssh or proxy'
-        : `unknown support action ${shown} (use ssh or proxy)`,
+        : `unknown support action ${quoted} (use ssh or proxy)`,
     );
   }
   if (agent === undefined) throw new UsageError(`"support ${mode}" needs the agent's handle or id`);
   const handleOrId = isAgentId(agent) || /^[a-z0-9][a-z0-9-]{1,38}[a-z0-9]$/.test(agent);
-  if (!handleOrId) throw new UsageError(`${JSON.stringify(agent.slice(0, 60))} is not an agent handle or id`);
+  if (!handleOrId) throw new UsageError(`${shown(agent)} is not an agent handle or id`);
   if (mode === 'proxy' && command.length > 0) throw new UsageError('"support proxy" takes no command');
   return { mode, agent, command: command.filter((part): part is string => part !== undefined) };
 }

@@ -30,7 +30,7 @@ export function instanceUrl(publicUrl: string, agentsDomain: string, subdomain: 
   return `${base.protocol}//${subdomain}.${agentsDomain}${base.port === '' ? '' : `:${base.port}`}`;
 }
 
-const VIEW = 'state, desired_state, state_reason as reason, crashes, started_at, subdomain';
+const VIEW = 'i.state, i.desired_state, i.state_reason as reason, i.crashes, i.started_at, i.subdomain';
 
 /** The sync job of one agent: keyed, so pending requests collapse into one; queued per agent, so they run in order. */
 export function enqueueInstanceSync(
@@ -71,11 +71,15 @@ export function createInstancesService(deps: { templates: TemplateCatalog }) {
   return {
     /** The instance's state; an agent never started has a stopped one with no subdomain yet. */
     async view(tx: TenantSql, agentId: string): Promise<InstanceView | undefined> {
-      const [agent] = await tx`select 1 from agents where id = ${agentId}::uuid`;
-      if (agent === undefined) throw new AgentsError('not_found', 'no such agent');
-      const [row] = await tx<InstanceView[]>`
-        select ${tx.unsafe(VIEW)} from agent_instances where agent_id = ${agentId}::uuid`;
-      return row;
+      // The agent decides between 404 and "never started"; its instance row may not exist yet.
+      const [row] = await tx<(InstanceView & { has_instance: boolean })[]>`
+        select ${tx.unsafe(VIEW)}, i.agent_id is not null as has_instance
+        from agents a left join agent_instances i on i.agent_id = a.id
+        where a.id = ${agentId}::uuid`;
+      if (row === undefined) throw new AgentsError('not_found', 'no such agent');
+      if (!row.has_instance) return undefined;
+      const { has_instance, ...view } = row;
+      return view;
     },
 
     async supportSessions(tx: TenantSql, agentId: string, limit: number) {
@@ -112,7 +116,7 @@ export function createInstancesService(deps: { templates: TemplateCatalog }) {
       }
       const desired = action === 'stop' ? 'stopped' : 'running';
       const [row] = await tx<InstanceView[]>`
-        update agent_instances
+        update agent_instances i
         set desired_state = ${desired}, updated_at = now(),
             -- A start after the restart limit gives the instance a fresh budget.
             crashes = case when ${action} = 'stop' then crashes else 0 end

@@ -146,9 +146,7 @@ export function createLifecycle(deps: LifecycleDeps) {
     await serviceQuery(sql, { tenantId, reason: 'runtime: record an instance state' }, fn);
   }
 
-  async function start(tenantId: string, agentId: string): Promise<void> {
-    const { spec } = await prepare(tenantId, agentId, true);
-    if (spec === undefined) return;
+  async function start(tenantId: string, agentId: string, spec: InstanceSpec): Promise<void> {
     try {
       await driver.start(spec);
     } catch (error) {
@@ -230,8 +228,9 @@ export function createLifecycle(deps: LifecycleDeps) {
       if (!isSyncPayload(payload)) throw new Error('agent_instance_sync: malformed payload');
       const { tenant_id: tenantId, agent_id: agentId } = payload;
       tenantOf.set(agentId, tenantId);
-      const { agent } = await prepare(tenantId, agentId, false);
       const current = driver.status(agentId).state;
+      // One read of the agent; it gathers what a start needs only when a start may follow.
+      const { agent, spec } = await prepare(tenantId, agentId, current !== 'running' || payload.restart);
       if (agent === undefined) {
         // The agent was deleted: its instance must not outlive it.
         if (current !== 'stopped') await driver.stop(agentId);
@@ -248,7 +247,7 @@ export function createLifecycle(deps: LifecycleDeps) {
         return;
       }
       if (current !== 'stopped') await driver.stop(agentId);
-      await start(tenantId, agentId);
+      if (spec !== undefined) await start(tenantId, agentId, spec);
     },
 
     /** The agent_reconcile job: every instance whose recorded state differs from what this process runs. */

@@ -1,21 +1,15 @@
 import { Type } from 'typebox';
 import { signedIn } from '../../accounts/principal.ts';
 import type { App } from '../../http/app.ts';
-import { ProblemSchema } from '../../http/problems.ts';
 import { IdParams, Timestamp } from '../../http/schemas.ts';
+import { AGENT_ROUTE_ERRORS } from '../routes.ts';
 import { type InstanceAction, type InstancesService, type InstanceView, instanceUrl } from './instances.ts';
 
 // /api/v1/agents/:id/instance, …/start|stop|restart and …/logs (AGT-6).
 // Starting and stopping are carried out by the runtime's jobs: the answer is
 // 202 with the state as it stands and the state asked for.
 
-const errors = {
-  400: ProblemSchema,
-  401: ProblemSchema,
-  403: ProblemSchema,
-  404: ProblemSchema,
-  409: ProblemSchema,
-};
+const errors = AGENT_ROUTE_ERRORS;
 
 const Instance = Type.Object({
   state: Type.Union([
