@@ -55,6 +55,7 @@ describe('loadConfig', () => {
         instancesDir: path.join(CWD, '.enclave', 'instances'),
         agentsDomain: 'agents.localhost',
         egressAllow: [],
+        unenforcedLimits: [],
       },
     );
   });
@@ -109,6 +110,16 @@ describe('loadConfig', () => {
     );
     for (const bad of ['10.0.0.0/33', 'example.com', '10.0.0.0/8/1', '::/129', '10.0.0.1,,10.0.0.2']) {
       configError({ ENCLAVE_EGRESS_ALLOW: bad }, 'ENCLAVE_EGRESS_ALLOW');
+    }
+  });
+
+  test('AGT-6: ENCLAVE_UNENFORCED_LIMITS names the limits an operator lets go unenforced, and nothing else', () => {
+    assert.deepEqual(
+      loadConfig({ ENCLAVE_UNENFORCED_LIMITS: 'CPU, volume,cpu' }, CWD).unenforcedLimits,
+      ['cpu', 'volume'],
+    );
+    for (const bad of ['memory', 'cpu,,volume', 'all', 'cpu;volume']) {
+      configError({ ENCLAVE_UNENFORCED_LIMITS: bad }, 'ENCLAVE_UNENFORCED_LIMITS');
     }
   });
 

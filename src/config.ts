@@ -45,7 +45,17 @@ export interface Config {
   readonly agentsDomain: string;
   /** Private or reserved ranges the egress proxy may reach anyway (AGT-4); empty by default. */
   readonly egressAllow: readonly string[];
+  /**
+   * Limits the operator allows to go unenforced on this host (AGT-6), by
+   * name. An instance whose limit this host cannot enforce refuses to start
+   * unless its name is here: a limit is never dropped silently.
+   */
+  readonly unenforcedLimits: readonly UnenforcedLimit[];
 }
+
+/** What `ENCLAVE_UNENFORCED_LIMITS` may name. */
+export const UNENFORCED_LIMITS = ['cpu', 'volume', 'processes', 'seccomp'] as const;
+export type UnenforcedLimit = (typeof UNENFORCED_LIMITS)[number];
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -268,6 +278,22 @@ function parseCidrList(env: Env, name: string): readonly string[] {
   return Object.freeze(ranges);
 }
 
+/** A comma-separated list of limit names the operator lets go unenforced. */
+function parseUnenforcedLimits(env: Env): readonly UnenforcedLimit[] {
+  const raw = read(env, 'ENCLAVE_UNENFORCED_LIMITS');
+  if (raw === undefined) return Object.freeze([]);
+  const names = raw.split(',').map((part) => part.trim().toLowerCase());
+  for (const name of names) {
+    if (!(UNENFORCED_LIMITS as readonly string[]).includes(name)) {
+      throw new ConfigError(
+        'ENCLAVE_UNENFORCED_LIMITS',
+        `must be a comma-separated list of ${UNENFORCED_LIMITS.join(', ')} (got "${name.slice(0, 40)}")`,
+      );
+    }
+  }
+  return Object.freeze([...new Set(names)] as UnenforcedLimit[]);
+}
+
 export function loadConfig(env: Env, cwd: string): Config {
   const environment = parseEnum(env, 'ENCLAVE_ENV', ['development', 'production'] as const, 'development');
   const host = parseHost(env);
@@ -301,5 +327,6 @@ export function loadConfig(env: Env, cwd: string): Config {
     instancesDir: path.join(dataDir, 'instances'),
     agentsDomain: parseAgentsDomain(env),
     egressAllow: parseCidrList(env, 'ENCLAVE_EGRESS_ALLOW'),
+    unenforcedLimits: parseUnenforcedLimits(env),
   });
 }
