@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, request as httpRequest, type Server } from 'node:http';
@@ -117,6 +118,39 @@ function synced(agentId: string, count = 1): Promise<void> {
     };
     events.on('job:complete', listener);
   });
+}
+
+/** The environment the `enclave` CLI runs with in these tests: the test database and the support key. */
+function cliEnv(): Record<string, string> {
+  const info = testClusterInfo();
+  return {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    DATABASE_URL: connectionUrl(ctx.db.target, ctx.db.target.admin),
+    ENCLAVE_DB_OWNER_PASSWORD: info.ownerPassword,
+    ENCLAVE_DB_APP_PASSWORD: info.appPassword,
+    ENCLAVE_DATA_DIR: dataDir,
+    ENCLAVE_SUPPORT_SSH_KEY_FILE: supportKeyFile,
+  };
+}
+
+/** OpenSSH into the echo agent through `enclave support proxy`, running `command`. */
+function opensshArgs(bin: string, command: string): string[] {
+  return [
+    '-F',
+    '/dev/null',
+    '-i',
+    supportKeyFile,
+    '-o',
+    `ProxyCommand=${process.execPath} ${bin} support proxy runtime-echo`,
+    '-o',
+    'StrictHostKeyChecking=no',
+    '-o',
+    'UserKnownHostsFile=/dev/null',
+    '-o',
+    'BatchMode=yes',
+    'support@runtime-echo',
+    command,
+  ];
 }
 
 async function api(method: 'GET' | 'POST' | 'PATCH', url: string, payload?: object) {
@@ -278,15 +312,7 @@ describe('agent runtime, end to end', () => {
 
   test('AGT-5: support SSH works from the console and from OpenSSH while allowed, and not once turned off', async (t) => {
     if (!requireTool(t, 'bwrap', 'bubblewrap') || !requireTool(t, 'ssh', 'openssh-client', ['-V'])) return;
-    const info = testClusterInfo();
-    const env = {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      DATABASE_URL: connectionUrl(ctx.db.target, ctx.db.target.admin),
-      ENCLAVE_DB_OWNER_PASSWORD: info.ownerPassword,
-      ENCLAVE_DB_APP_PASSWORD: info.appPassword,
-      ENCLAVE_DATA_DIR: dataDir,
-      ENCLAVE_SUPPORT_SSH_KEY_FILE: supportKeyFile,
-    };
+    const env = cliEnv();
     const bin = path.join(import.meta.dirname, '..', 'bin', 'enclave.js');
     const console = await runProcess(
       process.execPath,
@@ -298,26 +324,10 @@ describe('agent runtime, end to end', () => {
     );
     assert.equal(console.code, 0, console.stderr);
     assert.equal(console.stdout.trim(), '1000', 'a shell inside the sandbox, as its unprivileged user');
-    const openssh = await runProcess(
-      'ssh',
-      [
-        '-F',
-        '/dev/null',
-        '-i',
-        supportKeyFile,
-        '-o',
-        `ProxyCommand=${process.execPath} ${bin} support proxy runtime-echo`,
-        '-o',
-        'StrictHostKeyChecking=no',
-        '-o',
-        'UserKnownHostsFile=/dev/null',
-        '-o',
-        'BatchMode=yes',
-        'support@runtime-echo',
-        'cat /proc/self/status | grep CapEff',
-      ],
-      { cwd: dataDir, env },
-    );
+    const openssh = await runProcess('ssh', opensshArgs(bin, 'cat /proc/self/status | grep CapEff'), {
+      cwd: dataDir,
+      env,
+    });
     assert.equal(openssh.code, 0, openssh.stderr);
     assert.match(openssh.stdout, /CapEff:\s+0+$/m);
 
@@ -354,6 +364,47 @@ describe('agent runtime, end to end', () => {
         'support.session_started',
         'support.session_ended',
       ],
+    );
+  });
+
+  test('AGT-5: turning support off ends an open OpenSSH session at once, and its end is in the owner’s audit log', async (t) => {
+    if (!requireTool(t, 'bwrap', 'bubblewrap') || !requireTool(t, 'ssh', 'openssh-client', ['-V'])) return;
+    const env = cliEnv();
+    const on = synced(echoId);
+    assert.equal((await api('PATCH', `/api/v1/agents/${echoId}`, { support_access: true })).statusCode, 200);
+    await on;
+    const bin = path.join(import.meta.dirname, '..', 'bin', 'enclave.js');
+    const session = spawn('ssh', opensshArgs(bin, 'echo open; exec sleep 600'), {
+      cwd: dataDir,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const exited = new Promise<number | null>((resolve) => session.once('exit', (code) => resolve(code)));
+    // A session that stayed open would hold this test until the fallback below: never an assertion on time.
+    const fallback = setTimeout(() => session.kill('SIGKILL'), 30_000);
+    t.after(() => clearTimeout(fallback));
+    await new Promise<void>((resolve) => {
+      session.stdout.on('data', (chunk: Buffer) => {
+        if (chunk.toString('utf8').includes('open')) resolve();
+      });
+    });
+    const off = synced(echoId);
+    assert.equal((await api('PATCH', `/api/v1/agents/${echoId}`, { support_access: false })).statusCode, 200);
+    await off;
+    const code = await exited;
+    assert.notEqual(code, null, 'the session ended on its own, not by the fallback kill');
+    assert.notEqual(code, 0);
+    const [open] = await ctx.db.superuser<{ count: number }[]>`
+      select count(*)::int as count from support_sessions where agent_id = ${echoId}::uuid and ended_at is null`;
+    assert.equal(open?.count, 0, 'no session of the agent is left open');
+    // The CLI or the runtime, whichever saw it first, recorded the end: once per session.
+    const events = await ctx.db.superuser<{ action: string; data: { session_id: string } }[]>`
+      select action, data from audit_events where action like 'support.session_%' order by seq`;
+    const started = events.filter((event) => event.action === 'support.session_started');
+    const ended = events.filter((event) => event.action === 'support.session_ended');
+    assert.deepEqual(
+      ended.map((event) => event.data.session_id).sort(),
+      started.map((event) => event.data.session_id).sort(),
     );
   });
 

@@ -1,8 +1,11 @@
-import { readFile } from 'node:fs/promises';
-import { connect, type Socket } from 'node:net';
+import { lstat } from 'node:fs/promises';
+import type { Socket } from 'node:net';
 import { userInfo } from 'node:os';
 import path from 'node:path';
 import ssh2 from 'ssh2';
+import { connectHostSocket, hostDirOf, readHostFile } from '../agents/runtime/host-sockets.ts';
+import { SUPPORT_HOST_KEY, SUPPORT_SOCKET } from '../agents/runtime/support-relay.ts';
+import { endSupportSession } from '../agents/runtime/support-sessions.ts';
 import { appendAuditEvent } from '../audit/append.ts';
 import { type Env, loadConfig } from '../config.ts';
 import { type Database, openDatabase } from '../db/database.ts';
@@ -94,25 +97,33 @@ async function open(db: Database, where: Located, operator: string): Promise<str
 }
 
 async function close(db: Database, where: Located, operator: string, sessionId: string): Promise<void> {
-  await serviceQuery(db.app, { tenantId: where.tenantId, reason: 'support: close a session' }, async (tx) => {
-    const [ended] = await tx<{ ms: number }[]>`
-      update support_sessions set ended_at = now() where id = ${sessionId}::uuid
-      returning (extract(epoch from ended_at - started_at) * 1000)::int as ms`;
-    await appendAuditEvent(tx, where.tenantId, {
-      actor: operator,
-      action: 'support.session_ended',
-      target: `agent:${where.agentId}`,
-      data: { session_id: sessionId, duration_ms: ended?.ms ?? 0 },
-    });
-  });
+  await serviceQuery(db.app, { tenantId: where.tenantId, reason: 'support: close a session' }, (tx) =>
+    endSupportSession(tx, where.tenantId, { sessionId, actor: operator, reason: 'closed' }),
+  );
 }
 
-function connectSocket(file: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({ path: file });
-    socket.once('connect', () => resolve(socket));
-    socket.once('error', () => reject(new SupportRefused("the agent's support listener is not answering")));
-  });
+/**
+ * The instance's support socket, checked (host-sockets.ts): in the host
+ * directory of the instance, a socket of the uid that runs the instances
+ * (the owner of the instances directory), never a link.
+ */
+async function connectSupport(instancesDir: string, agentId: string): Promise<Socket> {
+  const owner = (await lstat(instancesDir).catch(() => undefined))?.uid;
+  if (owner === undefined) throw new SupportRefused('no instance of this agent runs on this host');
+  try {
+    return await connectHostSocket(path.join(hostDirOf(instancesDir, agentId), SUPPORT_SOCKET), owner);
+  } catch {
+    throw new SupportRefused("the agent's support listener is not answering");
+  }
+}
+
+async function readHostKey(instancesDir: string, agentId: string): Promise<string> {
+  const owner = (await lstat(instancesDir).catch(() => undefined))?.uid;
+  const text =
+    owner === undefined
+      ? undefined
+      : await readHostFile(hostDirOf(instancesDir, agentId), SUPPORT_HOST_KEY, owner).catch(() => undefined);
+  return text?.trim().split(' ')[1] ?? '';
 }
 
 /**
@@ -150,6 +161,15 @@ function ssh(
   return new Promise((resolve, reject) => {
     const client = new ssh2.Client();
     client.on('error', (error) => reject(new SupportRefused(`ssh: ${error.message}`)));
+    // Cut from the platform's side (support turned off, the instance stopped): the session is over.
+    client.on('close', () => {
+      process.stdin.unpipe();
+      reject(
+        new SupportRefused(
+          'the session was closed by the platform (support access off or the instance stopped)',
+        ),
+      );
+    });
     client.on('ready', () => {
       io.err("Connected to the agent; this session is recorded in its owner's audit log.");
       const run = (error: Error | undefined, channel: ssh2.ClientChannel) => {
@@ -188,16 +208,10 @@ export async function runSupport(rest: readonly string[], env: Env, io: Io): Pro
   const db = await openDatabase(config, env, { appPoolSize: 2, migrate: false });
   try {
     const where = await locate(db, command.agent);
-    const run = path.join(config.instancesDir, where.agentId, 'run');
-    const hostKey =
-      command.mode === 'ssh'
-        ? ((await readFile(path.join(run, 'support.hostkey.pub'), 'utf8').catch(() => ''))
-            .trim()
-            .split(' ')[1] ?? '')
-        : '';
+    const hostKey = command.mode === 'ssh' ? await readHostKey(config.instancesDir, where.agentId) : '';
     const sessionId = await open(db, where, operator);
     try {
-      const socket = await connectSocket(path.join(run, 'support.sock'));
+      const socket = await connectSupport(config.instancesDir, where.agentId);
       return command.mode === 'proxy'
         ? await proxy(socket)
         : await ssh(socket, key.privateKey, hostKey, command.command, io);

@@ -1,4 +1,4 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import ssh2 from 'ssh2';
 import { type Config, ConfigError, type Env } from '../config.ts';
@@ -20,14 +20,39 @@ export interface SupportKey {
   readonly publicKey: string;
 }
 
+/** Tries before giving up: about 4 in 1,000 keys ssh2 generates are ones its own parser refuses. */
+const GENERATE_ATTEMPTS = 32;
+
+type ParsedKey = Exclude<ReturnType<typeof ssh2.utils.parseKey>, Error | unknown[]>;
+
+function parsePrivate(text: string): ParsedKey | undefined {
+  const parsed = ssh2.utils.parseKey(text);
+  if (parsed instanceof Error || Array.isArray(parsed) || !parsed.isPrivateKey()) return undefined;
+  return parsed;
+}
+
+/** A new Ed25519 key in OpenSSH form that ssh2 itself is checked to read back. */
+export function generateSupportKey(): string {
+  for (let attempt = 0; attempt < GENERATE_ATTEMPTS; attempt++) {
+    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'enclave support' });
+    if (parsePrivate(pair.private) !== undefined) return pair.private;
+  }
+  throw new Error('could not generate a support key that parses');
+}
+
 async function generated(dataDir: string): Promise<string> {
   const dir = path.join(dataDir, 'secrets');
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const file = path.join(dir, 'support_ssh_key');
-  const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'enclave support' });
+  const existing = await readFile(file, 'utf8').catch(() => undefined);
+  // A key an earlier version generated and ssh2 cannot read would stop every start: it is replaced
+  // (a development key only: production names its own file), and the old one kept beside it.
+  if (existing !== undefined && parsePrivate(existing) === undefined) {
+    await rename(file, `${file}.unreadable`);
+  }
   try {
     // 'wx': two processes starting at once keep the first key.
-    await writeFile(file, pair.private, { mode: 0o600, flag: 'wx' });
+    await writeFile(file, generateSupportKey(), { mode: 0o600, flag: 'wx' });
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
   }
@@ -50,9 +75,9 @@ export async function loadSupportKey(config: Pick<Config, 'env' | 'dataDir'>, en
     const reason = (error as NodeJS.ErrnoException).code ?? 'unreadable';
     throw new ConfigError(SUPPORT_KEY_VARIABLE, `cannot read ${file} (${reason})`);
   }
-  const parsed = ssh2.utils.parseKey(text);
+  const parsed = parsePrivate(text);
   // The key text is a secret: the message names the file and the rule only.
-  if (parsed instanceof Error || Array.isArray(parsed) || !parsed.isPrivateKey()) {
+  if (parsed === undefined) {
     throw new ConfigError(
       SUPPORT_KEY_VARIABLE,
       `${file} is not an unencrypted OpenSSH private key (make one with ssh-keygen -t ed25519 -N '')`,

@@ -1,11 +1,12 @@
 import { lookup as systemLookup } from 'node:dns/promises';
-import { chmod, lstat, unlink } from 'node:fs/promises';
 import http, { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
 import net from 'node:net';
+import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { Sql } from 'postgres';
 import type { Logger } from '../../logger.ts';
 import type { EgressIdentity } from '../runtime/driver.ts';
+import { listenHostSocket, removeHostSocket } from '../runtime/host-sockets.ts';
 import {
   allowlistVerdict,
   destinationVerdict,
@@ -384,16 +385,10 @@ export function createEgressProxy(deps: {
       release(socket, plainResponse(400, reason));
     });
 
-    await removeStaleSocket(socketPath);
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(socketPath, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    // In the instance's host directory, bound through a checked descriptor (host-sockets.ts);
+    // mode 0666: the sandbox's unprivileged uid connects to it through a read-only bind.
+    await listenHostSocket(path.dirname(socketPath), path.basename(socketPath), 0o666, server);
     server.on('error', (error) => log.error({ err: { code: errorCode(error) } }, 'egress listener error'));
-    await chmod(socketPath, 0o666);
     log.debug({ socketPath }, 'egress listener open');
 
     return {
@@ -402,6 +397,7 @@ export function createEgressProxy(deps: {
         closed = true;
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
         for (const socket of sockets) socket.destroy();
+        await removeHostSocket(socketPath);
         await stopped;
         while (inFlight.size > 0) await Promise.all(inFlight);
         await recorder.drain();
@@ -423,12 +419,6 @@ type Outcome = Pick<EgressRecord, 'allowed' | 'reason' | 'bytesOut' | 'bytesIn'>
 const start = (): Started => ({ at: new Date(), clock: performance.now() });
 const refused = (reason: string): Outcome => ({ allowed: false, reason, bytesOut: 0, bytesIn: 0 });
 const HUNG_UP = 'the agent hung up before the connection was made';
-
-/** A stale socket file from an earlier process would make listen fail: only a socket is removed. */
-async function removeStaleSocket(socketPath: string): Promise<void> {
-  const existing = await lstat(socketPath).catch(() => undefined);
-  if (existing?.isSocket() === true) await unlink(socketPath);
-}
 
 /**
  * Pipes a CONNECT tunnel both ways until both sides have closed. Resolves

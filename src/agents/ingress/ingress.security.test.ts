@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import http, { type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -12,6 +12,7 @@ import { buildTestApp, useTestApp } from '../../../test/helpers/app.ts';
 import { createTenant } from '../../../test/helpers/audit.ts';
 import { SESSION_COOKIE } from '../../accounts/sessions.ts';
 import { withTenant } from '../../db/tenant.ts';
+import { listenHostSocket, removeHostSocket } from '../runtime/host-sockets.ts';
 import { PLATFORM_COOKIE_PREFIX } from './proxy.ts';
 import { newSubdomain } from './subdomain.ts';
 
@@ -71,7 +72,7 @@ async function addInstance(tenantId: string, state: State): Promise<Instance> {
               ${state === 'stopped' || state === 'stopping' ? 'stopped' : 'running'})`;
     return agent.id;
   });
-  const socketPath = path.join(ctx.testApp.config.instancesDir, agentId, 'run', 'ingress.sock');
+  const socketPath = path.join(ctx.testApp.config.instancesDir, agentId, 'host', 'ingress.sock');
   return { agentId, subdomain, host: `${subdomain}.${DOMAIN}:${port}`, socketPath };
 }
 
@@ -145,17 +146,21 @@ async function serveInstance(instance: Instance, name: string): Promise<http.Ser
     socket.on('close', () => upgradedSockets.delete(socket));
     socket.pipe(socket);
   });
-  mkdirSync(path.dirname(instance.socketPath), { recursive: true });
-  server.listen(instance.socketPath);
-  await once(server, 'listening');
+  mkdirSync(path.dirname(instance.socketPath), { recursive: true, mode: 0o711 });
+  // As the driver binds it: through the host directory's checked descriptor, its inode remembered.
+  await listenHostSocket(path.dirname(instance.socketPath), 'ingress.sock', 0o600, server);
   instanceServers.add(server);
+  socketOfServer.set(server, instance.socketPath);
   return server;
 }
+
+const socketOfServer = new Map<http.Server, string>();
 
 async function stopServing(server: http.Server): Promise<void> {
   instanceServers.delete(server);
   server.closeAllConnections();
   await new Promise<void>((resolve) => server.close(() => resolve()));
+  await removeHostSocket(socketOfServer.get(server) ?? '');
 }
 
 function downloadChunk(index: number): Buffer {
@@ -316,7 +321,7 @@ test('AGT-3: unknown, stopped, starting, stopping, crashed and unreachable insta
   const gone = await addInstance(tenantA, 'running');
   cases.push(['running, no socket (restarting)', gone.host]);
   const refusing = await addInstance(tenantB, 'running');
-  mkdirSync(path.dirname(refusing.socketPath), { recursive: true });
+  mkdirSync(path.dirname(refusing.socketPath), { recursive: true, mode: 0o711 });
   writeFileSync(refusing.socketPath, 'not a socket'); // connecting to it is refused
   cases.push(['running, socket refuses', refusing.host]);
 
@@ -351,6 +356,40 @@ test('AGT-3: a request while the instance restarts gets the 404, and the next on
   assert.deepEqual([during.status, during.rawHeaders, during.body], [404, unknown.rawHeaders, unknown.body]);
   server = await serveInstance(instance, 'after');
   assert.equal(json(await send(instance.host)).instance, 'after');
+});
+
+test('AGT-2, AGT-3: a socket put in place of the one the host bound, or a link to another, is never connected to', async () => {
+  const victim = await addInstance(tenantB, 'running');
+  const victimServer = await serveInstance(victim, 'victim');
+  const attacker = await addInstance(tenantA, 'running');
+  await serveInstance(attacker, 'attacker');
+  const unknown = await send(`${newSubdomain('ec')}.${DOMAIN}:${port}`);
+  let planted = 0;
+  const plant = http.createServer((_req, res) => {
+    planted += 1;
+    res.end('planted');
+  });
+  // Another socket renamed over the one the host bound: same path, another inode.
+  const other = `${attacker.socketPath}.other`;
+  await new Promise<void>((resolve) => plant.listen(other, resolve));
+  renameSync(other, attacker.socketPath);
+  const replaced = await send(attacker.host);
+  assert.deepEqual([replaced.status, replaced.body], [404, unknown.body]);
+  // A link to another tenant's instance socket in its place.
+  unlinkSync(attacker.socketPath);
+  symlinkSync(victim.socketPath, attacker.socketPath);
+  const linked = await send(attacker.host);
+  assert.deepEqual([linked.status, linked.body], [404, unknown.body]);
+  // The host directory itself swapped for a link to the victim's.
+  const attackerDir = path.dirname(attacker.socketPath);
+  rmSync(attackerDir, { recursive: true, force: true });
+  symlinkSync(path.dirname(victim.socketPath), attackerDir);
+  const dirLinked = await send(attacker.host);
+  assert.deepEqual([dirLinked.status, dirLinked.body], [404, unknown.body]);
+  assert.equal(planted, 0);
+  assert.equal(json(await send(victim.host)).instance, 'victim', 'the victim itself is still served');
+  plant.close();
+  await stopServing(victimServer);
 });
 
 test('AGT-3: malformed Hosts under the agents domain get 400, never a 500, and the server keeps serving', async () => {

@@ -10,11 +10,14 @@ import { type Duplex, pipeline } from 'node:stream';
 import type { Sql } from 'postgres';
 import { withLookup } from '../../db/lookup.ts';
 import type { Logger } from '../../logger.ts';
+import { HOST_DIR, HostSocketAgent, HostSocketError } from '../runtime/host-sockets.ts';
 import { subdomainOf } from './subdomain.ts';
 
 // AGT-3: the ingress. A request (HTTP or WebSocket) whose Host is
 // `<subdomain>.<agents domain>` goes to that instance's ingress socket,
-// `<instances dir>/<agent id>/run/ingress.sock`, if its instance is running.
+// `<instances dir>/<agent id>/host/ingress.sock`, if its instance is running;
+// the socket is checked before each connect to be the one the host bound
+// (host-sockets.ts), in a directory no sandbox can write.
 // Everything else under the agents domain gets one fixed answer, so the
 // ingress never tells a guesser which names exist. The platform's own
 // session cookie never reaches an instance, and an instance cannot set a
@@ -228,15 +231,19 @@ function responseHeaders(raw: readonly string[], instanceHost: string, keep: Rea
 const NOTHING_KEPT: ReadonlySet<string> = new Set();
 const UPGRADE_KEPT: ReadonlySet<string> = new Set(['connection', 'upgrade']);
 
-/** The socket is missing or nobody listens on it: the instance is not up, whatever its row says. */
+/**
+ * The socket is missing, nobody listens on it, or it is not the one the host
+ * bound: the instance is not up, whatever its row says.
+ */
 function refused(error: unknown): boolean {
   const code = (error as { code?: unknown }).code;
-  return code === 'ENOENT' || code === 'ECONNREFUSED';
+  return code === 'ENOENT' || code === 'ECONNREFUSED' || error instanceof HostSocketError;
 }
 
 export function createIngress(deps: IngressDeps): Ingress {
   const { agentsDomain, logger } = deps;
-  const agent = new http.Agent({ keepAlive: true, maxFreeSockets: 16 });
+  const agent = new HostSocketAgent({ keepAlive: true, maxFreeSockets: 16 });
+  const upgradeAgent = new HostSocketAgent({ keepAlive: false });
   const upstreams = new Set<ClientRequest>();
   const tunnels = new Set<Duplex>();
   let closing = false;
@@ -275,7 +282,8 @@ export function createIngress(deps: IngressDeps): Ingress {
     return NOT_FOUND;
   }
 
-  const socketOf = (agentId: string): string => path.join(deps.instancesDir, agentId, 'run', 'ingress.sock');
+  const socketOf = (agentId: string): string =>
+    path.join(deps.instancesDir, agentId, HOST_DIR, 'ingress.sock');
   /** The instance's own host name: the only Domain its cookies may name. */
   const instanceHost = (subdomain: string): string => `${subdomain}.${agentsDomain}`;
 
@@ -405,7 +413,7 @@ export function createIngress(deps: IngressDeps): Ingress {
       method: req.method,
       path: req.url,
       headers: requestHeaders(req, found.host, req.headers.upgrade ?? 'websocket', deps.origin),
-      agent: false,
+      agent: upgradeAgent,
     });
     upstreams.add(upstream);
     let waiting = true;
@@ -499,6 +507,7 @@ export function createIngress(deps: IngressDeps): Ingress {
       for (const upstream of upstreams) upstream.destroy();
       for (const socket of tunnels) socket.destroy();
       agent.destroy();
+      upgradeAgent.destroy();
     },
   };
 }

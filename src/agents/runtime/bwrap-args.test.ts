@@ -22,7 +22,7 @@ import { rlimitArgs } from './limits.ts';
 const layout: SandboxLayout = {
   templateDir: '/srv/templates',
   volumeDir: '/var/lib/enclave/instances/a/volume',
-  runDir: '/var/lib/enclave/instances/a/run',
+  hostDir: '/var/lib/enclave/instances/a/host',
   etcDir: '/var/lib/enclave/instances/a/etc',
   nodeBinary: '/usr/local/bin/node',
   supervisorDir: '/opt/app/src/agents/runtime/supervisor',
@@ -73,11 +73,8 @@ describe('bwrapArgs', () => {
     assert.ok(!bwrapArgs(layout, { ...options, disableUserns: false }).includes('--disable-userns'));
   });
 
-  test('AGT-2: read-write only the volume at /data and run/ at /run/enclave; the rest read-only', () => {
-    assert.deepEqual(binds(args, '--bind'), [
-      [layout.volumeDir, '/data'],
-      [layout.runDir, '/run/enclave'],
-    ]);
+  test('AGT-2, AGT-3: read-write only the volume at /data; of the host directory only the egress socket, read-only; the rest read-only', () => {
+    assert.deepEqual(binds(args, '--bind'), [[layout.volumeDir, '/data']]);
     assert.deepEqual(binds(args, '--ro-bind'), [
       ['/usr', '/usr'],
       ['/lib64', '/lib64'],
@@ -87,6 +84,7 @@ describe('bwrapArgs', () => {
       [`${layout.etcDir}/group`, '/etc/group'],
       [`${layout.etcDir}/hosts`, '/etc/hosts'],
       [`${layout.etcDir}/nsswitch.conf`, '/etc/nsswitch.conf'],
+      [`${layout.hostDir}/egress.sock`, '/run/enclave/egress.sock'],
       [layout.templateDir, '/app'],
       [layout.nodeBinary, '/opt/enclave/bin/node'],
       [layout.supervisorDir, '/opt/enclave/supervisor'],

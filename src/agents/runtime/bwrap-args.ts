@@ -12,7 +12,7 @@ export const SANDBOX_UID = 1000;
 export const SANDBOX_PATHS = Object.freeze({
   app: '/app',
   data: '/data',
-  run: '/run/enclave',
+  egressSocket: '/run/enclave/egress.sock',
   node: '/opt/enclave/bin/node',
   supervisorDir: '/opt/enclave/supervisor',
   supervisor: '/opt/enclave/supervisor/supervisor.mjs',
@@ -23,6 +23,9 @@ export const SANDBOX_PATH_ENV = '/opt/enclave/bin:/usr/local/bin:/usr/bin:/bin';
 export const CONFIG_FD = 3;
 export const CONTROL_FD = 4;
 export const INFO_FD = 5;
+/** Listening sockets the host binds in its own directory and hands in: the supervisor only accepts on them. */
+export const INGRESS_FD = 6;
+export const SUPPORT_FD = 7;
 
 /** Host uids for instances (one each, derived from the agent id): 0x5E000000 … 0x5EFFFFFF. */
 const HOST_UID_BASE = 0x5e000000;
@@ -36,7 +39,11 @@ export type SystemEntry =
 export interface SandboxLayout {
   readonly templateDir: string;
   readonly volumeDir: string;
-  readonly runDir: string;
+  /**
+   * The instance's host directory (host-sockets.ts): never bound into the
+   * sandbox, whose only view of it is its egress socket, bound read-only.
+   */
+  readonly hostDir: string;
   /** Generated passwd, group, hosts and nsswitch.conf (etcFiles()), read-only. */
   readonly etcDir: string;
   /** The real path of the node binary that runs the supervisor (and `node` commands). */
@@ -184,9 +191,10 @@ export function bwrapArgs(layout: SandboxLayout, options: SandboxOptions): strin
     '--bind',
     layout.volumeDir,
     SANDBOX_PATHS.data,
-    '--bind',
-    layout.runDir,
-    SANDBOX_PATHS.run,
+    // The one host socket the sandbox connects to, read-only: it can neither replace nor remove it.
+    '--ro-bind',
+    path.join(layout.hostDir, 'egress.sock'),
+    SANDBOX_PATHS.egressSocket,
     '--ro-bind',
     layout.templateDir,
     SANDBOX_PATHS.app,

@@ -16,12 +16,12 @@ import { hostLimitSupport } from './limits.ts';
 import { createOutputLog, tailLines } from './output-log.ts';
 import {
   createRuntime,
+  hostDir,
   ingressRequest,
   nextExit,
   probeSpec,
   REPO_TEMPLATES,
   type Runtime,
-  runDir,
   sandboxProcesses,
   shell,
 } from './sandbox-fixtures.testing.ts';
@@ -71,7 +71,7 @@ describe('the bubblewrap driver', () => {
     });
     await rt.driver.stop(who.agentId);
     assert.equal(rt.driver.status(who.agentId).state, 'stopped');
-    assert.equal(existsSync(path.join(runDir(rt, who.agentId), 'ingress.sock')), false);
+    assert.equal(existsSync(path.join(hostDir(rt, who.agentId), 'ingress.sock')), false);
     const logs = await rt.driver.logs(who.agentId, 50);
     assert.ok(
       logs.some((line) => line.startsWith('echo agent listening on http://127.0.0.1:8080')),
@@ -167,7 +167,7 @@ describe('the bubblewrap driver', () => {
     );
     assert.equal(quick.status(silent.agentId).state, 'crashed');
     assert.deepEqual(await sandboxProcesses(path.join(rt.instancesDir, silent.agentId)), []);
-    assert.equal(existsSync(path.join(runDir(rt, silent.agentId), 'egress.sock')), false);
+    assert.equal(existsSync(path.join(hostDir(rt, silent.agentId), 'egress.sock')), false);
   });
 
   test('AGT-6: a running agent that exits is reported through onExit with its exit code, once', async (t) => {
@@ -274,13 +274,13 @@ describe('AGT-5: support SSH into an instance', () => {
   const stranger = ssh2.utils.generateKeyPairSync('ed25519');
 
   function connect(agentId: string, privateKey: string): Promise<ssh2.Client> {
-    const hostKeyFile = path.join(runDir(rt, agentId), 'support.hostkey.pub');
+    const hostKeyFile = path.join(hostDir(rt, agentId), 'support.hostkey.pub');
     return new Promise((resolve, reject) => {
       const client = new ssh2.Client();
       client.once('ready', () => resolve(client));
       client.once('error', reject);
       client.connect({
-        sock: net.connect(path.join(runDir(rt, agentId), 'support.sock')),
+        sock: net.connect(path.join(hostDir(rt, agentId), 'support.sock')),
         username: 'support',
         privateKey,
         // Pinned: the host key the supervisor generated for this start.
@@ -337,10 +337,10 @@ describe('AGT-5: support SSH into an instance', () => {
     const who = await ids();
     await rt.driver.start(probeSpec(rt, who));
     t.after(() => rt.driver.stop(who.agentId));
-    const socket = path.join(runDir(rt, who.agentId), 'support.sock');
+    const socket = path.join(hostDir(rt, who.agentId), 'support.sock');
     assert.equal(existsSync(socket), false);
     const listening = await shell(rt, who.agentId, 'ls /run/enclave');
-    assert.equal(listening.stdout, 'egress.sock\ningress.sock\n');
+    assert.equal(listening.stdout, 'egress.sock\n');
     await rt.driver.setSupportAccess(who.agentId, operator.public);
     assert.equal(existsSync(socket), true);
     const client = await connect(who.agentId, operator.private);
@@ -360,7 +360,7 @@ describe('AGT-5: support SSH into an instance', () => {
     assert.equal(await ended, 'closed');
     await closed;
     assert.equal(existsSync(socket), false);
-    assert.equal(existsSync(path.join(runDir(rt, who.agentId), 'support.hostkey.pub')), false);
+    assert.equal(existsSync(path.join(hostDir(rt, who.agentId), 'support.hostkey.pub')), false);
     const refused = await new Promise<string>((resolve) => {
       net.connect(socket).once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? ''));
     });

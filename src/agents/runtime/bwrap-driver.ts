@@ -7,7 +7,16 @@ import type { InstanceExit, InstanceSpec, InstanceState, InstanceStatus, Runtime
 import { detectCgroups } from './limits.ts';
 import { tailLines } from './output-log.ts';
 import { detectSandboxHost } from './sandbox-host.ts';
-import { launchSandbox, type Run, type SandboxHostSupport, terminate, waitReady } from './sandbox-run.ts';
+import {
+  HOST_SETUP_FAILED,
+  launchSandbox,
+  type Run,
+  type SandboxHostSupport,
+  terminate,
+  waitReady,
+} from './sandbox-run.ts';
+import type { SupportAnswer } from './supervisor-channel.ts';
+import { isHostKeyLine, openSupportRelay } from './support-relay.ts';
 import { startMemoryWatch, startVolumeWatch } from './usage-watch.ts';
 
 // The local runtime driver (AGT-2, AGT-5, AGT-6, VLT-5 at start): each
@@ -160,12 +169,24 @@ export function createBwrapDriver(deps: BwrapDriverDeps): RuntimeDriver {
     }
   }
 
+  /** Publishes the supervisor's SSH server through the host's relay (support-relay.ts). */
+  async function relaySupport(run: Run, answer: SupportAnswer): Promise<void> {
+    if (answer.error !== undefined) throw new Error(answer.error);
+    if (!isHostKeyLine(answer.hostKey)) throw new Error('the instance reported no valid host key');
+    if (run.supportRelay?.hostKey === answer.hostKey) return;
+    await run.supportRelay?.close();
+    run.supportRelay = undefined;
+    if (run.ended) return;
+    run.supportRelay = await openSupportRelay(run.hostDir, answer.hostKey);
+  }
+
   async function startNow(spec: InstanceSpec, abort: AbortController): Promise<void> {
     const target = instance(spec.agentId);
     if (abort.signal.aborted) throw new RuntimeError('instance_start_failed', 'stopped before it started');
     if (target.run !== undefined && target.state === 'running') return; // already running: start is idempotent
     const current = await hostOnce().catch((error: unknown) => {
-      throw new RuntimeError('instance_start_failed', (error as Error).message);
+      log.error({ err: error }, 'the sandbox host could not be detected');
+      throw new RuntimeError('instance_start_failed', HOST_SETUP_FAILED);
     });
     const template = await stat(spec.templateDir).catch(() => undefined);
     if (template?.isDirectory() !== true) {
@@ -176,11 +197,22 @@ export function createBwrapDriver(deps: BwrapDriverDeps): RuntimeDriver {
     target.startedAt = undefined;
     let run: Run | undefined;
     try {
-      run = await launchSandbox(launchDeps, spec, current);
+      run = await launchSandbox(launchDeps, spec, current).catch((error: unknown) => {
+        // A refusal (RuntimeError) says why in words for the owner; anything else may name host paths.
+        if (error instanceof RuntimeError) throw error;
+        log.error({ agentId: spec.agentId, err: error }, 'the sandbox could not be set up');
+        throw new Error(HOST_SETUP_FAILED);
+      });
       const launched = run;
       target.run = launched;
       void launched.done.then((reason) => ended(spec.agentId, target, launched, reason));
       await waitReady(launched, spec, startTimeoutMs, abort.signal);
+      if (spec.supportKey !== undefined) {
+        // The instance runs without support rather than not at all; the owner sees why in its log.
+        await relaySupport(launched, await launched.control.supportSettled).catch((error: unknown) =>
+          launched.log.note(`support access could not start: ${(error as Error).message}`),
+        );
+      }
     } catch (error) {
       const reason = (error as Error).message;
       if (run !== undefined) {
@@ -270,9 +302,23 @@ export function createBwrapDriver(deps: BwrapDriverDeps): RuntimeDriver {
       await serialize(agentId, async () => {
         const run = instances.get(agentId)?.run;
         if (run === undefined || run.ended) return; // the next start takes the key from its spec
+        if (supportKey === undefined) {
+          // Cut on the host first: every session ends now, whatever the sandbox makes of the command.
+          await run.supportRelay?.close();
+          run.supportRelay = undefined;
+          const result = await run.control.support(undefined, SUPPORT_TIMEOUT_MS);
+          if (result.error !== undefined)
+            log.warn({ agentId, reason: result.error }, 'support off: no answer');
+          return;
+        }
         const result = await run.control.support(supportKey, SUPPORT_TIMEOUT_MS);
-        if (result.error !== undefined) {
-          throw new RuntimeError('instance_unreachable', `support access could not change: ${result.error}`);
+        try {
+          await relaySupport(run, result);
+        } catch (error) {
+          throw new RuntimeError(
+            'instance_unreachable',
+            `support access could not change: ${(error as Error).message}`,
+          );
         }
       });
     },

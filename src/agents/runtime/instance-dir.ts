@@ -1,4 +1,4 @@
-import { chmod, chown, mkdir, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
   bwrapArgs,
@@ -8,15 +8,18 @@ import {
   sandboxHostUid,
 } from './bwrap-args.ts';
 import type { InstanceSpec } from './driver.ts';
+import { hostDirOf } from './host-sockets.ts';
 import { probeHostUid, type SandboxHost } from './sandbox-host.ts';
 import { chownTree, emptyDir } from './sandbox-process.ts';
 
 // An instance's directory, made ready for a start:
-//   <instances>/<agent id>/          root, 0711 (traversable, not listable)
-//     etc/passwd, group, hosts …     root, 0644, bound read-only at /etc/…
+//   <instances>/<agent id>/          the driver's uid, 0711 (traversable, not listable)
+//     etc/passwd, group, hosts …     the driver's, 0644, bound read-only at /etc/…
 //     volume/                        the instance's host uid, 0700, at /data
-//     run/                           the instance's host uid, 0700, at /run/enclave (emptied)
-//     output.log                     root, 0600, never seen from inside
+//     host/                          the driver's, 0711: the host's sockets (host-sockets.ts);
+//                                    never bound into the sandbox, which sees only
+//                                    host/egress.sock, read-only, at /run/enclave/egress.sock
+//     output.log                     the driver's, 0600, never seen from inside
 // and the host uid decided: the instance's own (sandboxHostUid) when a
 // sandbox can be set up as that uid, measured by probeHostUid; otherwise
 // root without capabilities, with the reason.
@@ -39,30 +42,55 @@ export function sandboxOptions(spec: InstanceSpec, host: SandboxHost): SandboxOp
   };
 }
 
-/** The agent id is checked by the driver (one safe path segment) before it names a directory here. */
-export async function prepareInstanceDir(
+/**
+ * Makes the instance's directories, with `host/` the driver's own and
+ * emptied, and returns their layout. The agent id is checked by the driver
+ * (one safe path segment) before it names a directory here. Nothing of the
+ * instance runs while this runs: whatever a previous run left (a `run/` of
+ * an earlier version, which the sandbox could write) goes unfollowed.
+ */
+export async function makeInstanceDirs(
   instancesDir: string,
   spec: InstanceSpec,
   host: SandboxHost,
-): Promise<PreparedInstance> {
+): Promise<SandboxLayout> {
   const dir = path.join(instancesDir, spec.agentId);
   const layout: SandboxLayout = {
     ...host.shared,
     templateDir: spec.templateDir,
     volumeDir: path.join(dir, 'volume'),
-    runDir: path.join(dir, 'run'),
+    hostDir: hostDirOf(instancesDir, spec.agentId),
     etcDir: path.join(dir, 'etc'),
   };
-  const options = sandboxOptions(spec, host);
   await mkdir(dir, { recursive: true, mode: 0o711 });
+  await rm(path.join(dir, 'run'), { recursive: true, force: true });
   await mkdir(layout.etcDir, { recursive: true, mode: 0o755 });
   await mkdir(layout.volumeDir, { recursive: true, mode: 0o700 });
-  await mkdir(layout.runDir, { recursive: true, mode: 0o700 });
-  // Whatever a previous run left in run/ (sockets, links) goes before anything is created there.
-  await emptyDir(layout.runDir);
+  await mkdir(layout.hostDir, { recursive: true, mode: 0o711 });
+  const driverUid = process.getuid?.() ?? 0;
+  for (const owned of [dir, layout.hostDir]) {
+    const stat = await lstat(owned);
+    if (!stat.isDirectory() || stat.uid !== driverUid) {
+      throw new Error('an instance directory is not the driver’s own');
+    }
+    await chmod(owned, 0o711);
+  }
+  await emptyDir(layout.hostDir);
   for (const [name, text] of Object.entries(etcFiles())) {
     await writeFile(path.join(layout.etcDir, name), text, { mode: 0o644 });
   }
+  return layout;
+}
+
+/** Decides the instance's host uid (once the layout's bind sources all exist) and gives it its volume. */
+export async function prepareInstanceUid(
+  instancesDir: string,
+  spec: InstanceSpec,
+  host: SandboxHost,
+  layout: SandboxLayout,
+): Promise<PreparedInstance> {
+  const options = sandboxOptions(spec, host);
+  const dir = path.join(instancesDir, spec.agentId);
   let uid = process.getuid?.() ?? 0;
   let fallback: string | undefined;
   if (host.root) {
@@ -70,7 +98,6 @@ export async function prepareInstanceDir(
     // Traversal for that uid: the directories above stay root's and unlistable.
     await chmod(instancesDir, 0o711);
     await chmod(dir, 0o711);
-    await chown(layout.runDir, uid, uid);
     await chown(layout.volumeDir, uid, uid);
     const probe = await probeHostUid(host, bwrapArgs(layout, options), uid);
     if (!probe.ok) {
@@ -80,6 +107,5 @@ export async function prepareInstanceDir(
   }
   // A volume that ran under the other mode changes hands, links not followed; nothing runs in it now.
   if ((await stat(layout.volumeDir)).uid !== uid) await chownTree(layout.volumeDir, uid);
-  await chown(layout.runDir, uid, uid);
   return { layout, options, uid, fallback };
 }

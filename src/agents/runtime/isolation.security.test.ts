@@ -11,6 +11,7 @@ import { withTenant } from '../../db/tenant.ts';
 import { listEgressRecords } from '../egress/records.ts';
 import {
   createRuntime,
+  ingressRequest,
   probeSpec,
   type Runtime,
   type ShellResult,
@@ -106,7 +107,7 @@ describe('AGT-2: sandbox isolation', () => {
       );
       assert.equal(
         found.stdout,
-        `/data/marker-${attacker.name}\n/run/enclave/egress.sock\n/run/enclave/ingress.sock\n`,
+        `/data/marker-${attacker.name}\n/run/enclave/egress.sock\n`,
         `${attacker.name} sees only its own files and sockets`,
       );
       const direct = await inside(
@@ -214,6 +215,38 @@ describe('AGT-2: sandbox isolation', () => {
       .join('; ');
     const result = await inside(a1, script);
     assert.equal(result.stdout, 'writable\n');
+  });
+
+  test('AGT-2, AGT-3, AGT-5: an agent cannot plant a path the host follows: its socket links change nothing, ingress and support reach only itself', async (t) => {
+    if (!requireTool(t, 'bwrap', 'bubblewrap')) return;
+    // The attack that got through: A1 links its sockets to B1's (the relative path from its own
+    // run directory) and to a root-only host socket, then waits for the host to follow them.
+    const victimHost = `../../${b1.agentId}/host`;
+    const planted = await inside(
+      a1,
+      [
+        `ln -sf ${victimHost}/ingress.sock /run/enclave/ingress.sock 2>/dev/null && echo "linked ingress"`,
+        `ln -sf ${victimHost}/support-agent.sock /run/enclave/support.sock 2>/dev/null && echo "linked support"`,
+        `ln -sf ${victimHost}/support.hostkey.pub /run/enclave/support.hostkey.pub 2>/dev/null && echo "linked host key"`,
+        'rm -f /run/enclave/egress.sock 2>/dev/null; test -S /run/enclave/egress.sock || echo "removed egress"',
+        'mv /run/enclave/egress.sock /data/ 2>/dev/null && echo "moved egress"',
+        'chmod 777 /run/enclave/egress.sock 2>/dev/null && echo "chmod egress"',
+        'mkdir /run/enclave/x 2>/dev/null && echo "made a directory"',
+        'ls -A /run/enclave',
+      ].join('; '),
+    );
+    assert.equal(
+      planted.stdout,
+      'egress.sock\n',
+      'nothing in /run/enclave can be written, linked or removed',
+    );
+    // The host's side of A1 is its own: its directory holds only sockets the host bound.
+    const a1Host = path.join(rt.instancesDir, a1.agentId, 'host');
+    const entries = await readdir(a1Host, { withFileTypes: true });
+    assert.ok(entries.every((entry) => entry.isSocket() || entry.isFile()));
+    assert.ok((await stat(a1Host)).uid === (process.getuid?.() ?? 0), 'the host directory is the driver’s');
+    // Ingress to A1 still reaches A1.
+    assert.equal(JSON.parse((await ingressRequest(rt, a1.agentId)).body).port, a1.port);
   });
 
   test('AGT-2: an instance holds no capability and cannot gain one or a user namespace', async (t) => {

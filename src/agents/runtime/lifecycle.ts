@@ -7,6 +7,7 @@ import { mintAgentIdentity } from '../identity.ts';
 import type { TemplateCatalog } from '../templates.ts';
 import type { InstanceExit, InstanceSpec, RuntimeDriver } from './driver.ts';
 import { enqueueInstanceSync } from './instances.ts';
+import { endOpenSupportSessions } from './support-sessions.ts';
 
 // The worker side of AGT-6: bring each instance to the state its owner wants.
 // A sync job reads the wish, starts or stops the instance through the
@@ -172,6 +173,7 @@ export function createLifecycle(deps: LifecycleDeps) {
     await driver.stop(agentId);
     await record(tenantId, async (tx) => {
       await setState(tx, agentId, 'stopped', reason);
+      await endOpenSupportSessions(tx, tenantId, agentId, 'instance_stopped');
       await appendAuditEvent(tx, tenantId, {
         actor: 'system',
         action: 'agent.stopped',
@@ -198,6 +200,7 @@ export function createLifecycle(deps: LifecycleDeps) {
           ? `stopped restarting after ${crashes} crashes; last: ${exit.reason}`
           : exit.reason;
       await setState(tx, exit.agentId, 'crashed', reason.slice(0, 500), { crashes });
+      await endOpenSupportSessions(tx, tenantId, exit.agentId, 'instance_stopped');
       await appendAuditEvent(tx, tenantId, {
         actor: 'system',
         action: 'agent.crashed',
@@ -244,6 +247,12 @@ export function createLifecycle(deps: LifecycleDeps) {
       }
       if (current === 'running' && !payload.restart) {
         await driver.setSupportAccess(agentId, agent.support_access ? deps.supportKey : undefined);
+        // AGT-5: the driver has cut them; each session's end goes to the owner's audit log.
+        if (!agent.support_access) {
+          await record(tenantId, async (tx) => {
+            await endOpenSupportSessions(tx, tenantId, agentId, 'support_access_off');
+          });
+        }
         return;
       }
       if (current !== 'stopped') await driver.stop(agentId);

@@ -386,10 +386,12 @@ async function probeShared(host: SandboxHost, instancesDir: string | undefined):
       ...host.shared,
       templateDir: dir,
       volumeDir: path.join(dir, 'volume'),
-      runDir: path.join(dir, 'run'),
+      hostDir: path.join(dir, 'host'),
       etcDir: path.join(dir, 'etc'),
     };
-    for (const sub of [layout.volumeDir, layout.runDir, layout.etcDir]) await mkdir(sub, { mode: 0o755 });
+    for (const sub of [layout.volumeDir, layout.hostDir, layout.etcDir]) await mkdir(sub, { mode: 0o755 });
+    // Any file serves as the egress socket's bind source for a sandbox that only runs `true`.
+    await writeFile(path.join(layout.hostDir, 'egress.sock'), '', { mode: 0o644 });
     for (const [name, text] of Object.entries(etcFiles()))
       await writeFile(path.join(layout.etcDir, name), text, { mode: 0o644 });
     const args = bwrapArgs(layout, { tmpMb: 16, shmMb: 8, disableUserns: host.disableUserns });

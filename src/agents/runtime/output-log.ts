@@ -1,4 +1,5 @@
-import { type FileHandle, open, readFile, rename } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { type FileHandle, open, rename } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 
 // An instance's output (its stdout and stderr, and the supervisor's
@@ -9,6 +10,20 @@ import { Writable } from 'node:stream';
 // waits on its pipe instead of filling the driver's memory.
 
 export const OUTPUT_LOG_MAX_BYTES = 1024 * 1024;
+
+// The log lives in the instance directory, which no sandbox can reach; a link there is followed never all the same.
+const APPEND = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW;
+const READ = constants.O_RDONLY | constants.O_NOFOLLOW;
+
+async function readNoFollow(file: string): Promise<Buffer> {
+  const handle = await open(file, READ).catch(() => undefined);
+  if (handle === undefined) return Buffer.alloc(0);
+  try {
+    return await handle.readFile();
+  } finally {
+    await handle.close();
+  }
+}
 
 export interface OutputLog extends Writable {
   /** Appends a line of the driver's own (`[enclave] …`). */
@@ -21,7 +36,7 @@ export function createOutputLog(file: string, maxBytes = OUTPUT_LOG_MAX_BYTES): 
 
   const ensureOpen = async (): Promise<FileHandle> => {
     if (handle !== undefined) return handle;
-    handle = await open(file, 'a', 0o600);
+    handle = await open(file, APPEND, 0o600);
     size = (await handle.stat()).size;
     return handle;
   };
@@ -60,8 +75,7 @@ export function createOutputLog(file: string, maxBytes = OUTPUT_LOG_MAX_BYTES): 
 /** The last `lines` lines of the log (the rotated file first), oldest first. */
 export async function tailLines(file: string, lines: number): Promise<string[]> {
   if (!Number.isInteger(lines) || lines <= 0) return [];
-  const read = (name: string) => readFile(name).catch(() => Buffer.alloc(0));
-  const [older, newer] = await Promise.all([read(`${file}.1`), read(file)]);
+  const [older, newer] = await Promise.all([readNoFollow(`${file}.1`), readNoFollow(file)]);
   const text = Buffer.concat([older, newer]).toString('utf8');
   const all = text.split('\n');
   if (all.at(-1) === '') all.pop();

@@ -189,8 +189,9 @@ export function probeSpec(
   };
 }
 
-export function runDir(runtime: Runtime, agentId: string): string {
-  return path.join(runtime.instancesDir, agentId, 'run');
+/** The instance's host directory (host-sockets.ts): the host's sockets, out of the sandbox's reach. */
+export function hostDir(runtime: Runtime, agentId: string): string {
+  return path.join(runtime.instancesDir, agentId, 'host');
 }
 
 /** An HTTP request to the agent through its ingress socket, as the platform's ingress makes it. */
@@ -202,7 +203,7 @@ export function ingressRequest(
   return new Promise((resolve, reject) => {
     const outgoing = http.request(
       {
-        socketPath: path.join(runDir(runtime, agentId), 'ingress.sock'),
+        socketPath: path.join(hostDir(runtime, agentId), 'ingress.sock'),
         method: request.method ?? 'GET',
         path: request.path ?? '/',
         headers: { host: 'agent.localhost' },

@@ -1,6 +1,7 @@
 import { lchown, lstat, readdir, readFile, readlink, rm } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
+import { HostSocketAgent } from './host-sockets.ts';
 
 // Small host-side helpers around a running sandbox: finding its processes
 // in /proc, waiting for them to be gone, probing its ingress socket, and
@@ -74,11 +75,19 @@ export async function waitGone(pid: number, timeoutMs = 10_000): Promise<boolean
   return isGone(pid);
 }
 
-/** One HTTP GET / through the ingress socket: true on any response at all. */
+const probeAgent = new HostSocketAgent({ keepAlive: false });
+
+/** One HTTP GET / through the ingress socket (checked: host-sockets.ts): true on any response at all. */
 export function probeIngress(socketPath: string, timeoutMs = 2000): Promise<boolean> {
   return new Promise((resolve) => {
     const request = http.request(
-      { socketPath, path: '/', method: 'GET', headers: { host: 'localhost', connection: 'close' } },
+      {
+        socketPath,
+        agent: probeAgent,
+        path: '/',
+        method: 'GET',
+        headers: { host: 'localhost', connection: 'close' },
+      },
       (response) => {
         response.resume();
         resolve(true);

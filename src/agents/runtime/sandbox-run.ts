@@ -8,18 +8,22 @@ import {
   CONFIG_FD,
   CONTROL_FD,
   INFO_FD,
+  INGRESS_FD,
   launchArgv,
   proxyPortFor,
   SANDBOX_PATH_ENV,
+  SUPPORT_FD,
   sandboxCommand,
 } from './bwrap-args.ts';
 import type { InstanceSpec } from './driver.ts';
-import { prepareInstanceDir } from './instance-dir.ts';
+import { type HostListener, listenHostSocket, removeHostSocket } from './host-sockets.ts';
+import { makeInstanceDirs, prepareInstanceUid } from './instance-dir.ts';
 import { type CgroupSupport, createInstanceCgroup, type InstanceCgroup, rlimitArgs } from './limits.ts';
 import { createOutputLog, type OutputLog } from './output-log.ts';
 import type { SandboxHost } from './sandbox-host.ts';
 import { emptyDir, findSupervisorPid, probeIngress, waitGone } from './sandbox-process.ts';
 import { type ControlChannel, configFrame, createControlChannel, readInfo } from './supervisor-channel.ts';
+import type { SupportRelay } from './support-relay.ts';
 
 // One launched sandbox, from its launch to the moment nothing of it is left:
 // launchSandbox prepares the instance directory, the cgroup and the egress
@@ -38,7 +42,14 @@ export interface Run {
   readonly child: ChildProcess;
   readonly log: OutputLog;
   readonly control: ControlChannel;
-  readonly runDir: string;
+  /** The instance's host directory (host-sockets.ts). */
+  readonly hostDir: string;
+  /** host/ingress.sock: bound by the host, accepted on by the supervisor (fd 6). */
+  readonly ingressSocket: string;
+  /** host/support-agent.sock: the supervisor's SSH server (fd 7), reached only through the relay. */
+  readonly supportSocket: string;
+  /** The host's support listener while support access is on (support-relay.ts). */
+  supportRelay: SupportRelay | undefined;
   /** The kernel holds its memory to the limit (a memory cgroup); otherwise the driver measures it. */
   readonly memoryByCgroup: boolean;
   /** The host pid of the sandbox's init (from bwrap's info fd). */
@@ -72,8 +83,7 @@ export async function launchSandbox(
   host: SandboxHostSupport,
 ): Promise<Run> {
   const { sandbox, cgroups } = host;
-  const { layout, uid, options, fallback } = await prepareInstanceDir(deps.instancesDir, spec, sandbox);
-  if (fallback !== undefined) deps.rootMapped(fallback);
+  const layout = await makeInstanceDirs(deps.instancesDir, spec, sandbox);
   let cgroup: InstanceCgroup | undefined;
   try {
     cgroup = await createInstanceCgroup(cgroups, spec.agentId, spec.limits);
@@ -83,13 +93,27 @@ export async function launchSandbox(
       'no cgroup for this instance: limits by prlimit only',
     );
   }
-  let egress: EgressListener;
+  let egress: EgressListener | undefined;
+  const listeners: HostListener[] = [];
+  let prepared: Awaited<ReturnType<typeof prepareInstanceUid>>;
   try {
-    egress = await deps.egress.listen(path.join(layout.runDir, 'egress.sock'), spec.egress);
+    egress = await deps.egress.listen(path.join(layout.hostDir, 'egress.sock'), spec.egress);
+    prepared = await prepareInstanceUid(deps.instancesDir, spec, sandbox, layout);
+    // Bound by the host in its own directory and handed in: the sandbox never names a host path.
+    listeners.push(await listenHostSocket(layout.hostDir, 'ingress.sock', 0o600));
+    listeners.push(await listenHostSocket(layout.hostDir, 'support-agent.sock', 0o600));
   } catch (error) {
+    for (const listener of listeners) {
+      listener.server.close();
+      await removeHostSocket(listener.path);
+    }
+    await egress?.close().catch(() => undefined);
     await cgroup?.remove().catch(() => undefined);
     throw error;
   }
+  const [ingress, support] = listeners as [HostListener, HostListener];
+  const { uid, options, fallback } = prepared;
+  if (fallback !== undefined) deps.rootMapped(fallback);
   const argv = launchArgv(
     {
       shell: sandbox.tools.shell,
@@ -115,11 +139,16 @@ export async function launchSandbox(
   const output = createOutputLog(path.join(deps.instancesDir, spec.agentId, 'output.log'));
   output.note(`starting ${spec.command[0]} (host uid ${uid === 0 ? 'root, no capabilities' : uid})`);
   // No environment of the worker (database URL, keys) reaches any host process of the sandbox.
+  const stdio: ('ignore' | 'pipe' | number)[] = ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'];
+  stdio[INGRESS_FD] = ingress.fd;
+  stdio[SUPPORT_FD] = support.fd;
   const child = spawn(argv[0] as string, argv.slice(1), {
-    stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
+    stdio,
     detached: true,
     env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
   });
+  // The sandbox holds the listeners now; the host's copies close (their sockets stay: see listenHostSocket).
+  for (const listener of listeners) listener.server.close();
   const control = createControlChannel(child.stdio[CONTROL_FD] as Duplex);
   let bwrapError: string | undefined;
   child.stdout?.pipe(output, { end: false });
@@ -134,7 +163,10 @@ export async function launchSandbox(
     child,
     log: output,
     control,
-    runDir: layout.runDir,
+    hostDir: layout.hostDir,
+    ingressSocket: ingress.path,
+    supportSocket: support.path,
+    supportRelay: undefined,
     memoryByCgroup: cgroups.parents.memory !== undefined && cgroup !== undefined,
     sandboxPid: undefined,
     stopping: false,
@@ -177,11 +209,15 @@ export async function launchSandbox(
   return run;
 }
 
+/** What an owner is told when the host could not set a sandbox up: the details name host paths. */
+export const HOST_SETUP_FAILED =
+  "the sandbox could not be set up on this host (the operator's log has the details)";
+
 interface Ending {
   readonly code: number | null;
   readonly signal: NodeJS.Signals | null;
   readonly bwrapError: string | undefined;
-  readonly egress: EgressListener;
+  readonly egress: EgressListener | undefined;
   readonly cgroup: InstanceCgroup | undefined;
   readonly log: Logger;
 }
@@ -191,11 +227,15 @@ async function finish(run: Run, ending: Ending): Promise<string> {
   for (const stopWatch of run.watches) stopWatch();
   if (run.sandboxPid !== undefined) await waitGone(run.sandboxPid);
   const oom = (await ending.cgroup?.oomKills()) ?? 0;
-  await ending.egress.close().catch(() => undefined);
+  await run.supportRelay?.close();
+  run.supportRelay = undefined;
+  await ending.egress?.close().catch(() => undefined);
   await ending.cgroup
     ?.remove()
     .catch((error: unknown) => ending.log.warn({ err: error }, 'a cgroup was left behind'));
-  await emptyDir(run.runDir);
+  await removeHostSocket(run.ingressSocket);
+  await removeHostSocket(run.supportSocket);
+  await emptyDir(run.hostDir);
   const agentExit = run.control.agentExit;
   const launcher = ending.signal === null ? `exited with code ${ending.code}` : `killed by ${ending.signal}`;
   let reason: string;
@@ -205,8 +245,11 @@ async function finish(run: Run, ending: Ending): Promise<string> {
   else if (agentExit !== undefined) {
     reason =
       agentExit.signal === null ? `exited with code ${agentExit.code}` : `killed by ${agentExit.signal}`;
-  } else if (ending.bwrapError !== undefined) reason = `the sandbox could not start: ${ending.bwrapError}`;
-  else reason = launcher;
+  } else if (ending.bwrapError !== undefined) {
+    // bubblewrap names host paths (bind sources): the operator's log has them, the owner a plain reason.
+    ending.log.error({ bwrap: ending.bwrapError }, 'the sandbox could not start');
+    reason = HOST_SETUP_FAILED;
+  } else reason = launcher;
   run.control.close();
   run.log.note(run.stopping ? 'stopped' : `ended: ${reason}`);
   run.log.end();
@@ -259,7 +302,7 @@ export async function waitReady(
   timeoutMs: number,
   signal: AbortSignal,
 ): Promise<void> {
-  const ingress = path.join(run.runDir, 'ingress.sock');
+  const ingress = run.ingressSocket;
   await new Promise<void>((resolve, reject) => {
     let settled = false;
     const settle = (error?: Error) => {

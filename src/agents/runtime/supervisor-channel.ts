@@ -20,13 +20,13 @@ export interface ControlChannel {
   readonly hello: boolean;
   /** Resolves once the bridges listen and the agent has been spawned. */
   readonly listening: Promise<void>;
-  /** Resolves once the start-time support listener is up or has failed. */
-  readonly supportSettled: Promise<void>;
+  /** Resolves once the start-time support server is up (with its host key) or has failed. */
+  readonly supportSettled: Promise<SupportAnswer>;
   /** Why the agent could not be started (command not found …), as the supervisor said. */
   readonly agentError: string | undefined;
   readonly agentExit: AgentExitReport | undefined;
   /** Turns support SSH on (key) or off (undefined) and waits for the supervisor's answer. */
-  support(key: string | undefined, timeoutMs: number): Promise<{ readonly error?: string }>;
+  support(key: string | undefined, timeoutMs: number): Promise<SupportAnswer>;
   close(): void;
 }
 
@@ -40,15 +40,16 @@ export function cleanReason(value: unknown): string | undefined {
   return text === '' ? undefined : text.slice(0, MAX_REASON);
 }
 
-type SupportAnswer = { readonly error?: string };
+/** The supervisor's answer to a support command: an error, or (turned on) the host key line it reported, unchecked. */
+export type SupportAnswer = { readonly error?: string; readonly hostKey?: unknown };
 
 export function createControlChannel(stream: Duplex): ControlChannel {
   let resolveListening: () => void = () => undefined;
-  let resolveSupport: () => void = () => undefined;
+  let resolveSupport: (answer: SupportAnswer) => void = () => undefined;
   const listening = new Promise<void>((resolve) => {
     resolveListening = resolve;
   });
-  const supportSettled = new Promise<void>((resolve) => {
+  const supportSettled = new Promise<SupportAnswer>((resolve) => {
     resolveSupport = resolve;
   });
   const waiting = new Map<number, (answer: SupportAnswer) => void>();
@@ -80,7 +81,7 @@ export function createControlChannel(stream: Duplex): ControlChannel {
       if (closed) return;
       closed = true;
       for (const answer of [...waiting.values()]) answer({ error: 'the instance has ended' });
-      resolveSupport();
+      resolveSupport({ error: 'the instance has ended' });
       stream.destroy();
     },
   };
@@ -112,9 +113,11 @@ export function createControlChannel(stream: Duplex): ControlChannel {
       }
       case 'support': {
         const error = cleanReason(event.error);
-        if (event.id === 0) resolveSupport();
+        const result: SupportAnswer =
+          error !== undefined ? { error } : event.on === true ? { hostKey: event.hostKey } : {};
+        if (event.id === 0) resolveSupport(result);
         const answer = typeof event.id === 'number' ? waiting.get(event.id) : undefined;
-        answer?.(error === undefined ? {} : { error });
+        answer?.(result);
         break;
       }
       default:

@@ -8,29 +8,32 @@
 //         argv or the environment of anything outside the sandbox.
 //   fd 4  both ways, JSON lines: commands from the driver ({"id","cmd":"support","key"}),
 //         events to it ({"event":"hello"|"listening"|"agent-error"|"agent-exit"|"support"}).
+//   fd 6  a listening socket the host bound in its own directory: ingress.
+//   fd 7  a listening socket the host bound in its own directory: support SSH,
+//         which only the host's relay connects to (AGT-5).
 //
 // It starts the agent with the non-secret env, the secrets, PORT and the
-// proxy variables; bridges /run/enclave/ingress.sock → 127.0.0.1:<agent
-// port> and 127.0.0.1:<proxy port> → /run/enclave/egress.sock; serves
-// support SSH on /run/enclave/support.sock while support is on (AGT-5);
-// forwards SIGTERM and SIGINT to the agent and exits with the agent's status.
+// proxy variables; bridges ingress connections (fd 6) → 127.0.0.1:<agent
+// port> and 127.0.0.1:<proxy port> → /run/enclave/egress.sock (a read-only
+// bind of the host's socket); serves support SSH on fd 7 while support is
+// on (AGT-5); forwards SIGTERM and SIGINT to the agent and exits with the
+// agent's status. It creates no file: the sandbox has nowhere to put one
+// that the host would read.
 //
 // Everything here shares the agent's uid: the driver treats what this
 // process reports as untrusted input from the instance.
 
 import { spawn } from 'node:child_process';
 import { timingSafeEqual } from 'node:crypto';
-import { closeSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { constants } from 'node:os';
 
-const RUN = '/run/enclave';
-const INGRESS_SOCKET = `${RUN}/ingress.sock`;
-const EGRESS_SOCKET = `${RUN}/egress.sock`;
-const SUPPORT_SOCKET = `${RUN}/support.sock`;
-const SUPPORT_HOST_KEY = `${RUN}/support.hostkey.pub`;
+const EGRESS_SOCKET = '/run/enclave/egress.sock';
 const CONFIG_FD = 3;
 const CONTROL_FD = 4;
+const INGRESS_FD = 6;
+const SUPPORT_FD = 7;
 const MAX_CONFIG_BYTES = 1024 * 1024;
 const MAX_CONTROL_LINE = 64 * 1024;
 /** After one side of a bridged connection closes, how long the other may take to drain. */
@@ -49,7 +52,7 @@ function closeStrayFds() {
     return;
   }
   for (const fd of fds) {
-    if (!Number.isInteger(fd) || fd <= CONTROL_FD) continue;
+    if (!Number.isInteger(fd) || fd <= CONTROL_FD || fd === INGRESS_FD || fd === SUPPORT_FD) continue;
     try {
       const info = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
       const flags = Number.parseInt(/^flags:\s+([0-7]+)$/m.exec(info)?.[1] ?? '0', 8);
@@ -73,20 +76,11 @@ let exiting = false;
 let agent;
 const servers = [];
 
-function removeSocket(file) {
-  try {
-    unlinkSync(file);
-  } catch {
-    // not there
-  }
-}
-
 function shutdown(code) {
   if (exiting) return;
   exiting = true;
   void supportOff();
   for (const server of servers) server.close();
-  removeSocket(INGRESS_SOCKET);
   control.end(() => process.exit(code));
   setTimeout(() => process.exit(code), 1000).unref();
 }
@@ -193,12 +187,18 @@ async function openBridges(config) {
   });
   await listen(egress, { port: config.proxyPort, host: '127.0.0.1' });
   servers.push(egress);
-  removeSocket(INGRESS_SOCKET);
   const ingress = net.createServer({ allowHalfOpen: true }, (client) => {
     bridge(client, net.connect({ port: config.port, host: '127.0.0.1', allowHalfOpen: true }));
   });
-  await listen(ingress, INGRESS_SOCKET);
+  await listen(ingress, { fd: INGRESS_FD });
   servers.push(ingress);
+  // Support connections come from the host's relay only; while support is off they are closed at once.
+  const supportListener = net.createServer((socket) => {
+    if (support === undefined) socket.destroy();
+    else support.server.injectSocket(socket);
+  });
+  await listen(supportListener, { fd: SUPPORT_FD });
+  servers.push(supportListener);
 }
 
 // ---- the agent ----
@@ -261,6 +261,16 @@ function runShell(state, channel, args) {
   channel.on('close', () => killGroup(child));
 }
 
+/** A fresh Ed25519 host key that ssh2 can read back (a few in a thousand it generates, it cannot). */
+function generateHostKey(ssh2) {
+  for (let attempt = 0; attempt < 32; attempt++) {
+    const pair = ssh2.utils.generateKeyPairSync('ed25519');
+    const parsed = ssh2.utils.parseKey(pair.private);
+    if (!(parsed instanceof Error) && !Array.isArray(parsed)) return pair;
+  }
+  throw new Error('could not generate a host key');
+}
+
 async function supportOn(keyLine) {
   if (support !== undefined && support.keyLine === keyLine) return support.hostKey;
   void supportOff();
@@ -269,7 +279,7 @@ async function supportOn(keyLine) {
   if (allowed instanceof Error || Array.isArray(allowed))
     throw new Error('the support key is not an OpenSSH public key');
   const allowedBlob = allowed.getPublicSSH();
-  const hostKey = ssh2.utils.generateKeyPairSync('ed25519');
+  const hostKey = generateHostKey(ssh2);
   const state = {
     keyLine,
     hostKey: hostKey.public.trim(),
@@ -309,30 +319,24 @@ async function supportOn(keyLine) {
       });
     });
   });
-  server.on('error', (error) => note(`support listener error: ${error.code ?? error.message}`));
-  removeSocket(SUPPORT_SOCKET);
-  await listen(server, SUPPORT_SOCKET);
+  server.on('error', (error) => note(`support server error: ${error.code ?? error.message}`));
   state.server = server;
-  writeFileSync(SUPPORT_HOST_KEY, `${state.hostKey}\n`, { mode: 0o644 });
   support = state;
   note('support access is on');
   return state.hostKey;
 }
 
-/** Closes the listener, ends every open session and removes the socket: nothing listens afterwards. */
+/** Ends every open session; new connections are closed at once from here on. */
 function supportOff() {
   const state = support;
   if (state === undefined) return;
   support = undefined;
-  state.server?.close();
   for (const client of state.clients) {
     client.end();
     setTimeout(() => client._sock?.destroy?.(), 1000).unref();
   }
   const groups = [...state.shells].map((shell) => shell.pid).filter((pid) => pid !== undefined);
   for (const shell of state.shells) killGroup(shell);
-  removeSocket(SUPPORT_SOCKET);
-  removeSocket(SUPPORT_HOST_KEY);
   note('support access is off');
   return groupsGone(groups);
 }
