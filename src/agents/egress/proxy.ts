@@ -288,9 +288,9 @@ export function createEgressProxy(deps: {
           return { refusal: { status: 502, reason: 'DNS lookup found no address' } };
       }
       // Read after the lookup, just before connecting: the host's addresses as they are now.
-      const host = [...hostRanges(), ...platformAddresses];
+      const ownRanges = [...hostRanges(), ...platformAddresses];
       for (const address of addresses) {
-        const verdict = destinationVerdict(address, allow, host);
+        const verdict = destinationVerdict(address, allow, ownRanges);
         if (!verdict.allowed) {
           const reason = target.ip === undefined ? `resolves to a ${verdict.reason}` : verdict.reason;
           return { refusal: { status: 403, reason } };
