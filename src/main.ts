@@ -81,7 +81,12 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
               sql: db.app,
               driver: createBwrapDriver({
                 instancesDir: config.instancesDir,
-                egress: createEgressProxy({ sql: db.app, logger, allow: config.egressAllow }),
+                egress: createEgressProxy({
+                  sql: db.app,
+                  logger,
+                  allow: config.egressAllow,
+                  publicUrl: config.publicUrl,
+                }),
                 logger,
               }),
               templates,

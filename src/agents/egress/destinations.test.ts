@@ -155,34 +155,94 @@ describe('address parsing', () => {
 describe('operator allow ranges', () => {
   test('AGT-4: an allow range admits its private addresses, and only those', () => {
     const allow = parseAllowRanges(['10.1.0.0/16', '127.0.0.2', 'fd00:1::/32']);
-    assert.deepEqual(destinationVerdict('10.1.2.3', allow), { allowed: true });
-    assert.equal(destinationVerdict('10.2.0.1', allow).allowed, false);
-    assert.deepEqual(destinationVerdict('127.0.0.2', allow), { allowed: true });
-    assert.equal(destinationVerdict('127.0.0.1', allow).allowed, false);
+    assert.deepEqual(destinationVerdict('10.1.2.3', allow, []), { allowed: true });
+    assert.equal(destinationVerdict('10.2.0.1', allow, []).allowed, false);
+    assert.deepEqual(destinationVerdict('127.0.0.2', allow, []), { allowed: true });
+    assert.equal(destinationVerdict('127.0.0.1', allow, []).allowed, false);
     assert.deepEqual(
-      destinationVerdict('::ffff:127.0.0.2', allow),
+      destinationVerdict('::ffff:127.0.0.2', allow, []),
       { allowed: true },
       'mapped form of an allowed one',
     );
-    assert.deepEqual(destinationVerdict('fd00:1:2::3', allow), { allowed: true });
-    assert.equal(destinationVerdict('fd00:2::3', allow).allowed, false);
-    assert.deepEqual(destinationVerdict('8.8.8.8', []), { allowed: true });
-    assert.deepEqual(destinationVerdict('127.0.0.1', []), {
+    assert.deepEqual(destinationVerdict('fd00:1:2::3', allow, []), { allowed: true });
+    assert.equal(destinationVerdict('fd00:2::3', allow, []).allowed, false);
+    assert.deepEqual(destinationVerdict('8.8.8.8', [], []), { allowed: true });
+    assert.deepEqual(destinationVerdict('127.0.0.1', [], []), {
       allowed: false,
       reason: 'loopback address 127.0.0.1',
     });
-    assert.equal(destinationVerdict('not-an-ip', allow).allowed, false);
+    assert.equal(destinationVerdict('not-an-ip', allow, []).allowed, false);
     assert.throws(() => parseAllowRanges(['10.0.0.0/33']));
   });
 
   test('AGT-4: a cloud-metadata address needs a range naming it alone, not a wider one', () => {
-    assert.equal(destinationVerdict('169.254.169.254', parseAllowRanges(['169.254.0.0/16'])).allowed, false);
-    assert.equal(destinationVerdict('169.254.169.254', parseAllowRanges(['0.0.0.0/0'])).allowed, false);
-    assert.equal(destinationVerdict('169.254.1.1', parseAllowRanges(['169.254.0.0/16'])).allowed, true);
     assert.equal(
-      destinationVerdict('169.254.169.254', parseAllowRanges(['169.254.169.254/32'])).allowed,
+      destinationVerdict('169.254.169.254', parseAllowRanges(['169.254.0.0/16']), []).allowed,
+      false,
+    );
+    assert.equal(destinationVerdict('169.254.169.254', parseAllowRanges(['0.0.0.0/0']), []).allowed, false);
+    assert.equal(destinationVerdict('169.254.1.1', parseAllowRanges(['169.254.0.0/16']), []).allowed, true);
+    assert.equal(
+      destinationVerdict('169.254.169.254', parseAllowRanges(['169.254.169.254/32']), []).allowed,
       true,
     );
+  });
+});
+
+describe("the host's own addresses", () => {
+  // What host-addresses.ts reads, and the platform's public address (a public one here).
+  const host = parseAllowRanges(['10.77.0.1', 'fd77::1', '10.50.0.0/16', '93.184.216.34']);
+  const wide = parseAllowRanges(['10.0.0.0/8', 'fd00::/8', '0.0.0.0/0', '::/0']);
+
+  test('AGT-4: an address the host answers on is refused as a host address in every spelling, inside any allow range', () => {
+    for (const text of [
+      '10.77.0.1',
+      '::ffff:10.77.0.1',
+      '::ffff:a4d:1',
+      '64:ff9b::a4d:1', // NAT64
+      '2002:a4d:1::1', // 6to4
+      'fd77::1',
+      '10.50.3.4', // inside a range routed local
+      '93.184.216.34', // the platform's public address, public by class
+    ]) {
+      assert.deepEqual(destinationVerdict(text, wide, host), {
+        allowed: false,
+        reason: `host address ${text}`,
+      });
+    }
+    assert.deepEqual(
+      destinationVerdict('10.77.0.2', wide, host),
+      { allowed: true },
+      'a neighbour is not the host',
+    );
+    assert.deepEqual(destinationVerdict('93.184.216.35', [], host), { allowed: true });
+  });
+
+  test('AGT-4: a host, loopback or unspecified address is re-opened only by an allow entry naming it alone', () => {
+    const exact = parseAllowRanges(['10.77.0.1/32', 'fd77::1/128', '127.0.0.2/32']);
+    assert.deepEqual(destinationVerdict('10.77.0.1', exact, host), { allowed: true });
+    assert.deepEqual(
+      destinationVerdict('::ffff:10.77.0.1', exact, host),
+      { allowed: true },
+      'its mapped form',
+    );
+    assert.deepEqual(destinationVerdict('fd77::1', exact, host), { allowed: true });
+    assert.equal(destinationVerdict('10.50.3.4', parseAllowRanges(['10.50.0.0/16']), host).allowed, false);
+    assert.deepEqual(destinationVerdict('127.0.0.2', exact, host), { allowed: true });
+    assert.deepEqual(destinationVerdict('127.0.0.3', parseAllowRanges(['127.0.0.0/8']), host), {
+      allowed: false,
+      reason: 'loopback address 127.0.0.3',
+    });
+    assert.equal(destinationVerdict('0.0.0.0', parseAllowRanges(['0.0.0.0/8']), host).allowed, false);
+    assert.equal(destinationVerdict('::', parseAllowRanges(['::/0']), host).allowed, false);
+    assert.equal(destinationVerdict('::1', parseAllowRanges(['::/0']), host).allowed, false);
+  });
+
+  test('AGT-4: loopback keeps its own name even when the host lists it', () => {
+    assert.deepEqual(destinationVerdict('127.0.0.1', [], parseAllowRanges(['127.0.0.0/8', '127.0.0.1'])), {
+      allowed: false,
+      reason: 'loopback address 127.0.0.1',
+    });
   });
 });
 

@@ -211,22 +211,46 @@ export function classifyIp(address: IpAddress): DestinationClass {
 }
 
 /**
- * Whether the proxy may connect to `address` (one resolved or literal
- * address). Public addresses are allowed; any other class only inside an
- * operator allow range, and a cloud-metadata address only when a range names
- * it alone (/32 or /128), so allowing 169.254.0.0/16 for a link-local service
- * does not hand agents the instance's cloud credentials.
+ * Classes an allow range re-opens only when it names the one address (/32 or
+ * /128): a wider range such as 10.0.0.0/8, allowed for a private service,
+ * must not hand agents the host's own services (its loopback, any address of
+ * its interfaces, the platform's public address) or the cloud's credentials.
  */
-export function destinationVerdict(addressText: string, allow: readonly IpRange[]): Verdict {
+const EXACT_ALLOW_ONLY: ReadonlySet<DestinationClass | 'host'> = new Set([
+  'host',
+  'loopback',
+  'unspecified',
+  'metadata',
+]);
+
+/**
+ * Whether the proxy may connect to `address` (one resolved or literal
+ * address). `host` holds the ranges the host itself answers on (host-addresses.ts):
+ * those are refused as class 'host' whatever their class would be. Public
+ * addresses are allowed; any other class only inside an operator allow range,
+ * and the classes of EXACT_ALLOW_ONLY only when a range names the address alone.
+ */
+export function destinationVerdict(
+  addressText: string,
+  allow: readonly IpRange[],
+  host: readonly IpRange[],
+): Verdict {
   // addressText comes from DNS (which the agent may control) or from the agent's own request.
   const address = parseIp(addressText);
   if (address === undefined) return refuse(`not an IP address: ${addressText.slice(0, 60)}`);
-  const kind = classifyIp(address);
-  if (kind === 'public') return ALLOWED;
   const forms = [address, embeddedIpv4(address)].filter((form) => form !== undefined);
+  const special = classifyIp(address);
+  // Loopback and unspecified keep their own names: every host answers on them, listed or not.
+  const onHost =
+    special !== 'loopback' &&
+    special !== 'unspecified' &&
+    host.some((range) => forms.some((form) => rangeContains(range, form)));
+  const kind = onHost ? 'host' : special;
+  if (kind === 'public') return ALLOWED;
+  const exactOnly = EXACT_ALLOW_ONLY.has(kind);
   const allowed = allow.some(
     (range) =>
-      (kind !== 'metadata' || range.bits === Number(width(range.family))) &&
+      (!exactOnly || range.bits === Number(width(range.family))) &&
       forms.some((form) => rangeContains(range, form)),
   );
   return allowed ? ALLOWED : refuse(`${kind} address ${addressText}`);

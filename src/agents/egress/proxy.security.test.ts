@@ -14,8 +14,9 @@ import { createTenant } from '../../../test/helpers/audit.ts';
 import { createTestDatabase, type TestDatabase } from '../../../test/helpers/database.ts';
 import { withTenant } from '../../db/tenant.ts';
 import { createLogger } from '../../logger.ts';
-import { createEgressProxy, type LookupFn, MAX_LOOKUPS_IN_FLIGHT, MAX_TUNNELS } from './proxy.ts';
+import { createEgressProxy, MAX_LOOKUPS_IN_FLIGHT, MAX_TUNNELS } from './proxy.ts';
 import { type EgressConnectionRow, listEgressRecords } from './records.ts';
+import type { LookupFn } from './resolver.ts';
 
 // The allowed upstreams listen on 127.0.0.2, which the proxy may reach only
 // through the test's allow range; a tripwire listens on 127.0.0.1 at the same
@@ -56,6 +57,7 @@ const NAMES: Record<string, readonly string[]> = {
   'private.test': ['10.0.0.5'],
   'metadata.test': ['169.254.169.254'],
   'mixed.test': ['93.184.216.34', '10.1.2.3'],
+  'platform.test': ['93.184.216.34'],
 };
 let rebindCalls = 0;
 /** slow.test: announces the lookup, then answers once the test opens the gate. */
@@ -141,12 +143,23 @@ interface Session {
 
 /** Runs `fn` against a fresh agent's listener, closes it (which awaits the records) and returns them, oldest first. */
 async function session(
-  options: { allowlist?: readonly string[]; allow?: readonly string[]; tenantId?: string },
+  options: {
+    allowlist?: readonly string[];
+    allow?: readonly string[];
+    tenantId?: string;
+    publicUrl?: string;
+  },
   fn: (s: Session) => Promise<void>,
 ): Promise<EgressConnectionRow[]> {
   const tenantId = options.tenantId ?? tenantA;
   const agentId = await newAgent(tenantId);
-  const proxy = createEgressProxy({ sql: db.app, logger, allow: options.allow ?? ['127.0.0.2/32'], lookup });
+  const proxy = createEgressProxy({
+    sql: db.app,
+    logger,
+    allow: options.allow ?? ['127.0.0.2/32'],
+    lookup,
+    ...(options.publicUrl === undefined ? {} : { publicUrl: options.publicUrl }),
+  });
   const socketPath = path.join(dir, `${agentId}.sock`);
   const listener = await proxy.listen(socketPath, { tenantId, agentId, allowlist: options.allowlist });
   try {
@@ -470,6 +483,23 @@ describe('egress proxy: refused destinations', () => {
       await closeAndWait(tunnel.socket);
       assert.equal((await connect(socketPath, `127.0.0.3:${port}`)).status, 403);
     });
+  });
+});
+
+describe("egress proxy: the platform's own address", () => {
+  test("AGT-4: the platform's public address is refused as the host's own, named in its URL or resolved from it", async () => {
+    for (const publicUrl of ['https://platform.test/', 'https://93.184.216.34:8443/']) {
+      const rows = await session({ allow: [], publicUrl }, async ({ socketPath }) => {
+        const answer = await connect(socketPath, '93.184.216.34:443');
+        assert.equal(answer.status, 403, publicUrl);
+        assert.equal(answer.body, 'host address 93.184.216.34\n');
+        assert.equal((await fetchVia(socketPath, 'http://platform.test/')).status, 403);
+      });
+      assert.deepEqual(
+        rows.map((row) => row.reason),
+        ['host address 93.184.216.34', 'resolves to a host address 93.184.216.34'],
+      );
+    }
   });
 });
 

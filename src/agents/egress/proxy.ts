@@ -1,4 +1,3 @@
-import { lookup as systemLookup } from 'node:dns/promises';
 import http, { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -10,20 +9,26 @@ import { listenHostSocket, removeHostSocket } from '../runtime/host-sockets.ts';
 import {
   allowlistVerdict,
   destinationVerdict,
+  type IpRange,
   parseAllowRanges,
   parseConnectTarget,
   parseHttpTarget,
+  parseIpRange,
   type Target,
 } from './destinations.ts';
+import { createHostAddressReader } from './host-addresses.ts';
 import { createEgressRecorder, type EgressMethod, type EgressRecord } from './records.ts';
+import { createCaresLookup, type LookupFn } from './resolver.ts';
 
 // The platform's egress proxy (AGT-4). Each agent instance's sandbox has no
 // network of its own: its supervisor forwards the agent's HTTP(S)_PROXY port
 // to <instance dir>/run/egress.sock, where one listener per instance speaks
 // HTTP CONNECT and plain (absolute-form) HTTP forwarding. Every target passes
-// the agent's allowlist, is resolved once, and every resolved address must be
-// public (destinations.ts) before the proxy connects to that checked address
-// itself; every connection and attempt becomes one egress_connections row.
+// the agent's allowlist, is resolved once (resolver.ts: c-ares, never the
+// thread pool), and every resolved address must be public and none of the
+// host's own (destinations.ts, host-addresses.ts) before the proxy connects to
+// that checked address itself; every connection and attempt becomes one
+// egress_connections row.
 //
 // Logs never carry URL paths, queries or headers (they carry secrets); hosts
 // and ports appear at debug level only.
@@ -38,8 +43,6 @@ export interface EgressProxy {
   listen(socketPath: string, identity: EgressIdentity): Promise<EgressListener>;
 }
 
-export type LookupFn = (host: string) => Promise<readonly { address: string; family: 4 | 6 }[]>;
-
 export const MAX_HEAD_BYTES = 16 * 1024;
 export const HEAD_TIMEOUT_MS = 10_000;
 /** Tunnels and forwarded requests open at once per listener; the next answers 503. */
@@ -47,6 +50,8 @@ export const MAX_TUNNELS = 256;
 /** A tunnel or forwarded request with no bytes either way for this long is closed. */
 export const IDLE_TIMEOUT_MS = 10 * 60_000;
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+/** A name not resolved within this long is refused with 502 'DNS timeout'. */
+const DEFAULT_DNS_TIMEOUT_MS = 5_000;
 /** Connections to the socket itself (idle keep-alives included); beyond it the kernel-accepted socket is dropped. */
 const MAX_AGENT_CONNECTIONS = 2 * MAX_TUNNELS;
 /** After one side of a tunnel has closed, how long the other may take to finish. */
@@ -111,11 +116,6 @@ function endToEndHeaders(rawHeaders: readonly string[], drop: readonly string[] 
   return kept;
 }
 
-async function defaultLookup(host: string): Promise<readonly { address: string; family: 4 | 6 }[]> {
-  const found = await systemLookup(host, { all: true });
-  return found.map(({ address, family }) => ({ address, family: family === 6 ? 6 : 4 }));
-}
-
 function withTimeout<T>(promise: Promise<T>, ms: number, code: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
@@ -134,21 +134,67 @@ function release(socket: Duplex, last?: string): void {
   socket.once('close', () => clearTimeout(timer));
 }
 
-/** DNS lookups one listener (one instance) may have in flight at once; past it, 503. */
+/**
+ * DNS lookups one listener (one instance) may have in flight at once; past it,
+ * 503. c-ares keeps them off the thread pool; the cap bounds the sockets and
+ * memory one instance's unanswered names hold, whatever it asks for.
+ */
 export const MAX_LOOKUPS_IN_FLIGHT = 4;
+
+/**
+ * The platform's public address: the host of its public URL, an IP literal
+ * or what the egress resolver answers for its name at start (what an agent
+ * would get for it). On failure only the host's own addresses are refused.
+ */
+async function platformRanges(
+  publicUrl: string | undefined,
+  lookup: LookupFn,
+  timeoutMs: number,
+  logger: Logger,
+): Promise<readonly IpRange[]> {
+  if (publicUrl === undefined) return [];
+  try {
+    const host = new URL(publicUrl).hostname.replace(/^\[|\]$/g, '');
+    const single = parseIpRange(host);
+    if (single !== undefined) return [single];
+    const found = await withTimeout(lookup(host), timeoutMs, 'ETIMEOUT');
+    return found.flatMap(({ address }) => parseIpRange(address) ?? []);
+  } catch (error) {
+    logger.warn(
+      { err: { code: errorCode(error) } },
+      'the public URL did not resolve: egress refuses only the addresses the host holds',
+    );
+    return [];
+  }
+}
 
 export function createEgressProxy(deps: {
   sql: Sql;
   logger: Logger;
   allow: readonly string[];
+  /** The platform's public URL (config.publicUrl): the addresses of its host are refused as the host's own. */
+  publicUrl?: string;
+  /** DNS servers (`ip` or `ip:port`) instead of the system's: for tests. */
+  dnsServers?: readonly string[];
+  dnsTimeoutMs?: number;
+  /** Resolves names instead of c-ares: for tests. */
   lookup?: LookupFn;
   connectTimeoutMs?: number;
 }): EgressProxy {
   const allow = parseAllowRanges(deps.allow);
-  const lookup = deps.lookup ?? defaultLookup;
+  const dnsTimeoutMs = deps.dnsTimeoutMs ?? DEFAULT_DNS_TIMEOUT_MS;
+  const lookup =
+    deps.lookup ??
+    createCaresLookup({
+      timeoutMs: dnsTimeoutMs,
+      ...(deps.dnsServers === undefined ? {} : { servers: deps.dnsServers }),
+    });
   const connectTimeoutMs = deps.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  const hostRanges = createHostAddressReader();
+  const platform = platformRanges(deps.publicUrl, lookup, dnsTimeoutMs, deps.logger);
 
   async function listen(socketPath: string, identity: EgressIdentity): Promise<EgressListener> {
+    const platformAddresses = await platform;
     const log = deps.logger.child({ agentId: identity.agentId, tenantId: identity.tenantId });
     const recorder = createEgressRecorder(deps, identity);
     let lookupsInFlight = 0;
@@ -219,8 +265,6 @@ export function createEgressProxy(deps: {
       if (target.ip !== undefined) {
         addresses = [target.host];
       } else {
-        // Lookups run on libuv's small thread pool (shared with file I/O and scrypt) and go on
-        // after our timeout: one agent may have only a few in flight at once.
         if (lookupsInFlight >= MAX_LOOKUPS_IN_FLIGHT) {
           return { refusal: { status: 503, reason: 'too many DNS lookups in flight' } };
         }
@@ -228,19 +272,26 @@ export function createEgressProxy(deps: {
         const pending = lookup(target.host).finally(() => {
           lookupsInFlight -= 1;
         });
-        pending.catch(() => undefined); // a lookup outliving its timeout settles unobserved
+        pending.catch(() => undefined); // a lookup outliving its timeout settles unobserved, still counted
         try {
           // The agent controls the name and may control its DNS answers: they are checked below, and used as is.
-          const found = await withTimeout(pending, connectTimeoutMs, 'ETIMEOUT');
+          const found = await withTimeout(pending, dnsTimeoutMs, 'ETIMEOUT');
           addresses = found.map((entry) => entry.address);
         } catch (error) {
-          return { refusal: { status: 502, reason: `DNS lookup failed (${errorCode(error)})` } };
+          const code = errorCode(error);
+          const reason =
+            code === 'ETIMEOUT'
+              ? `DNS timeout (no answer within ${dnsTimeoutMs / 1000} s)`
+              : `DNS lookup failed (${code})`;
+          return { refusal: { status: 502, reason } };
         }
         if (addresses.length === 0)
           return { refusal: { status: 502, reason: 'DNS lookup found no address' } };
       }
+      // Read after the lookup, just before connecting: the host's addresses as they are now.
+      const ownRanges = [...hostRanges(), ...platformAddresses];
       for (const address of addresses) {
-        const verdict = destinationVerdict(address, allow);
+        const verdict = destinationVerdict(address, allow, ownRanges);
         if (!verdict.allowed) {
           const reason = target.ip === undefined ? `resolves to a ${verdict.reason}` : verdict.reason;
           return { refusal: { status: 403, reason } };
