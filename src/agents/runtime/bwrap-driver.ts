@@ -1,5 +1,6 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
+import type { UnenforcedLimit } from '../../config.ts';
 import { AppError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
 import type { EgressProxy } from '../egress/proxy.ts';
@@ -32,6 +33,8 @@ export interface BwrapDriverDeps {
   readonly logger: Logger;
   /** How long an agent may take to answer on its port (default 20 s). */
   readonly startTimeoutMs?: number;
+  /** Limits the operator lets go unenforced on this host (config.unenforcedLimits). */
+  readonly unenforcedLimits?: readonly UnenforcedLimit[];
 }
 
 const DEFAULT_START_TIMEOUT_MS = 20_000;
@@ -85,6 +88,7 @@ export function createBwrapDriver(deps: BwrapDriverDeps): RuntimeDriver {
     instancesDir: deps.instancesDir,
     egress: deps.egress,
     log,
+    unenforcedLimits: deps.unenforcedLimits ?? [],
     rootMapped(reason: string) {
       if (warned.has(reason)) return;
       warned.add(reason);

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
+import type { UnenforcedLimit } from '../../config.ts';
 import type { Logger } from '../../logger.ts';
 import type { EgressListener, EgressProxy } from '../egress/proxy.ts';
 import {
@@ -11,6 +12,7 @@ import {
   launchArgv,
   proxyPortFor,
   SANDBOX_PATH_ENV,
+  SECCOMP_FD,
   sandboxCommand,
 } from './bwrap-args.ts';
 import type { InstanceSpec } from './driver.ts';
@@ -60,6 +62,8 @@ export interface LaunchDeps {
   readonly log: Logger;
   /** Called with the reason when a root driver cannot give the instance a host uid of its own. */
   readonly rootMapped: (reason: string) => void;
+  /** Limits the operator lets go unenforced (ENCLAVE_UNENFORCED_LIMITS); without 'seccomp', no filter means no start. */
+  readonly unenforcedLimits?: readonly UnenforcedLimit[];
 }
 
 function zero(secrets: ReadonlyMap<string, Buffer>): void {
@@ -72,6 +76,16 @@ export async function launchSandbox(
   host: SandboxHostSupport,
 ): Promise<Run> {
   const { sandbox, cgroups } = host;
+  const seccomp = sandbox.seccomp;
+  if (!seccomp.ok) {
+    if (!(deps.unenforcedLimits ?? []).includes('seccomp')) {
+      deps.log.warn(
+        { agentId: spec.agentId, reason: seccomp.reason },
+        'no seccomp filter: install python3-seccomp, or set ENCLAVE_UNENFORCED_LIMITS=seccomp to run without one',
+      );
+      throw new Error(`the sandbox has no seccomp filter on this host (${seccomp.reason})`);
+    }
+  }
   const { layout, uid, options, fallback } = await prepareInstanceDir(deps.instancesDir, spec, sandbox);
   if (fallback !== undefined) deps.rootMapped(fallback);
   let cgroup: InstanceCgroup | undefined;
@@ -114,12 +128,29 @@ export async function launchSandbox(
   );
   const output = createOutputLog(path.join(deps.instancesDir, spec.agentId, 'output.log'));
   output.note(`starting ${spec.command[0]} (host uid ${uid === 0 ? 'root, no capabilities' : uid})`);
+  if (!seccomp.ok) output.note(`no seccomp filter (${seccomp.reason}): allowed by the operator`);
   // No environment of the worker (database URL, keys) reaches any host process of the sandbox.
   const child = spawn(argv[0] as string, argv.slice(1), {
-    stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
+    stdio: [
+      'ignore',
+      'pipe',
+      'pipe',
+      'pipe',
+      'pipe',
+      'pipe',
+      'ignore',
+      'ignore',
+      seccomp.ok ? 'pipe' : 'ignore',
+    ],
     detached: true,
     env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
   });
+  if (seccomp.ok) {
+    // bubblewrap reads the program to its end before it sets anything up.
+    const program = child.stdio[SECCOMP_FD as number] as unknown as Duplex;
+    program.on('error', () => undefined);
+    program.end(seccomp.bpf);
+  }
   const control = createControlChannel(child.stdio[CONTROL_FD] as Duplex);
   let bwrapError: string | undefined;
   child.stdout?.pipe(output, { end: false });
