@@ -144,7 +144,7 @@ describe('bwrapArgs', () => {
     assert.ok(!args.some((arg) => arg === '/sys' || arg.startsWith('/sys/')));
   });
 
-  test('AGT-6: every tmpfs has a size', () => {
+  test('AGT-6: every tmpfs bubblewrap is asked for has a size', () => {
     args.forEach((arg, i) => {
       if (arg === '--tmpfs') assert.equal(args[i - 2], '--size', `${args[i + 1]} has a size`);
     });
