@@ -15,8 +15,9 @@ import { loadSeccompProgram, type SeccompProgram } from './seccomp/seccomp.ts';
 
 // The host's side of the sandbox, found once: the tools (bwrap, prlimit,
 // setpriv), what bubblewrap supports, the read-only binds and /proc masks
-// every instance shares, the seccomp program, and a measurement of whether an instance can run under a host uid
-// of its own rather than as capability-less root.
+// every instance shares, the seccomp program, and a measurement of whether
+// an instance can run under a host uid of its own rather than as
+// capability-less root.
 
 export interface SandboxTools {
   readonly shell: string;
