@@ -88,6 +88,7 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
                   publicUrl: config.publicUrl,
                 }),
                 logger,
+                unenforcedLimits: config.unenforcedLimits,
               }),
               templates,
               vault,

@@ -161,6 +161,15 @@ describe('enclave migrate and doctor against PostgreSQL', () => {
     assert.match(result.stdout, /^ok {4}chromium /m);
   });
 
+  test('AGT-2: doctor reports whether the sandboxes’ seccomp filter is active', async (t) => {
+    if (!requireTool(t, 'bwrap', 'bubblewrap')) return;
+    if (!requireTool(t, '/usr/bin/python3', 'python3-seccomp', ['-c', 'import seccomp'])) return;
+    const result = await enclave(['doctor'], env);
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+    assert.match(result.stdout, /^ok {4}seccomp +active: every sandbox is denied \d+ syscalls /m);
+    assert.match(result.stdout, /^\w+ +sandbox limits .*seccomp: \d+ syscalls denied/m);
+  });
+
   test('doctor fails on an unreachable database and says how to fix it', async () => {
     const result = await enclave(['doctor'], { DATABASE_URL: 'postgres://u:p@127.0.0.1:1/x' });
     assert.equal(result.code, 1);

@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { hostLimitSupport } from '../agents/runtime/limits.ts';
+import { type HostLimitSupport, hostLimitSupport } from '../agents/runtime/limits.ts';
+import { loadSeccompProgram } from '../agents/runtime/seccomp/seccomp.ts';
 import { type Config, type Env, loadConfig } from '../config.ts';
 import { type Database, openDatabase } from '../db/database.ts';
 import { pendingMigrations } from '../db/migrator.ts';
@@ -24,9 +25,28 @@ interface Check {
 
 const execFileAsync = promisify(execFile);
 
-/** Which per-instance limits (AGT-6) this host can enforce, measured by hostLimitSupport(). */
-async function sandboxLimitsCheck(config: Config): Promise<Check> {
+/** Which per-instance limits (AGT-6) this host can enforce, measured by hostLimitSupport(), and the seccomp filter (AGT-2). */
+async function sandboxChecks(config: Config): Promise<Check[]> {
   const support = await hostLimitSupport(config.instancesDir);
+  // The same program hostLimitSupport's host detection loaded (built once per process).
+  const program = await loadSeccompProgram();
+  const allowed = config.unenforcedLimits.includes('seccomp');
+  const seccomp: Check = program.ok
+    ? {
+        name: 'seccomp',
+        status: 'ok',
+        detail: `active: every sandbox is denied ${program.denied.length} syscalls (io_uring, keyctl, bpf, mount, unshare, ptrace …)`,
+      }
+    : {
+        name: 'seccomp',
+        status: 'warn',
+        detail: `not active (${program.reason}): instances ${allowed ? 'run without a filter' : 'refuse to start'}`,
+        fix: 'apt-get install python3-seccomp (or set ENCLAVE_UNENFORCED_LIMITS=seccomp to run without a filter)',
+      };
+  return [limitsCheck(support), seccomp];
+}
+
+function limitsCheck(support: HostLimitSupport): Check {
   const missing = (['memory', 'processes', 'openFiles', 'cpu', 'volume'] as const).filter(
     (limit) => !support[limit],
   );
@@ -210,7 +230,7 @@ export async function runDoctor(env: Env, io: Io): Promise<number> {
     });
   }
   checks.push(...(await hostChecks()));
-  if (config !== undefined) checks.push(await sandboxLimitsCheck(config));
+  if (config !== undefined) checks.push(...(await sandboxChecks(config)));
   if (config !== undefined) {
     let db: Database | undefined;
     try {

@@ -13,7 +13,10 @@ import {
   sandboxHostUid,
   supervisorArgv,
 } from './bwrap-args.ts';
+import type { InstanceSpec } from './driver.ts';
+import { sandboxOptions } from './instance-dir.ts';
 import { rlimitArgs } from './limits.ts';
+import type { SandboxHost } from './sandbox-host.ts';
 
 // What the sandbox is made of (AGT-2), read from the argv alone: the
 // namespaces, every bind and where it lands, and the host command line
@@ -33,8 +36,12 @@ const layout: SandboxLayout = {
     { path: '/lib64', kind: 'dir' },
   ],
   hostEtc: ['/etc/ssl/certs', '/etc/ld.so.cache'],
+  procMasks: [
+    { path: '/proc/acpi', kind: 'dir' },
+    { path: '/proc/timer_list', kind: 'file' },
+  ],
 };
-const options = { tmpMb: 64, shmMb: 16, disableUserns: true };
+const options = { tmpMb: 64, shmMb: 16, disableUserns: true, seccomp: true };
 
 /** Pairs of [source, destination] for a bind option. */
 function binds(args: readonly string[], option: string): [string, string][] {
@@ -84,6 +91,7 @@ describe('bwrapArgs', () => {
       [`${layout.etcDir}/group`, '/etc/group'],
       [`${layout.etcDir}/hosts`, '/etc/hosts'],
       [`${layout.etcDir}/nsswitch.conf`, '/etc/nsswitch.conf'],
+      ['/dev/null', '/proc/timer_list'],
       [`${layout.hostDir}/egress.sock`, '/run/enclave/egress.sock'],
       [layout.templateDir, '/app'],
       [layout.nodeBinary, '/opt/enclave/bin/node'],
@@ -95,15 +103,67 @@ describe('bwrapArgs', () => {
       ['usr/lib', '/lib'],
     ]);
     assert.ok(!args.includes('--dev-bind') && !args.includes('--bind-try'));
-    // The top level, /proc and the tmpfs sizes.
-    assert.deepEqual(args.slice(args.indexOf('--remount-ro'), args.indexOf('--remount-ro') + 2), [
+    assert.equal(args[args.lastIndexOf('--remount-ro') + 1], '/');
+    assert.equal(args[args.indexOf('--chdir') + 1], '/app');
+  });
+
+  test('AGT-2: /proc read-only with the entries container runtimes mask covered, /dev read-only, no /sys', () => {
+    assert.deepEqual(args.slice(args.indexOf('--proc'), args.indexOf('/tmp') + 1), [
+      '--proc',
+      '/proc',
+      '--size',
+      '4096',
+      '--tmpfs',
+      '/proc/acpi',
+      '--remount-ro',
+      '/proc/acpi',
+      '--ro-bind',
+      '/dev/null',
+      '/proc/timer_list',
       '--remount-ro',
       '/proc',
+      '--dev',
+      '/dev',
+      '--remount-ro',
+      '/dev',
+      '--perms',
+      '1777',
+      '--size',
+      String(16 * 1024 * 1024),
+      '--tmpfs',
+      '/dev/shm',
+      '--perms',
+      '1777',
+      '--size',
+      String(64 * 1024 * 1024),
+      '--tmpfs',
+      '/tmp',
     ]);
-    assert.equal(args[args.lastIndexOf('--remount-ro') + 1], '/');
-    assert.equal(args[args.indexOf('/tmp') - 2], String(64 * 1024 * 1024));
-    assert.equal(args[args.indexOf('/dev/shm') - 2], String(16 * 1024 * 1024));
-    assert.equal(args[args.indexOf('--chdir') + 1], '/app');
+    assert.ok(!args.some((arg) => arg === '/sys' || arg.startsWith('/sys/')));
+  });
+
+  test('AGT-6: every tmpfs bubblewrap is asked for has a size', () => {
+    args.forEach((arg, i) => {
+      if (arg === '--tmpfs') assert.equal(args[i - 2], '--size', `${args[i + 1]} has a size`);
+    });
+  });
+
+  test('AGT-6: /tmp and /dev/shm together stay within the memory limit', () => {
+    const host = { disableUserns: true, seccomp: { ok: false, reason: 'none' } } as const;
+    for (const memoryMb of [32, 33, 100, 160, 192, 511, 1024, 65536]) {
+      const spec = { limits: { memoryMb } } as const;
+      const sized = sandboxOptions(spec as unknown as InstanceSpec, host as unknown as SandboxHost);
+      assert.ok(sized.tmpMb + sized.shmMb <= memoryMb, `${memoryMb} MiB: ${sized.tmpMb} + ${sized.shmMb}`);
+      assert.ok(sized.tmpMb >= 16 && sized.shmMb >= 8, `${memoryMb} MiB: usable sizes`);
+    }
+  });
+
+  test('AGT-2: the seccomp program is loaded from fd 8 when the host has one', () => {
+    assert.deepEqual(args.slice(args.indexOf('--seccomp'), args.indexOf('--seccomp') + 2), [
+      '--seccomp',
+      '8',
+    ]);
+    assert.ok(!bwrapArgs(layout, { ...options, seccomp: false }).includes('--seccomp'));
   });
 
   test('AGT-2: nothing of the host’s secrets or other data is named', () => {

@@ -26,6 +26,8 @@ export const INFO_FD = 5;
 /** Listening sockets the host binds in its own directory and hands in: the supervisor only accepts on them. */
 export const INGRESS_FD = 6;
 export const SUPPORT_FD = 7;
+/** bubblewrap reads the seccomp program (seccomp/) from this fd (`--seccomp 8`); 6 and 7 are listening sockets. */
+export const SECCOMP_FD = 8;
 
 /** Host uids for instances (one each, derived from the agent id): 0x5E000000 … 0x5EFFFFFF. */
 const HOST_UID_BASE = 0x5e000000;
@@ -35,6 +37,12 @@ const HOST_UID_SPAN = 0x01000000;
 export type SystemEntry =
   | { readonly path: string; readonly kind: 'symlink'; readonly target: string }
   | { readonly path: string; readonly kind: 'dir' };
+
+/** A /proc entry masked inside the sandbox: a read-only empty tmpfs over a directory, /dev/null over a file. */
+export interface MaskedEntry {
+  readonly path: string;
+  readonly kind: 'dir' | 'file';
+}
 
 export interface SandboxLayout {
   readonly templateDir: string;
@@ -55,6 +63,8 @@ export interface SandboxLayout {
   readonly systemEntries: readonly SystemEntry[];
   /** Read-only /etc entries that exist on this host (certificates, linker cache). */
   readonly hostEtc: readonly string[];
+  /** The PROC_MASK_CANDIDATES this kernel has (bubblewrap cannot mount over an entry that does not exist). */
+  readonly procMasks: readonly MaskedEntry[];
 }
 
 export interface SandboxOptions {
@@ -64,6 +74,8 @@ export interface SandboxOptions {
   readonly shmMb: number;
   /** bubblewrap ≥ 0.8 can forbid user namespaces inside the sandbox. */
   readonly disableUserns: boolean;
+  /** bubblewrap loads the seccomp program from SECCOMP_FD, which the launcher must then provide. */
+  readonly seccomp: boolean;
 }
 
 /** /etc files from the host that a program may need and that hold nothing secret. Never /etc/ssl/private or /etc/shadow. */
@@ -76,6 +88,23 @@ export const HOST_ETC_CANDIDATES = Object.freeze([
   '/etc/alternatives',
   '/etc/localtime',
   '/etc/mime.types',
+]);
+
+/**
+ * /proc entries that container runtimes mask (runc's default maskedPaths):
+ * kernel addresses, timers and scheduler internals of the whole host, the
+ * keyring, hardware. The rest of /proc is read-only; /sys is not mounted at all.
+ */
+export const PROC_MASK_CANDIDATES = Object.freeze([
+  '/proc/acpi',
+  '/proc/asound',
+  '/proc/kcore',
+  '/proc/keys',
+  '/proc/latency_stats',
+  '/proc/sched_debug',
+  '/proc/scsi',
+  '/proc/timer_list',
+  '/proc/timer_stats',
 ]);
 
 /** Top-level system paths besides /usr, bound read-only when they exist. */
@@ -137,6 +166,8 @@ export function bwrapArgs(layout: SandboxLayout, options: SandboxOptions): strin
     '--hostname',
     'enclave',
     ...(options.disableUserns ? ['--disable-userns'] : []),
+    // Loaded last, just before the supervisor starts: denied-syscalls.list.
+    ...(options.seccomp ? ['--seccomp', String(SECCOMP_FD)] : []),
     '--cap-drop',
     'ALL',
     '--new-session',
@@ -166,14 +197,23 @@ export function bwrapArgs(layout: SandboxLayout, options: SandboxOptions): strin
   for (const name of Object.keys(etcFiles())) {
     args.push('--ro-bind', path.join(layout.etcDir, name), `/etc/${name}`);
   }
+  // Its own /proc, read-only: a sandbox mapped to host root could otherwise
+  // write global sysctls (core_pattern …) through the files' owner bits.
+  args.push('--proc', '/proc');
+  for (const entry of layout.procMasks) {
+    if (entry.kind === 'dir') args.push('--size', '4096', '--tmpfs', entry.path, '--remount-ro', entry.path);
+    else args.push('--ro-bind', '/dev/null', entry.path);
+  }
   args.push(
-    // Its own /proc, read-only: a sandbox mapped to host root could otherwise
-    // write global sysctls (core_pattern …) through the files' owner bits.
-    '--proc',
-    '/proc',
     '--remount-ro',
     '/proc',
+    // bubblewrap's /dev (its device nodes, a private devpts) is a tmpfs it
+    // cannot size: read-only, nothing can be written into it. The device
+    // nodes stay usable (they are mounts of their own, and a read-only mount
+    // does not stop writes to a device), and /dev/shm is a sized tmpfs.
     '--dev',
+    '/dev',
+    '--remount-ro',
     '/dev',
     '--perms',
     '1777',

@@ -1,5 +1,6 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
+import type { UnenforcedLimit } from '../../config.ts';
 import { AppError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
 import type { EgressProxy } from '../egress/proxy.ts';
@@ -12,6 +13,7 @@ import {
   launchSandbox,
   type Run,
   type SandboxHostSupport,
+  SandboxRefusal,
   terminate,
   waitReady,
 } from './sandbox-run.ts';
@@ -41,6 +43,8 @@ export interface BwrapDriverDeps {
   readonly logger: Logger;
   /** How long an agent may take to answer on its port (default 20 s). */
   readonly startTimeoutMs?: number;
+  /** Limits the operator lets go unenforced on this host (config.unenforcedLimits). */
+  readonly unenforcedLimits?: readonly UnenforcedLimit[];
 }
 
 const DEFAULT_START_TIMEOUT_MS = 20_000;
@@ -94,6 +98,7 @@ export function createBwrapDriver(deps: BwrapDriverDeps): RuntimeDriver {
     instancesDir: deps.instancesDir,
     egress: deps.egress,
     log,
+    unenforcedLimits: deps.unenforcedLimits ?? [],
     rootMapped(reason: string) {
       if (warned.has(reason)) return;
       warned.add(reason);
@@ -199,7 +204,7 @@ export function createBwrapDriver(deps: BwrapDriverDeps): RuntimeDriver {
     try {
       run = await launchSandbox(launchDeps, spec, current).catch((error: unknown) => {
         // A refusal (RuntimeError) says why in words for the owner; anything else may name host paths.
-        if (error instanceof RuntimeError) throw error;
+        if (error instanceof RuntimeError || error instanceof SandboxRefusal) throw error;
         log.error({ agentId: spec.agentId, err: error }, 'the sandbox could not be set up');
         throw new Error(HOST_SETUP_FAILED);
       });

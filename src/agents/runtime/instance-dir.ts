@@ -35,10 +35,12 @@ export interface PreparedInstance {
 
 /** /tmp and /dev/shm are tmpfs, which is memory: sized from the memory limit. */
 export function sandboxOptions(spec: InstanceSpec, host: SandboxHost): SandboxOptions {
+  // Together at most 3/4 of the memory limit (templates allow 32 MiB and up: /tmp 16, /dev/shm 8).
   return {
-    tmpMb: Math.max(16, Math.min(256, Math.floor(spec.limits.memoryMb / 2))),
-    shmMb: Math.max(8, Math.min(64, Math.floor(spec.limits.memoryMb / 4))),
+    tmpMb: Math.max(1, Math.min(256, Math.floor(spec.limits.memoryMb / 2))),
+    shmMb: Math.max(1, Math.min(64, Math.floor(spec.limits.memoryMb / 4))),
     disableUserns: host.disableUserns,
+    seccomp: host.seccomp.ok,
   };
 }
 
@@ -99,7 +101,8 @@ export async function prepareInstanceUid(
     await chmod(instancesDir, 0o711);
     await chmod(dir, 0o711);
     await chown(layout.volumeDir, uid, uid);
-    const probe = await probeHostUid(host, bwrapArgs(layout, options), uid);
+    // The probe measures binds and uids; it has no seccomp program on fd 8 to load.
+    const probe = await probeHostUid(host, bwrapArgs(layout, { ...options, seccomp: false }), uid);
     if (!probe.ok) {
       fallback = probe.reason;
       uid = 0;

@@ -318,6 +318,8 @@ export interface HostLimitSupport {
   readonly openFiles: boolean;
   readonly cpu: boolean;
   readonly volume: boolean;
+  /** Every sandbox runs under the seccomp filter of seccomp/denied-syscalls.list. */
+  readonly seccomp: boolean;
   /** In words: what enforces each limit here, and what does not. */
   readonly how: string;
 }
@@ -360,6 +362,11 @@ export async function hostLimitSupport(instancesDir?: string): Promise<HostLimit
       : [
           "memory: not a hard limit here; the sandbox's resident memory is measured each second and an instance over its limit is stopped",
         ]),
+    host === undefined
+      ? 'seccomp: no sandbox'
+      : host.seccomp.ok
+        ? `seccomp: ${host.seccomp.denied.length} syscalls denied (io_uring, keyctl, bpf, mount, unshare, ptrace …)`
+        : `seccomp: no filter (${host.seccomp.reason})`,
     uid.ok
       ? 'host uid: each instance runs as a host uid of its own (no root)'
       : `host uid: root without capabilities, mapped to uid ${SANDBOX_UID} inside (${uid.reason})`,
@@ -370,6 +377,7 @@ export async function hostLimitSupport(instancesDir?: string): Promise<HostLimit
     openFiles: prlimit,
     cpu,
     volume: true,
+    seccomp: host?.seccomp.ok === true,
     how,
   };
 }
@@ -394,7 +402,12 @@ async function probeShared(host: SandboxHost, instancesDir: string | undefined):
     await writeFile(path.join(layout.hostDir, 'egress.sock'), '', { mode: 0o644 });
     for (const [name, text] of Object.entries(etcFiles()))
       await writeFile(path.join(layout.etcDir, name), text, { mode: 0o644 });
-    const args = bwrapArgs(layout, { tmpMb: 16, shmMb: 8, disableUserns: host.disableUserns });
+    const args = bwrapArgs(layout, {
+      tmpMb: 16,
+      shmMb: 8,
+      disableUserns: host.disableUserns,
+      seccomp: false,
+    });
     return await probeHostUid(host, args, sandboxHostUid('probe'));
   } catch (error) {
     return { ok: false, reason: (error as Error).message };

@@ -4,16 +4,20 @@ import path from 'node:path';
 import {
   HOST_ETC_CANDIDATES,
   type LaunchOptions,
+  type MaskedEntry,
+  PROC_MASK_CANDIDATES,
   probeArgv,
   type SandboxLayout,
   SYSTEM_CANDIDATES,
   type SystemEntry,
 } from './bwrap-args.ts';
+import { loadSeccompProgram, type SeccompProgram } from './seccomp/seccomp.ts';
 
 // The host's side of the sandbox, found once: the tools (bwrap, prlimit,
-// setpriv), what bubblewrap supports, the read-only binds every instance
-// shares, and a measurement of whether an instance can run under a host uid
-// of its own rather than as capability-less root.
+// setpriv), what bubblewrap supports, the read-only binds and /proc masks
+// every instance shares, the seccomp program, and a measurement of whether
+// an instance can run under a host uid of its own rather than as
+// capability-less root.
 
 export interface SandboxTools {
   readonly shell: string;
@@ -24,7 +28,7 @@ export interface SandboxTools {
 
 export type SharedLayout = Pick<
   SandboxLayout,
-  'nodeBinary' | 'supervisorDir' | 'nodeModulesDir' | 'systemEntries' | 'hostEtc'
+  'nodeBinary' | 'supervisorDir' | 'nodeModulesDir' | 'systemEntries' | 'hostEtc' | 'procMasks'
 >;
 
 export interface SandboxHost {
@@ -32,6 +36,8 @@ export interface SandboxHost {
   /** bubblewrap ≥ 0.8's --disable-userns. */
   readonly disableUserns: boolean;
   readonly shared: SharedLayout;
+  /** The seccomp program every sandbox loads, or why this host has none. */
+  readonly seccomp: SeccompProgram;
   /** The driver runs as root: it can drop each instance to a host uid of its own. */
   readonly root: boolean;
 }
@@ -107,6 +113,16 @@ async function hostEtc(): Promise<string[]> {
   return found;
 }
 
+/** The masked /proc entries this kernel has: a fresh procfs has the same global entries as the host's. */
+async function procMasks(): Promise<MaskedEntry[]> {
+  const found: MaskedEntry[] = [];
+  for (const entry of PROC_MASK_CANDIDATES) {
+    const stat = await lstat(entry).catch(() => undefined);
+    if (stat !== undefined) found.push({ path: entry, kind: stat.isDirectory() ? 'dir' : 'file' });
+  }
+  return found;
+}
+
 /** Throws when bubblewrap is missing: the local driver cannot run without it. */
 export async function detectSandboxHost(): Promise<SandboxHost> {
   const [bwrap, prlimit, setpriv] = await Promise.all([
@@ -125,7 +141,9 @@ export async function detectSandboxHost(): Promise<SandboxHost> {
       nodeModulesDir: await findNodeModules(import.meta.dirname),
       systemEntries: await systemEntries(),
       hostEtc: await hostEtc(),
+      procMasks: await procMasks(),
     },
+    seccomp: await loadSeccompProgram(),
     root: process.getuid?.() === 0,
   };
 }

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
+import type { UnenforcedLimit } from '../../config.ts';
 import type { Logger } from '../../logger.ts';
 import type { EgressListener, EgressProxy } from '../egress/proxy.ts';
 import {
@@ -12,6 +13,7 @@ import {
   launchArgv,
   proxyPortFor,
   SANDBOX_PATH_ENV,
+  SECCOMP_FD,
   SUPPORT_FD,
   sandboxCommand,
 } from './bwrap-args.ts';
@@ -71,6 +73,8 @@ export interface LaunchDeps {
   readonly log: Logger;
   /** Called with the reason when a root driver cannot give the instance a host uid of its own. */
   readonly rootMapped: (reason: string) => void;
+  /** Limits the operator lets go unenforced (ENCLAVE_UNENFORCED_LIMITS); without 'seccomp', no filter means no start. */
+  readonly unenforcedLimits?: readonly UnenforcedLimit[];
 }
 
 function zero(secrets: ReadonlyMap<string, Buffer>): void {
@@ -83,6 +87,16 @@ export async function launchSandbox(
   host: SandboxHostSupport,
 ): Promise<Run> {
   const { sandbox, cgroups } = host;
+  const seccomp = sandbox.seccomp;
+  if (!seccomp.ok) {
+    if (!(deps.unenforcedLimits ?? []).includes('seccomp')) {
+      deps.log.warn(
+        { agentId: spec.agentId, reason: seccomp.reason },
+        'no seccomp filter: install python3-seccomp, or set ENCLAVE_UNENFORCED_LIMITS=seccomp to run without one',
+      );
+      throw new SandboxRefusal(`the sandbox has no seccomp filter on this host (${seccomp.reason})`);
+    }
+  }
   const layout = await makeInstanceDirs(deps.instancesDir, spec, sandbox);
   let cgroup: InstanceCgroup | undefined;
   try {
@@ -138,15 +152,23 @@ export async function launchSandbox(
   );
   const output = createOutputLog(path.join(deps.instancesDir, spec.agentId, 'output.log'));
   output.note(`starting ${spec.command[0]} (host uid ${uid === 0 ? 'root, no capabilities' : uid})`);
+  if (!seccomp.ok) output.note(`no seccomp filter (${seccomp.reason}): allowed by the operator`);
   // No environment of the worker (database URL, keys) reaches any host process of the sandbox.
   const stdio: ('ignore' | 'pipe' | number)[] = ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'];
   stdio[INGRESS_FD] = ingress.fd;
   stdio[SUPPORT_FD] = support.fd;
+  stdio[SECCOMP_FD] = seccomp.ok ? 'pipe' : 'ignore';
   const child = spawn(argv[0] as string, argv.slice(1), {
     stdio,
     detached: true,
     env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
   });
+  if (seccomp.ok) {
+    // bubblewrap reads the program to its end before it sets anything up.
+    const program = child.stdio[SECCOMP_FD as number] as unknown as Duplex;
+    program.on('error', () => undefined);
+    program.end(seccomp.bpf);
+  }
   // The sandbox holds the listeners now; the host's copies close (their sockets stay: see listenHostSocket).
   for (const listener of listeners) listener.server.close();
   const control = createControlChannel(child.stdio[CONTROL_FD] as Duplex);
@@ -207,6 +229,14 @@ export async function launchSandbox(
   });
   input.end();
   return run;
+}
+
+/** A start this host refuses, in words for the agent's owner (no host path): a limit or filter it cannot enforce. */
+export class SandboxRefusal extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SandboxRefusal';
+  }
 }
 
 /** What an owner is told when the host could not set a sandbox up: the details name host paths. */
