@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -268,6 +268,29 @@ describe('the bubblewrap driver', () => {
 function probeLimits() {
   return { memoryMb: 192, processes: 48, openFiles: 256, cpuPercent: 100, volumeMb: 16 };
 }
+
+describe('AGT-2: a deleted agent’s instance', () => {
+  test('AGT-2: removing it stops the sandbox and deletes its directory; links the agent left in its volume are removed, never followed', async (t) => {
+    if (!requireTool(t, 'bwrap', 'bubblewrap')) return;
+    const who = await ids();
+    const outside = path.join(rt.dataDir, `keep-${randomBytes(4).toString('hex')}`);
+    await mkdir(outside);
+    await writeFile(path.join(outside, 'precious'), 'host data');
+    await rt.driver.start(probeSpec(rt, who));
+    // Inside, the host's paths do not exist; the links only point where the host would go if it followed them.
+    await shell(
+      rt,
+      who.agentId,
+      `ln -s ${outside} /data/dir-link; ln -s ${outside}/precious /data/file-link; mkdir -p /data/a/b`,
+    );
+    await rt.driver.remove(who.agentId);
+    assert.equal(rt.driver.status(who.agentId).state, 'stopped');
+    assert.equal(existsSync(path.join(rt.instancesDir, who.agentId)), false);
+    assert.equal(await readFile(path.join(outside, 'precious'), 'utf8'), 'host data');
+    assert.deepEqual(await sandboxProcesses(path.join(rt.instancesDir, who.agentId)), []);
+    await rt.driver.remove(who.agentId); // idempotent
+  });
+});
 
 describe('AGT-5: support SSH into an instance', () => {
   const operator = ssh2.utils.generateKeyPairSync('ed25519');

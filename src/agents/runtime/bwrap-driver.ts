@@ -1,4 +1,4 @@
-import { stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { UnenforcedLimit } from '../../config.ts';
 import { AppError } from '../../errors.ts';
@@ -330,6 +330,17 @@ export function createBwrapDriver(deps: BwrapDriverDeps): RuntimeDriver {
 
     onExit(listener) {
       exitListeners.push(listener);
+    },
+
+    async remove(agentId) {
+      if (!AGENT_ID.test(agentId)) return;
+      await stop(agentId, { graceMs: 0 });
+      await serialize(agentId, async () => {
+        // Every process of the sandbox is gone (stop resolves only then), so nothing can change
+        // the tree while it goes; rm removes links, it never follows them.
+        await rm(path.join(deps.instancesDir, agentId), { recursive: true, force: true });
+        instances.delete(agentId);
+      });
     },
 
     async stopAll() {

@@ -89,6 +89,11 @@ export interface RuntimeDriver {
   setSupportAccess(agentId: string, supportKey: string | undefined): Promise<void>;
   /** Called when a running instance exits without stop(): the lifecycle restarts it with backoff. */
   onExit(listener: (exit: InstanceExit) => void): void;
+  /**
+   * The agent is deleted: stops its instance and removes its directory,
+   * volume included, once nothing of its sandbox is left. Idempotent.
+   */
+  remove(agentId: string): Promise<void>;
   /** Stops every instance this driver started (worker shutdown). */
   stopAll(): Promise<void>;
 }

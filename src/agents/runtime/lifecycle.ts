@@ -235,8 +235,8 @@ export function createLifecycle(deps: LifecycleDeps) {
       // One read of the agent; it gathers what a start needs only when a start may follow.
       const { agent, spec } = await prepare(tenantId, agentId, current !== 'running' || payload.restart);
       if (agent === undefined) {
-        // The agent was deleted: its instance must not outlive it.
-        if (current !== 'stopped') await driver.stop(agentId);
+        // The agent was deleted: its instance must not outlive it, nor its files.
+        await driver.remove(agentId);
         tenantOf.delete(agentId);
         return;
       }
