@@ -6,12 +6,15 @@ import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import ssh2 from 'ssh2';
 import { requireTool } from '../../../test/helpers/system-tools.ts';
 import { withTenant } from '../../db/tenant.ts';
+import { createLogger } from '../../logger.ts';
 import { listEgressRecords } from '../egress/records.ts';
 import { sandboxHostUid } from './bwrap-args.ts';
+import { createBwrapDriver } from './bwrap-driver.ts';
 import { hostLimitSupport } from './limits.ts';
 import { createOutputLog, tailLines } from './output-log.ts';
 import {
@@ -25,6 +28,7 @@ import {
   sandboxProcesses,
   shell,
 } from './sandbox-fixtures.testing.ts';
+import { HOST_SETUP_FAILED } from './sandbox-run.ts';
 
 // The local driver end to end: real bubblewrap sandboxes, the real egress
 // proxy on a test database, the real echo template and small probe agents.
@@ -289,6 +293,44 @@ describe('AGT-2: a deleted agent’s instance', () => {
     assert.equal(await readFile(path.join(outside, 'precious'), 'utf8'), 'host data');
     assert.deepEqual(await sandboxProcesses(path.join(rt.instancesDir, who.agentId)), []);
     await rt.driver.remove(who.agentId); // idempotent
+  });
+});
+
+describe('AGT-2: what an owner is told', () => {
+  test('AGT-2: a host failure at start reaches the owner as a plain reason, without a host path; the operator’s log has the details', async (t) => {
+    if (!requireTool(t, 'bwrap', 'bubblewrap')) return;
+    const lines: string[] = [];
+    const logger = createLogger(
+      'info',
+      new Writable({
+        write(chunk: Buffer, _encoding, done) {
+          lines.push(chunk.toString('utf8'));
+          done();
+        },
+      }),
+    );
+    const hostPath = path.join(rt.instancesDir, 'somewhere', 'egress.sock');
+    const driver = createBwrapDriver({
+      instancesDir: rt.instancesDir,
+      egress: {
+        listen: async () => {
+          throw Object.assign(new Error(`listen EINVAL: invalid argument ${hostPath}`), { code: 'EINVAL' });
+        },
+      },
+      logger,
+    });
+    const who = await ids();
+    const failure = await driver.start(probeSpec(rt, who)).then(
+      () => assert.fail('started'),
+      (error: Error) => error,
+    );
+    assert.equal(failure.message, HOST_SETUP_FAILED);
+    assert.equal(driver.status(who.agentId).reason, HOST_SETUP_FAILED);
+    assert.ok(!failure.message.includes(rt.dataDir));
+    assert.ok(
+      lines.some((line) => line.includes(hostPath)),
+      'the operator’s log names what failed',
+    );
   });
 });
 
