@@ -83,6 +83,7 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
                 instancesDir: config.instancesDir,
                 egress: createEgressProxy({ sql: db.app, logger, allow: config.egressAllow }),
                 logger,
+                unenforcedLimits: config.unenforcedLimits,
               }),
               templates,
               vault,

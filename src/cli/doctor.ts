@@ -15,7 +15,7 @@ import type { Io } from './main.ts';
 
 type Status = 'ok' | 'warn' | 'fail';
 
-interface Check {
+export interface Check {
   readonly name: string;
   readonly status: Status;
   readonly detail: string;
@@ -24,21 +24,45 @@ interface Check {
 
 const execFileAsync = promisify(execFile);
 
-/** Which per-instance limits (AGT-6) this host can enforce, measured by hostLimitSupport(). */
-async function sandboxLimitsCheck(config: Config): Promise<Check> {
+/**
+ * Which per-instance limits (AGT-6) this host enforces, measured by
+ * hostLimitSupport(), and which of those it cannot would make instances
+ * refuse to start (those not named in ENCLAVE_UNENFORCED_LIMITS).
+ */
+export async function sandboxLimitsCheck(
+  config: Pick<Config, 'instancesDir' | 'unenforcedLimits'>,
+): Promise<Check> {
   const support = await hostLimitSupport(config.instancesDir);
-  const missing = (['memory', 'processes', 'openFiles', 'cpu', 'volume'] as const).filter(
-    (limit) => !support[limit],
-  );
+  const name = 'sandbox limits';
+  if (!support.sandbox.ok) {
+    return {
+      name,
+      status: 'warn',
+      detail: `instances cannot start here: ${support.sandbox.reason} (${support.how})`,
+      fix: 'install bubblewrap and util-linux (setpriv, unshare, prlimit), and allow unprivileged user namespaces',
+    };
+  }
+  const unenforced = (['cpu', 'processes', 'volume'] as const).filter((limit) => !support[limit]);
+  const refused = unenforced.filter((limit) => !config.unenforcedLimits.includes(limit));
+  const allowed = unenforced.filter((limit) => config.unenforcedLimits.includes(limit));
+  const parts = [
+    `memory ${support.memory ? 'hard' : 'measured'}`,
+    ...(support.openFiles ? [] : ['open files not enforced']),
+    ...(refused.length > 0 ? [`instances refuse to start: ${refused.join(', ')} cannot be enforced`] : []),
+    ...(allowed.length > 0
+      ? [`not enforced, allowed by ENCLAVE_UNENFORCED_LIMITS: ${allowed.join(', ')}`]
+      : []),
+  ];
+  const ok = unenforced.length === 0 && support.memory && support.openFiles;
   return {
-    name: 'sandbox limits',
-    status: missing.length === 0 ? 'ok' : 'warn',
-    detail: `${missing.length === 0 ? 'all enforced' : `not enforced: ${missing.join(', ')}`} (${support.how})`,
-    ...(missing.length === 0
-      ? {}
-      : {
-          fix: 'run Enclave where cgroup v2 (or v1 memory, pids and cpu) is writable, with util-linux prlimit and setpriv',
-        }),
+    name,
+    status: ok ? 'ok' : 'warn',
+    detail: `${unenforced.length === 0 ? 'cpu, processes and volume enforced' : ''}${unenforced.length === 0 ? '; ' : ''}${parts.join('; ')} (${support.how})`,
+    ...(refused.length > 0
+      ? {
+          fix: `run Enclave as root where cgroup v2 (or v1 memory, pids and cpu) is writable and loop devices exist, or accept the gap with ENCLAVE_UNENFORCED_LIMITS=${refused.join(',')}`,
+        }
+      : {}),
   };
 }
 

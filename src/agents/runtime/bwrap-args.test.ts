@@ -156,13 +156,19 @@ describe('the host command line', () => {
         '/sys/fs/cgroup/memory/enclave/a/cgroup.procs',
       ],
       prlimit: { binary: '/usr/bin/prlimit', args: ['--nofile=64:64'] },
+      stage: {
+        unshare: '/usr/bin/unshare',
+        dir: '/data/instances/a/stage',
+        binds: [{ kind: 'file', source: '/root/node', name: 'node' }],
+        volume: { image: '/data/instances/a/volume.ext4', mountPoint: '/data/instances/a/volume' },
+      },
       setpriv: { binary: '/usr/bin/setpriv', uid: 1_577_058_305 },
       bwrap: '/usr/bin/bwrap',
     },
     bwrap,
   );
 
-  test('joins the cgroups first, then prlimit, then drops to the host uid, then bubblewrap runs the supervisor', () => {
+  test('AGT-2: joins the cgroups first, then prlimit, then stages as root in a mount namespace of its own, then drops to the host uid, then bubblewrap runs the supervisor', () => {
     assert.deepEqual(argv.slice(0, 2), ['/bin/sh', '-c']);
     assert.deepEqual(argv.slice(3, 7), [
       'enclave-launch',
@@ -171,7 +177,22 @@ describe('the host command line', () => {
       '--',
     ]);
     assert.deepEqual(argv.slice(7, 10), ['/usr/bin/prlimit', '--nofile=64:64', '--']);
-    assert.deepEqual(argv.slice(10, 17), [
+    assert.deepEqual(argv.slice(10, 15), ['/usr/bin/unshare', '--mount', '--propagation', 'private', '--']);
+    assert.deepEqual(argv.slice(15, 17), ['/bin/sh', '-c']);
+    // Paths are parameters of the stage script, never part of its text.
+    assert.ok(!(argv[17] ?? '').includes('/data/instances'));
+    assert.deepEqual(argv.slice(18, 26), [
+      'enclave-stage',
+      '/data/instances/a/stage',
+      '/data/instances/a/volume.ext4',
+      '/data/instances/a/volume',
+      'file',
+      '/root/node',
+      'node',
+      '--',
+    ]);
+    const rest = argv.slice(26);
+    assert.deepEqual(rest.slice(0, 7), [
       '/usr/bin/setpriv',
       '--reuid',
       '1577058305',
@@ -180,7 +201,7 @@ describe('the host command line', () => {
       '--clear-groups',
       '--',
     ]);
-    assert.equal(argv[17], '/usr/bin/bwrap');
+    assert.equal(rest[7], '/usr/bin/bwrap');
     assert.deepEqual(argv.slice(-supervisorArgv().length - 1), ['--', ...supervisorArgv()]);
   });
 
@@ -190,6 +211,7 @@ describe('the host command line', () => {
         shell: '/bin/sh',
         cgroupProcs: ['/x/cgroup.procs'],
         prlimit: { binary: '/usr/bin/prlimit', args: ['--nofile=64:64'] },
+        stage: undefined,
         setpriv: { binary: '/usr/bin/setpriv', uid: 7 },
         bwrap: '/usr/bin/bwrap',
       },

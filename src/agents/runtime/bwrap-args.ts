@@ -214,27 +214,102 @@ export function supervisorArgv(): string[] {
   return [SANDBOX_PATHS.node, '--v8-pool-size=1', '--max-old-space-size=48', SANDBOX_PATHS.supervisor];
 }
 
+/** A bind source the instance's host uid may be unable to reach (under /root …), staged by the launcher as root. */
+export interface StagedBind {
+  readonly kind: 'file' | 'dir';
+  readonly source: string;
+  /** Its name in the stage directory: one path segment. */
+  readonly name: string;
+}
+
+/**
+ * What the launcher, still root, sets up in a mount namespace of its own
+ * before it drops to the instance's host uid: a tmpfs on `dir` with a
+ * read-only bind of each source, and the volume's image mounted on its
+ * mount point. Nothing of it is seen outside that namespace, and it all
+ * goes with the sandbox's last process.
+ */
+export interface LaunchStage {
+  readonly unshare: string;
+  /** An empty root-owned directory under the instance directory. */
+  readonly dir: string;
+  readonly binds: readonly StagedBind[];
+  readonly volume: { readonly image: string; readonly mountPoint: string } | undefined;
+}
+
+/** The layout as bwrap sees it when `stageDir` holds node, the supervisor, node_modules and the template. */
+export function stageLayout(
+  layout: SandboxLayout,
+  stageDir: string,
+): { layout: SandboxLayout; binds: StagedBind[] } {
+  const binds: StagedBind[] = [
+    { kind: 'file', source: layout.nodeBinary, name: 'node' },
+    { kind: 'dir', source: layout.supervisorDir, name: 'supervisor' },
+    { kind: 'dir', source: layout.nodeModulesDir, name: 'node_modules' },
+    { kind: 'dir', source: layout.templateDir, name: 'app' },
+  ];
+  const staged = (name: string) => path.join(stageDir, name);
+  return {
+    layout: {
+      ...layout,
+      nodeBinary: staged('node'),
+      supervisorDir: staged('supervisor'),
+      nodeModulesDir: staged('node_modules'),
+      templateDir: staged('app'),
+    },
+    binds,
+  };
+}
+
 export interface LaunchOptions {
   readonly shell: string;
   /** cgroup.procs files the launcher writes its own pid into before anything else runs. */
   readonly cgroupProcs: readonly string[];
   /** prlimit, when present, and its resource options (`--nofile=N:N` …). */
   readonly prlimit: { readonly binary: string; readonly args: readonly string[] } | undefined;
-  /** setpriv, with the host uid to drop to; undefined keeps the driver's uid (root-mapped). */
+  /** Binds and the volume mount made as root (a root worker only). */
+  readonly stage: LaunchStage | undefined;
+  /** setpriv, with the host uid to drop to; undefined keeps the driver's uid (a worker that is not root). */
   readonly setpriv: { readonly binary: string; readonly uid: number } | undefined;
   readonly bwrap: string;
 }
 
+// Paths arrive as positional parameters, never in the script's text. mount's
+// own messages name host paths: they are dropped, and a fixed line says what
+// failed (the driver reports it as the reason).
+const STAGE_SCRIPT = [
+  'fail() { printf "enclave-launch: %s\\n" "$1" >&2; exit 125; }',
+  'stage=$1 image=$2 volume=$3; shift 3',
+  'mount -t tmpfs -o mode=0711,size=64k,nosuid,nodev enclave-stage "$stage" 2>/dev/null || fail "could not stage the sandbox"',
+  'while [ "$1" != -- ]; do',
+  '  if [ "$1" = file ]; then : > "$stage/$3"; else mkdir "$stage/$3"; fi || fail "could not stage the sandbox"',
+  '  mount --bind -o ro,nosuid,nodev "$2" "$stage/$3" 2>/dev/null || fail "could not stage the sandbox"',
+  '  shift 3',
+  'done',
+  'shift',
+  '[ "$image" = - ] || mount -t ext4 -o loop,nosuid,nodev "$image" "$volume" 2>/dev/null || fail "could not mount the volume"',
+  'exec "$@"',
+].join('\n');
+
 /**
  * The host argv: a tiny shell that joins the instance's cgroups (so every
- * process of the sandbox is born inside them), then prlimit, then setpriv
- * (drop to the instance's host uid), then bubblewrap. No secret is in it.
+ * process of the sandbox is born inside them), then prlimit, then (as root)
+ * unshare and the stage, then setpriv (drop to the instance's host uid),
+ * then bubblewrap. No secret is in it.
  */
 export function launchArgv(options: LaunchOptions, bwrap: readonly string[]): string[] {
   const join =
     'for f do [ "$f" = -- ] && break; printf "%s\\n" $$ > "$f" || exit 125; shift; done; shift; exec "$@"';
   const argv = [options.shell, '-c', join, 'enclave-launch', ...options.cgroupProcs, '--'];
   if (options.prlimit !== undefined) argv.push(options.prlimit.binary, ...options.prlimit.args, '--');
+  const stage = options.stage;
+  if (stage !== undefined) {
+    argv.push(stage.unshare, '--mount', '--propagation', 'private', '--');
+    argv.push(options.shell, '-c', STAGE_SCRIPT, 'enclave-stage', stage.dir);
+    argv.push(stage.volume?.image ?? '-', stage.volume?.mountPoint ?? '-');
+    for (const bind of stage.binds) argv.push(bind.kind, bind.source, bind.name);
+    argv.push('--');
+  }
   if (options.setpriv !== undefined) {
     const id = String(options.setpriv.uid);
     argv.push(options.setpriv.binary, '--reuid', id, '--regid', id, '--clear-groups', '--');

@@ -1,33 +1,58 @@
-import { chmod, chown, mkdir, stat, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { chmod, chown, lstat, mkdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { AppError } from '../../errors.ts';
 import {
   bwrapArgs,
   etcFiles,
+  type LaunchOptions,
+  type LaunchStage,
+  probeArgv,
   type SandboxLayout,
   type SandboxOptions,
   sandboxHostUid,
+  stageLayout,
 } from './bwrap-args.ts';
 import type { InstanceSpec } from './driver.ts';
-import { probeHostUid, type SandboxHost } from './sandbox-host.ts';
+import type { SandboxHost } from './sandbox-host.ts';
 import { chownTree, emptyDir } from './sandbox-process.ts';
+import { IMAGE_NAME, prepareVolumeImage, type VolumeSupport } from './volume-image.ts';
 
 // An instance's directory, made ready for a start:
 //   <instances>/<agent id>/          root, 0711 (traversable, not listable)
 //     etc/passwd, group, hosts …     root, 0644, bound read-only at /etc/…
-//     volume/                        the instance's host uid, 0700, at /data
+//     volume/                        /data: the image's mount point (root, 0700), or
+//                                    the volume itself (the instance's host uid, 0700)
+//     volume.ext4                    root, 0600: the volume's image, where the host has them
+//     stage/                         root, 0711, empty: the launcher's tmpfs of binds
 //     run/                           the instance's host uid, 0700, at /run/enclave (emptied)
 //     output.log                     root, 0600, never seen from inside
-// and the host uid decided: the instance's own (sandboxHostUid) when a
-// sandbox can be set up as that uid, measured by probeHostUid; otherwise
-// root without capabilities, with the reason.
+// and the host uid decided. A root worker gives every instance a host uid of
+// its own (sandboxHostUid) and never runs one as root: the launcher stages
+// what that uid cannot reach (a node binary under /root) while still root,
+// in a mount namespace of its own (LaunchStage). A worker that is not root
+// runs instances as itself.
+
+export type InstanceDirErrorCode = 'host_uid_unavailable' | 'volume_unmountable';
+
+/** Messages reach the agent's page: they name no host path. */
+export class InstanceDirError extends AppError<InstanceDirErrorCode> {
+  constructor(code: InstanceDirErrorCode, message: string) {
+    super(code, message);
+    this.name = 'InstanceDirError';
+  }
+}
 
 export interface PreparedInstance {
+  /** The sandbox's layout as bubblewrap sees it (staged paths on a root worker). */
   readonly layout: SandboxLayout;
   readonly options: SandboxOptions;
-  /** The host uid the sandbox runs as: its own, 0 (root-mapped), or the driver's when it is not root. */
+  /** The host uid the sandbox runs as: its own on a root worker, else the worker's. */
   readonly uid: number;
-  /** Why the instance runs root-mapped, when it does on a root driver. */
-  readonly fallback: string | undefined;
+  /** What the launcher sets up as root before it drops to `uid`; undefined on a worker that is not root. */
+  readonly stage: LaunchStage | undefined;
+  /** The volume is an image of its own, a hard limit; otherwise it is a plain directory, measured. */
+  readonly volumeImage: boolean;
 }
 
 /** /tmp and /dev/shm are tmpfs, which is memory: sized from the memory limit. */
@@ -44,6 +69,7 @@ export async function prepareInstanceDir(
   instancesDir: string,
   spec: InstanceSpec,
   host: SandboxHost,
+  volumes: VolumeSupport,
 ): Promise<PreparedInstance> {
   const dir = path.join(instancesDir, spec.agentId);
   const layout: SandboxLayout = {
@@ -54,32 +80,100 @@ export async function prepareInstanceDir(
     etcDir: path.join(dir, 'etc'),
   };
   const options = sandboxOptions(spec, host);
+  const setpriv = host.tools.setpriv;
+  const unshare = host.tools.unshare;
+  if (host.root && (setpriv === undefined || unshare === undefined)) {
+    throw new InstanceDirError(
+      'host_uid_unavailable',
+      'this host lacks setpriv or unshare (util-linux): an instance never runs as host root',
+    );
+  }
   await mkdir(dir, { recursive: true, mode: 0o711 });
   await mkdir(layout.etcDir, { recursive: true, mode: 0o755 });
-  await mkdir(layout.volumeDir, { recursive: true, mode: 0o700 });
   await mkdir(layout.runDir, { recursive: true, mode: 0o700 });
   // Whatever a previous run left in run/ (sockets, links) goes before anything is created there.
   await emptyDir(layout.runDir);
   for (const [name, text] of Object.entries(etcFiles())) {
     await writeFile(path.join(layout.etcDir, name), text, { mode: 0o644 });
   }
-  let uid = process.getuid?.() ?? 0;
-  let fallback: string | undefined;
+  const uid = host.root ? sandboxHostUid(spec.agentId) : (process.getuid?.() ?? 0);
   if (host.root) {
-    uid = sandboxHostUid(spec.agentId);
     // Traversal for that uid: the directories above stay root's and unlistable.
     await chmod(instancesDir, 0o711);
     await chmod(dir, 0o711);
-    await chown(layout.runDir, uid, uid);
-    await chown(layout.volumeDir, uid, uid);
-    const probe = await probeHostUid(host, bwrapArgs(layout, options), uid);
-    if (!probe.ok) {
-      fallback = probe.reason;
-      uid = 0;
-    }
   }
-  // A volume that ran under the other mode changes hands, links not followed; nothing runs in it now.
-  if ((await stat(layout.volumeDir)).uid !== uid) await chownTree(layout.volumeDir, uid);
+  let image: string | undefined;
+  if (volumes.images) {
+    image = await prepareVolumeImage(volumes.tools, dir, spec.limits.volumeMb, uid);
+  } else {
+    if ((await lstat(path.join(dir, IMAGE_NAME)).catch(() => undefined)) !== undefined) {
+      throw new InstanceDirError(
+        'volume_unmountable',
+        'the volume is an image, and this host cannot mount volume images now',
+      );
+    }
+    await mkdir(layout.volumeDir, { recursive: true, mode: 0o700 });
+    // A volume of another uid changes hands, links not followed; nothing runs in it now.
+    if ((await stat(layout.volumeDir)).uid !== uid) await chownTree(layout.volumeDir, uid);
+  }
   await chown(layout.runDir, uid, uid);
-  return { layout, options, uid, fallback };
+  if (!host.root || setpriv === undefined || unshare === undefined) {
+    return { layout, options, uid, stage: undefined, volumeImage: image !== undefined };
+  }
+  const stageDir = path.join(dir, 'stage');
+  await mkdir(stageDir, { recursive: true, mode: 0o711 });
+  await emptyDir(stageDir);
+  await chown(stageDir, 0, 0);
+  await chmod(stageDir, 0o711);
+  const staged = stageLayout(layout, stageDir);
+  return {
+    layout: staged.layout,
+    options,
+    uid,
+    stage: {
+      unshare,
+      dir: stageDir,
+      binds: staged.binds,
+      volume: image === undefined ? undefined : { image, mountPoint: layout.volumeDir },
+    },
+    volumeImage: image !== undefined,
+  };
+}
+
+export type HostUidProbe = { readonly ok: true } | { readonly ok: false; readonly reason: string };
+
+/**
+ * Sets a prepared instance's sandbox up exactly as a start would (stage,
+ * host uid, binds) and runs `true` in it. It fails where user namespaces
+ * are off for that uid, or a bind cannot be made.
+ */
+export async function probeSandbox(host: SandboxHost, prepared: PreparedInstance): Promise<HostUidProbe> {
+  const options: LaunchOptions = {
+    shell: host.tools.shell,
+    cgroupProcs: [],
+    prlimit: undefined,
+    stage: prepared.stage,
+    setpriv:
+      prepared.stage === undefined || host.tools.setpriv === undefined
+        ? undefined
+        : { binary: host.tools.setpriv, uid: prepared.uid },
+    bwrap: host.tools.bwrap,
+  };
+  const [command, ...args] = probeArgv(options, bwrapArgs(prepared.layout, prepared.options));
+  const result = await new Promise<{ code: number | null; output: string }>((resolve) => {
+    // bwrap writes its info to fd 5 (INFO_FD): give it a pipe there.
+    const child = spawn(command as string, args, {
+      stdio: ['ignore', 'ignore', 'pipe', 'ignore', 'ignore', 'pipe'],
+    });
+    let output = '';
+    child.stderr?.on('data', (chunk: Buffer) => {
+      if (output.length < 4096) output += chunk.toString('utf8');
+    });
+    (child.stdio[5 as number] as unknown as { resume(): void } | undefined)?.resume();
+    child.once('error', (error) => resolve({ code: null, output: error.message }));
+    child.once('close', (code) => resolve({ code, output }));
+  });
+  if (result.code === 0) return { ok: true };
+  const line = result.output.trim().split('\n').at(-1) ?? '';
+  return { ok: false, reason: line === '' ? `the probe exited with code ${result.code}` : line };
 }

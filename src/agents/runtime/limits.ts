@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { bwrapArgs, etcFiles, SANDBOX_UID, type SandboxLayout, sandboxHostUid } from './bwrap-args.ts';
-import type { InstanceLimits } from './driver.ts';
-import { detectSandboxHost, type HostUidProbe, probeHostUid, type SandboxHost } from './sandbox-host.ts';
+import type { UnenforcedLimit } from '../../config.ts';
+import type { InstanceLimits, InstanceSpec } from './driver.ts';
+import { type HostUidProbe, prepareInstanceDir, probeSandbox } from './instance-dir.ts';
+import { detectSandboxHost, findExecutable, type SandboxHost } from './sandbox-host.ts';
+import { detectVolumeImages, type VolumeSupport } from './volume-image.ts';
 
 // AGT-6: what this host can enforce per instance, and the setup that does
 // it. cgroups when a writable hierarchy exists (v2 with memory, pids and cpu
@@ -292,40 +294,70 @@ export function rlimitArgs(limits: InstanceLimits, plan: RlimitPlan): string[] {
   return args;
 }
 
-/** Bytes the volume holds (allocated blocks, symlinks not followed), counting at most `maxEntries` entries. */
-export async function volumeUsageBytes(dir: string, maxEntries = 1_000_000): Promise<number> {
-  let total = 0;
-  let entries = 0;
-  const pending = [dir];
-  while (pending.length > 0 && entries < maxEntries) {
-    const current = pending.pop() as string;
-    const names = await readdir(current).catch(() => [] as string[]);
-    for (const name of names) {
-      entries++;
-      const file = path.join(current, name);
-      const stat = await lstat(file).catch(() => undefined);
-      if (stat === undefined) continue;
-      total += stat.blocks * 512;
-      if (stat.isDirectory()) pending.push(file);
-    }
-  }
-  return total;
+/** The limits a host may be unable to hold, by their ENCLAVE_UNENFORCED_LIMITS names. */
+export type EnforceableLimit = Extract<UnenforcedLimit, 'cpu' | 'processes' | 'volume'>;
+export type LimitEnforcement = Readonly<Record<EnforceableLimit, boolean>>;
+
+const UNENFORCED_WHY: Record<EnforceableLimit, string> = {
+  cpu: 'cpu_percent cannot be enforced on this host (no cpu cgroup)',
+  processes: 'processes cannot be enforced on this host (no pids cgroup and no host uid of its own)',
+  volume:
+    'volume_mb cannot be enforced on this host (no volume images: they need a root worker with loop devices)',
+};
+
+/** How one instance's limits are held, given its cgroup and whether it runs as a host uid of its own. */
+export function limitEnforcement(input: {
+  readonly cgroup: InstanceCgroup | undefined;
+  readonly cgroups: CgroupSupport;
+  readonly prlimit: boolean;
+  readonly ownHostUid: boolean;
+  readonly volumeImage: boolean;
+}): LimitEnforcement {
+  const byCgroup = (name: Controller) =>
+    input.cgroup !== undefined && input.cgroups.parents[name] !== undefined;
+  return {
+    cpu: byCgroup('cpu'),
+    processes: byCgroup('pids') || (input.prlimit && input.ownHostUid),
+    volume: input.volumeImage,
+  };
+}
+
+/**
+ * Why an instance must not start (AGT-6: a limit is never dropped
+ * silently), or undefined: each limit this host cannot hold, unless the
+ * operator named it in ENCLAVE_UNENFORCED_LIMITS. Shown on the agent's page:
+ * no host path.
+ */
+export function startRefusal(
+  enforced: LimitEnforcement,
+  allowed: readonly UnenforcedLimit[],
+): string | undefined {
+  const refused = (Object.keys(UNENFORCED_WHY) as EnforceableLimit[]).filter(
+    (name) => !enforced[name] && !allowed.includes(name),
+  );
+  if (refused.length === 0) return undefined;
+  return `${refused.map((name) => UNENFORCED_WHY[name]).join('; ')}; the operator can let ${refused.length === 1 ? 'it' : 'them'} go unenforced with ENCLAVE_UNENFORCED_LIMITS=${refused.join(',')}`;
 }
 
 export interface HostLimitSupport {
+  /** Hard, by a memory cgroup (otherwise measured). */
   readonly memory: boolean;
   readonly processes: boolean;
   readonly openFiles: boolean;
   readonly cpu: boolean;
+  /** Hard, by a volume image (otherwise measured, if the operator allows it). */
   readonly volume: boolean;
+  /** Whether a sandbox sets up here as a start makes it (stage, host uid, user namespaces). */
+  readonly sandbox: HostUidProbe;
   /** In words: what enforces each limit here, and what does not. */
   readonly how: string;
 }
 
 /**
  * What this host enforces per instance (`enclave doctor`), measured: cgroups
- * are created and removed, and a sandbox is set up under an unprivileged
- * host uid (in `instancesDir` when given, so its permissions count too).
+ * are created and removed, a volume image is loop-mounted, and a sandbox is
+ * set up as a start would (in `instancesDir` when given, so its permissions
+ * count too).
  */
 export async function hostLimitSupport(instancesDir?: string): Promise<HostLimitSupport> {
   const cgroups = await detectCgroups();
@@ -335,11 +367,17 @@ export async function hostLimitSupport(instancesDir?: string): Promise<HostLimit
   } catch {
     host = undefined;
   }
-  const prlimit = host?.tools.prlimit !== undefined;
-  const uid =
+  const scratch = instancesDir ?? tmpdir();
+  const volumes: VolumeSupport =
     host === undefined
-      ? ({ ok: false, reason: 'bubblewrap is not installed' } as const)
-      : await probeShared(host, instancesDir);
+      ? { images: false, reason: 'bubblewrap is not installed' }
+      : await detectVolumeImages(scratch, { unshare: host.tools.unshare, find: findExecutable });
+  const sandbox: HostUidProbe =
+    host === undefined
+      ? { ok: false, reason: 'bubblewrap is not installed' }
+      : await probeShared(host, scratch);
+  const prlimit = host?.tools.prlimit !== undefined;
+  const ownUid = host?.root === true;
   const memory = cgroups.parents.memory !== undefined;
   const pids = cgroups.parents.pids !== undefined;
   const cpu = cgroups.parents.cpu !== undefined;
@@ -352,48 +390,59 @@ export async function hostLimitSupport(instancesDir?: string): Promise<HostLimit
       ? [`not by cgroup: ${cgroups.notes.join('; ')}`]
       : []),
     prlimit
-      ? `prlimit: open files, file size up to the volume limit, no core dumps${!pids && uid.ok ? ", processes (RLIMIT_NPROC on the instance's own host uid)" : ''}`
-      : 'prlimit (util-linux) is not installed: no open-file or file-size limit',
-    'volume: its usage is measured every few seconds and an instance over its limit is stopped',
+      ? `prlimit: open files, file size up to the volume limit, no core dumps${!pids && ownUid ? ", processes (RLIMIT_NPROC on the instance's own host uid)" : ''}`
+      : 'prlimit (util-linux) is not installed: no open-file, file-size or process limit by rlimit',
+    volumes.images
+      ? 'volume: an ext4 image per instance, loop-mounted in the sandbox (ENOSPC past volume_mb; the host holds at most volume_mb + about 4 %)'
+      : `volume: no hard limit (${volumes.reason}); measured, if allowed`,
     ...(memory
       ? []
       : [
           "memory: not a hard limit here; the sandbox's resident memory is measured each second and an instance over its limit is stopped",
         ]),
-    uid.ok
-      ? 'host uid: each instance runs as a host uid of its own (no root)'
-      : `host uid: root without capabilities, mapped to uid ${SANDBOX_UID} inside (${uid.reason})`,
+    host?.root === true
+      ? 'host uid: each instance runs as a host uid of its own, never root'
+      : "host uid: instances run as the worker's own uid",
+    sandbox.ok ? 'a probe sandbox starts' : `a probe sandbox fails: ${sandbox.reason}`,
   ].join('; ');
   return {
     memory,
-    processes: pids || (prlimit && uid.ok),
+    processes: pids || (prlimit && ownUid),
     openFiles: prlimit,
     cpu,
-    volume: true,
+    volume: volumes.images,
+    sandbox,
     how,
   };
 }
 
-/** probeHostUid on a sandbox of the shared binds and a throwaway instance directory. */
-async function probeShared(host: SandboxHost, instancesDir: string | undefined): Promise<HostUidProbe> {
-  const base = instancesDir ?? tmpdir();
+/** A sandbox of the shared binds and a throwaway instance directory, set up as a start would and run with `true`. */
+async function probeShared(host: SandboxHost, base: string): Promise<HostUidProbe> {
   let dir: string | undefined;
   try {
     await mkdir(base, { recursive: true });
     dir = await mkdtemp(path.join(base, '.probe-'));
-    await chmod(dir, 0o755);
-    const layout: SandboxLayout = {
-      ...host.shared,
-      templateDir: dir,
-      volumeDir: path.join(dir, 'volume'),
-      runDir: path.join(dir, 'run'),
-      etcDir: path.join(dir, 'etc'),
+    await chmod(dir, 0o711);
+    const templateDir = path.join(dir, 'template');
+    await mkdir(templateDir, { mode: 0o755 });
+    const agentId = 'probe';
+    const spec: InstanceSpec = {
+      agentId,
+      tenantId: agentId,
+      command: ['true'],
+      templateDir,
+      port: 8080,
+      limits: { memoryMb: 64, processes: 16, openFiles: 64, cpuPercent: 100, volumeMb: 1 },
+      egress: { tenantId: agentId, agentId, allowlist: [] },
+      env: {},
+      secrets: new Map(),
+      supportKey: undefined,
     };
-    for (const sub of [layout.volumeDir, layout.runDir, layout.etcDir]) await mkdir(sub, { mode: 0o755 });
-    for (const [name, text] of Object.entries(etcFiles()))
-      await writeFile(path.join(layout.etcDir, name), text, { mode: 0o644 });
-    const args = bwrapArgs(layout, { tmpMb: 16, shmMb: 8, disableUserns: host.disableUserns });
-    return await probeHostUid(host, args, sandboxHostUid('probe'));
+    const prepared = await prepareInstanceDir(dir, spec, host, {
+      images: false,
+      reason: 'the probe needs no volume image',
+    });
+    return await probeSandbox(host, prepared);
   } catch (error) {
     return { ok: false, reason: (error as Error).message };
   } finally {

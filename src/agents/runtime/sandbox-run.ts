@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
+import type { UnenforcedLimit } from '../../config.ts';
 import type { Logger } from '../../logger.ts';
 import type { EgressListener, EgressProxy } from '../egress/proxy.ts';
 import {
@@ -15,11 +16,19 @@ import {
 } from './bwrap-args.ts';
 import type { InstanceSpec } from './driver.ts';
 import { prepareInstanceDir } from './instance-dir.ts';
-import { type CgroupSupport, createInstanceCgroup, type InstanceCgroup, rlimitArgs } from './limits.ts';
+import {
+  type CgroupSupport,
+  createInstanceCgroup,
+  type InstanceCgroup,
+  limitEnforcement,
+  rlimitArgs,
+  startRefusal,
+} from './limits.ts';
 import { createOutputLog, type OutputLog } from './output-log.ts';
 import type { SandboxHost } from './sandbox-host.ts';
 import { emptyDir, findSupervisorPid, probeIngress, waitGone } from './sandbox-process.ts';
 import { type ControlChannel, configFrame, createControlChannel, readInfo } from './supervisor-channel.ts';
+import type { VolumeSupport } from './volume-image.ts';
 
 // One launched sandbox, from its launch to the moment nothing of it is left:
 // launchSandbox prepares the instance directory, the cgroup and the egress
@@ -32,6 +41,7 @@ import { type ControlChannel, configFrame, createControlChannel, readInfo } from
 export interface SandboxHostSupport {
   readonly sandbox: SandboxHost;
   readonly cgroups: CgroupSupport;
+  readonly volumes: VolumeSupport;
 }
 
 export interface Run {
@@ -41,6 +51,8 @@ export interface Run {
   readonly runDir: string;
   /** The kernel holds its memory to the limit (a memory cgroup); otherwise the driver measures it. */
   readonly memoryByCgroup: boolean;
+  /** The volume is an image of its own (a hard limit); otherwise the driver measures it. */
+  readonly volumeByImage: boolean;
   /** The host pid of the sandbox's init (from bwrap's info fd). */
   sandboxPid: number | undefined;
   /** Set by stop(): the instance ends as stopped, not crashed. */
@@ -58,8 +70,8 @@ export interface LaunchDeps {
   readonly instancesDir: string;
   readonly egress: Pick<EgressProxy, 'listen'>;
   readonly log: Logger;
-  /** Called with the reason when a root driver cannot give the instance a host uid of its own. */
-  readonly rootMapped: (reason: string) => void;
+  /** Limits the operator lets go unenforced (ENCLAVE_UNENFORCED_LIMITS): others refuse the start. */
+  readonly unenforcedLimits: readonly UnenforcedLimit[];
 }
 
 function zero(secrets: ReadonlyMap<string, Buffer>): void {
@@ -72,16 +84,28 @@ export async function launchSandbox(
   host: SandboxHostSupport,
 ): Promise<Run> {
   const { sandbox, cgroups } = host;
-  const { layout, uid, options, fallback } = await prepareInstanceDir(deps.instancesDir, spec, sandbox);
-  if (fallback !== undefined) deps.rootMapped(fallback);
+  const prepared = await prepareInstanceDir(deps.instancesDir, spec, sandbox, host.volumes);
+  const { layout, uid, options, stage } = prepared;
   let cgroup: InstanceCgroup | undefined;
   try {
     cgroup = await createInstanceCgroup(cgroups, spec.agentId, spec.limits);
   } catch (error) {
-    deps.log.warn(
-      { agentId: spec.agentId, err: error },
-      'no cgroup for this instance: limits by prlimit only',
-    );
+    deps.log.warn({ agentId: spec.agentId, err: error }, 'no cgroup for this instance');
+  }
+  // AGT-6: what this start cannot hold refuses it, unless the operator allowed it by name.
+  const refusal = startRefusal(
+    limitEnforcement({
+      cgroup,
+      cgroups,
+      prlimit: sandbox.tools.prlimit !== undefined,
+      ownHostUid: stage !== undefined,
+      volumeImage: prepared.volumeImage,
+    }),
+    deps.unenforcedLimits,
+  );
+  if (refusal !== undefined) {
+    await cgroup?.remove().catch(() => undefined);
+    throw new Error(refusal);
   }
   let egress: EgressListener;
   try {
@@ -101,11 +125,12 @@ export async function launchSandbox(
               binary: sandbox.tools.prlimit,
               args: rlimitArgs(spec.limits, {
                 processesByCgroup: cgroups.parents.pids !== undefined && cgroup !== undefined,
-                ownHostUid: uid !== 0 && sandbox.root,
+                ownHostUid: stage !== undefined,
               }),
             },
+      stage,
       setpriv:
-        sandbox.root && uid !== 0 && sandbox.tools.setpriv !== undefined
+        stage !== undefined && sandbox.tools.setpriv !== undefined
           ? { binary: sandbox.tools.setpriv, uid }
           : undefined,
       bwrap: sandbox.tools.bwrap,
@@ -113,7 +138,7 @@ export async function launchSandbox(
     bwrapArgs(layout, options),
   );
   const output = createOutputLog(path.join(deps.instancesDir, spec.agentId, 'output.log'));
-  output.note(`starting ${spec.command[0]} (host uid ${uid === 0 ? 'root, no capabilities' : uid})`);
+  output.note(`starting ${spec.command[0]} (host uid ${uid})`);
   // No environment of the worker (database URL, keys) reaches any host process of the sandbox.
   const child = spawn(argv[0] as string, argv.slice(1), {
     stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
@@ -126,7 +151,7 @@ export async function launchSandbox(
   child.stderr?.pipe(output, { end: false });
   child.stderr?.on('data', (chunk: Buffer) => {
     if (control.hello) return; // from here on, stderr is the instance's: it could print anything
-    const line = /^bwrap: (.+)$/m.exec(chunk.toString('utf8'))?.[1];
+    const line = /^(?:bwrap|enclave-launch): (.+)$/m.exec(chunk.toString('utf8'))?.[1];
     if (line !== undefined) bwrapError = line.slice(0, 200);
   });
   child.once('error', (error) => output.note(`could not launch the sandbox: ${error.message}`));
@@ -136,6 +161,7 @@ export async function launchSandbox(
     control,
     runDir: layout.runDir,
     memoryByCgroup: cgroups.parents.memory !== undefined && cgroup !== undefined,
+    volumeByImage: prepared.volumeImage,
     sandboxPid: undefined,
     stopping: false,
     killReason: undefined,

@@ -1,5 +1,5 @@
-import { volumeUsageBytes } from './limits.ts';
 import { sandboxMemoryBytes } from './sandbox-process.ts';
+import { volumeUsageBytes } from './volume-image.ts';
 
 // Limits measured from the host (AGT-6), for what no kernel mechanism
 // enforces here. The volume: RLIMIT_FSIZE stops any one file at the limit
