@@ -13,7 +13,7 @@ import {
   sandboxHostUid,
   supervisorArgv,
 } from './bwrap-args.ts';
-import { rlimitArgs } from './limits.ts';
+import { rlimitArgs, startRefusal } from './limits.ts';
 
 // What the sandbox is made of (AGT-2), read from the argv alone: the
 // namespaces, every bind and where it lands, and the host command line
@@ -264,5 +264,21 @@ describe('commands, ports, uids and rlimits', () => {
         arg.startsWith('--nproc'),
       ),
     );
+  });
+
+  test('AGT-6: a start refuses each limit the host cannot hold, by name, unless the operator allowed it', () => {
+    const none = { cpu: false, processes: false, volume: false };
+    assert.equal(startRefusal({ cpu: true, processes: true, volume: true }, []), undefined);
+    assert.equal(startRefusal(none, ['cpu', 'processes', 'volume']), undefined);
+    const refusal = startRefusal(none, ['processes']) ?? '';
+    assert.match(
+      refusal,
+      /^cpu_percent cannot be enforced on this host \(no cpu cgroup\); volume_mb cannot be enforced/,
+    );
+    assert.match(
+      refusal,
+      /the operator can let them go unenforced with ENCLAVE_UNENFORCED_LIMITS=cpu,volume$/,
+    );
+    assert.ok(!refusal.includes('processes'));
   });
 });

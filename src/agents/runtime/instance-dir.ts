@@ -140,14 +140,14 @@ export async function prepareInstanceDir(
   };
 }
 
-export type HostUidProbe = { readonly ok: true } | { readonly ok: false; readonly reason: string };
+export type SandboxProbe = { readonly ok: true } | { readonly ok: false; readonly reason: string };
 
 /**
  * Sets a prepared instance's sandbox up exactly as a start would (stage,
  * host uid, binds) and runs `true` in it. It fails where user namespaces
  * are off for that uid, or a bind cannot be made.
  */
-export async function probeSandbox(host: SandboxHost, prepared: PreparedInstance): Promise<HostUidProbe> {
+export async function probeSandbox(host: SandboxHost, prepared: PreparedInstance): Promise<SandboxProbe> {
   const options: LaunchOptions = {
     shell: host.tools.shell,
     cgroupProcs: [],
@@ -164,6 +164,7 @@ export async function probeSandbox(host: SandboxHost, prepared: PreparedInstance
     // bwrap writes its info to fd 5 (INFO_FD): give it a pipe there.
     const child = spawn(command as string, args, {
       stdio: ['ignore', 'ignore', 'pipe', 'ignore', 'ignore', 'pipe'],
+      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
     });
     let output = '';
     child.stderr?.on('data', (chunk: Buffer) => {

@@ -4,17 +4,20 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { UnenforcedLimit } from '../../config.ts';
 import type { InstanceLimits, InstanceSpec } from './driver.ts';
-import { type HostUidProbe, prepareInstanceDir, probeSandbox } from './instance-dir.ts';
+import { type SandboxProbe, prepareInstanceDir, probeSandbox } from './instance-dir.ts';
 import { detectSandboxHost, findExecutable, type SandboxHost } from './sandbox-host.ts';
 import { detectVolumeImages, type VolumeSupport } from './volume-image.ts';
 
-// AGT-6: what this host can enforce per instance, and the setup that does
-// it. cgroups when a writable hierarchy exists (v2 with memory, pids and cpu
-// delegated to the driver's own cgroup, else v1 memory, pids and cpu), and
-// resource limits through prlimit: open files always, file size (the volume's
-// first line), no core dumps (they would carry secrets to the host's disk),
-// and, only where the pids cgroup is missing, RLIMIT_NPROC (counted per host
-// uid, so only with the instance's own host uid). No RLIMIT_AS: measured,
+// AGT-6: what this host can enforce per instance, the setup that does it,
+// and the refusal of a start whose limit it cannot hold (unless the operator
+// allowed that limit by name: a limit is never dropped silently). cgroups
+// when a writable hierarchy exists (v2 with memory, pids and cpu delegated to
+// the driver's own cgroup, else v1 memory, pids and cpu), and resource limits
+// through prlimit: open files always, file size (the volume's first line;
+// the volume image, volume-image.ts, is the whole), no core dumps (they
+// would carry secrets to the host's disk), and, only where the pids cgroup
+// is missing, RLIMIT_NPROC (counted per real uid and ignored for root, so
+// only with the instance's own host uid). No RLIMIT_AS: measured,
 // node needs 800 MiB of address space to start and WebAssembly (fetch's HTTP
 // parser) reserves about 10 GiB more, so any cap low enough to matter breaks
 // the agent; without a memory cgroup, usage-watch.ts measures memory
@@ -348,7 +351,7 @@ export interface HostLimitSupport {
   /** Hard, by a volume image (otherwise measured, if the operator allows it). */
   readonly volume: boolean;
   /** Whether a sandbox sets up here as a start makes it (stage, host uid, user namespaces). */
-  readonly sandbox: HostUidProbe;
+  readonly sandbox: SandboxProbe;
   /** In words: what enforces each limit here, and what does not. */
   readonly how: string;
 }
@@ -372,7 +375,7 @@ export async function hostLimitSupport(instancesDir?: string): Promise<HostLimit
     host === undefined
       ? { images: false, reason: 'bubblewrap is not installed' }
       : await detectVolumeImages(scratch, { unshare: host.tools.unshare, find: findExecutable });
-  const sandbox: HostUidProbe =
+  const sandbox: SandboxProbe =
     host === undefined
       ? { ok: false, reason: 'bubblewrap is not installed' }
       : await probeShared(host, scratch);
@@ -393,7 +396,7 @@ export async function hostLimitSupport(instancesDir?: string): Promise<HostLimit
       ? `prlimit: open files, file size up to the volume limit, no core dumps${!pids && ownUid ? ", processes (RLIMIT_NPROC on the instance's own host uid)" : ''}`
       : 'prlimit (util-linux) is not installed: no open-file, file-size or process limit by rlimit',
     volumes.images
-      ? 'volume: an ext4 image per instance, loop-mounted in the sandbox (ENOSPC past volume_mb; the host holds at most volume_mb + about 4 %)'
+      ? 'volume: an ext4 image per instance, loop-mounted in the sandbox (ENOSPC past volume_mb; the host holds at most volume_mb + 4.1 % + 280 KiB)'
       : `volume: no hard limit (${volumes.reason}); measured, if allowed`,
     ...(memory
       ? []
@@ -417,7 +420,7 @@ export async function hostLimitSupport(instancesDir?: string): Promise<HostLimit
 }
 
 /** A sandbox of the shared binds and a throwaway instance directory, set up as a start would and run with `true`. */
-async function probeShared(host: SandboxHost, base: string): Promise<HostUidProbe> {
+async function probeShared(host: SandboxHost, base: string): Promise<SandboxProbe> {
   let dir: string | undefined;
   try {
     await mkdir(base, { recursive: true });

@@ -12,8 +12,8 @@ import { chownTree, emptyDir } from './sandbox-process.ts';
 // blocks beyond the limit are ext4's root-reserved blocks, which the
 // instance's unprivileged host uid cannot use. The host holds at most the
 // image: volume_mb plus ext4's metadata (inode tables, one inode per 16 KiB:
-// about 1.6 %) and its reserve for extent conversion (2 %, at most 16 MiB),
-// plus 256 KiB. Loop mounts need root, so only a root worker has this;
+// about 1.6 %) and its reserve for extent conversion (2 %, at most 16 MiB):
+// at most 4.1 % + 280 KiB. Loop mounts need root, so only a root worker has this;
 // elsewhere the volume is measured (usage-watch.ts) only if the operator
 // allows it (docs/runtime.md, Limits).
 
@@ -74,9 +74,11 @@ function mkfsArgs(uid: number, image: string, source: string | undefined): strin
     '16384',
     '-m',
     '0',
-    // No journal: the image is small and checked (e2fsck -p) before every mount.
+    // No journal: the image is checked (e2fsck -p) before every mount. No
+    // resize inode: its reserved descriptor blocks (measured: 9000 blocks at
+    // 8 GB) would break the sizing; resize2fs grows offline without it.
     '-O',
-    '^has_journal',
+    '^has_journal,^resize_inode',
     '-E',
     `root_owner=${uid}:${uid}`,
     '-L',
@@ -105,7 +107,10 @@ async function resize(file: string, blocks: number): Promise<void> {
   }
 }
 
-async function header(tools: VolumeTools, image: string): Promise<{ blocks: number; free: number }> {
+async function header(
+  tools: Pick<VolumeTools, 'dumpe2fs'>,
+  image: string,
+): Promise<{ blocks: number; free: number }> {
   const result = await run(tools.dumpe2fs, ['-h', image]);
   const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)$`, 'm').exec(result.output)?.[1]);
   const blocks = field('Block count');
@@ -117,7 +122,11 @@ async function header(tools: VolumeTools, image: string): Promise<{ blocks: numb
 }
 
 /** Free blocks of a fresh file system of `blocks` blocks: what the image's metadata leaves. */
-async function freshFreeBlocks(tools: VolumeTools, dir: string, blocks: number): Promise<number> {
+async function freshFreeBlocks(
+  tools: Pick<VolumeTools, 'mkfs' | 'dumpe2fs'>,
+  dir: string,
+  blocks: number,
+): Promise<number> {
   const scratch = await mkdtemp(path.join(dir, '.measure-'));
   try {
     const image = path.join(scratch, 'image');
@@ -130,6 +139,20 @@ async function freshFreeBlocks(tools: VolumeTools, dir: string, blocks: number):
   }
 }
 
+/**
+ * The blocks to reserve for root in an image of `blocks` blocks so that
+ * exactly volume_mb stays writable for anyone else; negative if the image is
+ * too small for the limit.
+ */
+export async function limitReserveBlocks(
+  tools: Pick<VolumeTools, 'mkfs' | 'dumpe2fs'>,
+  scratchDir: string,
+  blocks: number,
+  volumeMb: number,
+): Promise<number> {
+  return (await freshFreeBlocks(tools, scratchDir, blocks)) - resvBlocks(blocks) - volumeMb * MIB_BLOCKS;
+}
+
 /** Root-reserves every free block beyond volume_mb: the instance's uid gets exactly its limit. */
 async function reserveBeyondLimit(
   tools: VolumeTools,
@@ -138,7 +161,7 @@ async function reserveBeyondLimit(
   volumeMb: number,
 ): Promise<void> {
   const { blocks } = await header(tools, image);
-  const reserve = (await freshFreeBlocks(tools, dir, blocks)) - resvBlocks(blocks) - volumeMb * MIB_BLOCKS;
+  const reserve = await limitReserveBlocks(tools, dir, blocks, volumeMb);
   if (reserve < 0) throw new VolumeError('volume_failed', 'the volume could not be sized');
   const tuned = await run(tools.tune2fs, ['-r', String(reserve), image]);
   if (tuned.code !== 0) throw new VolumeError('volume_failed', 'the volume could not be sized');
@@ -194,6 +217,12 @@ export async function prepareVolumeImage(
   const volumeDir = path.join(dir, 'volume');
   const blocks = volumeImageBlocks(volumeMb);
   await mkdir(volumeDir, { recursive: true, mode: 0o700 });
+  // What a worker that died mid-way left: a half-made image, scratch file systems.
+  for (const name of await readdir(dir)) {
+    if (name.startsWith('.measure-') || name === `${IMAGE_NAME}.new`) {
+      await rm(path.join(dir, name), { recursive: true, force: true });
+    }
+  }
   const existing = await lstat(image).catch(() => undefined);
   if (existing === undefined) {
     const held = await volumeUsageBytes(volumeDir);
@@ -206,7 +235,6 @@ export async function prepareVolumeImage(
     const migrating = (await readdir(volumeDir)).length > 0;
     if (migrating) await chownTree(volumeDir, uid);
     const fresh = `${image}.new`;
-    await rm(fresh, { force: true });
     await sparseFile(fresh, blocks);
     const made = await run(tools.mkfs, mkfsArgs(uid, fresh, migrating ? volumeDir : undefined));
     if (made.code !== 0) {
