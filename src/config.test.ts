@@ -114,10 +114,10 @@ describe('loadConfig', () => {
   });
 
   test('AGT-6: ENCLAVE_UNENFORCED_LIMITS names the limits an operator lets go unenforced, and nothing else', () => {
-    assert.deepEqual(
-      loadConfig({ ENCLAVE_UNENFORCED_LIMITS: 'CPU, volume,cpu' }, CWD).unenforcedLimits,
-      ['cpu', 'volume'],
-    );
+    assert.deepEqual(loadConfig({ ENCLAVE_UNENFORCED_LIMITS: 'CPU, volume,cpu' }, CWD).unenforcedLimits, [
+      'cpu',
+      'volume',
+    ]);
     for (const bad of ['memory', 'cpu,,volume', 'all', 'cpu;volume']) {
       configError({ ENCLAVE_UNENFORCED_LIMITS: bad }, 'ENCLAVE_UNENFORCED_LIMITS');
     }

@@ -48,6 +48,11 @@ describe('enclave doctor: sandbox limits', () => {
       strict.detail,
       support.volume ? /volume: an ext4 image per instance/ : /volume: no hard limit \(/,
     );
+    assert.deepEqual(
+      support.uidConflicts,
+      [],
+      'no user or subordinate range claims the instances’ uids here',
+    );
     if (process.getuid?.() === 0) {
       assert.match(strict.detail, /host uid: each instance runs as a host uid of its own, never root/);
       assert.ok(

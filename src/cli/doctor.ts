@@ -53,11 +53,15 @@ export async function sandboxLimitsCheck(
       ? [`not enforced, allowed by ENCLAVE_UNENFORCED_LIMITS: ${allowed.join(', ')}`]
       : []),
   ];
-  const ok = unenforced.length === 0 && support.memory && support.openFiles;
+  const ok =
+    unenforced.length === 0 && support.memory && support.openFiles && support.uidConflicts.length === 0;
   return {
     name,
     status: ok ? 'ok' : 'warn',
     detail: `${unenforced.length === 0 ? 'cpu, processes and volume enforced' : ''}${unenforced.length === 0 ? '; ' : ''}${parts.join('; ')} (${support.how})`,
+    ...(support.uidConflicts.length > 0
+      ? { fix: 'leave uids 1577058304 to 1593835519 to Enclave: no user or /etc/subuid range there' }
+      : {}),
     ...(refused.length > 0
       ? {
           fix: `run Enclave as root where cgroup v2 (or v1 memory, pids and cpu) is writable and loop devices exist, or accept the gap with ENCLAVE_UNENFORCED_LIMITS=${refused.join(',')}`,

@@ -11,6 +11,7 @@ import {
   type SandboxLayout,
   sandboxCommand,
   sandboxHostUid,
+  stageLayout,
   supervisorArgv,
 } from './bwrap-args.ts';
 import { rlimitArgs, startRefusal } from './limits.ts';
@@ -158,9 +159,12 @@ describe('the host command line', () => {
       prlimit: { binary: '/usr/bin/prlimit', args: ['--nofile=64:64'] },
       stage: {
         unshare: '/usr/bin/unshare',
-        dir: '/data/instances/a/stage',
-        binds: [{ kind: 'file', source: '/root/node', name: 'node' }],
-        volume: { image: '/data/instances/a/volume.ext4', mountPoint: '/data/instances/a/volume' },
+        dir: '/run/enclave-stage',
+        binds: [
+          { kind: 'file', source: '/root/node', name: 'node' },
+          { kind: 'rw', source: '/data/instances/a/run', name: 'run' },
+        ],
+        image: '/data/instances/a/volume.ext4',
       },
       setpriv: { binary: '/usr/bin/setpriv', uid: 1_577_058_305 },
       bwrap: '/usr/bin/bwrap',
@@ -181,17 +185,19 @@ describe('the host command line', () => {
     assert.deepEqual(argv.slice(15, 17), ['/bin/sh', '-c']);
     // Paths are parameters of the stage script, never part of its text.
     assert.ok(!(argv[17] ?? '').includes('/data/instances'));
-    assert.deepEqual(argv.slice(18, 26), [
+    assert.deepEqual(argv.slice(18, 28), [
       'enclave-stage',
-      '/data/instances/a/stage',
+      '/run/enclave-stage',
       '/data/instances/a/volume.ext4',
-      '/data/instances/a/volume',
       'file',
       '/root/node',
       'node',
+      'rw',
+      '/data/instances/a/run',
+      'run',
       '--',
     ]);
-    const rest = argv.slice(26);
+    const rest = argv.slice(28);
     assert.deepEqual(rest.slice(0, 7), [
       '/usr/bin/setpriv',
       '--reuid',
@@ -220,6 +226,30 @@ describe('the host command line', () => {
     assert.ok(!probe.includes('/x/cgroup.procs') && !probe.includes('/usr/bin/prlimit'));
     assert.deepEqual(probe.slice(-2), ['--', '/usr/bin/true']);
     assert.deepEqual(probe.slice(probe.indexOf('/usr/bin/bwrap') + 1, -2), bwrap);
+  });
+});
+
+describe('the stage', () => {
+  const stageDir = '/run/enclave-stage';
+  const system = ['/usr', '/lib64', ...layout.hostEtc];
+
+  test('AGT-2: staged, every bind of the sandbox but the system comes through the stage, so its host uid needs no host path', () => {
+    for (const image of [true, false]) {
+      const staged = stageLayout(layout, stageDir, image);
+      const args = bwrapArgs(staged.layout, options);
+      for (const [source] of [...binds(args, '--bind'), ...binds(args, '--ro-bind')]) {
+        assert.ok(system.includes(source) || source.startsWith(`${stageDir}/`), source);
+      }
+      // Read-write only what was read-write before: the volume and run/.
+      assert.deepEqual(
+        staged.binds.filter((bind) => bind.kind === 'rw').map((bind) => bind.source),
+        image ? [layout.runDir] : [layout.runDir, layout.volumeDir],
+      );
+      assert.deepEqual(binds(args, '--bind'), [
+        [`${stageDir}/data`, '/data'],
+        [`${stageDir}/run`, '/run/enclave'],
+      ]);
+    }
   });
 });
 

@@ -25,8 +25,8 @@ export const CONTROL_FD = 4;
 export const INFO_FD = 5;
 
 /** Host uids for instances (one each, derived from the agent id): 0x5E000000 … 0x5EFFFFFF. */
-const HOST_UID_BASE = 0x5e000000;
-const HOST_UID_SPAN = 0x01000000;
+export const HOST_UID_BASE = 0x5e000000;
+export const HOST_UID_SPAN = 0x01000000;
 
 /** What a top-level system path is on this host: merged-/usr hosts have symlinks, older ones directories. */
 export type SystemEntry =
@@ -214,9 +214,9 @@ export function supervisorArgv(): string[] {
   return [SANDBOX_PATHS.node, '--v8-pool-size=1', '--max-old-space-size=48', SANDBOX_PATHS.supervisor];
 }
 
-/** A bind source the instance's host uid may be unable to reach (under /root …), staged by the launcher as root. */
+/** A bind source staged by the launcher as root: read-only (a file or a directory) or a read-write directory. */
 export interface StagedBind {
-  readonly kind: 'file' | 'dir';
+  readonly kind: 'file' | 'dir' | 'rw';
   readonly source: string;
   /** Its name in the stage directory: one path segment. */
   readonly name: string;
@@ -224,29 +224,36 @@ export interface StagedBind {
 
 /**
  * What the launcher, still root, sets up in a mount namespace of its own
- * before it drops to the instance's host uid: a tmpfs on `dir` with a
- * read-only bind of each source, and the volume's image mounted on its
- * mount point. Nothing of it is seen outside that namespace, and it all
- * goes with the sandbox's last process.
+ * before it drops to the instance's host uid: a tmpfs on `dir` holding a
+ * bind of every source of the instance's sandbox (so that uid needs no
+ * access to any host path: a node binary under /root, a data directory of
+ * mode 0700), and the volume's image mounted at `data`. Nothing of it is
+ * seen outside that namespace, and it all goes with the sandbox's last
+ * process.
  */
 export interface LaunchStage {
   readonly unshare: string;
-  /** An empty root-owned directory under the instance directory. */
+  /** An empty root-owned directory every user can traverse to, outside the data directory. */
   readonly dir: string;
   readonly binds: readonly StagedBind[];
-  readonly volume: { readonly image: string; readonly mountPoint: string } | undefined;
+  /** The volume's image, mounted at `data` in the stage; undefined: the volume directory is a bind. */
+  readonly image: string | undefined;
 }
 
-/** The layout as bwrap sees it when `stageDir` holds node, the supervisor, node_modules and the template. */
+/** The layout as bwrap sees it once the launcher has staged it in `stageDir` (`image`: the volume is one). */
 export function stageLayout(
   layout: SandboxLayout,
   stageDir: string,
+  image: boolean,
 ): { layout: SandboxLayout; binds: StagedBind[] } {
   const binds: StagedBind[] = [
     { kind: 'file', source: layout.nodeBinary, name: 'node' },
     { kind: 'dir', source: layout.supervisorDir, name: 'supervisor' },
     { kind: 'dir', source: layout.nodeModulesDir, name: 'node_modules' },
     { kind: 'dir', source: layout.templateDir, name: 'app' },
+    { kind: 'dir', source: layout.etcDir, name: 'etc' },
+    { kind: 'rw', source: layout.runDir, name: 'run' },
+    ...(image ? [] : [{ kind: 'rw', source: layout.volumeDir, name: 'data' } as const]),
   ];
   const staged = (name: string) => path.join(stageDir, name);
   return {
@@ -256,6 +263,9 @@ export function stageLayout(
       supervisorDir: staged('supervisor'),
       nodeModulesDir: staged('node_modules'),
       templateDir: staged('app'),
+      etcDir: staged('etc'),
+      runDir: staged('run'),
+      volumeDir: staged('data'),
     },
     binds,
   };
@@ -279,15 +289,18 @@ export interface LaunchOptions {
 // failed (the driver reports it as the reason).
 const STAGE_SCRIPT = [
   'fail() { printf "enclave-launch: %s\\n" "$1" >&2; exit 125; }',
-  'stage=$1 image=$2 volume=$3; shift 3',
+  'stage=$1 image=$2; shift 2',
   'mount -t tmpfs -o mode=0711,size=64k,nosuid,nodev enclave-stage "$stage" 2>/dev/null || fail "could not stage the sandbox"',
   'while [ "$1" != -- ]; do',
   '  if [ "$1" = file ]; then : > "$stage/$3"; else mkdir "$stage/$3"; fi || fail "could not stage the sandbox"',
-  '  mount --bind -o ro,nosuid,nodev "$2" "$stage/$3" 2>/dev/null || fail "could not stage the sandbox"',
+  '  if [ "$1" = rw ]; then options=nosuid,nodev; else options=ro,nosuid,nodev; fi',
+  '  mount --bind -o "$options" "$2" "$stage/$3" 2>/dev/null || fail "could not stage the sandbox"',
   '  shift 3',
   'done',
   'shift',
-  '[ "$image" = - ] || mount -t ext4 -o loop,nosuid,nodev "$image" "$volume" 2>/dev/null || fail "could not mount the volume"',
+  'if [ "$image" != - ]; then',
+  '  mkdir "$stage/data" && mount -t ext4 -o loop,nosuid,nodev "$image" "$stage/data" 2>/dev/null || fail "could not mount the volume"',
+  'fi',
   'exec "$@"',
 ].join('\n');
 
@@ -306,7 +319,7 @@ export function launchArgv(options: LaunchOptions, bwrap: readonly string[]): st
   if (stage !== undefined) {
     argv.push(stage.unshare, '--mount', '--propagation', 'private', '--');
     argv.push(options.shell, '-c', STAGE_SCRIPT, 'enclave-stage', stage.dir);
-    argv.push(stage.volume?.image ?? '-', stage.volume?.mountPoint ?? '-');
+    argv.push(stage.image ?? '-');
     for (const bind of stage.binds) argv.push(bind.kind, bind.source, bind.name);
     argv.push('--');
   }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { requireTool } from '../../../test/helpers/system-tools.ts';
@@ -154,6 +154,23 @@ describe('AGT-2: never host root inside', () => {
       if (status === '') continue;
       assert.match(status, new RegExp(`^Uid:\\t${uid}\\t${uid}\\t${uid}\\t${uid}$`, 'm'));
     }
+  });
+});
+
+describe('AGT-2: the host uid needs no host path', () => {
+  test('AGT-2: as root, an instance runs as its own host uid even where the data directory is mode 0700 and node lives under /root', async (t) => {
+    if (!requireTool(t, 'bwrap', 'bubblewrap')) return;
+    const who = await ids();
+    await chmod(rt.dataDir, 0o700);
+    t.after(() => chmod(rt.dataDir, 0o711));
+    await rt.driver.start(probeSpec(rt, who));
+    t.after(() => rt.driver.stop(who.agentId));
+    const uid = sandboxHostUid(who.agentId);
+    for (const pid of await sandboxProcesses(path.join(rt.instancesDir, who.agentId))) {
+      const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+      if (status !== '') assert.match(status, new RegExp(`^Uid:\\t${uid}\\t`, 'm'));
+    }
+    assert.equal((await shell(rt, who.agentId, 'echo ok > /data/ok && cat /data/ok')).stdout, 'ok\n');
   });
 });
 

@@ -21,17 +21,17 @@ import { IMAGE_NAME, prepareVolumeImage, type VolumeSupport } from './volume-ima
 // An instance's directory, made ready for a start:
 //   <instances>/<agent id>/          root, 0711 (traversable, not listable)
 //     etc/passwd, group, hosts …     root, 0644, bound read-only at /etc/…
-//     volume/                        /data: the image's mount point (root, 0700), or
-//                                    the volume itself (the instance's host uid, 0700)
-//     volume.ext4                    root, 0600: the volume's image, where the host has them
-//     stage/                         root, 0711, empty: the launcher's tmpfs of binds
+//     volume.ext4                    root, 0600: the volume's image, at /data, where the host has them
+//     volume/                        otherwise the volume, at /data (the instance's host uid, 0700);
+//                                    beside an image, empty (root, 0700)
 //     run/                           the instance's host uid, 0700, at /run/enclave (emptied)
 //     output.log                     root, 0600, never seen from inside
 // and the host uid decided. A root worker gives every instance a host uid of
-// its own (sandboxHostUid) and never runs one as root: the launcher stages
-// what that uid cannot reach (a node binary under /root) while still root,
-// in a mount namespace of its own (LaunchStage). A worker that is not root
-// runs instances as itself.
+// its own (sandboxHostUid) and never runs one as root: the launcher, still
+// root, stages every bind source in a mount namespace of its own
+// (LaunchStage), so that uid needs no access to any host path (a node
+// binary under /root, a data directory of mode 0700). A worker that is not
+// root runs instances as itself.
 
 export type InstanceDirErrorCode = 'host_uid_unavailable' | 'volume_unmountable';
 
@@ -46,6 +46,8 @@ export class InstanceDirError extends AppError<InstanceDirErrorCode> {
 export interface PreparedInstance {
   /** The sandbox's layout as bubblewrap sees it (staged paths on a root worker). */
   readonly layout: SandboxLayout;
+  /** The instance's run/ on the host (the layout's may be its staged path). */
+  readonly runDir: string;
   readonly options: SandboxOptions;
   /** The host uid the sandbox runs as: its own on a root worker, else the worker's. */
   readonly uid: number;
@@ -53,6 +55,39 @@ export interface PreparedInstance {
   readonly stage: LaunchStage | undefined;
   /** The volume is an image of its own, a hard limit; otherwise it is a plain directory, measured. */
   readonly volumeImage: boolean;
+}
+
+/**
+ * Where every launcher mounts its stage, each in its own mount namespace
+ * (so one directory serves them all, and on the host it stays empty). Not
+ * under the data directory: the instance's uid must reach it from /, and
+ * the data directory may be 0700 (or under /root). Under /run, which only
+ * root may write, so no one can plant it first.
+ */
+export const STAGE_DIR = '/run/enclave-stage';
+
+async function ensureStageDir(): Promise<string> {
+  const parent = await lstat(path.dirname(STAGE_DIR)).catch(() => undefined);
+  if (parent === undefined) await mkdir(path.dirname(STAGE_DIR), { mode: 0o755 });
+  const run = await lstat(path.dirname(STAGE_DIR));
+  if (!run.isDirectory() || run.uid !== 0 || (run.mode & 0o022) !== 0) {
+    throw new InstanceDirError(
+      'host_uid_unavailable',
+      "the host's run directory is not root's alone: the sandbox cannot be staged",
+    );
+  }
+  await mkdir(STAGE_DIR, { mode: 0o711 }).catch((error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EEXIST') throw error;
+  });
+  const stage = await lstat(STAGE_DIR);
+  if (!stage.isDirectory() || stage.uid !== 0) {
+    throw new InstanceDirError(
+      'host_uid_unavailable',
+      'the stage directory is not root’s: the sandbox cannot be staged',
+    );
+  }
+  await chmod(STAGE_DIR, 0o711);
+  return STAGE_DIR;
 }
 
 /** /tmp and /dev/shm are tmpfs, which is memory: sized from the memory limit. */
@@ -97,11 +132,6 @@ export async function prepareInstanceDir(
     await writeFile(path.join(layout.etcDir, name), text, { mode: 0o644 });
   }
   const uid = host.root ? sandboxHostUid(spec.agentId) : (process.getuid?.() ?? 0);
-  if (host.root) {
-    // Traversal for that uid: the directories above stay root's and unlistable.
-    await chmod(instancesDir, 0o711);
-    await chmod(dir, 0o711);
-  }
   let image: string | undefined;
   if (volumes.images) {
     image = await prepareVolumeImage(volumes.tools, dir, spec.limits.volumeMb, uid);
@@ -118,24 +148,23 @@ export async function prepareInstanceDir(
   }
   await chown(layout.runDir, uid, uid);
   if (!host.root || setpriv === undefined || unshare === undefined) {
-    return { layout, options, uid, stage: undefined, volumeImage: image !== undefined };
+    return {
+      layout,
+      runDir: layout.runDir,
+      options,
+      uid,
+      stage: undefined,
+      volumeImage: image !== undefined,
+    };
   }
-  const stageDir = path.join(dir, 'stage');
-  await mkdir(stageDir, { recursive: true, mode: 0o711 });
-  await emptyDir(stageDir);
-  await chown(stageDir, 0, 0);
-  await chmod(stageDir, 0o711);
-  const staged = stageLayout(layout, stageDir);
+  const stageDir = await ensureStageDir();
+  const staged = stageLayout(layout, stageDir, image !== undefined);
   return {
     layout: staged.layout,
+    runDir: layout.runDir,
     options,
     uid,
-    stage: {
-      unshare,
-      dir: stageDir,
-      binds: staged.binds,
-      volume: image === undefined ? undefined : { image, mountPoint: layout.volumeDir },
-    },
+    stage: { unshare, dir: stageDir, binds: staged.binds, image },
     volumeImage: image !== undefined,
   };
 }

@@ -4,8 +4,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { UnenforcedLimit } from '../../config.ts';
 import type { InstanceLimits, InstanceSpec } from './driver.ts';
-import { type SandboxProbe, prepareInstanceDir, probeSandbox } from './instance-dir.ts';
-import { detectSandboxHost, findExecutable, type SandboxHost } from './sandbox-host.ts';
+import { prepareInstanceDir, probeSandbox, type SandboxProbe } from './instance-dir.ts';
+import {
+  detectSandboxHost,
+  findExecutable,
+  hostUidRangeConflicts,
+  type SandboxHost,
+} from './sandbox-host.ts';
 import { detectVolumeImages, type VolumeSupport } from './volume-image.ts';
 
 // AGT-6: what this host can enforce per instance, the setup that does it,
@@ -352,6 +357,8 @@ export interface HostLimitSupport {
   readonly volume: boolean;
   /** Whether a sandbox sets up here as a start makes it (stage, host uid, user namespaces). */
   readonly sandbox: SandboxProbe;
+  /** Users and subordinate ranges that overlap the instances' host uids (none, on a sound host). */
+  readonly uidConflicts: readonly string[];
   /** In words: what enforces each limit here, and what does not. */
   readonly how: string;
 }
@@ -381,6 +388,7 @@ export async function hostLimitSupport(instancesDir?: string): Promise<HostLimit
       : await probeShared(host, scratch);
   const prlimit = host?.tools.prlimit !== undefined;
   const ownUid = host?.root === true;
+  const conflicts = await hostUidRangeConflicts();
   const memory = cgroups.parents.memory !== undefined;
   const pids = cgroups.parents.pids !== undefined;
   const cpu = cgroups.parents.cpu !== undefined;
@@ -404,7 +412,7 @@ export async function hostLimitSupport(instancesDir?: string): Promise<HostLimit
           "memory: not a hard limit here; the sandbox's resident memory is measured each second and an instance over its limit is stopped",
         ]),
     host?.root === true
-      ? 'host uid: each instance runs as a host uid of its own, never root'
+      ? `host uid: each instance runs as a host uid of its own, never root${conflicts.length > 0 ? `, from a range also claimed by ${conflicts.join(', ')}` : ''}`
       : "host uid: instances run as the worker's own uid",
     sandbox.ok ? 'a probe sandbox starts' : `a probe sandbox fails: ${sandbox.reason}`,
   ].join('; ');
@@ -415,6 +423,7 @@ export async function hostLimitSupport(instancesDir?: string): Promise<HostLimit
     cpu,
     volume: volumes.images,
     sandbox,
+    uidConflicts: conflicts,
     how,
   };
 }

@@ -1,8 +1,10 @@
 import { spawn } from 'node:child_process';
-import { access, constants, lstat, readlink, realpath } from 'node:fs/promises';
+import { access, constants, lstat, readFile, readlink, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import {
   HOST_ETC_CANDIDATES,
+  HOST_UID_BASE,
+  HOST_UID_SPAN,
   type SandboxLayout,
   SYSTEM_CANDIDATES,
   type SystemEntry,
@@ -127,4 +129,29 @@ export async function detectSandboxHost(): Promise<SandboxHost> {
     },
     root: process.getuid?.() === 0,
   };
+}
+
+/**
+ * Who else claims the instances' host uid range on this host: named users
+ * (/etc/passwd) and subordinate ranges (/etc/subuid, /etc/subgid) that
+ * overlap it. An instance's uid must be nobody else's.
+ */
+export async function hostUidRangeConflicts(): Promise<string[]> {
+  const end = HOST_UID_BASE + HOST_UID_SPAN;
+  const inRange = (first: number, count: number) => first < end && first + count > HOST_UID_BASE;
+  const conflicts: string[] = [];
+  const passwd = await readFile('/etc/passwd', 'utf8').catch(() => '');
+  for (const line of passwd.split('\n')) {
+    const [name = '', , uid = ''] = line.split(':');
+    if (/^\d+$/.test(uid) && inRange(Number(uid), 1)) conflicts.push(`user ${name} (/etc/passwd)`);
+  }
+  for (const file of ['/etc/subuid', '/etc/subgid']) {
+    const text = await readFile(file, 'utf8').catch(() => '');
+    for (const line of text.split('\n')) {
+      const [name = '', first = '', count = ''] = line.split(':');
+      if (/^\d+$/.test(first) && /^\d+$/.test(count) && inRange(Number(first), Number(count)))
+        conflicts.push(`${name}'s subordinate range (${file})`);
+    }
+  }
+  return conflicts;
 }

@@ -109,7 +109,7 @@ export async function launchSandbox(
   }
   let egress: EgressListener;
   try {
-    egress = await deps.egress.listen(path.join(layout.runDir, 'egress.sock'), spec.egress);
+    egress = await deps.egress.listen(path.join(prepared.runDir, 'egress.sock'), spec.egress);
   } catch (error) {
     await cgroup?.remove().catch(() => undefined);
     throw error;
@@ -159,7 +159,7 @@ export async function launchSandbox(
     child,
     log: output,
     control,
-    runDir: layout.runDir,
+    runDir: prepared.runDir,
     memoryByCgroup: cgroups.parents.memory !== undefined && cgroup !== undefined,
     volumeByImage: prepared.volumeImage,
     sandboxPid: undefined,
