@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { type HostLimitSupport, hostLimitSupport } from '../agents/runtime/limits.ts';
+import { hostLimitSupport } from '../agents/runtime/limits.ts';
 import { loadSeccompProgram } from '../agents/runtime/seccomp/seccomp.ts';
 import { type Config, type Env, loadConfig } from '../config.ts';
 import { type Database, openDatabase } from '../db/database.ts';
@@ -16,7 +16,7 @@ import type { Io } from './main.ts';
 
 type Status = 'ok' | 'warn' | 'fail';
 
-interface Check {
+export interface Check {
   readonly name: string;
   readonly status: Status;
   readonly detail: string;
@@ -25,13 +25,58 @@ interface Check {
 
 const execFileAsync = promisify(execFile);
 
-/** Which per-instance limits (AGT-6) this host can enforce, measured by hostLimitSupport(), and the seccomp filter (AGT-2). */
-async function sandboxChecks(config: Config): Promise<Check[]> {
+/**
+ * Which per-instance limits (AGT-6) this host enforces, measured by
+ * hostLimitSupport(), and which of those it cannot would make instances
+ * refuse to start (those not named in ENCLAVE_UNENFORCED_LIMITS).
+ */
+export async function sandboxLimitsCheck(
+  config: Pick<Config, 'instancesDir' | 'unenforcedLimits'>,
+): Promise<Check> {
   const support = await hostLimitSupport(config.instancesDir);
-  // The same program hostLimitSupport's host detection loaded (built once per process).
+  const name = 'sandbox limits';
+  if (!support.sandbox.ok) {
+    return {
+      name,
+      status: 'warn',
+      detail: `instances cannot start here: ${support.sandbox.reason} (${support.how})`,
+      fix: 'install bubblewrap and util-linux (setpriv, unshare, prlimit), and allow unprivileged user namespaces',
+    };
+  }
+  const unenforced = (['cpu', 'processes', 'volume'] as const).filter((limit) => !support[limit]);
+  const refused = unenforced.filter((limit) => !config.unenforcedLimits.includes(limit));
+  const allowed = unenforced.filter((limit) => config.unenforcedLimits.includes(limit));
+  const parts = [
+    `memory ${support.memory ? 'hard' : 'measured'}`,
+    ...(support.openFiles ? [] : ['open files not enforced']),
+    ...(refused.length > 0 ? [`instances refuse to start: ${refused.join(', ')} cannot be enforced`] : []),
+    ...(allowed.length > 0
+      ? [`not enforced, allowed by ENCLAVE_UNENFORCED_LIMITS: ${allowed.join(', ')}`]
+      : []),
+  ];
+  const ok =
+    unenforced.length === 0 && support.memory && support.openFiles && support.uidConflicts.length === 0;
+  return {
+    name,
+    status: ok ? 'ok' : 'warn',
+    detail: `${unenforced.length === 0 ? 'cpu, processes and volume enforced' : ''}${unenforced.length === 0 ? '; ' : ''}${parts.join('; ')} (${support.how})`,
+    ...(support.uidConflicts.length > 0
+      ? { fix: 'leave uids 1577058304 to 1593835519 to Enclave: no user or /etc/subuid range there' }
+      : {}),
+    ...(refused.length > 0
+      ? {
+          fix: `run Enclave as root where cgroup v2 (or v1 memory, pids and cpu) is writable and loop devices exist, or accept the gap with ENCLAVE_UNENFORCED_LIMITS=${refused.join(',')}`,
+        }
+      : {}),
+  };
+}
+
+/** Whether every sandbox runs under the seccomp filter (AGT-2), and what instances do without one. */
+async function seccompCheck(config: Pick<Config, 'unenforcedLimits'>): Promise<Check> {
+  // The same program the driver's host detection loads (built once per process).
   const program = await loadSeccompProgram();
   const allowed = config.unenforcedLimits.includes('seccomp');
-  const seccomp: Check = program.ok
+  return program.ok
     ? {
         name: 'seccomp',
         status: 'ok',
@@ -43,23 +88,6 @@ async function sandboxChecks(config: Config): Promise<Check[]> {
         detail: `not active (${program.reason}): instances ${allowed ? 'run without a filter' : 'refuse to start'}`,
         fix: 'apt-get install python3-seccomp (or set ENCLAVE_UNENFORCED_LIMITS=seccomp to run without a filter)',
       };
-  return [limitsCheck(support), seccomp];
-}
-
-function limitsCheck(support: HostLimitSupport): Check {
-  const missing = (['memory', 'processes', 'openFiles', 'cpu', 'volume'] as const).filter(
-    (limit) => !support[limit],
-  );
-  return {
-    name: 'sandbox limits',
-    status: missing.length === 0 ? 'ok' : 'warn',
-    detail: `${missing.length === 0 ? 'all enforced' : `not enforced: ${missing.join(', ')}`} (${support.how})`,
-    ...(missing.length === 0
-      ? {}
-      : {
-          fix: 'run Enclave where cgroup v2 (or v1 memory, pids and cpu) is writable, with util-linux prlimit and setpriv',
-        }),
-  };
 }
 
 /** The vault's master key: configured, well-formed, and the key this database's data keys are wrapped with. */
@@ -230,7 +258,7 @@ export async function runDoctor(env: Env, io: Io): Promise<number> {
     });
   }
   checks.push(...(await hostChecks()));
-  if (config !== undefined) checks.push(...(await sandboxChecks(config)));
+  if (config !== undefined) checks.push(await sandboxLimitsCheck(config), await seccompCheck(config));
   if (config !== undefined) {
     let db: Database | undefined;
     try {

@@ -11,11 +11,12 @@ import {
   type SandboxLayout,
   sandboxCommand,
   sandboxHostUid,
+  stageLayout,
   supervisorArgv,
 } from './bwrap-args.ts';
 import type { InstanceSpec } from './driver.ts';
 import { sandboxOptions } from './instance-dir.ts';
-import { rlimitArgs } from './limits.ts';
+import { rlimitArgs, startRefusal } from './limits.ts';
 import type { SandboxHost } from './sandbox-host.ts';
 
 // What the sandbox is made of (AGT-2), read from the argv alone: the
@@ -25,7 +26,7 @@ import type { SandboxHost } from './sandbox-host.ts';
 const layout: SandboxLayout = {
   templateDir: '/srv/templates',
   volumeDir: '/var/lib/enclave/instances/a/volume',
-  hostDir: '/var/lib/enclave/instances/a/host',
+  egressSocket: '/var/lib/enclave/instances/a/host/egress.sock',
   etcDir: '/var/lib/enclave/instances/a/etc',
   nodeBinary: '/usr/local/bin/node',
   supervisorDir: '/opt/app/src/agents/runtime/supervisor',
@@ -92,7 +93,7 @@ describe('bwrapArgs', () => {
       [`${layout.etcDir}/hosts`, '/etc/hosts'],
       [`${layout.etcDir}/nsswitch.conf`, '/etc/nsswitch.conf'],
       ['/dev/null', '/proc/timer_list'],
-      [`${layout.hostDir}/egress.sock`, '/run/enclave/egress.sock'],
+      [layout.egressSocket, '/run/enclave/egress.sock'],
       [layout.templateDir, '/app'],
       [layout.nodeBinary, '/opt/enclave/bin/node'],
       [layout.supervisorDir, '/opt/enclave/supervisor'],
@@ -214,13 +215,22 @@ describe('the host command line', () => {
         '/sys/fs/cgroup/memory/enclave/a/cgroup.procs',
       ],
       prlimit: { binary: '/usr/bin/prlimit', args: ['--nofile=64:64'] },
+      stage: {
+        unshare: '/usr/bin/unshare',
+        dir: '/run/enclave-stage',
+        binds: [
+          { kind: 'file', source: '/root/node', name: 'node' },
+          { kind: 'rw', source: '/data/instances/a/run', name: 'run' },
+        ],
+        image: '/data/instances/a/volume.ext4',
+      },
       setpriv: { binary: '/usr/bin/setpriv', uid: 1_577_058_305 },
       bwrap: '/usr/bin/bwrap',
     },
     bwrap,
   );
 
-  test('joins the cgroups first, then prlimit, then drops to the host uid, then bubblewrap runs the supervisor', () => {
+  test('AGT-2: joins the cgroups first, then prlimit, then stages as root in a mount namespace of its own, then drops to the host uid, then bubblewrap runs the supervisor', () => {
     assert.deepEqual(argv.slice(0, 2), ['/bin/sh', '-c']);
     assert.deepEqual(argv.slice(3, 7), [
       'enclave-launch',
@@ -229,7 +239,24 @@ describe('the host command line', () => {
       '--',
     ]);
     assert.deepEqual(argv.slice(7, 10), ['/usr/bin/prlimit', '--nofile=64:64', '--']);
-    assert.deepEqual(argv.slice(10, 17), [
+    assert.deepEqual(argv.slice(10, 15), ['/usr/bin/unshare', '--mount', '--propagation', 'private', '--']);
+    assert.deepEqual(argv.slice(15, 17), ['/bin/sh', '-c']);
+    // Paths are parameters of the stage script, never part of its text.
+    assert.ok(!(argv[17] ?? '').includes('/data/instances'));
+    assert.deepEqual(argv.slice(18, 28), [
+      'enclave-stage',
+      '/run/enclave-stage',
+      '/data/instances/a/volume.ext4',
+      'file',
+      '/root/node',
+      'node',
+      'rw',
+      '/data/instances/a/run',
+      'run',
+      '--',
+    ]);
+    const rest = argv.slice(28);
+    assert.deepEqual(rest.slice(0, 7), [
       '/usr/bin/setpriv',
       '--reuid',
       '1577058305',
@@ -238,7 +265,7 @@ describe('the host command line', () => {
       '--clear-groups',
       '--',
     ]);
-    assert.equal(argv[17], '/usr/bin/bwrap');
+    assert.equal(rest[7], '/usr/bin/bwrap');
     assert.deepEqual(argv.slice(-supervisorArgv().length - 1), ['--', ...supervisorArgv()]);
   });
 
@@ -248,6 +275,7 @@ describe('the host command line', () => {
         shell: '/bin/sh',
         cgroupProcs: ['/x/cgroup.procs'],
         prlimit: { binary: '/usr/bin/prlimit', args: ['--nofile=64:64'] },
+        stage: undefined,
         setpriv: { binary: '/usr/bin/setpriv', uid: 7 },
         bwrap: '/usr/bin/bwrap',
       },
@@ -256,6 +284,31 @@ describe('the host command line', () => {
     assert.ok(!probe.includes('/x/cgroup.procs') && !probe.includes('/usr/bin/prlimit'));
     assert.deepEqual(probe.slice(-2), ['--', '/usr/bin/true']);
     assert.deepEqual(probe.slice(probe.indexOf('/usr/bin/bwrap') + 1, -2), bwrap);
+  });
+});
+
+describe('the stage', () => {
+  const stageDir = '/run/enclave-stage';
+  const system = ['/usr', '/lib64', ...layout.hostEtc];
+
+  test('AGT-2: staged, every bind of the sandbox but the system comes through the stage, so its host uid needs no host path', () => {
+    for (const image of [true, false]) {
+      const staged = stageLayout(layout, stageDir, image);
+      const args = bwrapArgs(staged.layout, options);
+      for (const [source] of [...binds(args, '--bind'), ...binds(args, '--ro-bind')]) {
+        assert.ok(system.includes(source) || source.startsWith(`${stageDir}/`), source);
+      }
+      // Read-write only what was read-write before: the volume; the egress socket read-only.
+      assert.deepEqual(
+        staged.binds.filter((bind) => bind.kind === 'rw').map((bind) => bind.source),
+        image ? [] : [layout.volumeDir],
+      );
+      assert.deepEqual(binds(args, '--bind'), [[`${stageDir}/data`, '/data']]);
+      assert.ok(
+        staged.binds.some((bind) => bind.kind === 'file' && bind.source === layout.egressSocket),
+        'the egress socket is staged read-only',
+      );
+    }
   });
 });
 
@@ -300,5 +353,21 @@ describe('commands, ports, uids and rlimits', () => {
         arg.startsWith('--nproc'),
       ),
     );
+  });
+
+  test('AGT-6: a start refuses each limit the host cannot hold, by name, unless the operator allowed it', () => {
+    const none = { cpu: false, processes: false, volume: false };
+    assert.equal(startRefusal({ cpu: true, processes: true, volume: true }, []), undefined);
+    assert.equal(startRefusal(none, ['cpu', 'processes', 'volume']), undefined);
+    const refusal = startRefusal(none, ['processes']) ?? '';
+    assert.match(
+      refusal,
+      /^cpu_percent cannot be enforced on this host \(no cpu cgroup\); volume_mb cannot be enforced/,
+    );
+    assert.match(
+      refusal,
+      /the operator can let them go unenforced with ENCLAVE_UNENFORCED_LIMITS=cpu,volume$/,
+    );
+    assert.ok(!refusal.includes('processes'));
   });
 });

@@ -30,8 +30,8 @@ export const SUPPORT_FD = 7;
 export const SECCOMP_FD = 8;
 
 /** Host uids for instances (one each, derived from the agent id): 0x5E000000 … 0x5EFFFFFF. */
-const HOST_UID_BASE = 0x5e000000;
-const HOST_UID_SPAN = 0x01000000;
+export const HOST_UID_BASE = 0x5e000000;
+export const HOST_UID_SPAN = 0x01000000;
 
 /** What a top-level system path is on this host: merged-/usr hosts have symlinks, older ones directories. */
 export type SystemEntry =
@@ -48,10 +48,10 @@ export interface SandboxLayout {
   readonly templateDir: string;
   readonly volumeDir: string;
   /**
-   * The instance's host directory (host-sockets.ts): never bound into the
-   * sandbox, whose only view of it is its egress socket, bound read-only.
+   * The egress socket in the instance's host directory (host-sockets.ts):
+   * the one thing of that directory the sandbox sees, bound read-only.
    */
-  readonly hostDir: string;
+  readonly egressSocket: string;
   /** Generated passwd, group, hosts and nsswitch.conf (etcFiles()), read-only. */
   readonly etcDir: string;
   /** The real path of the node binary that runs the supervisor (and `node` commands). */
@@ -233,7 +233,7 @@ export function bwrapArgs(layout: SandboxLayout, options: SandboxOptions): strin
     SANDBOX_PATHS.data,
     // The one host socket the sandbox connects to, read-only: it can neither replace nor remove it.
     '--ro-bind',
-    path.join(layout.hostDir, 'egress.sock'),
+    layout.egressSocket,
     SANDBOX_PATHS.egressSocket,
     '--ro-bind',
     layout.templateDir,
@@ -262,27 +262,115 @@ export function supervisorArgv(): string[] {
   return [SANDBOX_PATHS.node, '--v8-pool-size=1', '--max-old-space-size=48', SANDBOX_PATHS.supervisor];
 }
 
+/** A bind source staged by the launcher as root: read-only (a file or a directory) or a read-write directory. */
+export interface StagedBind {
+  readonly kind: 'file' | 'dir' | 'rw';
+  readonly source: string;
+  /** Its name in the stage directory: one path segment. */
+  readonly name: string;
+}
+
+/**
+ * What the launcher, still root, sets up in a mount namespace of its own
+ * before it drops to the instance's host uid: a tmpfs on `dir` holding a
+ * bind of every source of the instance's sandbox (so that uid needs no
+ * access to any host path: a node binary under /root, a data directory of
+ * mode 0700), and the volume's image mounted at `data`. Nothing of it is
+ * seen outside that namespace, and it all goes with the sandbox's last
+ * process.
+ */
+export interface LaunchStage {
+  readonly unshare: string;
+  /** An empty root-owned directory every user can traverse to, outside the data directory. */
+  readonly dir: string;
+  readonly binds: readonly StagedBind[];
+  /** The volume's image, mounted at `data` in the stage; undefined: the volume directory is a bind. */
+  readonly image: string | undefined;
+}
+
+/** The layout as bwrap sees it once the launcher has staged it in `stageDir` (`image`: the volume is one). */
+export function stageLayout(
+  layout: SandboxLayout,
+  stageDir: string,
+  image: boolean,
+): { layout: SandboxLayout; binds: StagedBind[] } {
+  const binds: StagedBind[] = [
+    { kind: 'file', source: layout.nodeBinary, name: 'node' },
+    { kind: 'dir', source: layout.supervisorDir, name: 'supervisor' },
+    { kind: 'dir', source: layout.nodeModulesDir, name: 'node_modules' },
+    { kind: 'dir', source: layout.templateDir, name: 'app' },
+    { kind: 'dir', source: layout.etcDir, name: 'etc' },
+    { kind: 'file', source: layout.egressSocket, name: 'egress.sock' },
+    ...(image ? [] : [{ kind: 'rw', source: layout.volumeDir, name: 'data' } as const]),
+  ];
+  const staged = (name: string) => path.join(stageDir, name);
+  return {
+    layout: {
+      ...layout,
+      nodeBinary: staged('node'),
+      supervisorDir: staged('supervisor'),
+      nodeModulesDir: staged('node_modules'),
+      templateDir: staged('app'),
+      etcDir: staged('etc'),
+      egressSocket: staged('egress.sock'),
+      volumeDir: staged('data'),
+    },
+    binds,
+  };
+}
+
 export interface LaunchOptions {
   readonly shell: string;
   /** cgroup.procs files the launcher writes its own pid into before anything else runs. */
   readonly cgroupProcs: readonly string[];
   /** prlimit, when present, and its resource options (`--nofile=N:N` …). */
   readonly prlimit: { readonly binary: string; readonly args: readonly string[] } | undefined;
-  /** setpriv, with the host uid to drop to; undefined keeps the driver's uid (root-mapped). */
+  /** Binds and the volume mount made as root (a root worker only). */
+  readonly stage: LaunchStage | undefined;
+  /** setpriv, with the host uid to drop to; undefined keeps the driver's uid (a worker that is not root). */
   readonly setpriv: { readonly binary: string; readonly uid: number } | undefined;
   readonly bwrap: string;
 }
 
+// Paths arrive as positional parameters, never in the script's text. mount's
+// own messages name host paths: they are dropped, and a fixed line says what
+// failed (the driver reports it as the reason).
+const STAGE_SCRIPT = [
+  'fail() { printf "enclave-launch: %s\\n" "$1" >&2; exit 125; }',
+  'stage=$1 image=$2; shift 2',
+  'mount -t tmpfs -o mode=0711,size=64k,nosuid,nodev enclave-stage "$stage" 2>/dev/null || fail "could not stage the sandbox"',
+  'while [ "$1" != -- ]; do',
+  '  if [ "$1" = file ]; then : > "$stage/$3"; else mkdir "$stage/$3"; fi || fail "could not stage the sandbox"',
+  '  if [ "$1" = rw ]; then options=nosuid,nodev; else options=ro,nosuid,nodev; fi',
+  '  mount --bind -o "$options" "$2" "$stage/$3" 2>/dev/null || fail "could not stage the sandbox"',
+  '  shift 3',
+  'done',
+  'shift',
+  'if [ "$image" != - ]; then',
+  '  mkdir "$stage/data" && mount -t ext4 -o loop,nosuid,nodev "$image" "$stage/data" 2>/dev/null || fail "could not mount the volume"',
+  'fi',
+  'exec "$@"',
+].join('\n');
+
 /**
  * The host argv: a tiny shell that joins the instance's cgroups (so every
- * process of the sandbox is born inside them), then prlimit, then setpriv
- * (drop to the instance's host uid), then bubblewrap. No secret is in it.
+ * process of the sandbox is born inside them), then prlimit, then (as root)
+ * unshare and the stage, then setpriv (drop to the instance's host uid),
+ * then bubblewrap. No secret is in it.
  */
 export function launchArgv(options: LaunchOptions, bwrap: readonly string[]): string[] {
   const join =
     'for f do [ "$f" = -- ] && break; printf "%s\\n" $$ > "$f" || exit 125; shift; done; shift; exec "$@"';
   const argv = [options.shell, '-c', join, 'enclave-launch', ...options.cgroupProcs, '--'];
   if (options.prlimit !== undefined) argv.push(options.prlimit.binary, ...options.prlimit.args, '--');
+  const stage = options.stage;
+  if (stage !== undefined) {
+    argv.push(stage.unshare, '--mount', '--propagation', 'private', '--');
+    argv.push(options.shell, '-c', STAGE_SCRIPT, 'enclave-stage', stage.dir);
+    argv.push(stage.image ?? '-');
+    for (const bind of stage.binds) argv.push(bind.kind, bind.source, bind.name);
+    argv.push('--');
+  }
   if (options.setpriv !== undefined) {
     const id = String(options.setpriv.uid);
     argv.push(options.setpriv.binary, '--reuid', id, '--regid', id, '--clear-groups', '--');

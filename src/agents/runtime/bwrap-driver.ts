@@ -5,9 +5,9 @@ import { AppError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
 import type { EgressProxy } from '../egress/proxy.ts';
 import type { InstanceExit, InstanceSpec, InstanceState, InstanceStatus, RuntimeDriver } from './driver.ts';
-import { detectCgroups } from './limits.ts';
+import { type CgroupSupport, detectCgroups } from './limits.ts';
 import { tailLines } from './output-log.ts';
-import { detectSandboxHost } from './sandbox-host.ts';
+import { detectSandboxHost, findExecutable } from './sandbox-host.ts';
 import {
   HOST_SETUP_FAILED,
   launchSandbox,
@@ -20,6 +20,7 @@ import {
 import type { SupportAnswer } from './supervisor-channel.ts';
 import { isHostKeyLine, openSupportRelay } from './support-relay.ts';
 import { startMemoryWatch, startVolumeWatch } from './usage-watch.ts';
+import { detectVolumeImages } from './volume-image.ts';
 
 // The local runtime driver (AGT-2, AGT-5, AGT-6, VLT-5 at start): each
 // instance runs in a bubblewrap sandbox on this host, under the supervisor
@@ -43,8 +44,10 @@ export interface BwrapDriverDeps {
   readonly logger: Logger;
   /** How long an agent may take to answer on its port (default 20 s). */
   readonly startTimeoutMs?: number;
-  /** Limits the operator lets go unenforced on this host (config.unenforcedLimits). */
+  /** Limits the operator lets go unenforced on this host (ENCLAVE_UNENFORCED_LIMITS, AGT-6). */
   readonly unenforcedLimits?: readonly UnenforcedLimit[];
+  /** false: use no cgroup even where the host has them, as on a host without (default true). */
+  readonly cgroups?: boolean;
 }
 
 const DEFAULT_START_TIMEOUT_MS = 20_000;
@@ -91,7 +94,6 @@ export function createBwrapDriver(deps: BwrapDriverDeps): RuntimeDriver {
   const instances = new Map<string, Instance>();
   const queues = new Map<string, Promise<unknown>>();
   const exitListeners: ((exit: InstanceExit) => void)[] = [];
-  const warned = new Set<string>();
   let host: Promise<SandboxHostSupport> | undefined;
 
   const launchDeps = {
@@ -99,21 +101,20 @@ export function createBwrapDriver(deps: BwrapDriverDeps): RuntimeDriver {
     egress: deps.egress,
     log,
     unenforcedLimits: deps.unenforcedLimits ?? [],
-    rootMapped(reason: string) {
-      if (warned.has(reason)) return;
-      warned.add(reason);
-      log.warn(
-        { reason },
-        'instances run as root without capabilities: a host uid of their own cannot set the sandbox up',
-      );
-    },
+  };
+
+  const noCgroups: CgroupSupport = { version: undefined, parents: {}, notes: ['cgroups are turned off'] };
+  const detect = async (): Promise<SandboxHostSupport> => {
+    const sandbox = await detectSandboxHost();
+    const [cgroups, volumes] = await Promise.all([
+      deps.cgroups === false ? noCgroups : detectCgroups(),
+      detectVolumeImages(deps.instancesDir, { unshare: sandbox.tools.unshare, find: findExecutable }),
+    ]);
+    return { sandbox, cgroups, volumes };
   };
 
   const hostOnce = (): Promise<SandboxHostSupport> => {
-    host ??= Promise.all([detectSandboxHost(), detectCgroups()]).then(([sandbox, cgroups]) => ({
-      sandbox,
-      cgroups,
-    }));
+    host ??= detect();
     host.catch(() => {
       host = undefined; // try again next time (bwrap may be installed meanwhile)
     });
@@ -239,13 +240,15 @@ export function createBwrapDriver(deps: BwrapDriverDeps): RuntimeDriver {
       started.log.note(`${reason}: stopping`);
       void terminate(started, graceMs);
     };
-    started.watches.push(
-      startVolumeWatch(
-        path.join(deps.instancesDir, spec.agentId, 'volume'),
-        spec.limits.volumeMb,
-        overLimit('volume over its limit', VOLUME_GRACE_MS),
-      ),
-    );
+    if (!started.volumeByImage) {
+      started.watches.push(
+        startVolumeWatch(
+          path.join(deps.instancesDir, spec.agentId, 'volume'),
+          spec.limits.volumeMb,
+          overLimit('volume over its limit', VOLUME_GRACE_MS),
+        ),
+      );
+    }
     if (!started.memoryByCgroup && started.sandboxPid !== undefined) {
       started.watches.push(
         startMemoryWatch(started.sandboxPid, spec.limits.memoryMb, overLimit('memory over its limit', 0)),

@@ -9,9 +9,10 @@ import { createLogger } from '../../logger.ts';
 import { listenHostSocket, removeHostSocket } from './host-sockets.ts';
 import { detectCgroups } from './limits.ts';
 import { createRuntime, probeSpec, type Runtime, SMALL_LIMITS, shell } from './sandbox-fixtures.testing.ts';
-import { detectSandboxHost } from './sandbox-host.ts';
+import { detectSandboxHost, findExecutable } from './sandbox-host.ts';
 import { launchSandbox, SandboxRefusal, terminate, waitReady } from './sandbox-run.ts';
 import { SYSTEM_PYTHON } from './seccomp/seccomp.ts';
+import { detectVolumeImages } from './volume-image.ts';
 
 const MIB = 1024 * 1024;
 let rt: Runtime;
@@ -194,6 +195,10 @@ describe('AGT-2: a host without a seccomp filter', () => {
     const host = {
       sandbox: { ...real, seccomp: { ok: false, reason: 'python3-seccomp is not installed' } as const },
       cgroups: await detectCgroups(),
+      volumes: await detectVolumeImages(rt.instancesDir, {
+        unshare: real.tools.unshare,
+        find: findExecutable,
+      }),
     };
     const log = createLogger('silent');
     // An egress socket that goes nowhere: nothing in this test leaves the instance.
@@ -208,7 +213,7 @@ describe('AGT-2: a host without a seccomp filter', () => {
         };
       },
     };
-    const deps = { instancesDir: rt.instancesDir, egress, log, rootMapped: () => undefined };
+    const deps = { instancesDir: rt.instancesDir, egress, log, unenforcedLimits: [] };
     const id = await rt.agent(tenantId);
     const spec = probeSpec(rt, { tenantId, agentId: id });
     await assert.rejects(

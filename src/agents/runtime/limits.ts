@@ -1,18 +1,28 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { bwrapArgs, etcFiles, SANDBOX_UID, type SandboxLayout, sandboxHostUid } from './bwrap-args.ts';
-import type { InstanceLimits } from './driver.ts';
-import { detectSandboxHost, type HostUidProbe, probeHostUid, type SandboxHost } from './sandbox-host.ts';
+import type { UnenforcedLimit } from '../../config.ts';
+import type { InstanceLimits, InstanceSpec } from './driver.ts';
+import { prepareInstanceDir, probeSandbox, type SandboxProbe } from './instance-dir.ts';
+import {
+  detectSandboxHost,
+  findExecutable,
+  hostUidRangeConflicts,
+  type SandboxHost,
+} from './sandbox-host.ts';
+import { detectVolumeImages, type VolumeSupport } from './volume-image.ts';
 
-// AGT-6: what this host can enforce per instance, and the setup that does
-// it. cgroups when a writable hierarchy exists (v2 with memory, pids and cpu
-// delegated to the driver's own cgroup, else v1 memory, pids and cpu), and
-// resource limits through prlimit: open files always, file size (the volume's
-// first line), no core dumps (they would carry secrets to the host's disk),
-// and, only where the pids cgroup is missing, RLIMIT_NPROC (counted per host
-// uid, so only with the instance's own host uid). No RLIMIT_AS: measured,
+// AGT-6: what this host can enforce per instance, the setup that does it,
+// and the refusal of a start whose limit it cannot hold (unless the operator
+// allowed that limit by name: a limit is never dropped silently). cgroups
+// when a writable hierarchy exists (v2 with memory, pids and cpu delegated to
+// the driver's own cgroup, else v1 memory, pids and cpu), and resource limits
+// through prlimit: open files always, file size (the volume's first line;
+// the volume image, volume-image.ts, is the whole), no core dumps (they
+// would carry secrets to the host's disk), and, only where the pids cgroup
+// is missing, RLIMIT_NPROC (counted per real uid and ignored for root, so
+// only with the instance's own host uid). No RLIMIT_AS: measured,
 // node needs 800 MiB of address space to start and WebAssembly (fetch's HTTP
 // parser) reserves about 10 GiB more, so any cap low enough to matter breaks
 // the agent; without a memory cgroup, usage-watch.ts measures memory
@@ -292,32 +302,63 @@ export function rlimitArgs(limits: InstanceLimits, plan: RlimitPlan): string[] {
   return args;
 }
 
-/** Bytes the volume holds (allocated blocks, symlinks not followed), counting at most `maxEntries` entries. */
-export async function volumeUsageBytes(dir: string, maxEntries = 1_000_000): Promise<number> {
-  let total = 0;
-  let entries = 0;
-  const pending = [dir];
-  while (pending.length > 0 && entries < maxEntries) {
-    const current = pending.pop() as string;
-    const names = await readdir(current).catch(() => [] as string[]);
-    for (const name of names) {
-      entries++;
-      const file = path.join(current, name);
-      const stat = await lstat(file).catch(() => undefined);
-      if (stat === undefined) continue;
-      total += stat.blocks * 512;
-      if (stat.isDirectory()) pending.push(file);
-    }
-  }
-  return total;
+/** The limits a host may be unable to hold, by their ENCLAVE_UNENFORCED_LIMITS names. */
+export type EnforceableLimit = Extract<UnenforcedLimit, 'cpu' | 'processes' | 'volume'>;
+export type LimitEnforcement = Readonly<Record<EnforceableLimit, boolean>>;
+
+const UNENFORCED_WHY: Record<EnforceableLimit, string> = {
+  cpu: 'cpu_percent cannot be enforced on this host (no cpu cgroup)',
+  processes: 'processes cannot be enforced on this host (no pids cgroup and no host uid of its own)',
+  volume:
+    'volume_mb cannot be enforced on this host (no volume images: they need a root worker with loop devices)',
+};
+
+/** How one instance's limits are held, given its cgroup and whether it runs as a host uid of its own. */
+export function limitEnforcement(input: {
+  readonly cgroup: InstanceCgroup | undefined;
+  readonly cgroups: CgroupSupport;
+  readonly prlimit: boolean;
+  readonly ownHostUid: boolean;
+  readonly volumeImage: boolean;
+}): LimitEnforcement {
+  const byCgroup = (name: Controller) =>
+    input.cgroup !== undefined && input.cgroups.parents[name] !== undefined;
+  return {
+    cpu: byCgroup('cpu'),
+    processes: byCgroup('pids') || (input.prlimit && input.ownHostUid),
+    volume: input.volumeImage,
+  };
+}
+
+/**
+ * Why an instance must not start (AGT-6: a limit is never dropped
+ * silently), or undefined: each limit this host cannot hold, unless the
+ * operator named it in ENCLAVE_UNENFORCED_LIMITS. Shown on the agent's page:
+ * no host path.
+ */
+export function startRefusal(
+  enforced: LimitEnforcement,
+  allowed: readonly UnenforcedLimit[],
+): string | undefined {
+  const refused = (Object.keys(UNENFORCED_WHY) as EnforceableLimit[]).filter(
+    (name) => !enforced[name] && !allowed.includes(name),
+  );
+  if (refused.length === 0) return undefined;
+  return `${refused.map((name) => UNENFORCED_WHY[name]).join('; ')}; the operator can let ${refused.length === 1 ? 'it' : 'them'} go unenforced with ENCLAVE_UNENFORCED_LIMITS=${refused.join(',')}`;
 }
 
 export interface HostLimitSupport {
+  /** Hard, by a memory cgroup (otherwise measured). */
   readonly memory: boolean;
   readonly processes: boolean;
   readonly openFiles: boolean;
   readonly cpu: boolean;
+  /** Hard, by a volume image (otherwise measured, if the operator allows it). */
   readonly volume: boolean;
+  /** Whether a sandbox sets up here as a start makes it (stage, host uid, user namespaces). */
+  readonly sandbox: SandboxProbe;
+  /** Users and subordinate ranges that overlap the instances' host uids (none, on a sound host). */
+  readonly uidConflicts: readonly string[];
   /** Every sandbox runs under the seccomp filter of seccomp/denied-syscalls.list. */
   readonly seccomp: boolean;
   /** In words: what enforces each limit here, and what does not. */
@@ -326,8 +367,9 @@ export interface HostLimitSupport {
 
 /**
  * What this host enforces per instance (`enclave doctor`), measured: cgroups
- * are created and removed, and a sandbox is set up under an unprivileged
- * host uid (in `instancesDir` when given, so its permissions count too).
+ * are created and removed, a volume image is loop-mounted, and a sandbox is
+ * set up as a start would (in `instancesDir` when given, so its permissions
+ * count too).
  */
 export async function hostLimitSupport(instancesDir?: string): Promise<HostLimitSupport> {
   const cgroups = await detectCgroups();
@@ -337,11 +379,18 @@ export async function hostLimitSupport(instancesDir?: string): Promise<HostLimit
   } catch {
     host = undefined;
   }
-  const prlimit = host?.tools.prlimit !== undefined;
-  const uid =
+  const scratch = instancesDir ?? tmpdir();
+  const volumes: VolumeSupport =
     host === undefined
-      ? ({ ok: false, reason: 'bubblewrap is not installed' } as const)
-      : await probeShared(host, instancesDir);
+      ? { images: false, reason: 'bubblewrap is not installed' }
+      : await detectVolumeImages(scratch, { unshare: host.tools.unshare, find: findExecutable });
+  const sandbox: SandboxProbe =
+    host === undefined
+      ? { ok: false, reason: 'bubblewrap is not installed' }
+      : await probeShared(host, scratch);
+  const prlimit = host?.tools.prlimit !== undefined;
+  const ownUid = host?.root === true;
+  const conflicts = await hostUidRangeConflicts();
   const memory = cgroups.parents.memory !== undefined;
   const pids = cgroups.parents.pids !== undefined;
   const cpu = cgroups.parents.cpu !== undefined;
@@ -354,9 +403,11 @@ export async function hostLimitSupport(instancesDir?: string): Promise<HostLimit
       ? [`not by cgroup: ${cgroups.notes.join('; ')}`]
       : []),
     prlimit
-      ? `prlimit: open files, file size up to the volume limit, no core dumps${!pids && uid.ok ? ", processes (RLIMIT_NPROC on the instance's own host uid)" : ''}`
-      : 'prlimit (util-linux) is not installed: no open-file or file-size limit',
-    'volume: its usage is measured every few seconds and an instance over its limit is stopped',
+      ? `prlimit: open files, file size up to the volume limit, no core dumps${!pids && ownUid ? ", processes (RLIMIT_NPROC on the instance's own host uid)" : ''}`
+      : 'prlimit (util-linux) is not installed: no open-file, file-size or process limit by rlimit',
+    volumes.images
+      ? 'volume: an ext4 image per instance, loop-mounted in the sandbox (ENOSPC past volume_mb; the host holds at most volume_mb + 4.1 % + 280 KiB)'
+      : `volume: no hard limit (${volumes.reason}); measured, if allowed`,
     ...(memory
       ? []
       : [
@@ -367,48 +418,53 @@ export async function hostLimitSupport(instancesDir?: string): Promise<HostLimit
       : host.seccomp.ok
         ? `seccomp: ${host.seccomp.denied.length} syscalls denied (io_uring, keyctl, bpf, mount, unshare, ptrace …)`
         : `seccomp: no filter (${host.seccomp.reason})`,
-    uid.ok
-      ? 'host uid: each instance runs as a host uid of its own (no root)'
-      : `host uid: root without capabilities, mapped to uid ${SANDBOX_UID} inside (${uid.reason})`,
+    host?.root === true
+      ? `host uid: each instance runs as a host uid of its own, never root${conflicts.length > 0 ? `, from a range also claimed by ${conflicts.join(', ')}` : ''}`
+      : "host uid: instances run as the worker's own uid",
+    sandbox.ok ? 'a probe sandbox starts' : `a probe sandbox fails: ${sandbox.reason}`,
   ].join('; ');
   return {
     memory,
-    processes: pids || (prlimit && uid.ok),
+    processes: pids || (prlimit && ownUid),
     openFiles: prlimit,
     cpu,
-    volume: true,
+    volume: volumes.images,
+    sandbox,
+    uidConflicts: conflicts,
     seccomp: host?.seccomp.ok === true,
     how,
   };
 }
 
-/** probeHostUid on a sandbox of the shared binds and a throwaway instance directory. */
-async function probeShared(host: SandboxHost, instancesDir: string | undefined): Promise<HostUidProbe> {
-  const base = instancesDir ?? tmpdir();
+/** A sandbox of the shared binds and a throwaway instance directory, set up as a start would and run with `true`. */
+async function probeShared(host: SandboxHost, base: string): Promise<SandboxProbe> {
   let dir: string | undefined;
   try {
     await mkdir(base, { recursive: true });
     dir = await mkdtemp(path.join(base, '.probe-'));
-    await chmod(dir, 0o755);
-    const layout: SandboxLayout = {
-      ...host.shared,
-      templateDir: dir,
-      volumeDir: path.join(dir, 'volume'),
-      hostDir: path.join(dir, 'host'),
-      etcDir: path.join(dir, 'etc'),
+    await chmod(dir, 0o711);
+    const templateDir = path.join(dir, 'template');
+    await mkdir(templateDir, { mode: 0o755 });
+    const agentId = 'probe';
+    const spec: InstanceSpec = {
+      agentId,
+      tenantId: agentId,
+      command: ['true'],
+      templateDir,
+      port: 8080,
+      limits: { memoryMb: 64, processes: 16, openFiles: 64, cpuPercent: 100, volumeMb: 1 },
+      egress: { tenantId: agentId, agentId, allowlist: [] },
+      env: {},
+      secrets: new Map(),
+      supportKey: undefined,
     };
-    for (const sub of [layout.volumeDir, layout.hostDir, layout.etcDir]) await mkdir(sub, { mode: 0o755 });
-    // Any file serves as the egress socket's bind source for a sandbox that only runs `true`.
-    await writeFile(path.join(layout.hostDir, 'egress.sock'), '', { mode: 0o644 });
-    for (const [name, text] of Object.entries(etcFiles()))
-      await writeFile(path.join(layout.etcDir, name), text, { mode: 0o644 });
-    const args = bwrapArgs(layout, {
-      tmpMb: 16,
-      shmMb: 8,
-      disableUserns: host.disableUserns,
-      seccomp: false,
+    const prepared = await prepareInstanceDir(dir, spec, host, {
+      images: false,
+      reason: 'the probe needs no volume image',
     });
-    return await probeHostUid(host, args, sandboxHostUid('probe'));
+    // Any file serves as the egress socket's bind source for a sandbox that only runs `true`.
+    await writeFile(path.join(prepared.hostDir, 'egress.sock'), '', { mode: 0o644 });
+    return await probeSandbox(host, prepared);
   } catch (error) {
     return { ok: false, reason: (error as Error).message };
   } finally {

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { createTenant } from '../../../test/helpers/audit.ts';
 import { createTestDatabase, type TestDatabase } from '../../../test/helpers/database.ts';
+import type { UnenforcedLimit } from '../../config.ts';
 import { withTenant } from '../../db/tenant.ts';
 import { createLogger } from '../../logger.ts';
 import { createEgressProxy } from '../egress/proxy.ts';
@@ -94,13 +95,19 @@ export interface Runtime {
   readonly exitEvents: EventEmitter;
   tenant(name: string): Promise<string>;
   agent(tenantId: string): Promise<string>;
-  /** A driver over the same directories with its own start timeout. */
-  driverWith(startTimeoutMs: number): RuntimeDriver;
+  /** A driver over the same directories with its own start timeout, or its own limit options. */
+  driverWith(startTimeoutMs: number | undefined, limits?: DriverLimitOptions): RuntimeDriver;
   close(): Promise<void>;
 }
 
+export interface DriverLimitOptions {
+  readonly unenforcedLimits?: readonly UnenforcedLimit[];
+  /** false: a driver that uses no cgroup, as on a host without writable ones. */
+  readonly cgroups?: boolean;
+}
+
 export async function createRuntime(
-  options: { startTimeoutMs?: number; allow?: string[] } = {},
+  options: { startTimeoutMs?: number; allow?: string[] } & DriverLimitOptions = {},
 ): Promise<Runtime> {
   const db = await createTestDatabase();
   const dataDir = await mkdtemp(path.join(tmpdir(), 'enclave-data-'));
@@ -122,12 +129,14 @@ export async function createRuntime(
   const exits: InstanceExit[] = [];
   const exitEvents = new EventEmitter();
   const drivers: RuntimeDriver[] = [];
-  const make = (startTimeoutMs: number | undefined) => {
+  const make = (startTimeoutMs: number | undefined, limits: DriverLimitOptions) => {
     const driver = createBwrapDriver({
       instancesDir,
       egress,
       logger,
       ...(startTimeoutMs === undefined ? {} : { startTimeoutMs }),
+      ...(limits.unenforcedLimits === undefined ? {} : { unenforcedLimits: limits.unenforcedLimits }),
+      ...(limits.cgroups === undefined ? {} : { cgroups: limits.cgroups }),
     });
     driver.onExit((exit) => {
       exits.push(exit);
@@ -136,7 +145,7 @@ export async function createRuntime(
     drivers.push(driver);
     return driver;
   };
-  const driver = make(options.startTimeoutMs);
+  const driver = make(options.startTimeoutMs, options);
   return {
     db,
     driver,
@@ -159,7 +168,7 @@ export async function createRuntime(
       assert.ok(row !== undefined);
       return row.id;
     },
-    driverWith: (startTimeoutMs) => make(startTimeoutMs),
+    driverWith: (startTimeoutMs, limits = {}) => make(startTimeoutMs, limits),
     async close() {
       await Promise.all(drivers.map((each) => each.stopAll()));
       await db.drop();

@@ -1,12 +1,12 @@
 import { spawn } from 'node:child_process';
-import { access, constants, lstat, readlink, realpath } from 'node:fs/promises';
+import { access, constants, lstat, readFile, readlink, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import {
   HOST_ETC_CANDIDATES,
-  type LaunchOptions,
+  HOST_UID_BASE,
+  HOST_UID_SPAN,
   type MaskedEntry,
   PROC_MASK_CANDIDATES,
-  probeArgv,
   type SandboxLayout,
   SYSTEM_CANDIDATES,
   type SystemEntry,
@@ -14,16 +14,15 @@ import {
 import { loadSeccompProgram, type SeccompProgram } from './seccomp/seccomp.ts';
 
 // The host's side of the sandbox, found once: the tools (bwrap, prlimit,
-// setpriv), what bubblewrap supports, the read-only binds and /proc masks
-// every instance shares, the seccomp program, and a measurement of whether
-// an instance can run under a host uid of its own rather than as
-// capability-less root.
+// setpriv, unshare), what bubblewrap supports, the read-only binds and /proc
+// masks every instance shares, and the seccomp program.
 
 export interface SandboxTools {
   readonly shell: string;
   readonly bwrap: string;
   readonly prlimit: string | undefined;
   readonly setpriv: string | undefined;
+  readonly unshare: string | undefined;
 }
 
 export type SharedLayout = Pick<
@@ -125,15 +124,16 @@ async function procMasks(): Promise<MaskedEntry[]> {
 
 /** Throws when bubblewrap is missing: the local driver cannot run without it. */
 export async function detectSandboxHost(): Promise<SandboxHost> {
-  const [bwrap, prlimit, setpriv] = await Promise.all([
+  const [bwrap, prlimit, setpriv, unshare] = await Promise.all([
     findExecutable('bwrap'),
     findExecutable('prlimit'),
     findExecutable('setpriv'),
+    findExecutable('unshare'),
   ]);
   if (bwrap === undefined) throw new Error('bubblewrap (bwrap) is not installed');
   const help = await run(bwrap, ['--help']);
   return {
-    tools: { shell: '/bin/sh', bwrap, prlimit, setpriv },
+    tools: { shell: '/bin/sh', bwrap, prlimit, setpriv, unshare },
     disableUserns: help.output.includes('--disable-userns'),
     shared: {
       nodeBinary: await realpath(process.execPath),
@@ -148,43 +148,27 @@ export async function detectSandboxHost(): Promise<SandboxHost> {
   };
 }
 
-export type HostUidProbe = { readonly ok: true } | { readonly ok: false; readonly reason: string };
-
 /**
- * Sets the instance's sandbox up as `uid` and runs `true` in it: the
- * measurement behind dropping root. It fails when any bind source is not
- * readable by that uid (a node binary under /root, a data dir of mode 0700)
- * or unprivileged user namespaces are off.
+ * Who else claims the instances' host uid range on this host: named users
+ * (/etc/passwd) and subordinate ranges (/etc/subuid, /etc/subgid) that
+ * overlap it. An instance's uid must be nobody else's.
  */
-export async function probeHostUid(
-  host: SandboxHost,
-  bwrap: readonly string[],
-  uid: number,
-): Promise<HostUidProbe> {
-  if (!host.root) return { ok: false, reason: 'the driver does not run as root' };
-  if (host.tools.setpriv === undefined) return { ok: false, reason: 'setpriv (util-linux) is not installed' };
-  const options: LaunchOptions = {
-    shell: host.tools.shell,
-    cgroupProcs: [],
-    prlimit: undefined,
-    setpriv: { binary: host.tools.setpriv, uid },
-    bwrap: host.tools.bwrap,
-  };
-  const [command, ...args] = probeArgv(options, bwrap);
-  const result = await new Promise<{ code: number | null; output: string }>((resolve) => {
-    // bwrap writes its info to fd 5 (INFO_FD): give it a pipe there.
-    const child = spawn(command as string, args, {
-      stdio: ['ignore', 'ignore', 'pipe', 'ignore', 'ignore', 'pipe'],
-    });
-    let output = '';
-    child.stderr?.on('data', (chunk: Buffer) => {
-      if (output.length < 4096) output += chunk.toString('utf8');
-    });
-    (child.stdio[5 as number] as unknown as { resume(): void } | undefined)?.resume();
-    child.once('error', (error) => resolve({ code: null, output: error.message }));
-    child.once('close', (code) => resolve({ code, output }));
-  });
-  if (result.code === 0) return { ok: true };
-  const line = result.output.trim().split('\n').at(-1) ?? '';
-  return { ok: false, reason: line === '' ? `the probe exited with code ${result.code}` : line };
+export async function hostUidRangeConflicts(): Promise<string[]> {
+  const end = HOST_UID_BASE + HOST_UID_SPAN;
+  const inRange = (first: number, count: number) => first < end && first + count > HOST_UID_BASE;
+  const conflicts: string[] = [];
+  const passwd = await readFile('/etc/passwd', 'utf8').catch(() => '');
+  for (const line of passwd.split('\n')) {
+    const [name = '', , uid = ''] = line.split(':');
+    if (/^\d+$/.test(uid) && inRange(Number(uid), 1)) conflicts.push(`user ${name} (/etc/passwd)`);
+  }
+  for (const file of ['/etc/subuid', '/etc/subgid']) {
+    const text = await readFile(file, 'utf8').catch(() => '');
+    for (const line of text.split('\n')) {
+      const [name = '', first = '', count = ''] = line.split(':');
+      if (/^\d+$/.test(first) && /^\d+$/.test(count) && inRange(Number(first), Number(count)))
+        conflicts.push(`${name}'s subordinate range (${file})`);
+    }
+  }
+  return conflicts;
 }

@@ -19,13 +19,21 @@ import {
 } from './bwrap-args.ts';
 import type { InstanceSpec } from './driver.ts';
 import { type HostListener, listenHostSocket, removeHostSocket } from './host-sockets.ts';
-import { makeInstanceDirs, prepareInstanceUid } from './instance-dir.ts';
-import { type CgroupSupport, createInstanceCgroup, type InstanceCgroup, rlimitArgs } from './limits.ts';
+import { prepareInstanceDir } from './instance-dir.ts';
+import {
+  type CgroupSupport,
+  createInstanceCgroup,
+  type InstanceCgroup,
+  limitEnforcement,
+  rlimitArgs,
+  startRefusal,
+} from './limits.ts';
 import { createOutputLog, type OutputLog } from './output-log.ts';
 import type { SandboxHost } from './sandbox-host.ts';
 import { emptyDir, findSupervisorPid, probeIngress, waitGone } from './sandbox-process.ts';
 import { type ControlChannel, configFrame, createControlChannel, readInfo } from './supervisor-channel.ts';
 import type { SupportRelay } from './support-relay.ts';
+import type { VolumeSupport } from './volume-image.ts';
 
 // One launched sandbox, from its launch to the moment nothing of it is left:
 // launchSandbox prepares the instance directory, the cgroup and the egress
@@ -38,6 +46,7 @@ import type { SupportRelay } from './support-relay.ts';
 export interface SandboxHostSupport {
   readonly sandbox: SandboxHost;
   readonly cgroups: CgroupSupport;
+  readonly volumes: VolumeSupport;
 }
 
 export interface Run {
@@ -54,6 +63,8 @@ export interface Run {
   supportRelay: SupportRelay | undefined;
   /** The kernel holds its memory to the limit (a memory cgroup); otherwise the driver measures it. */
   readonly memoryByCgroup: boolean;
+  /** The volume is an image of its own (a hard limit); otherwise the driver measures it. */
+  readonly volumeByImage: boolean;
   /** The host pid of the sandbox's init (from bwrap's info fd). */
   sandboxPid: number | undefined;
   /** Set by stop(): the instance ends as stopped, not crashed. */
@@ -71,10 +82,8 @@ export interface LaunchDeps {
   readonly instancesDir: string;
   readonly egress: Pick<EgressProxy, 'listen'>;
   readonly log: Logger;
-  /** Called with the reason when a root driver cannot give the instance a host uid of its own. */
-  readonly rootMapped: (reason: string) => void;
-  /** Limits the operator lets go unenforced (ENCLAVE_UNENFORCED_LIMITS); without 'seccomp', no filter means no start. */
-  readonly unenforcedLimits?: readonly UnenforcedLimit[];
+  /** Limits the operator lets go unenforced (ENCLAVE_UNENFORCED_LIMITS): others (seccomp too) refuse the start. */
+  readonly unenforcedLimits: readonly UnenforcedLimit[];
 }
 
 function zero(secrets: ReadonlyMap<string, Buffer>): void {
@@ -89,7 +98,7 @@ export async function launchSandbox(
   const { sandbox, cgroups } = host;
   const seccomp = sandbox.seccomp;
   if (!seccomp.ok) {
-    if (!(deps.unenforcedLimits ?? []).includes('seccomp')) {
+    if (!deps.unenforcedLimits.includes('seccomp')) {
       deps.log.warn(
         { agentId: spec.agentId, reason: seccomp.reason },
         'no seccomp filter: install python3-seccomp, or set ENCLAVE_UNENFORCED_LIMITS=seccomp to run without one',
@@ -97,25 +106,36 @@ export async function launchSandbox(
       throw new SandboxRefusal(`the sandbox has no seccomp filter on this host (${seccomp.reason})`);
     }
   }
-  const layout = await makeInstanceDirs(deps.instancesDir, spec, sandbox);
+  const prepared = await prepareInstanceDir(deps.instancesDir, spec, sandbox, host.volumes);
+  const { layout, uid, options, stage } = prepared;
   let cgroup: InstanceCgroup | undefined;
   try {
     cgroup = await createInstanceCgroup(cgroups, spec.agentId, spec.limits);
   } catch (error) {
-    deps.log.warn(
-      { agentId: spec.agentId, err: error },
-      'no cgroup for this instance: limits by prlimit only',
-    );
+    deps.log.warn({ agentId: spec.agentId, err: error }, 'no cgroup for this instance');
+  }
+  // AGT-6: what this start cannot hold refuses it, unless the operator allowed it by name.
+  const refusal = startRefusal(
+    limitEnforcement({
+      cgroup,
+      cgroups,
+      prlimit: sandbox.tools.prlimit !== undefined,
+      ownHostUid: stage !== undefined,
+      volumeImage: prepared.volumeImage,
+    }),
+    deps.unenforcedLimits,
+  );
+  if (refusal !== undefined) {
+    await cgroup?.remove().catch(() => undefined);
+    throw new SandboxRefusal(refusal);
   }
   let egress: EgressListener | undefined;
   const listeners: HostListener[] = [];
-  let prepared: Awaited<ReturnType<typeof prepareInstanceUid>>;
   try {
-    egress = await deps.egress.listen(path.join(layout.hostDir, 'egress.sock'), spec.egress);
-    prepared = await prepareInstanceUid(deps.instancesDir, spec, sandbox, layout);
+    egress = await deps.egress.listen(path.join(prepared.hostDir, 'egress.sock'), spec.egress);
     // Bound by the host in its own directory and handed in: the sandbox never names a host path.
-    listeners.push(await listenHostSocket(layout.hostDir, 'ingress.sock', 0o600));
-    listeners.push(await listenHostSocket(layout.hostDir, 'support-agent.sock', 0o600));
+    listeners.push(await listenHostSocket(prepared.hostDir, 'ingress.sock', 0o600));
+    listeners.push(await listenHostSocket(prepared.hostDir, 'support-agent.sock', 0o600));
   } catch (error) {
     for (const listener of listeners) {
       listener.server.close();
@@ -126,8 +146,6 @@ export async function launchSandbox(
     throw error;
   }
   const [ingress, support] = listeners as [HostListener, HostListener];
-  const { uid, options, fallback } = prepared;
-  if (fallback !== undefined) deps.rootMapped(fallback);
   const argv = launchArgv(
     {
       shell: sandbox.tools.shell,
@@ -139,11 +157,12 @@ export async function launchSandbox(
               binary: sandbox.tools.prlimit,
               args: rlimitArgs(spec.limits, {
                 processesByCgroup: cgroups.parents.pids !== undefined && cgroup !== undefined,
-                ownHostUid: uid !== 0 && sandbox.root,
+                ownHostUid: stage !== undefined,
               }),
             },
+      stage,
       setpriv:
-        sandbox.root && uid !== 0 && sandbox.tools.setpriv !== undefined
+        stage !== undefined && sandbox.tools.setpriv !== undefined
           ? { binary: sandbox.tools.setpriv, uid }
           : undefined,
       bwrap: sandbox.tools.bwrap,
@@ -151,7 +170,7 @@ export async function launchSandbox(
     bwrapArgs(layout, options),
   );
   const output = createOutputLog(path.join(deps.instancesDir, spec.agentId, 'output.log'));
-  output.note(`starting ${spec.command[0]} (host uid ${uid === 0 ? 'root, no capabilities' : uid})`);
+  output.note(`starting ${spec.command[0]} (host uid ${uid})`);
   if (!seccomp.ok) output.note(`no seccomp filter (${seccomp.reason}): allowed by the operator`);
   // No environment of the worker (database URL, keys) reaches any host process of the sandbox.
   const stdio: ('ignore' | 'pipe' | number)[] = ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'];
@@ -177,7 +196,7 @@ export async function launchSandbox(
   child.stderr?.pipe(output, { end: false });
   child.stderr?.on('data', (chunk: Buffer) => {
     if (control.hello) return; // from here on, stderr is the instance's: it could print anything
-    const line = /^bwrap: (.+)$/m.exec(chunk.toString('utf8'))?.[1];
+    const line = /^(?:bwrap|enclave-launch): (.+)$/m.exec(chunk.toString('utf8'))?.[1];
     if (line !== undefined) bwrapError = line.slice(0, 200);
   });
   child.once('error', (error) => output.note(`could not launch the sandbox: ${error.message}`));
@@ -185,11 +204,12 @@ export async function launchSandbox(
     child,
     log: output,
     control,
-    hostDir: layout.hostDir,
+    hostDir: prepared.hostDir,
     ingressSocket: ingress.path,
     supportSocket: support.path,
     supportRelay: undefined,
     memoryByCgroup: cgroups.parents.memory !== undefined && cgroup !== undefined,
+    volumeByImage: prepared.volumeImage,
     sandboxPid: undefined,
     stopping: false,
     killReason: undefined,

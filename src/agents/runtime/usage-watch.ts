@@ -1,8 +1,10 @@
-import { volumeUsageBytes } from './limits.ts';
 import { sandboxMemoryBytes } from './sandbox-process.ts';
+import { volumeUsageBytes } from './volume-image.ts';
 
 // Limits measured from the host (AGT-6), for what no kernel mechanism
-// enforces here. The volume: RLIMIT_FSIZE stops any one file at the limit
+// enforces here. The volume, only where the host has no volume images and
+// the operator allowed it (ENCLAVE_UNENFORCED_LIMITS=volume; otherwise the
+// start is refused): RLIMIT_FSIZE stops any one file at the limit
 // at once, and the total is measured by walking the tree, at an interval
 // that grows with what a walk costs (1 s for a small volume, at most a
 // minute). Memory, only where no cgroup limits it: the resident memory of
