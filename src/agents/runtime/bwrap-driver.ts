@@ -1,7 +1,7 @@
 import { rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { UnenforcedLimit } from '../../config.ts';
-import { AppError } from '../../errors.ts';
+import { AppError, isAppError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
 import type { EgressProxy } from '../egress/proxy.ts';
 import type { InstanceExit, InstanceSpec, InstanceState, InstanceStatus, RuntimeDriver } from './driver.ts';
@@ -204,8 +204,9 @@ export function createBwrapDriver(deps: BwrapDriverDeps): RuntimeDriver {
     let run: Run | undefined;
     try {
       run = await launchSandbox(launchDeps, spec, current).catch((error: unknown) => {
-        // A refusal (RuntimeError) says why in words for the owner; anything else may name host paths.
-        if (error instanceof RuntimeError || error instanceof SandboxRefusal) throw error;
+        // Typed errors (a refusal, a volume that cannot shrink …) are written for the owner; anything
+        // else may name host paths: the operator's log has it, the owner a plain reason.
+        if (isAppError(error) || error instanceof SandboxRefusal) throw error;
         log.error({ agentId: spec.agentId, err: error }, 'the sandbox could not be set up');
         throw new Error(HOST_SETUP_FAILED);
       });

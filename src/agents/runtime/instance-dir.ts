@@ -203,7 +203,9 @@ export async function probeSandbox(host: SandboxHost, prepared: PreparedInstance
         : { binary: host.tools.setpriv, uid: prepared.uid },
     bwrap: host.tools.bwrap,
   };
-  const [command, ...args] = probeArgv(options, bwrapArgs(prepared.layout, prepared.options));
+  // The probe measures binds and uids: it has no seccomp program on fd 8 to load.
+  const sandboxArgs = bwrapArgs(prepared.layout, { ...prepared.options, seccomp: false });
+  const [command, ...args] = probeArgv(options, sandboxArgs);
   const result = await new Promise<{ code: number | null; output: string }>((resolve) => {
     // bwrap writes its info to fd 5 (INFO_FD): give it a pipe there.
     const child = spawn(command as string, args, {
