@@ -1,6 +1,5 @@
 // Attack: an agent names hosts at a DNS server that never answers, to hold the egress proxy's name resolution — and, were it done in libuv's thread pool, every other tenant's egress, sign-ins (scrypt) and file reads — until they stall.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { mkdtempSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -8,6 +7,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { insertAgent } from '../../../test/helpers/agents.ts';
 import { createTenant } from '../../../test/helpers/audit.ts';
 import { createTestDatabase, type TestDatabase } from '../../../test/helpers/database.ts';
 import { hashPassword } from '../../accounts/passwords.ts';
@@ -80,17 +80,8 @@ after(async () => {
   await db.drop();
 });
 
-async function newAgent(tenantId: string): Promise<string> {
-  const handle = `dns-${randomBytes(6).toString('hex')}`;
-  const [row] = await withTenant(
-    db.app,
-    tenantId,
-    (tx) => tx<{ id: string }[]>`
-      insert into agents (tenant_id, handle, name, template_id)
-      values (${tenantId}::uuid, ${handle}, 'DNS test', 'echo') returning id`,
-  );
-  assert.ok(row !== undefined);
-  return row.id;
+function newAgent(tenantId: string): Promise<string> {
+  return insertAgent(db.app, tenantId, 'egress');
 }
 
 async function listenFor(

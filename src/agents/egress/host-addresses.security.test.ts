@@ -1,12 +1,12 @@
 // Attack: an agent reaches a service of the host that listens on 0.0.0.0 through the egress proxy by naming one of the host's own non-loopback addresses (or its mapped IPv6 form), which an operator allow range such as 10.0.0.0/8 seems to cover, with CONNECT or with plain HTTP.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { insertAgent } from '../../../test/helpers/agents.ts';
 import { createTenant } from '../../../test/helpers/audit.ts';
 import { createTestDatabase, type TestDatabase } from '../../../test/helpers/database.ts';
 import { requireTool } from '../../../test/helpers/system-tools.ts';
@@ -57,17 +57,8 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function newAgent(): Promise<string> {
-  const handle = `egress-${randomBytes(6).toString('hex')}`;
-  const [row] = await withTenant(
-    db.app,
-    tenantId,
-    (tx) => tx<{ id: string }[]>`
-      insert into agents (tenant_id, handle, name, template_id)
-      values (${tenantId}::uuid, ${handle}, 'Egress host test', 'echo') returning id`,
-  );
-  assert.ok(row !== undefined);
-  return row.id;
+function newAgent(): Promise<string> {
+  return insertAgent(db.app, tenantId, 'egress');
 }
 
 /** Runs the probe in a new network namespace (a user namespace too when not root) and returns its report. */

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
+import { insertAgent } from '../../../test/helpers/agents.ts';
 import { createTenant } from '../../../test/helpers/audit.ts';
 import { createTestDatabase, type TestDatabase } from '../../../test/helpers/database.ts';
 import { withTenant } from '../../db/tenant.ts';
@@ -123,17 +124,8 @@ after(async () => {
   await db.drop();
 });
 
-async function newAgent(tenantId: string): Promise<string> {
-  const handle = `egress-${randomBytes(6).toString('hex')}`;
-  const [row] = await withTenant(
-    db.app,
-    tenantId,
-    (tx) => tx<{ id: string }[]>`
-      insert into agents (tenant_id, handle, name, template_id)
-      values (${tenantId}::uuid, ${handle}, 'Egress test', 'echo') returning id`,
-  );
-  assert.ok(row !== undefined);
-  return row.id;
+function newAgent(tenantId: string): Promise<string> {
+  return insertAgent(db.app, tenantId, 'egress');
 }
 
 interface Session {

@@ -22,7 +22,7 @@ import { createCaresLookup, type LookupFn } from './resolver.ts';
 
 // The platform's egress proxy (AGT-4). Each agent instance's sandbox has no
 // network of its own: its supervisor forwards the agent's HTTP(S)_PROXY port
-// to <instance dir>/run/egress.sock, where one listener per instance speaks
+// to <instance dir>/host/egress.sock (bound read-only into the sandbox), where one listener per instance speaks
 // HTTP CONNECT and plain (absolute-form) HTTP forwarding. Every target passes
 // the agent's allowlist, is resolved once (resolver.ts: c-ares, never the
 // thread pool), and every resolved address must be public and none of the

@@ -5,11 +5,13 @@
 // implement the same interface (docs/runtime.md).
 //
 // Terminology: an *instance* is one running copy of an agent. Its *instance
-// directory* (`<data dir>/instances/<agent id>/`) holds `volume/` (the
-// agent's /data) and `run/`, whose Unix sockets connect it to the platform:
-//   run/ingress.sock  the platform's ingress → the supervisor → the agent's declared port
-//   run/egress.sock   the supervisor's HTTP proxy port → the platform's egress proxy
-//   run/support.sock  the supervisor's SSH server, present only while support access is on
+// directory* (`<data dir>/instances/<agent id>/`) holds its volume (the
+// agent's /data) and `host/`, the host's own directory, whose Unix sockets
+// connect it to the platform (host-sockets.ts):
+//   host/ingress.sock        the platform's ingress → the supervisor → the agent's declared port
+//   host/egress.sock         the supervisor's HTTP proxy port → the platform's egress proxy
+//   host/support.sock        the operator's CLI → the driver's relay → the supervisor's SSH
+//                            server, present only while support access is on
 // The *supervisor* is the sandbox's first process: it bridges those sockets,
 // starts the agent, forwards signals, reaps children and exits with it.
 

@@ -4,17 +4,16 @@
 // and purpose-built probe agents written into temporary template
 // directories.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
+import { insertAgent } from '../../../test/helpers/agents.ts';
 import { createTenant } from '../../../test/helpers/audit.ts';
 import { createTestDatabase, type TestDatabase } from '../../../test/helpers/database.ts';
 import type { UnenforcedLimit } from '../../config.ts';
-import { withTenant } from '../../db/tenant.ts';
 import { createLogger } from '../../logger.ts';
 import { createEgressProxy } from '../egress/proxy.ts';
 import { createBwrapDriver } from './bwrap-driver.ts';
@@ -156,18 +155,7 @@ export async function createRuntime(
     exits,
     exitEvents,
     tenant: (name) => createTenant(db, name),
-    async agent(tenantId) {
-      const handle = `rt-${randomBytes(6).toString('hex')}`;
-      const [row] = await withTenant(
-        db.app,
-        tenantId,
-        (tx) => tx<{ id: string }[]>`
-          insert into agents (tenant_id, handle, name, template_id)
-          values (${tenantId}::uuid, ${handle}, 'Runtime test', 'echo') returning id`,
-      );
-      assert.ok(row !== undefined);
-      return row.id;
-    },
+    agent: (tenantId) => insertAgent(db.app, tenantId, 'rt'),
     driverWith: (startTimeoutMs, limits = {}) => make(startTimeoutMs, limits),
     async close() {
       await Promise.all(drivers.map((each) => each.stopAll()));

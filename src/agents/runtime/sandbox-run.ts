@@ -38,7 +38,7 @@ import type { VolumeSupport } from './volume-image.ts';
 // One launched sandbox, from its launch to the moment nothing of it is left:
 // launchSandbox prepares the instance directory, the cgroup and the egress
 // listener, spawns the launcher (launchArgv) and hands the supervisor its
-// config and secrets on fd 3; waitReady polls run/ingress.sock; terminate
+// config and secrets on fd 3; waitReady polls host/ingress.sock; terminate
 // asks the supervisor to stop and kills what is left after the grace; and
 // once the launcher has exited, `done` resolves with the reason after every
 // process is gone and every trace (listener, cgroup, sockets) is cleaned up.
@@ -342,7 +342,7 @@ function seconds(ms: number): string {
 }
 
 /**
- * Resolves once the agent answers an HTTP GET through run/ingress.sock (and
+ * Resolves once the agent answers an HTTP GET through host/ingress.sock (and
  * a start-time support listener is settled); rejects with the reason when
  * the sandbox ends first, the time is up, or the start is aborted.
  */
