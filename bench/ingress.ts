@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { once } from 'node:events';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { newSubdomain } from '../src/agents/ingress/subdomain.ts';
+import { hostDirOf, listenHostSocket } from '../src/agents/runtime/host-sockets.ts';
 import { withTenant } from '../src/db/tenant.ts';
 import { buildTestApp } from '../test/helpers/app.ts';
 import { createTenant } from '../test/helpers/audit.ts';
@@ -75,10 +75,10 @@ export async function runIngressBench(db: TestDatabase): Promise<void> {
         values (${agent.id}::uuid, ${tenantId}::uuid, ${subdomain}, 'running', 'running')`;
       return agent.id;
     });
-    const socketPath = path.join(testApp.config.instancesDir, agentId, 'run', 'ingress.sock');
-    await mkdir(path.dirname(socketPath), { recursive: true });
-    instance.listen(socketPath);
-    await once(instance, 'listening');
+    // As the driver binds it: in the instance's host directory, its inode remembered (host-sockets.ts).
+    const hostDir = hostDirOf(testApp.config.instancesDir, agentId);
+    await mkdir(hostDir, { recursive: true, mode: 0o711 });
+    const socketPath = (await listenHostSocket(hostDir, 'ingress.sock', 0o600, instance)).path;
     await testApp.app.listen({ port: 0, host: '127.0.0.1' });
     const port = (testApp.app.server.address() as AddressInfo).port;
     const host = `${subdomain}.${testApp.config.agentsDomain}:${port}`;
