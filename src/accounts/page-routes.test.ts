@@ -334,7 +334,7 @@ describe('bad input', () => {
       await getPage(ctx.testApp.app, '/dashboard/settings/tokens', { cookie }),
       await getPage(ctx.testApp.app, '/dashboard/settings/invites', { cookie }),
       await getPage(ctx.testApp.app, '/profile', { cookie }),
-      await getPage(ctx.testApp.app, '/dev/mail'),
+      await getPage(ctx.testApp.app, '/dev/mail', { remoteAddress: '127.0.0.1' }),
     ];
     for (const page of pages) {
       assert.match(String(page.headers['content-type']), /^text\/html/);
@@ -351,8 +351,19 @@ describe('bad input', () => {
     }
   });
 
-  test('/dev/mail exists in development and not at all in production', async () => {
-    assert.equal((await getPage(ctx.testApp.app, '/dev/mail')).statusCode, 200);
+  test('/dev/mail exists in development, for loopback clients only, and not at all in production', async () => {
+    for (const remoteAddress of ['127.0.0.1', '::1', '::ffff:127.0.0.1']) {
+      assert.equal((await getPage(ctx.testApp.app, '/dev/mail', { remoteAddress })).statusCode, 200);
+    }
+    // Its recovery links are for the developer at this machine: anyone else gets the 404 of no route.
+    const missing = await getPage(ctx.testApp.app, '/no-such-page', { remoteAddress: '203.0.113.9' });
+    for (const remoteAddress of ['203.0.113.9', '10.1.2.3', '::ffff:10.1.2.3', '127.0.0.1.example']) {
+      const response = await getPage(ctx.testApp.app, '/dev/mail', { remoteAddress });
+      assert.equal(response.statusCode, 404, remoteAddress);
+      const withoutId = (body: string) => body.replace(/"request_id":"[^"]*"/, '');
+      assert.equal(withoutId(response.body), withoutId(missing.body));
+      assert.ok(!response.body.includes('Development mail'));
+    }
     const production = await buildTestApp(ctx.db, {
       ENCLAVE_ENV: 'production',
       ENCLAVE_PUBLIC_URL: 'https://enclave.example',

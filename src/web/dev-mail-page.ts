@@ -5,7 +5,10 @@ import { type Html, html, page } from './html.ts';
 
 // /dev/mail: the development outbox, newest first. Registered only in
 // development without SMTP; in production the route does not exist (404).
-// Bodies are shown escaped; http(s) URLs in them become links.
+// It holds recovery and invite links, so it is served to loopback clients
+// only (the client as ENCLAVE_TRUST_PROXY resolves it): anyone else gets the
+// 404 of a route that does not exist. Bodies are shown escaped; http(s)
+// URLs in them become links.
 
 interface OutboxMail {
   readonly id: string;
@@ -13,6 +16,12 @@ interface OutboxMail {
   readonly subject: string;
   readonly body: string;
   readonly created_at: Date;
+}
+
+/** 127.0.0.0/8, ::1, and IPv4-mapped loopback. */
+export function isLoopback(address: string): boolean {
+  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return address === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
 }
 
 const URL_IN_TEXT = /(https?:\/\/[^\s<>"'`]+)/;
@@ -45,7 +54,8 @@ ${
 }
 
 export function registerDevMail(app: App, sql: Sql): void {
-  app.get('/dev/mail', { config: { auth: 'none' }, schema: { hide: true } }, async (_request, reply) => {
+  app.get('/dev/mail', { config: { auth: 'none' }, schema: { hide: true } }, async (request, reply) => {
+    if (!isLoopback(request.ip)) return reply.callNotFound();
     const mails = await sql<OutboxMail[]>`
       select id, to_address, subject, body, created_at from dev_outbox order by created_at desc, id limit 100`;
     reply.header('cache-control', 'no-store');
