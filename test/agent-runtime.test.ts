@@ -281,7 +281,7 @@ describe('agent runtime, end to end', () => {
     assert.ok(page.body.includes(host), "the owner's page shows the address");
   });
 
-  test("AGT-3: in Chromium, the instance's address opens the agent (browsers resolve *.localhost to this machine)", async (t) => {
+  test("AGT-3: in Chromium, the instance's address opens the echo agent's page, where a message gets its reply (browsers resolve *.localhost to this machine)", async (t) => {
     if (!requireTool(t, 'bwrap', 'bubblewrap') || !requireTool(t, 'chromium', 'chromium')) return;
     const browser = await chromium.launch({
       executablePath: '/usr/bin/chromium',
@@ -300,11 +300,15 @@ describe('agent runtime, end to end', () => {
       const page = await browser.newPage();
       const response = await page.goto(`http://${host}:${new URL(baseUrl).port}/`);
       assert.equal(response?.status(), 200);
-      assert.deepEqual(JSON.parse((await page.textContent('body')) ?? ''), {
-        agent: 'echo',
-        credential_set: true,
-        credential_last4: canary.slice(-4),
-      });
+      // A page to talk to it, not raw JSON: what reached it, and a form that works without a script.
+      assert.equal(await page.textContent('h1'), 'Echo agent');
+      assert.match(
+        (await page.textContent('main')) ?? '',
+        new RegExp(`ending in ${canary.slice(-4)} reached it`),
+      );
+      await page.fill('#message', 'hello <b>agent</b>');
+      await Promise.all([page.waitForURL(/\/messages$/), page.click('button[type=submit]')]);
+      assert.equal(await page.textContent('#reply'), 'hello <b>agent</b>', 'echoed, and shown as text');
     } finally {
       await browser.close();
     }

@@ -1,7 +1,8 @@
 // The echo agent: a tiny, dependency-free HTTP agent to try Enclave with.
 //
-//   GET  /                    → { agent: "echo", credential_set, credential_last4 }
-//   POST / or POST /messages  → { echo: <the JSON body> }
+//   GET  /                    → { agent: "echo", credential_set, credential_last4 };
+//                               a browser (Accept: text/html) gets a page to talk to it instead
+//   POST / or POST /messages  → { echo: <the JSON body> }; a form post (message=…) → the page, with the reply
 //   GET  /outbound?url=http://… → { status } of one GET through the platform's egress proxy
 //
 // It listens on 127.0.0.1:$PORT (default 8080); Enclave's ingress reaches it
@@ -45,6 +46,47 @@ function send(response, statusCode, body) {
     'cache-control': 'no-store',
   });
   response.end(text);
+}
+
+const escapeHtml = (text) =>
+  text.replace(
+    /[&<>"']/g,
+    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c],
+  );
+
+/** The page a browser gets: what reached the agent, and a form whose reply is shown on the next page (no script). */
+function page(response, statusCode, exchange) {
+  const credential = status.credential_set
+    ? status.credential_last4 === null
+      ? 'A credential reached it (too short to show any of it).'
+      : `A credential ending in <code>${escapeHtml(status.credential_last4)}</code> reached it.`
+    : 'No credential reached it.';
+  const reply =
+    exchange === undefined
+      ? ''
+      : `<section aria-live="polite"><h2>Reply</h2><p>You said:</p><pre>${escapeHtml(exchange.sent)}</pre>
+<p>The agent echoed:</p><pre id="reply">${escapeHtml(exchange.reply)}</pre></section>`;
+  const text = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Echo agent</title></head>
+<body><main><h1>Echo agent</h1><p>This agent runs in its own sandbox on Enclave. ${credential}</p>
+<form method="post" action="/messages"><label for="message">Message</label><br>
+<textarea id="message" name="message" rows="3" cols="40" maxlength="4000" required></textarea><br>
+<button type="submit">Send</button></form>${reply}
+<p>Programs talk to it in JSON: <code>POST /messages</code> with any JSON body.</p></main></body></html>`;
+  response.writeHead(statusCode, {
+    'content-type': 'text/html; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+    'content-security-policy': "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+  });
+  response.end(text);
+}
+
+/** A browser asks for HTML first; programs (curl, fetch, the relay) get JSON as before. */
+function wantsHtml(request) {
+  const accept = request.headers.accept ?? '';
+  return /\btext\/html\b/.test(accept) && !/^\s*application\/json/.test(accept);
 }
 
 /** The request body, or undefined once a 413 has been sent for a body over MAX_BODY_BYTES. */
@@ -103,7 +145,7 @@ async function handle(request, response) {
     return send(response, 200, await outbound(target));
   }
   if (pathname === '/' && (request.method === 'GET' || request.method === 'HEAD')) {
-    return send(response, 200, status);
+    return wantsHtml(request) ? page(response, 200, undefined) : send(response, 200, status);
   }
   if (pathname === '/' || pathname === '/messages') {
     if (request.method !== 'POST') {
@@ -112,6 +154,10 @@ async function handle(request, response) {
     }
     const body = await readBody(request, response);
     if (body === undefined) return;
+    if ((request.headers['content-type'] ?? '').startsWith('application/x-www-form-urlencoded')) {
+      const sent = new URLSearchParams(body.toString('utf8')).get('message') ?? '';
+      return page(response, 200, { sent, reply: sent });
+    }
     let message;
     try {
       message = JSON.parse(body.toString('utf8'));
