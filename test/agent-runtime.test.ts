@@ -8,7 +8,6 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import type { WorkerEvents } from 'graphile-worker';
-import { chromium } from 'playwright-core';
 import ssh2 from 'ssh2';
 import { createEgressProxy } from '../src/agents/egress/proxy.ts';
 import { createBwrapDriver } from '../src/agents/runtime/bwrap-driver.ts';
@@ -19,6 +18,7 @@ import { createLogger } from '../src/logger.ts';
 import { createAccount, type TestAccount } from './helpers/accounts.ts';
 import { useTestApp } from './helpers/app.ts';
 import { testAuditSetup } from './helpers/audit.ts';
+import { launchChromium } from './helpers/chromium.ts';
 import { testClusterInfo } from './helpers/database.ts';
 import { runProcess } from './helpers/process.ts';
 import { hasTool, requireTool } from './helpers/system-tools.ts';
@@ -283,35 +283,19 @@ describe('agent runtime, end to end', () => {
 
   test("AGT-3: in Chromium, the instance's address opens the echo agent's page, where a message gets its reply (browsers resolve *.localhost to this machine)", async (t) => {
     if (!requireTool(t, 'bwrap', 'bubblewrap') || !requireTool(t, 'chromium', 'chromium')) return;
-    const browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
-    try {
-      const page = await browser.newPage();
-      const response = await page.goto(`http://${host}:${new URL(baseUrl).port}/`);
-      assert.equal(response?.status(), 200);
-      // A page to talk to it, not raw JSON: what reached it, and a form that works without a script.
-      assert.equal(await page.textContent('h1'), 'Echo agent');
-      assert.match(
-        (await page.textContent('main')) ?? '',
-        new RegExp(`ending in ${canary.slice(-4)} reached it`),
-      );
-      await page.fill('#message', 'hello <b>agent</b>');
-      await Promise.all([page.waitForURL(/\/messages$/), page.click('button[type=submit]')]);
-      assert.equal(await page.textContent('#reply'), 'hello <b>agent</b>', 'echoed, and shown as text');
-    } finally {
-      await browser.close();
-    }
+    const browser = await launchChromium(t);
+    const page = await browser.newPage();
+    const response = await page.goto(`http://${host}:${new URL(baseUrl).port}/`);
+    assert.equal(response?.status(), 200);
+    // A page to talk to it, not raw JSON: what reached it, and a form that works without a script.
+    assert.equal(await page.textContent('h1'), 'Echo agent');
+    assert.match(
+      (await page.textContent('main')) ?? '',
+      new RegExp(`ending in ${canary.slice(-4)} reached it`),
+    );
+    await page.fill('#message', 'hello <b>agent</b>');
+    await Promise.all([page.waitForURL(/\/messages$/), page.click('button[type=submit]')]);
+    assert.equal(await page.textContent('#reply'), 'hello <b>agent</b>', 'echoed, and shown as text');
   });
 
   test('AGT-5: support SSH works from the console and from OpenSSH while allowed, and not once turned off', async (t) => {
@@ -387,10 +371,17 @@ describe('agent runtime, end to end', () => {
     // A session that stayed open would hold this test until the fallback below: never an assertion on time.
     const fallback = setTimeout(() => session.kill('SIGKILL'), 30_000);
     t.after(() => clearTimeout(fallback));
-    await new Promise<void>((resolve) => {
+    let stderr = '';
+    session.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString('utf8');
+    });
+    await new Promise<void>((resolve, reject) => {
       session.stdout.on('data', (chunk: Buffer) => {
         if (chunk.toString('utf8').includes('open')) resolve();
       });
+      session.once('exit', (code) =>
+        reject(new Error(`ssh exited (${code}) before the session opened: ${stderr}`)),
+      );
     });
     const off = synced(echoId);
     assert.equal((await api('PATCH', `/api/v1/agents/${echoId}`, { support_access: false })).statusCode, 200);

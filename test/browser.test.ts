@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { test } from 'node:test';
-import { chromium } from 'playwright-core';
-import { freePort } from '../src/free-port.ts';
 import { createAccount } from './helpers/accounts.ts';
-import { buildTestApp } from './helpers/app.ts';
-import { createTestDatabase } from './helpers/database.ts';
+import { launchChromium, listeningTestApp } from './helpers/chromium.ts';
 import { mintInvite, PASSWORD } from './helpers/pages.ts';
 import { requireTool } from './helpers/system-tools.ts';
 
@@ -15,35 +12,15 @@ import { requireTool } from './helpers/system-tools.ts';
 // pages must work under the strict CSP without a single violation, and the
 // session cookie must be HttpOnly and SameSite=Lax (ACC-3).
 
-const CHROMIUM = '/usr/bin/chromium';
 const SCREENSHOT = '/tmp/enclave-dashboard.png';
 
 test('ACC-1, ACC-3, ACC-6, ACC-10, OPS-3: in Chromium, sign up from an invite, mint a token, sign out and in again, with no CSP violation', async (t) => {
   if (!requireTool(t, 'chromium', 'chromium')) return;
-  const db = await createTestDatabase();
-  t.after(() => db.drop());
   // The public URL is the CSRF origin, so the server listens on the port it names.
-  const port = await freePort();
-  const { app, config } = await buildTestApp(db, { ENCLAVE_PORT: String(port) });
-  t.after(() => app.close());
-  await app.listen({ port, host: '127.0.0.1' });
-  const base = config.publicUrl;
-  assert.equal(base, `http://127.0.0.1:${port}`);
+  const { db, base } = await listeningTestApp(t);
+  assert.match(base, /^http:\/\/127\.0\.0\.1:\d+$/);
 
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
-  t.after(() => browser.close());
+  const browser = await launchChromium(t);
   const context = await browser.newContext();
   const page = await context.newPage();
   const violations: string[] = [];
@@ -111,26 +88,10 @@ test('ACC-1, ACC-3, ACC-6, ACC-10, OPS-3: in Chromium, sign up from an invite, m
 
 test('AGT-1, VLT-2: in Chromium, sign in, onboard an echo agent from its template with a credential, and see only its last 4', async (t) => {
   if (!requireTool(t, 'chromium', 'chromium')) return;
-  const db = await createTestDatabase();
-  t.after(() => db.drop());
-  const port = await freePort();
-  const testApp = await buildTestApp(db, { ENCLAVE_PORT: String(port) });
-  t.after(() => testApp.app.close());
-  await testApp.app.listen({ port, host: '127.0.0.1' });
-  const base = testApp.config.publicUrl;
+  const { db, testApp, base } = await listeningTestApp(t);
   const account = await createAccount(db, testApp, { username: 'agent-owner', password: PASSWORD });
 
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--no-first-run',
-      '--disable-background-networking',
-    ],
-  });
-  t.after(() => browser.close());
+  const browser = await launchChromium(t);
   const page = await (await browser.newContext()).newPage();
   const violations: string[] = [];
   page.on('console', (message) => {

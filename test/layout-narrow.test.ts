@@ -1,0 +1,61 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { createAccount } from './helpers/accounts.ts';
+import { insertAgent } from './helpers/agents.ts';
+import { launchChromium, listeningTestApp } from './helpers/chromium.ts';
+import { mintInvite, PASSWORD } from './helpers/pages.ts';
+import { requireTool } from './helpers/system-tools.ts';
+
+// Every page at a phone's width (390 px, an iPhone 12 to 15), in Chromium: nothing scrolls
+// sideways and every navigation link can be reached on screen.
+
+const WIDTH = 390;
+
+test('OPS-3: in Chromium at 390 px wide, no page scrolls sideways and the navigation stays on screen', async (t) => {
+  if (!requireTool(t, 'chromium', 'chromium')) return;
+  const { db, testApp, base } = await listeningTestApp(t);
+  const account = await createAccount(db, testApp, { username: 'narrow-owner', password: PASSWORD });
+  const agentId = await insertAgent(db.app, account.user.tenant_id, 'narrow');
+  const browser = await launchChromium(t);
+  const page = await (await browser.newContext({ viewport: { width: WIDTH, height: 844 } })).newPage();
+
+  const signedOut = [
+    '/login',
+    '/recover',
+    `/signup?invite=${await mintInvite(db, { email: 'narrow@example.com' })}`,
+  ];
+  const signedIn = [
+    '/dashboard',
+    '/dashboard/agents',
+    '/dashboard/agents/new',
+    '/dashboard/agents/new?template=echo',
+    `/dashboard/agents/${agentId}`,
+    '/dashboard/settings/tokens',
+    '/dashboard/settings/invites',
+    '/dashboard/audit',
+    '/profile',
+  ];
+  const overflow: string[] = [];
+  const measure = async (url: string) => {
+    const response = await page.goto(`${base}${url}`);
+    assert.equal(response?.status(), 200, url);
+    const scroll = Number(await page.evaluate('document.documentElement.scrollWidth'));
+    let links = 0;
+    for (const link of await page.locator('header nav a').all()) {
+      const box = await link.boundingBox();
+      if (box === null || box.x < 0 || box.x + box.width > WIDTH) links += 1;
+    }
+    if (scroll > WIDTH || links > 0)
+      overflow.push(`${url}: ${scroll} px wide, ${links} navigation links off screen`);
+  };
+  for (const url of signedOut) await measure(url);
+  await page.goto(`${base}/login`);
+  await page.getByLabel('Username or email').fill(account.user.username);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL(`${base}/dashboard`);
+  for (const url of signedIn) await measure(url);
+  await page.goto(`${base}/dashboard/agents/${agentId}`);
+  await page.screenshot({ path: '/tmp/enclave-narrow-agent.png', fullPage: true });
+  assert.deepEqual(overflow, []);
+});
