@@ -62,7 +62,8 @@ type Resolution = { principal: Principal } | { problem: 'unauthenticated' | 'tok
 async function resolve(sql: Sql, request: FastifyRequest): Promise<Resolution> {
   const authorization = request.headers.authorization;
   if (authorization !== undefined) {
-    const match = /^Bearer ([\x21-\x7e]{1,200})$/.exec(authorization);
+    // HTTP auth schemes are case-insensitive (RFC 9110 §11.1): "bearer" is Bearer.
+    const match = /^Bearer ([\x21-\x7e]{1,200})$/i.exec(authorization);
     if (match?.[1] === undefined) return { problem: 'unauthenticated' };
     const kind = tokenKind(match[1]);
     if (kind === undefined) return { problem: 'unauthenticated' };

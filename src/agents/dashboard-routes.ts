@@ -6,6 +6,7 @@ import { signedIn } from '../accounts/principal.ts';
 import type { TenantSql } from '../db/tenant.ts';
 import type { App } from '../http/app.ts';
 import { IdParams } from '../http/schemas.ts';
+import { MULTILINE } from '../http/text-input.ts';
 import { MAX_CREDENTIAL_CHARACTERS } from '../vault/service.ts';
 import type { FormErrors } from '../web/account-pages.ts';
 import {
@@ -38,29 +39,31 @@ import type { TemplateCatalog } from './templates.ts';
 const CREDENTIAL_NAME = '^[a-z][a-z0-9_]{0,62}$';
 const form = { additionalProperties: false } as const;
 const str = (maxLength: number) => Type.String({ maxLength });
+// Descriptions, the allowlist textarea and secrets (a PEM key, a JSON file) may hold lines and tabs.
+const text = (maxLength: number) => Type.String({ ...MULTILINE, maxLength });
 const SupportAccess = Type.Optional(Type.Literal('on'));
 
 const NewAgentBody = Type.Object(
   {
     name: str(100),
     handle: str(100),
-    description: Type.Optional(str(1000)),
+    description: Type.Optional(text(1000)),
     template: str(100),
     support_access: SupportAccess,
   },
   {
     ...form,
     // One password field per credential of the template: credential_<name>.
-    patternProperties: { '^credential_[a-z][a-z0-9_]{0,62}$': str(MAX_CREDENTIAL_CHARACTERS) },
+    patternProperties: { '^credential_[a-z][a-z0-9_]{0,62}$': text(MAX_CREDENTIAL_CHARACTERS) },
     maxProperties: 40,
   },
 );
 const SettingsBody = Type.Object(
   {
     name: str(100),
-    description: Type.Optional(str(1000)),
+    description: Type.Optional(text(1000)),
     support_access: SupportAccess,
-    egress_allowlist: Type.Optional(str(100 * 256)),
+    egress_allowlist: Type.Optional(text(100 * 256)),
   },
   form,
 );
@@ -79,7 +82,7 @@ function allowlistFrom(text: string): { entries: string[] | null } | { problem: 
   return { entries: entries.length === 0 ? null : entries };
 }
 const CredentialBody = Type.Object(
-  { name: Type.String({ pattern: CREDENTIAL_NAME }), value: str(MAX_CREDENTIAL_CHARACTERS) },
+  { name: Type.String({ pattern: CREDENTIAL_NAME }), value: text(MAX_CREDENTIAL_CHARACTERS) },
   form,
 );
 const CredentialParams = Type.Object(

@@ -3,6 +3,7 @@ import { signedIn } from '../accounts/principal.ts';
 import type { App } from '../http/app.ts';
 import { ProblemSchema } from '../http/problems.ts';
 import { Id, IdParams, Timestamp } from '../http/schemas.ts';
+import { MULTILINE } from '../http/text-input.ts';
 import { MAX_CREDENTIAL_CHARACTERS } from '../vault/service.ts';
 import { HANDLE_PATTERN } from './handles.ts';
 import { type AgentsService, EGRESS_ENTRY_PATTERN, MAX_EGRESS_ENTRIES } from './service.ts';
@@ -70,11 +71,13 @@ const AgentDetailSchema = Type.Object({
   ]),
 });
 
+// A secret may be a PEM key or a JSON file, and a description a paragraph: both may hold lines and tabs.
 const Value = Type.String({
+  ...MULTILINE,
   maxLength: MAX_CREDENTIAL_CHARACTERS,
   description: 'The secret. Write-only: no response ever contains it',
 });
-const Description = Type.String({ maxLength: 1000 });
+const Description = Type.String({ ...MULTILINE, maxLength: 1000 });
 
 const CredentialParams = Type.Object(
   { id: Id, name: Type.String({ pattern: CREDENTIAL_NAME }) },

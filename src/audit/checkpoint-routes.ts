@@ -14,7 +14,11 @@ import { consistencyProof } from './merkle.ts';
 // its inclusion proof and consistency proofs, and the tenant's recovery
 // bundle for enclave-verify.
 
-const Size = Type.String({ pattern: '^(?:0|[1-9][0-9]{0,18})$', description: 'a tree size, decimal' });
+// At most 18 digits: every size fits PostgreSQL's bigint (19 digits could pass 2^63 - 1 and fail there).
+const Size = Type.String({
+  pattern: '^(?:0|[1-9][0-9]{0,17})$',
+  description: 'a tree size, decimal, below 10^18',
+});
 const Hashes = Type.Array(Type.String({ description: 'base64 SHA-256 hash' }));
 const errors = { 400: ProblemSchema, 401: ProblemSchema, 404: ProblemSchema };
 
@@ -198,7 +202,7 @@ export function registerCheckpointRoutes(app: App, deps: { sql: Sql; sources: Bu
           {
             consistency_from: Type.Optional(
               Type.String({
-                pattern: '^[0-9]{1,19}(?:,[0-9]{1,19}){0,9}$',
+                pattern: '^[0-9]{1,18}(?:,[0-9]{1,18}){0,9}$',
                 description: 'earlier checkpoint sizes',
               }),
             ),

@@ -43,9 +43,10 @@ import { registerCsrfCheck } from './csrf.ts';
 import { registerCustomerSerializer } from './customer-serializer.ts';
 import { registerHealthRoutes } from './health-routes.ts';
 import { registerOpenApi } from './openapi.ts';
-import { registerProblemHandlers } from './problems.ts';
+import { answerFrameworkError, registerProblemHandlers } from './problems.ts';
 import type { RateLimits } from './rate-limits.ts';
 import { registerSecurityHeaders } from './security-headers.ts';
+import { checkQueryAndParams } from './text-input.ts';
 import { strictBodySchemaController } from './validation.ts';
 
 export type App = FastifyInstance<
@@ -119,12 +120,15 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     // X-Forwarded-For is honoured only from the proxies the operator names (ENCLAVE_TRUST_PROXY).
     trustProxy: trust,
     schemaController: strictBodySchemaController(),
+    frameworkErrors: answerFrameworkError,
   }).withTypeProvider<TypeBoxTypeProvider>();
   // preClose, before the server closes: open tunnels would otherwise keep it from closing.
   app.addHook('preClose', async () => ingress.close());
   // JSON and forms only, decoded strictly. text/plain (which a cross-site form
   // may send without a CORS preflight) is not accepted: 415.
   registerBodyParsers(app);
+  // Query strings and path parameters are one line of text on every route, schema or not (bodies: validation.ts).
+  app.addHook('onRequest', async (request) => checkQueryAndParams(request));
 
   await registerSecurityHeaders(app, deps.config);
   await registerOpenApi(app, deps.config);

@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import type { App } from './app.ts';
 
 // Bodies are decoded strictly: invalid UTF-8 is a 400, never silently turned
@@ -94,4 +95,45 @@ export function registerBodyParsers(app: App): void {
       }
     },
   );
+}
+
+/** How much of a refused body is read and thrown away so that the client can read the 413. */
+export const DISCARD_LIMIT_BYTES = 16 * 1024 * 1024;
+const DISCARD_WAIT_MS = 5_000;
+
+/**
+ * Reads and discards what is left of a refused request body, up to a bound in
+ * bytes and in time, before the 413 is sent. A client that writes its whole
+ * body before reading (as curl does) otherwise gets a reset from a socket
+ * closed under its upload, and the kernel drops the unread 413 with it. Past
+ * the bound the connection is closed anyway: the client controls the size and
+ * the pace, and holding the request longer is theirs to exploit. Resolves
+ * whether the body ended.
+ */
+export function discardBody(raw: IncomingMessage, limit = DISCARD_LIMIT_BYTES): Promise<boolean> {
+  if (raw.readableEnded || raw.destroyed) return Promise.resolve(raw.readableEnded);
+  if (Number(raw.headers['content-length']) > limit) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    let received = 0;
+    const finish = (ended: boolean) => {
+      clearTimeout(timer);
+      raw.off('data', onData);
+      raw.off('end', onEnd);
+      raw.off('error', onStop);
+      raw.off('close', onStop);
+      resolve(ended);
+    };
+    const onData = (chunk: Buffer) => {
+      received += chunk.length;
+      if (received > limit) finish(false);
+    };
+    const onEnd = () => finish(true);
+    const onStop = () => finish(false);
+    const timer = setTimeout(onStop, DISCARD_WAIT_MS);
+    raw.on('data', onData);
+    raw.once('end', onEnd);
+    raw.once('error', onStop);
+    raw.once('close', onStop);
+    raw.resume();
+  });
 }

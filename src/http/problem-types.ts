@@ -26,6 +26,11 @@ export const PROBLEM_TYPES = {
       'The body is not valid for its Content-Type (for example, broken JSON), or is empty where one is required.',
   },
   bad_request: { status: 400, title: 'Bad request', description: 'The request could not be understood.' },
+  uri_too_long: {
+    status: 414,
+    title: 'Path too long',
+    description: 'A path segment is longer than any route accepts (100 characters).',
+  },
   body_too_large: {
     status: 413,
     title: 'Body too large',

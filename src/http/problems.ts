@@ -2,7 +2,7 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { isAppError } from '../errors.ts';
 import type { App } from './app.ts';
-import { BodyParseError, UnsupportedMediaTypeError } from './body-parsers.ts';
+import { BodyParseError, discardBody, UnsupportedMediaTypeError } from './body-parsers.ts';
 import { isProblemCode, PROBLEM_TYPES, type ProblemCode, problemTypeUri } from './problem-types.ts';
 import { RateLimitedError } from './rate-limits.ts';
 
@@ -57,7 +57,6 @@ export function sendProblem(
 }
 
 const FASTIFY_CODES: Readonly<Record<string, ProblemCode>> = {
-  FST_ERR_CTP_BODY_TOO_LARGE: 'body_too_large',
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
   FST_ERR_CTP_EMPTY_JSON_BODY: 'malformed_body',
   FST_ERR_CTP_INVALID_JSON_BODY: 'malformed_body',
@@ -83,6 +82,29 @@ function validationErrors(error: FastifyError): FieldError[] {
   });
 }
 
+/**
+ * Errors the router raises before any route matches (Fastify's
+ * `frameworkErrors`): a path parameter over the length limit, a path that is
+ * not valid percent-encoding. Fastify's own answers echo the URL, which can
+ * carry tokens; these name the problem only.
+ */
+export function answerFrameworkError(
+  error: FastifyError,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): void {
+  // No route, so no onSend hook: the request id header is set here.
+  reply.header('x-request-id', request.id);
+  if (error.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+    sendProblem(request, reply, 'uri_too_long');
+  } else if (error.code === 'FST_ERR_BAD_URL') {
+    sendProblem(request, reply, 'bad_request', { detail: 'the path is not valid percent-encoded UTF-8' });
+  } else {
+    request.log.error({ err: { code: error.code, message: error.message } }, 'request failed in routing');
+    sendProblem(request, reply, 'internal');
+  }
+}
+
 export function registerProblemHandlers(app: App): void {
   app.setNotFoundHandler((request, reply) => sendProblem(request, reply, 'not_found'));
 
@@ -105,6 +127,9 @@ export function registerProblemHandlers(app: App): void {
         error.code,
         errors === undefined ? { detail: error.message } : { detail: error.message, errors },
       );
+    }
+    if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      return discardBody(request.raw).then(() => sendProblem(request, reply, 'body_too_large'));
     }
     if (error instanceof BodyParseError) {
       return sendProblem(request, reply, 'malformed_body', { detail: error.message });

@@ -1,4 +1,5 @@
 import type { FastifyReply } from 'fastify';
+import { TEXT_KIND_KEYWORD } from '../http/text-input.ts';
 import { type Html, html } from './html.ts';
 
 // Building blocks of the server-rendered forms: labelled fields with their
@@ -112,6 +113,7 @@ interface SchemaIssue {
   readonly keyword: string;
   readonly instancePath: string;
   readonly params: Record<string, unknown>;
+  readonly message?: string | undefined;
 }
 
 export interface FormProblem {
@@ -141,6 +143,10 @@ export function formProblem(
   if (issue.keyword === 'required') return { message: `${label} is required.`, field: name };
   if (issue.keyword === 'maxLength') return { message: `${label} is too long.`, field: name };
   if (issue.keyword === 'minLength') return { message: `${label} is required.`, field: name };
+  // The text rule's message is written for people ("must be one line without control characters …").
+  if (issue.keyword === TEXT_KIND_KEYWORD && issue.message !== undefined) {
+    return { message: `${label} ${issue.message}.`, field: name };
+  }
   return { message: `${label} is not valid.`, field: name };
 }
 
