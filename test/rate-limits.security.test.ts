@@ -416,6 +416,27 @@ describe('lockout (HTTP)', () => {
     assert.equal(response.statusCode, 429, 'a locked-out cookie waits like any stranger');
   });
 
+  test("ACC-5: a sign-in spray at the owner's login name does not block the owner's password change", async () => {
+    const owner = await createAccount(db, first);
+    await pauseAccount(owner);
+    const response = await first.app.inject({
+      method: 'POST',
+      url: '/profile/password',
+      headers: {
+        origin: first.config.publicUrl,
+        'content-type': 'application/x-www-form-urlencoded',
+        cookie: owner.sessionCookie,
+      },
+      payload: new URLSearchParams({
+        current_password: owner.password,
+        new_password: 'a brand new password',
+      }).toString(),
+      remoteAddress: randomClientIp(),
+    });
+    assert.equal(response.statusCode, 303, response.body);
+    assert.equal(response.headers.location, '/profile?notice=password-changed');
+  });
+
   test('ACC-5: the device cookie is HttpOnly, SameSite=Strict, sent only to /login, lives 30 days, and is Secure in production', async () => {
     const production = await buildTestApp(db, {
       ENCLAVE_ENV: 'production',
