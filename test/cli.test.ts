@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { createDeviceCookies } from '../src/accounts/device-cookies.ts';
 import { createAccountsService } from '../src/accounts/service.ts';
 import { PLATFORM_TENANT } from '../src/audit/append.ts';
 import { connectionUrl } from '../src/db/target.ts';
@@ -242,7 +243,11 @@ describe('enclave invite', () => {
     const logger = createLogger('silent');
     const rateLimits = createRateLimits(db.target, db.appCredentials, logger);
     try {
-      const accounts = createAccountsService({ sql: db.app, rateLimits });
+      const accounts = createAccountsService({
+        sql: db.app,
+        rateLimits,
+        deviceCookies: createDeviceCookies(randomBytes(32).toString('base64url')),
+      });
       const { user } = await accounts.signup(
         { invite: token, email: 'ada@example.test', username: 'ada', password: 'a long enough password' },
         testClient(),

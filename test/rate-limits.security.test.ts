@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { createDeviceCookies, DEVICE_COOKIE } from '../src/accounts/device-cookies.ts';
+import { LOGIN_THROTTLE } from '../src/accounts/login-throttle.ts';
 import { createAccountsService } from '../src/accounts/service.ts';
 import { accountKey, BUCKETS, type Bucket, RateLimitedError } from '../src/http/rate-limits.ts';
 import {
@@ -37,9 +40,31 @@ const WRONG = 'definitely not the password';
 /** Real attempts per test; the rest of a bucket is spent directly in the shared store, to save scrypt time. */
 const REAL_ATTEMPTS = 4;
 
-/** Spends all but `left` points of a bucket through the first process's store. */
+/** Spends `count` points of a bucket through the first process's store. */
+async function spend(bucket: Bucket, key: string, count: number): Promise<void> {
+  for (let i = 0; i < count; i += 1) await first.rateLimits.consume(bucket, key);
+}
+
+/** Spends all but `left` points of a bucket. */
 async function drain(bucket: Bucket, key: string, left: number): Promise<void> {
-  for (let i = 0; i < BUCKETS[bucket].points - left; i += 1) await first.rateLimits.consume(bucket, key);
+  await spend(bucket, key, BUCKETS[bucket].points - left);
+}
+
+/** Ends the account's running pause, as its expiry would: the row's expiry moves into the past. */
+async function endPause(key: string): Promise<void> {
+  await db.superuser`
+    update enclave.rate_limits set expire = ${Date.now() - 1000}::bigint where key = ${`login_account_pause:${key}`}`;
+}
+
+/** The Retry-After seconds of a sign-in refused by a rate limit. */
+async function rejection(promise: Promise<unknown>): Promise<number> {
+  try {
+    await promise;
+  } catch (error) {
+    isRateLimited(error);
+    return (error as RateLimitedError).retryAfterSeconds;
+  }
+  assert.fail('expected a rate limit');
 }
 
 function isRateLimited(error: unknown): boolean {
@@ -93,7 +118,11 @@ describe('login limits (service)', () => {
           consumed.push(bucket);
           throw new RateLimitedError(42);
         },
+        async refund() {
+          assert.fail('nothing was spent to give back');
+        },
       },
+      deviceCookies: createDeviceCookies(first.sessionKey),
     });
     await assert.rejects(
       accounts.login({ login: 'anyone', password: WRONG, previousSessionToken: undefined }, testClient()),
@@ -102,45 +131,49 @@ describe('login limits (service)', () => {
     assert.deepEqual(consumed, ['login_ip']);
   });
 
-  test('ACC-5: repeated wrong passwords on one account are limited across client addresses, then even the right password is refused', async () => {
+  test('ACC-5: wrong passwords on one account from many addresses slow down every client without its device cookie: 429 with a growing Retry-After, the right password included', async () => {
     const victim = await createAccount(db, first);
+    const key = accountKey(victim.user.username);
     const accounts = testAccountsService(db, first);
-    const attempt = (password: string) =>
+    const attempt = (password: string, login = victim.user.username) =>
       // A fresh address every time: only the per-account bucket can stop this.
-      accounts.login(
-        { login: victim.user.username, password, previousSessionToken: undefined },
+      accounts.login({ login, password, previousSessionToken: undefined }, testClient());
+    await spend('login_account', key, LOGIN_THROTTLE.freeFailures);
+    // The 6th failure passes and starts the first pause.
+    await assert.rejects(attempt(WRONG), (error: { code?: string }) => error.code === 'login_failed');
+    const first15 = await rejection(attempt(victim.password));
+    assert.ok(first15 > 0 && first15 <= 15, `Retry-After ${first15}`);
+    // The same login typed differently is the same account.
+    await rejection(attempt(victim.password, ` ${victim.user.username.toUpperCase()} `));
+    // Once the pause is over (its row expired here rather than waited for), one more try, then a longer pause.
+    await endPause(key);
+    await assert.rejects(attempt(WRONG), (error: { code?: string }) => error.code === 'login_failed');
+    const next30 = await rejection(attempt(WRONG));
+    assert.ok(next30 > 15 && next30 <= 30, `Retry-After ${next30}`);
+  });
+
+  test('ACC-5: successful sign-ins do not count toward the account bucket', async () => {
+    const owner = await createAccount(db, first);
+    const accounts = testAccountsService(db, first);
+    for (let i = 0; i < LOGIN_THROTTLE.freeFailures + 2; i += 1) {
+      await accounts.login(
+        { login: owner.user.username, password: owner.password, previousSessionToken: undefined },
         testClient(),
       );
-    await drain('login_account', accountKey(victim.user.username), REAL_ATTEMPTS);
-    for (let i = 0; i < REAL_ATTEMPTS; i += 1) {
-      await assert.rejects(attempt(WRONG), (error: { code?: string }) => error.code === 'login_failed');
     }
-    await assert.rejects(attempt(WRONG), isRateLimited);
-    await assert.rejects(attempt(victim.password), isRateLimited);
-    // The same login typed differently is the same account.
-    await assert.rejects(
-      accounts.login(
-        {
-          login: ` ${victim.user.username.toUpperCase()} `,
-          password: victim.password,
-          previousSessionToken: undefined,
-        },
-        testClient(),
-      ),
-      isRateLimited,
-    );
+    const [row] = await db.superuser<{ points: number }[]>`
+      select points from enclave.rate_limits where key = ${`login_account:${accountKey(owner.user.username)}`}`;
+    assert.equal(row?.points ?? 0, 0);
   });
 
   test('ACC-5: an unknown login is limited exactly like an existing one', async () => {
     const accounts = testAccountsService(db, first);
     const ghost = uniqueName('ghost');
-    await drain('login_account', accountKey(ghost), REAL_ATTEMPTS);
-    for (let i = 0; i < REAL_ATTEMPTS; i += 1) {
-      await assert.rejects(
-        accounts.login({ login: ghost, password: WRONG, previousSessionToken: undefined }, testClient()),
-        (error: { code?: string }) => error.code === 'login_failed',
-      );
-    }
+    await spend('login_account', accountKey(ghost), LOGIN_THROTTLE.freeFailures);
+    await assert.rejects(
+      accounts.login({ login: ghost, password: WRONG, previousSessionToken: undefined }, testClient()),
+      (error: { code?: string }) => error.code === 'login_failed',
+    );
     await assert.rejects(
       accounts.login({ login: ghost, password: WRONG, previousSessionToken: undefined }, testClient()),
       isRateLimited,
@@ -204,22 +237,21 @@ describe('login limits (HTTP)', () => {
     assert.equal(limited.headers['set-cookie'], undefined);
   });
 
-  test('ACC-5: the limit is shared by two server processes on one database', async (t) => {
+  test('ACC-5: the account limit is shared by two server processes on one database', async (t) => {
     if (!hasLoginPage(first) || !hasLoginPage(second)) {
       t.skip('the /login page is not registered in this build');
       return;
     }
     const victim = await createAccount(db, first);
-    await drain('login_account', accountKey(victim.user.username), REAL_ATTEMPTS);
-    // Alternate between the two apps: each sees only half the attempts.
-    for (let i = 0; i < REAL_ATTEMPTS; i += 1) {
-      const app = i % 2 === 0 ? first : second;
+    await spend('login_account', accountKey(victim.user.username), LOGIN_THROTTLE.freeFailures - 2);
+    // Alternate between the two apps: each sees only half the failures, and the pause the last one starts.
+    for (const app of [first, second, first]) {
       const response = await pageLogin(
         app,
         { login: victim.user.username, password: WRONG },
         randomClientIp(),
       );
-      assert.equal(response.statusCode, 401, `attempt ${i + 1}`);
+      assert.equal(response.statusCode, 401);
     }
     for (const app of [first, second]) {
       const limited = await pageLogin(
@@ -227,8 +259,214 @@ describe('login limits (HTTP)', () => {
         { login: victim.user.username, password: victim.password },
         randomClientIp(),
       );
-      assertRetryAfter(limited, BUCKETS.login_account.seconds);
+      assertRetryAfter(limited, LOGIN_THROTTLE.firstPauseSeconds);
       assert.equal(limited.headers['set-cookie'], undefined, 'no session for the right password either');
+    }
+  });
+});
+
+/** The cookies a response sets, as a browser would send them back to /login. */
+function cookiesFrom(response: { cookies: { name: string; value: string }[] }): string {
+  return response.cookies.map((cookie) => `${cookie.name}=${cookie.value}`).join('; ');
+}
+
+/** Wrong passwords at `login` from a fresh address each time, until the account answers 429; returns that answer. */
+async function sprayUntilLimited(testApp: TestApp, login: string) {
+  for (let i = 0; i < 30; i += 1) {
+    const response = await pageLogin(testApp, { login, password: WRONG }, randomClientIp());
+    if (response.statusCode === 429) return response;
+    assert.equal(response.statusCode, 401, `spray attempt ${i + 1}: ${response.statusCode}`);
+  }
+  assert.fail('30 wrong passwords from 30 addresses were never limited');
+}
+
+describe('lockout (HTTP)', () => {
+  test("ACC-5: an attacker spraying wrong passwords from many addresses does not stop the owner's browser, which holds the device cookie of an earlier sign-in", async () => {
+    const owner = await createAccount(db, first);
+    const browser = randomClientIp();
+    const earlier = await pageLogin(first, { login: owner.user.username, password: owner.password }, browser);
+    assert.equal(earlier.statusCode, 303, earlier.body);
+    const jar = cookiesFrom(earlier);
+
+    const limited = await sprayUntilLimited(first, owner.user.username);
+    assert.ok(Number(limited.headers['retry-after']) > 0);
+    // Without the device cookie the right password waits too: that is the limit against guessing.
+    const stranger = await pageLogin(
+      first,
+      { login: owner.user.username, password: owner.password },
+      randomClientIp(),
+    );
+    assert.equal(stranger.statusCode, 429);
+
+    const signedIn = await pageLogin(
+      first,
+      { login: owner.user.username, password: owner.password },
+      browser,
+      { cookie: jar },
+    );
+    assert.equal(signedIn.statusCode, 303, signedIn.body);
+    assert.ok(signedIn.cookies.some((cookie) => cookie.name === 'enclave_session'));
+    // A wrong password from the owner's browser is an ordinary failure, not a wait.
+    const typo = await pageLogin(first, { login: owner.user.username, password: WRONG }, browser, {
+      cookie: cookiesFrom(signedIn),
+    });
+    assert.equal(typo.statusCode, 401);
+    // The attacker is still held, and the owner's other doors stayed open.
+    const still = await pageLogin(first, { login: owner.user.username, password: WRONG }, randomClientIp());
+    assert.equal(still.statusCode, 429);
+    const api = await first.app.inject({
+      method: 'GET',
+      url: '/api/v1/me',
+      headers: { authorization: `Bearer ${owner.apiToken}` },
+    });
+    assert.equal(api.statusCode, 200, 'API tokens are not touched by sign-in limits');
+    const recover = await first.app.inject({
+      method: 'POST',
+      url: '/recover',
+      headers: { origin: first.config.publicUrl, 'content-type': 'application/x-www-form-urlencoded' },
+      payload: new URLSearchParams({ login: owner.user.username, email: owner.user.email }).toString(),
+      remoteAddress: randomClientIp(),
+    });
+    assert.equal(recover.statusCode, 200, '/recover has its own buckets, which the spray did not touch');
+  });
+
+  /** The device cookie a sign-in response sets. */
+  function deviceCookieOf(response: { cookies: { name: string; value: string }[] }): string {
+    const found = response.cookies.find((cookie) => cookie.name === DEVICE_COOKIE);
+    assert.ok(found !== undefined, 'a successful sign-in sets the device cookie');
+    return found.value;
+  }
+
+  /** Signs `account` in through the page from a fresh address and returns its device cookie. */
+  async function deviceCookieFor(testApp: TestApp, account: TestAccount): Promise<string> {
+    const response = await pageLogin(
+      testApp,
+      { login: account.user.username, password: account.password },
+      randomClientIp(),
+    );
+    assert.equal(response.statusCode, 303, response.body);
+    return deviceCookieOf(response);
+  }
+
+  /** Leaves the account in a running pause: the free failures spent, then one real failure. */
+  async function pauseAccount(account: TestAccount): Promise<void> {
+    await spend('login_account', accountKey(account.user.username), LOGIN_THROTTLE.freeFailures);
+    const response = await pageLogin(
+      first,
+      { login: account.user.username, password: WRONG },
+      randomClientIp(),
+    );
+    assert.equal(response.statusCode, 401);
+  }
+
+  function withDevice(account: TestAccount, device: string) {
+    return pageLogin(first, { login: account.user.username, password: account.password }, randomClientIp(), {
+      cookie: `${DEVICE_COOKIE}=${device}`,
+    });
+  }
+
+  test("ACC-5: a forged, tampered, expired, foreign-key or other account's device cookie gives no exemption", async () => {
+    const victim = await createAccount(db, first);
+    const other = await createAccount(db, first);
+    const genuine = await deviceCookieFor(first, victim);
+    const othersCookie = await deviceCookieFor(first, other);
+    await pauseAccount(victim);
+    const [version, , nonce, expires, mac] = genuine.split('.');
+    const month = 31 * 86400_000;
+    const refused = {
+      "another account's cookie": othersCookie,
+      'the name swapped in': [version, other.user.username, nonce, expires, mac].join('.'),
+      'a later expiry': [version, victim.user.username, nonce, String(Number(expires) + 86400), mac].join(
+        '.',
+      ),
+      // The MAC's first character: all six of its bits count (the last one's lowest two are padding).
+      'a flipped MAC': [
+        version,
+        victim.user.username,
+        nonce,
+        expires,
+        `${mac?.startsWith('A') ? 'B' : 'A'}${mac?.slice(1)}`,
+      ].join('.'),
+      'no MAC': [version, victim.user.username, nonce, expires].join('.'),
+      'signed with another key': createDeviceCookies(randomBytes(32).toString('base64url')).issue(
+        victim.user.username,
+      ),
+      expired: createDeviceCookies(first.sessionKey, () => Date.now() - month).issue(victim.user.username),
+      'not a device cookie': 'garbage',
+    };
+    for (const [what, device] of Object.entries(refused)) {
+      const response = await withDevice(victim, device);
+      assert.equal(response.statusCode, 429, `${what}: ${response.statusCode}`);
+    }
+    const accepted = await withDevice(victim, genuine);
+    assert.equal(accepted.statusCode, 303, 'the genuine cookie still exempts');
+  });
+
+  test('ACC-5: a device cookie used for failed sign-ins is locked out after 10 failures, and then exempts nothing', async () => {
+    const victim = await createAccount(db, first);
+    const device = await deviceCookieFor(first, victim);
+    const nonce = device.split('.')[2] ?? '';
+    await drain('login_device', nonce, 1);
+    const last = await pageLogin(first, { login: victim.user.username, password: WRONG }, randomClientIp(), {
+      cookie: `${DEVICE_COOKIE}=${device}`,
+    });
+    assert.equal(last.statusCode, 401, 'the tenth failure on this cookie');
+    await pauseAccount(victim);
+    const response = await withDevice(victim, device);
+    assert.equal(response.statusCode, 429, 'a locked-out cookie waits like any stranger');
+  });
+
+  test("ACC-5: a sign-in spray at the owner's login name does not block the owner's password change", async () => {
+    const owner = await createAccount(db, first);
+    await pauseAccount(owner);
+    const response = await first.app.inject({
+      method: 'POST',
+      url: '/profile/password',
+      headers: {
+        origin: first.config.publicUrl,
+        'content-type': 'application/x-www-form-urlencoded',
+        cookie: owner.sessionCookie,
+      },
+      payload: new URLSearchParams({
+        current_password: owner.password,
+        new_password: 'a brand new password',
+      }).toString(),
+      remoteAddress: randomClientIp(),
+    });
+    assert.equal(response.statusCode, 303, response.body);
+    assert.equal(response.headers.location, '/profile?notice=password-changed');
+  });
+
+  test('ACC-5: the device cookie is HttpOnly, SameSite=Strict, sent only to /login, lives 30 days, and is Secure in production', async () => {
+    const production = await buildTestApp(db, {
+      ENCLAVE_ENV: 'production',
+      ENCLAVE_PUBLIC_URL: 'https://enclave.example',
+      ENCLAVE_SMTP_URL: 'smtp://mail.example:587',
+    });
+    try {
+      for (const [testApp, secure] of [
+        [first, false],
+        [production, true],
+      ] as const) {
+        const account = await createAccount(db, testApp);
+        const response = await pageLogin(
+          testApp,
+          { login: account.user.username, password: account.password },
+          randomClientIp(),
+        );
+        assert.equal(response.statusCode, 303, response.body);
+        const cookie = response.cookies.find((set) => set.name === DEVICE_COOKIE);
+        assert.ok(cookie !== undefined);
+        assert.equal(cookie.httpOnly, true);
+        assert.equal(cookie.sameSite, 'Strict');
+        assert.equal(cookie.path, '/login');
+        assert.equal(cookie.maxAge, 30 * 86400);
+        assert.equal(cookie.secure === true, secure);
+        // The login name and a nonce: the account it is bound to, and a key for its own failures.
+        assert.match(cookie.value, new RegExp(`^d1\\.${account.user.username}\\.[A-Za-z0-9_-]{22}\\.`));
+      }
+    } finally {
+      await production.app.close();
     }
   });
 });

@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { App } from '../http/app.ts';
-import { accountKey, type RateLimits } from '../http/rate-limits.ts';
+import type { RateLimits } from '../http/rate-limits.ts';
 import { LIMITS } from '../web/account-pages.ts';
 import {
   dashboardPage,
@@ -284,8 +284,9 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
     }
     const principal = signedIn(request);
     try {
-      // Checking the current password is a sign-in attempt: it spends the account's login bucket (ACC-5).
-      await deps.rateLimits.consume('login_account', accountKey(principal.user.username));
+      // Checking the current password is a guess too (ACC-5), bounded per user: not the login
+      // name's bucket, which strangers can fill, so a sign-in spray cannot block the owner here.
+      await deps.rateLimits.consume('password_check', principal.user.id);
       await accounts.changePassword(principal, {
         current: request.body.current_password,
         next: request.body.new_password,

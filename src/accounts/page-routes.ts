@@ -17,8 +17,15 @@ import {
   signupPage,
 } from '../web/account-pages.ts';
 import { bodyText, formProblem, noticeFrom, sendPage } from '../web/forms.ts';
+import { DEVICE_COOKIE } from './device-cookies.ts';
 import type { LinkPurpose, LinksService } from './links.ts';
-import { type CookieSettings, clearSessionCookie, sessionTokenFrom, setSessionCookie } from './principal.ts';
+import {
+  type CookieSettings,
+  clearSessionCookie,
+  sessionTokenFrom,
+  setDeviceCookie,
+  setSessionCookie,
+} from './principal.ts';
 import type { AccountsService, ClientInfo } from './service.ts';
 
 // The pages of signing up, signing in and out, recovery and email
@@ -204,11 +211,16 @@ export function registerAccountPages(app: App, deps: PageDeps): void {
         return sendPage(reply, 400, loginPage({ login, next, error: problem.message }));
       }
       try {
-        const { session } = await accounts.login(
-          { ...request.body, previousSessionToken: sessionTokenFrom(request) },
+        const { session, deviceCookie } = await accounts.login(
+          {
+            ...request.body,
+            previousSessionToken: sessionTokenFrom(request),
+            deviceCookie: request.cookies[DEVICE_COOKIE],
+          },
           clientInfo(request),
         );
         setSessionCookie(reply, session.token, cookies);
+        setDeviceCookie(reply, deviceCookie, cookies);
         return reply.redirect(next ?? '/dashboard', 303);
       } catch (error) {
         // ACC-6: one message for every failure (unknown login, wrong password, unverified email).

@@ -6,6 +6,7 @@ import type { App } from '../http/app.ts';
 import { sendProblem } from '../http/problems.ts';
 import { tokenKind } from '../tokens.ts';
 import { resolveApiToken } from './api-tokens.ts';
+import { DEVICE_COOKIE, DEVICE_COOKIE_DAYS, DEVICE_COOKIE_PATH } from './device-cookies.ts';
 import type { Principal } from './service.ts';
 import { resolveSession, SESSION_COOKIE, SESSION_MINUTES } from './sessions.ts';
 
@@ -47,6 +48,17 @@ export function setSessionCookie(reply: FastifyReply, token: string, settings: C
 
 export function clearSessionCookie(reply: FastifyReply, settings: CookieSettings): void {
   reply.clearCookie(SESSION_COOKIE, { path: '/', httpOnly: true, sameSite: 'lax', secure: settings.secure });
+}
+
+/** ACC-5: the device cookie a browser keeps across sign-outs; it carries its own MAC and expiry. */
+export function setDeviceCookie(reply: FastifyReply, value: string, settings: CookieSettings): void {
+  reply.setCookie(DEVICE_COOKIE, value, {
+    httpOnly: true,
+    sameSite: 'strict',
+    secure: settings.secure,
+    path: DEVICE_COOKIE_PATH,
+    maxAge: DEVICE_COOKIE_DAYS * 86400,
+  });
 }
 
 /** The session token from a correctly signed cookie; a tampered signature counts as no cookie. */

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Sql, TransactionSql } from 'postgres';
 import { withTenant } from '../db/tenant.ts';
-import { accountKey, type RateLimits } from '../http/rate-limits.ts';
+import type { RateLimits } from '../http/rate-limits.ts';
 import {
   type ApiTokenListing,
   insertApiToken,
@@ -10,8 +10,10 @@ import {
   type TokenScope,
 } from './api-tokens.ts';
 import { principalActor, recordFailedLogin, recordFor, recordLogin, recordSignup } from './audit-events.ts';
+import type { DeviceCookies } from './device-cookies.ts';
 import { AccountsError, fieldError } from './errors.ts';
 import { createInvite, findInvite, type Invite, listInvites, redeemInvite, revokeInvite } from './invites.ts';
+import { admitLogin } from './login-throttle.ts';
 import { burnPasswordCheck, hashPassword, verifyPassword } from './passwords.ts';
 import {
   insertSession,
@@ -50,7 +52,8 @@ export interface ClientInfo {
 
 export interface AccountsDeps {
   readonly sql: Sql;
-  readonly rateLimits: Pick<RateLimits, 'consume'>;
+  readonly rateLimits: Pick<RateLimits, 'consume' | 'refund'>;
+  readonly deviceCookies: DeviceCookies;
 }
 
 function uniqueViolation(error: unknown): string | undefined {
@@ -71,7 +74,7 @@ function usableInvite(invite: Invite | undefined): Invite {
 }
 
 export function createAccountsService(deps: AccountsDeps) {
-  const { sql, rateLimits } = deps;
+  const { sql, rateLimits, deviceCookies } = deps;
 
   async function startSession(tx: TransactionSql, user: User, client: ClientInfo): Promise<NewSession> {
     return insertSession(tx, {
@@ -138,15 +141,26 @@ export function createAccountsService(deps: AccountsDeps) {
 
     /**
      * ACC-6: username or verified email through one path; every failure is the
-     * same error after the same work. ACC-5: both buckets are spent before any
-     * lookup. A session cookie presented with the login is revoked (no fixation).
+     * same error after the same work. ACC-5: the attempt is admitted
+     * (login-throttle.ts) before any lookup; a device cookie from an earlier
+     * sign-in to this login exempts it from the account's bucket, and a success
+     * answers with a fresh one. A session cookie presented with the login is
+     * revoked (no fixation).
      */
     async login(
-      input: { login: string; password: string; previousSessionToken: string | undefined },
+      input: {
+        login: string;
+        password: string;
+        previousSessionToken: string | undefined;
+        deviceCookie?: string | undefined;
+      },
       client: ClientInfo,
-    ): Promise<{ user: User; session: NewSession }> {
-      await rateLimits.consume('login_ip', client.ip);
-      await rateLimits.consume('login_account', accountKey(input.login));
+    ): Promise<{ user: User; session: NewSession; deviceCookie: string }> {
+      const admission = await admitLogin(rateLimits, {
+        login: input.login,
+        ip: client.ip,
+        device: deviceCookies.verify(input.deviceCookie),
+      });
       const failed = new AccountsError('login_failed', 'The login or password is not correct.');
       const user = await findUserByLogin(sql, input.login);
       if (user === undefined) {
@@ -159,8 +173,9 @@ export function createAccountsService(deps: AccountsDeps) {
         await recordFailedLogin(sql, { login: input.login, user });
         throw failed;
       }
+      await admission.succeeded();
       const rehashed = check.needsRehash ? await hashPassword(input.password) : undefined;
-      return withTenant(sql, user.tenant_id, async (tx) => {
+      const signedIn = await withTenant(sql, user.tenant_id, async (tx) => {
         if (rehashed !== undefined)
           await tx`update users set password_hash = ${rehashed} where id = ${user.id}::uuid`;
         let replaced = 0;
@@ -179,6 +194,7 @@ export function createAccountsService(deps: AccountsDeps) {
         });
         return { user, session };
       });
+      return { ...signedIn, deviceCookie: deviceCookies.issue(user.username) };
     },
 
     async logout(principal: Principal): Promise<void> {

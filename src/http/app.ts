@@ -14,6 +14,7 @@ import Fastify, {
 import type { Sql } from 'postgres';
 import { registerAccountsApi } from '../accounts/api-routes.ts';
 import { registerDashboardPages } from '../accounts/dashboard-routes.ts';
+import { createDeviceCookies } from '../accounts/device-cookies.ts';
 import { createLinksService } from '../accounts/links.ts';
 import { registerAccountPages } from '../accounts/page-routes.ts';
 import { registerPrincipal } from '../accounts/principal.ts';
@@ -62,7 +63,7 @@ export interface AppDeps {
   readonly sql: Sql;
   readonly logger: Logger;
   readonly migrations: readonly Migration[];
-  /** Operator secret that signs session cookies (HMAC-SHA256). */
+  /** Operator secret that signs session and device cookies (HMAC-SHA256). */
   readonly sessionKey: string;
   readonly rateLimits: RateLimits;
   /** Checkpoint key, publisher and archive location (AUD-4, AUD-5). */
@@ -157,7 +158,11 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     );
   });
 
-  const accounts = createAccountsService({ sql: deps.sql, rateLimits: deps.rateLimits });
+  const accounts = createAccountsService({
+    sql: deps.sql,
+    rateLimits: deps.rateLimits,
+    deviceCookies: createDeviceCookies(deps.sessionKey),
+  });
   registerHealthRoutes(app, deps);
   registerDocsRoutes(app);
   registerAccountsApi(app, { accounts, publicUrl: deps.config.publicUrl });

@@ -21,8 +21,18 @@ export class RateLimitedError extends AppError<'rate_limited'> {
 export const BUCKETS = {
   /** Sign-in attempts from one client address. */
   login_ip: { points: 20, seconds: 15 * 60 },
-  /** Sign-in attempts on one login name, from anywhere. */
-  login_account: { points: 10, seconds: 15 * 60 },
+  /**
+   * Failed sign-ins on one login name from browsers without its device cookie,
+   * from anywhere. A counter only: the pause rule (accounts/login-throttle.ts)
+   * slows these long before the cap, which is there so a count cannot grow without bound.
+   */
+  login_account: { points: 10_000, seconds: 24 * 60 * 60 },
+  /** The pause an untrusted sign-in on one login name must wait out; each consume sets its own length. */
+  login_account_pause: { points: 1, seconds: 15 * 60 },
+  /** Failed sign-ins presenting one device cookie (keyed by its nonce): past this, the cookie exempts nothing. */
+  login_device: { points: 10, seconds: 15 * 60 },
+  /** Current-password checks by one signed-in user (the profile's password change). */
+  password_check: { points: 10, seconds: 15 * 60 },
   signup_ip: { points: 10, seconds: 60 * 60 },
   recover_ip: { points: 5, seconds: 15 * 60 },
   /** Recovery requests naming one login, from anywhere. */
@@ -38,8 +48,14 @@ export const BUCKETS = {
 export type Bucket = keyof typeof BUCKETS;
 
 export interface RateLimits {
-  /** Spends one point of `bucket` for `key`; throws RateLimitedError when none are left. */
-  consume(bucket: Bucket, key: string): Promise<void>;
+  /**
+   * Spends one point of `bucket` for `key` and returns the points spent in the
+   * current window, this one included; throws RateLimitedError when none are
+   * left. `seconds` sets the window's length when this consume opens it.
+   */
+  consume(bucket: Bucket, key: string, seconds?: number): Promise<number>;
+  /** Gives back one point spent by consume (an attempt that turned out not to count). */
+  refund(bucket: Bucket, key: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -72,18 +88,29 @@ export function createRateLimits(target: DbTarget, credentials: Credentials, log
       }),
     );
   }
+  const limiter = (bucket: Bucket): RateLimiterPostgres => {
+    const found = limiters.get(bucket);
+    if (found === undefined) throw new Error(`unknown rate-limit bucket ${bucket}`);
+    return found;
+  };
   return {
-    async consume(bucket, key) {
-      const limiter = limiters.get(bucket);
-      if (limiter === undefined) throw new Error(`unknown rate-limit bucket ${bucket}`);
+    async consume(bucket, key, seconds) {
       try {
-        await limiter.consume(key.slice(0, 200));
+        const spent = await limiter(bucket).consume(
+          key.slice(0, 200),
+          1,
+          seconds === undefined ? {} : { customDuration: seconds },
+        );
+        return spent.consumedPoints;
       } catch (error) {
         if (error instanceof RateLimiterRes) {
           throw new RateLimitedError(Math.max(1, Math.ceil(error.msBeforeNext / 1000)));
         }
         throw error;
       }
+    },
+    async refund(bucket, key) {
+      await limiter(bucket).reward(key.slice(0, 200), 1);
     },
     close: () => pool.end(),
   };

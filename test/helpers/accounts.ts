@@ -1,6 +1,7 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import type {} from '@fastify/cookie';
 import type { TokenScope } from '../../src/accounts/api-tokens.ts';
+import { createDeviceCookies } from '../../src/accounts/device-cookies.ts';
 import { type InviteKind, insertInvite } from '../../src/accounts/invites.ts';
 import {
   type AccountsService,
@@ -58,8 +59,15 @@ export function sessionCookieFor(app: App, sessionToken: string): string {
   return `${SESSION_COOKIE}=${encodeURIComponent(app.signCookie(sessionToken))}`;
 }
 
-export function testAccountsService(db: TestDatabase, testApp: Pick<TestApp, 'rateLimits'>): AccountsService {
-  return createAccountsService({ sql: db.app, rateLimits: testApp.rateLimits });
+export function testAccountsService(
+  db: TestDatabase,
+  testApp: Pick<TestApp, 'rateLimits' | 'sessionKey'>,
+): AccountsService {
+  return createAccountsService({
+    sql: db.app,
+    rateLimits: testApp.rateLimits,
+    deviceCookies: createDeviceCookies(testApp.sessionKey),
+  });
 }
 
 /** A pending invite straight from insertInvite; `expiresAt` defaults to a week ahead. */
@@ -83,7 +91,7 @@ export function uniqueName(prefix = 'user'): string {
 
 export async function createAccount(
   db: TestDatabase,
-  testApp: Pick<TestApp, 'app' | 'rateLimits'>,
+  testApp: Pick<TestApp, 'app' | 'rateLimits' | 'sessionKey'>,
   options: AccountOptions = {},
 ): Promise<TestAccount> {
   const kind = options.kind ?? 'tenant';
@@ -130,7 +138,7 @@ export async function createAccount(
 /** A further session for an existing account, through the service's login (as a second browser would get). */
 export async function loginAgain(
   db: TestDatabase,
-  testApp: Pick<TestApp, 'app' | 'rateLimits'>,
+  testApp: Pick<TestApp, 'app' | 'rateLimits' | 'sessionKey'>,
   account: TestAccount,
 ): Promise<{ sessionId: string; sessionToken: string; sessionCookie: string }> {
   const { session } = await testAccountsService(db, testApp).login(

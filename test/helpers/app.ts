@@ -21,6 +21,8 @@ export interface TestApp {
   readonly config: Config;
   readonly logLines: () => string[];
   readonly rateLimits: RateLimits;
+  /** The app's session key (signs its session and device cookies). */
+  readonly sessionKey: string;
   /** The app's checkpoint key, publisher and archive (a fresh in-memory key per app). */
   readonly audit: AuditSetup;
   /** The built-in agent templates (and ENCLAVE_TEMPLATES_DIR's, when `env` sets it). */
@@ -59,12 +61,13 @@ export async function buildTestApp(db: TestDatabase, env: Record<string, string>
   const audit = testAuditSetup(config);
   const templates = await loadTemplateCatalog(templateDirs(config));
   const vault = await testVault(db);
+  const sessionKey = randomBytes(32).toString('base64url');
   const app = await buildApp({
     config,
     sql: db.app,
     logger,
     migrations: db.migrations,
-    sessionKey: randomBytes(32).toString('base64url'),
+    sessionKey,
     rateLimits,
     audit,
     templates,
@@ -72,7 +75,7 @@ export async function buildTestApp(db: TestDatabase, env: Record<string, string>
     smtpConfigured: (await loadSmtpUrl(config, env)) !== undefined,
   });
   app.addHook('onClose', () => rateLimits.close());
-  return { app, config, logLines: () => [...lines], rateLimits, audit, templates, vault };
+  return { app, config, logLines: () => [...lines], rateLimits, sessionKey, audit, templates, vault };
 }
 
 /** An RFC 9457 problem+json body as the app sends it. */
