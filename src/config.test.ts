@@ -43,6 +43,7 @@ describe('loadConfig', () => {
         databaseUrl: undefined,
         logLevel: 'info',
         workerConcurrency: 4,
+        dbTimeoutMs: 5000,
         trustProxy: false,
         operatorEmail: undefined,
         mailFrom: 'Enclave <no-reply@127.0.0.1>',
@@ -226,6 +227,13 @@ describe('loadConfig', () => {
 
   test('ENCLAVE_WORKER_CONCURRENCY must be at least 1', () => {
     configError({ ENCLAVE_WORKER_CONCURRENCY: '0' }, 'ENCLAVE_WORKER_CONCURRENCY');
+  });
+
+  test('ENCLAVE_DB_TIMEOUT_MS bounds database waits: 5000 by default, 1000 to 600000 milliseconds', () => {
+    assert.equal(loadConfig({ ENCLAVE_DB_TIMEOUT_MS: '1000' }, CWD).dbTimeoutMs, 1000);
+    for (const value of ['999', '600001', '5s', '-1', '2.5']) {
+      configError({ ENCLAVE_DB_TIMEOUT_MS: value }, 'ENCLAVE_DB_TIMEOUT_MS');
+    }
   });
 
   test('ENCLAVE_TRUST_PROXY is a hop count from 1 to 10 or a list of proxy addresses and CIDR ranges', () => {

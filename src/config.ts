@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import path from 'node:path';
+import { DB_TIMEOUT_DEFAULT_MS } from './db/timeouts.ts';
 import { AppError } from './errors.ts';
 
 // Every ENCLAVE_* setting, parsed once at boot into a frozen object. A bad
@@ -22,6 +23,8 @@ export interface Config {
   readonly databaseUrl: string | undefined;
   readonly logLevel: LogLevel;
   readonly workerConcurrency: number;
+  /** Longest wait on PostgreSQL for one statement, lock or connect before a 503 (see db/timeouts.ts). */
+  readonly dbTimeoutMs: number;
   /** Fastify trustProxy: false, a hop count, or the proxies' addresses. Only then is X-Forwarded-For honoured. */
   readonly trustProxy: false | number | readonly string[];
   /** Binds the first operator's invite to this address. */
@@ -310,6 +313,7 @@ export function loadConfig(env: Env, cwd: string): Config {
     databaseUrl: parseDatabaseUrl(env),
     logLevel: parseEnum(env, 'ENCLAVE_LOG_LEVEL', LOG_LEVELS, 'info'),
     workerConcurrency: parseInteger(env, 'ENCLAVE_WORKER_CONCURRENCY', 1, 64, 4),
+    dbTimeoutMs: parseInteger(env, 'ENCLAVE_DB_TIMEOUT_MS', 1000, 600_000, DB_TIMEOUT_DEFAULT_MS),
     trustProxy: parseTrustProxy(env),
     operatorEmail: parseOperatorEmail(env),
     mailFrom: parseMailFrom(env, publicUrl),

@@ -54,7 +54,10 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
   const vault = createVault({ provider: await loadMasterKeyProvider(config, options.env) });
   // The operator's support key: only the process that runs instances offers it to them.
   const supportKey = options.server && options.worker ? await loadSupportKey(config, options.env) : undefined;
-  const db = await openDatabase(config, options.env, { appPoolSize: options.server ? 20 : 5 });
+  const db = await openDatabase(config, options.env, {
+    appPoolSize: options.server ? 20 : 5,
+    timeoutMs: config.dbTimeoutMs,
+  });
   let app: App | undefined;
   let worker: Worker | undefined;
   let rateLimits: RateLimits | undefined;
@@ -99,6 +102,7 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
       worker = await startWorker({
         target: db.target,
         credentials: db.appCredentials,
+        timeoutMs: config.dbTimeoutMs,
         sql: db.app,
         logger,
         concurrency: config.workerConcurrency,
@@ -111,7 +115,7 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
     }
     let url: string | undefined;
     if (options.server) {
-      rateLimits = createRateLimits(db.target, db.appCredentials, logger);
+      rateLimits = createRateLimits(db.target, db.appCredentials, logger, config.dbTimeoutMs);
       app = await buildApp({
         config,
         sql: db.app,

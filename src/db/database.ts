@@ -14,6 +14,7 @@ import {
   targetFromUrl,
   withDatabase,
 } from './target.ts';
+import { DB_TIMEOUT_DEFAULT_MS } from './timeouts.ts';
 
 // Start-up of the database side: find or start PostgreSQL, make the roles
 // and grants, migrate as the owner, then hand back a pool for the app role.
@@ -39,6 +40,8 @@ export interface OpenDatabaseOptions {
   readonly appPoolSize?: number;
   /** false for read-only tools (doctor): report pending migrations instead of running them. */
   readonly migrate?: boolean;
+  /** Bound on every wait of the app pool (ENCLAVE_DB_TIMEOUT_MS; see timeouts.ts). */
+  readonly timeoutMs?: number;
 }
 
 function describeConnectError(target: DbTarget, error: unknown): AppError {
@@ -130,7 +133,10 @@ export async function openDatabase(
         await owner.end({ timeout: 5 });
       }
     }
-    const app = connect(target, appCredentials, { max: options.appPoolSize ?? 10 });
+    const app = connect(target, appCredentials, {
+      max: options.appPoolSize ?? 10,
+      timeoutMs: options.timeoutMs ?? DB_TIMEOUT_DEFAULT_MS,
+    });
     return {
       target,
       app,

@@ -1,4 +1,5 @@
 import postgres, { type Sql } from 'postgres';
+import { sessionTimeouts, watchedSocket } from './timeouts.ts';
 
 // Where the database is and how to reach it as each role. The admin
 // credentials (DATABASE_URL, or the embedded superuser) are used only to
@@ -49,10 +50,28 @@ export function connectionUrl(target: DbTarget, credentials: Credentials): strin
 export interface ConnectOptions {
   readonly max?: number;
   readonly applicationName?: string;
+  /**
+   * Bounds every wait on the server (see timeouts.ts): connect, statements,
+   * lock waits and unanswered writes. Unset for the admin and migration
+   * connections, whose DDL may legitimately run long.
+   */
+  readonly timeoutMs?: number;
 }
 
 export function connect(target: DbTarget, credentials: Credentials, options: ConnectOptions = {}): Sql {
   const ssl = target.sslmode === undefined || target.sslmode === 'disable' ? false : target.sslmode;
+  const timeoutMs = options.timeoutMs;
+  const bounded =
+    timeoutMs === undefined
+      ? { connect_timeout: 10 }
+      : {
+          connect_timeout: timeoutMs / 1000,
+          // postgres.js expects a socket it need not connect itself.
+          socket: () => watchedSocket(timeoutMs).connect(target.port, target.host),
+          // Its default reconnect backoff grows to 20 s during an outage, and a
+          // query waits it out before its connect even starts: keep it short.
+          backoff: (retries: number) => Math.min(retries, 10) * 0.05,
+        };
   return postgres({
     host: target.host,
     port: target.port,
@@ -62,8 +81,12 @@ export function connect(target: DbTarget, credentials: Credentials, options: Con
     ssl: ssl as 'require' | 'prefer' | 'allow' | 'verify-full' | false,
     max: options.max ?? 10,
     idle_timeout: 30,
-    connect_timeout: 10,
+    ...bounded,
     onnotice: () => {},
-    connection: { application_name: options.applicationName ?? 'enclave', search_path: APP_SCHEMA },
+    connection: {
+      application_name: options.applicationName ?? 'enclave',
+      search_path: APP_SCHEMA,
+      ...(timeoutMs === undefined ? {} : sessionTimeouts(timeoutMs)),
+    },
   });
 }

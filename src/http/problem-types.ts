@@ -103,6 +103,12 @@ export const PROBLEM_TYPES = {
     title: 'Not ready',
     description: 'The database is unreachable or its schema is behind this version; retry later.',
   },
+  database_unavailable: {
+    status: 503,
+    title: 'Database unavailable',
+    description:
+      'The database could not be reached or did not answer in time (ENCLAVE_DB_TIMEOUT_MS, 5 s by default). Nothing needs restarting: retry after the number of seconds in the Retry-After header.',
+  },
   internal: {
     status: 500,
     title: 'Internal error',

@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
+import { asDatabaseUnavailable, DATABASE_RETRY_AFTER_SECONDS } from '../db/timeouts.ts';
 import { isAppError } from '../errors.ts';
 import type { App } from './app.ts';
 import { BodyParseError, discardBody, UnsupportedMediaTypeError } from './body-parsers.ts';
@@ -141,6 +142,12 @@ export function registerProblemHandlers(app: App): void {
     if (mapped !== undefined) return sendProblem(request, reply, mapped);
     if (error instanceof SyntaxError && error.statusCode === 400)
       return sendProblem(request, reply, 'malformed_body');
+    const unavailable = asDatabaseUnavailable(error);
+    if (unavailable !== undefined) {
+      request.log.warn({ err: error }, 'database unavailable');
+      reply.header('retry-after', String(DATABASE_RETRY_AFTER_SECONDS));
+      return sendProblem(request, reply, 'database_unavailable');
+    }
     const status = error.statusCode ?? 500;
     if (status >= 400 && status < 500) {
       request.log.info({ err: { code: error.code, message: error.message } }, 'client error');

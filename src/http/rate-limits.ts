@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { RateLimiterPostgres, RateLimiterRes } from 'rate-limiter-flexible';
 import { type Credentials, connectionUrl, type DbTarget } from '../db/target.ts';
+import { asDatabaseUnavailable, DB_TIMEOUT_DEFAULT_MS, pgPoolTimeouts } from '../db/timeouts.ts';
 import { AppError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 
@@ -64,8 +65,17 @@ export function accountKey(login: string): string {
   return createHash('sha256').update(login.trim().toLowerCase()).digest('hex').slice(0, 32);
 }
 
-export function createRateLimits(target: DbTarget, credentials: Credentials, logger: Logger): RateLimits {
-  const pool = new pg.Pool({ connectionString: connectionUrl(target, credentials), max: 4 });
+export function createRateLimits(
+  target: DbTarget,
+  credentials: Credentials,
+  logger: Logger,
+  timeoutMs = DB_TIMEOUT_DEFAULT_MS,
+): RateLimits {
+  const pool = new pg.Pool({
+    connectionString: connectionUrl(target, credentials),
+    max: 4,
+    ...pgPoolTimeouts(timeoutMs),
+  });
   pool.on('error', (error) => logger.warn({ err: error }, 'rate-limit connection error'));
   const limiters = new Map<Bucket, RateLimiterPostgres>();
   for (const [bucket, { points, seconds }] of Object.entries(BUCKETS) as [
@@ -106,7 +116,8 @@ export function createRateLimits(target: DbTarget, credentials: Credentials, log
         if (error instanceof RateLimiterRes) {
           throw new RateLimitedError(Math.max(1, Math.ceil(error.msBeforeNext / 1000)));
         }
-        throw error;
+        // The store is the database: its connection failures are the database's.
+        throw asDatabaseUnavailable(error, true) ?? error;
       }
     },
     async refund(bucket, key) {

@@ -13,6 +13,7 @@ import type { Lifecycle } from '../agents/runtime/lifecycle.ts';
 import { type AuditSetup, createAuditServices } from '../audit/setup.ts';
 import type { Credentials, DbTarget } from '../db/target.ts';
 import { connectionUrl } from '../db/target.ts';
+import { DB_TIMEOUT_DEFAULT_MS, pgPoolTimeouts } from '../db/timeouts.ts';
 import type { Mailer } from '../email/mailer.ts';
 import type { Logger } from '../logger.ts';
 import { createTaskHandlers, type TaskDeps, type TaskName } from './tasks.ts';
@@ -24,6 +25,8 @@ import { createTaskHandlers, type TaskDeps, type TaskName } from './tasks.ts';
 export interface WorkerDeps {
   readonly target: DbTarget;
   readonly credentials: Credentials;
+  /** Bound on every wait on the database (ENCLAVE_DB_TIMEOUT_MS; see db/timeouts.ts). */
+  readonly timeoutMs?: number;
   readonly sql: Sql;
   readonly logger: Logger;
   readonly concurrency: number;
@@ -107,6 +110,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
   const pool = new pg.Pool({
     connectionString: connectionUrl(deps.target, deps.credentials),
     max: deps.concurrency + 2,
+    ...pgPoolTimeouts(deps.timeoutMs ?? DB_TIMEOUT_DEFAULT_MS),
   });
   pool.on('error', (error) => deps.logger.warn({ err: error }, 'job queue connection error'));
   // A checked-out client's own error events, too (graphile-worker warns without this listener).

@@ -57,7 +57,7 @@ export async function buildTestApp(db: TestDatabase, env: Record<string, string>
     },
   });
   const logger = createLogger('info', sink);
-  const rateLimits = createRateLimits(db.target, db.appCredentials, logger);
+  const rateLimits = createRateLimits(db.target, db.appCredentials, logger, config.dbTimeoutMs);
   const audit = testAuditSetup(config);
   const templates = await loadTemplateCatalog(templateDirs(config));
   const vault = await testVault(db);

@@ -36,8 +36,16 @@ export function testClusterInfo(): TestClusterInfo {
   return JSON.parse(raw) as TestClusterInfo;
 }
 
-export async function createTestDatabase(options: { empty?: boolean } = {}): Promise<TestDatabase> {
-  const info = testClusterInfo();
+export interface TestDatabaseOptions {
+  readonly empty?: boolean;
+  /** A cluster of the file's own instead of the run's shared one (for tests that stop it). */
+  readonly cluster?: TestClusterInfo;
+  /** Bounds the app pool as ENCLAVE_DB_TIMEOUT_MS does in production (db/timeouts.ts). */
+  readonly timeoutMs?: number;
+}
+
+export async function createTestDatabase(options: TestDatabaseOptions = {}): Promise<TestDatabase> {
+  const info = options.cluster ?? testClusterInfo();
   const name = `test_${randomBytes(6).toString('hex')}`;
   const server = connect(info.server, info.server.admin, { max: 1 });
   try {
@@ -52,7 +60,10 @@ export async function createTestDatabase(options: { empty?: boolean } = {}): Pro
   await prepareDatabase(superuser, name);
   const pools: Sql[] = [superuser];
   const connectAs = (credentials: Credentials, max = 5): Sql => {
-    const sql = connect(target, credentials, { max });
+    const sql = connect(target, credentials, {
+      max,
+      ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+    });
     pools.push(sql);
     return sql;
   };

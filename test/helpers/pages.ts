@@ -133,6 +133,8 @@ export interface MailWorker {
   next(task: string): Promise<unknown>;
   /** What the worker logged, one JSON line each. */
   logLines(): string[];
+  /** Settles when the runner stops; rejects if it dies on its own (as main.ts treats as fatal). */
+  readonly done: Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -197,6 +199,7 @@ export async function startMailWorker(
   return {
     next: (task) => new Promise((resolve) => waiting.push({ task, resolve })),
     logLines: () => [...lines],
+    done: worker.done,
     stop: () => worker.stop(),
   };
 }
