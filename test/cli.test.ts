@@ -55,7 +55,46 @@ before(async () => {
 });
 after(() => rm(dataDir, { recursive: true, force: true }));
 
+/**
+ * Runs `enclave ARGS` with a module hook that reports, at exit, every module
+ * the process loaded: what `--help` costs is what it loads.
+ */
+async function modulesLoadedBy(args: readonly string[]): Promise<{ result: Result; loaded: string[] }> {
+  const hook = `import { registerHooks } from 'node:module';
+const loaded = [];
+registerHooks({ load(url, context, next) { loaded.push(url); return next(url, context); } });
+process.on('exit', () => process.stderr.write('\\nLOADED ' + JSON.stringify(loaded) + '\\n'));`;
+  const result = await runProcess(
+    process.execPath,
+    ['--import', `data:text/javascript,${encodeURIComponent(hook)}`, BIN, ...args],
+    { cwd: ROOT, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ENCLAVE_DATA_DIR: dataDir } },
+  );
+  const report = /\nLOADED (.*)\n/.exec(result.stderr);
+  assert.ok(report?.[1] !== undefined, `the hook reported the loaded modules:\n${result.stderr}`);
+  const loaded = (JSON.parse(report[1]) as string[]).filter((url) => url.startsWith('file:'));
+  return {
+    result: { ...result, stderr: result.stderr.slice(0, report.index) },
+    loaded: loaded.map((url) => path.relative(ROOT, new URL(url).pathname)),
+  };
+}
+
 describe('enclave usage', { concurrency: 4 }, () => {
+  test("--help, a command's --help and a bad argument answer without loading the command modules", async () => {
+    for (const args of [['--help'], ['invite', '--help'], ['start', '--bogus'], ['frob']]) {
+      const { result, loaded } = await modulesLoadedBy(args);
+      assert.ok(result.stdout !== '' || result.stderr !== '', `enclave ${args.join(' ')} answered`);
+      assert.ok(loaded.includes('src/cli/main.ts'), loaded.join('\n'));
+      const heavy = loaded.filter(
+        (file) =>
+          file === 'src/main.ts' ||
+          file.startsWith('src/db/') ||
+          file.startsWith('src/agents/') ||
+          file.includes('node_modules/'),
+      );
+      assert.deepEqual(heavy, [], `enclave ${args.join(' ')} loaded only the command line's own modules`);
+    }
+  });
+
   test('--help exits 0 and lists every command', async () => {
     const result = await enclave(['--help']);
     assert.equal(result.code, 0);
