@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { nodeTooOld } from '../bin/node-version.js';
 import { createAccountsService } from '../src/accounts/service.ts';
 import { PLATFORM_TENANT } from '../src/audit/append.ts';
 import { connectionUrl } from '../src/db/target.ts';
@@ -79,6 +81,21 @@ process.on('exit', () => process.stderr.write('\\nLOADED ' + JSON.stringify(load
 }
 
 describe('enclave usage', { concurrency: 4 }, () => {
+  test('npm test, enclave and enclave-verify refuse a Node older than 22.18 in one line, from plain JavaScript', () => {
+    assert.equal(
+      nodeTooOld('npm test', '20.20.2'),
+      'npm test: Node.js 22.18 or newer is required (this is v20.20.2)',
+    );
+    assert.notEqual(nodeTooOld('enclave', '22.17.1'), undefined);
+    assert.equal(nodeTooOld('enclave', '22.18.0'), undefined);
+    assert.equal(nodeTooOld('enclave', '24.1.0'), undefined);
+    const launcher = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
+      scripts: Record<string, string>;
+    };
+    // Node 20 fails on a .ts entry point before any check in it runs.
+    assert.equal(launcher.scripts.test, 'node test/launch.js');
+  });
+
   test("--help, a command's --help and a bad argument answer without loading the command modules", async () => {
     for (const args of [['--help'], ['invite', '--help'], ['start', '--bogus'], ['frob']]) {
       const { result, loaded } = await modulesLoadedBy(args);
