@@ -2,11 +2,9 @@
 // Entry point of `enclave-verify`, the offline audit verifier (AUD-5). Plain
 // JavaScript so that an old Node gets a clear message instead of a syntax
 // error from the TypeScript sources. It loads only src/audit's pure code.
-const [major, minor] = process.versions.node.split('.').map(Number);
-if (major < 22 || (major === 22 && minor < 18)) {
-  process.stderr.write(`enclave-verify: Node.js 22.18 or newer is required (this is ${process.version})\n`);
-  process.exit(2);
-}
+import { requireNode } from './node-version.js';
+
+requireNode('enclave-verify', 2);
 const { runVerify } = await import('../src/audit/verify-cli.ts');
 process.exitCode = await runVerify(process.argv.slice(2), {
   out: (line) => process.stdout.write(`${line}\n`),

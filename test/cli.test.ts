@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { nodeTooOld } from '../bin/node-version.js';
 import { createDeviceCookies } from '../src/accounts/device-cookies.ts';
 import { createAccountsService } from '../src/accounts/service.ts';
 import { PLATFORM_TENANT } from '../src/audit/append.ts';
@@ -56,7 +58,61 @@ before(async () => {
 });
 after(() => rm(dataDir, { recursive: true, force: true }));
 
+/**
+ * Runs `enclave ARGS` with a module hook that reports, at exit, every module
+ * the process loaded: what `--help` costs is what it loads.
+ */
+async function modulesLoadedBy(args: readonly string[]): Promise<{ result: Result; loaded: string[] }> {
+  const hook = `import { registerHooks } from 'node:module';
+const loaded = [];
+registerHooks({ load(url, context, next) { loaded.push(url); return next(url, context); } });
+process.on('exit', () => process.stderr.write('\\nLOADED ' + JSON.stringify(loaded) + '\\n'));`;
+  const result = await runProcess(
+    process.execPath,
+    ['--import', `data:text/javascript,${encodeURIComponent(hook)}`, BIN, ...args],
+    { cwd: ROOT, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ENCLAVE_DATA_DIR: dataDir } },
+  );
+  const report = /\nLOADED (.*)\n/.exec(result.stderr);
+  assert.ok(report?.[1] !== undefined, `the hook reported the loaded modules:\n${result.stderr}`);
+  const loaded = (JSON.parse(report[1]) as string[]).filter((url) => url.startsWith('file:'));
+  return {
+    result: { ...result, stderr: result.stderr.slice(0, report.index) },
+    loaded: loaded.map((url) => path.relative(ROOT, new URL(url).pathname)),
+  };
+}
+
 describe('enclave usage', { concurrency: 4 }, () => {
+  test('npm test, enclave and enclave-verify refuse a Node older than 22.18 in one line, from plain JavaScript', () => {
+    assert.equal(
+      nodeTooOld('npm test', '20.20.2'),
+      'npm test: Node.js 22.18 or newer is required (this is v20.20.2)',
+    );
+    assert.notEqual(nodeTooOld('enclave', '22.17.1'), undefined);
+    assert.equal(nodeTooOld('enclave', '22.18.0'), undefined);
+    assert.equal(nodeTooOld('enclave', '24.1.0'), undefined);
+    const launcher = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
+      scripts: Record<string, string>;
+    };
+    // Node 20 fails on a .ts entry point before any check in it runs.
+    assert.equal(launcher.scripts.test, 'node test/launch.js');
+  });
+
+  test("--help, a command's --help and a bad argument answer without loading the command modules", async () => {
+    for (const args of [['--help'], ['invite', '--help'], ['start', '--bogus'], ['frob']]) {
+      const { result, loaded } = await modulesLoadedBy(args);
+      assert.ok(result.stdout !== '' || result.stderr !== '', `enclave ${args.join(' ')} answered`);
+      assert.ok(loaded.includes('src/cli/main.ts'), loaded.join('\n'));
+      const heavy = loaded.filter(
+        (file) =>
+          file === 'src/main.ts' ||
+          file.startsWith('src/db/') ||
+          file.startsWith('src/agents/') ||
+          file.includes('node_modules/'),
+      );
+      assert.deepEqual(heavy, [], `enclave ${args.join(' ')} loaded only the command line's own modules`);
+    }
+  });
+
   test('--help exits 0 and lists every command', async () => {
     const result = await enclave(['--help']);
     assert.equal(result.code, 0);

@@ -30,7 +30,7 @@ const INVITE_COLUMNS = `id, kind, tenant_id, email, created_at, expires_at,
   case when used_at is not null then 'used' when revoked_at is not null then 'revoked'
        when expires_at <= now() then 'expired' else 'pending' end as state`;
 
-export const DEFAULT_INVITE_DAYS = 7;
+export { DEFAULT_INVITE_DAYS } from './invite-defaults.ts';
 export const OPERATOR_INVITE_HOURS = 24;
 
 export interface NewInvite {

@@ -13,18 +13,6 @@ import { shown, UsageError } from './usage-error.ts';
 // `enclave audit checkpoint|export`: the operator's side of the recovery kit
 // (AUD-4, AUD-5). Each opens the same database `npm start` uses.
 
-export const AUDIT_HELP = `Usage: enclave audit checkpoint
-       enclave audit export --tenant TENANT --bundle FILE [--consistency-from SIZE,...]
-
-checkpoint  Appends a leaf for every tenant whose audit chain moved, signs a
-            checkpoint and publishes it (the worker does this on its schedule).
-export      Writes TENANT's recovery bundle to FILE: its audit events, archive
-            segments, the latest checkpoint with the tenant's inclusion proof,
-            consistency proofs from the previous checkpoint and from each
-            --consistency-from size, and the checkpoint verifier key. Check it
-            anywhere with: enclave-verify FILE
-            The export is recorded in the tenant's own audit log.`;
-
 export const EXPORT_REASON = 'operator export of the audit recovery bundle (enclave audit export)';
 
 export interface AuditArgs {

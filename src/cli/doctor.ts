@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { hostLimitSupport } from '../agents/runtime/limits.ts';
+import { type HostLimitSupport, hostLimitSupport } from '../agents/runtime/limits.ts';
 import { loadSeccompProgram } from '../agents/runtime/seccomp/seccomp.ts';
 import { type Config, type Env, loadConfig } from '../config.ts';
 import { type Database, openDatabase } from '../db/database.ts';
@@ -33,41 +33,61 @@ const execFileAsync = promisify(execFile);
 export async function sandboxLimitsCheck(
   config: Pick<Config, 'instancesDir' | 'unenforcedLimits'>,
 ): Promise<Check> {
-  const support = await hostLimitSupport(config.instancesDir);
+  return sandboxLimitsLine(await hostLimitSupport(config.instancesDir), config);
+}
+
+/**
+ * The doctor's line for a measured host. It is `ok` only when nothing in it is
+ * a problem, and a problem leads the line: `how` also names what works, and an
+ * error buried in it behind `ok` read as fine.
+ */
+export function sandboxLimitsLine(
+  support: HostLimitSupport,
+  config: Pick<Config, 'unenforcedLimits'>,
+): Check {
   const name = 'sandbox limits';
   if (!support.sandbox.ok) {
     return {
       name,
       status: 'warn',
-      detail: `instances cannot start here: ${support.sandbox.reason} (${support.how})`,
-      fix: 'install bubblewrap and util-linux (setpriv, unshare, prlimit), and allow unprivileged user namespaces',
+      detail: `instances cannot start here: ${support.sandbox.reason}`,
+      fix: 'install bubblewrap and util-linux (setpriv, unshare, prlimit), allow unprivileged user namespaces, and let the worker reach ENCLAVE_DATA_DIR/instances',
     };
   }
   const unenforced = (['cpu', 'processes', 'volume'] as const).filter((limit) => !support[limit]);
   const refused = unenforced.filter((limit) => !config.unenforcedLimits.includes(limit));
   const allowed = unenforced.filter((limit) => config.unenforcedLimits.includes(limit));
-  const parts = [
-    `memory ${support.memory ? 'hard' : 'measured'}`,
-    ...(support.openFiles ? [] : ['open files not enforced']),
+  const problems = [
     ...(refused.length > 0 ? [`instances refuse to start: ${refused.join(', ')} cannot be enforced`] : []),
+    ...(support.uidConflicts.length > 0
+      ? [`the instances' host uids are also claimed by ${support.uidConflicts.join(', ')}`]
+      : []),
+    ...(support.openFiles ? [] : ['open files not enforced']),
+    ...(support.memory ? [] : ['memory measured, not a hard limit']),
+    ...(support.seccomp ? [] : ['no seccomp filter']),
     ...(allowed.length > 0
       ? [`not enforced, allowed by ENCLAVE_UNENFORCED_LIMITS: ${allowed.join(', ')}`]
       : []),
   ];
-  const ok =
-    unenforced.length === 0 && support.memory && support.openFiles && support.uidConflicts.length === 0;
+  const fixes = [
+    ...(refused.length > 0
+      ? [
+          `run Enclave as root where cgroup v2 (or v1 memory, pids and cpu) is writable and loop devices exist, or accept the gap with ENCLAVE_UNENFORCED_LIMITS=${refused.join(',')}`,
+        ]
+      : []),
+    ...(support.uidConflicts.length > 0
+      ? ['leave uids 1577058304 to 1593835519 to Enclave: no user or /etc/subuid range there']
+      : []),
+  ];
+  const summary = [
+    ...(unenforced.length === 0 ? ['cpu, processes and volume enforced'] : []),
+    `memory ${support.memory ? 'hard' : 'measured'}`,
+  ].join('; ');
   return {
     name,
-    status: ok ? 'ok' : 'warn',
-    detail: `${unenforced.length === 0 ? 'cpu, processes and volume enforced' : ''}${unenforced.length === 0 ? '; ' : ''}${parts.join('; ')} (${support.how})`,
-    ...(support.uidConflicts.length > 0
-      ? { fix: 'leave uids 1577058304 to 1593835519 to Enclave: no user or /etc/subuid range there' }
-      : {}),
-    ...(refused.length > 0
-      ? {
-          fix: `run Enclave as root where cgroup v2 (or v1 memory, pids and cpu) is writable and loop devices exist, or accept the gap with ENCLAVE_UNENFORCED_LIMITS=${refused.join(',')}`,
-        }
-      : {}),
+    status: problems.length === 0 ? 'ok' : 'warn',
+    detail: `${problems.length === 0 ? summary : `${problems.join('; ')}; ${summary}`} (${support.how})`,
+    ...(fixes.length > 0 ? { fix: fixes.join('; and ') } : {}),
   };
 }
 

@@ -18,16 +18,6 @@ import { shown, UsageError } from './usage-error.ts';
 // Creating and revoking are recorded in the platform's audit chain with the
 // actor `operator:cli` (AUD-1).
 
-export const INVITE_HELP = `Usage: enclave invite create --email ADDRESS [--expires 7d]
-       enclave invite list
-       enclave invite revoke ID
-
-create  Prints a one-time signup link for ADDRESS: whoever signs up with it
-        gets a new tenant of their own. Single use, bound to ADDRESS, and
-        valid for --expires (Nd, Nh or Nm; 1m to 90d; default ${DEFAULT_INVITE_DAYS}d).
-list    Lists pending signup and operator invites: id, email, expiry.
-revoke  Revokes a pending signup or operator invite by id.`;
-
 const MINUTE_MS = 60_000;
 const MIN_EXPIRY_MS = MINUTE_MS;
 const MAX_EXPIRY_MS = 90 * 24 * 60 * MINUTE_MS;

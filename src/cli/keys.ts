@@ -10,18 +10,6 @@ import { shown, UsageError } from './usage-error.ts';
 // serving. Each rotation is recorded in the audit log with the actor
 // `operator:cli`.
 
-export const KEYS_HELP = `Usage: enclave keys rotate-master
-       enclave keys rotate-tenant TENANT
-
-rotate-master  Adds a master-key version (to the key file; with
-               ENCLAVE_MASTER_KEY, add "<version>:<base64 key>" there on every
-               server and here first), re-wraps every tenant's data keys under
-               it, then retires the versions nothing uses any more.
-rotate-tenant  Makes a new data key for TENANT (a tenant id) and re-encrypts
-               that tenant's credentials under it, in one transaction.
-
-Servers keep serving during both. See src/vault/README.md for the invariants.`;
-
 const CONSOLE_ACTOR = 'operator:cli';
 
 type KeysCommand =

@@ -1,62 +1,16 @@
 import { parseArgs } from 'node:util';
-import { ConfigError, type Env, loadConfig } from '../config.ts';
-import { openDatabase } from '../db/database.ts';
+import type { Env } from '../config.ts';
 import { isAppError } from '../errors.ts';
-import { startEnclave } from '../main.ts';
-import { AUDIT_HELP, runAudit } from './audit.ts';
-import { runDoctor } from './doctor.ts';
-import { INVITE_HELP, runInvite } from './invite.ts';
-import { KEYS_HELP, runKeys } from './keys.ts';
-import { runSupport, SUPPORT_HELP } from './support.ts';
+import { COMMAND_HELP, USAGE } from './help.ts';
 import { UsageError } from './usage-error.ts';
 
 // The `enclave` admin command. Every command works against the same database
 // as a running `npm start`: the same ENCLAVE_DATA_DIR (the embedded cluster is
 // shared while that server runs) or the same DATABASE_URL.
-
-const USAGE = `Usage: enclave <command> [options]
-
-Commands:
-  start     Start the server and the job worker (migrates first)
-  worker    Start only the job worker, for scale-out (migrates first)
-  migrate   Apply pending database migrations and exit
-  doctor    Check configuration, database, migrations and host tools
-  invite    Create, list or revoke signup invites (invite create --email ADDRESS)
-  audit     Make an audit checkpoint now, or export a tenant's recovery bundle
-  keys      Rotate the vault's master key or a tenant's data key
-  support   Open a support shell in an agent that allows it (ssh, or proxy for OpenSSH)
-  help      Show this help
-
-Run "enclave <command> --help" for a command's options.
-Configuration comes from ENCLAVE_* environment variables; see README.md.`;
-
-const COMMAND_HELP: Readonly<Record<string, string>> = {
-  start: `Usage: enclave start
-
-Starts the HTTP server and the job worker. With DATABASE_URL unset, an
-embedded PostgreSQL runs under ENCLAVE_DATA_DIR. Migrations run first.
-Stops cleanly on SIGINT or SIGTERM.`,
-  worker: `Usage: enclave worker
-
-Starts only the job worker (graphile-worker), to run more workers beside
-the servers. Migrations run first. Stops cleanly on SIGINT or SIGTERM.`,
-  migrate: `Usage: enclave migrate
-
-Applies pending migrations (src/db/migrations) and the job queue's schema,
-prints what it applied, and exits. Safe to run while servers are running.`,
-  doctor: `Usage: enclave doctor
-
-Checks the configuration, the database connection, pending migrations, the
-database roles, row-level security coverage, the worker's heartbeat, that
-the master key opens this database's data keys, and whether bubblewrap and
-Chromium are installed. Prints a fix for each problem
-and exits non-zero if anything Enclave needs to run is broken.`,
-  invite: INVITE_HELP,
-  audit: AUDIT_HELP,
-  keys: KEYS_HELP,
-  support: SUPPORT_HELP,
-  help: 'Usage: enclave help [command]',
-};
+//
+// Command modules are imported when their command runs, not up front: loading
+// them all (the database, the agent runtime, ssh2) took seconds, and help and
+// argument errors should answer at once.
 
 export interface Io {
   out(line: string): void;
@@ -69,7 +23,6 @@ const processIo: Io = {
 };
 
 function describeError(error: unknown): string {
-  if (error instanceof ConfigError) return error.message;
   const code = (error as NodeJS.ErrnoException).code;
   if (code === 'EADDRINUSE') return 'the port is already in use; stop the other process or set ENCLAVE_PORT';
   if (code === 'EACCES') return `permission denied: ${(error as Error).message}`;
@@ -78,6 +31,21 @@ function describeError(error: unknown): string {
 }
 
 async function runUntilSignal(env: Env, io: Io, server: boolean): Promise<number> {
+  // The handlers come before start-up: /healthz answers before startEnclave
+  // returns, and a Ctrl-C in between used to kill us by default and leave the
+  // embedded postgres (in its own process group) running. A signal during
+  // start-up stops Enclave as soon as it has started.
+  let signalled: ((reason: string) => void) | undefined;
+  let early: string | undefined;
+  const onSignal = (reason: string): void => {
+    if (signalled === undefined) early ??= reason;
+    else signalled(reason);
+  };
+  // Kept for the whole stop: a terminal's Ctrl-C reaches both npm and us, and
+  // npm forwards it again; a second signal must not kill us mid-shutdown.
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  const { startEnclave } = await import('../main.ts');
   const enclave = await startEnclave({ env, cwd: process.cwd(), server, worker: true, print: io.out });
   let stopping = false;
   const stopped = new Promise<number>((resolve) => {
@@ -93,10 +61,8 @@ async function runUntilSignal(env: Env, io: Io, server: boolean): Promise<number
         },
       );
     };
-    // Kept for the whole stop: a terminal's Ctrl-C reaches both npm and us, and
-    // npm forwards it again; a second signal must not kill us mid-shutdown.
-    process.on('SIGINT', () => stop('SIGINT', 0));
-    process.on('SIGTERM', () => stop('SIGTERM', 0));
+    signalled = (reason) => stop(reason, 0);
+    if (early !== undefined) stop(early, 0);
     enclave.workerDone.then(
       () => stop('worker stopped', stopping ? 0 : 1),
       (error: unknown) => {
@@ -111,6 +77,10 @@ async function runUntilSignal(env: Env, io: Io, server: boolean): Promise<number
 }
 
 async function migrateOnly(env: Env, io: Io): Promise<number> {
+  const [{ loadConfig }, { openDatabase }] = await Promise.all([
+    import('../config.ts'),
+    import('../db/database.ts'),
+  ]);
   const config = loadConfig(env, process.cwd());
   const db = await openDatabase(config, env, { appPoolSize: 1 });
   try {
@@ -188,6 +158,7 @@ export async function main(argv: readonly string[], env: Env, io: Io = processIo
       return 0;
     }
     if (command === 'audit' && email === undefined && expires === undefined) {
+      const { runAudit } = await import('./audit.ts');
       return await runAudit({ rest, tenant, bundle, consistencyFrom }, env, io);
     }
     if (tenant !== undefined || bundle !== undefined || consistencyFrom !== undefined) {
@@ -195,11 +166,18 @@ export async function main(argv: readonly string[], env: Env, io: Io = processIo
         `--tenant, --bundle and --consistency-from are options of "audit export", not "${command}"`,
       );
     }
-    if (command === 'invite') return await runInvite({ rest, email, expires }, env, io);
-    if (command === 'support' && email === undefined && expires === undefined)
+    if (command === 'invite') {
+      const { runInvite } = await import('./invite.ts');
+      return await runInvite({ rest, email, expires }, env, io);
+    }
+    if (command === 'support' && email === undefined && expires === undefined) {
+      const { runSupport } = await import('./support.ts');
       return await runSupport(rest, env, io);
-    if (command === 'keys' && email === undefined && expires === undefined)
+    }
+    if (command === 'keys' && email === undefined && expires === undefined) {
+      const { runKeys } = await import('./keys.ts');
       return await runKeys(rest, env, io);
+    }
     if (email !== undefined || expires !== undefined) {
       throw new UsageError(`--email and --expires are options of "invite create", not "${command}"`);
     }
@@ -211,8 +189,10 @@ export async function main(argv: readonly string[], env: Env, io: Io = processIo
         return await runUntilSignal(env, io, false);
       case 'migrate':
         return await migrateOnly(env, io);
-      case 'doctor':
+      case 'doctor': {
+        const { runDoctor } = await import('./doctor.ts');
         return await runDoctor(env, io);
+      }
       default:
         throw new UsageError(`unknown command "${command}"`);
     }

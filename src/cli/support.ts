@@ -19,19 +19,6 @@ import { shown, UsageError } from './usage-error.ts';
 // as it starts and ends (support_sessions and the tenant's audit chain), by
 // the operator's account name on this host.
 
-export const SUPPORT_HELP = `Usage: enclave support ssh AGENT [-- COMMAND ...]
-       enclave support proxy AGENT
-
-ssh    Opens a shell (or runs COMMAND) inside the agent's sandbox, signed in
-       with the operator's support key (ENCLAVE_SUPPORT_SSH_KEY_FILE).
-proxy  Connects standard input and output to the agent's SSH server, for
-       OpenSSH's ProxyCommand:
-         ssh -i KEYFILE -o ProxyCommand='enclave support proxy AGENT' support@AGENT
-
-AGENT is the agent's handle or id. Only an agent whose owner allows support
-access and whose instance is running accepts a session; each session's start,
-end and length are recorded in the owner's audit log.`;
-
 /** isUuid without its type guard: here the value is a string either way. */
 const isAgentId = (value: string): boolean => isUuid(value);
 
