@@ -104,4 +104,13 @@ describe('security headers', () => {
     assert.equal(response.headers['x-content-type-options'], 'nosniff');
     assert.ok(response.body.includes('body'));
   });
+
+  test('OPS-3: every page names its icon, served from our origin as SVG (no favicon.ico request that ends in a problem document)', async () => {
+    const page = await development.app.inject({ method: 'GET', url: '/login' });
+    assert.match(page.body, /<link rel="icon" href="\/static\/favicon\.svg" type="image\/svg\+xml">/);
+    const icon = await development.app.inject({ method: 'GET', url: '/static/favicon.svg' });
+    assert.equal(icon.statusCode, 200);
+    assert.match(String(icon.headers['content-type']), /^image\/svg\+xml/);
+    assert.doesNotMatch(icon.body, /<script/i);
+  });
 });

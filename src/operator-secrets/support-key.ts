@@ -31,11 +31,11 @@ function parsePrivate(text: string): ParsedKey | undefined {
   return parsed;
 }
 
-/** A new Ed25519 key in OpenSSH form that ssh2 itself is checked to read back. */
-export function generateSupportKey(): string {
+/** A new Ed25519 key pair in OpenSSH form whose private half ssh2 itself is checked to read back. */
+export function generateSupportKeyPair(): { readonly private: string; readonly public: string } {
   for (let attempt = 0; attempt < GENERATE_ATTEMPTS; attempt++) {
     const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'enclave support' });
-    if (parsePrivate(pair.private) !== undefined) return pair.private;
+    if (parsePrivate(pair.private) !== undefined) return pair;
   }
   throw new Error('could not generate a support key that parses');
 }
@@ -52,7 +52,7 @@ async function generated(dataDir: string): Promise<string> {
   }
   try {
     // 'wx': two processes starting at once keep the first key.
-    await writeFile(file, generateSupportKey(), { mode: 0o600, flag: 'wx' });
+    await writeFile(file, generateSupportKeyPair().private, { mode: 0o600, flag: 'wx' });
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
   }

@@ -64,6 +64,7 @@ export function page(title: string, body: Html, frame?: Frame): string {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${title} · Enclave</title>
 <link rel="stylesheet" href="/static/app.css">
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 </head>
 <body>
 <header class="top"><a class="brand" href="/">Enclave</a>${navigation(frame)}</header>
