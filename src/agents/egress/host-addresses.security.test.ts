@@ -1,6 +1,5 @@
 // Attack: an agent reaches a service of the host that listens on 0.0.0.0 through the egress proxy by naming one of the host's own non-loopback addresses (or its mapped IPv6 form), which an operator allow range such as 10.0.0.0/8 seems to cover, with CONNECT or with plain HTTP.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -9,6 +8,7 @@ import { after, before, test } from 'node:test';
 import { insertAgent } from '../../../test/helpers/agents.ts';
 import { createTenant } from '../../../test/helpers/audit.ts';
 import { createTestDatabase, type TestDatabase } from '../../../test/helpers/database.ts';
+import { runProcess } from '../../../test/helpers/process.ts';
 import { requireTool } from '../../../test/helpers/system-tools.ts';
 import { withTenant } from '../../db/tenant.ts';
 import type { ProbeInput, ProbeOutput } from './host-namespace-probe.testing.ts';
@@ -64,7 +64,7 @@ function newAgent(): Promise<string> {
 /** Runs the probe in a new network namespace (a user namespace too when not root) and returns its report. */
 async function probeInNamespace(input: ProbeInput): Promise<ProbeOutput> {
   const namespaces = process.getuid?.() === 0 ? ['--net'] : ['--user', '--map-root-user', '--net'];
-  const child = spawn(
+  const { code, stdout, stderr } = await runProcess(
     'unshare',
     [
       ...namespaces,
@@ -76,20 +76,8 @@ async function probeInNamespace(input: ProbeInput): Promise<ProbeOutput> {
       PROBE,
       JSON.stringify(input),
     ],
-    {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` },
-    },
+    { cwd: dir, env: { PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` } },
   );
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => {
-    stdout += chunk.toString('utf8');
-  });
-  child.stderr.on('data', (chunk: Buffer) => {
-    stderr += chunk.toString('utf8');
-  });
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   assert.equal(code, 0, `the probe failed: ${stderr}`);
   return JSON.parse(stdout) as ProbeOutput;
 }

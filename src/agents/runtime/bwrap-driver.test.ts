@@ -6,12 +6,10 @@ import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import ssh2 from 'ssh2';
 import { requireTool } from '../../../test/helpers/system-tools.ts';
 import { withTenant } from '../../db/tenant.ts';
-import { createLogger } from '../../logger.ts';
 import { generateSupportKeyPair } from '../../operator-secrets/support-key.ts';
 import { listEgressRecords } from '../egress/records.ts';
 import { sandboxHostUid } from './bwrap-args.ts';
@@ -22,6 +20,7 @@ import {
   createRuntime,
   hostDir,
   ingressRequest,
+  linesLogger,
   nextExit,
   probeSpec,
   REPO_TEMPLATES,
@@ -301,15 +300,7 @@ describe('AGT-2: what an owner is told', () => {
   test('AGT-2: a host failure at start reaches the owner as a plain reason, without a host path; the operator’s log has the details', async (t) => {
     if (!requireTool(t, 'bwrap', 'bubblewrap')) return;
     const lines: string[] = [];
-    const logger = createLogger(
-      'info',
-      new Writable({
-        write(chunk: Buffer, _encoding, done) {
-          lines.push(chunk.toString('utf8'));
-          done();
-        },
-      }),
-    );
+    const logger = linesLogger(lines);
     const hostPath = path.join(rt.instancesDir, 'somewhere', 'egress.sock');
     const driver = createBwrapDriver({
       instancesDir: rt.instancesDir,

@@ -13,7 +13,6 @@ import {
   launchSandbox,
   type Run,
   type SandboxHostSupport,
-  SandboxRefusal,
   terminate,
   waitReady,
 } from './sandbox-run.ts';
@@ -206,7 +205,7 @@ export function createBwrapDriver(deps: BwrapDriverDeps): RuntimeDriver {
       run = await launchSandbox(launchDeps, spec, current).catch((error: unknown) => {
         // Typed errors (a refusal, a volume that cannot shrink …) are written for the owner; anything
         // else may name host paths: the operator's log has it, the owner a plain reason.
-        if (isAppError(error) || error instanceof SandboxRefusal) throw error;
+        if (isAppError(error)) throw error;
         log.error({ agentId: spec.agentId, err: error }, 'the sandbox could not be set up');
         throw new Error(HOST_SETUP_FAILED);
       });

@@ -260,6 +260,7 @@ export class HostSocketAgent extends http.Agent {
     options: http.ClientRequestArgs,
     callback?: (error: Error | null, stream: Duplex) => void,
   ): Duplex | null | undefined {
+    // With an error, Node's agent never looks at the stream: an unconnected socket stands in for it.
     const done = callback ?? (() => undefined);
     const socketPath = options.socketPath;
     if (socketPath === undefined) {

@@ -14,7 +14,7 @@ import { insertAgent } from '../../../test/helpers/agents.ts';
 import { createTenant } from '../../../test/helpers/audit.ts';
 import { createTestDatabase, type TestDatabase } from '../../../test/helpers/database.ts';
 import type { UnenforcedLimit } from '../../config.ts';
-import { createLogger } from '../../logger.ts';
+import { createLogger, type Logger } from '../../logger.ts';
 import { createEgressProxy } from '../egress/proxy.ts';
 import { createBwrapDriver } from './bwrap-driver.ts';
 import type { InstanceExit, InstanceLimits, InstanceSpec, RuntimeDriver } from './driver.ts';
@@ -81,6 +81,19 @@ export async function writeProbeTemplates(): Promise<string> {
   return dir;
 }
 
+/** An info-level logger whose lines (JSON) land in `lines`, for tests to read. */
+export function linesLogger(lines: string[]): Logger {
+  return createLogger(
+    'info',
+    new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        lines.push(chunk.toString('utf8'));
+        done();
+      },
+    }),
+  );
+}
+
 export interface Runtime {
   readonly db: TestDatabase;
   readonly driver: RuntimeDriver;
@@ -115,15 +128,7 @@ export async function createRuntime(
   await mkdir(instancesDir, { mode: 0o711 });
   const templatesDir = await writeProbeTemplates();
   const logLines: string[] = [];
-  const logger = createLogger(
-    'info',
-    new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        logLines.push(chunk.toString('utf8'));
-        done();
-      },
-    }),
-  );
+  const logger = linesLogger(logLines);
   const egress = createEgressProxy({ sql: db.app, logger, allow: options.allow ?? [] });
   const exits: InstanceExit[] = [];
   const exitEvents = new EventEmitter();

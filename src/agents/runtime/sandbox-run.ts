@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { UnenforcedLimit } from '../../config.ts';
+import { AppError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
 import type { EgressListener, EgressProxy } from '../egress/proxy.ts';
 import {
@@ -252,9 +253,9 @@ export async function launchSandbox(
 }
 
 /** A start this host refuses, in words for the agent's owner (no host path): a limit or filter it cannot enforce. */
-export class SandboxRefusal extends Error {
+export class SandboxRefusal extends AppError<'sandbox_refused'> {
   constructor(message: string) {
-    super(message);
+    super('sandbox_refused', message);
     this.name = 'SandboxRefusal';
   }
 }
