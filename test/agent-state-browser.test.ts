@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { createAccount } from './helpers/accounts.ts';
 import { insertAgent } from './helpers/agents.ts';
-import { launchChromium, listeningTestApp } from './helpers/chromium.ts';
+import { launchChromium, listeningTestApp, pageProblems } from './helpers/chromium.ts';
 import { PASSWORD } from './helpers/pages.ts';
 import { requireTool } from './helpers/system-tools.ts';
 
@@ -46,11 +46,7 @@ test('AGT-6: in Chromium, the agent page follows a start to running without a re
 
   const browser = await launchChromium(t);
   const page = await (await browser.newContext()).newPage();
-  const violations: string[] = [];
-  page.on('console', (message) => {
-    if (message.text().includes('Content Security Policy')) violations.push(message.text());
-  });
-  page.on('pageerror', (error) => violations.push(`page error: ${error.message}`));
+  const violations = pageProblems(page);
   await signIn(page, base, account.user.username);
 
   await page.goto(`${base}/dashboard/agents/${agentId}`);
