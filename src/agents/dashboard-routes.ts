@@ -89,6 +89,15 @@ const CredentialParams = Type.Object(
   { id: Type.String({ format: 'uuid' }), name: Type.String({ pattern: CREDENTIAL_NAME }) },
   form,
 );
+/** What agent-state.js reads: the state line and which buttons make sense. */
+const InstanceStateBody = Type.Object(
+  {
+    line: Type.String(),
+    settling: Type.Boolean(),
+    actions: Type.Object({ start: Type.Boolean(), stop: Type.Boolean(), restart: Type.Boolean() }),
+  },
+  form,
+);
 const NewAgentQuery = Type.Object({ template: Type.Optional(str(100)) }, form);
 
 const AGENT_LABELS: Readonly<Record<string, string>> = {
@@ -232,8 +241,11 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
   }
 
   // The state line and the actions that make sense, for agent-state.js; an unknown id is a 404 problem.
-  app.get('/dashboard/agents/:id/state', { config: user, schema: { ...hide, params: IdParams } }, (request) =>
-    request.withTenant(async (tx) => instanceStateJson(await instances.view(tx, request.params.id))),
+  app.get(
+    '/dashboard/agents/:id/state',
+    { config: user, schema: { ...hide, params: IdParams, response: { 200: InstanceStateBody } } },
+    (request) =>
+      request.withTenant(async (tx) => instanceStateJson(await instances.view(tx, request.params.id))),
   );
 
   app.get('/dashboard/agents', page, async (request, reply) => {
