@@ -669,3 +669,123 @@ describe('who may reach an agent page', () => {
     assert.equal((await get(owner, `${AGENTS}/${id}`)).statusCode, 200);
   });
 });
+
+describe('an instance’s state on the agent pages', () => {
+  let owner: SignedUp;
+  ctx.before(async () => {
+    owner = await signUp(ctx.testApp.app, ctx.db, { username: 'stateful', email: 'stateful@example.com' });
+  });
+
+  /** The runtime's side of the instance, as the worker would leave it. */
+  const runtimeSets = async (id: string, state: string, desired: string) => {
+    await ctx.db.superuser`
+      update agent_instances set state = ${state}, desired_state = ${desired} where agent_id = ${id}::uuid`;
+  };
+  /** Which of Start, Stop and Restart the page leaves enabled. */
+  const enabledButtons = (body: string) =>
+    [...body.matchAll(/<button type="submit" data-action="(start|stop|restart)"( disabled)?>/g)]
+      .filter((match) => match[2] === undefined)
+      .map((match) => match[1]);
+
+  test('AGT-6: the agent list shows each instance’s state', async () => {
+    const idle = await onboard(owner, { template: 'echo', handle: 'echo-idle', name: 'Idle one' });
+    const busy = await onboard(owner, { template: 'echo', handle: 'echo-busy', name: 'Busy one' });
+    assert.equal((await postForm(ctx.testApp.app, `${AGENTS}/${busy}/start`, {}, owner)).statusCode, 303);
+    await runtimeSets(busy, 'running', 'running');
+    const list = textOf((await get(owner, AGENTS)).body);
+    assert.match(list, /Name Handle Template State Support access Created/);
+    assert.match(list, /Idle one echo-idle Echo Stopped on/);
+    assert.match(list, /Busy one echo-busy Echo Running on/);
+    assert.ok(idle !== busy);
+  });
+
+  test('AGT-6: Start, Stop and Restart are enabled only when they make sense for the state', async () => {
+    const id = await onboard(owner, { template: 'echo', handle: 'echo-buttons' });
+    const buttons = async () => enabledButtons((await get(owner, `${AGENTS}/${id}`)).body);
+    assert.deepEqual(await buttons(), ['start'], 'never started');
+    assert.equal((await postForm(ctx.testApp.app, `${AGENTS}/${id}/start`, {}, owner)).statusCode, 303);
+    assert.deepEqual(await buttons(), ['stop'], 'asked to run, not yet starting');
+    await runtimeSets(id, 'starting', 'running');
+    assert.deepEqual(await buttons(), ['stop'], 'starting');
+    await runtimeSets(id, 'running', 'running');
+    assert.deepEqual(await buttons(), ['stop', 'restart'], 'running');
+    await runtimeSets(id, 'stopping', 'stopped');
+    assert.deepEqual(await buttons(), ['start'], 'stopping');
+    await runtimeSets(id, 'stopped', 'stopped');
+    assert.deepEqual(await buttons(), ['start'], 'stopped');
+    await runtimeSets(id, 'crashed', 'running');
+    assert.deepEqual(await buttons(), ['start', 'stop', 'restart'], 'crashed after its restarts');
+  });
+
+  test('AGT-6: while a start is under way the page offers Refresh and its state script, and GET …/state answers the state as JSON', async () => {
+    const id = await onboard(owner, { template: 'echo', handle: 'echo-live' });
+    const settled = (await get(owner, `${AGENTS}/${id}`)).body;
+    assert.match(settled, /<a href="\/dashboard\/agents\/[0-9a-f-]{36}" data-refresh hidden>Refresh<\/a>/);
+    assert.match(settled, /<script src="\/static\/agent-state\.js" defer><\/script>/);
+    assert.doesNotMatch(settled, /data-settling/);
+    assert.equal((await postForm(ctx.testApp.app, `${AGENTS}/${id}/start`, {}, owner)).statusCode, 303);
+    const starting = (await get(owner, `${AGENTS}/${id}`)).body;
+    assert.match(starting, /data-settling/);
+    assert.match(starting, /<a href="\/dashboard\/agents\/[0-9a-f-]{36}" data-refresh>Refresh<\/a>/);
+
+    const state = async (who: SignedUp, agentId = id) =>
+      ctx.testApp.app.inject({
+        method: 'GET',
+        url: `${AGENTS}/${agentId}/state`,
+        headers: { cookie: who.cookie },
+      });
+    const asked = await state(owner);
+    assert.equal(asked.statusCode, 200);
+    assert.deepEqual(asked.json(), {
+      line: 'Stopped (asked to run)',
+      settling: true,
+      actions: { start: false, stop: true, restart: false },
+    });
+    await runtimeSets(id, 'running', 'running');
+    assert.deepEqual((await state(owner)).json(), {
+      line: 'Running',
+      settling: false,
+      actions: { start: false, stop: true, restart: true },
+    });
+
+    const script = await ctx.testApp.app.inject({ method: 'GET', url: '/static/agent-state.js' });
+    assert.equal(script.statusCode, 200);
+    assert.match(String(script.headers['content-type']), /javascript/);
+
+    const stranger = await signUp(ctx.testApp.app, ctx.db, {
+      username: 'stranger-state',
+      email: 'stranger-state@example.com',
+    });
+    const foreign = await state(stranger);
+    assert.equal(foreign.statusCode, 404, 'TEN-4: another tenant’s agent');
+    assert.doesNotMatch(foreign.body, /Running/);
+    assert.equal((await state(owner, randomUUID())).statusCode, 404);
+    const malformed = await state(owner, 'not-a-uuid');
+    assert.equal(malformed.statusCode, 400, 'as the JSON API answers a malformed id');
+    assert.match(String(malformed.headers['content-type']), /^application\/problem\+json/);
+    assert.deepEqual(
+      malformed.json().errors.map((error: { field: string }) => error.field),
+      ['id'],
+    );
+  });
+
+  test('AGT-4: a DNS failure in the egress log reads as a failure, a destination the policy refuses as refused', async () => {
+    const id = await onboard(owner, { template: 'echo', handle: 'echo-egress' });
+    await ctx.db.superuser`
+      insert into egress_connections
+        (tenant_id, agent_id, host, port, method, allowed, reason, bytes_out, bytes_in, duration_ms, started_at)
+      select tenant_id, id, r.host, 443, 'CONNECT', r.allowed, r.reason, 0, 0, 5, now()
+      from agents, (values
+        ('slow.example', false, 'DNS timeout (no answer within 5 s)'),
+        ('nowhere.example', false, 'DNS lookup failed (ENOTFOUND)'),
+        ('metadata.example', false, 'resolves to a cloud metadata address'),
+        ('fine.example', true, null)) as r(host, allowed, reason)
+      where agents.id = ${id}::uuid`;
+    const text = textOf((await get(owner, `${AGENTS}/${id}`)).body);
+    assert.match(text, /slow\.example:443 CONNECT failed: DNS timeout \(no answer within 5 s\)/);
+    assert.match(text, /nowhere\.example:443 CONNECT failed: DNS lookup failed \(ENOTFOUND\)/);
+    assert.match(text, /metadata\.example:443 CONNECT refused \(resolves to a cloud metadata address\)/);
+    assert.match(text, /fine\.example:443 CONNECT allowed /);
+    assert.doesNotMatch(text, /refused \(DNS/);
+  });
+});

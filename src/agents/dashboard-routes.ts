@@ -22,7 +22,7 @@ import {
 } from '../web/agent-pages.ts';
 import { notFoundPage } from '../web/dashboard-pages.ts';
 import { bodyText, type FormProblem, formProblem, sendPage } from '../web/forms.ts';
-import { instanceSection } from '../web/instance-section.ts';
+import { instanceSection, instanceStateJson, stateLine } from '../web/instance-section.ts';
 import { listEgressRecords } from './egress/records.ts';
 import { AgentsError } from './errors.ts';
 import { type InstancesService, instanceUrl } from './runtime/instances.ts';
@@ -87,6 +87,15 @@ const CredentialBody = Type.Object(
 );
 const CredentialParams = Type.Object(
   { id: Type.String({ format: 'uuid' }), name: Type.String({ pattern: CREDENTIAL_NAME }) },
+  form,
+);
+/** What agent-state.js reads: the state line and which buttons make sense. */
+const InstanceStateBody = Type.Object(
+  {
+    line: Type.String(),
+    settling: Type.Boolean(),
+    actions: Type.Object({ start: Type.Boolean(), stop: Type.Boolean(), restart: Type.Boolean() }),
+  },
   form,
 );
 const NewAgentQuery = Type.Object({ template: Type.Optional(str(100)) }, form);
@@ -231,13 +240,24 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
     });
   }
 
+  // The state line and the actions that make sense, for agent-state.js; an unknown id is a 404 problem.
+  app.get(
+    '/dashboard/agents/:id/state',
+    { config: user, schema: { ...hide, params: IdParams, response: { 200: InstanceStateBody } } },
+    (request) =>
+      request.withTenant(async (tx) => instanceStateJson(await instances.view(tx, request.params.id))),
+  );
+
   app.get('/dashboard/agents', page, async (request, reply) => {
-    const list = await request.withTenant((tx) => agents.list(tx));
+    const [list, states] = await request.withTenant((tx) =>
+      Promise.all([agents.list(tx), instances.statesByAgent(tx)]),
+    );
     return sendPage(
       reply,
       200,
       agentsListPage(await frameFor(request), {
         agents: list,
+        stateOf: (id) => stateLine(states.get(id)),
         templateName: (id) => templates.get(id)?.name ?? id,
         notice: agentNoticeFrom(request.query),
       }),

@@ -55,6 +55,8 @@ export interface EventPage {
   readonly limit: number;
   /** Only events with exactly this action. */
   readonly action?: string | undefined;
+  /** Skip events with exactly this action (the page folds system.service_query). */
+  readonly without?: string | undefined;
 }
 
 /**
@@ -65,16 +67,19 @@ export async function listAuditEvents(tx: TenantSql, page: EventPage): Promise<S
   const limit = page.limit;
   if (!Number.isSafeInteger(limit) || limit < 1) throw new Error('listAuditEvents needs a positive limit');
   const action = page.action ?? null;
+  const without = page.without ?? null;
   const rows =
     page.after !== undefined
       ? await tx<EventRow[]>`
           select ${tx.unsafe(EVENT_COLUMNS)} from audit_events
           where seq > ${page.after} and (${action}::text is null or action = ${action}::text)
+            and (${without}::text is null or action <> ${without}::text)
           order by seq limit ${limit}`
       : await tx<EventRow[]>`
           select ${tx.unsafe(EVENT_COLUMNS)} from audit_events
           where (${page.before ?? null}::bigint is null or seq < ${page.before ?? null}::bigint)
             and (${action}::text is null or action = ${action}::text)
+            and (${without}::text is null or action <> ${without}::text)
           order by seq desc limit ${limit}`;
   return rows.map(fromRow);
 }
@@ -82,15 +87,28 @@ export async function listAuditEvents(tx: TenantSql, page: EventPage): Promise<S
 /** Whether the bound tenant has events with seq in the open interval (from, to), for paging links. */
 export async function hasAuditEventsBetween(
   tx: TenantSql,
-  range: { from: number; to: number | null; action?: string | undefined },
+  range: { from: number; to: number | null; action?: string | undefined; without?: string | undefined },
 ): Promise<boolean> {
   const action = range.action ?? null;
+  const without = range.without ?? null;
   const [row] = await tx<{ found: boolean }[]>`
     select exists (
       select 1 from audit_events
       where seq > ${range.from} and (${range.to}::bigint is null or seq < ${range.to}::bigint)
-        and (${action}::text is null or action = ${action}::text)) as found`;
+        and (${action}::text is null or action = ${action}::text)
+        and (${without}::text is null or action <> ${without}::text)) as found`;
   return row?.found === true;
+}
+
+/** How many events with `action` lie in seq from..to, both included. */
+export async function countAuditEventsBetween(
+  tx: TenantSql,
+  range: { from: number; to: number; action: string },
+): Promise<number> {
+  const [row] = await tx<{ count: number }[]>`
+    select count(*)::int4 as count from audit_events
+    where seq between ${range.from} and ${range.to} and action = ${range.action}::text`;
+  return row?.count ?? 0;
 }
 
 /** The distinct actions in the bound tenant's log, for the page's filter. */

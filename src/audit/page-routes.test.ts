@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { describe, test } from 'node:test';
 import { createAccount, type TestAccount } from '../../test/helpers/accounts.ts';
+import { insertAgent } from '../../test/helpers/agents.ts';
 import { useTestApp } from '../../test/helpers/app.ts';
 import { tempAuditSetup } from '../../test/helpers/audit.ts';
 import { getPage, textOf } from '../../test/helpers/pages.ts';
-import { withTenant } from '../db/tenant.ts';
+import { SERVICE_QUERY_ACTION, withTenant } from '../db/tenant.ts';
 import { createLogger } from '../logger.ts';
 import { AUDIT_PAGE_SIZE } from '../web/audit-page.ts';
 import { appendAuditEvent } from './append.ts';
@@ -74,7 +76,8 @@ describe('/dashboard/audit', () => {
       textOf(body),
       new RegExp(`Chain status: head seq ${headSeq} ?, hash ${head.hash.slice(0, 16)}…`),
     );
-    assert.match(body, /<a href="\/api\/v1\/audit\/export" download>/);
+    assert.match(body, /<a href="\/api\/v1\/audit\/bundle" download>Download the whole log<\/a>/);
+    assert.doesNotMatch(body, /\/api\/v1\/audit\/export/, 'one export: the bundle enclave-verify checks');
     assert.match(body, /<nav>.*<a href="\/dashboard\/audit">Audit<\/a>/s);
     const dashboard = await auditPage('/dashboard');
     assert.match(dashboard.body, /<a href="\/dashboard\/audit">Audit log<\/a>/);
@@ -206,5 +209,133 @@ describe('/dashboard/audit and checkpoints', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('/dashboard/audit: names, details and service queries', () => {
+  let reader: TestAccount;
+  let agentId = '';
+  /** The reader's events that are not service queries, newest first. */
+  let plain: number[] = [];
+  let serviceQueries: number[] = [];
+
+  ctx.before(async () => {
+    reader = await createAccount(ctx.db, ctx.testApp);
+    const tenant = reader.user.tenant_id;
+    agentId = await insertAgent(ctx.db.app, tenant, 'audit-names');
+    await withTenant(ctx.db.app, tenant, async (tx) => {
+      const named = await appendAuditEvent(tx, tenant, {
+        actor: `user:${reader.user.id}`,
+        action: 'test.named',
+        target: `agent:${agentId}`,
+        data: { reason: 'a reason <b>', count: 3, nested: { a: [1, 2] } },
+      });
+      const foreign = await appendAuditEvent(tx, tenant, {
+        actor: `user:${other.user.id}`,
+        action: 'test.foreign',
+        target: `agent:${randomUUID()}`,
+        data: {},
+      });
+      plain.push(named.seq, foreign.seq);
+      // 60 service queries among 60 more events: more than a page of each.
+      for (let n = 0; n < 120; n += 1) {
+        const service = n % 2 === 0;
+        const { seq } = await appendAuditEvent(tx, tenant, {
+          actor: 'system',
+          action: service ? SERVICE_QUERY_ACTION : 'test.padding',
+          target: null,
+          data: service ? { reason: 'a test read' } : { n },
+        });
+        (service ? serviceQueries : plain).push(seq);
+      }
+    });
+    const all = (
+      await ctx.db.superuser<{ seq: string; action: string }[]>`
+        select seq, action from audit_events where tenant_id = ${tenant}::uuid order by seq desc`
+    ).map((row) => ({ seq: Number(row.seq), action: row.action }));
+    plain = all.filter((event) => event.action !== SERVICE_QUERY_ACTION).map((event) => event.seq);
+    serviceQueries = all.filter((event) => event.action === SERVICE_QUERY_ACTION).map((event) => event.seq);
+  });
+
+  /** Every page from the first, following Older links: each page's seqs. */
+  async function walk(url: string): Promise<number[][]> {
+    const pages: number[][] = [];
+    let next: string | undefined = url;
+    while (next !== undefined) {
+      const shown = await auditPage(next, reader);
+      assert.equal(shown.status, 200, next);
+      pages.push(seqs(shown.body));
+      next = link(shown.body, 'next');
+    }
+    return pages;
+  }
+
+  test('AUD-6: users and agents appear by name, looked up in the reader’s tenant only; details are a definition list', async () => {
+    const { body } = await auditPage('/dashboard/audit?action=test.named', reader);
+    assert.match(
+      body,
+      new RegExp(
+        `<span class="ref" title="user:${reader.user.id}">user <strong>${reader.user.username}</strong></span>`,
+      ),
+    );
+    assert.match(
+      body,
+      new RegExp(`<span class="ref" title="agent:${agentId}">agent <strong>audit-names test</strong></span>`),
+    );
+    assert.match(
+      body,
+      /<dl class="details"><dt>count<\/dt><dd>3<\/dd><dt>nested<\/dt><dd><code>\{&quot;a&quot;:\[1,2\]\}<\/code><\/dd><dt>reason<\/dt><dd>a reason &lt;b&gt;<\/dd><\/dl>/,
+    );
+    // Another tenant's user and an agent that does not exist are shown as recorded, never by name.
+    const foreign = await auditPage('/dashboard/audit?action=test.foreign', reader);
+    assert.match(foreign.body, new RegExp(`<code>user:${other.user.id}</code>`));
+    assert.doesNotMatch(foreign.body, new RegExp(other.user.username));
+    assert.match(foreign.body, /<code>agent:[0-9a-f-]{36}<\/code>/);
+  });
+
+  test('AUD-6: service queries are folded by default behind a link; pages stay full and walk the whole log', async () => {
+    const first = await auditPage('/dashboard/audit', reader);
+    assert.match(
+      textOf(first.body),
+      /Service queries \( system\.service_query : .*\) are folded\. \d+ of them are among the events on this page\. Show service queries/,
+    );
+    assert.doesNotMatch(first.body, /<td><code>system\.service_query<\/code><\/td>/);
+    const folded = await walk('/dashboard/audit');
+    for (const shown of folded.slice(0, -1))
+      assert.equal(shown.length, AUDIT_PAGE_SIZE, 'no page short of a full one but the last');
+    assert.ok((folded.at(-1)?.length ?? 0) > 0, 'no empty last page');
+    assert.deepEqual(folded.flat(), plain);
+
+    const toggle = /<a href="([^"]+)">Show service queries<\/a>/
+      .exec(first.body)?.[1]
+      ?.replaceAll('&amp;', '&');
+    assert.equal(toggle, '/dashboard/audit?service_queries=shown');
+    const shownPage = await auditPage(toggle, reader);
+    assert.match(shownPage.body, /<td><code>system\.service_query<\/code><\/td>/);
+    assert.match(shownPage.body, /<a href="\/dashboard\/audit">Fold them<\/a>/);
+    assert.match(
+      link(shownPage.body, 'next') ?? '',
+      /^\/dashboard\/audit\?before=\d+&service_queries=shown$/,
+    );
+    const everything = await walk(toggle);
+    assert.deepEqual(
+      everything.flat(),
+      [...plain, ...serviceQueries].sort((a, b) => b - a),
+    );
+
+    // Choosing the action in the filter shows them too, without the toggle.
+    const chosen = await auditPage(`/dashboard/audit?action=${SERVICE_QUERY_ACTION}`, reader);
+    assert.deepEqual(seqs(chosen.body), serviceQueries.slice(0, AUDIT_PAGE_SIZE));
+    assert.doesNotMatch(chosen.body, /Show service queries|Fold them/);
+    // Newer from an older folded page comes back without them.
+    const older = link(first.body, 'next') ?? '';
+    const back = link((await auditPage(older, reader)).body, 'prev') ?? '';
+    assert.deepEqual(seqs((await auditPage(back, reader)).body), plain.slice(0, AUDIT_PAGE_SIZE));
+  });
+
+  test('AUD-6: an unknown fold value is a 400 page', async () => {
+    const response = await auditPage('/dashboard/audit?service_queries=yes', reader);
+    assert.equal(response.status, 400);
+    assert.match(response.body, /That page of the audit log does not exist\./);
   });
 });

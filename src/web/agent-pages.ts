@@ -101,7 +101,13 @@ const onOff = (on: boolean): string => (on ? 'on' : 'off');
 
 export function agentsListPage(
   frame: Frame,
-  input: { agents: readonly Agent[]; templateName: (id: string) => string; notice?: string | undefined },
+  input: {
+    agents: readonly Agent[];
+    templateName: (id: string) => string;
+    /** The agent's instance state as one line. */
+    stateOf: (id: string) => string;
+    notice?: string | undefined;
+  },
 ): string {
   return page(
     'Agents',
@@ -111,9 +117,9 @@ ${noticeBox(input.notice)}
 ${
   input.agents.length === 0
     ? html`<p class="muted">No agents yet.</p>`
-    : html`<table><thead><tr><th>Name</th><th>Handle</th><th>Template</th><th>Support access</th><th>Created</th></tr></thead><tbody>${input.agents.map(
+    : html`<table><thead><tr><th>Name</th><th>Handle</th><th>Template</th><th>State</th><th>Support access</th><th>Created</th></tr></thead><tbody>${input.agents.map(
         (agent) => html`<tr><td><a href="/dashboard/agents/${agent.id}">${agent.name}</a></td>
-<td><code>${agent.handle}</code></td><td>${input.templateName(agent.template)}</td>
+<td><code>${agent.handle}</code></td><td>${input.templateName(agent.template)}</td><td>${input.stateOf(agent.id)}</td>
 <td>${onOff(agent.support_access)}</td><td>${time(agent.created_at)}</td></tr>`,
       )}</tbody></table>`
 }`,

@@ -1,11 +1,20 @@
-import type { EgressConnectionRow } from '../agents/egress/records.ts';
-import type { InstanceView } from '../agents/runtime/instances.ts';
+import { type EgressConnectionRow, egressOutcome } from '../agents/egress/records.ts';
+import {
+  type InstanceAction,
+  type InstanceStates,
+  type InstanceView,
+  instanceActions,
+  instanceSettling,
+} from '../agents/runtime/instances.ts';
 import { time } from './dashboard-pages.ts';
 import { type Html, html } from './html.ts';
 
 // The running half of the agent page (AGT-3…AGT-6): the instance's state and
 // address (shown to its owner only), start / stop / restart, the last lines of
 // its output, its recent outbound connections and support sessions.
+// While a start or stop is under way, agent-state.js polls the state as JSON
+// and updates the state line and buttons in place; without JavaScript, a
+// Refresh link does the same by hand.
 
 export interface SupportSessionRow {
   readonly operator: string;
@@ -37,8 +46,32 @@ function bytes(n: number): string {
   return `${(n / 1024 / 1024).toFixed(1)} MiB`;
 }
 
-function action(agentId: string, name: 'start' | 'stop' | 'restart', label: string): Html {
-  return html`<form method="post" action="/dashboard/agents/${agentId}/${name}" class="inline"><button type="submit">${label}</button></form>`;
+/** The state as one line: `Stopped (asked to run)`. */
+export function stateLine(view: InstanceStates): string {
+  const state = view?.state ?? 'stopped';
+  const wants = view?.desired_state ?? 'stopped';
+  const asked =
+    wants === 'running' && state !== 'running'
+      ? ' (asked to run)'
+      : wants === 'stopped' && state === 'running'
+        ? ' (asked to stop)'
+        : '';
+  return `${STATE_TEXT[state]}${asked}`;
+}
+
+/** What agent-state.js reads from GET /dashboard/agents/:id/state. */
+export function instanceStateJson(view: InstanceStates) {
+  return { line: stateLine(view), settling: instanceSettling(view), actions: instanceActions(view) };
+}
+
+function action(agentId: string, name: InstanceAction, label: string, enabled: boolean): Html {
+  return html`<form method="post" action="/dashboard/agents/${agentId}/${name}" class="inline"><button type="submit" data-action="${name}"${enabled ? '' : html` disabled`}>${label}</button></form>`;
+}
+
+function outcomeCell(row: EgressConnectionRow): Html {
+  const outcome = egressOutcome(row);
+  if (outcome === 'failed') return html`<span class="warning">failed: ${row.reason ?? ''}</span>`;
+  return html`${outcome === 'allowed' ? 'allowed' : html`<span class="warning">refused</span>`}${row.reason === null ? '' : html` <span class="help">(${row.reason})</span>`}`;
 }
 
 function egressRows(rows: readonly EgressConnectionRow[]): Html {
@@ -48,7 +81,7 @@ function egressRows(rows: readonly EgressConnectionRow[]): Html {
     (
       row,
     ) => html`<tr><td>${time(row.started_at)}</td><td><code>${row.host}:${String(row.port)}</code></td><td>${row.method}</td>
-<td>${row.allowed ? 'allowed' : html`<span class="warning">refused</span>`}${row.reason === null ? '' : html` <span class="help">(${row.reason})</span>`}</td>
+<td>${outcomeCell(row)}</td>
 <td>${bytes(row.bytes_out)}</td><td>${bytes(row.bytes_in)}</td><td>${String(row.duration_ms)} ms</td></tr>`,
   )}</tbody></table>`;
 }
@@ -64,17 +97,20 @@ function sessionRows(rows: readonly SupportSessionRow[]): Html {
 
 export function instanceSection(input: InstanceSectionInput): Html {
   const { agentId, instance } = input;
-  const state = instance?.state ?? 'stopped';
-  const wants = instance?.desired_state ?? 'stopped';
+  const enabled = instanceActions(instance);
+  const settling = instanceSettling(instance);
   return html`<h2>Instance</h2>
+<div id="instance-state" data-state-url="/dashboard/agents/${agentId}/state"${settling ? html` data-settling` : ''}>
 <dl class="facts">
-<dt>State</dt><dd>${STATE_TEXT[state]}${wants === 'running' && state !== 'running' ? html` <span class="help">(asked to run)</span>` : ''}${wants === 'stopped' && state === 'running' ? html` <span class="help">(asked to stop)</span>` : ''}</dd>
+<dt>State</dt><dd><span data-state-line>${stateLine(instance)}</span> <a href="/dashboard/agents/${agentId}" data-refresh${settling ? '' : html` hidden`}>Refresh</a></dd>
 ${instance?.reason === null || instance?.reason === undefined ? '' : html`<dt>Reason</dt><dd>${instance.reason}</dd>`}
 ${instance === undefined || instance.crashes === 0 ? '' : html`<dt>Crashes in a row</dt><dd>${String(instance.crashes)}</dd>`}
 <dt>Started</dt><dd>${time(instance?.started_at ?? null)}</dd>
 <dt>Address</dt><dd>${input.url === undefined ? html`<span class="muted">given at its first start</span>` : html`<a href="${input.url}" rel="noreferrer">${input.url}</a> <span class="help">Unguessable and yours alone: share it only with those who should reach the agent.</span>`}</dd>
 </dl>
-<p>${action(agentId, 'start', 'Start')} ${action(agentId, 'stop', 'Stop')} ${action(agentId, 'restart', 'Restart')}</p>
+<p>${action(agentId, 'start', 'Start', enabled.start)} ${action(agentId, 'stop', 'Stop', enabled.stop)} ${action(agentId, 'restart', 'Restart', enabled.restart)}</p>
+</div>
+<script src="/static/agent-state.js" defer></script>
 <h3>Output</h3>
 ${input.logs.length === 0 ? html`<p class="muted">No output yet.</p>` : html`<pre class="log">${input.logs.join('\n')}</pre>`}
 <h3>Outbound connections</h3>

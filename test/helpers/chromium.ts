@@ -1,5 +1,5 @@
 import type { TestContext } from 'node:test';
-import { type Browser, chromium } from 'playwright-core';
+import { type Browser, chromium, type Page } from 'playwright-core';
 import { freePort } from '../../src/free-port.ts';
 import { buildTestApp, type TestApp } from './app.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
@@ -39,4 +39,14 @@ export async function listeningTestApp(
   t.after(() => testApp.app.close());
   await testApp.app.listen({ port, host: '127.0.0.1' });
   return { db, testApp, base: testApp.config.publicUrl };
+}
+
+/** Collects the page's CSP violations and uncaught errors; a test ends by asserting the list is empty. */
+export function pageProblems(page: Page): string[] {
+  const problems: string[] = [];
+  page.on('console', (message) => {
+    if (message.text().includes('Content Security Policy')) problems.push(message.text());
+  });
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  return problems;
 }

@@ -39,6 +39,22 @@ export interface EgressConnectionRow {
   readonly started_at: Date;
 }
 
+/**
+ * How a connection ended, as its owner reads it: allowed; refused by policy
+ * (the allowlist, a private or host address, a malformed request); or failed
+ * on the way (no DNS answer, connection refused upstream, the proxy busy).
+ * Both of the last two are stored as not allowed, so the reasons that
+ * proxy.ts gives for a failure tell them apart.
+ */
+export type EgressOutcome = 'allowed' | 'refused' | 'failed';
+
+const FAILURE_REASON = /^(?:DNS |connect |too many |the egress listener closed)/;
+
+export function egressOutcome(row: Pick<EgressConnectionRow, 'allowed' | 'reason'>): EgressOutcome {
+  if (row.allowed) return 'allowed';
+  return row.reason !== null && FAILURE_REASON.test(row.reason) ? 'failed' : 'refused';
+}
+
 const MAX_HOST = 253;
 const MAX_REASON = 300;
 const MAX_DURATION_MS = 2_147_483_647;

@@ -24,6 +24,34 @@ export interface InstanceView {
 
 export type InstanceAction = 'start' | 'stop' | 'restart';
 
+/** The two states an owner's choices depend on; undefined: never started. */
+export type InstanceStates = Pick<InstanceView, 'state' | 'desired_state'> | undefined;
+
+/**
+ * Whether the instance is on its way between states (the runtime has not yet
+ * done what its owner asked): a page showing it is worth refreshing.
+ */
+export function instanceSettling(view: InstanceStates): boolean {
+  if (view === undefined) return false;
+  if (view.state === 'starting' || view.state === 'stopping') return true;
+  return view.desired_state === 'running' ? view.state === 'stopped' : view.state === 'running';
+}
+
+/**
+ * Which actions make sense now. Start: it is not running or on its way there
+ * (a crashed one gets a fresh restart budget). Stop: it runs or is asked to.
+ * Restart: it runs, or crashed.
+ */
+export function instanceActions(view: InstanceStates): Readonly<Record<InstanceAction, boolean>> {
+  if (view === undefined) return { start: true, stop: false, restart: false };
+  const { state, desired_state: wants } = view;
+  return {
+    start: state === 'crashed' || (wants === 'stopped' && state !== 'running' && state !== 'starting'),
+    stop: wants === 'running' || state === 'running' || state === 'starting',
+    restart: state === 'running' || state === 'crashed',
+  };
+}
+
 /** The instance's address: its subdomain under the agents domain, on the platform's scheme and port. */
 export function instanceUrl(publicUrl: string, agentsDomain: string, subdomain: string): string {
   const base = new URL(publicUrl);
@@ -80,6 +108,15 @@ export function createInstancesService(deps: { templates: TemplateCatalog }) {
       if (!row.has_instance) return undefined;
       const { has_instance, ...view } = row;
       return view;
+    },
+
+    /** Every instance of the tenant's agents, by agent id: one query for the agent list. */
+    async statesByAgent(tx: TenantSql): Promise<Map<string, NonNullable<InstanceStates>>> {
+      const rows = await tx<
+        { agent_id: string; state: InstanceState; desired_state: 'running' | 'stopped' }[]
+      >`
+        select agent_id, state, desired_state from agent_instances`;
+      return new Map(rows.map(({ agent_id, ...states }) => [agent_id, states]));
     },
 
     async supportSessions(tx: TenantSql, agentId: string, limit: number) {
