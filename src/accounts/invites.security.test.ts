@@ -13,6 +13,8 @@ import {
 } from '../../test/helpers/accounts.ts';
 import { useTestApp } from '../../test/helpers/app.ts';
 import { PASSWORD } from '../../test/helpers/pages.ts';
+import { PLATFORM_TENANT } from '../audit/append.ts';
+import { withTenant } from '../db/tenant.ts';
 import { bootstrapOperatorInvite, OPERATOR_INVITE_HOURS } from './invites.ts';
 import type { AccountsService } from './service.ts';
 
@@ -362,5 +364,82 @@ describe('the first operator', () => {
     assert.equal(await bootstrapOperatorInvite(fresh.db.app, undefined), undefined);
     assert.equal(await bootstrapOperatorInvite(fresh.db.app, 'other@example.test'), undefined);
     assert.equal((await operatorInvites()).length, before);
+  });
+});
+
+describe('under row-level security', () => {
+  test('TEN-1: a member invite is seen and changed only bound to its tenant, a signup invite only bound to the platform; unbound, the app role sees none', async () => {
+    const [alice, bob] = [await createAccount(ctx.db, ctx.testApp), await createAccount(ctx.db, ctx.testApp)];
+    const member = await mintInvite(ctx.db, {
+      kind: 'member',
+      email: `${uniqueName()}@example.test`,
+      tenantId: alice.user.tenant_id,
+    });
+    const signupInvite = await mintInvite(ctx.db, { kind: 'tenant', email: `${uniqueName()}@example.test` });
+    const ids = [member.id, signupInvite.id];
+    const seenBy = (tenantId: string) =>
+      withTenant(ctx.db.app, tenantId, async (tx) =>
+        (await tx<{ id: string }[]>`select id from invites where id = any(${ids}::uuid[])`).map((r) => r.id),
+      );
+    assert.deepEqual(await seenBy(alice.user.tenant_id), [member.id]);
+    assert.deepEqual(await seenBy(bob.user.tenant_id), []);
+    assert.deepEqual(await seenBy(PLATFORM_TENANT), [signupInvite.id]);
+    const [unbound] = await ctx.db.app<{ n: number }[]>`select count(*)::int as n from invites`;
+    assert.equal(unbound?.n, 0);
+
+    const revokedByBob = await withTenant(
+      ctx.db.app,
+      bob.user.tenant_id,
+      (tx) => tx`update invites set revoked_at = now() where id = any(${ids}::uuid[])`,
+    );
+    assert.equal(revokedByBob.count, 0);
+    assert.equal((await inviteState(member.id)).revoked_at, null);
+    await assert.rejects(
+      withTenant(
+        ctx.db.app,
+        bob.user.tenant_id,
+        (tx) => tx`
+          insert into invites (kind, tenant_id, email, token_hash, expires_at)
+          values ('member', ${alice.user.tenant_id}::uuid, 'planted@example.test', ${'a'.repeat(64)}, now() + interval '1 day')`,
+      ),
+      /row-level security/,
+    );
+  });
+
+  test('TEN-1, TEN-6: an invite is used only through enclave.invite_redeem: SECURITY DEFINER, owned by enclave_owner, search_path pinned, executable by enclave_app and not PUBLIC, returning only what signup needs', async () => {
+    const [fn] = await ctx.db.superuser<
+      {
+        definer: boolean;
+        owner: string;
+        config: string[] | null;
+        app: boolean;
+        public: boolean;
+        columns: string;
+      }[]
+    >`
+      select p.prosecdef as definer, pg_get_userbyid(p.proowner) as owner, p.proconfig as config,
+             has_function_privilege('enclave_app', p.oid, 'execute') as app,
+             exists (select 1 from aclexplode(p.proacl) a where a.grantee = 0) as public,
+             pg_get_function_result(p.oid) as columns
+      from pg_proc p where p.oid = 'enclave.invite_redeem(text, uuid)'::regprocedure`;
+    assert.ok(fn !== undefined);
+    assert.equal(fn.definer, true);
+    assert.equal(fn.owner, 'enclave_owner');
+    assert.deepEqual(fn.config, ['search_path=enclave, pg_temp']);
+    assert.equal(fn.app, true);
+    assert.equal(fn.public, false);
+    assert.equal(
+      fn.columns,
+      'TABLE(invite_id uuid, invite_kind text, invite_tenant_id uuid, invite_email text, mailed boolean)',
+    );
+
+    // Bound to the tenant it creates, signup still uses a platform invite, and the caller's binding survives.
+    const email = `${uniqueName()}@example.test`;
+    const invite = await mintInvite(ctx.db, { kind: 'tenant', email });
+    const { user } = await signup(invite.token, email);
+    assert.equal((await inviteState(invite.id)).used_at !== null, true);
+    const [usedBy] = await ctx.db.superuser<{ used_by: string }[]>`
+      select used_by from invites where id = ${invite.id}::uuid`;
+    assert.equal(usedBy?.used_by, user.id);
   });
 });
