@@ -19,6 +19,7 @@ import {
   createInvite,
   createMailedInvite,
   findInvite,
+  INVITE_MAIL_ATTEMPTS,
   type Invite,
   listInvites,
   redeemInvite,
@@ -96,7 +97,7 @@ async function addressHasAccount(sql: Sql, email: string): Promise<boolean> {
  */
 async function mailAccountExists(sql: Sql, invite: Invite, email: string): Promise<void> {
   await withTenant(sql, PLATFORM_TENANT, async (tx) => {
-    await enqueueJob(tx, 'send_account_exists_email', { to: email }, { maxAttempts: 10 });
+    await enqueueJob(tx, 'send_account_exists_email', { to: email }, { maxAttempts: INVITE_MAIL_ATTEMPTS });
     await appendAuditEvent(tx, PLATFORM_TENANT, {
       actor: 'anonymous',
       action: 'invite.existing_account_mailed',
