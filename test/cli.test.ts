@@ -15,7 +15,7 @@ import { createRateLimits } from '../src/http/rate-limits.ts';
 import { createLogger } from '../src/logger.ts';
 import { fileMasterKeyProvider } from '../src/vault/master-keys.ts';
 import { createVault } from '../src/vault/service.ts';
-import { testClient } from './helpers/accounts.ts';
+import { createdAccount, testClient } from './helpers/accounts.ts';
 import { createTenant } from './helpers/audit.ts';
 import { createTestDatabase, type TestDatabase, testClusterInfo } from './helpers/database.ts';
 import { runProcess } from './helpers/process.ts';
@@ -304,9 +304,11 @@ describe('enclave invite', () => {
         rateLimits,
         deviceCookies: createDeviceCookies(randomBytes(32).toString('base64url')),
       });
-      const { user } = await accounts.signup(
-        { invite: token, email: 'ada@example.test', username: 'ada', password: 'a long enough password' },
-        testClient(),
+      const { user } = createdAccount(
+        await accounts.signup(
+          { invite: token, email: 'ada@example.test', username: 'ada', password: 'a long enough password' },
+          testClient(),
+        ),
       );
       assert.equal(user.role, 'owner');
       assert.equal(user.is_operator, false);

@@ -43,6 +43,15 @@ describe('RLS gate', () => {
     assert.deepEqual(weak, [], `tenant tables without ENABLE + FORCE RLS: ${weak.join(', ')}`);
   });
 
+  test('TEN-1, TEN-6: enclave.invites is a tenant table like any other: not allowlisted, ENABLE + FORCE RLS, and only its tenant and lookup policies', async () => {
+    assert.equal(Object.hasOwn(GLOBAL_TABLES, 'enclave.invites'), false);
+    const [row] = await db.superuser<{ enabled: boolean; forced: boolean; policies: string[] }[]>`
+      select c.relrowsecurity as enabled, c.relforcerowsecurity as forced,
+             array(select p.polname::text from pg_policy p where p.polrelid = c.oid order by 1) as policies
+      from pg_class c where c.oid = 'enclave.invites'::regclass`;
+    assert.deepEqual(row, { enabled: true, forced: true, policies: ['invites_lookup', 'tenant_isolation'] });
+  });
+
   test('TEN-6: every allowlisted global table exists and says why it is global', async () => {
     const names = Object.keys(GLOBAL_TABLES);
     assert.ok(names.length > 0);
@@ -198,7 +207,7 @@ describe('RLS gate on planted tables', () => {
   test('TEN-6: tables in any schema are checked, and the allowlist excuses a tenant_id column only with a stated reason', () => {
     assert.ok(missingFor('public.stray'), describeTables(report));
     assert.match(missingFor('enclave.worker_heartbeats')?.join('\n') ?? '', /allowlisted/);
-    assert.equal(missingFor('enclave.invites'), undefined, describeTables(report));
+    assert.equal(missingFor('enclave.checkpoint_leaves'), undefined, describeTables(report));
     // The untouched allowlisted tables stay excused.
     assert.equal(missingFor('enclave.schema_migrations'), undefined);
     assert.equal(missingFor('graphile_worker._private_jobs'), undefined);

@@ -213,6 +213,7 @@ describe('secret canary', () => {
     const shownToken = /enc_live_[0-9A-Za-z]{43}/.exec(dashboardToken.body)?.[0];
     assert.ok(shownToken !== undefined, 'the dashboard shows the new token once');
     handsOut(shownToken);
+    const inviteMailed = worker.next('send_invite_email');
     const memberInvite = await send('member invite', {
       method: 'POST',
       url: '/api/v1/invites',
@@ -220,9 +221,13 @@ describe('secret canary', () => {
       json: { email: `member-${email}`, kind: 'member' },
     });
     assert.equal(memberInvite.statusCode, 201, memberInvite.body);
-    const inviteToken = /enc_inv_[0-9A-Za-z]{43}/.exec(memberInvite.body)?.[0];
+    assert.equal(await inviteMailed, null);
+    // A member invite's link is in its mail only (ACC-1).
+    const [inviteMail] = await ctx.db.superuser<{ body: string }[]>`
+      select body from dev_outbox where to_address = ${`member-${email}`} order by created_at desc limit 1`;
+    const inviteToken = /enc_inv_[0-9A-Za-z]{43}/.exec(inviteMail?.body ?? '')?.[0];
     assert.ok(inviteToken !== undefined);
-    handsOut(inviteToken);
+    minted.push(inviteToken);
     const joined = await send('member signup', {
       method: 'POST',
       url: '/signup',
@@ -378,8 +383,12 @@ describe('secret canary', () => {
       for (const form of encodings(secret)) {
         for (const place of places) {
           if (place.hands.includes(secret)) continue;
-          // The dev outbox holds the recovery mail by design (development only): its link is the mail.
-          if (secret === link.token && place.text.startsWith('enclave.dev_outbox')) continue;
+          // The dev outbox holds the recovery and invite mails by design (development only): their links are the mail.
+          if (
+            (secret === link.token || secret === inviteToken) &&
+            place.text.startsWith('enclave.dev_outbox')
+          )
+            continue;
           if (place.text.includes(form))
             hits.push(`${place.label}: ${secret.slice(0, 14)}… as ${form.slice(0, 12)}…`);
         }

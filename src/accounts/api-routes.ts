@@ -211,7 +211,7 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
       config: auth,
       schema: {
         summary:
-          'Invite a member into this tenant (owners), or a new tenant (operators); the link is in this response only',
+          'Invite a member into this tenant (owners): the link is mailed to the address and never shown. Or invite a new tenant (operators): the link is in this response only',
         tags: ['invites'],
         body: Type.Object(
           {
@@ -221,7 +221,10 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
           },
           { additionalProperties: false },
         ),
-        response: { 201: Type.Object({ link: Type.String(), ...InviteListing.properties }), ...errors },
+        response: {
+          201: Type.Object({ link: Type.Optional(Type.String()), ...InviteListing.properties }),
+          ...errors,
+        },
       },
     },
     async (request, reply) => {
@@ -235,7 +238,8 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
             : new Date(expires_at),
       });
       reply.header('cache-control', 'no-store');
-      return reply.status(201).send({ link: inviteLink(deps.publicUrl, created.token), ...created.invite });
+      const link = created.token === undefined ? {} : { link: inviteLink(deps.publicUrl, created.token) };
+      return reply.status(201).send({ ...link, ...created.invite });
     },
   );
 

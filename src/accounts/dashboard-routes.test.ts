@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
+import { mailedInviteToken } from '../../test/helpers/accounts.ts';
 import { useTestApp } from '../../test/helpers/app.ts';
 import {
   getPage,
@@ -8,6 +9,7 @@ import {
   type SignedUp,
   sessionCookie,
   signUp,
+  textOf,
 } from '../../test/helpers/pages.ts';
 
 // The signed-in pages: API tokens minted, shown once and revoked (ACC-10);
@@ -206,7 +208,7 @@ describe('profile', () => {
 });
 
 describe('invites page', () => {
-  test('ACC-1: an owner invites a member from the page; the link is shown once and joins that tenant; members cannot manage invites', async () => {
+  test('ACC-1: an owner invites a member from the page; the invite is mailed, its link is never shown, and it joins that tenant with the address verified; members cannot manage invites', async () => {
     const owner = await signUp(ctx.testApp.app, ctx.db, { username: 'owner1', email: 'owner1@example.com' });
     const form = await getPage(ctx.testApp.app, INVITES, { cookie: owner.cookie });
     assert.equal(form.statusCode, 200);
@@ -221,14 +223,17 @@ describe('invites page', () => {
     );
     assert.equal(created.statusCode, 200);
     assert.equal(created.headers['cache-control'], 'no-store');
-    const link = /http:\/\/127\.0\.0\.1:3000\/signup\?invite=(enc_inv_[0-9A-Za-z]{43})/.exec(created.body);
-    assert.ok(link?.[1] !== undefined, 'the link is on the page');
+    assert.match(textOf(created.body), /Invite mailed to joiner@example\.com/);
+    assert.ok(!created.body.includes('enc_inv_'), 'the link is not on the page');
     const listed = await getPage(ctx.testApp.app, INVITES, { cookie: owner.cookie });
-    assert.ok(!listed.body.includes(link[1]), 'the link is shown once');
     assert.match(listed.body, /joiner@example\.com/);
+    const [invite] = await ctx.db.superuser<{ id: string; tenant_id: string }[]>`
+      select id, tenant_id from invites where email = 'joiner@example.com'`;
+    assert.ok(invite !== undefined);
+    const token = await mailedInviteToken(ctx.db, invite);
 
     const joined = await postForm(ctx.testApp.app, '/signup', {
-      invite: link[1],
+      invite: token,
       email: 'joiner@example.com',
       username: 'joiner',
       password: PASSWORD,
@@ -238,6 +243,10 @@ describe('invites page', () => {
     const dashboard = await getPage(ctx.testApp.app, '/dashboard', member);
     assert.match(dashboard.body, /the tenant <strong>owner1<\/strong>/);
     assert.ok(!dashboard.body.includes(`href="${INVITES}"`), 'members see no Invites link');
+    assert.match(
+      textOf((await getPage(ctx.testApp.app, '/profile', member)).body),
+      /joiner@example\.com \(verified\)/,
+    );
     assert.equal((await getPage(ctx.testApp.app, INVITES, member)).statusCode, 403);
     const refused = await postForm(
       ctx.testApp.app,

@@ -212,7 +212,10 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
       });
       reply.header('cache-control', 'no-store');
       return invites(request, reply, 200, {
-        created: { link: inviteLink(deps.publicUrl, created.token), email: created.invite.email },
+        created: {
+          link: created.token === undefined ? undefined : inviteLink(deps.publicUrl, created.token),
+          email: created.invite.email,
+        },
       });
     } catch (error) {
       const shown = shownError(reply, error);
@@ -296,6 +299,16 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
       return profile(request, reply, shown.status, { errors: { password: formErrors(shown) } });
     }
     return reply.redirect('/profile?notice=password-changed', 303);
+  });
+
+  app.post('/profile/email/verify', { config: user, schema: hide }, async (request, reply) => {
+    try {
+      await links.requestVerification(signedIn(request));
+    } catch (error) {
+      const shown = shownError(reply, error);
+      return profile(request, reply, shown.status, { errors: { verify: formErrors(shown) } });
+    }
+    return reply.redirect('/profile?notice=verification-sent', 303);
   });
 
   app.post('/profile/email', action(EmailBody), async (request, reply) => {

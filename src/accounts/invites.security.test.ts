@@ -3,6 +3,8 @@ import { createHash, randomUUID } from 'node:crypto';
 import { before, describe, test } from 'node:test';
 import {
   createAccount,
+  createdAccount,
+  mailedInviteToken,
   mintInvite,
   type TestAccount,
   testAccountsService,
@@ -11,6 +13,8 @@ import {
 } from '../../test/helpers/accounts.ts';
 import { useTestApp } from '../../test/helpers/app.ts';
 import { PASSWORD } from '../../test/helpers/pages.ts';
+import { PLATFORM_TENANT } from '../audit/append.ts';
+import { withTenant } from '../db/tenant.ts';
 import { bootstrapOperatorInvite, OPERATOR_INVITE_HOURS } from './invites.ts';
 import type { AccountsService } from './service.ts';
 
@@ -34,8 +38,8 @@ async function userCount(where: { email?: string; username?: string } = {}): Pro
   return row?.n ?? 0;
 }
 
-function signup(invite: string, email: string, username = uniqueName()) {
-  return accounts.signup({ invite, email, username, password: PASSWORD }, testClient());
+async function signup(invite: string, email: string, username = uniqueName()) {
+  return createdAccount(await accounts.signup({ invite, email, username, password: PASSWORD }, testClient()));
 }
 
 async function inviteState(id: string): Promise<{ used_at: Date | null; revoked_at: Date | null }> {
@@ -61,7 +65,6 @@ describe('single use', () => {
     const { user } = await signup(invite.token, email);
     assert.equal(user.email, email);
     assert.equal(user.role, 'owner');
-    assert.equal(user.email_verified, true, 'the invite proved the address');
     assert.ok((await inviteState(invite.id)).used_at !== null);
     await assert.rejects(signup(invite.token, email), isCode('invite_invalid', 'invite'));
     assert.equal(await userCount({ email }), 1);
@@ -246,7 +249,7 @@ describe('revoking through the API', () => {
     assert.equal((await revoke(operator, randomUUID())).statusCode, 404);
   });
 
-  test('ACC-1: invites created through the API are bound, expire, and are listed without their token', async () => {
+  test('ACC-1: member invites created through the API are bound, expire, are mailed (the link is in no response) and are listed without their token', async () => {
     const email = `${uniqueName()}@example.test`;
     const response = await ctx.testApp.app.inject({
       method: 'POST',
@@ -258,14 +261,15 @@ describe('revoking through the API', () => {
     assert.equal(response.headers['cache-control'], 'no-store');
     const created = response.json<{
       id: string;
-      link: string;
+      link?: string;
       email: string;
       kind: string;
       expires_at: string;
     }>();
     assert.equal(created.email, email);
     assert.equal(created.kind, 'member');
-    const token = new URL(created.link).searchParams.get('invite') ?? '';
+    assert.equal(created.link, undefined, 'a member invite is mailed, never shown');
+    const token = await mailedInviteToken(ctx.db, { id: created.id, tenant_id: owner.user.tenant_id });
     assert.match(token, /^enc_inv_/);
     const days = (new Date(created.expires_at).getTime() - Date.now()) / 86400_000;
     assert.ok(days > 6.9 && days <= 7, `expires in 7 days, got ${days}`);
@@ -347,15 +351,95 @@ describe('the first operator', () => {
     const last = await bootstrapOperatorInvite(fresh.db.app, undefined);
     assert.ok(last !== undefined);
     const freshAccounts = testAccountsService(fresh.db, fresh.testApp);
-    const { user } = await freshAccounts.signup(
-      { invite: last.token, email: 'root@example.test', username: 'root', password: PASSWORD },
-      testClient(),
+    const { user } = createdAccount(
+      await freshAccounts.signup(
+        { invite: last.token, email: 'root@example.test', username: 'root', password: PASSWORD },
+        testClient(),
+      ),
     );
     assert.equal(user.is_operator, true);
+    assert.equal(user.email_verified, false, 'the console showed the link: it proves no address');
     assert.equal(user.role, 'owner');
     const before = (await operatorInvites()).length;
     assert.equal(await bootstrapOperatorInvite(fresh.db.app, undefined), undefined);
     assert.equal(await bootstrapOperatorInvite(fresh.db.app, 'other@example.test'), undefined);
     assert.equal((await operatorInvites()).length, before);
+  });
+});
+
+describe('under row-level security', () => {
+  test('TEN-1: a member invite is seen and changed only bound to its tenant, a signup invite only bound to the platform; unbound, the app role sees none', async () => {
+    const [alice, bob] = [await createAccount(ctx.db, ctx.testApp), await createAccount(ctx.db, ctx.testApp)];
+    const member = await mintInvite(ctx.db, {
+      kind: 'member',
+      email: `${uniqueName()}@example.test`,
+      tenantId: alice.user.tenant_id,
+    });
+    const signupInvite = await mintInvite(ctx.db, { kind: 'tenant', email: `${uniqueName()}@example.test` });
+    const ids = [member.id, signupInvite.id];
+    const seenBy = (tenantId: string) =>
+      withTenant(ctx.db.app, tenantId, async (tx) =>
+        (await tx<{ id: string }[]>`select id from invites where id = any(${ids}::uuid[])`).map((r) => r.id),
+      );
+    assert.deepEqual(await seenBy(alice.user.tenant_id), [member.id]);
+    assert.deepEqual(await seenBy(bob.user.tenant_id), []);
+    assert.deepEqual(await seenBy(PLATFORM_TENANT), [signupInvite.id]);
+    const [unbound] = await ctx.db.app<{ n: number }[]>`select count(*)::int as n from invites`;
+    assert.equal(unbound?.n, 0);
+
+    const revokedByBob = await withTenant(
+      ctx.db.app,
+      bob.user.tenant_id,
+      (tx) => tx`update invites set revoked_at = now() where id = any(${ids}::uuid[])`,
+    );
+    assert.equal(revokedByBob.count, 0);
+    assert.equal((await inviteState(member.id)).revoked_at, null);
+    await assert.rejects(
+      withTenant(
+        ctx.db.app,
+        bob.user.tenant_id,
+        (tx) => tx`
+          insert into invites (kind, tenant_id, email, token_hash, expires_at)
+          values ('member', ${alice.user.tenant_id}::uuid, 'planted@example.test', ${'a'.repeat(64)}, now() + interval '1 day')`,
+      ),
+      /row-level security/,
+    );
+  });
+
+  test('TEN-1, TEN-6: an invite is used only through enclave.invite_redeem: SECURITY DEFINER, owned by enclave_owner, search_path pinned, executable by enclave_app and not PUBLIC, returning only what signup needs', async () => {
+    const [fn] = await ctx.db.superuser<
+      {
+        definer: boolean;
+        owner: string;
+        config: string[] | null;
+        app: boolean;
+        public: boolean;
+        columns: string;
+      }[]
+    >`
+      select p.prosecdef as definer, pg_get_userbyid(p.proowner) as owner, p.proconfig as config,
+             has_function_privilege('enclave_app', p.oid, 'execute') as app,
+             exists (select 1 from aclexplode(p.proacl) a where a.grantee = 0) as public,
+             pg_get_function_result(p.oid) as columns
+      from pg_proc p where p.oid = 'enclave.invite_redeem(text, uuid)'::regprocedure`;
+    assert.ok(fn !== undefined);
+    assert.equal(fn.definer, true);
+    assert.equal(fn.owner, 'enclave_owner');
+    assert.deepEqual(fn.config, ['search_path=enclave, pg_temp']);
+    assert.equal(fn.app, true);
+    assert.equal(fn.public, false);
+    assert.equal(
+      fn.columns,
+      'TABLE(invite_id uuid, invite_kind text, invite_tenant_id uuid, invite_email text, mailed boolean)',
+    );
+
+    // Bound to the tenant it creates, signup still uses a platform invite, and the caller's binding survives.
+    const email = `${uniqueName()}@example.test`;
+    const invite = await mintInvite(ctx.db, { kind: 'tenant', email });
+    const { user } = await signup(invite.token, email);
+    assert.equal((await inviteState(invite.id)).used_at !== null, true);
+    const [usedBy] = await ctx.db.superuser<{ used_by: string }[]>`
+      select used_by from invites where id = ${invite.id}::uuid`;
+    assert.equal(usedBy?.used_by, user.id);
   });
 });

@@ -1,12 +1,24 @@
-import type { Sql, TransactionSql } from 'postgres';
-import { appendAuditEvent, appendPlatformAuditEvent, PLATFORM_TENANT } from '../audit/append.ts';
-import { type TenantSql, withTenant } from '../db/tenant.ts';
+import type { Sql } from 'postgres';
+import { appendAuditEvent, PLATFORM_TENANT } from '../audit/append.ts';
+import { withLookup } from '../db/lookup.ts';
+import { isUuid, serviceQuery, type TenantSql, withTenant } from '../db/tenant.ts';
+import { enqueueJob } from '../jobs/queue.ts';
 import { hashToken, mintToken } from '../tokens.ts';
 
 // ACC-1: invites are admin-issued, single-use, bound to one email address
 // (except the first operator's, which exists only on the console of whoever
 // started the server), expire, are revocable, and are stored only as hashes.
-// The table is global: an invite is redeemed before its tenant exists.
+//
+// TEN-1, TEN-6: the table is under row-level security (0009). A member invite
+// belongs to its tenant; signup and operator invites, which create their
+// tenant, to the platform. Someone holding a link sees its row through the
+// invites_lookup policy, and uses it only through enclave.invite_redeem.
+//
+// ACC-1, email proof: a member invite is mailed by the send_invite_email job,
+// which mints its token, so the token exists only in that mail and redeeming
+// it proves the address. Signup invites are shown to the operator who made
+// them: they prove nothing, and the address stays unverified until a link
+// mailed to it is used.
 //
 // Audit (AUD-1): creating and revoking an invite record `invite.created` /
 // `invite.revoked` in the same transaction as the write: member invites in
@@ -46,34 +58,62 @@ export function inviteChain(invite: { tenant_id: string | null }): string {
   return invite.tenant_id ?? PLATFORM_TENANT;
 }
 
-/** Inserts the row only, in the caller's transaction; see createInvite for the audited action. */
-export async function insertInvite(
-  sql: Sql | TransactionSql,
-  invite: NewInvite,
-): Promise<{ invite: Invite; token: string }> {
-  const minted = mintToken('inv');
-  const [row] = await sql<Invite[]>`
+async function insertRow(tx: TenantSql, invite: NewInvite, tokenHash: string | null): Promise<Invite> {
+  const [row] = await tx<Invite[]>`
     insert into invites (kind, tenant_id, email, token_hash, created_by, expires_at)
-    values (${invite.kind}, ${invite.tenantId}::uuid, ${invite.email}, ${minted.hash.toString('hex')},
+    values (${invite.kind}, ${invite.tenantId}::uuid, ${invite.email}, ${tokenHash},
             ${invite.createdBy}::uuid, ${invite.expiresAt})
-    returning ${sql.unsafe(INVITE_COLUMNS)}`;
+    returning ${tx.unsafe(INVITE_COLUMNS)}`;
   if (row === undefined) throw new Error('insert into invites returned no row');
-  return { invite: row, token: minted.token };
-}
-
-/** The invite a presented token names, whatever its state (the token is attacker-controlled; its hash is compared). */
-export async function findInvite(sql: Sql | TransactionSql, token: string): Promise<Invite | undefined> {
-  const [row] = await sql<Invite[]>`
-    select ${sql.unsafe(INVITE_COLUMNS)} from invites where token_hash = ${hashToken(token).toString('hex')}`;
   return row;
 }
 
-/** Marks a pending invite used; false if another request used, revoked or outlived it first. */
-export async function redeemInvite(tx: TransactionSql, inviteId: string, userId: string): Promise<boolean> {
-  const rows = await tx`
-    update invites set used_at = now(), used_by = ${userId}::uuid
-    where id = ${inviteId}::uuid and used_at is null and revoked_at is null and expires_at > now()`;
-  return rows.count === 1;
+/**
+ * Inserts an invite whose link its maker is shown, in the caller's
+ * transaction, which is bound to the invite's chain (inviteChain); see
+ * createInvite for the audited action.
+ */
+export async function insertInvite(
+  tx: TenantSql,
+  invite: NewInvite,
+): Promise<{ invite: Invite; token: string }> {
+  const minted = mintToken('inv');
+  return { invite: await insertRow(tx, invite, minted.hash.toString('hex')), token: minted.token };
+}
+
+/** The invite a presented token names, whatever its state (the token is attacker-controlled; its hash is compared). */
+export async function findInvite(sql: Sql, token: string): Promise<Invite | undefined> {
+  return withLookup(sql, hashToken(token).toString('hex'), async (tx) => {
+    const [row] = await tx<Invite[]>`
+      select ${tx.unsafe(INVITE_COLUMNS)} from invites where token_hash = enclave.current_lookup()`;
+    return row;
+  });
+}
+
+/** What signup learns from using an invite: enclave.invite_redeem's row. */
+export interface RedeemedInvite {
+  readonly id: string;
+  readonly kind: InviteKind;
+  readonly tenant_id: string | null;
+  readonly email: string | null;
+  /** The invite was mailed to its address by the platform: using it proves the address. */
+  readonly mailed: boolean;
+}
+
+/**
+ * Marks the pending invite a token names used by `userId` (inserted later in
+ * the same transaction); undefined if another request used, revoked or
+ * outlived it first.
+ */
+export async function redeemInvite(
+  tx: TenantSql,
+  token: string,
+  userId: string,
+): Promise<RedeemedInvite | undefined> {
+  const [row] = await tx<RedeemedInvite[]>`
+    select invite_id as id, invite_kind as kind, invite_tenant_id as tenant_id, invite_email as email, mailed
+    from enclave.invite_redeem(${hashToken(token).toString('hex')}, ${userId}::uuid)`;
+  return row;
 }
 
 export interface InviteScope {
@@ -82,13 +122,22 @@ export interface InviteScope {
   readonly tenantId: string;
 }
 
+const LIST_LIMIT = 200;
+
 export async function listInvites(sql: Sql, scope: InviteScope): Promise<Invite[]> {
-  return sql<Invite[]>`
-    select ${sql.unsafe(INVITE_COLUMNS)} from invites
-    where (kind = 'member' and tenant_id = ${scope.tenantId}::uuid)
-       or (${scope.operator} and kind in ('tenant', 'operator'))
-    order by created_at desc
-    limit 200`;
+  // Each tenant's invites are read bound to that tenant: the tenant's own, and the platform's for operators.
+  const list = (tenantId: string) =>
+    withTenant(
+      sql,
+      tenantId,
+      (tx) => tx<Invite[]>`
+        select ${tx.unsafe(INVITE_COLUMNS)} from invites order by created_at desc limit ${LIST_LIMIT}`,
+    );
+  const own = scope.tenantId === PLATFORM_TENANT ? [] : await list(scope.tenantId);
+  const platform = scope.operator ? await list(PLATFORM_TENANT) : [];
+  return [...own, ...platform]
+    .sort((a, b) => b.created_at.getTime() - a.created_at.getTime())
+    .slice(0, LIST_LIMIT);
 }
 
 async function recordInviteCreated(tx: TenantSql, invite: Invite, actor: string): Promise<void> {
@@ -100,7 +149,7 @@ async function recordInviteCreated(tx: TenantSql, invite: Invite, actor: string)
   });
 }
 
-/** Mints an invite and records `invite.created` by `actor` in the same transaction. */
+/** Mints an invite whose link its maker is shown, and records `invite.created` by `actor` in the same transaction. */
 export async function createInvite(
   sql: Sql,
   invite: NewInvite,
@@ -113,6 +162,92 @@ export async function createInvite(
   });
 }
 
+/** A failed send is retried with graphile-worker's backoff, this many times in all. */
+export const INVITE_MAIL_ATTEMPTS = 10;
+
+export interface InviteMailPayload {
+  readonly tenantId: string;
+  readonly inviteId: string;
+}
+
+/**
+ * A member invite: inserted without a token, with its mail job in the same
+ * transaction (OPS-2), and `invite.created` by `actor`. The maker never sees
+ * the link.
+ */
+export async function createMailedInvite(sql: Sql, invite: NewInvite, actor: string): Promise<Invite> {
+  const { tenantId } = invite;
+  if (invite.kind !== 'member' || tenantId === null || invite.email === null) {
+    throw new Error('only a member invite, with its tenant and address, is mailed');
+  }
+  return withTenant(sql, tenantId, async (tx) => {
+    const created = await insertRow(tx, invite, null);
+    const payload: InviteMailPayload = { tenantId, inviteId: created.id };
+    await enqueueJob(tx, 'send_invite_email', payload, {
+      jobKey: `invite:${created.id}`,
+      maxAttempts: INVITE_MAIL_ATTEMPTS,
+    });
+    await recordInviteCreated(tx, created, actor);
+    return created;
+  });
+}
+
+export interface InviteForMail {
+  readonly to: string;
+  /** The plaintext token: goes into the message and nowhere else. */
+  readonly token: string;
+  readonly tenantName: string;
+  readonly inviter: string | null;
+  readonly expiresAt: Date;
+}
+
+function inviteMailPayload(task: string, payload: unknown): InviteMailPayload {
+  // The payload is JSON read back from the job table: check it before it names a tenant.
+  const { tenantId, inviteId } = (payload ?? {}) as Partial<Record<keyof InviteMailPayload, unknown>>;
+  if (!isUuid(tenantId) || !isUuid(inviteId)) {
+    throw new Error(`${task}: the payload needs tenantId and inviteId uuids`);
+  }
+  return { tenantId, inviteId };
+}
+
+/**
+ * Job side of a member invite: mints its token and stores the hash.
+ * Undefined when there is nothing to send any more (used, revoked or
+ * expired). A retried job mints a fresh token, so the link of a message that
+ * did leave the first time stops working.
+ */
+export async function mintInviteForMail(sql: Sql, payload: unknown): Promise<InviteForMail | undefined> {
+  const { tenantId, inviteId } = inviteMailPayload('send_invite_email', payload);
+  return serviceQuery(sql, { tenantId, reason: 'mail a member invite' }, async (tx) => {
+    const [row] = await tx<
+      { email: string; tenant_name: string; inviter: string | null; expires_at: Date }[]
+    >`
+      select i.email, t.name as tenant_name, u.username as inviter, i.expires_at
+      from invites i join tenants t on t.id = i.tenant_id left join users u on u.id = i.created_by
+      where i.id = ${inviteId}::uuid and i.kind = 'member'
+        and i.used_at is null and i.revoked_at is null and i.expires_at > now()
+      for update of i`;
+    if (row === undefined) return undefined;
+    const minted = mintToken('inv');
+    await tx`update invites set token_hash = ${minted.hash.toString('hex')} where id = ${inviteId}::uuid`;
+    return {
+      to: row.email,
+      token: minted.token,
+      tenantName: row.tenant_name,
+      inviter: row.inviter,
+      expiresAt: row.expires_at,
+    };
+  });
+}
+
+/** Job side, after the send: records that the invite was mailed to its address. */
+export async function markInviteMailed(sql: Sql, payload: unknown): Promise<void> {
+  const { tenantId, inviteId } = inviteMailPayload('send_invite_email', payload);
+  await serviceQuery(sql, { tenantId, reason: 'record that a member invite was mailed' }, async (tx) => {
+    await tx`update invites set mailed_at = now() where id = ${inviteId}::uuid`;
+  });
+}
+
 /** Revokes a pending invite within the scope and records `invite.revoked` by `actor`; false if there was none. */
 export async function revokeInvite(
   sql: Sql,
@@ -120,25 +255,25 @@ export async function revokeInvite(
   inviteId: string,
   actor: string,
 ): Promise<boolean> {
-  // Bound to the scope's tenant: a member invite's event goes to that chain, a signup invite's to the platform's.
-  return withTenant(sql, scope.tenantId, async (tx) => {
-    const [revoked] = await tx<{ id: string; kind: InviteKind }[]>`
-      update invites set revoked_at = now()
-      where id = ${inviteId}::uuid and used_at is null and revoked_at is null
-        and ((kind = 'member' and tenant_id = ${scope.tenantId}::uuid)
-             or (${scope.operator} and kind in ('tenant', 'operator')))
-      returning id, kind`;
-    if (revoked === undefined) return false;
-    const event = {
-      actor,
-      action: 'invite.revoked',
-      target: `invite:${revoked.id}`,
-      data: { invite_id: revoked.id, kind: revoked.kind },
-    };
-    if (revoked.kind === 'member') await appendAuditEvent(tx, scope.tenantId, event);
-    else await appendPlatformAuditEvent(tx, event);
-    return true;
-  });
+  // Each transaction is bound to the chain it records in: the tenant's for its member
+  // invites, the platform's for signup invites (operators only).
+  const revokeIn = (tenantId: string) =>
+    withTenant(sql, tenantId, async (tx) => {
+      const [revoked] = await tx<{ id: string; kind: InviteKind }[]>`
+        update invites set revoked_at = now()
+        where id = ${inviteId}::uuid and used_at is null and revoked_at is null
+        returning id, kind`;
+      if (revoked === undefined) return false;
+      await appendAuditEvent(tx, tenantId, {
+        actor,
+        action: 'invite.revoked',
+        target: `invite:${revoked.id}`,
+        data: { invite_id: revoked.id, kind: revoked.kind },
+      });
+      return true;
+    });
+  if (scope.tenantId !== PLATFORM_TENANT && (await revokeIn(scope.tenantId))) return true;
+  return scope.operator && revokeIn(PLATFORM_TENANT);
 }
 
 /**

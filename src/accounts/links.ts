@@ -174,6 +174,42 @@ export function createLinksService(deps: LinksDeps) {
       });
     },
 
+    /**
+     * Profile (ACC-1): mails a confirmation link to the account's own
+     * unverified address, such as the first operator's, whose invite was
+     * bound to no address. Shares the email-change bucket.
+     */
+    async requestVerification(principal: Principal): Promise<void> {
+      await rateLimits.consume('email_change', principal.user.id);
+      await withTenant(sql, principal.user.tenant_id, async (tx) => {
+        // The current address becomes the pending one: verifyEmail then confirms it in place.
+        const [user] = await tx<{ id: string; tenant_id: string; email: string }[]>`
+          update users set pending_email = email
+          where id = ${principal.user.id}::uuid and not email_verified
+            and (pending_email is null or pending_email = email)
+          returning id, tenant_id, email`;
+        if (user === undefined) {
+          throw fieldError(
+            'email',
+            'There is no unconfirmed address to confirm: it is confirmed, or a change is pending.',
+          );
+        }
+        const linkId = await queueLinkMail(tx, {
+          tenantId: user.tenant_id,
+          userId: user.id,
+          purpose: 'verify_email',
+          email: user.email,
+          reference: null,
+        });
+        await appendAuditEvent(tx, user.tenant_id, {
+          actor: principalActor(principal),
+          action: 'account.email_verification_requested',
+          target: `user:${user.id}`,
+          data: { user_id: user.id, link_id: linkId },
+        });
+      });
+    },
+
     /** Read-only: is this link live? For the GET pages, which must not change state. */
     async inspectLink(purpose: LinkPurpose, token: string, client: ClientInfo): Promise<void> {
       await rateLimits.consume('link_ip', client.ip);

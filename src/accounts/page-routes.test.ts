@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
+import { mintInvite as mintAccountInvite } from '../../test/helpers/accounts.ts';
 import { buildTestApp, useTestApp } from '../../test/helpers/app.ts';
 import {
   getPage,
@@ -10,7 +11,6 @@ import {
   sessionCookie,
   signUp,
 } from '../../test/helpers/pages.ts';
-import { insertInvite } from './invites.ts';
 
 // The signup and sign-in pages: invite-only signup bound to one address
 // (ACC-1), one answer for every failed sign-in (ACC-6), redirects that stay
@@ -76,23 +76,19 @@ describe('signup page', () => {
       username: 'used1',
       password: PASSWORD,
     });
-    const expired = await insertInvite(ctx.db.app, {
+    const expired = await mintAccountInvite(ctx.db, {
       kind: 'tenant',
       email: 'late@example.com',
-      tenantId: null,
-      createdBy: null,
       expiresAt: new Date(Date.now() + 60_000),
     });
     await ctx.db
-      .superuser`update invites set expires_at = now() - interval '1 minute' where id = ${expired.invite.id}::uuid`;
-    const revoked = await insertInvite(ctx.db.app, {
+      .superuser`update invites set expires_at = now() - interval '1 minute' where id = ${expired.id}::uuid`;
+    const revoked = await mintAccountInvite(ctx.db, {
       kind: 'tenant',
       email: 'gone@example.com',
-      tenantId: null,
-      createdBy: null,
       expiresAt: new Date(Date.now() + 60_000),
     });
-    await ctx.db.superuser`update invites set revoked_at = now() where id = ${revoked.invite.id}::uuid`;
+    await ctx.db.superuser`update invites set revoked_at = now() where id = ${revoked.id}::uuid`;
     const cases = [
       { invite: used, email: 'used@example.com', says: /already been used/ },
       { invite: expired.token, email: 'late@example.com', says: /has expired/ },

@@ -94,6 +94,9 @@ export function safeNext(next: string | undefined): string | undefined {
 const INVITE_NEEDED =
   'Signing up needs an invite link. Ask an operator, or the owner of the tenant you are joining, for one.';
 
+const CHECK_MAIL =
+  'We sent a message to the address this invite is for, saying how to go on. Open it to continue.';
+
 function invitePage(reply: FastifyReply, message: string): FastifyReply {
   return sendPage(reply, 400, messagePage('Invite not valid', `${message} ${INVITE_NEEDED}`));
 }
@@ -183,8 +186,13 @@ export function registerAccountPages(app: App, deps: PageDeps): void {
         return again(400, formErrors(formProblem(request.validationError, SIGNUP_LABELS)));
       }
       try {
-        const { session } = await accounts.signup(request.body, clientInfo(request));
-        setSessionCookie(reply, session.token, cookies);
+        const signedUp = await accounts.signup(request.body, clientInfo(request));
+        if (signedUp.outcome === 'account_exists') {
+          // ACC-1: the invite's address has an account; it was mailed, and this page says nothing more.
+          reply.header('cache-control', 'no-store');
+          return sendPage(reply, 200, messagePage('Check your email', CHECK_MAIL));
+        }
+        setSessionCookie(reply, signedUp.session.token, cookies);
         return reply.redirect('/dashboard', 303);
       } catch (error) {
         const shown = shownError(reply, error);

@@ -1,7 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { Sql, TransactionSql } from 'postgres';
+import { appendAuditEvent, PLATFORM_TENANT } from '../audit/append.ts';
+import { withLookup } from '../db/lookup.ts';
 import { withTenant } from '../db/tenant.ts';
 import type { RateLimits } from '../http/rate-limits.ts';
+import { enqueueJob } from '../jobs/queue.ts';
 import {
   type ApiTokenListing,
   insertApiToken,
@@ -12,7 +15,16 @@ import {
 import { principalActor, recordFailedLogin, recordFor, recordLogin, recordSignup } from './audit-events.ts';
 import type { DeviceCookies } from './device-cookies.ts';
 import { AccountsError, fieldError } from './errors.ts';
-import { createInvite, findInvite, type Invite, listInvites, redeemInvite, revokeInvite } from './invites.ts';
+import {
+  createInvite,
+  createMailedInvite,
+  findInvite,
+  INVITE_MAIL_ATTEMPTS,
+  type Invite,
+  listInvites,
+  redeemInvite,
+  revokeInvite,
+} from './invites.ts';
 import { admitLogin } from './login-throttle.ts';
 import { burnPasswordCheck, hashPassword, verifyPassword } from './passwords.ts';
 import {
@@ -61,6 +73,40 @@ function uniqueViolation(error: unknown): string | undefined {
   return err.code === '23505' ? err.constraint_name : undefined;
 }
 
+/**
+ * What signing up ended in. `account_exists` (ACC-1, no enumeration): the
+ * address already has an account somewhere, so none was made; that address
+ * was mailed instead, and the invite stays as it was, exactly as if it had
+ * been ignored.
+ */
+export type SignupOutcome =
+  | { readonly outcome: 'created'; readonly user: User; readonly session: NewSession }
+  | { readonly outcome: 'account_exists' };
+
+/** users.email is unique across tenants; the lookup policy shows the one row holding an address, if any. */
+async function addressHasAccount(sql: Sql, email: string): Promise<boolean> {
+  const rows = await withLookup(sql, email, (tx) => tx`select 1 from users where email = ${email}`);
+  return rows.length > 0;
+}
+
+/**
+ * Mails an address that has an account about an invite to it (a job, OPS-2).
+ * Recorded in the platform's chain only: the inviter's tenant chain would
+ * tell the inviter. The payload carries the address, not the invite, so the
+ * job reads nothing of the inviter's tenant either.
+ */
+async function mailAccountExists(sql: Sql, invite: Invite, email: string): Promise<void> {
+  await withTenant(sql, PLATFORM_TENANT, async (tx) => {
+    await enqueueJob(tx, 'send_account_exists_email', { to: email }, { maxAttempts: INVITE_MAIL_ATTEMPTS });
+    await appendAuditEvent(tx, PLATFORM_TENANT, {
+      actor: 'anonymous',
+      action: 'invite.existing_account_mailed',
+      target: `invite:${invite.id}`,
+      data: { invite_id: invite.id },
+    });
+  });
+}
+
 function usableInvite(invite: Invite | undefined): Invite {
   if (invite === undefined)
     throw new AccountsError('invite_invalid', 'This invite link is not valid.', 'invite');
@@ -94,7 +140,7 @@ export function createAccountsService(deps: AccountsDeps) {
     async signup(
       input: { invite: string; email: string; username: string; password: string },
       client: ClientInfo,
-    ): Promise<{ user: User; session: NewSession }> {
+    ): Promise<SignupOutcome> {
       await rateLimits.consume('signup_ip', client.ip);
       const invite = usableInvite(await findInvite(sql, input.invite));
       const email = normalizeEmail(input.email);
@@ -108,33 +154,45 @@ export function createAccountsService(deps: AccountsDeps) {
       }
       const problem = passwordProblem(input.password);
       if (problem !== undefined) throw fieldError('password', `The password ${problem}.`);
+      if (await addressHasAccount(sql, email)) {
+        await mailAccountExists(sql, invite, email);
+        return { outcome: 'account_exists' };
+      }
       const passwordHash = await hashPassword(input.password);
       const tenantId = invite.tenant_id ?? randomUUID();
+      const userId = randomUUID();
       try {
         return await withTenant(sql, tenantId, async (tx) => {
-          if (invite.kind !== 'member')
+          // Claimed first, in the same transaction: a failure below gives the invite back.
+          const redeemed = await redeemInvite(tx, input.invite, userId);
+          if (redeemed === undefined) {
+            throw new AccountsError('invite_invalid', 'This invite has already been used.', 'invite');
+          }
+          if (redeemed.kind !== 'member')
             await tx`insert into tenants (id, name) values (${tenantId}::uuid, ${username})`;
           const user = await insertUser(tx, {
+            id: userId,
             tenantId,
             username,
             email,
             passwordHash,
-            role: invite.kind === 'member' ? 'member' : 'owner',
-            isOperator: invite.kind === 'operator',
+            role: redeemed.kind === 'member' ? 'member' : 'owner',
+            isOperator: redeemed.kind === 'operator',
+            // Proven only by an invite the platform mailed to this very address.
+            emailVerified: redeemed.mailed && redeemed.email === email,
           });
-          // Redeemed in the same transaction: a failure below gives the invite back.
-          if (!(await redeemInvite(tx, invite.id, user.id))) {
-            throw new AccountsError('invite_invalid', 'This invite has already been used.', 'invite');
-          }
           const session = await startSession(tx, user, client);
           await recordSignup(tx, { tenantId, invite, user, sessionId: session.id });
-          return { user, session };
+          return { outcome: 'created' as const, user, session };
         });
       } catch (error) {
         const constraint = uniqueViolation(error);
         if (constraint === 'users_username_key') throw fieldError('username', 'That username is taken.');
-        if (constraint === 'users_email_key')
-          throw fieldError('email', 'An account with that email already exists.');
+        // Taken since the check above: the same answer as if it had been taken before.
+        if (constraint === 'users_email_key') {
+          await mailAccountExists(sql, invite, email);
+          return { outcome: 'account_exists' };
+        }
         throw error;
       }
     },
@@ -324,11 +382,16 @@ export function createAccountsService(deps: AccountsDeps) {
       );
     },
 
-    /** Operators invite new tenants; tenant owners invite members into their tenant. */
+    /**
+     * Operators invite new tenants and are shown the link (`token`); tenant
+     * owners invite members into their tenant, and the invite is mailed to
+     * the address, never shown (ACC-1: so that using it proves the address).
+     * Whether the address has an account changes nothing here.
+     */
     async createInvite(
       principal: Principal,
       input: { email: string; kind: 'tenant' | 'member'; expiresAt: Date },
-    ): Promise<{ invite: Invite; token: string }> {
+    ): Promise<{ invite: Invite; token: string | undefined }> {
       if (input.kind === 'tenant' && !principal.user.is_operator) {
         throw new AccountsError('forbidden', 'Only operators can invite new tenants.');
       }
@@ -339,17 +402,13 @@ export function createAccountsService(deps: AccountsDeps) {
       if (email === undefined) throw fieldError('email', 'Enter a valid email address.');
       if (input.expiresAt.getTime() <= Date.now())
         throw fieldError('expires_at', 'The expiry must be in the future.');
-      return createInvite(
-        sql,
-        {
-          kind: input.kind,
-          email,
-          tenantId: input.kind === 'member' ? principal.user.tenant_id : null,
-          createdBy: principal.user.id,
-          expiresAt: input.expiresAt,
-        },
-        principalActor(principal),
-      );
+      const actor = principalActor(principal);
+      const invite = { email, createdBy: principal.user.id, expiresAt: input.expiresAt };
+      if (input.kind === 'member') {
+        const mailed = { ...invite, kind: 'member' as const, tenantId: principal.user.tenant_id };
+        return { invite: await createMailedInvite(sql, mailed, actor), token: undefined };
+      }
+      return createInvite(sql, { ...invite, kind: 'tenant', tenantId: null }, actor);
     },
   };
 }

@@ -53,18 +53,22 @@ export async function getUserWithHash(tx: TenantSql, userId: string): Promise<Us
 export async function insertUser(
   tx: TenantSql,
   user: {
+    /** Chosen by signup, which claims its invite for this id before the row exists. */
+    id: string;
     tenantId: string;
     username: string;
     email: string;
     passwordHash: string;
     role: Role;
     isOperator: boolean;
+    /** True only when the address was proven: the invite used was mailed to it (ACC-1). */
+    emailVerified: boolean;
   },
 ): Promise<User> {
   const [row] = await tx<User[]>`
-    insert into users (tenant_id, username, email, email_verified, password_hash, role, is_operator)
-    values (${user.tenantId}::uuid, ${user.username}, ${user.email}, true, ${user.passwordHash}, ${user.role},
-            ${user.isOperator})
+    insert into users (id, tenant_id, username, email, email_verified, password_hash, role, is_operator)
+    values (${user.id}::uuid, ${user.tenantId}::uuid, ${user.username}, ${user.email}, ${user.emailVerified},
+            ${user.passwordHash}, ${user.role}, ${user.isOperator})
     returning ${tx.unsafe(USER_COLUMNS)}`;
   if (row === undefined) throw new Error('insert into users returned no row');
   return row;

@@ -15,10 +15,6 @@ export const GLOBAL_TABLES: Readonly<Record<string, GlobalTable>> = {
     reason: 'migration ledger: version numbers and checksums, written by the owner role at start',
   },
   'enclave.worker_heartbeats': { reason: 'liveness of worker processes, which serve every tenant' },
-  'enclave.invites': {
-    reason: 'an invite is redeemed by someone with no session, before the tenant it creates exists',
-    tenantColumn: 'a member invite names the tenant it joins; owners list them filtered by their own tenant',
-  },
   'enclave.recovery_requests': {
     reason: 'a recovery request may match no account, and gets a support reference all the same',
   },

@@ -1,3 +1,4 @@
+import type { InviteForMail } from '../accounts/invites.ts';
 import type { LinkForMail } from '../accounts/links.ts';
 import type { Mail } from './mailer.ts';
 
@@ -36,5 +37,42 @@ The link works once and expires after 60 minutes. Setting a new password
 signs the account out everywhere. If you did not ask for this, ignore this
 message: your password stays as it is.
 ${link.reference === null ? '' : `\nSupport reference: ${link.reference}\n`}`,
+  };
+}
+
+export function inviteMail(publicUrl: string, invite: InviteForMail): Mail {
+  const who = invite.inviter === null ? 'Someone' : `"${invite.inviter}"`;
+  return {
+    to: invite.to,
+    subject: `You are invited to join "${invite.tenantName}" on Enclave`,
+    text: `Hello,
+
+${who} invited this address to join "${invite.tenantName}" on Enclave. To make
+your account, open this link:
+
+${publicUrl}/signup?invite=${encodeURIComponent(invite.token)}
+
+The link works once and expires on ${invite.expiresAt.toISOString()}. Signing
+up with it also confirms this email address. If you do not know the sender,
+ignore this message.
+`,
+  };
+}
+
+/** To an address that already has an account, in place of a second one (the inviter is not told). */
+export function accountExistsMail(publicUrl: string, to: string): Mail {
+  return {
+    to,
+    subject: 'You already have an Enclave account',
+    text: `Hello,
+
+someone opened an Enclave invite for this address and tried to make an
+account with it. This address already has an account, so no second one was
+made. To join the tenant you were invited to, ask whoever invited you to add
+your existing account instead.
+
+You can sign in at ${publicUrl}/login. If you did not try to sign up, ignore
+this message: nothing has changed.
+`,
   };
 }

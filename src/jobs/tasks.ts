@@ -1,10 +1,11 @@
 import { hostname } from 'node:os';
 import type { Sql } from 'postgres';
+import { type InviteMailPayload, markInviteMailed, mintInviteForMail } from '../accounts/invites.ts';
 import { type LinkMailPayload, type LinkPurpose, mintLinkForMail } from '../accounts/links.ts';
 import type { Lifecycle } from '../agents/runtime/lifecycle.ts';
 import type { AuditServices } from '../audit/setup.ts';
 import type { Mailer } from '../email/mailer.ts';
-import { recoveryMail, verificationMail } from '../email/messages.ts';
+import { accountExistsMail, inviteMail, recoveryMail, verificationMail } from '../email/messages.ts';
 
 // The task list: every durable side effect is one of these, enqueued with
 // enqueueJob() in the same transaction as its cause (OPS-2). A task must be
@@ -18,6 +19,10 @@ export interface TaskPayloads {
   send_verification_email: LinkMailPayload;
   /** Mints a one-time recovery link and mails it to the account's address (ACC-7). */
   send_recovery_email: LinkMailPayload;
+  /** Mints a member invite's token and mails the link to the invited address; records that it was mailed (ACC-1). */
+  send_invite_email: InviteMailPayload;
+  /** Tells an invited address that already has an account that no second one was made (ACC-1, no enumeration). */
+  send_account_exists_email: { to: string };
   /** Cron, hourly: deletes expired rate-limit counters, old dev mail and old recovery requests. */
   maintenance_prune: Record<string, never>;
   /** Cron, every ENCLAVE_CHECKPOINT_INTERVAL minutes: signs and publishes an audit checkpoint (AUD-4). */
@@ -75,6 +80,23 @@ async function sendLinkMail(deps: TaskDeps, purpose: LinkPurpose, payload: unkno
   await deps.mailer.send(mail);
 }
 
+/** As sendLinkMail; mailed_at is set only once the mailer took the message. */
+async function sendInviteMail(deps: TaskDeps, payload: unknown): Promise<void> {
+  const invite = await mintInviteForMail(deps.sql, payload);
+  if (invite === undefined) return;
+  await deps.mailer.send(inviteMail(deps.publicUrl, invite));
+  await markInviteMailed(deps.sql, payload);
+}
+
+async function sendAccountExistsMail(deps: TaskDeps, payload: unknown): Promise<void> {
+  // The payload is JSON read back from the job table: check it before mailing it.
+  const { to } = (payload ?? {}) as { to?: unknown };
+  if (typeof to !== 'string' || !to.includes('@')) {
+    throw new Error('send_account_exists_email: the payload needs a `to` address');
+  }
+  await deps.mailer.send(accountExistsMail(deps.publicUrl, to));
+}
+
 export const OUTBOX_DAYS = 7;
 export const RECOVERY_REQUEST_DAYS = 90;
 
@@ -95,6 +117,8 @@ export function createTaskHandlers(deps: TaskDeps): TaskHandlers {
     platform_heartbeat: () => recordHeartbeat(deps),
     send_verification_email: (payload) => sendLinkMail(deps, 'verify_email', payload),
     send_recovery_email: (payload) => sendLinkMail(deps, 'recover', payload),
+    send_invite_email: (payload) => sendInviteMail(deps, payload),
+    send_account_exists_email: (payload) => sendAccountExistsMail(deps, payload),
     maintenance_prune: () => prune(deps),
     audit_checkpoint: async () => {
       await deps.audit.checkpoints.makeCheckpoint();

@@ -148,7 +148,8 @@ export function invitesPage(
   input: {
     invites: readonly Invite[];
     kinds: readonly ('member' | 'tenant')[];
-    created?: { link: string; email: string | null } | undefined;
+    /** `link` is shown for signup invites only; a member invite is mailed, never shown (ACC-1). */
+    created?: { link: string | undefined; email: string | null } | undefined;
     values?: { email?: string | undefined; kind?: string | undefined; expires_days?: string | undefined };
     errors?: FormErrors;
     notice?: string | undefined;
@@ -173,7 +174,13 @@ ${noticeBox(input.notice)}
 ${
   input.created === undefined
     ? ''
-    : html`<section class="secret" aria-labelledby="new-invite">
+    : input.created.link === undefined
+      ? html`<section class="notice" aria-labelledby="new-invite">
+<h2 id="new-invite">Invite mailed to ${input.created.email ?? 'anyone'}</h2>
+<p>We mailed the invite link to this address. Nobody else sees the link, so signing up with it also confirms
+the address. It works once, for this address only.</p>
+</section>`
+      : html`<section class="secret" aria-labelledby="new-invite">
 <h2 id="new-invite">Invite link for ${input.created.email ?? 'anyone'}</h2>
 <p class="warning">Send this link to the person you invite. This is the only time it is shown: we keep only a
 hash of it. It works once, for this address only.</p>

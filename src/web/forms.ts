@@ -88,6 +88,8 @@ const NOTICES = {
   'password-changed': 'Your password was changed. Your other sessions were signed out.',
   'email-pending':
     'We sent a confirmation link to the new address. The change takes effect when you open it; the link expires in 60 minutes.',
+  'verification-sent':
+    'We sent a confirmation link to your email address. Open it to confirm the address; the link expires in 60 minutes.',
   'session-revoked': 'The session was signed out.',
   'token-revoked': 'The token was revoked.',
   'invite-revoked': 'The invite was revoked.',

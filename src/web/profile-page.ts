@@ -11,6 +11,7 @@ import { type Frame, html, page } from './html.ts';
 export interface ProfileErrors {
   readonly password?: FormErrors;
   readonly email?: FormErrors;
+  readonly verify?: FormErrors;
 }
 
 function fieldError(errors: FormErrors | undefined, name: string): string | undefined {
@@ -42,6 +43,16 @@ ${
   user.pending_email === null
     ? ''
     : html`<dt>New email address</dt><dd>${user.pending_email} (waiting for confirmation: open the link we sent to it)</dd>`
+}
+${
+  // ACC-1: an address is verified only by a link mailed to it; the first operator's never was.
+  user.email_verified || user.pending_email !== null
+    ? ''
+    : html`<dt>Confirm it</dt><dd>${errorBox(errors.verify?.form)}${postButton(
+        '/profile/email/verify',
+        'Send a confirmation link',
+        'Send a confirmation link to your email address',
+      )}</dd>`
 }
 <dt>Tenant</dt><dd>${frame.tenantName}</dd>
 <dt>Role</dt><dd>${user.role}${user.is_operator ? ', platform operator' : ''}</dd>

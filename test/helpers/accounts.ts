@@ -2,15 +2,24 @@ import { randomBytes, randomInt } from 'node:crypto';
 import type {} from '@fastify/cookie';
 import type { TokenScope } from '../../src/accounts/api-tokens.ts';
 import { createDeviceCookies } from '../../src/accounts/device-cookies.ts';
-import { type InviteKind, insertInvite } from '../../src/accounts/invites.ts';
+import {
+  type Invite,
+  type InviteKind,
+  insertInvite,
+  inviteChain,
+  markInviteMailed,
+  mintInviteForMail,
+} from '../../src/accounts/invites.ts';
 import {
   type AccountsService,
   type ClientInfo,
   createAccountsService,
   type Principal,
+  type SignupOutcome,
 } from '../../src/accounts/service.ts';
-import { SESSION_COOKIE } from '../../src/accounts/sessions.ts';
+import { type NewSession, SESSION_COOKIE } from '../../src/accounts/sessions.ts';
 import type { User } from '../../src/accounts/users.ts';
+import { withTenant } from '../../src/db/tenant.ts';
 import type { App } from '../../src/http/app.ts';
 import type { TestApp } from './app.ts';
 import type { TestDatabase } from './database.ts';
@@ -43,6 +52,8 @@ export interface AccountOptions {
   readonly email?: string;
   readonly password?: string;
   readonly tokenScope?: TokenScope;
+  /** False: the invite was shown to its maker, not mailed, so the address stays unverified (default true). */
+  readonly mailedInvite?: boolean;
 }
 
 /** A random 10.x.y.z address: each call is its own client for the per-IP buckets. */
@@ -70,19 +81,60 @@ export function testAccountsService(
   });
 }
 
-/** A pending invite straight from insertInvite; `expiresAt` defaults to a week ahead. */
+export interface TestInvite {
+  readonly kind: InviteKind;
+  readonly email: string | null;
+  readonly tenantId?: string | null;
+  readonly expiresAt?: Date;
+  /**
+   * Marks an invite with an address as mailed to it, standing in for the
+   * send_invite_email job, so signing up with it verifies the address as a
+   * mailed invite does (default true). False: an invite shown to its maker.
+   */
+  readonly mailed?: boolean;
+}
+
+/** A pending invite straight from insertInvite, bound to its chain as the service does; `expiresAt` defaults to a week ahead. */
 export async function mintInvite(
   db: TestDatabase,
-  invite: { kind: InviteKind; email: string | null; tenantId?: string | null; expiresAt?: Date },
+  invite: TestInvite,
 ): Promise<{ id: string; token: string }> {
-  const created = await insertInvite(db.app, {
-    kind: invite.kind,
-    email: invite.email,
-    tenantId: invite.tenantId ?? null,
-    createdBy: null,
-    expiresAt: invite.expiresAt ?? new Date(Date.now() + 7 * 86400_000),
+  const tenantId = invite.tenantId ?? null;
+  return withTenant(db.app, inviteChain({ tenant_id: tenantId }), async (tx) => {
+    const created = await insertInvite(tx, {
+      kind: invite.kind,
+      email: invite.email,
+      tenantId,
+      createdBy: null,
+      expiresAt: invite.expiresAt ?? new Date(Date.now() + 7 * 86400_000),
+    });
+    if (invite.email !== null && invite.mailed !== false) {
+      await tx`update invites set mailed_at = now() where id = ${created.invite.id}::uuid`;
+    }
+    return { id: created.invite.id, token: created.token };
   });
-  return { id: created.invite.id, token: created.token };
+}
+
+/**
+ * Does what the send_invite_email job does for a member invite, without the
+ * mailer: mints its token and records it mailed. Returns the token the mail
+ * would carry.
+ */
+export async function mailedInviteToken(
+  db: TestDatabase,
+  invite: Pick<Invite, 'id' | 'tenant_id'>,
+): Promise<string> {
+  const payload = { tenantId: invite.tenant_id, inviteId: invite.id };
+  const minted = await mintInviteForMail(db.app, payload);
+  if (minted === undefined) throw new Error(`invite ${invite.id} is not pending: nothing to mail`);
+  await markInviteMailed(db.app, payload);
+  return minted.token;
+}
+
+/** The account a signup made; throws if it ended otherwise (the address already had one). */
+export function createdAccount(signedUp: SignupOutcome): { user: User; session: NewSession } {
+  if (signedUp.outcome !== 'created') throw new Error(`signup made no account: ${signedUp.outcome}`);
+  return signedUp;
 }
 
 export function uniqueName(prefix = 'user'): string {
@@ -105,10 +157,10 @@ export async function createAccount(
     kind,
     email,
     tenantId: kind === 'member' ? (options.tenantOf?.user.tenant_id ?? null) : null,
+    mailed: options.mailedInvite ?? true,
   });
-  const { user, session } = await accounts.signup(
-    { invite: invite.token, email, username, password },
-    client,
+  const { user, session } = createdAccount(
+    await accounts.signup({ invite: invite.token, email, username, password }, client),
   );
   const principal: Principal = {
     user,

@@ -3,11 +3,12 @@ import { Writable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { LightMyRequestResponse as Response } from 'fastify';
 import type { WorkerEvents } from 'graphile-worker';
-import { type InviteKind, insertInvite } from '../../src/accounts/invites.ts';
+import type { InviteKind } from '../../src/accounts/invites.ts';
 import { createOutboxMailer, type Mailer } from '../../src/email/mailer.ts';
 import type { App } from '../../src/http/app.ts';
 import { startWorker, type Worker } from '../../src/jobs/worker.ts';
 import { createLogger } from '../../src/logger.ts';
+import { mintInvite as mintAccountInvite } from './accounts.ts';
 import { testAuditSetup } from './audit.ts';
 import type { TestDatabase } from './database.ts';
 
@@ -78,11 +79,10 @@ export async function mintInvite(
   db: TestDatabase,
   invite: { email: string | null; kind?: InviteKind; tenantId?: string | null; expiresAt?: Date },
 ): Promise<string> {
-  const { token } = await insertInvite(db.app, {
+  const { token } = await mintAccountInvite(db, {
     kind: invite.kind ?? 'tenant',
     email: invite.email?.toLowerCase() ?? null,
     tenantId: invite.tenantId ?? null,
-    createdBy: null,
     expiresAt: invite.expiresAt ?? new Date(Date.now() + 86400_000),
   });
   return token;
