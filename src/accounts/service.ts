@@ -15,6 +15,7 @@ import { AccountsError, fieldError } from './errors.ts';
 import { createInvite, findInvite, type Invite, listInvites, redeemInvite, revokeInvite } from './invites.ts';
 import { admitLogin } from './login-throttle.ts';
 import { burnPasswordCheck, hashPassword, verifyPassword } from './passwords.ts';
+import { authorize } from './roles.ts';
 import {
   insertSession,
   listSessions,
@@ -311,11 +312,13 @@ export function createAccountsService(deps: AccountsDeps) {
     },
 
     async listInvites(principal: Principal): Promise<Invite[]> {
+      // Invitees' emails: for roles that manage invites (members see none), and operators.
+      if (!principal.user.is_operator) authorize(principal, 'invite.manage');
       return listInvites(sql, { operator: principal.user.is_operator, tenantId: principal.user.tenant_id });
     },
 
     async revokeInvite(principal: Principal, inviteId: string): Promise<boolean> {
-      if (principal.user.role !== 'owner' && !principal.user.is_operator) return false;
+      if (!principal.user.is_operator) authorize(principal, 'invite.manage');
       return revokeInvite(
         sql,
         { operator: principal.user.is_operator, tenantId: principal.user.tenant_id },
@@ -324,7 +327,7 @@ export function createAccountsService(deps: AccountsDeps) {
       );
     },
 
-    /** Operators invite new tenants; tenant owners invite members into their tenant. */
+    /** Operators invite new tenants; tenant owners and admins invite members into their tenant. */
     async createInvite(
       principal: Principal,
       input: { email: string; kind: 'tenant' | 'member'; expiresAt: Date },
@@ -332,9 +335,7 @@ export function createAccountsService(deps: AccountsDeps) {
       if (input.kind === 'tenant' && !principal.user.is_operator) {
         throw new AccountsError('forbidden', 'Only operators can invite new tenants.');
       }
-      if (input.kind === 'member' && principal.user.role !== 'owner') {
-        throw new AccountsError('forbidden', 'Only the tenant owner can invite members.');
-      }
+      if (input.kind === 'member') authorize(principal, 'invite.manage');
       const email = normalizeEmail(input.email);
       if (email === undefined) throw fieldError('email', 'Enter a valid email address.');
       if (input.expiresAt.getTime() <= Date.now())
