@@ -63,7 +63,8 @@ export function may(principal: Actor, action: Action, createdBy?: string | null)
   return roleMay(principal.user.role, principal.user.id, action, createdBy);
 }
 
-const REFUSALS: Record<Action, string> = {
+/** What a refused user is told, per action: names the rule, and whom to ask where that helps. */
+export const REFUSALS: Readonly<Record<Action, string>> = {
   'agent.read': 'Your role cannot read agents.',
   'agent.create': 'Your role cannot create agents.',
   'agent.manage': 'Members manage only the agents they created; ask an owner or admin.',

@@ -172,6 +172,15 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
   const notFound = async (request: FastifyRequest, reply: FastifyReply, what = 'agent') =>
     sendPage(reply, 404, notFoundPage(await frameFor(request), what));
 
+  /** The 404 page for an unknown agent, the 403 page for one the role may not act on; anything else is thrown. */
+  const refused = async (request: FastifyRequest, reply: FastifyReply, error: unknown) => {
+    if (isNotFound(error)) return notFound(request, reply);
+    if (error instanceof AccountsError && error.code === 'forbidden') {
+      return sendPage(reply, 403, forbiddenPage(await frameFor(request), error.message));
+    }
+    throw error;
+  };
+
   /** The agent page, or the 404 page when the agent is not this tenant's. */
   /** Everything the agent page shows, in one tenant transaction. */
   const readAgent = async (tx: TenantSql, principal: Principal, id: string) => {
@@ -418,11 +427,14 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
   app.get('/dashboard/agents/:id/delete', withId, async (request, reply) => {
     if (request.validationError !== undefined) return notFound(request, reply);
     try {
-      const agent = await request.withTenant((tx) => agents.get(tx, request.params.id));
+      const agent = await request.withTenant(async (tx) => {
+        // Asking to delete is for those who may delete (roles.ts 'agent.manage').
+        await agents.authorizeOn(tx, signedIn(request), request.params.id, 'agent.manage');
+        return agents.get(tx, request.params.id);
+      });
       return sendPage(reply, 200, deleteAgentPage(await frameFor(request), agent));
     } catch (error) {
-      if (isNotFound(error)) return notFound(request, reply);
-      throw error;
+      return refused(request, reply, error);
     }
   });
 
@@ -431,11 +443,7 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
     try {
       await request.withTenant((tx) => agents.remove(tx, signedIn(request), request.params.id));
     } catch (error) {
-      if (isNotFound(error)) return notFound(request, reply);
-      if (error instanceof AccountsError && error.code === 'forbidden') {
-        return sendPage(reply, 403, forbiddenPage(await frameFor(request), error.message));
-      }
-      throw error;
+      return refused(request, reply, error);
     }
     return reply.redirect('/dashboard/agents?notice=agent-deleted', 303);
   });
