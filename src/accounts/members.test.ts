@@ -193,6 +193,13 @@ describe('members', () => {
     assert.equal(readOnly.statusCode, 200);
     assert.ok(readOnly.body.includes(owner.user.username));
     assert.ok(!readOnly.body.includes('/role"'), 'no role forms for a member');
+    // The frame offers only what the role may open: no audit log or invites for a member.
+    const home = await page(plain, 'GET', '/dashboard');
+    assert.ok(
+      !home.body.includes('href="/dashboard/audit"') && !home.body.includes('/dashboard/settings/invites'),
+    );
+    assert.ok(home.body.includes('href="/dashboard/members"'));
+    assert.ok((await page(admin, 'GET', '/dashboard')).body.includes('href="/dashboard/audit"'));
     const last = await page(owner, 'POST', `/dashboard/members/${owner.user.id}/remove`);
     assert.equal(last.statusCode, 409);
     assert.ok(last.body.includes('only owner'), 'the page says why');

@@ -120,8 +120,9 @@ export function registerAuditApi(app: App, deps: { sql: Sql }): void {
       },
     },
     async (request, reply) => {
-      const { user } = signedIn(request);
-      authorize(signedIn(request), 'audit.read');
+      const principal = signedIn(request);
+      authorize(principal, 'audit.read');
+      const { user } = principal;
       return reply
         .header('cache-control', 'no-store')
         .header('content-disposition', `attachment; filename="audit-${user.tenant_id}.jsonl"`)

@@ -100,11 +100,11 @@ export function registerInstanceRoutes(app: App, deps: InstanceRoutesDeps): void
       },
       async (request, reply) => {
         const principal = signedIn(request);
-        const view = await request.withTenant((tx) =>
-          instances.request(tx, principal, request.params.id, action),
-        );
-        // request() refused anyone without 'agent.manage', which implies 'agent.address' in every role.
-        return reply.status(202).send(shown(view, true));
+        const answer = await request.withTenant(async (tx) => {
+          const view = await instances.request(tx, principal, request.params.id, action);
+          return shown(view, await instances.mayReach(tx, principal, request.params.id));
+        });
+        return reply.status(202).send(answer);
       },
     );
   }
