@@ -4,6 +4,7 @@ import { describe, test } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
 import { createAccount, loginAgain, mintInvite, type TestAccount } from './helpers/accounts.ts';
 import { useTestApp } from './helpers/app.ts';
+import { registeredRoutes } from './helpers/routes.ts';
 
 // TEN-7. Attack: a signed-in user of tenant B names tenant A's identifiers
 // on any API route — to read, change or delete A's things, or to learn from
@@ -178,30 +179,6 @@ function exampleQuery(doc: OpenApiDocument, route: DocumentedRoute): Record<stri
   return query;
 }
 
-// ---------------------------------------------------------------- registered routes
-
-/**
- * Every (method, path) the app serves, from `printRoutes({ commonPrefix: false })`:
- * a tree whose children print their path relative to their parent.
- */
-function registeredRoutes(): { method: string; path: string }[] {
-  const text = ctx.testApp.app.printRoutes({ commonPrefix: false });
-  const stack: { depth: number; path: string }[] = [];
-  const routes: { method: string; path: string }[] = [];
-  for (const line of text.split('\n')) {
-    const match = /^([\s│├└─]*)(\S.*?)(?: \(([A-Z, ]+)\))?$/.exec(line);
-    if (match === null) continue;
-    const [, indent = '', segment = '', methods] = match;
-    if (segment.startsWith('(empty root node)')) continue;
-    const depth = indent.length;
-    while (stack.length > 0 && (stack.at(-1)?.depth ?? 0) >= depth) stack.pop();
-    const path = `${stack.at(-1)?.path ?? ''}${segment}`;
-    stack.push({ depth, path });
-    for (const method of methods?.split(',').map((m) => m.trim()) ?? []) routes.push({ method, path });
-  }
-  return routes;
-}
-
 // ---------------------------------------------------------------- tenant A, as the superuser sees it
 
 async function tenantTables(): Promise<string[]> {
@@ -322,7 +299,7 @@ describe('cross-tenant suite, generated from /openapi.json', () => {
   test('TEN-7: every /api route the app serves is in the OpenAPI document (a hidden or undocumented /api route fails)', async () => {
     const doc = await readOpenApi();
     const documented = new Set(documentedApiRoutes(doc).map((route) => `${route.method} ${route.path}`));
-    const served = registeredRoutes();
+    const served = registeredRoutes(ctx.testApp.app);
     assert.ok(
       served.some((route) => route.path === '/api/v1/tokens/:id'),
       `the route listing was read (got ${served.length} routes)`,

@@ -4,6 +4,7 @@ import { ProblemSchema, sendProblem } from '../http/problems.ts';
 import { Id, IdParams, NullableTimestamp, Timestamp, TimestampIn } from '../http/schemas.ts';
 import { DEFAULT_INVITE_DAYS, inviteLink } from './invites.ts';
 import { signedIn } from './principal.ts';
+import { RoleSchema } from './roles.ts';
 import type { AccountsService } from './service.ts';
 
 // /api/v1: me, tokens, sessions, invites. HTTP only: schemas (response
@@ -23,7 +24,7 @@ const Me = Type.Object({
   email: Type.String(),
   email_verified: Type.Boolean(),
   pending_email: Type.Union([Type.String(), Type.Null()]),
-  role: Type.Union([Type.Literal('owner'), Type.Literal('member')]),
+  role: RoleSchema,
   is_operator: Type.Boolean(),
   tenant_id: Id,
   authenticated_by: Type.Union([Type.Literal('session'), Type.Literal('token')]),

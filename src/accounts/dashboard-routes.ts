@@ -17,6 +17,7 @@ import { inviteLink } from './invites.ts';
 import type { LinksService } from './links.ts';
 import { formErrors, shownError } from './page-routes.ts';
 import { type CookieSettings, clearSessionCookie, signedIn } from './principal.ts';
+import { may } from './roles.ts';
 import type { AccountsService, Principal } from './service.ts';
 
 // The signed-in pages: /dashboard, its token and invite settings, /profile.
@@ -32,8 +33,10 @@ export interface DashboardDeps {
   readonly rateLimits: Pick<RateLimits, 'consume'>;
 }
 
+const INVITES_FORBIDDEN = 'Only tenant owners, admins and operators manage invites.';
+
 function canInvite(principal: Principal): boolean {
-  return principal.user.role === 'owner' || principal.user.is_operator;
+  return may(principal, 'invite.manage') || principal.user.is_operator;
 }
 
 /** The signed-in frame of a dashboard page: the user, the tenant's name, what they may manage. */
@@ -42,7 +45,13 @@ export async function frameFor(request: FastifyRequest): Promise<Frame> {
   const [tenant] = await request.withTenant(
     (tx) => tx<{ name: string }[]>`select name from tenants where id = ${user.tenant_id}::uuid`,
   );
-  return { username: user.username, tenantName: tenant?.name ?? '', canInvite: canInvite(signedIn(request)) };
+  const principal = signedIn(request);
+  return {
+    username: user.username,
+    tenantName: tenant?.name ?? '',
+    canInvite: canInvite(principal),
+    canReadAudit: may(principal, 'audit.read'),
+  };
 }
 
 /** Page date input (YYYY-MM-DD): the end of that day, UTC. Empty means none. */
@@ -168,7 +177,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
   // Invites: owners invite members; operators also invite new tenants (ACC-1).
   const inviteKinds = (principal: Principal) =>
     [
-      ...(principal.user.role === 'owner' ? ['member' as const] : []),
+      ...(may(principal, 'invite.manage') ? ['member' as const] : []),
       ...(principal.user.is_operator ? ['tenant' as const] : []),
     ] as const;
   const invites = async (
@@ -180,7 +189,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
     const principal = signedIn(request);
     const frame = await frameFor(request);
     if (!canInvite(principal)) {
-      return sendPage(reply, 403, forbiddenPage(frame, 'Only tenant owners and operators manage invites.'));
+      return sendPage(reply, 403, forbiddenPage(frame, INVITES_FORBIDDEN));
     }
     const list = await accounts.listInvites(principal);
     return sendPage(
@@ -224,6 +233,9 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
   });
 
   app.post('/dashboard/settings/invites/:id/revoke', revoke, async (request, reply) => {
+    if (!canInvite(signedIn(request))) {
+      return sendPage(reply, 403, forbiddenPage(await frameFor(request), INVITES_FORBIDDEN));
+    }
     if (
       request.validationError !== undefined ||
       !(await accounts.revokeInvite(signedIn(request), request.params.id))

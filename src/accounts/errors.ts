@@ -11,7 +11,8 @@ export type AccountsErrorCode =
   | 'validation_failed'
   | 'invite_invalid'
   | 'login_failed'
-  | 'link_invalid';
+  | 'link_invalid'
+  | 'last_owner';
 
 export class AccountsError extends AppError<AccountsErrorCode> {
   constructor(code: AccountsErrorCode, message: string, field?: string) {

@@ -27,6 +27,7 @@ import {
 } from './invites.ts';
 import { admitLogin } from './login-throttle.ts';
 import { burnPasswordCheck, hashPassword, verifyPassword } from './passwords.ts';
+import { authorize } from './roles.ts';
 import {
   insertSession,
   listSessions,
@@ -369,11 +370,13 @@ export function createAccountsService(deps: AccountsDeps) {
     },
 
     async listInvites(principal: Principal): Promise<Invite[]> {
+      // Invitees' emails: for roles that manage invites (members see none), and operators.
+      if (!principal.user.is_operator) authorize(principal, 'invite.manage');
       return listInvites(sql, { operator: principal.user.is_operator, tenantId: principal.user.tenant_id });
     },
 
     async revokeInvite(principal: Principal, inviteId: string): Promise<boolean> {
-      if (principal.user.role !== 'owner' && !principal.user.is_operator) return false;
+      if (!principal.user.is_operator) authorize(principal, 'invite.manage');
       return revokeInvite(
         sql,
         { operator: principal.user.is_operator, tenantId: principal.user.tenant_id },
@@ -384,7 +387,7 @@ export function createAccountsService(deps: AccountsDeps) {
 
     /**
      * Operators invite new tenants and are shown the link (`token`); tenant
-     * owners invite members into their tenant, and the invite is mailed to
+     * owners and admins invite members into their tenant, and the invite is mailed to
      * the address, never shown (ACC-1: so that using it proves the address).
      * Whether the address has an account changes nothing here.
      */
@@ -395,9 +398,7 @@ export function createAccountsService(deps: AccountsDeps) {
       if (input.kind === 'tenant' && !principal.user.is_operator) {
         throw new AccountsError('forbidden', 'Only operators can invite new tenants.');
       }
-      if (input.kind === 'member' && principal.user.role !== 'owner') {
-        throw new AccountsError('forbidden', 'Only the tenant owner can invite members.');
-      }
+      if (input.kind === 'member') authorize(principal, 'invite.manage');
       const email = normalizeEmail(input.email);
       if (email === undefined) throw fieldError('email', 'Enter a valid email address.');
       if (input.expiresAt.getTime() <= Date.now())

@@ -1,8 +1,9 @@
 import type { Sql } from 'postgres';
 import { withLookup } from '../db/lookup.ts';
 import type { TenantSql } from '../db/tenant.ts';
+import type { Role } from './roles.ts';
 
-export type Role = 'owner' | 'member';
+export type { Role };
 
 export interface User {
   readonly id: string;

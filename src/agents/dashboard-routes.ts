@@ -1,8 +1,10 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { frameFor } from '../accounts/dashboard-routes.ts';
+import { AccountsError } from '../accounts/errors.ts';
 import { shownError } from '../accounts/page-routes.ts';
 import { signedIn } from '../accounts/principal.ts';
+import type { Principal } from '../accounts/service.ts';
 import type { TenantSql } from '../db/tenant.ts';
 import type { App } from '../http/app.ts';
 import { IdParams } from '../http/schemas.ts';
@@ -20,7 +22,7 @@ import {
   onboardingPage,
   templatePickerPage,
 } from '../web/agent-pages.ts';
-import { notFoundPage } from '../web/dashboard-pages.ts';
+import { forbiddenPage, notFoundPage } from '../web/dashboard-pages.ts';
 import { bodyText, type FormProblem, formProblem, sendPage } from '../web/forms.ts';
 import { instanceSection, instanceStateJson, stateLine } from '../web/instance-section.ts';
 import { listEgressRecords } from './egress/records.ts';
@@ -179,16 +181,27 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
   const notFound = async (request: FastifyRequest, reply: FastifyReply, what = 'agent') =>
     sendPage(reply, 404, notFoundPage(await frameFor(request), what));
 
+  /** The 404 page for an unknown agent, the 403 page for one the role may not act on; anything else is thrown. */
+  const refused = async (request: FastifyRequest, reply: FastifyReply, error: unknown) => {
+    if (isNotFound(error)) return notFound(request, reply);
+    if (error instanceof AccountsError && error.code === 'forbidden') {
+      return sendPage(reply, 403, forbiddenPage(await frameFor(request), error.message));
+    }
+    throw error;
+  };
+
   /** The agent page, or the 404 page when the agent is not this tenant's. */
   /** Everything the agent page shows, in one tenant transaction. */
-  const readAgent = async (tx: TenantSql, id: string) => {
+  const readAgent = async (tx: TenantSql, principal: Principal, id: string) => {
     const agent = await agents.get(tx, id);
+    // Address, output and egress only for whom roles.ts allows them (a member, on others' agents: no).
+    const reach = await instances.mayReach(tx, principal, id);
     const [instance, egress, sessions] = await Promise.all([
       instances.view(tx, id),
-      listEgressRecords(tx, id, 20),
+      reach ? listEgressRecords(tx, id, 20) : [],
       instances.supportSessions(tx, id, 10),
     ]);
-    return { agent, instance, egress, sessions };
+    return { agent, instance, egress, sessions, reach };
   };
 
   const showAgent = async (
@@ -200,21 +213,21 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
   ) => {
     let found: Awaited<ReturnType<typeof readAgent>>;
     try {
-      found = await request.withTenant((tx) => readAgent(tx, id));
+      found = await request.withTenant((tx) => readAgent(tx, signedIn(request), id));
     } catch (error) {
       if (isNotFound(error)) return notFound(request, reply);
       throw error;
     }
-    const { agent, instance, egress, sessions } = found;
+    const { agent, instance, egress, sessions, reach } = found;
     const template = templates.get(agent.template);
     const section = instanceSection({
       agentId: id,
       instance,
       url:
-        instance === undefined
+        instance === undefined || !reach
           ? undefined
           : instanceUrl(deps.publicUrl, deps.agentsDomain, instance.subdomain),
-      logs: await deps.logs(id, 50),
+      logs: reach ? await deps.logs(id, 50) : [],
       egress,
       sessions,
     });
@@ -434,11 +447,14 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
   app.get('/dashboard/agents/:id/delete', withId, async (request, reply) => {
     if (request.validationError !== undefined) return notFound(request, reply);
     try {
-      const agent = await request.withTenant((tx) => agents.get(tx, request.params.id));
+      const agent = await request.withTenant(async (tx) => {
+        // Asking to delete is for those who may delete (roles.ts 'agent.manage').
+        await agents.authorizeOn(tx, signedIn(request), request.params.id, 'agent.manage');
+        return agents.get(tx, request.params.id);
+      });
       return sendPage(reply, 200, deleteAgentPage(await frameFor(request), agent));
     } catch (error) {
-      if (isNotFound(error)) return notFound(request, reply);
-      throw error;
+      return refused(request, reply, error);
     }
   });
 
@@ -447,8 +463,7 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
     try {
       await request.withTenant((tx) => agents.remove(tx, signedIn(request), request.params.id));
     } catch (error) {
-      if (isNotFound(error)) return notFound(request, reply);
-      throw error;
+      return refused(request, reply, error);
     }
     return reply.redirect('/dashboard/agents?notice=agent-deleted', 303);
   });

@@ -1,4 +1,5 @@
 import { recordFor } from '../accounts/audit-events.ts';
+import { authorize } from '../accounts/roles.ts';
 import type { Principal } from '../accounts/service.ts';
 import type { TenantSql } from '../db/tenant.ts';
 import type { CredentialListing, Vault } from '../vault/service.ts';
@@ -27,6 +28,8 @@ export interface Agent {
   readonly support_access: boolean;
   /** Domains the agent's egress may reach (AGT-4); null: any public destination. */
   readonly egress_allowlist: string[] | null;
+  /** The user who created it (members manage only their own); null once that user was removed. */
+  readonly created_by: string | null;
   readonly created_at: Date;
   readonly updated_at: Date;
 }
@@ -62,7 +65,8 @@ export interface AgentChanges {
 }
 
 const AGENT_COLUMNS =
-  'id, handle, name, description, template_id as template, support_access, egress_allowlist, created_at, updated_at';
+  'id, handle, name, description, template_id as template, support_access, egress_allowlist, created_by, created_at, ' +
+  'updated_at';
 
 /** An allowlist entry: a domain (`api.github.com`) or its subdomains (`*.github.com`). */
 export const EGRESS_ENTRY_PATTERN =
@@ -176,14 +180,15 @@ export function createAgentsService(deps: { vault: Vault; templates: TemplateCat
     validateNew,
 
     async create(tx: TenantSql, principal: Principal, input: NewAgent): Promise<AgentDetail> {
+      authorize(principal, 'agent.create');
       const template = validateNew(input);
       const tenantId = principal.user.tenant_id;
       const inserted = await tx.savepoint(
         (sp) =>
           sp<Agent[]>`
-          insert into agents (tenant_id, handle, name, description, template_id, support_access)
+          insert into agents (tenant_id, handle, name, description, template_id, support_access, created_by)
           values (${tenantId}::uuid, ${input.handle}, ${input.name}, ${input.description}, ${template.id},
-                  ${input.supportAccess})
+                  ${input.supportAccess}, ${principal.user.id}::uuid)
           on conflict (handle) do nothing
           returning ${sp.unsafe(AGENT_COLUMNS)}`,
       );
@@ -223,6 +228,16 @@ export function createAgentsService(deps: { vault: Vault; templates: TemplateCat
 
     get: async (tx: TenantSql, id: string): Promise<AgentDetail> => detail(tx, await find(tx, id)),
 
+    /** Throws not_found for an unknown agent, forbidden unless the principal may take `action` on it. */
+    async authorizeOn(
+      tx: TenantSql,
+      principal: Principal,
+      id: string,
+      action: 'agent.manage' | 'agent.address',
+    ): Promise<void> {
+      authorize(principal, action, (await find(tx, id)).created_by);
+    },
+
     async update(
       tx: TenantSql,
       principal: Principal,
@@ -244,6 +259,7 @@ export function createAgentsService(deps: { vault: Vault; templates: TemplateCat
         }
       }
       const before = await find(tx, id);
+      authorize(principal, 'agent.manage', before.created_by);
       const [agent] = await tx<Agent[]>`
         update agents set
           name = ${changes.name ?? before.name},
@@ -281,6 +297,7 @@ export function createAgentsService(deps: { vault: Vault; templates: TemplateCat
 
     async remove(tx: TenantSql, principal: Principal, id: string): Promise<void> {
       const agent = await find(tx, id);
+      authorize(principal, 'agent.manage', agent.created_by);
       // Credentials and the provision record go with the agent (on delete cascade).
       const [{ count } = { count: 0 }] = await tx<{ count: number }[]>`
         select count(*)::int as count from credentials where agent_id = ${id}::uuid`;
@@ -309,6 +326,7 @@ export function createAgentsService(deps: { vault: Vault; templates: TemplateCat
       value: string,
     ): Promise<{ listing: CredentialListing; created: boolean }> {
       const agent = await find(tx, agentId);
+      authorize(principal, 'credential.manage', agent.created_by);
       const template = templateOf(templates, agent);
       const credential = credentialOf(template, name, 'name');
       const problem = valueProblem(template, credential, value);
@@ -330,6 +348,7 @@ export function createAgentsService(deps: { vault: Vault; templates: TemplateCat
       name: string,
     ): Promise<void> {
       const agent = await find(tx, agentId);
+      authorize(principal, 'credential.manage', agent.created_by);
       const template = templateOf(templates, agent);
       const remaining = new Set((await vault.listCredentials(tx, agentId)).map((listing) => listing.name));
       if (!remaining.delete(name)) throw new AgentsError('not_found', 'no such credential');

@@ -1,6 +1,8 @@
 import { PassThrough } from 'node:stream';
 import type { Sql } from 'postgres';
 import { Type } from 'typebox';
+import { authorize } from '../accounts/roles.ts';
+import type { Principal } from '../accounts/service.ts';
 import { AppError } from '../errors.ts';
 import type { App } from '../http/app.ts';
 import { ProblemSchema } from '../http/problems.ts';
@@ -20,7 +22,7 @@ const Size = Type.String({
   description: 'a tree size, decimal, below 10^18',
 });
 const Hashes = Type.Array(Type.String({ description: 'base64 SHA-256 hash' }));
-const errors = { 400: ProblemSchema, 401: ProblemSchema, 404: ProblemSchema };
+const errors = { 400: ProblemSchema, 401: ProblemSchema, 403: ProblemSchema, 404: ProblemSchema };
 
 const ProofResponse = Type.Object({
   checkpoint: Type.Union([
@@ -38,9 +40,11 @@ const ProofResponse = Type.Object({
 const NOTE_TYPE = 'text/plain; charset=utf-8';
 const base64 = (hashes: readonly Buffer[]) => hashes.map((hash) => hash.toString('base64'));
 
-function tenantOf(principal: { user: { tenant_id: string } } | undefined): string {
+/** The tenant whose log the principal reads; forbidden for a role without 'audit.read'. */
+function auditTenantOf(principal: Principal | undefined): string {
   // Routes below all declare auth: 'user', so the hook has refused anonymous requests.
   if (principal === undefined) throw new Error('route reached without a principal');
+  authorize(principal, 'audit.read');
   return principal.user.tenant_id;
 }
 
@@ -134,7 +138,7 @@ export function registerCheckpointRoutes(app: App, deps: { sql: Sql; sources: Bu
       },
     },
     async (request) => {
-      const tenantId = tenantOf(request.principal);
+      const tenantId = auditTenantOf(request.principal);
       const { old_size: oldText, new_size: newText } = request.query;
       return request.withTenant(async (tx) => {
         const proof = await loadTenantProof(tx, tenantId);
@@ -216,7 +220,7 @@ export function registerCheckpointRoutes(app: App, deps: { sql: Sql; sources: Bu
       },
     },
     async (request, reply) => {
-      const tenantId = tenantOf(request.principal);
+      const tenantId = auditTenantOf(request.principal);
       const consistencyFrom = (request.query.consistency_from?.split(',') ?? []).map((size) => BigInt(size));
       const stream = new PassThrough({ highWaterMark: 1024 * 1024 });
       const sink = streamSink(stream);

@@ -1,8 +1,11 @@
 import { Type } from 'typebox';
 import { frameFor } from '../accounts/dashboard-routes.ts';
+import { signedIn } from '../accounts/principal.ts';
+import { may } from '../accounts/roles.ts';
 import { SERVICE_QUERY_ACTION } from '../db/tenant.ts';
 import type { App } from '../http/app.ts';
 import { AUDIT_PAGE_SIZE, auditPage } from '../web/audit-page.ts';
+import { forbiddenPage } from '../web/dashboard-pages.ts';
 import { sendPage } from '../web/forms.ts';
 import { latestCheckpoint, latestTenantLeaf } from './checkpoint-log.ts';
 import {
@@ -40,6 +43,9 @@ export function registerAuditPages(app: App): void {
     { config: { auth: 'user' }, attachValidation: true, schema: { hide: true, querystring: PageQuery } },
     async (request, reply) => {
       const frame = await frameFor(request);
+      if (!may(signedIn(request), 'audit.read')) {
+        return sendPage(reply, 403, forbiddenPage(frame, 'Only owners and admins read the audit log.'));
+      }
       // The query is attacker-controlled: it only ever becomes bound parameters, after these checks.
       const { after, before, action: chosen } = request.query;
       const action = chosen === undefined || chosen === '' ? undefined : chosen;

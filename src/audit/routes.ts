@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import type { Sql } from 'postgres';
 import { Type } from 'typebox';
 import { signedIn } from '../accounts/principal.ts';
+import { authorize } from '../accounts/roles.ts';
 import type { App } from '../http/app.ts';
 import { ProblemSchema } from '../http/problems.ts';
 import { exportAuditLog, listAuditEvents, MAX_PAGE, readAuditHead } from './log.ts';
@@ -9,7 +10,8 @@ import { exportAuditLog, listAuditEvents, MAX_PAGE, readAuditHead } from './log.
 // /api/v1/audit: a tenant reads and exports its own audit log (AUD-6). HTTP
 // only: every route is auth 'user' and reads in a transaction bound to the
 // principal's tenant, where row-level security shows that tenant's chain and
-// nothing else. Response schemas are allowlists.
+// nothing else. Response schemas are allowlists. Reading is for roles with
+// 'audit.read' (src/accounts/roles.ts): owners and admins.
 
 const DEFAULT_PAGE = 100;
 /** An action as events carry it: lowercase dotted words (src/audit/event.ts). */
@@ -43,7 +45,7 @@ const EventsQuery = Type.Object(
   { additionalProperties: false },
 );
 
-const errors = { 400: ProblemSchema, 401: ProblemSchema, 429: ProblemSchema };
+const errors = { 400: ProblemSchema, 401: ProblemSchema, 403: ProblemSchema, 429: ProblemSchema };
 
 export function registerAuditApi(app: App, deps: { sql: Sql }): void {
   const auth = { auth: 'user' as const };
@@ -68,7 +70,7 @@ export function registerAuditApi(app: App, deps: { sql: Sql }): void {
       },
     },
     async (request) => {
-      signedIn(request);
+      authorize(signedIn(request), 'audit.read');
       // after, limit and action are attacker-controlled: checked by the schema, then only bound parameters.
       const { after = 0, action } = request.query;
       const limit = request.query.limit ?? DEFAULT_PAGE;
@@ -93,7 +95,7 @@ export function registerAuditApi(app: App, deps: { sql: Sql }): void {
       },
     },
     async (request) => {
-      signedIn(request);
+      authorize(signedIn(request), 'audit.read');
       return request.withTenant(readAuditHead);
     },
   );
@@ -118,7 +120,9 @@ export function registerAuditApi(app: App, deps: { sql: Sql }): void {
       },
     },
     async (request, reply) => {
-      const { user } = signedIn(request);
+      const principal = signedIn(request);
+      authorize(principal, 'audit.read');
+      const { user } = principal;
       return reply
         .header('cache-control', 'no-store')
         .header('content-disposition', `attachment; filename="audit-${user.tenant_id}.jsonl"`)

@@ -16,6 +16,8 @@ import { registerAccountsApi } from '../accounts/api-routes.ts';
 import { registerDashboardPages } from '../accounts/dashboard-routes.ts';
 import { createDeviceCookies } from '../accounts/device-cookies.ts';
 import { createLinksService } from '../accounts/links.ts';
+import { registerMembersApi, registerMembersPages } from '../accounts/member-routes.ts';
+import { createMembersService } from '../accounts/members.ts';
 import { registerAccountPages } from '../accounts/page-routes.ts';
 import { registerPrincipal } from '../accounts/principal.ts';
 import { createAccountsService } from '../accounts/service.ts';
@@ -175,6 +177,9 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     publicUrl: deps.config.publicUrl,
     rateLimits: deps.rateLimits,
   });
+  const members = createMembersService();
+  registerMembersApi(app, { members });
+  registerMembersPages(app, { members, cookies });
   registerAuditApi(app, { sql: deps.sql });
   registerTemplateRoutes(app, { templates: deps.templates });
   const agents = createAgentsService({ vault: deps.vault, templates: deps.templates });

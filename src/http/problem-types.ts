@@ -81,6 +81,12 @@ export const PROBLEM_TYPES = {
     description:
       'The credentials are valid but do not allow this action (for example, a read-scoped token writing).',
   },
+  last_owner: {
+    status: 409,
+    title: 'Last owner',
+    description:
+      'A tenant keeps at least one owner: make another member an owner before demoting or removing this one.',
+  },
   handle_taken: {
     status: 409,
     title: 'Handle taken',

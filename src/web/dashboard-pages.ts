@@ -46,12 +46,13 @@ sent to it.</p>`
 <li><a href="/dashboard/agents">Agents</a> — onboard agents from templates and manage their credentials</li>
 <li><strong>Connections</strong> <span class="muted">— coming soon</span></li>
 <li><strong>Threads</strong> <span class="muted">— coming soon</span></li>
-<li><a href="/dashboard/audit">Audit log</a> — every security-relevant action, hash-chained, to read and export</li>
+${frame.canReadAudit ? html`<li><a href="/dashboard/audit">Audit log</a> — every security-relevant action, hash-chained, to read and export</li>` : ''}
 </ul>
 <h2>Settings</h2>
 <ul class="sections">
 <li><a href="/dashboard/settings/tokens">API tokens</a> — for scripts and tools that call the API</li>
 ${frame.canInvite ? html`<li><a href="/dashboard/settings/invites">Invites</a> — bring people in</li>` : ''}
+<li><a href="/dashboard/members">Members</a> — who is in the tenant, and their roles</li>
 <li><a href="/profile">Profile</a> — password, email address and sessions</li>
 </ul>`,
     frame,

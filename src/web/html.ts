@@ -42,15 +42,19 @@ export function html(strings: TemplateStringsArray, ...values: Interpolation[]):
 export interface Frame {
   readonly username: string;
   readonly tenantName: string;
-  /** Owners and operators manage invites. */
+  /** Owners, admins and operators manage invites. */
   readonly canInvite: boolean;
+  /** Owners and admins read the audit log (src/accounts/roles.ts). */
+  readonly canReadAudit: boolean;
 }
 
 function navigation(frame: Frame | undefined): Html {
   if (frame === undefined) return html`<nav><a href="/login">Sign in</a><a href="/docs">API docs</a></nav>`;
   return html`<nav><a href="/dashboard">Dashboard</a><a href="/dashboard/agents">Agents</a><a href="/dashboard/settings/tokens">Tokens</a>${
     frame.canInvite ? html`<a href="/dashboard/settings/invites">Invites</a>` : ''
-  }<a href="/dashboard/audit">Audit</a><a href="/profile">Profile</a><a href="/docs">API docs</a></nav>
+  }<a href="/dashboard/members">Members</a>${
+    frame.canReadAudit ? html`<a href="/dashboard/audit">Audit</a>` : ''
+  }<a href="/profile">Profile</a><a href="/docs">API docs</a></nav>
 <div class="who"><span>${frame.tenantName} · ${frame.username}</span>
 <form method="post" action="/logout"><button type="submit" class="link">Sign out</button></form></div>`;
 }

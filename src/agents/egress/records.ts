@@ -91,9 +91,14 @@ export async function insertEgressRecords(
 }
 
 /** Whether the agent exists in the transaction's tenant (a foreign agent is invisible under RLS). */
-export async function agentExists(tx: TenantSql, agentId: string): Promise<boolean> {
-  const rows = await tx`select 1 from agents where id = ${agentId}::uuid`;
-  return rows.length > 0;
+/** The agent's creator (who may read its records, with owners and admins); undefined: no such agent. */
+export async function agentCreator(
+  tx: TenantSql,
+  agentId: string,
+): Promise<{ created_by: string | null } | undefined> {
+  const [agent] = await tx<{ created_by: string | null }[]>`
+    select created_by from agents where id = ${agentId}::uuid`;
+  return agent;
 }
 
 /** The agent's most recent records, newest first. */

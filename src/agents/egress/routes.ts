@@ -1,11 +1,12 @@
 import type { Sql } from 'postgres';
 import { Type } from 'typebox';
 import { signedIn } from '../../accounts/principal.ts';
+import { authorize } from '../../accounts/roles.ts';
 import type { App } from '../../http/app.ts';
 import { ProblemSchema } from '../../http/problems.ts';
 import { Id, IdParams, Timestamp } from '../../http/schemas.ts';
 import { AgentsError } from '../errors.ts';
-import { agentExists, listEgressRecords } from './records.ts';
+import { agentCreator, listEgressRecords } from './records.ts';
 
 // GET /api/v1/agents/:id/egress (AGT-4): the connections an agent made or
 // tried through its egress proxy, newest first. HTTP only; the read runs in
@@ -54,11 +55,13 @@ export function registerEgressRoutes(app: App, _deps: { sql: Sql }): void {
       },
     },
     async (request) => {
-      signedIn(request);
+      const principal = signedIn(request);
       // id and limit are attacker-controlled: checked by the schema, then bound parameters only.
       const limit = request.query.limit ?? DEFAULT_PAGE;
       const connections = await request.withTenant(async (tx) => {
-        if (!(await agentExists(tx, request.params.id))) throw new AgentsError('not_found', 'no such agent');
+        const agent = await agentCreator(tx, request.params.id);
+        if (agent === undefined) throw new AgentsError('not_found', 'no such agent');
+        authorize(principal, 'agent.address', agent.created_by);
         return listEgressRecords(tx, request.params.id, limit);
       });
       return { connections };

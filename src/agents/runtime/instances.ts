@@ -1,4 +1,5 @@
 import { recordFor } from '../../accounts/audit-events.ts';
+import { authorize, may } from '../../accounts/roles.ts';
 import type { Principal } from '../../accounts/service.ts';
 import type { TenantSql } from '../../db/tenant.ts';
 import { enqueueJob } from '../../jobs/queue.ts';
@@ -81,11 +82,22 @@ export function enqueueInstanceSync(
 }
 
 export function createInstancesService(deps: { templates: TemplateCatalog }) {
-  async function agentTemplate(tx: TenantSql, agentId: string): Promise<{ prefix: string }> {
-    const [agent] = await tx<
-      { template_id: string }[]
-    >`select template_id from agents where id = ${agentId}::uuid`;
+  async function creatorOf(tx: TenantSql, agentId: string): Promise<string | null> {
+    const [agent] = await tx<{ created_by: string | null }[]>`
+      select created_by from agents where id = ${agentId}::uuid`;
     if (agent === undefined) throw new AgentsError('not_found', 'no such agent');
+    return agent.created_by;
+  }
+
+  async function agentTemplate(
+    tx: TenantSql,
+    principal: Principal,
+    agentId: string,
+  ): Promise<{ prefix: string }> {
+    const [agent] = await tx<{ template_id: string; created_by: string | null }[]>`
+      select template_id, created_by from agents where id = ${agentId}::uuid`;
+    if (agent === undefined) throw new AgentsError('not_found', 'no such agent');
+    authorize(principal, 'agent.manage', agent.created_by);
     const template = deps.templates.get(agent.template_id);
     if (template === undefined) {
       throw new AgentsError(
@@ -119,6 +131,16 @@ export function createInstancesService(deps: { templates: TemplateCatalog }) {
       return new Map(rows.map(({ agent_id, ...states }) => [agent_id, states]));
     },
 
+    /** Whether the principal may see the instance's address, output and egress (roles.ts 'agent.address'). */
+    async mayReach(tx: TenantSql, principal: Principal, agentId: string): Promise<boolean> {
+      return may(principal, 'agent.address', await creatorOf(tx, agentId));
+    },
+
+    /** Throws not_found for an unknown agent, forbidden unless the principal may reach it. */
+    async authorizeReach(tx: TenantSql, principal: Principal, agentId: string): Promise<void> {
+      authorize(principal, 'agent.address', await creatorOf(tx, agentId));
+    },
+
     async supportSessions(tx: TenantSql, agentId: string, limit: number) {
       return tx<{ operator: string; started_at: Date; ended_at: Date | null }[]>`
         select operator, started_at, ended_at from support_sessions
@@ -131,7 +153,7 @@ export function createInstancesService(deps: { templates: TemplateCatalog }) {
       agentId: string,
       action: InstanceAction,
     ): Promise<InstanceView> {
-      const template = await agentTemplate(tx, agentId);
+      const template = await agentTemplate(tx, principal, agentId);
       const tenantId = principal.user.tenant_id;
       // The subdomain is made once, at the first start, and kept for the agent's life.
       for (let attempt = 0; attempt < 5; attempt++) {

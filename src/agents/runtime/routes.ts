@@ -46,7 +46,8 @@ export interface InstanceRoutesDeps {
 export function registerInstanceRoutes(app: App, deps: InstanceRoutesDeps): void {
   const { instances } = deps;
   const url = (subdomain: string) => instanceUrl(deps.publicUrl, deps.agentsDomain, subdomain);
-  const shown = (view: InstanceView | undefined) =>
+  // The address only for whom roles.ts allows it (AGT-3); the state for every reader.
+  const shown = (view: InstanceView | undefined, reach: boolean) =>
     view === undefined
       ? {
           state: 'stopped' as const,
@@ -62,7 +63,7 @@ export function registerInstanceRoutes(app: App, deps: InstanceRoutesDeps): void
           reason: view.reason,
           crashes: view.crashes,
           started_at: view.started_at,
-          url: url(view.subdomain),
+          url: reach ? url(view.subdomain) : null,
         };
 
   app.get(
@@ -76,7 +77,13 @@ export function registerInstanceRoutes(app: App, deps: InstanceRoutesDeps): void
         response: { 200: Instance, ...errors },
       },
     },
-    async (request) => shown(await request.withTenant((tx) => instances.view(tx, request.params.id))),
+    async (request) => {
+      const principal = signedIn(request);
+      return request.withTenant(async (tx) => {
+        const view = await instances.view(tx, request.params.id);
+        return shown(view, await instances.mayReach(tx, principal, request.params.id));
+      });
+    },
   );
 
   for (const action of ['start', 'stop', 'restart'] as const satisfies readonly InstanceAction[]) {
@@ -93,10 +100,11 @@ export function registerInstanceRoutes(app: App, deps: InstanceRoutesDeps): void
       },
       async (request, reply) => {
         const principal = signedIn(request);
-        const view = await request.withTenant((tx) =>
-          instances.request(tx, principal, request.params.id, action),
-        );
-        return reply.status(202).send(shown(view));
+        const answer = await request.withTenant(async (tx) => {
+          const view = await instances.request(tx, principal, request.params.id, action);
+          return shown(view, await instances.mayReach(tx, principal, request.params.id));
+        });
+        return reply.status(202).send(answer);
       },
     );
   }
@@ -114,7 +122,8 @@ export function registerInstanceRoutes(app: App, deps: InstanceRoutesDeps): void
       },
     },
     async (request) => {
-      await request.withTenant((tx) => instances.view(tx, request.params.id));
+      const principal = signedIn(request);
+      await request.withTenant((tx) => instances.authorizeReach(tx, principal, request.params.id));
       return { lines: await deps.logs(request.params.id, request.query.lines ?? 100) };
     },
   );

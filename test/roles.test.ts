@@ -1,0 +1,321 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, test } from 'node:test';
+import type { LightMyRequestResponse } from 'fastify';
+import {
+  ACTIONS,
+  type Action,
+  PERMISSIONS,
+  REFUSALS,
+  ROLES,
+  type Role,
+  roleMay,
+} from '../src/accounts/roles.ts';
+import { escapeHtml } from '../src/web/html.ts';
+import { createAccount, mintInvite, type TestAccount } from './helpers/accounts.ts';
+import { useTestApp } from './helpers/app.ts';
+import { registeredRoutes } from './helpers/routes.ts';
+
+// ACC-12. Attack: a member of a tenant uses routes their role does not
+// allow — renames, stops or deletes an agent someone else created, replaces
+// its credentials, reads its address, output or egress, reads or exports the
+// audit log, lists invites with the invitees' emails, changes roles or
+// removes people. The suite is generated from the role table
+// (src/accounts/roles.ts): every route the app serves under /api/v1,
+// /dashboard and /profile must have a row below (a new route fails until it
+// has one), and each row is probed as every role, on an agent the caller
+// created and on one a colleague created. The table says allowed or not;
+// allowed must answer neither 401, 403, 404 nor 5xx; refused must be 403
+// (problem code `forbidden` on the API, the "Not allowed" page on pages).
+
+const ctx = useTestApp();
+const ORIGIN = () => new URL(ctx.testApp.config.publicUrl).origin;
+
+const accounts = {} as Record<Role, TestAccount>;
+/** Creates the "others'" agents; a member, so no actor's own rights come from being its creator. */
+let colleague: TestAccount;
+
+async function promote(account: TestAccount, role: Role): Promise<void> {
+  await ctx.db.superuser`update users set role = ${role} where id = ${account.user.id}::uuid`;
+}
+
+ctx.before(async () => {
+  accounts.owner = await createAccount(ctx.db, ctx.testApp);
+  accounts.admin = await createAccount(ctx.db, ctx.testApp, { kind: 'member', tenantOf: accounts.owner });
+  await promote(accounts.admin, 'admin');
+  accounts.member = await createAccount(ctx.db, ctx.testApp, { kind: 'member', tenantOf: accounts.owner });
+  colleague = await createAccount(ctx.db, ctx.testApp, { kind: 'member', tenantOf: accounts.owner });
+});
+
+// ---------------------------------------------------------------- fixtures
+
+const unique = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
+
+/** A fresh echo agent created (through the API) by `creator`, with one credential; its id. */
+async function agentBy(creator: TestAccount): Promise<string> {
+  const handle = unique('roles');
+  const response = await ctx.testApp.app.inject({
+    method: 'POST',
+    url: '/api/v1/agents',
+    headers: { authorization: `Bearer ${creator.apiToken}` },
+    payload: { name: handle, handle, template: 'echo', credentials: { echo_token: `probe-${unique('v')}` } },
+  });
+  assert.equal(response.statusCode, 201, response.body);
+  return response.json<{ id: string }>().id;
+}
+
+async function freshMember(): Promise<string> {
+  return (await createAccount(ctx.db, ctx.testApp, { kind: 'member', tenantOf: accounts.owner })).user.id;
+}
+
+async function freshInvite(): Promise<string> {
+  const invite = await mintInvite(ctx.db, {
+    kind: 'member',
+    email: `${unique('invitee')}@example.test`,
+    tenantId: accounts.owner.user.tenant_id,
+  });
+  return invite.id;
+}
+
+// ---------------------------------------------------------------- the rows
+
+/** What a path's `:id` names: a fresh agent (own or a colleague's), a member, an invite, a template. */
+type Target = 'agent' | 'member' | 'fresh-member' | 'invite' | 'template';
+
+interface Probe {
+  /** The row of the role table that decides; 'signed-in': any user, on their own things only. */
+  readonly action: Action | 'signed-in';
+  readonly target?: Target;
+  readonly body?: () => Record<string, string>;
+}
+
+const form = (values: Record<string, string>) => () => values;
+const agentCreate = () => {
+  const handle = unique('roles');
+  return { name: handle, handle, template: 'echo' };
+};
+
+/**
+ * Every route a signed-in user reaches. Writes of 'signed-in' rows act only
+ * on the caller's own tokens, sessions and profile (their own suites cover
+ * them): they are listed so that a new route must be placed, and only their
+ * GETs are probed here.
+ */
+const ROUTES: Record<string, readonly Probe[]> = {
+  'GET /api/v1/me': [{ action: 'signed-in' }],
+  'GET /api/v1/tokens': [{ action: 'signed-in' }],
+  'POST /api/v1/tokens': [{ action: 'signed-in' }],
+  'DELETE /api/v1/tokens/:id': [{ action: 'signed-in' }],
+  'GET /api/v1/sessions': [{ action: 'signed-in' }],
+  'DELETE /api/v1/sessions': [{ action: 'signed-in' }],
+  'DELETE /api/v1/sessions/:id': [{ action: 'signed-in' }],
+  'GET /api/v1/templates': [{ action: 'signed-in' }],
+  'GET /api/v1/templates/:id': [{ action: 'signed-in', target: 'template' }],
+  'GET /api/v1/agents': [{ action: 'agent.read' }],
+  'POST /api/v1/agents': [{ action: 'agent.create', body: agentCreate }],
+  'GET /api/v1/agents/:id': [{ action: 'agent.read', target: 'agent' }],
+  'PATCH /api/v1/agents/:id': [{ action: 'agent.manage', target: 'agent', body: form({ name: 'renamed' }) }],
+  'DELETE /api/v1/agents/:id': [{ action: 'agent.manage', target: 'agent' }],
+  'GET /api/v1/agents/:id/credentials': [{ action: 'agent.read', target: 'agent' }],
+  'PUT /api/v1/agents/:id/credentials/:name': [
+    { action: 'credential.manage', target: 'agent', body: form({ value: 'replaced-value-1234567890' }) },
+  ],
+  'DELETE /api/v1/agents/:id/credentials/:name': [{ action: 'credential.manage', target: 'agent' }],
+  'GET /api/v1/agents/:id/instance': [{ action: 'agent.read', target: 'agent' }],
+  'POST /api/v1/agents/:id/start': [{ action: 'agent.manage', target: 'agent' }],
+  'POST /api/v1/agents/:id/stop': [{ action: 'agent.manage', target: 'agent' }],
+  'POST /api/v1/agents/:id/restart': [{ action: 'agent.manage', target: 'agent' }],
+  'GET /api/v1/agents/:id/logs': [{ action: 'agent.address', target: 'agent' }],
+  'GET /api/v1/agents/:id/egress': [{ action: 'agent.address', target: 'agent' }],
+  'GET /api/v1/audit/events': [{ action: 'audit.read' }],
+  'GET /api/v1/audit/head': [{ action: 'audit.read' }],
+  'GET /api/v1/audit/export': [{ action: 'audit.read' }],
+  'GET /api/v1/audit/proof': [{ action: 'audit.read' }],
+  'GET /api/v1/audit/bundle': [{ action: 'audit.read' }],
+  'GET /api/v1/invites': [{ action: 'invite.manage' }],
+  'POST /api/v1/invites': [
+    { action: 'invite.manage', body: () => ({ email: `${unique('invitee')}@example.test` }) },
+  ],
+  'DELETE /api/v1/invites/:id': [{ action: 'invite.manage', target: 'invite' }],
+  'GET /api/v1/members': [{ action: 'member.list' }],
+  'PATCH /api/v1/members/:id': [
+    { action: 'member.manage', target: 'member', body: form({ role: 'member' }) },
+    { action: 'owner.manage', target: 'fresh-member', body: form({ role: 'owner' }) },
+  ],
+  'DELETE /api/v1/members/:id': [{ action: 'member.manage', target: 'fresh-member' }],
+
+  'GET /dashboard': [{ action: 'signed-in' }],
+  'GET /dashboard/settings/tokens': [{ action: 'signed-in' }],
+  'POST /dashboard/settings/tokens': [{ action: 'signed-in' }],
+  'POST /dashboard/settings/tokens/:id/revoke': [{ action: 'signed-in' }],
+  'GET /profile': [{ action: 'signed-in' }],
+  'POST /profile/sessions/revoke-all': [{ action: 'signed-in' }],
+  'POST /profile/sessions/:id/revoke': [{ action: 'signed-in' }],
+  'POST /profile/password': [{ action: 'signed-in' }],
+  'POST /profile/email': [{ action: 'signed-in' }],
+  'GET /dashboard/agents': [{ action: 'agent.read' }],
+  'GET /dashboard/agents/new': [{ action: 'agent.create' }],
+  'POST /dashboard/agents': [{ action: 'agent.create', body: agentCreate }],
+  'GET /dashboard/agents/:id': [{ action: 'agent.read', target: 'agent' }],
+  'POST /dashboard/agents/:id': [
+    { action: 'agent.manage', target: 'agent', body: form({ name: 'renamed' }) },
+  ],
+  'POST /dashboard/agents/:id/credentials': [
+    {
+      action: 'credential.manage',
+      target: 'agent',
+      body: form({ name: 'echo_token', value: 'replaced-value-1234567890' }),
+    },
+  ],
+  'POST /dashboard/agents/:id/credentials/:name/delete': [{ action: 'credential.manage', target: 'agent' }],
+  'GET /dashboard/agents/:id/delete': [{ action: 'agent.manage', target: 'agent' }],
+  'POST /dashboard/agents/:id/delete': [{ action: 'agent.manage', target: 'agent' }],
+  'POST /dashboard/agents/:id/start': [{ action: 'agent.manage', target: 'agent' }],
+  'POST /dashboard/agents/:id/stop': [{ action: 'agent.manage', target: 'agent' }],
+  'POST /dashboard/agents/:id/restart': [{ action: 'agent.manage', target: 'agent' }],
+  'GET /dashboard/audit': [{ action: 'audit.read' }],
+  'GET /dashboard/settings/invites': [{ action: 'invite.manage' }],
+  'POST /dashboard/settings/invites': [
+    { action: 'invite.manage', body: () => ({ email: `${unique('invitee')}@example.test` }) },
+  ],
+  'POST /dashboard/settings/invites/:id/revoke': [{ action: 'invite.manage', target: 'invite' }],
+  'GET /dashboard/members': [{ action: 'member.list' }],
+  'POST /dashboard/members/:id/role': [
+    { action: 'member.manage', target: 'member', body: form({ role: 'member' }) },
+    { action: 'owner.manage', target: 'fresh-member', body: form({ role: 'owner' }) },
+  ],
+  'GET /dashboard/members/:id/remove': [{ action: 'member.manage', target: 'member' }],
+  'POST /dashboard/members/:id/remove': [{ action: 'member.manage', target: 'fresh-member' }],
+};
+
+function signedInRoutes(): string[] {
+  return registeredRoutes(ctx.testApp.app)
+    .filter((route) => route.method !== 'HEAD')
+    .filter((route) => /^\/(api\/v1|dashboard|profile)(\/|$)/.test(route.path))
+    .map((route) => `${route.method} ${route.path}`);
+}
+
+// ---------------------------------------------------------------- probing
+
+interface Outcome {
+  readonly allowed: boolean;
+  readonly response: LightMyRequestResponse;
+}
+
+async function probe(role: Role, key: string, probe: Probe, own: boolean): Promise<Outcome> {
+  const actor = accounts[role];
+  const [method = 'GET', pattern = ''] = key.split(' ');
+  let createdBy: string | undefined;
+  let url = pattern;
+  if (probe.target === 'agent') {
+    const creator = own ? actor : colleague;
+    createdBy = creator.user.id;
+    url = url.replace(':id', await agentBy(creator)).replace(':name', 'echo_token');
+  } else if (probe.target === 'member') {
+    url = url.replace(':id', colleague.user.id);
+  } else if (probe.target === 'fresh-member') {
+    url = url.replace(':id', await freshMember());
+  } else if (probe.target === 'template') {
+    url = url.replace(':id', 'echo');
+  } else if (probe.target === 'invite') {
+    url = url.replace(':id', await freshInvite());
+  }
+  const api = pattern.startsWith('/api/');
+  const body = probe.body?.();
+  const headers: Record<string, string> = api
+    ? { authorization: `Bearer ${actor.apiToken}` }
+    : { cookie: actor.sessionCookie, origin: ORIGIN() };
+  let payload: string | undefined;
+  if (body !== undefined && api) payload = JSON.stringify(body);
+  if (body !== undefined && !api) payload = new URLSearchParams(body).toString();
+  if (method !== 'GET' && method !== 'DELETE') {
+    headers['content-type'] = api ? 'application/json' : 'application/x-www-form-urlencoded';
+    payload ??= api ? '{}' : '';
+  }
+  const response = await ctx.testApp.app.inject({
+    method: method as 'GET',
+    url,
+    headers,
+    ...(payload === undefined ? {} : { payload }),
+  });
+  const allowed = probe.action === 'signed-in' || roleMay(role, actor.user.id, probe.action, createdBy);
+  return { allowed, response };
+}
+
+function judge(role: Role, key: string, probe: Probe, own: boolean, outcome: Outcome): string | undefined {
+  const { response } = outcome;
+  const where = `${role} ${key}${probe.target === 'agent' ? (own ? ' (own agent)' : " (a colleague's agent)") : ''}${
+    probe.body === undefined ? '' : ` ${JSON.stringify(probe.body())}`
+  }`;
+  if (outcome.allowed) {
+    if ([401, 403, 404].includes(response.statusCode) || response.statusCode >= 500) {
+      return `${where}: allowed by the table, answered ${response.statusCode} ${response.body.slice(0, 200)}`;
+    }
+    return undefined;
+  }
+  if (response.statusCode !== 403) return `${where}: refused by the table, answered ${response.statusCode}`;
+  if (key.includes(' /api/') && response.json<{ code?: string }>().code !== 'forbidden') {
+    return `${where}: a 403 without the code forbidden`;
+  }
+  // A page says why: the "Not allowed" page, or the page acted on with the table's refusal on it.
+  const refusal = escapeHtml(REFUSALS[probe.action as Action]);
+  if (!key.includes(' /api/') && !response.body.includes('Not allowed') && !response.body.includes(refusal)) {
+    return `${where}: a 403 page that does not say why`;
+  }
+  return undefined;
+}
+
+describe('roles, generated from the role table', () => {
+  test('ACC-12: every signed-in route the app serves has a row in this suite, and every row is served', () => {
+    const served = signedInRoutes();
+    assert.ok(served.includes('GET /api/v1/agents'), `the route listing was read (${served.length} routes)`);
+    assert.deepEqual(
+      served.filter((key) => ROUTES[key] === undefined),
+      [],
+      'served but not placed in the role table',
+    );
+    assert.deepEqual(
+      Object.keys(ROUTES).filter((key) => !served.includes(key)),
+      [],
+      'rows for routes the app does not serve',
+    );
+    const probed = new Set(Object.values(ROUTES).flatMap((probes) => probes.map((p) => p.action)));
+    assert.deepEqual(
+      ACTIONS.filter((action) => !probed.has(action)),
+      [],
+      'every action of the table is probed by some route',
+    );
+  });
+
+  test('ACC-12: as owner, admin and member, every route answers as the role table says, on own and on colleagues’ agents', async () => {
+    const failures: string[] = [];
+    let probes = 0;
+    for (const role of ROLES) {
+      for (const [key, rows] of Object.entries(ROUTES)) {
+        for (const row of rows) {
+          if (row.action === 'signed-in') {
+            if (!key.startsWith('GET ')) continue;
+            const outcome = await probe(role, key, row, true);
+            probes += 1;
+            if (outcome.response.statusCode !== 200) {
+              failures.push(
+                `${role} ${key}: open to every signed-in user, answered ${outcome.response.statusCode}`,
+              );
+            }
+            continue;
+          }
+          for (const own of row.target === 'agent' ? [true, false] : [true]) {
+            const outcome = await probe(role, key, row, own);
+            probes += 1;
+            const failure = judge(role, key, row, own, outcome);
+            if (failure !== undefined) failures.push(failure);
+          }
+        }
+      }
+    }
+    assert.deepEqual(failures, []);
+    // Not vacuous: each role was refused somewhere and allowed somewhere, as the table says.
+    assert.ok(probes > 150, `${probes} probes`);
+    assert.equal(PERMISSIONS['audit.read'].member, 'none');
+  });
+});
