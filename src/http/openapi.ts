@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
 import type { FastifySchema, RouteOptions } from 'fastify';
 import type { Config } from '../config.ts';
 import type { App } from './app.ts';
@@ -26,6 +29,7 @@ declare module 'fastify' {
 export const API_TOKEN_SCHEME = 'apiToken';
 export const SESSION_COOKIE_SCHEME = 'sessionCookie';
 const PROBLEM_REF = { $ref: '#/components/schemas/Problem' };
+const FAVICON = path.join(import.meta.dirname, '..', 'web', 'static', 'favicon.svg');
 
 /** The problem codes an answer of this status may carry, for its description. */
 function problemDescription(status: number): string {
@@ -117,7 +121,7 @@ export async function registerOpenApi(app: App, config: Pick<Config, 'publicUrl'
         title: 'Enclave API',
         version: '1',
         description:
-          'The JSON API of [Enclave](/). Errors are RFC 9457 problem details (`application/problem+json`) ' +
+          '[← Back to Enclave](/)\n\nThe JSON API of Enclave. Errors are RFC 9457 problem details (`application/problem+json`) ' +
           'with a stable `code`; every code is listed at [/docs/problems](/docs/problems). ' +
           'Authenticate with an API token (`Authorization: Bearer enc_live_…`, made at ' +
           '[/dashboard/settings/tokens](/dashboard/settings/tokens)) or, from a browser, the session cookie.',
@@ -150,4 +154,27 @@ export async function registerOpenApi(app: App, config: Pick<Config, 'publicUrl'
     },
   });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  // /docs: Swagger UI, every file of it served from our origin (no CDN) under
+  // the site's strict CSP: its page loads only external scripts and styles.
+  // BaseLayout: the standalone layout's top bar draws Swagger's logo with an
+  // inline <style> (which the CSP refuses) and offers to load any URL's
+  // document. The introduction links back to the site instead.
+  await app.register(swaggerUi, {
+    routePrefix: '/docs',
+    theme: {
+      title: 'API reference · Enclave',
+      favicon: [
+        {
+          filename: 'favicon.svg',
+          rel: 'icon',
+          sizes: 'any',
+          type: 'image/svg+xml',
+          content: readFileSync(FAVICON),
+        },
+      ],
+    },
+    // No badge from validator.swagger.io: the page talks to our origin only.
+    validatorUrl: false,
+    uiConfig: { layout: 'BaseLayout', deepLinking: true, docExpansion: 'list', defaultModelsExpandDepth: 0 },
+  });
 }
