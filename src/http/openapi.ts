@@ -26,8 +26,8 @@ declare module 'fastify' {
   }
 }
 
-export const API_TOKEN_SCHEME = 'apiToken';
-export const SESSION_COOKIE_SCHEME = 'sessionCookie';
+const API_TOKEN_SCHEME = 'apiToken';
+const SESSION_COOKIE_SCHEME = 'sessionCookie';
 const PROBLEM_REF = { $ref: '#/components/schemas/Problem' };
 const FAVICON = path.join(import.meta.dirname, '..', 'web', 'static', 'favicon.svg');
 
@@ -56,13 +56,13 @@ function sharedStatuses(schema: FastifySchema, route: RouteOptions): number[] {
   // The principal is looked up in the database: an outage is 503 (problems.ts).
   if (auth !== 'none') statuses.push(503);
   if (auth === 'user') statuses.push(401);
-  // ACC-4: a state-changing request carrying a cookie but not our Origin is refused.
-  if (auth !== 'none' && method !== 'GET' && method !== 'HEAD') statuses.push(403);
+  // ACC-4 (csrf.ts): a state-changing request without a Bearer token and not from our origin is refused.
+  if (method !== 'GET' && method !== 'HEAD') statuses.push(403);
   return statuses;
 }
 
 /** A route's schema as the document shows it. */
-export function documentedSchema(schema: FastifySchema | undefined, route: RouteOptions): FastifySchema {
+function documentedSchema(schema: FastifySchema | undefined, route: RouteOptions): FastifySchema {
   // A route without a schema is not part of the API: the document leaves it out.
   if (schema === undefined) return { hide: true };
   if (schema.hide === true) return schema;
