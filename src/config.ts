@@ -173,7 +173,8 @@ function parseDataDir(env: Env, cwd: string): string {
   return path.resolve(cwd, raw);
 }
 
-const EMAIL = /^[^\s@<>"'(),;:\\]+@[^\s@<>"'(),;:\\]+\.[^\s@<>"'(),;:\\]+$/;
+/** An email address, after trimming and lowercasing (invites, signup, the operator's address). */
+export const EMAIL = /^[^\s@<>"'(),;:\\]+@[^\s@<>"'(),;:\\]+\.[^\s@<>"'(),;:\\]+$/;
 
 export function normalizeEmail(value: string): string | undefined {
   const email = value.trim().toLowerCase();

@@ -1,7 +1,8 @@
 import { Type } from 'typebox';
+import { EMAIL } from '../config.ts';
 import type { App } from '../http/app.ts';
 import { ProblemSchema, sendProblem } from '../http/problems.ts';
-import { Id, IdParams, NullableTimestamp, Timestamp, TimestampIn } from '../http/schemas.ts';
+import { curlExample, ExpiryIn, Id, IdParams, NullableTimestamp, Timestamp } from '../http/schemas.ts';
 import { DEFAULT_INVITE_DAYS, inviteLink } from './invites.ts';
 import { signedIn } from './principal.ts';
 import { RoleSchema } from './roles.ts';
@@ -29,6 +30,30 @@ const Me = Type.Object({
   tenant_id: Id,
   authenticated_by: Type.Union([Type.Literal('session'), Type.Literal('token')]),
 });
+
+const InviteBody = Type.Object(
+  {
+    email: Type.String({ minLength: 3, maxLength: 254 }),
+    kind: Type.Optional(Type.Union([Type.Literal('member'), Type.Literal('tenant')])),
+    expires_at: Type.Optional(ExpiryIn),
+  },
+  { additionalProperties: false },
+);
+
+/** The invite body as the document states it: the address as the service accepts it (config.ts EMAIL). */
+const DocumentedInviteBody = Type.Object(
+  {
+    ...InviteBody.properties,
+    email: Type.String({
+      minLength: 5,
+      maxLength: 254,
+      // The service trims and lowercases before it checks; the pattern allows the spaces it trims.
+      pattern: `^\\s*${EMAIL.source.slice(1, -1)}\\s*$`,
+      description: 'An email address (name@domain.tld); surrounding spaces are ignored',
+    }),
+  },
+  { additionalProperties: false },
+);
 
 const TokenListing = Type.Object({
   id: Id,
@@ -73,7 +98,13 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
     '/api/v1/me',
     {
       config: auth,
-      schema: { summary: 'The signed-in user', tags: ['accounts'], response: { 200: Me, ...errors } },
+      schema: {
+        operationId: 'getMe',
+        summary: 'The signed-in user',
+        tags: ['accounts'],
+        ...curlExample('GET', '/api/v1/me'),
+        response: { 200: Me, ...errors },
+      },
     },
     async (request) => {
       const { user, via } = signedIn(request);
@@ -86,6 +117,7 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
     {
       config: auth,
       schema: {
+        operationId: 'listTokens',
         summary: "List the user's live API tokens (never their values)",
         tags: ['tokens'],
         response: { 200: Type.Object({ tokens: Type.Array(TokenListing) }), ...errors },
@@ -99,13 +131,19 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
     {
       config: auth,
       schema: {
+        operationId: 'mintToken',
         summary: 'Mint an API token; its value is in this response only',
         tags: ['tokens'],
+        ...curlExample('POST', '/api/v1/tokens', { name: 'ci', scope: 'read' }),
         body: Type.Object(
           {
-            name: Type.String({ minLength: 1, maxLength: 100 }),
+            name: Type.String({
+              minLength: 1,
+              maxLength: 100,
+              description: '1 to 100 characters once surrounding spaces are trimmed',
+            }),
             scope: Type.Optional(Type.Union([Type.Literal('read'), Type.Literal('write')])),
-            expires_at: Type.Optional(TimestampIn),
+            expires_at: Type.Optional(ExpiryIn),
           },
           { additionalProperties: false },
         ),
@@ -129,6 +167,7 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
     {
       config: auth,
       schema: {
+        operationId: 'revokeToken',
         summary: 'Revoke an API token',
         tags: ['tokens'],
         params: IdParams,
@@ -148,6 +187,7 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
     {
       config: auth,
       schema: {
+        operationId: 'listSessions',
         summary: "List the user's live sessions",
         tags: ['sessions'],
         response: { 200: Type.Object({ sessions: Type.Array(SessionListing) }), ...errors },
@@ -165,6 +205,7 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
     {
       config: auth,
       schema: {
+        operationId: 'revokeSession',
         summary: 'Revoke one session (404 if the user has no such live session)',
         tags: ['sessions'],
         params: IdParams,
@@ -184,6 +225,7 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
     {
       config: auth,
       schema: {
+        operationId: 'revokeAllSessions',
         summary: 'Sign out everywhere: revoke every session of the user',
         tags: ['sessions'],
         response: { 200: Type.Object({ revoked: Type.Integer() }), ...errors },
@@ -197,6 +239,7 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
     {
       config: auth,
       schema: {
+        operationId: 'listInvites',
         summary:
           'Invites this user may manage: member invites of the tenant; for operators, signup invites too',
         tags: ['invites'],
@@ -211,17 +254,13 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
     {
       config: auth,
       schema: {
+        operationId: 'createInvite',
         summary:
           'Invite a member into this tenant (owners): the link is mailed to the address and never shown. Or invite a new tenant (operators): the link is in this response only',
         tags: ['invites'],
-        body: Type.Object(
-          {
-            email: Type.String({ minLength: 3, maxLength: 254 }),
-            kind: Type.Optional(Type.Union([Type.Literal('member'), Type.Literal('tenant')])),
-            expires_at: Type.Optional(TimestampIn),
-          },
-          { additionalProperties: false },
-        ),
+        ...curlExample('POST', '/api/v1/invites', { email: 'new.member@example.com' }),
+        body: InviteBody,
+        documentedBody: DocumentedInviteBody,
         response: {
           201: Type.Object({ link: Type.Optional(Type.String()), ...InviteListing.properties }),
           ...errors,
@@ -249,6 +288,7 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
     {
       config: auth,
       schema: {
+        operationId: 'revokeInvite',
         summary: 'Revoke a pending invite',
         tags: ['invites'],
         params: IdParams,

@@ -2,11 +2,12 @@ import { Type } from 'typebox';
 import { signedIn } from '../accounts/principal.ts';
 import type { App } from '../http/app.ts';
 import { ProblemSchema } from '../http/problems.ts';
-import { Id, IdParams, Timestamp } from '../http/schemas.ts';
+import { curlExample, Id, IdParams, Timestamp } from '../http/schemas.ts';
 import { MULTILINE } from '../http/text-input.ts';
 import { MAX_CREDENTIAL_CHARACTERS } from '../vault/service.ts';
 import { HANDLE_PATTERN } from './handles.ts';
 import { type AgentsService, EGRESS_ENTRY_PATTERN, MAX_EGRESS_ENTRIES } from './service.ts';
+import type { TemplateCatalog } from './templates.ts';
 
 // /api/v1/agents and their write-only credentials. HTTP only: schemas,
 // status codes, auth mode. Response schemas are allowlists: a credential
@@ -77,14 +78,86 @@ const Value = Type.String({
   maxLength: MAX_CREDENTIAL_CHARACTERS,
   description: 'The secret. Write-only: no response ever contains it',
 });
+/** The value as the document states it: the vault refuses an empty one (400) with a message in words. */
+const DocumentedValue = Type.String({
+  ...MULTILINE,
+  minLength: 1,
+  maxLength: MAX_CREDENTIAL_CHARACTERS,
+  description: 'The secret, not empty. Write-only: no response ever contains it',
+});
 const Description = Type.String({ ...MULTILINE, maxLength: 1000 });
 
 const CredentialParams = Type.Object(
-  { id: Id, name: Type.String({ pattern: CREDENTIAL_NAME }) },
+  {
+    id: Id,
+    name: Type.String({
+      pattern: CREDENTIAL_NAME,
+      description:
+        "One of the credentials the agent's template takes (GET /api/v1/templates/{id}); another name is refused with 400",
+    }),
+  },
   { additionalProperties: false },
 );
 
-export function registerAgentsApi(app: App, deps: { agents: AgentsService }): void {
+const CREDENTIALS_RULE =
+  "Only credentials the template takes, each not empty and in the template's format; " +
+  'those it requires (and one of each one_of group) must be present. Otherwise 400.';
+
+const NewAgentBody = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 100 }),
+    handle: Type.String({
+      pattern: HANDLE_PATTERN,
+      description: 'Unique platform-wide; a-z, 0-9 and "-", 3 to 40 characters',
+    }),
+    description: Type.Optional(Description),
+    template: Type.String({
+      minLength: 1,
+      maxLength: 100,
+      description: 'An installed template (GET /api/v1/templates); another is refused with 400',
+    }),
+    support_access: Type.Optional(Type.Boolean({ default: true })),
+    credentials: Type.Optional(
+      Type.Record(Type.String({ pattern: CREDENTIAL_NAME }), Value, {
+        maxProperties: 32,
+        description: CREDENTIALS_RULE,
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+/**
+ * The onboarding body as the document states it: the template one of those
+ * installed, and for each, credential names limited to the ones it takes.
+ * The service checks the same with messages in words (agents/service.ts).
+ */
+function documentedNewAgentBody(templates: TemplateCatalog) {
+  const installed = templates.list();
+  return {
+    ...NewAgentBody,
+    properties: {
+      ...NewAgentBody.properties,
+      template: { ...NewAgentBody.properties.template, enum: installed.map((template) => template.id) },
+      credentials: Type.Record(Type.String({ pattern: CREDENTIAL_NAME }), DocumentedValue, {
+        maxProperties: 32,
+        description: CREDENTIALS_RULE,
+      }),
+    },
+    // One branch per template: its id, and credential names among the ones it takes.
+    anyOf: installed.map((template) => ({
+      properties: {
+        template: { const: template.id },
+        credentials: { propertyNames: { enum: template.credentials.map((credential) => credential.name) } },
+      },
+    })),
+  };
+}
+
+export function registerAgentsApi(
+  app: App,
+  deps: { agents: AgentsService; templates: TemplateCatalog },
+): void {
   const { agents } = deps;
   const auth = { auth: 'user' as const };
 
@@ -93,8 +166,10 @@ export function registerAgentsApi(app: App, deps: { agents: AgentsService }): vo
     {
       config: auth,
       schema: {
+        operationId: 'listAgents',
         summary: "List the tenant's agents",
         tags: ['agents'],
+        ...curlExample('GET', '/api/v1/agents'),
         response: { 200: Type.Object({ agents: Type.Array(Agent) }), ...errors },
       },
     },
@@ -106,24 +181,16 @@ export function registerAgentsApi(app: App, deps: { agents: AgentsService }): vo
     {
       config: auth,
       schema: {
+        operationId: 'createAgent',
         summary: 'Onboard an agent from a template, with its credentials',
         tags: ['agents'],
-        body: Type.Object(
-          {
-            name: Type.String({ minLength: 1, maxLength: 100 }),
-            handle: Type.String({
-              pattern: HANDLE_PATTERN,
-              description: 'Unique platform-wide; a-z, 0-9 and "-", 3 to 40 characters',
-            }),
-            description: Type.Optional(Description),
-            template: Type.String({ minLength: 1, maxLength: 100 }),
-            support_access: Type.Optional(Type.Boolean({ default: true })),
-            credentials: Type.Optional(
-              Type.Record(Type.String({ pattern: CREDENTIAL_NAME }), Value, { maxProperties: 32 }),
-            ),
-          },
-          { additionalProperties: false },
-        ),
+        ...curlExample('POST', '/api/v1/agents', {
+          name: 'Echo',
+          handle: 'my-echo',
+          template: 'echo',
+        }),
+        body: NewAgentBody,
+        documentedBody: documentedNewAgentBody(deps.templates),
         response: { 201: AgentDetailSchema, ...errors },
       },
     },
@@ -149,6 +216,7 @@ export function registerAgentsApi(app: App, deps: { agents: AgentsService }): vo
     {
       config: auth,
       schema: {
+        operationId: 'getAgent',
         summary: 'An agent, its credential metadata and its provision record',
         tags: ['agents'],
         params: IdParams,
@@ -163,6 +231,7 @@ export function registerAgentsApi(app: App, deps: { agents: AgentsService }): vo
     {
       config: auth,
       schema: {
+        operationId: 'updateAgent',
         summary: "Change an agent's name, description, support access or egress allowlist",
         tags: ['agents'],
         params: IdParams,
@@ -203,6 +272,7 @@ export function registerAgentsApi(app: App, deps: { agents: AgentsService }): vo
     {
       config: auth,
       schema: {
+        operationId: 'deleteAgent',
         summary: 'Delete an agent and its credentials',
         tags: ['agents'],
         params: IdParams,
@@ -221,6 +291,7 @@ export function registerAgentsApi(app: App, deps: { agents: AgentsService }): vo
     {
       config: auth,
       schema: {
+        operationId: 'listCredentials',
         summary: "An agent's credentials: names, last 4 characters and timestamps, never values",
         tags: ['credentials'],
         params: IdParams,
@@ -237,10 +308,13 @@ export function registerAgentsApi(app: App, deps: { agents: AgentsService }): vo
     {
       config: auth,
       schema: {
+        operationId: 'putCredential',
         summary: 'Add or replace one credential (write-only); the agent’s other credentials are untouched',
         tags: ['credentials'],
         params: CredentialParams,
+        ...curlExample('PUT', '/api/v1/agents/{id}/credentials/{name}', { value: 'the secret' }),
         body: Type.Object({ value: Value }, { additionalProperties: false }),
+        documentedBody: Type.Object({ value: DocumentedValue }, { additionalProperties: false }),
         response: { 200: CredentialListing, 201: CredentialListing, ...errors },
       },
     },
@@ -259,6 +333,7 @@ export function registerAgentsApi(app: App, deps: { agents: AgentsService }): vo
     {
       config: auth,
       schema: {
+        operationId: 'deleteCredential',
         summary: 'Delete one credential (a credential the template requires is replaced instead)',
         tags: ['credentials'],
         params: CredentialParams,

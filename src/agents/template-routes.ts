@@ -66,6 +66,7 @@ export function registerTemplateRoutes(app: App, deps: { templates: TemplateCata
     {
       config: auth,
       schema: {
+        operationId: 'listTemplates',
         summary: 'Agent templates to onboard an agent from, with the credentials each takes',
         tags: ['templates'],
         response: { 200: Type.Object({ templates: Type.Array(TemplateListing) }), ...errors },
@@ -79,6 +80,7 @@ export function registerTemplateRoutes(app: App, deps: { templates: TemplateCata
     {
       config: auth,
       schema: {
+        operationId: 'getTemplate',
         summary: 'One agent template and the credentials it takes',
         tags: ['templates'],
         params: TemplateParams,

@@ -6,6 +6,7 @@ import type { Principal } from '../accounts/service.ts';
 import { AppError } from '../errors.ts';
 import type { App } from '../http/app.ts';
 import { ProblemSchema } from '../http/problems.ts';
+import { curlExample } from '../http/schemas.ts';
 import { type BundleSources, type LineSink, writeAuditBundle } from './bundle-export.ts';
 import { checkpointOfSize, latestCheckpoint, loadLeafHashes, loadTenantProof } from './checkpoint-log.ts';
 import { consistencyProof } from './merkle.ts';
@@ -23,6 +24,11 @@ const Size = Type.String({
 });
 const Hashes = Type.Array(Type.String({ description: 'base64 SHA-256 hash' }));
 const errors = { 400: ProblemSchema, 401: ProblemSchema, 403: ProblemSchema, 404: ProblemSchema };
+/** A signed note or key, as served: text/plain (the type lets the handler send the string as it is). */
+const note = (description: string) => ({
+  description,
+  content: { 'text/plain': { schema: Type.String() } },
+});
 
 const ProofResponse = Type.Object({
   checkpoint: Type.Union([
@@ -76,9 +82,10 @@ export function registerCheckpointRoutes(app: App, deps: { sql: Sql; sources: Bu
     {
       config: { auth: 'none' },
       schema: {
+        operationId: 'getLatestCheckpoint',
         summary: 'The latest signed checkpoint of the audit log (C2SP signed note)',
         tags: ['audit'],
-        response: { 200: Type.String(), 404: ProblemSchema },
+        response: { 200: note('The C2SP signed note'), 404: ProblemSchema, 503: ProblemSchema },
       },
     },
     async (_request, reply) => {
@@ -93,10 +100,16 @@ export function registerCheckpointRoutes(app: App, deps: { sql: Sql; sources: Bu
     {
       config: { auth: 'none' },
       schema: {
+        operationId: 'getCheckpoint',
         summary: 'The signed checkpoint of one tree size (never changes once made)',
         tags: ['audit'],
         params: Type.Object({ size: Size }, { additionalProperties: false }),
-        response: { 200: Type.String(), 400: ProblemSchema, 404: ProblemSchema },
+        response: {
+          200: note('The C2SP signed note'),
+          400: ProblemSchema,
+          404: ProblemSchema,
+          503: ProblemSchema,
+        },
       },
     },
     async (request, reply) => {
@@ -114,9 +127,10 @@ export function registerCheckpointRoutes(app: App, deps: { sql: Sql; sources: Bu
     {
       config: { auth: 'none' },
       schema: {
+        operationId: 'getCheckpointKey',
         summary: 'The verifier key of the audit checkpoints (C2SP note key: name+keyID+base64 Ed25519 key)',
         tags: ['audit'],
-        response: { 200: Type.String() },
+        response: { 200: note('The verifier key, one line') },
       },
     },
     async (_request, reply) => reply.type(NOTE_TYPE).send(`${sources.signing.verifierKey}\n`),
@@ -127,6 +141,7 @@ export function registerCheckpointRoutes(app: App, deps: { sql: Sql; sources: Bu
     {
       config: { auth: 'user' },
       schema: {
+        operationId: 'getAuditProof',
         summary:
           "The tenant's newest leaf in the latest checkpoint with its inclusion proof, and a consistency proof between two checkpoint sizes when asked",
         tags: ['audit'],
@@ -199,9 +214,11 @@ export function registerCheckpointRoutes(app: App, deps: { sql: Sql; sources: Bu
     {
       config: { auth: 'user' },
       schema: {
+        operationId: 'downloadAuditBundle',
         summary:
           "Download the tenant's recovery bundle (JSON lines): events, archive segments, the latest checkpoint and proofs, the verifier key. Check it offline with enclave-verify.",
         tags: ['audit'],
+        ...curlExample('GET', '/api/v1/audit/bundle'),
         querystring: Type.Object(
           {
             consistency_from: Type.Optional(
@@ -214,7 +231,11 @@ export function registerCheckpointRoutes(app: App, deps: { sql: Sql; sources: Bu
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Unsafe<PassThrough>({ type: 'string', description: 'application/x-ndjson: the bundle' }),
+          200: {
+            description: 'The bundle: one JSON object per line',
+            // Sent as a stream: the schema documents the body, the type lets the handler send a PassThrough.
+            content: { 'application/x-ndjson': { schema: Type.Unsafe<PassThrough>(Type.String()) } },
+          },
           ...errors,
         },
       },

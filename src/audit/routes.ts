@@ -5,6 +5,7 @@ import { signedIn } from '../accounts/principal.ts';
 import { authorize } from '../accounts/roles.ts';
 import type { App } from '../http/app.ts';
 import { ProblemSchema } from '../http/problems.ts';
+import { curlExample } from '../http/schemas.ts';
 import { exportAuditLog, listAuditEvents, MAX_PAGE, readAuditHead } from './log.ts';
 
 // /api/v1/audit: a tenant reads and exports its own audit log (AUD-6). HTTP
@@ -55,8 +56,10 @@ export function registerAuditApi(app: App, deps: { sql: Sql }): void {
     {
       config: auth,
       schema: {
+        operationId: 'listAuditEvents',
         summary: "A page of the tenant's audit events in seq order, after `after`",
         tags: ['audit'],
+        ...curlExample('GET', '/api/v1/audit/events?limit=10'),
         querystring: EventsQuery,
         response: {
           200: Type.Object({
@@ -89,6 +92,7 @@ export function registerAuditApi(app: App, deps: { sql: Sql }): void {
     {
       config: auth,
       schema: {
+        operationId: 'getAuditHead',
         summary: "The tenant's chain head: the last seq and its hash (seq 0 and 64 zeros before any event)",
         tags: ['audit'],
         response: { 200: Type.Object({ seq: Type.Integer({ minimum: 0 }), hash: Hex32 }), ...errors },
@@ -105,6 +109,7 @@ export function registerAuditApi(app: App, deps: { sql: Sql }): void {
     {
       config: auth,
       schema: {
+        operationId: 'exportAuditLog',
         summary:
           "The tenant's whole audit log as JSON lines (application/x-ndjson), one event per line in seq order, " +
           'with tenant, seq, canonical, prev_hash and hash: everything an offline verifier needs',

@@ -183,7 +183,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerAuditApi(app, { sql: deps.sql });
   registerTemplateRoutes(app, { templates: deps.templates });
   const agents = createAgentsService({ vault: deps.vault, templates: deps.templates });
-  registerAgentsApi(app, { agents });
+  registerAgentsApi(app, { agents, templates: deps.templates });
   registerEgressRoutes(app, { sql: deps.sql });
   const instances = createInstancesService({ templates: deps.templates });
   // Agent ids reach this only after schema validation as uuids: no path tricks.

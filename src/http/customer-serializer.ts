@@ -117,7 +117,8 @@ export function checkCustomerPayload(payload: unknown): { clean: unknown; violat
 export function registerCustomerSerializer(app: App, config: Pick<Config, 'env'>): void {
   app.addHook('preSerialization', async (request: FastifyRequest, _reply: FastifyReply, payload: unknown) => {
     // The OpenAPI document describes fields (a schema may well have a property named "password"); it holds no data.
-    if (request.routeOptions.url === '/openapi.json') return payload;
+    if (request.routeOptions.url === '/openapi.json' || request.routeOptions.url === '/docs/json')
+      return payload;
     const { clean, violations } = checkCustomerPayload(payload);
     if (violations.length === 0) return payload;
     const fields = violations.map((violation) => `${violation.path} (${violation.reason})`);

@@ -105,12 +105,14 @@ describe('API description', () => {
     assert.equal(doc.paths['/openapi.json'], undefined);
   });
 
-  test('/docs lists /healthz and /readyz', async () => {
+  test('/docs serves the reference UI, whose document lists /healthz and /readyz', async () => {
     const response = await ctx.testApp.app.inject({ method: 'GET', url: '/docs' });
     assert.equal(response.statusCode, 200);
     assert.match(String(response.headers['content-type']), /^text\/html/);
-    assert.match(response.body, /<code>\/healthz<\/code>/);
-    assert.match(response.body, /<code>\/readyz<\/code>/);
-    assert.ok(response.body.includes('Readiness'));
+    assert.match(response.body, /<script src="\/docs\/static\/swagger-ui-bundle\.js"/);
+    const document = await ctx.testApp.app.inject({ method: 'GET', url: '/docs/json' });
+    const paths = document.json<{ paths: Record<string, { get?: { summary?: string } }> }>().paths;
+    assert.equal(paths['/healthz']?.get?.summary, 'Process liveness');
+    assert.equal(paths['/readyz']?.get?.summary, 'Readiness');
   });
 });

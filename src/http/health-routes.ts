@@ -10,6 +10,7 @@ export function registerHealthRoutes(app: App, deps: Pick<AppDeps, 'sql' | 'migr
     '/healthz',
     {
       schema: {
+        operationId: 'checkLiveness',
         summary: 'Process liveness',
         description: 'Answers 200 while the process is up; touches nothing else.',
         tags: ['health'],
@@ -23,6 +24,7 @@ export function registerHealthRoutes(app: App, deps: Pick<AppDeps, 'sql' | 'migr
     '/readyz',
     {
       schema: {
+        operationId: 'checkReadiness',
         summary: 'Readiness',
         description:
           'Answers 200 when the database is reachable and its schema is at the version this code expects.',

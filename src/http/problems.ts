@@ -13,12 +13,16 @@ import { RateLimitedError } from './rate-limits.ts';
 
 export const ProblemSchema = Type.Object(
   {
-    type: Type.String(),
+    type: Type.String({ description: 'Where the code is explained: /docs/problems#<code>' }),
     title: Type.String(),
-    status: Type.Integer(),
+    status: Type.Integer({ minimum: 400, maximum: 599 }),
     detail: Type.Optional(Type.String()),
-    code: Type.String(),
-    request_id: Type.String(),
+    code: Type.Unsafe<ProblemCode>({
+      type: 'string',
+      enum: Object.keys(PROBLEM_TYPES),
+      description: 'Stable identifier of the problem type',
+    }),
+    request_id: Type.String({ description: 'Finds the request in the server log' }),
     errors: Type.Optional(Type.Array(Type.Object({ field: Type.String(), message: Type.String() }))),
   },
   { $id: 'Problem', description: 'RFC 9457 problem details' },

@@ -12,6 +12,7 @@ import { envMasterKeyProvider } from '../../src/vault/master-keys.ts';
 import { createVault, type Vault } from '../../src/vault/service.ts';
 import { testAuditSetup } from './audit.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
+import { checkResponsesAgainstOpenApi } from './openapi-conformance.ts';
 
 // Builds the real app against a test database, for app.inject(). Log lines
 // are captured so tests can assert what reached the log.
@@ -29,6 +30,8 @@ export interface TestApp {
   readonly templates: TemplateCatalog;
   /** The app's vault, under the test database's master key (see testVault). */
   readonly vault: Vault;
+  /** Responses so far that differ from /openapi.json; closing the app fails while any do. */
+  readonly openApiMismatches: () => string[];
 }
 
 /**
@@ -75,7 +78,25 @@ export async function buildTestApp(db: TestDatabase, env: Record<string, string>
     smtpConfigured: (await loadSmtpUrl(config, env)) !== undefined,
   });
   app.addHook('onClose', () => rateLimits.close());
-  return { app, config, logLines: () => [...lines], rateLimits, sessionKey, audit, templates, vault };
+  // Every response a test receives is checked against the document; a mismatch fails the file when the app closes.
+  const conformance = checkResponsesAgainstOpenApi(app);
+  app.addHook('onClose', async () => {
+    const mismatches = conformance.mismatches();
+    if (mismatches.length > 0) {
+      throw new Error(`responses differ from /openapi.json:\n${mismatches.join('\n')}`);
+    }
+  });
+  return {
+    app,
+    config,
+    logLines: () => [...lines],
+    rateLimits,
+    sessionKey,
+    audit,
+    templates,
+    vault,
+    openApiMismatches: conformance.mismatches,
+  };
 }
 
 /** An RFC 9457 problem+json body as the app sends it. */

@@ -47,6 +47,7 @@ export function registerEgressRoutes(app: App, _deps: { sql: Sql }): void {
     {
       config: { auth: 'user' as const },
       schema: {
+        operationId: 'listEgressConnections',
         summary: "An agent's egress connections and refused attempts, newest first",
         tags: ['agents'],
         params: IdParams,

@@ -1,7 +1,7 @@
 import { Type } from 'typebox';
 import { signedIn } from '../../accounts/principal.ts';
 import type { App } from '../../http/app.ts';
-import { IdParams, Timestamp } from '../../http/schemas.ts';
+import { curlExample, IdParams, Timestamp } from '../../http/schemas.ts';
 import { AGENT_ROUTE_ERRORS } from '../routes.ts';
 import { type InstanceAction, type InstancesService, type InstanceView, instanceUrl } from './instances.ts';
 
@@ -71,6 +71,7 @@ export function registerInstanceRoutes(app: App, deps: InstanceRoutesDeps): void
     {
       config: { auth: 'user' },
       schema: {
+        operationId: 'getInstance',
         summary: "The agent's instance: its state, the state asked for, and its address",
         tags: ['instances'],
         params: IdParams,
@@ -92,8 +93,10 @@ export function registerInstanceRoutes(app: App, deps: InstanceRoutesDeps): void
       {
         config: { auth: 'user' },
         schema: {
+          operationId: `${action}Agent`,
           summary: `${action[0]?.toUpperCase()}${action.slice(1)} the agent's instance (carried out by a job)`,
           tags: ['instances'],
+          ...curlExample('POST', `/api/v1/agents/{id}/${action}`),
           params: IdParams,
           response: { 202: Instance, ...errors },
         },
@@ -114,6 +117,7 @@ export function registerInstanceRoutes(app: App, deps: InstanceRoutesDeps): void
     {
       config: { auth: 'user' },
       schema: {
+        operationId: 'getAgentLogs',
         summary: "The last lines of the agent's output (stdout and stderr)",
         tags: ['instances'],
         params: IdParams,
