@@ -34,6 +34,19 @@ async function me(token: string): Promise<number> {
   return response.statusCode;
 }
 
+/** A form that makes a secret answers 303; the page it names shows the secret, once. */
+async function followed(
+  posted: { statusCode: number; headers: Record<string, unknown> },
+  who: { cookie: string },
+) {
+  assert.equal(posted.statusCode, 303);
+  const location = String(posted.headers.location);
+  return getPage(ctx.testApp.app, location, { cookie: who.cookie });
+}
+
+const countTokens = async () =>
+  (await ctx.db.superuser<{ count: number }[]>`select count(*)::int as count from api_tokens`)[0]?.count;
+
 async function signIn(login: string, password = PASSWORD): Promise<string> {
   const cookie = sessionCookie(await postForm(ctx.testApp.app, '/login', { login, password }));
   assert.ok(cookie !== undefined, `${login} signed in`);
@@ -51,12 +64,15 @@ describe('API tokens page', () => {
     assert.equal(empty.statusCode, 200);
     assert.match(empty.body, /No tokens yet\./);
 
-    const minted = await postForm(
+    const posted = await postForm(
       ctx.testApp.app,
       TOKENS,
       { name: 'ci', scope: 'read', expires_at: '' },
       owner,
     );
+    assert.equal(posted.headers.location, TOKENS, 'the secret is never in the URL');
+    assert.ok(!/enc_live_/.test(posted.body));
+    const minted = await followed(posted, owner);
     assert.equal(minted.statusCode, 200);
     assert.equal(minted.headers['cache-control'], 'no-store');
     assert.match(minted.body, /This is the only time it is shown/);
@@ -107,6 +123,25 @@ describe('API tokens page', () => {
       { count: number }[]
     >`select count(*)::int as count from api_tokens`;
     assert.equal(after?.count, before?.count);
+  });
+
+  test('ACC-10: creating a token is POST-redirect-GET: reloading the page that shows it mints no second token and shows it no more', async () => {
+    const before = await countTokens();
+    const posted = await postForm(ctx.testApp.app, TOKENS, { name: 'once', scope: 'read' }, owner);
+    const shown = await followed(posted, owner);
+    const token = /enc_live_[0-9A-Za-z]{43}/.exec(shown.body)?.[0];
+    assert.ok(token !== undefined, 'the page after the redirect shows the token');
+    const reloaded = await getPage(ctx.testApp.app, TOKENS, { cookie: owner.cookie });
+    assert.equal(reloaded.statusCode, 200);
+    assert.ok(!reloaded.body.includes(token), 'a reload does not show it again');
+    assert.ok(!/This is the only time it is shown/.test(reloaded.body));
+    assert.equal(await countTokens(), (before ?? 0) + 1, 'one token row, not two');
+
+    // Another session of the same user does not receive this session's secret.
+    const other = await signIn('tokener');
+    await postForm(ctx.testApp.app, TOKENS, { name: 'mine', scope: 'read' }, owner);
+    const elsewhere = await getPage(ctx.testApp.app, TOKENS, { cookie: other });
+    assert.ok(!/enc_live_[0-9A-Za-z]{43}/.test(elsewhere.body));
   });
 });
 
@@ -213,18 +248,24 @@ describe('invites page', () => {
     assert.match(form.body, /<input type="hidden" name="kind" value="member">/);
     assert.ok(!form.body.includes('new tenant'), 'owners cannot invite tenants');
 
-    const created = await postForm(
+    const posted = await postForm(
       ctx.testApp.app,
       INVITES,
       { email: 'joiner@example.com', kind: 'member', expires_days: '7' },
       owner,
     );
+    assert.equal(posted.headers.location, INVITES, 'the link is never in the URL');
+    const created = await followed(posted, owner);
     assert.equal(created.statusCode, 200);
     assert.equal(created.headers['cache-control'], 'no-store');
     const link = /http:\/\/127\.0\.0\.1:3000\/signup\?invite=(enc_inv_[0-9A-Za-z]{43})/.exec(created.body);
     assert.ok(link?.[1] !== undefined, 'the link is on the page');
     const listed = await getPage(ctx.testApp.app, INVITES, { cookie: owner.cookie });
-    assert.ok(!listed.body.includes(link[1]), 'the link is shown once');
+    assert.ok(!listed.body.includes(link[1]), 'the link is shown once: a reload does not show it again');
+    const [rows] = await ctx.db.superuser<
+      { count: number }[]
+    >`select count(*)::int as count from invites where email = 'joiner@example.com'`;
+    assert.equal(rows?.count, 1, 'one invite, not one per page load');
     assert.match(listed.body, /joiner@example\.com/);
 
     const joined = await postForm(ctx.testApp.app, '/signup', {
@@ -265,10 +306,13 @@ describe('invites page', () => {
     });
     const form = await getPage(ctx.testApp.app, INVITES, { cookie: operator.cookie });
     assert.match(form.body, /<option value="tenant">new tenant<\/option>/);
-    const created = await postForm(
-      ctx.testApp.app,
-      INVITES,
-      { email: 'tenant2@example.com', kind: 'tenant', expires_days: '1' },
+    const created = await followed(
+      await postForm(
+        ctx.testApp.app,
+        INVITES,
+        { email: 'tenant2@example.com', kind: 'tenant', expires_days: '1' },
+        operator,
+      ),
       operator,
     );
     assert.equal(created.statusCode, 200);
@@ -291,7 +335,10 @@ test('TEN-4: another tenant’s token and session ids are answered like ids that
     username: 'attacker',
     email: 'attacker@example.com',
   });
-  const minted = await postForm(ctx.testApp.app, TOKENS, { name: 'secret', scope: 'write' }, victim);
+  const minted = await followed(
+    await postForm(ctx.testApp.app, TOKENS, { name: 'secret', scope: 'write' }, victim),
+    victim,
+  );
   const token = /enc_live_[0-9A-Za-z]{43}/.exec(minted.body)?.[0] ?? '';
   const [tokenId] = tokenIds((await getPage(ctx.testApp.app, TOKENS, { cookie: victim.cookie })).body);
   const [sessionId] = sessionIds(

@@ -17,12 +17,14 @@ import { inviteLink } from './invites.ts';
 import type { LinksService } from './links.ts';
 import { formErrors, shownError } from './page-routes.ts';
 import { type CookieSettings, clearSessionCookie, signedIn } from './principal.ts';
+import { createSecretFlash } from './secret-flash.ts';
 import type { AccountsService, Principal } from './service.ts';
 
 // The signed-in pages: /dashboard, its token and invite settings, /profile.
 // Every route is auth 'user' (anonymous page requests are sent to /login).
-// Actions end in a 303 to a GET page with a fixed notice (post/redirect/get),
-// except the two that show a secret once (a new token, a new invite link).
+// Actions end in a 303 to a GET page (post/redirect/get): with a fixed
+// notice, or, for the two that make a secret (a new token, a new invite
+// link), with the secret kept server-side for that GET alone (secret-flash.ts).
 
 export interface DashboardDeps {
   readonly accounts: AccountsService;
@@ -30,6 +32,11 @@ export interface DashboardDeps {
   readonly cookies: CookieSettings;
   readonly publicUrl: string;
   readonly rateLimits: Pick<RateLimits, 'consume'>;
+}
+
+/** Whose flash a secret is: the session's, or for a page used with a Bearer token, that token's. */
+function flashOwner(principal: Principal): string {
+  return principal.sessionId ?? `token:${principal.tokenId ?? ''}`;
 }
 
 function canInvite(principal: Principal): boolean {
@@ -85,6 +92,8 @@ const EMAIL_LABELS = { email: 'New email address', current_password: 'Current pa
 
 export function registerDashboardPages(app: App, deps: DashboardDeps): void {
   const { accounts, links, cookies } = deps;
+  const mintedTokens = createSecretFlash<{ name: string; token: string }>();
+  const createdInvites = createSecretFlash<{ link: string; email: string | null }>();
   const user = { auth: 'user' as const };
   const hide = { hide: true } as const;
   const page = { config: user, schema: hide };
@@ -122,7 +131,10 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
     );
 
   app.get('/dashboard/settings/tokens', page, async (request, reply) =>
-    tokens(request, reply, 200, { notice: noticeFrom(request.query) }),
+    tokens(request, reply, 200, {
+      notice: noticeFrom(request.query),
+      minted: mintedTokens.take(flashOwner(signedIn(request))),
+    }),
   );
 
   app.post('/dashboard/settings/tokens', action(TokenBody), async (request, reply) => {
@@ -146,9 +158,8 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
         scope: request.body.scope,
         expiresAt,
       });
-      // The token is in this response only: no cache may keep it.
-      reply.header('cache-control', 'no-store');
-      return tokens(request, reply, 200, { minted: { name: minted.listing.name, token: minted.token } });
+      mintedTokens.put(flashOwner(signedIn(request)), { name: minted.listing.name, token: minted.token });
+      return reply.redirect('/dashboard/settings/tokens', 303);
     } catch (error) {
       const shown = shownError(reply, error);
       return tokens(request, reply, shown.status, { values, errors: formErrors(shown) });
@@ -191,7 +202,10 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
   };
 
   app.get('/dashboard/settings/invites', page, async (request, reply) =>
-    invites(request, reply, 200, { notice: noticeFrom(request.query) }),
+    invites(request, reply, 200, {
+      notice: noticeFrom(request.query),
+      created: createdInvites.take(flashOwner(signedIn(request))),
+    }),
   );
 
   app.post('/dashboard/settings/invites', action(InviteBody), async (request, reply) => {
@@ -210,10 +224,11 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
         kind: request.body.kind ?? 'member',
         expiresAt: new Date(Date.now() + Number(request.body.expires_days ?? '7') * 86400_000),
       });
-      reply.header('cache-control', 'no-store');
-      return invites(request, reply, 200, {
-        created: { link: inviteLink(deps.publicUrl, created.token), email: created.invite.email },
+      createdInvites.put(flashOwner(signedIn(request)), {
+        link: inviteLink(deps.publicUrl, created.token),
+        email: created.invite.email,
       });
+      return reply.redirect('/dashboard/settings/invites', 303);
     } catch (error) {
       const shown = shownError(reply, error);
       return invites(request, reply, shown.status, { values, errors: formErrors(shown) });

@@ -5,8 +5,8 @@ import { errorBox, field, hidden, noticeBox, selectField } from './forms.ts';
 import { type Frame, type Html, html, page } from './html.ts';
 
 // The signed-in shell: the dashboard, API tokens and invites. Secrets (a new
-// token, an invite link) appear once, on the response to the form that made
-// them; the route sends that response with Cache-Control: no-store.
+// token, an invite link) appear once, on the GET page the form redirects to
+// (post/redirect/get, secret-flash.ts), sent with Cache-Control: no-store.
 
 export function time(value: Date | null): Html {
   if (value === null) return html`<span class="muted">—</span>`;
