@@ -16,6 +16,7 @@ import { registerAccountsApi } from '../accounts/api-routes.ts';
 import { registerDashboardPages } from '../accounts/dashboard-routes.ts';
 import { createDeviceCookies } from '../accounts/device-cookies.ts';
 import { createLinksService } from '../accounts/links.ts';
+import { registerPageFrame } from '../accounts/page-frame.ts';
 import { registerAccountPages } from '../accounts/page-routes.ts';
 import { registerPrincipal } from '../accounts/principal.ts';
 import { createAccountsService } from '../accounts/service.ts';
@@ -142,6 +143,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerCsrfCheck(app, deps.config.publicUrl);
   const cookies = { secure: deps.config.env === 'production' };
   registerPrincipal(app, deps.sql, cookies);
+  registerPageFrame(app, deps.sql);
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });

@@ -1,6 +1,6 @@
 import type { App } from '../http/app.ts';
 import { PROBLEM_TYPES, type ProblemCode } from '../http/problem-types.ts';
-import { type Html, html, page } from './html.ts';
+import { type Frame, type Html, html, page } from './html.ts';
 
 // /docs: a readable API reference rendered on the server from /openapi.json,
 // so it needs no client script and holds to the strict CSP.
@@ -56,7 +56,7 @@ ${body ? Object.entries(body).map(([type, media]) => html`<h4>Request body <code
 </section>`;
 }
 
-export function renderDocs(doc: Document): string {
+export function renderDocs(doc: Document, frame?: Frame): string {
   const operations: { method: string; path: string; op: Operation }[] = [];
   for (const [path, item] of Object.entries(doc.paths ?? {})) {
     for (const method of METHODS) {
@@ -74,10 +74,11 @@ export function renderDocs(doc: Document): string {
         html`<li><a href="#${anchor(method, path)}"><span class="method">${method.toUpperCase()}</span> ${path}</a>${op.summary ? html` <span class="muted">— ${op.summary}</span>` : ''}</li>`,
     )}</ul>
 ${operations.map(({ method, path, op }) => renderOperation(method, path, op))}`,
+    frame,
   );
 }
 
-export function renderProblems(): string {
+export function renderProblems(frame?: Frame): string {
   const codes = Object.keys(PROBLEM_TYPES) as ProblemCode[];
   return page(
     'Problem types',
@@ -89,14 +90,18 @@ is the same identifier, stable across versions; <code>request_id</code> finds th
       (code) =>
         html`<tr id="${code}"><td><code>${code}</code></td><td>${PROBLEM_TYPES[code].status}</td><td>${PROBLEM_TYPES[code].title}</td><td>${PROBLEM_TYPES[code].description}</td></tr>`,
     )}</tbody></table>`,
+    frame,
   );
 }
 
 export function registerDocsRoutes(app: App): void {
-  app.get('/docs', { schema: { hide: true } }, async (_request, reply) =>
-    reply.type('text/html; charset=utf-8').send(renderDocs(app.swagger() as Document)),
+  // Public pages; the header still names a signed-in reader (page-frame.ts).
+  app.get('/docs', { schema: { hide: true } }, async (request, reply) =>
+    reply
+      .type('text/html; charset=utf-8')
+      .send(renderDocs(app.swagger() as Document, await request.pageFrame())),
   );
-  app.get('/docs/problems', { schema: { hide: true } }, async (_request, reply) =>
-    reply.type('text/html; charset=utf-8').send(renderProblems()),
+  app.get('/docs/problems', { schema: { hide: true } }, async (request, reply) =>
+    reply.type('text/html; charset=utf-8').send(renderProblems(await request.pageFrame())),
   );
 }
