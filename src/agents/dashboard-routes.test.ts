@@ -34,6 +34,7 @@ writeFileSync(
         required: true,
         env: 'API_KEY',
         pattern: '^key-[a-z0-9]{16,}$',
+        pattern_description: 'key- and at least 16 lower-case letters or digits',
       },
       { name: 'extra_token', description: 'Anything extra.', required: false, env: 'EXTRA_TOKEN' },
     ],
@@ -133,7 +134,7 @@ describe('agent list and onboarding', () => {
     assert.match(extra.body, /Choose a template\./);
   });
 
-  test('AGT-1, VLT-2: a template form asks for each credential in a password field, never pre-filled, labelled with its description, need and format', async () => {
+  test('AGT-1, VLT-2: a template form asks for each credential in a password field, never pre-filled, labelled with its description, need and format in words (never a regular expression)', async () => {
     const echo = await get(owner, `${AGENTS}/new?template=echo`);
     assert.equal(echo.statusCode, 200);
     assert.match(
@@ -157,8 +158,9 @@ describe('agent list and onboarding', () => {
     assert.match(strict.body, /api_key \(required\)/);
     assert.match(
       strict.body,
-      /The service API key\. Required\. Expected format: matches the pattern \^key-\[a-z0-9\]\{16,\}\$\./,
+      /The service API key\. Required\. Expected format: key- and at least 16 lower-case letters or digits\./,
     );
+    assert.ok(!strict.body.includes('^key-'), 'the page never shows the regular expression');
 
     const llm = await get(owner, `${AGENTS}/new?template=llm-chat`);
     assert.match(llm.body, /This template needs at least one of anthropic_api_key, openai_api_key\./);
@@ -168,8 +170,12 @@ describe('agent list and onboarding', () => {
     );
     assert.match(
       llm.body,
-      /Supply at least one of anthropic_api_key, openai_api_key\. Expected format: matches the pattern \^sk-ant-\./,
+      /Supply at least one of anthropic_api_key, openai_api_key\. Expected format: starts with sk-ant-\./,
     );
+    assert.match(llm.body, /Expected format: starts with sk-, and not with sk-ant-\./);
+    for (const expression of ['(^sk-ant-)', '^sk-(?!ant-)', '^sk-ant-']) {
+      assert.ok(!llm.body.includes(expression), `the page never shows ${expression}`);
+    }
   });
 
   test('AGT-1, VLT-2: onboarding an echo agent stores the canary, shows its last 4 and the provision record, and no page shows the canary again', async () => {
@@ -234,7 +240,7 @@ describe('onboarding errors', () => {
         'a credential not in the format',
         { template: 'strict', handle: 'strict-two', credential_api_key: '' },
         400,
-        /api_key does not have the format template &quot;strict&quot; expects for api_key \(\^key-\[a-z0-9\]\{16,\}\$\)\./,
+        /api_key does not have the format template &quot;strict&quot; expects for api_key \(key- and at least 16 lower-case letters or digits\)\./,
       ],
       ['a taken handle', { template: 'echo', handle: 'taken-handle' }, 409, /Handle: this handle is taken\./],
       [

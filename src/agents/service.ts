@@ -96,7 +96,9 @@ function valueProblem(
   const problem = credentialValueProblem(value);
   if (problem !== undefined) return problem;
   if (!credentialFormatOk(credential, value)) {
-    return `does not have the format template "${template.id}" expects for ${credential.name} (${credential.pattern})`;
+    // In words: a person reads this on the onboarding form; the expression is the operator's.
+    const expected = credential.patternDescription === undefined ? '' : ` (${credential.patternDescription})`;
+    return `does not have the format template "${template.id}" expects for ${credential.name}${expected}`;
   }
   return undefined;
 }

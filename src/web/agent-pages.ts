@@ -78,8 +78,9 @@ function credentialHelp(template: AgentTemplate, credential: TemplateCredential)
     : credential.oneOf === undefined
       ? 'Optional.'
       : `Supply at least one of ${groupMembers(template, credential.oneOf).join(', ')}.`;
+  // The pattern's words only: a regular expression means nothing to most readers.
   const format =
-    credential.pattern === undefined ? '' : ` Expected format: matches the pattern ${credential.pattern}.`;
+    credential.patternDescription === undefined ? '' : ` Expected format: ${credential.patternDescription}.`;
   return `${credential.description} ${need}${format}`;
 }
 
