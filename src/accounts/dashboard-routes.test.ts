@@ -125,6 +125,28 @@ describe('API tokens page', () => {
     assert.equal(after?.count, before?.count);
   });
 
+  test('the mint form shows every schema error at once, each once, by its field', async () => {
+    const response = await postForm(
+      ctx.testApp.app,
+      TOKENS,
+      { name: 'n'.repeat(101), scope: 'admin', expires_at: '' },
+      owner,
+    );
+    assert.equal(response.statusCode, 400);
+    assert.match(response.body, /<p class="error" role="alert">Check the 2 fields marked below\.<\/p>/);
+    const expected: [id: string, message: string][] = [
+      ['f-name', 'Name is too long.'],
+      ['f-scope', 'Scope is not valid.'],
+    ];
+    for (const [id, message] of expected) {
+      assert.equal(response.body.split(message).length - 1, 1, `${message} is shown once`);
+      assert.ok(
+        response.body.includes(`<p class="error" id="${id}-error">${message}</p>`),
+        `${message} by its field`,
+      );
+    }
+  });
+
   test('ACC-10: creating a token is POST-redirect-GET: reloading the page that shows it mints no second token and shows it no more', async () => {
     const before = await countTokens();
     const posted = await postForm(ctx.testApp.app, TOKENS, { name: 'once', scope: 'read' }, owner);

@@ -10,7 +10,7 @@ import {
   notFoundPage,
   tokensPage,
 } from '../web/dashboard-pages.ts';
-import { bodyText, formProblem, noticeFrom, sendPage } from '../web/forms.ts';
+import { bodyText, formProblems, noticeFrom, sendPage } from '../web/forms.ts';
 import type { Frame } from '../web/html.ts';
 import { type ProfileErrors, profilePage } from '../web/profile-page.ts';
 import { inviteLink } from './invites.ts';
@@ -144,7 +144,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
       expires_at: bodyText(request.body, 'expires_at', 10),
     };
     if (request.validationError !== undefined) {
-      const errors = formErrors(formProblem(request.validationError, TOKEN_LABELS));
+      const errors = formErrors(formProblems(request.validationError, TOKEN_LABELS));
       return tokens(request, reply, 400, { values, errors });
     }
     const expiresAt = endOfDay(request.body.expires_at ?? '');
@@ -215,7 +215,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
       expires_days: bodyText(request.body, 'expires_days', 2),
     };
     if (request.validationError !== undefined) {
-      const errors = formErrors(formProblem(request.validationError, INVITE_LABELS));
+      const errors = formErrors(formProblems(request.validationError, INVITE_LABELS));
       return invites(request, reply, 400, { values, errors });
     }
     try {
@@ -294,7 +294,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
 
   app.post('/profile/password', action(PasswordBody), async (request, reply) => {
     if (request.validationError !== undefined) {
-      const problem = formProblem(request.validationError, PASSWORD_LABELS);
+      const problem = formProblems(request.validationError, PASSWORD_LABELS);
       return profile(request, reply, 400, { errors: { password: formErrors(problem) } });
     }
     const principal = signedIn(request);
@@ -316,7 +316,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
   app.post('/profile/email', action(EmailBody), async (request, reply) => {
     const newEmail = bodyText(request.body, 'email', LIMITS.email);
     if (request.validationError !== undefined) {
-      const problem = formProblem(request.validationError, EMAIL_LABELS);
+      const problem = formProblems(request.validationError, EMAIL_LABELS);
       return profile(request, reply, 400, { errors: { email: formErrors(problem) }, newEmail });
     }
     try {
