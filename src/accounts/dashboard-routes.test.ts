@@ -125,6 +125,44 @@ describe('API tokens page', () => {
     assert.equal(after?.count, before?.count);
   });
 
+  test('ACC-10: revoking a token asks first, on a page that works without JavaScript; the question alone revokes nothing', async () => {
+    const shown = await followed(
+      await postForm(ctx.testApp.app, TOKENS, { name: 'askfirst', scope: 'read' }, owner),
+      owner,
+    );
+    const token = /enc_live_[0-9A-Za-z]{43}/.exec(shown.body)?.[0] ?? '';
+    assert.match(
+      shown.body,
+      /<button type="button" class="copy" data-copy="new-token-value" aria-label="Copy the token" hidden>Copy<\/button>/,
+    );
+    assert.match(shown.body, /<script src="\/static\/copy-text\.js" defer><\/script>/);
+    const [id] = tokenIds(shown.body).slice(-1);
+    const listed = await getPage(ctx.testApp.app, TOKENS, { cookie: owner.cookie });
+    assert.ok(listed.body.includes(`<a href="${TOKENS}/${id}/revoke" aria-label="Revoke askfirst">Revoke…</a>`));
+
+    const question = await getPage(ctx.testApp.app, `${TOKENS}/${id}/revoke`, { cookie: owner.cookie });
+    assert.equal(question.statusCode, 200);
+    assert.match(question.body, /<h1>Revoke the token “askfirst”\?<\/h1>/);
+    assert.ok(question.body.includes(`<form method="post" action="${TOKENS}/${id}/revoke"`));
+    assert.match(question.body, /<a href="\/dashboard\/settings\/tokens">Cancel<\/a>/);
+    assert.equal(await me(token), 200, 'asking revokes nothing');
+
+    for (const unknown of ['00000000-0000-4000-8000-000000000000', 'not-a-uuid']) {
+      const missing = await getPage(ctx.testApp.app, `${TOKENS}/${unknown}/revoke`, { cookie: owner.cookie });
+      assert.equal(missing.statusCode, 404, unknown);
+    }
+    const stranger = await signUp(ctx.testApp.app, ctx.db, {
+      username: 'asker2',
+      email: 'asker2@example.com',
+    });
+    const foreign = await getPage(ctx.testApp.app, `${TOKENS}/${id}/revoke`, { cookie: stranger.cookie });
+    assert.equal(foreign.statusCode, 404, 'another user’s token is not found');
+    assert.ok(!foreign.body.includes('askfirst'));
+
+    assert.equal((await postForm(ctx.testApp.app, `${TOKENS}/${id}/revoke`, {}, owner)).statusCode, 303);
+    assert.equal(await me(token), 401);
+  });
+
   test('the mint form shows every schema error at once, each once, by its field', async () => {
     const response = await postForm(
       ctx.testApp.app,
@@ -341,6 +379,15 @@ describe('invites page', () => {
     const token = /invite=(enc_inv_[0-9A-Za-z]{43})/.exec(created.body)?.[1];
     assert.ok(token !== undefined);
     const id = /\/dashboard\/settings\/invites\/([0-9a-f-]{36})\/revoke/.exec(created.body)?.[1];
+    assert.match(created.body, /data-copy="new-invite-link" aria-label="Copy the invite link"/);
+    const question = await getPage(ctx.testApp.app, `${INVITES}/${id}/revoke`, { cookie: operator.cookie });
+    assert.equal(question.statusCode, 200);
+    assert.match(question.body, /<h1>Revoke the invite for tenant2@example\.com\?<\/h1>/);
+    assert.equal(
+      (await getPage(ctx.testApp.app, `/signup?invite=${token}`)).statusCode,
+      200,
+      'asking revokes nothing',
+    );
     const revoked = await postForm(ctx.testApp.app, `${INVITES}/${id}/revoke`, {}, operator);
     assert.equal(revoked.statusCode, 303);
     assert.equal(revoked.headers.location, `${INVITES}?notice=invite-revoked`);

@@ -4,6 +4,7 @@ import type { App } from '../http/app.ts';
 import type { RateLimits } from '../http/rate-limits.ts';
 import { LIMITS } from '../web/account-pages.ts';
 import {
+  confirmPage,
   dashboardPage,
   forbiddenPage,
   invitesPage,
@@ -166,6 +167,27 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
     }
   });
 
+  // Revoking is confirmed first, on a page of its own (works without JavaScript).
+  const confirm = { config: user, attachValidation: true, schema: { ...hide, params: IdParams } };
+  app.get('/dashboard/settings/tokens/:id/revoke', confirm, async (request, reply) => {
+    const token =
+      request.validationError === undefined
+        ? (await accounts.listApiTokens(signedIn(request))).find((listed) => listed.id === request.params.id)
+        : undefined;
+    if (token === undefined) return notFound(request, reply, 'token');
+    return sendPage(
+      reply,
+      200,
+      confirmPage(await frameFor(request), {
+        title: `Revoke the token “${token.name}”?`,
+        consequence: `Anything that uses ${token.prefix}…${token.last4} is refused from its next request on. This cannot be undone: a new token is needed to take its place.`,
+        action: `/dashboard/settings/tokens/${token.id}/revoke`,
+        button: 'Revoke token',
+        back: '/dashboard/settings/tokens',
+      }),
+    );
+  });
+
   app.post('/dashboard/settings/tokens/:id/revoke', revoke, async (request, reply) => {
     if (
       request.validationError !== undefined ||
@@ -233,6 +255,35 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
       const shown = shownError(reply, error);
       return invites(request, reply, shown.status, { values, errors: formErrors(shown) });
     }
+  });
+
+  app.get('/dashboard/settings/invites/:id/revoke', confirm, async (request, reply) => {
+    const principal = signedIn(request);
+    if (!canInvite(principal)) {
+      return sendPage(
+        reply,
+        403,
+        forbiddenPage(await frameFor(request), 'Only tenant owners and operators manage invites.'),
+      );
+    }
+    const invite =
+      request.validationError === undefined
+        ? (await accounts.listInvites(principal)).find(
+            (listed) => listed.id === request.params.id && listed.state === 'pending',
+          )
+        : undefined;
+    if (invite === undefined) return notFound(request, reply, 'invite');
+    return sendPage(
+      reply,
+      200,
+      confirmPage(await frameFor(request), {
+        title: `Revoke the invite for ${invite.email ?? 'any address'}?`,
+        consequence: 'Its link stops working at once. This cannot be undone: a new invite is needed instead.',
+        action: `/dashboard/settings/invites/${invite.id}/revoke`,
+        button: 'Revoke invite',
+        back: '/dashboard/settings/invites',
+      }),
+    );
   });
 
   app.post('/dashboard/settings/invites/:id/revoke', revoke, async (request, reply) => {
