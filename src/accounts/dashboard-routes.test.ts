@@ -138,7 +138,9 @@ describe('API tokens page', () => {
     assert.match(shown.body, /<script src="\/static\/copy-text\.js" defer><\/script>/);
     const [id] = tokenIds(shown.body).slice(-1);
     const listed = await getPage(ctx.testApp.app, TOKENS, { cookie: owner.cookie });
-    assert.ok(listed.body.includes(`<a href="${TOKENS}/${id}/revoke" aria-label="Revoke askfirst">Revoke…</a>`));
+    assert.ok(
+      listed.body.includes(`<a href="${TOKENS}/${id}/revoke" aria-label="Revoke askfirst">Revoke…</a>`),
+    );
 
     const question = await getPage(ctx.testApp.app, `${TOKENS}/${id}/revoke`, { cookie: owner.cookie });
     assert.equal(question.statusCode, 200);

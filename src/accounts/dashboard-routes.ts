@@ -169,23 +169,24 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
 
   // Revoking is confirmed first, on a page of its own (works without JavaScript).
   const confirm = { config: user, attachValidation: true, schema: { ...hide, params: IdParams } };
+  const askFirst = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    question: Parameters<typeof confirmPage>[1],
+  ) => sendPage(reply, 200, confirmPage(await frameFor(request), question));
   app.get('/dashboard/settings/tokens/:id/revoke', confirm, async (request, reply) => {
     const token =
       request.validationError === undefined
         ? (await accounts.listApiTokens(signedIn(request))).find((listed) => listed.id === request.params.id)
         : undefined;
     if (token === undefined) return notFound(request, reply, 'token');
-    return sendPage(
-      reply,
-      200,
-      confirmPage(await frameFor(request), {
-        title: `Revoke the token “${token.name}”?`,
-        consequence: `Anything that uses ${token.prefix}…${token.last4} is refused from its next request on. This cannot be undone: a new token is needed to take its place.`,
-        action: `/dashboard/settings/tokens/${token.id}/revoke`,
-        button: 'Revoke token',
-        back: '/dashboard/settings/tokens',
-      }),
-    );
+    return askFirst(request, reply, {
+      title: `Revoke the token “${token.name}”?`,
+      consequence: `Anything that uses ${token.prefix}…${token.last4} is refused from its next request on. This cannot be undone: a new token is needed to take its place.`,
+      action: `/dashboard/settings/tokens/${token.id}/revoke`,
+      button: 'Revoke token',
+      back: '/dashboard/settings/tokens',
+    });
   });
 
   app.post('/dashboard/settings/tokens/:id/revoke', revoke, async (request, reply) => {
@@ -273,17 +274,13 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
           )
         : undefined;
     if (invite === undefined) return notFound(request, reply, 'invite');
-    return sendPage(
-      reply,
-      200,
-      confirmPage(await frameFor(request), {
-        title: `Revoke the invite for ${invite.email ?? 'any address'}?`,
-        consequence: 'Its link stops working at once. This cannot be undone: a new invite is needed instead.',
-        action: `/dashboard/settings/invites/${invite.id}/revoke`,
-        button: 'Revoke invite',
-        back: '/dashboard/settings/invites',
-      }),
-    );
+    return askFirst(request, reply, {
+      title: `Revoke the invite for ${invite.email ?? 'any address'}?`,
+      consequence: 'Its link stops working at once. This cannot be undone: a new invite is needed instead.',
+      action: `/dashboard/settings/invites/${invite.id}/revoke`,
+      button: 'Revoke invite',
+      back: '/dashboard/settings/invites',
+    });
   });
 
   app.post('/dashboard/settings/invites/:id/revoke', revoke, async (request, reply) => {
