@@ -1,5 +1,5 @@
 import type { TestContext } from 'node:test';
-import { type Browser, chromium } from 'playwright-core';
+import { type Browser, chromium, type Page } from 'playwright-core';
 import { freePort } from '../../src/free-port.ts';
 import { buildTestApp, type TestApp } from './app.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
@@ -39,4 +39,14 @@ export async function listeningTestApp(
   t.after(() => testApp.app.close());
   await testApp.app.listen({ port, host: '127.0.0.1' });
   return { db, testApp, base: testApp.config.publicUrl };
+}
+
+/** Every CSP violation and uncaught script error on `page` from now on; a test asserts it stays empty. */
+export function pageFaults(page: Page): string[] {
+  const faults: string[] = [];
+  page.on('console', (message) => {
+    if (message.text().includes('Content Security Policy')) faults.push(message.text());
+  });
+  page.on('pageerror', (error) => faults.push(`page error: ${error.message}`));
+  return faults;
 }
