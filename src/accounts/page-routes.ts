@@ -78,18 +78,23 @@ export function shownError(reply: FastifyReply, error: unknown): ShownError {
 
 /**
  * Where a form shows its problems: each by its own field, once; the box above
- * the form only says how many to look at. A problem of no field is the box's.
+ * the form says how many to look at, and holds any problem of no field.
  */
 export function formErrors(found: FormProblem | readonly FormProblem[]): FormErrors {
   const problems: readonly FormProblem[] = 'message' in found ? [found] : found;
-  const unplaced = problems.find((problem) => problem.field === undefined);
-  if (unplaced !== undefined) return { form: unplaced.message };
-  const fields = Object.fromEntries(problems.map((problem) => [problem.field, problem.message]));
-  const count = problems.length;
-  return {
-    form: count === 1 ? 'Check the field marked below.' : `Check the ${count} fields marked below.`,
-    fields,
-  };
+  const placed = problems.filter((problem) => problem.field !== undefined);
+  const unplaced = problems
+    .filter((problem) => problem.field === undefined)
+    .map((problem) => problem.message);
+  const count = placed.length;
+  const summary =
+    count === 0
+      ? []
+      : [count === 1 ? 'Check the field marked below.' : `Check the ${count} fields marked below.`];
+  const form = [...unplaced, ...summary].join(' ');
+  return count === 0
+    ? { form }
+    : { form, fields: Object.fromEntries(placed.map((problem) => [problem.field, problem.message])) };
 }
 
 /**

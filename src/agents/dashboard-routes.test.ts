@@ -228,6 +228,37 @@ describe('onboarding errors', () => {
     await onboard(owner, { template: 'echo', handle: 'taken-handle' });
   });
 
+  test('the onboarding form shows every broken rule at once, each once, by its field, in words', async () => {
+    const response = await postForm(
+      ctx.testApp.app,
+      AGENTS,
+      {
+        name: 'Many mistakes',
+        template: 'llm-chat',
+        handle: 'admin',
+        credential_anthropic_api_key: 'sk-proj-x',
+      },
+      owner,
+    );
+    assert.equal(response.statusCode, 400);
+    assert.match(response.body, /<p class="error" role="alert">Check the 2 fields marked below\.<\/p>/);
+    for (const [id, message] of [
+      ['f-handle', 'Handle is reserved.'],
+      [
+        'f-credential_anthropic_api_key',
+        'anthropic_api_key does not have the format template &quot;llm-chat&quot; expects for anthropic_api_key (starts with sk-ant-).',
+      ],
+    ] as const) {
+      assert.equal(response.body.split(message).length - 1, 1, `${message} is shown once`);
+      assert.ok(
+        response.body.includes(`<p class="error" id="${id}-error">${message}</p>`),
+        `${message} by its field`,
+      );
+    }
+    assert.ok(!/Credentials: template/.test(response.body), 'a supplied but refused key is not also missing');
+    assert.ok(!response.body.includes('(?!'), 'no regular expression');
+  });
+
   test('VLT-2: each refused form is shown again with the field and the rule, keeps the name and handle, and never the credential', async () => {
     const cases: [string, Record<string, string>, number, RegExp][] = [
       [

@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { frameFor } from '../accounts/dashboard-routes.ts';
-import { shownError } from '../accounts/page-routes.ts';
+import { formErrors, shownError } from '../accounts/page-routes.ts';
 import { signedIn } from '../accounts/principal.ts';
 import type { TenantSql } from '../db/tenant.ts';
 import type { App } from '../http/app.ts';
@@ -21,7 +21,7 @@ import {
   templatePickerPage,
 } from '../web/agent-pages.ts';
 import { notFoundPage } from '../web/dashboard-pages.ts';
-import { bodyText, type FormProblem, formProblem, sendPage } from '../web/forms.ts';
+import { bodyText, type FormProblem, formProblem, formProblems, sendPage } from '../web/forms.ts';
 import { instanceSection } from '../web/instance-section.ts';
 import { listEgressRecords } from './egress/records.ts';
 import { AgentsError } from './errors.ts';
@@ -113,6 +113,27 @@ function ruleErrors(problem: FormProblem, labelOf: (field: string) => string | u
   if (problem.field === undefined) return { form: problem.message };
   const text = sentence(labelOf(problem.field) ?? 'The form', problem.message);
   return { form: text, fields: { [problem.field]: text } };
+}
+
+/**
+ * Several service rules broken at once: each shown once, by its field, and a
+ * count above the form; a field the form does not show (`shown` false) is the box's.
+ */
+function allRuleErrors(
+  problems: readonly { message: string; field?: string | undefined }[],
+  labelOf: (field: string) => string | undefined,
+  shown: (field: string) => boolean,
+): FormErrors {
+  return formErrors(
+    problems.map(({ message, field }) =>
+      field === undefined
+        ? { message, field }
+        : {
+            message: sentence(labelOf(field) ?? 'The form', message),
+            field: shown(field) ? field : undefined,
+          },
+    ),
+  );
 }
 
 function schemaErrors(problem: FormProblem): FormErrors {
@@ -287,11 +308,14 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
           : sendPage(reply, status, onboardingPage(await frameFor(request), { template, values, errors }));
 
       if (request.validationError !== undefined) {
-        const problem = formProblem(request.validationError, newAgentLabels);
-        const field = problem.field?.startsWith('credential_')
-          ? `credentials/${problem.field.slice('credential_'.length)}`
-          : problem.field;
-        return again(400, schemaErrors({ message: problem.message, field }));
+        const problems = formProblems(request.validationError, newAgentLabels).map(({ message, field }) => ({
+          message,
+          field: field?.startsWith('credential_')
+            ? `credentials/${field.slice('credential_'.length)}`
+            : field,
+        }));
+        // Without a template there is no form to mark fields on: the picker says the first problem.
+        return again(400, template === undefined ? { form: problems[0]?.message } : formErrors(problems));
       }
       const name = request.body.name.trim();
       if (name === '') {
@@ -305,8 +329,19 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
         supportAccess: request.body.support_access === 'on',
         credentials: submittedCredentials(request.body),
       };
+      // Every problem at once, each by its field (the API reports the first); before the transaction: a bad form opens none.
+      const problems = agents.newAgentProblems(input);
+      if (problems.length > 0) {
+        const [first] = problems;
+        if (template === undefined || first?.field === 'template') {
+          return again(400, first === undefined ? {} : ruleErrors(first, agentLabel));
+        }
+        // A credential the template does not have has no field on the form.
+        const fields = new Set(template.credentials.map((credential) => `credentials/${credential.name}`));
+        const shown = (field: string) => !field.startsWith('credentials/') || fields.has(field);
+        return again(400, allRuleErrors(problems, agentLabel, shown));
+      }
       try {
-        agents.validateNew(input); // before the transaction: a bad form opens none
         const created = await request.withTenant((tx) => agents.create(tx, signedIn(request), input));
         return reply.redirect(`/dashboard/agents/${created.id}?notice=agent-created`, 303);
       } catch (error) {
