@@ -383,7 +383,7 @@ describe('an agent page', () => {
     owner = await signUp(ctx.testApp.app, ctx.db, { username: 'keeper', email: 'keeper@example.com' });
   });
 
-  test('VLT-2, VLT-4: a credential is added, rotated and deleted from the page; only its last 4 are ever shown', async () => {
+  test('VLT-2, VLT-4: a credential is added, rotated and deleted from the page (after a confirmation page); only its last 4 are ever shown', async () => {
     const id = await onboard(owner, { template: 'echo', handle: 'echo-rotate', credential_echo_token: '' });
     const empty = await get(owner, `${AGENTS}/${id}`);
     assert.match(textOf(empty.body), /echo_token Any test value\..* not set/);
@@ -432,6 +432,26 @@ describe('an agent page', () => {
     for (const body of await everyPage(owner, id)) {
       for (const value of [first, second, short]) assert.ok(!body.includes(value));
     }
+
+    // Deleting asks first: the page's link leads to a confirmation that deletes nothing by itself.
+    const listed = await get(owner, `${AGENTS}/${id}`);
+    assert.ok(
+      listed.body.includes(
+        `<a href="${AGENTS}/${id}/credentials/echo_token/delete" aria-label="Delete the credential echo_token">Delete…</a>`,
+      ),
+    );
+    const question = await get(owner, `${AGENTS}/${id}/credentials/echo_token/delete`);
+    assert.equal(question.statusCode, 200);
+    assert.match(question.body, /<h1>Delete the credential echo_token of [^<]+\?<\/h1>/);
+    assert.ok(
+      question.body.includes(`<form method="post" action="${AGENTS}/${id}/credentials/echo_token/delete"`),
+    );
+    assert.doesNotMatch(
+      (await get(owner, `${AGENTS}/${id}`)).body,
+      /echo_token \(not set\)/,
+      'asking deletes nothing',
+    );
+    assert.equal((await get(owner, `${AGENTS}/${id}/credentials/nope/delete`)).statusCode, 404);
 
     const deleted = await postForm(
       ctx.testApp.app,

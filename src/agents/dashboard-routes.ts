@@ -20,7 +20,7 @@ import {
   onboardingPage,
   templatePickerPage,
 } from '../web/agent-pages.ts';
-import { notFoundPage } from '../web/dashboard-pages.ts';
+import { confirmPage, notFoundPage } from '../web/dashboard-pages.ts';
 import { bodyText, type FormProblem, formProblem, formProblems, sendPage } from '../web/forms.ts';
 import { instanceSection } from '../web/instance-section.ts';
 import { listEgressRecords } from './egress/records.ts';
@@ -426,24 +426,51 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
     return reply.redirect(`/dashboard/agents/${id}?notice=${notice}`, 303);
   });
 
-  app.post(
-    '/dashboard/agents/:id/credentials/:name/delete',
-    { config: user, attachValidation: true, schema: { ...hide, params: CredentialParams } },
-    async (request, reply) => {
-      if (request.validationError !== undefined) return notFound(request, reply, 'credential');
-      const { id, name } = request.params;
-      try {
-        await request.withTenant((tx) => agents.deleteCredential(tx, signedIn(request), id, name));
-      } catch (error) {
-        if (isNotFound(error)) return notFound(request, reply, 'credential');
-        const shown = shownError(reply, error);
-        return showAgent(request, reply, shown.status, id, {
-          credentialsError: sentence(name, shown.message),
-        });
+  // Deleting a credential is confirmed first, on a page of its own (works without JavaScript).
+  const credentialDelete = {
+    config: user,
+    attachValidation: true,
+    schema: { ...hide, params: CredentialParams },
+  } as const;
+  app.get('/dashboard/agents/:id/credentials/:name/delete', credentialDelete, async (request, reply) => {
+    if (request.validationError !== undefined) return notFound(request, reply, 'credential');
+    const { id, name } = request.params;
+    try {
+      const agent = await request.withTenant((tx) => agents.get(tx, id));
+      if (!agent.credentials.some((credential) => credential.name === name)) {
+        return notFound(request, reply, 'credential');
       }
-      return reply.redirect(`/dashboard/agents/${id}?notice=credential-deleted`, 303);
-    },
-  );
+      return sendPage(
+        reply,
+        200,
+        confirmPage(await frameFor(request), {
+          title: `Delete the credential ${name} of ${agent.name}?`,
+          consequence: `The stored value is deleted and cannot be recovered; ${agent.name} no longer receives it from its next start. To use it again, enter the value again.`,
+          action: `/dashboard/agents/${agent.id}/credentials/${encodeURIComponent(name)}/delete`,
+          button: 'Delete credential',
+          back: `/dashboard/agents/${agent.id}`,
+        }),
+      );
+    } catch (error) {
+      if (isNotFound(error)) return notFound(request, reply, 'credential');
+      throw error;
+    }
+  });
+
+  app.post('/dashboard/agents/:id/credentials/:name/delete', credentialDelete, async (request, reply) => {
+    if (request.validationError !== undefined) return notFound(request, reply, 'credential');
+    const { id, name } = request.params;
+    try {
+      await request.withTenant((tx) => agents.deleteCredential(tx, signedIn(request), id, name));
+    } catch (error) {
+      if (isNotFound(error)) return notFound(request, reply, 'credential');
+      const shown = shownError(reply, error);
+      return showAgent(request, reply, shown.status, id, {
+        credentialsError: sentence(name, shown.message),
+      });
+    }
+    return reply.redirect(`/dashboard/agents/${id}?notice=credential-deleted`, 303);
+  });
 
   // Deleting takes two steps: this confirmation page, then its form.
   app.get('/dashboard/agents/:id/delete', withId, async (request, reply) => {

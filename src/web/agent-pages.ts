@@ -254,7 +254,7 @@ function credentialRows(input: AgentPageInput): Html {
 <td>${
       listing === undefined || template === undefined
         ? ''
-        : html`<form method="post" action="/dashboard/agents/${agent.id}/credentials/${encodeURIComponent(name)}/delete" class="inline"><button type="submit" aria-label="Delete the credential ${name}">Delete</button></form>`
+        : html`<a href="/dashboard/agents/${agent.id}/credentials/${encodeURIComponent(name)}/delete" aria-label="Delete the credential ${name}">Delete…</a>`
     }</td></tr>`;
   })}`;
 }
