@@ -588,7 +588,7 @@ describe('an agent page', () => {
     assert.equal(cleared?.egress_allowlist, null, 'empty opens egress to public destinations again');
   });
 
-  test('AGT-6: Start on the agent page asks for the instance to run; the page shows its state and, once given, its address', async () => {
+  test('AGT-6: Start on the agent page asks for the instance to run; the page shows its state and, once given, its address with a copy button', async () => {
     const id = await onboard(owner, { template: 'echo', handle: 'echo-start' });
     const before = await get(owner, `${AGENTS}/${id}`);
     assert.match(textOf(before.body), /Instance State Stopped/);
@@ -599,6 +599,11 @@ describe('an agent page', () => {
     assert.match(textOf(after.body), /Starting the agent/);
     assert.match(textOf(after.body), /State Stopped \(asked to run\)/);
     assert.match(after.body, /href="http:\/\/ec[a-z0-9]{8}\.agents\.localhost:\d+"/);
+    assert.match(
+      after.body,
+      /id="agent-address">[^<]+<\/a> <button type="button" class="copy" data-copy="agent-address"/,
+    );
+    assert.match(after.body, /<script src="\/static\/copy-text\.js" defer><\/script>/);
     const [job] = await ctx.db.superuser<{ count: number }[]>`
       select count(*)::int as count
       from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
