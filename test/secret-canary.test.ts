@@ -210,7 +210,14 @@ describe('secret canary', () => {
       cookie,
       form: { name: 'dashboard canary', scope: 'read' },
     });
-    const shownToken = /enc_live_[0-9A-Za-z]{43}/.exec(dashboardToken.body)?.[0];
+    assert.equal(dashboardToken.statusCode, 303, dashboardToken.body);
+    // Post-redirect-get: the page the form redirects to shows the token, once.
+    const shownPage = await send('the page that shows the new token', {
+      method: 'GET',
+      url: '/dashboard/settings/tokens',
+      cookie,
+    });
+    const shownToken = /enc_live_[0-9A-Za-z]{43}/.exec(shownPage.body)?.[0];
     assert.ok(shownToken !== undefined, 'the dashboard shows the new token once');
     handsOut(shownToken);
     const inviteMailed = worker.next('send_invite_email');

@@ -36,6 +36,19 @@ async function me(token: string): Promise<number> {
   return response.statusCode;
 }
 
+/** A form that makes a secret answers 303; the page it names shows the secret, once. */
+async function followed(
+  posted: { statusCode: number; headers: Record<string, unknown> },
+  who: { cookie: string },
+) {
+  assert.equal(posted.statusCode, 303);
+  const location = String(posted.headers.location);
+  return getPage(ctx.testApp.app, location, { cookie: who.cookie });
+}
+
+const countTokens = async () =>
+  (await ctx.db.superuser<{ count: number }[]>`select count(*)::int as count from api_tokens`)[0]?.count;
+
 async function signIn(login: string, password = PASSWORD): Promise<string> {
   const cookie = sessionCookie(await postForm(ctx.testApp.app, '/login', { login, password }));
   assert.ok(cookie !== undefined, `${login} signed in`);
@@ -53,12 +66,15 @@ describe('API tokens page', () => {
     assert.equal(empty.statusCode, 200);
     assert.match(empty.body, /No tokens yet\./);
 
-    const minted = await postForm(
+    const posted = await postForm(
       ctx.testApp.app,
       TOKENS,
       { name: 'ci', scope: 'read', expires_at: '' },
       owner,
     );
+    assert.equal(posted.headers.location, TOKENS, 'the secret is never in the URL');
+    assert.ok(!/enc_live_/.test(posted.body));
+    const minted = await followed(posted, owner);
     assert.equal(minted.statusCode, 200);
     assert.equal(minted.headers['cache-control'], 'no-store');
     assert.match(minted.body, /This is the only time it is shown/);
@@ -109,6 +125,87 @@ describe('API tokens page', () => {
       { count: number }[]
     >`select count(*)::int as count from api_tokens`;
     assert.equal(after?.count, before?.count);
+  });
+
+  test('ACC-10: revoking a token asks first, on a page that works without JavaScript; the question alone revokes nothing', async () => {
+    const shown = await followed(
+      await postForm(ctx.testApp.app, TOKENS, { name: 'askfirst', scope: 'read' }, owner),
+      owner,
+    );
+    const token = /enc_live_[0-9A-Za-z]{43}/.exec(shown.body)?.[0] ?? '';
+    assert.match(
+      shown.body,
+      /<button type="button" class="copy" data-copy="new-token-value" aria-label="Copy the token" hidden>Copy<\/button>/,
+    );
+    assert.match(shown.body, /<script src="\/static\/copy-text\.js" defer><\/script>/);
+    const [id] = tokenIds(shown.body).slice(-1);
+    const listed = await getPage(ctx.testApp.app, TOKENS, { cookie: owner.cookie });
+    assert.ok(
+      listed.body.includes(`<a href="${TOKENS}/${id}/revoke" aria-label="Revoke askfirst">Revoke…</a>`),
+    );
+
+    const question = await getPage(ctx.testApp.app, `${TOKENS}/${id}/revoke`, { cookie: owner.cookie });
+    assert.equal(question.statusCode, 200);
+    assert.match(question.body, /<h1>Revoke the token “askfirst”\?<\/h1>/);
+    assert.ok(question.body.includes(`<form method="post" action="${TOKENS}/${id}/revoke"`));
+    assert.match(question.body, /<a href="\/dashboard\/settings\/tokens">Cancel<\/a>/);
+    assert.equal(await me(token), 200, 'asking revokes nothing');
+
+    for (const unknown of ['00000000-0000-4000-8000-000000000000', 'not-a-uuid']) {
+      const missing = await getPage(ctx.testApp.app, `${TOKENS}/${unknown}/revoke`, { cookie: owner.cookie });
+      assert.equal(missing.statusCode, 404, unknown);
+    }
+    const stranger = await signUp(ctx.testApp.app, ctx.db, {
+      username: 'asker2',
+      email: 'asker2@example.com',
+    });
+    const foreign = await getPage(ctx.testApp.app, `${TOKENS}/${id}/revoke`, { cookie: stranger.cookie });
+    assert.equal(foreign.statusCode, 404, 'another user’s token is not found');
+    assert.ok(!foreign.body.includes('askfirst'));
+
+    assert.equal((await postForm(ctx.testApp.app, `${TOKENS}/${id}/revoke`, {}, owner)).statusCode, 303);
+    assert.equal(await me(token), 401);
+  });
+
+  test('the mint form shows every schema error at once, each once, by its field', async () => {
+    const response = await postForm(
+      ctx.testApp.app,
+      TOKENS,
+      { name: 'n'.repeat(101), scope: 'admin', expires_at: '' },
+      owner,
+    );
+    assert.equal(response.statusCode, 400);
+    assert.match(response.body, /<p class="error" role="alert">Check the 2 fields marked below\.<\/p>/);
+    const expected: [id: string, message: string][] = [
+      ['f-name', 'Name is too long.'],
+      ['f-scope', 'Scope is not valid.'],
+    ];
+    for (const [id, message] of expected) {
+      assert.equal(response.body.split(message).length - 1, 1, `${message} is shown once`);
+      assert.ok(
+        response.body.includes(`<p class="error" id="${id}-error">${message}</p>`),
+        `${message} by its field`,
+      );
+    }
+  });
+
+  test('ACC-10: creating a token is POST-redirect-GET: reloading the page that shows it mints no second token and shows it no more', async () => {
+    const before = await countTokens();
+    const posted = await postForm(ctx.testApp.app, TOKENS, { name: 'once', scope: 'read' }, owner);
+    const shown = await followed(posted, owner);
+    const token = /enc_live_[0-9A-Za-z]{43}/.exec(shown.body)?.[0];
+    assert.ok(token !== undefined, 'the page after the redirect shows the token');
+    const reloaded = await getPage(ctx.testApp.app, TOKENS, { cookie: owner.cookie });
+    assert.equal(reloaded.statusCode, 200);
+    assert.ok(!reloaded.body.includes(token), 'a reload does not show it again');
+    assert.ok(!/This is the only time it is shown/.test(reloaded.body));
+    assert.equal(await countTokens(), (before ?? 0) + 1, 'one token row, not two');
+
+    // Another session of the same user does not receive this session's secret.
+    const other = await signIn('tokener');
+    await postForm(ctx.testApp.app, TOKENS, { name: 'mine', scope: 'read' }, owner);
+    const elsewhere = await getPage(ctx.testApp.app, TOKENS, { cookie: other });
+    assert.ok(!/enc_live_[0-9A-Za-z]{43}/.test(elsewhere.body));
   });
 });
 
@@ -215,17 +312,27 @@ describe('invites page', () => {
     assert.match(form.body, /<input type="hidden" name="kind" value="member">/);
     assert.ok(!form.body.includes('new tenant'), 'owners cannot invite tenants');
 
-    const created = await postForm(
+    const posted = await postForm(
       ctx.testApp.app,
       INVITES,
       { email: 'joiner@example.com', kind: 'member', expires_days: '7' },
       owner,
     );
+    assert.equal(posted.headers.location, INVITES, 'the link is never in the URL');
+    const created = await followed(posted, owner);
     assert.equal(created.statusCode, 200);
     assert.equal(created.headers['cache-control'], 'no-store');
     assert.match(textOf(created.body), /Invite mailed to joiner@example\.com/);
     assert.ok(!created.body.includes('enc_inv_'), 'the link is not on the page');
     const listed = await getPage(ctx.testApp.app, INVITES, { cookie: owner.cookie });
+    assert.ok(
+      !textOf(listed.body).includes('Invite mailed to'),
+      'the notice is shown once: a reload does not show it again',
+    );
+    const [rows] = await ctx.db.superuser<
+      { count: number }[]
+    >`select count(*)::int as count from invites where email = 'joiner@example.com'`;
+    assert.equal(rows?.count, 1, 'one invite, not one per page load');
     assert.match(listed.body, /joiner@example\.com/);
     const [invite] = await ctx.db.superuser<{ id: string; tenant_id: string }[]>`
       select id, tenant_id from invites where email = 'joiner@example.com'`;
@@ -274,16 +381,28 @@ describe('invites page', () => {
     });
     const form = await getPage(ctx.testApp.app, INVITES, { cookie: operator.cookie });
     assert.match(form.body, /<option value="tenant">new tenant<\/option>/);
-    const created = await postForm(
-      ctx.testApp.app,
-      INVITES,
-      { email: 'tenant2@example.com', kind: 'tenant', expires_days: '1' },
+    const created = await followed(
+      await postForm(
+        ctx.testApp.app,
+        INVITES,
+        { email: 'tenant2@example.com', kind: 'tenant', expires_days: '1' },
+        operator,
+      ),
       operator,
     );
     assert.equal(created.statusCode, 200);
     const token = /invite=(enc_inv_[0-9A-Za-z]{43})/.exec(created.body)?.[1];
     assert.ok(token !== undefined);
     const id = /\/dashboard\/settings\/invites\/([0-9a-f-]{36})\/revoke/.exec(created.body)?.[1];
+    assert.match(created.body, /data-copy="new-invite-link" aria-label="Copy the invite link"/);
+    const question = await getPage(ctx.testApp.app, `${INVITES}/${id}/revoke`, { cookie: operator.cookie });
+    assert.equal(question.statusCode, 200);
+    assert.match(question.body, /<h1>Revoke the invite for tenant2@example\.com\?<\/h1>/);
+    assert.equal(
+      (await getPage(ctx.testApp.app, `/signup?invite=${token}`)).statusCode,
+      200,
+      'asking revokes nothing',
+    );
     const revoked = await postForm(ctx.testApp.app, `${INVITES}/${id}/revoke`, {}, operator);
     assert.equal(revoked.statusCode, 303);
     assert.equal(revoked.headers.location, `${INVITES}?notice=invite-revoked`);
@@ -300,7 +419,10 @@ test('TEN-4: another tenant’s token and session ids are answered like ids that
     username: 'attacker',
     email: 'attacker@example.com',
   });
-  const minted = await postForm(ctx.testApp.app, TOKENS, { name: 'secret', scope: 'write' }, victim);
+  const minted = await followed(
+    await postForm(ctx.testApp.app, TOKENS, { name: 'secret', scope: 'write' }, victim),
+    victim,
+  );
   const token = /enc_live_[0-9A-Za-z]{43}/.exec(minted.body)?.[0] ?? '';
   const [tokenId] = tokenIds((await getPage(ctx.testApp.app, TOKENS, { cookie: victim.cookie })).body);
   const [sessionId] = sessionIds(

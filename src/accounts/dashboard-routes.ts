@@ -4,26 +4,30 @@ import type { App } from '../http/app.ts';
 import type { RateLimits } from '../http/rate-limits.ts';
 import { LIMITS } from '../web/account-pages.ts';
 import {
+  confirmPage,
   dashboardPage,
   forbiddenPage,
   invitesPage,
   notFoundPage,
   tokensPage,
 } from '../web/dashboard-pages.ts';
-import { bodyText, formProblem, noticeFrom, sendPage } from '../web/forms.ts';
+import { bodyText, formProblems, noticeFrom, sendPage } from '../web/forms.ts';
 import type { Frame } from '../web/html.ts';
 import { type ProfileErrors, profilePage } from '../web/profile-page.ts';
 import { inviteLink } from './invites.ts';
 import type { LinksService } from './links.ts';
+import { canInvite, frameOfPrincipal } from './page-frame.ts';
 import { formErrors, shownError } from './page-routes.ts';
 import { type CookieSettings, clearSessionCookie, signedIn } from './principal.ts';
 import { may } from './roles.ts';
+import { createSecretFlash } from './secret-flash.ts';
 import type { AccountsService, Principal } from './service.ts';
 
 // The signed-in pages: /dashboard, its token and invite settings, /profile.
 // Every route is auth 'user' (anonymous page requests are sent to /login).
-// Actions end in a 303 to a GET page with a fixed notice (post/redirect/get),
-// except the two that show a secret once (a new token, a new invite link).
+// Actions end in a 303 to a GET page (post/redirect/get): with a fixed
+// notice, or, for the two that make a secret (a new token, a new invite
+// link), with the secret kept server-side for that GET alone (secret-flash.ts).
 
 export interface DashboardDeps {
   readonly accounts: AccountsService;
@@ -35,8 +39,9 @@ export interface DashboardDeps {
 
 const INVITES_FORBIDDEN = 'Only tenant owners, admins and operators manage invites.';
 
-function canInvite(principal: Principal): boolean {
-  return may(principal, 'invite.manage') || principal.user.is_operator;
+/** Whose flash a secret is: the session's, or for a page used with a Bearer token, that token's. */
+function flashOwner(principal: Principal): string {
+  return principal.sessionId ?? `token:${principal.tokenId ?? ''}`;
 }
 
 /** The signed-in frame of a dashboard page: the user, the tenant's name, what they may manage. */
@@ -45,13 +50,7 @@ export async function frameFor(request: FastifyRequest): Promise<Frame> {
   const [tenant] = await request.withTenant(
     (tx) => tx<{ name: string }[]>`select name from tenants where id = ${user.tenant_id}::uuid`,
   );
-  const principal = signedIn(request);
-  return {
-    username: user.username,
-    tenantName: tenant?.name ?? '',
-    canInvite: canInvite(principal),
-    canReadAudit: may(principal, 'audit.read'),
-  };
+  return frameOfPrincipal(signedIn(request), tenant?.name ?? '');
 }
 
 /** Page date input (YYYY-MM-DD): the end of that day, UTC. Empty means none. */
@@ -94,6 +93,8 @@ const EMAIL_LABELS = { email: 'New email address', current_password: 'Current pa
 
 export function registerDashboardPages(app: App, deps: DashboardDeps): void {
   const { accounts, links, cookies } = deps;
+  const mintedTokens = createSecretFlash<{ name: string; token: string }>();
+  const createdInvites = createSecretFlash<{ link: string | undefined; email: string | null }>();
   const user = { auth: 'user' as const };
   const hide = { hide: true } as const;
   const page = { config: user, schema: hide };
@@ -131,7 +132,10 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
     );
 
   app.get('/dashboard/settings/tokens', page, async (request, reply) =>
-    tokens(request, reply, 200, { notice: noticeFrom(request.query) }),
+    tokens(request, reply, 200, {
+      notice: noticeFrom(request.query),
+      minted: mintedTokens.take(flashOwner(signedIn(request))),
+    }),
   );
 
   app.post('/dashboard/settings/tokens', action(TokenBody), async (request, reply) => {
@@ -141,7 +145,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
       expires_at: bodyText(request.body, 'expires_at', 10),
     };
     if (request.validationError !== undefined) {
-      const errors = formErrors(formProblem(request.validationError, TOKEN_LABELS));
+      const errors = formErrors(formProblems(request.validationError, TOKEN_LABELS));
       return tokens(request, reply, 400, { values, errors });
     }
     const expiresAt = endOfDay(request.body.expires_at ?? '');
@@ -155,13 +159,34 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
         scope: request.body.scope,
         expiresAt,
       });
-      // The token is in this response only: no cache may keep it.
-      reply.header('cache-control', 'no-store');
-      return tokens(request, reply, 200, { minted: { name: minted.listing.name, token: minted.token } });
+      mintedTokens.put(flashOwner(signedIn(request)), { name: minted.listing.name, token: minted.token });
+      return reply.redirect('/dashboard/settings/tokens', 303);
     } catch (error) {
       const shown = shownError(reply, error);
       return tokens(request, reply, shown.status, { values, errors: formErrors(shown) });
     }
+  });
+
+  // Revoking is confirmed first, on a page of its own (works without JavaScript).
+  const confirm = { config: user, attachValidation: true, schema: { ...hide, params: IdParams } };
+  const askFirst = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    question: Parameters<typeof confirmPage>[1],
+  ) => sendPage(reply, 200, confirmPage(await frameFor(request), question));
+  app.get('/dashboard/settings/tokens/:id/revoke', confirm, async (request, reply) => {
+    const token =
+      request.validationError === undefined
+        ? (await accounts.listApiTokens(signedIn(request))).find((listed) => listed.id === request.params.id)
+        : undefined;
+    if (token === undefined) return notFound(request, reply, 'token');
+    return askFirst(request, reply, {
+      title: `Revoke the token “${token.name}”?`,
+      consequence: `Anything that uses ${token.prefix}…${token.last4} is refused from its next request on. This cannot be undone: a new token is needed to take its place.`,
+      action: `/dashboard/settings/tokens/${token.id}/revoke`,
+      button: 'Revoke token',
+      back: '/dashboard/settings/tokens',
+    });
   });
 
   app.post('/dashboard/settings/tokens/:id/revoke', revoke, async (request, reply) => {
@@ -200,7 +225,10 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
   };
 
   app.get('/dashboard/settings/invites', page, async (request, reply) =>
-    invites(request, reply, 200, { notice: noticeFrom(request.query) }),
+    invites(request, reply, 200, {
+      notice: noticeFrom(request.query),
+      created: createdInvites.take(flashOwner(signedIn(request))),
+    }),
   );
 
   app.post('/dashboard/settings/invites', action(InviteBody), async (request, reply) => {
@@ -210,7 +238,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
       expires_days: bodyText(request.body, 'expires_days', 2),
     };
     if (request.validationError !== undefined) {
-      const errors = formErrors(formProblem(request.validationError, INVITE_LABELS));
+      const errors = formErrors(formProblems(request.validationError, INVITE_LABELS));
       return invites(request, reply, 400, { values, errors });
     }
     try {
@@ -219,17 +247,40 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
         kind: request.body.kind ?? 'member',
         expiresAt: new Date(Date.now() + Number(request.body.expires_days ?? '7') * 86400_000),
       });
-      reply.header('cache-control', 'no-store');
-      return invites(request, reply, 200, {
-        created: {
-          link: created.token === undefined ? undefined : inviteLink(deps.publicUrl, created.token),
-          email: created.invite.email,
-        },
+      createdInvites.put(flashOwner(signedIn(request)), {
+        link: created.token === undefined ? undefined : inviteLink(deps.publicUrl, created.token),
+        email: created.invite.email,
       });
+      return reply.redirect('/dashboard/settings/invites', 303);
     } catch (error) {
       const shown = shownError(reply, error);
       return invites(request, reply, shown.status, { values, errors: formErrors(shown) });
     }
+  });
+
+  app.get('/dashboard/settings/invites/:id/revoke', confirm, async (request, reply) => {
+    const principal = signedIn(request);
+    if (!canInvite(principal)) {
+      return sendPage(
+        reply,
+        403,
+        forbiddenPage(await frameFor(request), 'Only tenant owners and operators manage invites.'),
+      );
+    }
+    const invite =
+      request.validationError === undefined
+        ? (await accounts.listInvites(principal)).find(
+            (listed) => listed.id === request.params.id && listed.state === 'pending',
+          )
+        : undefined;
+    if (invite === undefined) return notFound(request, reply, 'invite');
+    return askFirst(request, reply, {
+      title: `Revoke the invite for ${invite.email ?? 'any address'}?`,
+      consequence: 'Its link stops working at once. This cannot be undone: a new invite is needed instead.',
+      action: `/dashboard/settings/invites/${invite.id}/revoke`,
+      button: 'Revoke invite',
+      back: '/dashboard/settings/invites',
+    });
   });
 
   app.post('/dashboard/settings/invites/:id/revoke', revoke, async (request, reply) => {
@@ -294,7 +345,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
 
   app.post('/profile/password', action(PasswordBody), async (request, reply) => {
     if (request.validationError !== undefined) {
-      const problem = formProblem(request.validationError, PASSWORD_LABELS);
+      const problem = formProblems(request.validationError, PASSWORD_LABELS);
       return profile(request, reply, 400, { errors: { password: formErrors(problem) } });
     }
     const principal = signedIn(request);
@@ -326,7 +377,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
   app.post('/profile/email', action(EmailBody), async (request, reply) => {
     const newEmail = bodyText(request.body, 'email', LIMITS.email);
     if (request.validationError !== undefined) {
-      const problem = formProblem(request.validationError, EMAIL_LABELS);
+      const problem = formProblems(request.validationError, EMAIL_LABELS);
       return profile(request, reply, 400, { errors: { email: formErrors(problem) }, newEmail });
     }
     try {

@@ -16,7 +16,7 @@ import {
   resetPasswordPage,
   signupPage,
 } from '../web/account-pages.ts';
-import { bodyText, formProblem, noticeFrom, sendPage } from '../web/forms.ts';
+import { bodyText, type FormProblem, formProblem, formProblems, noticeFrom, sendPage } from '../web/forms.ts';
 import { DEVICE_COOKIE } from './device-cookies.ts';
 import type { LinkPurpose, LinksService } from './links.ts';
 import {
@@ -76,10 +76,25 @@ export function shownError(reply: FastifyReply, error: unknown): ShownError {
   throw error;
 }
 
-export function formErrors(problem: { message: string; field: string | undefined }): FormErrors {
-  return problem.field === undefined
-    ? { form: problem.message }
-    : { form: problem.message, fields: { [problem.field]: problem.message } };
+/**
+ * Where a form shows its problems: each by its own field, once; the box above
+ * the form says how many to look at, and holds any problem of no field.
+ */
+export function formErrors(found: FormProblem | readonly FormProblem[]): FormErrors {
+  const problems: readonly FormProblem[] = 'message' in found ? [found] : found;
+  const placed = problems.filter((problem) => problem.field !== undefined);
+  const unplaced = problems
+    .filter((problem) => problem.field === undefined)
+    .map((problem) => problem.message);
+  const count = placed.length;
+  const summary =
+    count === 0
+      ? []
+      : [count === 1 ? 'Check the field marked below.' : `Check the ${count} fields marked below.`];
+  const form = [...unplaced, ...summary].join(' ');
+  return count === 0
+    ? { form }
+    : { form, fields: Object.fromEntries(placed.map((problem) => [problem.field, problem.message])) };
 }
 
 /**
@@ -183,7 +198,7 @@ export function registerAccountPages(app: App, deps: PageDeps): void {
         }
       };
       if (request.validationError !== undefined) {
-        return again(400, formErrors(formProblem(request.validationError, SIGNUP_LABELS)));
+        return again(400, formErrors(formProblems(request.validationError, SIGNUP_LABELS)));
       }
       try {
         const signedUp = await accounts.signup(request.body, clientInfo(request));

@@ -34,6 +34,7 @@ writeFileSync(
         required: true,
         env: 'API_KEY',
         pattern: '^key-[a-z0-9]{16,}$',
+        pattern_description: 'key- and at least 16 lower-case letters or digits',
       },
       { name: 'extra_token', description: 'Anything extra.', required: false, env: 'EXTRA_TOKEN' },
     ],
@@ -133,7 +134,7 @@ describe('agent list and onboarding', () => {
     assert.match(extra.body, /Choose a template\./);
   });
 
-  test('AGT-1, VLT-2: a template form asks for each credential in a password field, never pre-filled, labelled with its description, need and format', async () => {
+  test('AGT-1, VLT-2: a template form asks for each credential in a password field, never pre-filled, labelled with its description, need and format in words (never a regular expression)', async () => {
     const echo = await get(owner, `${AGENTS}/new?template=echo`);
     assert.equal(echo.statusCode, 200);
     assert.match(
@@ -157,8 +158,9 @@ describe('agent list and onboarding', () => {
     assert.match(strict.body, /api_key \(required\)/);
     assert.match(
       strict.body,
-      /The service API key\. Required\. Expected format: matches the pattern \^key-\[a-z0-9\]\{16,\}\$\./,
+      /The service API key\. Required\. Expected format: key- and at least 16 lower-case letters or digits\./,
     );
+    assert.ok(!strict.body.includes('^key-'), 'the page never shows the regular expression');
 
     const llm = await get(owner, `${AGENTS}/new?template=llm-chat`);
     assert.match(llm.body, /This template needs at least one of anthropic_api_key, openai_api_key\./);
@@ -168,8 +170,12 @@ describe('agent list and onboarding', () => {
     );
     assert.match(
       llm.body,
-      /Supply at least one of anthropic_api_key, openai_api_key\. Expected format: matches the pattern \^sk-ant-\./,
+      /Supply at least one of anthropic_api_key, openai_api_key\. Expected format: starts with sk-ant-\./,
     );
+    assert.match(llm.body, /Expected format: starts with sk-, and not with sk-ant-\./);
+    for (const expression of ['(^sk-ant-)', '^sk-(?!ant-)', '^sk-ant-']) {
+      assert.ok(!llm.body.includes(expression), `the page never shows ${expression}`);
+    }
   });
 
   test('AGT-1, VLT-2: onboarding an echo agent stores the canary, shows its last 4 and the provision record, and no page shows the canary again', async () => {
@@ -222,6 +228,37 @@ describe('onboarding errors', () => {
     await onboard(owner, { template: 'echo', handle: 'taken-handle' });
   });
 
+  test('the onboarding form shows every broken rule at once, each once, by its field, in words', async () => {
+    const response = await postForm(
+      ctx.testApp.app,
+      AGENTS,
+      {
+        name: 'Many mistakes',
+        template: 'llm-chat',
+        handle: 'admin',
+        credential_anthropic_api_key: 'sk-proj-x',
+      },
+      owner,
+    );
+    assert.equal(response.statusCode, 400);
+    assert.match(response.body, /<p class="error" role="alert">Check the 2 fields marked below\.<\/p>/);
+    for (const [id, message] of [
+      ['f-handle', 'Handle is reserved.'],
+      [
+        'f-credential_anthropic_api_key',
+        'anthropic_api_key does not have the format template &quot;llm-chat&quot; expects for anthropic_api_key (starts with sk-ant-).',
+      ],
+    ] as const) {
+      assert.equal(response.body.split(message).length - 1, 1, `${message} is shown once`);
+      assert.ok(
+        response.body.includes(`<p class="error" id="${id}-error">${message}</p>`),
+        `${message} by its field`,
+      );
+    }
+    assert.ok(!/Credentials: template/.test(response.body), 'a supplied but refused key is not also missing');
+    assert.ok(!response.body.includes('(?!'), 'no regular expression');
+  });
+
   test('VLT-2: each refused form is shown again with the field and the rule, keeps the name and handle, and never the credential', async () => {
     const cases: [string, Record<string, string>, number, RegExp][] = [
       [
@@ -234,7 +271,7 @@ describe('onboarding errors', () => {
         'a credential not in the format',
         { template: 'strict', handle: 'strict-two', credential_api_key: '' },
         400,
-        /api_key does not have the format template &quot;strict&quot; expects for api_key \(\^key-\[a-z0-9\]\{16,\}\$\)\./,
+        /api_key does not have the format template &quot;strict&quot; expects for api_key \(key- and at least 16 lower-case letters or digits\)\./,
       ],
       ['a taken handle', { template: 'echo', handle: 'taken-handle' }, 409, /Handle: this handle is taken\./],
       [
@@ -346,7 +383,7 @@ describe('an agent page', () => {
     owner = await signUp(ctx.testApp.app, ctx.db, { username: 'keeper', email: 'keeper@example.com' });
   });
 
-  test('VLT-2, VLT-4: a credential is added, rotated and deleted from the page; only its last 4 are ever shown', async () => {
+  test('VLT-2, VLT-4: a credential is added, rotated and deleted from the page (after a confirmation page); only its last 4 are ever shown', async () => {
     const id = await onboard(owner, { template: 'echo', handle: 'echo-rotate', credential_echo_token: '' });
     const empty = await get(owner, `${AGENTS}/${id}`);
     assert.match(textOf(empty.body), /echo_token Any test value\..* not set/);
@@ -395,6 +432,26 @@ describe('an agent page', () => {
     for (const body of await everyPage(owner, id)) {
       for (const value of [first, second, short]) assert.ok(!body.includes(value));
     }
+
+    // Deleting asks first: the page's link leads to a confirmation that deletes nothing by itself.
+    const listed = await get(owner, `${AGENTS}/${id}`);
+    assert.ok(
+      listed.body.includes(
+        `<a href="${AGENTS}/${id}/credentials/echo_token/delete" aria-label="Delete the credential echo_token">Delete…</a>`,
+      ),
+    );
+    const question = await get(owner, `${AGENTS}/${id}/credentials/echo_token/delete`);
+    assert.equal(question.statusCode, 200);
+    assert.match(question.body, /<h1>Delete the credential echo_token of [^<]+\?<\/h1>/);
+    assert.ok(
+      question.body.includes(`<form method="post" action="${AGENTS}/${id}/credentials/echo_token/delete"`),
+    );
+    assert.doesNotMatch(
+      (await get(owner, `${AGENTS}/${id}`)).body,
+      /echo_token \(not set\)/,
+      'asking deletes nothing',
+    );
+    assert.equal((await get(owner, `${AGENTS}/${id}/credentials/nope/delete`)).statusCode, 404);
 
     const deleted = await postForm(
       ctx.testApp.app,
@@ -531,7 +588,7 @@ describe('an agent page', () => {
     assert.equal(cleared?.egress_allowlist, null, 'empty opens egress to public destinations again');
   });
 
-  test('AGT-6: Start on the agent page asks for the instance to run; the page shows its state and, once given, its address', async () => {
+  test('AGT-6: Start on the agent page asks for the instance to run; the page shows its state and, once given, its address with a copy button', async () => {
     const id = await onboard(owner, { template: 'echo', handle: 'echo-start' });
     const before = await get(owner, `${AGENTS}/${id}`);
     assert.match(textOf(before.body), /Instance State Stopped/);
@@ -542,6 +599,11 @@ describe('an agent page', () => {
     assert.match(textOf(after.body), /Starting the agent/);
     assert.match(textOf(after.body), /State Stopped \(asked to run\)/);
     assert.match(after.body, /href="http:\/\/ec[a-z0-9]{8}\.agents\.localhost:\d+"/);
+    assert.match(
+      after.body,
+      /id="agent-address">[^<]+<\/a> <button type="button" class="copy" data-copy="agent-address"/,
+    );
+    assert.match(after.body, /<script src="\/static\/copy-text\.js" defer><\/script>/);
     const [job] = await ctx.db.superuser<{ count: number }[]>`
       select count(*)::int as count
       from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id

@@ -2,7 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { frameFor } from '../accounts/dashboard-routes.ts';
 import { AccountsError } from '../accounts/errors.ts';
-import { shownError } from '../accounts/page-routes.ts';
+import { formErrors, shownError } from '../accounts/page-routes.ts';
 import { signedIn } from '../accounts/principal.ts';
 import type { Principal } from '../accounts/service.ts';
 import type { TenantSql } from '../db/tenant.ts';
@@ -22,8 +22,8 @@ import {
   onboardingPage,
   templatePickerPage,
 } from '../web/agent-pages.ts';
-import { forbiddenPage, notFoundPage } from '../web/dashboard-pages.ts';
-import { bodyText, type FormProblem, formProblem, sendPage } from '../web/forms.ts';
+import { confirmPage, forbiddenPage, notFoundPage } from '../web/dashboard-pages.ts';
+import { bodyText, type FormProblem, formProblem, formProblems, sendPage } from '../web/forms.ts';
 import { instanceSection, instanceStateJson, stateLine } from '../web/instance-section.ts';
 import { listEgressRecords } from './egress/records.ts';
 import { AgentsError } from './errors.ts';
@@ -124,6 +124,27 @@ function ruleErrors(problem: FormProblem, labelOf: (field: string) => string | u
   if (problem.field === undefined) return { form: problem.message };
   const text = sentence(labelOf(problem.field) ?? 'The form', problem.message);
   return { form: text, fields: { [problem.field]: text } };
+}
+
+/**
+ * Several service rules broken at once: each shown once, by its field, and a
+ * count above the form; a field the form does not show (`shown` false) is the box's.
+ */
+function allRuleErrors(
+  problems: readonly { message: string; field?: string | undefined }[],
+  labelOf: (field: string) => string | undefined,
+  shown: (field: string) => boolean,
+): FormErrors {
+  return formErrors(
+    problems.map(({ message, field }) =>
+      field === undefined
+        ? { message, field }
+        : {
+            message: sentence(labelOf(field) ?? 'The form', message),
+            field: shown(field) ? field : undefined,
+          },
+    ),
+  );
 }
 
 function schemaErrors(problem: FormProblem): FormErrors {
@@ -320,11 +341,14 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
           : sendPage(reply, status, onboardingPage(await frameFor(request), { template, values, errors }));
 
       if (request.validationError !== undefined) {
-        const problem = formProblem(request.validationError, newAgentLabels);
-        const field = problem.field?.startsWith('credential_')
-          ? `credentials/${problem.field.slice('credential_'.length)}`
-          : problem.field;
-        return again(400, schemaErrors({ message: problem.message, field }));
+        const problems = formProblems(request.validationError, newAgentLabels).map(({ message, field }) => ({
+          message,
+          field: field?.startsWith('credential_')
+            ? `credentials/${field.slice('credential_'.length)}`
+            : field,
+        }));
+        // Without a template there is no form to mark fields on: the picker says the first problem.
+        return again(400, template === undefined ? { form: problems[0]?.message } : formErrors(problems));
       }
       const name = request.body.name.trim();
       if (name === '') {
@@ -338,8 +362,19 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
         supportAccess: request.body.support_access === 'on',
         credentials: submittedCredentials(request.body),
       };
+      // Every problem at once, each by its field (the API reports the first); before the transaction: a bad form opens none.
+      const problems = agents.newAgentProblems(input);
+      if (problems.length > 0) {
+        const [first] = problems;
+        if (template === undefined || first?.field === 'template') {
+          return again(400, first === undefined ? {} : ruleErrors(first, agentLabel));
+        }
+        // A credential the template does not have has no field on the form.
+        const fields = new Set(template.credentials.map((credential) => `credentials/${credential.name}`));
+        const shown = (field: string) => !field.startsWith('credentials/') || fields.has(field);
+        return again(400, allRuleErrors(problems, agentLabel, shown));
+      }
       try {
-        agents.validateNew(input); // before the transaction: a bad form opens none
         const created = await request.withTenant((tx) => agents.create(tx, signedIn(request), input));
         return reply.redirect(`/dashboard/agents/${created.id}?notice=agent-created`, 303);
       } catch (error) {
@@ -424,24 +459,51 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
     return reply.redirect(`/dashboard/agents/${id}?notice=${notice}`, 303);
   });
 
-  app.post(
-    '/dashboard/agents/:id/credentials/:name/delete',
-    { config: user, attachValidation: true, schema: { ...hide, params: CredentialParams } },
-    async (request, reply) => {
-      if (request.validationError !== undefined) return notFound(request, reply, 'credential');
-      const { id, name } = request.params;
-      try {
-        await request.withTenant((tx) => agents.deleteCredential(tx, signedIn(request), id, name));
-      } catch (error) {
-        if (isNotFound(error)) return notFound(request, reply, 'credential');
-        const shown = shownError(reply, error);
-        return showAgent(request, reply, shown.status, id, {
-          credentialsError: sentence(name, shown.message),
-        });
+  // Deleting a credential is confirmed first, on a page of its own (works without JavaScript).
+  const credentialDelete = {
+    config: user,
+    attachValidation: true,
+    schema: { ...hide, params: CredentialParams },
+  } as const;
+  app.get('/dashboard/agents/:id/credentials/:name/delete', credentialDelete, async (request, reply) => {
+    if (request.validationError !== undefined) return notFound(request, reply, 'credential');
+    const { id, name } = request.params;
+    try {
+      const agent = await request.withTenant((tx) => agents.get(tx, id));
+      if (!agent.credentials.some((credential) => credential.name === name)) {
+        return notFound(request, reply, 'credential');
       }
-      return reply.redirect(`/dashboard/agents/${id}?notice=credential-deleted`, 303);
-    },
-  );
+      return sendPage(
+        reply,
+        200,
+        confirmPage(await frameFor(request), {
+          title: `Delete the credential ${name} of ${agent.name}?`,
+          consequence: `The stored value is deleted and cannot be recovered; ${agent.name} no longer receives it from its next start. To use it again, enter the value again.`,
+          action: `/dashboard/agents/${agent.id}/credentials/${encodeURIComponent(name)}/delete`,
+          button: 'Delete credential',
+          back: `/dashboard/agents/${agent.id}`,
+        }),
+      );
+    } catch (error) {
+      if (isNotFound(error)) return notFound(request, reply, 'credential');
+      throw error;
+    }
+  });
+
+  app.post('/dashboard/agents/:id/credentials/:name/delete', credentialDelete, async (request, reply) => {
+    if (request.validationError !== undefined) return notFound(request, reply, 'credential');
+    const { id, name } = request.params;
+    try {
+      await request.withTenant((tx) => agents.deleteCredential(tx, signedIn(request), id, name));
+    } catch (error) {
+      if (isNotFound(error)) return notFound(request, reply, 'credential');
+      const shown = shownError(reply, error);
+      return showAgent(request, reply, shown.status, id, {
+        credentialsError: sentence(name, shown.message),
+      });
+    }
+    return reply.redirect(`/dashboard/agents/${id}?notice=credential-deleted`, 303);
+  });
 
   // Deleting takes two steps: this confirmation page, then its form.
   app.get('/dashboard/agents/:id/delete', withId, async (request, reply) => {

@@ -100,18 +100,20 @@ function valueProblem(
   const problem = credentialValueProblem(value);
   if (problem !== undefined) return problem;
   if (!credentialFormatOk(credential, value)) {
-    return `does not have the format template "${template.id}" expects for ${credential.name} (${credential.pattern})`;
+    // In words: a person reads this on the onboarding form; the expression is the operator's.
+    const expected = credential.patternDescription === undefined ? '' : ` (${credential.patternDescription})`;
+    return `does not have the format template "${template.id}" expects for ${credential.name}${expected}`;
   }
   return undefined;
 }
 
-/** Credentials a template needs that `present` lacks: required ones, and one_of groups with no member present. */
-function missingCredentials(template: AgentTemplate, present: ReadonlySet<string>): AgentsError | undefined {
-  for (const credential of template.credentials) {
-    if (credential.required && !present.has(credential.name)) {
-      return agentFieldError(`credentials/${credential.name}`, `is required by template "${template.id}"`);
-    }
-  }
+/** Credentials a template needs that `present` lacks, each once: required ones, and one_of groups with no member present. */
+function allMissingCredentials(template: AgentTemplate, present: ReadonlySet<string>): AgentsError[] {
+  const missing = template.credentials
+    .filter((credential) => credential.required && !present.has(credential.name))
+    .map((credential) =>
+      agentFieldError(`credentials/${credential.name}`, `is required by template "${template.id}"`),
+    );
   const groups = new Map<string, string[]>();
   for (const credential of template.credentials) {
     if (credential.oneOf !== undefined)
@@ -119,13 +121,20 @@ function missingCredentials(template: AgentTemplate, present: ReadonlySet<string
   }
   for (const [group, names] of groups) {
     if (!names.some((name) => present.has(name))) {
-      return agentFieldError(
-        'credentials',
-        `template "${template.id}" needs at least one of ${names.join(', ')} (${group})`,
+      missing.push(
+        agentFieldError(
+          'credentials',
+          `template "${template.id}" needs at least one of ${names.join(', ')} (${group})`,
+        ),
       );
     }
   }
-  return undefined;
+  return missing;
+}
+
+/** The first credential a template needs that `present` lacks. */
+function missingCredentials(template: AgentTemplate, present: ReadonlySet<string>): AgentsError | undefined {
+  return allMissingCredentials(template, present)[0];
 }
 
 function credentialOf(template: AgentTemplate, name: string, field: string): TemplateCredential {
@@ -157,26 +166,43 @@ export function createAgentsService(deps: { vault: Vault; templates: TemplateCat
     return { ...agent, credentials, provision: provision ?? null };
   }
 
-  /** Checks everything about a new agent that needs no database, so a bad request writes nothing. */
-  function validateNew(input: NewAgent): AgentTemplate {
+  /**
+   * Everything wrong with a new agent that needs no database, each field once,
+   * in the order the API reports the first of them; empty when it may be made.
+   */
+  function newAgentProblems(input: NewAgent): AgentsError[] {
     const template = templates.get(input.template);
-    if (template === undefined) throw agentFieldError('template', 'is not an installed agent template');
+    if (template === undefined) return [agentFieldError('template', 'is not an installed agent template')];
+    const problems: AgentsError[] = [];
     const handle = handleProblem(input.handle);
-    if (handle !== undefined) throw agentFieldError('handle', handle);
+    if (handle !== undefined) problems.push(agentFieldError('handle', handle));
     const present = new Set<string>();
     for (const [name, value] of Object.entries(input.credentials)) {
       const field = `credentials/${name}`;
-      const credential = credentialOf(template, name, field);
-      const problem = valueProblem(template, credential, value);
-      if (problem !== undefined) throw agentFieldError(field, problem);
+      try {
+        const problem = valueProblem(template, credentialOf(template, name, field), value);
+        if (problem !== undefined) problems.push(agentFieldError(field, problem));
+      } catch (error) {
+        if (!(error instanceof AgentsError)) throw error;
+        problems.push(error);
+      }
+      // Supplied, even if refused: it is not also reported as missing.
       present.add(name);
     }
-    const missing = missingCredentials(template, present);
-    if (missing !== undefined) throw missing;
+    return [...problems, ...allMissingCredentials(template, present)];
+  }
+
+  /** Checks everything about a new agent that needs no database, so a bad request writes nothing. */
+  function validateNew(input: NewAgent): AgentTemplate {
+    const [first] = newAgentProblems(input);
+    if (first !== undefined) throw first;
+    const template = templates.get(input.template);
+    if (template === undefined) throw agentFieldError('template', 'is not an installed agent template');
     return template;
   }
 
   return {
+    newAgentProblems,
     validateNew,
 
     async create(tx: TenantSql, principal: Principal, input: NewAgent): Promise<AgentDetail> {

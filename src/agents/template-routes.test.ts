@@ -29,6 +29,7 @@ const ECHO_CREDENTIALS = [
     env: 'ECHO_TOKEN',
     provider: null,
     pattern: null,
+    pattern_description: null,
     one_of: null,
   },
 ];
@@ -60,6 +61,7 @@ describe('GET /api/v1/templates', () => {
           env: null,
           provider: 'anthropic',
           pattern: '^sk-ant-',
+          pattern_description: 'starts with sk-ant-',
           one_of: 'model_provider',
         },
         {
@@ -68,6 +70,7 @@ describe('GET /api/v1/templates', () => {
           env: null,
           provider: 'openai',
           pattern: '^sk-(?!ant-)',
+          pattern_description: 'starts with sk-, and not with sk-ant-',
           one_of: 'model_provider',
         },
       ],

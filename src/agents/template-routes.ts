@@ -20,6 +20,7 @@ const CredentialListing = Type.Object({
     description: 'Model-gateway provider the key is for; such a key is never given to the agent',
   }),
   pattern: NullableString('Format the value must match (a JavaScript regular expression, u flag)'),
+  pattern_description: NullableString('The format in words, for people'),
   one_of: NullableString('At least one of the credentials sharing this label must be supplied'),
 });
 
@@ -52,6 +53,7 @@ function listing(template: AgentTemplate) {
       env: credential.env ?? null,
       provider: credential.provider ?? null,
       pattern: credential.pattern ?? null,
+      pattern_description: credential.patternDescription ?? null,
       one_of: credential.oneOf ?? null,
     })),
   };

@@ -109,6 +109,7 @@ describe('the built-in templates', () => {
             env: 'ECHO_TOKEN',
             provider: undefined,
             pattern: undefined,
+            patternDescription: undefined,
             oneOf: undefined,
           },
         ],
@@ -181,6 +182,7 @@ describe('ENCLAVE_TEMPLATES_DIR', () => {
       env: 'CUSTOM_TOKEN',
       provider: undefined,
       pattern: undefined,
+      patternDescription: undefined,
       oneOf: undefined,
     });
   });
@@ -367,6 +369,33 @@ describe('malformed template files: file, JSON path and what is wrong', () => {
       withCredentials({ name: 'k', description: 'd', required: false, env: 'K', pattern: 'a'.repeat(201) }),
     );
     assert.match(long ?? '', /^\/credentials\/0\/pattern: must not have more than 200 characters/);
+  });
+
+  test('pattern_description puts a pattern in words for pages, and needs a pattern to describe', async () => {
+    assert.deepEqual(
+      await problemsOf(
+        withCredentials({
+          name: 'k',
+          description: 'd',
+          required: false,
+          env: 'K',
+          pattern_description: 'starts with k',
+        }),
+      ),
+      ['/credentials/0/pattern_description: describes a "pattern", and there is none'],
+    );
+    const dir = await templatesDir({
+      'custom.json': withCredentials({
+        name: 'k',
+        description: 'd',
+        required: false,
+        env: 'K',
+        pattern: '^k',
+        pattern_description: 'starts with k',
+      }),
+    });
+    const catalog = await loadTemplateCatalog([dir]);
+    assert.equal(catalog.get('custom')?.credentials[0]?.patternDescription, 'starts with k');
   });
 
   test('a one_of credential is optional and its label is shared by at least two credentials', async () => {

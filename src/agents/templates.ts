@@ -23,6 +23,8 @@ export interface TemplateCredential {
   readonly provider: 'anthropic' | 'openai' | undefined;
   /** Optional format check (a JavaScript regular expression source, compiled with the 'u' flag). */
   readonly pattern: string | undefined;
+  /** The pattern in words, for people ("starts with sk-ant-"): pages and errors never show the expression itself. */
+  readonly patternDescription: string | undefined;
   /** Credentials sharing a one_of label: at least one of them must be supplied at onboarding. */
   readonly oneOf: string | undefined;
 }
@@ -108,6 +110,7 @@ const CredentialFile = Type.Object(
     env: Type.Optional(Type.String({ pattern: '^[A-Z][A-Z0-9_]{0,127}$' })),
     provider: Type.Optional(Type.Enum(['anthropic', 'openai'])),
     pattern: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_PATTERN_LENGTH })),
+    pattern_description: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
     one_of: Type.Optional(Type.String({ pattern: CREDENTIAL_NAME })),
   },
   { additionalProperties: false },
@@ -146,6 +149,7 @@ interface CredentialFileShape {
   env?: string;
   provider?: 'anthropic' | 'openai';
   pattern?: string;
+  pattern_description?: string;
   one_of?: string;
 }
 
@@ -268,6 +272,8 @@ function credentialProblems(template: TemplateFileShape): string[] {
     if (credential.pattern !== undefined) {
       const problem = patternProblem(credential.pattern);
       if (problem !== undefined) problems.push(`${at}/pattern: ${problem}`);
+    } else if (credential.pattern_description !== undefined) {
+      problems.push(`${at}/pattern_description: describes a "pattern", and there is none`);
     }
     if (credential.one_of !== undefined) {
       if (credential.required) {
@@ -371,6 +377,7 @@ function toTemplate(parsed: TemplateFileShape, dir: string): AgentTemplate {
           env: credential.env,
           provider: credential.provider,
           pattern: credential.pattern,
+          patternDescription: credential.pattern_description,
           oneOf: credential.one_of,
         }),
       ),

@@ -18,6 +18,7 @@ import { createDeviceCookies } from '../accounts/device-cookies.ts';
 import { createLinksService } from '../accounts/links.ts';
 import { registerMembersApi, registerMembersPages } from '../accounts/member-routes.ts';
 import { createMembersService } from '../accounts/members.ts';
+import { registerPageFrame } from '../accounts/page-frame.ts';
 import { registerAccountPages } from '../accounts/page-routes.ts';
 import { registerPrincipal } from '../accounts/principal.ts';
 import { createAccountsService } from '../accounts/service.ts';
@@ -144,6 +145,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerCsrfCheck(app, deps.config.publicUrl);
   const cookies = { secure: deps.config.env === 'production' };
   registerPrincipal(app, deps.sql, cookies);
+  registerPageFrame(app, deps.sql);
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });

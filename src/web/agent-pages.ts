@@ -78,8 +78,9 @@ function credentialHelp(template: AgentTemplate, credential: TemplateCredential)
     : credential.oneOf === undefined
       ? 'Optional.'
       : `Supply at least one of ${groupMembers(template, credential.oneOf).join(', ')}.`;
+  // The pattern's words only: a regular expression means nothing to most readers.
   const format =
-    credential.pattern === undefined ? '' : ` Expected format: matches the pattern ${credential.pattern}.`;
+    credential.patternDescription === undefined ? '' : ` Expected format: ${credential.patternDescription}.`;
   return `${credential.description} ${need}${format}`;
 }
 
@@ -259,7 +260,7 @@ function credentialRows(input: AgentPageInput): Html {
 <td>${
       listing === undefined || template === undefined
         ? ''
-        : html`<form method="post" action="/dashboard/agents/${agent.id}/credentials/${encodeURIComponent(name)}/delete" class="inline"><button type="submit" aria-label="Delete the credential ${name}">Delete</button></form>`
+        : html`<a href="/dashboard/agents/${agent.id}/credentials/${encodeURIComponent(name)}/delete" aria-label="Delete the credential ${name}">Delete…</a>`
     }</td></tr>`;
   })}`;
 }

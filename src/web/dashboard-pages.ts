@@ -1,12 +1,13 @@
 import type { ApiTokenListing } from '../accounts/api-tokens.ts';
 import type { Invite } from '../accounts/invites.ts';
 import type { FormErrors } from './account-pages.ts';
+import { COPY_SCRIPT, copyButton } from './copy.ts';
 import { errorBox, field, hidden, noticeBox, selectField } from './forms.ts';
 import { type Frame, type Html, html, page } from './html.ts';
 
 // The signed-in shell: the dashboard, API tokens and invites. Secrets (a new
-// token, an invite link) appear once, on the response to the form that made
-// them; the route sends that response with Cache-Control: no-store.
+// token, an invite link) appear once, on the GET page the form redirects to
+// (post/redirect/get, secret-flash.ts), sent with Cache-Control: no-store.
 
 export function time(value: Date | null): Html {
   if (value === null) return html`<span class="muted">—</span>`;
@@ -68,6 +69,31 @@ export function notFoundPage(frame: Frame | undefined, what: string): string {
   );
 }
 
+/**
+ * The step before an action that cannot be undone: what it does, one button
+ * that does it (a POST), and a way back. It works without JavaScript.
+ */
+export function confirmPage(
+  frame: Frame,
+  input: { title: string; consequence: string; action: string; button: string; back: string },
+): string {
+  return page(
+    input.title,
+    html`<h1>${input.title}</h1>
+<p class="warning">${input.consequence}</p>
+<form method="post" action="${input.action}" class="stack">
+<button type="submit" class="danger">${input.button}</button>
+</form>
+<p><a href="${input.back}">Cancel</a></p>`,
+    frame,
+  );
+}
+
+/** The link to an action's confirmation step (confirmPage). */
+function confirmLink(href: string, label: string, accessibleName: string): Html {
+  return html`<a href="${href}" aria-label="${accessibleName}">${label}</a>`;
+}
+
 export function forbiddenPage(frame: Frame, message: string): string {
   return page('Not allowed', html`<h1>Not allowed</h1><p>${message}</p>`, frame);
 }
@@ -95,7 +121,9 @@ ${
 <h2 id="new-token">New token “${input.minted.name}”</h2>
 <p class="warning">Copy it now. This is the only time it is shown: we keep only a hash of it.</p>
 <p><code class="token" id="new-token-value">${input.minted.token}</code></p>
-</section>`
+<p>${copyButton('new-token-value', 'the token')}</p>
+</section>
+${COPY_SCRIPT}`
 }
 <p>Send a token as <code>Authorization: Bearer enc_live_…</code>. A read token can only read.</p>
 ${
@@ -106,7 +134,7 @@ ${
           token,
         ) => html`<tr><td>${token.name}</td><td><code>${token.prefix}…${token.last4}</code></td><td>${token.scope}</td>
 <td>${time(token.created_at)}</td><td>${time(token.last_used_at)}</td><td>${time(token.expires_at)}</td>
-<td>${postButton(`/dashboard/settings/tokens/${token.id}/revoke`, 'Revoke', `Revoke ${token.name}`)}</td></tr>`,
+<td>${confirmLink(`/dashboard/settings/tokens/${token.id}/revoke`, 'Revoke…', `Revoke ${token.name}`)}</td></tr>`,
       )}</tbody></table>`
 }
 <h2>Create a token</h2>
@@ -186,7 +214,9 @@ the address. It works once, for this address only.</p>
 <p class="warning">Send this link to the person you invite. This is the only time it is shown: we keep only a
 hash of it. It works once, for this address only.</p>
 <p><code class="token" id="new-invite-link">${input.created.link}</code></p>
-</section>`
+<p>${copyButton('new-invite-link', 'the invite link')}</p>
+</section>
+${COPY_SCRIPT}`
 }
 ${
   input.invites.length === 0
@@ -198,9 +228,9 @@ ${
 <td>${invite.state}</td><td>${time(invite.created_at)}</td><td>${time(invite.expires_at)}</td>
 <td>${
           invite.state === 'pending'
-            ? postButton(
+            ? confirmLink(
                 `/dashboard/settings/invites/${invite.id}/revoke`,
-                'Revoke',
+                'Revoke…',
                 `Revoke the invite for ${invite.email ?? 'any address'}`,
               )
             : ''

@@ -1,7 +1,7 @@
 import type { Sql } from 'postgres';
 import type { App } from '../http/app.ts';
 import { sendPage } from './forms.ts';
-import { type Html, html, page } from './html.ts';
+import { type Frame, type Html, html, page } from './html.ts';
 
 // /dev/mail: the development outbox, newest first. Registered only in
 // development without SMTP; in production the route does not exist (404).
@@ -33,7 +33,7 @@ export function linkify(text: string): Html[] {
     .map((part, index) => (index % 2 === 1 ? html`<a href="${part}">${part}</a>` : html`${part}`));
 }
 
-export function devMailPage(mails: readonly OutboxMail[]): string {
+export function devMailPage(mails: readonly OutboxMail[], frame?: Frame): string {
   return page(
     'Development mail',
     html`<h1>Development mail</h1>
@@ -50,6 +50,7 @@ ${
 </article>`,
       )
 }`,
+    frame,
   );
 }
 
@@ -59,6 +60,6 @@ export function registerDevMail(app: App, sql: Sql): void {
     const mails = await sql<OutboxMail[]>`
       select id, to_address, subject, body, created_at from dev_outbox order by created_at desc, id limit 100`;
     reply.header('cache-control', 'no-store');
-    return sendPage(reply, 200, devMailPage(mails));
+    return sendPage(reply, 200, devMailPage(mails, await request.pageFrame()));
   });
 }

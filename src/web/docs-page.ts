@@ -1,11 +1,11 @@
 import type { App } from '../http/app.ts';
 import { PROBLEM_TYPES, type ProblemCode } from '../http/problem-types.ts';
-import { html, page } from './html.ts';
+import { type Frame, html, page } from './html.ts';
 
 // /docs/problems: every problem type the API answers with. /docs itself is
 // the Swagger UI reference (http/openapi.ts).
 
-export function renderProblems(): string {
+export function renderProblems(frame?: Frame): string {
   const codes = Object.keys(PROBLEM_TYPES) as ProblemCode[];
   return page(
     'Problem types',
@@ -17,11 +17,13 @@ is the same identifier, stable across versions; <code>request_id</code> finds th
       (code) =>
         html`<tr id="${code}"><td><code>${code}</code></td><td>${PROBLEM_TYPES[code].status}</td><td>${PROBLEM_TYPES[code].title}</td><td>${PROBLEM_TYPES[code].description}</td></tr>`,
     )}</tbody></table>`,
+    frame,
   );
 }
 
 export function registerDocsRoutes(app: App): void {
-  app.get('/docs/problems', { schema: { hide: true } }, async (_request, reply) =>
-    reply.type('text/html; charset=utf-8').send(renderProblems()),
+  // A public page; the header still names a signed-in reader (page-frame.ts).
+  app.get('/docs/problems', { schema: { hide: true } }, async (request, reply) =>
+    reply.type('text/html; charset=utf-8').send(renderProblems(await request.pageFrame())),
   );
 }

@@ -123,25 +123,12 @@ export interface FormProblem {
   readonly field: string | undefined;
 }
 
-/**
- * What a form's schema failure means, in words. ajv's issues describe the
- * rule broken (unknown field, too long, missing), never the submitted value.
- */
-export function formProblem(
-  error: { validation?: readonly SchemaIssue[] } | undefined,
-  labels: Readonly<Record<string, string>>,
-): FormProblem {
-  for (const issue of error?.validation ?? []) {
-    if (issue.keyword === 'additionalProperties') {
-      return { message: 'The form contained a field this page does not accept.', field: undefined };
-    }
-  }
-  const issue = error?.validation?.[0];
-  if (issue === undefined) return { message: 'The form could not be read.', field: undefined };
+/** One schema issue in words, or undefined when it names no field the form has. */
+function issueProblem(issue: SchemaIssue, labels: Readonly<Record<string, string>>): FormProblem | undefined {
   const missing = issue.params.missingProperty;
   const name = typeof missing === 'string' ? missing : issue.instancePath.slice(1);
   const label = Object.hasOwn(labels, name) ? labels[name] : undefined;
-  if (label === undefined) return { message: 'The form could not be read.', field: undefined };
+  if (label === undefined) return undefined;
   if (issue.keyword === 'required') return { message: `${label} is required.`, field: name };
   if (issue.keyword === 'maxLength') return { message: `${label} is too long.`, field: name };
   if (issue.keyword === 'minLength') return { message: `${label} is required.`, field: name };
@@ -149,7 +136,40 @@ export function formProblem(
   if (issue.keyword === TEXT_KIND_KEYWORD && issue.message !== undefined) {
     return { message: `${label} ${issue.message}.`, field: name };
   }
+  // Anything else (a pattern, a choice not offered) is named, never quoted: ajv's own text shows the rule's source.
   return { message: `${label} is not valid.`, field: name };
+}
+
+const UNREADABLE: FormProblem = { message: 'The form could not be read.', field: undefined };
+
+/**
+ * What a form's schema failure means, in words: every field that failed, each
+ * once (its first rule broken), in the schema's order. ajv's issues describe
+ * the rule broken (unknown field, too long, missing), never the submitted value.
+ */
+export function formProblems(
+  error: { validation?: readonly SchemaIssue[] } | undefined,
+  labels: Readonly<Record<string, string>>,
+): FormProblem[] {
+  const issues = error?.validation ?? [];
+  if (issues.some((issue) => issue.keyword === 'additionalProperties')) {
+    return [{ message: 'The form contained a field this page does not accept.', field: undefined }];
+  }
+  const byField = new Map<string, FormProblem>();
+  for (const issue of issues) {
+    const problem = issueProblem(issue, labels);
+    if (problem === undefined) return [UNREADABLE];
+    if (problem.field !== undefined && !byField.has(problem.field)) byField.set(problem.field, problem);
+  }
+  return byField.size === 0 ? [UNREADABLE] : [...byField.values()];
+}
+
+/** The first of formProblems, for forms that show one message. */
+export function formProblem(
+  error: { validation?: readonly SchemaIssue[] } | undefined,
+  labels: Readonly<Record<string, string>>,
+): FormProblem {
+  return formProblems(error, labels)[0] ?? UNREADABLE;
 }
 
 /** Sends a page. Pages are personal or carry one-time values: no cache keeps them (nor the back button after sign-out). */

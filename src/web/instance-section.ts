@@ -6,6 +6,7 @@ import {
   instanceActions,
   instanceSettling,
 } from '../agents/runtime/instances.ts';
+import { COPY_SCRIPT, copyButton } from './copy.ts';
 import { time } from './dashboard-pages.ts';
 import { type Html, html } from './html.ts';
 
@@ -106,7 +107,7 @@ export function instanceSection(input: InstanceSectionInput): Html {
 ${instance?.reason === null || instance?.reason === undefined ? '' : html`<dt>Reason</dt><dd>${instance.reason}</dd>`}
 ${instance === undefined || instance.crashes === 0 ? '' : html`<dt>Crashes in a row</dt><dd>${String(instance.crashes)}</dd>`}
 <dt>Started</dt><dd>${time(instance?.started_at ?? null)}</dd>
-<dt>Address</dt><dd>${input.url === undefined ? html`<span class="muted">given at its first start</span>` : html`<a href="${input.url}" rel="noreferrer">${input.url}</a> <span class="help">Unguessable and yours alone: share it only with those who should reach the agent.</span>`}</dd>
+<dt>Address</dt><dd>${input.url === undefined ? html`<span class="muted">given at its first start</span>` : html`<a href="${input.url}" rel="noreferrer" id="agent-address">${input.url}</a> ${copyButton('agent-address', 'the address')}${COPY_SCRIPT} <span class="help">Unguessable and yours alone: share it only with those who should reach the agent.</span>`}</dd>
 </dl>
 <p>${action(agentId, 'start', 'Start', enabled.start)} ${action(agentId, 'stop', 'Stop', enabled.stop)} ${action(agentId, 'restart', 'Restart', enabled.restart)}</p>
 </div>
