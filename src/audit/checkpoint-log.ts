@@ -1,22 +1,22 @@
 import type { Sql, TransactionSql } from 'postgres';
 import type { Logger } from '../logger.ts';
 import type { AuditSigning } from './checkpoint-signing.ts';
-import { consistencyProof, rootFromLeafHashes } from './merkle.ts';
-import { MerkleLevels } from './merkle-levels.ts';
+import { consistencyRanges, inclusionRanges, type LeafRange } from './merkle.ts';
+import { nodeKey, perfectSubtrees, rangeRoot, type TreeNode } from './merkle-nodes.ts';
 import { formatCheckpoint, signNote } from './note.ts';
 import type { CheckpointPublisher } from './publisher.ts';
 
 // The checkpoint log (AUD-4, AUD-8). Each run appends a leaf for every tenant
 // whose chain head moved (enclave.checkpoint_append_leaves, which builds the
-// leaves from the heads themselves), computes the RFC 6962 root over all
-// leaves, signs a C2SP checkpoint note and records it — all in one
-// transaction under the log's advisory lock — then publishes it to
-// write-once storage. Proofs are computed from the stored leaf hashes.
+// leaves from the heads themselves and stores the subtree hashes they
+// complete), has the database compute the RFC 6962 root, signs a C2SP
+// checkpoint note and records it (checkpoint_record recomputes the root and
+// refuses another) — all in one transaction under the log's advisory lock —
+// then publishes it to write-once storage.
 //
-// Scale: the root and each proof are computed from every leaf hash in
-// memory, O(leaves) per call; one leaf per moving tenant per interval keeps
-// that to millions of hashes after years. Storing subtree hashes (tiles)
-// would make it O(log n) if that ever matters.
+// Scale: the tree is stored as its perfect subtrees (merkle-nodes.ts), so a
+// root or a proof reads O(log n) stored hashes and appending k leaves hashes
+// O(k) nodes, in the database, never on this process's event loop.
 
 type Db = Sql | TransactionSql;
 
@@ -54,13 +54,36 @@ export async function checkpointOfSize(sql: Db, size: bigint): Promise<Checkpoin
   return row === undefined ? undefined : { size, root: row.root, note: row.note };
 }
 
-/** Leaf hashes 0 … size − 1, in order. */
-export async function loadLeafHashes(sql: Db, size: bigint): Promise<Buffer[]> {
-  const rows = await sql<{ leaf_hash: Buffer }[]>`
-    select leaf_hash from checkpoint_leaves where idx < ${size.toString()}::bigint order by idx`;
-  if (BigInt(rows.length) !== size)
-    throw new Error(`the checkpoint log has ${rows.length} of ${size} leaves`);
-  return rows.map((row) => row.leaf_hash);
+/** The MTH of each list of leaf ranges (one proof per list), from the stored subtrees, in one query. */
+export async function proofsFromNodes(
+  sql: Db,
+  proofs: readonly (readonly LeafRange[])[],
+): Promise<Buffer[][]> {
+  const needed = new Map<string, TreeNode>();
+  for (const ranges of proofs) {
+    for (const [start, end] of ranges)
+      for (const node of perfectSubtrees(start, end)) needed.set(nodeKey(node), node);
+  }
+  if (needed.size === 0) return proofs.map(() => []);
+  const nodes = [...needed.values()];
+  const rows = await sql<{ level: number; idx: string; hash: Buffer }[]>`
+    select n.level, n.idx::text, n.hash from checkpoint_nodes n
+    join unnest(${nodes.map((node) => node.level)}::smallint[], ${nodes.map((node) => String(node.index))}::bigint[])
+      as wanted(level, idx) on n.level = wanted.level and n.idx = wanted.idx`;
+  const hashes = new Map(rows.map((row) => [`${row.level}/${row.idx}`, row.hash]));
+  const hashOf = (node: TreeNode): Buffer => {
+    const hash = hashes.get(nodeKey(node));
+    if (hash === undefined) throw new Error(`the checkpoint log has no subtree ${nodeKey(node)}`);
+    return hash;
+  };
+  return proofs.map((ranges) => ranges.map(([start, end]) => rangeRoot(start, end, hashOf)));
+}
+
+/** The consistency proof from `oldSize` to `newSize` (both sizes of the stored log). */
+export async function loadConsistencyProof(sql: Db, oldSize: bigint, newSize: bigint): Promise<Buffer[]> {
+  if (oldSize === newSize) return [];
+  const [proof = []] = await proofsFromNodes(sql, [consistencyRanges(Number(newSize), Number(oldSize))]);
+  return proof;
 }
 
 /** The tenant's leaves among the first `size` leaves, in index order. */
@@ -112,19 +135,27 @@ export interface TenantProof {
 export async function loadTenantProof(
   sql: Db,
   tenantId: string,
-  options: { checkpoint?: CheckpointRecord; fromSizes?: readonly bigint[] } = {},
+  options: { checkpoint?: CheckpointRecord; fromSizes?: readonly bigint[]; newestOnly?: boolean } = {},
 ): Promise<TenantProof> {
   const checkpoint = options.checkpoint ?? (await latestCheckpoint(sql));
   if (checkpoint === undefined) return { checkpoint, leaves: [], consistency: [] };
-  const leaves = await tenantLeaves(sql, tenantId, checkpoint.size);
+  let leaves: TenantLeaf[];
+  if (options.newestOnly === true) {
+    const newest = await latestTenantLeaf(sql, tenantId, checkpoint.size);
+    leaves = newest === undefined ? [] : [newest];
+  } else {
+    leaves = await tenantLeaves(sql, tenantId, checkpoint.size);
+  }
+  const size = Number(checkpoint.size);
   const fromSizes = [...new Set(options.fromSizes ?? [])].filter((s) => s > 0n && s < checkpoint.size);
-  if (leaves.length === 0 && fromSizes.length === 0) return { checkpoint, leaves: [], consistency: [] };
-  const hashes = await loadLeafHashes(sql, checkpoint.size);
-  const tree = new MerkleLevels(hashes);
+  const proofs = await proofsFromNodes(sql, [
+    ...leaves.map((leaf) => inclusionRanges(size, Number(leaf.index))),
+    ...fromSizes.map((oldSize) => consistencyRanges(size, Number(oldSize))),
+  ]);
   return {
     checkpoint,
-    leaves: leaves.map((leaf) => ({ ...leaf, inclusion: tree.inclusionProof(Number(leaf.index)) })),
-    consistency: fromSizes.map((oldSize) => ({ oldSize, proof: consistencyProof(hashes, Number(oldSize)) })),
+    leaves: leaves.map((leaf, i) => ({ ...leaf, inclusion: proofs[i] ?? [] })),
+    consistency: fromSizes.map((oldSize, i) => ({ oldSize, proof: proofs[leaves.length + i] ?? [] })),
   };
 }
 
@@ -183,13 +214,18 @@ export function createCheckpointService(deps: CheckpointServiceDeps) {
           );
         }
       }
-      const [count] = await tx<{ size: string }[]>`select count(*)::text as size from checkpoint_leaves`;
+      const [count] = await tx<{ size: string }[]>`
+        select coalesce(max(idx) + 1, 0)::text as size from checkpoint_leaves`;
       const size = BigInt(count?.size ?? '0');
       const latest = await latestCheckpoint(tx);
       if (latest !== undefined && latest.size === size) {
         return { checkpoint: latest, created: false, leavesAppended: appended.length };
       }
-      const root = rootFromLeafHashes(await loadLeafHashes(tx, size));
+      const [computed] = await tx<
+        { root: Buffer }[]
+      >`select enclave.checkpoint_root(${size.toString()}::bigint) as root`;
+      if (computed === undefined) throw new Error('checkpoint_root returned no row');
+      const { root } = computed;
       const note = signNote(formatCheckpoint({ origin: signing.origin, size, root }), signing.signer);
       await tx`select enclave.checkpoint_record(${size.toString()}::bigint, ${root}, ${note})`;
       return { checkpoint: { size, root, note }, created: true, leavesAppended: appended.length };

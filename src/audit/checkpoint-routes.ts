@@ -5,8 +5,12 @@ import { AppError } from '../errors.ts';
 import type { App } from '../http/app.ts';
 import { ProblemSchema } from '../http/problems.ts';
 import { type BundleSources, type LineSink, writeAuditBundle } from './bundle-export.ts';
-import { checkpointOfSize, latestCheckpoint, loadLeafHashes, loadTenantProof } from './checkpoint-log.ts';
-import { consistencyProof } from './merkle.ts';
+import {
+  checkpointOfSize,
+  latestCheckpoint,
+  loadConsistencyProof,
+  loadTenantProof,
+} from './checkpoint-log.ts';
 
 // The checkpoint log over HTTP (AUD-4, AUD-5, AUD-8). Public, no auth: the
 // latest signed checkpoint, any checkpoint by size, and the verifier key —
@@ -137,7 +141,7 @@ export function registerCheckpointRoutes(app: App, deps: { sql: Sql; sources: Bu
       const tenantId = tenantOf(request.principal);
       const { old_size: oldText, new_size: newText } = request.query;
       return request.withTenant(async (tx) => {
-        const proof = await loadTenantProof(tx, tenantId);
+        const proof = await loadTenantProof(tx, tenantId, { newestOnly: true });
         let consistency: { old_size: string; new_size: string; proof: string[] } | null = null;
         if (oldText !== undefined || newText !== undefined) {
           // Attacker-controlled: both sizes. Only recorded checkpoints, 0 < old ≤ new, are answered.
@@ -156,11 +160,10 @@ export function registerCheckpointRoutes(app: App, deps: { sql: Sql; sources: Bu
               throw new AppError('not_found', `no checkpoint of size ${size}`);
             }
           }
-          const hashes = oldSize === newSize ? [] : await loadLeafHashes(tx, newSize);
           consistency = {
             old_size: oldSize.toString(),
             new_size: newSize.toString(),
-            proof: oldSize === newSize ? [] : base64(consistencyProof(hashes, Number(oldSize))),
+            proof: base64(await loadConsistencyProof(tx, oldSize, newSize)),
           };
         }
         const { checkpoint } = proof;
