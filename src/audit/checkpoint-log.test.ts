@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -8,7 +9,7 @@ import { withTenant } from '../db/tenant.ts';
 import { createCheckpointService, loadTenantProof } from './checkpoint-log.ts';
 import { headLeafHash } from './leaf.ts';
 import { rootFromLeafHashes, verifyConsistency, verifyInclusion } from './merkle.ts';
-import { verifyCheckpoint } from './note.ts';
+import { formatCheckpoint, signNote, verifyCheckpoint } from './note.ts';
 import type { AuditSetup } from './setup.ts';
 
 // AUD-4: the checkpoint log. One leaf per tenant whose head moved, an RFC 6962
@@ -177,6 +178,34 @@ describe('checkpoint log', () => {
     >`select leaf_hash from checkpoint_leaves order by idx`;
     assert.deepEqual(stored?.root, rootFromLeafHashes(hashes.map((row) => row.leaf_hash)));
     assert.equal((await service().makeCheckpoint()).checkpoint.size, newSize);
+  });
+
+  test('AUD-4: a checkpoint recorded with a note signed by another key is never published, and the run says so instead of "nothing to sign"', async () => {
+    await appendEvents(db, tenantB, 1);
+    await db.app`select * from enclave.checkpoint_append_leaves()`;
+    const [leaves] = await db.app<{ n: string }[]>`select (max(idx) + 1)::text as n from checkpoint_leaves`;
+    const size = BigInt(leaves?.n ?? '0');
+    const [computed] = await db.app<
+      { root: Buffer }[]
+    >`select enclave.checkpoint_root(${size.toString()}::bigint) as root`;
+    const root = computed?.root ?? Buffer.alloc(32);
+    const other = generateKeyPairSync('ed25519').privateKey;
+    const forged = signNote(formatCheckpoint({ origin: setup.signing.origin, size, root }), {
+      name: setup.signing.origin,
+      privateKey: other,
+    });
+    await db.app`select enclave.checkpoint_record(${size.toString()}::bigint, ${root}, ${forged})`;
+    const made = await service().makeCheckpoint();
+    assert.equal(made.created, false);
+    assert.deepEqual(made.refused, [size]);
+    const files = await readdir(setup.publisher.location);
+    assert.equal(files.includes(`checkpoint-${size}.note`), false, 'the forged note was published');
+    // The next real checkpoint is signed and published as usual; the forged one stays unpublished.
+    await appendEvents(db, tenantB, 1);
+    const next = await service().makeCheckpoint();
+    assert.equal(next.created, true);
+    assert.deepEqual(next.refused, [size]);
+    assert.ok((await readdir(setup.publisher.location)).includes(`checkpoint-${next.checkpoint.size}.note`));
   });
 
   test('AUD-4: the owner-only heads policy does not let the app role read another tenant’s head', async () => {

@@ -3,7 +3,7 @@ import type { Logger } from '../logger.ts';
 import type { AuditSigning } from './checkpoint-signing.ts';
 import { consistencyRanges, inclusionRanges, type LeafRange } from './merkle.ts';
 import { nodeKey, perfectSubtrees, rangeRoot, type TreeNode } from './merkle-nodes.ts';
-import { formatCheckpoint, signNote } from './note.ts';
+import { formatCheckpoint, signNote, verifyCheckpoint } from './note.ts';
 import type { CheckpointPublisher } from './publisher.ts';
 
 // The checkpoint log (AUD-4, AUD-8). Each run appends a leaf for every tenant
@@ -40,6 +40,8 @@ export interface MadeCheckpoint {
   readonly leavesAppended: number;
   /** Checkpoints written to the publisher by this run (a failed earlier publish is caught up). */
   readonly published: number;
+  /** Sizes of recorded checkpoints whose notes do not verify with this server's key, which were not published. */
+  readonly refused: readonly bigint[];
 }
 
 export async function latestCheckpoint(sql: Db): Promise<CheckpointRecord | undefined> {
@@ -168,7 +170,7 @@ export async function previousCheckpointSize(sql: Db, size: bigint): Promise<big
 
 export interface CheckpointServiceDeps {
   readonly sql: Sql;
-  readonly signing: Pick<AuditSigning, 'origin' | 'signer'>;
+  readonly signing: Pick<AuditSigning, 'origin' | 'signer' | 'verifierKey'>;
   readonly publisher: Pick<CheckpointPublisher, 'publish'>;
   readonly logger: Pick<Logger, 'info' | 'error'>;
 }
@@ -176,20 +178,45 @@ export interface CheckpointServiceDeps {
 export function createCheckpointService(deps: CheckpointServiceDeps) {
   const { sql, signing, publisher, logger } = deps;
 
-  /** Publishes the newest checkpoints down to the first one already published. */
-  async function publishPending(): Promise<number> {
+  /**
+   * Whether a recorded checkpoint is one this server signed: its note verifies
+   * with the checkpoint key, for this origin, and carries the recorded size and
+   * root. Anything else in the table was recorded by someone else with database
+   * access (AUD-4), and must go nowhere.
+   */
+  function isOwnCheckpoint(size: bigint, root: Buffer, note: string): boolean {
+    try {
+      const checkpoint = verifyCheckpoint(note, signing.verifierKey, signing.origin);
+      return checkpoint.size === size && checkpoint.root.equals(root);
+    } catch {
+      return false;
+    }
+  }
+
+  /** Publishes the newest checkpoints down to the first one already published; refuses those it did not sign. */
+  async function publishPending(): Promise<{ published: number; refused: bigint[] }> {
     let published = 0;
+    const refused: bigint[] = [];
     let below: bigint | undefined;
     for (;;) {
-      const rows = await sql<{ size: string; note: string }[]>`
-        select c.size::text, c.note from checkpoints c
+      const rows = await sql<{ size: string; root: Buffer; note: string }[]>`
+        select c.size::text, c.root, c.note from checkpoints c
         where ${below === undefined} or c.size < ${(below ?? 0n).toString()}::bigint
         order by c.size desc limit 100`;
       for (const row of rows) {
-        if ((await publisher.publish(BigInt(row.size), row.note)) === 'exists') return published;
+        const size = BigInt(row.size);
+        if (!isOwnCheckpoint(size, row.root, row.note)) {
+          logger.error(
+            { size: row.size },
+            'a recorded audit checkpoint does not verify with the checkpoint key; it is not published (possible tampering)',
+          );
+          refused.push(size);
+          continue;
+        }
+        if ((await publisher.publish(size, row.note)) === 'exists') return { published, refused };
         published++;
       }
-      if (rows.length < 100) return published;
+      if (rows.length < 100) return { published, refused };
       below = BigInt(rows.at(-1)?.size ?? '0');
     }
   }
@@ -230,14 +257,14 @@ export function createCheckpointService(deps: CheckpointServiceDeps) {
       await tx`select enclave.checkpoint_record(${size.toString()}::bigint, ${root}, ${note})`;
       return { checkpoint: { size, root, note }, created: true, leavesAppended: appended.length };
     });
-    const published = await publishPending();
+    const { published, refused } = await publishPending();
     if (made.created) {
       logger.info(
         { size: made.checkpoint.size.toString(), leavesAppended: made.leavesAppended, published },
         'audit checkpoint signed',
       );
     }
-    return { ...made, published };
+    return { ...made, published, refused };
   }
 
   return { makeCheckpoint };

@@ -82,6 +82,11 @@ export async function runAudit(args: AuditArgs, env: Env, io: Io): Promise<numbe
       const services = createAuditServices(audit, db.app, createLogger('silent'));
       const made = await services.checkpoints.makeCheckpoint();
       const size = made.checkpoint.size;
+      if (made.refused.length > 0) {
+        io.err(
+          `Checkpoints of size ${made.refused.join(', ')} are in the database but their notes do not verify with this server's checkpoint key: they were not published. Someone with database access recorded them; treat it as tampering.`,
+        );
+      }
       io.out(
         made.created
           ? `Checkpoint of size ${size} signed (${made.leavesAppended} new leaves), published to ${audit.publisher.location}.`
