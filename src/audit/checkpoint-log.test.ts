@@ -180,7 +180,7 @@ describe('checkpoint log', () => {
     assert.equal((await service().makeCheckpoint()).checkpoint.size, newSize);
   });
 
-  test('AUD-4: a checkpoint recorded with a note signed by another key is never published, and the run says so instead of "nothing to sign"', async () => {
+  test('AUD-4: a checkpoint recorded with a note signed by another key is never published, and the run says so instead of nothing to sign', async () => {
     await appendEvents(db, tenantB, 1);
     await db.app`select * from enclave.checkpoint_append_leaves()`;
     const [leaves] = await db.app<{ n: string }[]>`select (max(idx) + 1)::text as n from checkpoint_leaves`;
