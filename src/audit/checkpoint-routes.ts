@@ -1,9 +1,11 @@
 import { PassThrough } from 'node:stream';
 import type { Sql } from 'postgres';
 import { Type } from 'typebox';
+import { signedIn } from '../accounts/principal.ts';
 import { AppError } from '../errors.ts';
 import type { App } from '../http/app.ts';
 import { ProblemSchema } from '../http/problems.ts';
+import type { RateLimits } from '../http/rate-limits.ts';
 import { type BundleSources, type LineSink, writeAuditBundle } from './bundle-export.ts';
 import {
   checkpointOfSize,
@@ -24,7 +26,7 @@ const Size = Type.String({
   description: 'a tree size, decimal, below 10^18',
 });
 const Hashes = Type.Array(Type.String({ description: 'base64 SHA-256 hash' }));
-const errors = { 400: ProblemSchema, 401: ProblemSchema, 404: ProblemSchema };
+const errors = { 400: ProblemSchema, 401: ProblemSchema, 404: ProblemSchema, 429: ProblemSchema };
 
 const ProofResponse = Type.Object({
   checkpoint: Type.Union([
@@ -68,8 +70,11 @@ function streamSink(stream: PassThrough): LineSink {
   };
 }
 
-export function registerCheckpointRoutes(app: App, deps: { sql: Sql; sources: BundleSources }): void {
-  const { sql, sources } = deps;
+export function registerCheckpointRoutes(
+  app: App,
+  deps: { sql: Sql; sources: BundleSources; rateLimits: Pick<RateLimits, 'consume'> },
+): void {
+  const { sql, sources, rateLimits } = deps;
 
   app.get(
     '/audit/checkpoint',
@@ -139,6 +144,7 @@ export function registerCheckpointRoutes(app: App, deps: { sql: Sql; sources: Bu
     },
     async (request) => {
       const tenantId = tenantOf(request.principal);
+      await rateLimits.consume('audit_proof', signedIn(request).user.id);
       const { old_size: oldText, new_size: newText } = request.query;
       return request.withTenant(async (tx) => {
         const proof = await loadTenantProof(tx, tenantId, { newestOnly: true });
@@ -220,6 +226,7 @@ export function registerCheckpointRoutes(app: App, deps: { sql: Sql; sources: Bu
     },
     async (request, reply) => {
       const tenantId = tenantOf(request.principal);
+      await rateLimits.consume('audit_proof', signedIn(request).user.id);
       const consistencyFrom = (request.query.consistency_from?.split(',') ?? []).map((size) => BigInt(size));
       const stream = new PassThrough({ highWaterMark: 1024 * 1024 });
       const sink = streamSink(stream);
