@@ -20,8 +20,6 @@ export interface TaskPayloads {
   send_recovery_email: LinkMailPayload;
   /** Cron, hourly: deletes expired rate-limit counters, old dev mail and old recovery requests. */
   maintenance_prune: Record<string, never>;
-  /** Cron, every ENCLAVE_CHECKPOINT_INTERVAL minutes: signs and publishes an audit checkpoint (AUD-4). */
-  audit_checkpoint: Record<string, never>;
   /** Cron, daily: moves audit events past the hot window to the archive, deletes segments past the cold window (AUD-7). */
   audit_retention: Record<string, never>;
   /** Brings one agent's instance to the state its owner wants (AGT-6); only the process that runs instances takes it. */
@@ -96,9 +94,6 @@ export function createTaskHandlers(deps: TaskDeps): TaskHandlers {
     send_verification_email: (payload) => sendLinkMail(deps, 'verify_email', payload),
     send_recovery_email: (payload) => sendLinkMail(deps, 'recover', payload),
     maintenance_prune: () => prune(deps),
-    audit_checkpoint: async () => {
-      await deps.audit.checkpoints.makeCheckpoint();
-    },
     audit_retention: async () => {
       await deps.audit.retention.runRetention();
     },

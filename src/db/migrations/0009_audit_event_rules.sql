@@ -15,6 +15,9 @@
 --     proves it agrees with the JavaScript canonicaliser and scanner.
 --   * actor, action, target and ts are checked against the grammars of
 --     docs/audit-format.md §1, which src/audit/event-fields.ts also implements.
+--   * Every stored event advances the sequence enclave.audit_appends, which
+--     the checkpointer (src/audit/checkpointer.ts) polls to sign a checkpoint
+--     within seconds of a head moving.
 --   * The time is the database's: the app role can no longer call
 --     audit_lock_head() or audit_append() (it has only ever used
 --     audit_append_event(), which splices the time in itself), and the time
@@ -175,6 +178,9 @@ end $$;
 revoke execute on function enclave.audit_lock_head() from enclave_app;
 revoke execute on function enclave.audit_append(text, bytea) from enclave_app;
 
+create sequence enclave.audit_appends;
+grant select on sequence enclave.audit_appends to enclave_app;
+
 create or replace function enclave.audit_insert_checked(
   p_caller text, p_tenant uuid, p_canonical text, p_hash bytea, p_head_seq bigint, p_head_hash bytea, p_ts text
 ) returns void
@@ -266,6 +272,7 @@ begin
   values (p_tenant, event_seq, event_ts, e ->> 'actor', e ->> 'action', e ->> 'target', e -> 'data', p_head_hash,
           p_hash, p_canonical);
   update audit_heads set seq = event_seq, hash = p_hash where tenant_id = p_tenant;
+  perform nextval('enclave.audit_appends');
 end $$;
 
 create or replace function enclave.audit_append_event(
