@@ -1,36 +1,22 @@
 import assert from 'node:assert/strict';
-import { rm } from 'node:fs/promises';
-import { after, before, describe, test } from 'node:test';
-import { appendEvents, createTenant, tempAuditSetup } from '../../test/helpers/audit.ts';
-import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
+import { describe, test } from 'node:test';
+import { appendEvents, createTenant, useAuditDatabase } from '../../test/helpers/audit.ts';
 import { createCheckpointService, latestTenantLeaf, type MadeCheckpoint } from './checkpoint-log.ts';
 import { type Checkpointer, startCheckpointer } from './checkpointer.ts';
-import type { AuditSetup } from './setup.ts';
 
 // AUD-4, AUD-8: a checkpoint follows every head move within
 // ENCLAVE_CHECKPOINT_DELAY seconds, without anyone asking, so events can be
 // dropped or forged undetected for seconds, not an hour. Tests wait for the
 // checkpointer's own events, never for a time.
 
-let db: TestDatabase;
-let setup: AuditSetup;
-let dir: string;
-
-before(async () => {
-  db = await createTestDatabase();
-  ({ setup, dir } = await tempAuditSetup());
-});
-after(async () => {
-  await db.drop();
-  await rm(dir, { recursive: true, force: true });
-});
+const audit = useAuditDatabase();
 
 /** A running checkpointer whose runs and polls can be awaited. */
 function watched(delaySeconds: number) {
   const service = createCheckpointService({
-    sql: db.app,
-    signing: setup.signing,
-    publisher: setup.publisher,
+    sql: audit.db.app,
+    signing: audit.setup.signing,
+    publisher: audit.setup.publisher,
     logger: { info: () => {}, error: () => {} },
   });
   const runs: MadeCheckpoint[] = [];
@@ -40,7 +26,7 @@ function watched(delaySeconds: number) {
     for (const waiter of waiters.splice(0)) waiter();
   };
   const checkpointer: Checkpointer = startCheckpointer({
-    sql: db.app,
+    sql: audit.db.app,
     checkpoints: service,
     delaySeconds,
     logger: { warn: () => {} },
@@ -62,23 +48,23 @@ function watched(delaySeconds: number) {
 
 describe('the checkpointer', () => {
   test('AUD-4, AUD-8: a head that moves is committed to by a signed, published checkpoint, with no one asking', async () => {
-    const tenant = await createTenant(db);
+    const tenant = await createTenant(audit.db);
     const { checkpointer, runs, until } = watched(1);
     try {
-      await appendEvents(db, tenant, 2);
+      await appendEvents(audit.db, tenant, 2);
       await until(() => runs.some((run) => run.created && run.leavesAppended > 0));
       const made = runs.find((run) => run.created);
       assert.ok(made !== undefined);
-      const leaf = await latestTenantLeaf(db.app, tenant, made.checkpoint.size);
+      const leaf = await latestTenantLeaf(audit.db.app, tenant, made.checkpoint.size);
       assert.equal(leaf?.seq, 2);
-      assert.equal(await setup.publisher.read(made.checkpoint.size), made.checkpoint.note);
+      assert.equal(await audit.setup.publisher.read(made.checkpoint.size), made.checkpoint.note);
     } finally {
       await checkpointer.stop();
     }
   });
 
   test('AUD-4: with nothing appended, polls sign nothing; appends within the delay are batched into one checkpoint', async () => {
-    const [one, two] = [await createTenant(db), await createTenant(db)];
+    const [one, two] = [await createTenant(audit.db), await createTenant(audit.db)];
     const { checkpointer, runs, polls, until } = watched(2);
     try {
       // The first poll runs once (catching up); after it, polls with no appends run nothing.
@@ -86,8 +72,8 @@ describe('the checkpointer', () => {
       const afterFirst = polls();
       await until(() => polls() >= afterFirst + 3);
       assert.equal(runs.length, 1, 'a checkpoint ran with nothing appended');
-      await appendEvents(db, one, 1);
-      await appendEvents(db, two, 1);
+      await appendEvents(audit.db, one, 1);
+      await appendEvents(audit.db, two, 1);
       await until(() => runs.some((run) => run.created));
       const batch = runs.filter((run) => run.created);
       assert.equal(batch.length, 1);
@@ -98,7 +84,7 @@ describe('the checkpointer', () => {
   });
 
   test('AUD-4: the database being unreachable is retried, not fatal: polling goes on', async () => {
-    const broken = db.connectAs({ user: 'enclave_app', password: 'wrong password' }, 1);
+    const broken = audit.db.connectAs({ user: 'enclave_app', password: 'wrong password' }, 1);
     const warnings: unknown[] = [];
     let polls = 0;
     const seen = Promise.withResolvers<void>();
