@@ -47,7 +47,8 @@ describe('loadConfig', () => {
         trustProxy: false,
         operatorEmail: undefined,
         mailFrom: 'Enclave <no-reply@127.0.0.1>',
-        checkpointIntervalMinutes: 60,
+        checkpointDelaySeconds: 10,
+        deprecations: [],
         checkpointDir: path.join(CWD, '.enclave', 'checkpoints'),
         auditArchiveDir: path.join(CWD, '.enclave', 'audit-archive'),
         auditHotDays: 90,
@@ -61,10 +62,10 @@ describe('loadConfig', () => {
     );
   });
 
-  test('AUD-4, AUD-7: the checkpoint interval divides an hour, and the audit windows cannot go below 90 days and 24 months', () => {
+  test('AUD-4, AUD-7: checkpoints follow a head move within ENCLAVE_CHECKPOINT_DELAY seconds (10 by default, 1 to 3600), and the audit windows cannot go below 90 days and 24 months', () => {
     const config = loadConfig(
       {
-        ENCLAVE_CHECKPOINT_INTERVAL: '15',
+        ENCLAVE_CHECKPOINT_DELAY: '3',
         ENCLAVE_CHECKPOINT_DIR: 'published',
         ENCLAVE_AUDIT_ARCHIVE_DIR: '/archive',
         ENCLAVE_AUDIT_HOT_DAYS: '180',
@@ -72,16 +73,32 @@ describe('loadConfig', () => {
       },
       CWD,
     );
-    assert.equal(config.checkpointIntervalMinutes, 15);
+    assert.equal(config.checkpointDelaySeconds, 3);
+    assert.deepEqual(config.deprecations, []);
     assert.equal(config.checkpointDir, '/srv/enclave/published');
     assert.equal(config.auditArchiveDir, '/archive');
     assert.equal(config.auditHotDays, 180);
     assert.equal(config.auditColdMonths, 36);
-    for (const interval of ['0', '7', '90', '1h', '-5']) {
-      configError({ ENCLAVE_CHECKPOINT_INTERVAL: interval }, 'ENCLAVE_CHECKPOINT_INTERVAL');
+    for (const delay of ['0', '3601', '1.5', '10s', '-5']) {
+      configError({ ENCLAVE_CHECKPOINT_DELAY: delay }, 'ENCLAVE_CHECKPOINT_DELAY');
     }
     configError({ ENCLAVE_AUDIT_HOT_DAYS: '30' }, 'ENCLAVE_AUDIT_HOT_DAYS');
     configError({ ENCLAVE_AUDIT_COLD_MONTHS: '12' }, 'ENCLAVE_AUDIT_COLD_MONTHS');
+  });
+
+  test('AUD-4: the old ENCLAVE_CHECKPOINT_INTERVAL (minutes) is still read for one release, with a deprecation line; ENCLAVE_CHECKPOINT_DELAY wins over it', () => {
+    const old = loadConfig({ ENCLAVE_CHECKPOINT_INTERVAL: '15' }, CWD);
+    assert.equal(old.checkpointDelaySeconds, 900);
+    assert.match(
+      old.deprecations.join('\n'),
+      /ENCLAVE_CHECKPOINT_INTERVAL is deprecated .*ENCLAVE_CHECKPOINT_DELAY=900/,
+    );
+    const both = loadConfig({ ENCLAVE_CHECKPOINT_INTERVAL: '15', ENCLAVE_CHECKPOINT_DELAY: '5' }, CWD);
+    assert.equal(both.checkpointDelaySeconds, 5);
+    assert.match(both.deprecations.join('\n'), /ignored because ENCLAVE_CHECKPOINT_DELAY is set/);
+    for (const interval of ['0', '7', '90', '1h', '-5']) {
+      configError({ ENCLAVE_CHECKPOINT_INTERVAL: interval }, 'ENCLAVE_CHECKPOINT_INTERVAL');
+    }
   });
 
   test('a relative ENCLAVE_DATA_DIR is resolved against the working directory', () => {

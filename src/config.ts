@@ -30,8 +30,10 @@ export interface Config {
   /** Binds the first operator's invite to this address. */
   readonly operatorEmail: string | undefined;
   readonly mailFrom: string;
-  /** Minutes between audit checkpoints (AUD-4: at least hourly), a divisor of 60. */
-  readonly checkpointIntervalMinutes: number;
+  /** A checkpoint is signed at most this many seconds after a chain head moves (AUD-4, AUD-8). */
+  readonly checkpointDelaySeconds: number;
+  /** Lines to print at start about settings that still work but will not for long. */
+  readonly deprecations: readonly string[];
   /** Write-once directory the signed checkpoints are published to. */
   readonly checkpointDir: string;
   /** Where cold audit archive segments are written, one directory per tenant (AUD-7). */
@@ -224,19 +226,38 @@ function parseMailFrom(env: Env, publicUrl: string): string {
   return raw;
 }
 
-/** Divisors of 60, so the schedule repeats every hour and a checkpoint is at most an hour old (AUD-4). */
+/** ENCLAVE_CHECKPOINT_INTERVAL's values (minutes dividing an hour), read for one more release. */
 export const CHECKPOINT_INTERVALS: readonly number[] = [1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60];
 
-function parseCheckpointInterval(env: Env): number {
+/**
+ * Seconds from a head moving to the checkpoint that commits to it (default
+ * 10). ENCLAVE_CHECKPOINT_INTERVAL (minutes) is its predecessor: still read,
+ * with a deprecation line, when the new variable is not set.
+ */
+function parseCheckpointDelay(env: Env): { seconds: number; deprecations: string[] } {
+  const seconds = parseInteger(env, 'ENCLAVE_CHECKPOINT_DELAY', 1, 3600, 10);
   const raw = read(env, 'ENCLAVE_CHECKPOINT_INTERVAL');
-  if (raw === undefined) return 60;
+  if (raw === undefined) return { seconds, deprecations: [] };
+  if (read(env, 'ENCLAVE_CHECKPOINT_DELAY') !== undefined) {
+    return {
+      seconds,
+      deprecations: [
+        'ENCLAVE_CHECKPOINT_INTERVAL is deprecated and ignored because ENCLAVE_CHECKPOINT_DELAY is set; remove it',
+      ],
+    };
+  }
   if (!/^\d{1,2}$/.test(raw) || !CHECKPOINT_INTERVALS.includes(Number(raw))) {
     throw new ConfigError(
       'ENCLAVE_CHECKPOINT_INTERVAL',
-      `must be a number of minutes that divides an hour: ${CHECKPOINT_INTERVALS.join(', ')} (got "${raw}")`,
+      `is deprecated (use ENCLAVE_CHECKPOINT_DELAY, in seconds), and must be a number of minutes that divides an hour: ${CHECKPOINT_INTERVALS.join(', ')} (got "${raw}")`,
     );
   }
-  return Number(raw);
+  return {
+    seconds: Number(raw) * 60,
+    deprecations: [
+      `ENCLAVE_CHECKPOINT_INTERVAL is deprecated and will be removed in the next release: set ENCLAVE_CHECKPOINT_DELAY=${Number(raw) * 60} (seconds) to keep this behaviour, or leave both unset for checkpoints within 10 seconds`,
+    ],
+  };
 }
 
 function parseDirectory(env: Env, name: string, cwd: string, fallback: string): string {
@@ -305,6 +326,7 @@ export function loadConfig(env: Env, cwd: string): Config {
   const production = environment === 'production';
   const publicUrl = parsePublicUrl(env, host, port, production);
   const dataDir = parseDataDir(env, cwd);
+  const checkpointDelay = parseCheckpointDelay(env);
   return Object.freeze({
     env: environment,
     host,
@@ -318,7 +340,8 @@ export function loadConfig(env: Env, cwd: string): Config {
     trustProxy: parseTrustProxy(env),
     operatorEmail: parseOperatorEmail(env),
     mailFrom: parseMailFrom(env, publicUrl),
-    checkpointIntervalMinutes: parseCheckpointInterval(env),
+    checkpointDelaySeconds: checkpointDelay.seconds,
+    deprecations: checkpointDelay.deprecations,
     checkpointDir: parseDirectory(env, 'ENCLAVE_CHECKPOINT_DIR', cwd, path.join(dataDir, 'checkpoints')),
     auditArchiveDir: parseDirectory(
       env,

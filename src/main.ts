@@ -44,6 +44,7 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
   const started = performance.now();
   const config = loadConfig(options.env, options.cwd);
   const logger = createLogger(config.logLevel);
+  for (const line of config.deprecations) logger.warn(line);
   // Before the database: a bad template file stops start-up with one line (a TemplateError).
   const templates = await loadTemplateCatalog(templateDirs(config));
   const sessionKey = await loadOperatorSecret(config, options.env, 'session_key');

@@ -71,13 +71,13 @@ describe('enclave audit', () => {
     assert.match(again.stdout, /nothing to sign/);
   });
 
-  test('AUD-5: `enclave audit export` writes a bundle that enclave-verify accepts with the operator key pinned, and the export is in the tenant’s log', async () => {
+  test('AUD-5: `enclave audit export` writes a bundle that enclave-verify accepts with the operator key pinned, and the export is in the tenant’s log and in the bundle itself (not one event behind)', async () => {
     const bundle = path.join(dataDir, 'tenant.jsonl');
     const result = await run('enclave.js', ['audit', 'export', '--tenant', tenant, '--bundle', bundle]);
     assert.equal(result.code, 0, result.stderr);
     assert.match(
       result.stdout,
-      /^Wrote .*tenant\.jsonl: 4 events, 0 archive segments, checkpoint of size \d+\.$/m,
+      /^Wrote .*tenant\.jsonl: 5 events, 0 archive segments, checkpoint of size \d+\.$/m,
     );
     assert.equal((await stat(bundle)).mode & 0o777, 0o600);
     const pem = await readFile(path.join(dataDir, 'secrets', 'checkpoint_key.pem'), 'utf8');
@@ -88,6 +88,8 @@ describe('enclave audit', () => {
     const [recorded] = await db.superuser<{ canonical: string }[]>`
       select canonical from audit_events where tenant_id = ${tenant}::uuid order by seq desc limit 1`;
     assert.match(recorded?.canonical ?? '', /"action":"[a-z.]*service_query".*enclave audit export/);
+    const lines = (await readFile(bundle, 'utf8')).trimEnd().split('\n');
+    assert.equal(JSON.parse(lines.at(-1) ?? '{}').event.seq, JSON.parse(recorded?.canonical ?? '{}').seq);
   });
 
   test('AUD-5: `enclave audit` usage mistakes exit 2 with one line', async () => {

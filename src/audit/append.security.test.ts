@@ -16,6 +16,8 @@ import {
 import { canonicalJson } from './jcs.ts';
 
 let db: TestDatabase;
+/** The owner role, standing in for the SECURITY DEFINER functions that alone may call audit_append(). */
+let owner: Sql;
 const tenantA = randomUUID();
 const tenantB = randomUUID();
 
@@ -25,6 +27,7 @@ async function createTenant(id: string): Promise<void> {
 
 before(async () => {
   db = await createTestDatabase();
+  owner = db.connectAs(db.ownerCredentials, 2);
   await Promise.all([createTenant(tenantA), createTenant(tenantB)]);
   // Rows to attack: tenant A's chain has three events.
   for (let n = 1; n <= 3; n += 1) {
@@ -103,7 +106,7 @@ async function assertAppendRefused(
 ): Promise<void> {
   const before = await snapshot(tenantA);
   await assert.rejects(
-    withTenant(db.app, tenantA, (tx) => appendCrafted(tx, craft)),
+    withTenant(owner, tenantA, (tx) => appendCrafted(tx, craft)),
     refusedWith(code, message),
   );
   assert.deepEqual(await snapshot(tenantA), before, 'a refused append changed the chain');
@@ -143,7 +146,7 @@ describe('the audit tables, as enclave_app', () => {
     assert.deepEqual(await snapshot(tenantA), before);
   });
 
-  test('AUD-3: enclave_app holds SELECT on the audit tables and nothing else; EXECUTE on the append functions', async () => {
+  test('AUD-3: enclave_app holds SELECT on the audit tables and nothing else; EXECUTE only on the append functions that choose the time themselves', async () => {
     const grants = await db.superuser<{ table: string; privileges: string[] }[]>`
       select c.relname as table,
              array(select p from unnest(array['SELECT','INSERT','UPDATE','DELETE','TRUNCATE','REFERENCES','TRIGGER']) p
@@ -161,7 +164,7 @@ describe('the audit tables, as enclave_app', () => {
       select has_function_privilege('enclave_app', 'enclave.audit_lock_head()', 'execute') as lock,
              has_function_privilege('enclave_app', 'enclave.audit_append(text, bytea)', 'execute') as append,
              array(select prosecdef from pg_proc where proname in ('audit_lock_head', 'audit_append') order by proname) as definer`;
-    assert.deepEqual({ ...functions }, { lock: true, append: true, definer: [true, true] });
+    assert.deepEqual({ ...functions }, { lock: false, append: false, definer: [true, true] });
     const [oneTrip] = await db.superuser<
       { event: boolean; platform: boolean; checked: boolean; owner: string; definer: boolean[] }[]
     >`
@@ -182,10 +185,25 @@ describe('the audit tables, as enclave_app', () => {
   });
 });
 
-describe('audit_append, fed by enclave_app', () => {
+describe('audit_append, the definer path, fed a crafted event', () => {
+  test('AUD-3: enclave_app cannot call audit_lock_head() or audit_append(), so it never chooses the time or the text of an event (42501)', async () => {
+    const before = await snapshot(tenantA);
+    await assert.rejects(
+      withTenant(db.app, tenantA, (tx) =>
+        appendCrafted(tx, (head) => signed(head, nextEvent(head, tenantA))),
+      ),
+      refusedWith('42501', /permission denied/),
+    );
+    await assert.rejects(
+      withTenant(db.app, tenantA, (tx) => tx`select enclave.audit_append('{}', null)`),
+      refusedWith('42501', /permission denied/),
+    );
+    assert.deepEqual(await snapshot(tenantA), before);
+  });
+
   test('AUD-3: the honest event built the same way is accepted (so each refusal below is about its one defect)', async () => {
     const before = await snapshot(tenantA);
-    await withTenant(db.app, tenantA, (tx) =>
+    await withTenant(owner, tenantA, (tx) =>
       appendCrafted(tx, (head) => signed(head, nextEvent(head, tenantA))),
     );
     const afterAppend = await snapshot(tenantA);
@@ -266,16 +284,23 @@ describe('audit_append, fed by enclave_app', () => {
     }
   });
 
-  test('AUD-3: an event whose timestamp is far from now is refused (22023)', async () => {
-    for (const offsetMs of [-3600_000, 3600_000, -365 * 86400_000]) {
+  test('AUD-3: an event whose time is not now, is before the previous event, or is not RFC 3339 UTC with milliseconds is refused (22023)', async () => {
+    const shifted = (head: Head, offsetMs: number) => new Date(Date.parse(head.ts) + offsetMs).toISOString();
+    const defects: readonly [(head: Head) => string, RegExp][] = [
+      [(head) => shifted(head, 3600_000), /time is not now/],
+      [(head) => shifted(head, 50_000 + 60_000), /time is not now/],
+      [(head) => shifted(head, -3600_000), /before the previous event/],
+      [(head) => shifted(head, -365 * 86400_000), /before the previous event/],
+      [() => 'now', /RFC 3339/],
+      [(head) => head.ts.replace('Z', '+00:00'), /RFC 3339/],
+      [(head) => head.ts.slice(0, -5).concat('Z'), /RFC 3339/],
+      [(head) => `${head.ts.slice(0, 5)}02-30${head.ts.slice(10)}`, /RFC 3339/],
+    ];
+    for (const [ts, message] of defects) {
       await assertAppendRefused(
-        (head) =>
-          signed(
-            head,
-            nextEvent(head, tenantA, { ts: new Date(Date.parse(head.ts) + offsetMs).toISOString() }),
-          ),
+        (head) => signed(head, nextEvent(head, tenantA, { ts: ts(head) })),
         '22023',
-        /time is not now/,
+        message,
       );
     }
   });
@@ -303,11 +328,11 @@ describe('audit_append, fed by enclave_app', () => {
     });
     const hash = eventHash(Buffer.from(before.head?.hash ?? '', 'hex'), canonical);
     await assert.rejects(
-      db.app.begin((tx) => tx`select enclave.audit_append(${canonical}, ${hash})`),
+      owner.begin((tx) => tx`select enclave.audit_append(${canonical}, ${hash})`),
       refusedWith('42501', /no tenant bound/),
     );
     await assert.rejects(
-      db.app.begin((tx) => tx`select * from enclave.audit_lock_head()`),
+      owner.begin((tx) => tx`select * from enclave.audit_lock_head()`),
       refusedWith('42501', /no tenant bound/),
     );
     assert.deepEqual(await snapshot(tenantA), before);
@@ -448,6 +473,60 @@ describe('audit_append_event (one round trip), fed by enclave_app', () => {
     ]) {
       await assertPartsRefused(defect, '22023', /not JSON/);
     }
+  });
+
+  test('AUD-3: parts whose spliced text parses but is not its own RFC 8785 form are refused (22023)', async () => {
+    const parts = honest();
+    const data = (text: string) => ({
+      ...parts,
+      beforeSeq: parts.beforeSeq.replace('"data":{}', `"data":${text}`),
+    });
+    for (const defect of [
+      data('{"b":1,"a":2}'),
+      data('{"a":1.0}'),
+      data('{"a":1e2}'),
+      data('{"a":"\\u0041"}'),
+      data('{"a":"\\/"}'),
+      data('{ }'),
+      data('{"a":[1, 2]}'),
+      data('{"a":1,"a":1}'),
+      data('{"a":-0}'),
+      { ...parts, beforeSeq: parts.beforeSeq.replace('"actor":"system"', '"actor":"syst\\u0065m"') },
+    ]) {
+      await assertPartsRefused(defect, '22023', /not in canonical \(RFC 8785\) form/);
+    }
+  });
+
+  test("AUD-3: an actor, action or target outside the format's grammar is refused (22023): Evil Action!, evil actor, a control character", async () => {
+    const parts = honest();
+    const cases: readonly [typeof parts, RegExp][] = [
+      [{ ...parts, beforeSeq: parts.beforeSeq.replace('"test.forged"', '"Evil Action!"') }, /action must be/],
+      [{ ...parts, beforeSeq: parts.beforeSeq.replace('"test.forged"', '"forged"') }, /action must be/],
+      [{ ...parts, beforeSeq: parts.beforeSeq.replace('"system"', '"evil actor"') }, /actor must be/],
+      [{ ...parts, beforeSeq: parts.beforeSeq.replace('"system"', `"${'a'.repeat(257)}"`) }, /actor must be/],
+      [{ ...parts, beforeTs: parts.beforeTs.replace('"target":null', '"target":"a\\tb"') }, /target must be/],
+      [{ ...parts, beforeTs: parts.beforeTs.replace('"target":null', '"target":""') }, /target must be/],
+      [
+        { ...parts, beforeTs: parts.beforeTs.replace('"target":null', `"target":"${'t'.repeat(513)}"`) },
+        /target must be/,
+      ],
+    ];
+    for (const [defect, message] of cases) await assertPartsRefused(defect, '22023', message);
+  });
+
+  test("AUD-3: an event's time never goes back along a chain: after a clock step back, the next event carries the head's time", async () => {
+    const tenant = randomUUID();
+    await createTenant(tenant);
+    await withTenant(db.app, tenant, (tx) => appendParts(tx, honestParts(tenant)));
+    // The clock was an hour ahead when the head was written (here: its time is moved on by the superuser).
+    const [ahead] = await db.superuser<{ ts: string }[]>`
+      update enclave.audit_events set occurred_at = date_trunc('milliseconds', clock_timestamp()) + interval '1 hour'
+      where tenant_id = ${tenant} and seq = 1
+      returning to_char(occurred_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as ts`;
+    await withTenant(db.app, tenant, (tx) => appendParts(tx, honestParts(tenant)));
+    const [next] = await db.superuser<{ canonical: string }[]>`
+      select canonical from enclave.audit_events where tenant_id = ${tenant} and seq = 2`;
+    assert.equal(JSON.parse(next?.canonical ?? '{}').ts, ahead?.ts);
   });
 
   test('AUD-3: with no tenant bound, audit_append_event refuses to run (42501)', async () => {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -8,7 +9,7 @@ import { withTenant } from '../db/tenant.ts';
 import { createCheckpointService, loadTenantProof } from './checkpoint-log.ts';
 import { headLeafHash } from './leaf.ts';
 import { rootFromLeafHashes, verifyConsistency, verifyInclusion } from './merkle.ts';
-import { verifyCheckpoint } from './note.ts';
+import { formatCheckpoint, signNote, verifyCheckpoint } from './note.ts';
 import type { AuditSetup } from './setup.ts';
 
 // AUD-4: the checkpoint log. One leaf per tenant whose head moved, an RFC 6962
@@ -131,7 +132,7 @@ describe('checkpoint log', () => {
     assert.equal(one.checkpoint.note, two.checkpoint.note);
   });
 
-  test('AUD-4: the app role cannot write the log directly, and checkpoint_record refuses a wrong size or a second note for a size', async () => {
+  test('AUD-4: the app role cannot write the log directly, and checkpoint_record refuses a wrong size, a made-up root, or a second note for a size', async () => {
     for (const statement of [
       `insert into checkpoint_leaves (idx, tenant_id, seq, head_hash, leaf_hash) values (999, '${tenantA}', 1, '\\x${'00'.repeat(32)}', '\\x${'00'.repeat(32)}')`,
       'update checkpoint_leaves set seq = seq + 1',
@@ -150,8 +151,61 @@ describe('checkpoint log', () => {
     );
     await assert.rejects(
       db.app`select enclave.checkpoint_record(${latest.size.toString()}::bigint, ${Buffer.alloc(32)}, ${latest.note})`,
+      /the root is not the root of the log/,
+    );
+    await assert.rejects(
+      db.app`select enclave.checkpoint_record(${latest.size.toString()}::bigint, ${latest.root}, ${`${latest.note}x`})`,
       /another checkpoint of size/,
     );
+  });
+
+  test('AUD-4: a checkpoint over leaves appended by the app role with a made-up root is refused; only the root of the stored leaves is recorded', async () => {
+    await appendEvents(db, tenantA, 1);
+    const appended = await db.app`select * from enclave.checkpoint_append_leaves()`;
+    assert.ok(appended.length >= 1);
+    const [leaves] = await db.app<{ n: string }[]>`select (max(idx) + 1)::text as n from checkpoint_leaves`;
+    const newSize = BigInt(leaves?.n ?? '0');
+    const made = `made-up/enclave/audit\n${newSize}\n${Buffer.alloc(32, 7).toString('base64')}\n\n`;
+    await assert.rejects(
+      db.app`select enclave.checkpoint_record(${newSize.toString()}::bigint, ${Buffer.alloc(32, 7)}, ${made})`,
+      /the root is not the root of the log/,
+    );
+    const [stored] = await db.app<
+      { root: Buffer }[]
+    >`select enclave.checkpoint_root(${newSize.toString()}::bigint) as root`;
+    const hashes = await db.app<
+      { leaf_hash: Buffer }[]
+    >`select leaf_hash from checkpoint_leaves order by idx`;
+    assert.deepEqual(stored?.root, rootFromLeafHashes(hashes.map((row) => row.leaf_hash)));
+    assert.equal((await service().makeCheckpoint()).checkpoint.size, newSize);
+  });
+
+  test('AUD-4: a checkpoint recorded with a note signed by another key is never published, and the run says so instead of nothing to sign', async () => {
+    await appendEvents(db, tenantB, 1);
+    await db.app`select * from enclave.checkpoint_append_leaves()`;
+    const [leaves] = await db.app<{ n: string }[]>`select (max(idx) + 1)::text as n from checkpoint_leaves`;
+    const size = BigInt(leaves?.n ?? '0');
+    const [computed] = await db.app<
+      { root: Buffer }[]
+    >`select enclave.checkpoint_root(${size.toString()}::bigint) as root`;
+    const root = computed?.root ?? Buffer.alloc(32);
+    const other = generateKeyPairSync('ed25519').privateKey;
+    const forged = signNote(formatCheckpoint({ origin: setup.signing.origin, size, root }), {
+      name: setup.signing.origin,
+      privateKey: other,
+    });
+    await db.app`select enclave.checkpoint_record(${size.toString()}::bigint, ${root}, ${forged})`;
+    const made = await service().makeCheckpoint();
+    assert.equal(made.created, false);
+    assert.deepEqual(made.refused, [size]);
+    const files = await readdir(setup.publisher.location);
+    assert.equal(files.includes(`checkpoint-${size}.note`), false, 'the forged note was published');
+    // The next real checkpoint is signed and published as usual; the forged one stays unpublished.
+    await appendEvents(db, tenantB, 1);
+    const next = await service().makeCheckpoint();
+    assert.equal(next.created, true);
+    assert.deepEqual(next.refused, [size]);
+    assert.ok((await readdir(setup.publisher.location)).includes(`checkpoint-${next.checkpoint.size}.note`));
   });
 
   test('AUD-4: the owner-only heads policy does not let the app role read another tenant’s head', async () => {

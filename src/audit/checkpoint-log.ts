@@ -1,22 +1,22 @@
 import type { Sql, TransactionSql } from 'postgres';
 import type { Logger } from '../logger.ts';
 import type { AuditSigning } from './checkpoint-signing.ts';
-import { consistencyProof, rootFromLeafHashes } from './merkle.ts';
-import { MerkleLevels } from './merkle-levels.ts';
-import { formatCheckpoint, signNote } from './note.ts';
+import { consistencyRanges, inclusionRanges, type LeafRange } from './merkle.ts';
+import { nodeKey, perfectSubtrees, rangeRoot, type TreeNode } from './merkle-nodes.ts';
+import { formatCheckpoint, signNote, verifyCheckpoint } from './note.ts';
 import type { CheckpointPublisher } from './publisher.ts';
 
 // The checkpoint log (AUD-4, AUD-8). Each run appends a leaf for every tenant
 // whose chain head moved (enclave.checkpoint_append_leaves, which builds the
-// leaves from the heads themselves), computes the RFC 6962 root over all
-// leaves, signs a C2SP checkpoint note and records it — all in one
-// transaction under the log's advisory lock — then publishes it to
-// write-once storage. Proofs are computed from the stored leaf hashes.
+// leaves from the heads themselves and stores the subtree hashes they
+// complete), has the database compute the RFC 6962 root, signs a C2SP
+// checkpoint note and records it (checkpoint_record recomputes the root and
+// refuses another) — all in one transaction under the log's advisory lock —
+// then publishes it to write-once storage.
 //
-// Scale: the root and each proof are computed from every leaf hash in
-// memory, O(leaves) per call; one leaf per moving tenant per interval keeps
-// that to millions of hashes after years. Storing subtree hashes (tiles)
-// would make it O(log n) if that ever matters.
+// Scale: the tree is stored as its perfect subtrees (merkle-nodes.ts), so a
+// root or a proof reads O(log n) stored hashes and appending k leaves hashes
+// O(k) nodes, in the database, never on this process's event loop.
 
 type Db = Sql | TransactionSql;
 
@@ -40,6 +40,8 @@ export interface MadeCheckpoint {
   readonly leavesAppended: number;
   /** Checkpoints written to the publisher by this run (a failed earlier publish is caught up). */
   readonly published: number;
+  /** Sizes of recorded checkpoints whose notes do not verify with this server's key, which were not published. */
+  readonly refused: readonly bigint[];
 }
 
 export async function latestCheckpoint(sql: Db): Promise<CheckpointRecord | undefined> {
@@ -54,13 +56,36 @@ export async function checkpointOfSize(sql: Db, size: bigint): Promise<Checkpoin
   return row === undefined ? undefined : { size, root: row.root, note: row.note };
 }
 
-/** Leaf hashes 0 … size − 1, in order. */
-export async function loadLeafHashes(sql: Db, size: bigint): Promise<Buffer[]> {
-  const rows = await sql<{ leaf_hash: Buffer }[]>`
-    select leaf_hash from checkpoint_leaves where idx < ${size.toString()}::bigint order by idx`;
-  if (BigInt(rows.length) !== size)
-    throw new Error(`the checkpoint log has ${rows.length} of ${size} leaves`);
-  return rows.map((row) => row.leaf_hash);
+/** The MTH of each list of leaf ranges (one proof per list), from the stored subtrees, in one query. */
+export async function proofsFromNodes(
+  sql: Db,
+  proofs: readonly (readonly LeafRange[])[],
+): Promise<Buffer[][]> {
+  const needed = new Map<string, TreeNode>();
+  for (const ranges of proofs) {
+    for (const [start, end] of ranges)
+      for (const node of perfectSubtrees(start, end)) needed.set(nodeKey(node), node);
+  }
+  if (needed.size === 0) return proofs.map(() => []);
+  const nodes = [...needed.values()];
+  const rows = await sql<{ level: number; idx: string; hash: Buffer }[]>`
+    select n.level, n.idx::text, n.hash from checkpoint_nodes n
+    join unnest(${nodes.map((node) => node.level)}::smallint[], ${nodes.map((node) => String(node.index))}::bigint[])
+      as wanted(level, idx) on n.level = wanted.level and n.idx = wanted.idx`;
+  const hashes = new Map(rows.map((row) => [`${row.level}/${row.idx}`, row.hash]));
+  const hashOf = (node: TreeNode): Buffer => {
+    const hash = hashes.get(nodeKey(node));
+    if (hash === undefined) throw new Error(`the checkpoint log has no subtree ${nodeKey(node)}`);
+    return hash;
+  };
+  return proofs.map((ranges) => ranges.map(([start, end]) => rangeRoot(start, end, hashOf)));
+}
+
+/** The consistency proof from `oldSize` to `newSize` (both sizes of the stored log). */
+export async function loadConsistencyProof(sql: Db, oldSize: bigint, newSize: bigint): Promise<Buffer[]> {
+  if (oldSize === newSize) return [];
+  const [proof = []] = await proofsFromNodes(sql, [consistencyRanges(Number(newSize), Number(oldSize))]);
+  return proof;
 }
 
 /** The tenant's leaves among the first `size` leaves, in index order. */
@@ -112,19 +137,27 @@ export interface TenantProof {
 export async function loadTenantProof(
   sql: Db,
   tenantId: string,
-  options: { checkpoint?: CheckpointRecord; fromSizes?: readonly bigint[] } = {},
+  options: { checkpoint?: CheckpointRecord; fromSizes?: readonly bigint[]; newestOnly?: boolean } = {},
 ): Promise<TenantProof> {
   const checkpoint = options.checkpoint ?? (await latestCheckpoint(sql));
   if (checkpoint === undefined) return { checkpoint, leaves: [], consistency: [] };
-  const leaves = await tenantLeaves(sql, tenantId, checkpoint.size);
+  let leaves: TenantLeaf[];
+  if (options.newestOnly === true) {
+    const newest = await latestTenantLeaf(sql, tenantId, checkpoint.size);
+    leaves = newest === undefined ? [] : [newest];
+  } else {
+    leaves = await tenantLeaves(sql, tenantId, checkpoint.size);
+  }
+  const size = Number(checkpoint.size);
   const fromSizes = [...new Set(options.fromSizes ?? [])].filter((s) => s > 0n && s < checkpoint.size);
-  if (leaves.length === 0 && fromSizes.length === 0) return { checkpoint, leaves: [], consistency: [] };
-  const hashes = await loadLeafHashes(sql, checkpoint.size);
-  const tree = new MerkleLevels(hashes);
+  const proofs = await proofsFromNodes(sql, [
+    ...leaves.map((leaf) => inclusionRanges(size, Number(leaf.index))),
+    ...fromSizes.map((oldSize) => consistencyRanges(size, Number(oldSize))),
+  ]);
   return {
     checkpoint,
-    leaves: leaves.map((leaf) => ({ ...leaf, inclusion: tree.inclusionProof(Number(leaf.index)) })),
-    consistency: fromSizes.map((oldSize) => ({ oldSize, proof: consistencyProof(hashes, Number(oldSize)) })),
+    leaves: leaves.map((leaf, i) => ({ ...leaf, inclusion: proofs[i] ?? [] })),
+    consistency: fromSizes.map((oldSize, i) => ({ oldSize, proof: proofs[leaves.length + i] ?? [] })),
   };
 }
 
@@ -137,7 +170,7 @@ export async function previousCheckpointSize(sql: Db, size: bigint): Promise<big
 
 export interface CheckpointServiceDeps {
   readonly sql: Sql;
-  readonly signing: Pick<AuditSigning, 'origin' | 'signer'>;
+  readonly signing: Pick<AuditSigning, 'origin' | 'signer' | 'verifierKey'>;
   readonly publisher: Pick<CheckpointPublisher, 'publish'>;
   readonly logger: Pick<Logger, 'info' | 'error'>;
 }
@@ -145,20 +178,45 @@ export interface CheckpointServiceDeps {
 export function createCheckpointService(deps: CheckpointServiceDeps) {
   const { sql, signing, publisher, logger } = deps;
 
-  /** Publishes the newest checkpoints down to the first one already published. */
-  async function publishPending(): Promise<number> {
+  /**
+   * Whether a recorded checkpoint is one this server signed: its note verifies
+   * with the checkpoint key, for this origin, and carries the recorded size and
+   * root. Anything else in the table was recorded by someone else with database
+   * access (AUD-4), and must go nowhere.
+   */
+  function isOwnCheckpoint(size: bigint, root: Buffer, note: string): boolean {
+    try {
+      const checkpoint = verifyCheckpoint(note, signing.verifierKey, signing.origin);
+      return checkpoint.size === size && checkpoint.root.equals(root);
+    } catch {
+      return false;
+    }
+  }
+
+  /** Publishes the newest checkpoints down to the first one already published; refuses those it did not sign. */
+  async function publishPending(): Promise<{ published: number; refused: bigint[] }> {
     let published = 0;
+    const refused: bigint[] = [];
     let below: bigint | undefined;
     for (;;) {
-      const rows = await sql<{ size: string; note: string }[]>`
-        select c.size::text, c.note from checkpoints c
+      const rows = await sql<{ size: string; root: Buffer; note: string }[]>`
+        select c.size::text, c.root, c.note from checkpoints c
         where ${below === undefined} or c.size < ${(below ?? 0n).toString()}::bigint
         order by c.size desc limit 100`;
       for (const row of rows) {
-        if ((await publisher.publish(BigInt(row.size), row.note)) === 'exists') return published;
+        const size = BigInt(row.size);
+        if (!isOwnCheckpoint(size, row.root, row.note)) {
+          logger.error(
+            { size: row.size },
+            'a recorded audit checkpoint does not verify with the checkpoint key; it is not published (possible tampering)',
+          );
+          refused.push(size);
+          continue;
+        }
+        if ((await publisher.publish(size, row.note)) === 'exists') return { published, refused };
         published++;
       }
-      if (rows.length < 100) return published;
+      if (rows.length < 100) return { published, refused };
       below = BigInt(rows.at(-1)?.size ?? '0');
     }
   }
@@ -183,25 +241,30 @@ export function createCheckpointService(deps: CheckpointServiceDeps) {
           );
         }
       }
-      const [count] = await tx<{ size: string }[]>`select count(*)::text as size from checkpoint_leaves`;
+      const [count] = await tx<{ size: string }[]>`
+        select coalesce(max(idx) + 1, 0)::text as size from checkpoint_leaves`;
       const size = BigInt(count?.size ?? '0');
       const latest = await latestCheckpoint(tx);
       if (latest !== undefined && latest.size === size) {
         return { checkpoint: latest, created: false, leavesAppended: appended.length };
       }
-      const root = rootFromLeafHashes(await loadLeafHashes(tx, size));
+      const [computed] = await tx<
+        { root: Buffer }[]
+      >`select enclave.checkpoint_root(${size.toString()}::bigint) as root`;
+      if (computed === undefined) throw new Error('checkpoint_root returned no row');
+      const { root } = computed;
       const note = signNote(formatCheckpoint({ origin: signing.origin, size, root }), signing.signer);
       await tx`select enclave.checkpoint_record(${size.toString()}::bigint, ${root}, ${note})`;
       return { checkpoint: { size, root, note }, created: true, leavesAppended: appended.length };
     });
-    const published = await publishPending();
+    const { published, refused } = await publishPending();
     if (made.created) {
       logger.info(
         { size: made.checkpoint.size.toString(), leavesAppended: made.leavesAppended, published },
         'audit checkpoint signed',
       );
     }
-    return { ...made, published };
+    return { ...made, published, refused };
   }
 
   return { makeCheckpoint };

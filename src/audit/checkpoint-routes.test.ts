@@ -143,4 +143,16 @@ describe('checkpoint routes', () => {
       await rm(file, { force: true });
     }
   });
+
+  test('AUD-4: proofs and bundles are rate-limited per user (60 a minute): past that, 429 problem+json, and other users are not affected', async () => {
+    const carol = await createAccount(ctx.db, ctx.testApp);
+    for (let i = 0; i < 60; i++) await ctx.testApp.rateLimits.consume('audit_proof', carol.user.id);
+    for (const url of ['/api/v1/audit/proof', '/api/v1/audit/bundle']) {
+      const limited = await get(url, carol);
+      assert.equal(limited.statusCode, 429, url);
+      assert.equal(limited.json<ProblemBody>().code, 'rate_limited');
+      assert.ok(Number(limited.headers['retry-after']) > 0);
+    }
+    assert.equal((await get('/api/v1/audit/proof', alice)).statusCode, 200);
+  });
 });

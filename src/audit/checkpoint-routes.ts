@@ -1,15 +1,21 @@
 import { PassThrough } from 'node:stream';
 import type { Sql } from 'postgres';
 import { Type } from 'typebox';
+import { signedIn } from '../accounts/principal.ts';
 import { authorize } from '../accounts/roles.ts';
 import type { Principal } from '../accounts/service.ts';
 import { AppError } from '../errors.ts';
 import type { App } from '../http/app.ts';
 import { ProblemSchema } from '../http/problems.ts';
+import type { RateLimits } from '../http/rate-limits.ts';
 import { curlExample } from '../http/schemas.ts';
 import { type BundleSources, type LineSink, writeAuditBundle } from './bundle-export.ts';
-import { checkpointOfSize, latestCheckpoint, loadLeafHashes, loadTenantProof } from './checkpoint-log.ts';
-import { consistencyProof } from './merkle.ts';
+import {
+  checkpointOfSize,
+  latestCheckpoint,
+  loadConsistencyProof,
+  loadTenantProof,
+} from './checkpoint-log.ts';
 
 // The checkpoint log over HTTP (AUD-4, AUD-5, AUD-8). Public, no auth: the
 // latest signed checkpoint, any checkpoint by size, and the verifier key —
@@ -23,7 +29,13 @@ const Size = Type.String({
   description: 'a tree size, decimal, below 10^18',
 });
 const Hashes = Type.Array(Type.String({ description: 'base64 SHA-256 hash' }));
-const errors = { 400: ProblemSchema, 401: ProblemSchema, 403: ProblemSchema, 404: ProblemSchema };
+const errors = {
+  400: ProblemSchema,
+  401: ProblemSchema,
+  403: ProblemSchema,
+  404: ProblemSchema,
+  429: ProblemSchema,
+};
 /** A signed note or key, as served: text/plain (the type lets the handler send the string as it is). */
 const note = (description: string) => ({
   description,
@@ -74,8 +86,11 @@ function streamSink(stream: PassThrough): LineSink {
   };
 }
 
-export function registerCheckpointRoutes(app: App, deps: { sql: Sql; sources: BundleSources }): void {
-  const { sql, sources } = deps;
+export function registerCheckpointRoutes(
+  app: App,
+  deps: { sql: Sql; sources: BundleSources; rateLimits: Pick<RateLimits, 'consume'> },
+): void {
+  const { sql, sources, rateLimits } = deps;
 
   app.get(
     '/audit/checkpoint',
@@ -154,9 +169,10 @@ export function registerCheckpointRoutes(app: App, deps: { sql: Sql; sources: Bu
     },
     async (request) => {
       const tenantId = auditTenantOf(request.principal);
+      await rateLimits.consume('audit_proof', signedIn(request).user.id);
       const { old_size: oldText, new_size: newText } = request.query;
       return request.withTenant(async (tx) => {
-        const proof = await loadTenantProof(tx, tenantId);
+        const proof = await loadTenantProof(tx, tenantId, { newestOnly: true });
         let consistency: { old_size: string; new_size: string; proof: string[] } | null = null;
         if (oldText !== undefined || newText !== undefined) {
           // Attacker-controlled: both sizes. Only recorded checkpoints, 0 < old ≤ new, are answered.
@@ -175,11 +191,10 @@ export function registerCheckpointRoutes(app: App, deps: { sql: Sql; sources: Bu
               throw new AppError('not_found', `no checkpoint of size ${size}`);
             }
           }
-          const hashes = oldSize === newSize ? [] : await loadLeafHashes(tx, newSize);
           consistency = {
             old_size: oldSize.toString(),
             new_size: newSize.toString(),
-            proof: oldSize === newSize ? [] : base64(consistencyProof(hashes, Number(oldSize))),
+            proof: base64(await loadConsistencyProof(tx, oldSize, newSize)),
           };
         }
         const { checkpoint } = proof;
@@ -242,6 +257,7 @@ export function registerCheckpointRoutes(app: App, deps: { sql: Sql; sources: Bu
     },
     async (request, reply) => {
       const tenantId = auditTenantOf(request.principal);
+      await rateLimits.consume('audit_proof', signedIn(request).user.id);
       const consistencyFrom = (request.query.consistency_from?.split(',') ?? []).map((size) => BigInt(size));
       const stream = new PassThrough({ highWaterMark: 1024 * 1024 });
       const sink = streamSink(stream);

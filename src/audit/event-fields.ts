@@ -74,7 +74,20 @@ function isTarget(target: unknown): boolean {
   return (
     typeof target === 'string' &&
     target.length > 0 &&
-    target.length <= MAX_TARGET_LENGTH &&
+    codePointsAtMost(target, MAX_TARGET_LENGTH) &&
     !CONTROL.test(target)
   );
+}
+
+/**
+ * Whether text has at most `max` code points: lengths in the format count
+ * code points (docs/audit-format.md §1), as the database's check does, not
+ * UTF-16 units.
+ */
+function codePointsAtMost(text: string, max: number): boolean {
+  if (text.length <= max) return true;
+  if (text.length > 2 * max) return false;
+  let count = 0;
+  for (const _ of text) if (++count > max) return false;
+  return true;
 }

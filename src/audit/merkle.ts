@@ -36,52 +36,69 @@ export function rootFromLeafHashes(hashes: readonly Uint8Array[]): Buffer {
   return subtreeRoot(hashes, 0, hashes.length);
 }
 
+/** A run of leaves [start, end): a proof hash is the MTH of one such range. */
+export type LeafRange = readonly [start: number, end: number];
+
 /** The audit path of leaf `index` in the tree of all `leafHashes` (RFC 9162 §2.1.3.1, PATH(m, D[n])). */
 export function inclusionProof(leafHashes: readonly Uint8Array[], index: number): Buffer[] {
-  const size = leafHashes.length;
+  return inclusionRanges(leafHashes.length, index).map(([start, end]) => subtreeRoot(leafHashes, start, end));
+}
+
+/**
+ * The leaf ranges whose MTHs make the audit path of leaf `index` in a tree of
+ * `size` leaves, leaf-first. Which ranges does not depend on any hash, so a
+ * store of subtree hashes can fetch exactly these (merkle-nodes.ts).
+ */
+export function inclusionRanges(size: number, index: number): LeafRange[] {
   if (!Number.isSafeInteger(index) || index < 0 || index >= size) {
     throw new AuditError('merkle_size_invalid', `leaf index ${index} is not in a tree of ${size}`);
   }
-  const proof: Buffer[] = [];
+  const ranges: LeafRange[] = [];
   let [start, end, m] = [0, size, index];
   // Walk down from the root, collecting the sibling subtree at each level; the path is leaf-first.
   while (end - start > 1) {
     const k = largestPowerOfTwoBelow(end - start);
     if (m < k) {
-      proof.push(subtreeRoot(leafHashes, start + k, end));
+      ranges.push([start + k, end]);
       end = start + k;
     } else {
-      proof.push(subtreeRoot(leafHashes, start, start + k));
+      ranges.push([start, start + k]);
       start += k;
       m -= k;
     }
   }
-  return proof.reverse();
+  return ranges.reverse();
 }
 
 /** The proof that the first `oldSize` leaves are a prefix of all `leafHashes` (RFC 9162 §2.1.4.1, PROOF(m, D[n])). */
 export function consistencyProof(leafHashes: readonly Uint8Array[], oldSize: number): Buffer[] {
-  const size = leafHashes.length;
+  return consistencyRanges(leafHashes.length, oldSize).map(([start, end]) =>
+    subtreeRoot(leafHashes, start, end),
+  );
+}
+
+/** The leaf ranges whose MTHs make the consistency proof from `oldSize` to `size`, in proof order. */
+export function consistencyRanges(size: number, oldSize: number): LeafRange[] {
   if (!Number.isSafeInteger(oldSize) || oldSize < 1 || oldSize > size) {
     throw new AuditError('merkle_size_invalid', `no consistency proof from size ${oldSize} to ${size}`);
   }
-  const proof: Buffer[] = [];
+  const ranges: LeafRange[] = [];
   // SUBPROOF(m, D[start:end], wholeOldTree), unrolled; the path is root-first, then reversed.
   let [start, end, m, wholeOldTree] = [0, size, oldSize, true];
   while (m !== end - start) {
     const k = largestPowerOfTwoBelow(end - start);
     if (m <= k) {
-      proof.push(subtreeRoot(leafHashes, start + k, end));
+      ranges.push([start + k, end]);
       end = start + k;
     } else {
-      proof.push(subtreeRoot(leafHashes, start, start + k));
+      ranges.push([start, start + k]);
       start += k;
       m -= k;
       wholeOldTree = false;
     }
   }
-  if (!wholeOldTree) proof.push(subtreeRoot(leafHashes, start, end));
-  return proof.reverse();
+  if (!wholeOldTree) ranges.push([start, end]);
+  return ranges.reverse();
 }
 
 /**

@@ -17,7 +17,7 @@ export interface AuditSetup {
   readonly archiveDir: string;
   readonly hotDays: number;
   readonly coldMonths: number;
-  readonly checkpointIntervalMinutes: number;
+  readonly checkpointDelaySeconds: number;
 }
 
 export type AuditConfig = Pick<
@@ -27,7 +27,7 @@ export type AuditConfig = Pick<
   | 'auditArchiveDir'
   | 'auditHotDays'
   | 'auditColdMonths'
-  | 'checkpointIntervalMinutes'
+  | 'checkpointDelaySeconds'
 >;
 
 export function createAuditSetup(config: AuditConfig, checkpointKey: KeyObject): AuditSetup {
@@ -37,7 +37,7 @@ export function createAuditSetup(config: AuditConfig, checkpointKey: KeyObject):
     archiveDir: config.auditArchiveDir,
     hotDays: config.auditHotDays,
     coldMonths: config.auditColdMonths,
-    checkpointIntervalMinutes: config.checkpointIntervalMinutes,
+    checkpointDelaySeconds: config.checkpointDelaySeconds,
   };
 }
 

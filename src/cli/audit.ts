@@ -5,7 +5,7 @@ import { writeAuditBundle } from '../audit/bundle-export.ts';
 import { createAuditServices, loadAuditSetup } from '../audit/setup.ts';
 import { type Env, loadConfig } from '../config.ts';
 import { openDatabase } from '../db/database.ts';
-import { isUuid, serviceQuery } from '../db/tenant.ts';
+import { isUuid, serviceQuery, withTenant } from '../db/tenant.ts';
 import { createLogger } from '../logger.ts';
 import type { Io } from './main.ts';
 import { shown, UsageError } from './usage-error.ts';
@@ -82,6 +82,11 @@ export async function runAudit(args: AuditArgs, env: Env, io: Io): Promise<numbe
       const services = createAuditServices(audit, db.app, createLogger('silent'));
       const made = await services.checkpoints.makeCheckpoint();
       const size = made.checkpoint.size;
+      if (made.refused.length > 0) {
+        io.err(
+          `Checkpoints of size ${made.refused.join(', ')} are in the database but their notes do not verify with this server's checkpoint key: they were not published. Someone with database access recorded them; treat it as tampering.`,
+        );
+      }
       io.out(
         made.created
           ? `Checkpoint of size ${size} signed (${made.leavesAppended} new leaves), published to ${audit.publisher.location}.`
@@ -89,6 +94,9 @@ export async function runAudit(args: AuditArgs, env: Env, io: Io): Promise<numbe
       );
       return 0;
     }
+    // Whether the tenant exists, before its log records an export (which needs the tenant).
+    const [tenant] = await withTenant(db.app, command.tenant, (tx) => tx`select 1 from tenants`);
+    if (tenant === undefined) throw new UsageError(`no tenant ${command.tenant}`);
     const stream = createWriteStream(command.bundle, { mode: 0o600 });
     const opened = once(stream, 'open');
     await opened;
@@ -98,12 +106,12 @@ export async function runAudit(args: AuditArgs, env: Env, io: Io): Promise<numbe
         db.app,
         { tenantId: command.tenant, reason: EXPORT_REASON },
         async (tx) => {
-          const [tenant] = await tx`select 1 from tenants where id = ${command.tenant}::uuid`;
-          if (tenant === undefined) throw new UsageError(`no tenant ${command.tenant}`);
           return writeAuditBundle(tx, command.tenant, audit, fileSink(stream), {
             consistencyFrom: command.consistencyFrom,
           });
         },
+        // The bundle then ends with this export's own record, instead of being one event behind.
+        { recordFirst: true },
       );
     } finally {
       stream.end();

@@ -30,6 +30,10 @@ export const GLOBAL_TABLES: Readonly<Record<string, GlobalTable>> = {
     tenantColumn:
       'the log commits to every tenant’s head so each tenant can get an inclusion proof; a leaf reveals only a head hash and an event count',
   },
+  'enclave.checkpoint_nodes': {
+    reason:
+      'the checkpoint log’s subtree hashes (AUD-4), derived from checkpoint_leaves and written only by checkpoint_append_leaves(); served publicly as tlog tiles',
+  },
   'enclave.checkpoints': {
     reason:
       'signed checkpoints (tree size, root, C2SP note) of the global checkpoint log, published to everyone',

@@ -55,6 +55,7 @@ export async function serviceQuery<T>(
   sql: Sql,
   scope: ServiceQueryScope,
   fn: (tx: TenantSql) => Promise<T>,
+  options: { recordFirst?: boolean } = {},
 ): Promise<T> {
   if (!isUuid(scope.tenantId)) {
     throw new AppError('service_query_unscoped', 'serviceQuery refuses to run without an explicit tenant id');
@@ -64,15 +65,23 @@ export async function serviceQuery<T>(
   if (reason.length === 0 || reason.length > 200) {
     throw new AppError('service_query_unscoped', 'serviceQuery needs a reason of 1 to 200 characters');
   }
-  return withTenant(sql, scope.tenantId, async (tx) => {
-    const result = await fn(tx);
-    // Recorded last, so the tenant's audit head is locked only for the moment of the append.
-    await appendAuditEvent(tx, scope.tenantId, {
+  const record = (tx: TenantSql) =>
+    appendAuditEvent(tx, scope.tenantId, {
       actor: 'system',
       action: SERVICE_QUERY_ACTION,
       target: null,
       data: { reason },
     });
+  if (options.recordFirst === true) {
+    // Committed before fn reads, so what fn reads (an audit export) includes its own record;
+    // an fn that then fails has still been recorded.
+    await withTenant(sql, scope.tenantId, record);
+    return withTenant(sql, scope.tenantId, fn);
+  }
+  return withTenant(sql, scope.tenantId, async (tx) => {
+    const result = await fn(tx);
+    // Recorded last, so the tenant's audit head is locked only for the moment of the append.
+    await record(tx);
     return result;
   });
 }

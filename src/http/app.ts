@@ -36,6 +36,7 @@ import { registerCheckpointRoutes } from '../audit/checkpoint-routes.ts';
 import { registerAuditPages } from '../audit/page-routes.ts';
 import { registerAuditApi } from '../audit/routes.ts';
 import type { AuditSetup } from '../audit/setup.ts';
+import { registerTileRoutes } from '../audit/tile-routes.ts';
 import type { Config } from '../config.ts';
 import type { Migration } from '../db/migrator.ts';
 import type { Logger } from '../logger.ts';
@@ -195,7 +196,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerInstanceRoutes(app, { instances, logs, ...addresses });
   registerAgentPages(app, { agents, templates: deps.templates, instances, logs, ...addresses });
   registerAuditPages(app);
-  registerCheckpointRoutes(app, { sql: deps.sql, sources: deps.audit });
+  registerCheckpointRoutes(app, { sql: deps.sql, sources: deps.audit, rateLimits: deps.rateLimits });
+  registerTileRoutes(app, { sql: deps.sql });
   // The outbox page exists only where mail goes to the outbox: development without SMTP.
   if (deps.config.env === 'development' && !deps.smtpConfigured) registerDevMail(app, deps.sql);
   return app;

@@ -44,6 +44,8 @@ export const BUCKETS = {
   token_mint: { points: 20, seconds: 60 * 60 },
   /** Email-change requests by one user: each checks a password and mails an address. */
   email_change: { points: 5, seconds: 60 * 60 },
+  /** Audit proofs and bundles served to one user: each reads the checkpoint log. */
+  audit_proof: { points: 60, seconds: 60 },
 } as const;
 
 export type Bucket = keyof typeof BUCKETS;

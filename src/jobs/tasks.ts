@@ -25,8 +25,6 @@ export interface TaskPayloads {
   send_account_exists_email: { to: string };
   /** Cron, hourly: deletes expired rate-limit counters, old dev mail and old recovery requests. */
   maintenance_prune: Record<string, never>;
-  /** Cron, every ENCLAVE_CHECKPOINT_INTERVAL minutes: signs and publishes an audit checkpoint (AUD-4). */
-  audit_checkpoint: Record<string, never>;
   /** Cron, daily: moves audit events past the hot window to the archive, deletes segments past the cold window (AUD-7). */
   audit_retention: Record<string, never>;
   /** Brings one agent's instance to the state its owner wants (AGT-6); only the process that runs instances takes it. */
@@ -120,9 +118,6 @@ export function createTaskHandlers(deps: TaskDeps): TaskHandlers {
     send_invite_email: (payload) => sendInviteMail(deps, payload),
     send_account_exists_email: (payload) => sendAccountExistsMail(deps, payload),
     maintenance_prune: () => prune(deps),
-    audit_checkpoint: async () => {
-      await deps.audit.checkpoints.makeCheckpoint();
-    },
     audit_retention: async () => {
       await deps.audit.retention.runRetention();
     },

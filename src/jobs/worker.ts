@@ -10,6 +10,7 @@ import {
 import pg from 'pg';
 import type { Sql } from 'postgres';
 import type { Lifecycle } from '../agents/runtime/lifecycle.ts';
+import { startCheckpointer } from '../audit/checkpointer.ts';
 import { type AuditSetup, createAuditServices } from '../audit/setup.ts';
 import type { Credentials, DbTarget } from '../db/target.ts';
 import { connectionUrl } from '../db/target.ts';
@@ -43,11 +44,6 @@ export interface WorkerDeps {
   readonly pollIntervalMs?: number;
 }
 
-/** Every `minutes` minutes (a divisor of 60), at whole multiples past the hour. */
-export function checkpointCron(minutes: number): string {
-  return minutes >= 60 ? '0 * * * *' : `*/${minutes} * * * *`;
-}
-
 /** A platform cron task: one job per tick (job key = task), never backfilled after downtime. */
 function platformCron(task: TaskName, match: string, maxAttempts: number) {
   return {
@@ -58,11 +54,10 @@ function platformCron(task: TaskName, match: string, maxAttempts: number) {
   };
 }
 
-export const cronItems = (checkpointIntervalMinutes: number, runtime = false) =>
+export const cronItems = (runtime = false) =>
   parseCronItems([
     platformCron('platform_heartbeat', '* * * * *', 1),
     platformCron('maintenance_prune', '17 * * * *', 3),
-    platformCron('audit_checkpoint', checkpointCron(checkpointIntervalMinutes), 5),
     platformCron('audit_retention', '41 3 * * *', 3),
     ...(runtime ? [platformCron('agent_reconcile', '* * * * *', 1)] : []),
   ]);
@@ -91,13 +86,15 @@ export interface Worker {
 }
 
 export async function startWorker(deps: WorkerDeps): Promise<Worker> {
+  const auditLogger = deps.logger.child({ component: 'audit' });
+  const audit = createAuditServices(deps.audit, deps.sql, auditLogger);
   const handlers = createTaskHandlers({
     sql: deps.sql,
     workerId: deps.workerId,
     startedAt: new Date(),
     mailer: deps.mailer,
     publicUrl: deps.publicUrl,
-    audit: createAuditServices(deps.audit, deps.sql, deps.logger.child({ component: 'audit' })),
+    audit,
     lifecycle: deps.lifecycle,
   } satisfies TaskDeps);
   const taskList: TaskList = {};
@@ -123,7 +120,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       pgPool: pool,
       concurrency: deps.concurrency,
       taskList,
-      parsedCronItems: cronItems(deps.audit.checkpointIntervalMinutes, deps.lifecycle !== undefined),
+      parsedCronItems: cronItems(deps.lifecycle !== undefined),
       noHandleSignals: true,
       logger: graphileLogger(deps.logger),
       ...(deps.events === undefined ? {} : { events: deps.events }),
@@ -137,13 +134,20 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
   if (deps.lifecycle !== undefined) {
     await runner.addJob('agent_reconcile', {}, { jobKey: 'agent_reconcile', maxAttempts: 1 });
   }
+  const checkpointer = startCheckpointer({
+    sql: deps.sql,
+    checkpoints: audit.checkpoints,
+    delaySeconds: deps.audit.checkpointDelaySeconds,
+    logger: auditLogger,
+  });
   let stopping: Promise<void> | undefined;
   return {
     done: runner.promise,
     stop() {
       // The runner first, so no sync starts an instance while they are being stopped.
-      stopping ??= runner
+      stopping ??= checkpointer
         .stop()
+        .then(() => runner.stop())
         .then(() => deps.lifecycle?.stopAll())
         .finally(() => pool.end());
       return stopping;

@@ -1,13 +1,14 @@
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { after, before } from 'node:test';
 import { appendAuditEvent } from '../../src/audit/append.ts';
 import { canonicalEvent, eventHash, GENESIS_HASH } from '../../src/audit/event.ts';
 import { type AuditConfig, type AuditSetup, createAuditSetup } from '../../src/audit/setup.ts';
 import { loadConfig } from '../../src/config.ts';
 import { withTenant } from '../../src/db/tenant.ts';
-import type { TestDatabase } from './database.ts';
+import { createTestDatabase, type TestDatabase } from './database.ts';
 
 // Checkpoint key and audit storage for tests: a fresh Ed25519 key in memory
 // (never on disk) and the directories the config names; tenants with events
@@ -30,6 +31,30 @@ export async function tempAuditSetup(
     dir,
   );
   return { setup: testAuditSetup(config), dir };
+}
+
+/** A database and an audit setup for one test file, made before its tests and removed after. */
+export function useAuditDatabase(): { readonly db: TestDatabase; readonly setup: AuditSetup } {
+  let made: { db: TestDatabase; setup: AuditSetup; dir: string } | undefined;
+  const current = () => {
+    if (made === undefined) throw new Error('useAuditDatabase: used outside a test');
+    return made;
+  };
+  before(async () => {
+    made = { db: await createTestDatabase(), ...(await tempAuditSetup()) };
+  });
+  after(async () => {
+    await made?.db.drop();
+    if (made !== undefined) await rm(made.dir, { recursive: true, force: true });
+  });
+  return {
+    get db() {
+      return current().db;
+    },
+    get setup() {
+      return current().setup;
+    },
+  };
 }
 
 /** A tenant row made as the superuser, with no events. */
