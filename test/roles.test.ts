@@ -79,8 +79,8 @@ async function freshInvite(): Promise<string> {
 
 // ---------------------------------------------------------------- the rows
 
-/** What a path's `:id` names: a fresh agent (own or a colleague's), a member, an invite, a template. */
-type Target = 'agent' | 'member' | 'fresh-member' | 'invite' | 'template';
+/** What a path's `:id` names: a fresh agent (own or a colleague's), a member, an invite, a template, the caller's token. */
+type Target = 'agent' | 'member' | 'fresh-member' | 'invite' | 'template' | 'own-token';
 
 interface Probe {
   /** The row of the role table that decides; 'signed-in': any user, on their own things only. */
@@ -147,16 +147,19 @@ const ROUTES: Record<string, readonly Probe[]> = {
   'GET /dashboard': [{ action: 'signed-in' }],
   'GET /dashboard/settings/tokens': [{ action: 'signed-in' }],
   'POST /dashboard/settings/tokens': [{ action: 'signed-in' }],
+  'GET /dashboard/settings/tokens/:id/revoke': [{ action: 'signed-in', target: 'own-token' }],
   'POST /dashboard/settings/tokens/:id/revoke': [{ action: 'signed-in' }],
   'GET /profile': [{ action: 'signed-in' }],
   'POST /profile/sessions/revoke-all': [{ action: 'signed-in' }],
   'POST /profile/sessions/:id/revoke': [{ action: 'signed-in' }],
   'POST /profile/password': [{ action: 'signed-in' }],
   'POST /profile/email': [{ action: 'signed-in' }],
+  'POST /profile/email/verify': [{ action: 'signed-in' }],
   'GET /dashboard/agents': [{ action: 'agent.read' }],
   'GET /dashboard/agents/new': [{ action: 'agent.create' }],
   'POST /dashboard/agents': [{ action: 'agent.create', body: agentCreate }],
   'GET /dashboard/agents/:id': [{ action: 'agent.read', target: 'agent' }],
+  'GET /dashboard/agents/:id/state': [{ action: 'agent.read', target: 'agent' }],
   'POST /dashboard/agents/:id': [
     { action: 'agent.manage', target: 'agent', body: form({ name: 'renamed' }) },
   ],
@@ -167,6 +170,7 @@ const ROUTES: Record<string, readonly Probe[]> = {
       body: form({ name: 'echo_token', value: 'replaced-value-1234567890' }),
     },
   ],
+  'GET /dashboard/agents/:id/credentials/:name/delete': [{ action: 'credential.manage', target: 'agent' }],
   'POST /dashboard/agents/:id/credentials/:name/delete': [{ action: 'credential.manage', target: 'agent' }],
   'GET /dashboard/agents/:id/delete': [{ action: 'agent.manage', target: 'agent' }],
   'POST /dashboard/agents/:id/delete': [{ action: 'agent.manage', target: 'agent' }],
@@ -178,6 +182,7 @@ const ROUTES: Record<string, readonly Probe[]> = {
   'POST /dashboard/settings/invites': [
     { action: 'invite.manage', body: () => ({ email: `${unique('invitee')}@example.test` }) },
   ],
+  'GET /dashboard/settings/invites/:id/revoke': [{ action: 'invite.manage', target: 'invite' }],
   'POST /dashboard/settings/invites/:id/revoke': [{ action: 'invite.manage', target: 'invite' }],
   'GET /dashboard/members': [{ action: 'member.list' }],
   'POST /dashboard/members/:id/role': [
@@ -219,6 +224,10 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
     url = url.replace(':id', 'echo');
   } else if (probe.target === 'invite') {
     url = url.replace(':id', await freshInvite());
+  } else if (probe.target === 'own-token') {
+    const [token] = await ctx.db.superuser<{ id: string }[]>`
+      select id from api_tokens where user_id = ${actor.user.id}::uuid limit 1`;
+    url = url.replace(':id', token?.id ?? '');
   }
   const api = pattern.startsWith('/api/');
   const body = probe.body?.();

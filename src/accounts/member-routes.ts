@@ -42,6 +42,7 @@ export function registerMembersApi(app: App, deps: { members: MembersService }):
     {
       config: auth,
       schema: {
+        operationId: 'listMembers',
         summary: "The tenant's members and their roles",
         tags: ['members'],
         response: { 200: Type.Object({ members: Type.Array(MemberSchema) }), ...errors },
@@ -58,6 +59,7 @@ export function registerMembersApi(app: App, deps: { members: MembersService }):
     {
       config: auth,
       schema: {
+        operationId: 'changeMemberRole',
         summary: "Change a member's role (owners and admins; only owners touch owners)",
         tags: ['members'],
         params: IdParams,
@@ -78,6 +80,7 @@ export function registerMembersApi(app: App, deps: { members: MembersService }):
     {
       config: auth,
       schema: {
+        operationId: 'removeMember',
         summary: 'Remove a member: their account, sessions and API tokens end at once',
         tags: ['members'],
         params: IdParams,

@@ -211,7 +211,6 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
     throw error;
   };
 
-  /** The agent page, or the 404 page when the agent is not this tenant's. */
   /** Everything the agent page shows, in one tenant transaction. */
   const readAgent = async (tx: TenantSql, principal: Principal, id: string) => {
     const agent = await agents.get(tx, id);
@@ -469,7 +468,11 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
     if (request.validationError !== undefined) return notFound(request, reply, 'credential');
     const { id, name } = request.params;
     try {
-      const agent = await request.withTenant((tx) => agents.get(tx, id));
+      const agent = await request.withTenant(async (tx) => {
+        // Asking to delete is for those who may delete (roles.ts 'credential.manage').
+        await agents.authorizeOn(tx, signedIn(request), id, 'credential.manage');
+        return agents.get(tx, id);
+      });
       if (!agent.credentials.some((credential) => credential.name === name)) {
         return notFound(request, reply, 'credential');
       }
@@ -486,7 +489,7 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
       );
     } catch (error) {
       if (isNotFound(error)) return notFound(request, reply, 'credential');
-      throw error;
+      return refused(request, reply, error);
     }
   });
 

@@ -259,7 +259,7 @@ export function createAgentsService(deps: { vault: Vault; templates: TemplateCat
       tx: TenantSql,
       principal: Principal,
       id: string,
-      action: 'agent.manage' | 'agent.address',
+      action: 'agent.manage' | 'agent.address' | 'credential.manage',
     ): Promise<void> {
       authorize(principal, action, (await find(tx, id)).created_by);
     },
