@@ -25,7 +25,7 @@ ctx.before(async () => {
   });
   app.post(
     '/test/page-form',
-    { schema: { body: Type.Object({ code: Type.String({ pattern: '^sk-ant-' }) }) } },
+    { schema: { hide: true, body: Type.Object({ code: Type.String({ pattern: '^sk-ant-' }) }) } },
     async () => ({ ok: true }),
   );
   await app.ready();

@@ -109,7 +109,7 @@ describe('API description', () => {
     const response = await ctx.testApp.app.inject({ method: 'GET', url: '/docs' });
     assert.equal(response.statusCode, 200);
     assert.match(String(response.headers['content-type']), /^text\/html/);
-    assert.match(response.body, /<script src="\/docs\/static\/swagger-ui-bundle\.js"/);
+    assert.match(response.body, /<script src="\/docs\/ui\/static\/swagger-ui-bundle\.js"/);
     const document = await ctx.testApp.app.inject({ method: 'GET', url: '/docs/json' });
     const paths = document.json<{ paths: Record<string, { get?: { summary?: string } }> }>().paths;
     assert.equal(paths['/healthz']?.get?.summary, 'Process liveness');

@@ -1,9 +1,8 @@
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifySchema, RouteOptions } from 'fastify';
 import type { Config } from '../config.ts';
+import { DOCS_UI_PREFIX } from '../web/docs-page.ts';
 import type { App } from './app.ts';
 import { PROBLEM_TYPES } from './problem-types.ts';
 import { ProblemSchema } from './problems.ts';
@@ -29,7 +28,6 @@ declare module 'fastify' {
 const API_TOKEN_SCHEME = 'apiToken';
 const SESSION_COOKIE_SCHEME = 'sessionCookie';
 const PROBLEM_REF = { $ref: '#/components/schemas/Problem' };
-const FAVICON = path.join(import.meta.dirname, '..', 'web', 'static', 'favicon.svg');
 
 /** The problem codes an answer of this status may carry, for its description. */
 function problemDescription(status: number): string {
@@ -154,24 +152,23 @@ export async function registerOpenApi(app: App, config: Pick<Config, 'publicUrl'
     },
   });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  // Swagger UI reads the document beside the page it runs on: /docs/json for /docs.
+  app.get('/docs/json', { schema: { hide: true } }, async () => app.swagger());
   // /docs: Swagger UI, every file of it served from our origin (no CDN) under
   // the site's strict CSP: its page loads only external scripts and styles.
   // BaseLayout: the standalone layout's top bar draws Swagger's logo with an
   // inline <style> (which the CSP refuses) and offers to load any URL's
-  // document. The introduction links back to the site instead.
+  // document. The page itself is ours (src/web/docs-page.ts, in the site's
+  // frame, naming who is signed in); the plugin serves the files under
+  // /docs/ui/, and its own index page there sends the reader to /docs.
   await app.register(swaggerUi, {
-    routePrefix: '/docs',
-    theme: {
-      title: 'API reference · Enclave',
-      favicon: [
-        {
-          filename: 'favicon.svg',
-          rel: 'icon',
-          sizes: 'any',
-          type: 'image/svg+xml',
-          content: readFileSync(FAVICON),
-        },
-      ],
+    routePrefix: DOCS_UI_PREFIX,
+    theme: { title: 'API reference · Enclave' },
+    uiHooks: {
+      onRequest: (request, reply, done) => {
+        if (request.routeOptions.url === `${DOCS_UI_PREFIX}/`) reply.redirect('/docs', 301);
+        else done();
+      },
     },
     // No badge from validator.swagger.io: the page talks to our origin only.
     validatorUrl: false,
