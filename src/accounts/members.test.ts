@@ -205,7 +205,7 @@ describe('members', () => {
     assert.ok(last.body.includes('only owner'), 'the page says why');
   });
 
-  test("AGT-3, ACC-12: a member sees the state of a colleague's agent but not its address, output or egress", async () => {
+  test("AGT-3, ACC-12: a member sees the state of a colleague's agent but not its address, output or egress, and no control it may not use", async () => {
     const creator = await member();
     const reader = await member();
     const created = await api(creator, 'POST', '/api/v1/agents', {
@@ -238,5 +238,24 @@ describe('members', () => {
     });
     assert.equal(agentPage.statusCode, 200);
     assert.ok(!agentPage.body.includes(subdomain), 'the page hides the address too');
+    // No control the reader may not use is drawn: each says who may instead.
+    for (const control of [
+      `action="/dashboard/agents/${id}/start"`,
+      `action="/dashboard/agents/${id}/stop"`,
+      `action="/dashboard/agents/${id}/restart"`,
+      `action="/dashboard/agents/${id}"`,
+      `action="/dashboard/agents/${id}/credentials"`,
+      `href="/dashboard/agents/${id}/delete"`,
+    ]) {
+      assert.ok(!agentPage.body.includes(control), `a member sees ${control}`);
+    }
+    assert.match(agentPage.body, /Its creator, the tenant’s admins and owners start and stop it\./);
+    const ownPage = await ctx.testApp.app.inject({
+      method: 'GET',
+      url: `/dashboard/agents/${id}`,
+      headers: { cookie: creator.sessionCookie },
+    });
+    assert.ok(ownPage.body.includes(`action="/dashboard/agents/${id}/stop"`), 'the creator has the controls');
+    assert.ok(ownPage.body.includes(`href="/dashboard/agents/${id}/delete"`));
   });
 });

@@ -4,6 +4,7 @@ import { frameFor } from '../accounts/dashboard-routes.ts';
 import { AccountsError } from '../accounts/errors.ts';
 import { formErrors, shownError } from '../accounts/page-routes.ts';
 import { signedIn } from '../accounts/principal.ts';
+import { may } from '../accounts/roles.ts';
 import type { Principal } from '../accounts/service.ts';
 import type { TenantSql } from '../db/tenant.ts';
 import type { App } from '../http/app.ts';
@@ -240,7 +241,11 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
     }
     const { agent, instance, egress, sessions, reach } = found;
     const template = templates.get(agent.template);
+    const principal = signedIn(request);
+    const manage = may(principal, 'agent.manage', agent.created_by);
     const section = instanceSection({
+      manage,
+      reach,
       agentId: id,
       instance,
       url:
@@ -254,7 +259,13 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
     return sendPage(
       reply,
       status,
-      agentPage(await frameFor(request), { agent, template, instance: section, ...extra }),
+      agentPage(await frameFor(request), {
+        agent,
+        template,
+        instance: section,
+        may: { manage, credentials: may(principal, 'credential.manage', agent.created_by) },
+        ...extra,
+      }),
     );
   };
 
@@ -420,6 +431,8 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
       await request.withTenant((tx) => agents.update(tx, signedIn(request), id, changes));
     } catch (error) {
       if (isNotFound(error)) return notFound(request, reply);
+      // The reader has no settings form to correct: the refusal is the page.
+      if (error instanceof AccountsError && error.code === 'forbidden') return refused(request, reply, error);
       const shown = shownError(reply, error);
       return again(
         shown.status,

@@ -242,6 +242,8 @@ export interface AgentPageInput {
   readonly credentialsError?: string | undefined;
   /** The instance: its state, address, output and connections (instance-section.ts). */
   readonly instance?: Html | undefined;
+  /** What the reader may change (roles.ts): without a right, its forms and links are not drawn. */
+  readonly may?: { readonly manage: boolean; readonly credentials: boolean } | undefined;
 }
 
 function credentialRows(input: AgentPageInput): Html {
@@ -258,7 +260,7 @@ function credentialRows(input: AgentPageInput): Html {
 <td>${listing === undefined ? html`<span class="muted">not set</span>` : listing.last4 === null ? html`<span class="muted" title="Too short to show any of it">—</span>` : html`<code>…${listing.last4}</code>`}</td>
 <td>${listing === undefined ? time(null) : time(listing.created_at)}</td><td>${listing === undefined ? time(null) : time(listing.updated_at)}</td>
 <td>${
-      listing === undefined || template === undefined
+      listing === undefined || template === undefined || input.may?.credentials === false
         ? ''
         : html`<a href="/dashboard/agents/${agent.id}/credentials/${encodeURIComponent(name)}/delete" aria-label="Delete the credential ${name}">Delete…</a>`
     }</td></tr>`;
@@ -325,6 +327,7 @@ export function agentPage(frame: Frame, input: AgentPageInput): string {
     errors: {},
   };
   const errors = settings.errors;
+  const may = input.may ?? { manage: true, credentials: true };
   return page(
     agent.name,
     html`<h1>${agent.name}</h1>
@@ -344,36 +347,51 @@ ${errorBox(input.credentialsError)}
 <table><thead><tr><th>Credential</th><th>About</th><th>Last 4</th><th>Added</th><th>Updated</th><th><span class="visually-hidden">Actions</span></th></tr></thead>
 <tbody>${credentialRows(input)}</tbody></table>
 ${
-  template === undefined
-    ? html`<p class="warning">This agent's template is no longer installed, so its credentials cannot be changed. Ask the operator.</p>`
-    : template.credentials.length === 0
-      ? ''
-      : credentialForm(input, template)
+  !may.credentials
+    ? html`${errorBox(input.credential?.errors.form)}<p class="muted">Its creator, the tenant’s admins and owners set its credentials.</p>`
+    : template === undefined
+      ? html`<p class="warning">This agent's template is no longer installed, so its credentials cannot be changed. Ask the operator.</p>`
+      : template.credentials.length === 0
+        ? ''
+        : credentialForm(input, template)
 }
-<h2>Settings</h2>
+${
+  may.manage
+    ? settingsSection(agent.id, settings.values, errors)
+    : html`<h2>Settings</h2>
+<p class="muted">Its creator, the tenant’s admins and owners change its settings or delete it.</p>`
+}
+<h2>Provision record</h2>
+<p class="help">What was asked for when the agent was onboarded: for each credential, only whether it was provided.</p>
+${provisionFacts(agent)}
+${
+  may.manage
+    ? html`<h2>Delete</h2>
+<p><a href="/dashboard/agents/${agent.id}/delete">Delete this agent…</a></p>`
+    : ''
+}`,
+    frame,
+  );
+}
+
+function settingsSection(agentId: string, values: AgentFormValues, errors: FormErrors): Html {
+  return html`<h2>Settings</h2>
 ${errorBox(errors.form)}
-<form method="post" action="/dashboard/agents/${agent.id}" class="stack">
-${field({ name: 'name', id: 'f-agent-name', label: 'Name', value: settings.values.name, maxlength: 100, autocomplete: 'off', error: fieldError(errors, 'name') })}
+<form method="post" action="/dashboard/agents/${agentId}" class="stack">
+${field({ name: 'name', id: 'f-agent-name', label: 'Name', value: values.name, maxlength: 100, autocomplete: 'off', error: fieldError(errors, 'name') })}
 ${field({
   name: 'description',
   label: 'Description (optional)',
-  value: settings.values.description,
+  value: values.description,
   maxlength: 1000,
   required: false,
   autocomplete: 'off',
   error: fieldError(errors, 'description'),
 })}
-${supportAccessField(settings.values.supportAccess ?? false, fieldError(errors, 'support_access'))}
-${allowlistField(settings.values.egressAllowlist ?? '', fieldError(errors, 'egress_allowlist'))}
+${supportAccessField(values.supportAccess ?? false, fieldError(errors, 'support_access'))}
+${allowlistField(values.egressAllowlist ?? '', fieldError(errors, 'egress_allowlist'))}
 <button type="submit">Save changes</button>
-</form>
-<h2>Provision record</h2>
-<p class="help">What was asked for when the agent was onboarded: for each credential, only whether it was provided.</p>
-${provisionFacts(agent)}
-<h2>Delete</h2>
-<p><a href="/dashboard/agents/${agent.id}/delete">Delete this agent…</a></p>`,
-    frame,
-  );
+</form>`;
 }
 
 export function deleteAgentPage(frame: Frame, agent: AgentDetail): string {

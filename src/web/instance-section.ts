@@ -31,7 +31,13 @@ export interface InstanceSectionInput {
   readonly logs: readonly string[];
   readonly egress: readonly EgressConnectionRow[];
   readonly sessions: readonly SupportSessionRow[];
+  /** Whether the reader may start and stop it (roles.ts 'agent.manage'); otherwise no buttons are drawn. */
+  readonly manage: boolean;
+  /** Whether the reader may see its address, output and egress (roles.ts 'agent.address'). */
+  readonly reach: boolean;
 }
+
+const CREATOR_ONLY = 'Shown to its creator, the tenant’s admins and owners.';
 
 const STATE_TEXT: Readonly<Record<InstanceView['state'], string>> = {
   stopped: 'Stopped',
@@ -107,16 +113,20 @@ export function instanceSection(input: InstanceSectionInput): Html {
 ${instance?.reason === null || instance?.reason === undefined ? '' : html`<dt>Reason</dt><dd>${instance.reason}</dd>`}
 ${instance === undefined || instance.crashes === 0 ? '' : html`<dt>Crashes in a row</dt><dd>${String(instance.crashes)}</dd>`}
 <dt>Started</dt><dd>${time(instance?.started_at ?? null)}</dd>
-<dt>Address</dt><dd>${input.url === undefined ? html`<span class="muted">given at its first start</span>` : html`<a href="${input.url}" rel="noreferrer" id="agent-address">${input.url}</a> ${copyButton('agent-address', 'the address')}${COPY_SCRIPT} <span class="help">Unguessable and yours alone: share it only with those who should reach the agent.</span>`}</dd>
+<dt>Address</dt><dd>${!input.reach ? html`<span class="muted">${CREATOR_ONLY}</span>` : input.url === undefined ? html`<span class="muted">given at its first start</span>` : html`<a href="${input.url}" rel="noreferrer" id="agent-address">${input.url}</a> ${copyButton('agent-address', 'the address')}${COPY_SCRIPT} <span class="help">Unguessable and yours alone: share it only with those who should reach the agent.</span>`}</dd>
 </dl>
-<p>${action(agentId, 'start', 'Start', enabled.start)} ${action(agentId, 'stop', 'Stop', enabled.stop)} ${action(agentId, 'restart', 'Restart', enabled.restart)}</p>
+${
+  input.manage
+    ? html`<p>${action(agentId, 'start', 'Start', enabled.start)} ${action(agentId, 'stop', 'Stop', enabled.stop)} ${action(agentId, 'restart', 'Restart', enabled.restart)}</p>`
+    : html`<p class="muted">Its creator, the tenant’s admins and owners start and stop it.</p>`
+}
 </div>
 <script src="/static/agent-state.js" defer></script>
 <h3>Output</h3>
-${input.logs.length === 0 ? html`<p class="muted">No output yet.</p>` : html`<pre class="log">${input.logs.join('\n')}</pre>`}
+${!input.reach ? html`<p class="muted">${CREATOR_ONLY}</p>` : input.logs.length === 0 ? html`<p class="muted">No output yet.</p>` : html`<pre class="log">${input.logs.join('\n')}</pre>`}
 <h3>Outbound connections</h3>
 <p class="help">Everything the agent reaches leaves through the platform's egress proxy, which records each connection.</p>
-${egressRows(input.egress)}
+${input.reach ? egressRows(input.egress) : html`<p class="muted">${CREATOR_ONLY}</p>`}
 <h3>Support sessions</h3>
 ${sessionRows(input.sessions)}`;
 }
