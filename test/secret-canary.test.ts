@@ -4,7 +4,14 @@ import { describe, test } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
 import { withTenant } from '../src/db/tenant.ts';
 import { useTestApp } from './helpers/app.ts';
-import { latestMail, type MailWorker, mintInvite, ORIGIN, startMailWorker } from './helpers/pages.ts';
+import {
+  latestMail,
+  type MailWorker,
+  mintInvite,
+  ORIGIN,
+  startMailWorker,
+  withFlash,
+} from './helpers/pages.ts';
 
 // OPS-7, the secret canary. Attack: a secret typed into Enclave — a customer
 // credential, a password, a token the platform handed out — resurfaces where
@@ -215,7 +222,7 @@ describe('secret canary', () => {
     const shownPage = await send('the page that shows the new token', {
       method: 'GET',
       url: '/dashboard/settings/tokens',
-      cookie,
+      cookie: withFlash(cookie, dashboardToken),
     });
     const shownToken = /enc_live_[0-9A-Za-z]{43}/.exec(shownPage.body)?.[0];
     assert.ok(shownToken !== undefined, 'the dashboard shows the new token once');

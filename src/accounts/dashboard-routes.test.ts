@@ -8,8 +8,10 @@ import {
   postForm,
   type SignedUp,
   sessionCookie,
+  setCookies,
   signUp,
   textOf,
+  withFlash,
 } from '../../test/helpers/pages.ts';
 
 // The signed-in pages: API tokens minted, shown once and revoked (ACC-10);
@@ -43,7 +45,7 @@ async function followed(
 ) {
   assert.equal(posted.statusCode, 303);
   const location = String(posted.headers.location);
-  return getPage(ctx.testApp.app, location, { cookie: who.cookie });
+  return getPage(ctx.testApp.app, location, { cookie: withFlash(who.cookie, posted) });
 }
 
 const countTokens = async () =>
@@ -192,19 +194,29 @@ describe('API tokens page', () => {
   test('ACC-10: creating a token is POST-redirect-GET: reloading the page that shows it mints no second token and shows it no more', async () => {
     const before = await countTokens();
     const posted = await postForm(ctx.testApp.app, TOKENS, { name: 'once', scope: 'read' }, owner);
+    const flash = setCookies(posted).find((line) => line.startsWith('enclave_flash_token='));
+    assert.ok(flash !== undefined, 'the token rides to the next page in a one-time cookie');
+    assert.match(flash, /HttpOnly/i);
+    assert.match(flash, /SameSite=Strict/i);
+    assert.match(flash, /Path=\/dashboard\/settings/);
+    assert.ok(!/enc_live_/.test(flash), 'sealed, not the token itself');
     const shown = await followed(posted, owner);
     const token = /enc_live_[0-9A-Za-z]{43}/.exec(shown.body)?.[0];
     assert.ok(token !== undefined, 'the page after the redirect shows the token');
+    assert.ok(
+      setCookies(shown).some((line) => /^enclave_flash_token=;/.test(line)),
+      'the page that shows it clears the cookie',
+    );
     const reloaded = await getPage(ctx.testApp.app, TOKENS, { cookie: owner.cookie });
     assert.equal(reloaded.statusCode, 200);
     assert.ok(!reloaded.body.includes(token), 'a reload does not show it again');
     assert.ok(!/This is the only time it is shown/.test(reloaded.body));
     assert.equal(await countTokens(), (before ?? 0) + 1, 'one token row, not two');
 
-    // Another session of the same user does not receive this session's secret.
+    // The sealed cookie opens only in the session that made it: copied into another, it shows nothing.
     const other = await signIn('tokener');
-    await postForm(ctx.testApp.app, TOKENS, { name: 'mine', scope: 'read' }, owner);
-    const elsewhere = await getPage(ctx.testApp.app, TOKENS, { cookie: other });
+    const mine = await postForm(ctx.testApp.app, TOKENS, { name: 'mine', scope: 'read' }, owner);
+    const elsewhere = await getPage(ctx.testApp.app, TOKENS, { cookie: withFlash(other, mine) });
     assert.ok(!/enc_live_[0-9A-Za-z]{43}/.test(elsewhere.body));
   });
 });

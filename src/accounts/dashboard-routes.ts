@@ -35,6 +35,8 @@ export interface DashboardDeps {
   readonly cookies: CookieSettings;
   readonly publicUrl: string;
   readonly rateLimits: Pick<RateLimits, 'consume'>;
+  /** Seals the one-time secret cookies (secret-flash.ts). */
+  readonly sessionKey: string;
 }
 
 const INVITES_FORBIDDEN = 'Only tenant owners, admins and operators manage invites.';
@@ -93,8 +95,12 @@ const EMAIL_LABELS = { email: 'New email address', current_password: 'Current pa
 
 export function registerDashboardPages(app: App, deps: DashboardDeps): void {
   const { accounts, links, cookies } = deps;
-  const mintedTokens = createSecretFlash<{ name: string; token: string }>();
-  const createdInvites = createSecretFlash<{ link: string | undefined; email: string | null }>();
+  const mintedTokens = createSecretFlash<{ name: string; token: string }>('token', deps.sessionKey, cookies);
+  const createdInvites = createSecretFlash<{ link: string | undefined; email: string | null }>(
+    'invite',
+    deps.sessionKey,
+    cookies,
+  );
   const user = { auth: 'user' as const };
   const hide = { hide: true } as const;
   const page = { config: user, schema: hide };
@@ -134,7 +140,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
   app.get('/dashboard/settings/tokens', page, async (request, reply) =>
     tokens(request, reply, 200, {
       notice: noticeFrom(request.query),
-      minted: mintedTokens.take(flashOwner(signedIn(request))),
+      minted: mintedTokens.take(request, reply, flashOwner(signedIn(request))),
     }),
   );
 
@@ -159,7 +165,10 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
         scope: request.body.scope,
         expiresAt,
       });
-      mintedTokens.put(flashOwner(signedIn(request)), { name: minted.listing.name, token: minted.token });
+      mintedTokens.put(reply, flashOwner(signedIn(request)), {
+        name: minted.listing.name,
+        token: minted.token,
+      });
       return reply.redirect('/dashboard/settings/tokens', 303);
     } catch (error) {
       const shown = shownError(reply, error);
@@ -227,7 +236,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
   app.get('/dashboard/settings/invites', page, async (request, reply) =>
     invites(request, reply, 200, {
       notice: noticeFrom(request.query),
-      created: createdInvites.take(flashOwner(signedIn(request))),
+      created: createdInvites.take(request, reply, flashOwner(signedIn(request))),
     }),
   );
 
@@ -247,7 +256,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
         kind: request.body.kind ?? 'member',
         expiresAt: new Date(Date.now() + Number(request.body.expires_days ?? '7') * 86400_000),
       });
-      createdInvites.put(flashOwner(signedIn(request)), {
+      createdInvites.put(reply, flashOwner(signedIn(request)), {
         link: created.token === undefined ? undefined : inviteLink(deps.publicUrl, created.token),
         email: created.invite.email,
       });

@@ -1,46 +1,76 @@
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { CookieSettings } from './principal.ts';
+
 // POST-redirect-GET for the two forms that make a secret (a new API token, a
-// new invite link): the POST keeps the secret here and answers 303, and the
-// GET that follows takes it, once. A reload of that page, or of the POST's
-// answer, cannot mint a second token or show the first again. The secret is
-// kept in memory only (never in a URL, a cookie or a log), per session and
-// per kind, for a few minutes; a server restart in between loses it, and the
-// user makes a new one.
+// new invite link): the POST puts the secret in a short-lived cookie and
+// answers 303, and the GET that follows shows it and clears the cookie. A
+// reload of that page, or of the POST's answer, cannot mint a second token or
+// show the first again.
+//
+// The cookie, not server memory, so any server process can answer the GET
+// (DESIGN.md: processes are stateless). It goes only to the browser that is
+// being shown the secret anyway, and is sealed for that: AES-256-GCM under a
+// key derived from the session key, bound to the session that made it (a
+// cookie copied into another session opens to nothing), HttpOnly, SameSite
+// Strict, sent only to the settings pages, and expiring after 5 minutes.
+// Never in a URL or a log.
 
 export type FlashKind = 'token' | 'invite';
 
-const TTL_MS = 5 * 60_000;
-// One entry per signed-in session and kind at most; the cap bounds memory if many sessions make secrets and never read them.
-const MAX_ENTRIES = 10_000;
-
-interface Entry<T> {
-  readonly value: T;
-  readonly expires: number;
-}
+const TTL_SECONDS = 5 * 60;
+const PATH = '/dashboard/settings';
+const IV_BYTES = 12;
+const TAG_BYTES = 16;
 
 export interface SecretFlash<T> {
-  /** Keeps `value` for the next take by `owner` (a session or token id); replaces an untaken one. */
-  put(owner: string, value: T): void;
-  /** The value kept for `owner`, removed as it is read; undefined when none or expired. */
-  take(owner: string): T | undefined;
+  /** Sets the cookie carrying `value` for the next page `owner` (a session or token id) reads. */
+  put(reply: FastifyReply, owner: string, value: T): void;
+  /** The value carried for `owner`, clearing the cookie; undefined when none, expired, or not this owner's. */
+  take(request: FastifyRequest, reply: FastifyReply, owner: string): T | undefined;
 }
 
-export function createSecretFlash<T>(now: () => number = Date.now): SecretFlash<T> {
-  const entries = new Map<string, Entry<T>>();
+export function createSecretFlash<T>(
+  kind: FlashKind,
+  sessionKey: string,
+  settings: CookieSettings,
+  now: () => number = Date.now,
+): SecretFlash<T> {
+  const name = `enclave_flash_${kind}`;
+  const key = Buffer.from(
+    hkdfSync('sha256', sessionKey, Buffer.alloc(0), `enclave secret flash ${kind}`, 32),
+  );
+  const options = { httpOnly: true, sameSite: 'strict' as const, secure: settings.secure, path: PATH };
   return {
-    put(owner, value) {
-      entries.delete(owner);
-      const at = now();
-      for (const [key, entry] of entries) {
-        // Map order is insertion order: the first live entry ends the sweep once under the cap.
-        if (entry.expires > at && entries.size < MAX_ENTRIES) break;
-        entries.delete(key);
-      }
-      entries.set(owner, { value, expires: at + TTL_MS });
+    put(reply, owner, value) {
+      const iv = randomBytes(IV_BYTES);
+      const cipher = createCipheriv('aes-256-gcm', key, iv);
+      cipher.setAAD(Buffer.from(owner));
+      const expires = Math.floor(now() / 1000) + TTL_SECONDS;
+      const sealed = Buffer.concat([cipher.update(JSON.stringify({ expires, value })), cipher.final()]);
+      const cookie = Buffer.concat([iv, cipher.getAuthTag(), sealed]).toString('base64url');
+      reply.setCookie(name, cookie, { ...options, maxAge: TTL_SECONDS });
     },
-    take(owner) {
-      const entry = entries.get(owner);
-      entries.delete(owner);
-      return entry !== undefined && entry.expires > now() ? entry.value : undefined;
+    take(request, reply, owner) {
+      const raw = request.cookies[name];
+      if (raw === undefined) return undefined;
+      reply.clearCookie(name, options);
+      // Attacker-controlled: the whole cookie. Only a value sealed for this owner opens.
+      const bytes = raw.length <= 8192 ? Buffer.from(raw, 'base64url') : Buffer.alloc(0);
+      if (bytes.length <= IV_BYTES + TAG_BYTES) return undefined;
+      try {
+        const decipher = createDecipheriv('aes-256-gcm', key, bytes.subarray(0, IV_BYTES));
+        decipher.setAAD(Buffer.from(owner));
+        decipher.setAuthTag(bytes.subarray(IV_BYTES, IV_BYTES + TAG_BYTES));
+        const opened = Buffer.concat([
+          decipher.update(bytes.subarray(IV_BYTES + TAG_BYTES)),
+          decipher.final(),
+        ]);
+        const { expires, value } = JSON.parse(opened.toString('utf8')) as { expires: number; value: T };
+        return expires > now() / 1000 ? value : undefined;
+      } catch {
+        return undefined;
+      }
     },
   };
 }

@@ -179,6 +179,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     cookies,
     publicUrl: deps.config.publicUrl,
     rateLimits: deps.rateLimits,
+    sessionKey: deps.sessionKey,
   });
   const members = createMembersService();
   registerMembersApi(app, { members });

@@ -67,6 +67,14 @@ export function setCookies(response: { headers: Record<string, unknown> }): stri
   return Array.isArray(header) ? header.map(String) : [String(header)];
 }
 
+/** `cookie` and the one-time secret cookies the response set (secret-flash.ts), as a browser sends them next. */
+export function withFlash(cookie: string, response: { headers: Record<string, unknown> }): string {
+  const flashes = setCookies(response)
+    .map((line) => line.split(';')[0] ?? '')
+    .filter((pair) => pair.startsWith('enclave_flash_') && !pair.endsWith('='));
+  return [cookie, ...flashes].join('; ');
+}
+
 /** `enclave_session=…` as set by the response, ready for a Cookie header; undefined if not set (or cleared). */
 export function sessionCookie(response: Response): string | undefined {
   const pair = setCookies(response)
