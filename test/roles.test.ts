@@ -80,7 +80,7 @@ async function freshInvite(): Promise<string> {
 // ---------------------------------------------------------------- the rows
 
 /** What a path's `:id` names: a fresh agent (own or a colleague's), a member, an invite, a template, the caller's token. */
-type Target = 'agent' | 'member' | 'fresh-member' | 'invite' | 'template' | 'own-token';
+type Target = 'agent' | 'member' | 'fresh-member' | 'invite' | 'template' | 'own-token' | 'own-session';
 
 interface Probe {
   /** The row of the role table that decides; 'signed-in': any user, on their own things only. */
@@ -150,7 +150,9 @@ const ROUTES: Record<string, readonly Probe[]> = {
   'GET /dashboard/settings/tokens/:id/revoke': [{ action: 'signed-in', target: 'own-token' }],
   'POST /dashboard/settings/tokens/:id/revoke': [{ action: 'signed-in' }],
   'GET /profile': [{ action: 'signed-in' }],
+  'GET /profile/sessions/revoke-all': [{ action: 'signed-in' }],
   'POST /profile/sessions/revoke-all': [{ action: 'signed-in' }],
+  'GET /profile/sessions/:id/revoke': [{ action: 'signed-in', target: 'own-session' }],
   'POST /profile/sessions/:id/revoke': [{ action: 'signed-in' }],
   'POST /profile/password': [{ action: 'signed-in' }],
   'POST /profile/email': [{ action: 'signed-in' }],
@@ -228,6 +230,10 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
     const [token] = await ctx.db.superuser<{ id: string }[]>`
       select id from api_tokens where user_id = ${actor.user.id}::uuid limit 1`;
     url = url.replace(':id', token?.id ?? '');
+  } else if (probe.target === 'own-session') {
+    const [session] = await ctx.db.superuser<{ id: string }[]>`
+      select id from sessions where user_id = ${actor.user.id}::uuid and revoked_at is null limit 1`;
+    url = url.replace(':id', session?.id ?? '');
   }
   const api = pattern.startsWith('/api/');
   const body = probe.body?.();

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { before, describe, test } from 'node:test';
 import { mailedInviteToken } from '../../test/helpers/accounts.ts';
 import { useTestApp } from '../../test/helpers/app.ts';
@@ -222,7 +223,7 @@ describe('API tokens page', () => {
 });
 
 describe('profile', () => {
-  test('ACC-3: /profile lists the live sessions with this one marked; revoking another ends it at once; an unknown id is a 404 page', async () => {
+  test('ACC-3: /profile lists the live sessions with this one marked; revoking another asks first, then ends it at once; an unknown id is a 404 page', async () => {
     const first = await signUp(ctx.testApp.app, ctx.db, {
       username: 'sessions',
       email: 'sessions@example.com',
@@ -239,6 +240,18 @@ describe('profile', () => {
     assert.match(profile.body, /\(this session\)/);
     const other = listed.find((id) => id !== current);
 
+    // A link to a question first, which names the session and ends nothing.
+    const asked = await getPage(ctx.testApp.app, `/profile/sessions/${other}/revoke`, {
+      cookie: first.cookie,
+    });
+    assert.equal(asked.statusCode, 200);
+    assert.match(textOf(asked.body), /Sign out that session\?/);
+    assert.equal((await getPage(ctx.testApp.app, '/profile', { cookie: second })).statusCode, 200);
+    const unknown = await getPage(ctx.testApp.app, `/profile/sessions/${randomUUID()}/revoke`, {
+      cookie: first.cookie,
+    });
+    assert.equal(unknown.statusCode, 404);
+
     const revoked = await postForm(ctx.testApp.app, `/profile/sessions/${other}/revoke`, {}, first);
     assert.equal(revoked.statusCode, 303);
     assert.equal(revoked.headers.location, '/profile?notice=session-revoked');
@@ -250,12 +263,21 @@ describe('profile', () => {
     assert.match(missing.body, /There is no such session/);
   });
 
-  test('ACC-3: sign out everywhere ends every session of the user, this one included', async () => {
+  test('ACC-3: sign out everywhere asks first, then ends every session of the user, this one included', async () => {
     const first = await signUp(ctx.testApp.app, ctx.db, {
       username: 'everywhere',
       email: 'everywhere@example.com',
     });
     const second = await signIn('everywhere');
+    // The profile links to a question first; asking ends nothing.
+    const profile = await getPage(ctx.testApp.app, '/profile', { cookie: first.cookie });
+    assert.match(profile.body, /<a href="\/profile\/sessions\/revoke-all">Sign out everywhere…<\/a>/);
+    const asked = await getPage(ctx.testApp.app, '/profile/sessions/revoke-all', { cookie: first.cookie });
+    assert.equal(asked.statusCode, 200);
+    assert.match(textOf(asked.body), /Sign out everywhere\?/);
+    assert.match(asked.body, /<form method="post" action="\/profile\/sessions\/revoke-all"/);
+    const sessionsAfterAsking = await getPage(ctx.testApp.app, '/profile', { cookie: second });
+    assert.equal(sessionsAfterAsking.statusCode, 200, 'asking signed nobody out');
     const response = await postForm(ctx.testApp.app, '/profile/sessions/revoke-all', {}, first);
     assert.equal(response.statusCode, 303);
     assert.equal(response.headers.location, '/login?notice=signed-out-everywhere');

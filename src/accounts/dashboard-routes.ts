@@ -330,6 +330,37 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
     profile(request, reply, 200, { notice: noticeFrom(request.query) }),
   );
 
+  // Signing out another session, or every session, asks first (a page that works without JavaScript).
+  app.get('/profile/sessions/revoke-all', page, async (request, reply) =>
+    askFirst(request, reply, {
+      title: 'Sign out everywhere?',
+      consequence:
+        'Every session of your account ends at once, this one included: each browser and device has to sign in again. API tokens are not affected.',
+      action: '/profile/sessions/revoke-all',
+      button: 'Sign out everywhere',
+      back: '/profile',
+    }),
+  );
+
+  app.get('/profile/sessions/:id/revoke', confirm, async (request, reply) => {
+    const principal = signedIn(request);
+    const session =
+      request.validationError === undefined
+        ? (await accounts.listSessions(principal)).find((listed) => listed.id === request.params.id)
+        : undefined;
+    if (session === undefined) return notFound(request, reply, 'session');
+    const current = session.id === principal.sessionId;
+    return askFirst(request, reply, {
+      title: current ? 'Sign out of this session?' : 'Sign out that session?',
+      consequence: current
+        ? 'You are signed out here, and sign in again to continue.'
+        : `The session from ${session.user_agent ?? 'an unknown browser'}${session.client_ip === null ? '' : ` at ${session.client_ip}`} ends at once: its next request is refused.`,
+      action: `/profile/sessions/${session.id}/revoke`,
+      button: 'Sign out',
+      back: '/profile',
+    });
+  });
+
   app.post('/profile/sessions/revoke-all', { config: user, schema: hide }, async (request, reply) => {
     await accounts.signOutEverywhere(signedIn(request));
     clearSessionCookie(reply, cookies);

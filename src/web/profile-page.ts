@@ -64,9 +64,9 @@ ${
       (session) => html`<tr${session.id === input.currentSessionId ? html` class="current"` : ''}>
 <td>${time(session.created_at)}${session.id === input.currentSessionId ? html` <strong>(this session)</strong>` : ''}</td>
 <td>${time(session.last_seen_at)}</td><td>${session.user_agent ?? ''}</td><td>${session.client_ip ?? ''}</td>
-<td>${postButton(`/profile/sessions/${session.id}/revoke`, 'Sign out', 'Sign out this session')}</td></tr>`,
+<td><a href="/profile/sessions/${session.id}/revoke" aria-label="Sign out this session">Sign out…</a></td></tr>`,
     )}</tbody></table>
-<form method="post" action="/profile/sessions/revoke-all"><button type="submit">Sign out everywhere</button></form>
+<p><a href="/profile/sessions/revoke-all">Sign out everywhere…</a></p>
 
 <h2>Change password</h2>
 <p>Changing your password signs out your other sessions.</p>
