@@ -242,6 +242,9 @@ describe('email verification', () => {
     assert.equal(confirm.statusCode, 200);
     assert.match(confirm.body, new RegExp(`<form method="post" action="/verify-email/${token}">`));
     assert.equal((await emailState())?.pending_email, 'dave.new@example.com', 'a GET changes nothing');
+    // Opened in the browser that is signed in, the page's header names who.
+    const signedInConfirm = await getPage(ctx.testApp.app, `/verify-email/${token}`, { cookie: dave.cookie });
+    assert.match(signedInConfirm.body, /<div class="who"><span>[^<]* · dave<\/span>/);
 
     const verified = await postForm(ctx.testApp.app, `/verify-email/${token}`, {});
     assert.equal(verified.statusCode, 200);

@@ -17,6 +17,7 @@ import {
   signupPage,
 } from '../web/account-pages.ts';
 import { bodyText, type FormProblem, formProblem, formProblems, noticeFrom, sendPage } from '../web/forms.ts';
+import type { Frame } from '../web/html.ts';
 import { DEVICE_COOKIE } from './device-cookies.ts';
 import type { LinkPurpose, LinksService } from './links.ts';
 import {
@@ -290,7 +291,7 @@ export function registerAccountPages(app: App, deps: PageDeps): void {
   const linkRoutes = (
     path: string,
     purpose: LinkPurpose,
-    show: (action: string) => string,
+    show: (action: string, frame: Frame | undefined) => string,
     redeem: (request: FastifyRequest, reply: FastifyReply, token: string) => Promise<FastifyReply>,
     body?: typeof ResetBody,
   ) => {
@@ -308,7 +309,8 @@ export function registerAccountPages(app: App, deps: PageDeps): void {
           return linkPage(reply, purpose, shown.message);
         }
         reply.header('cache-control', 'no-store');
-        return sendPage(reply, 200, show(`${path}/${request.params.token}`));
+        // Opened from a mail, often in a signed-in browser: the header says who (page-frame.ts).
+        return sendPage(reply, 200, show(`${path}/${request.params.token}`, await request.pageFrame()));
       },
     );
     app.post(
@@ -333,7 +335,7 @@ export function registerAccountPages(app: App, deps: PageDeps): void {
   linkRoutes('/verify-email', 'verify_email', confirmEmailPage, async (request, reply, token) => {
     try {
       const { email } = await links.verifyEmail(token, clientInfo(request));
-      return sendPage(reply, 200, emailVerifiedPage(email));
+      return sendPage(reply, 200, emailVerifiedPage(email, await request.pageFrame()));
     } catch (error) {
       const shown = shownError(reply, error);
       if (shown.status === 429) return sendPage(reply, 429, messagePage('Too many attempts', shown.message));
@@ -344,7 +346,7 @@ export function registerAccountPages(app: App, deps: PageDeps): void {
   linkRoutes(
     '/recover',
     'recover',
-    (action) => resetPasswordPage({ action }),
+    (action, frame) => resetPasswordPage({ action }, frame),
     async (request, reply, token) => {
       const action = `/recover/${token}`;
       if (request.validationError !== undefined) {

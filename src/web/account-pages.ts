@@ -1,6 +1,6 @@
 import { MIN_PASSWORD_CHARS } from '../accounts/validation.ts';
 import { errorBox, field, hidden, noticeBox } from './forms.ts';
-import { type Html, html, page } from './html.ts';
+import { type Frame, type Html, html, page } from './html.ts';
 
 // The pages of someone who is not signed in yet: signup, sign-in, recovery,
 // email verification, and the plain message page that answers a bad link.
@@ -167,7 +167,10 @@ support about this request.</p>
   );
 }
 
-export function resetPasswordPage(input: { action: string; error?: string | undefined }): string {
+export function resetPasswordPage(
+  input: { action: string; error?: string | undefined },
+  frame?: Frame,
+): string {
   return page(
     'Set a new password',
     html`<h1>Set a new password</h1>
@@ -176,24 +179,27 @@ export function resetPasswordPage(input: { action: string; error?: string | unde
 ${newPasswordField(input.error)}
 <button type="submit">Set password</button>
 </form>`,
+    frame,
   );
 }
 
 /** GET of a verification link only asks: mail scanners fetch links, and a GET must not change state. */
-export function confirmEmailPage(action: string): string {
+export function confirmEmailPage(action: string, frame?: Frame): string {
   return page(
     'Confirm your email address',
     html`<h1>Confirm your email address</h1>
 <p>Confirm that this address should become the email address of your account.</p>
 <form method="post" action="${action}"><button type="submit">Confirm email address</button></form>`,
+    frame,
   );
 }
 
-export function emailVerifiedPage(email: string): string {
+export function emailVerifiedPage(email: string, frame?: Frame): string {
   return page(
     'Email address verified',
     html`<h1>Email address verified</h1>
 <p>Your account's email address is now <strong>${email}</strong>. You can sign in with it.</p>
 <p><a href="/profile">Go to your profile</a></p>`,
+    frame,
   );
 }
