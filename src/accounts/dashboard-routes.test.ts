@@ -192,6 +192,33 @@ describe('API tokens page', () => {
     }
   });
 
+  test('the mint form shows the rules checked beyond the schema at once too: a blank name and a past expiry', async () => {
+    const before = await countTokens();
+    const response = await postForm(
+      ctx.testApp.app,
+      TOKENS,
+      { name: '   ', scope: 'read', expires_at: '2020-01-01' },
+      owner,
+    );
+    assert.equal(response.statusCode, 400);
+    assert.match(response.body, /Check the 2 fields marked below\./);
+    for (const [id, message] of [
+      ['f-name', 'Give the token a name of 1 to 100 characters.'],
+      ['f-expires_at', 'The expiry must be in the future.'],
+    ]) {
+      assert.ok(response.body.includes(`<p class="error" id="${id}-error">${message}</p>`), message);
+    }
+    const unreadable = await postForm(
+      ctx.testApp.app,
+      TOKENS,
+      { name: '', scope: 'read', expires_at: '31/12' },
+      owner,
+    );
+    assert.match(unreadable.body, /Check the 2 fields marked below\./);
+    assert.match(unreadable.body, /Enter the expiry as a date \(YYYY-MM-DD\)\./);
+    assert.equal(await countTokens(), before, 'nothing minted');
+  });
+
   test('ACC-10: creating a token is POST-redirect-GET: reloading the page that shows it mints no second token and shows it no more', async () => {
     const before = await countTokens();
     const posted = await postForm(ctx.testApp.app, TOKENS, { name: 'once', scope: 'read' }, owner);

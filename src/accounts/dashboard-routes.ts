@@ -21,7 +21,7 @@ import { formErrors, shownError } from './page-routes.ts';
 import { type CookieSettings, clearSessionCookie, signedIn } from './principal.ts';
 import { may } from './roles.ts';
 import { createSecretFlash } from './secret-flash.ts';
-import type { AccountsService, Principal } from './service.ts';
+import { type AccountsService, type Principal, tokenInputProblems } from './service.ts';
 
 // The signed-in pages: /dashboard, its token and invite settings, /profile.
 // Every route is auth 'user' (anonymous page requests are sent to /login).
@@ -155,9 +155,16 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
       return tokens(request, reply, 400, { values, errors });
     }
     const expiresAt = endOfDay(request.body.expires_at ?? '');
-    if (expiresAt === undefined) {
-      const errors = formErrors({ field: 'expires_at', message: 'Enter the expiry as a date (YYYY-MM-DD).' });
-      return tokens(request, reply, 400, { values, errors });
+    // Every broken rule at once, each by its field (the service checks the same rules again).
+    const problems =
+      expiresAt === undefined
+        ? [
+            ...tokenInputProblems({ name: request.body.name, expiresAt: null }),
+            { field: 'expires_at', message: 'Enter the expiry as a date (YYYY-MM-DD).' },
+          ]
+        : tokenInputProblems({ name: request.body.name, expiresAt });
+    if (problems.length > 0 || expiresAt === undefined) {
+      return tokens(request, reply, 400, { values, errors: formErrors(problems) });
     }
     try {
       const minted = await accounts.mintApiToken(signedIn(request), {

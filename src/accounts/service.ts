@@ -120,6 +120,22 @@ function usableInvite(invite: Invite | undefined): Invite {
   return invite;
 }
 
+/** Every rule a new API token's name and expiry break, in words (a form shows them all at once). */
+export function tokenInputProblems(
+  input: { name: string; expiresAt: Date | null },
+  now = Date.now(),
+): { field: string; message: string }[] {
+  const problems: { field: string; message: string }[] = [];
+  const name = input.name.trim();
+  if (name.length === 0 || name.length > 100) {
+    problems.push({ field: 'name', message: 'Give the token a name of 1 to 100 characters.' });
+  }
+  if (input.expiresAt !== null && input.expiresAt.getTime() <= now) {
+    problems.push({ field: 'expires_at', message: 'The expiry must be in the future.' });
+  }
+  return problems;
+}
+
 export function createAccountsService(deps: AccountsDeps) {
   const { sql, rateLimits, deviceCookies } = deps;
 
@@ -322,12 +338,9 @@ export function createAccountsService(deps: AccountsDeps) {
       input: { name: string; scope: TokenScope; expiresAt: Date | null },
     ): Promise<{ listing: ApiTokenListing; token: string }> {
       await rateLimits.consume('token_mint', principal.user.id);
+      const [problem] = tokenInputProblems(input);
+      if (problem !== undefined) throw fieldError(problem.field, problem.message);
       const name = input.name.trim();
-      if (name.length === 0 || name.length > 100)
-        throw fieldError('name', 'Give the token a name of 1 to 100 characters.');
-      if (input.expiresAt !== null && input.expiresAt.getTime() <= Date.now()) {
-        throw fieldError('expires_at', 'The expiry must be in the future.');
-      }
       return withTenant(sql, principal.user.tenant_id, async (tx) => {
         const minted = await insertApiToken(tx, {
           tenantId: principal.user.tenant_id,
