@@ -178,7 +178,29 @@ describe('audit tampering, verified offline', () => {
       await tx`update audit_heads set seq = 6, hash = ${sixth.hash} where tenant_id = ${tenant}::uuid`;
     });
     await checkpoint(); // the new leaf commits to seq 6; the earlier one to seq 8 stays in the log
-    assertFailsAt(await exportAndVerify(tenant), 7, /missing .* commits to seq 8/);
+    const result = await exportAndVerify(tenant);
+    assertFailsAt(result, 6, /leaf \d+ commits to seq 6, below seq 8 .*: the head went back/);
+    assert.match(result.stdout, /missing .* commits to seq 8/);
+  });
+
+  test('AUD-8: newest events deleted, the head rolled back and the newer leaves re-tagged to another tenant: caught by the leaves of an earlier bundle', async () => {
+    const tenant = await seed();
+    await appendEvents(db, tenant, 4);
+    await checkpoint();
+    const earlier = await exportAndVerify(tenant);
+    assert.equal(earlier.code, 0, earlier.stdout);
+    const earlierFile = path.join(dir, `bundle-${exports}.jsonl`);
+    const other = await createTenant(db);
+    await asAttacker(async (tx) => {
+      const eight = await row(tx, tenant, 8);
+      await tx`delete from audit_events where tenant_id = ${tenant}::uuid and seq > 8`;
+      await tx`update audit_heads set seq = 8, hash = ${eight.hash} where tenant_id = ${tenant}::uuid`;
+      // The leaf hashes stay as they are, so the signed roots still hold: only who a leaf belongs to changes.
+      await tx`update checkpoint_leaves set tenant_id = ${other}::uuid where tenant_id = ${tenant}::uuid and seq > 8`;
+    });
+    const result = await exportAndVerify(tenant, ['--previous-checkpoint', earlierFile]);
+    assert.equal(result.code, 1, result.stdout);
+    assert.match(result.stdout, /of the earlier bundle is missing from this one/);
   });
 
   test('AUD-5: reordering two events is caught at the first of them', async () => {

@@ -13,6 +13,18 @@ export interface BundleVerifyOptions {
   readonly pinnedKey?: string;
   /** A checkpoint note saved earlier; the bundle's checkpoint must extend it (AUD-8). */
   readonly previousCheckpoint?: string;
+  /**
+   * The leaves of an earlier bundle of the same tenant (when --previous-checkpoint
+   * names a bundle): the log is append-only, so each must appear again (AUD-8).
+   */
+  readonly previousLeaves?: { readonly tenant: string; readonly leaves: readonly PreviousLeaf[] };
+}
+
+/** A leaf as an earlier bundle listed it. */
+export interface PreviousLeaf {
+  readonly index: string;
+  readonly seq: number;
+  readonly hash: string;
 }
 
 export type CheckName =
@@ -95,6 +107,7 @@ export function checkBundleCheckpoint(
   }
   const committed = checkLeaves(header.tenant, line, checkpoint, committedBySeq, problems);
   const previousSize = checkPrevious(header.origin, line, checkpoint, key, options, problems);
+  checkPreviousLeaves(header.tenant, line, checkpoint, options, problems);
   return { checkpoint, signedBy, committedBySeq, committed, previousSize, problems, notes };
 }
 
@@ -113,7 +126,24 @@ function checkLeaves(
     return undefined;
   }
   let committed: CheckpointFindings['committed'];
+  let before: { index: bigint; seq: number } | undefined;
   for (const leaf of line.leaves) {
+    // The tenant's leaves, in log order, commit to ever later heads: a seq below an earlier
+    // leaf's is a head that went back at a checkpoint (events hidden or deleted, perhaps
+    // restored afterwards), and leaves out of index order are not the log's listing. (One
+    // seq with two hashes is a rewrite, reported below.)
+    const index = BigInt(leaf.index);
+    if (before !== undefined && (index <= before.index || leaf.seq < before.seq)) {
+      problems.push({
+        check: 'checkpoint',
+        seq: leaf.seq,
+        reason:
+          index <= before.index
+            ? `leaf ${leaf.index} is listed after leaf ${before.index}: the leaves are not in log order`
+            : `leaf ${leaf.index} commits to seq ${leaf.seq}, below seq ${before.seq} of the leaf before it: the head went back between two checkpoints (events were hidden or deleted)`,
+      });
+    }
+    before = { index, seq: leaf.seq };
     // Attacker-controlled: each leaf and proof. Invariant: only a leaf proven to be in the
     // signed tree becomes a commitment the chain must match.
     try {
@@ -143,6 +173,38 @@ function checkLeaves(
     }
   }
   return committed;
+}
+
+/** Every leaf of an earlier bundle that the bundle's checkpoint covers must be listed again, unchanged. */
+function checkPreviousLeaves(
+  tenant: string,
+  line: BundleCheckpoint,
+  checkpoint: Checkpoint,
+  options: BundleVerifyOptions,
+  problems: Problem[],
+): void {
+  const previous = options.previousLeaves;
+  if (previous === undefined) return;
+  if (previous.tenant !== tenant) {
+    problems.push({
+      check: 'consistency',
+      reason: `the earlier bundle is of another tenant (${previous.tenant})`,
+    });
+    return;
+  }
+  const listed = new Map(line.leaves.map((leaf) => [leaf.index, leaf]));
+  for (const leaf of previous.leaves) {
+    if (BigInt(leaf.index) >= checkpoint.size) continue;
+    const again = listed.get(leaf.index);
+    if (again === undefined || again.seq !== leaf.seq || again.hash !== leaf.hash) {
+      problems.push({
+        check: 'consistency',
+        seq: leaf.seq,
+        reason: `leaf ${leaf.index} (seq ${leaf.seq}) of the earlier bundle is ${again === undefined ? 'missing from' : 'different in'} this one: the log's leaves of this tenant were hidden or altered`,
+      });
+      return;
+    }
+  }
 }
 
 function checkPrevious(

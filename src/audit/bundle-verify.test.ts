@@ -48,6 +48,44 @@ function standard() {
 }
 
 describe('enclave-verify core', () => {
+  test('AUD-8: leaf seqs that go back between checkpoints (17, then 9, then 20) fail, though the chain passes every leaf', () => {
+    const events = chain(20);
+    const heads = [17, 9, 20].map((seq) => ({ seq, hash: events[seq - 1]?.hash ?? Buffer.alloc(32) }));
+    const log = syntheticLog({ tenant, heads, key });
+    const report = verify([headerLine(tenant, key), checkpointLine(log, key), ...events.map((e) => e.line)]);
+    assert.equal(report.ok, false);
+    assert.equal(firstBad(report).check, 'checkpoint');
+    assert.equal(firstBad(report).seq, 9);
+    assert.match(firstBad(report).reason, /head went back between two checkpoints/);
+  });
+
+  test('AUD-8: a leaf an earlier bundle listed, missing from a later one (re-tagged to another tenant), fails', () => {
+    const { events, log } = standard();
+    const earlier = checkpointLine(log, key);
+    const previousLeaves = {
+      tenant,
+      leaves: (JSON.parse(earlier) as { leaves: { index: string; seq: number; hash: string }[] }).leaves,
+    };
+    // The later bundle: head rolled back to 4, and the leaf of seq 10 no longer listed as this tenant's.
+    const hidden = JSON.parse(earlier) as { leaves: unknown[] };
+    hidden.leaves = hidden.leaves.slice(0, 1);
+    const lines = [headerLine(tenant, key), JSON.stringify(hidden), ...events.slice(0, 4).map((e) => e.line)];
+    assert.equal(
+      verify(lines).ok,
+      true,
+      'alone, the later bundle looks whole: the attack this check catches',
+    );
+    const report = verify(lines, { previousLeaves });
+    assert.equal(report.ok, false);
+    assert.equal(firstBad(report).check, 'consistency');
+    assert.match(
+      firstBad(report).reason,
+      /leaf \d+ \(seq 10\) of the earlier bundle is missing from this one/,
+    );
+    const other = verify(lines, { previousLeaves: { ...previousLeaves, tenant: randomUUID() } });
+    assert.match(firstBad(other).reason, /earlier bundle is of another tenant/);
+  });
+
   test('AUD-5: an intact bundle verifies: every event, both leaves, the signature', () => {
     const { events, log } = standard();
     const report = verify([headerLine(tenant, key), checkpointLine(log, key), ...events.map((e) => e.line)]);

@@ -102,18 +102,34 @@ export async function feedLines(
   if (reading && carry !== undefined) next(carry.toString('utf8'));
 }
 
-/** A checkpoint note from a note file, or from the checkpoint line of an earlier bundle. */
-export function previousCheckpointNote(text: string): string | undefined {
-  if (!text.startsWith('{')) return text;
-  const [, second] = text.split('\n', 2);
+/**
+ * What --previous-checkpoint gives: a checkpoint note from a note file, or
+ * from an earlier bundle its checkpoint note and the tenant's leaves.
+ */
+export function previousCheckpoint(
+  text: string,
+): Pick<BundleVerifyOptions, 'previousCheckpoint' | 'previousLeaves'> | undefined {
+  if (!text.startsWith('{')) return { previousCheckpoint: text };
+  const [first, second] = text.split('\n', 3);
+  let header: unknown;
   let value: unknown;
   try {
+    header = JSON.parse(first ?? '');
     value = JSON.parse(second ?? '');
   } catch {
     return undefined;
   }
   const line = parseCheckpointLine(value);
-  return line.ok && line.value.note !== null ? line.value.note : undefined;
+  const tenant =
+    typeof header === 'object' && header !== null && 'tenant' in header ? header.tenant : undefined;
+  if (!line.ok || line.value.note === null || typeof tenant !== 'string') return undefined;
+  return {
+    previousCheckpoint: line.value.note,
+    previousLeaves: {
+      tenant,
+      leaves: line.value.leaves.map(({ index, seq, hash }) => ({ index, seq, hash })),
+    },
+  };
 }
 
 export function formatReport(file: string, report: VerifyReport): string[] {
@@ -188,15 +204,15 @@ export async function runVerify(argv: readonly string[], io: VerifyIo): Promise<
     io.out(VERIFY_USAGE);
     return 0;
   }
-  const options: { pinnedKey?: string; previousCheckpoint?: string } = {};
+  const options: { -readonly [K in keyof BundleVerifyOptions]: BundleVerifyOptions[K] } = {};
   if (parsed.key !== undefined) options.pinnedKey = parsed.key.trim();
   let size: number;
   try {
     size = (await stat(parsed.file)).size;
     if (parsed.previous !== undefined) {
-      const note = previousCheckpointNote(await readFile(parsed.previous, 'utf8'));
-      if (note === undefined) throw new Error(`${parsed.previous} holds no checkpoint note`);
-      options.previousCheckpoint = note;
+      const previous = previousCheckpoint(await readFile(parsed.previous, 'utf8'));
+      if (previous === undefined) throw new Error(`${parsed.previous} holds no checkpoint note`);
+      Object.assign(options, previous);
     }
   } catch (error) {
     io.err(`enclave-verify: ${error instanceof Error ? error.message : String(error)}`);
