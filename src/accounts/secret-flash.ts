@@ -1,5 +1,6 @@
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { hkdfSync } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { open, seal } from '../vault/service.ts';
 import type { CookieSettings } from './principal.ts';
 
 // POST-redirect-GET for the two forms that make a secret (a new API token, a
@@ -43,12 +44,9 @@ export function createSecretFlash<T>(
   const options = { httpOnly: true, sameSite: 'strict' as const, secure: settings.secure, path: PATH };
   return {
     put(reply, owner, value) {
-      const iv = randomBytes(IV_BYTES);
-      const cipher = createCipheriv('aes-256-gcm', key, iv);
-      cipher.setAAD(Buffer.from(owner));
       const expires = Math.floor(now() / 1000) + TTL_SECONDS;
-      const sealed = Buffer.concat([cipher.update(JSON.stringify({ expires, value })), cipher.final()]);
-      const cookie = Buffer.concat([iv, cipher.getAuthTag(), sealed]).toString('base64url');
+      const sealed = seal(key, Buffer.from(JSON.stringify({ expires, value })), Buffer.from(owner));
+      const cookie = Buffer.concat([sealed.nonce, sealed.tag, sealed.ciphertext]).toString('base64url');
       reply.setCookie(name, cookie, { ...options, maxAge: TTL_SECONDS });
     },
     take(request, reply, owner) {
@@ -59,14 +57,14 @@ export function createSecretFlash<T>(
       const bytes = raw.length <= 8192 ? Buffer.from(raw, 'base64url') : Buffer.alloc(0);
       if (bytes.length <= IV_BYTES + TAG_BYTES) return undefined;
       try {
-        const decipher = createDecipheriv('aes-256-gcm', key, bytes.subarray(0, IV_BYTES));
-        decipher.setAAD(Buffer.from(owner));
-        decipher.setAuthTag(bytes.subarray(IV_BYTES, IV_BYTES + TAG_BYTES));
-        const opened = Buffer.concat([
-          decipher.update(bytes.subarray(IV_BYTES + TAG_BYTES)),
-          decipher.final(),
-        ]);
+        const sealed = {
+          nonce: bytes.subarray(0, IV_BYTES),
+          tag: bytes.subarray(IV_BYTES, IV_BYTES + TAG_BYTES),
+          ciphertext: bytes.subarray(IV_BYTES + TAG_BYTES),
+        };
+        const opened = open(key, sealed, Buffer.from(owner));
         const { expires, value } = JSON.parse(opened.toString('utf8')) as { expires: number; value: T };
+        opened.fill(0);
         return expires > now() / 1000 ? value : undefined;
       } catch {
         return undefined;

@@ -231,12 +231,24 @@ describe('enclave-verify core', () => {
           segment_sha256: m.sha256,
         },
       });
-    const hot = [record(first.manifest), record(second.manifest), nextEvent(tenant, state)];
+    // The first segment's file was deleted past the 24-month cold window, as the chain records.
+    const deleted = (m: typeof first.manifest, ts: string) =>
+      nextEvent(tenant, state, {
+        action: 'audit.archive_deleted',
+        data: { first_seq: m.first_seq, last_seq: m.last_seq, segment_sha256: m.sha256 },
+        ts,
+      });
+    const hot = [
+      record(first.manifest),
+      record(second.manifest),
+      deleted(first.manifest, '2028-01-02T00:00:00.000Z'),
+      nextEvent(tenant, state, { ts: '2028-01-02T00:00:01.000Z' }),
+    ];
     const log = syntheticLog({ tenant, heads: [{ ...state }], key });
     const head = [headerLine(tenant, key), checkpointLine(log, key)];
     const report = verify([...head, ...first.lines, ...second.lines, ...hot.map((e) => e.line)]);
     assert.deepEqual(report.problems, []);
-    assert.equal(report.eventsVerified, 6, 'three archived in the bundle, three hot');
+    assert.equal(report.eventsVerified, 7, 'three archived in the bundle, four hot');
     assert.equal(report.eventsByManifestOnly, 3);
     assert.deepEqual(report.segments, { total: 2, included: 1, recorded: 2 });
 
@@ -263,6 +275,54 @@ describe('enclave-verify core', () => {
     ]);
     assert.equal(mismatched.ok, false);
     assert.equal(firstBad(mismatched).check, 'archive');
+  });
+
+  test('AUD-7: a segment missing from the bundle fails unless an audit.archive_deleted event past the cold window accounts for it (a file deleted early, a segment marked as not included)', () => {
+    const state = genesis();
+    const archived = Array.from({ length: 3 }, () => nextEvent(tenant, state));
+    const withheld = segmentLines(tenant, archived, { included: false });
+    const m = withheld.manifest;
+    const record = nextEvent(tenant, state, {
+      action: 'audit.archived',
+      data: {
+        event_count: m.event_count,
+        first_prev_hash: m.first_prev_hash,
+        first_seq: m.first_seq,
+        last_hash: m.last_hash,
+        last_seq: m.last_seq,
+        segment_sha256: m.sha256,
+      },
+    });
+    const bundle = (hot: readonly SyntheticEvent[]) => {
+      const log = syntheticLog({ tenant, heads: [{ ...state }], key });
+      return verify([
+        headerLine(tenant, key),
+        checkpointLine(log, key),
+        ...withheld.lines,
+        ...[record, ...hot].map((e) => e.line),
+      ]);
+    };
+    const early = { ...state };
+    const unaccounted = bundle([]);
+    assert.equal(unaccounted.ok, false);
+    assert.equal(firstBad(unaccounted).check, 'archive');
+    assert.equal(firstBad(unaccounted).seq, 1);
+    assert.match(
+      firstBad(unaccounted).reason,
+      /no audit\.archive_deleted event after the 24-month cold window accounts for it/,
+    );
+    // Recorded as deleted, but only a year after its newest event: still removed early.
+    const tooSoon = nextEvent(
+      tenant,
+      { ...early },
+      {
+        action: 'audit.archive_deleted',
+        data: { first_seq: m.first_seq, last_seq: m.last_seq, segment_sha256: m.sha256 },
+        ts: '2027-01-01T00:00:00.000Z',
+      },
+    );
+    Object.assign(state, { seq: tooSoon.seq, hash: tooSoon.hash });
+    assert.equal(bundle([tooSoon]).ok, false);
   });
 
   test('AUD-5: lines that are not a bundle are reported, not thrown', () => {

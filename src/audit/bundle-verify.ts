@@ -62,6 +62,9 @@ interface OpenSegment {
   readonly digest: Hash;
 }
 
+/** Archive segments are deleted no sooner than this many months after their newest event (AUD-7; ENCLAVE_AUDIT_COLD_MONTHS' minimum). */
+const COLD_MONTHS_FLOOR = 24;
+
 export class BundleVerifier {
   readonly #options: BundleVerifyOptions;
   #stage: 'header' | 'checkpoint' | 'body' = 'header';
@@ -84,6 +87,8 @@ export class BundleVerifier {
   #segment: OpenSegment | undefined;
   #hotStarted = false;
   readonly #manifests = new Map<number, SegmentManifest>();
+  /** Segments the bundle does not include, by first seq: each must be accounted for by an audit.archive_deleted event (AUD-7). */
+  readonly #withheld = new Map<number, { manifest: SegmentManifest; accounted: boolean }>();
   #segmentCount = 0;
   #includedCount = 0;
   #recorded = 0;
@@ -190,11 +195,11 @@ export class BundleVerifier {
       this.#segment = { manifest, remaining: manifest.event_count, digest: createHash('sha256') };
       return true;
     }
-    // Not in the bundle (deleted past the cold window): the chain resumes after it.
+    // Not in the bundle: the chain resumes after it. That is sound only for a segment deleted
+    // past the cold window, which an audit.archive_deleted event later in the chain records;
+    // anything else (a file removed early, an included segment marked as not) fails at finish.
     this.#byManifest += manifest.event_count;
-    if (parsed.value.deleted_at === null) {
-      this.#notes.push(`${where} is not in the bundle (its file was not available to the exporter)`);
-    }
+    this.#withheld.set(manifest.first_seq, { manifest, accounted: false });
     const committed = this.#committed;
     if (
       committed !== undefined &&
@@ -251,6 +256,7 @@ export class BundleVerifier {
       );
     }
     if (event.action === 'audit.archived') this.#crossCheckArchived(event);
+    if (event.action === 'audit.archive_deleted') this.#accountDeletion(event);
     return true;
   }
 
@@ -301,7 +307,45 @@ export class BundleVerifier {
     });
   }
 
+  /** An audit.archive_deleted event accounts for a withheld segment it names, if it came past the cold window. */
+  #accountDeletion(event: AuditEvent): void {
+    const data = event.data;
+    const withheld = typeof data.first_seq === 'number' ? this.#withheld.get(data.first_seq) : undefined;
+    if (
+      withheld === undefined ||
+      data.last_seq !== withheld.manifest.last_seq ||
+      data.segment_sha256 !== withheld.manifest.sha256
+    ) {
+      return;
+    }
+    const due = new Date(withheld.manifest.last_ts);
+    due.setUTCMonth(due.getUTCMonth() + COLD_MONTHS_FLOOR);
+    if (Date.parse(event.ts) >= due.getTime()) withheld.accounted = true;
+  }
+
+  /** Every withheld segment must be accounted for (see #accountDeletion), or the chain has a hole no one recorded. */
+  #checkWithheld(): void {
+    const withheld = [...this.#withheld.values()];
+    withheld.forEach(({ manifest, accounted }, i) => {
+      if (accounted) return;
+      const where = `archive segment ${manifest.first_seq}–${manifest.last_seq}`;
+      // Its record may itself lie in a later segment deleted in turn, once that one is accounted for.
+      if (withheld.slice(i + 1).some((later) => later.accounted)) {
+        this.#notes.push(
+          `${where} is not in the bundle; the record of its deletion may be in a later deleted segment`,
+        );
+        return;
+      }
+      this.#problem({
+        check: 'archive',
+        seq: manifest.first_seq,
+        reason: `${where} is not in the bundle, and no audit.archive_deleted event after the ${COLD_MONTHS_FLOOR}-month cold window accounts for it: its ${manifest.event_count} events were removed early or withheld`,
+      });
+    });
+  }
+
   #finishChain(): void {
+    this.#checkWithheld();
     if (this.#segment !== undefined) {
       const { manifest, remaining } = this.#segment;
       this.#problem({

@@ -14,6 +14,8 @@ import { checkMasterKeys, verifyMasterKeys } from './data-keys.ts';
 import type { CredentialAddress } from './envelope.ts';
 import type { MasterKeyProvider } from './master-keys.ts';
 
+// AES-256-GCM for other short-lived secrets (accounts/secret-flash.ts), so this folder stays the one place that decrypts (VLT-5).
+export { open, type Sealed, seal } from './envelope.ts';
 export { loadMasterKeyProvider, type MasterKeyProvider } from './master-keys.ts';
 
 import { rotateMasterKey, rotateTenantKey } from './rotation.ts';
