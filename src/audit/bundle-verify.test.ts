@@ -13,6 +13,7 @@ import {
   signedCheckpoint,
   syntheticLog,
 } from '../../test/helpers/audit-bundle.ts';
+import type { SegmentManifest } from './bundle-format.ts';
 import { BundleVerifier, type BundleVerifyOptions, type VerifyReport } from './bundle-verify.ts';
 
 // The offline verifier on bundles built in memory (AUD-5, AUD-7, AUD-8). The
@@ -31,6 +32,21 @@ function verify(lines: readonly string[], options: BundleVerifyOptions = {}): Ve
   const verifier = new BundleVerifier(options);
   for (const line of lines) if (!verifier.push(line)) break;
   return verifier.finish();
+}
+
+/** The chain's audit.archived record of a segment, as the archive function appends it. */
+function archivedRecord(state: ChainState, m: SegmentManifest): SyntheticEvent {
+  return nextEvent(tenant, state, {
+    action: 'audit.archived',
+    data: {
+      event_count: m.event_count,
+      first_prev_hash: m.first_prev_hash,
+      first_seq: m.first_seq,
+      last_hash: m.last_hash,
+      last_seq: m.last_seq,
+      segment_sha256: m.sha256,
+    },
+  });
 }
 
 function firstBad(report: VerifyReport): { seq: number | undefined; check: string; reason: string } {
@@ -219,18 +235,7 @@ describe('enclave-verify core', () => {
       deletedAt: '2026-01-02T00:00:00.000Z',
     });
     const second = segmentLines(tenant, archived.slice(3), { included: true });
-    const record = (m: typeof first.manifest) =>
-      nextEvent(tenant, state, {
-        action: 'audit.archived',
-        data: {
-          event_count: m.event_count,
-          first_prev_hash: m.first_prev_hash,
-          first_seq: m.first_seq,
-          last_hash: m.last_hash,
-          last_seq: m.last_seq,
-          segment_sha256: m.sha256,
-        },
-      });
+    const record = (m: SegmentManifest) => archivedRecord(state, m);
     // The first segment's file was deleted past the 24-month cold window, as the chain records.
     const deleted = (m: typeof first.manifest, ts: string) =>
       nextEvent(tenant, state, {
@@ -282,17 +287,7 @@ describe('enclave-verify core', () => {
     const archived = Array.from({ length: 3 }, () => nextEvent(tenant, state));
     const withheld = segmentLines(tenant, archived, { included: false });
     const m = withheld.manifest;
-    const record = nextEvent(tenant, state, {
-      action: 'audit.archived',
-      data: {
-        event_count: m.event_count,
-        first_prev_hash: m.first_prev_hash,
-        first_seq: m.first_seq,
-        last_hash: m.last_hash,
-        last_seq: m.last_seq,
-        segment_sha256: m.sha256,
-      },
-    });
+    const record = archivedRecord(state, m);
     const bundle = (hot: readonly SyntheticEvent[]) => {
       const log = syntheticLog({ tenant, heads: [{ ...state }], key });
       return verify([
