@@ -92,6 +92,10 @@ export function checkBundleCheckpoint(
   let signedBy: CheckpointFindings['signedBy'];
   try {
     const parsedKey = parseVerifierKey(key);
+    // The key is named for the log it signs: its name is the origin (docs/audit-format.md §2).
+    if (parsedKey.name !== header.origin) {
+      throw new Error(`the verifier key is named ${parsedKey.name}, not this log's origin ${header.origin}`);
+    }
     // Attacker-controlled: the note (a replaced checkpoint file). Invariant: only a note the
     // trusted key signed, for this log's origin, is used from here on.
     checkpoint = verifyCheckpoint(line.note, parsedKey, header.origin);

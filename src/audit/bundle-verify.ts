@@ -114,6 +114,14 @@ export class BundleVerifier {
     }
   }
 
+  /** The file's last line had no newline: every line of a bundle ends in one, so it may have been cut short. */
+  unterminated(): void {
+    this.#problem({
+      check: 'bundle',
+      reason: `line ${this.#lines} does not end in a newline, as every line of a bundle does: the file may have been cut short`,
+    });
+  }
+
   finish(): VerifyReport {
     if (this.#stage !== 'body') {
       if (!this.#chainBroken) {

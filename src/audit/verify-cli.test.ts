@@ -129,6 +129,27 @@ describe('enclave-verify', () => {
     assert.equal(fromBundle.code, 0, fromBundle.stdout);
   });
 
+  test('AUD-5: a bundle whose last line has no newline fails: the file may have been cut short', async () => {
+    const cut = path.join(dir, 'cut.jsonl');
+    await writeFile(cut, (await readFile(good, 'utf8')).trimEnd());
+    const result = await run([cut]);
+    assert.equal(result.code, 1, result.stdout);
+    assert.match(
+      result.stdout,
+      /\[bundle\] line 22 does not end in a newline, as every line of a bundle does/,
+    );
+  });
+
+  test('AUD-4: a verifier key whose name is not the log origin is refused, with the reason', async () => {
+    const misnamed = checkpointKey('another.example/enclave/audit');
+    const result = await run(['--key', misnamed.verifierKey, good]);
+    assert.equal(result.code, 1);
+    assert.match(
+      result.stdout,
+      /the verifier key is named another\.example\/enclave\/audit, not this log's origin/,
+    );
+  });
+
   test('AUD-5: bad usage and unreadable files exit 2', async () => {
     assert.equal((await run([])).code, 2);
     assert.equal((await run(['--nope', good])).code, 2);

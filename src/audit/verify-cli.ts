@@ -43,7 +43,8 @@ export async function verifyBundleFile(
   const verifier = new BundleVerifier(options);
   const stream = createReadStream(file, { highWaterMark: READ_CHUNK });
   try {
-    await feedLines(stream, (line) => verifier.push(line), onProgress);
+    const { unterminated } = await feedLines(stream, (line) => verifier.push(line), onProgress);
+    if (unterminated) verifier.unterminated();
   } finally {
     stream.destroy();
   }
@@ -54,13 +55,13 @@ export async function verifyBundleFile(
  * Splits a byte stream into lines for `push`, decoding each chunk up to its
  * last newline in one go (so a multi-byte character is never split) and
  * copying only the line that straddles two chunks. Stops reading as soon as
- * `push` returns false.
+ * `push` returns false. `unterminated`: the last line read had no newline.
  */
 export async function feedLines(
   chunks: AsyncIterable<Buffer>,
   push: (line: string) => boolean,
   onProgress?: (bytes: number, lines: number) => void,
-): Promise<void> {
+): Promise<{ unterminated: boolean }> {
   /** The bytes of an unfinished line from the previous chunk(s). */
   let carry: Buffer | undefined;
   let bytes = 0;
@@ -97,9 +98,11 @@ export async function feedLines(
     const rest = Math.max(last + 1, start);
     if (rest < chunk.length) carry = Buffer.from(chunk.subarray(rest));
     onProgress?.(bytes, lines);
-    if (!reading) return;
+    if (!reading) return { unterminated: false };
   }
-  if (reading && carry !== undefined) next(carry.toString('utf8'));
+  if (!reading || carry === undefined) return { unterminated: false };
+  next(carry.toString('utf8'));
+  return { unterminated: true };
 }
 
 /**
