@@ -15,6 +15,7 @@ import { createTestDatabase, type TestDatabase } from '../test/helpers/database.
 
 const SIZES = [10_000, 100_000, 1_000_000];
 const MOVED = 1000;
+const FILLERS = 5000;
 const ROUNDS = 5;
 const PROOFS_PER_ROUND = 50;
 
@@ -27,17 +28,22 @@ interface Log {
   stallMs: number;
 }
 
-/** A log of `size` leaves (one filler tenant's), stored as the migrations store it, and MOVED tenants with heads. */
+/**
+ * A log of `size` leaves from FILLERS other tenants, stored as the migrations
+ * store it, and MOVED tenants with heads. (Spread over many tenants, as a real
+ * log is: the planner finds a tenant's newest leaf through (tenant_id, idx).)
+ */
 async function seed(size: number): Promise<Log> {
   const db = await createTestDatabase();
-  const filler = randomUUID();
+  const fillers = Array.from({ length: FILLERS }, () => randomUUID());
   const tenants = Array.from({ length: MOVED }, () => randomUUID());
-  await db.superuser`insert into tenants (id, name) select id, 'bench' from unnest(${[filler, ...tenants]}::uuid[]) id`;
+  await db.superuser`insert into tenants (id, name) select id, 'bench' from unnest(${[...fillers, ...tenants]}::uuid[]) id`;
   await db.superuser`
     insert into checkpoint_leaves (idx, tenant_id, seq, head_hash, leaf_hash)
-    select i, ${filler}::uuid, i + 1, sha256(int8send(i)),
-           sha256('\\x0001'::bytea || uuid_send(${filler}::uuid) || int8send(i + 1) || sha256(int8send(i)))
-    from generate_series(0, ${size - 1}) i`;
+    select i, f.id, i / ${FILLERS} + 1, sha256(int8send(i)),
+           sha256('\\x0001'::bytea || uuid_send(f.id) || int8send(i / ${FILLERS} + 1) || sha256(int8send(i)))
+    from generate_series(0, ${size - 1}) i
+    join unnest(${fillers}::uuid[]) with ordinality f(id, n) on f.n = i % ${FILLERS} + 1`;
   // Every perfect subtree, level by level, as 0012_checkpoint_nodes.sql builds them.
   await db.superuser`insert into checkpoint_nodes (level, idx, hash) select 0, idx, leaf_hash from checkpoint_leaves`;
   for (let level = 0; ; level++) {

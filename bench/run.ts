@@ -7,6 +7,7 @@ import { buildTestApp } from '../test/helpers/app.ts';
 import { startTestCluster } from '../test/helpers/cluster.ts';
 import { createTestDatabase } from '../test/helpers/database.ts';
 import { runAuditBench } from './audit.ts';
+import { runCheckpointBench } from './checkpoint.ts';
 import { runColdStartBench } from './cold-start.ts';
 import { runEgressBench } from './egress.ts';
 import { runIngressBench } from './ingress.ts';
@@ -151,6 +152,7 @@ try {
   }
 
   await runAuditBench(db);
+  await runCheckpointBench();
   await runVaultBench(db);
   await runIngressBench(db);
   await runEgressBench(db);
