@@ -201,6 +201,27 @@ describe('audit tampering, verified offline', () => {
     const result = await exportAndVerify(tenant, ['--previous-checkpoint', earlierFile]);
     assert.equal(result.code, 1, result.stdout);
     assert.match(result.stdout, /of the earlier bundle is missing from this one/);
+    // With no earlier bundle at all, the checkpoint's signed head map still names seq 12 as the head.
+    const alone = await exportAndVerify(tenant);
+    assertFailsAt(alone, 8, /signed head map does not have seq 8 .* as this tenant's head/);
+  });
+
+  test('AUD-8: the same attack with the head map row rolled back too: the map no longer matches its signed root', async () => {
+    const tenant = await seed();
+    await appendEvents(db, tenant, 4);
+    await checkpoint();
+    const other = await createTenant(db);
+    await asAttacker(async (tx) => {
+      const eight = await row(tx, tenant, 8);
+      const [leaf] = await tx<{ idx: string }[]>`
+        select idx::text from checkpoint_leaves where tenant_id = ${tenant}::uuid and seq = 8`;
+      await tx`delete from audit_events where tenant_id = ${tenant}::uuid and seq > 8`;
+      await tx`update audit_heads set seq = 8, hash = ${eight.hash} where tenant_id = ${tenant}::uuid`;
+      await tx`update checkpoint_leaves set tenant_id = ${other}::uuid where tenant_id = ${tenant}::uuid and seq > 8`;
+      await tx`update checkpoint_tenant_heads set idx = ${leaf?.idx ?? '0'}::bigint, seq = 8, head_hash = ${eight.hash}
+               where tenant_id = ${tenant}::uuid`;
+    });
+    assertFailsAt(await exportAndVerify(tenant), 8, /signed head map does not have seq 8/);
   });
 
   test('AUD-5: reordering two events is caught at the first of them', async () => {

@@ -1,5 +1,5 @@
 import { type BundleCheckpoint, type BundleHeader, decodeProof, hashFromHex } from './bundle-format.ts';
-import { headLeafHash } from './leaf.ts';
+import { headLeafHash, headMapEntryHash, parseHeadMapExtension } from './leaf.ts';
 import { verifyConsistency, verifyInclusion } from './merkle.ts';
 import { type Checkpoint, parseVerifierKey, verifyCheckpoint } from './note.ts';
 
@@ -110,6 +110,7 @@ export function checkBundleCheckpoint(
     return { ...none, previousSize: undefined, problems, notes };
   }
   const committed = checkLeaves(header.tenant, line, checkpoint, committedBySeq, problems);
+  checkHeadMap(header.tenant, line, checkpoint, problems, notes);
   const previousSize = checkPrevious(header.origin, line, checkpoint, key, options, problems);
   checkPreviousLeaves(header.tenant, line, checkpoint, options, problems);
   return { checkpoint, signedBy, committedBySeq, committed, previousSize, problems, notes };
@@ -177,6 +178,50 @@ function checkLeaves(
     }
   }
   return committed;
+}
+
+/**
+ * The signed head map (AUD-8) must have the tenant's newest listed leaf as its
+ * head: a bundle that leaves out the tenant's newer leaves (re-tagged to
+ * another tenant, say) or follows a head rolled back fails here, even with no
+ * earlier checkpoint to compare with.
+ */
+function checkHeadMap(
+  tenant: string,
+  line: BundleCheckpoint,
+  checkpoint: Checkpoint,
+  problems: Problem[],
+  notes: string[],
+): void {
+  let map: ReturnType<typeof parseHeadMapExtension>;
+  try {
+    map = parseHeadMapExtension(checkpoint.extensions);
+  } catch (error) {
+    problems.push({ check: 'checkpoint', reason: message(error) });
+    return;
+  }
+  if (map === undefined) {
+    notes.push(
+      'the checkpoint predates head maps: that the bundle lists every leaf of this tenant is not proven',
+    );
+    return;
+  }
+  const newest = line.leaves.at(-1);
+  if (newest === undefined) return; // no leaf of this tenant yet: reported by the inclusion check
+  const entry = line.head_map;
+  try {
+    if (entry === undefined) throw new Error('the bundle has no head map entry for this tenant');
+    if (BigInt(entry.size) !== map.size)
+      throw new Error(`the entry is for a head map of ${entry.size}, not ${map.size}`);
+    const hash = headMapEntryHash({ tenant, seq: newest.seq, hash: hashFromHex(newest.hash) });
+    verifyInclusion(BigInt(entry.index), map.size, hash, decodeProof(entry.proof) ?? [], map.root);
+  } catch (error) {
+    problems.push({
+      check: 'checkpoint',
+      seq: newest.seq,
+      reason: `the checkpoint's signed head map does not have seq ${newest.seq} (the newest leaf the bundle lists) as this tenant's head: the tenant's newer leaves were hidden or its head rolled back (${message(error)})`,
+    });
+  }
 }
 
 /** Every leaf of an earlier bundle that the bundle's checkpoint covers must be listed again, unchanged. */

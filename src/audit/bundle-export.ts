@@ -53,6 +53,25 @@ interface SegmentRow {
   deleted_at: Date | null;
 }
 
+/** The tenant's entry in the head map of the latest checkpoint (same snapshot), with its proof; none without one. */
+async function headMapOf(
+  tx: TenantSql,
+  tenantId: string,
+  checkpointed: boolean,
+): Promise<Pick<BundleCheckpoint, 'head_map'>> {
+  if (!checkpointed) return {};
+  const [map] = await tx<{ map_size: string; entry_index: string | null; proof: Buffer[] }[]>`
+    select map_size::text, entry_index::text, proof from enclave.checkpoint_head_map(${tenantId}::uuid)`;
+  if (map === undefined || map.entry_index === null) return {};
+  return {
+    head_map: {
+      index: map.entry_index,
+      size: map.map_size,
+      proof: map.proof.map((hash) => hash.toString('base64')),
+    },
+  };
+}
+
 export async function writeAuditBundle(
   tx: TenantSql,
   tenantId: string,
@@ -96,6 +115,7 @@ export async function writeAuditBundle(
       old_size: oldSize.toString(),
       proof: hashes.map((hash) => hash.toString('base64')),
     })),
+    ...(await headMapOf(tx, tenantId, checkpoint !== undefined)),
   };
   await sink(JSON.stringify(header));
   await sink(JSON.stringify(checkpointLine));

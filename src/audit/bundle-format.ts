@@ -58,6 +58,15 @@ export interface BundleCheckpoint {
   /** Every leaf of the tenant in the checkpoint's tree, in index order (empty if none). */
   readonly leaves: readonly BundleLeaf[];
   readonly consistency: readonly BundleConsistency[];
+  /** The tenant's entry in the checkpoint's head map (AUD-8): absent when the tenant has no leaf yet. */
+  readonly head_map?: BundleHeadMap;
+}
+
+/** Where the tenant's newest leaf sits in the head map, and the proof of it (docs/audit-format.md §2). */
+export interface BundleHeadMap {
+  readonly index: string;
+  readonly size: string;
+  readonly proof: readonly string[];
 }
 
 /** What an archive segment holds (AUD-7); also written beside it as `<segment>.manifest.json`. */
@@ -204,6 +213,18 @@ export function parseCheckpointLine(value: unknown): Parsed<BundleCheckpoint> {
     }
     if (decodeProof(entry.proof) === undefined)
       return bad('a consistency proof is not a list of base64 hashes');
+  }
+  const map = value.head_map;
+  if (
+    map !== undefined &&
+    (!isObject(map) ||
+      typeof map.index !== 'string' ||
+      !UINT64.test(map.index) ||
+      typeof map.size !== 'string' ||
+      !UINT64.test(map.size) ||
+      decodeProof(map.proof) === undefined)
+  ) {
+    return bad('head_map is not {index, size, proof}');
   }
   return { ok: true, value: value as unknown as BundleCheckpoint };
 }

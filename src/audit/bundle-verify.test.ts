@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
 import {
   type ChainState,
@@ -8,6 +8,7 @@ import {
   genesis,
   headerLine,
   nextEvent,
+  ORIGIN,
   type SyntheticEvent,
   segmentLines,
   signedCheckpoint,
@@ -15,6 +16,9 @@ import {
 } from '../../test/helpers/audit-bundle.ts';
 import type { SegmentManifest } from './bundle-format.ts';
 import { BundleVerifier, type BundleVerifyOptions, type VerifyReport } from './bundle-verify.ts';
+import { headMapEntryHash, headMapExtension } from './leaf.ts';
+import { inclusionProof, rootFromLeafHashes } from './merkle.ts';
+import { formatCheckpoint, signNote } from './note.ts';
 
 // The offline verifier on bundles built in memory (AUD-5, AUD-7, AUD-8). The
 // same attacks through a real database are in test/audit-tamper.security.test.ts;
@@ -73,6 +77,48 @@ describe('enclave-verify core', () => {
     assert.equal(firstBad(report).check, 'checkpoint');
     assert.equal(firstBad(report).seq, 9);
     assert.match(firstBad(report).reason, /head went back between two checkpoints/);
+  });
+
+  test('AUD-8: with a head map in the note, the bundle must prove the tenant’s newest listed leaf is its head there', () => {
+    const { events, log } = standard();
+    const entryOf = (seq: number) =>
+      headMapEntryHash({ tenant, seq, hash: events[seq - 1]?.hash ?? Buffer.alloc(32) });
+    const others = [createHash('sha256').update('a').digest(), createHash('sha256').update('b').digest()];
+    const bundleWith = (headSeq: number, listed: number, entry: boolean) => {
+      const entries = [others[0] as Buffer, entryOf(headSeq), others[1] as Buffer];
+      const mapRoot = rootFromLeafHashes(entries);
+      const text = formatCheckpoint({
+        origin: ORIGIN,
+        size: log.leafHashes.length,
+        root: rootFromLeafHashes(log.leafHashes),
+        extensions: [headMapExtension(3n, mapRoot)],
+      });
+      const line = JSON.parse(checkpointLine(log, key)) as {
+        note: string;
+        leaves: unknown[];
+        head_map?: unknown;
+      };
+      line.note = signNote(text, { name: ORIGIN, privateKey: key.privateKey });
+      line.leaves = line.leaves.slice(0, listed);
+      if (entry) {
+        line.head_map = {
+          index: '1',
+          size: '3',
+          proof: inclusionProof(entries, 1).map((h) => h.toString('base64')),
+        };
+      }
+      return verify([headerLine(tenant, key), JSON.stringify(line), ...events.map((e) => e.line)]);
+    };
+    assert.deepEqual(bundleWith(10, 2, true).problems, []);
+    // The log's head map says seq 10, the bundle lists the leaves up to seq 4 only (the newer one hidden).
+    const hidden = bundleWith(10, 1, true);
+    assert.equal(firstBad(hidden).check, 'checkpoint');
+    assert.match(firstBad(hidden).reason, /signed head map does not have seq 4 .* as this tenant's head/);
+    assert.match(firstBad(bundleWith(10, 2, false)).reason, /no head map entry for this tenant/);
+    // A checkpoint from before head maps: verified as before, with a note saying what it does not prove.
+    const old = verify([headerLine(tenant, key), checkpointLine(log, key), ...events.map((e) => e.line)]);
+    assert.equal(old.ok, true);
+    assert.ok(old.notes.some((note) => /predates head maps/.test(note)));
   });
 
   test('AUD-8: a leaf an earlier bundle listed, missing from a later one (re-tagged to another tenant), fails', () => {

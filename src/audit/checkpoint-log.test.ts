@@ -7,7 +7,7 @@ import { appendEvents, createTenant, tempAuditSetup } from '../../test/helpers/a
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
 import { withTenant } from '../db/tenant.ts';
 import { createCheckpointService, loadTenantProof } from './checkpoint-log.ts';
-import { headLeafHash } from './leaf.ts';
+import { headLeafHash, headMapEntryHash, parseHeadMapExtension } from './leaf.ts';
 import { rootFromLeafHashes, verifyConsistency, verifyInclusion } from './merkle.ts';
 import { formatCheckpoint, signNote, verifyCheckpoint } from './note.ts';
 import type { AuditSetup } from './setup.ts';
@@ -206,6 +206,32 @@ describe('checkpoint log', () => {
     assert.equal(next.created, true);
     assert.deepEqual(next.refused, [size]);
     assert.ok((await readdir(setup.publisher.location)).includes(`checkpoint-${next.checkpoint.size}.note`));
+  });
+
+  test('AUD-8: every checkpoint note carries the head map root: RFC 6962 over each tenant’s newest leaf in tenant id order, with a proof per tenant', async () => {
+    const tenants = [await createTenant(db), await createTenant(db), await createTenant(db)];
+    for (const [i, tenant] of tenants.entries()) await appendEvents(db, tenant, i + 1);
+    const made = (await service().makeCheckpoint()).checkpoint;
+    const opened = verifyCheckpoint(made.note, setup.signing.verifierKey, setup.signing.origin);
+    const map = parseHeadMapExtension(opened.extensions);
+    assert.ok(map !== undefined, 'the note carries the head map');
+    const heads = await db.superuser<{ tenant_id: string; seq: string; head_hash: Buffer }[]>`
+      select distinct on (tenant_id) tenant_id, seq::text, head_hash from checkpoint_leaves
+      order by tenant_id, idx desc`;
+    const entries = heads.map((h) =>
+      headMapEntryHash({ tenant: h.tenant_id, seq: Number(h.seq), hash: h.head_hash }),
+    );
+    assert.equal(map.size, BigInt(entries.length));
+    assert.deepEqual(map.root, rootFromLeafHashes(entries));
+    for (const tenant of tenants) {
+      const [row] = await db.app<
+        { entry_index: string; entry_seq: string; entry_hash: Buffer; proof: Buffer[] }[]
+      >`
+        select entry_index::text, entry_seq::text, entry_hash, proof from enclave.checkpoint_head_map(${tenant}::uuid)`;
+      assert.ok(row !== undefined);
+      const hash = headMapEntryHash({ tenant, seq: Number(row.entry_seq), hash: row.entry_hash });
+      verifyInclusion(BigInt(row.entry_index), map.size, hash, row.proof, map.root);
+    }
   });
 
   test('AUD-4: the owner-only heads policy does not let the app role read another tenant’s head', async () => {

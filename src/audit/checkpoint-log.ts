@@ -1,6 +1,7 @@
 import type { Sql, TransactionSql } from 'postgres';
 import type { Logger } from '../logger.ts';
 import type { AuditSigning } from './checkpoint-signing.ts';
+import { headMapExtension } from './leaf.ts';
 import { consistencyRanges, inclusionRanges, type LeafRange } from './merkle.ts';
 import { nodeKey, perfectSubtrees, rangeRoot, type TreeNode } from './merkle-nodes.ts';
 import { formatCheckpoint, signNote, verifyCheckpoint } from './note.ts';
@@ -253,7 +254,15 @@ export function createCheckpointService(deps: CheckpointServiceDeps) {
       >`select enclave.checkpoint_root(${size.toString()}::bigint) as root`;
       if (computed === undefined) throw new Error('checkpoint_root returned no row');
       const { root } = computed;
-      const note = signNote(formatCheckpoint({ origin: signing.origin, size, root }), signing.signer);
+      // The head map as it stands after this run's leaves: every tenant's newest leaf (AUD-8).
+      const [map] = await tx<{ map_size: string; map_root: Buffer }[]>`
+        select map_size::text, map_root from enclave.checkpoint_head_map(null)`;
+      if (map === undefined) throw new Error('checkpoint_head_map returned no row');
+      const extensions = [headMapExtension(BigInt(map.map_size), map.map_root)];
+      const note = signNote(
+        formatCheckpoint({ origin: signing.origin, size, root, extensions }),
+        signing.signer,
+      );
       await tx`select enclave.checkpoint_record(${size.toString()}::bigint, ${root}, ${note})`;
       return { checkpoint: { size, root, note }, created: true, leavesAppended: appended.length };
     });

@@ -49,3 +49,41 @@ export function encodeHeadLeaf(head: HeadLeaf): Buffer {
 export function headLeafHash(head: HeadLeaf): Buffer {
   return leafHash(encodeHeadLeaf(head));
 }
+
+/**
+ * An entry of a checkpoint's head map (AUD-8): the same bytes as a leaf but
+ * for the first, 0x02, so an entry can never pass for a log leaf or the
+ * reverse. SQL: enclave.checkpoint_head_map() (0013_head_map.sql).
+ */
+export const HEAD_MAP_ENTRY_VERSION = 0x02;
+
+/** SHA-256(0x00 ‖ 0x02 ‖ tenant ‖ seq ‖ hash): a head map entry's Merkle leaf hash. */
+export function headMapEntryHash(head: HeadLeaf): Buffer {
+  const data = encodeHeadLeaf(head);
+  data[0] = HEAD_MAP_ENTRY_VERSION;
+  return leafHash(data);
+}
+
+/** The note extension line that carries a checkpoint's head map: `enclave-head-map <entries> <base64 root>`. */
+export const HEAD_MAP_EXTENSION = 'enclave-head-map';
+
+export function headMapExtension(size: bigint, root: Uint8Array): string {
+  return `${HEAD_MAP_EXTENSION} ${size} ${Buffer.from(root).toString('base64')}`;
+}
+
+/** The head map a checkpoint's extension lines carry, or undefined when it has none; throws on a malformed one. */
+export function parseHeadMapExtension(
+  extensions: readonly string[],
+): { size: bigint; root: Buffer } | undefined {
+  const line = extensions.find((extension) => extension.startsWith(`${HEAD_MAP_EXTENSION} `));
+  if (line === undefined) return undefined;
+  const match = /^enclave-head-map (0|[1-9][0-9]{0,18}) ([A-Za-z0-9+/]{43}=)$/.exec(line);
+  const root = match === null ? undefined : Buffer.from(match[2] as string, 'base64');
+  if (match === null || root?.length !== 32 || root.toString('base64') !== match[2]) {
+    throw new AuditError(
+      'checkpoint_malformed',
+      'the head map extension is not "enclave-head-map <entries> <base64 root>"',
+    );
+  }
+  return { size: BigInt(match[1] as string), root };
+}

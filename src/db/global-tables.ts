@@ -34,6 +34,12 @@ export const GLOBAL_TABLES: Readonly<Record<string, GlobalTable>> = {
     reason:
       'the checkpoint log’s subtree hashes (AUD-4), derived from checkpoint_leaves and written only by checkpoint_append_leaves(); served publicly as tlog tiles',
   },
+  'enclave.checkpoint_tenant_heads': {
+    reason:
+      'each tenant’s newest checkpoint leaf (AUD-8): the head map every checkpoint signs; written only by checkpoint_append_leaves()',
+    tenantColumn:
+      'the head map commits to every tenant’s head so no tenant’s leaves can be hidden; an entry holds what its leaf already holds',
+  },
   'enclave.checkpoints': {
     reason:
       'signed checkpoints (tree size, root, C2SP note) of the global checkpoint log, published to everyone',
