@@ -10,7 +10,7 @@ import { createTestDatabase, type TestDatabase } from '../test/helpers/database.
 // at 10k, 100k and 1M leaves, and the longest stall of this process's event
 // loop while a checkpoint runs. The log is stored as its perfect subtrees, so
 // both should stay nearly flat: the ratios against the 10k log are the
-// result. Sizes run in interleaved rounds (min/median/max per size), each on
+// result. Each checkpoint also signs the head map of all 6,000 tenants. Sizes run in interleaved rounds (min/median/max per size), each on
 // its own database.
 
 const SIZES = [10_000, 100_000, 1_000_000];
@@ -44,6 +44,10 @@ async function seed(size: number): Promise<Log> {
            sha256('\\x0001'::bytea || uuid_send(f.id) || int8send(i / ${FILLERS} + 1) || sha256(int8send(i)))
     from generate_series(0, ${size - 1}) i
     join unnest(${fillers}::uuid[]) with ordinality f(id, n) on f.n = i % ${FILLERS} + 1`;
+  // Each filler tenant's newest leaf is its head map entry (0013_head_map.sql).
+  await db.superuser`
+    insert into checkpoint_tenant_heads (tenant_id, idx, seq, head_hash)
+    select distinct on (tenant_id) tenant_id, idx, seq, head_hash from checkpoint_leaves order by tenant_id, idx desc`;
   // Every perfect subtree, level by level, as 0012_checkpoint_nodes.sql builds them.
   await db.superuser`insert into checkpoint_nodes (level, idx, hash) select 0, idx, leaf_hash from checkpoint_leaves`;
   for (let level = 0; ; level++) {
