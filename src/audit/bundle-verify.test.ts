@@ -15,7 +15,12 @@ import {
   syntheticLog,
 } from '../../test/helpers/audit-bundle.ts';
 import type { SegmentManifest } from './bundle-format.ts';
-import { BundleVerifier, type BundleVerifyOptions, type VerifyReport } from './bundle-verify.ts';
+import {
+  BundleVerifier,
+  type BundleVerifyOptions,
+  repeatedMember,
+  type VerifyReport,
+} from './bundle-verify.ts';
 import { headMapEntryHash, headMapExtension } from './leaf.ts';
 import { inclusionProof, rootFromLeafHashes } from './merkle.ts';
 import { formatCheckpoint, signNote } from './note.ts';
@@ -364,6 +369,21 @@ describe('enclave-verify core', () => {
     );
     Object.assign(state, { seq: tooSoon.seq, hash: tooSoon.hash });
     assert.equal(bundle([tooSoon]).ok, false);
+  });
+
+  test('AUD-5: a member name given twice in a header, checkpoint or segment line is refused, escaped or not (parsers disagree on which counts)', () => {
+    const { events, log } = standard();
+    const header = headerLine(tenant, key);
+    const checkpoint = checkpointLine(log, key);
+    const twiceTenant = header.replace('{', `{"tenant":"${randomUUID()}",`);
+    assert.match(firstBad(verify([twiceTenant, checkpoint])).reason, /^line 1 repeats the member "tenant"/);
+    const twiceNote = checkpoint.replace('{', '{"\\u006eote":null,');
+    assert.match(
+      firstBad(verify([header, twiceNote, ...events.map((e) => e.line)])).reason,
+      /^line 2 repeats the member "note"/,
+    );
+    assert.equal(repeatedMember('{"a":{"a":1},"b":[{"a":1},{"a":2}],"c":"\\"a\\":"}'), undefined);
+    assert.equal(repeatedMember('[{"x":1,"y":{"z":1,"z":2}}]'), 'z');
   });
 
   test('AUD-5: lines that are not a bundle are reported, not thrown', () => {

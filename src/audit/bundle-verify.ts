@@ -150,7 +150,9 @@ export class BundleVerifier {
   }
 
   #onHeader(line: string): boolean {
-    const header = parseHeader(parseJson(line));
+    const value = parseJson(line);
+    if (value instanceof RepeatedMember) return this.#fatal('bundle', `line 1 ${value.message}`);
+    const header = parseHeader(value);
     if (!header.ok) return this.#fatal('bundle', `not an Enclave audit bundle: ${header.reason}`);
     this.#header = header.value;
     this.#chain = new ChainVerifier({ tenant: header.value.tenant });
@@ -159,7 +161,9 @@ export class BundleVerifier {
   }
 
   #onCheckpoint(line: string): boolean {
-    const parsed = parseCheckpointLine(parseJson(line));
+    const value = parseJson(line);
+    if (value instanceof RepeatedMember) return this.#fatal('bundle', `line 2 ${value.message}`);
+    const parsed = parseCheckpointLine(value);
     if (!parsed.ok) return this.#fatal('bundle', `line 2: ${parsed.reason}`);
     this.#stage = 'body';
     const findings = checkBundleCheckpoint(this.#header as BundleHeader, parsed.value, this.#options);
@@ -177,7 +181,11 @@ export class BundleVerifier {
     if (this.#segment !== undefined || this.#hotStarted) {
       return this.#fatal('bundle', `line ${this.#lines}: expected an event line`, this.#nextSeq);
     }
-    const parsed = parseSegmentLine(parseJson(line));
+    const value = parseJson(line);
+    if (value instanceof RepeatedMember) {
+      return this.#fatal('bundle', `line ${this.#lines} ${value.message}`, this.#nextSeq);
+    }
+    const parsed = parseSegmentLine(value);
     if (!parsed.ok) return this.#fatal('bundle', `line ${this.#lines}: ${parsed.reason}`, this.#nextSeq);
     const { manifest, included } = parsed.value;
     const where = `archive segment ${manifest.first_seq}–${manifest.last_seq}`;
@@ -396,10 +404,64 @@ export class BundleVerifier {
   }
 }
 
+/** A member name given twice in one object of a line: JSON parsers disagree on which value counts, so it is refused. */
+class RepeatedMember {
+  readonly message: string;
+  constructor(name: string) {
+    this.message = `repeats the member ${JSON.stringify(name)} in one object (docs/audit-format.md §3)`;
+  }
+}
+
 function parseJson(line: string): unknown {
+  let value: unknown;
   try {
-    return JSON.parse(line);
+    value = JSON.parse(line);
   } catch {
     return undefined;
   }
+  const repeated = repeatedMember(line);
+  return repeated === undefined ? value : new RepeatedMember(repeated);
+}
+
+/**
+ * The first member name an object of `text` (valid JSON) gives twice, by its
+ * decoded value ("a" and "\u0061" are one name); one pass, no value built.
+ */
+export function repeatedMember(text: string): string | undefined {
+  const objects: (Set<string> | null)[] = [];
+  let expectName = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      let end = i + 1;
+      let escaped = false;
+      while (text.charCodeAt(end) !== 0x22) {
+        if (text.charCodeAt(end) === 0x5c) {
+          escaped = true;
+          end++;
+        }
+        end++;
+      }
+      const names = objects.at(-1);
+      if (expectName && names instanceof Set) {
+        const name = escaped ? (JSON.parse(text.slice(i, end + 1)) as string) : text.slice(i + 1, end);
+        if (names.has(name)) return name;
+        names.add(name);
+        expectName = false;
+      }
+      i = end;
+    } else if (c === 0x7b) {
+      objects.push(new Set());
+      expectName = true;
+    } else if (c === 0x5b) {
+      objects.push(null);
+      expectName = false;
+    } else if (c === 0x7d || c === 0x5d) {
+      objects.pop();
+      expectName = false;
+    } else if (c === 0x2c) {
+      expectName = objects.at(-1) instanceof Set;
+    }
+  }
+  return undefined;
 }
