@@ -109,10 +109,17 @@ export async function latestTenantLeaf(
   tenantId: string,
   size: bigint,
 ): Promise<TenantLeaf | undefined> {
+  // The tenant's newest leaf of all (its head map entry) answers by primary key when the
+  // checkpoint covers it, as the latest one does; only an older checkpoint searches the leaves.
   const [row] = await sql<{ idx: string; seq: string; head_hash: Buffer }[]>`
-    select l.idx::text, l.seq::text, l.head_hash from checkpoint_leaves l
-    where l.tenant_id = ${tenantId}::uuid and l.idx < ${size.toString()}::bigint
-    order by l.idx desc limit 1`;
+    select h.idx::text, h.seq::text, h.head_hash from checkpoint_tenant_heads h
+    where h.tenant_id = ${tenantId}::uuid and h.idx < ${size.toString()}::bigint
+    union all
+    (select l.idx::text, l.seq::text, l.head_hash from checkpoint_leaves l
+     where l.tenant_id = ${tenantId}::uuid and l.idx < ${size.toString()}::bigint
+       and not exists (select 1 from checkpoint_tenant_heads h
+                       where h.tenant_id = ${tenantId}::uuid and h.idx < ${size.toString()}::bigint)
+     order by l.idx desc limit 1)`;
   return row === undefined
     ? undefined
     : { index: BigInt(row.idx), tenant: tenantId, seq: Number(row.seq), hash: row.head_hash };
