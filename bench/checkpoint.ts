@@ -44,7 +44,7 @@ async function seed(size: number): Promise<Log> {
            sha256('\\x0001'::bytea || uuid_send(f.id) || int8send(i / ${FILLERS} + 1) || sha256(int8send(i)))
     from generate_series(0, ${size - 1}) i
     join unnest(${fillers}::uuid[]) with ordinality f(id, n) on f.n = i % ${FILLERS} + 1`;
-  // Each filler tenant's newest leaf is its head map entry (0013_head_map.sql).
+  // Each filler tenant's newest leaf is its head map entry (0012_checkpoint_nodes.sql).
   await db.superuser`
     insert into checkpoint_tenant_heads (tenant_id, idx, seq, head_hash)
     select distinct on (tenant_id) tenant_id, idx, seq, head_hash from checkpoint_leaves order by tenant_id, idx desc`;

@@ -5,12 +5,11 @@ import { useTestApp } from '../../test/helpers/app.ts';
 import {
   getPage,
   latestMail,
-  type MailWorker,
   PASSWORD,
   postForm,
   sessionCookie,
-  startMailWorker,
   textOf,
+  useMailWorker,
 } from '../../test/helpers/pages.ts';
 import { PLATFORM_TENANT } from '../audit/append.ts';
 
@@ -24,12 +23,21 @@ import { PLATFORM_TENANT } from '../audit/append.ts';
 // outbox); the tests read the links from the mail, as the invitee would.
 
 const ctx = useTestApp();
-let mail: MailWorker;
+const mail = useMailWorker(ctx);
 
-ctx.before(async () => {
-  mail = await startMailWorker(ctx.db, ctx.testApp.config.publicUrl);
-});
-ctx.after(() => mail.stop());
+/** Signs up through the page with the invite `token` for `email`; the new session's cookie. */
+async function signUpWith(token: string, email: string, name: string): Promise<string> {
+  const joined = await postForm(ctx.testApp.app, '/signup', {
+    invite: token,
+    email,
+    username: uniqueName(name),
+    password: PASSWORD,
+  });
+  assert.equal(joined.statusCode, 303, joined.body);
+  const cookie = sessionCookie(joined);
+  assert.ok(cookie !== undefined);
+  return cookie;
+}
 
 function api(account: TestAccount, method: 'GET' | 'POST', url: string, body?: unknown) {
   return ctx.testApp.app.inject({
@@ -45,7 +53,7 @@ function api(account: TestAccount, method: 'GET' | 'POST', url: string, body?: u
 
 /** An owner invites `email` through the API; resolves once the invite mail has been sent. */
 async function inviteByMail(owner: TestAccount, email: string) {
-  const sent = mail.next('send_invite_email');
+  const sent = mail().next('send_invite_email');
   const response = await api(owner, 'POST', '/api/v1/invites', { email });
   assert.equal(await sent, null, 'the invite mail job succeeded');
   return response;
@@ -85,15 +93,7 @@ describe('email verified only by a mailed link', () => {
       select mailed_at is not null as mailed from invites where email = ${email}`;
     assert.equal(row?.mailed, true);
 
-    const joined = await postForm(ctx.testApp.app, '/signup', {
-      invite: token,
-      email,
-      username: uniqueName('joiner'),
-      password: PASSWORD,
-    });
-    assert.equal(joined.statusCode, 303, joined.body);
-    const cookie = sessionCookie(joined);
-    assert.ok(cookie !== undefined);
+    const cookie = await signUpWith(token, email, 'joiner');
     assert.deepEqual(await me(cookie).then((m) => [m.email, m.email_verified]), [email, true]);
   });
 
@@ -103,21 +103,13 @@ describe('email verified only by a mailed link', () => {
     const created = await api(operator, 'POST', '/api/v1/invites', { email, kind: 'tenant' });
     assert.equal(created.statusCode, 201, created.body);
     const token = new URL(created.json<{ link: string }>().link).searchParams.get('invite') ?? '';
-    const joined = await postForm(ctx.testApp.app, '/signup', {
-      invite: token,
-      email,
-      username: uniqueName('tenant'),
-      password: PASSWORD,
-    });
-    assert.equal(joined.statusCode, 303, joined.body);
-    const cookie = sessionCookie(joined);
-    assert.ok(cookie !== undefined);
+    const cookie = await signUpWith(token, email, 'tenant');
     assert.equal((await me(cookie)).email_verified, false);
     const profile = textOf((await getPage(ctx.testApp.app, '/profile', { cookie })).body);
     assert.match(profile, new RegExp(`${email.replace('.', '\\.')} \\(not verified\\)`));
     assert.match(profile, /Send a confirmation link/);
 
-    const sent = mail.next('send_verification_email');
+    const sent = mail().next('send_verification_email');
     const asked = await postForm(ctx.testApp.app, '/profile/email/verify', {}, { cookie });
     assert.equal(asked.statusCode, 303, asked.body);
     assert.equal(asked.headers.location, '/profile?notice=verification-sent');
@@ -162,7 +154,7 @@ describe('no account enumeration through invites', () => {
     assert.deepEqual(await pageFor(takenMail.token, taken), await pageFor(freshMail.token, fresh));
 
     const tenantEventsBefore = await tenantEvents(owner.user.tenant_id);
-    const told = mail.next('send_account_exists_email');
+    const told = mail().next('send_account_exists_email');
     const submitted = await postForm(ctx.testApp.app, '/signup', {
       invite: takenMail.token,
       email: taken,

@@ -5,12 +5,11 @@ import { useTestApp } from '../../test/helpers/app.ts';
 import {
   getPage,
   latestMail,
-  type MailWorker,
   PASSWORD,
   postForm,
   sessionCookie,
   signUp,
-  startMailWorker,
+  useMailWorker,
 } from '../../test/helpers/pages.ts';
 
 // ACC-7: verification and recovery links are minted by the mail job, stored
@@ -19,19 +18,14 @@ import {
 // mail into the dev outbox, and the tests follow the link in it.
 
 const ctx = useTestApp();
-let mail: MailWorker;
-
-ctx.before(async () => {
-  mail = await startMailWorker(ctx.db, ctx.testApp.config.publicUrl);
-});
-ctx.after(() => mail.stop());
+const mail = useMailWorker(ctx);
 
 const NEW_PASSWORD = 'a brand new passphrase 42';
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 
 /** Asks for recovery and waits until its mail job has run. */
 async function recover(login: string, email: string): Promise<string> {
-  const sent = mail.next('send_recovery_email');
+  const sent = mail().next('send_recovery_email');
   const response = await postForm(ctx.testApp.app, '/recover', { login, email });
   assert.equal(response.statusCode, 200);
   assert.equal(await sent, null, 'the mail job succeeded');
@@ -66,7 +60,7 @@ describe('account recovery', () => {
   });
 
   test('ACC-7: /recover answers the same page for an existing and an unknown account, differing only in the support reference', async () => {
-    const sent = mail.next('send_recovery_email');
+    const sent = mail().next('send_recovery_email');
     const attempts = [
       { login: 'carol', email: 'Carol@Example.com', matches: true },
       { login: 'nobody-at-all', email: 'nobody@example.com', matches: false },
@@ -223,7 +217,7 @@ describe('email verification', () => {
   }
 
   test('ACC-7: a new address stays pending until its link is confirmed by POST; the link works once', async () => {
-    const sent = mail.next('send_verification_email');
+    const sent = mail().next('send_verification_email');
     const response = await changeEmail('Dave.New@example.com');
     assert.equal(response.statusCode, 303);
     assert.equal(response.headers.location, '/profile?notice=email-pending');
@@ -262,11 +256,11 @@ describe('email verification', () => {
   });
 
   test('ACC-7: a superseded or expired verification link fails', async () => {
-    let sent = mail.next('send_verification_email');
+    let sent = mail().next('send_verification_email');
     await changeEmail('first-choice@example.com');
     assert.equal(await sent, null);
     const first = await latestMail(ctx.db, 'first-choice@example.com');
-    sent = mail.next('send_verification_email');
+    sent = mail().next('send_verification_email');
     await changeEmail('second-choice@example.com');
     assert.equal(await sent, null);
     const second = await latestMail(ctx.db, 'second-choice@example.com');
@@ -306,7 +300,7 @@ describe('email verification', () => {
 });
 
 test('OPS-1: neither the server nor the worker logged a password or a link token during these flows', () => {
-  const lines = [...ctx.testApp.logLines(), ...mail.logLines()];
+  const lines = [...ctx.testApp.logLines(), ...mail().logLines()];
   assert.ok(
     lines.some((line) => line.includes('"route":"/recover/:token"')),
     'requests are logged by route',

@@ -53,7 +53,7 @@ export function headLeafHash(head: HeadLeaf): Buffer {
 /**
  * An entry of a checkpoint's head map (AUD-8): the same bytes as a leaf but
  * for the first, 0x02, so an entry can never pass for a log leaf or the
- * reverse. SQL: enclave.checkpoint_head_map() (0013_head_map.sql).
+ * reverse. SQL: enclave.checkpoint_head_map() (0012_checkpoint_nodes.sql).
  */
 export const HEAD_MAP_ENTRY_VERSION = 0x02;
 

@@ -9,6 +9,7 @@ import type { App } from '../../src/http/app.ts';
 import { startWorker, type Worker } from '../../src/jobs/worker.ts';
 import { createLogger } from '../../src/logger.ts';
 import { mintInvite as mintAccountInvite } from './accounts.ts';
+import type { TestAppContext } from './app.ts';
 import { testAuditSetup } from './audit.ts';
 import type { TestDatabase } from './database.ts';
 
@@ -166,6 +167,19 @@ async function outcomeRecorded(db: TestDatabase, jobId: string): Promise<void> {
     if (Date.now() > deadline) throw new Error(`job ${jobId}: its outcome was not recorded within 10 s`);
     await delay(10);
   }
+}
+
+/** A mail worker (startMailWorker) for one suite of useTestApp: started before its tests, stopped after; read it inside a test. */
+export function useMailWorker(ctx: TestAppContext): () => MailWorker {
+  let worker: MailWorker | undefined;
+  ctx.before(async () => {
+    worker = await startMailWorker(ctx.db, ctx.testApp.config.publicUrl);
+  });
+  ctx.after(() => worker?.stop());
+  return () => {
+    if (worker === undefined) throw new Error('useMailWorker: read before the suite started it');
+    return worker;
+  };
 }
 
 /** A real graphile-worker over the test database, delivering mail with `mailer` (the dev outbox by default). */
