@@ -124,7 +124,9 @@ export async function writeAuditBundle(
     select s.first_seq::text, s.last_seq::text, encode(s.first_prev_hash, 'hex') as first_prev_hash,
            encode(s.last_hash, 'hex') as last_hash, encode(s.sha256, 'hex') as sha256, s.first_ts, s.last_ts, s.file,
            s.deleted_at
-    from audit_archive_segments s where s.tenant_id = ${tenantId}::uuid order by s.first_seq`;
+    from audit_archive_segments s
+    -- A pending segment (AUD-7 phase 1 done, rows not yet deleted) is exported as its rows.
+    where s.tenant_id = ${tenantId}::uuid and s.rows_deleted_at is not null order by s.first_seq`;
   for (const row of segments) await writeSegment(tenantId, row, sources.archiveDir, sink);
 
   let events = 0;

@@ -1,21 +1,28 @@
 import { createHash } from 'node:crypto';
-import { unlink } from 'node:fs/promises';
+import { readFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { gunzip, gzip } from 'node:zlib';
 import type { Sql } from 'postgres';
 import { serviceQuery } from '../db/tenant.ts';
+import { AppError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { formatEventLine, type SegmentManifest } from './bundle-format.ts';
-import { writeOnce } from './write-once.ts';
+import { readIfExists, writeOnce } from './write-once.ts';
 
 // Retention (AUD-7). Daily: for each tenant, events older than the hot window
 // are written to cold archive segments — gzip files of bundle event lines
 // under <archive dir>/<tenant>/, write-once, each with a manifest beside it —
-// and only then removed from the database by enclave.audit_archive_segment(),
-// which re-derives the segment's digest from the rows, refuses anything inside
-// the window, and appends audit.archived to the tenant's chain. Segments whose
-// newest event is past the cold window are then deleted:
+// and removed from the database in two phases, so no crash and no lost file
+// can lose an event:
+//   1. the file is written and fsynced, then enclave.audit_archive_record()
+//      recomputes its digest from the rows, refuses anything inside the
+//      window, and records it (the segment is now pending);
+//   2. the file is read back, and enclave.audit_archive_delete_rows(), given
+//      the digest read, deletes the rows of a segment recorded with that
+//      digest by a committed transaction, and appends audit.archived.
+// A run first finishes every pending segment an earlier run left. Segments
+// whose newest event is past the cold window are then deleted:
 // enclave.audit_archive_expire() marks them and appends audit.archive_deleted,
 // and their files are removed. The manifests stay, so a verifier can still
 // link the chain across what is gone.
@@ -32,7 +39,7 @@ export interface RetentionDeps {
   readonly archiveDir: string;
   readonly hotDays: number;
   readonly coldMonths: number;
-  readonly logger: Pick<Logger, 'info'>;
+  readonly logger: Pick<Logger, 'info' | 'error'>;
 }
 
 export interface ArchivedSegment {
@@ -47,6 +54,8 @@ export interface RetentionResult {
   readonly archived: readonly ArchivedSegment[];
   /** Segments deleted past the cold window by this run. */
   readonly deleted: number;
+  /** Tenants whose archiving stopped on an error (logged); their rows stay until a run succeeds. */
+  readonly failedTenants: readonly string[];
 }
 
 /** `segment-<first>-<last>.jsonl.gz`, seqs zero-padded to 16 digits so names sort in seq order. */
@@ -59,14 +68,15 @@ export function manifestFileName(segmentFile: string): string {
   return segmentFile.replace(/\.jsonl\.gz$/, '.manifest.json');
 }
 
+export type RetentionErrorCode = 'archive_segment_unreadable' | 'retention_incomplete';
+
 export function createRetentionService(deps: RetentionDeps) {
   const { sql, archiveDir, hotDays, coldMonths, logger } = deps;
+  const segmentPath = (tenantId: string, firstSeq: number, lastSeq: number) =>
+    path.join(archiveDir, tenantId, segmentFileName(firstSeq, lastSeq));
 
-  async function archiveSegment(
-    tenantId: string,
-    firstSeq: number,
-    lastSeq: number,
-  ): Promise<ArchivedSegment> {
+  /** Writes (or finds, from an earlier run) the segment file and its manifest; returns the events' digest. */
+  async function writeSegmentFiles(tenantId: string, firstSeq: number, lastSeq: number): Promise<Buffer> {
     const rows = await serviceQuery(
       sql,
       { tenantId, reason: ARCHIVE_REASON },
@@ -96,33 +106,74 @@ export function createRetentionService(deps: RetentionDeps) {
       last_ts: last.occurred_at.toISOString(),
       file,
     };
-    const dir = path.join(archiveDir, tenantId);
+    const segment = segmentPath(tenantId, firstSeq, lastSeq);
     // A retried run finds its own earlier file: the same events, whatever gzip made of them.
-    const sameEvents = async (existing: Buffer) =>
-      createHash('sha256')
-        .update(await gunzipAsync(existing))
-        .digest()
-        .equals(digest);
-    await writeOnce(path.join(dir, file), await gzipAsync(bytes), { same: sameEvents });
-    await writeOnce(path.join(dir, manifestFileName(file)), Buffer.from(`${JSON.stringify(manifest)}\n`));
+    const sameEvents = async (existing: Buffer) => (await readDigest(existing, segment)).equals(digest);
+    await writeOnce(segment, await gzipAsync(bytes), { same: sameEvents });
+    await writeOnce(
+      path.join(archiveDir, tenantId, manifestFileName(file)),
+      Buffer.from(`${JSON.stringify(manifest)}\n`),
+    );
+    return digest;
+  }
+
+  /** Phase 2: the file as it is on disk now is what vouches for the rows about to go. */
+  async function deleteRows(tenantId: string, firstSeq: number, lastSeq: number): Promise<ArchivedSegment> {
+    const file = segmentPath(tenantId, firstSeq, lastSeq);
+    const digest = await readDigest(await readFile(file), file);
     const [recorded] = await sql<{ seq: string }[]>`
-      select enclave.audit_archive_segment(${tenantId}::uuid, ${firstSeq}::bigint, ${lastSeq}::bigint,
-                                           ${digest}, ${hotDays}::int)::text as seq`;
+      select enclave.audit_archive_delete_rows(${tenantId}::uuid, ${firstSeq}::bigint, ${digest})::text as seq`;
     return { tenantId, firstSeq, lastSeq, recordedAt: Number(recorded?.seq) };
+  }
+
+  async function archiveSegment(tenantId: string, firstSeq: number, lastSeq: number) {
+    const digest = await writeSegmentFiles(tenantId, firstSeq, lastSeq);
+    await sql`
+      select enclave.audit_archive_record(${tenantId}::uuid, ${firstSeq}::bigint, ${lastSeq}::bigint,
+                                          ${digest}, ${hotDays}::int)`;
+    return deleteRows(tenantId, firstSeq, lastSeq);
+  }
+
+  /** A segment an earlier run recorded but whose rows it did not delete (it crashed, or its file went missing). */
+  async function finishPending(tenantId: string, firstSeq: number, lastSeq: number) {
+    // Its rows are still in the database, so a lost file is written again from them.
+    if ((await readIfExists(segmentPath(tenantId, firstSeq, lastSeq))) === undefined) {
+      await writeSegmentFiles(tenantId, firstSeq, lastSeq);
+    }
+    return deleteRows(tenantId, firstSeq, lastSeq);
   }
 
   async function runRetention(): Promise<RetentionResult> {
     const candidates = await sql<
-      { archive_tenant: string; archive_first_seq: string; archive_last_seq: string }[]
+      {
+        archive_tenant: string;
+        archive_first_seq: string;
+        archive_last_seq: string;
+        archive_sha256: Buffer | null;
+      }[]
     >`
-      select archive_tenant, archive_first_seq::text, archive_last_seq::text
+      select archive_tenant, archive_first_seq::text, archive_last_seq::text, archive_sha256
       from enclave.audit_archive_candidates(${hotDays}::int)`;
     const archived: ArchivedSegment[] = [];
+    // One tenant's failure (an unreadable file, a refused digest) stops that tenant only.
+    const failed = new Set<string>();
     for (const candidate of candidates) {
-      const last = Number(candidate.archive_last_seq);
-      for (let first = Number(candidate.archive_first_seq); first <= last; first += SEGMENT_EVENTS) {
-        archived.push(
-          await archiveSegment(candidate.archive_tenant, first, Math.min(last, first + SEGMENT_EVENTS - 1)),
+      const tenantId = candidate.archive_tenant;
+      if (failed.has(tenantId)) continue;
+      const [first, last] = [Number(candidate.archive_first_seq), Number(candidate.archive_last_seq)];
+      try {
+        if (candidate.archive_sha256 !== null) {
+          archived.push(await finishPending(tenantId, first, last));
+          continue;
+        }
+        for (let from = first; from <= last; from += SEGMENT_EVENTS) {
+          archived.push(await archiveSegment(tenantId, from, Math.min(last, from + SEGMENT_EVENTS - 1)));
+        }
+      } catch (error) {
+        failed.add(tenantId);
+        logger.error(
+          { tenantId, code: (error as { code?: unknown }).code, message: (error as Error).message },
+          'audit retention stopped for a tenant; its events stay in the database',
         );
       }
     }
@@ -141,10 +192,21 @@ export function createRetentionService(deps: RetentionDeps) {
     if (archived.length > 0 || deleted > 0) {
       logger.info({ archivedSegments: archived.length, deletedSegments: deleted }, 'audit retention ran');
     }
-    return { archived, deleted };
+    return { archived, deleted, failedTenants: [...failed] };
   }
 
   return { runRetention };
+}
+
+/** SHA-256 of a segment file's uncompressed bytes. */
+async function readDigest(gz: Buffer, file: string): Promise<Buffer> {
+  try {
+    return createHash('sha256')
+      .update(await gunzipAsync(gz))
+      .digest();
+  } catch (error) {
+    throw new AppError('archive_segment_unreadable', `${file} is not a readable gzip file`, { cause: error });
+  }
 }
 
 export type RetentionService = ReturnType<typeof createRetentionService>;

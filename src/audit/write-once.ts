@@ -35,6 +35,13 @@ export async function writeOnce(
   }
   try {
     await link(temporary, file);
+    // The new name is durable only once its directory is flushed too.
+    const directory = await open(dir, 'r');
+    try {
+      await directory.sync();
+    } finally {
+      await directory.close();
+    }
     return 'created';
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;

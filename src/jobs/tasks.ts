@@ -6,6 +6,7 @@ import type { Lifecycle } from '../agents/runtime/lifecycle.ts';
 import type { AuditServices } from '../audit/setup.ts';
 import type { Mailer } from '../email/mailer.ts';
 import { accountExistsMail, inviteMail, recoveryMail, verificationMail } from '../email/messages.ts';
+import { AppError } from '../errors.ts';
 
 // The task list: every durable side effect is one of these, enqueued with
 // enqueueJob() in the same transaction as its cause (OPS-2). A task must be
@@ -119,7 +120,14 @@ export function createTaskHandlers(deps: TaskDeps): TaskHandlers {
     send_account_exists_email: (payload) => sendAccountExistsMail(deps, payload),
     maintenance_prune: () => prune(deps),
     audit_retention: async () => {
-      await deps.audit.retention.runRetention();
+      const { failedTenants } = await deps.audit.retention.runRetention();
+      // Failing the job keeps it visible and retried; the other tenants' work is already done.
+      if (failedTenants.length > 0) {
+        throw new AppError(
+          'retention_incomplete',
+          `audit retention could not archive the events of ${failedTenants.length} tenant(s); see the errors logged`,
+        );
+      }
     },
     ...(deps.lifecycle === undefined
       ? {}
