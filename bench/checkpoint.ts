@@ -4,19 +4,21 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createCheckpointService, loadTenantProof } from '../src/audit/checkpoint-log.ts';
 import { tempAuditSetup } from '../test/helpers/audit.ts';
 import { createTestDatabase, type TestDatabase } from '../test/helpers/database.ts';
+import { median, summarize } from './ab.ts';
 
 // `npm run bench`, the checkpoint log (AUD-4, issue 12): what a checkpoint of
 // 1,000 moved heads and one tenant's inclusion proof cost as the log grows,
 // at 10k, 100k and 1M leaves, and the longest stall of this process's event
 // loop while a checkpoint runs. The log is stored as its perfect subtrees, so
 // both should stay nearly flat: the ratios against the 10k log are the
-// result. Each checkpoint also signs the head map of all 6,000 tenants. Sizes run in interleaved rounds (min/median/max per size), each on
-// its own database.
+// result. Each checkpoint also signs the head map of all 6,000 tenants. Sizes
+// run in interleaved rounds, each on its own database; the per-round ratios
+// against 10k go to the final table.
 
 const SIZES = [10_000, 100_000, 1_000_000];
 const MOVED = 1000;
 const FILLERS = 5000;
-const ROUNDS = 5;
+const ROUNDS = 6;
 const PROOFS_PER_ROUND = 50;
 
 interface Log {
@@ -25,6 +27,8 @@ interface Log {
   readonly tenants: string[];
   readonly checkpointMs: number[];
   readonly proofMs: number[];
+  /** The median proof time of each round. */
+  readonly proofRoundMs: number[];
   stallMs: number;
 }
 
@@ -62,7 +66,7 @@ async function seed(size: number): Promise<Log> {
     insert into audit_heads (tenant_id, seq, hash)
     select id, 1, sha256(convert_to(id::text, 'UTF8')) from unnest(${tenants}::uuid[]) id`;
   await db.superuser`analyze checkpoint_leaves, checkpoint_nodes, audit_heads`;
-  return { size, db, tenants, checkpointMs: [], proofMs: [], stallMs: 0 };
+  return { size, db, tenants, checkpointMs: [], proofMs: [], proofRoundMs: [], stallMs: 0 };
 }
 
 async function round(log: Log, checkpoints: ReturnType<typeof createCheckpointService>): Promise<void> {
@@ -78,19 +82,24 @@ async function round(log: Log, checkpoints: ReturnType<typeof createCheckpointSe
   log.stallMs = Math.max(log.stallMs, loop.max / 1e6);
   if (made.leavesAppended !== MOVED)
     throw new Error(`expected ${MOVED} new leaves, got ${made.leavesAppended}`);
+  const proofs: number[] = [];
   for (let i = 0; i < PROOFS_PER_ROUND; i++) {
     const tenant = log.tenants[(i * 37) % MOVED] as string;
     const at = performance.now();
     const proof = await loadTenantProof(log.db.app, tenant, { newestOnly: true });
-    log.proofMs.push(performance.now() - at);
+    proofs.push(performance.now() - at);
     if (proof.leaves.length !== 1) throw new Error('no proof');
   }
+  log.proofMs.push(...proofs);
+  log.proofRoundMs.push(median(proofs));
 }
 
 function spread(values: readonly number[]): { min: number; median: number; max: number } {
-  const sorted = [...values].sort((a, b) => a - b);
-  return { min: sorted[0] ?? 0, median: sorted[Math.floor(sorted.length / 2)] ?? 0, max: sorted.at(-1) ?? 0 };
+  return { min: Math.min(...values), median: median(values), max: Math.max(...values) };
 }
+
+/** Per round, the cost at one size over the cost at the smallest: flat is 1×. */
+const perRound = (at: readonly number[], base: readonly number[]) => at.map((ms, r) => ms / (base[r] ?? ms));
 
 export async function runCheckpointBench(): Promise<void> {
   const { setup, dir } = await tempAuditSetup();
@@ -134,6 +143,25 @@ export async function runCheckpointBench(): Promise<void> {
         };
       }),
     );
+    for (const log of logs.slice(1)) {
+      const leaves = log.size.toLocaleString('en-US');
+      const versus = { a: { label: `${leaves} leaves` }, b: { label: '10,000 leaves' } };
+      summarize(
+        {
+          name: `checkpoint of ${MOVED} moved heads, ${leaves} leaves vs 10k`,
+          ratio: 'time',
+          aim: { atMost: 1.5 },
+          ...versus,
+        },
+        perRound(log.checkpointMs, base.checkpointMs),
+        { a: spread(log.checkpointMs).median, b: baseCheckpoint },
+      );
+      summarize(
+        { name: `inclusion proof, ${leaves} leaves vs 10k`, ratio: 'time', aim: { atMost: 1.5 }, ...versus },
+        perRound(log.proofRoundMs, base.proofRoundMs),
+        { a: spread(log.proofMs).median, b: baseProof },
+      );
+    }
     console.log(
       'Targets (issue 12): at 1M leaves a checkpoint of 1,000 moved heads under 1 s, a proof under 50 ms, no stall over 50 ms.',
     );

@@ -9,6 +9,7 @@ import { withTenant } from '../src/db/tenant.ts';
 import { createLogger } from '../src/logger.ts';
 import { createTenant } from '../test/helpers/audit.ts';
 import type { TestDatabase } from '../test/helpers/database.ts';
+import { compare } from './ab.ts';
 
 // `npm run bench`, the egress part (AGT-4): what the egress proxy costs an
 // agent, as ratios against the same transfer made directly to the upstream
@@ -29,7 +30,6 @@ const CHUNK = Buffer.alloc(64 * 1024, 0x61);
 const PING = Buffer.alloc(64, 0x62);
 const PINGS = 5000;
 const CONNECTIONS = 500;
-const ROUNDS = 3;
 
 type Dial = () => Promise<net.Socket>;
 
@@ -126,17 +126,6 @@ async function connections(dial: Dial): Promise<void> {
   }
 }
 
-/** The best of ROUNDS runs, in ms. */
-async function best(run: () => Promise<void>): Promise<number> {
-  let fastest = Number.POSITIVE_INFINITY;
-  for (let round = 0; round < ROUNDS; round += 1) {
-    const started = performance.now();
-    await run();
-    fastest = Math.min(fastest, performance.now() - started);
-  }
-  return fastest;
-}
-
 function serve(onSocket: (socket: net.Socket) => void): Promise<net.Server> {
   const server = net.createServer({ noDelay: true }, (socket) => {
     socket.on('error', () => {});
@@ -177,36 +166,20 @@ export async function runEgressBench(db: TestDatabase): Promise<void> {
   const socketPath = path.join(dir, 'egress.sock');
   const listener = await proxy.listen(socketPath, { tenantId, agentId: agent.id, allowlist: undefined });
   try {
-    const rows: { task: string; direct: string; proxied: string; ratio: string }[] = [];
-    const compare = async (
-      task: string,
-      run: (dial: Dial, port: number) => Promise<void>,
-      server: net.Server,
-      unit: (ms: number) => string,
-    ) => {
+    const proxiedVsDirect = (task: string, run: (dial: Dial) => Promise<void>, server: net.Server) => {
       const port = portOf(server);
-      const direct = await best(() => run(dialDirect(port), port));
-      const proxied = await best(() => run(dialThroughProxy(socketPath, port), port));
-      rows.push({
-        task,
-        direct: unit(direct),
-        proxied: unit(proxied),
-        ratio: `${(direct / proxied).toFixed(2)}×`,
+      return compare({
+        name: `egress, ${task}`,
+        ratio: 'throughput',
+        per: { ops: 1 },
+        a: { label: 'through the proxy', op: () => run(dialThroughProxy(socketPath, port)) },
+        b: { label: 'direct', op: () => run(dialDirect(port)) },
       });
     };
-    const mibPerSecond = (ms: number) => `${(BULK_BYTES / 1024 / 1024 / (ms / 1000)).toFixed(0)} MiB/s`;
-    const perSecond = (count: number) => (ms: number) => `${(count / (ms / 1000)).toFixed(0)} /s`;
-    await compare('bulk up, 64 MiB', upload, sink, mibPerSecond);
-    await compare('bulk down, 64 MiB', download, source, mibPerSecond);
-    await compare(`${PINGS} ping-pongs of 64 B, one connection`, pings, echo, perSecond(PINGS));
-    await compare(
-      `${CONNECTIONS} connections, one ping-pong each`,
-      connections,
-      echo,
-      perSecond(CONNECTIONS),
-    );
-    console.log('\negress proxy (ratio: throughput through the proxy as a share of direct; best of 3)');
-    console.table(rows);
+    await proxiedVsDirect('bulk up, 64 MiB', upload, sink);
+    await proxiedVsDirect('bulk down, 64 MiB', download, source);
+    await proxiedVsDirect(`${PINGS} ping-pongs of 64 B, one connection`, pings, echo);
+    await proxiedVsDirect(`${CONNECTIONS} connections, one ping-pong each`, connections, echo);
   } finally {
     await listener.close();
     for (const server of [sink, source, echo]) server.close();
