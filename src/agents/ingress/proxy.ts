@@ -293,11 +293,20 @@ export function createIngress(deps: IngressDeps): Ingress {
   /** The instance's own host name: the only Domain its cookies may name. */
   const instanceHost = (subdomain: string): string => `${subdomain}.${agentsDomain}`;
 
+  // One line per request, so it must be cheap: the kind is bound once, and redaction, which walks
+  // every field of every line, is off for these lines alone. Their fields are fixed (kind, method,
+  // status, agent id, ms); none can carry a secret.
+  const requestLogs = {
+    http: logger.child({ ingress: 'http' }, { redact: [] }),
+    upgrade: logger.child({ ingress: 'upgrade' }, { redact: [] }),
+  };
+
   function logged(kind: 'http' | 'upgrade', method: string | undefined, started: number) {
+    const requestLog = requestLogs[kind];
     return (status: number, agentId: string | undefined): void => {
       // No subdomain, no path, no header: the subdomain is the instance's secret address.
-      logger.info(
-        { ingress: kind, method, status, agent_id: agentId, ms: Math.round(performance.now() - started) },
+      requestLog.info(
+        { method, status, agent_id: agentId, ms: Math.round(performance.now() - started) },
         'ingress request',
       );
     };
