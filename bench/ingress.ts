@@ -1,45 +1,42 @@
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { newSubdomain } from '../src/agents/ingress/subdomain.ts';
-import { hostDirOf, listenHostSocket } from '../src/agents/runtime/host-sockets.ts';
+import { HostSocketAgent, hostDirOf, listenHostSocket } from '../src/agents/runtime/host-sockets.ts';
 import { withTenant } from '../src/db/tenant.ts';
 import { buildTestApp } from '../test/helpers/app.ts';
 import { createTenant } from '../test/helpers/audit.ts';
 import type { TestDatabase } from '../test/helpers/database.ts';
+import { type Aim, compare, type Side } from './ab.ts';
 
-// `npm run bench`, the ingress part (AGT-3): what the ingress costs a request.
-// A small GET through the listening app — Host parsing, the subdomain lookup
-// (one withLookup transaction), header rules, the hop over the instance's
-// Unix socket — against the same GET sent straight to that socket, both
-// over keep-alive connections from CONCURRENCY loops, in alternating rounds
-// so a noisy neighbour hits both alike. Reported as a ratio of throughputs.
-// Client, ingress and fake instance share this one thread, so the ingress's
-// extra parse-and-serialize of each request and response counts in full:
-// the ratio is a floor, not what a separate agent process would see.
+// `npm run bench -- ingress` (AGT-3): what the ingress costs a request. A
+// small GET through the listening app — Host parsing, the subdomain lookup,
+// header rules, the hop over the instance's Unix socket — against the same
+// GET sent straight to that socket, over keep-alive connections from
+// CONCURRENCY loops, in interleaved rounds (bench/ab.ts).
+//
+// Three ratios:
+// - instance in its own process (the aim): as in production, where the agent
+//   runs in its sandbox and only the ingress shares the platform's thread.
+//   The load generator stays in this thread, so the ingress's parse and
+//   serialize of every request and response still compete with it.
+// - everything in one thread: the pessimistic floor; any HTTP proxy at least
+//   doubles the HTTP work this one thread does per request.
+// - the ingress vs a bare Node proxy over the same kind of pooled socket: the
+//   share of the cost that is the ingress's own (header rules, lookup, log).
 
 const CONCURRENCY = 16;
-const ROUNDS = 6;
-const ROUND_MS = 1000;
-const WARMUP_MS = 500;
 
-/** Runs `op` from `loops` concurrent loops for `ms`; how many completed. */
-async function runFor(loops: number, ms: number, op: () => Promise<void>): Promise<number> {
-  const end = performance.now() + ms;
-  let done = 0;
-  await Promise.all(
-    Array.from({ length: loops }, async () => {
-      while (performance.now() < end) {
-        await op();
-        done++;
-      }
-    }),
-  );
-  return done;
-}
+/** The fake instance for its own process: answers every request with a small text/plain 200 on fd 3. */
+const INSTANCE_SOURCE = `require('node:http').createServer((req, res) => {
+  res.setHeader('content-type', 'text/plain');
+  res.end('ok');
+}).listen({ fd: 3 }, () => process.send('listening'));`;
 
 function get(options: http.RequestOptions): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -53,62 +50,121 @@ function get(options: http.RequestOptions): Promise<void> {
   });
 }
 
+/** A proxy with nothing of the ingress's rules: the same pooled hop, headers passed as they came. */
+function bareProxy(socketPath: string, pool: http.Agent): http.Server {
+  return http.createServer((req, res) => {
+    const upstream = http.request(
+      { socketPath, method: req.method, path: req.url, headers: req.headers, agent: pool },
+      (upRes) => {
+        res.writeHead(upRes.statusCode ?? 502, upRes.rawHeaders);
+        upRes.pipe(res);
+      },
+    );
+    req.pipe(upstream);
+  });
+}
+
 export async function runIngressBench(db: TestDatabase): Promise<void> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'enclave-bench-ingress-'));
   const testApp = await buildTestApp(db, { ENCLAVE_DATA_DIR: dataDir });
-  const instance = http.createServer((_req, res) => {
+  const inThread = http.createServer((_req, res) => {
     res.setHeader('content-type', 'text/plain');
     res.end('ok');
   });
-  const agents = [new http.Agent({ keepAlive: true }), new http.Agent({ keepAlive: true })];
+  const clients: http.Agent[] = [];
+  const client = () => {
+    const agent = new http.Agent({ keepAlive: true });
+    clients.push(agent);
+    return agent;
+  };
+  const bare = new HostSocketAgent({ keepAlive: true, maxFreeSockets: CONCURRENCY });
+  let child: ReturnType<typeof spawn> | undefined;
+  let bareServer: http.Server | undefined;
   try {
     const tenantId = await createTenant(db, 'bench ingress');
-    const subdomain = newSubdomain('ec');
-    const agentId = await withTenant(db.app, tenantId, async (tx) => {
-      const [agent] = await tx<{ id: string }[]>`
-        insert into agents (tenant_id, handle, name, template_id)
-        values (${tenantId}::uuid, ${`bench-${randomUUID().slice(0, 8)}`}, 'Ingress bench', 'echo')
-        returning id::text`;
-      if (agent === undefined) throw new Error('ingress bench: no agent row');
-      await tx`
-        insert into agent_instances (agent_id, tenant_id, subdomain, state, desired_state)
-        values (${agent.id}::uuid, ${tenantId}::uuid, ${subdomain}, 'running', 'running')`;
-      return agent.id;
+    // Two agents: one whose instance runs in this thread, one whose instance runs in its own process.
+    const instance = async (where: string) => {
+      const subdomain = newSubdomain('ec');
+      const agentId = await withTenant(db.app, tenantId, async (tx) => {
+        const [agent] = await tx<{ id: string }[]>`
+          insert into agents (tenant_id, handle, name, template_id)
+          values (${tenantId}::uuid, ${`bench-${randomUUID().slice(0, 8)}`}, ${`Ingress bench ${where}`}, 'echo')
+          returning id::text`;
+        if (agent === undefined) throw new Error('ingress bench: no agent row');
+        await tx`
+          insert into agent_instances (agent_id, tenant_id, subdomain, state, desired_state)
+          values (${agent.id}::uuid, ${tenantId}::uuid, ${subdomain}, 'running', 'running')`;
+        return agent.id;
+      });
+      // As the driver binds it: in the instance's host directory, its inode remembered (host-sockets.ts).
+      const hostDir = hostDirOf(testApp.config.instancesDir, agentId);
+      await mkdir(hostDir, { recursive: true, mode: 0o711 });
+      return { subdomain, hostDir };
+    };
+    const local = await instance('in this thread');
+    const localSocket = (await listenHostSocket(local.hostDir, 'ingress.sock', 0o600, inThread)).path;
+    const remote = await instance('in its own process');
+    const remoteListener = await listenHostSocket(remote.hostDir, 'ingress.sock', 0o600);
+    // Handed over as the driver hands it to a sandbox: the child accepts on the descriptor.
+    child = spawn(process.execPath, ['-e', INSTANCE_SOURCE], {
+      stdio: ['ignore', 'inherit', 'inherit', remoteListener.fd, 'ipc'],
     });
-    // As the driver binds it: in the instance's host directory, its inode remembered (host-sockets.ts).
-    const hostDir = hostDirOf(testApp.config.instancesDir, agentId);
-    await mkdir(hostDir, { recursive: true, mode: 0o711 });
-    const socketPath = (await listenHostSocket(hostDir, 'ingress.sock', 0o600, instance)).path;
+    await once(child, 'message');
+    remoteListener.server.close();
+
     await testApp.app.listen({ port: 0, host: '127.0.0.1' });
     const port = (testApp.app.server.address() as AddressInfo).port;
-    const host = `${subdomain}.${testApp.config.agentsDomain}:${port}`;
+    const hostOf = (subdomain: string) => `${subdomain}.${testApp.config.agentsDomain}:${port}`;
+    const through = (subdomain: string) => {
+      const agent = client();
+      const headers = { host: hostOf(subdomain) };
+      return () => get({ host: '127.0.0.1', port, path: '/', headers, agent });
+    };
+    const straight = (socketPath: string, subdomain: string) => {
+      const agent = client();
+      const headers = { host: hostOf(subdomain) };
+      return () => get({ socketPath, path: '/', headers, agent });
+    };
 
-    const viaIngress = () => get({ host: '127.0.0.1', port, path: '/', headers: { host }, agent: agents[0] });
-    const direct = () => get({ socketPath, path: '/', headers: { host }, agent: agents[1] });
-    await runFor(CONCURRENCY, WARMUP_MS, direct);
-    await runFor(CONCURRENCY, WARMUP_MS, viaIngress);
-    const totals = { direct: { done: 0, ms: 0 }, ingress: { done: 0, ms: 0 } };
-    for (let round = 0; round < ROUNDS; round++) {
-      const order = round % 2 === 0 ? (['direct', 'ingress'] as const) : (['ingress', 'direct'] as const);
-      for (const kind of order) {
-        const started = performance.now();
-        totals[kind].done += await runFor(CONCURRENCY, ROUND_MS, kind === 'direct' ? direct : viaIngress);
-        totals[kind].ms += performance.now() - started;
-      }
-    }
-    const rate = (t: { done: number; ms: number }) => t.done / (t.ms / 1000);
-    const ingressRate = rate(totals.ingress);
-    const directRate = rate(totals.direct);
-    console.log(
-      `\nIngress (AGT-3), small GET, ${CONCURRENCY} concurrent keep-alive loops, ${ROUNDS} alternating rounds:` +
-        `\n  through the ingress: ${ingressRate.toFixed(0)} req/s; straight to the instance socket: ${directRate.toFixed(0)} req/s` +
-        `\n  the ingress keeps ${(ingressRate / directRate).toFixed(2)}× the throughput of a direct request`,
+    /** The ingress (A) against `b`, in throughput. */
+    const ingressVs = (name: string, subdomain: string, b: Side, aim?: Aim) =>
+      compare({
+        name,
+        ratio: 'throughput',
+        per: { ms: 1000, concurrency: CONCURRENCY },
+        a: { label: 'GET through the ingress', op: through(subdomain) },
+        b,
+        ...(aim === undefined ? {} : { aim }),
+      });
+    const direct = 'GET straight to the instance socket';
+    await ingressVs(
+      'ingress vs direct (instance in its own process)',
+      remote.subdomain,
+      { label: direct, op: straight(remoteListener.path, remote.subdomain) },
+      { atLeast: 0.7 },
     );
+    await ingressVs('ingress vs direct (all in one thread)', local.subdomain, {
+      label: direct,
+      op: straight(localSocket, local.subdomain),
+    });
+    bareServer = bareProxy(remoteListener.path, bare);
+    await new Promise<void>((resolve) => bareServer?.listen(0, '127.0.0.1', resolve));
+    const barePort = (bareServer.address() as AddressInfo).port;
+    const bareAgent = client();
+    const bareHeaders = { host: hostOf(remote.subdomain) };
+    await ingressVs('ingress vs a bare Node proxy (instance in its own process)', remote.subdomain, {
+      label: 'GET through a bare pooled proxy',
+      op: () => get({ host: '127.0.0.1', port: barePort, path: '/', headers: bareHeaders, agent: bareAgent }),
+    });
   } finally {
-    for (const agent of agents) agent.destroy();
+    for (const agent of clients) agent.destroy();
+    bare.destroy();
+    bareServer?.closeAllConnections();
+    bareServer?.close();
     await testApp.app.close();
-    instance.closeAllConnections();
-    instance.close();
+    child?.kill();
+    inThread.closeAllConnections();
+    inThread.close();
     await rm(dataDir, { recursive: true, force: true });
   }
 }

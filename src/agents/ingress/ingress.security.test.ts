@@ -358,6 +358,34 @@ test('AGT-3: a request while the instance restarts gets the 404, and the next on
   assert.equal(json(await send(instance.host)).instance, 'after');
 });
 
+test('AGT-3: a deleted or stopped agent stops answering though its instance still listens, and stays refused', async () => {
+  // The lookup is cached for a moment (proxy.ts, RUNNING_CACHE_MS): a cached name must not outlive its row.
+  const deleted = await addInstance(tenantA, 'running');
+  await serveInstance(deleted, 'deleted');
+  const stopped = await addInstance(tenantB, 'running');
+  await serveInstance(stopped, 'stopped');
+  assert.equal(json(await send(deleted.host)).instance, 'deleted');
+  assert.equal(json(await send(stopped.host)).instance, 'stopped');
+  // The rows change; the instances (the worker has not reached them yet) keep listening.
+  await withTenant(ctx.db.app, tenantA, (tx) => tx`delete from agents where id = ${deleted.agentId}::uuid`);
+  await withTenant(
+    ctx.db.app,
+    tenantB,
+    (tx) => tx`update agent_instances set state = 'stopping' where agent_id = ${stopped.agentId}::uuid`,
+  );
+  for (const instance of [deleted, stopped]) {
+    // Safety net only: the cache holds a name for a fraction of a second.
+    const deadline = Date.now() + 10_000;
+    let status = 200;
+    while (status === 200 && Date.now() < deadline) {
+      status = (await send(instance.host)).status;
+      if (status === 200) await new Promise((next) => setTimeout(next, 20));
+    }
+    assert.equal(status, 404);
+    for (let i = 0; i < 5; i++) assert.equal((await send(instance.host)).status, 404);
+  }
+});
+
 test('AGT-2, AGT-3: a socket put in place of the one the host bound, or a link to another, is never connected to', async () => {
   const victim = await addInstance(tenantB, 'running');
   const victimServer = await serveInstance(victim, 'victim');

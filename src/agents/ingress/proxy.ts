@@ -53,8 +53,14 @@ export interface IngressDeps {
 const HEAD_TIMEOUT_MS = 30_000;
 /** A proxied connection (HTTP or a tunnel) with no bytes either way for this long is closed. */
 const IDLE_TIMEOUT_MS = 10 * 60_000;
-/** How long a running instance's lookup is reused, and how many are kept. */
-const RUNNING_CACHE_MS = 1000;
+/**
+ * How long a running instance's lookup is reused, and how many are kept. Short: a
+ * deleted or stopped agent's subdomain stops answering within this long even while
+ * its instance still listens (the row is the truth; no other process tells the
+ * ingress of a change), yet a busy instance costs one lookup per interval, not one
+ * per request.
+ */
+const RUNNING_CACHE_MS = 100;
 const RUNNING_CACHE_SIZE = 10_000;
 /** The platform's cookies (the session cookie `enclave_session`) share this prefix; none reaches an instance. */
 export const PLATFORM_COOKIE_PREFIX = 'enclave_';
@@ -250,10 +256,10 @@ export function createIngress(deps: IngressDeps): Ingress {
 
   // Running instances seen in the last RUNNING_CACHE_MS, by subdomain. Only
   // running ones: every other answer (404) always asks the database, so it
-  // takes the same time whether or not the name exists. A name that stops
-  // being running is served at most RUNNING_CACHE_MS longer, and only while
-  // its socket still answers (the instance is still stopping); a refused
-  // socket drops the entry at once.
+  // takes the same time whether or not the name exists. A name whose row is
+  // deleted or stops being running is served at most RUNNING_CACHE_MS longer,
+  // and only while its socket still answers; a refused socket drops the entry
+  // at once.
   const running = new Map<string, { agentId: string; until: number }>();
 
   async function runningAgent(subdomain: string): Promise<string | undefined> {
@@ -287,11 +293,20 @@ export function createIngress(deps: IngressDeps): Ingress {
   /** The instance's own host name: the only Domain its cookies may name. */
   const instanceHost = (subdomain: string): string => `${subdomain}.${agentsDomain}`;
 
+  // One line per request, so it must be cheap: the kind is bound once, and redaction, which walks
+  // every field of every line, is off for these lines alone. Their fields are fixed (kind, method,
+  // status, agent id, ms); none can carry a secret.
+  const requestLogs = {
+    http: logger.child({ ingress: 'http' }, { redact: [] }),
+    upgrade: logger.child({ ingress: 'upgrade' }, { redact: [] }),
+  };
+
   function logged(kind: 'http' | 'upgrade', method: string | undefined, started: number) {
+    const requestLog = requestLogs[kind];
     return (status: number, agentId: string | undefined): void => {
       // No subdomain, no path, no header: the subdomain is the instance's secret address.
-      logger.info(
-        { ingress: kind, method, status, agent_id: agentId, ms: Math.round(performance.now() - started) },
+      requestLog.info(
+        { method, status, agent_id: agentId, ms: Math.round(performance.now() - started) },
         'ingress request',
       );
     };
@@ -372,7 +387,9 @@ export function createIngress(deps: IngressDeps): Ingress {
       if (!res.writableFinished) upstream.destroy();
     });
     req.on('error', () => upstream.destroy());
-    req.pipe(upstream);
+    // Nothing to stream without a body (most requests): the request ends at once, with no pipe to set up.
+    if (hasBody(req)) req.pipe(upstream);
+    else upstream.end();
     return agentId;
   }
 
@@ -510,6 +527,12 @@ export function createIngress(deps: IngressDeps): Ingress {
       upgradeAgent.destroy();
     },
   };
+}
+
+/** Whether a request carries a body (RFC 9112 §6.3: a request without either header has none). */
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
 
 /** Header pairs without those named `name` (lowercase). */

@@ -130,23 +130,31 @@ export async function launchSandbox(
     await cgroup?.remove().catch(() => undefined);
     throw new SandboxRefusal(refusal);
   }
-  let egress: EgressListener | undefined;
-  const listeners: HostListener[] = [];
-  try {
-    egress = await deps.egress.listen(path.join(prepared.hostDir, 'egress.sock'), spec.egress);
+  // The three sockets are bound at once (none depends on another); if any fails, all that were bound go.
+  const bound = await Promise.allSettled([
+    deps.egress.listen(path.join(prepared.hostDir, 'egress.sock'), spec.egress),
     // Bound by the host in its own directory and handed in: the sandbox never names a host path.
-    listeners.push(await listenHostSocket(prepared.hostDir, 'ingress.sock', 0o600));
-    listeners.push(await listenHostSocket(prepared.hostDir, 'support-agent.sock', 0o600));
-  } catch (error) {
-    for (const listener of listeners) {
-      listener.server.close();
-      await removeHostSocket(listener.path);
+    listenHostSocket(prepared.hostDir, 'ingress.sock', 0o600),
+    listenHostSocket(prepared.hostDir, 'support-agent.sock', 0o600),
+  ]);
+  const [egressBound, ingressBound, supportBound] = bound;
+  if (
+    egressBound.status === 'rejected' ||
+    ingressBound.status === 'rejected' ||
+    supportBound.status === 'rejected'
+  ) {
+    for (const listener of [ingressBound, supportBound]) {
+      if (listener.status !== 'fulfilled') continue;
+      listener.value.server.close();
+      await removeHostSocket(listener.value.path);
     }
-    await egress?.close().catch(() => undefined);
+    if (egressBound.status === 'fulfilled') await egressBound.value.close().catch(() => undefined);
     await cgroup?.remove().catch(() => undefined);
-    throw error;
+    throw bound.find((result) => result.status === 'rejected')?.reason;
   }
-  const [ingress, support] = listeners as [HostListener, HostListener];
+  const egress: EgressListener = egressBound.value;
+  const [ingress, support] = [ingressBound.value, supportBound.value];
+  const listeners: HostListener[] = [ingress, support];
   const argv = launchArgv(
     {
       shell: sandbox.tools.shell,
@@ -371,16 +379,23 @@ export async function waitReady(
     const onAbort = () => settle(new Error('stopped before it was ready'));
     signal.addEventListener('abort', onAbort);
     void run.done.then((reason) => settle(new Error(reason)));
-    // No event says "the agent listens": after the supervisor's, poll with a short backoff.
+    // No event from the agent says "I listen": the supervisor watches its port from inside
+    // (agent-listening) and the driver probes at once when told, else with a short backoff.
+    // The supervisor is the instance's: its word only brings one probe forward, once.
     const poll = async () => {
       let delay = 10;
+      let told = false;
+      const toldNow = run.control.agentListening.then(() => {
+        told = true;
+      });
       while (!settled) {
         if (await probeIngress(ingress)) {
           if (spec.supportKey !== undefined) await run.control.supportSettled;
           settle();
           return;
         }
-        await new Promise((next) => setTimeout(next, delay));
+        const pause = new Promise((next) => setTimeout(next, delay));
+        await (told ? pause : Promise.race([pause, toldNow]));
         delay = Math.min(Math.ceil(delay * 1.5), 200);
       }
     };

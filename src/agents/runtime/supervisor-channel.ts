@@ -20,6 +20,8 @@ export interface ControlChannel {
   readonly hello: boolean;
   /** Resolves once the bridges listen and the agent has been spawned. */
   readonly listening: Promise<void>;
+  /** Resolves once the supervisor says the agent's port accepts connections (a hint: the driver probes it). */
+  readonly agentListening: Promise<void>;
   /** Resolves once the start-time support server is up (with its host key) or has failed. */
   readonly supportSettled: Promise<SupportAnswer>;
   /** Why the agent could not be started (command not found …), as the supervisor said. */
@@ -45,9 +47,13 @@ export type SupportAnswer = { readonly error?: string; readonly hostKey?: unknow
 
 export function createControlChannel(stream: Duplex): ControlChannel {
   let resolveListening: () => void = () => undefined;
+  let resolveAgentListening: () => void = () => undefined;
   let resolveSupport: (answer: SupportAnswer) => void = () => undefined;
   const listening = new Promise<void>((resolve) => {
     resolveListening = resolve;
+  });
+  const agentListening = new Promise<void>((resolve) => {
+    resolveAgentListening = resolve;
   });
   const supportSettled = new Promise<SupportAnswer>((resolve) => {
     resolveSupport = resolve;
@@ -60,6 +66,7 @@ export function createControlChannel(stream: Duplex): ControlChannel {
   const channel = {
     hello: false,
     listening,
+    agentListening,
     supportSettled,
     agentError: undefined as string | undefined,
     agentExit: undefined as AgentExitReport | undefined,
@@ -100,6 +107,9 @@ export function createControlChannel(stream: Duplex): ControlChannel {
         break;
       case 'listening':
         resolveListening();
+        break;
+      case 'agent-listening':
+        resolveAgentListening();
         break;
       case 'agent-error':
         channel.agentError ??= cleanReason(event.reason);

@@ -7,7 +7,7 @@
 //         u32 length + name, u32 length + value). Secrets never pass through
 //         argv or the environment of anything outside the sandbox.
 //   fd 4  both ways, JSON lines: commands from the driver ({"id","cmd":"support","key"}),
-//         events to it ({"event":"hello"|"listening"|"agent-error"|"agent-exit"|"support"}).
+//         events to it ({"event":"hello"|"listening"|"agent-listening"|"agent-error"|"agent-exit"|"support"}).
 //   fd 6  a listening socket the host bound in its own directory: ingress.
 //   fd 7  a listening socket the host bound in its own directory: support SSH,
 //         which only the host's relay connects to (AGT-5).
@@ -38,6 +38,8 @@ const MAX_CONFIG_BYTES = 1024 * 1024;
 const MAX_CONTROL_LINE = 64 * 1024;
 /** After one side of a bridged connection closes, how long the other may take to drain. */
 const LINGER_MS = 10_000;
+/** How often the agent's port is tried until it accepts (watchAgentPort). */
+const PORT_WATCH_MS = 3;
 
 function note(line) {
   process.stderr.write(`[enclave] ${line}\n`);
@@ -223,6 +225,28 @@ function startAgent(config, env) {
     note(signal === null ? `the agent exited with code ${code}` : `the agent was killed by ${signal}`);
     shutdown(signal === null ? (code ?? 1) : 128 + (constants.signals[signal] ?? 0));
   });
+}
+
+/**
+ * Reports agent-listening once the agent's port accepts a connection. No
+ * event says an agent listens; a refused connect inside the sandbox's own
+ * network costs next to nothing, so it is tried every few milliseconds and
+ * the driver's HTTP probe (through the ingress socket) follows at once.
+ */
+function watchAgentPort(port) {
+  const attempt = () => {
+    if (exiting) return;
+    const probe = net.connect({ port, host: '127.0.0.1' });
+    probe.once('connect', () => {
+      probe.destroy();
+      report({ event: 'agent-listening' });
+    });
+    probe.once('error', () => {
+      probe.destroy();
+      setTimeout(attempt, PORT_WATCH_MS);
+    });
+  };
+  attempt();
 }
 
 // ---- support SSH (AGT-5) ----
@@ -424,6 +448,7 @@ async function main() {
   await openBridges(config);
   startAgent(config, { ...config.env, ...secrets, ...platform });
   report({ event: 'listening' });
+  watchAgentPort(config.port);
   if (typeof config.supportKey === 'string') {
     await supportOn(config.supportKey).then(
       (hostKey) => report({ event: 'support', id: 0, on: true, hostKey }),
