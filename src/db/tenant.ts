@@ -1,4 +1,4 @@
-import postgres, { type ReservedSql, type Sql, type TransactionSql } from 'postgres';
+import type { Sql, TransactionSql } from 'postgres';
 import { appendAuditEvent } from '../audit/append.ts';
 import { AppError } from '../errors.ts';
 
@@ -32,74 +32,14 @@ export async function withTenant<T>(
   // tenantId comes from an authenticated principal, never straight from a
   // client; still, anything but a uuid here is a bug and must not reach SQL.
   if (!isUuid(tenantId)) throw new AppError('tenant_id_invalid', 'withTenant needs a tenant uuid');
-  // sql.begin waits for `begin` alone before fn may send anything: a round
-  // trip of its own. On a reserved connection `begin`, the binding and fn's
-  // first statement go out together, and the server runs them in that order,
-  // so a read costs two round trips (that, then commit) instead of three.
-  const connection = await sql.reserve();
-  // Handed back to the pool only if it answered commit or rollback: a lost
-  // connection is the pool's again already (it reconnects it).
-  let reusable = false;
-  try {
-    let result: T;
-    try {
-      const opened = connection`begin`.execute();
-      const bound = connection`select set_config('app.tenant_id', ${tenantId}, true)`.execute();
-      [, , result] = await Promise.all([opened, bound, fn(asTransaction(connection))]);
-    } catch (error) {
-      await connection`rollback`.then(
-        () => {
-          reusable = true;
-        },
-        (rollbackError: unknown) => {
-          reusable = answered(rollbackError);
-        },
-      );
-      throw error;
-    }
-    try {
-      await connection`commit`;
-    } catch (error) {
-      reusable = answered(error);
-      throw error;
-    }
-    reusable = true;
+  return (await sql.begin(async (tx) => {
+    // Sent first on this connection, so the server runs it before anything fn
+    // sends; not awaited alone, so fn's first statement rides the same round trip.
+    // (postgres.js sends a query when it is awaited or execute() is called: execute() now.)
+    const bound = tx`select set_config('app.tenant_id', ${tenantId}, true)`.execute();
+    const [, result] = await Promise.all([bound, fn(tx)]);
     return result;
-  } finally {
-    if (reusable) connection.release();
-  }
-}
-
-/** Whether an error came from the server (the connection is idle again), not from losing the connection. */
-function answered(error: unknown): boolean {
-  return error instanceof postgres.PostgresError;
-}
-
-/**
- * The reserved connection as the transaction handle fn expects: savepoints
- * work as in sql.begin (named s1, s2…); two-phase `prepare` is not offered.
- */
-function asTransaction(connection: ReservedSql): TenantSql {
-  let savepoints = 0;
-  async function savepoint<R>(
-    nameOrFn: string | ((sp: TenantSql) => R | Promise<R>),
-    maybeFn?: (sp: TenantSql) => R | Promise<R>,
-  ): Promise<R> {
-    const fn = typeof nameOrFn === 'function' ? nameOrFn : maybeFn;
-    if (fn === undefined) throw new Error('savepoint needs a function');
-    const name = `s${++savepoints}`;
-    await connection.unsafe(`savepoint ${name}`);
-    try {
-      const result = await fn(tx);
-      await connection.unsafe(`release savepoint ${name}`);
-      return result;
-    } catch (error) {
-      await connection.unsafe(`rollback to savepoint ${name}`);
-      throw error;
-    }
-  }
-  const tx = Object.assign(connection, { savepoint }) as unknown as TenantSql;
-  return tx;
+  })) as T;
 }
 
 /** The audit action of a serviceQuery call (actions are dotted `noun.verb` words, so not bare `service_query`). */
