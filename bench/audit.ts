@@ -17,6 +17,7 @@ import {
   syntheticLog,
 } from '../test/helpers/audit-bundle.ts';
 import type { TestDatabase } from '../test/helpers/database.ts';
+import { compare } from './ab.ts';
 
 // `npm run bench`, the audit part (AUD-2, AUD-3, AUD-5). Two questions, each
 // answered as a ratio against a baseline measured in the same run, so the
@@ -28,9 +29,11 @@ import type { TestDatabase } from '../test/helpers/database.ts';
 //    of the table, one row per transaction, both as enclave_app. For one
 //    tenant with one writer, and for 50 tenants across 8 concurrent writers.
 //    Targets: ≥ 60% (one tenant), ≥ 50% (50 tenants).
-// 2. What verification costs: enclave-verify's core on a generated bundle of
-//    1,000,000 events against a bare SHA-256 loop over the same canonical
-//    bytes (already in memory, already UTF-8). Target: ≥ 30%.
+// 2. What verification costs: enclave-verify on a generated bundle of
+//    1,000,000 events (the file read, split, parsed and every check made)
+//    against a bare SHA-256 loop over the same canonical bytes (already in
+//    memory, already UTF-8), one whole pass each, in interleaved rounds
+//    (bench/ab.ts). Aim: ≥ 0.5×.
 
 const APPEND_MS = 4000;
 const ROUNDS = 8;
@@ -64,7 +67,7 @@ async function runFor(writers: number, ms: number, op: () => Promise<unknown>): 
  * round), so a neighbour's load or a checkpoint of the database's own hits
  * both alike; ops per second of each over all its rounds.
  */
-async function compare(
+async function compareAppends(
   writers: number,
   plain: () => Promise<unknown>,
   chained: () => Promise<unknown>,
@@ -124,14 +127,14 @@ async function appendBench(db: TestDatabase): Promise<{ one: number; many: numbe
   };
 
   const solo = tenants[TENANTS] as string;
-  const single = await compare(
+  const single = await compareAppends(
     1,
     () => plain(solo),
     () => chained(solo),
   );
   let next = 0;
   const pick = () => tenants[next++ % TENANTS] as string;
-  const spread = await compare(
+  const spread = await compareAppends(
     WRITERS,
     () => plain(pick()),
     () => chained(pick()),
@@ -231,34 +234,43 @@ async function verifyBench(): Promise<number> {
       `\nGenerated a ${VERIFY_EVENTS.toLocaleString('en-US')}-event bundle (${(total / 1e6).toFixed(0)} MB of canonical text) in ${((performance.now() - generated) / 1000).toFixed(1)} s.`,
     );
 
-    const verifyStarted = performance.now();
-    const report = await verifyBundleFile(bundle, { pinnedKey: key.verifierKey });
-    const verifySeconds = (performance.now() - verifyStarted) / 1000;
-    if (!report.ok || report.eventsVerified !== VERIFY_EVENTS) {
-      throw new Error(`the generated bundle did not verify: ${JSON.stringify(report.problems)}`);
-    }
-
-    const bareStarted = performance.now();
-    const scratch = Buffer.allocUnsafe(64 * 1024);
-    let prev: Buffer = Buffer.from(GENESIS_HASH);
-    for (let i = 0; i < VERIFY_EVENTS; i++) {
-      const start = offsets[i] as number;
-      const end = offsets[i + 1] as number;
-      prev.copy(scratch, 0);
-      bytes.copy(scratch, 32, start, end);
-      prev = hash('sha256', scratch.subarray(0, 32 + end - start), 'buffer');
-    }
-    const bareSeconds = (performance.now() - bareStarted) / 1000;
-    if (!prev.equals(state.hash)) throw new Error('the bare loop did not reach the chain head');
-
-    const ratio = bareSeconds / verifySeconds;
     const mb = total / 1e6;
+    const scratch = Buffer.allocUnsafe(64 * 1024);
+    const report = await compare({
+      name: `the offline verifier vs a bare SHA-256 loop, ${VERIFY_EVENTS.toLocaleString('en-US')} events`,
+      ratio: 'throughput',
+      per: { ops: 1 },
+      aim: { atLeast: 0.5 },
+      a: {
+        label: 'enclave-verify (whole file read, parsed and checked)',
+        op: async () => {
+          const verified = await verifyBundleFile(bundle, { pinnedKey: key.verifierKey });
+          if (!verified.ok || verified.eventsVerified !== VERIFY_EVENTS) {
+            throw new Error(`the generated bundle did not verify: ${JSON.stringify(verified.problems)}`);
+          }
+        },
+      },
+      b: {
+        label: 'a bare SHA-256 loop over the canonical bytes in memory',
+        op: async () => {
+          let prev: Buffer = Buffer.from(GENESIS_HASH);
+          for (let i = 0; i < VERIFY_EVENTS; i++) {
+            const start = offsets[i] as number;
+            const end = offsets[i + 1] as number;
+            prev.copy(scratch, 0);
+            bytes.copy(scratch, 32, start, end);
+            prev = hash('sha256', scratch.subarray(0, 32 + end - start), 'buffer');
+          }
+          if (!prev.equals(state.hash)) throw new Error('the bare loop did not reach the chain head');
+        },
+      },
+    });
+    const perSecond = (ms: number) => 1000 / (ms / VERIFY_EVENTS);
     console.log(
-      `enclave-verify: ${(VERIFY_EVENTS / verifySeconds).toFixed(0)} events/s (${(mb / verifySeconds).toFixed(0)} MB/s of canonical text, whole file read, parsed and checked)` +
-        `\nbare SHA-256 loop: ${(VERIFY_EVENTS / bareSeconds).toFixed(0)} events/s (${(mb / bareSeconds).toFixed(0)} MB/s)` +
-        `\nverifier throughput: ${(ratio * 100).toFixed(0)}% of the bare hashing loop (${ratio >= 0.3 ? 'meets' : 'MISSES'} the 30% target)`,
+      `  enclave-verify ${perSecond(report.msPerOp.a).toFixed(0)} events/s (${((mb * 1000) / report.msPerOp.a).toFixed(0)} MB/s of canonical text); ` +
+        `bare loop ${perSecond(report.msPerOp.b).toFixed(0)} events/s (${((mb * 1000) / report.msPerOp.b).toFixed(0)} MB/s)`,
     );
-    return ratio;
+    return report.median;
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -1,9 +1,9 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { Bench } from 'tinybench';
 import { credentialAad, dataKeyAad, open, seal, unwrapKey, wrapKey } from '../src/vault/envelope.ts';
 import { createAccount } from '../test/helpers/accounts.ts';
 import { buildTestApp } from '../test/helpers/app.ts';
 import type { TestDatabase } from '../test/helpers/database.ts';
+import { compare } from './ab.ts';
 
 // The vault's cost, as ratios against baselines run in the same process:
 // (1) a credential sealed and opened the way the vault does it — unwrap the
@@ -13,8 +13,9 @@ import type { TestDatabase } from '../test/helpers/database.ts';
 // (2) PUT /api/v1/agents/:id/credentials/:name (token lookup, tenant
 //     transaction, data key, upsert, audit event) against an authenticated
 //     GET /api/v1/me, through app.inject.
+// Both in interleaved rounds (bench/ab.ts).
 
-const TIME_MS = 2000;
+const ROUND_MS = 700;
 const VALUE = Buffer.from(`sk-ant-${'x'.repeat(100)}`);
 
 function rawRoundTrip(key: Buffer): void {
@@ -27,12 +28,6 @@ function rawRoundTrip(key: Buffer): void {
   if (plain.length !== VALUE.length) throw new Error('raw round trip lost bytes');
 }
 
-function throughput(bench: Bench, name: string): number {
-  const result = bench.getTask(name)?.result;
-  if (result === undefined || !('throughput' in result)) throw new Error(`${name} did not complete`);
-  return result.throughput.mean;
-}
-
 export async function runVaultBench(db: TestDatabase): Promise<void> {
   const masterKey = randomBytes(32);
   const rawKey = randomBytes(32);
@@ -40,27 +35,24 @@ export async function runVaultBench(db: TestDatabase): Promise<void> {
   const wrapped = wrapKey(masterKey, randomBytes(32), dataKeyAad(tenantId, 1));
   const address = { tenantId, agentId: 'b0c1d2e3-f405-4617-8829-3a4b5c6d7e8f', name: 'anthropic_api_key' };
 
-  const crypto = new Bench({ time: TIME_MS, warmupTime: 300, throws: true });
-  crypto
-    .add('vault: unwrap data key, seal, unwrap, open', () => {
-      const sealKey = unwrapKey(masterKey, wrapped, dataKeyAad(tenantId, 1));
-      const sealed = seal(sealKey, VALUE, credentialAad(address, 1));
-      sealKey.fill(0);
-      const openKey = unwrapKey(masterKey, wrapped, dataKeyAad(tenantId, 1));
-      const plain = open(openKey, sealed, credentialAad(address, 1));
-      openKey.fill(0);
-      plain.fill(0);
-    })
-    .add('raw AES-256-GCM encrypt + decrypt', () => rawRoundTrip(rawKey));
-  await crypto.run();
-  console.log('');
-  console.table(crypto.table());
-  const vault = throughput(crypto, 'vault: unwrap data key, seal, unwrap, open');
-  const raw = throughput(crypto, 'raw AES-256-GCM encrypt + decrypt');
-  console.log(
-    `\ncredential encrypt + decrypt: ${vault.toFixed(0)} ops/s; raw AES-256-GCM: ${raw.toFixed(0)} ops/s` +
-      `\nthe envelope runs at ${(vault / raw).toFixed(2)}× the raw loop's throughput`,
-  );
+  await compare({
+    name: 'credential envelope vs raw AES-256-GCM',
+    ratio: 'throughput',
+    per: { ms: ROUND_MS },
+    a: {
+      label: 'vault: unwrap data key, seal, unwrap, open',
+      op: async () => {
+        const sealKey = unwrapKey(masterKey, wrapped, dataKeyAad(tenantId, 1));
+        const sealed = seal(sealKey, VALUE, credentialAad(address, 1));
+        sealKey.fill(0);
+        const openKey = unwrapKey(masterKey, wrapped, dataKeyAad(tenantId, 1));
+        const plain = open(openKey, sealed, credentialAad(address, 1));
+        openKey.fill(0);
+        plain.fill(0);
+      },
+    },
+    b: { label: 'raw AES-256-GCM encrypt + decrypt', op: async () => rawRoundTrip(rawKey) },
+  });
 
   const testApp = await buildTestApp(db);
   try {
@@ -75,36 +67,37 @@ export async function runVaultBench(db: TestDatabase): Promise<void> {
     if (created.statusCode !== 201) throw new Error(`onboarding: ${created.statusCode} ${created.body}`);
     const url = `/api/v1/agents/${created.json<{ id: string }>().id}/credentials/echo_token`;
     let n = 0;
-    const api = new Bench({ time: TIME_MS, warmupTime: 300, throws: true });
-    api
-      .add('PUT a credential', async () => {
-        n += 1;
-        const response = await testApp.app.inject({
-          method: 'PUT',
-          url,
-          headers: { authorization },
-          payload: { value: `bench-credential-value-${n}` },
-        });
-        if (response.statusCode !== 200 && response.statusCode !== 201)
-          throw new Error(`PUT: ${response.statusCode}`);
-      })
-      .add('GET /api/v1/me (authenticated)', async () => {
-        const response = await testApp.app.inject({
-          method: 'GET',
-          url: '/api/v1/me',
-          headers: { authorization },
-        });
-        if (response.statusCode !== 200) throw new Error(`GET: ${response.statusCode}`);
-      });
-    await api.run();
-    console.log('');
-    console.table(api.table());
-    const put = throughput(api, 'PUT a credential');
-    const me = throughput(api, 'GET /api/v1/me (authenticated)');
-    console.log(
-      `\nPUT credential: ${put.toFixed(0)} req/s; authenticated GET /api/v1/me: ${me.toFixed(0)} req/s` +
-        `\na credential write runs at ${(put / me).toFixed(2)}× an authenticated read's throughput`,
-    );
+    await compare({
+      name: 'credential PUT vs authenticated GET /api/v1/me',
+      ratio: 'throughput',
+      per: { ms: ROUND_MS },
+      aim: { atLeast: 0.3 },
+      a: {
+        label: 'PUT a credential',
+        op: async () => {
+          n += 1;
+          const response = await testApp.app.inject({
+            method: 'PUT',
+            url,
+            headers: { authorization },
+            payload: { value: `bench-credential-value-${n}` },
+          });
+          if (response.statusCode !== 200 && response.statusCode !== 201)
+            throw new Error(`PUT: ${response.statusCode}`);
+        },
+      },
+      b: {
+        label: 'GET /api/v1/me (authenticated)',
+        op: async () => {
+          const response = await testApp.app.inject({
+            method: 'GET',
+            url: '/api/v1/me',
+            headers: { authorization },
+          });
+          if (response.statusCode !== 200) throw new Error(`GET: ${response.statusCode}`);
+        },
+      },
+    });
   } finally {
     await testApp.app.close();
   }

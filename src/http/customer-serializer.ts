@@ -54,8 +54,21 @@ function normalize(name: string): string {
 
 const INTERNAL = new Set(Object.keys(OPERATOR_INTERNAL_FIELDS).map(normalize));
 
+/**
+ * Verdicts by field name, so a response's keys (the same few on every
+ * request) are not lower-cased and stripped each time. Bounded: field names
+ * can come from customers (audit event data), so it stops growing when full.
+ */
+const verdicts = new Map<string, boolean>();
+const MAX_VERDICTS = 10_000;
+
 export function isOperatorInternalField(name: string): boolean {
-  return INTERNAL.has(normalize(name));
+  let internal = verdicts.get(name);
+  if (internal === undefined) {
+    internal = INTERNAL.has(normalize(name));
+    if (verdicts.size < MAX_VERDICTS) verdicts.set(name, internal);
+  }
+  return internal;
 }
 
 export interface Violation {
@@ -75,16 +88,17 @@ function isPlainObject(value: object): value is Record<string, unknown> {
  */
 export function checkCustomerPayload(payload: unknown): { clean: unknown; violations: Violation[] } {
   const violations: Violation[] = [];
-  const walk = (value: unknown, path: string, depth: number): unknown => {
+  // A field's path is spelled out only for a violation: most payloads have none.
+  const walk = (value: unknown, path: () => string, depth: number): unknown => {
     if (value === null || typeof value !== 'object') return value;
     if (depth > MAX_DEPTH) {
-      violations.push({ path, reason: 'too deep' });
+      violations.push({ path: path(), reason: 'too deep' });
       return undefined;
     }
     if (Array.isArray(value)) {
       let changed = false;
       const out = value.map((item, index) => {
-        const next = walk(item, `${path}[${index}]`, depth + 1);
+        const next = walk(item, () => `${path()}[${index}]`, depth + 1);
         if (next !== item) changed = true;
         return next === undefined && item !== undefined ? null : next;
       });
@@ -93,15 +107,17 @@ export function checkCustomerPayload(payload: unknown): { clean: unknown; violat
     // Dates, buffers and other class instances serialize as values, not as field names.
     if (!isPlainObject(value)) return value;
     let out: Record<string, unknown> | undefined;
-    for (const [key, item] of Object.entries(value)) {
-      const childPath = `${path}.${key}`;
+    for (const key in value) {
+      if (!Object.hasOwn(value, key)) continue;
+      const item = value[key];
       if (isOperatorInternalField(key)) {
-        violations.push({ path: childPath, reason: 'operator-internal field' });
+        violations.push({ path: `${path()}.${key}`, reason: 'operator-internal field' });
         out ??= { ...value };
         delete out[key];
         continue;
       }
-      const next = walk(item, childPath, depth + 1);
+      if (item === null || typeof item !== 'object') continue;
+      const next = walk(item, () => `${path()}.${key}`, depth + 1);
       if (next !== item) {
         out ??= { ...value };
         if (next === undefined) delete out[key];
@@ -110,7 +126,7 @@ export function checkCustomerPayload(payload: unknown): { clean: unknown; violat
     }
     return out ?? value;
   };
-  const clean = walk(payload, '$', 0);
+  const clean = walk(payload, () => '$', 0);
   return { clean, violations };
 }
 
