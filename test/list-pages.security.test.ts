@@ -4,7 +4,7 @@ import type { LightMyRequestResponse } from 'fastify';
 import { insertEgressRecords } from '../src/agents/egress/records.ts';
 import { withTenant } from '../src/db/tenant.ts';
 import { MAX_PAGE } from '../src/http/page-cursor.ts';
-import { createAccount, loginAgain, type TestAccount } from './helpers/accounts.ts';
+import { createAccount, loginAgain, mintInvite, type TestAccount } from './helpers/accounts.ts';
 import { type ProblemBody, useTestApp } from './helpers/app.ts';
 
 // Attack: a reader hands a list route a cursor it did not get from that list
@@ -21,6 +21,7 @@ let bob: TestAccount;
 let aliceAgent: string;
 let aliceOtherAgent: string;
 let bobAgent: string;
+let operator: TestAccount;
 
 function get(url: string, account: TestAccount): Promise<LightMyRequestResponse> {
   return ctx.testApp.app.inject({
@@ -109,6 +110,15 @@ ctx.before(async () => {
     }
   }
   for (let n = 0; n < 3; n++) await createAccount(ctx.db, ctx.testApp, { kind: 'member', tenantOf: alice });
+  for (let n = 0; n < 2; n++) {
+    await mintInvite(ctx.db, { kind: 'member', email: `m${n}@example.test`, tenantId: alice.user.tenant_id });
+  }
+  operator = await createAccount(ctx.db, ctx.testApp, { kind: 'operator' });
+  // The operator's list merges its tenant's invites with the platform's: some of each, interleaved in time.
+  for (let n = 0; n < 3; n++) {
+    await mintInvite(ctx.db, { kind: 'tenant', email: `t${n}@example.test`, tenantId: null });
+    await mintInvite(ctx.db, { kind: 'member', email: `o${n}@example.test`, tenantId: operator.user.tenant_id });
+  }
 });
 
 /** The paged lists, as alice reads them. */
@@ -117,6 +127,7 @@ const lists = () => [
   { url: '/api/v1/members', key: 'members' },
   { url: '/api/v1/tokens', key: 'tokens' },
   { url: '/api/v1/sessions', key: 'sessions' },
+  { url: '/api/v1/invites', key: 'invites' },
   { url: `/api/v1/agents/${aliceAgent}/egress`, key: 'connections' },
 ];
 
@@ -138,7 +149,7 @@ describe('keyset pages of the JSON lists', () => {
     assert.equal(pages, Math.ceil(ids.length / 4));
   });
 
-  test('ACC-10, ACC-3, ACC-12, AGT-4: tokens, sessions, members and egress records page the same way: each row once, in the order of one big page, next_after null at the end', async () => {
+  test('ACC-10, ACC-3, ACC-12, ACC-1, AGT-4: tokens, sessions, members, invites and egress records page the same way: each row once, in the order of one big page, next_after null at the end', async () => {
     for (const { url, key } of lists()) {
       const whole = (await get(`${url}?limit=${MAX_PAGE}`, alice)).json<Record<string, unknown>>();
       assert.equal(whole.next_after, null, url);
@@ -148,6 +159,17 @@ describe('keyset pages of the JSON lists', () => {
         const { ids } = await walk(url, key, alice, limit);
         assert.deepEqual(ids, expected, `${url} with limit ${limit}`);
       }
+    }
+  });
+
+  test("ACC-1: an operator's invite list, the tenant's and the platform's merged, pages as one list", async () => {
+    const whole = (await get(`/api/v1/invites?limit=${MAX_PAGE}`, operator)).json<{
+      invites: { id: string }[];
+    }>();
+    const expected = whole.invites.map((invite) => invite.id);
+    assert.ok(expected.length >= 9, `both kinds are listed (${expected.length})`);
+    for (const limit of [1, 2, 3]) {
+      assert.deepEqual((await walk('/api/v1/invites', 'invites', operator, limit)).ids, expected);
     }
   });
 

@@ -268,12 +268,28 @@ export function registerAccountsApi(
       schema: {
         operationId: 'listInvites',
         summary:
-          'Invites this user may manage: member invites of the tenant; for operators, signup invites too',
+          'A page of the invites this user may manage, newest first: member invites of the tenant; for operators, signup invites too',
         tags: ['invites'],
-        response: { 200: Type.Object({ invites: Type.Array(InviteListing) }), ...errors },
+        querystring: PageQuery,
+        response: {
+          200: Type.Object({ invites: Type.Array(InviteListing), next_after: NextAfter }),
+          ...errors,
+        },
       },
     },
-    async (request) => ({ invites: await accounts.listInvites(signedIn(request)) }),
+    async (request) => {
+      const principal = signedIn(request);
+      // Operators' lists hold the platform's invites too: another list than their tenant's.
+      const scope = {
+        list: principal.user.is_operator ? 'invites+platform' : 'invites',
+        tenantId: principal.user.tenant_id,
+      };
+      // after and limit are attacker-controlled: the cursor must carry our MAC for this list.
+      const page = await readPage(deps.cursors, scope, request.query, (at) =>
+        accounts.listInvitePage(principal, at),
+      );
+      return { invites: page.rows, next_after: page.next };
+    },
   );
 
   app.post(

@@ -22,6 +22,7 @@ import {
   findInvite,
   INVITE_MAIL_ATTEMPTS,
   type Invite,
+  listInvitePage,
   listInvites,
   redeemInvite,
   revokeInvite,
@@ -384,6 +385,16 @@ export function createAccountsService(deps: AccountsDeps) {
         });
         return true;
       });
+    },
+
+    /** A page of the invites the principal may manage (see listInvites), for the API. */
+    async listInvitePage(principal: Principal, page: PageRequest): Promise<(Invite & PositionedRow)[]> {
+      if (!principal.user.is_operator) authorize(principal, 'invite.manage');
+      return listInvitePage(
+        sql,
+        { operator: principal.user.is_operator, tenantId: principal.user.tenant_id },
+        page,
+      );
     },
 
     async listInvites(principal: Principal): Promise<Invite[]> {

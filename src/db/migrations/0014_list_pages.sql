@@ -19,6 +19,9 @@ drop index api_tokens_user;
 create index sessions_user_page on sessions (tenant_id, user_id, created_at, id);
 drop index sessions_user;
 
+create index invites_tenant_page on invites (tenant_id, created_at, id) where tenant_id is not null;
+drop index invites_tenant;
+
 create index egress_connections_agent_page on egress_connections (tenant_id, agent_id, started_at desc, id desc);
 drop index egress_connections_agent;
 
