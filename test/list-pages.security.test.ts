@@ -117,7 +117,11 @@ ctx.before(async () => {
   // The operator's list merges its tenant's invites with the platform's: some of each, interleaved in time.
   for (let n = 0; n < 3; n++) {
     await mintInvite(ctx.db, { kind: 'tenant', email: `t${n}@example.test`, tenantId: null });
-    await mintInvite(ctx.db, { kind: 'member', email: `o${n}@example.test`, tenantId: operator.user.tenant_id });
+    await mintInvite(ctx.db, {
+      kind: 'member',
+      email: `o${n}@example.test`,
+      tenantId: operator.user.tenant_id,
+    });
   }
 });
 

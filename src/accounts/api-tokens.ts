@@ -1,7 +1,13 @@
 import type { Sql } from 'postgres';
 import { bindTenant, withLookup } from '../db/lookup.ts';
 import type { TenantSql } from '../db/tenant.ts';
-import { afterPosition, type PageRequest, type PositionedRow, positionColumns } from '../http/page-cursor.ts';
+import {
+  afterPosition,
+  boundTenant,
+  type PageRequest,
+  type PositionedRow,
+  positionColumns,
+} from '../http/page-cursor.ts';
 import { hashToken, mintToken } from '../tokens.ts';
 import { getUser, type User } from './users.ts';
 
@@ -47,7 +53,7 @@ export async function listApiTokens(
 ): Promise<(ApiTokenListing & PositionedRow)[]> {
   return tx<(ApiTokenListing & PositionedRow)[]>`
     select ${tx.unsafe(LISTING)}, ${positionColumns(tx, 'created_at')} from api_tokens
-    where user_id = ${userId}::uuid and revoked_at is null and (expires_at is null or expires_at > now())
+    where ${boundTenant(tx)} and user_id = ${userId}::uuid and revoked_at is null and (expires_at is null or expires_at > now())
       ${afterPosition(tx, 'created_at', 'desc', page.after)}
     order by created_at desc, id desc limit ${page.limit + 1}::int4`;
 }

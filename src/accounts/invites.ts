@@ -2,7 +2,13 @@ import type { Sql } from 'postgres';
 import { appendAuditEvent, PLATFORM_TENANT } from '../audit/append.ts';
 import { withLookup } from '../db/lookup.ts';
 import { isUuid, serviceQuery, type TenantSql, withTenant } from '../db/tenant.ts';
-import { afterPosition, type PageRequest, type PositionedRow, positionColumns } from '../http/page-cursor.ts';
+import {
+  afterPosition,
+  boundTenant,
+  type PageRequest,
+  type PositionedRow,
+  positionColumns,
+} from '../http/page-cursor.ts';
 import { enqueueJob } from '../jobs/queue.ts';
 import { hashToken, mintToken } from '../tokens.ts';
 
@@ -147,7 +153,8 @@ export async function listInvitePage(
       tenantId,
       (tx) => tx<(Invite & PositionedRow)[]>`
         select ${tx.unsafe(INVITE_COLUMNS)}, ${positionColumns(tx, 'created_at')} from invites
-        where true ${afterPosition(tx, 'created_at', 'desc', page.after)}
+        where ${boundTenant(tx, tx`coalesce(tenant_id, ${PLATFORM_TENANT}::uuid)`)}
+          ${afterPosition(tx, 'created_at', 'desc', page.after)}
         order by created_at desc, id desc limit ${page.limit + 1}::int4`,
     );
   const own = scope.tenantId === PLATFORM_TENANT ? [] : await list(scope.tenantId);

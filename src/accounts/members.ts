@@ -1,5 +1,11 @@
 import type { TenantSql } from '../db/tenant.ts';
-import { afterPosition, type PageRequest, type PositionedRow, positionColumns } from '../http/page-cursor.ts';
+import {
+  afterPosition,
+  boundTenant,
+  type PageRequest,
+  type PositionedRow,
+  positionColumns,
+} from '../http/page-cursor.ts';
 import { recordFor } from './audit-events.ts';
 import { AccountsError } from './errors.ts';
 import { type Actor, authorize, may, ROLES, type Role } from './roles.ts';
@@ -64,7 +70,7 @@ export function createMembersService() {
       authorize(principal, 'member.list');
       return tx<(Member & PositionedRow)[]>`
         select ${tx.unsafe(MEMBER_COLUMNS)}, ${positionColumns(tx, 'created_at')} from users
-        where true ${afterPosition(tx, 'created_at', 'asc', page.after)}
+        where ${boundTenant(tx)} ${afterPosition(tx, 'created_at', 'asc', page.after)}
         order by created_at, id limit ${page.limit + 1}::int4`;
     },
 

@@ -2,7 +2,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Sql } from 'postgres';
 import { bindTenant, withLookup } from '../db/lookup.ts';
 import type { TenantSql } from '../db/tenant.ts';
-import { afterPosition, type PageRequest, type PositionedRow, positionColumns } from '../http/page-cursor.ts';
+import {
+  afterPosition,
+  boundTenant,
+  type PageRequest,
+  type PositionedRow,
+  positionColumns,
+} from '../http/page-cursor.ts';
 import { getUser, type User } from './users.ts';
 
 // ACC-3: a session is a random id in an HMAC-signed cookie; the server keeps
@@ -89,7 +95,7 @@ export async function listSessions(
   return tx<(SessionListing & PositionedRow)[]>`
     select id, created_at, last_seen_at, expires_at, user_agent, client_ip,
            ${positionColumns(tx, 'created_at')} from sessions
-    where user_id = ${userId}::uuid and revoked_at is null and expires_at > now()
+    where ${boundTenant(tx)} and user_id = ${userId}::uuid and revoked_at is null and expires_at > now()
       ${afterPosition(tx, 'created_at', 'desc', page.after)}
     order by created_at desc, id desc limit ${page.limit + 1}::int4`;
 }

@@ -105,6 +105,17 @@ export function positionColumns(tx: TransactionSql, column: string): PendingQuer
   return tx`to_char(${tx(column)} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as page_at, id as page_id`;
 }
 
+/**
+ * The bound tenant, stated in the query. Row-level security already limits a
+ * read to it, but ORs in the lookup policy (src/db/lookup.ts) that finds a
+ * row by token or login before any tenant is bound; under that OR the planner
+ * cannot walk a (tenant_id, time, id) index in order, and reads and sorts the
+ * whole table instead. This condition narrows the read and never widens it.
+ */
+export function boundTenant(tx: TransactionSql, column = tx`tenant_id`): PendingQuery<Row[]> {
+  return tx`${column} = enclave.current_tenant_id()`;
+}
+
 /** `and (column, id) > or < position`, or nothing on the first page. */
 export function afterPosition(
   tx: TransactionSql,

@@ -2,6 +2,7 @@ import type { Sql } from 'postgres';
 import { type TenantSql, withTenant } from '../../db/tenant.ts';
 import {
   afterPosition,
+  boundTenant,
   type PageRequest,
   type PositionedRow,
   positionColumns,
@@ -127,7 +128,7 @@ export async function listEgressPage(
     select id, host, port, method, allowed, reason, bytes_out::float8 as bytes_out,
            bytes_in::float8 as bytes_in, duration_ms, started_at, ${positionColumns(tx, 'started_at')}
     from egress_connections
-    where agent_id = ${agentId}::uuid ${afterPosition(tx, 'started_at', 'desc', page.after)}
+    where ${boundTenant(tx)} and agent_id = ${agentId}::uuid ${afterPosition(tx, 'started_at', 'desc', page.after)}
     order by started_at desc, id desc
     limit ${page.limit + 1}::int4`;
 }
