@@ -257,4 +257,27 @@ describe('keyset pages of the JSON lists', () => {
     // The genuine cursor still works: the refusals above were about the cursor.
     assert.equal((await get(`/api/v1/agents?after=${encodeURIComponent(agents)}`, alice)).statusCode, 200);
   });
+
+  test("AGT-1: a page of a long agent list walks its index in order; no plan reads the tenant's whole list and sorts it", async () => {
+    const big = await createAccount(ctx.db, ctx.testApp);
+    await ctx.db.superuser`
+      insert into agents (tenant_id, handle, name, template_id)
+      select ${big.user.tenant_id}::uuid, 'plan-' || n, 'plan ' || n, 'echo' from generate_series(1, 5000) n`;
+    await ctx.db.superuser`analyze agents`;
+    // The read of agents.list (src/agents/service.ts): row-level security ORs in the identity lookup policy.
+    const plan = await withTenant(ctx.db.app, big.user.tenant_id, async (tx) =>
+      (
+        await tx.unsafe(
+          `explain select id from agents where tenant_id = enclave.current_tenant_id()
+           order by created_at, id limit 101`,
+        )
+      )
+        .map((row) => String(row['QUERY PLAN']))
+        .join('\n'),
+    );
+    assert.match(plan, /agents_tenant_page/, plan);
+    assert.doesNotMatch(plan, /Seq Scan|Sort/, plan);
+    const first = await get('/api/v1/agents?limit=3', big);
+    assert.deepEqual(first.json<{ agents: { handle: string }[] }>().agents.length, 3);
+  });
 });
