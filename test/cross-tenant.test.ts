@@ -2,7 +2,10 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
+import { insertEgressRecords } from '../src/agents/egress/records.ts';
+import { withTenant } from '../src/db/tenant.ts';
 import { createAccount, loginAgain, mintInvite, type TestAccount } from './helpers/accounts.ts';
+import { insertAgent } from './helpers/agents.ts';
 import { useTestApp } from './helpers/app.ts';
 import { registeredRoutes } from './helpers/routes.ts';
 
@@ -395,5 +398,77 @@ describe('cross-tenant suite, generated from /openapi.json', () => {
       headers: { authorization: `Bearer ${alice.apiToken}` },
     });
     assert.ok(own.body.includes(alice.apiTokenId), "A's own list shows A's token");
+  });
+
+  test("TEN-7: every paged list in /openapi.json (a GET taking a string `after`) refuses a cursor of tenant A's same list from tenant B with 400 cursor_invalid, and shows nothing of A's", async () => {
+    const doc = await readOpenApi();
+    const paged = documentedApiRoutes(doc).filter(
+      (route) =>
+        route.method === 'GET' &&
+        (route.operation.parameters ?? []).some(
+          (p) => p.in === 'query' && p.name === 'after' && resolve(doc, p.schema ?? {}).type === 'string',
+        ),
+    );
+    assert.ok(paged.length >= 6, `paged lists were found (${paged.map((route) => route.path).join(', ')})`);
+    // Two rows in each of A's lists, so that A's first page of one row ends in a cursor.
+    const agentOf = async (account: TestAccount) => {
+      const listed = await ctx.testApp.app.inject({
+        method: 'GET',
+        url: '/api/v1/agents',
+        headers: { authorization: `Bearer ${account.apiToken}` },
+      });
+      const [agent] = listed.json<{ agents: { id: string }[] }>().agents;
+      assert.ok(agent !== undefined);
+      return agent.id;
+    };
+    const [aliceAgent, bobAgent] = [await agentOf(alice), await agentOf(bob)];
+    await insertAgent(ctx.db.app, alice.user.tenant_id, 'alice-more');
+    const minted = await ctx.testApp.app.inject({
+      method: 'POST',
+      url: '/api/v1/tokens',
+      headers: { authorization: `Bearer ${alice.apiToken}` },
+      payload: { name: 'second' },
+    });
+    assert.equal(minted.statusCode, 201);
+    const tenantId = alice.user.tenant_id;
+    const record = { host: 'a.example.test', port: 443, method: 'CONNECT' as const, allowed: true };
+    const sizes = { bytesOut: 1, bytesIn: 1, durationMs: 1, reason: undefined, startedAt: new Date() };
+    await withTenant(ctx.db.app, tenantId, (tx) =>
+      insertEgressRecords(tx, { tenantId, agentId: aliceAgent }, [
+        { ...record, ...sizes },
+        { ...record, ...sizes },
+      ]),
+    );
+    const { all } = await identifiersOfA();
+    const failures: string[] = [];
+    bobCookie = (await loginAgain(ctx.db, ctx.testApp, bob)).sessionCookie;
+    for (const route of paged) {
+      const urlOf = (agentId: string) => fill(doc, route, agentId);
+      const own = await ctx.testApp.app.inject({
+        method: 'GET',
+        url: `${urlOf(aliceAgent)}?limit=1`,
+        headers: { authorization: `Bearer ${alice.apiToken}` },
+      });
+      const cursor = own.json<{ next_after?: string | null }>().next_after;
+      if (typeof cursor !== 'string') {
+        failures.push(`A's ${route.path} gave no cursor to probe with (${own.statusCode})`);
+        continue;
+      }
+      for (const credential of credentials) {
+        const foreign = await ctx.testApp.app.inject({
+          method: 'GET',
+          url: `${urlOf(bobAgent)}?after=${encodeURIComponent(cursor)}`,
+          headers: credential.headers(),
+        });
+        const got = problemOf(foreign);
+        if (got.status !== 400 || got.code !== 'cursor_invalid') {
+          failures.push(`${credential.name} GET ${route.path} with A's cursor: ${got.status} ${got.code}`);
+        }
+        for (const leak of leaks(foreign, all)) {
+          failures.push(`${credential.name} GET ${route.path} with A's cursor answered with A's ${leak}`);
+        }
+      }
+    }
+    assert.deepEqual(failures, [], 'foreign cursors');
   });
 });

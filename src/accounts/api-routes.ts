@@ -1,6 +1,7 @@
 import { Type } from 'typebox';
 import { EMAIL } from '../config.ts';
 import type { App } from '../http/app.ts';
+import { NextAfter, type PageCursors, PageQuery, readPage } from '../http/page-cursor.ts';
 import { ProblemSchema, sendProblem } from '../http/problems.ts';
 import { curlExample, ExpiryIn, Id, IdParams, NullableTimestamp, Timestamp } from '../http/schemas.ts';
 import { DEFAULT_INVITE_DAYS, inviteLink } from './invites.ts';
@@ -90,7 +91,10 @@ const InviteListing = Type.Object({
   expires_at: Timestamp,
 });
 
-export function registerAccountsApi(app: App, deps: { accounts: AccountsService; publicUrl: string }): void {
+export function registerAccountsApi(
+  app: App,
+  deps: { accounts: AccountsService; publicUrl: string; cursors: PageCursors },
+): void {
   const { accounts } = deps;
   const auth = { auth: 'user' as const };
 
@@ -118,12 +122,24 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
       config: auth,
       schema: {
         operationId: 'listTokens',
-        summary: "List the user's live API tokens (never their values)",
+        summary: "A page of the user's live API tokens, newest first (never their values)",
         tags: ['tokens'],
-        response: { 200: Type.Object({ tokens: Type.Array(TokenListing) }), ...errors },
+        querystring: PageQuery,
+        response: {
+          200: Type.Object({ tokens: Type.Array(TokenListing), next_after: NextAfter }),
+          ...errors,
+        },
       },
     },
-    async (request) => ({ tokens: await accounts.listApiTokens(signedIn(request)) }),
+    async (request) => {
+      const principal = signedIn(request);
+      const scope = { list: 'tokens', tenantId: principal.user.tenant_id, of: principal.user.id };
+      // after and limit are attacker-controlled: the cursor must carry our MAC for this user's token list.
+      const page = await readPage(deps.cursors, scope, request.query, (at) =>
+        accounts.listApiTokens(principal, at),
+      );
+      return { tokens: page.rows, next_after: page.next };
+    },
   );
 
   app.post(
@@ -188,15 +204,26 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
       config: auth,
       schema: {
         operationId: 'listSessions',
-        summary: "List the user's live sessions",
+        summary: "A page of the user's live sessions, newest first",
         tags: ['sessions'],
-        response: { 200: Type.Object({ sessions: Type.Array(SessionListing) }), ...errors },
+        querystring: PageQuery,
+        response: {
+          200: Type.Object({ sessions: Type.Array(SessionListing), next_after: NextAfter }),
+          ...errors,
+        },
       },
     },
     async (request) => {
       const principal = signedIn(request);
-      const sessions = await accounts.listSessions(principal);
-      return { sessions: sessions.map((s) => ({ ...s, current: s.id === principal.sessionId })) };
+      const scope = { list: 'sessions', tenantId: principal.user.tenant_id, of: principal.user.id };
+      // after and limit are attacker-controlled: the cursor must carry our MAC for this user's session list.
+      const page = await readPage(deps.cursors, scope, request.query, (at) =>
+        accounts.listSessions(principal, at),
+      );
+      return {
+        sessions: page.rows.map((s) => ({ ...s, current: s.id === principal.sessionId })),
+        next_after: page.next,
+      };
     },
   );
 
@@ -241,12 +268,28 @@ export function registerAccountsApi(app: App, deps: { accounts: AccountsService;
       schema: {
         operationId: 'listInvites',
         summary:
-          'Invites this user may manage: member invites of the tenant; for operators, signup invites too',
+          'A page of the invites this user may manage, newest first: member invites of the tenant; for operators, signup invites too',
         tags: ['invites'],
-        response: { 200: Type.Object({ invites: Type.Array(InviteListing) }), ...errors },
+        querystring: PageQuery,
+        response: {
+          200: Type.Object({ invites: Type.Array(InviteListing), next_after: NextAfter }),
+          ...errors,
+        },
       },
     },
-    async (request) => ({ invites: await accounts.listInvites(signedIn(request)) }),
+    async (request) => {
+      const principal = signedIn(request);
+      // Operators' lists hold the platform's invites too: another list than their tenant's.
+      const scope = {
+        list: principal.user.is_operator ? 'invites+platform' : 'invites',
+        tenantId: principal.user.tenant_id,
+      };
+      // after and limit are attacker-controlled: the cursor must carry our MAC for this list.
+      const page = await readPage(deps.cursors, scope, request.query, (at) =>
+        accounts.listInvitePage(principal, at),
+      );
+      return { invites: page.rows, next_after: page.next };
+    },
   );
 
   app.post(

@@ -1,6 +1,13 @@
 import type { Sql } from 'postgres';
 import { bindTenant, withLookup } from '../db/lookup.ts';
 import type { TenantSql } from '../db/tenant.ts';
+import {
+  afterPosition,
+  boundTenant,
+  type PageRequest,
+  type PositionedRow,
+  positionColumns,
+} from '../http/page-cursor.ts';
 import { hashToken, mintToken } from '../tokens.ts';
 import { getUser, type User } from './users.ts';
 
@@ -38,11 +45,17 @@ export async function insertApiToken(
   return { listing, token: minted.token };
 }
 
-export async function listApiTokens(tx: TenantSql, userId: string): Promise<ApiTokenListing[]> {
-  return tx<ApiTokenListing[]>`
-    select ${tx.unsafe(LISTING)} from api_tokens
-    where user_id = ${userId}::uuid and revoked_at is null and (expires_at is null or expires_at > now())
-    order by created_at desc`;
+/** A page of the user's live tokens, newest first, keyed by (created_at, id) (api_tokens_user_page index). */
+export async function listApiTokens(
+  tx: TenantSql,
+  userId: string,
+  page: PageRequest,
+): Promise<(ApiTokenListing & PositionedRow)[]> {
+  return tx<(ApiTokenListing & PositionedRow)[]>`
+    select ${tx.unsafe(LISTING)}, ${positionColumns(tx, 'created_at')} from api_tokens
+    where ${boundTenant(tx)} and user_id = ${userId}::uuid and revoked_at is null and (expires_at is null or expires_at > now())
+      ${afterPosition(tx, 'created_at', 'desc', page.after)}
+    order by created_at desc, id desc limit ${page.limit + 1}::int4`;
 }
 
 export async function revokeApiToken(tx: TenantSql, userId: string, tokenId: string): Promise<boolean> {

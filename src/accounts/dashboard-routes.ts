@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { App } from '../http/app.ts';
+import { DASHBOARD_LIST, MAX_PAGE } from '../http/page-cursor.ts';
 import type { RateLimits } from '../http/rate-limits.ts';
 import { LIMITS } from '../web/account-pages.ts';
 import {
@@ -132,7 +133,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
       reply,
       status,
       tokensPage(await frameFor(request), {
-        tokens: await accounts.listApiTokens(signedIn(request)),
+        tokens: (await accounts.listApiTokens(signedIn(request), DASHBOARD_LIST)).slice(0, MAX_PAGE),
         ...extra,
       }),
     );
@@ -193,7 +194,9 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
   app.get('/dashboard/settings/tokens/:id/revoke', confirm, async (request, reply) => {
     const token =
       request.validationError === undefined
-        ? (await accounts.listApiTokens(signedIn(request))).find((listed) => listed.id === request.params.id)
+        ? (await accounts.listApiTokens(signedIn(request), DASHBOARD_LIST)).find(
+            (listed) => listed.id === request.params.id,
+          )
         : undefined;
     if (token === undefined) return notFound(request, reply, 'token');
     return askFirst(request, reply, {
@@ -320,7 +323,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
     extra: { notice?: string | undefined; errors?: ProfileErrors; newEmail?: string | undefined },
   ) => {
     const principal = signedIn(request);
-    const sessions = await accounts.listSessions(principal);
+    const sessions = (await accounts.listSessions(principal, DASHBOARD_LIST)).slice(0, MAX_PAGE);
     return sendPage(
       reply,
       status,
@@ -353,7 +356,9 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
     const principal = signedIn(request);
     const session =
       request.validationError === undefined
-        ? (await accounts.listSessions(principal)).find((listed) => listed.id === request.params.id)
+        ? (await accounts.listSessions(principal, DASHBOARD_LIST)).find(
+            (listed) => listed.id === request.params.id,
+          )
         : undefined;
     if (session === undefined) return notFound(request, reply, 'session');
     const current = session.id === principal.sessionId;

@@ -2,6 +2,13 @@ import type { Sql } from 'postgres';
 import { appendAuditEvent, PLATFORM_TENANT } from '../audit/append.ts';
 import { withLookup } from '../db/lookup.ts';
 import { isUuid, serviceQuery, type TenantSql, withTenant } from '../db/tenant.ts';
+import {
+  afterPosition,
+  boundTenant,
+  type PageRequest,
+  type PositionedRow,
+  positionColumns,
+} from '../http/page-cursor.ts';
 import { enqueueJob } from '../jobs/queue.ts';
 import { hashToken, mintToken } from '../tokens.ts';
 
@@ -124,20 +131,38 @@ export interface InviteScope {
 
 const LIST_LIMIT = 200;
 
+/** The newest LIST_LIMIT invites in the scope, newest first. */
 export async function listInvites(sql: Sql, scope: InviteScope): Promise<Invite[]> {
-  // Each tenant's invites are read bound to that tenant: the tenant's own, and the platform's for operators.
+  return (await listInvitePage(sql, scope, { after: undefined, limit: LIST_LIMIT })).slice(0, LIST_LIMIT);
+}
+
+/**
+ * A page of the invites in the scope, newest first, keyed by (created_at, id)
+ * (invites_tenant_page index). Each tenant's invites are read bound to that
+ * tenant: the tenant's own, and the platform's for operators; the two pages
+ * merge in the same order, so the next page starts after the last row of both.
+ */
+export async function listInvitePage(
+  sql: Sql,
+  scope: InviteScope,
+  page: PageRequest,
+): Promise<(Invite & PositionedRow)[]> {
   const list = (tenantId: string) =>
     withTenant(
       sql,
       tenantId,
-      (tx) => tx<Invite[]>`
-        select ${tx.unsafe(INVITE_COLUMNS)} from invites order by created_at desc limit ${LIST_LIMIT}`,
+      (tx) => tx<(Invite & PositionedRow)[]>`
+        select ${tx.unsafe(INVITE_COLUMNS)}, ${positionColumns(tx, 'created_at')} from invites
+        where ${boundTenant(tx, tx`coalesce(tenant_id, ${PLATFORM_TENANT}::uuid)`)}
+          ${afterPosition(tx, 'created_at', 'desc', page.after)}
+        order by created_at desc, id desc limit ${page.limit + 1}::int4`,
     );
   const own = scope.tenantId === PLATFORM_TENANT ? [] : await list(scope.tenantId);
   const platform = scope.operator ? await list(PLATFORM_TENANT) : [];
-  return [...own, ...platform]
-    .sort((a, b) => b.created_at.getTime() - a.created_at.getTime())
-    .slice(0, LIST_LIMIT);
+  // page_at is fixed-width UTC text and page_id lowercase hex: text order is the database's order.
+  const newestFirst = (a: PositionedRow, b: PositionedRow) =>
+    a.page_at === b.page_at ? b.page_id.localeCompare(a.page_id) : b.page_at.localeCompare(a.page_at);
+  return [...own, ...platform].sort(newestFirst).slice(0, page.limit + 1);
 }
 
 async function recordInviteCreated(tx: TenantSql, invite: Invite, actor: string): Promise<void> {

@@ -1,6 +1,14 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { App } from '../http/app.ts';
+import {
+  DASHBOARD_LIST,
+  MAX_PAGE,
+  NextAfter,
+  type PageCursors,
+  PageQuery,
+  readPage,
+} from '../http/page-cursor.ts';
 import { ProblemSchema } from '../http/problems.ts';
 import { Id, IdParams, Timestamp } from '../http/schemas.ts';
 import { forbiddenPage, notFoundPage } from '../web/dashboard-pages.ts';
@@ -33,7 +41,7 @@ const MemberSchema = Type.Object({
   created_at: Timestamp,
 });
 
-export function registerMembersApi(app: App, deps: { members: MembersService }): void {
+export function registerMembersApi(app: App, deps: { members: MembersService; cursors: PageCursors }): void {
   const { members } = deps;
   const auth = { auth: 'user' as const };
 
@@ -43,14 +51,23 @@ export function registerMembersApi(app: App, deps: { members: MembersService }):
       config: auth,
       schema: {
         operationId: 'listMembers',
-        summary: "The tenant's members and their roles",
+        summary: "A page of the tenant's members and their roles, oldest first",
         tags: ['members'],
-        response: { 200: Type.Object({ members: Type.Array(MemberSchema) }), ...errors },
+        querystring: PageQuery,
+        response: {
+          200: Type.Object({ members: Type.Array(MemberSchema), next_after: NextAfter }),
+          ...errors,
+        },
       },
     },
     async (request) => {
       const principal = signedIn(request);
-      return { members: await request.withTenant((tx) => members.list(tx, principal)) };
+      const scope = { list: 'members', tenantId: principal.user.tenant_id };
+      // after and limit are attacker-controlled: the cursor must carry our MAC for this tenant's member list.
+      const page = await request.withTenant((tx) =>
+        readPage(deps.cursors, scope, request.query, (at) => members.list(tx, principal, at)),
+      );
+      return { members: page.rows, next_after: page.next };
     },
   );
 
@@ -113,12 +130,12 @@ export function registerMembersPages(
     extra: { notice?: string | undefined; error?: string | undefined },
   ) => {
     const principal = signedIn(request);
-    const list = await request.withTenant((tx) => members.list(tx, principal));
+    const list = await request.withTenant((tx) => members.list(tx, principal, DASHBOARD_LIST));
     return sendPage(
       reply,
       status,
       membersPage(await frameFor(request), {
-        members: list,
+        members: list.slice(0, MAX_PAGE),
         currentUserId: principal.user.id,
         assignable: assignableRoles(principal),
         ...extra,
@@ -173,9 +190,7 @@ export function registerMembersPages(
       return sendPage(reply, 404, notFoundPage(await frameFor(request), 'member'));
     }
     const principal = signedIn(request);
-    const target = (await request.withTenant((tx) => members.list(tx, principal))).find(
-      (member) => member.id === request.params.id,
-    );
+    const target = await request.withTenant((tx) => members.find(tx, principal, request.params.id));
     if (target === undefined) return sendPage(reply, 404, notFoundPage(await frameFor(request), 'member'));
     if (!assignableRoles(principal).includes(target.role)) {
       return failed(request, reply, new AccountsError('forbidden', 'Your role cannot remove this member.'));

@@ -1,4 +1,11 @@
 import type { TenantSql } from '../db/tenant.ts';
+import {
+  afterPosition,
+  boundTenant,
+  type PageRequest,
+  type PositionedRow,
+  positionColumns,
+} from '../http/page-cursor.ts';
 import { recordFor } from './audit-events.ts';
 import { AccountsError } from './errors.ts';
 import { type Actor, authorize, may, ROLES, type Role } from './roles.ts';
@@ -58,9 +65,21 @@ export function assignableRoles(principal: Actor): Role[] {
 
 export function createMembersService() {
   return {
-    async list(tx: TenantSql, principal: Principal): Promise<Member[]> {
+    /** A page of the tenant's members, oldest first, keyed by (created_at, id) (users_tenant_page index). */
+    async list(tx: TenantSql, principal: Principal, page: PageRequest): Promise<(Member & PositionedRow)[]> {
       authorize(principal, 'member.list');
-      return tx<Member[]>`select ${tx.unsafe(MEMBER_COLUMNS)} from users order by created_at, username`;
+      return tx<(Member & PositionedRow)[]>`
+        select ${tx.unsafe(MEMBER_COLUMNS)}, ${positionColumns(tx, 'created_at')} from users
+        where ${boundTenant(tx)} ${afterPosition(tx, 'created_at', 'asc', page.after)}
+        order by created_at, id limit ${page.limit + 1}::int4`;
+    },
+
+    /** One member of the tenant, or undefined (another tenant's is hidden by row-level security). */
+    async find(tx: TenantSql, principal: Principal, userId: string): Promise<Member | undefined> {
+      authorize(principal, 'member.list');
+      const [member] = await tx<Member[]>`
+        select ${tx.unsafe(MEMBER_COLUMNS)} from users where id = ${userId}::uuid`;
+      return member;
     },
 
     async changeRole(tx: TenantSql, principal: Principal, userId: string, role: Role): Promise<Member> {

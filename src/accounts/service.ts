@@ -3,6 +3,7 @@ import type { Sql, TransactionSql } from 'postgres';
 import { appendAuditEvent, PLATFORM_TENANT } from '../audit/append.ts';
 import { withLookup } from '../db/lookup.ts';
 import { withTenant } from '../db/tenant.ts';
+import type { PageRequest, PositionedRow } from '../http/page-cursor.ts';
 import type { RateLimits } from '../http/rate-limits.ts';
 import { enqueueJob } from '../jobs/queue.ts';
 import {
@@ -21,6 +22,7 @@ import {
   findInvite,
   INVITE_MAIL_ATTEMPTS,
   type Invite,
+  listInvitePage,
   listInvites,
   redeemInvite,
   revokeInvite,
@@ -285,8 +287,8 @@ export function createAccountsService(deps: AccountsDeps) {
       });
     },
 
-    async listSessions(principal: Principal): Promise<SessionListing[]> {
-      return withTenant(sql, principal.user.tenant_id, (tx) => listSessions(tx, principal.user.id));
+    async listSessions(principal: Principal, page: PageRequest): Promise<(SessionListing & PositionedRow)[]> {
+      return withTenant(sql, principal.user.tenant_id, (tx) => listSessions(tx, principal.user.id, page));
     },
 
     /** ACC-3: true if revoked; false if the user has no such live session (the caller answers 404). */
@@ -366,8 +368,11 @@ export function createAccountsService(deps: AccountsDeps) {
       });
     },
 
-    async listApiTokens(principal: Principal): Promise<ApiTokenListing[]> {
-      return withTenant(sql, principal.user.tenant_id, (tx) => listApiTokens(tx, principal.user.id));
+    async listApiTokens(
+      principal: Principal,
+      page: PageRequest,
+    ): Promise<(ApiTokenListing & PositionedRow)[]> {
+      return withTenant(sql, principal.user.tenant_id, (tx) => listApiTokens(tx, principal.user.id, page));
     },
 
     async revokeApiToken(principal: Principal, tokenId: string): Promise<boolean> {
@@ -380,6 +385,16 @@ export function createAccountsService(deps: AccountsDeps) {
         });
         return true;
       });
+    },
+
+    /** A page of the invites the principal may manage (see listInvites), for the API. */
+    async listInvitePage(principal: Principal, page: PageRequest): Promise<(Invite & PositionedRow)[]> {
+      if (!principal.user.is_operator) authorize(principal, 'invite.manage');
+      return listInvitePage(
+        sql,
+        { operator: principal.user.is_operator, tenantId: principal.user.tenant_id },
+        page,
+      );
     },
 
     async listInvites(principal: Principal): Promise<Invite[]> {

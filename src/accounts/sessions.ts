@@ -2,6 +2,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Sql } from 'postgres';
 import { bindTenant, withLookup } from '../db/lookup.ts';
 import type { TenantSql } from '../db/tenant.ts';
+import {
+  afterPosition,
+  boundTenant,
+  type PageRequest,
+  type PositionedRow,
+  positionColumns,
+} from '../http/page-cursor.ts';
 import { getUser, type User } from './users.ts';
 
 // ACC-3: a session is a random id in an HMAC-signed cookie; the server keeps
@@ -75,11 +82,22 @@ export interface SessionListing {
   readonly client_ip: string | null;
 }
 
-export async function listSessions(tx: TenantSql, userId: string): Promise<SessionListing[]> {
-  return tx<SessionListing[]>`
-    select id, created_at, last_seen_at, expires_at, user_agent, client_ip from sessions
-    where user_id = ${userId}::uuid and revoked_at is null and expires_at > now()
-    order by last_seen_at desc`;
+/**
+ * A page of the user's live sessions, newest first. Keyed by (created_at, id)
+ * (sessions_user_page index), not by last_seen_at, which every request moves:
+ * a key that moves would skip or repeat sessions between pages.
+ */
+export async function listSessions(
+  tx: TenantSql,
+  userId: string,
+  page: PageRequest,
+): Promise<(SessionListing & PositionedRow)[]> {
+  return tx<(SessionListing & PositionedRow)[]>`
+    select id, created_at, last_seen_at, expires_at, user_agent, client_ip,
+           ${positionColumns(tx, 'created_at')} from sessions
+    where ${boundTenant(tx)} and user_id = ${userId}::uuid and revoked_at is null and expires_at > now()
+      ${afterPosition(tx, 'created_at', 'desc', page.after)}
+    order by created_at desc, id desc limit ${page.limit + 1}::int4`;
 }
 
 /** True if a live session of this user was revoked; false if there was none to revoke. */

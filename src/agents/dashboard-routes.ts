@@ -8,6 +8,7 @@ import { may } from '../accounts/roles.ts';
 import type { Principal } from '../accounts/service.ts';
 import type { TenantSql } from '../db/tenant.ts';
 import type { App } from '../http/app.ts';
+import { DASHBOARD_LIST, MAX_PAGE } from '../http/page-cursor.ts';
 import { IdParams } from '../http/schemas.ts';
 import { MULTILINE } from '../http/text-input.ts';
 import { MAX_CREDENTIAL_CHARACTERS } from '../vault/service.ts';
@@ -294,13 +295,13 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
 
   app.get('/dashboard/agents', page, async (request, reply) => {
     const [list, states] = await request.withTenant((tx) =>
-      Promise.all([agents.list(tx), instances.statesByAgent(tx)]),
+      Promise.all([agents.list(tx, DASHBOARD_LIST), instances.statesByAgent(tx)]),
     );
     return sendPage(
       reply,
       200,
       agentsListPage(await frameFor(request), {
-        agents: list,
+        agents: list.slice(0, MAX_PAGE),
         stateOf: (id) => stateLine(states.get(id)),
         templateName: (id) => templates.get(id)?.name ?? id,
         notice: agentNoticeFrom(request.query),

@@ -1,6 +1,7 @@
 import { Type } from 'typebox';
 import { signedIn } from '../accounts/principal.ts';
 import type { App } from '../http/app.ts';
+import { NextAfter, type PageCursors, PageQuery, readPage } from '../http/page-cursor.ts';
 import { ProblemSchema } from '../http/problems.ts';
 import { curlExample, Id, IdParams, Timestamp } from '../http/schemas.ts';
 import { MULTILINE } from '../http/text-input.ts';
@@ -156,7 +157,7 @@ function documentedNewAgentBody(templates: TemplateCatalog) {
 
 export function registerAgentsApi(
   app: App,
-  deps: { agents: AgentsService; templates: TemplateCatalog },
+  deps: { agents: AgentsService; templates: TemplateCatalog; cursors: PageCursors },
 ): void {
   const { agents } = deps;
   const auth = { auth: 'user' as const };
@@ -167,13 +168,21 @@ export function registerAgentsApi(
       config: auth,
       schema: {
         operationId: 'listAgents',
-        summary: "List the tenant's agents",
+        summary: "A page of the tenant's agents, oldest first",
         tags: ['agents'],
-        ...curlExample('GET', '/api/v1/agents'),
-        response: { 200: Type.Object({ agents: Type.Array(Agent) }), ...errors },
+        ...curlExample('GET', '/api/v1/agents?limit=100'),
+        querystring: PageQuery,
+        response: { 200: Type.Object({ agents: Type.Array(Agent), next_after: NextAfter }), ...errors },
       },
     },
-    async (request) => ({ agents: await request.withTenant((tx) => agents.list(tx)) }),
+    async (request) => {
+      const scope = { list: 'agents', tenantId: signedIn(request).user.tenant_id };
+      // after and limit are attacker-controlled: the cursor must carry our MAC for this tenant's agent list.
+      const page = await request.withTenant((tx) =>
+        readPage(deps.cursors, scope, request.query, (at) => agents.list(tx, at)),
+      );
+      return { agents: page.rows, next_after: page.next };
+    },
   );
 
   app.post(

@@ -2,6 +2,13 @@ import { recordFor } from '../accounts/audit-events.ts';
 import { authorize } from '../accounts/roles.ts';
 import type { Principal } from '../accounts/service.ts';
 import type { TenantSql } from '../db/tenant.ts';
+import {
+  afterPosition,
+  boundTenant,
+  type PageRequest,
+  type PositionedRow,
+  positionColumns,
+} from '../http/page-cursor.ts';
 import type { CredentialListing, Vault } from '../vault/service.ts';
 import { credentialValueProblem } from '../vault/service.ts';
 import { AgentsError, agentFieldError } from './errors.ts';
@@ -249,8 +256,12 @@ export function createAgentsService(deps: { vault: Vault; templates: TemplateCat
       return detail(tx, agent);
     },
 
-    list: (tx: TenantSql): Promise<Agent[]> =>
-      tx<Agent[]>`select ${tx.unsafe(AGENT_COLUMNS)} from agents order by created_at, handle`,
+    /** A page of the tenant's agents, oldest first, keyed by (created_at, id) (agents_tenant_page index). */
+    list: (tx: TenantSql, page: PageRequest): Promise<(Agent & PositionedRow)[]> =>
+      tx<(Agent & PositionedRow)[]>`
+        select ${tx.unsafe(AGENT_COLUMNS)}, ${positionColumns(tx, 'created_at')} from agents
+        where ${boundTenant(tx)} ${afterPosition(tx, 'created_at', 'asc', page.after)}
+        order by created_at, id limit ${page.limit + 1}::int4`,
 
     get: async (tx: TenantSql, id: string): Promise<AgentDetail> => detail(tx, await find(tx, id)),
 

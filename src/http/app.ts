@@ -48,6 +48,7 @@ import { registerCsrfCheck } from './csrf.ts';
 import { registerCustomerSerializer } from './customer-serializer.ts';
 import { registerHealthRoutes } from './health-routes.ts';
 import { registerOpenApi } from './openapi.ts';
+import { createPageCursors } from './page-cursor.ts';
 import { answerFrameworkError, registerProblemHandlers } from './problems.ts';
 import type { RateLimits } from './rate-limits.ts';
 import { registerSecurityHeaders } from './security-headers.ts';
@@ -170,7 +171,9 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   });
   registerHealthRoutes(app, deps);
   registerDocsRoutes(app);
-  registerAccountsApi(app, { accounts, publicUrl: deps.config.publicUrl });
+  // One key binds every list cursor to its tenant and list (src/http/page-cursor.ts).
+  const cursors = createPageCursors(deps.sessionKey);
+  registerAccountsApi(app, { accounts, publicUrl: deps.config.publicUrl, cursors });
   const links = createLinksService({ sql: deps.sql, rateLimits: deps.rateLimits });
   registerAccountPages(app, { accounts, links, cookies });
   registerDashboardPages(app, {
@@ -182,13 +185,13 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     sessionKey: deps.sessionKey,
   });
   const members = createMembersService();
-  registerMembersApi(app, { members });
+  registerMembersApi(app, { members, cursors });
   registerMembersPages(app, { members, cookies });
   registerAuditApi(app, { sql: deps.sql });
   registerTemplateRoutes(app, { templates: deps.templates });
   const agents = createAgentsService({ vault: deps.vault, templates: deps.templates });
-  registerAgentsApi(app, { agents, templates: deps.templates });
-  registerEgressRoutes(app, { sql: deps.sql });
+  registerAgentsApi(app, { agents, templates: deps.templates, cursors });
+  registerEgressRoutes(app, { cursors });
   const instances = createInstancesService({ templates: deps.templates });
   // Agent ids reach this only after schema validation as uuids: no path tricks.
   const logs = (agentId: string, lines: number) =>

@@ -25,6 +25,12 @@ export const PROBLEM_TYPES = {
     description:
       'The body is not valid for its Content-Type (for example, broken JSON), or is empty where one is required.',
   },
+  cursor_invalid: {
+    status: 400,
+    title: 'Cursor not valid',
+    description:
+      'The `after` cursor is not one this list gave out: altered, or of another list, user, agent or tenant.',
+  },
   bad_request: { status: 400, title: 'Bad request', description: 'The request could not be understood.' },
   uri_too_long: {
     status: 414,

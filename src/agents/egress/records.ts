@@ -1,5 +1,12 @@
 import type { Sql } from 'postgres';
 import { type TenantSql, withTenant } from '../../db/tenant.ts';
+import {
+  afterPosition,
+  boundTenant,
+  type PageRequest,
+  type PositionedRow,
+  positionColumns,
+} from '../../http/page-cursor.ts';
 import type { Logger } from '../../logger.ts';
 import type { EgressIdentity } from '../runtime/driver.ts';
 
@@ -102,18 +109,28 @@ export async function agentCreator(
 }
 
 /** The agent's most recent records, newest first. */
+/** The agent's newest `limit` egress records, newest first. */
 export async function listEgressRecords(
   tx: TenantSql,
   agentId: string,
   limit: number,
 ): Promise<EgressConnectionRow[]> {
-  return tx<EgressConnectionRow[]>`
+  return (await listEgressPage(tx, agentId, { after: undefined, limit })).slice(0, limit);
+}
+
+/** A page of the agent's egress records, newest first, keyed by (started_at, id) (egress_connections_agent_page index). */
+export async function listEgressPage(
+  tx: TenantSql,
+  agentId: string,
+  page: PageRequest,
+): Promise<(EgressConnectionRow & PositionedRow)[]> {
+  return tx<(EgressConnectionRow & PositionedRow)[]>`
     select id, host, port, method, allowed, reason, bytes_out::float8 as bytes_out,
-           bytes_in::float8 as bytes_in, duration_ms, started_at
+           bytes_in::float8 as bytes_in, duration_ms, started_at, ${positionColumns(tx, 'started_at')}
     from egress_connections
-    where agent_id = ${agentId}::uuid
+    where ${boundTenant(tx)} and agent_id = ${agentId}::uuid ${afterPosition(tx, 'started_at', 'desc', page.after)}
     order by started_at desc, id desc
-    limit ${limit}::int4`;
+    limit ${page.limit + 1}::int4`;
 }
 
 export interface EgressRecorder {

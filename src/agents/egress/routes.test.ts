@@ -101,7 +101,11 @@ describe('GET /api/v1/agents/:id/egress', () => {
     );
     assert.equal(connections[0]?.reason, null);
     const quiet = await get(`/api/v1/agents/${quietAgentId}/egress`, alice);
-    assert.deepEqual(quiet.json(), { connections: [] }, "one agent's records are not another's");
+    assert.deepEqual(
+      quiet.json(),
+      { connections: [], next_after: null },
+      "one agent's records are not another's",
+    );
   });
 
   test('AGT-4: limit picks the newest n', async () => {

@@ -1,20 +1,17 @@
-import type { Sql } from 'postgres';
 import { Type } from 'typebox';
 import { signedIn } from '../../accounts/principal.ts';
 import { authorize } from '../../accounts/roles.ts';
 import type { App } from '../../http/app.ts';
+import { NextAfter, type PageCursors, PageQuery, readPage } from '../../http/page-cursor.ts';
 import { ProblemSchema } from '../../http/problems.ts';
 import { Id, IdParams, Timestamp } from '../../http/schemas.ts';
 import { AgentsError } from '../errors.ts';
-import { agentCreator, listEgressRecords } from './records.ts';
+import { agentCreator, listEgressPage } from './records.ts';
 
 // GET /api/v1/agents/:id/egress (AGT-4): the connections an agent made or
 // tried through its egress proxy, newest first. HTTP only; the read runs in
 // the principal's tenant transaction, where RLS shows that tenant's rows and
 // nothing else. The response schema is an allowlist of the record fields.
-
-const MAX_PAGE = 500;
-const DEFAULT_PAGE = 100;
 
 const EgressConnection = Type.Object({
   id: Id,
@@ -33,15 +30,9 @@ const EgressConnection = Type.Object({
   started_at: Timestamp,
 });
 
-const EgressQuery = Type.Object(
-  { limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PAGE, default: DEFAULT_PAGE })) },
-  { additionalProperties: false },
-);
-
 const errors = { 400: ProblemSchema, 401: ProblemSchema, 403: ProblemSchema, 404: ProblemSchema };
 
-/** deps.sql is unused: every read runs in request.withTenant. Kept so the app wires it like the other capabilities. */
-export function registerEgressRoutes(app: App, _deps: { sql: Sql }): void {
+export function registerEgressRoutes(app: App, deps: { cursors: PageCursors }): void {
   app.get(
     '/api/v1/agents/:id/egress',
     {
@@ -51,21 +42,26 @@ export function registerEgressRoutes(app: App, _deps: { sql: Sql }): void {
         summary: "An agent's egress connections and refused attempts, newest first",
         tags: ['agents'],
         params: IdParams,
-        querystring: EgressQuery,
-        response: { 200: Type.Object({ connections: Type.Array(EgressConnection) }), ...errors },
+        querystring: PageQuery,
+        response: {
+          200: Type.Object({ connections: Type.Array(EgressConnection), next_after: NextAfter }),
+          ...errors,
+        },
       },
     },
     async (request) => {
       const principal = signedIn(request);
-      // id and limit are attacker-controlled: checked by the schema, then bound parameters only.
-      const limit = request.query.limit ?? DEFAULT_PAGE;
-      const connections = await request.withTenant(async (tx) => {
-        const agent = await agentCreator(tx, request.params.id);
+      // id, after and limit are attacker-controlled: the schema checks them, the cursor must carry
+      // our MAC for this agent's list in this tenant, and all of them reach SQL as bound parameters only.
+      const id = request.params.id;
+      const scope = { list: 'egress', tenantId: principal.user.tenant_id, of: id };
+      const page = await request.withTenant(async (tx) => {
+        const agent = await agentCreator(tx, id);
         if (agent === undefined) throw new AgentsError('not_found', 'no such agent');
         authorize(principal, 'agent.address', agent.created_by);
-        return listEgressRecords(tx, request.params.id, limit);
+        return readPage(deps.cursors, scope, request.query, (at) => listEgressPage(tx, id, at));
       });
-      return { connections };
+      return { connections: page.rows, next_after: page.next };
     },
   );
 }
