@@ -10,7 +10,7 @@ import { after, before, test } from 'node:test';
 import { insertAgent } from '../../../test/helpers/agents.ts';
 import { createTenant } from '../../../test/helpers/audit.ts';
 import { createTestDatabase, type TestDatabase } from '../../../test/helpers/database.ts';
-import { hashPassword } from '../../accounts/passwords.ts';
+import { createPasswordPool } from '../../accounts/password-pool.ts';
 import { withTenant } from '../../db/tenant.ts';
 import { createLogger } from '../../logger.ts';
 import { createEgressProxy, type EgressListener, type EgressProxy, MAX_LOOKUPS_IN_FLIGHT } from './proxy.ts';
@@ -156,8 +156,9 @@ test(`AGT-6: ${MAX_LOOKUPS_IN_FLIGHT} lookups held at a resolver that never answ
   const tunnel = await connect(a.socketPath, `127.0.0.2:${echoPort}`);
   assert.equal(tunnel.status, 200);
   assert.equal(await echoed(tunnel.socket, 'tenant A is served'), 'tenant A is served');
+  const passwords = createPasswordPool({ workers: 1, queue: 0 });
   const [hash, file] = await Promise.all([
-    hashPassword('correct horse battery staple'),
+    passwords.hash('correct horse battery staple').finally(() => passwords.close()),
     readFile(import.meta.filename),
   ]);
   assert.match(hash, /^\$scrypt\$/);
