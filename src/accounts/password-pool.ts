@@ -57,6 +57,8 @@ export interface PasswordPoolStats {
   readonly queueLimit: number;
   readonly running: number;
   readonly queued: number;
+  /** Checks a worker has finished (each one scrypt, or none for a stored hash that is not ours). */
+  readonly checked: number;
   /** The most checks ever running at once: never more than `workers`. */
   readonly peakRunning: number;
   /** Checks refused because the queue was full. */
@@ -103,6 +105,7 @@ export function createPasswordPool(options: PasswordPoolOptions): PasswordPool {
   const threads: Thread[] = [];
   const queue: Task[] = [];
   let running = 0;
+  let checked = 0;
   let peakRunning = 0;
   let refused = 0;
   let abandoned = 0;
@@ -145,6 +148,7 @@ export function createPasswordPool(options: PasswordPoolOptions): PasswordPool {
     thread.worker.on('message', (reply: PasswordReply) => {
       const task = settle(thread);
       if (task === undefined) return;
+      checked += 1;
       averageMs = 0.8 * averageMs + 0.2 * (performance.now() - thread.startedAt);
       if (reply.ok) task.resolve(reply.value);
       else task.reject(new Error(`password check failed: ${reply.message ?? 'unknown error'}`));
@@ -228,6 +232,7 @@ export function createPasswordPool(options: PasswordPoolOptions): PasswordPool {
         queueLimit: options.queue,
         running,
         queued: queue.length,
+        checked,
         peakRunning,
         refused,
         abandoned,
