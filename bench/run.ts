@@ -7,6 +7,7 @@ import { runCheckpointBench } from './checkpoint.ts';
 import { runColdStartBench } from './cold-start.ts';
 import { runEgressBench } from './egress.ts';
 import { runIngressBench } from './ingress.ts';
+import { runLoginStormBench } from './login-storm.ts';
 import { runTenancyBench } from './tenancy.ts';
 import { runVaultBench } from './vault.ts';
 
@@ -24,6 +25,7 @@ const scenarios: Record<string, (db: TestDatabase) => Promise<unknown>> = {
   ingress: runIngressBench,
   egress: runEgressBench,
   'cold-start': runColdStartBench,
+  'login-storm': runLoginStormBench,
 };
 
 const asked = process.argv.slice(2);
