@@ -213,7 +213,7 @@ export async function runLoginStormBench(db: TestDatabase): Promise<void> {
         '/healthz p50 / p99 / max': `${ms(percentile(storm.probe.healthz, 50))} / ${ms(percentile(storm.probe.healthz, 99))} / ${ms(Math.max(...storm.probe.healthz))}`,
         'app.css p50 / p99 / max': `${ms(percentile(storm.probe.css, 50))} / ${ms(percentile(storm.probe.css, 99))} / ${ms(Math.max(...storm.probe.css))}`,
         'idle /healthz p99': ms(idleHealthP99[i] ?? Number.NaN),
-        'RSS peak': `${Math.round(storm.probe.rssPeak / 2 ** 20)} MiB`,
+        'RSS peak (idle)': `${Math.round(storm.probe.rssPeak / 2 ** 20)} MiB (${Math.round((idles[i]?.rssPeak ?? Number.NaN) / 2 ** 20)} MiB)`,
       })),
     );
   } finally {
