@@ -1,6 +1,6 @@
 import Fastify from 'fastify';
 import { resolveApiToken } from '../src/accounts/api-tokens.ts';
-import { CURRENT_PARAMS, hashPassword } from '../src/accounts/passwords.ts';
+import { CURRENT_PARAMS, hashPasswordSync } from '../src/accounts/passwords.ts';
 import { createAccount } from '../test/helpers/accounts.ts';
 import { buildTestApp } from '../test/helpers/app.ts';
 import type { TestDatabase } from '../test/helpers/database.ts';
@@ -18,11 +18,11 @@ const SCRYPT_RUNS = 5;
 
 export async function runApiBench(db: TestDatabase): Promise<void> {
   const { ln, r, p } = CURRENT_PARAMS;
-  await hashPassword('warm-up password');
+  hashPasswordSync('warm-up password');
   const scryptMs: number[] = [];
   for (let i = 0; i < SCRYPT_RUNS; i += 1) {
     const started = performance.now();
-    await hashPassword(`bench password ${i}`);
+    hashPasswordSync(`bench password ${i}`);
     scryptMs.push(performance.now() - started);
   }
   console.log(

@@ -8,6 +8,7 @@ import { runColdStartBench } from './cold-start.ts';
 import { runEgressBench } from './egress.ts';
 import { runIngressBench } from './ingress.ts';
 import { runListsBench } from './lists.ts';
+import { runLoginStormBench } from './login-storm.ts';
 import { runTenancyBench } from './tenancy.ts';
 import { runVaultBench } from './vault.ts';
 
@@ -26,6 +27,7 @@ const scenarios: Record<string, (db: TestDatabase) => Promise<unknown>> = {
   egress: runEgressBench,
   'cold-start': runColdStartBench,
   lists: runListsBench,
+  'login-storm': runLoginStormBench,
 };
 
 const asked = process.argv.slice(2);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type Config, ConfigError, type Env, loadConfig } from './config.ts';
@@ -58,8 +58,23 @@ describe('loadConfig', () => {
         agentsDomain: 'agents.localhost',
         egressAllow: [],
         unenforcedLimits: [],
+        passwordWorkers: Math.min(availableParallelism(), 64),
+        passwordQueue: 8 * Math.min(availableParallelism(), 64),
       },
     );
+  });
+
+  test('ENCLAVE_PASSWORD_WORKERS is 1 to 64 (one per core by default); ENCLAVE_PASSWORD_QUEUE is 0 to 10000 (8 per worker by default)', () => {
+    const config = loadConfig({ ENCLAVE_PASSWORD_WORKERS: '3' }, CWD);
+    assert.deepEqual([config.passwordWorkers, config.passwordQueue], [3, 24]);
+    const none = loadConfig({ ENCLAVE_PASSWORD_WORKERS: '1', ENCLAVE_PASSWORD_QUEUE: '0' }, CWD);
+    assert.deepEqual([none.passwordWorkers, none.passwordQueue], [1, 0]);
+    for (const bad of ['0', '65', '-1', '2.5', 'many']) {
+      configError({ ENCLAVE_PASSWORD_WORKERS: bad }, 'ENCLAVE_PASSWORD_WORKERS');
+    }
+    for (const bad of ['10001', '-1', 'lots']) {
+      configError({ ENCLAVE_PASSWORD_QUEUE: bad }, 'ENCLAVE_PASSWORD_QUEUE');
+    }
   });
 
   test('AUD-4, AUD-7: checkpoints follow a head move within ENCLAVE_CHECKPOINT_DELAY seconds (10 by default, 1 to 3600), and the audit windows cannot go below 90 days and 24 months', () => {

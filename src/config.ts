@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { DB_TIMEOUT_DEFAULT_MS } from './db/timeouts.ts';
 import { AppError } from './errors.ts';
@@ -56,6 +57,10 @@ export interface Config {
    * unless its name is here: a limit is never dropped silently.
    */
   readonly unenforcedLimits: readonly UnenforcedLimit[];
+  /** Worker threads that hash and check passwords, one scrypt each at a time (accounts/password-pool.ts). */
+  readonly passwordWorkers: number;
+  /** Password checks that may wait for a worker; past this, a sign-in is answered 429 at once. */
+  readonly passwordQueue: number;
 }
 
 /** What `ENCLAVE_UNENFORCED_LIMITS` may name. */
@@ -319,6 +324,19 @@ function parseUnenforcedLimits(env: Env): readonly UnenforcedLimit[] {
   return Object.freeze([...new Set(names)] as UnenforcedLimit[]);
 }
 
+/** Password workers and their queue: by default one worker per core, and 8 waiting checks per worker. */
+function parsePasswordPool(env: Env): { passwordWorkers: number; passwordQueue: number } {
+  const passwordWorkers = parseInteger(
+    env,
+    'ENCLAVE_PASSWORD_WORKERS',
+    1,
+    64,
+    Math.min(availableParallelism(), 64),
+  );
+  const passwordQueue = parseInteger(env, 'ENCLAVE_PASSWORD_QUEUE', 0, 10_000, 8 * passwordWorkers);
+  return { passwordWorkers, passwordQueue };
+}
+
 export function loadConfig(env: Env, cwd: string): Config {
   const environment = parseEnum(env, 'ENCLAVE_ENV', ['development', 'production'] as const, 'development');
   const host = parseHost(env);
@@ -356,5 +374,6 @@ export function loadConfig(env: Env, cwd: string): Config {
     agentsDomain: parseAgentsDomain(env),
     egressAllow: parseCidrList(env, 'ENCLAVE_EGRESS_ALLOW'),
     unenforcedLimits: parseUnenforcedLimits(env),
+    ...parsePasswordPool(env),
   });
 }

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { nodeTooOld } from '../bin/node-version.js';
 import { createDeviceCookies } from '../src/accounts/device-cookies.ts';
+import { createPasswordPool } from '../src/accounts/password-pool.ts';
 import { createAccountsService } from '../src/accounts/service.ts';
 import { PLATFORM_TENANT } from '../src/audit/append.ts';
 import { connectionUrl } from '../src/db/target.ts';
@@ -298,11 +299,13 @@ describe('enclave invite', () => {
     // The printed link is what a new tenant signs up with.
     const logger = createLogger('silent');
     const rateLimits = createRateLimits(db.target, db.appCredentials, logger);
+    const passwords = createPasswordPool({ workers: 1, queue: 0 });
     try {
       const accounts = createAccountsService({
         sql: db.app,
         rateLimits,
         deviceCookies: createDeviceCookies(randomBytes(32).toString('base64url')),
+        passwords,
       });
       const { user } = createdAccount(
         await accounts.signup(
@@ -314,6 +317,7 @@ describe('enclave invite', () => {
       assert.equal(user.is_operator, false);
     } finally {
       await rateLimits.close();
+      await passwords.close();
     }
     assert.equal(await pendingInvite(id), undefined, 'used');
   });

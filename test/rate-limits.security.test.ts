@@ -123,6 +123,7 @@ describe('login limits (service)', () => {
         },
       },
       deviceCookies: createDeviceCookies(first.sessionKey),
+      passwords: first.app.passwords,
     });
     await assert.rejects(
       accounts.login({ login: 'anyone', password: WRONG, previousSessionToken: undefined }, testClient()),

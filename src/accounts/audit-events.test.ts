@@ -32,7 +32,11 @@ const secrets: string[] = [];
 
 ctx.before(() => {
   accounts = testAccountsService(ctx.db, ctx.testApp);
-  links = createLinksService({ sql: ctx.db.app, rateLimits: ctx.testApp.rateLimits });
+  links = createLinksService({
+    sql: ctx.db.app,
+    rateLimits: ctx.testApp.rateLimits,
+    passwords: ctx.testApp.app.passwords,
+  });
 });
 
 interface EventView {

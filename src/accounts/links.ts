@@ -8,7 +8,7 @@ import { enqueueJob } from '../jobs/queue.ts';
 import { hashToken, mintToken, type TokenKind, tokenKind } from '../tokens.ts';
 import { principalActor } from './audit-events.ts';
 import { AccountsError, fieldError } from './errors.ts';
-import { hashPassword, verifyPassword } from './passwords.ts';
+import type { PasswordHasher } from './password-pool.ts';
 import type { ClientInfo, Principal } from './service.ts';
 import { revokeUserSessions } from './sessions.ts';
 import { findUserByLogin, getUserWithHash, updatePasswordHash } from './users.ts';
@@ -51,6 +51,7 @@ interface LinkRow {
 export interface LinksDeps {
   readonly sql: Sql;
   readonly rateLimits: Pick<RateLimits, 'consume'>;
+  readonly passwords: PasswordHasher;
 }
 
 function linkInvalid(): AccountsError {
@@ -135,18 +136,19 @@ function uniqueViolation(error: unknown): string | undefined {
 }
 
 export function createLinksService(deps: LinksDeps) {
-  const { sql, rateLimits } = deps;
+  const { sql, rateLimits, passwords } = deps;
 
   return {
     /** Profile: a new address stays pending until its link is used. Needs the current password. */
     async requestEmailChange(principal: Principal, input: { email: string; currentPassword: string }) {
+      passwords.admit();
       await rateLimits.consume('email_change', principal.user.id);
       const email = normalizeEmail(input.email);
       if (email === undefined) throw fieldError('email', 'Enter a valid email address.');
       if (email === principal.user.email) throw fieldError('email', 'This is already your email address.');
       await withTenant(sql, principal.user.tenant_id, async (tx) => {
         const user = await getUserWithHash(tx, principal.user.id);
-        if (user === undefined || !(await verifyPassword(input.currentPassword, user.password_hash)).ok) {
+        if (user === undefined || !(await passwords.verify(input.currentPassword, user.password_hash)).ok) {
           throw fieldError('current_password', 'The current password is not correct.');
         }
         // Only after the password: whether an address has an account is not told to a mere session holder.
@@ -291,10 +293,11 @@ export function createLinksService(deps: LinksDeps) {
 
     /** Sets a new password through a recovery link, once, and ends every session of the account. */
     async resetPassword(token: string, newPassword: string, client: ClientInfo): Promise<void> {
+      passwords.admit();
       await rateLimits.consume('link_ip', client.ip);
       const problem = passwordProblem(newPassword);
       if (problem !== undefined) throw fieldError('new_password', `The new password ${problem}.`);
-      const passwordHash = await hashPassword(newPassword);
+      const passwordHash = await passwords.hash(newPassword, client.signal);
       await withLiveLink(sql, 'recover', token, async (tx, link) => {
         await useLink(tx, link);
         await updatePasswordHash(tx, link.user_id, passwordHash);

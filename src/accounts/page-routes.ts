@@ -20,6 +20,7 @@ import { bodyText, type FormProblem, formProblem, formProblems, noticeFrom, send
 import type { Frame } from '../web/html.ts';
 import { DEVICE_COOKIE } from './device-cookies.ts';
 import type { LinkPurpose, LinksService } from './links.ts';
+import { PasswordChecksBusyError } from './password-pool.ts';
 import {
   type CookieSettings,
   clearSessionCookie,
@@ -45,6 +46,18 @@ export function clientInfo(request: FastifyRequest): ClientInfo {
   return { ip: request.ip, userAgent: request.headers['user-agent'] };
 }
 
+/**
+ * Aborts when the client disconnects before its answer is sent, so work
+ * still queued for it (a password check) is dropped rather than done for no one.
+ */
+export function clientGone(reply: FastifyReply): AbortSignal {
+  const gone = new AbortController();
+  const response = reply.raw;
+  if (response.destroyed) gone.abort();
+  else response.once('close', () => response.writableFinished || gone.abort());
+  return gone.signal;
+}
+
 /** A form error the page can show: status and a message written for the user. */
 export interface ShownError {
   readonly status: number;
@@ -64,6 +77,10 @@ export function shownError(reply: FastifyReply, error: unknown): ShownError {
       message: `Too many attempts. Try again in ${minutes} minute${minutes === 1 ? '' : 's'}.`,
       field: undefined,
     };
+  }
+  if (error instanceof PasswordChecksBusyError) {
+    reply.header('retry-after', String(error.retryAfterSeconds));
+    return { status: 429, code: error.code, message: error.message, field: undefined };
   }
   if (isAppError(error) && isProblemCode(error.code) && PROBLEM_TYPES[error.code].status < 500) {
     // A 4xx AppError's message names the rule broken, never the submitted value.
@@ -241,7 +258,7 @@ export function registerAccountPages(app: App, deps: PageDeps): void {
             previousSessionToken: sessionTokenFrom(request),
             deviceCookie: request.cookies[DEVICE_COOKIE],
           },
-          clientInfo(request),
+          { ...clientInfo(request), signal: clientGone(reply) },
         );
         setSessionCookie(reply, session.token, cookies);
         setDeviceCookie(reply, deviceCookie, cookies);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { createAccount, testAccountsService, testClient } from '../../test/helpers/accounts.ts';
 import { useTestApp } from '../../test/helpers/app.ts';
-import { CURRENT_PARAMS, hashPassword, verifyPassword } from './passwords.ts';
+import { CURRENT_PARAMS, hashPasswordSync, verifyPasswordSync } from './passwords.ts';
 
 // Passwords are stored as scrypt with a random per-user salt and the
 // parameters beside the hash, so they can be raised: a login on an older hash
@@ -13,9 +13,9 @@ const PHC = /^\$scrypt\$ln=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9_-]+)\$([A-Za-z0-9_
 /** Cheap parameters for tests that do not care about cost. */
 const FAST = { ln: 10, r: 8, p: 1 } as const;
 
-describe('hashPassword and verifyPassword', () => {
+describe('hashPasswordSync and verifyPasswordSync', () => {
   test('ACC-2: a hash is a PHC string carrying scrypt parameters (N=2^17, r=8, p=1), a 16-byte salt and a 32-byte key', async () => {
-    const hash = await hashPassword(PASSWORD);
+    const hash = hashPasswordSync(PASSWORD);
     const match = PHC.exec(hash);
     assert.ok(match !== null, hash);
     const [, ln, r, p, salt = '', key = ''] = match;
@@ -27,40 +27,40 @@ describe('hashPassword and verifyPassword', () => {
   });
 
   test('ACC-2: the salt is random: two hashes of one password differ in salt and key', async () => {
-    const [a, b] = await Promise.all([hashPassword(PASSWORD, FAST), hashPassword(PASSWORD, FAST)]);
+    const [a, b] = [hashPasswordSync(PASSWORD, FAST), hashPasswordSync(PASSWORD, FAST)];
     assert.notEqual(a, b);
     assert.notEqual(PHC.exec(a)?.[4], PHC.exec(b)?.[4]);
     assert.notEqual(PHC.exec(a)?.[5], PHC.exec(b)?.[5]);
-    assert.ok((await verifyPassword(PASSWORD, a)).ok);
-    assert.ok((await verifyPassword(PASSWORD, b)).ok);
+    assert.ok(verifyPasswordSync(PASSWORD, a).ok);
+    assert.ok(verifyPasswordSync(PASSWORD, b).ok);
   });
 
   test('ACC-2: the right password verifies; a wrong one does not', async () => {
-    const hash = await hashPassword(PASSWORD);
-    assert.deepEqual(await verifyPassword(PASSWORD, hash), { ok: true, needsRehash: false });
-    assert.equal((await verifyPassword(`${PASSWORD}!`, hash)).ok, false);
-    const fast = await hashPassword(PASSWORD, FAST);
+    const hash = hashPasswordSync(PASSWORD);
+    assert.deepEqual(verifyPasswordSync(PASSWORD, hash), { ok: true, needsRehash: false });
+    assert.equal(verifyPasswordSync(`${PASSWORD}!`, hash).ok, false);
+    const fast = hashPasswordSync(PASSWORD, FAST);
     for (const wrong of ['', 'correct horse battery stapl', `${PASSWORD} `, PASSWORD.toUpperCase()]) {
-      assert.equal((await verifyPassword(wrong, fast)).ok, false, JSON.stringify(wrong));
+      assert.equal(verifyPasswordSync(wrong, fast).ok, false, JSON.stringify(wrong));
     }
   });
 
   test('ACC-2: a password typed in another Unicode normal form still verifies', async () => {
     const composed = 'pässwörd-ümlaut-1234'.normalize('NFC');
-    const hash = await hashPassword(composed, FAST);
-    assert.ok((await verifyPassword(composed.normalize('NFD'), hash)).ok);
+    const hash = hashPasswordSync(composed, FAST);
+    assert.ok(verifyPasswordSync(composed.normalize('NFD'), hash).ok);
   });
 
   test('ACC-2: a hash with lower parameters verifies and asks to be re-hashed', async () => {
-    const old = await hashPassword(PASSWORD, { ln: 14, r: 8, p: 1 });
+    const old = hashPasswordSync(PASSWORD, { ln: 14, r: 8, p: 1 });
     assert.match(old, /^\$scrypt\$ln=14,r=8,p=1\$/);
-    assert.deepEqual(await verifyPassword(PASSWORD, old), { ok: true, needsRehash: true });
+    assert.deepEqual(verifyPasswordSync(PASSWORD, old), { ok: true, needsRehash: true });
     // A wrong password on an old hash is just wrong: nothing to re-hash.
-    assert.deepEqual(await verifyPassword('not the password', old), { ok: false, needsRehash: false });
+    assert.deepEqual(verifyPasswordSync('not the password', old), { ok: false, needsRehash: false });
   });
 
   test('ACC-2: a malformed stored hash never verifies (and never throws)', async () => {
-    const good = await hashPassword(PASSWORD, FAST);
+    const good = hashPasswordSync(PASSWORD, FAST);
     const [, , params = '', salt = '', key = ''] = good.split('$');
     const malformed = [
       '',
@@ -81,7 +81,7 @@ describe('hashPassword and verifyPassword', () => {
       `${good}\n`,
     ];
     for (const stored of malformed) {
-      assert.deepEqual(await verifyPassword(PASSWORD, stored), { ok: false, needsRehash: false }, stored);
+      assert.deepEqual(verifyPasswordSync(PASSWORD, stored), { ok: false, needsRehash: false }, stored);
     }
   });
 });
@@ -98,7 +98,7 @@ describe('stored passwords', () => {
 
   test('ACC-2: signing in on a hash with older parameters re-hashes it with the current ones', async () => {
     const account = await createAccount(ctx.db, ctx.testApp);
-    const old = await hashPassword(account.password, { ln: 14, r: 8, p: 1 });
+    const old = hashPasswordSync(account.password, { ln: 14, r: 8, p: 1 });
     await ctx.db.superuser`update users set password_hash = ${old} where id = ${account.user.id}::uuid`;
     const accounts = testAccountsService(ctx.db, ctx.testApp);
     await accounts.login(
@@ -108,7 +108,7 @@ describe('stored passwords', () => {
     const upgraded = await storedHash(account.user.id);
     assert.notEqual(upgraded, old);
     assert.match(upgraded, /^\$scrypt\$ln=17,r=8,p=1\$/);
-    assert.ok((await verifyPassword(account.password, upgraded)).ok);
+    assert.ok(verifyPasswordSync(account.password, upgraded).ok);
     // And a login on a current hash leaves it alone.
     await accounts.login(
       { login: account.user.username, password: account.password, previousSessionToken: undefined },
@@ -119,7 +119,7 @@ describe('stored passwords', () => {
 
   test('ACC-2: a failed sign-in on an old hash does not touch it', async () => {
     const account = await createAccount(ctx.db, ctx.testApp);
-    const old = await hashPassword(account.password, { ln: 14, r: 8, p: 1 });
+    const old = hashPasswordSync(account.password, { ln: 14, r: 8, p: 1 });
     await ctx.db.superuser`update users set password_hash = ${old} where id = ${account.user.id}::uuid`;
     await assert.rejects(
       testAccountsService(ctx.db, ctx.testApp).login(

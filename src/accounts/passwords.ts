@@ -1,8 +1,12 @@
-import { randomBytes, type ScryptOptions, scrypt, timingSafeEqual } from 'node:crypto';
+import { randomBytes, type ScryptOptions, scryptSync, timingSafeEqual } from 'node:crypto';
 
 // ACC-2: scrypt with a random per-user salt, stored with its parameters in a
 // PHC-style string ($scrypt$ln=17,r=8,p=1$salt$hash) so they can be raised
 // later: a login whose hash has older parameters is re-hashed.
+//
+// These functions are synchronous on purpose: they run inside the password
+// pool's worker threads (password-pool.ts), never on the event loop and never
+// on libuv's thread pool, which file reads and dns.lookup need.
 
 export interface ScryptParams {
   /** log2 of the CPU/memory cost N. */
@@ -16,25 +20,29 @@ const KEY_LENGTH = 32;
 const SALT_LENGTH = 16;
 export const MAX_PASSWORD_BYTES = 1024;
 
-function derive(password: string, salt: Buffer, params: ScryptParams): Promise<Buffer> {
+/** Bytes one scrypt derivation holds while it runs: 128·N·r (128 MiB at the current parameters). */
+export function scryptMemoryBytes(params: ScryptParams = CURRENT_PARAMS): number {
+  return 128 * 2 ** params.ln * params.r;
+}
+
+function derive(password: string, salt: Buffer, params: ScryptParams): Buffer {
   const options: ScryptOptions = {
     N: 2 ** params.ln,
     r: params.r,
     p: params.p,
     // scrypt needs 128·N·r bytes; leave head-room over that.
-    maxmem: 256 * 2 ** params.ln * params.r,
+    maxmem: 2 * scryptMemoryBytes(params),
   };
-  return new Promise((resolve, reject) => {
-    scrypt(password.normalize('NFKC'), salt, KEY_LENGTH, options, (error, key) =>
-      error === null ? resolve(key) : reject(error),
-    );
-  });
+  return scryptSync(password.normalize('NFKC'), salt, KEY_LENGTH, options);
 }
 
-export async function hashPassword(password: string, params: ScryptParams = CURRENT_PARAMS): Promise<string> {
-  const salt = randomBytes(SALT_LENGTH);
-  const key = await derive(password, salt, params);
+function phc(params: ScryptParams, salt: Buffer, key: Buffer): string {
   return `$scrypt$ln=${params.ln},r=${params.r},p=${params.p}$${salt.toString('base64url')}$${key.toString('base64url')}`;
+}
+
+export function hashPasswordSync(password: string, params: ScryptParams = CURRENT_PARAMS): string {
+  const salt = randomBytes(SALT_LENGTH);
+  return phc(params, salt, derive(password, salt, params));
 }
 
 interface ParsedHash {
@@ -68,20 +76,24 @@ export interface PasswordCheck {
   readonly needsRehash: boolean;
 }
 
-export async function verifyPassword(password: string, stored: string): Promise<PasswordCheck> {
+export function verifyPasswordSync(password: string, stored: string): PasswordCheck {
   const parsed = parseHash(stored);
   if (parsed === undefined) return { ok: false, needsRehash: false };
-  const key = await derive(password, parsed.salt, parsed.params);
+  const key = derive(password, parsed.salt, parsed.params);
   // Constant-time: the attacker controls the password, so no early exit on the first differing byte.
   const ok = key.length === parsed.key.length && timingSafeEqual(key, parsed.key);
   const { ln, r, p } = parsed.params;
   return { ok, needsRehash: ok && (ln < CURRENT_PARAMS.ln || r < CURRENT_PARAMS.r || p < CURRENT_PARAMS.p) };
 }
 
-// A login for an account that does not exist still pays for one scrypt, so
-// timing does not tell whether the account exists (ACC-6).
-let dummy: Promise<string> | undefined;
-export async function burnPasswordCheck(password: string): Promise<void> {
-  dummy ??= hashPassword(randomBytes(16).toString('hex'));
-  await verifyPassword(password, await dummy);
+// A stored hash that no password matches: random salt and key at the current parameters.
+const DUMMY_HASH = phc(CURRENT_PARAMS, randomBytes(SALT_LENGTH), randomBytes(KEY_LENGTH));
+
+/**
+ * A login for an account that does not exist still pays for one scrypt at
+ * the current parameters, the same work as a wrong password, so timing does
+ * not tell whether the account exists (ACC-6).
+ */
+export function burnPasswordCheckSync(password: string): void {
+  verifyPasswordSync(password, DUMMY_HASH);
 }

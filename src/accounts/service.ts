@@ -28,7 +28,7 @@ import {
   revokeInvite,
 } from './invites.ts';
 import { admitLogin } from './login-throttle.ts';
-import { burnPasswordCheck, hashPassword, verifyPassword } from './passwords.ts';
+import { PasswordChecksBusyError, type PasswordHasher } from './password-pool.ts';
 import { authorize } from './roles.ts';
 import {
   insertSession,
@@ -63,12 +63,15 @@ export interface Principal {
 export interface ClientInfo {
   readonly ip: string;
   readonly userAgent: string | undefined;
+  /** Aborts when the client disconnects: a password check still queued for it is dropped. */
+  readonly signal?: AbortSignal | undefined;
 }
 
 export interface AccountsDeps {
   readonly sql: Sql;
   readonly rateLimits: Pick<RateLimits, 'consume' | 'refund'>;
   readonly deviceCookies: DeviceCookies;
+  readonly passwords: PasswordHasher;
 }
 
 function uniqueViolation(error: unknown): string | undefined {
@@ -139,7 +142,7 @@ export function tokenInputProblems(
 }
 
 export function createAccountsService(deps: AccountsDeps) {
-  const { sql, rateLimits, deviceCookies } = deps;
+  const { sql, rateLimits, deviceCookies, passwords } = deps;
 
   async function startSession(tx: TransactionSql, user: User, client: ClientInfo): Promise<NewSession> {
     return insertSession(tx, {
@@ -160,6 +163,8 @@ export function createAccountsService(deps: AccountsDeps) {
       input: { invite: string; email: string; username: string; password: string },
       client: ClientInfo,
     ): Promise<SignupOutcome> {
+      // Overload is refused before any database work (the rate limit included).
+      passwords.admit();
       await rateLimits.consume('signup_ip', client.ip);
       const invite = usableInvite(await findInvite(sql, input.invite));
       const email = normalizeEmail(input.email);
@@ -177,7 +182,7 @@ export function createAccountsService(deps: AccountsDeps) {
         await mailAccountExists(sql, invite, email);
         return { outcome: 'account_exists' };
       }
-      const passwordHash = await hashPassword(input.password);
+      const passwordHash = await passwords.hash(input.password, client.signal);
       const tenantId = invite.tenant_id ?? randomUUID();
       const userId = randomUUID();
       try {
@@ -222,7 +227,8 @@ export function createAccountsService(deps: AccountsDeps) {
      * (login-throttle.ts) before any lookup; a device cookie from an earlier
      * sign-in to this login exempts it from the account's bucket, and a success
      * answers with a fresh one. A session cookie presented with the login is
-     * revoked (no fixation).
+     * revoked (no fixation). When the password pool is full the attempt is
+     * refused (429) before any of that: nothing is spent or looked up.
      */
     async login(
       input: {
@@ -233,6 +239,7 @@ export function createAccountsService(deps: AccountsDeps) {
       },
       client: ClientInfo,
     ): Promise<{ user: User; session: NewSession; deviceCookie: string }> {
+      passwords.admit();
       const admission = await admitLogin(rateLimits, {
         login: input.login,
         ip: client.ip,
@@ -241,17 +248,23 @@ export function createAccountsService(deps: AccountsDeps) {
       const failed = new AccountsError('login_failed', 'The login or password is not correct.');
       const user = await findUserByLogin(sql, input.login);
       if (user === undefined) {
-        await burnPasswordCheck(input.password);
+        await passwords.burn(input.password, client.signal);
         await recordFailedLogin(sql, { login: input.login, user: undefined });
         throw failed;
       }
-      const check = await verifyPassword(input.password, user.password_hash);
+      const check = await passwords.verify(input.password, user.password_hash, client.signal);
       if (!check.ok) {
         await recordFailedLogin(sql, { login: input.login, user });
         throw failed;
       }
       await admission.succeeded();
-      const rehashed = check.needsRehash ? await hashPassword(input.password) : undefined;
+      // A pool too busy to re-hash leaves the old hash for the next sign-in: this one has succeeded.
+      const rehashed = check.needsRehash
+        ? await passwords.hash(input.password).catch((error: unknown) => {
+            if (error instanceof PasswordChecksBusyError) return undefined;
+            throw error;
+          })
+        : undefined;
       const signedIn = await withTenant(sql, user.tenant_id, async (tx) => {
         if (rehashed !== undefined)
           await tx`update users set password_hash = ${rehashed} where id = ${user.id}::uuid`;
@@ -320,12 +333,13 @@ export function createAccountsService(deps: AccountsDeps) {
     async changePassword(principal: Principal, input: { current: string; next: string }): Promise<void> {
       const problem = passwordProblem(input.next);
       if (problem !== undefined) throw fieldError('new_password', `The new password ${problem}.`);
+      passwords.admit();
       await withTenant(sql, principal.user.tenant_id, async (tx) => {
         const user = await getUserWithHash(tx, principal.user.id);
-        if (user === undefined || !(await verifyPassword(input.current, user.password_hash)).ok) {
+        if (user === undefined || !(await passwords.verify(input.current, user.password_hash)).ok) {
           throw fieldError('current_password', 'The current password is not correct.');
         }
-        await updatePasswordHash(tx, user.id, await hashPassword(input.next));
+        await updatePasswordHash(tx, user.id, await passwords.hash(input.next));
         const revoked = await revokeUserSessions(tx, user.id, principal.sessionId);
         await recordFor(tx, principal, {
           action: 'account.password_changed',

@@ -20,6 +20,7 @@ import { registerMembersApi, registerMembersPages } from '../accounts/member-rou
 import { createMembersService } from '../accounts/members.ts';
 import { registerPageFrame } from '../accounts/page-frame.ts';
 import { registerAccountPages } from '../accounts/page-routes.ts';
+import { createPasswordPool, type PasswordPool } from '../accounts/password-pool.ts';
 import { registerPrincipal } from '../accounts/principal.ts';
 import { createAccountsService } from '../accounts/service.ts';
 import { registerAgentPages } from '../agents/dashboard-routes.ts';
@@ -54,6 +55,13 @@ import type { RateLimits } from './rate-limits.ts';
 import { registerSecurityHeaders } from './security-headers.ts';
 import { checkQueryAndParams } from './text-input.ts';
 import { strictBodySchemaController } from './validation.ts';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Password hashing's worker pool: its counters show how busy sign-ins keep it. */
+    passwords: PasswordPool;
+  }
+}
 
 export type App = FastifyInstance<
   RawServerDefault,
@@ -164,17 +172,24 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     );
   });
 
+  const passwords = createPasswordPool({
+    workers: deps.config.passwordWorkers,
+    queue: deps.config.passwordQueue,
+  });
+  app.decorate('passwords', passwords);
+  app.addHook('onClose', async () => passwords.close());
   const accounts = createAccountsService({
     sql: deps.sql,
     rateLimits: deps.rateLimits,
     deviceCookies: createDeviceCookies(deps.sessionKey),
+    passwords,
   });
   registerHealthRoutes(app, deps);
   registerDocsRoutes(app);
   // One key binds every list cursor to its tenant and list (src/http/page-cursor.ts).
   const cursors = createPageCursors(deps.sessionKey);
   registerAccountsApi(app, { accounts, publicUrl: deps.config.publicUrl, cursors });
-  const links = createLinksService({ sql: deps.sql, rateLimits: deps.rateLimits });
+  const links = createLinksService({ sql: deps.sql, rateLimits: deps.rateLimits, passwords });
   registerAccountPages(app, { accounts, links, cookies });
   registerDashboardPages(app, {
     accounts,

@@ -110,6 +110,18 @@ export const PROBLEM_TYPES = {
     title: 'Too many requests',
     description: 'This action is rate-limited. Retry after the number of seconds in the Retry-After header.',
   },
+  password_checks_busy: {
+    status: 429,
+    title: 'Too many password checks',
+    description:
+      'Every password worker is busy and the queue in front of them is full (ENCLAVE_PASSWORD_WORKERS, ENCLAVE_PASSWORD_QUEUE). Nothing was checked or counted against the account: retry after the number of seconds in the Retry-After header.',
+  },
+  client_gone: {
+    status: 499,
+    title: 'Client closed the request',
+    description:
+      'The client disconnected while its request was waiting, so the work was dropped. Nobody receives this answer; it appears in logs only.',
+  },
   not_ready: {
     status: 503,
     title: 'Not ready',

@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
+import { PasswordChecksBusyError } from '../accounts/password-pool.ts';
 import { asDatabaseUnavailable, DATABASE_RETRY_AFTER_SECONDS } from '../db/timeouts.ts';
 import { isAppError } from '../errors.ts';
 import { problemPage } from '../web/error-page.ts';
@@ -173,9 +174,9 @@ export function registerProblemHandlers(app: App): void {
     if (error.validation !== undefined) {
       return send('validation_failed', { errors: validationErrors(error) });
     }
-    if (error instanceof RateLimitedError) {
+    if (error instanceof RateLimitedError || error instanceof PasswordChecksBusyError) {
       reply.header('retry-after', String(error.retryAfterSeconds));
-      return send('rate_limited', {
+      return send(error.code, {
         detail: `retry after ${error.retryAfterSeconds} seconds`,
       });
     }

@@ -72,12 +72,13 @@ export function sessionCookieFor(app: App, sessionToken: string): string {
 
 export function testAccountsService(
   db: TestDatabase,
-  testApp: Pick<TestApp, 'rateLimits' | 'sessionKey'>,
+  testApp: Pick<TestApp, 'app' | 'rateLimits' | 'sessionKey'>,
 ): AccountsService {
   return createAccountsService({
     sql: db.app,
     rateLimits: testApp.rateLimits,
     deviceCookies: createDeviceCookies(testApp.sessionKey),
+    passwords: testApp.app.passwords,
   });
 }
 
