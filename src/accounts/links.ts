@@ -7,11 +7,12 @@ import { accountKey, type RateLimits } from '../http/rate-limits.ts';
 import { enqueueJob } from '../jobs/queue.ts';
 import { hashToken, mintToken, type TokenKind, tokenKind } from '../tokens.ts';
 import { principalActor } from './audit-events.ts';
+import { checkCurrentPassword, requirePasswordUnchanged } from './current-password.ts';
 import { AccountsError, fieldError } from './errors.ts';
 import type { PasswordHasher } from './password-pool.ts';
 import type { ClientInfo, Principal } from './service.ts';
 import { revokeUserSessions } from './sessions.ts';
-import { findUserByLogin, getUserWithHash, updatePasswordHash } from './users.ts';
+import { findUserByLogin, updatePasswordHash } from './users.ts';
 import { normalizeEmail, passwordProblem } from './validation.ts';
 
 // ACC-7: one-time links for email verification and account recovery.
@@ -146,11 +147,9 @@ export function createLinksService(deps: LinksDeps) {
       const email = normalizeEmail(input.email);
       if (email === undefined) throw fieldError('email', 'Enter a valid email address.');
       if (email === principal.user.email) throw fieldError('email', 'This is already your email address.');
+      const checked = await checkCurrentPassword(sql, passwords, principal, input.currentPassword);
       await withTenant(sql, principal.user.tenant_id, async (tx) => {
-        const user = await getUserWithHash(tx, principal.user.id);
-        if (user === undefined || !(await passwords.verify(input.currentPassword, user.password_hash)).ok) {
-          throw fieldError('current_password', 'The current password is not correct.');
-        }
+        await requirePasswordUnchanged(tx, principal.user.id, checked);
         // Only after the password: whether an address has an account is not told to a mere session holder.
         // users.email is unique across tenants; the lookup policy shows the one row holding it, if any.
         const taken = await withLookup(
@@ -159,19 +158,19 @@ export function createLinksService(deps: LinksDeps) {
           (lookup) => lookup`select 1 from users where email = ${email}`,
         );
         if (taken.length > 0) throw fieldError('email', 'An account with that email address already exists.');
-        await tx`update users set pending_email = ${email} where id = ${user.id}::uuid`;
+        await tx`update users set pending_email = ${email} where id = ${principal.user.id}::uuid`;
         const linkId = await queueLinkMail(tx, {
-          tenantId: user.tenant_id,
-          userId: user.id,
+          tenantId: principal.user.tenant_id,
+          userId: principal.user.id,
           purpose: 'verify_email',
           email,
           reference: null,
         });
-        await appendAuditEvent(tx, user.tenant_id, {
+        await appendAuditEvent(tx, principal.user.tenant_id, {
           actor: principalActor(principal),
           action: 'account.email_change_requested',
-          target: `user:${user.id}`,
-          data: { user_id: user.id, link_id: linkId },
+          target: `user:${principal.user.id}`,
+          data: { user_id: principal.user.id, link_id: linkId },
         });
       });
     },

@@ -38,6 +38,26 @@ function me(cookie: string) {
   return ctx.testApp.app.inject({ method: 'GET', url: '/api/v1/me', headers: { cookie } });
 }
 
+/**
+ * Keeps every password worker busy until `release()`; `queued()` resolves once
+ * a further check waits in the pool's queue.
+ */
+async function holdPasswordWorkers() {
+  const pool = ctx.testApp.app.passwords;
+  const { workers } = pool.stats();
+  const blockers = Array.from({ length: workers }, () => pool.hash('a password to keep a worker busy'));
+  const before = pool.stats().queued;
+  return {
+    release: () => Promise.all(blockers),
+    queued: async () => {
+      for (let polls = 0; pool.stats().queued <= before; polls++) {
+        if (polls > 24_000) throw new Error('no check was queued');
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    },
+  };
+}
+
 function rejectsWithField(field: string) {
   return (error: unknown): boolean => {
     const err = error as { code?: string; field?: string; message?: string };
@@ -118,5 +138,37 @@ describe('password change', () => {
       next: 'another new password',
     });
     assert.match(await storedHash(account), /^\$scrypt\$ln=17,r=8,p=1\$/);
+  });
+  test('ACC-11: the current password is checked before the change opens a transaction: while its check waits for a free password worker, it holds no database connection', async () => {
+    const account = await createAccount(ctx.db, ctx.testApp);
+    const hash = await storedHash(account);
+    const { release, queued } = await holdPasswordWorkers();
+    const change = accounts.changePassword(account.principal, {
+      current: account.password,
+      next: 'a brand new password',
+    });
+    await queued();
+    const [open] = await ctx.db.superuser<{ n: number }[]>`
+      select count(*)::int as n from pg_stat_activity
+      where datname = current_database() and usename = 'enclave_app' and state like 'idle in transaction%'`;
+    assert.equal(open?.n, 0, 'no transaction waits on the password pool');
+    await release();
+    await change;
+    assert.notEqual(await storedHash(account), hash);
+  });
+
+  test('ACC-11: a password changed while the current one was being checked makes the change fail as a wrong password would', async () => {
+    const account = await createAccount(ctx.db, ctx.testApp);
+    const otherHash = await ctx.testApp.app.passwords.hash('changed meanwhile');
+    const { release, queued } = await holdPasswordWorkers();
+    const change = accounts.changePassword(account.principal, {
+      current: account.password,
+      next: 'a brand new password',
+    });
+    await queued();
+    // Meanwhile, another session of the user changes the password (as by a recovery link).
+    await ctx.db.superuser`update users set password_hash = ${otherHash} where id = ${account.user.id}::uuid`;
+    await release();
+    await assert.rejects(change, rejectsWithField('current_password'));
   });
 });

@@ -14,6 +14,7 @@ import {
   type TokenScope,
 } from './api-tokens.ts';
 import { principalActor, recordFailedLogin, recordFor, recordLogin, recordSignup } from './audit-events.ts';
+import { checkCurrentPassword, requirePasswordUnchanged } from './current-password.ts';
 import type { DeviceCookies } from './device-cookies.ts';
 import { AccountsError, fieldError } from './errors.ts';
 import {
@@ -39,7 +40,7 @@ import {
   type SessionListing,
   sessionTokenHash,
 } from './sessions.ts';
-import { findUserByLogin, getUserWithHash, insertUser, type User, updatePasswordHash } from './users.ts';
+import { findUserByLogin, insertUser, type User, updatePasswordHash } from './users.ts';
 import { normalizeEmail, normalizeUsername, passwordProblem } from './validation.ts';
 
 // The accounts capability's domain logic: signup by invite, sign-in, sessions,
@@ -334,17 +335,17 @@ export function createAccountsService(deps: AccountsDeps) {
       const problem = passwordProblem(input.next);
       if (problem !== undefined) throw fieldError('new_password', `The new password ${problem}.`);
       passwords.admit();
+      const checked = await checkCurrentPassword(sql, passwords, principal, input.current);
+      const nextHash = await passwords.hash(input.next);
+      const userId = principal.user.id;
       await withTenant(sql, principal.user.tenant_id, async (tx) => {
-        const user = await getUserWithHash(tx, principal.user.id);
-        if (user === undefined || !(await passwords.verify(input.current, user.password_hash)).ok) {
-          throw fieldError('current_password', 'The current password is not correct.');
-        }
-        await updatePasswordHash(tx, user.id, await passwords.hash(input.next));
-        const revoked = await revokeUserSessions(tx, user.id, principal.sessionId);
+        await requirePasswordUnchanged(tx, userId, checked);
+        await updatePasswordHash(tx, userId, nextHash);
+        const revoked = await revokeUserSessions(tx, userId, principal.sessionId);
         await recordFor(tx, principal, {
           action: 'account.password_changed',
-          target: `user:${user.id}`,
-          data: { user_id: user.id, sessions_revoked: revoked },
+          target: `user:${userId}`,
+          data: { user_id: userId, sessions_revoked: revoked },
         });
       });
     },
