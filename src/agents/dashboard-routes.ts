@@ -303,8 +303,14 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
       const list = await readListPage(deps.cursors, scope, '/dashboard/agents', request.query, (at) =>
         agents.list(tx, at),
       );
-      const ids = list?.rows.map((agent) => agent.id) ?? [];
-      return list === undefined ? undefined : { list, states: await instances.statesByAgent(tx, ids) };
+      if (list === undefined) return undefined;
+      return {
+        list,
+        states: await instances.statesByAgent(
+          tx,
+          list.rows.map((agent) => agent.id),
+        ),
+      };
     });
     if (read === undefined) {
       return sendPage(reply, 400, badCursorPage(await frameFor(request), 'agents', '/dashboard/agents'));
