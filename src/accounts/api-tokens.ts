@@ -58,6 +58,19 @@ export async function listApiTokens(
     order by created_at desc, id desc limit ${page.limit + 1}::int4`;
 }
 
+/** The user's live token with this id; undefined for another user's, a revoked or expired one, or none. */
+export async function findApiToken(
+  tx: TenantSql,
+  userId: string,
+  tokenId: string,
+): Promise<ApiTokenListing | undefined> {
+  const [token] = await tx<ApiTokenListing[]>`
+    select ${tx.unsafe(LISTING)} from api_tokens
+    where id = ${tokenId}::uuid and user_id = ${userId}::uuid and revoked_at is null
+      and (expires_at is null or expires_at > now())`;
+  return token;
+}
+
 export async function revokeApiToken(tx: TenantSql, userId: string, tokenId: string): Promise<boolean> {
   const rows = await tx`
     update api_tokens set revoked_at = now()

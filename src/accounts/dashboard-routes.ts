@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { App } from '../http/app.ts';
-import { DASHBOARD_LIST, MAX_PAGE } from '../http/page-cursor.ts';
+import type { PageCursors } from '../http/page-cursor.ts';
 import type { RateLimits } from '../http/rate-limits.ts';
 import { LIMITS } from '../web/account-pages.ts';
 import {
@@ -14,6 +14,7 @@ import {
 } from '../web/dashboard-pages.ts';
 import { bodyText, formProblems, noticeFrom, sendPage } from '../web/forms.ts';
 import type { Frame } from '../web/html.ts';
+import { badCursorPage, readListPage } from '../web/list-pages.ts';
 import { type ProfileErrors, profilePage } from '../web/profile-page.ts';
 import { inviteLink } from './invites.ts';
 import type { LinksService } from './links.ts';
@@ -38,6 +39,8 @@ export interface DashboardDeps {
   readonly rateLimits: Pick<RateLimits, 'consume'>;
   /** Seals the one-time secret cookies (secret-flash.ts). */
   readonly sessionKey: string;
+  /** The API's list cursors: a page link and the API's next_after are the same cursor. */
+  readonly cursors: PageCursors;
 }
 
 const INVITES_FORBIDDEN = 'Only tenant owners, admins and operators manage invites.';
@@ -110,6 +113,8 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
 
   const notFound = async (request: FastifyRequest, reply: FastifyReply, what: string) =>
     sendPage(reply, 404, notFoundPage(await frameFor(request), what));
+  const badCursor = async (request: FastifyRequest, reply: FastifyReply, what: string, path: string) =>
+    sendPage(reply, 400, badCursorPage(await frameFor(request), what, path));
 
   app.get('/dashboard', page, async (request, reply) =>
     sendPage(
@@ -127,16 +132,22 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
     request: FastifyRequest,
     reply: FastifyReply,
     status: number,
-    extra: Omit<Parameters<typeof tokensPage>[1], 'tokens'>,
-  ) =>
-    sendPage(
+    extra: Omit<Parameters<typeof tokensPage>[1], 'tokens' | 'pager'>,
+  ) => {
+    const principal = signedIn(request);
+    // The same cursors as GET /api/v1/tokens: this user's token list.
+    const scope = { list: 'tokens', tenantId: principal.user.tenant_id, of: principal.user.id };
+    const path = '/dashboard/settings/tokens';
+    const list = await readListPage(deps.cursors, scope, path, request.query, (at) =>
+      accounts.listApiTokens(principal, at),
+    );
+    if (list === undefined) return badCursor(request, reply, 'your API tokens', path);
+    return sendPage(
       reply,
       status,
-      tokensPage(await frameFor(request), {
-        tokens: (await accounts.listApiTokens(signedIn(request), DASHBOARD_LIST)).slice(0, MAX_PAGE),
-        ...extra,
-      }),
+      tokensPage(await frameFor(request), { tokens: list.rows, pager: list.pager, ...extra }),
     );
+  };
 
   app.get('/dashboard/settings/tokens', page, async (request, reply) =>
     tokens(request, reply, 200, {
@@ -192,11 +203,10 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
     question: Parameters<typeof confirmPage>[1],
   ) => sendPage(reply, 200, confirmPage(await frameFor(request), question));
   app.get('/dashboard/settings/tokens/:id/revoke', confirm, async (request, reply) => {
+    // By id, under the tenant and this user, like the revoke itself: wherever it is in the list.
     const token =
       request.validationError === undefined
-        ? (await accounts.listApiTokens(signedIn(request), DASHBOARD_LIST)).find(
-            (listed) => listed.id === request.params.id,
-          )
+        ? await accounts.findApiToken(signedIn(request), request.params.id)
         : undefined;
     if (token === undefined) return notFound(request, reply, 'token');
     return askFirst(request, reply, {
@@ -228,18 +238,27 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
     request: FastifyRequest,
     reply: FastifyReply,
     status: number,
-    extra: Omit<Parameters<typeof invitesPage>[1], 'invites' | 'kinds'>,
+    extra: Omit<Parameters<typeof invitesPage>[1], 'invites' | 'kinds' | 'pager'>,
   ) => {
     const principal = signedIn(request);
     const frame = await frameFor(request);
     if (!canInvite(principal)) {
       return sendPage(reply, 403, forbiddenPage(frame, INVITES_FORBIDDEN));
     }
-    const list = await accounts.listInvites(principal);
+    // The same cursors as GET /api/v1/invites: an operator's list holds the platform's invites too.
+    const scope = {
+      list: principal.user.is_operator ? 'invites+platform' : 'invites',
+      tenantId: principal.user.tenant_id,
+    };
+    const path = '/dashboard/settings/invites';
+    const list = await readListPage(deps.cursors, scope, path, request.query, (at) =>
+      accounts.listInvitePage(principal, at),
+    );
+    if (list === undefined) return badCursor(request, reply, 'invites', path);
     return sendPage(
       reply,
       status,
-      invitesPage(frame, { invites: list, kinds: inviteKinds(principal), ...extra }),
+      invitesPage(frame, { invites: list.rows, pager: list.pager, kinds: inviteKinds(principal), ...extra }),
     );
   };
 
@@ -288,9 +307,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
     }
     const invite =
       request.validationError === undefined
-        ? (await accounts.listInvites(principal)).find(
-            (listed) => listed.id === request.params.id && listed.state === 'pending',
-          )
+        ? await accounts.findPendingInvite(principal, request.params.id)
         : undefined;
     if (invite === undefined) return notFound(request, reply, 'invite');
     return askFirst(request, reply, {
@@ -323,13 +340,19 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
     extra: { notice?: string | undefined; errors?: ProfileErrors; newEmail?: string | undefined },
   ) => {
     const principal = signedIn(request);
-    const sessions = (await accounts.listSessions(principal, DASHBOARD_LIST)).slice(0, MAX_PAGE);
+    // The same cursors as GET /api/v1/sessions: this user's session list.
+    const scope = { list: 'sessions', tenantId: principal.user.tenant_id, of: principal.user.id };
+    const list = await readListPage(deps.cursors, scope, '/profile', request.query, (at) =>
+      accounts.listSessions(principal, at),
+    );
+    if (list === undefined) return badCursor(request, reply, 'your sessions', '/profile');
     return sendPage(
       reply,
       status,
       profilePage(await frameFor(request), {
         user: principal.user,
-        sessions,
+        sessions: list.rows,
+        pager: list.pager,
         currentSessionId: principal.sessionId,
         ...extra,
       }),
@@ -354,11 +377,10 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
 
   app.get('/profile/sessions/:id/revoke', confirm, async (request, reply) => {
     const principal = signedIn(request);
+    // By id, under the tenant and this user, like the revoke itself: wherever it is in the list.
     const session =
       request.validationError === undefined
-        ? (await accounts.listSessions(principal, DASHBOARD_LIST)).find(
-            (listed) => listed.id === request.params.id,
-          )
+        ? await accounts.findSession(principal, request.params.id)
         : undefined;
     if (session === undefined) return notFound(request, reply, 'session');
     const current = session.id === principal.sessionId;

@@ -165,6 +165,25 @@ export async function listInvitePage(
   return [...own, ...platform].sort(newestFirst).slice(0, page.limit + 1);
 }
 
+/** The pending invite with this id within the scope (what revokeInvite would revoke); undefined for any other. */
+export async function findPendingInvite(
+  sql: Sql,
+  scope: InviteScope,
+  inviteId: string,
+): Promise<Invite | undefined> {
+  const findIn = (tenantId: string) =>
+    withTenant(sql, tenantId, async (tx) => {
+      const [row] = await tx<Invite[]>`
+        select ${tx.unsafe(INVITE_COLUMNS)} from invites
+        where id = ${inviteId}::uuid and ${boundTenant(tx, tx`coalesce(tenant_id, ${PLATFORM_TENANT}::uuid)`)}
+          and used_at is null and revoked_at is null and expires_at > now()`;
+      return row;
+    });
+  const own = scope.tenantId === PLATFORM_TENANT ? undefined : await findIn(scope.tenantId);
+  if (own !== undefined || !scope.operator) return own;
+  return findIn(PLATFORM_TENANT);
+}
+
 async function recordInviteCreated(tx: TenantSql, invite: Invite, actor: string): Promise<void> {
   await appendAuditEvent(tx, inviteChain(invite), {
     actor,

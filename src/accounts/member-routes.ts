@@ -1,18 +1,12 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { App } from '../http/app.ts';
-import {
-  DASHBOARD_LIST,
-  MAX_PAGE,
-  NextAfter,
-  type PageCursors,
-  PageQuery,
-  readPage,
-} from '../http/page-cursor.ts';
+import { NextAfter, type PageCursors, PageQuery, readPage } from '../http/page-cursor.ts';
 import { ProblemSchema } from '../http/problems.ts';
 import { Id, IdParams, Timestamp } from '../http/schemas.ts';
 import { forbiddenPage, notFoundPage } from '../web/dashboard-pages.ts';
 import { sendPage } from '../web/forms.ts';
+import { badCursorPage, readListPage } from '../web/list-pages.ts';
 import { membersNoticeFrom, membersPage, removeMemberPage } from '../web/members-page.ts';
 import { frameFor } from './dashboard-routes.ts';
 import { AccountsError } from './errors.ts';
@@ -117,7 +111,7 @@ const RoleBody = Type.Object({ role: Type.String({ maxLength: 20 }) }, form);
 
 export function registerMembersPages(
   app: App,
-  deps: { members: MembersService; cookies: CookieSettings },
+  deps: { members: MembersService; cookies: CookieSettings; cursors: PageCursors },
 ): void {
   const { members } = deps;
   const user = { auth: 'user' as const };
@@ -130,12 +124,22 @@ export function registerMembersPages(
     extra: { notice?: string | undefined; error?: string | undefined },
   ) => {
     const principal = signedIn(request);
-    const list = await request.withTenant((tx) => members.list(tx, principal, DASHBOARD_LIST));
+    // The same cursors as GET /api/v1/members: the tenant's one member list.
+    const scope = { list: 'members', tenantId: principal.user.tenant_id };
+    const list = await request.withTenant((tx) =>
+      readListPage(deps.cursors, scope, '/dashboard/members', request.query, (at) =>
+        members.list(tx, principal, at),
+      ),
+    );
+    if (list === undefined) {
+      return sendPage(reply, 400, badCursorPage(await frameFor(request), 'members', '/dashboard/members'));
+    }
     return sendPage(
       reply,
       status,
       membersPage(await frameFor(request), {
-        members: list.slice(0, MAX_PAGE),
+        members: list.rows,
+        pager: list.pager,
         currentUserId: principal.user.id,
         assignable: assignableRoles(principal),
         ...extra,

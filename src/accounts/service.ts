@@ -8,6 +8,7 @@ import type { RateLimits } from '../http/rate-limits.ts';
 import { enqueueJob } from '../jobs/queue.ts';
 import {
   type ApiTokenListing,
+  findApiToken,
   insertApiToken,
   listApiTokens,
   revokeApiToken,
@@ -21,10 +22,10 @@ import {
   createInvite,
   createMailedInvite,
   findInvite,
+  findPendingInvite,
   INVITE_MAIL_ATTEMPTS,
   type Invite,
   listInvitePage,
-  listInvites,
   redeemInvite,
   revokeInvite,
 } from './invites.ts';
@@ -32,6 +33,7 @@ import { admitLogin } from './login-throttle.ts';
 import { PasswordChecksBusyError, type PasswordHasher } from './password-pool.ts';
 import { authorize } from './roles.ts';
 import {
+  findSession,
   insertSession,
   listSessions,
   type NewSession,
@@ -305,6 +307,11 @@ export function createAccountsService(deps: AccountsDeps) {
       return withTenant(sql, principal.user.tenant_id, (tx) => listSessions(tx, principal.user.id, page));
     },
 
+    /** ACC-3: the user's own live session by id, for the page that asks before revoking it. */
+    async findSession(principal: Principal, sessionId: string): Promise<SessionListing | undefined> {
+      return withTenant(sql, principal.user.tenant_id, (tx) => findSession(tx, principal.user.id, sessionId));
+    },
+
     /** ACC-3: true if revoked; false if the user has no such live session (the caller answers 404). */
     async revokeSession(principal: Principal, sessionId: string): Promise<boolean> {
       return withTenant(sql, principal.user.tenant_id, async (tx) => {
@@ -390,6 +397,11 @@ export function createAccountsService(deps: AccountsDeps) {
       return withTenant(sql, principal.user.tenant_id, (tx) => listApiTokens(tx, principal.user.id, page));
     },
 
+    /** ACC-10: the user's own live token by id, for the page that asks before revoking it. */
+    async findApiToken(principal: Principal, tokenId: string): Promise<ApiTokenListing | undefined> {
+      return withTenant(sql, principal.user.tenant_id, (tx) => findApiToken(tx, principal.user.id, tokenId));
+    },
+
     async revokeApiToken(principal: Principal, tokenId: string): Promise<boolean> {
       return withTenant(sql, principal.user.tenant_id, async (tx) => {
         if (!(await revokeApiToken(tx, principal.user.id, tokenId))) return false;
@@ -402,7 +414,7 @@ export function createAccountsService(deps: AccountsDeps) {
       });
     },
 
-    /** A page of the invites the principal may manage (see listInvites), for the API. */
+    /** A page of the invites the principal may manage (see listInvitePage), for the API and the invites page. */
     async listInvitePage(principal: Principal, page: PageRequest): Promise<(Invite & PositionedRow)[]> {
       if (!principal.user.is_operator) authorize(principal, 'invite.manage');
       return listInvitePage(
@@ -412,10 +424,14 @@ export function createAccountsService(deps: AccountsDeps) {
       );
     },
 
-    async listInvites(principal: Principal): Promise<Invite[]> {
-      // Invitees' emails: for roles that manage invites (members see none), and operators.
+    /** A pending invite the principal may revoke, by id, for the page that asks before revoking it. */
+    async findPendingInvite(principal: Principal, inviteId: string): Promise<Invite | undefined> {
       if (!principal.user.is_operator) authorize(principal, 'invite.manage');
-      return listInvites(sql, { operator: principal.user.is_operator, tenantId: principal.user.tenant_id });
+      return findPendingInvite(
+        sql,
+        { operator: principal.user.is_operator, tenantId: principal.user.tenant_id },
+        inviteId,
+      );
     },
 
     async revokeInvite(principal: Principal, inviteId: string): Promise<boolean> {

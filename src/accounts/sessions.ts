@@ -100,6 +100,18 @@ export async function listSessions(
     order by created_at desc, id desc limit ${page.limit + 1}::int4`;
 }
 
+/** The user's live session with this id (what revokeSession would revoke); undefined for any other. */
+export async function findSession(
+  tx: TenantSql,
+  userId: string,
+  sessionId: string,
+): Promise<SessionListing | undefined> {
+  const [session] = await tx<SessionListing[]>`
+    select id, created_at, last_seen_at, expires_at, user_agent, client_ip from sessions
+    where id = ${sessionId}::uuid and user_id = ${userId}::uuid and revoked_at is null and expires_at > now()`;
+  return session;
+}
+
 /** True if a live session of this user was revoked; false if there was none to revoke. */
 export async function revokeSession(tx: TenantSql, userId: string, sessionId: string): Promise<boolean> {
   const rows = await tx`

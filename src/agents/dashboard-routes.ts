@@ -8,7 +8,7 @@ import { may } from '../accounts/roles.ts';
 import type { Principal } from '../accounts/service.ts';
 import type { TenantSql } from '../db/tenant.ts';
 import type { App } from '../http/app.ts';
-import { DASHBOARD_LIST, MAX_PAGE } from '../http/page-cursor.ts';
+import type { PageCursors } from '../http/page-cursor.ts';
 import { IdParams } from '../http/schemas.ts';
 import { MULTILINE } from '../http/text-input.ts';
 import { MAX_CREDENTIAL_CHARACTERS } from '../vault/service.ts';
@@ -27,6 +27,7 @@ import {
 import { confirmPage, forbiddenPage, notFoundPage } from '../web/dashboard-pages.ts';
 import { bodyText, type FormProblem, formProblem, formProblems, sendPage } from '../web/forms.ts';
 import { instanceSection, instanceStateJson, stateLine } from '../web/instance-section.ts';
+import { badCursorPage, readListPage } from '../web/list-pages.ts';
 import { listEgressRecords } from './egress/records.ts';
 import { AgentsError } from './errors.ts';
 import { type InstancesService, instanceUrl } from './runtime/instances.ts';
@@ -180,6 +181,8 @@ export interface AgentPagesDeps {
   readonly logs: (agentId: string, lines: number) => Promise<string[]>;
   readonly publicUrl: string;
   readonly agentsDomain: string;
+  /** The API's list cursors: a page link and GET /api/v1/agents's next_after are the same cursor. */
+  readonly cursors: PageCursors;
 }
 
 export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
@@ -294,14 +297,31 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
   );
 
   app.get('/dashboard/agents', page, async (request, reply) => {
-    const [list, states] = await request.withTenant((tx) =>
-      Promise.all([agents.list(tx, DASHBOARD_LIST), instances.statesByAgent(tx)]),
-    );
+    // The same cursors as GET /api/v1/agents: the tenant's one agent list.
+    const scope = { list: 'agents', tenantId: signedIn(request).user.tenant_id };
+    const read = await request.withTenant(async (tx) => {
+      const list = await readListPage(deps.cursors, scope, '/dashboard/agents', request.query, (at) =>
+        agents.list(tx, at),
+      );
+      if (list === undefined) return undefined;
+      return {
+        list,
+        states: await instances.statesByAgent(
+          tx,
+          list.rows.map((agent) => agent.id),
+        ),
+      };
+    });
+    if (read === undefined) {
+      return sendPage(reply, 400, badCursorPage(await frameFor(request), 'agents', '/dashboard/agents'));
+    }
+    const { list, states } = read;
     return sendPage(
       reply,
       200,
       agentsListPage(await frameFor(request), {
-        agents: list.slice(0, MAX_PAGE),
+        agents: list.rows,
+        pager: list.pager,
         stateOf: (id) => stateLine(states.get(id)),
         templateName: (id) => templates.get(id)?.name ?? id,
         notice: agentNoticeFrom(request.query),

@@ -198,10 +198,11 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     publicUrl: deps.config.publicUrl,
     rateLimits: deps.rateLimits,
     sessionKey: deps.sessionKey,
+    cursors,
   });
   const members = createMembersService();
   registerMembersApi(app, { members, cursors });
-  registerMembersPages(app, { members, cookies });
+  registerMembersPages(app, { members, cookies, cursors });
   registerAuditApi(app, { sql: deps.sql });
   registerTemplateRoutes(app, { templates: deps.templates });
   const agents = createAgentsService({ vault: deps.vault, templates: deps.templates });
@@ -213,7 +214,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     tailLines(path.join(deps.config.instancesDir, agentId, 'output.log'), lines);
   const addresses = { publicUrl: deps.config.publicUrl, agentsDomain: deps.config.agentsDomain };
   registerInstanceRoutes(app, { instances, logs, ...addresses });
-  registerAgentPages(app, { agents, templates: deps.templates, instances, logs, ...addresses });
+  registerAgentPages(app, { agents, templates: deps.templates, instances, logs, ...addresses, cursors });
   registerAuditPages(app);
   registerCheckpointRoutes(app, { sql: deps.sql, sources: deps.audit, rateLimits: deps.rateLimits });
   registerTileRoutes(app, { sql: deps.sql });

@@ -135,12 +135,6 @@ export interface PageRequest {
   readonly limit: number;
 }
 
-/**
- * What a dashboard list reads: the first MAX_PAGE rows, and one more to tell
- * that the list goes on (README, "Dashboard lists"). The API pages through all.
- */
-export const DASHBOARD_LIST: PageRequest = { after: undefined, limit: MAX_PAGE };
-
 export interface PositionedRow {
   readonly page_at: string;
   readonly page_id: string;

@@ -4,6 +4,7 @@ import type { FormErrors } from './account-pages.ts';
 import { time } from './dashboard-pages.ts';
 import { errorBox, field, hidden, noticeBox, selectField } from './forms.ts';
 import { type Frame, type Html, html, page } from './html.ts';
+import { type ListPager, pagerNav } from './list-pages.ts';
 
 // The agent pages (AGT-1): the list, onboarding (a template picker, then the
 // template's form), an agent with its credential metadata and settings, and
@@ -104,6 +105,7 @@ export function agentsListPage(
   frame: Frame,
   input: {
     agents: readonly Agent[];
+    pager: ListPager;
     templateName: (id: string) => string;
     /** The agent's instance state as one line. */
     stateOf: (id: string) => string;
@@ -123,7 +125,8 @@ ${
 <td><code>${agent.handle}</code></td><td>${input.templateName(agent.template)}</td><td>${input.stateOf(agent.id)}</td>
 <td>${onOff(agent.support_access)}</td><td>${time(agent.created_at)}</td></tr>`,
       )}</tbody></table>`
-}`,
+}
+${pagerNav(input.pager, 'Pages of agents')}`,
     frame,
   );
 }

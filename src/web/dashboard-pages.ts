@@ -4,6 +4,7 @@ import type { FormErrors } from './account-pages.ts';
 import { COPY_SCRIPT, copyButton } from './copy.ts';
 import { errorBox, field, hidden, noticeBox, selectField } from './forms.ts';
 import { type Frame, type Html, html, page } from './html.ts';
+import { type ListPager, pagerNav } from './list-pages.ts';
 
 // The signed-in shell: the dashboard, API tokens and invites. Secrets (a new
 // token, an invite link) appear once, on the GET page the form redirects to
@@ -102,6 +103,7 @@ export function tokensPage(
   frame: Frame,
   input: {
     tokens: readonly ApiTokenListing[];
+    pager: ListPager;
     minted?: { name: string; token: string } | undefined;
     values?: { name?: string | undefined; scope?: string | undefined; expires_at?: string | undefined };
     errors?: FormErrors;
@@ -137,6 +139,7 @@ ${
 <td>${confirmLink(`/dashboard/settings/tokens/${token.id}/revoke`, 'Revoke…', `Revoke ${token.name}`)}</td></tr>`,
       )}</tbody></table>`
 }
+${pagerNav(input.pager, 'Pages of API tokens')}
 <h2>Create a token</h2>
 ${errorBox(errors.form)}
 <form method="post" action="/dashboard/settings/tokens" class="stack">
@@ -176,6 +179,7 @@ export function invitesPage(
   frame: Frame,
   input: {
     invites: readonly Invite[];
+    pager: ListPager;
     kinds: readonly ('member' | 'tenant')[];
     /** `link` is shown for signup invites only; a member invite is mailed, never shown (ACC-1). */
     created?: { link: string | undefined; email: string | null } | undefined;
@@ -237,6 +241,7 @@ ${
         }</td></tr>`,
       )}</tbody></table>`
 }
+${pagerNav(input.pager, 'Pages of invites')}
 <h2>Invite someone</h2>
 ${errorBox(errors.form)}
 <form method="post" action="/dashboard/settings/invites" class="stack">

@@ -2,6 +2,7 @@ import type { Member } from '../accounts/members.ts';
 import type { Role } from '../accounts/roles.ts';
 import { errorBox, noticeBox, selectField } from './forms.ts';
 import { type Frame, html, page } from './html.ts';
+import { type ListPager, pagerNav } from './list-pages.ts';
 
 // /dashboard/members: the tenant's members with their roles; for those who
 // may manage members, a role form per member and a remove link that asks
@@ -22,6 +23,7 @@ const ROLE_NAMES: Record<Role, string> = { owner: 'Owner', admin: 'Admin', membe
 
 export interface MembersPageInput {
   readonly members: readonly Member[];
+  readonly pager: ListPager;
   readonly currentUserId: string;
   /** The roles this user may give and take away (none: the list is read-only). */
   readonly assignable: readonly Role[];
@@ -56,6 +58,7 @@ ${selectField({ name: 'role', label: `Role of ${member.username}`, choices, sele
 </tr>`,
     )}</tbody>
 </table>
+${pagerNav(input.pager, 'Pages of members')}
 <p>What each role may do is listed in the README, under “Roles”.${
       input.assignable.length === 0 ? ' Only owners and admins change roles or remove members.' : ''
     }</p>`,

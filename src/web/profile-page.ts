@@ -4,6 +4,7 @@ import { type FormErrors, newPasswordField } from './account-pages.ts';
 import { postButton, time } from './dashboard-pages.ts';
 import { errorBox, field, noticeBox } from './forms.ts';
 import { type Frame, html, page } from './html.ts';
+import { type ListPager, pagerNav } from './list-pages.ts';
 
 // /profile: the account, its live sessions (the current one marked, each
 // revocable), sign out everywhere, and the password and email forms (ACC-11).
@@ -24,6 +25,7 @@ export function profilePage(
   input: {
     user: User;
     sessions: readonly SessionListing[];
+    pager: ListPager;
     currentSessionId: string | undefined;
     notice?: string | undefined;
     errors?: ProfileErrors;
@@ -66,6 +68,7 @@ ${
 <td>${time(session.last_seen_at)}</td><td>${session.user_agent ?? ''}</td><td>${session.client_ip ?? ''}</td>
 <td><a href="/profile/sessions/${session.id}/revoke" aria-label="Sign out this session">Sign out…</a></td></tr>`,
     )}</tbody></table>
+${pagerNav(input.pager, 'Pages of sessions')}
 <p><a href="/profile/sessions/revoke-all">Sign out everywhere…</a></p>
 
 <h2>Change password</h2>

@@ -122,12 +122,15 @@ export function createInstancesService(deps: { templates: TemplateCatalog }) {
       return view;
     },
 
-    /** Every instance of the tenant's agents, by agent id: one query for the agent list. */
-    async statesByAgent(tx: TenantSql): Promise<Map<string, NonNullable<InstanceStates>>> {
+    /** The instances of these agents, by agent id: one query for a page of the agent list. */
+    async statesByAgent(
+      tx: TenantSql,
+      agentIds: readonly string[],
+    ): Promise<Map<string, NonNullable<InstanceStates>>> {
       const rows = await tx<
         { agent_id: string; state: InstanceState; desired_state: 'running' | 'stopped' }[]
       >`
-        select agent_id, state, desired_state from agent_instances`;
+        select agent_id, state, desired_state from agent_instances where agent_id = any(${agentIds}::uuid[])`;
       return new Map(rows.map(({ agent_id, ...states }) => [agent_id, states]));
     },
 
