@@ -27,10 +27,10 @@ test('OPS-3: in Chromium, /docs renders the Swagger UI reference from our origin
   assert.match(String(response?.headers()['content-security-policy']), /script-src 'self'/);
 
   // An operation, by its summary, and once opened, its curl example.
-  const operation = page.locator('.opblock-summary', { hasText: "List the tenant's agents" });
+  const operation = page.locator('.opblock-summary', { hasText: "A page of the tenant's agents" });
   await operation.waitFor({ timeout: 30_000 });
   await operation.click();
-  await page.getByText('curl "$ENCLAVE_URL/api/v1/agents"').first().waitFor({ timeout: 10_000 });
+  await page.getByText('curl "$ENCLAVE_URL/api/v1/agents?limit=100"').first().waitFor({ timeout: 10_000 });
 
   // The introduction links back to the site.
   assert.equal(await page.getByRole('link', { name: '← Back to Enclave' }).getAttribute('href'), '/');

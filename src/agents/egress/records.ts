@@ -108,14 +108,14 @@ export async function agentCreator(
   return agent;
 }
 
-/** The agent's most recent records, newest first. */
-/** The agent's newest `limit` egress records, newest first. */
+/** The agent's newest `limit` egress records, newest first, without their page positions. */
 export async function listEgressRecords(
   tx: TenantSql,
   agentId: string,
   limit: number,
 ): Promise<EgressConnectionRow[]> {
-  return (await listEgressPage(tx, agentId, { after: undefined, limit })).slice(0, limit);
+  const rows = await listEgressPage(tx, agentId, { after: undefined, limit });
+  return rows.slice(0, limit).map(({ page_at: _at, page_id: _id, ...row }) => row);
 }
 
 /** A page of the agent's egress records, newest first, keyed by (started_at, id) (egress_connections_agent_page index). */
