@@ -106,7 +106,7 @@ export class BundleVerifier {
    * and the line is ASCII (byte i is character i): an event's hashed bytes
    * are then taken from them instead of encoding its text again.
    */
-  push(line: string, bytes?: Buffer): boolean {
+  push(line: string, bytes?: Uint8Array): boolean {
     this.#lines++;
     if (this.#chainBroken) return false;
     switch (this.#stage) {
@@ -243,7 +243,7 @@ export class BundleVerifier {
     return true;
   }
 
-  #onEvent(line: string, bytes: Buffer | undefined): boolean {
+  #onEvent(line: string, bytes: Uint8Array | undefined): boolean {
     const seq = this.#nextSeq;
     if (this.#segment === undefined) this.#hotStarted = true;
     const parsed = parseEventLine(line);
@@ -257,10 +257,7 @@ export class BundleVerifier {
     const chain = this.#chain as ChainVerifier;
     // The canonical text is the line's end but for its final "}" (parseEventLine), in bytes as in characters.
     const canonicalBytes = bytes?.subarray(bytes.length - 1 - parsed.canonical.length, bytes.length - 1);
-    // Decoded again on its own, the text is a flat string rather than a slice of the whole chunk's
-    // text, which every character read during the canonical check would otherwise go through.
-    const canonical = canonicalBytes === undefined ? parsed.canonical : canonicalBytes.toString('latin1');
-    const event = chain.push({ canonical, hash: parsed.hash, bytes: canonicalBytes });
+    const event = chain.push({ canonical: parsed.canonical, hash: parsed.hash, bytes: canonicalBytes });
     if (event === undefined) {
       const result = chain.result();
       const reason = result.ok ? 'unknown' : result.reason;

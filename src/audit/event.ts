@@ -220,14 +220,8 @@ class EventTextReader {
   }
 
   key(literal: string): boolean {
-    const text = this.#scanner.text;
-    const at = this.at;
-    if (at < 0 || at + literal.length > text.length) return false;
-    // Code unit by code unit: startsWith with a position costs several times more, eight times an event.
-    for (let i = 0; i < literal.length; i++) {
-      if (text.charCodeAt(at + i) !== literal.charCodeAt(i)) return false;
-    }
-    this.at = at + literal.length;
+    if (this.at < 0 || !this.#scanner.text.startsWith(literal, this.at)) return false;
+    this.at += literal.length;
     return true;
   }
 
