@@ -100,13 +100,8 @@ export class BundleVerifier {
     this.#options = options;
   }
 
-  /**
-   * Checks the next line (without its "\n"); false once the chain is broken
-   * and reading on is pointless. `bytes`, when given, are the line's bytes
-   * and the line is ASCII (byte i is character i): an event's hashed bytes
-   * are then taken from them instead of encoding its text again.
-   */
-  push(line: string, bytes?: Uint8Array): boolean {
+  /** Checks the next line (without its "\n"); false once the chain is broken and reading on is pointless. */
+  push(line: string): boolean {
     this.#lines++;
     if (this.#chainBroken) return false;
     switch (this.#stage) {
@@ -115,7 +110,7 @@ export class BundleVerifier {
       case 'checkpoint':
         return this.#onCheckpoint(line);
       default:
-        return isEventLine(line) ? this.#onEvent(line, bytes) : this.#onSegment(line);
+        return isEventLine(line) ? this.#onEvent(line) : this.#onSegment(line);
     }
   }
 
@@ -243,7 +238,7 @@ export class BundleVerifier {
     return true;
   }
 
-  #onEvent(line: string, bytes: Uint8Array | undefined): boolean {
+  #onEvent(line: string): boolean {
     const seq = this.#nextSeq;
     if (this.#segment === undefined) this.#hotStarted = true;
     const parsed = parseEventLine(line);
@@ -255,9 +250,7 @@ export class BundleVerifier {
       );
     }
     const chain = this.#chain as ChainVerifier;
-    // The canonical text is the line's end but for its final "}" (parseEventLine), in bytes as in characters.
-    const canonicalBytes = bytes?.subarray(bytes.length - 1 - parsed.canonical.length, bytes.length - 1);
-    const event = chain.push({ canonical: parsed.canonical, hash: parsed.hash, bytes: canonicalBytes });
+    const event = chain.push({ canonical: parsed.canonical, hash: parsed.hash });
     if (event === undefined) {
       const result = chain.result();
       const reason = result.ok ? 'unknown' : result.reason;

@@ -20,8 +20,6 @@ import { isTenantId } from './event-fields.ts';
 export interface ChainRecord {
   readonly canonical: string;
   readonly hash: Uint8Array | string;
-  /** UTF-8(canonical), when the caller already holds it (the verifier's read buffer): hashed as is. */
-  readonly bytes?: Uint8Array | undefined;
 }
 
 export interface ChainOptions {
@@ -115,7 +113,7 @@ export class ChainVerifier {
       const why = event.seq < seq ? 'repeats an earlier seq' : 'skips ahead';
       return this.#fail(seq, 'chain_seq_gap', `expected seq ${seq}, found seq ${event.seq} (${why})`);
     }
-    const digest = this.#hashLink(record.canonical, record.bytes);
+    const digest = this.#hashLink(record.canonical);
     const mismatch = hashMismatch(digest, record.hash);
     if (mismatch !== undefined) return this.#fail(seq, mismatch.code, mismatch.reason);
     this.#scratch.write(digest, 0, HASH_LENGTH, 'hex');
@@ -130,22 +128,16 @@ export class ChainVerifier {
     return { ok: true, count: this.#count, head: { seq: this.#nextSeq - 1, hash: head } };
   }
 
-  /** SHA-256(prev_hash ‖ UTF-8(canonical)) as lowercase hex; `bytes` is UTF-8(canonical) if the caller has it. */
-  #hashLink(canonical: string, bytes: Uint8Array | undefined): string {
+  /** SHA-256(prev_hash ‖ UTF-8(canonical)) as lowercase hex. */
+  #hashLink(canonical: string): string {
     // A UTF-16 code unit never takes more than 3 UTF-8 bytes.
-    const needed = HASH_LENGTH + (bytes === undefined ? canonical.length * 3 : bytes.length);
+    const needed = HASH_LENGTH + canonical.length * 3;
     if (this.#scratch.length < needed) {
       const larger = Buffer.allocUnsafe(needed);
       this.#scratch.copy(larger, 0, 0, HASH_LENGTH);
       this.#scratch = larger;
     }
-    let written: number;
-    if (bytes === undefined) {
-      written = this.#scratch.write(canonical, HASH_LENGTH, 'utf8');
-    } else {
-      this.#scratch.set(bytes, HASH_LENGTH);
-      written = bytes.length;
-    }
+    const written = this.#scratch.write(canonical, HASH_LENGTH, 'utf8');
     return hash('sha256', this.#scratch.subarray(0, HASH_LENGTH + written), 'hex');
   }
 

@@ -170,40 +170,6 @@ describe('enclave-verify', () => {
       await feedLines(chunks(), (line) => lines.push(line) > 0);
       assert.deepEqual(lines, text.split('\n'), `chunks of ${size}`);
     }
-    // A stretch of ASCII lines comes with each line's own bytes (hashed as they are); other text comes without.
-    const given: [string, string | undefined][] = [];
-    await feedLines(
-      (async function* () {
-        yield bytes;
-      })(),
-      (line, lineBytes) => given.push([line, lineBytes?.toString('latin1')]) > 0,
-    );
-    assert.deepEqual(
-      given,
-      [
-        ['first line', undefined],
-        ['{"a":"ci «deploy» ✓"}', undefined],
-        ['', undefined],
-        // Read on its own (it has no newline), and ASCII.
-        ['last line without newline', 'last line without newline'],
-      ],
-      'a chunk with a multi-byte character: its lines come without bytes',
-    );
-    given.length = 0;
-    await feedLines(
-      (async function* () {
-        yield Buffer.from('{"a":1}\n\n{"b":2}\n');
-        yield Buffer.from('{"c":"✓"}\n{"d":4}\n');
-      })(),
-      (line, lineBytes) => given.push([line, lineBytes?.toString('latin1')]) > 0,
-    );
-    assert.deepEqual(given, [
-      ['{"a":1}', '{"a":1}'],
-      ['', ''],
-      ['{"b":2}', '{"b":2}'],
-      ['{"c":"✓"}', undefined],
-      ['{"d":4}', undefined],
-    ]);
     const stopped: string[] = [];
     await feedLines(
       (async function* () {

@@ -1,4 +1,3 @@
-import { isAscii } from 'node:buffer';
 import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
@@ -44,7 +43,7 @@ export async function verifyBundleFile(
   const verifier = new BundleVerifier(options);
   const stream = createReadStream(file, { highWaterMark: READ_CHUNK });
   try {
-    const { unterminated } = await feedLines(stream, (line, bytes) => verifier.push(line, bytes), onProgress);
+    const { unterminated } = await feedLines(stream, (line) => verifier.push(line), onProgress);
     if (unterminated) verifier.unterminated();
   } finally {
     stream.destroy();
@@ -57,16 +56,10 @@ export async function verifyBundleFile(
  * last newline in one go (so a multi-byte character is never split) and
  * copying only the line that straddles two chunks. Stops reading as soon as
  * `push` returns false. `unterminated`: the last line read had no newline.
- *
- * `bytes`, given with every line of an all-ASCII stretch (a bundle's usual
- * content), are the line's own bytes, so byte i is character i: the verifier
- * hashes them as they are instead of encoding the text again. A view of the
- * read buffer, valid only during the call. Text with other characters comes
- * without them, decoded as UTF-8.
  */
 export async function feedLines(
   chunks: AsyncIterable<Buffer>,
-  push: (line: string, bytes: Buffer | undefined) => boolean,
+  push: (line: string) => boolean,
   onProgress?: (bytes: number, lines: number) => void,
 ): Promise<{ unterminated: boolean }> {
   /** The bytes of an unfinished line from the previous chunk(s). */
@@ -74,9 +67,9 @@ export async function feedLines(
   let bytes = 0;
   let lines = 0;
   let reading = true;
-  const next = (line: Buffer) => {
+  const next = (line: string) => {
     lines++;
-    reading = isAscii(line) ? push(line.toString('latin1'), line) : push(line.toString('utf8'), undefined);
+    reading = push(line);
   };
   for await (const chunk of chunks) {
     bytes += chunk.length;
@@ -87,21 +80,17 @@ export async function feedLines(
         carry = Buffer.concat([carry, chunk]);
         continue;
       }
-      next(Buffer.concat([carry, chunk.subarray(0, end)]));
+      next(Buffer.concat([carry, chunk.subarray(0, end)]).toString('utf8'));
       carry = undefined;
       start = end + 1;
     }
     const last = chunk.lastIndexOf(0x0a);
     if (reading && last >= start) {
-      // Latin-1 is a plain copy, and of ASCII bytes exactly their UTF-8 decoding.
-      const ascii = isAscii(chunk.subarray(start, last));
-      const text = chunk.toString(ascii ? 'latin1' : 'utf8', start, last);
+      const text = chunk.toString('utf8', start, last);
       let from = 0;
       while (reading) {
         const end = text.indexOf('\n', from);
-        const to = end < 0 ? text.length : end;
-        lines++;
-        reading = push(text.slice(from, to), ascii ? chunk.subarray(start + from, start + to) : undefined);
+        next(end < 0 ? text.slice(from) : text.slice(from, end));
         if (end < 0) break;
         from = end + 1;
       }
@@ -112,7 +101,7 @@ export async function feedLines(
     if (!reading) return { unterminated: false };
   }
   if (!reading || carry === undefined) return { unterminated: false };
-  next(carry);
+  next(carry.toString('utf8'));
   return { unterminated: true };
 }
 
