@@ -11,9 +11,10 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 export function registerCsrfCheck(app: App, publicUrl: string): void {
   const expected = new URL(publicUrl).origin;
-  app.addHook('onRequest', async (request, reply) => {
-    if (SAFE_METHODS.has(request.method)) return;
-    if (/^Bearer\s/i.test(request.headers.authorization ?? '')) return;
+  // Synchronous (done-style), as it runs on every request: no promise for the common case of a GET.
+  app.addHook('onRequest', (request, reply, done) => {
+    if (SAFE_METHODS.has(request.method)) return done();
+    if (/^Bearer\s/i.test(request.headers.authorization ?? '')) return done();
     // Both headers are attacker-influenced only from a non-browser client, which holds no victim's cookie.
     const origin = request.headers.origin;
     const fetchSite = request.headers['sec-fetch-site'];
@@ -23,7 +24,10 @@ export function registerCsrfCheck(app: App, publicUrl: string): void {
         { origin: origin ?? null, fetchSite: fetchSite ?? null },
         'cross-site request refused',
       );
-      return sendProblem(request, reply, 'csrf_rejected');
+      // Answered here: the hook chain stops without done().
+      sendProblem(request, reply, 'csrf_rejected');
+      return;
     }
+    done();
   });
 }

@@ -131,20 +131,31 @@ export function checkCustomerPayload(payload: unknown): { clean: unknown; violat
 }
 
 export function registerCustomerSerializer(app: App, config: Pick<Config, 'env'>): void {
-  app.addHook('preSerialization', async (request: FastifyRequest, _reply: FastifyReply, payload: unknown) => {
-    // The OpenAPI document describes fields (a schema may well have a property named "password"); it holds no data.
-    if (request.routeOptions.url === '/openapi.json' || request.routeOptions.url === '/docs/json')
-      return payload;
-    const { clean, violations } = checkCustomerPayload(payload);
-    if (violations.length === 0) return payload;
-    const fields = violations.map((violation) => `${violation.path} (${violation.reason})`);
-    const route = request.routeOptions.url ?? '(unmatched)';
-    request.log.error({ route, fields }, 'TEN-8: operator-internal field in a customer response');
-    if (config.env === 'production') return clean;
-    // The error handler answers 500 `internal` and logs this message: paths only.
-    throw new AppError(
-      'internal',
-      `TEN-8: operator-internal field in the response of ${route}: ${fields.join(', ')}`,
-    );
-  });
+  // Synchronous (done-style), as it runs on every JSON response: the check itself does no I/O.
+  app.addHook(
+    'preSerialization',
+    (
+      request: FastifyRequest,
+      _reply: FastifyReply,
+      payload: unknown,
+      done: (error: Error | null, value?: unknown) => void,
+    ) => {
+      // The OpenAPI document describes fields (a schema may well have a property named "password"); it holds no data.
+      if (request.routeOptions.url === '/openapi.json' || request.routeOptions.url === '/docs/json')
+        return done(null, payload);
+      const { clean, violations } = checkCustomerPayload(payload);
+      if (violations.length === 0) return done(null, payload);
+      const fields = violations.map((violation) => `${violation.path} (${violation.reason})`);
+      const route = request.routeOptions.url ?? '(unmatched)';
+      request.log.error({ route, fields }, 'TEN-8: operator-internal field in a customer response');
+      if (config.env === 'production') return done(null, clean);
+      // The error handler answers 500 `internal` and logs this message: paths only.
+      done(
+        new AppError(
+          'internal',
+          `TEN-8: operator-internal field in the response of ${route}: ${fields.join(', ')}`,
+        ),
+      );
+    },
+  );
 }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
+import { createAccount } from '../../test/helpers/accounts.ts';
 import { buildTestApp, type TestApp } from '../../test/helpers/app.ts';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
 
@@ -53,6 +54,26 @@ function assertStrictHeaders(response: LightMyRequestResponse): void {
   assert.equal(response.headers['x-content-type-options'], 'nosniff');
 }
 
+/** Every header the security-header plugin sets (HSTS only in production). */
+const SECURITY_HEADERS = [
+  'content-security-policy',
+  'cross-origin-opener-policy',
+  'cross-origin-resource-policy',
+  'origin-agent-cluster',
+  'referrer-policy',
+  'strict-transport-security',
+  'x-content-type-options',
+  'x-dns-prefetch-control',
+  'x-download-options',
+  'x-frame-options',
+  'x-permitted-cross-domain-policies',
+  'x-xss-protection',
+];
+
+function securityHeaders(response: LightMyRequestResponse): Record<string, unknown> {
+  return Object.fromEntries(SECURITY_HEADERS.map((name) => [name, response.headers[name]]));
+}
+
 describe('security headers', () => {
   test('OPS-3: a successful response carries a strict CSP, no framing and nosniff', async () => {
     const response = await development.app.inject({ method: 'GET', url: '/healthz' });
@@ -64,6 +85,46 @@ describe('security headers', () => {
     const response = await development.app.inject({ method: 'GET', url: '/no/such/page' });
     assert.equal(response.statusCode, 404);
     assertStrictHeaders(response);
+  });
+
+  test('OPS-3: every kind of response carries the same security headers: page, API, problem, 404, static file, redirect, framework error', async () => {
+    for (const testApp of [development, production]) {
+      const { apiToken } = await createAccount(db, testApp);
+      const requests = [
+        { kind: 'page', method: 'GET', url: '/login', status: 200 },
+        {
+          kind: 'API',
+          method: 'GET',
+          url: '/api/v1/me',
+          headers: { authorization: `Bearer ${apiToken}` },
+          status: 200,
+        },
+        { kind: 'API problem', method: 'GET', url: '/api/v1/me', status: 401 },
+        { kind: 'query refused', method: 'GET', url: '/login?next=%00', status: 400 },
+        {
+          kind: 'CSRF refusal',
+          method: 'POST',
+          url: '/logout',
+          headers: { origin: 'https://evil.example' },
+          status: 403,
+        },
+        { kind: '404', method: 'GET', url: '/no/such/page', status: 404 },
+        { kind: 'static file', method: 'GET', url: '/static/app.css', status: 200 },
+        { kind: 'redirect', method: 'GET', url: '/', status: 303 },
+        { kind: 'framework error', method: 'GET', url: '/%zz', status: 400 },
+      ] as const;
+      const reference = securityHeaders(await testApp.app.inject({ method: 'GET', url: '/healthz' }));
+      for (const name of SECURITY_HEADERS) {
+        const expected = name === 'strict-transport-security' ? testApp === production : true;
+        assert.equal(reference[name] !== undefined, expected, `${name} on /healthz`);
+      }
+      for (const { kind, status, ...request } of requests) {
+        const response = await testApp.app.inject(request);
+        assert.equal(response.statusCode, status, `${kind}: ${request.url}`);
+        assert.deepEqual(securityHeaders(response), reference, `${kind}: ${request.url}`);
+        assertStrictHeaders(response);
+      }
+    }
   });
 
   test('OPS-3: development sends no HSTS, so a local http server does not pin https', async () => {
