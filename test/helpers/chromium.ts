@@ -36,7 +36,13 @@ export async function listeningTestApp(
   t.after(() => db.drop());
   const port = await freePort();
   const testApp = await buildTestApp(db, { ENCLAVE_PORT: String(port) });
-  t.after(() => testApp.app.close());
+  t.after(async () => {
+    const closing = testApp.app.close();
+    // The browser may still hold a connection it opened ahead of need, with no request on it: the
+    // server does not count that one as idle, and would wait for it. Here every connection can go.
+    testApp.app.server.closeAllConnections();
+    await closing;
+  });
   await testApp.app.listen({ port, host: '127.0.0.1' });
   return { db, testApp, base: testApp.config.publicUrl };
 }
