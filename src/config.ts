@@ -3,6 +3,8 @@ import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { DB_TIMEOUT_DEFAULT_MS } from './db/timeouts.ts';
 import { AppError } from './errors.ts';
+import { MODEL_PROVIDERS, type ModelProvider } from './gateway/provider-names.ts';
+import { DEFAULT_MODELS, DEFAULT_UPSTREAMS, modelServed } from './gateway/providers.ts';
 
 // Every ENCLAVE_* setting, parsed once at boot into a frozen object. A bad
 // value stops start-up with one line naming the variable; values that may be
@@ -61,6 +63,12 @@ export interface Config {
   readonly passwordWorkers: number;
   /** Password checks that may wait for a worker; past this, a sign-in is answered 429 at once. */
   readonly passwordQueue: number;
+  /** Each model provider's API base URL (ENCLAVE_GATEWAY_<PROVIDER>_URL), the public API by default. */
+  readonly gatewayUpstreams: Readonly<Record<ModelProvider, string>>;
+  /** What `"model": "auto"` becomes (ENCLAVE_GATEWAY_ANTHROPIC_MODEL, ENCLAVE_GATEWAY_OPENAI_MODEL). */
+  readonly gatewayAutoModels: Readonly<Record<'anthropic' | 'openai', string>>;
+  /** Longest wait for a provider's answer, and between two of its chunks (ENCLAVE_GATEWAY_TIMEOUT_MS). */
+  readonly gatewayTimeoutMs: number;
 }
 
 /** What `ENCLAVE_UNENFORCED_LIMITS` may name. */
@@ -337,6 +345,47 @@ function parsePasswordPool(env: Env): { passwordWorkers: number; passwordQueue: 
   return { passwordWorkers, passwordQueue };
 }
 
+function parseGateway(env: Env): Pick<Config, 'gatewayUpstreams' | 'gatewayAutoModels' | 'gatewayTimeoutMs'> {
+  const upstreams = {} as Record<ModelProvider, string>;
+  for (const provider of MODEL_PROVIDERS) {
+    const name = `ENCLAVE_GATEWAY_${provider.toUpperCase()}_URL`;
+    const raw = read(env, name) ?? DEFAULT_UPSTREAMS[provider];
+    let url: URL;
+    try {
+      url = new URL(raw);
+    } catch {
+      throw new ConfigError(name, `must be an http or https URL (got "${raw}")`);
+    }
+    if (
+      !['http:', 'https:'].includes(url.protocol) ||
+      url.username !== '' ||
+      url.password !== '' ||
+      url.search !== '' ||
+      url.hash !== ''
+    ) {
+      throw new ConfigError(
+        name,
+        `must be an http or https URL with no credentials, query or fragment (got "${raw}")`,
+      );
+    }
+    upstreams[provider] = url.href.replace(/\/+$/, '');
+  }
+  const autoModels = { ...DEFAULT_MODELS };
+  for (const provider of ['anthropic', 'openai'] as const) {
+    const name = `ENCLAVE_GATEWAY_${provider.toUpperCase()}_MODEL`;
+    const raw = read(env, name);
+    if (raw === undefined) continue;
+    if (!modelServed(provider, raw))
+      throw new ConfigError(name, `must be a ${provider} model name (got "${raw}")`);
+    autoModels[provider] = raw;
+  }
+  return {
+    gatewayUpstreams: Object.freeze(upstreams),
+    gatewayAutoModels: Object.freeze(autoModels),
+    gatewayTimeoutMs: parseInteger(env, 'ENCLAVE_GATEWAY_TIMEOUT_MS', 1000, 3_600_000, 600_000),
+  };
+}
+
 export function loadConfig(env: Env, cwd: string): Config {
   const environment = parseEnum(env, 'ENCLAVE_ENV', ['development', 'production'] as const, 'development');
   const host = parseHost(env);
@@ -375,5 +424,6 @@ export function loadConfig(env: Env, cwd: string): Config {
     egressAllow: parseCidrList(env, 'ENCLAVE_EGRESS_ALLOW'),
     unenforcedLimits: parseUnenforcedLimits(env),
     ...parsePasswordPool(env),
+    ...parseGateway(env),
   });
 }

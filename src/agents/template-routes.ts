@@ -1,5 +1,6 @@
 import { Type } from 'typebox';
 import type { App } from '../http/app.ts';
+import { MODEL_PROVIDERS } from '../gateway/provider-names.ts';
 import { ProblemSchema, sendProblem } from '../http/problems.ts';
 import type { AgentTemplate, TemplateCatalog } from './templates.ts';
 
@@ -16,7 +17,7 @@ const CredentialListing = Type.Object({
   description: Type.String(),
   required: Type.Boolean(),
   env: NullableString('Environment variable the agent reads the credential from'),
-  provider: Type.Union([Type.Literal('anthropic'), Type.Literal('openai'), Type.Null()], {
+  provider: Type.Union([Type.Enum(MODEL_PROVIDERS), Type.Null()], {
     description: 'Model-gateway provider the key is for; such a key is never given to the agent',
   }),
   pattern: NullableString('Format the value must match (a JavaScript regular expression, u flag)'),

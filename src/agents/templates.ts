@@ -5,6 +5,7 @@ import { Type } from 'typebox';
 import { Compile } from 'typebox/compile';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
+import { MODEL_PROVIDERS, type ModelProvider } from '../gateway/provider-names.ts';
 import type { InstanceLimits } from './runtime/driver.ts';
 
 // Agent templates: operator-defined JSON files, one per template, in the
@@ -19,8 +20,8 @@ export interface TemplateCredential {
   readonly required: boolean;
   /** Env var the runtime sets from this credential; absent for credentials only the model gateway uses. */
   readonly env: string | undefined;
-  /** Model-gateway provider this key is for ('anthropic' | 'openai'); such a key is never put in the agent's environment. */
-  readonly provider: 'anthropic' | 'openai' | undefined;
+  /** Model-gateway provider this key is for (gateway/providers.ts); such a key is never put in the agent's environment. */
+  readonly provider: ModelProvider | undefined;
   /** Optional format check (a JavaScript regular expression source, compiled with the 'u' flag). */
   readonly pattern: string | undefined;
   /** The pattern in words, for people ("starts with sk-ant-"): pages and errors never show the expression itself. */
@@ -108,7 +109,7 @@ const CredentialFile = Type.Object(
     description: Type.String({ minLength: 1, maxLength: 500 }),
     required: Type.Boolean(),
     env: Type.Optional(Type.String({ pattern: '^[A-Z][A-Z0-9_]{0,127}$' })),
-    provider: Type.Optional(Type.Enum(['anthropic', 'openai'])),
+    provider: Type.Optional(Type.Enum(MODEL_PROVIDERS)),
     pattern: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_PATTERN_LENGTH })),
     pattern_description: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
     one_of: Type.Optional(Type.String({ pattern: CREDENTIAL_NAME })),
@@ -147,7 +148,7 @@ interface CredentialFileShape {
   description: string;
   required: boolean;
   env?: string;
-  provider?: 'anthropic' | 'openai';
+  provider?: ModelProvider;
   pattern?: string;
   pattern_description?: string;
   one_of?: string;

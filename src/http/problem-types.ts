@@ -133,6 +133,69 @@ export const PROBLEM_TYPES = {
     description:
       'The database could not be reached or did not answer in time (ENCLAVE_DB_TIMEOUT_MS, 5 s by default). Nothing needs restarting: retry after the number of seconds in the Retry-After header.',
   },
+  method_not_allowed: {
+    status: 405,
+    title: 'Method not allowed',
+    description: 'The path is served, but not with this method; the Allow header names the one it takes.',
+  },
+  agent_token_invalid: {
+    status: 401,
+    title: 'Agent token not valid',
+    description:
+      "The model gateway takes only the calling instance's own agent token (enc_agent_…), in the header the provider's SDK sends its key in. Missing, malformed, revoked, or another agent's token: all the same.",
+  },
+  agent_not_running: {
+    status: 403,
+    title: 'Agent not running',
+    description: 'The model gateway serves an agent only while its instance is starting or running.',
+  },
+  model_not_served: {
+    status: 400,
+    title: 'Model not served',
+    description:
+      "The request names no model, or one that is not that provider's (claude-… for Anthropic, gpt-…/o… for OpenAI, gemini-… for Google AI, grok-… for xAI). No upstream call was made.",
+  },
+  provider_key_missing: {
+    status: 409,
+    title: 'No key for this provider',
+    description:
+      "The agent's tenant gave this agent no key for the provider it called. Add one on the agent's page (or PUT /api/v1/agents/{id}/credentials/{name}); the next call uses it.",
+  },
+  usage_required: {
+    status: 400,
+    title: 'Usage must be streamed',
+    description:
+      'The agent has a tokens-per-day limit, and a streamed chat completion counts against it only if it asks for its usage: set stream_options.include_usage to true.',
+  },
+  token_limit_reached: {
+    status: 429,
+    title: 'Daily token limit reached',
+    description:
+      "The agent has used its tokens per day (a UTC day) through the model gateway. Retry-After says when the day ends; the tenant can raise the limit on the agent's page.",
+  },
+  gateway_busy: {
+    status: 503,
+    title: 'Model gateway busy',
+    description:
+      'The instance has as many calls in flight, or as many request bytes buffered, as the gateway allows one instance. Retry after the number of seconds in Retry-After.',
+  },
+  upstream_unreachable: {
+    status: 502,
+    title: 'Provider unreachable',
+    description:
+      "The model gateway could not reach the provider's API, or it broke off. The detail names the provider; nothing else was sent to it.",
+  },
+  upstream_timeout: {
+    status: 504,
+    title: 'Provider timed out',
+    description: "The provider's API did not answer within the gateway's timeout (ENCLAVE_GATEWAY_TIMEOUT_MS).",
+  },
+  auto_unsupported: {
+    status: 400,
+    title: '"auto" not possible here',
+    description:
+      'The model "auto" on /v1/messages answers through OpenAI only unstreamed and with text content: ask without stream, or name a model.',
+  },
   internal: {
     status: 500,
     title: 'Internal error',

@@ -1,0 +1,79 @@
+-- The model gateway (AGT-7, VLT-5): an agent calls Anthropic, OpenAI, Google
+-- AI or xAI through its instance's gateway socket with its own identity, and
+-- the gateway lends the tenant's key for that one upstream call
+-- (src/gateway/). Here: the per-agent limits, one row per call, a per-day
+-- rollup that the limits and the usage view read at constant cost, and the
+-- hours in which each provider's key was used (one audit event each).
+
+-- Limits the tenant sets per agent; null means no limit.
+alter table agents
+  add column model_requests_per_minute integer check (model_requests_per_minute between 1 and 100000),
+  add column model_tokens_per_day bigint check (model_tokens_per_day between 1 and 1000000000000);
+
+-- One row per call that reached the upstream (refusals before it are not calls).
+-- Token counts are the provider's own `usage` fields; null when the answer
+-- carried none (a failed call, a stream cut short, a stream that asked for none).
+create table gateway_calls (
+  id uuid primary key default gen_random_uuid(),
+  tenant_id uuid not null,
+  agent_id uuid not null,
+  provider text not null check (provider in ('anthropic', 'openai', 'google', 'xai')),
+  -- What the agent asked for, checked against the provider's model names before the call.
+  model text not null check (length(model) between 1 and 128),
+  -- The upstream's status; 0 when it never answered (unreachable, timed out, aborted).
+  status integer not null check (status between 0 and 599),
+  input_tokens bigint check (input_tokens >= 0),
+  output_tokens bigint check (output_tokens >= 0),
+  latency_ms integer not null check (latency_ms >= 0),
+  streamed boolean not null,
+  created_at timestamptz not null default now(),
+  foreign key (tenant_id, agent_id) references agents (tenant_id, id) on delete cascade
+);
+create index gateway_calls_agent_page on gateway_calls (tenant_id, agent_id, created_at desc, id desc);
+alter table gateway_calls enable row level security;
+alter table gateway_calls force row level security;
+create policy tenant_isolation on gateway_calls
+  using (tenant_id = enclave.current_tenant_id())
+  with check (tenant_id = enclave.current_tenant_id());
+grant select, insert, delete on gateway_calls to enclave_app;
+
+-- Per agent, UTC day, provider and model: written with each batch of calls,
+-- so the tokens-per-day limit and the usage view read a handful of rows
+-- however many calls a day brings.
+create table gateway_usage_daily (
+  tenant_id uuid not null,
+  agent_id uuid not null,
+  day date not null,
+  provider text not null check (provider in ('anthropic', 'openai', 'google', 'xai')),
+  model text not null check (length(model) between 1 and 128),
+  requests bigint not null default 0 check (requests >= 0),
+  failed bigint not null default 0 check (failed >= 0),
+  input_tokens bigint not null default 0 check (input_tokens >= 0),
+  output_tokens bigint not null default 0 check (output_tokens >= 0),
+  primary key (tenant_id, agent_id, day, provider, model),
+  foreign key (tenant_id, agent_id) references agents (tenant_id, id) on delete cascade
+);
+alter table gateway_usage_daily enable row level security;
+alter table gateway_usage_daily force row level security;
+create policy tenant_isolation on gateway_usage_daily
+  using (tenant_id = enclave.current_tenant_id())
+  with check (tenant_id = enclave.current_tenant_id());
+grant select, insert, update, delete on gateway_usage_daily to enclave_app;
+
+-- The first call of each hour per agent and provider appends gateway.key_used
+-- to the tenant's audit chain; this row is what makes it the first, across
+-- every worker process and restart.
+create table gateway_key_hours (
+  tenant_id uuid not null,
+  agent_id uuid not null,
+  provider text not null check (provider in ('anthropic', 'openai', 'google', 'xai')),
+  hour timestamptz not null check (date_trunc('hour', hour) = hour),
+  primary key (tenant_id, agent_id, provider, hour),
+  foreign key (tenant_id, agent_id) references agents (tenant_id, id) on delete cascade
+);
+alter table gateway_key_hours enable row level security;
+alter table gateway_key_hours force row level security;
+create policy tenant_isolation on gateway_key_hours
+  using (tenant_id = enclave.current_tenant_id())
+  with check (tenant_id = enclave.current_tenant_id());
+grant select, insert, delete on gateway_key_hours to enclave_app;
