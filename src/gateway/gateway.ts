@@ -64,7 +64,9 @@ export const MAX_CALLS_PER_INSTANCE = 64;
 /** Request bytes one instance may have buffered at once: memory stays bounded however many calls it opens. */
 export const MAX_BUFFERED_BYTES = 32 * 1024 * 1024;
 /** Connections to one instance's socket (idle keep-alives included); beyond it the socket is dropped. */
-const MAX_CONNECTIONS = 2 * MAX_CALLS_PER_INSTANCE;
+const MAX_CONNECTIONS = 8 * MAX_CALLS_PER_INSTANCE;
+/** After a 413, what the client still sends is read and dropped, up to this much; then the connection is cut. */
+const MAX_DISCARDED_BYTES = 4 * MAX_REQUEST_BYTES;
 /** A translated (auto → OpenAI) answer is read whole; past this it is refused as unreachable. */
 const MAX_TRANSLATED_BYTES = 4 * 1024 * 1024;
 
@@ -139,6 +141,20 @@ function sendProblem(res: http.ServerResponse, refusal: Refusal, requestId: stri
     ...refusal.headers,
   });
   res.end(body);
+}
+
+/**
+ * Reads and drops the rest of a refused body, so the client reads the
+ * refusal instead of a reset; a client that keeps sending past the bound
+ * loses its connection.
+ */
+function discardRest(req: http.IncomingMessage): void {
+  let discarded = 0;
+  req.on('data', (chunk: Buffer) => {
+    discarded += chunk.length;
+    if (discarded > MAX_DISCARDED_BYTES) req.socket.destroy();
+  });
+  req.resume();
 }
 
 /** The token the agent presented, in whichever header (or Google `key` parameter) its SDK sends a key in. */
@@ -250,7 +266,6 @@ export function createGateway(deps: GatewayDeps) {
     const started = performance.now();
     const route = routeOf(req.method ?? '', req.url ?? '');
     if ('refused' in route) {
-      res.setHeader('connection', 'close');
       if (route.refused === 'method_not_allowed') {
         throw new Refusal(405, 'method_not_allowed', `this path takes ${route.allow}`, {
           allow: route.allow,
@@ -264,7 +279,6 @@ export function createGateway(deps: GatewayDeps) {
     }
     const token = presentedToken(req);
     if (token === undefined || tokenKind(token) !== 'agent') {
-      res.setHeader('connection', 'close');
       throw new Refusal(
         401,
         'agent_token_invalid',
@@ -272,14 +286,13 @@ export function createGateway(deps: GatewayDeps) {
       );
     }
     if (instance.active >= MAX_CALLS_PER_INSTANCE) {
-      res.setHeader('connection', 'close');
       throw new Refusal(503, 'gateway_busy', `at most ${MAX_CALLS_PER_INSTANCE} calls at once per agent`, {
         'retry-after': '1',
       });
     }
     instance.active++;
     try {
-      const call = await readCall(instance, req, res, route);
+      const call = await readCall(instance, req, route);
       if (call === undefined) return;
       const lent = await lend(instance, token, call);
       let body: Buffer;
@@ -305,24 +318,24 @@ export function createGateway(deps: GatewayDeps) {
   async function readCall(
     instance: Instance,
     req: http.IncomingMessage,
-    res: http.ServerResponse,
     route: GatewayRoute,
   ): Promise<Call | undefined> {
     const declared = Number(req.headers['content-length'] ?? 0);
     const tooLarge = () => {
-      res.setHeader('connection', 'close');
+      discardRest(req);
       return new Refusal(413, 'body_too_large', `the body is over ${MAX_REQUEST_BYTES} bytes`);
     };
     if (declared > MAX_REQUEST_BYTES) throw tooLarge();
     const chunks: Buffer[] = [];
     let size = 0;
     try {
-      for await (const chunk of req as AsyncIterable<Buffer>) {
+      // Not destroyed when the loop stops early: a refused body is read on and dropped (discardRest).
+      for await (const chunk of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
         size += chunk.length;
         instance.buffered += chunk.length;
         if (size > MAX_REQUEST_BYTES) throw tooLarge();
         if (instance.buffered > MAX_BUFFERED_BYTES) {
-          res.setHeader('connection', 'close');
+          discardRest(req);
           throw new Refusal(503, 'gateway_busy', 'the agent has too many request bytes in flight', {
             'retry-after': '1',
           });
