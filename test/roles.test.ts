@@ -86,7 +86,7 @@ interface Probe {
   /** The row of the role table that decides; 'signed-in': any user, on their own things only. */
   readonly action: Action | 'signed-in';
   readonly target?: Target;
-  readonly body?: () => Record<string, string>;
+  readonly body?: () => Record<string, string | number | null>;
 }
 
 const form = (values: Record<string, string>) => () => values;
@@ -127,6 +127,14 @@ const ROUTES: Record<string, readonly Probe[]> = {
   'POST /api/v1/agents/:id/restart': [{ action: 'agent.manage', target: 'agent' }],
   'GET /api/v1/agents/:id/logs': [{ action: 'agent.address', target: 'agent' }],
   'GET /api/v1/agents/:id/egress': [{ action: 'agent.address', target: 'agent' }],
+  'GET /api/v1/agents/:id/usage': [{ action: 'agent.address', target: 'agent' }],
+  'PUT /api/v1/agents/:id/model-limits': [
+    {
+      action: 'agent.manage',
+      target: 'agent',
+      body: () => ({ requests_per_minute: 60, tokens_per_day: null }),
+    },
+  ],
   'GET /api/v1/audit/events': [{ action: 'audit.read' }],
   'GET /api/v1/audit/head': [{ action: 'audit.read' }],
   'GET /api/v1/audit/export': [{ action: 'audit.read' }],
@@ -176,6 +184,9 @@ const ROUTES: Record<string, readonly Probe[]> = {
   'POST /dashboard/agents/:id/credentials/:name/delete': [{ action: 'credential.manage', target: 'agent' }],
   'GET /dashboard/agents/:id/delete': [{ action: 'agent.manage', target: 'agent' }],
   'POST /dashboard/agents/:id/delete': [{ action: 'agent.manage', target: 'agent' }],
+  'POST /dashboard/agents/:id/model-limits': [
+    { action: 'agent.manage', target: 'agent', body: form({ requests_per_minute: '30', tokens_per_day: '' }) },
+  ],
   'POST /dashboard/agents/:id/start': [{ action: 'agent.manage', target: 'agent' }],
   'POST /dashboard/agents/:id/stop': [{ action: 'agent.manage', target: 'agent' }],
   'POST /dashboard/agents/:id/restart': [{ action: 'agent.manage', target: 'agent' }],
@@ -242,7 +253,11 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
     : { cookie: actor.sessionCookie, origin: ORIGIN() };
   let payload: string | undefined;
   if (body !== undefined && api) payload = JSON.stringify(body);
-  if (body !== undefined && !api) payload = new URLSearchParams(body).toString();
+  if (body !== undefined && !api) {
+    payload = new URLSearchParams(
+      Object.entries(body).map(([name, value]): [string, string] => [name, String(value ?? '')]),
+    ).toString();
+  }
   if (method !== 'GET' && method !== 'DELETE') {
     headers['content-type'] = api ? 'application/json' : 'application/x-www-form-urlencoded';
     payload ??= api ? '{}' : '';

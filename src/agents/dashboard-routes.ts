@@ -7,6 +7,7 @@ import { signedIn } from '../accounts/principal.ts';
 import { may } from '../accounts/roles.ts';
 import type { Principal } from '../accounts/service.ts';
 import type { TenantSql } from '../db/tenant.ts';
+import { modelUsage, setModelLimits } from '../gateway/service.ts';
 import type { App } from '../http/app.ts';
 import type { PageCursors } from '../http/page-cursor.ts';
 import { IdParams } from '../http/schemas.ts';
@@ -28,6 +29,7 @@ import { confirmPage, forbiddenPage, notFoundPage } from '../web/dashboard-pages
 import { bodyText, type FormProblem, formProblem, formProblems, sendPage } from '../web/forms.ts';
 import { instanceSection, instanceStateJson, stateLine } from '../web/instance-section.ts';
 import { badCursorPage, readListPage } from '../web/list-pages.ts';
+import { type ModelSectionInput, modelSection } from '../web/model-section.ts';
 import { listEgressRecords } from './egress/records.ts';
 import { AgentsError } from './errors.ts';
 import { type InstancesService, instanceUrl } from './runtime/instances.ts';
@@ -90,6 +92,18 @@ const CredentialBody = Type.Object(
   { name: Type.String({ pattern: CREDENTIAL_NAME }), value: text(MAX_CREDENTIAL_CHARACTERS) },
   form,
 );
+const ModelLimitsBody = Type.Object(
+  { requests_per_minute: Type.Optional(str(20)), tokens_per_day: Type.Optional(str(20)) },
+  form,
+);
+/** A limit field's number: null when empty, 'invalid' unless a whole number from 1 to max. */
+function limitFrom(value: string | undefined, max: number): number | null | 'invalid' {
+  const text = (value ?? '').trim().replaceAll(',', '');
+  if (text === '') return null;
+  if (!/^\d{1,13}$/.test(text)) return 'invalid';
+  const limit = Number(text);
+  return limit >= 1 && limit <= max ? limit : 'invalid';
+}
 const CredentialParams = Type.Object(
   { id: Type.String({ format: 'uuid' }), name: Type.String({ pattern: CREDENTIAL_NAME }) },
   form,
@@ -221,12 +235,14 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
     const agent = await agents.get(tx, id);
     // Address, output and egress only for whom roles.ts allows them (a member, on others' agents: no).
     const reach = await instances.mayReach(tx, principal, id);
-    const [instance, egress, sessions] = await Promise.all([
+    const gateway = templates.get(agent.template)?.modelGateway === true;
+    const [instance, egress, sessions, models] = await Promise.all([
       instances.view(tx, id),
       reach ? listEgressRecords(tx, id, 20) : [],
       instances.supportSessions(tx, id, 10),
+      reach && gateway ? modelUsage(tx, agents, principal, id, 7) : undefined,
     ]);
-    return { agent, instance, egress, sessions, reach };
+    return { agent, instance, egress, sessions, reach, models };
   };
 
   const showAgent = async (
@@ -234,7 +250,7 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
     reply: FastifyReply,
     status: number,
     id: string,
-    extra: Omit<AgentPageInput, 'agent' | 'template'> = {},
+    extra: Omit<AgentPageInput, 'agent' | 'template'> & { modelLimits?: ModelSectionInput['form'] } = {},
   ) => {
     let found: Awaited<ReturnType<typeof readAgent>>;
     try {
@@ -243,7 +259,7 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
       if (isNotFound(error)) return notFound(request, reply);
       throw error;
     }
-    const { agent, instance, egress, sessions, reach } = found;
+    const { agent, instance, egress, sessions, reach, models } = found;
     const template = templates.get(agent.template);
     const principal = signedIn(request);
     const manage = may(principal, 'agent.manage', agent.created_by);
@@ -260,6 +276,7 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
       egress,
       sessions,
     });
+    const { modelLimits, ...rest } = extra;
     return sendPage(
       reply,
       status,
@@ -267,8 +284,10 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
         agent,
         template,
         instance: section,
+        models:
+          models === undefined ? undefined : modelSection({ agentId: id, models, manage, form: modelLimits }),
         may: { manage, credentials: may(principal, 'credential.manage', agent.created_by) },
-        ...extra,
+        ...rest,
       }),
     );
   };
@@ -461,6 +480,38 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
       );
     }
     return reply.redirect(`/dashboard/agents/${id}?notice=agent-updated`, 303);
+  });
+
+  // Model-gateway limits (AGT-7): empty means no limit; the next call is held to them.
+  app.post('/dashboard/agents/:id/model-limits', withIdForm(ModelLimitsBody), async (request, reply) => {
+    if (request.validationError?.validationContext === 'params') return notFound(request, reply);
+    const { id } = request.params;
+    const body: object = request.body ?? {};
+    const values = {
+      requests_per_minute: bodyText(body, 'requests_per_minute', 20) ?? '',
+      tokens_per_day: bodyText(body, 'tokens_per_day', 20) ?? '',
+    };
+    const again = (status: number, errors: FormErrors) =>
+      showAgent(request, reply, status, id, { modelLimits: { values, errors } });
+    const perMinute = limitFrom(values.requests_per_minute, 100_000);
+    const perDay = limitFrom(values.tokens_per_day, 1_000_000_000_000);
+    const fields: Record<string, string> = {};
+    if (perMinute === 'invalid')
+      fields.requests_per_minute = 'Give a whole number from 1 to 100,000, or leave it empty.';
+    if (perDay === 'invalid')
+      fields.tokens_per_day = 'Give a whole number from 1 to 1,000,000,000,000, or leave it empty.';
+    if (perMinute === 'invalid' || perDay === 'invalid') return again(400, { fields });
+    try {
+      await request.withTenant((tx) =>
+        setModelLimits(tx, agents, signedIn(request), id, {
+          requests_per_minute: perMinute,
+          tokens_per_day: perDay,
+        }),
+      );
+    } catch (error) {
+      return refused(request, reply, error);
+    }
+    return reply.redirect(`/dashboard/agents/${id}?notice=model-limits-set#models`, 303);
   });
 
   // Add or replace one credential (VLT-4): the value goes to the vault and is never shown again.

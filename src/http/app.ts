@@ -40,6 +40,7 @@ import type { AuditSetup } from '../audit/setup.ts';
 import { registerTileRoutes } from '../audit/tile-routes.ts';
 import type { Config } from '../config.ts';
 import type { Migration } from '../db/migrator.ts';
+import { registerGatewayRoutes } from '../gateway/routes.ts';
 import type { Logger } from '../logger.ts';
 import type { Vault } from '../vault/service.ts';
 import { registerDevMail } from '../web/dev-mail-page.ts';
@@ -220,6 +221,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   const agents = createAgentsService({ vault: deps.vault, templates: deps.templates });
   registerAgentsApi(app, { agents, templates: deps.templates, cursors });
   registerEgressRoutes(app, { cursors });
+  registerGatewayRoutes(app, { agents });
   const instances = createInstancesService({ templates: deps.templates });
   // Agent ids reach this only after schema validation as uuids: no path tricks.
   const logs = (agentId: string, lines: number) =>

@@ -37,6 +37,7 @@ const NOTICES: Readonly<Record<string, string>> = {
   'credential-added': 'The credential was added.',
   'credential-rotated': 'The credential was replaced with the new value.',
   'credential-deleted': 'The credential was deleted.',
+  'model-limits-set': 'The model limits were saved. The next call is held to them.',
   'instance-start': 'Starting the agent: its state below changes once the platform has started it.',
   'instance-stop': 'Stopping the agent.',
   'instance-restart': 'Restarting the agent.',
@@ -245,6 +246,8 @@ export interface AgentPageInput {
   readonly credentialsError?: string | undefined;
   /** The instance: its state, address, output and connections (instance-section.ts). */
   readonly instance?: Html | undefined;
+  /** Its model calls and limits, for a template that uses the model gateway (model-section.ts). */
+  readonly models?: Html | undefined;
   /** What the reader may change (roles.ts): without a right, its forms and links are not drawn. */
   readonly may?: { readonly manage: boolean; readonly credentials: boolean } | undefined;
 }
@@ -344,6 +347,7 @@ ${noticeBox(input.notice)}
 <dt>Updated</dt><dd>${time(agent.updated_at)}</dd>
 </dl>
 ${input.instance ?? ''}
+${input.models ?? ''}
 <h2>Credentials</h2>
 <p>Values are stored encrypted and are write-only: Enclave shows only their last 4 characters (nothing of a value under 16 characters).</p>
 ${errorBox(input.credentialsError)}
