@@ -6,6 +6,7 @@ import { runAuditBench } from './audit.ts';
 import { runCheckpointBench } from './checkpoint.ts';
 import { runColdStartBench } from './cold-start.ts';
 import { runEgressBench } from './egress.ts';
+import { runGatewayBench } from './gateway.ts';
 import { runIngressBench } from './ingress.ts';
 import { runListsBench } from './lists.ts';
 import { runLoginStormBench } from './login-storm.ts';
@@ -28,6 +29,7 @@ const scenarios: Record<string, (db: TestDatabase) => Promise<unknown>> = {
   'cold-start': runColdStartBench,
   lists: runListsBench,
   'login-storm': runLoginStormBench,
+  gateway: () => runGatewayBench(),
 };
 
 const asked = process.argv.slice(2);

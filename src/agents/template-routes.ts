@@ -1,6 +1,6 @@
 import { Type } from 'typebox';
-import type { App } from '../http/app.ts';
 import { MODEL_PROVIDERS } from '../gateway/provider-names.ts';
+import type { App } from '../http/app.ts';
 import { ProblemSchema, sendProblem } from '../http/problems.ts';
 import type { AgentTemplate, TemplateCatalog } from './templates.ts';
 

@@ -12,7 +12,7 @@ import { asDatabaseUnavailable, DATABASE_RETRY_AFTER_SECONDS } from '../db/timeo
 import { PROBLEM_TYPES, type ProblemCode, problemTypeUri } from '../http/problem-types.ts';
 import type { Logger } from '../logger.ts';
 import { hashToken, tokenKind } from '../tokens.ts';
-import type { Vault } from '../vault/service.ts';
+import { type Vault, VaultError } from '../vault/service.ts';
 import { AutoUnsupported, toAnthropicMessage, toChatCompletion } from './auto.ts';
 import { type ModelProvider, PROVIDER_LABELS } from './provider-names.ts';
 import { type GatewayRoute, keyHeader, modelServed, routeOf } from './providers.ts';
@@ -67,6 +67,8 @@ export const MAX_BUFFERED_BYTES = 32 * 1024 * 1024;
 const MAX_CONNECTIONS = 8 * MAX_CALLS_PER_INSTANCE;
 /** After a 413, what the client still sends is read and dropped, up to this much; then the connection is cut. */
 const MAX_DISCARDED_BYTES = 4 * MAX_REQUEST_BYTES;
+/** How long the agent's row (limits, which keys exist) is reused before it is read again. */
+const FACTS_TTL_MS = 1000;
 /** A translated (auto → OpenAI) answer is read whole; past this it is refused as unreachable. */
 const MAX_TRANSLATED_BYTES = 4 * 1024 * 1024;
 
@@ -184,6 +186,9 @@ interface Instance {
   readonly sockets: Set<net.Socket>;
   active: number;
   buffered: number;
+  facts?: { readonly row: AgentRow; readonly at: number } | undefined;
+  /** Tokens the agent has used today (UTC), as the daily limit counts them. */
+  today?: { readonly day: string; tokens: number } | undefined;
 }
 
 /** What the agent asked for, once its body is read and checked. */
@@ -211,7 +216,6 @@ interface AgentRow {
   state: string;
   desired_state: string;
   credentials: string[];
-  tokens_today: number;
 }
 
 export function createGateway(deps: GatewayDeps) {
@@ -376,32 +380,64 @@ export function createGateway(deps: GatewayDeps) {
   }
 
   /** Checks the token, the instance and the limits, then lends the key: one tenant transaction. */
+  /**
+   * The agent's row as the checks read it, at most FACTS_TTL_MS old: only a
+   * change of limits or of which keys exist waits that long, since the token
+   * and the state change only with a restart, which closes this socket. The
+   * day's tokens are read once a day and then counted here: this process is
+   * the only one that serves this instance.
+   */
+  async function factsOf(instance: Instance, day: string): Promise<AgentRow> {
+    const now = Date.now();
+    if (
+      instance.facts !== undefined &&
+      now - instance.facts.at < FACTS_TTL_MS &&
+      instance.today?.day === day
+    ) {
+      return instance.facts.row;
+    }
+    const { tenantId, agentId } = instance.identity;
+    const row = await withTenant(deps.sql, tenantId, async (tx) => {
+      const [agent] = await tx<(AgentRow & { tokens_today: number })[]>`
+        select a.identity_token_hash, a.template_id, a.model_requests_per_minute,
+               a.model_tokens_per_day::float8 as model_tokens_per_day, i.state, i.desired_state,
+               array(select c.name from credentials c where c.agent_id = a.id) as credentials,
+               (select coalesce(sum(u.input_tokens + u.output_tokens), 0)::float8 from gateway_usage_daily u
+                 where u.agent_id = a.id and u.day = ${day}::date) as tokens_today
+        from agents a join agent_instances i on i.agent_id = a.id
+        where a.id = ${agentId}::uuid`;
+      return agent;
+    });
+    if (row === undefined) {
+      instance.facts = undefined;
+      throw new Refusal(401, 'agent_token_invalid', "this is not the token of this instance's agent");
+    }
+    if (instance.today?.day !== day) {
+      instance.today = { day, tokens: row.tokens_today + instance.recorder.pendingTokens(day) };
+    }
+    instance.facts = { row, at: now };
+    return row;
+  }
+
+  /** Checks the token, the instance and the limits, then lends the key in a tenant transaction of its own. */
   async function lend(instance: Instance, token: string, call: Call): Promise<Lent> {
     const { tenantId, agentId } = instance.identity;
     const now = new Date();
-    const day = utcDay(now);
+    const agent = await factsOf(instance, utcDay(now));
+    const presented = hashToken(token);
+    const stored =
+      agent.identity_token_hash === null ? undefined : Buffer.from(agent.identity_token_hash, 'hex');
+    if (stored === undefined || stored.length !== presented.length || !timingSafeEqual(presented, stored)) {
+      throw new Refusal(401, 'agent_token_invalid', "this is not the token of this instance's agent");
+    }
+    if (agent.desired_state !== 'running' || (agent.state !== 'running' && agent.state !== 'starting')) {
+      throw new Refusal(403, 'agent_not_running', 'the agent is not running');
+    }
+    const target = chooseProvider(agent, call);
+    checkLimits(instance, agent, call, now);
     let key: Buffer | undefined;
     try {
       return await withTenant(deps.sql, tenantId, async (tx) => {
-        const [agent] = await tx<AgentRow[]>`
-          select a.identity_token_hash, a.template_id, a.model_requests_per_minute,
-                 a.model_tokens_per_day::float8 as model_tokens_per_day, i.state, i.desired_state,
-                 array(select c.name from credentials c where c.agent_id = a.id) as credentials,
-                 (select coalesce(sum(u.input_tokens + u.output_tokens), 0)::float8 from gateway_usage_daily u
-                   where u.agent_id = a.id and u.day = ${day}::date) as tokens_today
-          from agents a join agent_instances i on i.agent_id = a.id
-          where a.id = ${agentId}::uuid`;
-        const presented = hashToken(token);
-        const stored =
-          agent?.identity_token_hash == null ? undefined : Buffer.from(agent.identity_token_hash, 'hex');
-        if (agent === undefined || stored === undefined || !timingSafeEqual(presented, stored)) {
-          throw new Refusal(401, 'agent_token_invalid', "this is not the token of this instance's agent");
-        }
-        if (agent.desired_state !== 'running' || (agent.state !== 'running' && agent.state !== 'starting')) {
-          throw new Refusal(403, 'agent_not_running', 'the agent is not running');
-        }
-        const target = chooseProvider(agent, call);
-        checkLimits(instance, agent, call, day, now);
         key = await deps.vault.lendCredential(
           tx,
           { tenantId, agentId, name: target.credential },
@@ -412,6 +448,14 @@ export function createGateway(deps: GatewayDeps) {
       });
     } catch (error) {
       key?.fill(0);
+      if (error instanceof VaultError && error.code === 'not_found') {
+        instance.facts = undefined;
+        throw new Refusal(
+          409,
+          'provider_key_missing',
+          `the agent has no ${PROVIDER_LABELS[target.provider]} key`,
+        );
+      }
       throw error;
     }
   }
@@ -449,7 +493,7 @@ export function createGateway(deps: GatewayDeps) {
     return { provider, credential, model: call.model, translate: false };
   }
 
-  function checkLimits(instance: Instance, agent: AgentRow, call: Call, day: string, now: Date): void {
+  function checkLimits(instance: Instance, agent: AgentRow, call: Call, now: Date): void {
     const perMinute = agent.model_requests_per_minute;
     const window = instance.window;
     while (window.length > 0 && (window[0] as number) <= now.getTime() - 60_000) window.shift();
@@ -461,7 +505,7 @@ export function createGateway(deps: GatewayDeps) {
     }
     const perDay = agent.model_tokens_per_day;
     if (perDay !== null) {
-      if (agent.tokens_today + instance.recorder.pendingTokens(day) >= perDay) {
+      if ((instance.today?.tokens ?? 0) >= perDay) {
         const midnight = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1);
         throw new Refusal(429, 'token_limit_reached', `the agent's limit is ${perDay} tokens a day (UTC)`, {
           'retry-after': String(Math.max(1, Math.ceil((midnight - now.getTime()) / 1000))),
@@ -563,6 +607,9 @@ export function createGateway(deps: GatewayDeps) {
         ended = true;
         returnKey(lent.key);
         const latencyMs = performance.now() - started;
+        const at = new Date();
+        if (tokens !== undefined && instance.today?.day === utcDay(at))
+          instance.today.tokens += tokens.input + tokens.output;
         instance.recorder.record({
           provider,
           model: lent.model,
@@ -570,7 +617,7 @@ export function createGateway(deps: GatewayDeps) {
           tokens,
           latencyMs,
           streamed: call.stream,
-          at: new Date(),
+          at,
         });
         instance.log.info(
           { requestId, provider, model: lent.model, status, ms: Math.round(latencyMs) },

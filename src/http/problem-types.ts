@@ -188,7 +188,8 @@ export const PROBLEM_TYPES = {
   upstream_timeout: {
     status: 504,
     title: 'Provider timed out',
-    description: "The provider's API did not answer within the gateway's timeout (ENCLAVE_GATEWAY_TIMEOUT_MS).",
+    description:
+      "The provider's API did not answer within the gateway's timeout (ENCLAVE_GATEWAY_TIMEOUT_MS).",
   },
   auto_unsupported: {
     status: 400,

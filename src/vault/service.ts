@@ -16,6 +16,7 @@ import type { MasterKeyProvider } from './master-keys.ts';
 
 // AES-256-GCM for other short-lived secrets (accounts/secret-flash.ts), so this folder stays the one place that decrypts (VLT-5).
 export { open, type Sealed, seal } from './envelope.ts';
+export { VaultError } from './errors.ts';
 export { loadMasterKeyProvider, type MasterKeyProvider } from './master-keys.ts';
 
 import { rotateMasterKey, rotateTenantKey } from './rotation.ts';
