@@ -9,8 +9,10 @@ import {
   proxyPortFor,
   SANDBOX_UID,
   type SandboxLayout,
+  STAGE_MOUNT_POINTS,
   sandboxCommand,
   sandboxHostUid,
+  stageFstab,
   stageLayout,
   supervisorArgv,
 } from './bwrap-args.ts';
@@ -215,15 +217,7 @@ describe('the host command line', () => {
         '/sys/fs/cgroup/memory/enclave/a/cgroup.procs',
       ],
       prlimit: { binary: '/usr/bin/prlimit', args: ['--nofile=64:64'] },
-      stage: {
-        unshare: '/usr/bin/unshare',
-        dir: '/run/enclave-stage',
-        binds: [
-          { kind: 'file', source: '/root/node', name: 'node' },
-          { kind: 'rw', source: '/data/instances/a/run', name: 'run' },
-        ],
-        image: '/data/instances/a/volume.ext4',
-      },
+      stage: { unshare: '/usr/bin/unshare', fstab: '/data/instances/a/stage.fstab' },
       setpriv: { binary: '/usr/bin/setpriv', uid: 1_577_058_305 },
       bwrap: '/usr/bin/bwrap',
     },
@@ -243,19 +237,8 @@ describe('the host command line', () => {
     assert.deepEqual(argv.slice(15, 17), ['/bin/sh', '-c']);
     // Paths are parameters of the stage script, never part of its text.
     assert.ok(!(argv[17] ?? '').includes('/data/instances'));
-    assert.deepEqual(argv.slice(18, 28), [
-      'enclave-stage',
-      '/run/enclave-stage',
-      '/data/instances/a/volume.ext4',
-      'file',
-      '/root/node',
-      'node',
-      'rw',
-      '/data/instances/a/run',
-      'run',
-      '--',
-    ]);
-    const rest = argv.slice(28);
+    assert.deepEqual(argv.slice(18, 20), ['enclave-stage', '/data/instances/a/stage.fstab']);
+    const rest = argv.slice(20);
     assert.deepEqual(rest.slice(0, 7), [
       '/usr/bin/setpriv',
       '--reuid',
@@ -309,7 +292,35 @@ describe('the stage', () => {
         staged.binds.some((bind) => bind.kind === 'file' && bind.source === layout.egressSocket),
         'the egress socket is staged read-only',
       );
+      // Every staged name has its mount point, of its kind, in the stage directory.
+      for (const bind of staged.binds) {
+        const point = STAGE_MOUNT_POINTS.find((entry) => entry.name === bind.name);
+        assert.equal(point?.kind, bind.kind === 'file' ? 'file' : 'dir', bind.name);
+      }
     }
+  });
+
+  test('AGT-2: the stage is one mount table: read-only nosuid nodev binds, the volume read-write, its image loop-mounted at data', () => {
+    const staged = stageLayout(layout, stageDir, false);
+    const lines = stageFstab(stageDir, staged.binds, undefined).trim().split('\n');
+    assert.equal(lines.length, staged.binds.length);
+    for (const [index, bind] of staged.binds.entries()) {
+      const options = bind.kind === 'rw' ? 'bind,nosuid,nodev' : 'bind,ro,nosuid,nodev';
+      assert.equal(lines[index], `${bind.source} ${stageDir}/${bind.name} none ${options} 0 0`);
+    }
+    const withImage = stageLayout(layout, stageDir, true);
+    const imageLines = stageFstab(stageDir, withImage.binds, '/data/a/volume.ext4').trim().split('\n');
+    assert.ok(!imageLines.some((line) => line.includes(' bind,nosuid')), 'nothing read-write but the image');
+    assert.equal(imageLines.at(-1), `/data/a/volume.ext4 ${stageDir}/data ext4 loop,nosuid,nodev 0 0`);
+  });
+
+  test('AGT-2: a host path cannot split or end a line of the mount table: spaces, tabs, newlines and # are escaped', () => {
+    const binds = [{ kind: 'dir', source: '/srv/my templates\t#x\n/etc ro\\é', name: 'app' } as const];
+    const [line, ...rest] = stageFstab(stageDir, binds, undefined).split('\n');
+    assert.deepEqual(rest, ['']);
+    const fields = (line ?? '').split(' ');
+    assert.equal(fields.length, 6);
+    assert.equal(fields[0], '/srv/my\\040templates\\011\\043x\\012/etc\\040ro\\134\\303\\251');
   });
 });
 

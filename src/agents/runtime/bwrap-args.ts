@@ -272,20 +272,18 @@ export interface StagedBind {
 
 /**
  * What the launcher, still root, sets up in a mount namespace of its own
- * before it drops to the instance's host uid: a tmpfs on `dir` holding a
- * bind of every source of the instance's sandbox (so that uid needs no
+ * before it drops to the instance's host uid: a bind of every source of the
+ * instance's sandbox on its mount point in STAGE_DIR (so that uid needs no
  * access to any host path: a node binary under /root, a data directory of
- * mode 0700), and the volume's image mounted at `data`. Nothing of it is
- * seen outside that namespace, and it all goes with the sandbox's last
- * process.
+ * mode 0700), and the volume's image mounted at `data`. All of it is one
+ * `mount -a` of a mount table the host wrote (stageFstab): one process
+ * rather than one per mount. Nothing of it is seen outside that namespace,
+ * and it all goes with the sandbox's last process.
  */
 export interface LaunchStage {
   readonly unshare: string;
-  /** An empty root-owned directory every user can traverse to, outside the data directory. */
-  readonly dir: string;
-  readonly binds: readonly StagedBind[];
-  /** The volume's image, mounted at `data` in the stage; undefined: the volume directory is a bind. */
-  readonly image: string | undefined;
+  /** The stage's mount table: a root-only file of the instance directory, never bound into the sandbox. */
+  readonly fstab: string;
 }
 
 /** The layout as bwrap sees it once the launcher has staged it in `stageDir` (`image`: the volume is one). */
@@ -319,6 +317,52 @@ export function stageLayout(
   };
 }
 
+/**
+ * The mount points the stage directory holds on the host (empty, root's),
+ * which each launcher mounts over in its own namespace: one per name
+ * stageLayout stages (`data`: the volume, a bind or its image).
+ */
+export const STAGE_MOUNT_POINTS: readonly { readonly name: string; readonly kind: 'file' | 'dir' }[] =
+  Object.freeze([
+    { name: 'node', kind: 'file' },
+    { name: 'supervisor', kind: 'dir' },
+    { name: 'node_modules', kind: 'dir' },
+    { name: 'app', kind: 'dir' },
+    { name: 'etc', kind: 'dir' },
+    { name: 'egress.sock', kind: 'file' },
+    { name: 'data', kind: 'dir' },
+  ]);
+
+/**
+ * A path as one field of a mount table: every byte but a few plain ones as
+ * an octal escape (libmount reads \ooo back), so no space, tab, newline or
+ * `#` of a host path can split or end a line.
+ */
+function fstabField(value: string): string {
+  let field = '';
+  for (const byte of Buffer.from(value, 'utf8')) {
+    const char = String.fromCharCode(byte);
+    field += /^[A-Za-z0-9/._@+=:-]$/.test(char) ? char : `\\${byte.toString(8).padStart(3, '0')}`;
+  }
+  return field;
+}
+
+/** The stage's mount table (`mount -a -T`): every bind (read-only but the volume), then the volume's image. */
+export function stageFstab(
+  stageDir: string,
+  binds: readonly StagedBind[],
+  image: string | undefined,
+): string {
+  const lines = binds.map((bind) => {
+    const options = bind.kind === 'rw' ? 'bind,nosuid,nodev' : 'bind,ro,nosuid,nodev';
+    return `${fstabField(bind.source)} ${fstabField(path.join(stageDir, bind.name))} none ${options} 0 0`;
+  });
+  if (image !== undefined) {
+    lines.push(`${fstabField(image)} ${fstabField(path.join(stageDir, 'data'))} ext4 loop,nosuid,nodev 0 0`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
 export interface LaunchOptions {
   readonly shell: string;
   /** cgroup.procs files the launcher writes its own pid into before anything else runs. */
@@ -332,23 +376,12 @@ export interface LaunchOptions {
   readonly bwrap: string;
 }
 
-// Paths arrive as positional parameters, never in the script's text. mount's
-// own messages name host paths: they are dropped, and a fixed line says what
-// failed (the driver reports it as the reason).
+// The mount table's path arrives as a parameter, never in the script's text.
+// mount's own messages name host paths: they are dropped, and a fixed line
+// says what failed (the driver reports it as the reason).
 const STAGE_SCRIPT = [
-  'fail() { printf "enclave-launch: %s\\n" "$1" >&2; exit 125; }',
-  'stage=$1 image=$2; shift 2',
-  'mount -t tmpfs -o mode=0711,size=64k,nosuid,nodev enclave-stage "$stage" 2>/dev/null || fail "could not stage the sandbox"',
-  'while [ "$1" != -- ]; do',
-  '  if [ "$1" = file ]; then : > "$stage/$3"; else mkdir "$stage/$3"; fi || fail "could not stage the sandbox"',
-  '  if [ "$1" = rw ]; then options=nosuid,nodev; else options=ro,nosuid,nodev; fi',
-  '  mount --bind -o "$options" "$2" "$stage/$3" 2>/dev/null || fail "could not stage the sandbox"',
-  '  shift 3',
-  'done',
+  'mount -a -T "$1" 2>/dev/null || { printf "enclave-launch: could not stage the sandbox or mount its volume\\n" >&2; exit 125; }',
   'shift',
-  'if [ "$image" != - ]; then',
-  '  mkdir "$stage/data" && mount -t ext4 -o loop,nosuid,nodev "$image" "$stage/data" 2>/dev/null || fail "could not mount the volume"',
-  'fi',
   'exec "$@"',
 ].join('\n');
 
@@ -366,10 +399,7 @@ export function launchArgv(options: LaunchOptions, bwrap: readonly string[]): st
   const stage = options.stage;
   if (stage !== undefined) {
     argv.push(stage.unshare, '--mount', '--propagation', 'private', '--');
-    argv.push(options.shell, '-c', STAGE_SCRIPT, 'enclave-stage', stage.dir);
-    argv.push(stage.image ?? '-');
-    for (const bind of stage.binds) argv.push(bind.kind, bind.source, bind.name);
-    argv.push('--');
+    argv.push(options.shell, '-c', STAGE_SCRIPT, 'enclave-stage', stage.fstab);
   }
   if (options.setpriv !== undefined) {
     const id = String(options.setpriv.uid);

@@ -10,7 +10,9 @@ import {
   probeArgv,
   type SandboxLayout,
   type SandboxOptions,
+  STAGE_MOUNT_POINTS,
   sandboxHostUid,
+  stageFstab,
   stageLayout,
 } from './bwrap-args.ts';
 import type { InstanceSpec } from './driver.ts';
@@ -29,6 +31,7 @@ import { IMAGE_NAME, prepareVolumeImage, type VolumeSupport } from './volume-ima
 //                                    never bound into the sandbox, which sees only
 //                                    host/egress.sock, read-only, at /run/enclave/egress.sock
 //     output.log                     root, 0600, never seen from inside
+//     stage.fstab                    root, 0600: the launcher's mounts (a root worker), never seen from inside
 // and the host uid decided. A root worker gives every instance a host uid of
 // its own (sandboxHostUid) and never runs one as root: the launcher, still
 // root, stages every bind source in a mount namespace of its own
@@ -62,7 +65,8 @@ export interface PreparedInstance {
 
 /**
  * Where every launcher mounts its stage, each in its own mount namespace
- * (so one directory serves them all, and on the host it stays empty). Not
+ * over the same empty mount points (STAGE_MOUNT_POINTS), so one directory
+ * serves them all and on the host nothing is ever mounted there. Not
  * under the data directory: the instance's uid must reach it from /, and
  * the data directory may be 0700 (or under /root). Under /run, which only
  * root may write, so no one can plant it first.
@@ -90,6 +94,22 @@ async function ensureStageDir(): Promise<string> {
     );
   }
   await chmod(STAGE_DIR, 0o711);
+  for (const point of STAGE_MOUNT_POINTS) {
+    const file = path.join(STAGE_DIR, point.name);
+    let found = await lstat(file).catch(() => undefined);
+    if (found === undefined) {
+      if (point.kind === 'dir') await mkdir(file, { mode: 0o755 });
+      else await writeFile(file, '', { mode: 0o644, flag: 'wx' });
+      found = await lstat(file);
+    }
+    const kindOk = point.kind === 'dir' ? found.isDirectory() : found.isFile();
+    if (!kindOk || found.uid !== 0) {
+      throw new InstanceDirError(
+        'host_uid_unavailable',
+        'a mount point of the stage directory is not root’s: the sandbox cannot be staged',
+      );
+    }
+  }
   return STAGE_DIR;
 }
 
@@ -174,12 +194,14 @@ export async function prepareInstanceDir(
   }
   const stageDir = await ensureStageDir();
   const staged = stageLayout(layout, stageDir, image !== undefined);
+  const fstab = path.join(dir, 'stage.fstab');
+  await writeFile(fstab, stageFstab(stageDir, staged.binds, image), { mode: 0o600 });
   return {
     layout: staged.layout,
     hostDir,
     options,
     uid,
-    stage: { unshare, dir: stageDir, binds: staged.binds, image },
+    stage: { unshare, fstab },
     volumeImage: image !== undefined,
   };
 }

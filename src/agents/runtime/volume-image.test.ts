@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, open, rm, truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { requireTool } from '../../../test/helpers/system-tools.ts';
 import { findExecutable } from './sandbox-host.ts';
-import { limitReserveBlocks, volumeImageBlocks } from './volume-image.ts';
+import { cleanImageBlocks, limitReserveBlocks, volumeImageBlocks } from './volume-image.ts';
 
 // The volume image's size (AGT-6): large enough that exactly volume_mb stays
 // writable beside ext4's metadata and reserve, and no larger than the
@@ -36,5 +37,24 @@ describe('the volume image size', () => {
           : volumeMb * 1024 * 1024 * 0.021 + 16 * 1024 * 1024;
       assert.ok(slack <= bound, `${volumeMb} MiB: ${slack} bytes of slack`);
     }
+  });
+});
+
+describe('a warm start of a volume image', () => {
+  test('AGT-6: an image skips e2fsck only while its superblock says cleanly unmounted: one left mounted or with errors is checked', async (t) => {
+    if (!requireTool(t, 'mkfs.ext4', 'e2fsprogs', ['-V'])) return;
+    const image = path.join(scratch, 'warm.ext4');
+    await (await open(image, 'w')).close();
+    await truncate(image, 4 * 1024 * 1024);
+    execFileSync('mkfs.ext4', ['-q', '-F', '-b', '4096', '-O', '^has_journal,^resize_inode', image]);
+    assert.equal(await cleanImageBlocks(image), 1024);
+    // s_state at superblock offset 0x3a: 0 while the kernel has it mounted, 2 (errors) after a failure.
+    for (const state of [0, 2, 3]) {
+      const handle = await open(image, 'r+');
+      await handle.write(Buffer.from([state, 0]), 0, 2, 1024 + 0x3a);
+      await handle.close();
+      assert.equal(await cleanImageBlocks(image), undefined, `state ${state}`);
+    }
+    assert.equal(await cleanImageBlocks(path.join(scratch, 'missing.ext4')), undefined);
   });
 });

@@ -168,6 +168,38 @@ async function reserveBeyondLimit(
   if (tuned.code !== 0) throw new VolumeError('volume_failed', 'the volume could not be sized');
 }
 
+/**
+ * The block count of an image whose superblock says e2fsck -p would find
+ * nothing to do: ext4's magic, state exactly "cleanly unmounted" (no error,
+ * no orphan), no orphan list, and no mount-count or interval check due.
+ * Without a journal the kernel clears that state while the volume is mounted
+ * and sets it again only on a clean unmount, so a volume a crash left behind
+ * is never taken as clean. undefined: let dumpe2fs and e2fsck decide.
+ */
+export async function cleanImageBlocks(image: string): Promise<number | undefined> {
+  const superblock = Buffer.alloc(1024);
+  const handle = await open(image, 'r').catch(() => undefined);
+  if (handle === undefined) return undefined;
+  try {
+    const { bytesRead } = await handle.read(superblock, 0, 1024, 1024);
+    if (bytesRead !== 1024) return undefined;
+  } finally {
+    await handle.close();
+  }
+  const EXT4_MAGIC = 0xef53;
+  const VALID_FS = 1;
+  const INCOMPAT_64BIT = 0x80;
+  if (superblock.readUInt16LE(0x38) !== EXT4_MAGIC || superblock.readUInt16LE(0x3a) !== VALID_FS)
+    return undefined;
+  if (superblock.readUInt32LE(0xe8) !== 0) return undefined; // s_last_orphan
+  const mounts = superblock.readUInt16LE(0x34);
+  const maxMounts = superblock.readInt16LE(0x36);
+  if (maxMounts > 0 && mounts >= maxMounts) return undefined;
+  if (superblock.readUInt32LE(0x44) !== 0) return undefined; // s_checkinterval: a time-based check
+  const high = (superblock.readUInt32LE(0x60) & INCOMPAT_64BIT) !== 0 ? superblock.readUInt32LE(0x150) : 0;
+  return high * 2 ** 32 + superblock.readUInt32LE(0x4);
+}
+
 async function check(tools: VolumeTools, image: string, force: boolean): Promise<void> {
   const checked = await run(tools.e2fsck, [force ? '-fp' : '-p', image]);
   // 0: clean, 1: errors corrected; 4 and above: an operator must look.
@@ -246,7 +278,9 @@ export async function prepareVolumeImage(
     await rename(fresh, image);
   } else if (!existing.isFile()) {
     throw new VolumeError('volume_damaged', 'the volume image is not a file');
-  } else {
+  } else if ((await cleanImageBlocks(image)) !== blocks) {
+    // Not clean, or of another size: checked, then grown or shrunk. A clean one of the right size
+    // is what e2fsck -p would pass untouched: two processes fewer for every warm start.
     const current = (await header(tools, image)).blocks;
     await check(tools, image, current !== blocks);
     if (current !== blocks) {

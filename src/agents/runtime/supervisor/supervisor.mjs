@@ -20,11 +20,14 @@
 // agent's status. It creates no file: the sandbox has nowhere to put one
 // that the host would read.
 //
+// Its own start is on every instance's cold start (the agent starts only
+// once it runs): it imports only what the agent's start needs, the rest
+// (ssh2, node:crypto) when support is turned on.
+//
 // Everything here shares the agent's uid: the driver treats what this
 // process reports as untrusted input from the instance.
 
 import { spawn } from 'node:child_process';
-import { timingSafeEqual } from 'node:crypto';
 import { closeSync, readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { constants } from 'node:os';
@@ -183,24 +186,39 @@ function listen(server, ...args) {
   });
 }
 
-async function openBridges(config) {
-  const egress = net.createServer({ allowHalfOpen: true }, (client) => {
-    bridge(client, net.connect({ path: EGRESS_SOCKET, allowHalfOpen: true }));
-  });
-  await listen(egress, { port: config.proxyPort, host: '127.0.0.1' });
-  servers.push(egress);
+/**
+ * Loopback ports bridged to a host socket bound read-only under /run/enclave:
+ * the agent may use one as soon as it runs, so they listen before it starts.
+ */
+async function openOutboundBridges(config) {
+  const outbound = [{ port: config.proxyPort, socket: EGRESS_SOCKET }];
+  await Promise.all(
+    outbound.map(async ({ port, socket }) => {
+      const server = net.createServer({ allowHalfOpen: true }, (client) => {
+        bridge(client, net.connect({ path: socket, allowHalfOpen: true }));
+      });
+      await listen(server, { port, host: '127.0.0.1' });
+      servers.push(server);
+    }),
+  );
+}
+
+/**
+ * The listening sockets the host bound and handed in: a connection made
+ * before they are opened here waits in the socket's backlog, so they open
+ * while the agent starts.
+ */
+async function openInboundBridges(config) {
   const ingress = net.createServer({ allowHalfOpen: true }, (client) => {
     bridge(client, net.connect({ port: config.port, host: '127.0.0.1', allowHalfOpen: true }));
   });
-  await listen(ingress, { fd: INGRESS_FD });
-  servers.push(ingress);
   // Support connections come from the host's relay only; while support is off they are closed at once.
   const supportListener = net.createServer((socket) => {
     if (support === undefined) socket.destroy();
     else support.server.injectSocket(socket);
   });
-  await listen(supportListener, { fd: SUPPORT_FD });
-  servers.push(supportListener);
+  await Promise.all([listen(ingress, { fd: INGRESS_FD }), listen(supportListener, { fd: SUPPORT_FD })]);
+  servers.push(ingress, supportListener);
 }
 
 // ---- the agent ----
@@ -298,7 +316,7 @@ function generateHostKey(ssh2) {
 async function supportOn(keyLine) {
   if (support !== undefined && support.keyLine === keyLine) return support.hostKey;
   void supportOff();
-  const { default: ssh2 } = await import('ssh2');
+  const [{ default: ssh2 }, { timingSafeEqual }] = await Promise.all([import('ssh2'), import('node:crypto')]);
   const allowed = ssh2.utils.parseKey(keyLine);
   if (allowed instanceof Error || Array.isArray(allowed))
     throw new Error('the support key is not an OpenSSH public key');
@@ -445,8 +463,9 @@ async function main() {
     NODE_USE_ENV_PROXY: '1',
   };
   shellEnv = { ...config.env, ...platform };
-  await openBridges(config);
+  await openOutboundBridges(config);
   startAgent(config, { ...config.env, ...secrets, ...platform });
+  await openInboundBridges(config);
   report({ event: 'listening' });
   watchAgentPort(config.port);
   if (typeof config.supportKey === 'string') {
