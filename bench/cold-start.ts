@@ -85,6 +85,7 @@ export async function runColdStartBench(db: TestDatabase): Promise<void> {
         port: 8080,
         limits: DEFAULT_LIMITS,
         egress: { tenantId, agentId, allowlist: undefined },
+        modelGateway: false,
         env: {},
         secrets: new Map(),
         supportKey: undefined,

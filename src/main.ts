@@ -7,6 +7,7 @@ import { loadAuditSetup } from './audit/setup.ts';
 import { type Config, type Env, loadConfig } from './config.ts';
 import { type Database, openDatabase } from './db/database.ts';
 import { createMailer, type Mailer } from './email/mailer.ts';
+import { createGateway, type Gateway } from './gateway/gateway.ts';
 import { type App, buildApp } from './http/app.ts';
 import { createRateLimits, type RateLimits } from './http/rate-limits.ts';
 import { defaultWorkerId } from './jobs/tasks.ts';
@@ -63,11 +64,13 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
   let worker: Worker | undefined;
   let rateLimits: RateLimits | undefined;
   let mailer: Mailer | undefined;
+  let gateway: Gateway | undefined;
   const stop = async (): Promise<void> => {
     await app?.close();
     await rateLimits?.close();
     // The worker stops the instances it runs (lifecycle.stopAll) once its runner has stopped.
     await worker?.stop();
+    gateway?.close();
     mailer?.close();
     await db.close();
   };
@@ -91,6 +94,15 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
                   allow: config.egressAllow,
                   publicUrl: config.publicUrl,
                 }),
+                gateway: (gateway = createGateway({
+                  sql: db.app,
+                  vault,
+                  templates,
+                  logger,
+                  upstreams: config.gatewayUpstreams,
+                  autoModels: config.gatewayAutoModels,
+                  timeoutMs: config.gatewayTimeoutMs,
+                })),
                 logger,
                 unenforcedLimits: config.unenforcedLimits,
               }),

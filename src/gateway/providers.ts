@@ -205,21 +205,28 @@ export function keyHeader(provider: ModelProvider, key: Buffer): [name: string, 
   }
 }
 
-/**
- * The variables an instance gets so that an unmodified agent using a
- * provider's SDK reaches the gateway: each SDK's base URL, and its key
- * variable holding the agent's own token (never a provider key).
- */
-export function sdkEnvironment(gatewayUrl: string, agentToken: string): Record<string, string> {
+/** What the supervisor inside a sandbox needs to give the agent its gateway (supervisor.mjs). */
+export interface SandboxGateway {
+  /** The loopback port it bridges to /run/enclave/gateway.sock. */
+  readonly port: number;
+  /** Each SDK's base-URL variable, pointing at that port. */
+  readonly env: Readonly<Record<string, string>>;
+  /** Each SDK's key variable: the supervisor sets them to the agent's own token, never a provider key. */
+  readonly keyVariables: readonly string[];
+}
+
+/** The variables that let an unmodified agent using a provider's SDK reach the gateway at `port`. */
+export function sandboxGateway(port: number): SandboxGateway {
+  const url = `http://127.0.0.1:${port}`;
   return {
-    ENCLAVE_GATEWAY_URL: gatewayUrl,
-    ANTHROPIC_BASE_URL: `${gatewayUrl}/anthropic`,
-    ANTHROPIC_API_KEY: agentToken,
-    OPENAI_BASE_URL: `${gatewayUrl}/openai/v1`,
-    OPENAI_API_KEY: agentToken,
-    GOOGLE_GEMINI_BASE_URL: `${gatewayUrl}/google`,
-    GEMINI_API_KEY: agentToken,
-    XAI_BASE_URL: `${gatewayUrl}/xai/v1`,
-    XAI_API_KEY: agentToken,
+    port,
+    env: {
+      ENCLAVE_GATEWAY_URL: url,
+      ANTHROPIC_BASE_URL: `${url}/anthropic`,
+      OPENAI_BASE_URL: `${url}/openai/v1`,
+      GOOGLE_GEMINI_BASE_URL: `${url}/google`,
+      XAI_BASE_URL: `${url}/xai/v1`,
+    },
+    keyVariables: ['ANTHROPIC_API_KEY', 'OPENAI_API_KEY', 'GEMINI_API_KEY', 'XAI_API_KEY'],
   };
 }

@@ -8,7 +8,9 @@ import { type ModelLimits, readLimits, readUsage, type UsageDay, writeLimits } f
 // records: an agent's usage and its limits, read and set in the caller's
 // tenant transaction, with the same role checks as the API.
 
+export type { Gateway, GatewayIdentity } from './gateway.ts';
 export { MODEL_PROVIDERS, type ModelProvider, PROVIDER_LABELS } from './provider-names.ts';
+export { type SandboxGateway, sandboxGateway } from './providers.ts';
 export type { ModelLimits, UsageDay };
 
 export const NO_LIMITS: ModelLimits = { requests_per_minute: null, tokens_per_day: null };

@@ -13,6 +13,7 @@ export const SANDBOX_PATHS = Object.freeze({
   app: '/app',
   data: '/data',
   egressSocket: '/run/enclave/egress.sock',
+  gatewaySocket: '/run/enclave/gateway.sock',
   node: '/opt/enclave/bin/node',
   supervisorDir: '/opt/enclave/supervisor',
   supervisor: '/opt/enclave/supervisor/supervisor.mjs',
@@ -52,6 +53,8 @@ export interface SandboxLayout {
    * the one thing of that directory the sandbox sees, bound read-only.
    */
   readonly egressSocket: string;
+  /** The model gateway's socket there (AGT-7), bound read-only beside it; undefined for an agent that uses no models. */
+  readonly gatewaySocket?: string | undefined;
   /** Generated passwd, group, hosts and nsswitch.conf (etcFiles()), read-only. */
   readonly etcDir: string;
   /** The real path of the node binary that runs the supervisor (and `node` commands). */
@@ -134,6 +137,14 @@ export function sandboxHostUid(agentId: string): number {
 /** The port the supervisor's HTTP proxy listens on inside the sandbox: 3128, or 3129 when the agent has 3128. */
 export function proxyPortFor(agentPort: number): number {
   return agentPort === 3128 ? 3129 : 3128;
+}
+
+/** The model gateway's loopback port inside the sandbox (AGT-7): 4000, or the first above it the agent and proxy leave free. */
+export function gatewayPortFor(agentPort: number): number {
+  const taken = new Set([agentPort, proxyPortFor(agentPort)]);
+  let port = 4000;
+  while (taken.has(port)) port += 1;
+  return port;
 }
 
 /**
@@ -235,6 +246,9 @@ export function bwrapArgs(layout: SandboxLayout, options: SandboxOptions): strin
     '--ro-bind',
     layout.egressSocket,
     SANDBOX_PATHS.egressSocket,
+    ...(layout.gatewaySocket === undefined
+      ? []
+      : ['--ro-bind', layout.gatewaySocket, SANDBOX_PATHS.gatewaySocket]),
     '--ro-bind',
     layout.templateDir,
     SANDBOX_PATHS.app,
@@ -299,6 +313,9 @@ export function stageLayout(
     { kind: 'dir', source: layout.templateDir, name: 'app' },
     { kind: 'dir', source: layout.etcDir, name: 'etc' },
     { kind: 'file', source: layout.egressSocket, name: 'egress.sock' },
+    ...(layout.gatewaySocket === undefined
+      ? []
+      : [{ kind: 'file', source: layout.gatewaySocket, name: 'gateway.sock' } as const]),
     ...(image ? [] : [{ kind: 'rw', source: layout.volumeDir, name: 'data' } as const]),
   ];
   const staged = (name: string) => path.join(stageDir, name);
@@ -311,6 +328,7 @@ export function stageLayout(
       templateDir: staged('app'),
       etcDir: staged('etc'),
       egressSocket: staged('egress.sock'),
+      gatewaySocket: layout.gatewaySocket === undefined ? undefined : staged('gateway.sock'),
       volumeDir: staged('data'),
     },
     binds,
@@ -330,6 +348,7 @@ export const STAGE_MOUNT_POINTS: readonly { readonly name: string; readonly kind
     { name: 'app', kind: 'dir' },
     { name: 'etc', kind: 'dir' },
     { name: 'egress.sock', kind: 'file' },
+    { name: 'gateway.sock', kind: 'file' },
     { name: 'data', kind: 'dir' },
   ]);
 

@@ -2,6 +2,7 @@ import { rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { UnenforcedLimit } from '../../config.ts';
 import { AppError, isAppError } from '../../errors.ts';
+import type { Gateway } from '../../gateway/service.ts';
 import type { Logger } from '../../logger.ts';
 import type { EgressProxy } from '../egress/proxy.ts';
 import type { InstanceExit, InstanceSpec, InstanceState, InstanceStatus, RuntimeDriver } from './driver.ts';
@@ -40,6 +41,8 @@ export class RuntimeError extends AppError<RuntimeErrorCode> {
 export interface BwrapDriverDeps {
   readonly instancesDir: string;
   readonly egress: Pick<EgressProxy, 'listen'>;
+  /** The model gateway (AGT-7); without it, no instance gets a gateway socket. */
+  readonly gateway?: Pick<Gateway, 'listen'> | undefined;
   readonly logger: Logger;
   /** How long an agent may take to answer on its port (default 20 s). */
   readonly startTimeoutMs?: number;
@@ -98,6 +101,7 @@ export function createBwrapDriver(deps: BwrapDriverDeps): RuntimeDriver {
   const launchDeps = {
     instancesDir: deps.instancesDir,
     egress: deps.egress,
+    gateway: deps.gateway,
     log,
     unenforcedLimits: deps.unenforcedLimits ?? [],
   };

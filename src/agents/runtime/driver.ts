@@ -10,6 +10,8 @@
 // connect it to the platform (host-sockets.ts):
 //   host/ingress.sock        the platform's ingress → the supervisor → the agent's declared port
 //   host/egress.sock         the supervisor's HTTP proxy port → the platform's egress proxy
+//   host/gateway.sock        the supervisor's gateway port → the platform's model gateway
+//                            (templates that call models only)
 //   host/support.sock        the operator's CLI → the driver's relay → the supervisor's SSH
 //                            server, present only while support access is on
 // The *supervisor* is the sandbox's first process: it bridges those sockets,
@@ -49,6 +51,8 @@ export interface InstanceSpec {
   readonly port: number;
   readonly limits: InstanceLimits;
   readonly egress: EgressIdentity;
+  /** The template calls models: the instance gets a gateway socket and its SDK variables (AGT-7). */
+  readonly modelGateway: boolean;
   /** Non-secret environment: PORT, HTTP(S)_PROXY and friends are set by the driver itself. */
   readonly env: Readonly<Record<string, string>>;
   /**

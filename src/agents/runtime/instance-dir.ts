@@ -137,6 +137,9 @@ export async function prepareInstanceDir(
     templateDir: spec.templateDir,
     volumeDir: path.join(dir, 'volume'),
     egressSocket: path.join(hostDirOf(instancesDir, spec.agentId), 'egress.sock'),
+    gatewaySocket: spec.modelGateway
+      ? path.join(hostDirOf(instancesDir, spec.agentId), 'gateway.sock')
+      : undefined,
     etcDir: path.join(dir, 'etc'),
   };
   const hostDir = hostDirOf(instancesDir, spec.agentId);

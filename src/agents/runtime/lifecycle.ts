@@ -135,6 +135,7 @@ export function createLifecycle(deps: LifecycleDeps) {
         port: template.port,
         limits: template.limits,
         egress: { tenantId, agentId, allowlist: agent.egress_allowlist ?? undefined },
+        modelGateway: template.modelGateway,
         env: { ENCLAVE_AGENT_ID: agentId, ENCLAVE_AGENT_HANDLE: agent.handle },
         secrets,
         supportKey: agent.support_access ? deps.supportKey : undefined,

@@ -454,6 +454,7 @@ async function probeShared(host: SandboxHost, base: string): Promise<SandboxProb
       port: 8080,
       limits: { memoryMb: 64, processes: 16, openFiles: 64, cpuPercent: 100, volumeMb: 1 },
       egress: { tenantId: agentId, agentId, allowlist: [] },
+      modelGateway: false,
       env: {},
       secrets: new Map(),
       supportKey: undefined,

@@ -184,6 +184,7 @@ export function probeSpec(
     port: 8080,
     limits: SMALL_LIMITS,
     egress: { tenantId: ids.tenantId, agentId: ids.agentId, allowlist: undefined },
+    modelGateway: false,
     env: {},
     secrets: new Map(),
     supportKey: undefined,

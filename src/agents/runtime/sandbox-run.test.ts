@@ -26,6 +26,7 @@ const spec: InstanceSpec = {
   port: 8080,
   limits: DEFAULT_LIMITS,
   egress: { tenantId: 'wait-ready', agentId: 'wait-ready', allowlist: undefined },
+  modelGateway: false,
   env: {},
   secrets: new Map(),
   supportKey: undefined,

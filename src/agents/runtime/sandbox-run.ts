@@ -3,12 +3,14 @@ import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { UnenforcedLimit } from '../../config.ts';
 import { AppError } from '../../errors.ts';
+import { type Gateway, sandboxGateway } from '../../gateway/service.ts';
 import type { Logger } from '../../logger.ts';
-import type { EgressListener, EgressProxy } from '../egress/proxy.ts';
+import type { EgressProxy } from '../egress/proxy.ts';
 import {
   bwrapArgs,
   CONFIG_FD,
   CONTROL_FD,
+  gatewayPortFor,
   INFO_FD,
   INGRESS_FD,
   launchArgv,
@@ -82,9 +84,16 @@ export interface Run {
 export interface LaunchDeps {
   readonly instancesDir: string;
   readonly egress: Pick<EgressProxy, 'listen'>;
+  /** The model gateway (AGT-7), serving a socket per instance whose template calls models; without it, none. */
+  readonly gateway?: Pick<Gateway, 'listen'> | undefined;
   readonly log: Logger;
   /** Limits the operator lets go unenforced (ENCLAVE_UNENFORCED_LIMITS): others (seccomp too) refuse the start. */
   readonly unenforcedLimits: readonly UnenforcedLimit[];
+}
+
+/** What the launch closes once the sandbox is gone. */
+interface Closable {
+  close(): Promise<void>;
 }
 
 function zero(secrets: ReadonlyMap<string, Buffer>): void {
@@ -130,29 +139,38 @@ export async function launchSandbox(
     await cgroup?.remove().catch(() => undefined);
     throw new SandboxRefusal(refusal);
   }
-  // The three sockets are bound at once (none depends on another); if any fails, all that were bound go.
+  const gatewaySocket =
+    layout.gatewaySocket === undefined ? undefined : path.join(prepared.hostDir, 'gateway.sock');
+  const noGateway: Closable = { close: async () => undefined };
+  // The sockets are bound at once (none depends on another); if any fails, all that were bound go.
   const bound = await Promise.allSettled([
     deps.egress.listen(path.join(prepared.hostDir, 'egress.sock'), spec.egress),
     // Bound by the host in its own directory and handed in: the sandbox never names a host path.
     listenHostSocket(prepared.hostDir, 'ingress.sock', 0o600),
     listenHostSocket(prepared.hostDir, 'support-agent.sock', 0o600),
+    gatewaySocket === undefined || deps.gateway === undefined
+      ? Promise.resolve(noGateway)
+      : deps.gateway.listen(gatewaySocket, { tenantId: spec.tenantId, agentId: spec.agentId }),
   ]);
-  const [egressBound, ingressBound, supportBound] = bound;
+  const [egressBound, ingressBound, supportBound, gatewayBound] = bound;
   if (
     egressBound.status === 'rejected' ||
     ingressBound.status === 'rejected' ||
-    supportBound.status === 'rejected'
+    supportBound.status === 'rejected' ||
+    gatewayBound.status === 'rejected'
   ) {
     for (const listener of [ingressBound, supportBound]) {
       if (listener.status !== 'fulfilled') continue;
       listener.value.server.close();
       await removeHostSocket(listener.value.path);
     }
-    if (egressBound.status === 'fulfilled') await egressBound.value.close().catch(() => undefined);
+    for (const outbound of [egressBound, gatewayBound]) {
+      if (outbound.status === 'fulfilled') await outbound.value.close().catch(() => undefined);
+    }
     await cgroup?.remove().catch(() => undefined);
     throw bound.find((result) => result.status === 'rejected')?.reason;
   }
-  const egress: EgressListener = egressBound.value;
+  const outbound: Closable[] = [egressBound.value, gatewayBound.value];
   const [ingress, support] = [ingressBound.value, supportBound.value];
   const listeners: HostListener[] = [ingress, support];
   const argv = launchArgv(
@@ -226,7 +244,7 @@ export async function launchSandbox(
     ended: false,
     done: new Promise<string>((resolve) => {
       child.once('close', (code, signal) => {
-        const ending = { code, signal, bwrapError, egress, cgroup, log: deps.log };
+        const ending = { code, signal, bwrapError, outbound, cgroup, log: deps.log };
         finish(run, ending).then(resolve, (error: unknown) => {
           deps.log.error({ agentId: spec.agentId, err: error }, 'cleaning up an instance failed');
           resolve('exited');
@@ -243,6 +261,10 @@ export async function launchSandbox(
       program: spec.command[0],
       port: spec.port,
       proxyPort: proxyPortFor(spec.port),
+      gateway:
+        layout.gatewaySocket === undefined || deps.gateway === undefined
+          ? null
+          : sandboxGateway(gatewayPortFor(spec.port)),
       env: spec.env,
       supportKey: spec.supportKey ?? null,
       path: SANDBOX_PATH_ENV,
@@ -276,7 +298,8 @@ interface Ending {
   readonly code: number | null;
   readonly signal: NodeJS.Signals | null;
   readonly bwrapError: string | undefined;
-  readonly egress: EgressListener | undefined;
+  /** The egress and gateway listeners, closed once the sandbox is gone. */
+  readonly outbound: readonly Closable[];
   readonly cgroup: InstanceCgroup | undefined;
   readonly log: Logger;
 }
@@ -288,7 +311,7 @@ async function finish(run: Run, ending: Ending): Promise<string> {
   const oom = (await ending.cgroup?.oomKills()) ?? 0;
   await run.supportRelay?.close();
   run.supportRelay = undefined;
-  await ending.egress?.close().catch(() => undefined);
+  for (const listener of ending.outbound) await listener.close().catch(() => undefined);
   await ending.cgroup
     ?.remove()
     .catch((error: unknown) => ending.log.warn({ err: error }, 'a cgroup was left behind'));

@@ -14,8 +14,11 @@
 //
 // It starts the agent with the non-secret env, the secrets, PORT and the
 // proxy variables; bridges ingress connections (fd 6) → 127.0.0.1:<agent
-// port> and 127.0.0.1:<proxy port> → /run/enclave/egress.sock (a read-only
-// bind of the host's socket); serves support SSH on fd 7 while support is
+// port>, 127.0.0.1:<proxy port> → /run/enclave/egress.sock (a read-only
+// bind of the host's socket) and, for an agent that calls models,
+// 127.0.0.1:<gateway port> → /run/enclave/gateway.sock, with the model SDKs'
+// base-URL variables and their key variables set to the agent's own token
+// (AGT-7: never a provider key); serves support SSH on fd 7 while support is
 // on (AGT-5); forwards SIGTERM and SIGINT to the agent and exits with the
 // agent's status. It creates no file: the sandbox has nowhere to put one
 // that the host would read.
@@ -33,6 +36,7 @@ import net from 'node:net';
 import { constants } from 'node:os';
 
 const EGRESS_SOCKET = '/run/enclave/egress.sock';
+const GATEWAY_SOCKET = '/run/enclave/gateway.sock';
 const CONFIG_FD = 3;
 const CONTROL_FD = 4;
 const INGRESS_FD = 6;
@@ -192,6 +196,7 @@ function listen(server, ...args) {
  */
 async function openOutboundBridges(config) {
   const outbound = [{ port: config.proxyPort, socket: EGRESS_SOCKET }];
+  if (config.gateway !== null) outbound.push({ port: config.gateway.port, socket: GATEWAY_SOCKET });
   await Promise.all(
     outbound.map(async ({ port, socket }) => {
       const server = net.createServer({ allowHalfOpen: true }, (client) => {
@@ -462,9 +467,16 @@ async function main() {
     no_proxy: 'localhost,127.0.0.1',
     NODE_USE_ENV_PROXY: '1',
   };
-  shellEnv = { ...config.env, ...platform };
+  // The model gateway (AGT-7): each SDK's base URL, and its key variable holding the agent's own token.
+  const gateway = {};
+  if (config.gateway !== null) {
+    Object.assign(gateway, config.gateway.env);
+    const token = secrets.ENCLAVE_AGENT_TOKEN;
+    if (token !== undefined) for (const name of config.gateway.keyVariables) gateway[name] = token;
+  }
+  shellEnv = { ...config.env, ...config.gateway?.env, ...platform };
   await openOutboundBridges(config);
-  startAgent(config, { ...config.env, ...secrets, ...platform });
+  startAgent(config, { ...config.env, ...secrets, ...gateway, ...platform });
   await openInboundBridges(config);
   report({ event: 'listening' });
   watchAgentPort(config.port);
