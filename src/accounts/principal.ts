@@ -129,35 +129,55 @@ export function registerPrincipal(app: App, sql: Sql, cookies: CookieSettings): 
   });
 
   // onRequest: before the body is read, so an anonymous client cannot make us parse anything.
-  app.addHook('onRequest', async (request, reply) => {
+  // Done-style, like every hook each request passes: routes without auth return at once, and
+  // the others continue from the lookup's own promise instead of another async function's.
+  app.addHook('onRequest', (request, reply, done) => {
     const mode = request.routeOptions.config.auth ?? 'none';
-    if (mode === 'none') return;
-    const resolution = await resolve(sql, request);
-    if (resolution !== undefined && 'principal' in resolution) {
-      request.principal = resolution.principal;
-      if (resolution.principal.via === 'session') {
-        // Slide the cookie with the server-side expiry.
-        const token = sessionTokenFrom(request);
-        if (token !== undefined) setSessionCookie(reply, token, cookies);
-      } else if (resolution.principal.scope === 'read' && !READ_METHODS.has(request.method)) {
-        return sendProblem(request, reply, 'forbidden', { detail: 'this API token is read-only' });
-      }
-      return;
-    }
-    if (request.cookies[SESSION_COOKIE] !== undefined && request.headers.authorization === undefined) {
-      clearSessionCookie(reply, cookies);
-    }
-    if (mode === 'optional') {
-      // A bad Bearer token is an error even where signing in is optional.
-      if (resolution !== undefined) return sendProblem(request, reply, resolution.problem);
-      return;
-    }
-    if (isApi(request) || resolution !== undefined) {
-      reply.header('www-authenticate', 'Bearer');
-      return sendProblem(request, reply, resolution?.problem ?? 'unauthenticated');
-    }
-    // Only a page can be returned to: after signing in the browser GETs `next`.
-    const next = request.method === 'GET' ? `?next=${encodeURIComponent(request.url)}` : '';
-    return reply.redirect(`/login${next}`, 303);
+    if (mode === 'none') return done();
+    resolve(sql, request)
+      .then((resolution) => admit(request, reply, mode, resolution, cookies))
+      .then((proceed) => {
+        if (proceed) done();
+      }, done);
   });
+}
+
+/** Sets the request's principal and returns true to go on, or answers the request (a problem or a redirect) and returns false. */
+function admit(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  mode: Exclude<AuthMode, 'none'>,
+  resolution: Resolution,
+  cookies: CookieSettings,
+): boolean {
+  if (resolution !== undefined && 'principal' in resolution) {
+    request.principal = resolution.principal;
+    if (resolution.principal.via === 'session') {
+      // Slide the cookie with the server-side expiry.
+      const token = sessionTokenFrom(request);
+      if (token !== undefined) setSessionCookie(reply, token, cookies);
+    } else if (resolution.principal.scope === 'read' && !READ_METHODS.has(request.method)) {
+      sendProblem(request, reply, 'forbidden', { detail: 'this API token is read-only' });
+      return false;
+    }
+    return true;
+  }
+  if (request.cookies[SESSION_COOKIE] !== undefined && request.headers.authorization === undefined) {
+    clearSessionCookie(reply, cookies);
+  }
+  if (mode === 'optional') {
+    // A bad Bearer token is an error even where signing in is optional.
+    if (resolution === undefined) return true;
+    sendProblem(request, reply, resolution.problem);
+    return false;
+  }
+  if (isApi(request) || resolution !== undefined) {
+    reply.header('www-authenticate', 'Bearer');
+    sendProblem(request, reply, resolution?.problem ?? 'unauthenticated');
+    return false;
+  }
+  // Only a page can be returned to: after signing in the browser GETs `next`.
+  const next = request.method === 'GET' ? `?next=${encodeURIComponent(request.url)}` : '';
+  reply.redirect(`/login${next}`, 303);
+  return false;
 }

@@ -165,6 +165,18 @@ describe('verifyChain: tampering names the first bad seq', () => {
     assertFailure(verifyChain(chainOf(texts), { tenant: TENANT }), 2, 'chain_not_canonical');
   });
 
+  test('AUD-5: an actor or action that differs from the previous event is checked again, and a bad one refused', () => {
+    // The verifier skips re-checking an actor or action equal to the last accepted one, never a new one.
+    for (const [from, to] of [
+      ['"actor":"system"', '"actor":"sys tem"'],
+      ['"action":"test.event"', '"action":"Test.event"'],
+    ] as const) {
+      const texts = chain(5).map((row) => row.canonical);
+      texts[3] = (texts[3] as string).replace(from, to);
+      assertFailure(verifyChain(chainOf(texts), { tenant: TENANT }), 4, 'chain_record_invalid');
+    }
+  });
+
   test('AUD-5: unreadable records are refused: bad JSON, a bad stored hash', () => {
     const rows: ChainRecord[] = chain(5);
     assertFailure(

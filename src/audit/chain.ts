@@ -59,8 +59,11 @@ export type ChainResult =
 
 export class ChainVerifier {
   readonly #tenant: string;
-  /** The tenant when it is a valid id, so records naming it skip re-checking its syntax. */
-  readonly #knownTenant: string | undefined;
+  /**
+   * Values already found valid, so records repeating them skip re-checking their syntax:
+   * the tenant (when it is a valid id), and the last accepted record's actor and action.
+   */
+  #known: { tenant: string | undefined; actor: string | undefined; action: string | undefined };
   #nextSeq: number;
   #count = 0;
   #failure: Extract<ChainResult, { ok: false }> | undefined;
@@ -84,7 +87,11 @@ export class ChainVerifier {
     if (prev.length !== HASH_LENGTH) throw new AuditError('event_invalid', 'expectPrevHash must be 32 bytes');
     this.#tenant = options.tenant;
     // Attacker-influenced (a bundle header): an invalid id is not trusted, and then matches no valid event.
-    this.#knownTenant = isTenantId(options.tenant) ? options.tenant : undefined;
+    this.#known = {
+      tenant: isTenantId(options.tenant) ? options.tenant : undefined,
+      actor: undefined,
+      action: undefined,
+    };
     this.#nextSeq = first;
     this.#scratch.set(prev, 0);
   }
@@ -95,7 +102,7 @@ export class ChainVerifier {
     const seq = this.#nextSeq;
     // Attacker-controlled: the whole record. Invariant: a record is accepted only if
     // its text is canonical, names this tenant and the next seq, and hashes to its hash.
-    let event = readCanonicalEvent(record.canonical, this.#knownTenant);
+    let event = readCanonicalEvent(record.canonical, this.#known);
     if (event === undefined) {
       // The fast reader refused; the reference reader decides, and says why.
       try {
@@ -117,6 +124,8 @@ export class ChainVerifier {
     const mismatch = hashMismatch(digest, record.hash);
     if (mismatch !== undefined) return this.#fail(seq, mismatch.code, mismatch.reason);
     this.#scratch.write(digest, 0, HASH_LENGTH, 'hex');
+    this.#known.actor = event.actor;
+    this.#known.action = event.action;
     this.#nextSeq = seq + 1;
     this.#count++;
     return event;

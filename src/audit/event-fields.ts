@@ -20,17 +20,30 @@ export function eventFieldsProblem(fields: AuditEventFields): string | undefined
   return eventHeaderProblem(fields);
 }
 
-/** eventFieldsProblem without `data`; `knownTenant` is a tenant id already checked, which then needs no regex. */
-export function eventHeaderProblem(header: AuditEventHeader, knownTenant?: string): string | undefined {
+/**
+ * Field values already found valid: the chain's tenant id, and the actor and
+ * action of the event before (a chain repeats them), which then need no regex.
+ */
+export interface KnownFields {
+  readonly tenant?: string | undefined;
+  readonly actor?: string | undefined;
+  readonly action?: string | undefined;
+}
+
+/** eventFieldsProblem without `data`; a field equal to its value in `known` is not checked again. */
+export function eventHeaderProblem(header: AuditEventHeader, known?: KnownFields): string | undefined {
   const { tenant, seq, ts, actor, action, target } = header;
-  if (tenant !== knownTenant && (typeof tenant !== 'string' || !UUID.test(tenant))) {
+  if (tenant !== known?.tenant && (typeof tenant !== 'string' || !UUID.test(tenant))) {
     return 'tenant must be a lowercase UUID';
   }
   if (!Number.isSafeInteger(seq) || seq < 1) return 'seq must be a positive safe integer';
   if (typeof ts !== 'string' || !isEventTime(ts)) return 'ts must be RFC 3339 UTC with milliseconds';
-  if (typeof actor !== 'string' || !ACTOR.test(actor))
+  if (actor !== known?.actor && (typeof actor !== 'string' || !ACTOR.test(actor)))
     return 'actor must be 1–256 printable ASCII characters';
-  if (typeof action !== 'string' || action.length > MAX_ACTION_LENGTH || !ACTION.test(action)) {
+  if (
+    action !== known?.action &&
+    (typeof action !== 'string' || action.length > MAX_ACTION_LENGTH || !ACTION.test(action))
+  ) {
     return 'action must be lowercase dotted words, at most 128 characters';
   }
   if (target !== null && !isTarget(target)) return 'target must be null or 1–512 characters, no controls';

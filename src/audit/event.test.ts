@@ -219,7 +219,7 @@ describe("the verifier's fast reader (readCanonicalEvent)", () => {
     assert.ok(event !== undefined);
     assert.deepEqual({ ...event, data: event.data }, parseCanonicalEvent(SECOND_CANONICAL));
     assert.deepEqual(JSON.parse(JSON.stringify(event)), { v: 1, ...SECOND });
-    assert.equal(readCanonicalEvent(SECOND_CANONICAL, TENANT)?.seq, 2);
+    assert.equal(readCanonicalEvent(SECOND_CANONICAL, { tenant: TENANT })?.seq, 2);
   });
 
   test('AUD-5: accepts exactly what the definition accepts, on 2,000 random events and 30,000 mutations (seeded)', () => {
@@ -242,7 +242,7 @@ describe("the verifier's fast reader (readCanonicalEvent)", () => {
       }
       for (const candidate of [text, ...Array.from({ length: 15 }, () => mutate(random, text))]) {
         const expected = reference(candidate);
-        const got = readCanonicalEvent(candidate, random() < 0.5 ? TENANT : undefined);
+        const got = readCanonicalEvent(candidate, random() < 0.5 ? { tenant: TENANT } : undefined);
         assert.equal(got !== undefined, expected !== undefined, JSON.stringify(candidate));
         if (got !== undefined) {
           assert.deepEqual({ ...got, data: got.data }, expected);

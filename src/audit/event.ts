@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { CanonicalScanner, parseCanonicalJsonText } from './canonical-text.ts';
 import { AuditError } from './errors.ts';
-import { eventFieldsProblem, eventHeaderProblem } from './event-fields.ts';
+import { eventFieldsProblem, eventHeaderProblem, type KnownFields } from './event-fields.ts';
 import { canonicalJson, type JsonObject } from './jcs.ts';
 
 // An audit event and its hash (AUD-2). The hashed bytes are the record:
@@ -146,10 +146,11 @@ function assertEventShape(value: unknown): asserts value is AuditEvent {
  * The verifier's fast reader: the event when `canonical` is exactly the
  * canonical text of a valid event, else undefined (and parseCanonicalEvent
  * says why). One pass over the text checks its form and fields; `data` is
- * checked but only built when first read. `knownTenant`, a tenant id the
- * caller has already validated (the chain's), spares re-checking its syntax.
+ * checked but only built when first read. `known`, field values the caller
+ * has already validated (the chain's tenant, the previous event's actor and
+ * action), spares re-checking their syntax.
  */
-export function readCanonicalEvent(canonical: string, knownTenant?: string): AuditEvent | undefined {
+export function readCanonicalEvent(canonical: string, known?: KnownFields): AuditEvent | undefined {
   // Attacker-controlled: the whole text. Invariant: accepted only if parseCanonicalEvent would accept it.
   const scanner = CanonicalScanner.for(canonical);
   if (scanner === undefined) return undefined;
@@ -166,7 +167,7 @@ export function readCanonicalEvent(canonical: string, knownTenant?: string): Aud
   if (!end || !data || action === undefined || actor === undefined || seq === undefined) return undefined;
   if (target === undefined || tenant === undefined || ts === undefined) return undefined;
   const event = new VerifiedEvent({ tenant, seq, ts, actor, action, target }, canonical);
-  return eventHeaderProblem(event, knownTenant) === undefined ? event : undefined;
+  return eventHeaderProblem(event, known) === undefined ? event : undefined;
 }
 
 /**

@@ -50,8 +50,12 @@ export async function putCredential(
 ): Promise<{ listing: CredentialListing; created: boolean }> {
   const problem = credentialValueProblem(value);
   if (problem !== undefined) throw new VaultError('validation_failed', problem, { field: 'value' });
-  await lockTenantKeys(tx, address.tenantId, 'shared');
-  const dataKey = await currentDataKey(tx, provider, address.tenantId);
+  // The key is read in the lock's round trip: the server runs the read after the lock is
+  // granted, in a snapshot of its own, so a rotation we waited for is still seen.
+  const [, dataKey] = await Promise.all([
+    lockTenantKeys(tx, address.tenantId, 'shared'),
+    currentDataKey(tx, provider, address.tenantId),
+  ]);
   const plaintext = Buffer.from(value, 'utf8');
   let sealed: ReturnType<typeof seal>;
   try {

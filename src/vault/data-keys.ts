@@ -81,16 +81,19 @@ export async function registerMasterVersion(
 /**
  * Serialises a tenant's credential writers (shared) against its data-key
  * rotation (exclusive). Held to the end of the transaction; statements after
- * it see everything the other side committed.
+ * it see everything the other side committed. Sent at once (not when
+ * awaited), so a statement issued right after the call runs after it on the
+ * server and rides the same round trip.
  */
-export async function lockTenantKeys(
+export function lockTenantKeys(
   tx: TenantSql,
   tenantId: string,
   mode: 'shared' | 'exclusive',
-): Promise<void> {
+): Promise<unknown> {
   const key = `enclave.vault:${tenantId}`;
-  if (mode === 'shared') await tx`select pg_advisory_xact_lock_shared(hashtextextended(${key}, 0))`;
-  else await tx`select pg_advisory_xact_lock(hashtextextended(${key}, 0))`;
+  return mode === 'shared'
+    ? tx`select pg_advisory_xact_lock_shared(hashtextextended(${key}, 0))`.execute()
+    : tx`select pg_advisory_xact_lock(hashtextextended(${key}, 0))`.execute();
 }
 
 export async function unwrapDataKey(
