@@ -82,6 +82,19 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
       mailer = createMailer({ env: config.env, mailFrom: config.mailFrom, smtpUrl }, db.app);
       // Agent instances run in the process that serves (`enclave start`), which the ingress
       // and the egress sockets share a host with; scale-out workers take no runtime jobs.
+      // The model gateway serves the instances this process runs, each on its own socket (AGT-7).
+      gateway =
+        options.server && supportKey !== undefined
+          ? createGateway({
+              sql: db.app,
+              vault,
+              templates,
+              logger,
+              upstreams: config.gatewayUpstreams,
+              autoModels: config.gatewayAutoModels,
+              timeoutMs: config.gatewayTimeoutMs,
+            })
+          : undefined;
       const lifecycle =
         options.server && supportKey !== undefined
           ? createLifecycle({
@@ -94,15 +107,7 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
                   allow: config.egressAllow,
                   publicUrl: config.publicUrl,
                 }),
-                gateway: (gateway = createGateway({
-                  sql: db.app,
-                  vault,
-                  templates,
-                  logger,
-                  upstreams: config.gatewayUpstreams,
-                  autoModels: config.gatewayAutoModels,
-                  timeoutMs: config.gatewayTimeoutMs,
-                })),
+                gateway,
                 logger,
                 unenforcedLimits: config.unenforcedLimits,
               }),

@@ -185,7 +185,11 @@ const ROUTES: Record<string, readonly Probe[]> = {
   'GET /dashboard/agents/:id/delete': [{ action: 'agent.manage', target: 'agent' }],
   'POST /dashboard/agents/:id/delete': [{ action: 'agent.manage', target: 'agent' }],
   'POST /dashboard/agents/:id/model-limits': [
-    { action: 'agent.manage', target: 'agent', body: form({ requests_per_minute: '30', tokens_per_day: '' }) },
+    {
+      action: 'agent.manage',
+      target: 'agent',
+      body: form({ requests_per_minute: '30', tokens_per_day: '' }),
+    },
   ],
   'POST /dashboard/agents/:id/start': [{ action: 'agent.manage', target: 'agent' }],
   'POST /dashboard/agents/:id/stop': [{ action: 'agent.manage', target: 'agent' }],
