@@ -12,6 +12,7 @@ import { createEgressProxy } from '../src/agents/egress/proxy.ts';
 import { createBwrapDriver } from '../src/agents/runtime/bwrap-driver.ts';
 import { backoffMs, createLifecycle, MAX_CRASHES } from '../src/agents/runtime/lifecycle.ts';
 import { connectionUrl } from '../src/db/target.ts';
+import { createGateway } from '../src/gateway/gateway.ts';
 import { startWorker, type Worker } from '../src/jobs/worker.ts';
 import { createLogger } from '../src/logger.ts';
 import { generateSupportKeyPair } from '../src/operator-secrets/support-key.ts';
@@ -20,6 +21,7 @@ import { useTestApp } from './helpers/app.ts';
 import { testAuditSetup } from './helpers/audit.ts';
 import { launchChromium } from './helpers/chromium.ts';
 import { testClusterInfo } from './helpers/database.ts';
+import { startFakeProviders } from './helpers/fake-providers.ts';
 import { runProcess } from './helpers/process.ts';
 import { hasTool, requireTool } from './helpers/system-tools.ts';
 
@@ -52,6 +54,10 @@ await writeFile(
     credentials: [],
   }),
 );
+// The model providers, faked at the network boundary: llm-chat's answers come from here (AGT-7).
+const ANTHROPIC_KEY = `sk-ant-e2e-${process.pid}-0123456789abcdef`;
+const OPENAI_KEY = `sk-e2e-openai-${process.pid}-0123456789abcdef`;
+const fakes = await startFakeProviders({ keys: { anthropic: [ANTHROPIC_KEY], openai: [OPENAI_KEY] } });
 // Checked to parse: about 4 in 1,000 keys ssh2 generates are ones it cannot read back.
 const supportPair = generateSupportKeyPair();
 const supportKeyFile = path.join(dataDir, 'support_key');
@@ -60,7 +66,7 @@ await writeFile(supportKeyFile, supportPair.private, { mode: 0o600 });
 /** Short, so the backoff test is quick; the doubling is what it checks. */
 const BACKOFF_BASE_MS = 100;
 
-const ctx = useTestApp({ ENCLAVE_DATA_DIR: dataDir, ENCLAVE_TEMPLATES_DIR: templatesDir });
+const ctx = useTestApp({ ENCLAVE_DATA_DIR: dataDir, ENCLAVE_TEMPLATES_DIR: templatesDir, ...fakes.env });
 const enabled = hasTool('bwrap');
 let owner: TestAccount;
 let baseUrl: string;
@@ -79,6 +85,15 @@ async function startRuntime(): Promise<Worker> {
       instancesDir: testApp.config.instancesDir,
       // 127.0.0.2 stands for the public internet here; 127.0.0.1 (the host itself) stays refused.
       egress: createEgressProxy({ sql: db.app, logger, allow: ['127.0.0.2/32'] }),
+      gateway: createGateway({
+        sql: db.app,
+        vault: testApp.vault,
+        templates: testApp.templates,
+        logger,
+        upstreams: testApp.config.gatewayUpstreams,
+        autoModels: testApp.config.gatewayAutoModels,
+        timeoutMs: testApp.config.gatewayTimeoutMs,
+      }),
       logger,
     }),
     templates: testApp.templates,
@@ -216,6 +231,7 @@ ctx.before(async () => {
 ctx.after(async () => {
   await worker?.stop();
   await new Promise((resolve) => upstream.close(resolve));
+  await fakes.close();
   await rm(dataDir, { recursive: true, force: true });
 });
 
@@ -459,5 +475,43 @@ describe('agent runtime, end to end', () => {
     await restarted;
     const answer = await viaHost(host);
     assert.equal(answer.status, 200, answer.body);
+  });
+});
+
+describe('llm-chat through the model gateway, end to end', () => {
+  test('AGT-7: onboarded with an Anthropic key, then with an OpenAI key, llm-chat answers in Chromium at its subdomain with the provider’s answer; its page shows the usage', async (t) => {
+    if (!requireTool(t, 'bwrap', 'bubblewrap') || !requireTool(t, 'chromium', 'chromium')) return;
+    const browser = await launchChromium(t);
+    for (const [handle, credentials, provider, key] of [
+      ['chat-anthropic', { anthropic_api_key: ANTHROPIC_KEY }, fakes.anthropic, ANTHROPIC_KEY],
+      ['chat-openai', { openai_api_key: OPENAI_KEY }, fakes.openai, OPENAI_KEY],
+    ] as const) {
+      const agentId = await onboard(handle, 'llm-chat', credentials);
+      const instance = await startAgent(agentId);
+      assert.equal(instance.state, 'running', instance.reason ?? '');
+      assert.ok(instance.url !== null);
+      const calls = provider.calls.length;
+      const page = await browser.newPage();
+      const address = `http://${new URL(instance.url).hostname}:${new URL(baseUrl).port}/`;
+      assert.equal((await page.goto(address))?.status(), 200);
+      assert.equal(await page.textContent('h1'), 'LLM chat');
+      await page.fill('#text', `hello from ${handle}`);
+      await Promise.all([page.waitForURL(/\/messages$/), page.click('button[type=submit]')]);
+      assert.equal(await page.textContent('#answer'), `echo: hello from ${handle}`);
+      assert.equal(provider.calls.length, calls + 1);
+      assert.equal(provider.calls.at(-1)?.key, key, 'the tenant key reached the provider');
+      await page.close();
+      // The agent's page in the dashboard shows the call; the key is on no page.
+      const agentPage = await ctx.testApp.app.inject({
+        method: 'GET',
+        url: `/dashboard/agents/${agentId}`,
+        headers: { cookie: owner.sessionCookie },
+      });
+      assert.equal(agentPage.statusCode, 200);
+      assert.match(agentPage.body, /Model calls/);
+      assert.match(agentPage.body, provider === fakes.anthropic ? /claude-sonnet-4-5/ : /gpt-4\.1-mini/);
+      assert.ok(!agentPage.body.includes(key));
+      await startAgent(agentId, 'stop');
+    }
   });
 });

@@ -270,7 +270,7 @@ describe('malformed template files: file, JSON path and what is wrong', () => {
       await problemsOf(
         withCredentials({ name: 'key', description: 'Key', required: true, provider: 'gemini' }),
       ),
-      ['/credentials/0/provider: must be one of "anthropic", "openai"'],
+      ['/credentials/0/provider: must be one of "anthropic", "openai", "google", "xai"'],
     );
   });
 
@@ -309,7 +309,16 @@ describe('malformed template files: file, JSON path and what is wrong', () => {
   });
 
   test('a credential may not set a variable the platform sets', async () => {
-    const envs = ['PATH', 'PORT', 'LD_PRELOAD', 'NODE_OPTIONS', 'HTTPS_PROXY', 'ENCLAVE_AGENT_TOKEN'];
+    const envs = [
+      'PATH',
+      'PORT',
+      'LD_PRELOAD',
+      'NODE_OPTIONS',
+      'HTTPS_PROXY',
+      'ENCLAVE_AGENT_TOKEN',
+      'ANTHROPIC_API_KEY',
+      'OPENAI_BASE_URL',
+    ];
     const problems = await problemsOf(
       withCredentials(...envs.map((env, n) => ({ name: `c${n}`, description: 'd', required: false, env }))),
     );
@@ -320,6 +329,9 @@ describe('malformed template files: file, JSON path and what is wrong', () => {
       '/credentials/3/env: "NODE_OPTIONS" is reserved: the platform sets it',
       '/credentials/4/env: "HTTPS_PROXY" is reserved: the platform sets it',
       '/credentials/5/env: "ENCLAVE_AGENT_TOKEN" is reserved: ENCLAVE_* is set by the platform',
+      // The model SDKs' variables point an agent at its gateway (AGT-7): a credential cannot take them over.
+      '/credentials/6/env: "ANTHROPIC_API_KEY" is reserved: the platform sets it',
+      '/credentials/7/env: "OPENAI_BASE_URL" is reserved: the platform sets it',
     ]);
     assert.deepEqual(
       await problemsOf(withCredentials({ name: 'p', description: 'd', required: false, env: 'http_proxy' })),

@@ -6,6 +6,7 @@ import { Compile } from 'typebox/compile';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
 import { MODEL_PROVIDERS, type ModelProvider } from '../gateway/provider-names.ts';
+import { sandboxGateway } from '../gateway/providers.ts';
 import type { InstanceLimits } from './runtime/driver.ts';
 
 // Agent templates: operator-defined JSON files, one per template, in the
@@ -96,6 +97,9 @@ export const PLATFORM_ENV_NAMES: ReadonlySet<string> = new Set([
   'NODE_OPTIONS',
   'LD_PRELOAD',
   'LD_LIBRARY_PATH',
+  // The model SDKs' base-URL and key variables, which point an agent at its gateway (AGT-7).
+  ...Object.keys(sandboxGateway(0).env),
+  ...sandboxGateway(0).keyVariables,
 ]);
 const PLATFORM_ENV_PREFIX = 'ENCLAVE_';
 

@@ -4,8 +4,10 @@
 // to the upstream call. The agent proves who it is with its own identity
 // token instead.
 //
-//   GET  /                                  → { agent: "llm-chat", gateway_configured }
-//   POST /messages (or /)  { "text": "…" }  → { text: "<the model's answer>" }
+//   GET  /                                  → { agent: "llm-chat", gateway_configured };
+//                                              a browser (Accept: text/html) gets a chat page instead
+//   POST /messages (or /)  { "text": "…" }  → { text: "<the model's answer>" }; a form post
+//                                              (text=…) → the chat page, with the answer (no script)
 //
 // Environment (set by the platform):
 //   PORT                  port to listen on, on 127.0.0.1 (default 8080)
@@ -44,6 +46,42 @@ function send(response, statusCode, body) {
     'content-type': 'application/json; charset=utf-8',
     'content-length': Buffer.byteLength(text),
     'cache-control': 'no-store',
+  });
+  response.end(text);
+}
+
+const escapeHtml = (text) =>
+  text.replace(
+    /[&<>"']/g,
+    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c],
+  );
+
+/** A browser asks for HTML first; programs get JSON. */
+function wantsHtml(request) {
+  const accept = request.headers.accept ?? '';
+  return /\btext\/html\b/.test(accept) && !/^\s*application\/json/.test(accept);
+}
+
+/** The chat page: a form, and after a message the question and the model's answer (or why there is none). */
+function chatPage(response, statusCode, exchange) {
+  const shown =
+    exchange === undefined
+      ? ''
+      : `<section aria-live="polite"><h2>You</h2><pre id="question">${escapeHtml(exchange.text)}</pre>
+<h2>${exchange.answer === undefined ? 'No answer' : 'The model'}</h2><pre id="${exchange.answer === undefined ? 'problem' : 'answer'}">${escapeHtml(exchange.answer ?? exchange.problem)}</pre></section>`;
+  const text = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>LLM chat</title></head>
+<body><main><h1>LLM chat</h1><p>This agent answers with a language model through Enclave's model gateway. It never holds your model key.</p>
+<form method="post" action="/messages"><label for="text">Message</label><br>
+<textarea id="text" name="text" rows="3" cols="50" maxlength="${MAX_TEXT_CHARS}" required></textarea><br>
+<button type="submit">Send</button></form>${shown}
+<p>Programs talk to it in JSON: <code>POST /messages</code> with <code>{"text": "…"}</code>.</p></main></body></html>`;
+  response.writeHead(statusCode, {
+    'content-type': 'text/html; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+    'content-security-policy': "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
   });
   response.end(text);
 }
@@ -132,6 +170,7 @@ async function askModel(url, text) {
 async function handle(request, response) {
   const { pathname } = new URL(request.url ?? '/', 'http://agent.invalid');
   if (pathname === '/' && (request.method === 'GET' || request.method === 'HEAD')) {
+    if (wantsHtml(request)) return chatPage(response, 200, undefined);
     return send(response, 200, { agent: 'llm-chat', gateway_configured: gatewayMessagesUrl() !== undefined });
   }
   if (pathname !== '/' && pathname !== '/messages') return send(response, 404, { error: 'not_found' });
@@ -141,29 +180,43 @@ async function handle(request, response) {
   }
   const body = await readBody(request, response);
   if (body === undefined) return;
+  const form = (request.headers['content-type'] ?? '').startsWith('application/x-www-form-urlencoded');
   let message;
   try {
-    message = JSON.parse(body.toString('utf8'));
+    message = form
+      ? { text: new URLSearchParams(body.toString('utf8')).get('text') }
+      : JSON.parse(body.toString('utf8'));
   } catch {
     return send(response, 400, { error: 'invalid_json', message: 'the body is not valid JSON' });
   }
   const text = message?.text;
+  // A form gets the chat page back, showing the answer or why there is none; a program gets JSON.
+  const reply = (statusCode, answer) => {
+    if (!form) return send(response, statusCode, answer);
+    const status = answer.status === undefined ? '' : ` (the gateway answered ${answer.status})`;
+    const problem = `${answer.message ?? answer.error ?? 'no answer'}${status}`;
+    return chatPage(response, statusCode, {
+      text: typeof text === 'string' ? text : '',
+      answer: answer.text,
+      problem,
+    });
+  };
   if (typeof text !== 'string' || text.trim() === '' || text.length > MAX_TEXT_CHARS) {
-    return send(response, 400, {
+    return reply(400, {
       error: 'invalid_message',
       message: `expected { "text": "…" } with 1 to ${MAX_TEXT_CHARS} characters of text`,
     });
   }
   const url = gatewayMessagesUrl();
   if (url === undefined) {
-    return send(response, 503, {
+    return reply(503, {
       error: 'model_gateway_not_configured',
       message:
         'ENCLAVE_GATEWAY_URL is not set (or not an http(s) URL): this agent answers through the model gateway',
     });
   }
   const [statusCode, answer] = await askModel(url, text);
-  return send(response, statusCode, answer);
+  return reply(statusCode, answer);
 }
 
 const server = createServer((request, response) => {
