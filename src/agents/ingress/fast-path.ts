@@ -4,6 +4,7 @@ import { connectHostSocket } from '../runtime/host-sockets.ts';
 import { requestHeaders, responseHeaders } from './headers.ts';
 import {
   type BodyReader,
+  type BodyStep,
   BrokenFraming,
   bodyReader,
   type Framing,
@@ -97,6 +98,8 @@ export function createFastPath(deps: FastPathDeps): FastPath {
     handOver: (unread: Buffer) => void,
   ): void {
     open.add(client);
+    // Read once: each read asks the kernel.
+    const clientAddress = client.remoteAddress ?? '';
     let unread: Buffer = NO_BYTES;
     let exchange: Exchange | undefined;
     let upstream: Upstream | undefined;
@@ -176,7 +179,10 @@ export function createFastPath(deps: FastPathDeps): FastPath {
       const head = parseRequestHead(unread, end);
       const subdomain =
         head === undefined || deps.closing() ? undefined : subdomainOf(head.host, deps.agentsDomain);
-      if (head === undefined || subdomain === undefined || subdomain === 'malformed') return release();
+      if (head === undefined || subdomain === undefined || subdomain === 'malformed') {
+        release();
+        return;
+      }
       clearTimeout(waitTimer);
       const started = performance.now();
       const current: Exchange = {
@@ -228,7 +234,7 @@ export function createFastPath(deps: FastPathDeps): FastPath {
       const { head } = current;
       const headers = requestHeaders(head.raw, {
         host: head.host.toLowerCase(),
-        clientAddress: client.remoteAddress ?? '',
+        clientAddress,
         proto: deps.proto ?? 'http',
       });
       const bytes = serializeHead(`${head.method} ${head.target} HTTP/1.1`, headers);
@@ -241,7 +247,10 @@ export function createFastPath(deps: FastPathDeps): FastPath {
 
     /** The whole request is with the instance: its answer's head must follow in time. */
     function requestSent(current: Exchange): void {
-      if (current.responded) return finished(current);
+      if (current.responded) {
+        finished(current);
+        return;
+      }
       if (current.status !== undefined) return;
       current.headTimer = setTimeout(() => {
         if (current.status !== undefined || exchange !== current) return;
@@ -276,7 +285,9 @@ export function createFastPath(deps: FastPathDeps): FastPath {
       });
       socket.on('error', () => socket.destroy());
       socket.on('close', () => {
-        if (upstream?.socket === socket) upstream = undefined;
+        // A connection to another instance, dropped when the client's next request named this one.
+        if (upstream?.socket !== socket) return;
+        upstream = undefined;
         const current = exchange;
         if (current === undefined || !current.committed || current.responded) return;
         if (current.status === undefined) return fail(current, deps.badGateway, 502);
@@ -300,12 +311,15 @@ export function createFastPath(deps: FastPathDeps): FastPath {
         for (;;) {
           const end = headEnd(pending);
           if (end === -1) {
-            if (pending.length > MAX_HEAD_BYTES) return fail(current, deps.badGateway, 502);
-            current.responseHead = pending;
+            if (pending.length > MAX_HEAD_BYTES) fail(current, deps.badGateway, 502);
+            else current.responseHead = pending;
             return;
           }
           const head = parseResponseHead(pending, end, current.head.method);
-          if (head === undefined || head.status === 101) return fail(current, deps.badGateway, 502);
+          if (head === undefined || head.status === 101) {
+            fail(current, deps.badGateway, 502);
+            return;
+          }
           pending = pending.subarray(end);
           // Interim answers (100, 103) are not passed on, as Node's path does not.
           if (head.status < 200) continue;
@@ -328,7 +342,15 @@ export function createFastPath(deps: FastPathDeps): FastPath {
           break;
         }
       }
-      const step = current.reader.step(body, 0);
+      let step: BodyStep;
+      try {
+        step = current.reader.step(body, 0);
+      } catch (error) {
+        // Nothing of this response has reached the client yet: it can still be told plainly.
+        if (!(error instanceof BrokenFraming) || out.length === 0) throw error;
+        fail(current, deps.badGateway, 502);
+        return;
+      }
       if (step.used > 0) out.push(step.used === body.length ? body : body.subarray(0, step.used));
       const sent = client.write(out.length === 1 ? (out[0] ?? NO_BYTES) : Buffer.concat(out));
       if (!step.ended) {
@@ -349,7 +371,10 @@ export function createFastPath(deps: FastPathDeps): FastPath {
     function finished(current: Exchange): void {
       if (exchange !== current) return;
       exchange = undefined;
-      if (current.head.close || current.framing?.kind === 'close') return closeAfter(NO_BYTES);
+      if (current.head.close || current.framing?.kind === 'close') {
+        closeAfter(NO_BYTES);
+        return;
+      }
       waitTimer = setTimeout(() => client.destroy(), timeouts.keepAliveMs);
       client.resume();
       if (unread.length > 0) nextRequest();
