@@ -37,6 +37,8 @@ export interface FastPathDeps {
   /** The running instance's agent id for a subdomain, or undefined (then Node's path answers). */
   runningAgent(subdomain: string): Promise<string | undefined>;
   socketOf(agentId: string): string;
+  /** The client's address, judged from the socket's peer and the X-Forwarded-For it sent (if any). */
+  clientAddress(client: net.Socket, forwardedFor: string | undefined): string;
   instanceHost(subdomain: string): string;
   log(method: string, status: number, agentId: string | undefined, started: number): void;
   closing(): boolean;
@@ -98,8 +100,8 @@ export function createFastPath(deps: FastPathDeps): FastPath {
     handOver: (unread: Buffer) => void,
   ): void {
     open.add(client);
-    // Read once: each read asks the kernel.
-    const clientAddress = client.remoteAddress ?? '';
+    // Judged once for requests without X-Forwarded-For: reading the peer's address asks the kernel.
+    const peerAddress = deps.clientAddress(client, undefined);
     let unread: Buffer = NO_BYTES;
     let exchange: Exchange | undefined;
     let upstream: Upstream | undefined;
@@ -234,7 +236,8 @@ export function createFastPath(deps: FastPathDeps): FastPath {
       const { head } = current;
       const headers = requestHeaders(head.raw, {
         host: head.host.toLowerCase(),
-        clientAddress,
+        clientAddress:
+          head.forwardedFor === undefined ? peerAddress : deps.clientAddress(client, head.forwardedFor),
         proto: deps.proto ?? 'http',
       });
       const bytes = serializeHead(`${head.method} ${head.target} HTTP/1.1`, headers);

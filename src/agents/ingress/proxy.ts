@@ -1,6 +1,6 @@
 import http, {
   type ClientRequest,
-  type IncomingMessage,
+  IncomingMessage,
   type Server,
   type ServerResponse,
   STATUS_CODES,
@@ -226,6 +226,13 @@ export function createIngress(deps: IngressDeps): Ingress {
     proto: deps.origin?.proto,
     runningAgent,
     socketOf,
+    clientAddress(client, forwardedFor) {
+      if (deps.origin === undefined) return client.remoteAddress ?? '';
+      // The operator's rule reads a request: one that carries just what the rule looks at.
+      const message = new IncomingMessage(client);
+      if (forwardedFor !== undefined) message.headers['x-forwarded-for'] = forwardedFor;
+      return deps.origin.address(message);
+    },
     instanceHost,
     log: (method, status, agentId, started) => logged('http', method, started)(status, agentId),
     closing: () => closing,

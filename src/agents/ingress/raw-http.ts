@@ -26,6 +26,8 @@ export interface RequestHead {
   readonly raw: readonly string[];
   readonly host: string;
   readonly contentLength: number;
+  /** X-Forwarded-For as Node joins it (lines joined by ', '), for judging the client's address. */
+  readonly forwardedFor: string | undefined;
   /** Whether the client asked to close the connection after this exchange. */
   readonly close: boolean;
 }
@@ -35,7 +37,7 @@ const REQUEST_LINE = /^([A-Z]{1,20}) (\/[\x21-\x7e]*) HTTP\/1\.1$/;
 const REQUEST_FIELD = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\x20-\x7e\t]*?)[ \t]*$/;
 const DIGITS = /^[0-9]{1,15}$/;
 /** Headers whose presence sends the request to Node's parser: framing or semantics the fast path does not take on. */
-const LEFT_TO_NODE = new Set(['transfer-encoding', 'expect', 'upgrade', 'x-forwarded-for']);
+const LEFT_TO_NODE = new Set(['transfer-encoding', 'expect', 'upgrade']);
 
 /**
  * The request head in `buffer[0, end)` if it is within the fast path's subset, else undefined
@@ -49,6 +51,7 @@ export function parseRequestHead(buffer: Buffer, end: number): RequestHead | und
   let host: string | undefined;
   let contentLength: number | undefined;
   let close = false;
+  let forwardedFor: string | undefined;
   for (let i = 1; i < lines.length; i++) {
     const field = REQUEST_FIELD.exec(lines[i] ?? '');
     if (field === null) return undefined;
@@ -62,6 +65,8 @@ export function parseRequestHead(buffer: Buffer, end: number): RequestHead | und
     } else if (lower === 'content-length') {
       if (contentLength !== undefined || !DIGITS.test(value)) return undefined;
       contentLength = Number(value);
+    } else if (lower === 'x-forwarded-for') {
+      forwardedFor = forwardedFor === undefined ? value : `${forwardedFor}, ${value}`;
     } else if (lower === 'connection') {
       for (const token of value.toLowerCase().split(',')) {
         const option = token.trim();
@@ -78,6 +83,7 @@ export function parseRequestHead(buffer: Buffer, end: number): RequestHead | und
     raw,
     host,
     contentLength: contentLength ?? 0,
+    forwardedFor,
     close,
   };
 }
