@@ -82,6 +82,7 @@ interface Exchange {
   status?: number;
   reader?: BodyReader;
   framing?: Framing;
+  keepsOpenMs?: number | undefined;
   responded: boolean;
   headTimer?: NodeJS.Timeout;
 }
@@ -89,7 +90,12 @@ interface Exchange {
 interface Upstream {
   readonly socket: net.Socket;
   readonly agentId: string;
+  /** Past this moment (performance.now()) the instance may be closing its end: a new connection is opened. */
+  reuseUntil: number;
 }
+
+/** A connection is not reused this close to the end of the idle time the instance announced. */
+const REUSE_MARGIN_MS = 1000;
 
 export function createFastPath(deps: FastPathDeps): FastPath {
   const open = new Set<net.Socket>();
@@ -210,7 +216,13 @@ export function createFastPath(deps: FastPathDeps): FastPath {
       // Not running, or unknown: Node's path asks again and answers the one 404.
       if (agentId === undefined) return release();
       current.agentId = agentId;
-      if (upstream === undefined || upstream.agentId !== agentId || upstream.socket.destroyed) {
+      let pinned = upstream;
+      if (
+        pinned === undefined ||
+        pinned.agentId !== agentId ||
+        pinned.socket.destroyed ||
+        performance.now() >= pinned.reuseUntil
+      ) {
         upstream?.socket.destroy();
         upstream = undefined;
         let socket: net.Socket;
@@ -225,10 +237,11 @@ export function createFastPath(deps: FastPathDeps): FastPath {
           socket.destroy();
           return;
         }
-        upstream = { socket, agentId };
+        pinned = { socket, agentId, reuseUntil: Number.POSITIVE_INFINITY };
+        upstream = pinned;
         attachUpstream(socket);
       }
-      commit(current, upstream.socket);
+      commit(current, pinned.socket);
     }
 
     function commit(current: Exchange, socket: net.Socket): void {
@@ -330,6 +343,7 @@ export function createFastPath(deps: FastPathDeps): FastPath {
           current.responseHead = NO_BYTES;
           current.status = head.status;
           current.framing = head.framing;
+          current.keepsOpenMs = head.keepsOpenMs;
           current.reader = bodyReader(head.framing);
           const headers = responseHeaders(
             head.raw,
@@ -366,7 +380,11 @@ export function createFastPath(deps: FastPathDeps): FastPath {
       current.responded = true;
       deps.log(current.head.method, current.status ?? 0, current.agentId, current.started);
       // Bytes past the response's end: this connection to the instance is not trusted with another request.
-      if (step.used < body.length) socket.destroy();
+      // Nor one the instance closes or is about to close: a request written as it closes would fail.
+      if (step.used < body.length || current.keepsOpenMs === 0) socket.destroy();
+      else if (upstream?.socket === socket && current.keepsOpenMs !== undefined) {
+        upstream.reuseUntil = performance.now() + current.keepsOpenMs - REUSE_MARGIN_MS;
+      }
       if (current.bodyLeft === 0) finished(current);
     }
 

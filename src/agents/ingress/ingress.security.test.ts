@@ -841,6 +841,8 @@ test('AGT-3: an instance cannot pass bytes past the end of its response off as t
     '/lengths': 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!',
     '/gzip': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n',
     '/chunked': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n',
+    '/http10': 'HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok',
+    '/closing': 'HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok',
     '/chunk-extension': `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;x=y\r\nok\r\n0\r\n\r\n${fake}`,
     '/folded': 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Folded: a\r\n b\r\n\r\nok',
     '/early-hints':
@@ -859,6 +861,13 @@ test('AGT-3: an instance cannot pass bytes past the end of its response off as t
     rawRequest(instance.host, '/chunked') + rawRequest(instance.host, '/chunked', true),
   );
   assert.deepEqual(statusesOf(chunked), ['200', '200']);
+  // An instance that closes its end after answering (HTTP/1.0, Connection: close) gets a new connection for the next.
+  const closing = await sendRaw(
+    rawRequest(instance.host, '/http10') +
+      rawRequest(instance.host, '/closing') +
+      rawRequest(instance.host, '/http10', true),
+  );
+  assert.deepEqual(statusesOf(closing), ['200', '200', '200']);
   // A chunk form two parsers could read apart is never passed on.
   const extension = await sendRaw(rawRequest(instance.host, '/chunk-extension'));
   assert.deepEqual(statusesOf(extension), ['502']);

@@ -46,7 +46,8 @@ const LEFT_TO_NODE = new Set(['transfer-encoding', 'expect', 'upgrade']);
 export function parseRequestHead(buffer: Buffer, end: number): RequestHead | undefined {
   const lines = buffer.toString('latin1', 0, end - 4).split('\r\n');
   const start = REQUEST_LINE.exec(lines[0] ?? '');
-  if (start === null) return undefined;
+  // CONNECT asks for a tunnel, which only Node's path refuses as it should.
+  if (start === null || start[1] === 'CONNECT') return undefined;
   const raw: string[] = [];
   let host: string | undefined;
   let contentLength: number | undefined;
@@ -98,9 +99,15 @@ export interface ResponseHead {
   readonly status: number;
   readonly raw: readonly string[];
   readonly framing: Framing;
+  /**
+   * How long the instance keeps its end of the connection open for another request after this
+   * one: 0 when it closes it (HTTP/1.0, `Connection: close`), undefined when it does not say.
+   */
+  readonly keepsOpenMs: number | undefined;
 }
 
-const STATUS_LINE = /^HTTP\/1\.1 ([1-5][0-9]{2})(?: [\x20-\x7e\t\x80-\xff]*)?$/;
+const STATUS_LINE = /^HTTP\/1\.([01]) ([1-5][0-9]{2})(?: [\x20-\x7e\t\x80-\xff]*)?$/;
+const KEEP_ALIVE_TIMEOUT = /(?:^|[ ,])timeout=([0-9]{1,6})(?:$|[ ,])/;
 // The instance controls every byte: values may carry obs-text (as Node's parser allows), never CR, LF or NUL.
 const RESPONSE_FIELD = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\x20-\x7e\t\x80-\xff]*?)[ \t]*$/;
 
@@ -112,10 +119,11 @@ export function parseResponseHead(buffer: Buffer, end: number, method: string): 
   const lines = buffer.toString('latin1', 0, end - 4).split('\r\n');
   const start = STATUS_LINE.exec(lines[0] ?? '');
   if (start === null) return undefined;
-  const status = Number(start[1]);
+  const status = Number(start[2]);
   const raw: string[] = [];
   let length: string | undefined;
   let coding: string | undefined;
+  let keepsOpenMs: number | undefined = start[1] === '0' ? 0 : undefined;
   for (let i = 1; i < lines.length; i++) {
     const field = RESPONSE_FIELD.exec(lines[i] ?? '');
     if (field === null) return undefined;
@@ -128,6 +136,11 @@ export function parseResponseHead(buffer: Buffer, end: number, method: string): 
     } else if (lower === 'transfer-encoding') {
       if (coding !== undefined) return undefined;
       coding = value.toLowerCase();
+    } else if (lower === 'connection') {
+      if (value.toLowerCase().includes('close')) keepsOpenMs = 0;
+    } else if (lower === 'keep-alive' && keepsOpenMs !== 0) {
+      const timeout = KEEP_ALIVE_TIMEOUT.exec(value);
+      if (timeout !== null) keepsOpenMs = Number(timeout[1]) * 1000;
     }
     raw.push(name, value);
   }
@@ -140,7 +153,7 @@ export function parseResponseHead(buffer: Buffer, end: number, method: string): 
       : length !== undefined
         ? { kind: 'length', length: Number(length) }
         : { kind: 'close' };
-  return { status, raw, framing };
+  return { status, raw, framing, keepsOpenMs };
 }
 
 /** What a body reader made of a chunk: how many of its bytes belong to the body, and whether the body ended. */
