@@ -158,6 +158,8 @@ export function createFastPath(deps: FastPathDeps): FastPath {
 
     /** Ends the client connection once `last` is written (the client may not close its side). */
     function closeAfter(last: Buffer): void {
+      // Whatever the client sends from now on is not read as a request.
+      client.off('data', onData);
       client.end(last, () => client.destroy());
     }
 

@@ -868,6 +868,11 @@ test('AGT-3: an instance cannot pass bytes past the end of its response off as t
       rawRequest(instance.host, '/http10', true),
   );
   assert.deepEqual(statusesOf(closing), ['200', '200', '200']);
+  // Nothing after a request that asked to close is read as another.
+  const closed = await sendRaw(
+    rawRequest(instance.host, '/chunked', true) + rawRequest(instance.host, '/chunked'),
+  );
+  assert.deepEqual(statusesOf(closed), ['200']);
   // A chunk form two parsers could read apart is never passed on.
   const extension = await sendRaw(rawRequest(instance.host, '/chunk-extension'));
   assert.deepEqual(statusesOf(extension), ['502']);
