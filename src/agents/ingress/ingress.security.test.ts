@@ -727,3 +727,157 @@ test('AGT-3: no info-level log line carries a subdomain or a proxied path', asyn
     assert.ok(!line.includes('secret-path-canary'), `log line carries a path: ${line}`);
   }
 });
+
+/** A request head as raw text; `close` asks the server to close the connection after answering it. */
+function rawRequest(host: string, target = '/', close = false): string {
+  return `GET ${target} HTTP/1.1\r\nHost: ${host}\r\n${close ? 'Connection: close\r\n' : ''}\r\n`;
+}
+
+const statusesOf = (raw: string): string[] =>
+  [...raw.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1] ?? '');
+
+test('AGT-3: on one kept-alive connection each request goes where its own Host says, with its body, pipelined or one by one', async () => {
+  const first = await addInstance(tenantA, 'running');
+  await serveInstance(first, 'first');
+  const second = await addInstance(tenantB, 'running');
+  await serveInstance(second, 'second');
+  // All at once on one connection: two instances, the first again, an unknown name, then the platform.
+  const answer = await sendRaw(
+    rawRequest(first.host) +
+      rawRequest(second.host) +
+      `POST /upload HTTP/1.1\r\nHost: ${first.host}\r\nContent-Length: 11\r\n\r\nhello world` +
+      rawRequest(first.host, '/again') +
+      rawRequest(`${newSubdomain('ec')}.${DOMAIN}:${port}`) +
+      rawRequest(`127.0.0.1:${port}`, '/healthz', true),
+  );
+  assert.deepEqual(statusesOf(answer), ['200', '200', '200', '200', '404', '200']);
+  // The body went with its request, and the bytes after it were read as the next request.
+  assert.match(answer, /\{"bytes":11,"sha256":"[0-9a-f]{64}"\}/);
+  assert.deepEqual(
+    [...answer.matchAll(/"instance":"(\w+)","method":"GET","url":"([^"]*)"/g)].map((m) => `${m[1]} ${m[2]}`),
+    ['first /', 'second /', 'first /again'],
+  );
+  assert.match(answer, /\{"status":"ok"\}/);
+
+  // One by one over a kept-alive connection, as a browser sends them.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  try {
+    const seen: string[] = [];
+    for (const host of [first.host, second.host, first.host]) {
+      const res = await new Promise<{ answer: Answer; reused: boolean }>((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port, headers: { host }, agent }, (res) =>
+          collect(res).then((answer) => resolve({ answer, reused: req.reusedSocket }), reject),
+        );
+        req.on('error', reject);
+        req.end();
+      });
+      seen.push(`${json(res.answer).instance} ${res.reused}`);
+    }
+    assert.deepEqual(seen, ['first false', 'second true', 'first true']);
+  } finally {
+    agent.destroy();
+  }
+});
+
+test('AGT-3: ambiguous framing, obs-fold, bad bytes and oversize heads get the same 4xx on a kept-alive connection as on a new one, and nothing is smuggled', async () => {
+  const instance = await addInstance(tenantA, 'running');
+  await serveInstance(instance, 'framing');
+  const smuggled = rawRequest(instance.host, '/smuggled');
+  const bad: [string, string][] = [
+    [
+      'Content-Length and Transfer-Encoding',
+      `POST /upload HTTP/1.1\r\nHost: ${instance.host}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${smuggled}`,
+    ],
+    [
+      'two Content-Lengths',
+      `POST /upload HTTP/1.1\r\nHost: ${instance.host}\r\nContent-Length: 0\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
+    ],
+    ['obs-fold', `GET / HTTP/1.1\r\nHost: ${instance.host}\r\nX-Folded: a\r\n b\r\n\r\n`],
+    ['a NUL in a value', `GET / HTTP/1.1\r\nHost: ${instance.host}\r\nX-Bad: a\u0000b\r\n\r\n`],
+    ['a bare LF', `GET / HTTP/1.1\r\nHost: ${instance.host}\nX-Bad: a\r\n\r\n`],
+    ['an oversize head', `GET / HTTP/1.1\r\nHost: ${instance.host}\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`],
+  ];
+  for (const [label, request] of bad) {
+    const alone = statusesOf(await sendRaw(request));
+    assert.equal(alone.length, 1, label);
+    assert.match(alone[0] ?? '', /^4\d\d$/, label);
+    const after = await sendRaw(rawRequest(instance.host) + request);
+    assert.deepEqual(statusesOf(after), ['200', ...alone], label);
+    assert.ok(!after.includes('"url":"/smuggled"'), label);
+  }
+});
+
+/** An instance that writes `answers[path]` as raw bytes for each request head it reads. */
+async function serveRawInstance(instance: Instance, answers: Record<string, string>): Promise<net.Server> {
+  const server = net.createServer((socket) => {
+    let pending = '';
+    socket.on('error', () => socket.destroy());
+    socket.on('data', (chunk: Buffer) => {
+      pending += chunk.toString('latin1');
+      for (let end = pending.indexOf('\r\n\r\n'); end !== -1; end = pending.indexOf('\r\n\r\n')) {
+        const target = pending.slice(0, end).split(' ')[1] ?? '';
+        pending = pending.slice(end + 4);
+        socket.write(answers[target] ?? 'HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n');
+      }
+    });
+  });
+  mkdirSync(path.dirname(instance.socketPath), { recursive: true, mode: 0o711 });
+  await listenHostSocket(path.dirname(instance.socketPath), 'ingress.sock', 0o600, server);
+  rawServers.add(server);
+  return server;
+}
+
+const rawServers = new Set<net.Server>();
+ctx.after(() => {
+  for (const server of rawServers) server.close();
+});
+
+test('AGT-3: an instance cannot pass bytes past the end of its response off as the answer to the next request, nor frame it ambiguously', async () => {
+  const instance = await addInstance(tenantB, 'running');
+  const fake = 'HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled';
+  await serveRawInstance(instance, {
+    '/extra': `HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok${fake}`,
+    '/both': 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+    '/lengths': 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!',
+    '/gzip': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n',
+    '/chunked': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n',
+    '/http10': 'HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok',
+    '/closing': 'HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok',
+    '/chunk-extension': `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;x=y\r\nok\r\n0\r\n\r\n${fake}`,
+    '/folded': 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Folded: a\r\n b\r\n\r\nok',
+    '/early-hints':
+      'HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok',
+  });
+  // Bytes past the end are dropped with the instance's connection: the next request gets its own answer.
+  const twice = await sendRaw(
+    rawRequest(instance.host, '/extra') + rawRequest(instance.host, '/extra', true),
+  );
+  assert.deepEqual(statusesOf(twice), ['200', '200']);
+  assert.ok(!twice.includes('smuggled'));
+  for (const target of ['/both', '/lengths', '/gzip', '/folded']) {
+    assert.equal((await send(instance.host, { path: target })).status, 502, target);
+  }
+  const chunked = await sendRaw(
+    rawRequest(instance.host, '/chunked') + rawRequest(instance.host, '/chunked', true),
+  );
+  assert.deepEqual(statusesOf(chunked), ['200', '200']);
+  // An instance that closes its end after answering (HTTP/1.0, Connection: close) gets a new connection for the next.
+  const closing = await sendRaw(
+    rawRequest(instance.host, '/http10') +
+      rawRequest(instance.host, '/closing') +
+      rawRequest(instance.host, '/http10', true),
+  );
+  assert.deepEqual(statusesOf(closing), ['200', '200', '200']);
+  // Nothing after a request that asked to close is read as another.
+  const closed = await sendRaw(
+    rawRequest(instance.host, '/chunked', true) + rawRequest(instance.host, '/chunked'),
+  );
+  assert.deepEqual(statusesOf(closed), ['200']);
+  // A chunk form two parsers could read apart is never passed on.
+  const extension = await sendRaw(rawRequest(instance.host, '/chunk-extension'));
+  assert.deepEqual(statusesOf(extension), ['502']);
+  assert.ok(!extension.includes('smuggled'));
+  const hinted = await sendRaw(rawRequest(instance.host, '/early-hints', true));
+  assert.deepEqual(statusesOf(hinted), ['200']);
+  assert.match(hinted, /\r\n\r\nok$/);
+});

@@ -1,17 +1,22 @@
 import http, {
   type ClientRequest,
-  type IncomingMessage,
+  IncomingMessage,
   type Server,
   type ServerResponse,
   STATUS_CODES,
 } from 'node:http';
+import type { Socket } from 'node:net';
 import path from 'node:path';
 import { type Duplex, pipeline } from 'node:stream';
 import type { Sql } from 'postgres';
 import { withLookup } from '../../db/lookup.ts';
 import type { Logger } from '../../logger.ts';
 import { HOST_DIR, HostSocketAgent, HostSocketError } from '../runtime/host-sockets.ts';
+import { type ConnectionTimeouts, createFastPath } from './fast-path.ts';
+import { type Forwarding, requestHeaders, responseHeaders } from './headers.ts';
 import { subdomainOf } from './subdomain.ts';
+
+export { PLATFORM_COOKIE_PREFIX } from './headers.ts';
 
 // AGT-3: the ingress. A request (HTTP or WebSocket) whose Host is
 // `<subdomain>.<agents domain>` goes to that instance's ingress socket,
@@ -29,6 +34,8 @@ export interface Ingress {
   claims(host: string | undefined): boolean;
   handleRequest(req: IncomingMessage, res: ServerResponse): void;
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** A new client connection: served by the fast path until it hands the connection, with its unread bytes, to `handOver`. */
+  handleConnection(socket: Socket, timeouts: ConnectionTimeouts, handOver: (unread: Buffer) => void): void;
   close(): void; // ends in-flight proxied connections (server shutdown)
 }
 
@@ -62,32 +69,6 @@ const IDLE_TIMEOUT_MS = 10 * 60_000;
  */
 const RUNNING_CACHE_MS = 100;
 const RUNNING_CACHE_SIZE = 10_000;
-/** The platform's cookies (the session cookie `enclave_session`) share this prefix; none reaches an instance. */
-export const PLATFORM_COOKIE_PREFIX = 'enclave_';
-
-/** Connection-level headers (RFC 9110 §7.6.1): never forwarded, in either direction. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
-/** Request headers the ingress sets itself, whatever the client sent (expect: the server already answered 100). */
-const SET_BY_INGRESS = new Set([
-  'host',
-  'forwarded',
-  'x-forwarded-for',
-  'x-forwarded-proto',
-  'x-forwarded-host',
-  'x-real-ip',
-  'expect',
-]);
-
 interface FixedAnswer {
   readonly status: number;
   readonly headers: readonly string[];
@@ -140,98 +121,17 @@ function rawHead(status: number, headers: readonly string[]): Buffer {
   return Buffer.from(`${head}\r\n`, 'latin1');
 }
 
+/** A whole answer as bytes, ending its connection. */
+function fixedRaw(answer: FixedAnswer): Buffer {
+  return Buffer.concat([rawHead(answer.status, [...answer.headers, 'connection', 'close']), answer.body]);
+}
+
 function sendFixedRaw(socket: Duplex, answer: FixedAnswer): void {
   if (!socket.writable) {
     socket.destroy();
     return;
   }
-  socket.end(
-    Buffer.concat([rawHead(answer.status, [...answer.headers, 'connection', 'close']), answer.body]),
-  );
-}
-
-/** Header names listed in Connection values: hop-by-hop for this message only. */
-function connectionListed(raw: readonly string[]): Set<string> {
-  const listed = new Set<string>();
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    if (raw[i]?.toLowerCase() !== 'connection') continue;
-    for (const name of (raw[i + 1] ?? '').split(',')) listed.add(name.trim().toLowerCase());
-  }
-  return listed;
-}
-
-/** The Cookie header without the platform's cookies; '' when none is left. */
-function withoutPlatformCookies(cookie: string): string {
-  return cookie
-    .split(';')
-    .map((pair) => pair.trim())
-    .filter((pair) => pair !== '' && !pair.startsWith(PLATFORM_COOKIE_PREFIX))
-    .join('; ');
-}
-
-/** Whether every Domain attribute of a Set-Cookie value stays within the instance's own host. */
-function cookieStaysOnHost(setCookie: string, instanceHost: string): boolean {
-  // The instance controls the value: Domain=<agents domain> or a parent would plant cookies on its
-  // siblings or on the platform itself (cookie tossing, session fixation).
-  for (const attribute of setCookie.split(';').slice(1)) {
-    const equals = attribute.indexOf('=');
-    const name = (equals === -1 ? attribute : attribute.slice(0, equals)).trim().toLowerCase();
-    if (name !== 'domain') continue;
-    const domain = (equals === -1 ? '' : attribute.slice(equals + 1)).trim().toLowerCase().replace(/^\./, '');
-    if (domain !== instanceHost && !domain.endsWith(`.${instanceHost}`)) return false;
-  }
-  return true;
-}
-
-function requestHeaders(
-  req: IncomingMessage,
-  host: string,
-  upgrade: string | undefined,
-  origin: ClientOrigin | undefined,
-): string[] {
-  // The client controls every header: hop-by-hop ones, forwarding claims and platform cookies stop here.
-  const raw = req.rawHeaders;
-  const listed = connectionListed(raw);
-  const headers: string[] = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i] ?? '';
-    const value = raw[i + 1] ?? '';
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower) || SET_BY_INGRESS.has(lower) || listed.has(lower)) continue;
-    if (lower === 'cookie') {
-      const kept = withoutPlatformCookies(value);
-      if (kept !== '') headers.push(name, kept);
-      continue;
-    }
-    headers.push(name, value);
-  }
-  const encrypted = 'encrypted' in req.socket && req.socket.encrypted === true;
-  headers.push(
-    'host',
-    host,
-    'x-forwarded-for',
-    origin?.address(req) ?? req.socket.remoteAddress ?? '',
-    'x-forwarded-proto',
-    origin?.proto ?? (encrypted ? 'https' : 'http'),
-    'x-forwarded-host',
-    host,
-  );
-  if (upgrade !== undefined) headers.push('connection', 'upgrade', 'upgrade', upgrade);
-  return headers;
-}
-
-function responseHeaders(raw: readonly string[], instanceHost: string, keep: ReadonlySet<string>): string[] {
-  const listed = connectionListed(raw);
-  const headers: string[] = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i] ?? '';
-    const value = raw[i + 1] ?? '';
-    const lower = name.toLowerCase();
-    if (!keep.has(lower) && (HOP_BY_HOP.has(lower) || listed.has(lower))) continue;
-    if (lower === 'set-cookie' && !cookieStaysOnHost(value, instanceHost)) continue;
-    headers.push(name, value);
-  }
-  return headers;
+  socket.end(fixedRaw(answer));
 }
 
 const NOTHING_KEPT: ReadonlySet<string> = new Set();
@@ -321,6 +221,36 @@ export function createIngress(deps: IngressDeps): Ingress {
     return { host: (req.headers.host ?? '').toLowerCase(), subdomain };
   }
 
+  const fastPath = createFastPath({
+    agentsDomain,
+    proto: deps.origin?.proto,
+    runningAgent,
+    socketOf,
+    clientAddress(client, forwardedFor) {
+      if (deps.origin === undefined) return client.remoteAddress ?? '';
+      // The operator's rule reads a request: one that carries just what the rule looks at.
+      const message = new IncomingMessage(client);
+      if (forwardedFor !== undefined) message.headers['x-forwarded-for'] = forwardedFor;
+      return deps.origin.address(message);
+    },
+    instanceHost,
+    log: (method, status, agentId, started) => logged('http', method, started)(status, agentId),
+    closing: () => closing,
+    badGateway: fixedRaw(BAD_GATEWAY),
+    gatewayTimeout: fixedRaw(GATEWAY_TIMEOUT),
+    headTimeoutMs: HEAD_TIMEOUT_MS,
+    idleTimeoutMs: IDLE_TIMEOUT_MS,
+  });
+
+  function forwardingOf(req: IncomingMessage, host: string): Forwarding {
+    const encrypted = 'encrypted' in req.socket && req.socket.encrypted === true;
+    return {
+      host,
+      clientAddress: deps.origin?.address(req) ?? req.socket.remoteAddress ?? '',
+      proto: deps.origin?.proto ?? (encrypted ? 'https' : 'http'),
+    };
+  }
+
   function failed(error: unknown): void {
     // The code only: a message could name the socket path.
     logger.error({ code: (error as { code?: unknown }).code }, 'ingress request failed');
@@ -337,7 +267,7 @@ export function createIngress(deps: IngressDeps): Ingress {
       socketPath: socketOf(agentId),
       method: req.method,
       path: req.url,
-      headers: requestHeaders(req, host, undefined, deps.origin),
+      headers: requestHeaders(req.rawHeaders, forwardingOf(req, host)),
       agent,
     });
     upstreams.add(upstream);
@@ -429,7 +359,11 @@ export function createIngress(deps: IngressDeps): Ingress {
       socketPath: socketOf(agentId),
       method: req.method,
       path: req.url,
-      headers: requestHeaders(req, found.host, req.headers.upgrade ?? 'websocket', deps.origin),
+      headers: requestHeaders(
+        req.rawHeaders,
+        forwardingOf(req, found.host),
+        req.headers.upgrade ?? 'websocket',
+      ),
       agent: upgradeAgent,
     });
     upstreams.add(upstream);
@@ -519,8 +453,14 @@ export function createIngress(deps: IngressDeps): Ingress {
       });
     },
 
+    handleConnection(socket, timeouts, handOver) {
+      if (closing) return handOver(Buffer.alloc(0));
+      fastPath.accept(socket, timeouts, handOver);
+    },
+
     close() {
       closing = true;
+      fastPath.close();
       for (const upstream of upstreams) upstream.destroy();
       for (const socket of tunnels) socket.destroy();
       agent.destroy();
@@ -567,6 +507,22 @@ export function createIngressServer(
     { shouldUpgradeCallback: (req) => ingress.claims(req.headers.host) },
     (req, res) => (ingress.claims(req.headers.host) ? ingress.handleRequest(req, res) : platform(req, res)),
   );
+  // Every connection starts on the ingress's fast path, which hands it to this server's own
+  // connection handling (with the bytes it read) as soon as a request is not one it serves itself.
+  const httpConnection = server.listeners('connection') as ((this: Server, socket: Socket) => void)[];
+  server.removeAllListeners('connection');
+  server.on('connection', (socket: Socket) => {
+    ingress.handleConnection(
+      socket,
+      { headMs: server.headersTimeout, keepAliveMs: server.keepAliveTimeout },
+      (unread) => {
+        if (unread.length > 0) socket.unshift(unread);
+        for (const listener of httpConnection) listener.call(server, socket);
+        // Paused when handed over: the bytes given back flow to the server's parser first, then what follows.
+        socket.resume();
+      },
+    );
+  });
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     if (ingress.claims(req.headers.host)) return ingress.handleUpgrade(req, socket, head);
     // Older Node sends every upgrade here; the platform serves no upgrades.
