@@ -7,7 +7,7 @@ import type { Sql } from 'postgres';
 import { listenHostSocket, removeHostSocket } from '../agents/runtime/host-sockets.ts';
 import type { TemplateCatalog } from '../agents/templates.ts';
 import { appendAuditEvent } from '../audit/append.ts';
-import { type TenantSql, withTenant } from '../db/tenant.ts';
+import { withTenant } from '../db/tenant.ts';
 import { asDatabaseUnavailable, DATABASE_RETRY_AFTER_SECONDS } from '../db/timeouts.ts';
 import { PROBLEM_TYPES, type ProblemCode, problemTypeUri } from '../http/problem-types.ts';
 import type { Logger } from '../logger.ts';
@@ -44,7 +44,7 @@ export interface GatewayListener {
 
 export interface GatewayDeps {
   readonly sql: Sql;
-  readonly vault: Pick<Vault, 'lendCredential'>;
+  readonly vault: Pick<Vault, 'lendCredentialAlone'>;
   readonly templates: TemplateCatalog;
   readonly logger: Logger;
   /** Each provider's API base URL (ENCLAVE_GATEWAY_<PROVIDER>_URL). */
@@ -437,15 +437,13 @@ export function createGateway(deps: GatewayDeps) {
     checkLimits(instance, agent, call, now);
     let key: Buffer | undefined;
     try {
-      return await withTenant(deps.sql, tenantId, async (tx) => {
-        key = await deps.vault.lendCredential(
-          tx,
-          { tenantId, agentId, name: target.credential },
-          (plaintext) => Buffer.from(plaintext),
-        );
-        await recordKeyUse(instance, tx, target.provider, target.model, now);
-        return { provider: target.provider, model: target.model, key, translate: target.translate };
-      });
+      key = await deps.vault.lendCredentialAlone(
+        deps.sql,
+        { tenantId, agentId, name: target.credential },
+        (plaintext) => Buffer.from(plaintext),
+      );
+      await recordKeyUse(instance, target.provider, target.model, now);
+      return { provider: target.provider, model: target.model, key, translate: target.translate };
     } catch (error) {
       key?.fill(0);
       if (error instanceof VaultError && error.code === 'not_found') {
@@ -520,29 +518,24 @@ export function createGateway(deps: GatewayDeps) {
   }
 
   /** The first call of each hour per agent and provider appends gateway.key_used (never the key). */
-  async function recordKeyUse(
-    instance: Instance,
-    tx: TenantSql,
-    provider: ModelProvider,
-    model: string,
-    now: Date,
-  ) {
+  async function recordKeyUse(instance: Instance, provider: ModelProvider, model: string, now: Date) {
     const hour = new Date(Math.floor(now.getTime() / 3_600_000) * 3_600_000);
     const mark = `${provider} ${hour.getTime()}`;
     if (instance.hours.has(mark)) return;
     const { tenantId, agentId } = instance.identity;
-    const inserted = await tx`
-      insert into gateway_key_hours (tenant_id, agent_id, provider, hour)
-      values (${tenantId}::uuid, ${agentId}::uuid, ${provider}, ${hour.toISOString()}::timestamptz)
-      on conflict do nothing returning 1`;
-    if (inserted.length > 0) {
+    await withTenant(deps.sql, tenantId, async (tx) => {
+      const inserted = await tx`
+        insert into gateway_key_hours (tenant_id, agent_id, provider, hour)
+        values (${tenantId}::uuid, ${agentId}::uuid, ${provider}, ${hour.toISOString()}::timestamptz)
+        on conflict do nothing returning 1`;
+      if (inserted.length === 0) return;
       await appendAuditEvent(tx, tenantId, {
         actor: `agent:${agentId}`,
         action: 'gateway.key_used',
         target: `agent:${agentId}`,
         data: { provider, model, hour: hour.toISOString() },
       });
-    }
+    });
     // Another process may insert the same hour meanwhile: the primary key keeps the event to one.
     instance.hours.add(mark);
     if (instance.hours.size > 64) instance.hours.clear();

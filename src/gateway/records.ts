@@ -5,10 +5,13 @@ import type { ModelProvider } from './provider-names.ts';
 import type { TokenCounts } from './usage.ts';
 
 // The gateway's records (AGT-7): one gateway_calls row per upstream call,
-// and the per-day rollup the limits and the usage view read. Rows are
-// written in batches, one insert in flight per instance, as egress records
-// are: an agent calling fast costs the database batches, not a transaction
-// per call.
+// and the per-day rollup the usage view reads. Rows are written in batches,
+// one insert in flight per instance, at most FLUSH_MS after a call ends: an
+// agent calling fast costs the database a committed write every FLUSH_MS, not
+// one per call (whose commits, each waiting for the disk, measurably slowed
+// the next calls' key reads). An instance's listener drains its queue when it
+// closes; a killed worker loses at most the last FLUSH_MS of rows. The limits
+// do not wait for them: the gateway counts the day's tokens as calls end.
 
 export interface GatewayCall {
   readonly provider: ModelProvider;
@@ -27,6 +30,8 @@ export interface Owner {
 }
 
 const BATCH = 500;
+/** How long a finished call's row may wait to be written with the ones after it. */
+export const FLUSH_MS = 100;
 const MAX_LATENCY_MS = 2_147_483_647;
 
 /** The UTC day a call counts toward, as the rollup keys it. */
@@ -89,6 +94,7 @@ export function createCallRecorder(deps: { sql: Sql; logger: Logger }, owner: Ow
   const queue: GatewayCall[] = [];
   let inFlight: readonly GatewayCall[] = [];
   let writing: Promise<void> | undefined;
+  let timer: NodeJS.Timeout | undefined;
 
   async function writeAll(): Promise<void> {
     while (queue.length > 0) {
@@ -130,10 +136,18 @@ export function createCallRecorder(deps: { sql: Sql; logger: Logger }, owner: Ow
   return {
     record(call) {
       queue.push(call);
-      startWriting();
+      if (queue.length >= BATCH) startWriting();
+      else
+        timer ??= setTimeout(() => {
+          timer = undefined;
+          startWriting();
+        }, FLUSH_MS);
     },
     pendingTokens: (day) => tokensOf(queue, day) + tokensOf(inFlight, day),
     async drain() {
+      clearTimeout(timer);
+      timer = undefined;
+      startWriting();
       while (writing !== undefined) await writing;
     },
   };

@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { createTenant } from '../../test/helpers/audit.ts';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
 import { withTenant } from '../db/tenant.ts';
-import { lendCredential, listCredentials, putCredential } from './credentials.ts';
+import { lendCredential, lendCredentialAlone, listCredentials, putCredential } from './credentials.ts';
 import { checkMasterKeys } from './data-keys.ts';
 import type { CredentialAddress } from './envelope.ts';
 import { VaultError } from './errors.ts';
@@ -323,6 +323,55 @@ describe('lending plaintext', () => {
     assert.equal(lent.length, 1);
     assert.ok(lent[0] !== undefined && isZeroed(lent[0]));
     assert.equal(await lentValue(address), value, 'zeroing the lent copy leaves the stored value alone');
+  });
+});
+
+describe('lending in one statement (the model gateway’s read)', () => {
+  test('VLT-5: lendCredentialAlone lends the value zeroed afterwards, binding its tenant for that statement only', async () => {
+    const tenantId = await createTenant(db);
+    const address = { tenantId, agentId: await createAgent(tenantId), name: 'anthropic_api_key' };
+    const value = `sk-ant-${randomBytes(12).toString('hex')}`;
+    await put(address, value);
+    const lent: Buffer[] = [];
+    const seen = await lendCredentialAlone(db.app, provider, address, (plaintext) => {
+      lent.push(plaintext);
+      return plaintext.toString('utf8');
+    });
+    assert.equal(seen, value);
+    assert.ok(lent[0] !== undefined && isZeroed(lent[0]));
+    // The binding lasted for that statement: the next statement on the pool sees no tenant.
+    const [bound] = await db.app<
+      { tenant: string | null }[]
+    >`select enclave.current_tenant_id()::text as tenant`;
+    assert.equal(bound?.tenant ?? null, null);
+  });
+
+  test('TEN-1: enclave.credential_sealed shows only its own tenant’s rows, and will not rebind a transaction bound to another tenant', async () => {
+    const [mine, theirs] = [await createTenant(db), await createTenant(db)];
+    const theirAgent = await createAgent(theirs);
+    await put(
+      { tenantId: theirs, agentId: theirAgent, name: 'openai_api_key' },
+      'sk-theirs-0123456789abcdef',
+    );
+    // Their agent under my tenant id: no row, so not_found, and nothing decrypted.
+    await assert.rejects(
+      lendCredentialAlone(
+        db.app,
+        provider,
+        { tenantId: mine, agentId: theirAgent, name: 'openai_api_key' },
+        () => 1,
+      ),
+      (error: unknown) => error instanceof VaultError && error.code === 'not_found',
+    );
+    await assert.rejects(
+      withTenant(
+        db.app,
+        mine,
+        (tx) =>
+          tx`select * from enclave.credential_sealed(${theirs}::uuid, ${theirAgent}::uuid, 'openai_api_key')`,
+      ),
+      /bound to another tenant/,
+    );
   });
 });
 

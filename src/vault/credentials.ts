@@ -1,3 +1,4 @@
+import type { Sql } from 'postgres';
 import type { TenantSql } from '../db/tenant.ts';
 import { currentDataKey, lockTenantKeys, unwrapDataKey } from './data-keys.ts';
 import { type CredentialAddress, credentialAad, open, seal } from './envelope.ts';
@@ -6,7 +7,7 @@ import type { MasterKeyProvider } from './master-keys.ts';
 
 // The credential store: one row per credential, sealed under the tenant's
 // current data key. Values come in as strings (that is how HTTP delivers
-// them) and go out only through lendCredential, as a Buffer zeroed once the
+// them) and go out only through lendCredential (or lendCredentialAlone), as a Buffer zeroed once the
 // borrower is done (VLT-5). Listings carry names, last 4 and timestamps.
 
 export interface CredentialListing {
@@ -117,6 +118,32 @@ export async function lendCredential<T>(
     from credentials c
     join vault_data_keys k on k.tenant_id = c.tenant_id and k.version = c.key_version
     where c.agent_id = ${address.agentId}::uuid and c.name = ${address.name}`;
+  return openAndLend(provider, address, row, use);
+}
+
+/**
+ * The same, for a caller with no transaction of its own (the model gateway,
+ * once per call): one statement, enclave.credential_sealed, which binds the
+ * address's tenant for itself (migration 0015), so the read is one round trip.
+ */
+export async function lendCredentialAlone<T>(
+  sql: Sql,
+  provider: MasterKeyProvider,
+  address: CredentialAddress,
+  use: (plaintext: Buffer) => Promise<T> | T,
+): Promise<T> {
+  const [row] = await sql<SealedRow[]>`
+    select ciphertext, nonce, tag, key_version, master_version, wrapped
+    from enclave.credential_sealed(${address.tenantId}::uuid, ${address.agentId}::uuid, ${address.name})`;
+  return openAndLend(provider, address, row, use);
+}
+
+async function openAndLend<T>(
+  provider: MasterKeyProvider,
+  address: CredentialAddress,
+  row: SealedRow | undefined,
+  use: (plaintext: Buffer) => Promise<T> | T,
+): Promise<T> {
   if (row === undefined) throw new VaultError('not_found', `no credential named ${address.name}`);
   const dataKey = await unwrapDataKey(provider, address.tenantId, {
     version: row.key_version,

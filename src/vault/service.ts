@@ -6,6 +6,7 @@ import {
   deleteCredential,
   last4Of,
   lendCredential,
+  lendCredentialAlone,
   listCredentials,
   MAX_CREDENTIAL_CHARACTERS,
   putCredential,
@@ -44,6 +45,12 @@ export function createVault(deps: { provider: MasterKeyProvider }) {
       address: CredentialAddress,
       use: (plaintext: Buffer) => Promise<T> | T,
     ) => lendCredential(tx, provider, address, use),
+    /** lendCredential in one statement of its own, outside any transaction (the model gateway's per-call read). */
+    lendCredentialAlone: <T>(
+      sql: Sql,
+      address: CredentialAddress,
+      use: (plaintext: Buffer) => Promise<T> | T,
+    ) => lendCredentialAlone(sql, provider, address, use),
     rotateTenantKey: (sql: Sql, tenantId: string, actor: string) =>
       rotateTenantKey(sql, provider, tenantId, actor),
     rotateMasterKey: (sql: Sql, actor: string) => rotateMasterKey(sql, provider, actor),

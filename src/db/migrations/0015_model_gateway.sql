@@ -77,3 +77,31 @@ create policy tenant_isolation on gateway_key_hours
   using (tenant_id = enclave.current_tenant_id())
   with check (tenant_id = enclave.current_tenant_id());
 grant select, insert, delete on gateway_key_hours to enclave_app;
+
+-- The gateway reads the key for every call, so the read is one statement of
+-- its own, bound to its tenant the way withTenant binds a transaction: this
+-- function sets app.tenant_id (transaction-local, so for this one statement
+-- when it runs alone) before its query, and the tenant policies then show
+-- that tenant's rows only. One round trip, where begin, bind-and-read and
+-- commit take three. It runs as its caller (enclave_app, under every policy)
+-- and refuses to rebind a transaction already bound to another tenant.
+create function enclave.credential_sealed(p_tenant uuid, p_agent uuid, p_name text)
+  returns table (ciphertext bytea, nonce bytea, tag bytea, key_version integer, master_version integer, wrapped bytea)
+  language plpgsql volatile set search_path = enclave, pg_temp
+  as $$
+begin
+  if p_tenant is null then
+    raise exception 'credential_sealed needs a tenant';
+  end if;
+  if enclave.current_tenant_id() is distinct from null and enclave.current_tenant_id() <> p_tenant then
+    raise exception 'credential_sealed: this transaction is bound to another tenant';
+  end if;
+  perform set_config('app.tenant_id', p_tenant::text, true);
+  return query
+    select c.ciphertext, c.nonce, c.tag, c.key_version, k.master_version, k.wrapped
+    from credentials c
+    join vault_data_keys k on k.tenant_id = c.tenant_id and k.version = c.key_version
+    where c.agent_id = p_agent and c.name = p_name;
+end $$;
+revoke all on function enclave.credential_sealed(uuid, uuid, text) from public;
+grant execute on function enclave.credential_sealed(uuid, uuid, text) to enclave_app;
