@@ -179,3 +179,28 @@ describe('the agent page', () => {
     });
   });
 });
+
+test('AGT-7: the model gateway is not served on the public port, not even with a valid agent-shaped token', async () => {
+  for (const url of [
+    '/v1/messages',
+    '/anthropic/v1/messages',
+    '/openai/v1/chat/completions',
+    '/google/v1beta/models/gemini-2.5-flash:generateContent',
+    '/xai/v1/chat/completions',
+  ]) {
+    const response = await ctx.testApp.app.inject({
+      method: 'POST',
+      url,
+      headers: {
+        'x-api-key': `enc_agent_${'a'.repeat(43)}`,
+        'content-type': 'application/json',
+        accept: 'application/json',
+      },
+      payload: JSON.stringify({ model: 'claude-sonnet-4-5', messages: [] }),
+    });
+    // Refused before routing (a cross-site POST) or not found: never answered as a model call.
+    assert.ok([403, 404].includes(response.statusCode), `${url}: ${response.body}`);
+    assert.ok(['not_found', 'csrf_rejected'].includes(response.json<ProblemBody>().code), url);
+    assert.equal(ctx.testApp.app.hasRoute({ method: 'POST', url }), false, url);
+  }
+});
