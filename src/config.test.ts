@@ -60,6 +60,14 @@ describe('loadConfig', () => {
         unenforcedLimits: [],
         passwordWorkers: Math.min(availableParallelism(), 64),
         passwordQueue: 8 * Math.min(availableParallelism(), 64),
+        gatewayUpstreams: {
+          anthropic: 'https://api.anthropic.com',
+          openai: 'https://api.openai.com',
+          google: 'https://generativelanguage.googleapis.com',
+          xai: 'https://api.x.ai',
+        },
+        gatewayAutoModels: { anthropic: 'claude-sonnet-4-5', openai: 'gpt-4.1-mini' },
+        gatewayTimeoutMs: 600_000,
       },
     );
   });
@@ -266,6 +274,32 @@ describe('loadConfig', () => {
     for (const value of ['999', '600001', '5s', '-1', '2.5']) {
       configError({ ENCLAVE_DB_TIMEOUT_MS: value }, 'ENCLAVE_DB_TIMEOUT_MS');
     }
+  });
+
+  test('AGT-7: ENCLAVE_GATEWAY_<PROVIDER>_URL is an http(s) base URL with no credentials, query or fragment; the auto models must be the provider’s', () => {
+    const config = loadConfig(
+      {
+        ENCLAVE_GATEWAY_ANTHROPIC_URL: 'http://127.0.0.1:9999/',
+        ENCLAVE_GATEWAY_OPENAI_MODEL: 'gpt-5',
+        ENCLAVE_GATEWAY_TIMEOUT_MS: '1000',
+      },
+      CWD,
+    );
+    assert.equal(config.gatewayUpstreams.anthropic, 'http://127.0.0.1:9999');
+    assert.equal(config.gatewayAutoModels.openai, 'gpt-5');
+    assert.equal(config.gatewayTimeoutMs, 1000);
+    for (const value of [
+      'ftp://x.test',
+      'https://user:pw@x.test',
+      'https://x.test/?a=1',
+      'https://x.test/#f',
+      'not a url',
+    ]) {
+      configError({ ENCLAVE_GATEWAY_XAI_URL: value }, 'ENCLAVE_GATEWAY_XAI_URL');
+    }
+    configError({ ENCLAVE_GATEWAY_ANTHROPIC_MODEL: 'gpt-4.1' }, 'ENCLAVE_GATEWAY_ANTHROPIC_MODEL');
+    for (const value of ['999', '3600001', '1m'])
+      configError({ ENCLAVE_GATEWAY_TIMEOUT_MS: value }, 'ENCLAVE_GATEWAY_TIMEOUT_MS');
   });
 
   test('ENCLAVE_TRUST_PROXY is a hop count from 1 to 10 or a list of proxy addresses and CIDR ranges', () => {
