@@ -146,12 +146,14 @@ async function assertUnavailable(
 
 async function assertServing(): Promise<void> {
   // The first request after an outage may still meet a connection the outage broke; it answers 503, the next succeed.
-  for (let attempt = 0; ; attempt++) {
-    const { response } = await apiCall();
-    if (response.statusCode === 401) break;
-    assert.ok(attempt < 3 && response.statusCode === 503, `status ${response.statusCode}: ${response.body}`);
+  // A sign-in also uses the rate limiter's own pool, which may hold such a connection too.
+  for (const call of [apiCall, signIn]) {
+    for (let attempt = 0; ; attempt++) {
+      const { response } = await call();
+      if (response.statusCode === 401) break;
+      assert.ok(attempt < 3 && response.statusCode === 503, `status ${response.statusCode}: ${response.body}`);
+    }
   }
-  assert.equal((await signIn()).response.statusCode, 401);
 }
 
 test('a frozen database (SIGSTOP) answers 503 database_unavailable with Retry-After within the bound, and recovers on SIGCONT', {
