@@ -151,7 +151,10 @@ async function assertServing(): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       const { response } = await call();
       if (response.statusCode === 401) break;
-      assert.ok(attempt < 3 && response.statusCode === 503, `status ${response.statusCode}: ${response.body}`);
+      assert.ok(
+        attempt < 3 && response.statusCode === 503,
+        `status ${response.statusCode}: ${response.body}`,
+      );
     }
   }
 }

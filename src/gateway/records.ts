@@ -1,4 +1,5 @@
 import type { Sql } from 'postgres';
+import { createBatchWriter, errorFields } from '../db/batch-writer.ts';
 import { type TenantSql, withTenant } from '../db/tenant.ts';
 import type { Logger } from '../logger.ts';
 import type { ModelProvider } from './provider-names.ts';
@@ -91,65 +92,27 @@ export interface CallRecorder {
 }
 
 export function createCallRecorder(deps: { sql: Sql; logger: Logger }, owner: Owner): CallRecorder {
-  const queue: GatewayCall[] = [];
-  let inFlight: readonly GatewayCall[] = [];
-  let writing: Promise<void> | undefined;
-  let timer: NodeJS.Timeout | undefined;
-
-  async function writeAll(): Promise<void> {
-    while (queue.length > 0) {
-      const batch = queue.splice(0, BATCH);
-      inFlight = batch;
-      try {
-        await withTenant(deps.sql, owner.tenantId, (tx) => insertGatewayCalls(tx, owner, batch));
-      } catch (error) {
-        deps.logger.error(
-          {
-            agentId: owner.agentId,
-            tenantId: owner.tenantId,
-            lost: batch.length,
-            err: { code: (error as { code?: unknown }).code, message: (error as Error).message },
-          },
-          'model gateway usage could not be written',
-        );
-      } finally {
-        inFlight = [];
-      }
-    }
-  }
-
-  function startWriting(): void {
-    if (writing !== undefined || queue.length === 0) return;
-    writing = writeAll().finally(() => {
-      writing = undefined;
-      startWriting();
-    });
-  }
-
-  const tokensOf = (calls: readonly GatewayCall[], day: string) =>
-    calls.reduce(
-      (sum, call) =>
-        sum + (utcDay(call.at) === day ? (call.tokens?.input ?? 0) + (call.tokens?.output ?? 0) : 0),
-      0,
-    );
-
+  const writer = createBatchWriter<GatewayCall>({
+    batch: BATCH,
+    flushMs: FLUSH_MS,
+    write: (batch) => withTenant(deps.sql, owner.tenantId, (tx) => insertGatewayCalls(tx, owner, batch)),
+    lost: (count, error) =>
+      deps.logger.error(
+        { agentId: owner.agentId, tenantId: owner.tenantId, lost: count, err: errorFields(error) },
+        'model gateway usage could not be written',
+      ),
+  });
   return {
-    record(call) {
-      queue.push(call);
-      if (queue.length >= BATCH) startWriting();
-      else
-        timer ??= setTimeout(() => {
-          timer = undefined;
-          startWriting();
-        }, FLUSH_MS);
-    },
-    pendingTokens: (day) => tokensOf(queue, day) + tokensOf(inFlight, day),
-    async drain() {
-      clearTimeout(timer);
-      timer = undefined;
-      startWriting();
-      while (writing !== undefined) await writing;
-    },
+    record: writer.add,
+    pendingTokens: (day) =>
+      writer
+        .pending()
+        .reduce(
+          (sum, call) =>
+            sum + (utcDay(call.at) === day ? (call.tokens?.input ?? 0) + (call.tokens?.output ?? 0) : 0),
+          0,
+        ),
+    drain: writer.drain,
   };
 }
 

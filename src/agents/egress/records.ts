@@ -1,4 +1,5 @@
 import type { Sql } from 'postgres';
+import { createBatchWriter, errorFields } from '../../db/batch-writer.ts';
 import { type TenantSql, withTenant } from '../../db/tenant.ts';
 import {
   afterPosition,
@@ -141,54 +142,25 @@ export interface EgressRecorder {
 }
 
 /**
- * One agent's record writer. At most one insert is in flight per listener;
- * records that end while it runs go into the next one, so an agent opening
- * connections quickly costs the database batches, not a transaction each.
+ * One agent's record writer (db/batch-writer.ts): at most one insert in
+ * flight per listener, so an agent opening connections quickly costs the
+ * database batches, not a transaction each.
  */
 export function createEgressRecorder(
   deps: { sql: Sql; logger: Logger },
   owner: Pick<EgressIdentity, 'tenantId' | 'agentId'>,
 ): EgressRecorder {
-  const queue: EgressRecord[] = [];
-  let writing: Promise<void> | undefined;
-
-  async function writeAll(): Promise<void> {
-    while (queue.length > 0) {
-      const batch = queue.splice(0, BATCH);
-      try {
-        // The agent is the principal and each row is itself the record: withTenant, not serviceQuery,
-        // whose audit event per call would copy every connection into the tenant's audit chain.
-        await withTenant(deps.sql, owner.tenantId, (tx) => insertEgressRecords(tx, owner, batch));
-      } catch (error) {
-        // Never the rows themselves: hosts are logged at debug level only.
-        deps.logger.error(
-          {
-            agentId: owner.agentId,
-            tenantId: owner.tenantId,
-            lost: batch.length,
-            err: { code: (error as { code?: unknown }).code, message: (error as Error).message },
-          },
-          'egress records could not be written',
-        );
-      }
-    }
-  }
-
-  function startWriting(): void {
-    if (writing !== undefined || queue.length === 0) return;
-    writing = writeAll().finally(() => {
-      writing = undefined;
-      startWriting(); // a record queued after the loop's last check
-    });
-  }
-
-  return {
-    record(record) {
-      queue.push(record);
-      startWriting();
-    },
-    async drain() {
-      while (writing !== undefined) await writing;
-    },
-  };
+  const writer = createBatchWriter<EgressRecord>({
+    batch: BATCH,
+    // The agent is the principal and each row is itself the record: withTenant, not serviceQuery,
+    // whose audit event per call would copy every connection into the tenant's audit chain.
+    write: (batch) => withTenant(deps.sql, owner.tenantId, (tx) => insertEgressRecords(tx, owner, batch)),
+    // Never the rows themselves: hosts are logged at debug level only.
+    lost: (count, error) =>
+      deps.logger.error(
+        { agentId: owner.agentId, tenantId: owner.tenantId, lost: count, err: errorFields(error) },
+        'egress records could not be written',
+      ),
+  });
+  return { record: writer.add, drain: writer.drain };
 }
