@@ -4,6 +4,7 @@ import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
 import { type GatewayAgent, type GatewayFixture, startGatewayFixture } from '../../test/helpers/gateway.ts';
+import { sendRaw } from '../../test/helpers/http.ts';
 import { withTenant } from '../db/tenant.ts';
 import { MAX_CALLS_PER_INSTANCE, MAX_REQUEST_BYTES } from './gateway.ts';
 
@@ -22,29 +23,15 @@ interface Answer {
 }
 
 /** One raw request to an agent's gateway port (no SDK: the headers are exactly these). */
-function send(
+async function send(
   agent: Pick<GatewayAgent, 'url'>,
   options: { method?: string; path: string; headers?: Record<string, string>; body?: string | Buffer },
 ): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const request = http.request(
-      `${agent.url}${options.path}`,
-      { method: options.method ?? 'POST', headers: options.headers ?? {} },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on('data', (chunk: Buffer) => chunks.push(chunk));
-        response.on('end', () =>
-          resolve({
-            status: response.statusCode ?? 0,
-            headers: response.headers,
-            body: Buffer.concat(chunks).toString('utf8'),
-          }),
-        );
-      },
-    );
-    request.on('error', reject);
-    request.end(options.body);
+  const answer = await sendRaw(`${agent.url}${options.path}`, {
+    ...options,
+    method: options.method ?? 'POST',
   });
+  return { ...answer, body: answer.body.toString('utf8') };
 }
 
 const MESSAGE = JSON.stringify({
@@ -159,6 +146,14 @@ describe('refusals, each before any upstream call', () => {
     const huge = await ask(agent, agent.token, Buffer.alloc(MAX_REQUEST_BYTES * 2, 0x20));
     assert.equal(huge.status, 413);
     assert.equal(problemCode(huge), 'body_too_large');
+    // The same without a declared length: counted as it arrives, refused once over, the rest read and dropped.
+    const streamed = await send(agent, {
+      path: '/anthropic/v1/messages',
+      headers: { 'x-api-key': agent.token, 'transfer-encoding': 'chunked', connection: 'close' },
+      body: Buffer.alloc(MAX_REQUEST_BYTES + 1024 * 1024, 0x20),
+    });
+    assert.equal(streamed.status, 413);
+    assert.equal(problemCode(streamed), 'body_too_large');
     for (const body of ['{"model": "claude-sonnet-4-5",', 'null', '[1,2]', '\u0000\u0000', '']) {
       const answer = await ask(agent, agent.token, body);
       assert.equal(answer.status, 400, JSON.stringify(body));

@@ -146,17 +146,24 @@ function sendProblem(res: http.ServerResponse, refusal: Refusal, requestId: stri
 }
 
 /**
- * Reads and drops the rest of a refused body, so the client reads the
- * refusal instead of a reset; a client that keeps sending past the bound
- * loses its connection.
+ * Reads and drops the rest of a refused body before the refusal is sent, so
+ * the client reads it instead of a reset (a client that asked to close the
+ * connection would otherwise meet a closed socket while still sending); one
+ * that keeps sending past the bound loses its connection. The server's
+ * request timeout bounds a slow one.
  */
-function discardRest(req: http.IncomingMessage): void {
-  let discarded = 0;
-  req.on('data', (chunk: Buffer) => {
-    discarded += chunk.length;
-    if (discarded > MAX_DISCARDED_BYTES) req.socket.destroy();
+function discardRest(req: http.IncomingMessage): Promise<void> {
+  return new Promise((resolve) => {
+    let discarded = 0;
+    req.on('data', (chunk: Buffer) => {
+      discarded += chunk.length;
+      if (discarded > MAX_DISCARDED_BYTES) req.socket.destroy();
+    });
+    req.once('end', resolve);
+    req.once('close', resolve);
+    req.resume();
+    if (req.readableEnded) resolve();
   });
-  req.resume();
 }
 
 /** The token the agent presented, in whichever header (or Google `key` parameter) its SDK sends a key in. */
@@ -325,33 +332,42 @@ export function createGateway(deps: GatewayDeps) {
     route: GatewayRoute,
   ): Promise<Call | undefined> {
     const declared = Number(req.headers['content-length'] ?? 0);
-    const tooLarge = () => {
-      discardRest(req);
-      return new Refusal(413, 'body_too_large', `the body is over ${MAX_REQUEST_BYTES} bytes`);
-    };
-    if (declared > MAX_REQUEST_BYTES) throw tooLarge();
+    const tooLarge = new Refusal(413, 'body_too_large', `the body is over ${MAX_REQUEST_BYTES} bytes`);
+    if (declared > MAX_REQUEST_BYTES) {
+      await discardRest(req);
+      throw tooLarge;
+    }
     const chunks: Buffer[] = [];
-    let size = 0;
-    try {
-      // Not destroyed when the loop stops early: a refused body is read on and dropped (discardRest).
-      for await (const chunk of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+    const read = await new Promise<'done' | 'gone' | Refusal>((resolve) => {
+      let size = 0;
+      const stop = (outcome: 'done' | 'gone' | Refusal) => {
+        req.off('data', onData);
+        req.off('end', onEnd);
+        req.off('close', onClose);
+        instance.buffered -= size;
+        if (outcome instanceof Refusal) discardRest(req).then(() => resolve(outcome));
+        else resolve(outcome);
+      };
+      const onData = (chunk: Buffer) => {
         size += chunk.length;
         instance.buffered += chunk.length;
-        if (size > MAX_REQUEST_BYTES) throw tooLarge();
-        if (instance.buffered > MAX_BUFFERED_BYTES) {
-          discardRest(req);
-          throw new Refusal(503, 'gateway_busy', 'the agent has too many request bytes in flight', {
-            'retry-after': '1',
-          });
-        }
-        chunks.push(chunk);
-      }
-    } catch (error) {
-      if (error instanceof Refusal) throw error;
-      return undefined; // the client went away mid-body
-    } finally {
-      instance.buffered -= size;
-    }
+        if (size > MAX_REQUEST_BYTES) stop(tooLarge);
+        else if (instance.buffered > MAX_BUFFERED_BYTES) {
+          stop(
+            new Refusal(503, 'gateway_busy', 'the agent has too many request bytes in flight', {
+              'retry-after': '1',
+            }),
+          );
+        } else chunks.push(chunk);
+      };
+      const onEnd = () => stop('done');
+      const onClose = () => stop('gone'); // the client went away mid-body
+      req.on('data', onData);
+      req.once('end', onEnd);
+      req.once('close', onClose);
+    });
+    if (read instanceof Refusal) throw read;
+    if (read === 'gone') return undefined;
     const body = Buffer.concat(chunks);
     if (route.method === 'GET') return { route, body, json: undefined, model: 'models', stream: false };
     let json: unknown;

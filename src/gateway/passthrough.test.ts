@@ -3,6 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { type GatewayFixture, startGatewayFixture } from '../../test/helpers/gateway.ts';
+import { sendRaw } from '../../test/helpers/http.ts';
 import { withTenant } from '../db/tenant.ts';
 
 // AGT-7: what passes through the gateway is the provider's and the agent's
@@ -59,39 +60,20 @@ test('AGT-7: the agent’s body reaches the provider byte for byte and the strea
     '{ "model" : "grok-4",\n  "stream": true, "stream_options": {"include_usage": true},\n  "messages": [{"role": "user", "content": "caf\u00e9 \\u2603"}] }',
     'utf8',
   );
-  const answer = await new Promise<{ status: number; headers: http.IncomingHttpHeaders; bytes: Buffer }>(
-    (resolve, reject) => {
-      const request = http.request(
-        `${agent.url}/xai/v1/chat/completions`,
-        {
-          method: 'POST',
-          headers: {
-            authorization: `Bearer ${agent.token}`,
-            'content-type': 'application/json',
-            'x-custom-trace': 'trace-1',
-            cookie: 'session=should-not-pass',
-            'proxy-authorization': 'Basic c2hvdWxkOm5vdA==',
-            'x-forwarded-for': '10.0.0.1',
-          },
-        },
-        (response) => {
-          const chunks: Buffer[] = [];
-          response.on('data', (chunk: Buffer) => chunks.push(chunk));
-          response.on('end', () =>
-            resolve({
-              status: response.statusCode ?? 0,
-              headers: response.headers,
-              bytes: Buffer.concat(chunks),
-            }),
-          );
-        },
-      );
-      request.on('error', reject);
-      request.end(body);
+  const answer = await sendRaw(`${agent.url}/xai/v1/chat/completions`, {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${agent.token}`,
+      'content-type': 'application/json',
+      'x-custom-trace': 'trace-1',
+      cookie: 'session=should-not-pass',
+      'proxy-authorization': 'Basic c2hvdWxkOm5vdA==',
+      'x-forwarded-for': '10.0.0.1',
     },
-  );
+    body,
+  });
   assert.equal(answer.status, 200);
-  assert.ok(answer.bytes.equals(Buffer.from(ANSWER, 'utf8')), 'the answer changed on the way');
+  assert.ok(answer.body.equals(Buffer.from(ANSWER, 'utf8')), 'the answer changed on the way');
   assert.equal(answer.headers['x-request-id'], 'req-raw-1');
   assert.ok(seen !== undefined);
   assert.ok(seen.body.equals(body), 'the request body changed on the way');
