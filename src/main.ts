@@ -13,6 +13,7 @@ import { createRateLimits, type RateLimits } from './http/rate-limits.ts';
 import { defaultWorkerId } from './jobs/tasks.ts';
 import { startWorker, type Worker } from './jobs/worker.ts';
 import { createLogger, type Logger } from './logger.ts';
+import { loadRelaySigningKey } from './operator-secrets/relay-signing-key.ts';
 import { loadOperatorSecret } from './operator-secrets/secrets.ts';
 import { loadSmtpUrl } from './operator-secrets/smtp-url.ts';
 import { loadSupportKey } from './operator-secrets/support-key.ts';
@@ -52,6 +53,8 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
   // An operator secret, not a Config field: it may hold the SMTP password (see smtp-url.ts).
   const smtpUrl = await loadSmtpUrl(config, options.env);
   const audit = await loadAuditSetup(config, options.env);
+  // Only the server signs agent cards (RLY-13); a missing key in production stops start-up here.
+  const relaySigningKey = options.server ? await loadRelaySigningKey(config, options.env) : undefined;
   // Customer credentials' master key: a missing or malformed one stops start-up here (VLT-1).
   const vault = createVault({ provider: await loadMasterKeyProvider(config, options.env) });
   // The operator's support key: only the process that runs instances offers it to them.
@@ -132,7 +135,7 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
       });
     }
     let url: string | undefined;
-    if (options.server) {
+    if (options.server && relaySigningKey !== undefined) {
       rateLimits = createRateLimits(db.target, db.appCredentials, logger, config.dbTimeoutMs);
       app = await buildApp({
         config,
@@ -142,6 +145,7 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
         sessionKey,
         rateLimits,
         audit,
+        relaySigningKey,
         templates,
         vault,
         smtpConfigured: smtpUrl !== undefined,

@@ -86,7 +86,7 @@ interface Probe {
   /** The row of the role table that decides; 'signed-in': any user, on their own things only. */
   readonly action: Action | 'signed-in';
   readonly target?: Target;
-  readonly body?: () => Record<string, string | number | null>;
+  readonly body?: () => Record<string, string | number | boolean | null>;
 }
 
 const form = (values: Record<string, string>) => () => values;
@@ -134,6 +134,9 @@ const ROUTES: Record<string, readonly Probe[]> = {
       target: 'agent',
       body: () => ({ requests_per_minute: 60, tokens_per_day: null }),
     },
+  ],
+  'PUT /api/v1/agents/:id/card': [
+    { action: 'agent.manage', target: 'agent', body: () => ({ published: true }) },
   ],
   'GET /api/v1/audit/events': [{ action: 'audit.read' }],
   'GET /api/v1/audit/head': [{ action: 'audit.read' }],
@@ -190,6 +193,9 @@ const ROUTES: Record<string, readonly Probe[]> = {
       target: 'agent',
       body: form({ requests_per_minute: '30', tokens_per_day: '' }),
     },
+  ],
+  'POST /dashboard/agents/:id/card': [
+    { action: 'agent.manage', target: 'agent', body: form({ published: 'true' }) },
   ],
   'POST /dashboard/agents/:id/start': [{ action: 'agent.manage', target: 'agent' }],
   'POST /dashboard/agents/:id/stop': [{ action: 'agent.manage', target: 'agent' }],

@@ -12,6 +12,8 @@ import type { App } from '../http/app.ts';
 import type { PageCursors } from '../http/page-cursor.ts';
 import { IdParams } from '../http/schemas.ts';
 import { MULTILINE } from '../http/text-input.ts';
+import { setCardPublished } from '../relay/card-publication.ts';
+import { cardPath } from '../relay/cards.ts';
 import { MAX_CREDENTIAL_CHARACTERS } from '../vault/service.ts';
 import type { FormErrors } from '../web/account-pages.ts';
 import {
@@ -25,6 +27,7 @@ import {
   onboardingPage,
   templatePickerPage,
 } from '../web/agent-pages.ts';
+import { cardSection } from '../web/card-section.ts';
 import { confirmPage, forbiddenPage, notFoundPage } from '../web/dashboard-pages.ts';
 import { bodyText, type FormProblem, formProblem, formProblems, sendPage } from '../web/forms.ts';
 import { instanceSection, instanceStateJson, stateLine } from '../web/instance-section.ts';
@@ -118,6 +121,7 @@ const InstanceStateBody = Type.Object(
   form,
 );
 const NewAgentQuery = Type.Object({ template: Type.Optional(str(100)) }, form);
+const CardBody = Type.Object({ published: Type.Union([Type.Literal('true'), Type.Literal('false')]) }, form);
 
 const AGENT_LABELS: Readonly<Record<string, string>> = {
   name: 'Name',
@@ -250,7 +254,10 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
     reply: FastifyReply,
     status: number,
     id: string,
-    extra: Omit<AgentPageInput, 'agent' | 'template'> & { modelLimits?: ModelSectionInput['form'] } = {},
+    extra: Omit<AgentPageInput, 'agent' | 'template'> & {
+      modelLimits?: ModelSectionInput['form'];
+      cardError?: string;
+    } = {},
   ) => {
     let found: Awaited<ReturnType<typeof readAgent>>;
     try {
@@ -276,7 +283,7 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
       egress,
       sessions,
     });
-    const { modelLimits, ...rest } = extra;
+    const { modelLimits, cardError, ...rest } = extra;
     return sendPage(
       reply,
       status,
@@ -286,6 +293,13 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
         instance: section,
         models:
           models === undefined ? undefined : modelSection({ agentId: id, models, manage, form: modelLimits }),
+        card: cardSection({
+          agentId: id,
+          published: agent.card_published,
+          cardUrl: `${deps.publicUrl}${cardPath(agent.handle)}`,
+          manage,
+          error: cardError,
+        }),
         may: { manage, credentials: may(principal, 'credential.manage', agent.created_by) },
         ...rest,
       }),
@@ -512,6 +526,25 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
       return refused(request, reply, error);
     }
     return reply.redirect(`/dashboard/agents/${id}?notice=model-limits-set#models`, 303);
+  });
+
+  // The agent's public A2A card (RLY-1): one button turns it on or off.
+  app.post('/dashboard/agents/:id/card', withIdForm(CardBody), async (request, reply) => {
+    if (request.validationError?.validationContext === 'params') return notFound(request, reply);
+    const { id } = request.params;
+    if (request.validationError !== undefined) {
+      return showAgent(request, reply, 400, id, { cardError: 'Choose to publish or to unpublish the card.' });
+    }
+    const published = request.body.published === 'true';
+    try {
+      await request.withTenant((tx) => setCardPublished(tx, agents, signedIn(request), id, published));
+    } catch (error) {
+      return refused(request, reply, error);
+    }
+    return reply.redirect(
+      `/dashboard/agents/${id}?notice=card-${published ? 'published' : 'unpublished'}#card`,
+      303,
+    );
   });
 
   // Add or replace one credential (VLT-4): the value goes to the vault and is never shown again.

@@ -39,6 +39,9 @@ const Agent = Type.Object({
     description:
       'Domains the agent may reach (`api.github.com`, `*.github.com`); null: any public destination',
   }),
+  card_published: Type.Boolean({
+    description: 'Whether its A2A card is public (PUT /api/v1/agents/{id}/card); off by default',
+  }),
   created_at: Timestamp,
   updated_at: Timestamp,
 });

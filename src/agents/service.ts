@@ -35,6 +35,8 @@ export interface Agent {
   readonly support_access: boolean;
   /** Domains the agent's egress may reach (AGT-4); null: any public destination. */
   readonly egress_allowlist: string[] | null;
+  /** Whether its A2A card is public (RLY-1; src/relay/card-publication.ts changes it). */
+  readonly card_published: boolean;
   /** The user who created it (members manage only their own); null once that user was removed. */
   readonly created_by: string | null;
   readonly created_at: Date;
@@ -72,8 +74,8 @@ export interface AgentChanges {
 }
 
 const AGENT_COLUMNS =
-  'id, handle, name, description, template_id as template, support_access, egress_allowlist, created_by, created_at, ' +
-  'updated_at';
+  'id, handle, name, description, template_id as template, support_access, egress_allowlist, card_published, ' +
+  'created_by, created_at, updated_at';
 
 /** An allowlist entry: a domain (`api.github.com`) or its subdomains (`*.github.com`). */
 export const EGRESS_ENTRY_PATTERN =

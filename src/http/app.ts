@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { type KeyObject, randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
 import fastifyCookie from '@fastify/cookie';
@@ -42,6 +42,8 @@ import type { Config } from '../config.ts';
 import type { Migration } from '../db/migrator.ts';
 import { registerGatewayRoutes } from '../gateway/routes.ts';
 import type { Logger } from '../logger.ts';
+import { registerCardRoutes } from '../relay/card-routes.ts';
+import { createCardSigner } from '../relay/card-signing.ts';
 import type { Vault } from '../vault/service.ts';
 import { registerDevMail } from '../web/dev-mail-page.ts';
 import { registerDocsRoutes } from '../web/docs-page.ts';
@@ -82,6 +84,8 @@ export interface AppDeps {
   readonly rateLimits: RateLimits;
   /** Checkpoint key, publisher and archive location (AUD-4, AUD-5). */
   readonly audit: AuditSetup;
+  /** Operator key (Ed25519) that signs the agent cards (RLY-13). */
+  readonly relaySigningKey: KeyObject;
   /** Agent templates, loaded and validated at start-up. */
   readonly templates: TemplateCatalog;
   /** Customer credentials, sealed under the tenant data keys (VLT-1). */
@@ -236,6 +240,13 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerAuditPages(app);
   registerCheckpointRoutes(app, { sql: deps.sql, sources: deps.audit, rateLimits: deps.rateLimits });
   registerTileRoutes(app, { sql: deps.sql });
+  registerCardRoutes(app, {
+    sql: deps.sql,
+    publicUrl: deps.config.publicUrl,
+    templates: deps.templates,
+    signer: createCardSigner(deps.relaySigningKey, deps.config.publicUrl),
+    agents,
+  });
   // The outbox page exists only where mail goes to the outbox: development without SMTP.
   if (deps.config.env === 'development' && !deps.smtpConfigured) registerDevMail(app, deps.sql);
   return app;

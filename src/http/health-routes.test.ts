@@ -32,6 +32,7 @@ async function appWith(sql: Sql, migrations: readonly Migration[]): Promise<App>
     sessionKey: randomBytes(32).toString('base64url'),
     rateLimits: ctx.testApp.rateLimits,
     audit: testAuditSetup(),
+    relaySigningKey: ctx.testApp.relaySigningKey,
     templates: ctx.testApp.templates,
     vault: ctx.testApp.vault,
     smtpConfigured: false,

@@ -7,6 +7,7 @@ import { type Config, ConfigError, type Env } from '../config.ts';
 // They all live in this folder:
 //   secrets.ts         the database role passwords and the session-cookie signing key
 //   checkpoint-key.ts  the Ed25519 key that signs audit checkpoints
+//   relay-signing-key.ts  the Ed25519 key that signs agent cards (both load through ed25519-key.ts)
 //   smtp-url.ts        the SMTP URL, which may carry the SMTP password
 // Customer credentials (tenants' LLM keys, tokens, …) never live here: they
 // live only in src/vault/, and a lint rule in biome.json fails the build if

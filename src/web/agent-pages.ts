@@ -38,6 +38,8 @@ const NOTICES: Readonly<Record<string, string>> = {
   'credential-rotated': 'The credential was replaced with the new value.',
   'credential-deleted': 'The credential was deleted.',
   'model-limits-set': 'The model limits were saved. The next call is held to them.',
+  'card-published': "The agent's card is published: anyone who knows its handle can read it.",
+  'card-unpublished': "The agent's card is no longer published: reading it now answers 404.",
   'instance-start': 'Starting the agent: its state below changes once the platform has started it.',
   'instance-stop': 'Stopping the agent.',
   'instance-restart': 'Restarting the agent.',
@@ -248,6 +250,8 @@ export interface AgentPageInput {
   readonly instance?: Html | undefined;
   /** Its model calls and limits, for a template that uses the model gateway (model-section.ts). */
   readonly models?: Html | undefined;
+  /** Whether its A2A card is published, and the switch (card-section.ts). */
+  readonly card?: Html | undefined;
   /** What the reader may change (roles.ts): without a right, its forms and links are not drawn. */
   readonly may?: { readonly manage: boolean; readonly credentials: boolean } | undefined;
 }
@@ -348,6 +352,7 @@ ${noticeBox(input.notice)}
 </dl>
 ${input.instance ?? ''}
 ${input.models ?? ''}
+${input.card ?? ''}
 <h2>Credentials</h2>
 <p>Values are stored encrypted and are write-only: Enclave shows only their last 4 characters (nothing of a value under 16 characters).</p>
 ${errorBox(input.credentialsError)}

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { after, before } from 'node:test';
 import { loadTemplateCatalog, type TemplateCatalog, templateDirs } from '../../src/agents/templates.ts';
@@ -26,6 +26,8 @@ export interface TestApp {
   readonly sessionKey: string;
   /** The app's checkpoint key, publisher and archive (a fresh in-memory key per app). */
   readonly audit: AuditSetup;
+  /** The app's relay card-signing key (a fresh in-memory key per app, as the checkpoint key). */
+  readonly relaySigningKey: KeyObject;
   /** The built-in agent templates (and ENCLAVE_TEMPLATES_DIR's, when `env` sets it). */
   readonly templates: TemplateCatalog;
   /** The app's vault, under the test database's master key (see testVault). */
@@ -74,6 +76,7 @@ export async function buildTestApp(
   const logger = createLogger('info', sink);
   const rateLimits = createRateLimits(db.target, db.appCredentials, logger, config.dbTimeoutMs);
   const audit = testAuditSetup(config);
+  const relaySigningKey = generateKeyPairSync('ed25519').privateKey;
   const templates = await loadTemplateCatalog(templateDirs(config));
   const vault = await testVault(db);
   const sessionKey = randomBytes(32).toString('base64url');
@@ -85,6 +88,7 @@ export async function buildTestApp(
     sessionKey,
     rateLimits,
     audit,
+    relaySigningKey,
     templates,
     vault,
     smtpConfigured: (await loadSmtpUrl(config, env)) !== undefined,
@@ -106,6 +110,7 @@ export async function buildTestApp(
     rateLimits,
     sessionKey,
     audit,
+    relaySigningKey,
     templates,
     vault,
     openApiMismatches: conformance.mismatches,
