@@ -360,7 +360,7 @@ export function createGateway(deps: GatewayDeps) {
         req.off('end', onEnd);
         req.off('close', onClose);
         instance.buffered -= size;
-        if (outcome instanceof Refusal) discardRest(req).then(() => resolve(outcome));
+        if (outcome instanceof Refusal) void discardRest(req).then(() => resolve(outcome));
         else resolve(outcome);
       };
       const onData = (chunk: Buffer) => {

@@ -111,7 +111,7 @@ describe('agent cards', () => {
     assert.equal(card.description, 'Says back what it is told.');
     assert.deepEqual(card.securitySchemes.relay_token.httpAuthSecurityScheme.scheme, 'Bearer');
     assert.match(card.securitySchemes.relay_token.httpAuthSecurityScheme.bearerFormat, /^enc_relay_/);
-    assert.deepEqual(card.securityRequirements, [{ schemes: { relay_token: { list: [] } } }]);
+    assert.deepEqual(card.securityRequirements, [{ schemes: { relay_token: { list: ['relay'] } } }]);
     assert.deepEqual(card.defaultInputModes, ['text/plain']);
     assert.deepEqual(card.defaultOutputModes, ['text/plain']);
     const template = ctx.testApp.templates.get('echo');
@@ -263,6 +263,21 @@ describe('agent cards', () => {
       verifyWithJose(JSON.parse(tampered), jwks),
       jose.errors.JWSSignatureVerificationFailed,
     );
+  });
+
+  test('RLY-13: the A2A SDK’s own verifier accepts a served card with the key from the JWKS, and refuses a changed one', async () => {
+    const { id, handle } = await newAgent();
+    await publish(id, true);
+    const jwks = (await anonymous('/.well-known/jwks.json')).json<{ keys: (jose.JWK & { kid: string })[] }>();
+    const { verifyAgentCardSignature } = await import('@a2a-js/sdk');
+    const verify = verifyAgentCardSignature(async (kid) => {
+      const key = jwks.keys.find((candidate) => candidate.kid === kid);
+      assert.ok(key !== undefined, `no key ${kid}`);
+      return key;
+    });
+    const card = JSON.parse((await anonymous(`/agents/${handle}/card.json`)).body);
+    await verify(card);
+    await assert.rejects(verify({ ...card, description: `${card.description}!` }));
   });
 
   test('RLY-13: a card verifies only with the operator key: another key set refuses it', async () => {

@@ -125,7 +125,8 @@ export function buildAgentCard(
         },
       },
     },
-    securityRequirements: [{ schemes: { [RELAY_SECURITY_SCHEME]: { list: [] } } }],
+    // A scope named, not an empty list: verifiers that drop empty values before canonicalizing (@a2a-js/sdk's) would sign other bytes.
+    securityRequirements: [{ schemes: { [RELAY_SECURITY_SCHEME]: { list: ['relay'] } } }],
     defaultInputModes: ['text/plain'],
     defaultOutputModes: ['text/plain'],
     skills: [
