@@ -254,6 +254,7 @@ describe('enclave start with the embedded database', { timeout: 8 * START_BOUND_
       'db_owner_password',
       'master-keys',
       'pg_superuser_password',
+      'relay_signing_key.pem',
       'session_key',
       'support_ssh_key',
     ]);
