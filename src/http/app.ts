@@ -42,6 +42,7 @@ import type { Config } from '../config.ts';
 import type { Migration } from '../db/migrator.ts';
 import { registerGatewayRoutes } from '../gateway/routes.ts';
 import type { Logger } from '../logger.ts';
+import { registerConnectionPages } from '../relay/connection-page-routes.ts';
 import { registerConnectionsApi } from '../relay/connection-routes.ts';
 import type { Vault } from '../vault/service.ts';
 import { registerDevMail } from '../web/dev-mail-page.ts';
@@ -235,6 +236,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerInstanceRoutes(app, { instances, logs, ...addresses });
   registerAgentPages(app, { agents, templates: deps.templates, instances, logs, ...addresses, cursors });
   registerConnectionsApi(app, { cursors });
+  registerConnectionPages(app, { cursors });
   registerAuditPages(app);
   registerCheckpointRoutes(app, { sql: deps.sql, sources: deps.audit, rateLimits: deps.rateLimits });
   registerTileRoutes(app, { sql: deps.sql });

@@ -44,7 +44,8 @@ const ConnectionSchema = Type.Object({
     description: 'The requesting agent; null when a person asked for themselves',
   }),
   agent_id: Type.Union([Id, Type.Null()], {
-    description: 'Your agent in it: the target (incoming), or the requesting agent (outgoing; null for yourself)',
+    description:
+      'Your agent in it: the target (incoming), or the requesting agent (outgoing; null for yourself)',
   }),
   message: Type.String(),
   token_claimed: Type.Boolean({ description: 'Whether the relay token was claimed (it can be, once)' }),

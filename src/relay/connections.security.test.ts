@@ -66,7 +66,8 @@ async function requested(target: string, agentId: string | null = askerAgent.id)
 }
 
 const connectionRows = async () =>
-  (await ctx.db.superuser<{ count: number }[]>`select count(*)::int as count from relay_connections`)[0]?.count;
+  (await ctx.db.superuser<{ count: number }[]>`select count(*)::int as count from relay_connections`)[0]
+    ?.count;
 
 /** The problem body without its request id: what must be identical between two refusals. */
 function withoutRequestId(response: LightMyRequestResponse): Omit<ProblemBody, 'request_id'> {
@@ -124,18 +125,31 @@ describe('connections: requests', () => {
     assert.equal(connection.direction, 'outgoing');
     const rows = await ctx.db.superuser<{ tenant_id: string; side: string }[]>`
       select tenant_id, side from relay_connections where id = ${connection.id}::uuid order by side`;
-    assert.deepEqual([...rows], [
-      { tenant_id: owner.user.tenant_id, side: 'incoming' },
-      { tenant_id: asker.user.tenant_id, side: 'outgoing' },
-    ]);
+    assert.deepEqual(
+      [...rows],
+      [
+        { tenant_id: owner.user.tenant_id, side: 'incoming' },
+        { tenant_id: asker.user.tenant_id, side: 'outgoing' },
+      ],
+    );
     const incoming = await api(owner, 'GET', '/api/v1/connections?direction=incoming');
-    assert.ok(incoming.json<{ connections: ConnectionBody[] }>().connections.some((c) => c.id === connection.id));
-    assert.doesNotMatch(incoming.body, new RegExp(`${asker.user.tenant_id}|${asker.user.id}|${askerAgent.id}`));
+    assert.ok(
+      incoming.json<{ connections: ConnectionBody[] }>().connections.some((c) => c.id === connection.id),
+    );
+    assert.doesNotMatch(
+      incoming.body,
+      new RegExp(`${asker.user.tenant_id}|${asker.user.id}|${askerAgent.id}`),
+    );
     const outgoing = await api(asker, 'GET', '/api/v1/connections?direction=outgoing');
-    assert.ok(outgoing.json<{ connections: ConnectionBody[] }>().connections.some((c) => c.id === connection.id));
+    assert.ok(
+      outgoing.json<{ connections: ConnectionBody[] }>().connections.some((c) => c.id === connection.id),
+    );
     assert.doesNotMatch(outgoing.body, new RegExp(`${owner.user.tenant_id}|${target.id}`));
     // Neither lists it in the other direction; a third tenant lists nothing of it.
-    assert.doesNotMatch((await api(owner, 'GET', '/api/v1/connections?direction=outgoing')).body, new RegExp(connection.id));
+    assert.doesNotMatch(
+      (await api(owner, 'GET', '/api/v1/connections?direction=outgoing')).body,
+      new RegExp(connection.id),
+    );
     for (const direction of ['incoming', 'outgoing']) {
       const body = (await api(stranger, 'GET', `/api/v1/connections?direction=${direction}`)).body;
       assert.doesNotMatch(body, new RegExp(connection.id));
@@ -164,7 +178,10 @@ describe('connections: approval and the relay token', () => {
     assert.equal(approved.statusCode, 200, approved.body);
     assert.equal(approved.json<ConnectionBody>().state, 'approved');
     // The owner's side cannot claim it.
-    assert.equal((await api(owner, 'POST', `/api/v1/connections/${connection.id}/relay-token`)).statusCode, 404);
+    assert.equal(
+      (await api(owner, 'POST', `/api/v1/connections/${connection.id}/relay-token`)).statusCode,
+      404,
+    );
 
     const claim = await api(asker, 'POST', `/api/v1/connections/${connection.id}/relay-token`);
     assert.equal(claim.statusCode, 201, claim.body);
@@ -199,7 +216,9 @@ describe('connections: approval and the relay token', () => {
     assert.equal(revoked.statusCode, 200, revoked.body);
     assert.equal(await resolveRelayToken(ctx.db.app, token), undefined);
     const outgoing = await api(asker, 'GET', '/api/v1/connections?direction=outgoing');
-    const mine = outgoing.json<{ connections: ConnectionBody[] }>().connections.find((c) => c.id === connection.id);
+    const mine = outgoing
+      .json<{ connections: ConnectionBody[] }>()
+      .connections.find((c) => c.id === connection.id);
     assert.equal(mine?.state, 'revoked');
   });
 
@@ -213,7 +232,8 @@ describe('connections: approval and the relay token', () => {
       [pending.id, `enc_relay_${'A'.repeat(43)}`],
       [denied.id, `enc_relay_${'B'.repeat(43)}`],
     ] as const) {
-      await ctx.db.superuser`update relay_connections set relay_token_hash = ${hashToken(token).toString('hex')}
+      await ctx.db
+        .superuser`update relay_connections set relay_token_hash = ${hashToken(token).toString('hex')}
         where id = ${id}::uuid and side = 'incoming'`;
       assert.equal(await resolveRelayToken(ctx.db.app, token), undefined);
     }
@@ -245,7 +265,10 @@ describe('connections: approval and the relay token', () => {
       assert.equal(again.json<ProblemBody>().code, 'connection_state');
     }
     assert.deepEqual(await state(), ['approved', 'approved']);
-    assert.equal((await api(stranger, 'POST', `/api/v1/connections/${connection.id}/relay-token`)).statusCode, 404);
+    assert.equal(
+      (await api(stranger, 'POST', `/api/v1/connections/${connection.id}/relay-token`)).statusCode,
+      404,
+    );
   });
 
   test('RLY-2, AUD-1: request, approve, claim, revoke and deny are audit events on both tenants’ chains', async () => {
@@ -273,7 +296,9 @@ describe('connections: approval and the relay token', () => {
       );
     }
     // No event carries the token.
-    const data = JSON.stringify(await ctx.db.superuser`select data from audit_events where action = 'relay.token_claimed'`);
+    const data = JSON.stringify(
+      await ctx.db.superuser`select data from audit_events where action = 'relay.token_claimed'`,
+    );
     assert.doesNotMatch(data, /enc_relay_/);
   });
 

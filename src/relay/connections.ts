@@ -160,7 +160,11 @@ export async function requestConnection(
     // Acting for an agent is managing it: members act only for the agents they created.
     authorize(principal, 'agent.manage', agent.created_by);
     if (agent.handle === input.handle) {
-      throw new RelayError('validation_failed', 'is the agent asking: an agent cannot connect to itself', 'handle');
+      throw new RelayError(
+        'validation_failed',
+        'is the agent asking: an agent cannot connect to itself',
+        'handle',
+      );
     }
   }
   // handle is attacker-controlled: it is only ever a bound parameter, and every refusal is the same 404.
@@ -222,7 +226,10 @@ export async function decideConnection(
   const [result] = await tx<{ outcome: string; state: ConnectionState }[]>`
     select outcome, state from enclave.relay_connection_decide(${id}::uuid, ${DECIDED[decision]})`;
   if (result?.outcome === 'state') {
-    throw new RelayError('connection_state', `the connection is ${result.state}: it cannot be ${DECIDED[decision]} now`);
+    throw new RelayError(
+      'connection_state',
+      `the connection is ${result.state}: it cannot be ${DECIDED[decision]} now`,
+    );
   }
   if (result?.outcome !== 'ok') throw noSuchConnection();
   await recordOnBothChains(
