@@ -16,19 +16,19 @@ import {
   connectionsNoticeFrom,
   connectionsPage,
 } from '../web/connection-pages.ts';
-import { confirmPage, notFoundPage } from '../web/dashboard-pages.ts';
+import { confirmPage, forbiddenPage, notFoundPage } from '../web/dashboard-pages.ts';
 import { bodyText, formProblems, sendPage } from '../web/forms.ts';
 import { badCursorPage, readListPage } from '../web/list-pages.ts';
 import {
+  type Connection,
   type Decision,
   type Direction,
+  decidableConnection,
   decideConnection,
-  getConnection,
   listConnections,
   MAX_CONNECTION_MESSAGE,
   requestConnection,
 } from './connections.ts';
-import { RelayError } from './errors.ts';
 
 // The connections dashboard (RLY-2): both lists, the request form, and the
 // target's approve, deny and revoke. Pages only; the rules live in
@@ -119,20 +119,11 @@ export function registerConnectionPages(app: App, deps: { cursors: PageCursors }
     render(request, reply, 200, { notice: connectionsNoticeFrom(request.query) }),
   );
 
-  app.get(
-    '/dashboard/connections/:direction',
-    {
-      config: user,
-      schema: {
-        ...hide,
-        params: Type.Object(
-          { direction: Type.Union([Type.Literal('incoming'), Type.Literal('outgoing')]) },
-          { additionalProperties: false },
-        ),
-      },
-    },
-    async (request, reply) => render(request, reply, 200, {}, request.params.direction),
-  );
+  for (const direction of ['incoming', 'outgoing'] as const) {
+    app.get(`/dashboard/connections/${direction}`, { config: user, schema: hide }, async (request, reply) =>
+      render(request, reply, 200, {}, direction),
+    );
+  }
 
   app.post(
     '/dashboard/connections',
@@ -190,13 +181,15 @@ export function registerConnectionPages(app: App, deps: { cursors: PageCursors }
   // Revoking is confirmed first, on a page of its own (works without JavaScript).
   app.get('/dashboard/connections/:id/revoke', byId, async (request, reply) => {
     if (request.validationError !== undefined) return notFound(request, reply);
-    const connection = await request
-      .withTenant((tx) => getConnection(tx, request.params.id))
-      .catch((error: unknown) => {
-        if (error instanceof RelayError && error.code === 'not_found') return undefined;
-        throw error;
-      });
-    if (connection === undefined || connection.direction !== 'incoming') return notFound(request, reply);
+    const principal = signedIn(request);
+    let connection: Connection;
+    try {
+      connection = await request.withTenant((tx) => decidableConnection(tx, principal, request.params.id));
+    } catch (error) {
+      const shown = shownError(reply, error);
+      if (shown.status === 404) return notFound(request, reply);
+      return sendPage(reply, shown.status, forbiddenPage(await frameFor(request), shown.message));
+    }
     return sendPage(
       reply,
       200,

@@ -207,13 +207,7 @@ export async function getConnection(tx: TenantSql, id: string): Promise<Connecti
   return view(row);
 }
 
-/** Approve, deny or revoke, from the target's side (RLY-2). */
-export async function decideConnection(
-  tx: TenantSql,
-  principal: Principal,
-  id: string,
-  decision: Decision,
-): Promise<Connection> {
+async function decidableRow(tx: TenantSql, principal: Principal, id: string): Promise<OwnRow> {
   const row = await ownRow(tx, id);
   if (row === undefined) throw noSuchConnection();
   if (row.direction !== 'incoming') {
@@ -223,6 +217,26 @@ export async function decideConnection(
     );
   }
   authorize(principal, 'relay.approve', row.agent_created_by);
+  return row;
+}
+
+/** The connection, if the principal may decide on it (its target's side, and relay.approve on its agent); else throws. */
+export async function decidableConnection(
+  tx: TenantSql,
+  principal: Principal,
+  id: string,
+): Promise<Connection> {
+  return view(await decidableRow(tx, principal, id));
+}
+
+/** Approve, deny or revoke, from the target's side (RLY-2). */
+export async function decideConnection(
+  tx: TenantSql,
+  principal: Principal,
+  id: string,
+  decision: Decision,
+): Promise<Connection> {
+  const row = await decidableRow(tx, principal, id);
   const [result] = await tx<{ outcome: string; state: ConnectionState }[]>`
     select outcome, state from enclave.relay_connection_decide(${id}::uuid, ${DECIDED[decision]})`;
   if (result?.outcome === 'state') {
