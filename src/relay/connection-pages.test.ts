@@ -106,8 +106,10 @@ describe('connections dashboard', () => {
     assert.equal(revoked.statusCode, 303);
     assert.deepEqual(await stateOf(target.handle), ['revoked', 'revoked']);
 
-    // The requester's side has no revoke page for it, and another tenant's id is not found.
-    assert.equal((await get(asker, `/dashboard/connections/${row.id}/revoke`)).statusCode, 404);
+    // The requester's side may not revoke or approve it: the page says so.
+    const wrongSide = await get(asker, `/dashboard/connections/${row.id}/revoke`);
+    assert.equal(wrongSide.statusCode, 403);
+    assert.match(wrongSide.body, /Only the target agent(&#39;|')s side/);
     assert.equal((await post(asker, `/dashboard/connections/${row.id}/approve`)).statusCode, 403);
   });
 
