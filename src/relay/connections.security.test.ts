@@ -165,6 +165,24 @@ describe('connections: requests', () => {
   });
 });
 
+describe('connections: racing requests', () => {
+  test('RLY-2: the same request sent five times at once creates one connection; the others are 409 connection_exists', async () => {
+    const target = await agentOf(owner, true);
+    const answers = await Promise.all(
+      Array.from({ length: 5 }, () =>
+        api(asker, 'POST', '/api/v1/connections', { handle: target.handle, message: 'at once' }),
+      ),
+    );
+    assert.deepEqual(answers.map((answer) => answer.statusCode).sort(), [201, 409, 409, 409, 409]);
+    for (const answer of answers.filter((a) => a.statusCode === 409)) {
+      assert.equal(answer.json<ProblemBody>().code, 'connection_exists');
+    }
+    const [row] = await ctx.db.superuser<{ count: number }[]>`
+      select count(*)::int as count from relay_connections where target_handle = ${target.handle}`;
+    assert.equal(row?.count, 2);
+  });
+});
+
 describe('connections: approval and the relay token', () => {
   test('RLY-2, RLY-3: the token cannot be claimed before approval (the same 404 as an unknown id); after it, exactly once; only its hash is stored; revoking makes it resolve to nothing', async () => {
     const target = await agentOf(owner, true);

@@ -168,9 +168,20 @@ export async function requestConnection(
     }
   }
   // handle is attacker-controlled: it is only ever a bound parameter, and every refusal is the same 404.
-  const [created] = await tx<{ outcome: string; connection_id: string; target_tenant_id: string }[]>`
-    select outcome, connection_id, target_tenant_id from enclave.relay_connection_request(
-      ${input.handle}, ${principal.user.id}::uuid, ${input.agentId}::uuid, ${input.message})`;
+  type Outcome = { outcome: string; connection_id: string; target_tenant_id: string };
+  const [created] = await tx
+    .savepoint(
+      (sp) => sp<Outcome[]>`
+        select outcome, connection_id, target_tenant_id from enclave.relay_connection_request(
+          ${input.handle}, ${principal.user.id}::uuid, ${input.agentId}::uuid, ${input.message})`,
+    )
+    .catch((error: { code?: string; constraint_name?: string }): Outcome[] => {
+      // Two identical requests at once: the second meets the first's row in relay_connections_open.
+      if (error.code === '23505' && error.constraint_name === 'relay_connections_open') {
+        return [{ outcome: 'exists', connection_id: '', target_tenant_id: '' }];
+      }
+      throw error;
+    });
   if (created?.outcome === 'exists') {
     throw new RelayError('connection_exists', 'you already have an open connection request to this agent');
   }
