@@ -58,6 +58,46 @@ ctx.before(async () => {
     });
     assert.equal(created.statusCode, 201, created.body);
   }
+  // Two connections to A's published agent from a third tenant (C), one approved with its token
+  // claimed, so connection ids are among A's ids and A's incoming list pages (RLY-2).
+  const carol = await createAccount(ctx.db, ctx.testApp);
+  await ctx.db.superuser`update agents set card_published = true where handle = 'alice-echo'`;
+  const asCarol = { authorization: `Bearer ${carol.apiToken}` };
+  const carolAgent = await ctx.testApp.app.inject({
+    method: 'POST',
+    url: '/api/v1/agents',
+    headers: asCarol,
+    payload: {
+      name: 'carol-echo',
+      handle: 'carol-echo',
+      template: 'echo',
+      credentials: { echo_token: 'probe-c' },
+    },
+  });
+  assert.equal(carolAgent.statusCode, 201, carolAgent.body);
+  const connectionIds: string[] = [];
+  for (const agentId of [null, carolAgent.json<{ id: string }>().id]) {
+    const asked = await ctx.testApp.app.inject({
+      method: 'POST',
+      url: '/api/v1/connections',
+      headers: asCarol,
+      payload: { handle: 'alice-echo', agent_id: agentId, message: 'hello' },
+    });
+    assert.equal(asked.statusCode, 201, asked.body);
+    connectionIds.push(asked.json<{ id: string }>().id);
+  }
+  const approved = await ctx.testApp.app.inject({
+    method: 'POST',
+    url: `/api/v1/connections/${connectionIds[0]}/approve`,
+    headers: { authorization: `Bearer ${alice.apiToken}` },
+  });
+  assert.equal(approved.statusCode, 200, approved.body);
+  const claimed = await ctx.testApp.app.inject({
+    method: 'POST',
+    url: `/api/v1/connections/${connectionIds[0]}/relay-token`,
+    headers: asCarol,
+  });
+  assert.equal(claimed.statusCode, 201, claimed.body);
 });
 
 // ---------------------------------------------------------------- OpenAPI

@@ -34,6 +34,8 @@ const ORIGIN = () => new URL(ctx.testApp.config.publicUrl).origin;
 const accounts = {} as Record<Role, TestAccount>;
 /** Creates the "others'" agents; a member, so no actor's own rights come from being its creator. */
 let colleague: TestAccount;
+/** Of another tenant: asks to connect to the agents whose connections are decided. */
+let outsider: TestAccount;
 
 async function promote(account: TestAccount, role: Role): Promise<void> {
   await ctx.db.superuser`update users set role = ${role} where id = ${account.user.id}::uuid`;
@@ -45,6 +47,7 @@ ctx.before(async () => {
   await promote(accounts.admin, 'admin');
   accounts.member = await createAccount(ctx.db, ctx.testApp, { kind: 'member', tenantOf: accounts.owner });
   colleague = await createAccount(ctx.db, ctx.testApp, { kind: 'member', tenantOf: accounts.owner });
+  outsider = await createAccount(ctx.db, ctx.testApp);
 });
 
 // ---------------------------------------------------------------- fixtures
@@ -59,6 +62,21 @@ async function agentBy(creator: TestAccount): Promise<string> {
     url: '/api/v1/agents',
     headers: { authorization: `Bearer ${creator.apiToken}` },
     payload: { name: handle, handle, template: 'echo', credentials: { echo_token: `probe-${unique('v')}` } },
+  });
+  assert.equal(response.statusCode, 201, response.body);
+  return response.json<{ id: string }>().id;
+}
+
+/** A pending request by another tenant to a fresh published agent of `creator`; the connection's id. */
+async function connectionTo(creator: TestAccount): Promise<string> {
+  const agentId = await agentBy(creator);
+  const [agent] = await ctx.db.superuser<{ handle: string }[]>`
+    update agents set card_published = true where id = ${agentId}::uuid returning handle`;
+  const response = await ctx.testApp.app.inject({
+    method: 'POST',
+    url: '/api/v1/connections',
+    headers: { authorization: `Bearer ${outsider.apiToken}` },
+    payload: { handle: agent?.handle, message: 'May I?' },
   });
   assert.equal(response.statusCode, 201, response.body);
   return response.json<{ id: string }>().id;
@@ -79,8 +97,19 @@ async function freshInvite(): Promise<string> {
 
 // ---------------------------------------------------------------- the rows
 
-/** What a path's `:id` names: a fresh agent (own or a colleague's), a member, an invite, a template, the caller's token. */
-type Target = 'agent' | 'member' | 'fresh-member' | 'invite' | 'template' | 'own-token' | 'own-session';
+/**
+ * What a path's `:id` names: a fresh agent (own or a colleague's), a pending connection to one, a member, an
+ * invite, a template, the caller's token.
+ */
+type Target =
+  | 'agent'
+  | 'connection'
+  | 'member'
+  | 'fresh-member'
+  | 'invite'
+  | 'template'
+  | 'own-token'
+  | 'own-session';
 
 interface Probe {
   /** The row of the role table that decides; 'signed-in': any user, on their own things only. */
@@ -138,6 +167,12 @@ const ROUTES: Record<string, readonly Probe[]> = {
   'PUT /api/v1/agents/:id/card': [
     { action: 'agent.manage', target: 'agent', body: () => ({ published: true }) },
   ],
+  'GET /api/v1/connections': [{ action: 'signed-in' }],
+  'POST /api/v1/connections': [{ action: 'signed-in' }],
+  'POST /api/v1/connections/:id/approve': [{ action: 'relay.approve', target: 'connection' }],
+  'POST /api/v1/connections/:id/deny': [{ action: 'relay.approve', target: 'connection' }],
+  'POST /api/v1/connections/:id/revoke': [{ action: 'relay.approve', target: 'connection' }],
+  'POST /api/v1/connections/:id/relay-token': [{ action: 'signed-in' }],
   'GET /api/v1/audit/events': [{ action: 'audit.read' }],
   'GET /api/v1/audit/head': [{ action: 'audit.read' }],
   'GET /api/v1/audit/export': [{ action: 'audit.read' }],
@@ -207,6 +242,14 @@ const ROUTES: Record<string, readonly Probe[]> = {
   ],
   'GET /dashboard/settings/invites/:id/revoke': [{ action: 'invite.manage', target: 'invite' }],
   'POST /dashboard/settings/invites/:id/revoke': [{ action: 'invite.manage', target: 'invite' }],
+  'GET /dashboard/connections': [{ action: 'signed-in' }],
+  'GET /dashboard/connections/incoming': [{ action: 'signed-in' }],
+  'GET /dashboard/connections/outgoing': [{ action: 'signed-in' }],
+  'POST /dashboard/connections': [{ action: 'signed-in' }],
+  'POST /dashboard/connections/:id/approve': [{ action: 'relay.approve', target: 'connection' }],
+  'POST /dashboard/connections/:id/deny': [{ action: 'relay.approve', target: 'connection' }],
+  'GET /dashboard/connections/:id/revoke': [{ action: 'relay.approve', target: 'connection' }],
+  'POST /dashboard/connections/:id/revoke': [{ action: 'relay.approve', target: 'connection' }],
   'GET /dashboard/members': [{ action: 'member.list' }],
   'POST /dashboard/members/:id/role': [
     { action: 'member.manage', target: 'member', body: form({ role: 'member' }) },
@@ -239,6 +282,10 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
     const creator = own ? actor : colleague;
     createdBy = creator.user.id;
     url = url.replace(':id', await agentBy(creator)).replace(':name', 'echo_token');
+  } else if (probe.target === 'connection') {
+    const creator = own ? actor : colleague;
+    createdBy = creator.user.id;
+    url = url.replace(':id', await connectionTo(creator));
   } else if (probe.target === 'member') {
     url = url.replace(':id', colleague.user.id);
   } else if (probe.target === 'fresh-member') {
@@ -284,7 +331,8 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
 
 function judge(role: Role, key: string, probe: Probe, own: boolean, outcome: Outcome): string | undefined {
   const { response } = outcome;
-  const where = `${role} ${key}${probe.target === 'agent' ? (own ? ' (own agent)' : " (a colleague's agent)") : ''}${
+  const onAgent = probe.target === 'agent' || probe.target === 'connection';
+  const where = `${role} ${key}${onAgent ? (own ? ' (own agent)' : " (a colleague's agent)") : ''}${
     probe.body === undefined ? '' : ` ${JSON.stringify(probe.body())}`
   }`;
   if (outcome.allowed) {
@@ -344,7 +392,7 @@ describe('roles, generated from the role table', () => {
             }
             continue;
           }
-          for (const own of row.target === 'agent' ? [true, false] : [true]) {
+          for (const own of row.target === 'agent' || row.target === 'connection' ? [true, false] : [true]) {
             const outcome = await probe(role, key, row, own);
             probes += 1;
             const failure = judge(role, key, row, own, outcome);

@@ -37,6 +37,8 @@ export const PERMISSIONS = {
   'member.manage': { owner: 'any', admin: 'any', member: 'none' },
   /** Change or remove an owner, or make someone an owner. */
   'owner.manage': { owner: 'any', admin: 'none', member: 'none' },
+  /** Approve, deny and revoke connections to an agent of the tenant (RLY-2). */
+  'relay.approve': { owner: 'any', admin: 'any', member: 'own' },
 } as const satisfies Record<string, Record<Role, Grant>>;
 
 export type Action = keyof typeof PERMISSIONS;
@@ -75,6 +77,8 @@ export const REFUSALS: Readonly<Record<Action, string>> = {
   'member.list': 'Your role cannot list members.',
   'member.manage': 'Only owners and admins change roles or remove members.',
   'owner.manage': 'Only an owner changes or removes an owner, or makes someone an owner.',
+  'relay.approve':
+    'Members approve, deny and revoke connections only to the agents they created; ask an owner or admin.',
 };
 
 /** Throws `forbidden` (403) unless the principal's role allows the action. */

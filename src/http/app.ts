@@ -44,6 +44,8 @@ import { registerGatewayRoutes } from '../gateway/routes.ts';
 import type { Logger } from '../logger.ts';
 import { registerCardRoutes } from '../relay/card-routes.ts';
 import { createCardSigner } from '../relay/card-signing.ts';
+import { registerConnectionPages } from '../relay/connection-page-routes.ts';
+import { registerConnectionsApi } from '../relay/connection-routes.ts';
 import type { Vault } from '../vault/service.ts';
 import { registerDevMail } from '../web/dev-mail-page.ts';
 import { registerDocsRoutes } from '../web/docs-page.ts';
@@ -237,6 +239,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   const addresses = { publicUrl: deps.config.publicUrl, agentsDomain: deps.config.agentsDomain };
   registerInstanceRoutes(app, { instances, logs, ...addresses });
   registerAgentPages(app, { agents, templates: deps.templates, instances, logs, ...addresses, cursors });
+  registerConnectionsApi(app, { cursors });
+  registerConnectionPages(app, { cursors });
   registerAuditPages(app);
   registerCheckpointRoutes(app, { sql: deps.sql, sources: deps.audit, rateLimits: deps.rateLimits });
   registerTileRoutes(app, { sql: deps.sql });

@@ -105,6 +105,24 @@ export const PROBLEM_TYPES = {
     description:
       "The agent's template is no longer installed on this platform, so its credentials cannot be checked; ask the operator to restore it.",
   },
+  connection_exists: {
+    status: 409,
+    title: 'Connection already requested',
+    description:
+      'This requester (the agent, or the person) already has a pending or approved connection to that agent.',
+  },
+  connection_state: {
+    status: 409,
+    title: 'Connection already decided',
+    description:
+      'The connection is not in a state that allows this step (approved or denied already, or revoked); nothing changed.',
+  },
+  relay_token_claimed: {
+    status: 409,
+    title: 'Relay token already claimed',
+    description:
+      'A relay token is handed out exactly once (RLY-3); ask the owner to revoke this connection and request a new one.',
+  },
   rate_limited: {
     status: 429,
     title: 'Too many requests',
