@@ -123,6 +123,24 @@ export const PROBLEM_TYPES = {
     description:
       'A relay token is handed out exactly once (RLY-3); ask the owner to revoke this connection and request a new one.',
   },
+  idempotency_key_invalid: {
+    status: 400,
+    title: 'Idempotency-Key not valid',
+    description:
+      'The Idempotency-Key header is missing where the route requires it, or is not one quoted string (RFC 8941 sf-string) of 1 to 255 printable ASCII characters, as in Idempotency-Key: "8e03978e-40d5-43e8-bc93-6894a57f9324".',
+  },
+  idempotency_key_reused: {
+    status: 422,
+    title: 'Idempotency-Key used for another request',
+    description:
+      'Within the last 24 hours this Idempotency-Key was sent with another request (method, path or body). Nothing was done; send a new key for a new request.',
+  },
+  idempotency_request_in_flight: {
+    status: 409,
+    title: 'Request with this Idempotency-Key still running',
+    description:
+      'The first request with this Idempotency-Key has not finished. Retry shortly with the same key and body: once it has, the retry gets its answer.',
+  },
   rate_limited: {
     status: 429,
     title: 'Too many requests',
