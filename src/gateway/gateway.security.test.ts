@@ -7,6 +7,7 @@ import { type GatewayAgent, type GatewayFixture, startGatewayFixture } from '../
 import { sendRaw } from '../../test/helpers/http.ts';
 import { withTenant } from '../db/tenant.ts';
 import { MAX_CALLS_PER_INSTANCE, MAX_REQUEST_BYTES } from './gateway.ts';
+import { type ModelLimits, writeLimits } from './records.ts';
 
 const CANARY = 'sk-ant-CANARY-7f3c9e1d2b4a6f8e0c2d4b6a8f0e2c4d';
 
@@ -32,6 +33,13 @@ async function send(
     method: options.method ?? 'POST',
   });
   return { ...answer, body: answer.body.toString('utf8') };
+}
+
+/** Sets the agent's limits as its page or API would (those routes are tested in routes.test.ts). */
+async function setLimits(tenant: string, agent: GatewayAgent, limits: Partial<ModelLimits>): Promise<void> {
+  await withTenant(fx.db.app, tenant, (tx) =>
+    writeLimits(tx, agent.agentId, { requests_per_minute: null, tokens_per_day: null, ...limits }),
+  );
 }
 
 const MESSAGE = JSON.stringify({
@@ -260,12 +268,7 @@ describe('limits', () => {
   test('AGT-7: over its requests per minute an agent gets 429 with Retry-After, before any upstream call', async () => {
     const tenant = await fx.tenant();
     const agent = await fx.agent(tenant, { anthropic: CANARY });
-    await withTenant(
-      fx.db.app,
-      tenant,
-      (tx) => tx`
-      update agents set model_requests_per_minute = 3 where id = ${agent.agentId}::uuid`,
-    );
+    await setLimits(tenant, agent, { requests_per_minute: 3 });
     const calls = fx.fakes.anthropic.calls.length;
     const answers = [];
     for (let i = 0; i < 5; i++) answers.push(await ask(agent));
@@ -281,12 +284,7 @@ describe('limits', () => {
   test('AGT-7: once its tokens per day are used, an agent gets 429 until the UTC day ends', async () => {
     const tenant = await fx.tenant();
     const agent = await fx.agent(tenant, { anthropic: CANARY });
-    await withTenant(
-      fx.db.app,
-      tenant,
-      (tx) => tx`
-      update agents set model_tokens_per_day = 5 where id = ${agent.agentId}::uuid`,
-    );
+    await setLimits(tenant, agent, { tokens_per_day: 5 });
     const first = await ask(agent); // 1 token in ("hi"), 2 out
     assert.equal(first.status, 200);
     assert.equal((await ask(agent)).status, 200); // 6 in all now: the limit is passed

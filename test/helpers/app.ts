@@ -47,6 +47,21 @@ export async function testVault(db: Pick<TestDatabase, 'name' | 'app'>): Promise
   return vault;
 }
 
+/** A log destination that keeps each JSON line it is given in `lines`, for tests to read. */
+export function lineSink(lines: string[]): Writable {
+  return new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      lines.push(
+        ...chunk
+          .toString('utf8')
+          .split('\n')
+          .filter((line) => line !== ''),
+      );
+      done();
+    },
+  });
+}
+
 export interface TestAppOptions {
   /**
    * Check every response against /openapi.json (default true). Only the bench
@@ -62,18 +77,7 @@ export async function buildTestApp(
 ): Promise<TestApp> {
   const config = loadConfig({ ENCLAVE_DATA_DIR: '/nonexistent-enclave-test', ...env }, process.cwd());
   const lines: string[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      lines.push(
-        ...chunk
-          .toString('utf8')
-          .split('\n')
-          .filter((line) => line !== ''),
-      );
-      done();
-    },
-  });
-  const logger = createLogger('info', sink);
+  const logger = createLogger('info', lineSink(lines));
   const rateLimits = createRateLimits(db.target, db.appCredentials, logger, config.dbTimeoutMs);
   const audit = testAuditSetup(config);
   const relaySigningKey = generateKeyPairSync('ed25519').privateKey;

@@ -4,7 +4,6 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { mintAgentIdentity } from '../../src/agents/identity.ts';
 import {
   BUILT_IN_TEMPLATES_DIR,
@@ -22,7 +21,7 @@ import type { ModelProvider } from '../../src/gateway/provider-names.ts';
 import { DEFAULT_MODELS } from '../../src/gateway/providers.ts';
 import { createLogger } from '../../src/logger.ts';
 import type { Vault } from '../../src/vault/service.ts';
-import { testVault } from './app.ts';
+import { lineSink, testVault } from './app.ts';
 import { createTenant } from './audit.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
 import { type FakeProviders, startFakeProviders } from './fake-providers.ts';
@@ -106,20 +105,7 @@ export async function startGatewayFixture(
   const templates = await loadTemplateCatalog([BUILT_IN_TEMPLATES_DIR, templateDir]);
   const vault = await testVault(db);
   const lines: string[] = [];
-  const logger = createLogger(
-    'debug',
-    new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        lines.push(
-          ...chunk
-            .toString('utf8')
-            .split('\n')
-            .filter((line) => line !== ''),
-        );
-        done();
-      },
-    }),
-  );
+  const logger = createLogger('debug', lineSink(lines));
   const returnedKeys: Buffer[] = [];
   const gateway = createGateway({
     sql: db.app,
