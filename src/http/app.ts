@@ -239,8 +239,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   const addresses = { publicUrl: deps.config.publicUrl, agentsDomain: deps.config.agentsDomain };
   registerInstanceRoutes(app, { instances, logs, ...addresses });
   registerAgentPages(app, { agents, templates: deps.templates, instances, logs, ...addresses, cursors });
-  registerConnectionsApi(app, { cursors });
-  registerConnectionPages(app, { cursors });
+  registerConnectionsApi(app, { cursors, rateLimits: deps.rateLimits });
+  registerConnectionPages(app, { cursors, rateLimits: deps.rateLimits });
   registerAuditPages(app);
   registerCheckpointRoutes(app, { sql: deps.sql, sources: deps.audit, rateLimits: deps.rateLimits });
   registerTileRoutes(app, { sql: deps.sql });

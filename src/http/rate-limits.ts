@@ -46,6 +46,10 @@ export const BUCKETS = {
   email_change: { points: 5, seconds: 60 * 60 },
   /** Audit proofs and bundles served to one user: each reads the checkpoint log. */
   audit_proof: { points: 60, seconds: 60 },
+  /** Relay connection requests by one user (RLY-5): each reaches another tenant's owner. */
+  relay_connect_user: { points: 20, seconds: 60 * 60 },
+  /** Relay connection requests from one client address, whoever signs in there (an office may share one). */
+  relay_connect_ip: { points: 600, seconds: 60 * 60 },
 } as const;
 
 export type Bucket = keyof typeof BUCKETS;

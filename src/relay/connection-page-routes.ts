@@ -8,6 +8,7 @@ import { HANDLE_PATTERN } from '../agents/handles.ts';
 import type { TenantSql } from '../db/tenant.ts';
 import type { App } from '../http/app.ts';
 import type { PageCursors } from '../http/page-cursor.ts';
+import type { RateLimits } from '../http/rate-limits.ts';
 import { IdParams } from '../http/schemas.ts';
 import { MULTILINE } from '../http/text-input.ts';
 import {
@@ -28,6 +29,7 @@ import {
   listConnections,
   MAX_CONNECTION_MESSAGE,
   requestConnection,
+  spendConnectPoints,
 } from './connections.ts';
 
 // The connections dashboard (RLY-2): both lists, the request form, and the
@@ -59,7 +61,10 @@ async function agentChoices(tx: TenantSql, request: FastifyRequest): Promise<[st
     .map((agent) => [agent.id, agent.handle]);
 }
 
-export function registerConnectionPages(app: App, deps: { cursors: PageCursors }): void {
+export function registerConnectionPages(
+  app: App,
+  deps: { cursors: PageCursors; rateLimits: Pick<RateLimits, 'consume'> },
+): void {
   const user = { auth: 'user' as const };
   const hide = { hide: true } as const;
   const byId = { config: user, attachValidation: true, schema: { ...hide, params: IdParams } };
@@ -143,6 +148,8 @@ export function registerConnectionPages(app: App, deps: { cursors: PageCursors }
         const errors = formErrors({ field: 'handle', message: 'Agent handle is not a handle.' });
         return render(request, reply, 400, { values, errors });
       }
+      // Over the limit, the answer is the 429 page with Retry-After (the error handler's), not the form.
+      await spendConnectPoints(deps.rateLimits, signedIn(request).user.id, request.ip);
       try {
         const principal = signedIn(request);
         const { handle, agent_id, message } = request.body;

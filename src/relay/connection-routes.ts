@@ -4,6 +4,7 @@ import { HANDLE_PATTERN } from '../agents/handles.ts';
 import type { App } from '../http/app.ts';
 import { NextAfter, type PageCursors, PageQuery, readPage } from '../http/page-cursor.ts';
 import { ProblemSchema } from '../http/problems.ts';
+import type { RateLimits } from '../http/rate-limits.ts';
 import { curlExample, Id, IdParams, NullableTimestamp, Timestamp } from '../http/schemas.ts';
 import { MULTILINE } from '../http/text-input.ts';
 import {
@@ -13,6 +14,7 @@ import {
   listConnections,
   MAX_CONNECTION_MESSAGE,
   requestConnection,
+  spendConnectPoints,
 } from './connections.ts';
 
 // /api/v1/connections: requests, the target's decisions and the requester's
@@ -63,7 +65,10 @@ const DECISIONS: Readonly<Record<Decision, { operationId: string; summary: strin
   },
 };
 
-export function registerConnectionsApi(app: App, deps: { cursors: PageCursors }): void {
+export function registerConnectionsApi(
+  app: App,
+  deps: { cursors: PageCursors; rateLimits: Pick<RateLimits, 'consume'> },
+): void {
   const auth = { auth: 'user' as const };
 
   app.post(
@@ -92,11 +97,12 @@ export function registerConnectionsApi(app: App, deps: { cursors: PageCursors })
           },
           { additionalProperties: false },
         ),
-        response: { 201: ConnectionSchema, ...errors },
+        response: { 201: ConnectionSchema, ...errors, 429: ProblemSchema },
       },
     },
     async (request, reply) => {
       const principal = signedIn(request);
+      await spendConnectPoints(deps.rateLimits, principal.user.id, request.ip);
       const { handle, agent_id, message } = request.body;
       const created = await request.withTenant((tx) =>
         requestConnection(tx, principal, { handle, agentId: agent_id ?? null, message }),

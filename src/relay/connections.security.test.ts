@@ -336,3 +336,23 @@ describe('connections: approval and the relay token', () => {
     assert.equal(crossed.json<ProblemBody>().code, 'cursor_invalid');
   });
 });
+
+test('RLY-5: past its hourly connection requests a user is answered 429 with Retry-After, before any lookup, and nothing is written', async () => {
+  const flooder = await createAccount(ctx.db, ctx.testApp);
+  const ask = () =>
+    ctx.testApp.app.inject({
+      method: 'POST',
+      url: '/api/v1/connections',
+      remoteAddress: `10.77.${randomBytes(1)[0]}.${randomBytes(1)[0]}`,
+      headers: { authorization: `Bearer ${flooder.apiToken}` },
+      payload: { handle: 'no-such-agent-here', message: 'hello' },
+    });
+  for (let n = 0; n < 20; n++) assert.equal((await ask()).statusCode, 404);
+  const refused = await ask();
+  assert.equal(refused.statusCode, 429, refused.body);
+  assert.equal(refused.json<ProblemBody>().code, 'rate_limited');
+  assert.match(String(refused.headers['retry-after']), /^\d+$/);
+  const rows = await ctx.db.superuser<{ n: number }[]>`
+    select count(*)::int as n from enclave.relay_connections where requester_user_id = ${flooder.user.id}::uuid`;
+  assert.equal(rows[0]?.n, 0);
+});

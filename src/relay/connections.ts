@@ -13,6 +13,7 @@ import {
   type PositionedRow,
   positionColumns,
 } from '../http/page-cursor.ts';
+import type { RateLimits } from '../http/rate-limits.ts';
 import { hashToken, mintToken, tokenKind } from '../tokens.ts';
 import { RelayError } from './errors.ts';
 
@@ -327,4 +328,18 @@ export async function resolveRelayToken(sql: Sql, token: string): Promise<RelayG
       where relay_token_hash = ${hash} and side = 'incoming' and state = 'approved'`,
   );
   return row;
+}
+
+/**
+ * RLY-5: a connection request spends a point of the asker's bucket and one of
+ * their client address's, before any lookup, so neither a user nor an address
+ * can flood other tenants' owners with requests (429 with Retry-After).
+ */
+export async function spendConnectPoints(
+  rateLimits: Pick<RateLimits, 'consume'>,
+  userId: string,
+  clientAddress: string,
+): Promise<void> {
+  await rateLimits.consume('relay_connect_user', userId);
+  await rateLimits.consume('relay_connect_ip', clientAddress);
 }
