@@ -9,6 +9,7 @@ import type { TemplateCatalog } from '../agents/templates.ts';
 import { appendAuditEvent } from '../audit/append.ts';
 import { withTenant } from '../db/tenant.ts';
 import { asDatabaseUnavailable, DATABASE_RETRY_AFTER_SECONDS } from '../db/timeouts.ts';
+import { connectionListed, HOP_BY_HOP } from '../http/hop-by-hop.ts';
 import { PROBLEM_TYPES, type ProblemCode, problemTypeUri } from '../http/problem-types.ts';
 import type { Logger } from '../logger.ts';
 import { hashToken, tokenKind } from '../tokens.ts';
@@ -72,16 +73,9 @@ const FACTS_TTL_MS = 1000;
 /** A translated (auto → OpenAI) answer is read whole; past this it is refused as unreachable. */
 const MAX_TRANSLATED_BYTES = 4 * 1024 * 1024;
 
-const DROPPED_REQUEST_HEADERS = new Set([
+/** Request headers the gateway sets or refuses to pass on, besides the hop-by-hop ones (http/hop-by-hop.ts). */
+const SET_BY_GATEWAY = new Set([
   'host',
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
   'content-length',
   'expect',
   // The agent's token, in whichever header its SDK sends a key in, and anything else that authenticates.
@@ -97,18 +91,8 @@ const DROPPED_REQUEST_HEADERS = new Set([
   'x-forwarded-host',
   'x-forwarded-proto',
 ]);
-
-const DROPPED_RESPONSE_HEADERS = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'set-cookie',
-  'alt-svc',
-]);
+/** Response headers that are the provider's own business with its direct clients, besides the hop-by-hop ones. */
+const PROVIDER_ONLY = new Set(['set-cookie', 'alt-svc']);
 
 class Refusal extends Error {
   readonly status: number;
@@ -592,9 +576,17 @@ export function createGateway(deps: GatewayDeps) {
       headers['content-type'] = 'application/json';
     } else {
       const raw = req.rawHeaders;
+      const listed = connectionListed(raw);
       for (let i = 0; i + 1 < raw.length; i += 2) {
         const name = (raw[i] as string).toLowerCase();
-        if (DROPPED_REQUEST_HEADERS.has(name) || name.startsWith('proxy-')) continue;
+        if (
+          HOP_BY_HOP.has(name) ||
+          listed.has(name) ||
+          SET_BY_GATEWAY.has(name) ||
+          name.startsWith('proxy-')
+        ) {
+          continue;
+        }
         const value = raw[i + 1] as string;
         const existing = headers[name];
         headers[name] = existing === undefined ? value : `${String(existing)}, ${value}`;
@@ -698,9 +690,13 @@ export function createGateway(deps: GatewayDeps) {
           });
           return;
         }
-        const headers: http.OutgoingHttpHeaders = {};
-        for (const [name, value] of Object.entries(answer.headers)) {
-          if (value !== undefined && !DROPPED_RESPONSE_HEADERS.has(name)) headers[name] = value;
+        const raw = answer.rawHeaders;
+        const listed = connectionListed(raw);
+        const headers: string[] = [];
+        for (let i = 0; i + 1 < raw.length; i += 2) {
+          const name = (raw[i] as string).toLowerCase();
+          if (HOP_BY_HOP.has(name) || listed.has(name) || PROVIDER_ONLY.has(name)) continue;
+          headers.push(raw[i] as string, raw[i + 1] as string);
         }
         res.writeHead(status, headers);
         answer.on('data', (chunk: Buffer) => tap.write(chunk));

@@ -69,6 +69,9 @@ test('AGT-7: the agent’s body reaches the provider byte for byte and the strea
       cookie: 'session=should-not-pass',
       'proxy-authorization': 'Basic c2hvdWxkOm5vdA==',
       'x-forwarded-for': '10.0.0.1',
+      // Hop-by-hop for this message only (RFC 9110 §7.6.1): named in Connection, never passed on.
+      connection: 'close, x-hop-only',
+      'x-hop-only': 'not for the provider',
     },
     body,
   });
@@ -80,7 +83,7 @@ test('AGT-7: the agent’s body reaches the provider byte for byte and the strea
   assert.equal(seen.url, '/v1/chat/completions');
   assert.equal(seen.headers.authorization, 'Bearer xai-raw-key-0123456789');
   assert.equal(seen.headers['x-custom-trace'], 'trace-1');
-  for (const dropped of ['cookie', 'proxy-authorization', 'x-forwarded-for', 'x-api-key']) {
+  for (const dropped of ['cookie', 'proxy-authorization', 'x-forwarded-for', 'x-api-key', 'x-hop-only']) {
     assert.equal(seen.headers[dropped], undefined, dropped);
   }
   assert.ok(!JSON.stringify(seen.headers).includes(agent.token));

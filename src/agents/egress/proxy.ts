@@ -3,6 +3,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { Sql } from 'postgres';
+import { connectionListed, HOP_BY_HOP } from '../../http/hop-by-hop.ts';
 import type { Logger } from '../../logger.ts';
 import type { EgressIdentity } from '../runtime/driver.ts';
 import { listenHostSocket, removeHostSocket } from '../runtime/host-sockets.ts';
@@ -57,19 +58,6 @@ const MAX_AGENT_CONNECTIONS = 2 * MAX_TUNNELS;
 /** After one side of a tunnel has closed, how long the other may take to finish. */
 const LINGER_MS = 10_000;
 
-// Connection-level headers (RFC 9110 §7.6.1) and the proxy's own: never passed on.
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authorization',
-  'proxy-authenticate',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
-
 type Refusal = { readonly status: 400 | 403 | 502 | 503; readonly reason: string };
 type Opened = { readonly socket: net.Socket } | { readonly refusal: Refusal };
 
@@ -102,11 +90,8 @@ function sendPlain(res: ServerResponse, status: number, reason: string): void {
 
 /** rawHeaders without hop-by-hop headers, those the Connection header names, and `drop`. */
 function endToEndHeaders(rawHeaders: readonly string[], drop: readonly string[] = []): string[] {
-  const named = new Set(drop);
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    if (rawHeaders[i]?.toLowerCase() !== 'connection') continue;
-    for (const token of (rawHeaders[i + 1] ?? '').split(',')) named.add(token.trim().toLowerCase());
-  }
+  const named = connectionListed(rawHeaders);
+  for (const name of drop) named.add(name);
   const kept: string[] = [];
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] ?? '';

@@ -2,21 +2,11 @@
 // Node's HTTP objects, fast-path.ts over raw sockets): what a request may carry
 // to an instance, and what an instance's response may carry back.
 
+import { connectionListed, HOP_BY_HOP } from '../../http/hop-by-hop.ts';
+
 /** The platform's cookies (the session cookie `enclave_session`) share this prefix; none reaches an instance. */
 export const PLATFORM_COOKIE_PREFIX = 'enclave_';
 
-/** Connection-level headers (RFC 9110 §7.6.1): never forwarded, in either direction. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
 /** Request headers the ingress sets itself, whatever the client sent (expect: the server already answered 100). */
 const SET_BY_INGRESS = new Set([
   'host',
@@ -27,16 +17,6 @@ const SET_BY_INGRESS = new Set([
   'x-real-ip',
   'expect',
 ]);
-
-/** Header names listed in Connection values: hop-by-hop for this message only. */
-function connectionListed(raw: readonly string[]): Set<string> {
-  const listed = new Set<string>();
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    if (raw[i]?.toLowerCase() !== 'connection') continue;
-    for (const name of (raw[i + 1] ?? '').split(',')) listed.add(name.trim().toLowerCase());
-  }
-  return listed;
-}
 
 /** The Cookie header without the platform's cookies; '' when none is left. */
 function withoutPlatformCookies(cookie: string): string {
