@@ -123,6 +123,17 @@ export const PROBLEM_TYPES = {
     description:
       'A relay token is handed out exactly once (RLY-3); ask the owner to revoke this connection and request a new one.',
   },
+  message_too_large: {
+    status: 413,
+    title: 'Message too large',
+    description: 'A relay message is at most 32 KiB of UTF-8 text (MAX_MESSAGE_BYTES); nothing was written.',
+  },
+  thread_state: {
+    status: 409,
+    title: 'Thread not open',
+    description:
+      'The thread was closed, or revoked with its connection (RLY-3); it takes no more messages. Start a new thread over an approved connection.',
+  },
   idempotency_key_invalid: {
     status: 400,
     title: 'Idempotency-Key not valid',

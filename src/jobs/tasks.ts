@@ -32,6 +32,8 @@ export interface TaskPayloads {
   agent_instance_sync: { tenant_id: string; agent_id: string; restart: boolean };
   /** Cron, every minute, and at worker start: enqueues a sync for every instance not in its wanted state. */
   agent_reconcile: Record<string, never>;
+  /** Delivers one caller message of a relay thread to the target agent's instance (src/relay/threads.ts). */
+  relay_deliver: { tenant_id: string; message_id: string };
 }
 
 /** Tasks only a worker that runs agent instances registers, so other workers never take them. */

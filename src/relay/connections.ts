@@ -16,6 +16,7 @@ import {
 import type { RateLimits } from '../http/rate-limits.ts';
 import { hashToken, mintToken, tokenKind } from '../tokens.ts';
 import { RelayError } from './errors.ts';
+import { revokeConnectionThreads } from './threads.ts';
 
 // Connections (RLY-2) and the relay token's one claim (RLY-3). A connection
 // has a row in each tenant it joins (migration 0017): `incoming` in the
@@ -258,6 +259,7 @@ export async function decideConnection(
     );
   }
   if (result?.outcome !== 'ok') throw noSuchConnection();
+  const threadsRevoked = decision === 'revoke' ? await revokeConnectionThreads(tx, id) : 0;
   await recordOnBothChains(
     tx,
     principal,
@@ -265,7 +267,12 @@ export async function decideConnection(
     {
       action: `relay.connection_${DECIDED[decision]}`,
       target: `connection:${id}`,
-      data: { connection_id: id, target_handle: row.target_handle, previous_state: row.state },
+      data: {
+        connection_id: id,
+        target_handle: row.target_handle,
+        previous_state: row.state,
+        ...(decision === 'revoke' ? { threads_revoked: threadsRevoked } : {}),
+      },
     },
   );
   return getConnection(tx, id);
