@@ -50,6 +50,19 @@ export const BUCKETS = {
   relay_connect_user: { points: 20, seconds: 60 * 60 },
   /** Relay connection requests from one client address, whoever signs in there (an office may share one). */
   relay_connect_ip: { points: 600, seconds: 60 * 60 },
+  // The relay's data plane (RLY-5): one bucket per action and per key kind (src/relay/rate-limits.ts).
+  /** Threads started with one relay token: each wakes the target agent. */
+  relay_thread_start_token: { points: 60, seconds: 60 },
+  relay_thread_start_ip: { points: 600, seconds: 60 },
+  /** Follow-up messages written with one relay token. */
+  relay_follow_up_token: { points: 120, seconds: 60 },
+  relay_follow_up_ip: { points: 1200, seconds: 60 },
+  /** Thread reads (and closes, owner answers) with one thread token. */
+  relay_read_token: { points: 600, seconds: 60 },
+  relay_read_ip: { points: 3000, seconds: 60 },
+  /** Thread tokens minted by one user. */
+  relay_token_mint_user: { points: 60, seconds: 60 * 60 },
+  relay_token_mint_ip: { points: 600, seconds: 60 * 60 },
 } as const;
 
 export type Bucket = keyof typeof BUCKETS;
