@@ -10,7 +10,9 @@ export type RelayErrorCode =
   | 'forbidden'
   | 'connection_exists'
   | 'connection_state'
-  | 'relay_token_claimed';
+  | 'relay_token_claimed'
+  | 'card_unpublished'
+  | 'listing_state';
 
 export class RelayError extends AppError<RelayErrorCode> {
   constructor(code: RelayErrorCode, message: string, field?: string) {
