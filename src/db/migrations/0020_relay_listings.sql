@@ -49,6 +49,10 @@ create policy tenant_isolation on relay_listings
   using (tenant_id = enclave.current_tenant_id())
   with check (tenant_id = enclave.current_tenant_id());
 grant select, insert, update on relay_listings to enclave_app;
+-- The functions below run as enclave_owner, which FORCE RLS holds to the
+-- tenant policy too: this lets them (and only them: enclave_app is not the
+-- owner) read every tenant's listings, as agents_definer (0008) does for agents.
+create policy relay_listings_definer on relay_listings for select to enclave_owner using (true);
 
 -- What an approval is of: the card's words and skills (its template).
 create function enclave.relay_card_fingerprint(p_name text, p_description text, p_template text) returns text
