@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { createAccount, type TestAccount } from '../../test/helpers/accounts.ts';
 import { type ProblemBody, useTestApp } from '../../test/helpers/app.ts';
+import { main } from '../cli/main.ts';
 import { executeRelayCommand, parseRelayCommand } from '../cli/relay.ts';
 import { UsageError } from '../cli/usage-error.ts';
 import type { DirectoryPage } from './directory.ts';
@@ -314,6 +315,22 @@ describe('relay directory', () => {
     usage(['reject', 'some-agent'], 'x'.repeat(501), /--reason must be 1 to 500 characters/);
     usage(['reject', 'some-agent'], 'two\nlines', /--reason must be 1 to 500 characters on one line/);
 
+    // Through the command itself: a usage mistake is one line on stderr and exit 2, before any database.
+    for (const [argv, says] of [
+      [['relay', 'approve'], /^enclave: "relay approve" needs the agent's HANDLE .*Run "enclave --help"\.$/],
+      [['relay', 'listings', '--reason', 'x'], /^enclave: --reason is an option of "relay reject"/],
+      [['doctor', '--reason', 'x'], /^enclave: --reason is an option of "relay reject", not "doctor"/],
+    ] as const) {
+      const err: string[] = [];
+      const status = await main(argv, {}, { out: () => {}, err: (line) => err.push(line) });
+      assert.equal(status, 2, argv.join(' '));
+      assert.equal(err.length, 1);
+      assert.match(err[0] ?? '', says);
+    }
+    const help: string[] = [];
+    assert.equal(await main(['relay', '--help'], {}, { out: (line) => help.push(line), err: () => {} }), 0);
+    assert.match(help.join('\n'), /enclave relay reject HANDLE \[--reason TEXT\]/);
+
     const unknown = await relayCli('approve', 'no-such-agent-here');
     assert.deepEqual(
       [unknown.status, unknown.err],
@@ -326,13 +343,22 @@ describe('relay directory', () => {
 
   test('RLY-1: the operator page lists pending requests with approve and reject forms; anyone else gets a 404', async () => {
     const { id, handle } = await newAgent();
-    // Asked for from the agent page, with a plain form.
+    // Asked for from the agent page, with a plain form; an unpublished card is a 409 page saying why.
+    const unpublished = await newAgent({ publish: false });
+    const early = await pageAs(owner, 'POST', `/dashboard/agents/${unpublished.id}/listing`, {
+      action: 'request',
+    });
+    assert.equal(early.statusCode, 409);
+    assert.match(early.body, /publish the agent’s card before asking for a directory listing/);
+    const bogus = await pageAs(owner, 'POST', `/dashboard/agents/${unpublished.id}/listing`, {
+      action: 'frob',
+    });
+    assert.equal(bogus.statusCode, 400);
     const asked = await pageAs(owner, 'POST', `/dashboard/agents/${id}/listing`, { action: 'request' });
     assert.equal(asked.statusCode, 303);
-    assert.match(
-      (await pageAs(owner, 'GET', `/dashboard/agents/${id}`)).body,
-      /waits for the operator’s review/,
-    );
+    const agentPage = (await pageAs(owner, 'GET', `/dashboard/agents/${id}`)).body;
+    assert.match(agentPage, /waits for the operator’s review/);
+    assert.ok(agentPage.includes('Withdraw directory listing'));
 
     for (const outsider of [owner, reader]) {
       assert.equal((await pageAs(outsider, 'GET', '/operator/listings')).statusCode, 404);
