@@ -4,6 +4,7 @@ import { describe, test } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
 import { insertEgressRecords } from '../src/agents/egress/records.ts';
 import { withTenant } from '../src/db/tenant.ts';
+import { decideListing } from '../src/relay/listings.ts';
 import { createAccount, loginAgain, mintInvite, type TestAccount } from './helpers/accounts.ts';
 import { insertAgent } from './helpers/agents.ts';
 import { useTestApp } from './helpers/app.ts';
@@ -98,7 +99,29 @@ ctx.before(async () => {
     headers: asCarol,
   });
   assert.equal(claimed.statusCode, 201, claimed.body);
+  // Two listed agents (A's and C's), so the directory, a list shared by every tenant, pages (RLY-1).
+  await ctx.db.superuser`update agents set card_published = true where handle = 'carol-echo'`;
+  for (const [owner, agentId] of [
+    [alice.apiToken, await agentIdOf('alice-echo')],
+    [carol.apiToken, carolAgent.json<{ id: string }>().id],
+  ]) {
+    const listing = await ctx.testApp.app.inject({
+      method: 'POST',
+      url: `/api/v1/agents/${agentId}/listing`,
+      headers: { authorization: `Bearer ${owner}` },
+    });
+    assert.equal(listing.statusCode, 200, listing.body);
+  }
+  for (const handle of ['alice-echo', 'carol-echo']) {
+    await decideListing(ctx.db.app, { handle, decision: 'approve', actor: 'operator:cli' });
+  }
 });
+
+async function agentIdOf(handle: string): Promise<string> {
+  const [agent] = await ctx.db.superuser<{ id: string }[]>`select id from agents where handle = ${handle}`;
+  assert.ok(agent !== undefined);
+  return agent.id;
+}
 
 // ---------------------------------------------------------------- OpenAPI
 

@@ -34,6 +34,7 @@ test('OPS-3: in Chromium at 390 px wide, no page scrolls sideways and the naviga
     '/dashboard/settings/invites',
     '/dashboard/audit',
     '/dashboard/members',
+    '/directory',
     '/profile',
     '/docs',
     '/docs/problems',

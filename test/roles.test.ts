@@ -169,6 +169,10 @@ const ROUTES: Record<string, readonly Probe[]> = {
   'PUT /api/v1/agents/:id/card': [
     { action: 'agent.manage', target: 'agent', body: () => ({ published: true }) },
   ],
+  // Unpublished probe agents: an allowed caller gets 409 (card_unpublished / listing_state), a refused one 403.
+  'POST /api/v1/agents/:id/listing': [{ action: 'agent.manage', target: 'agent' }],
+  'DELETE /api/v1/agents/:id/listing': [{ action: 'agent.manage', target: 'agent' }],
+  'GET /api/v1/directory': [{ action: 'signed-in' }],
   'GET /api/v1/connections': [{ action: 'signed-in' }],
   'POST /api/v1/connections': [{ action: 'signed-in' }],
   'POST /api/v1/connections/:id/approve': [{ action: 'relay.approve', target: 'connection' }],
@@ -233,6 +237,9 @@ const ROUTES: Record<string, readonly Probe[]> = {
   ],
   'POST /dashboard/agents/:id/card': [
     { action: 'agent.manage', target: 'agent', body: form({ published: 'true' }) },
+  ],
+  'POST /dashboard/agents/:id/listing': [
+    { action: 'agent.manage', target: 'agent', body: form({ action: 'request' }) },
   ],
   'POST /dashboard/agents/:id/start': [{ action: 'agent.manage', target: 'agent' }],
   'POST /dashboard/agents/:id/stop': [{ action: 'agent.manage', target: 'agent' }],

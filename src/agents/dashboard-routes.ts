@@ -14,6 +14,8 @@ import { IdParams } from '../http/schemas.ts';
 import { MULTILINE } from '../http/text-input.ts';
 import { setCardPublished } from '../relay/card-publication.ts';
 import { cardPath } from '../relay/cards.ts';
+import { RelayError } from '../relay/errors.ts';
+import { listingOf, requestListing, withdrawListing } from '../relay/listings.ts';
 import { MAX_CREDENTIAL_CHARACTERS } from '../vault/service.ts';
 import type { FormErrors } from '../web/account-pages.ts';
 import {
@@ -122,6 +124,10 @@ const InstanceStateBody = Type.Object(
 );
 const NewAgentQuery = Type.Object({ template: Type.Optional(str(100)) }, form);
 const CardBody = Type.Object({ published: Type.Union([Type.Literal('true'), Type.Literal('false')]) }, form);
+const ListingBody = Type.Object(
+  { action: Type.Union([Type.Literal('request'), Type.Literal('withdraw')]) },
+  form,
+);
 
 const AGENT_LABELS: Readonly<Record<string, string>> = {
   name: 'Name',
@@ -240,13 +246,14 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
     // Address, output and egress only for whom roles.ts allows them (a member, on others' agents: no).
     const reach = await instances.mayReach(tx, principal, id);
     const gateway = templates.get(agent.template)?.modelGateway === true;
-    const [instance, egress, sessions, models] = await Promise.all([
+    const [instance, egress, sessions, models, listing] = await Promise.all([
       instances.view(tx, id),
       reach ? listEgressRecords(tx, id, 20) : [],
       instances.supportSessions(tx, id, 10),
       reach && gateway ? modelUsage(tx, agents, principal, id, 7) : undefined,
+      listingOf(tx, id),
     ]);
-    return { agent, instance, egress, sessions, reach, models };
+    return { agent, instance, egress, sessions, reach, models, listing };
   };
 
   const showAgent = async (
@@ -266,7 +273,7 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
       if (isNotFound(error)) return notFound(request, reply);
       throw error;
     }
-    const { agent, instance, egress, sessions, reach, models } = found;
+    const { agent, instance, egress, sessions, reach, models, listing } = found;
     const template = templates.get(agent.template);
     const principal = signedIn(request);
     const manage = may(principal, 'agent.manage', agent.created_by);
@@ -299,6 +306,7 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
           cardUrl: `${deps.publicUrl}${cardPath(agent.handle)}`,
           manage,
           error: cardError,
+          listing,
         }),
         may: { manage, credentials: may(principal, 'credential.manage', agent.created_by) },
         ...rest,
@@ -543,6 +551,35 @@ export function registerAgentPages(app: App, deps: AgentPagesDeps): void {
     }
     return reply.redirect(
       `/dashboard/agents/${id}?notice=card-${published ? 'published' : 'unpublished'}#card`,
+      303,
+    );
+  });
+
+  // Its directory listing (RLY-1): ask for it, or withdraw it.
+  app.post('/dashboard/agents/:id/listing', withIdForm(ListingBody), async (request, reply) => {
+    if (request.validationError?.validationContext === 'params') return notFound(request, reply);
+    const { id } = request.params;
+    if (request.validationError !== undefined) {
+      return showAgent(request, reply, 400, id, {
+        cardError: 'Choose to ask for or to withdraw the listing.',
+      });
+    }
+    const withdraw = request.body.action === 'withdraw';
+    try {
+      await request.withTenant((tx) =>
+        (withdraw ? withdrawListing : requestListing)(tx, agents, signedIn(request), id),
+      );
+    } catch (error) {
+      if (
+        error instanceof RelayError &&
+        (error.code === 'card_unpublished' || error.code === 'listing_state')
+      ) {
+        return showAgent(request, reply, 409, id, { cardError: error.message });
+      }
+      return refused(request, reply, error);
+    }
+    return reply.redirect(
+      `/dashboard/agents/${id}?notice=listing-${withdraw ? 'withdrawn' : 'requested'}#listing`,
       303,
     );
   });

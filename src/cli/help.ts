@@ -51,6 +51,20 @@ AGENT is the agent's handle or id. Only an agent whose owner allows support
 access and whose instance is running accepts a session; each session's start,
 end and length are recorded in the owner's audit log.`;
 
+const RELAY_HELP = `Usage: enclave relay listings
+       enclave relay approve HANDLE
+       enclave relay reject HANDLE [--reason TEXT]
+
+listings  Lists the directory listings waiting for review, oldest first:
+          handle, name, description, requested at, and "new" or "changed"
+          (approved before, but the card's name, description or template
+          changed since).
+approve   Lists the agent HANDLE in the directory (/directory).
+reject    Refuses the listing; the owner sees TEXT (up to 500 characters)
+          on the agent's page.
+
+Each decision is recorded in the agent's tenant's audit log.`;
+
 export const USAGE = `Usage: enclave <command> [options]
 
 Commands:
@@ -62,6 +76,7 @@ Commands:
   audit     Make an audit checkpoint now, or export a tenant's recovery bundle
   keys      Rotate the vault's master key or a tenant's data key
   support   Open a support shell in an agent that allows it (ssh, or proxy for OpenSSH)
+  relay     Review directory listings (relay listings, approve HANDLE, reject HANDLE)
   help      Show this help
 
 Run "enclave <command> --help" for a command's options.
@@ -92,5 +107,6 @@ and exits non-zero if anything Enclave needs to run is broken.`,
   audit: AUDIT_HELP,
   keys: KEYS_HELP,
   support: SUPPORT_HELP,
+  relay: RELAY_HELP,
   help: 'Usage: enclave help [command]',
 };

@@ -103,6 +103,8 @@ interface Parsed {
   readonly tenant: string | undefined;
   readonly bundle: string | undefined;
   readonly consistencyFrom: string | undefined;
+  /** Option of `relay reject`. */
+  readonly reason: string | undefined;
 }
 
 function parse(argv: readonly string[]): Parsed {
@@ -115,6 +117,7 @@ function parse(argv: readonly string[]): Parsed {
       tenant: { type: 'string' },
       bundle: { type: 'string' },
       'consistency-from': { type: 'string' },
+      reason: { type: 'string' },
     },
     allowPositionals: true,
     strict: true,
@@ -129,6 +132,7 @@ function parse(argv: readonly string[]): Parsed {
     tenant: values.tenant,
     bundle: values.bundle,
     consistencyFrom: values['consistency-from'],
+    reason: values.reason,
   };
 }
 
@@ -142,7 +146,7 @@ export async function main(argv: readonly string[], env: Env, io: Io = processIo
     io.err(`enclave: ${problem.charAt(0).toLowerCase()}${problem.slice(1)}. Run "enclave --help".`);
     return 2;
   }
-  const { command, help, rest, email, expires, tenant, bundle, consistencyFrom } = parsed;
+  const { command, help, rest, email, expires, tenant, bundle, consistencyFrom, reason } = parsed;
   try {
     if (command === undefined || command === 'help') {
       const topic = command === 'help' ? rest[0] : undefined;
@@ -157,6 +161,12 @@ export async function main(argv: readonly string[], env: Env, io: Io = processIo
       io.out(commandHelp);
       return 0;
     }
+    if (command === 'relay' && email === undefined && expires === undefined && tenant === undefined) {
+      const { runRelay } = await import('./relay.ts');
+      return await runRelay({ rest, reason }, env, io);
+    }
+    if (reason !== undefined)
+      throw new UsageError(`--reason is an option of "relay reject", not "${command}"`);
     if (command === 'audit' && email === undefined && expires === undefined) {
       const { runAudit } = await import('./audit.ts');
       return await runAudit({ rest, tenant, bundle, consistencyFrom }, env, io);

@@ -46,6 +46,8 @@ import { registerCardRoutes } from '../relay/card-routes.ts';
 import { createCardSigner } from '../relay/card-signing.ts';
 import { registerConnectionPages } from '../relay/connection-page-routes.ts';
 import { registerConnectionsApi } from '../relay/connection-routes.ts';
+import { registerDirectoryPages } from '../relay/directory-page-routes.ts';
+import { registerListingRoutes } from '../relay/listing-routes.ts';
 import type { Vault } from '../vault/service.ts';
 import { registerDevMail } from '../web/dev-mail-page.ts';
 import { registerDocsRoutes } from '../web/docs-page.ts';
@@ -251,6 +253,9 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     signer: createCardSigner(deps.relaySigningKey, deps.config.publicUrl),
     agents,
   });
+  const directory = { sql: deps.sql, cursors, templates: deps.templates, publicUrl: deps.config.publicUrl };
+  registerListingRoutes(app, { ...directory, agents });
+  registerDirectoryPages(app, directory);
   // The outbox page exists only where mail goes to the outbox: development without SMTP.
   if (deps.config.env === 'development' && !deps.smtpConfigured) registerDevMail(app, deps.sql);
   return app;

@@ -117,6 +117,16 @@ export const PROBLEM_TYPES = {
     description:
       'The connection is not in a state that allows this step (approved or denied already, or revoked); nothing changed.',
   },
+  card_unpublished: {
+    status: 409,
+    title: 'Card not published',
+    description: 'A directory listing is of a published card: publish the agent’s card first (RLY-1).',
+  },
+  listing_state: {
+    status: 409,
+    title: 'No directory listing',
+    description: 'The agent has no directory listing to withdraw; nothing changed.',
+  },
   relay_token_claimed: {
     status: 409,
     title: 'Relay token already claimed',

@@ -120,9 +120,12 @@ export function registerConnectionPages(
     );
   };
 
-  app.get('/dashboard/connections', { config: user, schema: hide }, async (request, reply) =>
-    render(request, reply, 200, { notice: connectionsNoticeFrom(request.query) }),
-  );
+  app.get('/dashboard/connections', { config: user, schema: hide }, async (request, reply) => {
+    // ?handle= comes from the directory's Connect link: attacker-controlled, so kept only if it is a handle.
+    const handle = (request.query as { handle?: unknown } | undefined)?.handle;
+    const values = typeof handle === 'string' && HANDLE.test(handle) ? { handle } : {};
+    return render(request, reply, 200, { values, notice: connectionsNoticeFrom(request.query) });
+  });
 
   for (const direction of ['incoming', 'outgoing'] as const) {
     app.get(`/dashboard/connections/${direction}`, { config: user, schema: hide }, async (request, reply) =>

@@ -12,7 +12,9 @@ export type RelayErrorCode =
   | 'connection_state'
   | 'relay_token_claimed'
   | 'message_too_large'
-  | 'thread_state';
+  | 'thread_state'
+  | 'card_unpublished'
+  | 'listing_state';
 
 export class RelayError extends AppError<RelayErrorCode> {
   constructor(code: RelayErrorCode, message: string, field?: string) {

@@ -40,6 +40,8 @@ const NOTICES: Readonly<Record<string, string>> = {
   'model-limits-set': 'The model limits were saved. The next call is held to them.',
   'card-published': "The agent's card is published: anyone who knows its handle can read it.",
   'card-unpublished': "The agent's card is no longer published: reading it now answers 404.",
+  'listing-requested': 'The directory listing was requested: the operator reviews it.',
+  'listing-withdrawn': 'The directory listing was withdrawn: the agent is not in the directory.',
   'instance-start': 'Starting the agent: its state below changes once the platform has started it.',
   'instance-stop': 'Stopping the agent.',
   'instance-restart': 'Restarting the agent.',

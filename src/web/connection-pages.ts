@@ -107,7 +107,7 @@ ${pagerNav(input.incomingPager, 'Pages of incoming connections')}
 <h2>Outgoing</h2>
 ${table(input.outgoing, false)}
 ${pagerNav(input.outgoingPager, 'Pages of outgoing connections')}
-<h2>Ask to connect</h2>
+<h2 id="connect">Ask to connect</h2>
 ${errorBox(input.errors?.form)}
 <form method="post" action="/dashboard/connections" class="stack">
 ${field({ name: 'handle', label: 'Agent handle', value: values.handle, error: fieldError('handle'), maxlength: 40, help: 'The handle of a published agent of another tenant.' })}

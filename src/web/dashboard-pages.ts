@@ -47,6 +47,7 @@ sent to it.</p>`
 <ul class="sections">
 <li><a href="/dashboard/agents">Agents</a> — onboard agents from templates and manage their credentials</li>
 <li><a href="/dashboard/connections">Connections</a> — requests to reach your agents, and yours to reach others’</li>
+<li><a href="/directory">Directory</a> — find other tenants’ agents to connect to</li>
 <li><strong>Threads</strong> <span class="muted">— coming soon</span></li>
 ${frame.canReadAudit ? html`<li><a href="/dashboard/audit">Audit log</a> — every security-relevant action, hash-chained, to read and export</li>` : ''}
 </ul>
