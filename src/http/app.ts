@@ -46,6 +46,7 @@ import { registerCardRoutes } from '../relay/card-routes.ts';
 import { createCardSigner } from '../relay/card-signing.ts';
 import { registerConnectionPages } from '../relay/connection-page-routes.ts';
 import { registerConnectionsApi } from '../relay/connection-routes.ts';
+import { registerThreadPages } from '../relay/thread-page-routes.ts';
 import type { Vault } from '../vault/service.ts';
 import { registerDevMail } from '../web/dev-mail-page.ts';
 import { registerDocsRoutes } from '../web/docs-page.ts';
@@ -241,6 +242,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerAgentPages(app, { agents, templates: deps.templates, instances, logs, ...addresses, cursors });
   registerConnectionsApi(app, { cursors, rateLimits: deps.rateLimits });
   registerConnectionPages(app, { cursors, rateLimits: deps.rateLimits });
+  registerThreadPages(app, { cursors });
   registerAuditPages(app);
   registerCheckpointRoutes(app, { sql: deps.sql, sources: deps.audit, rateLimits: deps.rateLimits });
   registerTileRoutes(app, { sql: deps.sql });
