@@ -6,8 +6,9 @@ import { useTestApp } from '../../test/helpers/app.ts';
 import { getPage, postForm, textOf } from '../../test/helpers/pages.ts';
 import { approvedConnection, type RelayAgent, relayAgent } from '../../test/helpers/relay.ts';
 import { withTenant } from '../db/tenant.ts';
+import { DEFAULT_PAGE } from '../http/page-cursor.ts';
 import { type RelayGrant, resolveRelayToken } from './connections.ts';
-import { MAX_MESSAGE_BYTES, startThread } from './threads.ts';
+import { MAX_MESSAGE_BYTES, postOwnerMessage, startThread } from './threads.ts';
 
 // RLY-4 on the dashboard: the owner reads a thread other tenants opened with
 // their agent, sees who wrote each message and its delivery, answers from
@@ -58,9 +59,13 @@ describe('thread pages', () => {
     assert.match(textOf(listing.body), new RegExp(`${target.handle} a person open 1`));
     const filtered = await get(owner, `/dashboard/threads?agent_id=${target.id}`);
     assert.match(filtered.body, new RegExp(`href="/dashboard/threads/${id}"`));
-    // The agent page links to its threads.
-    const agentPage = await get(owner, `/dashboard/agents/${target.id}`);
-    assert.match(agentPage.body, new RegExp(`href="/dashboard/threads\\?agent_id=${target.id}"`));
+    // The agent page and the approved incoming connection link to the agent's threads.
+    for (const from of [`/dashboard/agents/${target.id}`, '/dashboard/connections']) {
+      assert.match(
+        (await get(owner, from)).body,
+        new RegExp(`href="/dashboard/threads\\?agent_id=${target.id}"`),
+      );
+    }
 
     const shown = await get(owner, `/dashboard/threads/${id}`);
     assert.equal(shown.statusCode, 200);
@@ -133,6 +138,51 @@ describe('thread pages', () => {
     assert.match(shown.body, /<p class="muted expired">expired \(deleted after 30 days\)<\/p>/);
     assert.doesNotMatch(shown.body, /<pre><\/pre>/);
     assert.doesNotMatch(shown.body, /kept for 30 days/);
+  });
+
+  test('RLY-4: a thread’s messages page by seq and one agent’s threads page with its filter kept in the links; a cursor of another list is refused', async () => {
+    const id = await thread('first');
+    await withTenant(ctx.db.app, grant.targetTenantId, async (tx) => {
+      for (let n = 2; n <= DEFAULT_PAGE + 1; n += 1)
+        await postOwnerMessage(tx, id, owner.user.id, `reply ${n}`);
+    });
+    const first = await get(owner, `/dashboard/threads/${id}`);
+    assert.equal((first.body.match(/<li class="message"/g) ?? []).length, DEFAULT_PAGE);
+    assert.match(
+      first.body,
+      new RegExp(`<a href="/dashboard/threads/${id}\\?after=${DEFAULT_PAGE}" rel="next">`),
+    );
+    const second = await get(owner, `/dashboard/threads/${id}?after=${DEFAULT_PAGE}`);
+    assert.deepEqual(
+      [...second.body.matchAll(/id="m-(\d+)"/g)].map((m) => m[1]),
+      [String(DEFAULT_PAGE + 1)],
+    );
+    assert.match(second.body, new RegExp(`<a href="/dashboard/threads/${id}">First page</a>`));
+
+    // A second agent with more than a page of threads.
+    const other = await relayAgent(ctx, owner);
+    const otherConnection = await approvedConnection(ctx, owner, asker, other);
+    const otherGrant = await resolveRelayToken(ctx.db.app, otherConnection.relayToken);
+    assert.ok(otherGrant);
+    await withTenant(ctx.db.app, otherGrant.targetTenantId, async (tx) => {
+      for (let n = 0; n <= DEFAULT_PAGE; n += 1) await startThread(tx, otherGrant, `thread ${n}`);
+    });
+    const filtered = await get(owner, `/dashboard/threads?agent_id=${other.id}`);
+    assert.equal((filtered.body.match(/aria-label="Open the thread/g) ?? []).length, DEFAULT_PAGE);
+    const next = /<a href="([^"]+)" rel="next">/.exec(filtered.body)?.[1]?.replaceAll('&amp;', '&');
+    assert.ok(next !== undefined);
+    const nextUrl = new URL(next, 'http://x');
+    assert.equal(nextUrl.searchParams.get('agent_id'), other.id);
+    const last = await get(owner, next);
+    assert.equal((last.body.match(/aria-label="Open the thread/g) ?? []).length, 1);
+    assert.match(last.body, new RegExp(`<a href="/dashboard/threads\\?agent_id=${other.id}">First page</a>`));
+    // The filtered list's cursor is not one of the whole list's.
+    const foreign = await get(
+      owner,
+      `/dashboard/threads?after=${encodeURIComponent(nextUrl.searchParams.get('after') ?? '')}`,
+    );
+    assert.equal(foreign.statusCode, 400);
+    assert.match(foreign.body, /No such page/);
   });
 
   test('TEN-1: another tenant’s thread, an unknown id and a malformed one are the same 404 on every thread page; a member on a colleague’s agent is not allowed', async () => {

@@ -64,7 +64,7 @@ function incomingActions(connection: Connection): Html {
       ? html`<a href="${base}/revoke" aria-label="Revoke ${who} → ${connection.target_handle}">Revoke</a>`
       : ''
   }${
-    connection.state !== 'pending' && connection.agent_id !== null
+    (connection.state === 'approved' || connection.state === 'revoked') && connection.agent_id !== null
       ? html` <a href="/dashboard/threads?agent_id=${connection.agent_id}" aria-label="Threads with ${connection.target_handle}">Threads</a>`
       : ''
   }`;
