@@ -117,6 +117,20 @@ describe('thread pages', () => {
     });
     assert.equal(large.statusCode, 413);
     assert.match(large.body, /<p class="error" id="f-text-error">Reply must be at most 32768 bytes of UTF-8/);
+    // Past the server's body limit the form never reaches the page: a browser gets the 413 as a page.
+    const huge = await ctx.testApp.app.inject({
+      method: 'POST',
+      url: `/dashboard/threads/${id}/messages`,
+      headers: {
+        cookie: owner.sessionCookie,
+        origin: new URL(ctx.testApp.config.publicUrl).origin,
+        accept: 'text/html',
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      payload: new URLSearchParams({ text: 'x'.repeat(1024 * 1024) }).toString(),
+    });
+    assert.equal(huge.statusCode, 413);
+    assert.match(String(huge.headers['content-type']), /^text\/html/);
     assert.equal((await messages(id)).length, 1);
 
     assert.equal((await post(owner, `/dashboard/threads/${id}/close`)).statusCode, 303);
