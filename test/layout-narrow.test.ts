@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { withTenant } from '../src/db/tenant.ts';
+import { resolveRelayToken } from '../src/relay/connections.ts';
+import { startThread } from '../src/relay/threads.ts';
 import { createAccount } from './helpers/accounts.ts';
 import { insertAgent } from './helpers/agents.ts';
 import { launchChromium, listeningTestApp } from './helpers/chromium.ts';
 import { mintInvite, PASSWORD } from './helpers/pages.ts';
+import { approvedConnection, relayAgent } from './helpers/relay.ts';
 import { requireTool } from './helpers/system-tools.ts';
 
 // Every page at a phone's width (390 px, an iPhone 12 to 15), in Chromium: nothing scrolls
@@ -16,6 +20,15 @@ test('OPS-3: in Chromium at 390 px wide, no page scrolls sideways and the naviga
   const { db, testApp, base } = await listeningTestApp(t);
   const account = await createAccount(db, testApp, { username: 'narrow-owner', password: PASSWORD });
   const agentId = await insertAgent(db.app, account.user.tenant_id, 'narrow');
+  // A thread another tenant opened with one of the account's agents, its message one long word.
+  const target = await relayAgent({ testApp }, account);
+  const asker = await createAccount(db, testApp);
+  const { relayToken } = await approvedConnection({ testApp }, account, asker, target);
+  const grant = await resolveRelayToken(db.app, relayToken);
+  assert.ok(grant !== undefined);
+  const { thread } = await withTenant(db.app, grant.targetTenantId, (tx) =>
+    startThread(tx, grant, `${'x'.repeat(400)} wraps`),
+  );
   const browser = await launchChromium(t);
   const page = await (await browser.newContext({ viewport: { width: WIDTH, height: 844 } })).newPage();
 
@@ -35,6 +48,8 @@ test('OPS-3: in Chromium at 390 px wide, no page scrolls sideways and the naviga
     '/dashboard/audit',
     '/dashboard/members',
     '/directory',
+    '/dashboard/threads',
+    `/dashboard/threads/${thread.id}`,
     '/profile',
     '/docs',
     '/docs/problems',

@@ -11,9 +11,13 @@ import {
   type Role,
   roleMay,
 } from '../src/accounts/roles.ts';
+import { withTenant } from '../src/db/tenant.ts';
+import { resolveRelayToken } from '../src/relay/connections.ts';
+import { startThread } from '../src/relay/threads.ts';
 import { escapeHtml } from '../src/web/html.ts';
 import { createAccount, mintInvite, type TestAccount } from './helpers/accounts.ts';
 import { useTestApp } from './helpers/app.ts';
+import { approvedConnection } from './helpers/relay.ts';
 import { registeredRoutes } from './helpers/routes.ts';
 
 // ACC-12. Attack: a member of a tenant uses routes their role does not
@@ -84,6 +88,24 @@ async function connectionTo(creator: TestAccount): Promise<string> {
   return response.json<{ id: string }>().id;
 }
 
+/** An open thread the outsider started with a fresh published agent of `creator` (approved by the owner); its id. */
+async function threadWith(creator: TestAccount): Promise<string> {
+  const id = await agentBy(creator);
+  const [agent] = await ctx.db.superuser<{ handle: string }[]>`
+    update agents set card_published = true where id = ${id}::uuid returning handle`;
+  const { relayToken } = await approvedConnection(ctx, accounts.owner, outsider, {
+    id,
+    handle: agent?.handle ?? '',
+  });
+  await ctx.testApp.rateLimits.refund('relay_connect_user', outsider.user.id);
+  const grant = await resolveRelayToken(ctx.db.app, relayToken);
+  assert.ok(grant !== undefined);
+  const started = await withTenant(ctx.db.app, grant.targetTenantId, (tx) =>
+    startThread(tx, grant, 'Hello?'),
+  );
+  return started.thread.id;
+}
+
 async function freshMember(): Promise<string> {
   return (await createAccount(ctx.db, ctx.testApp, { kind: 'member', tenantOf: accounts.owner })).user.id;
 }
@@ -100,12 +122,13 @@ async function freshInvite(): Promise<string> {
 // ---------------------------------------------------------------- the rows
 
 /**
- * What a path's `:id` names: a fresh agent (own or a colleague's), a pending connection to one, a member, an
- * invite, a template, the caller's token.
+ * What a path's `:id` names: a fresh agent (own or a colleague's), a pending connection to one, an open thread
+ * with one, a member, an invite, a template, the caller's token.
  */
 type Target =
   | 'agent'
   | 'connection'
+  | 'thread'
   | 'member'
   | 'fresh-member'
   | 'invite'
@@ -259,6 +282,13 @@ const ROUTES: Record<string, readonly Probe[]> = {
   'POST /dashboard/connections/:id/deny': [{ action: 'relay.approve', target: 'connection' }],
   'GET /dashboard/connections/:id/revoke': [{ action: 'relay.approve', target: 'connection' }],
   'POST /dashboard/connections/:id/revoke': [{ action: 'relay.approve', target: 'connection' }],
+  'GET /dashboard/threads': [{ action: 'signed-in' }],
+  'GET /dashboard/threads/:id': [{ action: 'relay.approve', target: 'thread' }],
+  'POST /dashboard/threads/:id/messages': [
+    { action: 'relay.approve', target: 'thread', body: form({ text: 'Owner here.' }) },
+  ],
+  'GET /dashboard/threads/:id/close': [{ action: 'relay.approve', target: 'thread' }],
+  'POST /dashboard/threads/:id/close': [{ action: 'relay.approve', target: 'thread' }],
   'GET /dashboard/members': [{ action: 'member.list' }],
   'POST /dashboard/members/:id/role': [
     { action: 'member.manage', target: 'member', body: form({ role: 'member' }) },
@@ -295,6 +325,10 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
     const creator = own ? actor : colleague;
     createdBy = creator.user.id;
     url = url.replace(':id', await connectionTo(creator));
+  } else if (probe.target === 'thread') {
+    const creator = own ? actor : colleague;
+    createdBy = creator.user.id;
+    url = url.replace(':id', await threadWith(creator));
   } else if (probe.target === 'member') {
     url = url.replace(':id', colleague.user.id);
   } else if (probe.target === 'fresh-member') {
@@ -340,7 +374,7 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
 
 function judge(role: Role, key: string, probe: Probe, own: boolean, outcome: Outcome): string | undefined {
   const { response } = outcome;
-  const onAgent = probe.target === 'agent' || probe.target === 'connection';
+  const onAgent = probe.target === 'agent' || probe.target === 'connection' || probe.target === 'thread';
   const where = `${role} ${key}${onAgent ? (own ? ' (own agent)' : " (a colleague's agent)") : ''}${
     probe.body === undefined ? '' : ` ${JSON.stringify(probe.body())}`
   }`;
@@ -401,7 +435,8 @@ describe('roles, generated from the role table', () => {
             }
             continue;
           }
-          for (const own of row.target === 'agent' || row.target === 'connection' ? [true, false] : [true]) {
+          const onAgent = row.target === 'agent' || row.target === 'connection' || row.target === 'thread';
+          for (const own of onAgent ? [true, false] : [true]) {
             const outcome = await probe(role, key, row, own);
             probes += 1;
             const failure = judge(role, key, row, own, outcome);

@@ -48,6 +48,7 @@ import { registerConnectionPages } from '../relay/connection-page-routes.ts';
 import { registerConnectionsApi } from '../relay/connection-routes.ts';
 import { registerDirectoryPages } from '../relay/directory-page-routes.ts';
 import { registerListingRoutes } from '../relay/listing-routes.ts';
+import { registerThreadPages } from '../relay/thread-page-routes.ts';
 import type { Vault } from '../vault/service.ts';
 import { registerDevMail } from '../web/dev-mail-page.ts';
 import { registerDocsRoutes } from '../web/docs-page.ts';
@@ -243,6 +244,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerAgentPages(app, { agents, templates: deps.templates, instances, logs, ...addresses, cursors });
   registerConnectionsApi(app, { cursors, rateLimits: deps.rateLimits });
   registerConnectionPages(app, { cursors, rateLimits: deps.rateLimits });
+  registerThreadPages(app, { cursors });
   registerAuditPages(app);
   registerCheckpointRoutes(app, { sql: deps.sql, sources: deps.audit, rateLimits: deps.rateLimits });
   registerTileRoutes(app, { sql: deps.sql });

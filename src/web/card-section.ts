@@ -56,6 +56,7 @@ ${errorBox(input.error)}
       ? html`Published at <a href="${input.cardUrl}"><code>${input.cardUrl}</code></a>.`
       : html`<span class="muted">Not published.</span>`
   }</p>
+<p><a href="/dashboard/threads?agent_id=${input.agentId}">Threads with this agent</a></p>
 ${
   input.manage
     ? html`<form method="post" action="/dashboard/agents/${input.agentId}/card" class="stack">

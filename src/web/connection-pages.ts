@@ -63,6 +63,10 @@ function incomingActions(connection: Connection): Html {
     connection.state === 'pending' || connection.state === 'approved'
       ? html`<a href="${base}/revoke" aria-label="Revoke ${who} → ${connection.target_handle}">Revoke</a>`
       : ''
+  }${
+    (connection.state === 'approved' || connection.state === 'revoked') && connection.agent_id !== null
+      ? html` <a href="/dashboard/threads?agent_id=${connection.agent_id}" aria-label="Threads with ${connection.target_handle}">Threads</a>`
+      : ''
   }`;
 }
 

@@ -48,7 +48,7 @@ sent to it.</p>`
 <li><a href="/dashboard/agents">Agents</a> — onboard agents from templates and manage their credentials</li>
 <li><a href="/dashboard/connections">Connections</a> — requests to reach your agents, and yours to reach others’</li>
 <li><a href="/directory">Directory</a> — find other tenants’ agents to connect to</li>
-<li><strong>Threads</strong> <span class="muted">— coming soon</span></li>
+<li><a href="/dashboard/threads">Threads</a> — conversations other tenants hold with your agents, with your replies</li>
 ${frame.canReadAudit ? html`<li><a href="/dashboard/audit">Audit log</a> — every security-relevant action, hash-chained, to read and export</li>` : ''}
 </ul>
 <h2>Settings</h2>

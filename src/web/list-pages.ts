@@ -22,6 +22,8 @@ export interface ListPager {
   readonly next: string | null;
   /** This is a later page (it was asked for with a cursor). */
   readonly later: boolean;
+  /** A filter the list was asked with (e.g. agent_id), kept in both links. */
+  readonly query?: Readonly<Record<string, string>> | undefined;
 }
 
 export interface ListPage<T> {
@@ -61,9 +63,12 @@ export async function readListPage<T extends PositionedRow>(
 /** The links between a list's pages; nothing when it fits on one. */
 export function pagerNav(pager: ListPager, label: string): Html {
   if (pager.next === null && !pager.later) return html``;
-  const next = pager.next === null ? '' : `${pager.path}?${new URLSearchParams({ after: pager.next })}`;
+  const filter = new URLSearchParams(pager.query);
+  const first = filter.size === 0 ? pager.path : `${pager.path}?${filter}`;
+  const next =
+    pager.next === null ? '' : `${pager.path}?${new URLSearchParams({ ...pager.query, after: pager.next })}`;
   return html`<nav class="pager" aria-label="${label}">${
-    pager.later ? html`<a href="${pager.path}">First page</a>` : ''
+    pager.later ? html`<a href="${first}">First page</a>` : ''
   }${next === '' ? '' : html`<a href="${next}" rel="next">Next page</a>`}</nav>`;
 }
 
