@@ -526,7 +526,8 @@ describe('the echo agent (templates/echo/agent.mjs)', () => {
       for (const route of ['/', '/messages']) {
         const echoed = await post(`${agent.url}${route}`, JSON.stringify(message));
         assert.equal(echoed.status, 200, route);
-        assert.deepEqual(await echoed.json(), { echo: message });
+        // A string `text` is answered as the relay expects it (README "Relay messages").
+        assert.deepEqual(await echoed.json(), { text: 'hello', echo: message });
       }
       const invalid = await post(`${agent.url}/messages`, '{ not json');
       assert.equal(invalid.status, 400);
