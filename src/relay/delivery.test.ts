@@ -23,7 +23,7 @@ import { createLogger } from '../logger.ts';
 import { type RelayGrant, resolveRelayToken } from './connections.ts';
 import { createRelayDelivery, PERSON_FROM, type RelayDeliveryRequest } from './delivery.ts';
 import { containsEnvelopeTag, ENVELOPE_TAG, wrapUntrusted } from './envelope.ts';
-import { closeThread, listMessages, type RelayMessage, startThread } from './threads.ts';
+import { closeThread, listMessages, type RelayMessage, recordAgentAnswer, startThread } from './threads.ts';
 
 const dataDir = await mkdtemp(path.join(tmpdir(), 'enclave-relay-delivery-'));
 const ctx = useTestApp({ ENCLAVE_DATA_DIR: dataDir });
@@ -296,6 +296,33 @@ describe('relay_deliver', () => {
     answer = passToEcho;
     await deliver.deliver(job);
     assert.deepEqual(await message(sent.id), { delivery: 'delivered', attempts: 3, delivered: true });
+  });
+
+  test('OPS-2: an agent that accepts the request and never answers is cut off at the timeout and retried; a message already answered is marked delivered and not sent again', async () => {
+    await setInstance('running');
+    answer = () => undefined;
+    const quick = createRelayDelivery({
+      sql: ctx.db.app,
+      templates: ctx.testApp.templates,
+      instancesDir: ctx.testApp.config.instancesDir,
+      agentsDomain: ctx.testApp.config.agentsDomain,
+      proto: 'http',
+      logger,
+      timeoutMs: 200,
+    });
+    const silent = await thread(personGrant, 'anyone?');
+    await assert.rejects(quick.deliver({ tenant_id: personGrant.targetTenantId, message_id: silent.id }), {
+      code: 'relay_delivery_unavailable',
+    });
+    assert.deepEqual(await message(silent.id), { delivery: 'queued', attempts: 1, delivered: false });
+    // An answer recorded by a run that stopped before marking the message: the next run only marks it.
+    answer = passToEcho;
+    const answered = await thread(personGrant, 'answered already');
+    await asTarget((tx) => recordAgentAnswer(tx, answered.thread_id, answered.id, 'the first answer'));
+    const before = received.length;
+    await delivery().deliver({ tenant_id: personGrant.targetTenantId, message_id: answered.id });
+    assert.equal(received.length, before);
+    assert.deepEqual(await message(answered.id), { delivery: 'delivered', attempts: 0, delivered: true });
   });
 
   test('RLY-3: a closed thread is not delivered to; a malformed payload is refused with its code', async () => {
