@@ -66,7 +66,7 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-const delivery = () =>
+const delivery = (timeoutMs = 5000) =>
   createRelayDelivery({
     sql: ctx.db.app,
     templates: ctx.testApp.templates,
@@ -74,7 +74,7 @@ const delivery = () =>
     agentsDomain: ctx.testApp.config.agentsDomain,
     proto: 'http',
     logger,
-    timeoutMs: 5000,
+    timeoutMs,
   });
 
 const subdomain = `ec${randomBytes(4).toString('hex')}`;
@@ -301,15 +301,7 @@ describe('relay_deliver', () => {
   test('OPS-2: an agent that accepts the request and never answers is cut off at the timeout and retried; a message already answered is marked delivered and not sent again', async () => {
     await setInstance('running');
     answer = () => undefined;
-    const quick = createRelayDelivery({
-      sql: ctx.db.app,
-      templates: ctx.testApp.templates,
-      instancesDir: ctx.testApp.config.instancesDir,
-      agentsDomain: ctx.testApp.config.agentsDomain,
-      proto: 'http',
-      logger,
-      timeoutMs: 200,
-    });
+    const quick = delivery(200);
     const silent = await thread(personGrant, 'anyone?');
     await assert.rejects(quick.deliver({ tenant_id: personGrant.targetTenantId, message_id: silent.id }), {
       code: 'relay_delivery_unavailable',
