@@ -17,6 +17,7 @@ import { loadRelaySigningKey } from './operator-secrets/relay-signing-key.ts';
 import { loadOperatorSecret } from './operator-secrets/secrets.ts';
 import { loadSmtpUrl } from './operator-secrets/smtp-url.ts';
 import { loadSupportKey } from './operator-secrets/support-key.ts';
+import { createRelayDelivery } from './relay/delivery.ts';
 import { createVault, loadMasterKeyProvider } from './vault/service.ts';
 
 // Start-up in one place: config → database (embedded or external) → migrate
@@ -131,7 +132,19 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
         mailer,
         publicUrl: config.publicUrl,
         audit,
-        ...(lifecycle === undefined ? {} : { lifecycle }),
+        ...(lifecycle === undefined
+          ? {}
+          : {
+              lifecycle,
+              relayDelivery: createRelayDelivery({
+                sql: db.app,
+                templates,
+                instancesDir: config.instancesDir,
+                agentsDomain: config.agentsDomain,
+                proto: new URL(config.publicUrl).protocol === 'https:' ? 'https' : 'http',
+                logger,
+              }),
+            }),
       });
     }
     let url: string | undefined;

@@ -101,6 +101,7 @@ describe('the built-in templates', () => {
         prefix: 'ec',
         limits: { memoryMb: 128, processes: 32, openFiles: 256, cpuPercent: 100, volumeMb: 64 },
         modelGateway: false,
+        relayPath: '/messages',
         credentials: [
           {
             name: 'echo_token',
@@ -222,6 +223,36 @@ describe('ENCLAVE_TEMPLATES_DIR', () => {
       `enclave: agent templates are not valid: ${path.join(dir, 'custom.json')}: /port: must be >= 1024`,
     ]);
     assert.equal(existsSync(path.join(dir, 'data')), false, 'nothing was started');
+  });
+});
+
+describe('relay_path', () => {
+  test('RLY-3: relay_path defaults to /messages; a declared one is kept; one that is not a plain absolute path, climbs with .., or is too long is refused by path', async () => {
+    const dir = await templatesDir({ 'custom.json': custom({ relay_path: '/relay/in-box_1.json' }) });
+    assert.equal((await loadTemplateCatalog([dir])).get('custom')?.relayPath, '/relay/in-box_1.json');
+    const plain = await templatesDir({ 'custom.json': custom() });
+    assert.equal((await loadTemplateCatalog([plain])).get('custom')?.relayPath, '/messages');
+    for (const bad of [
+      'messages',
+      '',
+      'http://elsewhere/x',
+      '/a?b=1',
+      '/a#b',
+      '/a b',
+      '/%2e%2e/x',
+      '/x\\y',
+    ]) {
+      const problems = await problemsOf(custom({ relay_path: bad }));
+      assert.equal(problems.length, 1, `${bad}: ${problems.join('; ')}`);
+      assert.ok(problems[0]?.startsWith('/relay_path: '), problems[0]);
+    }
+    for (const climbing of ['/a/../admin', '//host/x']) {
+      assert.deepEqual(await problemsOf(custom({ relay_path: climbing })), [
+        '/relay_path: must not contain ".." or "//"',
+      ]);
+    }
+    const long = await problemsOf(custom({ relay_path: `/${'a'.repeat(200)}` }));
+    assert.ok(long[0]?.startsWith('/relay_path: '), long[0]);
   });
 });
 
@@ -495,7 +526,8 @@ describe('the echo agent (templates/echo/agent.mjs)', () => {
       for (const route of ['/', '/messages']) {
         const echoed = await post(`${agent.url}${route}`, JSON.stringify(message));
         assert.equal(echoed.status, 200, route);
-        assert.deepEqual(await echoed.json(), { echo: message });
+        // A string `text` is answered as the relay expects it (README "Relay messages").
+        assert.deepEqual(await echoed.json(), { text: 'hello', echo: message });
       }
       const invalid = await post(`${agent.url}/messages`, '{ not json');
       assert.equal(invalid.status, 400);

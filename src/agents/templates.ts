@@ -43,6 +43,8 @@ export interface AgentTemplate {
   /** Per-instance limits, the template's or DEFAULT_LIMITS (AGT-6). */
   readonly limits: InstanceLimits;
   readonly modelGateway: boolean;
+  /** Where the relay POSTs a thread's caller messages (src/relay/delivery.ts); default DEFAULT_RELAY_PATH. */
+  readonly relayPath: string;
   readonly credentials: readonly TemplateCredential[];
   /** Absolute directory of the JSON file; relative paths in `command` resolve against it (next issue's runtime). */
   readonly dir: string;
@@ -77,6 +79,9 @@ export const BUILT_IN_TEMPLATES_DIR: string = path.resolve(import.meta.dirname, 
 
 export const MAX_TEMPLATE_FILE_BYTES = 64 * 1024;
 const MAX_PATTERN_LENGTH = 200;
+/** The relay path a template that names none gets. */
+export const DEFAULT_RELAY_PATH = '/messages';
+export const MAX_RELAY_PATH_LENGTH = 200;
 
 /** Variables the platform sets in every agent's environment; a credential may not name one. */
 export const PLATFORM_ENV_NAMES: ReadonlySet<string> = new Set([
@@ -130,6 +135,11 @@ const TemplateFile = Type.Object(
     port: Type.Integer({ minimum: 1024, maximum: 65535 }),
     prefix: Type.String({ pattern: '^[a-z0-9]{2}$' }),
     model_gateway: Type.Boolean(),
+    // A path of the instance's own server: origin-form, plain characters only (no query, fragment,
+    // space or percent-encoding, which could spell a dot segment).
+    relay_path: Type.Optional(
+      Type.String({ maxLength: MAX_RELAY_PATH_LENGTH, pattern: '^/[A-Za-z0-9._~/-]*$' }),
+    ),
     credentials: Type.Array(CredentialFile, { maxItems: 32 }),
     limits: Type.Optional(
       Type.Object(
@@ -166,6 +176,7 @@ interface TemplateFileShape {
   port: number;
   prefix: string;
   model_gateway: boolean;
+  relay_path?: string;
   credentials: CredentialFileShape[];
   limits?: {
     memory_mb?: number;
@@ -302,6 +313,11 @@ function ruleProblems(template: TemplateFileShape, fileName: string): string[] {
   template.command.forEach((argument, index) => {
     if (argument.includes('\0')) problems.push(`/command/${index}: contains a NUL byte`);
   });
+  // `..` could climb out of what the path names once the agent's server normalises it; `//` reads as a host to some.
+  const relayPath = template.relay_path ?? '';
+  if (relayPath.includes('..') || relayPath.includes('//')) {
+    problems.push('/relay_path: must not contain ".." or "//"');
+  }
   problems.push(...credentialProblems(template));
   return problems;
 }
@@ -373,6 +389,7 @@ function toTemplate(parsed: TemplateFileShape, dir: string): AgentTemplate {
       volumeMb: parsed.limits?.volume_mb ?? DEFAULT_LIMITS.volumeMb,
     }),
     modelGateway: parsed.model_gateway,
+    relayPath: parsed.relay_path ?? DEFAULT_RELAY_PATH,
     credentials: Object.freeze(
       parsed.credentials.map((credential) =>
         Object.freeze({

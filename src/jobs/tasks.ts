@@ -7,6 +7,7 @@ import type { AuditServices } from '../audit/setup.ts';
 import type { Mailer } from '../email/mailer.ts';
 import { accountExistsMail, inviteMail, recoveryMail, verificationMail } from '../email/messages.ts';
 import { AppError } from '../errors.ts';
+import type { RelayDelivery } from '../relay/delivery.ts';
 
 // The task list: every durable side effect is one of these, enqueued with
 // enqueueJob() in the same transaction as its cause (OPS-2). A task must be
@@ -37,7 +38,7 @@ export interface TaskPayloads {
 }
 
 /** Tasks only a worker that runs agent instances registers, so other workers never take them. */
-export const RUNTIME_TASKS: readonly TaskName[] = ['agent_instance_sync', 'agent_reconcile'];
+export const RUNTIME_TASKS: readonly TaskName[] = ['agent_instance_sync', 'agent_reconcile', 'relay_deliver'];
 
 export type TaskName = keyof TaskPayloads;
 
@@ -52,6 +53,8 @@ export interface TaskDeps {
   readonly audit: Pick<AuditServices, 'checkpoints' | 'retention'>;
   /** Present in the process that runs agent instances (`enclave start`). */
   readonly lifecycle: Pick<Lifecycle, 'sync' | 'reconcile'> | undefined;
+  /** Present beside `lifecycle`: relay messages reach instances through this host's ingress sockets. */
+  readonly relayDelivery?: Pick<RelayDelivery, 'deliver'> | undefined;
 }
 
 export function defaultWorkerId(): string {
@@ -137,5 +140,8 @@ export function createTaskHandlers(deps: TaskDeps): TaskHandlers {
           agent_instance_sync: (payload: unknown) => deps.lifecycle?.sync(payload) ?? Promise.resolve(),
           agent_reconcile: () => deps.lifecycle?.reconcile() ?? Promise.resolve(),
         }),
+    ...(deps.relayDelivery === undefined
+      ? {}
+      : { relay_deliver: (payload: unknown) => deps.relayDelivery?.deliver(payload) ?? Promise.resolve() }),
   };
 }

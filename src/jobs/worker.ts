@@ -17,6 +17,7 @@ import { connectionUrl } from '../db/target.ts';
 import { DB_TIMEOUT_DEFAULT_MS, pgPoolTimeouts } from '../db/timeouts.ts';
 import type { Mailer } from '../email/mailer.ts';
 import type { Logger } from '../logger.ts';
+import type { RelayDelivery } from '../relay/delivery.ts';
 import { createTaskHandlers, type TaskDeps, type TaskName } from './tasks.ts';
 
 // The job runner: graphile-worker over the app role, inside `enclave start`
@@ -39,6 +40,8 @@ export interface WorkerDeps {
   readonly audit: AuditSetup;
   /** The agent runtime, in the one process that runs instances; absent in scale-out workers. */
   readonly lifecycle?: Lifecycle;
+  /** The relay's delivery to instances, in the same process as `lifecycle` (it reaches their sockets). */
+  readonly relayDelivery?: RelayDelivery;
   readonly events?: WorkerEvents;
   /** How often jobs scheduled for later are looked for (graphile-worker's default: 2 s). */
   readonly pollIntervalMs?: number;
@@ -96,6 +99,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     publicUrl: deps.publicUrl,
     audit,
     lifecycle: deps.lifecycle,
+    relayDelivery: deps.relayDelivery,
   } satisfies TaskDeps);
   const taskList: TaskList = {};
   for (const [name, handler] of Object.entries(handlers)) {

@@ -39,6 +39,8 @@ export type ThreadTokenHolder = 'owner' | 'participant';
 export const MAX_MESSAGE_BYTES = 32 * 1024;
 export const THREAD_TOKEN_MINUTES = 60;
 export const RELAY_DELIVER_TASK = 'relay_deliver' satisfies TaskName;
+/** Tries of one delivery (graphile-worker's backoff: about 10 minutes in all); the message stays queued after. */
+export const RELAY_DELIVER_ATTEMPTS = 6;
 
 export interface Thread {
   readonly id: string;
@@ -134,16 +136,28 @@ async function appendMessage(
     returning tenant_id, ${tx.unsafe(MESSAGE_COLUMNS)}`;
   if (row === undefined) throw new Error('insert returned no row');
   const { tenant_id: tenantId, ...written } = row;
-  if (message.author === 'caller') {
-    // One queue per thread: its messages reach the agent in the order written.
-    await enqueueJob(
-      tx,
-      RELAY_DELIVER_TASK,
-      { tenant_id: tenantId, message_id: written.id },
-      { jobKey: `${RELAY_DELIVER_TASK}:${written.id}`, queue: `relay:${threadId}` },
-    );
-  }
+  if (message.author === 'caller') await enqueueDelivery(tx, tenantId, threadId, written.id);
   return written;
+}
+
+/** The delivery job of one caller message: keyed by the message, so enqueueing it again never doubles it. */
+export async function enqueueDelivery(
+  tx: TenantSql,
+  tenantId: string,
+  threadId: string,
+  messageId: string,
+): Promise<void> {
+  // One queue per thread: its messages reach the agent in the order written.
+  await enqueueJob(
+    tx,
+    RELAY_DELIVER_TASK,
+    { tenant_id: tenantId, message_id: messageId },
+    {
+      jobKey: `${RELAY_DELIVER_TASK}:${messageId}`,
+      queue: `relay:${threadId}`,
+      maxAttempts: RELAY_DELIVER_ATTEMPTS,
+    },
+  );
 }
 
 /** RLY-2/RLY-3: a new thread with its first caller message, for a held grant. */

@@ -2,7 +2,11 @@
 //
 //   GET  /                    → { agent: "echo", credential_set, credential_last4 };
 //                               a browser (Accept: text/html) gets a page to talk to it instead
-//   POST / or POST /messages  → { echo: <the JSON body> }; a form post (message=…) → the page, with the reply
+//   POST / or POST /messages  → { echo: <the JSON body> }, plus { text: <its text> } when the body has a
+//                               string `text`: a relay message ({ thread_id, message_id, from, text }, the
+//                               text inside Enclave's untrusted-content envelope) is answered with its own
+//                               text, which becomes the agent's reply in the thread; a form post
+//                               (message=…) → the page, with the reply
 //   GET  /outbound?url=http://… → { status } of one GET through the platform's egress proxy
 //
 // It listens on 127.0.0.1:$PORT (default 8080); Enclave's ingress reaches it
@@ -164,7 +168,9 @@ async function handle(request, response) {
     } catch {
       return send(response, 400, { error: 'invalid_json', message: 'the body is not valid JSON' });
     }
-    return send(response, 200, { echo: message });
+    // A relay message's answer is its `text` (Enclave's relay contract, README "Relay messages").
+    const text = typeof message?.text === 'string' ? { text: message.text } : {};
+    return send(response, 200, { ...text, echo: message });
   }
   return send(response, 404, { error: 'not_found' });
 }

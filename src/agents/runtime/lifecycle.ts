@@ -2,6 +2,7 @@ import type { Sql } from 'postgres';
 import { appendAuditEvent } from '../../audit/append.ts';
 import { serviceQuery, type TenantSql } from '../../db/tenant.ts';
 import type { Logger } from '../../logger.ts';
+import { enqueueQueuedDeliveries } from '../../relay/delivery.ts';
 import type { Vault } from '../../vault/service.ts';
 import { mintAgentIdentity } from '../identity.ts';
 import type { TemplateCatalog } from '../templates.ts';
@@ -160,6 +161,8 @@ export function createLifecycle(deps: LifecycleDeps) {
     }
     await record(tenantId, async (tx) => {
       await setState(tx, agentId, 'running', null, { started: true });
+      // Relay messages that waited while it was stopped go now, committed with the state that lets them.
+      await enqueueQueuedDeliveries(tx, tenantId, agentId);
       await appendAuditEvent(tx, tenantId, {
         actor: 'system',
         action: 'agent.started',
