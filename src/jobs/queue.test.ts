@@ -154,7 +154,7 @@ describe('worker', () => {
       select identifier from graphile_worker._private_known_crontabs order by identifier`;
     assert.deepEqual(
       rows.map((row) => row.identifier),
-      ['audit_retention', 'maintenance_prune', 'platform_heartbeat'],
+      ['audit_retention', 'maintenance_prune', 'platform_heartbeat', 'relay_retention'],
     );
   });
 

@@ -8,6 +8,7 @@ import type { Mailer } from '../email/mailer.ts';
 import { accountExistsMail, inviteMail, recoveryMail, verificationMail } from '../email/messages.ts';
 import { AppError } from '../errors.ts';
 import type { RelayDelivery } from '../relay/delivery.ts';
+import { relayRetentionJob } from '../relay/retention.ts';
 
 // The task list: every durable side effect is one of these, enqueued with
 // enqueueJob() in the same transaction as its cause (OPS-2). A task must be
@@ -27,6 +28,8 @@ export interface TaskPayloads {
   send_account_exists_email: { to: string };
   /** Cron, hourly: deletes expired rate-limit counters, old dev mail and old recovery requests. */
   maintenance_prune: Record<string, never>;
+  /** Cron, hourly: deletes relay message payloads 30 days old, expired thread tokens and idempotency keys (RLY-9). */
+  relay_retention: Record<string, never>;
   /** Cron, daily: moves audit events past the hot window to the archive, deletes segments past the cold window (AUD-7). */
   audit_retention: Record<string, never>;
   /** Brings one agent's instance to the state its owner wants (AGT-6); only the process that runs instances takes it. */
@@ -55,6 +58,8 @@ export interface TaskDeps {
   readonly lifecycle: Pick<Lifecycle, 'sync' | 'reconcile'> | undefined;
   /** Present beside `lifecycle`: relay messages reach instances through this host's ingress sockets. */
   readonly relayDelivery?: Pick<RelayDelivery, 'deliver'> | undefined;
+  /** What time it is for jobs that act on age (relay_retention); the system clock when absent. */
+  readonly clock?: () => Date;
 }
 
 export function defaultWorkerId(): string {
@@ -124,6 +129,7 @@ export function createTaskHandlers(deps: TaskDeps): TaskHandlers {
     send_invite_email: (payload) => sendInviteMail(deps, payload),
     send_account_exists_email: (payload) => sendAccountExistsMail(deps, payload),
     maintenance_prune: () => prune(deps),
+    relay_retention: () => relayRetentionJob(deps.sql, deps.clock?.() ?? new Date()),
     audit_retention: async () => {
       const { failedTenants } = await deps.audit.retention.runRetention();
       // Failing the job keeps it visible and retried; the other tenants' work is already done.

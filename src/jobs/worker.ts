@@ -61,6 +61,7 @@ export const cronItems = (runtime = false) =>
   parseCronItems([
     platformCron('platform_heartbeat', '* * * * *', 1),
     platformCron('maintenance_prune', '17 * * * *', 3),
+    platformCron('relay_retention', '29 * * * *', 3),
     platformCron('audit_retention', '41 3 * * *', 3),
     ...(runtime ? [platformCron('agent_reconcile', '* * * * *', 1)] : []),
   ]);

@@ -194,7 +194,7 @@ describe('RLY-6: idempotency keys', () => {
     const deleted = await serviceQuery(
       db.app,
       { tenantId, reason: 'delete expired idempotency keys' },
-      (tx) => deleteExpiredIdempotencyKeys(tx),
+      (tx) => deleteExpiredIdempotencyKeys(tx, { now: new Date(), limit: 100 }),
     );
     assert.equal(deleted, 1);
     const left = await db.superuser<{ key: string }[]>`select key from idempotency_keys order by key`;

@@ -231,8 +231,18 @@ export async function runIdempotent<Body>(
   }
 }
 
-/** Deletes the tenant's keys past their 24 hours; returns how many. For a maintenance job (through serviceQuery). */
-export async function deleteExpiredIdempotencyKeys(tx: TenantSql): Promise<number> {
-  const deleted = await tx`delete from idempotency_keys where expires_at <= now()`;
+/**
+ * Deletes up to `limit` of the tenant's keys expired at `now` (past their 24 hours), oldest first; returns
+ * how many. For the relay_retention job (through serviceQuery; src/relay/retention.ts).
+ */
+export async function deleteExpiredIdempotencyKeys(
+  tx: TenantSql,
+  options: { now: Date; limit: number },
+): Promise<number> {
+  const deleted = await tx`
+    delete from idempotency_keys
+    where expires_at <= ${options.now}
+      and id in (select id from idempotency_keys where expires_at <= ${options.now}
+                 order by expires_at limit ${options.limit}::int4)`;
   return deleted.count;
 }
