@@ -12,7 +12,7 @@ import { deleteExpiredIdempotencyKeys } from './idempotency.ts';
 // Hourly rather than daily: a payload then outlives its 30 days by an hour at
 // most, and thread tokens (60 minutes) do not pile up for a day. A run with
 // nothing due costs a few index probes (enclave.relay_retention_tenants in
-// migration 0022), and touches no tenant.
+// migration 0021), and touches no tenant.
 //
 // Each tenant with anything due is worked on in batches, each its own
 // serviceQuery transaction (TEN-5: recorded on the tenant's chain with
