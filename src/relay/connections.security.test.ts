@@ -5,6 +5,8 @@ import { describe, test } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
 import { createAccount, type TestAccount } from '../../test/helpers/accounts.ts';
 import { type ProblemBody, useTestApp } from '../../test/helpers/app.ts';
+import { canonicalEventParts } from '../audit/event.ts';
+import { withTenant } from '../db/tenant.ts';
 import { hashToken } from '../tokens.ts';
 import { resolveRelayToken } from './connections.ts';
 
@@ -318,6 +320,42 @@ describe('connections: approval and the relay token', () => {
       await ctx.db.superuser`select data from audit_events where action = 'relay.token_claimed'`,
     );
     assert.doesNotMatch(data, /enc_relay_/);
+  });
+
+  test('RLY-2, AUD-1: the peer chain takes only relay events about the connection itself', async () => {
+    const target = await agentOf(owner, true);
+    const connection = await requested(target.handle);
+    const appendAsAsker = (action: string, eventTarget: string, tenant = owner.user.tenant_id) =>
+      withTenant(ctx.db.app, asker.user.tenant_id, async (tx) => {
+        const parts = canonicalEventParts({
+          tenant,
+          actor: `user:${asker.user.id}`,
+          action,
+          target: eventTarget,
+          data: {},
+        });
+        await tx`select seq from enclave.relay_audit_append_peer(
+          ${connection.id}::uuid, ${parts.beforeSeq}, ${parts.beforeTs}, ${parts.afterTs})`;
+      });
+    const head = async () =>
+      (
+        await ctx.db.superuser<{ seq: string }[]>`
+        select seq::text from audit_heads where tenant_id = ${owner.user.tenant_id}::uuid`
+      )[0]?.seq;
+    const before = await head();
+    for (const [action, eventTarget, tenant] of [
+      ['user.deleted', `connection:${connection.id}`, owner.user.tenant_id],
+      ['relay.connection_approved', `agent:${target.id}`, owner.user.tenant_id],
+      ['relay.connection_approved', `connection:${connection.id}`, stranger.user.tenant_id],
+    ] as const) {
+      await assert.rejects(
+        appendAsAsker(action, eventTarget, tenant),
+        /only relay events about this connection/,
+      );
+    }
+    assert.equal(await head(), before);
+    await appendAsAsker('relay.connection_note', `connection:${connection.id}`);
+    assert.notEqual(await head(), before);
   });
 
   test('RLY-2: a list pages with next_after, and a cursor of the other direction is refused', async () => {
