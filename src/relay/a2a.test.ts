@@ -14,6 +14,8 @@ import {
 } from '../../test/helpers/relay.ts';
 import { withTenant } from '../db/tenant.ts';
 import { freePort } from '../free-port.ts';
+import { RateLimitedError } from '../http/rate-limits.ts';
+import { hashToken } from '../tokens.ts';
 import { NOT_FOUND_MESSAGE } from './a2a-handler.ts';
 import { MAX_MESSAGE_BYTES, mintThreadToken, recordAgentAnswer } from './threads.ts';
 
@@ -343,6 +345,22 @@ describe('A2A JSON-RPC at /a2a/:handle', () => {
     );
     const huge = await rpc(target.handle, sendBody('x'.repeat(1024 * 1024)), token);
     assert.equal(huge.statusCode, 413);
+    assert.equal(await threadCount(), threads);
+  });
+
+  test('RLY-5: past its bucket, SendMessage answers 429 with Retry-After and writes nothing', async () => {
+    const limited = await approvedConnection(ctx, owner, await createAccount(ctx.db, ctx.testApp), target);
+    const key = hashToken(limited.relayToken).toString('hex');
+    await assert.rejects(async () => {
+      for (let spent = 0; spent <= 60; spent += 1) {
+        await ctx.testApp.rateLimits.consume('relay_thread_start_token', key);
+      }
+    }, RateLimitedError);
+    const threads = await threadCount();
+    const answer = await rpc(target.handle, sendBody('one too many'), limited.relayToken);
+    assert.equal(answer.statusCode, 429, answer.body);
+    assert.ok(Number(answer.headers['retry-after']) > 0);
+    assert.equal(answer.json<{ code: string }>().code, 'rate_limited');
     assert.equal(await threadCount(), threads);
   });
 
