@@ -457,7 +457,7 @@ describe('cross-tenant suite, generated from /openapi.json', () => {
     for (const credential of credentials) {
       bobCookie = (await loginAgain(ctx.db, ctx.testApp, bob)).sessionCookie;
       const unknown = await a2a(`nobody-${randomUUID().slice(0, 8)}`, credential, 'SendMessage', send(''));
-      assert.equal(unknown.statusCode, 404, unknown.body);
+      assert.equal(unknown.json<{ error: { code: number } }>().error.code, -32001, unknown.body);
       const probes = [a2a('alice-echo', credential, 'SendMessage', send(''))];
       for (const id of uuids) {
         probes.push(a2a('alice-echo', credential, 'SendMessage', send(id)));
@@ -465,7 +465,7 @@ describe('cross-tenant suite, generated from /openapi.json', () => {
         probes.push(a2a('alice-echo', credential, 'CancelTask', { id }));
       }
       for (const answer of await Promise.all(probes)) {
-        if (answer.statusCode !== 404 || answer.body !== unknown.body) {
+        if (answer.statusCode !== unknown.statusCode || answer.body !== unknown.body) {
           failures.push(`${credential.name}: ${answer.statusCode} ${answer.body}`);
         }
         for (const leak of leaks(answer, all)) failures.push(`${credential.name} answered with A's ${leak}`);

@@ -18,13 +18,14 @@ import { IDEMPOTENCY_HEADER } from './idempotency.ts';
 // (SendMessage, GetTask, CancelTask); no header, or 0.3, the 0.3 ones
 // (message/send, tasks/get, tasks/cancel), as the SDK's own server does.
 //
-// Errors are JSON-RPC error objects, with a 4xx status so that they read as
-// refusals to any HTTP client too: -32001 (no such agent or task, for every
-// request that may not reach anything, RLY-2) is 404, the other refusals
-// (-32700 bad JSON, -32600 not a JSON-RPC request, -32601 unknown method,
-// -32602 bad params, -32002..-32009) are 400. Bodies over the app's limit are
-// 413, a rate limit 429 with Retry-After: those are problem+json, as on
-// every route.
+// Every JSON-RPC answer, result or error, is a 200, as in the SDK's own
+// JSON-RPC server and A2A's JSON-RPC binding; HTTP errors stay RFC 9457
+// problems, as on every route. -32001 "no such agent or task" is the one
+// answer for every request that may not reach anything (RLY-2); -32700 bad
+// JSON, -32600 not a JSON-RPC request, -32601 unknown method, -32602 bad
+// params, -32002..-32009 the A2A refusals. A body over the app's limit is
+// 413, a rate limit 429 with Retry-After, a replay while the first request
+// is in flight 409: problem+json.
 
 const JsonRpcId = Type.Union([Type.String(), Type.Integer(), Type.Null()]);
 const JsonRpcErrorSchema = Type.Object(
@@ -126,19 +127,15 @@ function parseRequest(body: RawBody): { request: Record<string, unknown> } | { r
   return { request };
 }
 
-/** The transport's answer, typed, with its status: -32001 is 404, every other error 400. */
+/** The transport's answer, typed. */
 function answered(answer: {
   readonly id: string | number | null;
   readonly result?: unknown;
   readonly error?: unknown;
-}): { status: 200 | 400 | 404; body: JsonRpcAnswer } {
-  if (answer.error === undefined)
-    return { status: 200, body: { jsonrpc: '2.0', id: answer.id, result: answer.result } };
-  const error = answer.error as RpcError;
-  return {
-    status: error.code === A2A_ERROR_CODE.TASK_NOT_FOUND ? 404 : 400,
-    body: { jsonrpc: '2.0', id: answer.id, error },
-  };
+}): JsonRpcAnswer {
+  return answer.error === undefined
+    ? { jsonrpc: '2.0', id: answer.id, result: answer.result }
+    : { jsonrpc: '2.0', id: answer.id, error: answer.error as RpcError };
 }
 
 export function registerA2aRoutes(
@@ -163,15 +160,13 @@ export function registerA2aRoutes(
           description:
             'Authorization: Bearer enc_relay_… for SendMessage; Bearer enc_thread_… for GetTask and CancelTask. ' +
             'A thread is the task and its context. Unknown or unpublished handles, tokens of another handle, kind or ' +
-            'thread, and revoked or expired tokens all answer 404 with JSON-RPC error -32001. Idempotency-Key (or the ' +
+            'thread, and revoked or expired tokens all answer JSON-RPC error -32001. Idempotency-Key (or the ' +
             "message's messageId) makes a SendMessage replay answer the first task and create nothing.",
           tags: ['relay'],
           params: HandleParams,
           documentedBody: RequestSchema,
           response: {
-            200: JsonRpcResultSchema,
-            400: JsonRpcErrorSchema,
-            404: JsonRpcErrorSchema,
+            200: Type.Union([JsonRpcResultSchema, JsonRpcErrorSchema]),
             409: ProblemSchema,
             413: ProblemSchema,
             415: ProblemSchema,
@@ -179,9 +174,9 @@ export function registerA2aRoutes(
           },
         },
       },
-      async (request, reply) => {
+      async (request) => {
         const parsed = parseRequest(request.body as RawBody);
-        if ('refusal' in parsed) return reply.status(400).send(parsed.refusal);
+        if ('refusal' in parsed) return parsed.refusal;
         const rpc = parsed.request;
         const requested = request.headers[A2A_VERSION_HEADER.toLowerCase()];
         const version = typeof requested === 'string' ? requested.trim() : '0.3';
@@ -190,7 +185,7 @@ export function registerA2aRoutes(
           const error = JsonRpcTransportHandler.mapToJSONRPCError(
             new VersionNotSupportedError({ message: `A2A-Version must be ${A2A_PROTOCOL_VERSION} or 0.3` }),
           );
-          return reply.status(400).send({ jsonrpc: '2.0', id, error });
+          return { jsonrpc: '2.0' as const, id, error };
         }
         const bearer = BEARER.exec(request.headers.authorization ?? '')?.[1];
         const key = request.headers[IDEMPOTENCY_HEADER];
@@ -231,8 +226,7 @@ export function registerA2aRoutes(
         ) {
           throw new Error(`A2A transport fault: ${(answer.error as RpcError).message}`);
         }
-        const { status, body } = answered(answer);
-        return reply.status(status).send(body);
+        return answered(answer);
       },
     );
   });
