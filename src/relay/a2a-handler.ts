@@ -182,15 +182,15 @@ export class RelayA2AHandler implements A2ARequestHandler {
   }
 
   /** Runs one operation; relay errors become the A2A errors the transport answers with, the rest escapes. */
-  async #answer<T>(operation: () => Promise<T>, state: 'send' | 'cancel' | 'read'): Promise<T> {
+  async #answer<T>(operation: () => Promise<T>, kind: 'send' | 'cancel' | 'read'): Promise<T> {
     try {
       return await operation();
     } catch (error) {
-      throw this.#translate(error, state);
+      throw this.#translate(error, kind);
     }
   }
 
-  #translate(error: unknown, state: 'send' | 'cancel' | 'read'): unknown {
+  #translate(error: unknown, kind: 'send' | 'cancel' | 'read'): unknown {
     if (error instanceof TaskNotFoundError || error instanceof RequestMalformedError) return error;
     if (isAppError(error)) {
       switch (error.code) {
@@ -202,7 +202,7 @@ export class RelayA2AHandler implements A2ARequestHandler {
         case 'idempotency_key_reused':
           return malformed(error.field === undefined ? error.message : `${error.field}: ${error.message}`);
         case 'thread_state':
-          return state === 'cancel'
+          return kind === 'cancel'
             ? new TaskNotCancelableError({ message: error.message })
             : new UnsupportedOperationError({ message: error.message });
       }
@@ -231,7 +231,7 @@ export class RelayA2AHandler implements A2ARequestHandler {
     return access;
   }
 
-  async #openThread(tx: TenantSql, threadId: string): Promise<Thread> {
+  async #threadAtHandle(tx: TenantSql, threadId: string): Promise<Thread> {
     const thread = await getThread(tx, threadId);
     if (!(await agentAtHandle(tx, thread.agent_id, this.#call.handle))) throw notFound();
     return thread;
@@ -277,7 +277,7 @@ export class RelayA2AHandler implements A2ARequestHandler {
       const access = await this.#threadAccess(params.id);
       const history = Math.min(Math.max(params.historyLength ?? MAX_TASK_HISTORY, 0), MAX_TASK_HISTORY);
       return withTenant(this.#deps.sql, access.tenantId, async (tx) => {
-        const thread = await this.#openThread(tx, access.threadId);
+        const thread = await this.#threadAtHandle(tx, access.threadId);
         // The latest messages: the last one decides the state even when no history is asked for.
         const window = Math.max(history, 1);
         const recent = await listMessages(tx, thread.id, {
@@ -293,7 +293,7 @@ export class RelayA2AHandler implements A2ARequestHandler {
     return this.#answer(async () => {
       const access = await this.#threadAccess(params.id);
       return withTenant(this.#deps.sql, access.tenantId, async (tx) => {
-        await this.#openThread(tx, access.threadId);
+        await this.#threadAtHandle(tx, access.threadId);
         const closed = await closeThread(tx, access.threadId);
         return threadTask(closed, [], 0);
       });

@@ -341,6 +341,31 @@ describe('A2A JSON-RPC at /a2a/:handle', () => {
     assert.equal(await threadCount(), threads);
   });
 
+  test('RLY-3: once the owner revokes, the next SendMessage is refused as unknown and the task reads as rejected', async () => {
+    const caller = await createAccount(ctx.db, ctx.testApp);
+    const revocable = await approvedConnection(ctx, owner, caller, target);
+    const started = await rpc(target.handle, sendBody('before'), revocable.relayToken);
+    const threadId = started.json<{ result: { task: { id: string } } }>().result.task.id;
+    const token = await threadToken(caller, threadId);
+    const revoked = await ctx.testApp.app.inject({
+      method: 'POST',
+      url: `/api/v1/connections/${revocable.connectionId}/revoke`,
+      headers: { authorization: `Bearer ${owner.apiToken}` },
+    });
+    assert.equal(revoked.statusCode, 200, revoked.body);
+    const after = await rpc(target.handle, sendBody('after', threadId), revocable.relayToken);
+    assert.equal(after.json<{ error: { code: number } }>().error.code, -32001);
+    const read = await rpc(
+      target.handle,
+      { jsonrpc: '2.0', id: 1, method: 'GetTask', params: { id: threadId } },
+      token,
+    );
+    assert.equal(
+      read.json<{ result: { status: { state: string } } }>().result.status.state,
+      'TASK_STATE_REJECTED',
+    );
+  });
+
   test('RLY-5: past its bucket, SendMessage answers 429 with Retry-After and writes nothing', async () => {
     const limited = await approvedConnection(ctx, owner, await createAccount(ctx.db, ctx.testApp), target);
     const key = hashToken(limited.relayToken).toString('hex');
@@ -357,7 +382,7 @@ describe('A2A JSON-RPC at /a2a/:handle', () => {
     assert.equal(await threadCount(), threads);
   });
 
-  test('RLY-6: a replayed messageId, or a replayed Idempotency-Key, answers the first task and creates nothing', async () => {
+  test('RLY-6: a replayed messageId (concurrent replays too) or Idempotency-Key answers the first task and creates nothing more', async () => {
     const client = await discover(target.handle);
     const message = userMessage('only once');
     const first = asTask(await client.sendMessage(send(message), bearer(connection.relayToken)));
@@ -375,13 +400,27 @@ describe('A2A JSON-RPC at /a2a/:handle', () => {
       (error: Error) => error.name === 'RequestMalformedError',
     );
 
+    // Concurrent replays of one messageId: one thread; each answer is the task or a 409 while the first runs.
+    const raced = sendBody('raced');
+    const answers = await Promise.all(
+      Array.from({ length: 5 }, () => rpc(target.handle, raced, connection.relayToken)),
+    );
+    const tasks = answers.filter((answer) => answer.statusCode === 200);
+    assert.ok(tasks.length >= 1);
+    assert.ok(answers.every((answer) => answer.statusCode === 200 || answer.statusCode === 409));
+    assert.equal(
+      new Set(tasks.map((answer) => answer.json<{ result: { task: { id: string } } }>().result.task.id)).size,
+      1,
+    );
+    assert.equal(await threadCount(), threads + 1);
+
     const key = { 'idempotency-key': `"${randomUUID()}"` };
     const body = sendBody('keyed');
     const keyed = await rpc(target.handle, body, connection.relayToken, key);
     const replay = await rpc(target.handle, body, connection.relayToken, key);
     assert.equal(keyed.statusCode, 200, keyed.body);
     assert.deepEqual(replay.json(), keyed.json());
-    assert.equal(await threadCount(), threads + 1);
-    assert.equal(await messageCount(), messages + 1);
+    assert.equal(await threadCount(), threads + 2);
+    assert.equal(await messageCount(), messages + 2);
   });
 });
