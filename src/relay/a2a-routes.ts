@@ -14,7 +14,7 @@ import { IDEMPOTENCY_HEADER } from './idempotency.ts';
 // RLY-3, RLY-4, RLY-6). The card (card-routes.ts) names this URL as the
 // agent's JSON-RPC endpoint. @a2a-js/sdk's transport parses the request and
 // calls RelayA2AHandler; this route only brings the body and the headers to
-// it and picks the HTTP status. A2A-Version 1.0 speaks the 1.0 methods
+// it, and hands what must not be a JSON-RPC answer to the app. A2A-Version 1.0 speaks the 1.0 methods
 // (SendMessage, GetTask, CancelTask); no header, or 0.3, the 0.3 ones
 // (message/send, tasks/get, tasks/cancel), as the SDK's own server does.
 //
