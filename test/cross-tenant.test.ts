@@ -463,6 +463,41 @@ describe('cross-tenant suite, generated from /openapi.json', () => {
     assert.ok(own.body.includes(alice.apiTokenId), "A's own list shows A's token");
   });
 
+  test("TEN-7, RLY-2: /a2a/:handle answers tenant B's credentials, with any of A's ids as the task, exactly as an unknown handle, and A's rows are unchanged", async () => {
+    const { uuids, all } = await identifiersOfA();
+    const before = await digestOfA();
+    const a2a = (handle: string, credential: Credential, method: string, params: object) =>
+      ctx.testApp.app.inject({
+        method: 'POST',
+        url: `/a2a/${handle}`,
+        headers: { ...credential.headers(), 'content-type': 'application/json', 'a2a-version': '1.0' },
+        payload: { jsonrpc: '2.0', id: 1, method, params },
+      });
+    const send = (taskId: string) => ({
+      message: { messageId: randomUUID(), role: 'ROLE_USER', parts: [{ text: 'probe' }], taskId },
+    });
+    const failures: string[] = [];
+    for (const credential of credentials) {
+      bobCookie = (await loginAgain(ctx.db, ctx.testApp, bob)).sessionCookie;
+      const unknown = await a2a(`nobody-${randomUUID().slice(0, 8)}`, credential, 'SendMessage', send(''));
+      assert.equal(unknown.json<{ error: { code: number } }>().error.code, -32001, unknown.body);
+      const probes = [a2a('alice-echo', credential, 'SendMessage', send(''))];
+      for (const id of uuids) {
+        probes.push(a2a('alice-echo', credential, 'SendMessage', send(id)));
+        probes.push(a2a('alice-echo', credential, 'GetTask', { id }));
+        probes.push(a2a('alice-echo', credential, 'CancelTask', { id }));
+      }
+      for (const answer of await Promise.all(probes)) {
+        if (answer.statusCode !== unknown.statusCode || answer.body !== unknown.body) {
+          failures.push(`${credential.name}: ${answer.statusCode} ${answer.body}`);
+        }
+        for (const leak of leaks(answer, all)) failures.push(`${credential.name} answered with A's ${leak}`);
+      }
+    }
+    assert.deepEqual(failures, [], 'cross-tenant answers at /a2a');
+    assert.deepEqual(await digestOfA(), before, "A's rows are unchanged");
+  });
+
   test("TEN-7: every paged list in /openapi.json (a GET taking a string `after`) refuses a cursor of tenant A's same list from tenant B with 400 cursor_invalid, and shows nothing of A's", async () => {
     const doc = await readOpenApi();
     const paged = documentedApiRoutes(doc).filter(

@@ -42,6 +42,7 @@ import type { Config } from '../config.ts';
 import type { Migration } from '../db/migrator.ts';
 import { registerGatewayRoutes } from '../gateway/routes.ts';
 import type { Logger } from '../logger.ts';
+import { registerA2aRoutes } from '../relay/a2a-routes.ts';
 import { registerCardRoutes } from '../relay/card-routes.ts';
 import { createCardSigner } from '../relay/card-signing.ts';
 import { registerConnectionPages } from '../relay/connection-page-routes.ts';
@@ -258,6 +259,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   const directory = { sql: deps.sql, cursors, templates: deps.templates, publicUrl: deps.config.publicUrl };
   registerListingRoutes(app, { ...directory, agents });
   registerDirectoryPages(app, directory);
+  registerA2aRoutes(app, { sql: deps.sql, rateLimits: deps.rateLimits });
   // The outbox page exists only where mail goes to the outbox: development without SMTP.
   if (deps.config.env === 'development' && !deps.smtpConfigured) registerDevMail(app, deps.sql);
   return app;
