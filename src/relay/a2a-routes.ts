@@ -143,7 +143,7 @@ export function registerA2aRoutes(
   deps: { sql: Sql; rateLimits: Pick<RateLimits, 'consume'> },
 ): void {
   // Its own body parser: bad JSON must answer as JSON-RPC (-32700), not as the app's 400 problem.
-  app.register(async (scope: App) => {
+  app.register((scope: App, _options, registered) => {
     scope.removeContentTypeParser('application/json');
     scope.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request, raw: Buffer, done) =>
       done(null, { raw } satisfies RawBody),
@@ -229,5 +229,6 @@ export function registerA2aRoutes(
         return answered(answer);
       },
     );
+    registered();
   });
 }
