@@ -46,6 +46,8 @@ import { registerCardRoutes } from '../relay/card-routes.ts';
 import { createCardSigner } from '../relay/card-signing.ts';
 import { registerConnectionPages } from '../relay/connection-page-routes.ts';
 import { registerConnectionsApi } from '../relay/connection-routes.ts';
+import { registerRelayDataPlane } from '../relay/data-plane-routes.ts';
+import { registerThreadsApi } from '../relay/thread-api-routes.ts';
 import type { Vault } from '../vault/service.ts';
 import { registerDevMail } from '../web/dev-mail-page.ts';
 import { registerDocsRoutes } from '../web/docs-page.ts';
@@ -241,6 +243,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerAgentPages(app, { agents, templates: deps.templates, instances, logs, ...addresses, cursors });
   registerConnectionsApi(app, { cursors, rateLimits: deps.rateLimits });
   registerConnectionPages(app, { cursors, rateLimits: deps.rateLimits });
+  registerThreadsApi(app, { cursors, rateLimits: deps.rateLimits });
+  registerRelayDataPlane(app, { sql: deps.sql, rateLimits: deps.rateLimits });
   registerAuditPages(app);
   registerCheckpointRoutes(app, { sql: deps.sql, sources: deps.audit, rateLimits: deps.rateLimits });
   registerTileRoutes(app, { sql: deps.sql });
