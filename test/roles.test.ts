@@ -84,6 +84,32 @@ async function connectionTo(creator: TestAccount): Promise<string> {
   return response.json<{ id: string }>().id;
 }
 
+/** A thread with a fresh published agent of `creator`, over a connection `creator` approved; the thread's id. */
+async function threadWith(creator: TestAccount): Promise<string> {
+  const connectionId = await connectionTo(creator);
+  const asOutsider = { authorization: `Bearer ${outsider.apiToken}` };
+  const approved = await ctx.testApp.app.inject({
+    method: 'POST',
+    url: `/api/v1/connections/${connectionId}/approve`,
+    headers: { authorization: `Bearer ${creator.apiToken}` },
+  });
+  assert.equal(approved.statusCode, 200, approved.body);
+  const claimed = await ctx.testApp.app.inject({
+    method: 'POST',
+    url: `/api/v1/connections/${connectionId}/relay-token`,
+    headers: asOutsider,
+  });
+  assert.equal(claimed.statusCode, 201, claimed.body);
+  const started = await ctx.testApp.app.inject({
+    method: 'POST',
+    url: '/relay/v1/threads',
+    headers: { authorization: `Bearer ${claimed.json<{ relay_token: string }>().relay_token}` },
+    payload: { text: 'Hello' },
+  });
+  assert.equal(started.statusCode, 201, started.body);
+  return started.json<{ thread: { id: string } }>().thread.id;
+}
+
 async function freshMember(): Promise<string> {
   return (await createAccount(ctx.db, ctx.testApp, { kind: 'member', tenantOf: accounts.owner })).user.id;
 }
@@ -100,12 +126,13 @@ async function freshInvite(): Promise<string> {
 // ---------------------------------------------------------------- the rows
 
 /**
- * What a path's `:id` names: a fresh agent (own or a colleague's), a pending connection to one, a member, an
+ * What a path's `:id` names: a fresh agent (own or a colleague's), a pending connection to one, a thread with one, a member, an
  * invite, a template, the caller's token.
  */
 type Target =
   | 'agent'
   | 'connection'
+  | 'thread'
   | 'member'
   | 'fresh-member'
   | 'invite'
@@ -175,6 +202,8 @@ const ROUTES: Record<string, readonly Probe[]> = {
   'POST /api/v1/connections/:id/deny': [{ action: 'relay.approve', target: 'connection' }],
   'POST /api/v1/connections/:id/revoke': [{ action: 'relay.approve', target: 'connection' }],
   'POST /api/v1/connections/:id/relay-token': [{ action: 'signed-in' }],
+  'GET /api/v1/threads': [{ action: 'signed-in' }],
+  'POST /api/v1/threads/:id/access-token': [{ action: 'relay.approve', target: 'thread' }],
   'GET /api/v1/audit/events': [{ action: 'audit.read' }],
   'GET /api/v1/audit/head': [{ action: 'audit.read' }],
   'GET /api/v1/audit/export': [{ action: 'audit.read' }],
@@ -288,6 +317,10 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
     const creator = own ? actor : colleague;
     createdBy = creator.user.id;
     url = url.replace(':id', await connectionTo(creator));
+  } else if (probe.target === 'thread') {
+    const creator = own ? actor : colleague;
+    createdBy = creator.user.id;
+    url = url.replace(':id', await threadWith(creator));
   } else if (probe.target === 'member') {
     url = url.replace(':id', colleague.user.id);
   } else if (probe.target === 'fresh-member') {
@@ -333,7 +366,7 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
 
 function judge(role: Role, key: string, probe: Probe, own: boolean, outcome: Outcome): string | undefined {
   const { response } = outcome;
-  const onAgent = probe.target === 'agent' || probe.target === 'connection';
+  const onAgent = probe.target === 'agent' || probe.target === 'connection' || probe.target === 'thread';
   const where = `${role} ${key}${onAgent ? (own ? ' (own agent)' : " (a colleague's agent)") : ''}${
     probe.body === undefined ? '' : ` ${JSON.stringify(probe.body())}`
   }`;
@@ -394,7 +427,8 @@ describe('roles, generated from the role table', () => {
             }
             continue;
           }
-          for (const own of row.target === 'agent' || row.target === 'connection' ? [true, false] : [true]) {
+          const onAgent = row.target === 'agent' || row.target === 'connection' || row.target === 'thread';
+          for (const own of onAgent ? [true, false] : [true]) {
             const outcome = await probe(role, key, row, own);
             probes += 1;
             const failure = judge(role, key, row, own, outcome);
