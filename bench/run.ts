@@ -10,6 +10,7 @@ import { runGatewayBench } from './gateway.ts';
 import { runIngressBench } from './ingress.ts';
 import { runListsBench } from './lists.ts';
 import { runLoginStormBench } from './login-storm.ts';
+import { runRelayBench } from './relay.ts';
 import { runTenancyBench } from './tenancy.ts';
 import { runVaultBench } from './vault.ts';
 
@@ -30,6 +31,7 @@ const scenarios: Record<string, (db: TestDatabase) => Promise<unknown>> = {
   lists: runListsBench,
   'login-storm': runLoginStormBench,
   gateway: () => runGatewayBench(),
+  relay: runRelayBench,
 };
 
 const asked = process.argv.slice(2);

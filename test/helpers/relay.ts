@@ -18,7 +18,7 @@ export interface ApprovedConnection {
   readonly relayToken: string;
 }
 
-function api(ctx: TestAppContext, account: TestAccount, url: string, payload?: object) {
+function api(ctx: Pick<TestAppContext, 'testApp'>, account: TestAccount, url: string, payload?: object) {
   return ctx.testApp.app.inject({
     method: 'POST',
     url,
@@ -29,7 +29,7 @@ function api(ctx: TestAppContext, account: TestAccount, url: string, payload?: o
 
 /** A fresh `echo` agent of `account`; `published` turns its card on through the API. */
 export async function relayAgent(
-  ctx: TestAppContext,
+  ctx: Pick<TestAppContext, 'testApp'>,
   account: TestAccount,
   published = true,
 ): Promise<RelayAgent> {
@@ -56,7 +56,7 @@ export async function relayAgent(
 
 /** `asker` (for `askerAgentId`, or as a person) asks for `target`, `owner` approves, `asker` claims the token. */
 export async function approvedConnection(
-  ctx: TestAppContext,
+  ctx: Pick<TestAppContext, 'testApp'>,
   owner: TestAccount,
   asker: TestAccount,
   target: RelayAgent,
