@@ -19,7 +19,7 @@ import { compare } from './ab.ts';
 // address (inject's remoteAddress); a 429 fails the bench rather than being
 // counted as a fast answer.
 
-const TOKENS = 160;
+const TOKENS = 240;
 
 export async function runRelayBench(db: TestDatabase): Promise<void> {
   const testApp = await buildTestApp(db, {}, { openApiConformance: false });
@@ -46,13 +46,13 @@ export async function runRelayBench(db: TestDatabase): Promise<void> {
         remoteAddress: `10.${(sent >> 16) & 255}.${(sent >> 8) & 255}.${sent & 255}`,
       };
     };
-    /** Starts a thread with the next token: the token's place and the thread's id. */
-    const startThread = async (text: string): Promise<{ at: number; id: string }> => {
+    /** Starts a thread with the next token (with a fresh Idempotency-Key unless `keyed` is false): the token's place and the thread's id. */
+    const startThread = async (text: string, keyed = true): Promise<{ at: number; id: string }> => {
       const { at, headers, remoteAddress } = next();
       const response = await testApp.app.inject({
         method: 'POST',
         url: '/relay/v1/threads',
-        headers: { ...headers, 'idempotency-key': `"${randomUUID()}"` },
+        headers: keyed ? { ...headers, 'idempotency-key': `"${randomUUID()}"` } : headers,
         payload: { text },
         remoteAddress,
       });
@@ -90,6 +90,25 @@ export async function runRelayBench(db: TestDatabase): Promise<void> {
         },
       },
       b: me,
+    });
+    await compare({
+      name: 'relay thread start with an Idempotency-Key vs without: what the key claim and record cost',
+      ratio: 'throughput',
+      per: { ms: 700 },
+      rounds: 8,
+      aim: { atLeast: 0.6 },
+      a: {
+        label: 'POST /relay/v1/threads with an Idempotency-Key (201)',
+        op: async () => {
+          await startThread('hello, agent');
+        },
+      },
+      b: {
+        label: 'POST /relay/v1/threads without one (201)',
+        op: async () => {
+          await startThread('hello, agent', false);
+        },
+      },
     });
     await compare({
       name: 'relay follow-up (POST /relay/v1/threads/:id/messages, Idempotency-Key) vs authenticated GET /api/v1/me',
