@@ -3,6 +3,7 @@ import type { Sql } from 'postgres';
 import { Type } from 'typebox';
 import { withTenant } from '../db/tenant.ts';
 import type { App } from '../http/app.ts';
+import { RELAY_TOKEN_SCHEME, THREAD_TOKEN_SCHEME } from '../http/openapi.ts';
 import { ProblemSchema } from '../http/problems.ts';
 import type { RateLimits } from '../http/rate-limits.ts';
 import { IdParams } from '../http/schemas.ts';
@@ -144,6 +145,8 @@ export function registerRelayDataPlane(app: App, deps: DataPlaneDeps): void {
   };
 
   const relayRoute = { auth: 'none' as const, bearerOnly: true };
+  const relaySecurity = [{ [RELAY_TOKEN_SCHEME]: [] }];
+  const threadSecurity = [{ [THREAD_TOKEN_SCHEME]: [] }];
 
   app.post(
     '/relay/v1/threads',
@@ -156,6 +159,7 @@ export function registerRelayDataPlane(app: App, deps: DataPlaneDeps): void {
         summary:
           'Start a thread with the agent of your approved connection (Authorization: Bearer enc_relay_…); its first message is delivered to the agent',
         tags: ['relay'],
+        security: relaySecurity,
         headers: IdempotencyHeaders,
         body: TextBody,
         response: {
@@ -196,6 +200,7 @@ export function registerRelayDataPlane(app: App, deps: DataPlaneDeps): void {
         summary:
           "A follow-up in an open thread of your connection (Bearer enc_relay_…); another connection's thread is 404",
         tags: ['relay'],
+        security: relaySecurity,
         params: IdParams,
         headers: IdempotencyHeaders,
         body: TextBody,
@@ -229,6 +234,7 @@ export function registerRelayDataPlane(app: App, deps: DataPlaneDeps): void {
         summary:
           'The thread and a page of its messages in order (Authorization: Bearer enc_thread_… of this thread)',
         tags: ['relay'],
+        security: threadSecurity,
         params: IdParams,
         querystring: Type.Object(
           {
@@ -290,6 +296,7 @@ export function registerRelayDataPlane(app: App, deps: DataPlaneDeps): void {
         summary:
           "The owner's answer in an open thread (the owner's thread token only; a participant's is 403)",
         tags: ['relay'],
+        security: threadSecurity,
         params: IdParams,
         body: TextBody,
         response: { 201: MessageSchema, ...relayErrors, 403: ProblemSchema },
@@ -321,6 +328,7 @@ export function registerRelayDataPlane(app: App, deps: DataPlaneDeps): void {
         summary:
           'Close the thread (either holder of a thread token); closing a closed thread answers it as it is',
         tags: ['relay'],
+        security: threadSecurity,
         params: IdParams,
         response: { 200: ThreadSchema, ...relayErrors },
       },

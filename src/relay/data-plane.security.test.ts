@@ -123,6 +123,29 @@ describe('the relay data plane', () => {
     );
   });
 
+  test('RLY-3, RLY-4: every /relay/v1 route is in the OpenAPI document (tag relay) with the token it takes', async () => {
+    const doc = (await ctx.testApp.app.inject({ method: 'GET', url: '/openapi.json' })).json<{
+      paths: Record<string, Record<string, { tags?: string[]; security?: Record<string, unknown>[] }>>;
+    }>();
+    const schemes = Object.entries(doc.paths)
+      .filter(([path]) => path.startsWith('/relay/v1/'))
+      .flatMap(([path, item]) =>
+        Object.entries(item).map(([method, operation]) => [
+          `${method.toUpperCase()} ${path}`,
+          operation.tags?.join(),
+          Object.keys(operation.security?.[0] ?? {}).join(),
+        ]),
+      )
+      .sort();
+    assert.deepEqual(schemes, [
+      ['GET /relay/v1/threads/{id}', 'relay', 'threadToken'],
+      ['POST /relay/v1/threads', 'relay', 'relayToken'],
+      ['POST /relay/v1/threads/{id}/close', 'relay', 'threadToken'],
+      ['POST /relay/v1/threads/{id}/messages', 'relay', 'relayToken'],
+      ['POST /relay/v1/threads/{id}/responses', 'relay', 'threadToken'],
+    ]);
+  });
+
   test('RLY-3: no token, a malformed, unknown or wrong-kind token (thread, API, agent) on the relay routes is 401 with WWW-Authenticate: Bearer, and nothing is written', async () => {
     const { thread } = await startedThread();
     const ownerThreadToken = await threadToken(owner, thread.id);
