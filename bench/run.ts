@@ -11,6 +11,7 @@ import { runIngressBench } from './ingress.ts';
 import { runListsBench } from './lists.ts';
 import { runLoginStormBench } from './login-storm.ts';
 import { runRelayDeliveryBench } from './relay-delivery.ts';
+import { runRelayBench } from './relay.ts';
 import { runTenancyBench } from './tenancy.ts';
 import { runVaultBench } from './vault.ts';
 
@@ -32,6 +33,7 @@ const scenarios: Record<string, (db: TestDatabase) => Promise<unknown>> = {
   'login-storm': runLoginStormBench,
   gateway: () => runGatewayBench(),
   'relay-delivery': runRelayDeliveryBench,
+  relay: runRelayBench,
 };
 
 const asked = process.argv.slice(2);

@@ -115,6 +115,16 @@ ctx.before(async () => {
   for (const handle of ['alice-echo', 'carol-echo']) {
     await decideListing(ctx.db.app, { handle, decision: 'approve', actor: 'operator:cli' });
   }
+  // Two threads with A's agent over that connection, so thread and message ids are among A's ids and A's thread list pages.
+  for (const text of ['first', 'second']) {
+    const started = await ctx.testApp.app.inject({
+      method: 'POST',
+      url: '/relay/v1/threads',
+      headers: { authorization: `Bearer ${claimed.json<{ relay_token: string }>().relay_token}` },
+      payload: { text },
+    });
+    assert.equal(started.statusCode, 201, started.body);
+  }
 });
 
 async function agentIdOf(handle: string): Promise<string> {
@@ -337,13 +347,20 @@ async function call(
   url: string,
 ): Promise<LightMyRequestResponse> {
   const body = exampleBody(doc, route);
-  return ctx.testApp.app.inject({
-    method: route.method as 'GET',
-    url,
-    query: exampleQuery(doc, route),
-    headers: credential.headers(),
-    ...(body === undefined ? {} : { payload: body as object }),
-  });
+  const send = () =>
+    ctx.testApp.app.inject({
+      method: route.method as 'GET',
+      url,
+      query: exampleQuery(doc, route),
+      headers: credential.headers(),
+      ...(body === undefined ? {} : { payload: body as object }),
+    });
+  const response = await send();
+  if (response.statusCode !== 429) return response;
+  // Hundreds of probes run past a rate-limited route's bucket (RLY-5's thread-token mints): the limiter
+  // is not what this suite probes, so it is emptied and the probe asked again.
+  await ctx.db.superuser`delete from enclave.rate_limits`;
+  return send();
 }
 
 function problemOf(response: LightMyRequestResponse): { status: number; code: string | undefined } {

@@ -202,6 +202,8 @@ const ROUTES: Record<string, readonly Probe[]> = {
   'POST /api/v1/connections/:id/deny': [{ action: 'relay.approve', target: 'connection' }],
   'POST /api/v1/connections/:id/revoke': [{ action: 'relay.approve', target: 'connection' }],
   'POST /api/v1/connections/:id/relay-token': [{ action: 'signed-in' }],
+  'GET /api/v1/threads': [{ action: 'signed-in' }],
+  'POST /api/v1/threads/:id/access-token': [{ action: 'relay.approve', target: 'thread' }],
   'GET /api/v1/audit/events': [{ action: 'audit.read' }],
   'GET /api/v1/audit/head': [{ action: 'audit.read' }],
   'GET /api/v1/audit/export': [{ action: 'audit.read' }],

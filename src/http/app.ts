@@ -50,6 +50,8 @@ import { registerConnectionsApi } from '../relay/connection-routes.ts';
 import { registerDirectoryPages } from '../relay/directory-page-routes.ts';
 import { registerListingRoutes } from '../relay/listing-routes.ts';
 import { registerThreadPages } from '../relay/thread-page-routes.ts';
+import { registerRelayDataPlane } from '../relay/data-plane-routes.ts';
+import { registerThreadsApi } from '../relay/thread-api-routes.ts';
 import type { Vault } from '../vault/service.ts';
 import { registerDevMail } from '../web/dev-mail-page.ts';
 import { registerDocsRoutes } from '../web/docs-page.ts';
@@ -246,6 +248,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerConnectionsApi(app, { cursors, rateLimits: deps.rateLimits });
   registerConnectionPages(app, { cursors, rateLimits: deps.rateLimits });
   registerThreadPages(app, { cursors });
+  registerThreadsApi(app, { cursors, rateLimits: deps.rateLimits });
+  registerRelayDataPlane(app, { sql: deps.sql, rateLimits: deps.rateLimits });
   registerAuditPages(app);
   registerCheckpointRoutes(app, { sql: deps.sql, sources: deps.audit, rateLimits: deps.rateLimits });
   registerTileRoutes(app, { sql: deps.sql });

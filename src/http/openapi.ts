@@ -27,6 +27,9 @@ declare module 'fastify' {
 
 const API_TOKEN_SCHEME = 'apiToken';
 const SESSION_COOKIE_SCHEME = 'sessionCookie';
+/** The relay's own Bearer tokens (src/relay/bearer.ts): routes that take them name the scheme in their schema. */
+export const RELAY_TOKEN_SCHEME = 'relayToken';
+export const THREAD_TOKEN_SCHEME = 'threadToken';
 const PROBLEM_REF = { $ref: '#/components/schemas/Problem' };
 
 /** The problem codes an answer of this status may carry, for its description. */
@@ -79,8 +82,9 @@ function documentedSchema(schema: FastifySchema | undefined, route: RouteOptions
     ...rest,
     ...(documentedBody === undefined ? {} : { body: documentedBody }),
     response,
-    // An empty requirement ({}) is how OpenAPI says "or anonymous".
-    security: auth === 'user' ? credentials : auth === 'optional' ? [{}, ...credentials] : [],
+    // An empty requirement ({}) is how OpenAPI says "or anonymous". A route with its own Bearer check names its scheme.
+    security:
+      rest.security ?? (auth === 'user' ? credentials : auth === 'optional' ? [{}, ...credentials] : []),
   };
 }
 
@@ -132,6 +136,18 @@ export async function registerOpenApi(app: App, config: Pick<Config, 'publicUrl'
             scheme: 'bearer',
             description:
               'An API token (enc_live_…). Read tokens may only read; write tokens may also change.',
+          },
+          [RELAY_TOKEN_SCHEME]: {
+            type: 'http',
+            scheme: 'bearer',
+            description:
+              'A relay token (enc_relay_…), claimed once for an approved connection: starts and follows up relay threads.',
+          },
+          [THREAD_TOKEN_SCHEME]: {
+            type: 'http',
+            scheme: 'bearer',
+            description:
+              'A thread token (enc_thread_…, 60 minutes) from POST /api/v1/threads/{id}/access-token: reads and closes its thread; the owner’s also answers.',
           },
           [SESSION_COOKIE_SCHEME]: {
             type: 'apiKey',

@@ -73,7 +73,19 @@ export const PROBLEM_TYPES = {
     status: 401,
     title: 'Wrong kind of token',
     description:
-      'The Bearer token is not an API token (enc_live_…); relay, thread and agent tokens are for their own endpoints.',
+      'The Bearer token is of another kind than this endpoint takes: the API takes API tokens (enc_live_…), starting and following up relay threads relay tokens (enc_relay_…), reading, answering and closing a thread thread tokens (enc_thread_…).',
+  },
+  relay_token_invalid: {
+    status: 401,
+    title: 'Relay token not valid',
+    description:
+      'Starting a relay thread or following one up needs Authorization: Bearer enc_relay_… of an approved connection. The token is missing, unknown, or its connection was revoked.',
+  },
+  thread_token_invalid: {
+    status: 401,
+    title: 'Thread token not valid',
+    description:
+      'Reading, answering or closing a relay thread needs Authorization: Bearer enc_thread_… (POST /api/v1/threads/{id}/access-token). The token is missing, unknown or past its 60 minutes.',
   },
   csrf_rejected: {
     status: 403,

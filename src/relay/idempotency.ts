@@ -205,9 +205,10 @@ export async function runIdempotent<Body>(
           `an idempotent route answered with more than ${RESPONSE_BODY_MAX_BYTES} bytes`,
         );
       }
+      // ::text first: a parameter typed json is JSON-encoded again by the driver, and a replay would answer a string.
       const [done] = await tx`
         update idempotency_keys
-        set state = 'done', status = ${result.status}, response_body = ${text}::json, lease_until = null
+        set state = 'done', status = ${result.status}, response_body = ${text}::text::json, lease_until = null
         where id = ${found.id}::uuid and claim = ${claim}::uuid and state = 'in_flight'
         returning id`;
       // Another request took the claim over (its lease ran out): this one must not take effect.

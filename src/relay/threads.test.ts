@@ -146,6 +146,7 @@ describe('threads', () => {
       tenantId: grant.targetTenantId,
       threadId: thread.id,
       holder: 'participant',
+      mintedBy: asker.user.id,
     });
     await assert.rejects(
       withTenant(ctx.db.app, stranger.user.tenant_id, (tx) =>

@@ -76,6 +76,8 @@ export interface ThreadAccess {
   readonly tenantId: string;
   readonly threadId: string;
   readonly holder: ThreadTokenHolder;
+  /** The user who minted the token: the owner's author id for an answer. */
+  readonly mintedBy: string;
 }
 
 const THREAD_COLUMNS =
@@ -351,7 +353,8 @@ export async function resolveThreadToken(sql: Sql, token: string): Promise<Threa
     sql,
     hash,
     (tx) => tx<ThreadAccess[]>`
-      select tenant_id as "tenantId", thread_id as "threadId", holder from relay_thread_tokens
+      select tenant_id as "tenantId", thread_id as "threadId", holder, minted_by as "mintedBy"
+      from relay_thread_tokens
       where token_hash = ${hash} and expires_at > now()`,
   );
   return row;
