@@ -10,8 +10,8 @@ import { runGatewayBench } from './gateway.ts';
 import { runIngressBench } from './ingress.ts';
 import { runListsBench } from './lists.ts';
 import { runLoginStormBench } from './login-storm.ts';
-import { runRelayDeliveryBench } from './relay-delivery.ts';
 import { runRelayBench } from './relay.ts';
+import { runRelayDeliveryBench } from './relay-delivery.ts';
 import { runTenancyBench } from './tenancy.ts';
 import { runVaultBench } from './vault.ts';
 
