@@ -5,6 +5,7 @@ import { describe, test } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
 import { createAccount, type TestAccount } from '../../test/helpers/accounts.ts';
 import { type ProblemBody, useTestApp } from '../../test/helpers/app.ts';
+import { relayAgent } from '../../test/helpers/relay.ts';
 import { canonicalEventParts } from '../audit/event.ts';
 import { withTenant } from '../db/tenant.ts';
 import { hashToken } from '../tokens.ts';
@@ -36,19 +37,7 @@ function api(account: TestAccount, method: 'GET' | 'POST', url: string, payload?
 }
 
 /** A fresh echo agent of `account`, published (its card on) or not. */
-async function agentOf(account: TestAccount, published: boolean): Promise<{ id: string; handle: string }> {
-  const handle = `relay-${randomBytes(5).toString('hex')}`;
-  const created = await api(account, 'POST', '/api/v1/agents', {
-    name: handle,
-    handle,
-    template: 'echo',
-    credentials: { echo_token: `probe-${randomBytes(8).toString('hex')}` },
-  });
-  assert.equal(created.statusCode, 201, created.body);
-  const { id } = created.json<{ id: string }>();
-  if (published) await ctx.db.superuser`update agents set card_published = true where id = ${id}::uuid`;
-  return { id, handle };
-}
+const agentOf = (account: TestAccount, published: boolean) => relayAgent(ctx, account, published);
 
 interface ConnectionBody {
   id: string;
