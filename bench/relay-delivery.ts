@@ -10,16 +10,15 @@ import { newSubdomain } from '../src/agents/ingress/subdomain.ts';
 import { hostDirOf, listenHostSocket } from '../src/agents/runtime/host-sockets.ts';
 import { BUILT_IN_TEMPLATES_DIR } from '../src/agents/templates.ts';
 import { withTenant } from '../src/db/tenant.ts';
-import { startWorker, type Worker } from '../src/jobs/worker.ts';
-import { createLogger } from '../src/logger.ts';
+import type { Worker } from '../src/jobs/worker.ts';
 import { resolveRelayToken } from '../src/relay/connections.ts';
-import { createRelayDelivery, deliveryRequest } from '../src/relay/delivery.ts';
+import { deliveryRequest } from '../src/relay/delivery.ts';
 import { listMessages, postCallerMessage, startThread } from '../src/relay/threads.ts';
 import { createAccount } from '../test/helpers/accounts.ts';
 import { buildTestApp, type TestAppContext } from '../test/helpers/app.ts';
-import { testAuditSetup } from '../test/helpers/audit.ts';
 import type { TestDatabase } from '../test/helpers/database.ts';
 import { approvedConnection, relayAgent } from '../test/helpers/relay.ts';
+import { startTestWorker } from '../test/helpers/runtime.ts';
 import { compare } from './ab.ts';
 
 // `npm run bench -- relay-delivery` (issue #15 item 5): the end-to-end
@@ -43,7 +42,6 @@ function percentile(sorted: readonly number[], p: number): number {
 export async function runRelayDeliveryBench(db: TestDatabase): Promise<void> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'enclave-bench-relay-'));
   const testApp = await buildTestApp(db, { ENCLAVE_DATA_DIR: dataDir });
-  const logger = createLogger('silent');
   const events: WorkerEvents = new EventEmitter();
   let echo: ChildProcess | undefined;
   let pipe: net.Server | undefined;
@@ -84,26 +82,7 @@ export async function runRelayDeliveryBench(db: TestDatabase): Promise<void> {
     await mkdir(hostDir, { recursive: true, mode: 0o711 });
     await listenHostSocket(hostDir, 'ingress.sock', 0o600, pipe);
 
-    worker = await startWorker({
-      target: db.target,
-      credentials: db.appCredentials,
-      sql: db.app,
-      logger,
-      concurrency: 2,
-      workerId: `relay-bench-${process.pid}`,
-      mailer: { send: async () => undefined },
-      publicUrl: testApp.config.publicUrl,
-      audit: testAuditSetup(),
-      relayDelivery: createRelayDelivery({
-        sql: db.app,
-        templates: testApp.templates,
-        instancesDir: testApp.config.instancesDir,
-        agentsDomain: testApp.config.agentsDomain,
-        proto: 'http',
-        logger,
-      }),
-      events,
-    });
+    worker = await startTestWorker({ db, testApp }, { workerId: `relay-bench-${process.pid}`, events });
     const asTarget = <T>(fn: Parameters<typeof withTenant<T>>[2]) =>
       withTenant(db.app, grant.targetTenantId, fn);
     const { thread } = await asTarget((tx) => startThread(tx, grant, 'opening the bench thread'));

@@ -8,27 +8,24 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import type { WorkerEvents } from 'graphile-worker';
-import { createEgressProxy } from '../src/agents/egress/proxy.ts';
-import { createBwrapDriver } from '../src/agents/runtime/bwrap-driver.ts';
-import { backoffMs, createLifecycle, MAX_CRASHES } from '../src/agents/runtime/lifecycle.ts';
+import { backoffMs, MAX_CRASHES } from '../src/agents/runtime/lifecycle.ts';
 import { connectionUrl } from '../src/db/target.ts';
 import { withTenant } from '../src/db/tenant.ts';
 import { createGateway } from '../src/gateway/gateway.ts';
-import { startWorker, type Worker } from '../src/jobs/worker.ts';
+import type { Worker } from '../src/jobs/worker.ts';
 import { createLogger } from '../src/logger.ts';
 import { generateSupportKeyPair } from '../src/operator-secrets/support-key.ts';
 import { resolveRelayToken } from '../src/relay/connections.ts';
-import { createRelayDelivery } from '../src/relay/delivery.ts';
 import { wrapUntrusted } from '../src/relay/envelope.ts';
 import { listMessages, startThread } from '../src/relay/threads.ts';
 import { createAccount, type TestAccount } from './helpers/accounts.ts';
 import { useTestApp } from './helpers/app.ts';
-import { testAuditSetup } from './helpers/audit.ts';
 import { launchChromium } from './helpers/chromium.ts';
 import { testClusterInfo } from './helpers/database.ts';
 import { startFakeProviders } from './helpers/fake-providers.ts';
 import { runProcess } from './helpers/process.ts';
 import { approvedConnection } from './helpers/relay.ts';
+import { startTestWorker, testLifecycle } from './helpers/runtime.ts';
 import { hasTool, requireTool } from './helpers/system-tools.ts';
 
 // AGT-1, AGT-3, AGT-4, AGT-5, AGT-6 end to end, as an owner meets them: an
@@ -82,51 +79,26 @@ const events: WorkerEvents = new EventEmitter();
 let worker: Worker | undefined;
 
 /** A runtime worker like `enclave start` has, over the test database. */
-async function startRuntime(): Promise<Worker> {
+function startRuntime(): Promise<Worker> {
   const { db, testApp } = ctx;
-  const logger = createLogger('silent');
-  const lifecycle = createLifecycle({
-    sql: db.app,
-    driver: createBwrapDriver({
-      instancesDir: testApp.config.instancesDir,
-      // 127.0.0.2 stands for the public internet here; 127.0.0.1 (the host itself) stays refused.
-      egress: createEgressProxy({ sql: db.app, logger, allow: ['127.0.0.2/32'] }),
-      gateway: createGateway({
-        sql: db.app,
-        vault: testApp.vault,
-        templates: testApp.templates,
-        logger,
-        upstreams: testApp.config.gatewayUpstreams,
-        autoModels: testApp.config.gatewayAutoModels,
-        timeoutMs: testApp.config.gatewayTimeoutMs,
-      }),
-      logger,
+  const lifecycle = testLifecycle(ctx, {
+    // 127.0.0.2 stands for the public internet here; 127.0.0.1 (the host itself) stays refused.
+    allow: ['127.0.0.2/32'],
+    gateway: createGateway({
+      sql: db.app,
+      vault: testApp.vault,
+      templates: testApp.templates,
+      logger: createLogger('silent'),
+      upstreams: testApp.config.gatewayUpstreams,
+      autoModels: testApp.config.gatewayAutoModels,
+      timeoutMs: testApp.config.gatewayTimeoutMs,
     }),
-    templates: testApp.templates,
-    vault: testApp.vault,
     supportKey: supportPair.public,
-    logger,
     backoffBaseMs: BACKOFF_BASE_MS,
   });
-  return startWorker({
-    target: db.target,
-    credentials: db.appCredentials,
-    sql: db.app,
-    logger,
-    concurrency: 2,
+  return startTestWorker(ctx, {
     workerId: `runtime-test-${process.pid}`,
-    mailer: { send: async () => undefined },
-    publicUrl: testApp.config.publicUrl,
-    audit: testAuditSetup(),
     lifecycle,
-    relayDelivery: createRelayDelivery({
-      sql: db.app,
-      templates: testApp.templates,
-      instancesDir: testApp.config.instancesDir,
-      agentsDomain: testApp.config.agentsDomain,
-      proto: 'http',
-      logger,
-    }),
     events,
     // Crash restarts are scheduled for later: look for them often, so the backoff test is quick.
     pollIntervalMs: 50,
