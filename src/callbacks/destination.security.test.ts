@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { LookupFn, ResolvedAddress } from '../agents/egress/resolver.ts';
+import { isProblemCode, PROBLEM_TYPES } from '../http/problem-types.ts';
 import {
   type CallbackRules,
   CallbackUrlError,
@@ -66,6 +67,9 @@ async function refused(
     assert.ok(error instanceof CallbackUrlError, `${text}: ${String(error)}`);
     assert.equal(error.code, code, text);
     assert.equal(error.field, field, text);
+    // The central error handler answers it as 400 problem+json naming the field, never a 500.
+    assert.ok(isProblemCode(error.code), error.code);
+    assert.equal(PROBLEM_TYPES[error.code].status, 400);
     return true;
   });
 }
@@ -101,7 +105,7 @@ test('RLY-12: literal addresses of each forbidden class, in every spelling the U
   assert.equal((await checkCallbackUrl(`https://${PUBLIC}/hook`, rules)).hostname, PUBLIC);
 });
 
-test('RLY-12: not a URL, over 2,000 characters, credentials in it and a scheme other than https in production are refused with their code, naming the field', async () => {
+test('RLY-12: not a URL, over 2,000 characters, credentials in it and a scheme other than https in production are refused with their code, naming the field (a 400 problem type)', async () => {
   for (const text of ['', 'not a url', '/relative/path', 'https://', 'http://[::1/']) {
     await refused(text, development, 'callback_url_invalid', 'callback_url');
   }
