@@ -57,6 +57,7 @@ describe('loadConfig', () => {
         instancesDir: path.join(CWD, '.enclave', 'instances'),
         agentsDomain: 'agents.localhost',
         egressAllow: [],
+        callbackAllow: [],
         unenforcedLimits: [],
         passwordWorkers: Math.min(availableParallelism(), 64),
         passwordQueue: 8 * Math.min(availableParallelism(), 64),
@@ -152,6 +153,13 @@ describe('loadConfig', () => {
     for (const bad of ['10.0.0.0/33', 'example.com', '10.0.0.0/8/1', '::/129', '10.0.0.1,,10.0.0.2']) {
       configError({ ENCLAVE_EGRESS_ALLOW: bad }, 'ENCLAVE_EGRESS_ALLOW');
     }
+  });
+
+  test('RLY-12: ENCLAVE_CALLBACK_ALLOW is a list of IP ranges of its own, apart from ENCLAVE_EGRESS_ALLOW', () => {
+    const config = loadConfig({ ENCLAVE_CALLBACK_ALLOW: '127.0.0.1/32, fd00::/8' }, CWD);
+    assert.deepEqual(config.callbackAllow, ['127.0.0.1/32', 'fd00::/8']);
+    assert.deepEqual(config.egressAllow, []);
+    configError({ ENCLAVE_CALLBACK_ALLOW: 'example.com' }, 'ENCLAVE_CALLBACK_ALLOW');
   });
 
   test('AGT-6: ENCLAVE_UNENFORCED_LIMITS names the limits an operator lets go unenforced, and nothing else', () => {

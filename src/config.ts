@@ -53,6 +53,8 @@ export interface Config {
   readonly agentsDomain: string;
   /** Private or reserved ranges the egress proxy may reach anyway (AGT-4); empty by default. */
   readonly egressAllow: readonly string[];
+  /** Private or reserved ranges callbacks may be sent to anyway (RLY-12); empty by default. */
+  readonly callbackAllow: readonly string[];
   /**
    * Limits the operator allows to go unenforced on this host (AGT-6), by
    * name. An instance whose limit this host cannot enforce refuses to start
@@ -422,6 +424,7 @@ export function loadConfig(env: Env, cwd: string): Config {
     instancesDir: path.join(dataDir, 'instances'),
     agentsDomain: parseAgentsDomain(env),
     egressAllow: parseCidrList(env, 'ENCLAVE_EGRESS_ALLOW'),
+    callbackAllow: parseCidrList(env, 'ENCLAVE_CALLBACK_ALLOW'),
     unenforcedLimits: parseUnenforcedLimits(env),
     ...parsePasswordPool(env),
     ...parseGateway(env),

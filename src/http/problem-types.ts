@@ -266,6 +266,38 @@ export const PROBLEM_TYPES = {
     description:
       'The model "auto" on /v1/messages answers through OpenAI only unstreamed and with text content: ask without stream, or name a model.',
   },
+  callback_url_invalid: {
+    status: 400,
+    title: 'Callback URL not valid',
+    description: 'The callback URL is not an absolute URL with a host.',
+  },
+  callback_url_too_long: {
+    status: 400,
+    title: 'Callback URL too long',
+    description: 'A callback URL is at most 2,000 characters.',
+  },
+  callback_url_credentials: {
+    status: 400,
+    title: 'Credentials in the callback URL',
+    description:
+      'A callback URL must not carry a user name or password (https://user:pass@…): receivers verify the signature instead.',
+  },
+  callback_url_scheme: {
+    status: 400,
+    title: 'Callback URL scheme not allowed',
+    description: 'Callbacks go to https URLs; http is allowed only when ENCLAVE_ENV is development.',
+  },
+  callback_url_unresolvable: {
+    status: 400,
+    title: 'Callback host does not resolve',
+    description: 'The host name of the callback URL has no address in DNS now.',
+  },
+  callback_destination_forbidden: {
+    status: 400,
+    title: 'Callback destination not allowed',
+    description:
+      'The callback URL names, or its host resolves to, an address that is not public (loopback, private, link-local, shared, multicast, unspecified, cloud metadata, or one of the host itself), and the operator has not allowed its range in ENCLAVE_CALLBACK_ALLOW (RLY-12).',
+  },
   internal: {
     status: 500,
     title: 'Internal error',
