@@ -36,7 +36,7 @@ export interface InboundEndpoint {
   readonly id: string;
   readonly agent_id: string;
   readonly description: string;
-  readonly created_at: string;
+  readonly created_at: Date;
 }
 
 export type ReceiveResult = 'received' | 'already_received';
