@@ -256,6 +256,14 @@ const ROUTES: Record<string, readonly Probe[]> = {
     },
   ],
   'GET /dashboard/agents/:id/credentials/:name/delete': [{ action: 'credential.manage', target: 'agent' }],
+  'GET /dashboard/agents/:id/inbound-webhooks': [{ action: 'agent.manage', target: 'agent' }],
+  'POST /dashboard/agents/:id/inbound-webhooks': [{ action: 'agent.manage', target: 'agent' }],
+  'GET /dashboard/agents/:id/inbound-webhooks/:endpoint_id/delete': [
+    { action: 'agent.manage', target: 'inbound-webhook' },
+  ],
+  'POST /dashboard/agents/:id/inbound-webhooks/:endpoint_id/delete': [
+    { action: 'agent.manage', target: 'inbound-webhook' },
+  ],
   'POST /dashboard/agents/:id/credentials/:name/delete': [{ action: 'credential.manage', target: 'agent' }],
   'GET /dashboard/agents/:id/delete': [{ action: 'agent.manage', target: 'agent' }],
   'POST /dashboard/agents/:id/delete': [{ action: 'agent.manage', target: 'agent' }],

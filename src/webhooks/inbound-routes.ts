@@ -47,9 +47,7 @@ export function registerInboundWebhookRoutes(
         ...curlExample('POST', '/api/v1/agents/{id}/inbound-webhooks', { description: 'CI builds' }),
         body: Type.Object(
           {
-            description: Type.Optional(
-              Type.String({ maxLength: 200, pattern: '^[^\\u0000-\\u001f\\u007f]*$' }),
-            ),
+            description: Type.Optional(Type.String({ maxLength: 200 })),
           },
           { additionalProperties: false },
         ),

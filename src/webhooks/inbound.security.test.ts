@@ -278,3 +278,52 @@ describe('RLY-11: verified events reach the agent once', () => {
     }
   });
 });
+
+describe('RLY-11: the inbound webhooks page', () => {
+  test('RLY-11: the page creates an endpoint and shows its secret once (post/redirect/get); the secret verifies; deleting asks first', async () => {
+    const session = { cookie: owner.sessionCookie, origin: new URL(ctx.testApp.config.publicUrl).origin };
+    const base = `/dashboard/agents/${agent.id}/inbound-webhooks`;
+    const posted = await ctx.testApp.app.inject({
+      method: 'POST',
+      url: base,
+      headers: { ...session, 'content-type': 'application/x-www-form-urlencoded' },
+      payload: 'description=Chat+app',
+    });
+    assert.equal(posted.statusCode, 303, posted.body);
+    const flash = [posted.headers['set-cookie']]
+      .flat()
+      .find((c) => c?.startsWith('enclave_flash_inbound-webhook='));
+    assert.ok(flash);
+    const cookie = `${session.cookie}; ${flash.split(';')[0]}`;
+    const shown = await ctx.testApp.app.inject({ method: 'GET', url: base, headers: { ...session, cookie } });
+    assert.equal(shown.statusCode, 200);
+    const secret = /whsec_[A-Za-z0-9+/]{43}=/.exec(shown.body)?.[0];
+    const id = /\/hooks\/([0-9a-f-]{36})/.exec(shown.body)?.[1];
+    assert.ok(secret && id, 'the new secret and URL are shown');
+    assert.ok(shown.body.includes('Chat app'));
+    const again = await ctx.testApp.app.inject({ method: 'GET', url: base, headers: session });
+    assert.ok(!again.body.includes('whsec_'), 'shown once');
+    const answer = await hook(id, signedHeaders(secret, '{"ok":true}'), '{"ok":true}');
+    assert.deepEqual(answer.json(), { status: 'received' });
+    const confirm = await ctx.testApp.app.inject({
+      method: 'GET',
+      url: `${base}/${id}/delete`,
+      headers: session,
+    });
+    assert.equal(confirm.statusCode, 200);
+    assert.match(confirm.body, /cannot be undone/);
+    const deleted = await ctx.testApp.app.inject({
+      method: 'POST',
+      url: `${base}/${id}/delete`,
+      headers: session,
+    });
+    assert.equal(deleted.statusCode, 303);
+    assert.equal((await hook(id, signedHeaders(secret, '{}'), '{}')).statusCode, 401);
+    const agentPage = await ctx.testApp.app.inject({
+      method: 'GET',
+      url: `/dashboard/agents/${agent.id}`,
+      headers: session,
+    });
+    assert.ok(agentPage.body.includes(`href="${base}"`), 'the agent page links to it');
+  });
+});
