@@ -19,6 +19,7 @@ import { loadSmtpUrl } from './operator-secrets/smtp-url.ts';
 import { loadSupportKey } from './operator-secrets/support-key.ts';
 import { createRelayDelivery } from './relay/delivery.ts';
 import { createVault, loadMasterKeyProvider } from './vault/service.ts';
+import { createInboundDelivery } from './webhooks/inbound-delivery.ts';
 
 // Start-up in one place: config → database (embedded or external) → migrate
 // → HTTP server and/or job worker. Stop runs the same steps backwards, so
@@ -99,6 +100,15 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
               timeoutMs: config.gatewayTimeoutMs,
             })
           : undefined;
+      // The relay's and the inbound webhooks' deliveries reach instances through the same sockets.
+      const instanceDeliveryDeps = {
+        sql: db.app,
+        templates,
+        instancesDir: config.instancesDir,
+        agentsDomain: config.agentsDomain,
+        proto: new URL(config.publicUrl).protocol === 'https:' ? ('https' as const) : ('http' as const),
+        logger,
+      };
       const lifecycle =
         options.server && supportKey !== undefined
           ? createLifecycle({
@@ -136,14 +146,8 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
           ? {}
           : {
               lifecycle,
-              relayDelivery: createRelayDelivery({
-                sql: db.app,
-                templates,
-                instancesDir: config.instancesDir,
-                agentsDomain: config.agentsDomain,
-                proto: new URL(config.publicUrl).protocol === 'https:' ? 'https' : 'http',
-                logger,
-              }),
+              relayDelivery: createRelayDelivery(instanceDeliveryDeps),
+              inboundDelivery: createInboundDelivery(instanceDeliveryDeps),
             }),
       });
     }

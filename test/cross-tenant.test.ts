@@ -58,6 +58,14 @@ ctx.before(async () => {
       },
     });
     assert.equal(created.statusCode, 201, created.body);
+    // An inbound webhook endpoint each (RLY-11), so endpoint ids are among the probes.
+    const endpoint = await ctx.testApp.app.inject({
+      method: 'POST',
+      url: `/api/v1/agents/${created.json<{ id: string }>().id}/inbound-webhooks`,
+      headers: { authorization: `Bearer ${owner.apiToken}` },
+      payload: { description: handle },
+    });
+    assert.equal(endpoint.statusCode, 201, endpoint.body);
   }
   // Two connections to A's published agent from a third tenant (C), one approved with its token
   // claimed, so connection ids are among A's ids and A's incoming list pages (RLY-2).

@@ -134,7 +134,8 @@ type Target =
   | 'invite'
   | 'template'
   | 'own-token'
-  | 'own-session';
+  | 'own-session'
+  | 'inbound-webhook';
 
 interface Probe {
   /** The row of the role table that decides; 'signed-in': any user, on their own things only. */
@@ -175,6 +176,11 @@ const ROUTES: Record<string, readonly Probe[]> = {
     { action: 'credential.manage', target: 'agent', body: form({ value: 'replaced-value-1234567890' }) },
   ],
   'DELETE /api/v1/agents/:id/credentials/:name': [{ action: 'credential.manage', target: 'agent' }],
+  'GET /api/v1/agents/:id/inbound-webhooks': [{ action: 'agent.manage', target: 'agent' }],
+  'POST /api/v1/agents/:id/inbound-webhooks': [{ action: 'agent.manage', target: 'agent' }],
+  'DELETE /api/v1/agents/:id/inbound-webhooks/:endpoint_id': [
+    { action: 'agent.manage', target: 'inbound-webhook' },
+  ],
   'GET /api/v1/agents/:id/instance': [{ action: 'agent.read', target: 'agent' }],
   'POST /api/v1/agents/:id/start': [{ action: 'agent.manage', target: 'agent' }],
   'POST /api/v1/agents/:id/stop': [{ action: 'agent.manage', target: 'agent' }],
@@ -250,6 +256,14 @@ const ROUTES: Record<string, readonly Probe[]> = {
     },
   ],
   'GET /dashboard/agents/:id/credentials/:name/delete': [{ action: 'credential.manage', target: 'agent' }],
+  'GET /dashboard/agents/:id/inbound-webhooks': [{ action: 'agent.manage', target: 'agent' }],
+  'POST /dashboard/agents/:id/inbound-webhooks': [{ action: 'agent.manage', target: 'agent' }],
+  'GET /dashboard/agents/:id/inbound-webhooks/:endpoint_id/delete': [
+    { action: 'agent.manage', target: 'inbound-webhook' },
+  ],
+  'POST /dashboard/agents/:id/inbound-webhooks/:endpoint_id/delete': [
+    { action: 'agent.manage', target: 'inbound-webhook' },
+  ],
   'POST /dashboard/agents/:id/credentials/:name/delete': [{ action: 'credential.manage', target: 'agent' }],
   'GET /dashboard/agents/:id/delete': [{ action: 'agent.manage', target: 'agent' }],
   'POST /dashboard/agents/:id/delete': [{ action: 'agent.manage', target: 'agent' }],
@@ -339,6 +353,14 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
     url = url.replace(':id', 'echo');
   } else if (probe.target === 'invite') {
     url = url.replace(':id', await freshInvite());
+  } else if (probe.target === 'inbound-webhook') {
+    const creator = own ? actor : colleague;
+    createdBy = creator.user.id;
+    const agentId = await agentBy(creator);
+    const [endpoint] = await ctx.db.superuser<{ id: string }[]>`
+      insert into inbound_webhooks (tenant_id, agent_id, description, secret_salt)
+      values (${creator.user.tenant_id}::uuid, ${agentId}::uuid, 'roles', ${randomBytes(16)}) returning id`;
+    url = url.replace(':id', agentId).replace(':endpoint_id', endpoint?.id ?? '');
   } else if (probe.target === 'own-token') {
     const [token] = await ctx.db.superuser<{ id: string }[]>`
       select id from api_tokens where user_id = ${actor.user.id}::uuid limit 1`;
@@ -376,7 +398,7 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
 
 function judge(role: Role, key: string, probe: Probe, own: boolean, outcome: Outcome): string | undefined {
   const { response } = outcome;
-  const onAgent = probe.target === 'agent' || probe.target === 'connection' || probe.target === 'thread';
+  const onAgent = ['agent', 'connection', 'thread', 'inbound-webhook'].includes(probe.target ?? '');
   const where = `${role} ${key}${onAgent ? (own ? ' (own agent)' : " (a colleague's agent)") : ''}${
     probe.body === undefined ? '' : ` ${JSON.stringify(probe.body())}`
   }`;

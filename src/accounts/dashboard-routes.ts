@@ -46,7 +46,7 @@ export interface DashboardDeps {
 const INVITES_FORBIDDEN = 'Only tenant owners, admins and operators manage invites.';
 
 /** Whose flash a secret is: the session's, or for a page used with a Bearer token, that token's. */
-function flashOwner(principal: Principal): string {
+export function flashOwner(principal: Principal): string {
   return principal.sessionId ?? `token:${principal.tokenId ?? ''}`;
 }
 

@@ -14,13 +14,18 @@ import type { CookieSettings } from './principal.ts';
 // being shown the secret anyway, and is sealed for that: AES-256-GCM under a
 // key derived from the session key, bound to the session that made it (a
 // cookie copied into another session opens to nothing), HttpOnly, SameSite
-// Strict, sent only to the settings pages, and expiring after 5 minutes.
+// Strict, sent only to the pages that show it, and expiring after 5 minutes.
 // Never in a URL or a log.
 
-export type FlashKind = 'token' | 'invite';
+export type FlashKind = 'token' | 'invite' | 'inbound-webhook';
 
 const TTL_SECONDS = 5 * 60;
-const PATH = '/dashboard/settings';
+/** Where each kind's cookie is sent: only to the pages that show it. */
+const PATHS: Readonly<Record<FlashKind, string>> = {
+  token: '/dashboard/settings',
+  invite: '/dashboard/settings',
+  'inbound-webhook': '/dashboard/agents',
+};
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
@@ -41,7 +46,7 @@ export function createSecretFlash<T>(
   const key = Buffer.from(
     hkdfSync('sha256', sessionKey, Buffer.alloc(0), `enclave secret flash ${kind}`, 32),
   );
-  const options = { httpOnly: true, sameSite: 'strict' as const, secure: settings.secure, path: PATH };
+  const options = { httpOnly: true, sameSite: 'strict' as const, secure: settings.secure, path: PATHS[kind] };
   return {
     put(reply, owner, value) {
       const expires = Math.floor(now() / 1000) + TTL_SECONDS;

@@ -55,6 +55,9 @@ import { registerThreadPages } from '../relay/thread-page-routes.ts';
 import type { Vault } from '../vault/service.ts';
 import { registerDevMail } from '../web/dev-mail-page.ts';
 import { registerDocsRoutes } from '../web/docs-page.ts';
+import { createInboundWebhooks } from '../webhooks/inbound.ts';
+import { registerInboundWebhookPages } from '../webhooks/inbound-page-routes.ts';
+import { registerInboundWebhookRoutes } from '../webhooks/inbound-routes.ts';
 import { registerBodyParsers } from './body-parsers.ts';
 import { registerCsrfCheck } from './csrf.ts';
 import { registerCustomerSerializer } from './customer-serializer.ts';
@@ -264,6 +267,15 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerListingRoutes(app, { ...directory, agents });
   registerDirectoryPages(app, directory);
   registerA2aRoutes(app, { sql: deps.sql, rateLimits: deps.rateLimits });
+  const inbound = createInboundWebhooks({ sql: deps.sql, sessionKey: deps.sessionKey, agents });
+  registerInboundWebhookRoutes(app, { inbound, publicUrl: deps.config.publicUrl });
+  registerInboundWebhookPages(app, {
+    inbound,
+    agents,
+    publicUrl: deps.config.publicUrl,
+    sessionKey: deps.sessionKey,
+    cookies,
+  });
   // The outbox page exists only where mail goes to the outbox: development without SMTP.
   if (deps.config.env === 'development' && !deps.smtpConfigured) registerDevMail(app, deps.sql);
   return app;

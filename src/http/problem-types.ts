@@ -303,6 +303,17 @@ export const PROBLEM_TYPES = {
     title: 'Internal error',
     description: 'Something failed on the server. The details are in the server log under the request id.',
   },
+  webhook_unauthorized: {
+    status: 401,
+    title: 'Webhook signature not valid',
+    description:
+      "POST /hooks/{endpoint_id} takes only Standard Webhooks-signed requests: webhook-id, webhook-timestamp (within 5 minutes of our clock) and a webhook-signature that verifies under the endpoint's secret. Missing, malformed, stale, wrongly signed, or an unknown endpoint: all the same. Nothing was recorded.",
+  },
+  inbound_endpoint_limit: {
+    status: 409,
+    title: 'Too many inbound endpoints',
+    description: 'An agent has at most 20 inbound webhook endpoints: delete one first.',
+  },
 } as const satisfies Record<string, ProblemType>;
 
 export type ProblemCode = keyof typeof PROBLEM_TYPES;

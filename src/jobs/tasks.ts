@@ -9,6 +9,7 @@ import { accountExistsMail, inviteMail, recoveryMail, verificationMail } from '.
 import { AppError } from '../errors.ts';
 import type { RelayDelivery } from '../relay/delivery.ts';
 import { relayRetentionJob } from '../relay/retention.ts';
+import type { InboundDelivery } from '../webhooks/inbound-delivery.ts';
 
 // The task list: every durable side effect is one of these, enqueued with
 // enqueueJob() in the same transaction as its cause (OPS-2). A task must be
@@ -38,10 +39,17 @@ export interface TaskPayloads {
   agent_reconcile: Record<string, never>;
   /** Delivers one caller message of a relay thread to the target agent's instance (src/relay/threads.ts). */
   relay_deliver: { tenant_id: string; message_id: string };
+  /** Delivers one verified inbound webhook event to its agent's instance (src/webhooks/inbound-delivery.ts). */
+  inbound_webhook_deliver: { tenant_id: string; event_id: string };
 }
 
 /** Tasks only a worker that runs agent instances registers, so other workers never take them. */
-export const RUNTIME_TASKS: readonly TaskName[] = ['agent_instance_sync', 'agent_reconcile', 'relay_deliver'];
+export const RUNTIME_TASKS: readonly TaskName[] = [
+  'agent_instance_sync',
+  'agent_reconcile',
+  'relay_deliver',
+  'inbound_webhook_deliver',
+];
 
 export type TaskName = keyof TaskPayloads;
 
@@ -58,6 +66,8 @@ export interface TaskDeps {
   readonly lifecycle: Pick<Lifecycle, 'sync' | 'reconcile'> | undefined;
   /** Present beside `lifecycle`: relay messages reach instances through this host's ingress sockets. */
   readonly relayDelivery?: Pick<RelayDelivery, 'deliver'> | undefined;
+  /** Beside `relayDelivery`: inbound webhook events reach instances the same way. */
+  readonly inboundDelivery?: Pick<InboundDelivery, 'deliver'> | undefined;
   /** What time it is for jobs that act on age (relay_retention); the system clock when absent. */
   readonly clock?: () => Date;
 }
@@ -149,5 +159,11 @@ export function createTaskHandlers(deps: TaskDeps): TaskHandlers {
     ...(deps.relayDelivery === undefined
       ? {}
       : { relay_deliver: (payload: unknown) => deps.relayDelivery?.deliver(payload) ?? Promise.resolve() }),
+    ...(deps.inboundDelivery === undefined
+      ? {}
+      : {
+          inbound_webhook_deliver: (payload: unknown) =>
+            deps.inboundDelivery?.deliver(payload) ?? Promise.resolve(),
+        }),
   };
 }

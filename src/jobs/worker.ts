@@ -18,6 +18,7 @@ import { DB_TIMEOUT_DEFAULT_MS, pgPoolTimeouts } from '../db/timeouts.ts';
 import type { Mailer } from '../email/mailer.ts';
 import type { Logger } from '../logger.ts';
 import type { RelayDelivery } from '../relay/delivery.ts';
+import type { InboundDelivery } from '../webhooks/inbound-delivery.ts';
 import { createTaskHandlers, type TaskDeps, type TaskName } from './tasks.ts';
 
 // The job runner: graphile-worker over the app role, inside `enclave start`
@@ -42,6 +43,8 @@ export interface WorkerDeps {
   readonly lifecycle?: Lifecycle;
   /** The relay's delivery to instances, in the same process as `lifecycle` (it reaches their sockets). */
   readonly relayDelivery?: RelayDelivery;
+  /** Inbound webhook events to instances, beside `relayDelivery`. */
+  readonly inboundDelivery?: InboundDelivery;
   readonly events?: WorkerEvents;
   /** How often jobs scheduled for later are looked for (graphile-worker's default: 2 s). */
   readonly pollIntervalMs?: number;
@@ -101,6 +104,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     audit,
     lifecycle: deps.lifecycle,
     relayDelivery: deps.relayDelivery,
+    inboundDelivery: deps.inboundDelivery,
   } satisfies TaskDeps);
   const taskList: TaskList = {};
   for (const [name, handler] of Object.entries(handlers)) {

@@ -119,9 +119,117 @@ function answerOf(bytes: Buffer): Outcome {
   return { kind: 'answer', text };
 }
 
-export function createRelayDelivery(deps: RelayDeliveryDeps) {
+/** Where a job POSTs: an agent's running instance, at a path of its template. */
+export interface InstanceTarget {
+  readonly agentId: string;
+  readonly subdomain: string;
+  readonly path: string;
+}
+
+/** What one POST came to: a 2xx's body (up to MAX_ANSWER_BYTES), or why the agent refused it. */
+export type PostOutcome =
+  | { readonly kind: 'ok'; readonly bytes: Buffer }
+  | { readonly kind: 'refused'; readonly why: string };
+
+/**
+ * POSTs JSON to an instance through its ingress socket, with the ingress's header rules
+ * (shared by the relay's and the inbound webhooks' delivery jobs). Throws a
+ * `relay_delivery_unavailable` AppError when it is worth another try (5xx, no connection,
+ * no answer in time); a 1xx/3xx/4xx or an over-long answer is `refused`.
+ */
+export function createInstancePoster(
+  deps: Pick<RelayDeliveryDeps, 'instancesDir' | 'agentsDomain' | 'proto' | 'timeoutMs'>,
+) {
   const timeoutMs = deps.timeoutMs ?? DELIVERY_TIMEOUT_MS;
   const agent = new HostSocketAgent({ keepAlive: true, maxFreeSockets: 16 });
+  return function postToInstance(
+    target: InstanceTarget,
+    idempotencyKey: string,
+    payload: unknown,
+  ): Promise<PostOutcome> {
+    const body = Buffer.from(JSON.stringify(payload), 'utf8');
+    const own = [
+      'content-type',
+      'application/json; charset=utf-8',
+      'accept',
+      'application/json',
+      'content-length',
+      String(body.length),
+      'idempotency-key',
+      idempotencyKey,
+    ];
+    // The ingress's own header rules; no client connection stands behind the job, so no client address.
+    const headers = requestHeaders(own, {
+      host: `${target.subdomain}.${deps.agentsDomain}`,
+      clientAddress: '',
+      proto: deps.proto,
+    });
+    return new Promise<PostOutcome>((resolve, reject) => {
+      const retry = (why: string, cause?: unknown) =>
+        reject(
+          new AppError<DeliveryErrorCode>(
+            'relay_delivery_unavailable',
+            `the agent is not answering: ${why}`,
+            {
+              cause,
+            },
+          ),
+        );
+      const request = http.request({
+        socketPath: path.join(deps.instancesDir, target.agentId, HOST_DIR, 'ingress.sock'),
+        method: 'POST',
+        path: target.path,
+        headers,
+        agent,
+      });
+      const timer = setTimeout(() => {
+        request.destroy();
+        retry(`no answer within ${timeoutMs} ms`);
+      }, timeoutMs);
+      const settle = (outcome: PostOutcome) => {
+        clearTimeout(timer);
+        resolve(outcome);
+      };
+      request.on('error', (error) => {
+        clearTimeout(timer);
+        // The code only: a message could name the socket path.
+        retry((error as { code?: string }).code ?? 'connection failed');
+      });
+      request.on('response', (response) => {
+        const status = response.statusCode ?? 0;
+        if (status >= 500) {
+          response.resume();
+          clearTimeout(timer);
+          return retry(`it answered ${status}`);
+        }
+        if (status < 200 || status >= 300) {
+          response.resume();
+          return settle({ kind: 'refused', why: `it answered ${status}` });
+        }
+        const chunks: Buffer[] = [];
+        let size = 0;
+        response.on('data', (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > MAX_ANSWER_BYTES) {
+            request.destroy();
+            settle({ kind: 'refused', why: `the answer is over ${MAX_ANSWER_BYTES} bytes` });
+            return;
+          }
+          chunks.push(chunk);
+        });
+        response.on('end', () => settle({ kind: 'ok', bytes: Buffer.concat(chunks) }));
+        response.on('error', (error) => {
+          clearTimeout(timer);
+          retry((error as { code?: string }).code ?? 'the answer was cut short');
+        });
+      });
+      request.end(body);
+    });
+  };
+}
+
+export function createRelayDelivery(deps: RelayDeliveryDeps) {
+  const postToInstance = createInstancePoster(deps);
   const log = deps.logger.child({ component: 'relay-delivery' });
 
   /** The message, if it is still to be sent now; counts the attempt. One tenant transaction. */
@@ -181,95 +289,18 @@ export function createRelayDelivery(deps: RelayDeliveryDeps) {
     });
   }
 
-  /** One POST through the instance's ingress socket; throws when it is worth another try. */
-  function post(pending: Pending): Promise<Outcome> {
-    const body = Buffer.from(JSON.stringify(pending.request), 'utf8');
-    const own = [
-      'content-type',
-      'application/json; charset=utf-8',
-      'accept',
-      'application/json',
-      'content-length',
-      String(body.length),
-      'idempotency-key',
-      pending.request.message_id,
-    ];
-    // The ingress's own header rules; no client connection stands behind the job, so no client address.
-    const headers = requestHeaders(own, {
-      host: `${pending.subdomain}.${deps.agentsDomain}`,
-      clientAddress: '',
-      proto: deps.proto,
-    });
-    return new Promise<Outcome>((resolve, reject) => {
-      const retry = (why: string, cause?: unknown) =>
-        reject(
-          new AppError<DeliveryErrorCode>(
-            'relay_delivery_unavailable',
-            `the agent is not answering: ${why}`,
-            {
-              cause,
-            },
-          ),
-        );
-      const request = http.request({
-        socketPath: path.join(deps.instancesDir, pending.agentId, HOST_DIR, 'ingress.sock'),
-        method: 'POST',
-        path: pending.relayPath,
-        headers,
-        agent,
-      });
-      const timer = setTimeout(() => {
-        request.destroy();
-        retry(`no answer within ${timeoutMs} ms`);
-      }, timeoutMs);
-      const settle = (outcome: Outcome) => {
-        clearTimeout(timer);
-        resolve(outcome);
-      };
-      request.on('error', (error) => {
-        clearTimeout(timer);
-        // The code only: a message could name the socket path.
-        retry((error as { code?: string }).code ?? 'connection failed');
-      });
-      request.on('response', (response) => {
-        const status = response.statusCode ?? 0;
-        if (status >= 500) {
-          response.resume();
-          clearTimeout(timer);
-          return retry(`it answered ${status}`);
-        }
-        if (status < 200 || status >= 300) {
-          response.resume();
-          return settle({ kind: 'refused', why: `it answered ${status}` });
-        }
-        const chunks: Buffer[] = [];
-        let size = 0;
-        response.on('data', (chunk: Buffer) => {
-          size += chunk.length;
-          if (size > MAX_ANSWER_BYTES) {
-            request.destroy();
-            settle({ kind: 'refused', why: `the answer is over ${MAX_ANSWER_BYTES} bytes` });
-            return;
-          }
-          chunks.push(chunk);
-        });
-        response.on('end', () => settle(answerOf(Buffer.concat(chunks))));
-        response.on('error', (error) => {
-          clearTimeout(timer);
-          retry((error as { code?: string }).code ?? 'the answer was cut short');
-        });
-      });
-      request.end(body);
-    });
-  }
-
   return {
     /** The `relay_deliver` job. */
     async deliver(payload: unknown): Promise<void> {
       const { tenantId, messageId } = payloadOf(payload);
       const pending = await load(tenantId, messageId);
       if (pending === undefined) return;
-      const outcome = await post(pending);
+      const posted = await postToInstance(
+        { agentId: pending.agentId, subdomain: pending.subdomain, path: pending.relayPath },
+        pending.request.message_id,
+        pending.request,
+      );
+      const outcome: Outcome = posted.kind === 'ok' ? answerOf(posted.bytes) : posted;
       await serviceQuery(deps.sql, { tenantId, reason: 'relay: record a delivery' }, async (tx) => {
         if (outcome.kind === 'answer') {
           // Once per message: a run after a crash here finds the first answer (recordAgentAnswer).

@@ -56,7 +56,11 @@ ${errorBox(input.error)}
       ? html`Published at <a href="${input.cardUrl}"><code>${input.cardUrl}</code></a>.`
       : html`<span class="muted">Not published.</span>`
   }</p>
-<p><a href="/dashboard/threads?agent_id=${input.agentId}">Threads with this agent</a></p>
+<p><a href="/dashboard/threads?agent_id=${input.agentId}">Threads with this agent</a>${
+    input.manage
+      ? html` · <a href="/dashboard/agents/${input.agentId}/inbound-webhooks">Inbound webhooks</a>`
+      : ''
+  }</p>
 ${
   input.manage
     ? html`<form method="post" action="/dashboard/agents/${input.agentId}/card" class="stack">

@@ -4,6 +4,7 @@ import { serviceQuery, type TenantSql } from '../../db/tenant.ts';
 import type { Logger } from '../../logger.ts';
 import { enqueueQueuedDeliveries } from '../../relay/delivery.ts';
 import type { Vault } from '../../vault/service.ts';
+import { enqueueQueuedInboundEvents } from '../../webhooks/inbound-delivery.ts';
 import { mintAgentIdentity } from '../identity.ts';
 import type { TemplateCatalog } from '../templates.ts';
 import type { InstanceExit, InstanceSpec, RuntimeDriver } from './driver.ts';
@@ -163,6 +164,7 @@ export function createLifecycle(deps: LifecycleDeps) {
       await setState(tx, agentId, 'running', null, { started: true });
       // Relay messages that waited while it was stopped go now, committed with the state that lets them.
       await enqueueQueuedDeliveries(tx, tenantId, agentId);
+      await enqueueQueuedInboundEvents(tx, tenantId, agentId);
       await appendAuditEvent(tx, tenantId, {
         actor: 'system',
         action: 'agent.started',
