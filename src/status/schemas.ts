@@ -28,7 +28,8 @@ export const StatusReportSchema = Type.Object(
           response_ms: Type.Union([Type.Integer({ minimum: 0 }), Type.Null()]),
         },
         {
-          description: `down when the status reads fail or get no answer within 2 s; degraded when they take over ${THRESHOLDS.databaseSlowMs} ms.`,
+          description:
+            'operational when the status reads answer; down when they fail or get no answer within 2 s.',
         },
       ),
       job_workers: Type.Object(

@@ -4,14 +4,7 @@ import type { Sql } from 'postgres';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
 import { enqueueJob } from '../jobs/queue.ts';
 import { createLogger } from '../logger.ts';
-import {
-  callbacksStatus,
-  databaseStatus,
-  queueStatus,
-  THRESHOLDS,
-  workersStatus,
-  worstStatus,
-} from './components.ts';
+import { callbacksStatus, queueStatus, THRESHOLDS, workersStatus, worstStatus } from './components.ts';
 import { readPlatformFigures } from './platform-reads.ts';
 import { createStatusService } from './status-service.ts';
 
@@ -115,8 +108,6 @@ describe('status report', () => {
     assert.equal(queueStatus(THRESHOLDS.queueDownSeconds + 1), 'down');
     assert.equal(workersStatus(0), 'down');
     assert.equal(workersStatus(2), 'operational');
-    assert.equal(databaseStatus(THRESHOLDS.databaseSlowMs), 'operational');
-    assert.equal(databaseStatus(THRESHOLDS.databaseSlowMs + 1), 'degraded');
     // Callbacks are judged on the last hour; no deliveries is no_data, not a fault.
     assert.equal(callbacksStatus(null), 'no_data');
     assert.equal(callbacksStatus(1), 'operational');
