@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import type { Sql } from 'postgres';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
@@ -99,6 +100,48 @@ describe('status report', () => {
     const flood = await Promise.all(Array.from({ length: 50 }, () => service.report()));
     assert.equal(reads(), 2);
     assert.ok(flood.every((report) => report === flood[0]));
+  });
+
+  test('RLY-10: the running-instance count crosses tenants only through a definer that returns a number; the app role alone sees none', async () => {
+    const subdomain = () => `st${randomBytes(4).toString('hex')}`;
+    for (const [tenant, states] of [
+      ['status tenant one', ['running']],
+      ['status tenant two', ['running', 'stopped']],
+    ] as const) {
+      const [row] = await db.superuser<
+        { id: string }[]
+      >`insert into tenants (name) values (${tenant}) returning id::text`;
+      assert.ok(row !== undefined);
+      for (const state of states) {
+        await db.superuser`
+          with agent as (
+            insert into agents (tenant_id, handle, name, template_id)
+            values (${row.id}::uuid, ${`status-${randomBytes(4).toString('hex')}`}, 'Status test', 'echo') returning id)
+          insert into agent_instances (agent_id, tenant_id, subdomain, state)
+          select id, ${row.id}::uuid, ${subdomain()}, ${state} from agent`;
+      }
+    }
+    const [direct] = await db.app<{ count: number }[]>`select count(*)::int as count from agent_instances`;
+    assert.equal(direct?.count, 0, 'without a tenant, RLS shows the app role no instance');
+    const report = await countingService().service.report();
+    assert.equal(report.components.agent_instances.running, 2);
+    const [fn] = await db.superuser<
+      { definer: boolean; owner: string; config: string[]; result: string; public: boolean }[]
+    >`
+      select p.prosecdef as definer, pg_get_userbyid(p.proowner) as owner, p.proconfig as config,
+             pg_get_function_result(p.oid) as result,
+             exists (select 1 from aclexplode(p.proacl) a where a.grantee = 0) as public
+      from pg_proc p where p.oid = 'enclave.status_running_instances()'::regprocedure`;
+    assert.deepEqual(
+      { ...fn },
+      {
+        definer: true,
+        owner: 'enclave_owner',
+        config: ['search_path=enclave, pg_temp'],
+        result: 'bigint',
+        public: false,
+      },
+    );
   });
 
   test('RLY-10: the thresholds turn figures into statuses as documented', () => {
