@@ -70,8 +70,9 @@ export async function readPlatformFigures(sql: Sql, timeoutMs: number): Promise<
  * Callback delivery success over the last hour and day. Callback deliveries
  * (RLY-7) do not exist yet: until their table does, there is nothing to
  * measure and both rates are null, which the page shows as no_data. Wiring
- * them is this function alone: a rate per window, null for a window without
- * deliveries.
+ * them is this function alone: it will be called as (sql, timeoutMs), like
+ * readPlatformFigures, and answer a rate per window, null for a window
+ * without deliveries; if it throws, the callbacks component reads down.
  */
 export async function readCallbackFigures(): Promise<CallbackFigures> {
   return { successRateHour: null, successRateDay: null };

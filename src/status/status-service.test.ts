@@ -144,6 +144,28 @@ describe('status report', () => {
     );
   });
 
+  test('RLY-10: callbacks with deliveries are judged on the hour; a callback read that fails reports callbacks down, not an error', async () => {
+    const withRates = createStatusService({
+      sql: db.app,
+      logger,
+      readCallbacks: async () => ({ successRateHour: 0.9, successRateDay: 0.99 }),
+    });
+    const rated = (await withRates.report()).components.callbacks;
+    assert.deepEqual(
+      { status: rated.status, hour: rated.success_rate_hour, day: rated.success_rate_day },
+      { status: 'degraded', hour: 0.9, day: 0.99 },
+    );
+    const failing = createStatusService({
+      sql: db.app,
+      logger,
+      readCallbacks: () => Promise.reject(new Error('the deliveries table is unreadable')),
+    });
+    const report = await failing.report();
+    assert.equal(report.components.callbacks.status, 'down');
+    assert.equal(report.components.callbacks.success_rate_hour, null);
+    assert.equal(report.status, 'down');
+  });
+
   test('RLY-10: the thresholds turn figures into statuses as documented', () => {
     assert.equal(queueStatus(null), 'operational');
     assert.equal(queueStatus(THRESHOLDS.queueDegradedSeconds), 'operational');

@@ -34,7 +34,8 @@ export interface StatusServiceDeps {
   /** Milliseconds since the epoch; the system clock when absent. */
   readonly now?: () => number;
   readonly readPlatform?: (sql: Sql, timeoutMs: number) => Promise<PlatformFigures>;
-  readonly readCallbacks?: () => Promise<CallbackFigures>;
+  /** Given what the platform reads are given, so the callback read, once wired, is bounded the same way. */
+  readonly readCallbacks?: (sql: Sql, timeoutMs: number) => Promise<CallbackFigures>;
 }
 
 export type StatusService = ReturnType<typeof createStatusService>;
@@ -53,16 +54,22 @@ export function createStatusService(deps: StatusServiceDeps) {
         deps.logger.warn({ err: error }, 'status: the platform reads failed; reporting the database down');
         return undefined;
       }),
-      readCallbacks(),
+      readCallbacks(deps.sql, timeoutMs).catch((error: unknown) => {
+        deps.logger.warn(
+          { err: error },
+          'status: the callback delivery read failed; reporting callbacks down',
+        );
+        return undefined;
+      }),
     ]);
     const checkedAt = new Date(now()).toISOString();
     const components = {
       ...platformComponents(platform, Math.max(0, now() - startedAt), checkedAt),
       callbacks: {
-        status: callbacksStatus(callbacks.successRateHour),
+        status: callbacks === undefined ? 'down' : callbacksStatus(callbacks.successRateHour),
         checked_at: checkedAt,
-        success_rate_hour: callbacks.successRateHour,
-        success_rate_day: callbacks.successRateDay,
+        success_rate_hour: callbacks?.successRateHour ?? null,
+        success_rate_day: callbacks?.successRateDay ?? null,
       },
     };
     return {
