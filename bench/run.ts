@@ -12,6 +12,7 @@ import { runListsBench } from './lists.ts';
 import { runLoginStormBench } from './login-storm.ts';
 import { runRelayBench } from './relay.ts';
 import { runRelayDeliveryBench } from './relay-delivery.ts';
+import { runStatusBench } from './status.ts';
 import { runTenancyBench } from './tenancy.ts';
 import { runVaultBench } from './vault.ts';
 
@@ -34,6 +35,7 @@ const scenarios: Record<string, (db: TestDatabase) => Promise<unknown>> = {
   gateway: () => runGatewayBench(),
   'relay-delivery': runRelayDeliveryBench,
   relay: runRelayBench,
+  status: runStatusBench,
 };
 
 const asked = process.argv.slice(2);

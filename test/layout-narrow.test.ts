@@ -35,6 +35,7 @@ test('OPS-3: in Chromium at 390 px wide, no page scrolls sideways and the naviga
   const signedOut = [
     '/login',
     '/recover',
+    '/status',
     `/signup?invite=${await mintInvite(db, { email: 'narrow@example.com' })}`,
   ];
   const signedIn = [

@@ -52,6 +52,8 @@ import { registerDirectoryPages } from '../relay/directory-page-routes.ts';
 import { registerListingRoutes } from '../relay/listing-routes.ts';
 import { registerThreadsApi } from '../relay/thread-api-routes.ts';
 import { registerThreadPages } from '../relay/thread-page-routes.ts';
+import { registerStatusRoutes } from '../status/routes.ts';
+import { createStatusService } from '../status/status-service.ts';
 import type { Vault } from '../vault/service.ts';
 import { registerDevMail } from '../web/dev-mail-page.ts';
 import { registerDocsRoutes } from '../web/docs-page.ts';
@@ -217,6 +219,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     passwords,
   });
   registerHealthRoutes(app, deps);
+  registerStatusRoutes(app, { status: createStatusService({ sql: deps.sql, logger: deps.logger }) });
   registerDocsRoutes(app);
   // One key binds every list cursor to its tenant and list (src/http/page-cursor.ts).
   const cursors = createPageCursors(deps.sessionKey);

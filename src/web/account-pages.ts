@@ -119,7 +119,7 @@ ${field({
 ${field({ name: 'password', label: 'Password', type: 'password', autocomplete: 'current-password' })}
 <button type="submit">Sign in</button>
 </form>
-<p><a href="/recover">Forgot your password?</a></p>`,
+<p><a href="/recover">Forgot your password?</a> · <a href="/status">Service status</a></p>`,
   );
 }
 

@@ -1,0 +1,97 @@
+import type { Sql } from 'postgres';
+import { DatabaseUnavailableError } from '../db/timeouts.ts';
+import { THRESHOLDS } from './components.ts';
+
+// The status page's reads (RLY-10): one transaction, one statement of
+// platform-wide aggregates. The job queue, the worker heartbeats and the
+// checkpoints are global tables the app role reads already
+// (src/db/global-tables.ts); the running-instance count crosses tenants
+// through enclave.status_running_instances() (SECURITY DEFINER, a number only,
+// migration 0024). Nothing read here names a tenant.
+
+export interface PlatformFigures {
+  readonly workersSeen: number;
+  readonly lastHeartbeatAt: Date | null;
+  readonly queueDepth: number;
+  readonly oldestPendingAgeSeconds: number | null;
+  readonly runningInstances: number;
+  readonly latestCheckpointAgeSeconds: number | null;
+}
+
+export interface CallbackFigures {
+  readonly successRateHour: number | null;
+  readonly successRateDay: number | null;
+}
+
+interface FiguresRow {
+  workers_seen: number;
+  last_heartbeat_at: Date | null;
+  queue_depth: number;
+  oldest_pending_age_seconds: number | null;
+  running_instances: number;
+  latest_checkpoint_age_seconds: number | null;
+}
+
+/**
+ * Reads the figures, bounded twice: statement_timeout ends the statement on a
+ * live but slow server, and the client gives up after `timeoutMs` whatever the
+ * server does, because a frozen one never answers (the connection itself is
+ * then ended by the pool's own bound, src/db/timeouts.ts).
+ */
+export async function readPlatformFigures(sql: Sql, timeoutMs: number): Promise<PlatformFigures> {
+  const reading = sql.begin(async (tx) => {
+    await tx`select set_config('statement_timeout', ${String(timeoutMs)}, true)`;
+    const [row] = await tx<FiguresRow[]>`
+      select
+        (select count(*)::int from worker_heartbeats
+          where seen_at > now() - make_interval(mins => ${THRESHOLDS.workerWindowMinutes})) as workers_seen,
+        (select max(seen_at) from worker_heartbeats) as last_heartbeat_at,
+        (select count(*)::int from graphile_worker._private_jobs
+          where is_available and run_at <= now()) as queue_depth,
+        (select extract(epoch from now() - min(run_at))::float8 from graphile_worker._private_jobs
+          where is_available and run_at <= now()) as oldest_pending_age_seconds,
+        enclave.status_running_instances()::int as running_instances,
+        (select extract(epoch from now() - max(created_at))::float8 from checkpoints) as latest_checkpoint_age_seconds`;
+    if (row === undefined) throw new Error('the status query returned no row');
+    return row;
+  });
+  const row = await withinBound(reading, timeoutMs);
+  return {
+    workersSeen: row.workers_seen,
+    lastHeartbeatAt: row.last_heartbeat_at,
+    queueDepth: row.queue_depth,
+    oldestPendingAgeSeconds: wholeSeconds(row.oldest_pending_age_seconds),
+    runningInstances: row.running_instances,
+    latestCheckpointAgeSeconds: wholeSeconds(row.latest_checkpoint_age_seconds),
+  };
+}
+
+/**
+ * Callback delivery success over the last hour and day. Callback deliveries
+ * (RLY-7) do not exist yet: until their table does, there is nothing to
+ * measure and both rates are null, which the page shows as no_data. Wiring
+ * them is this function alone: it will be called as (sql, timeoutMs), like
+ * readPlatformFigures, and answer a rate per window, null for a window
+ * without deliveries; if it throws, the callbacks component reads down.
+ */
+export async function readCallbackFigures(): Promise<CallbackFigures> {
+  return { successRateHour: null, successRateDay: null };
+}
+
+function wholeSeconds(seconds: number | null): number | null {
+  // Clocks of the server and a job's run_at may differ by a little: a due job is never younger than 0 s.
+  return seconds === null ? null : Math.max(0, Math.floor(seconds));
+}
+
+function withinBound<T>(work: Promise<T>, timeoutMs: number): Promise<T> {
+  // Settled later or never: its outcome no longer matters once the bound has answered.
+  work.catch(() => {});
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(
+      () => reject(new DatabaseUnavailableError(`the status reads got no answer within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+  });
+  return Promise.race([work, bound]).finally(() => clearTimeout(timer));
+}
