@@ -1,4 +1,4 @@
-import { createHmac, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Sql } from 'postgres';
 import type { Principal } from '../accounts/service.ts';
 import type { AgentsService } from '../agents/service.ts';
@@ -6,6 +6,7 @@ import { isUuid, type TenantSql, withTenant } from '../db/tenant.ts';
 import { AppError } from '../errors.ts';
 import { boundTenant } from '../http/page-cursor.ts';
 import { enqueueJob } from '../jobs/queue.ts';
+import { createSecretDeriver } from './derived-secrets.ts';
 import { SignatureError, verifyWebhook, type WebhookHeaders } from './signature.ts';
 
 // Inbound webhooks (RLY-11): an agent's managers create endpoints; an outside
@@ -13,9 +14,9 @@ import { SignatureError, verifyWebhook, type WebhookHeaders } from './signature.
 // verified event is recorded once per webhook-id and delivered to the agent by
 // the `inbound_webhook_deliver` job (inbound-delivery.ts).
 //
-// The secret at rest: none. An endpoint's `whsec_` secret is
-// HMAC-SHA256(K, endpoint id ‖ secret_salt), K derived from the server's
-// session key, and only the random salt is stored. The vault's sealing does not
+// The secret at rest: none. An endpoint's `whsec_` secret is derived from the
+// server's session key, the endpoint's id and its random salt
+// (derived-secrets.ts); only the salt is stored. The vault's sealing does not
 // fit: its tenant-key rotation re-encrypts `credentials` rows only, so a second
 // sealed table would need changes to src/vault to rotate with it. The cost:
 // replacing the session key changes every inbound secret (README).
@@ -51,10 +52,9 @@ export interface InboundDeps {
 }
 
 export function createInboundWebhooks(deps: InboundDeps) {
-  const key = createHmac('sha256', deps.sessionKey).update(DERIVATION_LABEL).digest();
+  const derived = createSecretDeriver(deps.sessionKey, DERIVATION_LABEL);
   const now = deps.now ?? (() => Date.now() / 1000);
-  const secretOf = (endpointId: string, salt: Buffer) =>
-    `whsec_${createHmac('sha256', key).update(endpointId).update(salt).digest('base64')}`;
+  const secretOf = derived.secret;
   // One answer for an unknown endpoint and a bad signature: the id alone says nothing.
   const unauthorized = (cause?: SignatureError) =>
     new AppError<InboundErrorCode>(

@@ -50,7 +50,7 @@ export const MAX_SIGNATURE_HEADER_LENGTH = 2048;
 export const MAX_WEBHOOK_ID_LENGTH = 256;
 
 const SECRET_PREFIX = 'whsec_';
-const SIGNING_KEY_PREFIX = 'whsk_';
+export const SIGNING_KEY_PREFIX = 'whsk_';
 const PUBLIC_KEY_PREFIX = 'whpk_';
 const MIN_SECRET_BYTES = 24;
 const MAX_SECRET_BYTES = 64;
