@@ -28,6 +28,7 @@ test('RLY-7: a derived secret and signing key are valid, stable for one id and s
       { 'webhook-id': 'msg_1', 'webhook-timestamp': String(now), 'webhook-signature': v1 },
       body,
       [secret],
+      { now },
     ),
   );
   const signingKey = callbacks.signingKey(id, salt);
@@ -38,6 +39,7 @@ test('RLY-7: a derived secret and signing key are valid, stable for one id and s
       { 'webhook-id': 'msg_1', 'webhook-timestamp': String(now), 'webhook-signature': v1a },
       body,
       [publicKeyFor(signingKey)],
+      { now },
     ),
   );
 });
