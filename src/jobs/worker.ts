@@ -46,9 +46,18 @@ export interface WorkerDeps {
   /** Inbound webhook events to instances, beside `relayDelivery`. */
   readonly inboundDelivery?: InboundDelivery;
   readonly events?: WorkerEvents;
-  /** How often jobs scheduled for later are looked for (graphile-worker's default: 2 s). */
+  /** How often jobs are looked for besides the insert notifications (POLL_INTERVAL_MS when absent). */
   readonly pollIntervalMs?: number;
 }
+
+/**
+ * graphile-worker looks for the next job before the one it just finished is
+ * marked complete, so a job waiting in a named queue (a relay thread's
+ * deliveries, one at a time) behind the finished one is missed then, and was
+ * found only by the next poll: its default 2 s was the relay's p99. A poll is
+ * one small query a process makes while idle.
+ */
+export const POLL_INTERVAL_MS = 250;
 
 /** A platform cron task: one job per tick (job key = task), never backfilled after downtime. */
 function platformCron(task: TaskName, match: string, maxAttempts: number) {
@@ -133,7 +142,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       noHandleSignals: true,
       logger: graphileLogger(deps.logger),
       ...(deps.events === undefined ? {} : { events: deps.events }),
-      ...(deps.pollIntervalMs === undefined ? {} : { pollInterval: deps.pollIntervalMs }),
+      pollInterval: deps.pollIntervalMs ?? POLL_INTERVAL_MS,
     });
   } catch (error) {
     await pool.end();
