@@ -66,6 +66,20 @@ ctx.before(async () => {
       payload: { description: handle },
     });
     assert.equal(endpoint.statusCode, 201, endpoint.body);
+    // Two callback endpoints each (RLY-7): their ids are among the probes, and the list pages.
+    for (const path of ['/one', '/two']) {
+      const callback = await ctx.testApp.app.inject({
+        method: 'POST',
+        url: '/api/v1/webhook-endpoints',
+        headers: { authorization: `Bearer ${owner.apiToken}` },
+        payload: {
+          url: `https://93.184.215.14${path}`,
+          event_types: ['thread.closed'],
+          agent_id: created.json<{ id: string }>().id,
+        },
+      });
+      assert.equal(callback.statusCode, 201, callback.body);
+    }
   }
   // Two connections to A's published agent from a third tenant (C), one approved with its token
   // claimed, so connection ids are among A's ids and A's incoming list pages (RLY-2).

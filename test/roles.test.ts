@@ -135,13 +135,15 @@ type Target =
   | 'template'
   | 'own-token'
   | 'own-session'
-  | 'inbound-webhook';
+  | 'inbound-webhook'
+  | 'callback-endpoint';
 
 interface Probe {
   /** The row of the role table that decides; 'signed-in': any user, on their own things only. */
   readonly action: Action | 'signed-in';
   readonly target?: Target;
-  readonly body?: () => Record<string, string | number | boolean | null>;
+  /** The body; `agentId` is the target agent, for routes that name it in the body (callback endpoints). */
+  readonly body?: (ids?: { agentId?: string }) => Record<string, string | number | boolean | null | string[]>;
 }
 
 const form = (values: Record<string, string>) => () => values;
@@ -267,6 +269,27 @@ const ROUTES: Record<string, readonly Probe[]> = {
   'POST /dashboard/agents/:id/credentials/:name/delete': [{ action: 'credential.manage', target: 'agent' }],
   'GET /dashboard/agents/:id/delete': [{ action: 'agent.manage', target: 'agent' }],
   'POST /dashboard/agents/:id/delete': [{ action: 'agent.manage', target: 'agent' }],
+  'GET /api/v1/webhook-endpoints': [{ action: 'signed-in' }],
+  'POST /api/v1/webhook-endpoints': [
+    {
+      action: 'relay.approve',
+      target: 'agent',
+      body: (ids) => ({
+        url: 'https://93.184.215.14/roles',
+        event_types: ['thread.closed'],
+        agent_id: ids?.agentId ?? null,
+      }),
+    },
+  ],
+  'GET /api/v1/webhook-endpoints/:id': [{ action: 'relay.approve', target: 'callback-endpoint' }],
+  'PATCH /api/v1/webhook-endpoints/:id': [
+    { action: 'relay.approve', target: 'callback-endpoint', body: form({ description: 'renamed' }) },
+  ],
+  'DELETE /api/v1/webhook-endpoints/:id': [{ action: 'relay.approve', target: 'callback-endpoint' }],
+  'POST /api/v1/webhook-endpoints/:id/rotate-secret': [
+    { action: 'relay.approve', target: 'callback-endpoint' },
+  ],
+  'POST /api/v1/webhook-endpoints/:id/enable': [{ action: 'relay.approve', target: 'callback-endpoint' }],
   'POST /dashboard/agents/:id/model-limits': [
     {
       action: 'agent.manage',
@@ -333,10 +356,21 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
   const [method = 'GET', pattern = ''] = key.split(' ');
   let createdBy: string | undefined;
   let url = pattern;
+  let agentId: string | undefined;
   if (probe.target === 'agent') {
     const creator = own ? actor : colleague;
     createdBy = creator.user.id;
-    url = url.replace(':id', await agentBy(creator)).replace(':name', 'echo_token');
+    agentId = await agentBy(creator);
+    url = url.replace(':id', agentId).replace(':name', 'echo_token');
+  } else if (probe.target === 'callback-endpoint') {
+    const creator = own ? actor : colleague;
+    createdBy = creator.user.id;
+    const [endpoint] = await ctx.db.superuser<{ id: string }[]>`
+      insert into callback_endpoints (tenant_id, agent_id, url, event_types, secret_salt)
+      values (${creator.user.tenant_id}::uuid, ${await agentBy(creator)}::uuid, 'https://93.184.215.14/roles',
+              array['thread.closed'], ${randomBytes(16)})
+      returning id`;
+    url = url.replace(':id', endpoint?.id ?? '');
   } else if (probe.target === 'connection') {
     const creator = own ? actor : colleague;
     createdBy = creator.user.id;
@@ -371,7 +405,7 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
     url = url.replace(':id', session?.id ?? '');
   }
   const api = pattern.startsWith('/api/');
-  const body = probe.body?.();
+  const body = probe.body?.(agentId === undefined ? {} : { agentId });
   const headers: Record<string, string> = api
     ? { authorization: `Bearer ${actor.apiToken}` }
     : { cookie: actor.sessionCookie, origin: ORIGIN() };
@@ -398,7 +432,9 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
 
 function judge(role: Role, key: string, probe: Probe, own: boolean, outcome: Outcome): string | undefined {
   const { response } = outcome;
-  const onAgent = ['agent', 'connection', 'thread', 'inbound-webhook'].includes(probe.target ?? '');
+  const onAgent = ['agent', 'connection', 'thread', 'inbound-webhook', 'callback-endpoint'].includes(
+    probe.target ?? '',
+  );
   const where = `${role} ${key}${onAgent ? (own ? ' (own agent)' : " (a colleague's agent)") : ''}${
     probe.body === undefined ? '' : ` ${JSON.stringify(probe.body())}`
   }`;

@@ -38,6 +38,9 @@ import { registerAuditPages } from '../audit/page-routes.ts';
 import { registerAuditApi } from '../audit/routes.ts';
 import type { AuditSetup } from '../audit/setup.ts';
 import { registerTileRoutes } from '../audit/tile-routes.ts';
+import { createCallbackRules } from '../callbacks/destination.ts';
+import { registerCallbackEndpointRoutes } from '../callbacks/endpoint-routes.ts';
+import { createCallbackEndpoints } from '../callbacks/endpoints.ts';
 import type { Config } from '../config.ts';
 import type { Migration } from '../db/migrator.ts';
 import { registerGatewayRoutes } from '../gateway/routes.ts';
@@ -279,6 +282,11 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     sessionKey: deps.sessionKey,
     cookies,
   });
+  const callbackEndpoints = createCallbackEndpoints({
+    sessionKey: deps.sessionKey,
+    rules: createCallbackRules(deps.config),
+  });
+  registerCallbackEndpointRoutes(app, { endpoints: callbackEndpoints, cursors });
   // The outbox page exists only where mail goes to the outbox: development without SMTP.
   if (deps.config.env === 'development' && !deps.smtpConfigured) registerDevMail(app, deps.sql);
   return app;

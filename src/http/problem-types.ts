@@ -314,6 +314,11 @@ export const PROBLEM_TYPES = {
     title: 'Too many inbound endpoints',
     description: 'An agent has at most 20 inbound webhook endpoints: delete one first.',
   },
+  callback_endpoint_limit: {
+    status: 409,
+    title: 'Too many webhook endpoints',
+    description: 'An agent, or a connection, has at most 20 callback webhook endpoints: delete one first.',
+  },
 } as const satisfies Record<string, ProblemType>;
 
 export type ProblemCode = keyof typeof PROBLEM_TYPES;

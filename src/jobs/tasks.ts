@@ -4,6 +4,7 @@ import { type InviteMailPayload, markInviteMailed, mintInviteForMail } from '../
 import { type LinkMailPayload, type LinkPurpose, mintLinkForMail } from '../accounts/links.ts';
 import type { Lifecycle } from '../agents/runtime/lifecycle.ts';
 import type { AuditServices } from '../audit/setup.ts';
+import { fanoutCallbackEvent } from '../callbacks/fanout.ts';
 import type { Mailer } from '../email/mailer.ts';
 import { accountExistsMail, inviteMail, recoveryMail, verificationMail } from '../email/messages.ts';
 import { AppError } from '../errors.ts';
@@ -41,6 +42,15 @@ export interface TaskPayloads {
   relay_deliver: { tenant_id: string; message_id: string };
   /** Delivers one verified inbound webhook event to its agent's instance (src/webhooks/inbound-delivery.ts). */
   inbound_webhook_deliver: { tenant_id: string; event_id: string };
+  /** Creates the callback deliveries of one thread event, on both sides of the relay (src/callbacks/fanout.ts). */
+  callback_fanout: {
+    tenant_id: string;
+    event_id: string;
+    type: string;
+    thread_id: string;
+    occurred_at: string;
+    message_id?: string;
+  };
 }
 
 /** Tasks only a worker that runs agent instances registers, so other workers never take them. */
@@ -150,6 +160,7 @@ export function createTaskHandlers(deps: TaskDeps): TaskHandlers {
         );
       }
     },
+    callback_fanout: (payload) => fanoutCallbackEvent(deps.sql, payload),
     ...(deps.lifecycle === undefined
       ? {}
       : {

@@ -1,6 +1,7 @@
 import type { Sql } from 'postgres';
 import { authorize } from '../accounts/roles.ts';
 import type { Principal } from '../accounts/service.ts';
+import { emitThreadEvent } from '../callbacks/events.ts';
 import { withLookup } from '../db/lookup.ts';
 import type { TenantSql } from '../db/tenant.ts';
 import {
@@ -139,6 +140,12 @@ async function appendMessage(
   if (row === undefined) throw new Error('insert returned no row');
   const { tenant_id: tenantId, ...written } = row;
   if (message.author === 'caller') await enqueueDelivery(tx, tenantId, threadId, written.id);
+  // Callbacks (RLY-7): the caller's message is received; an agent's or owner's is the reply.
+  await emitThreadEvent(tx, tenantId, {
+    type: message.author === 'caller' ? 'thread.message_received' : 'thread.agent_replied',
+    threadId,
+    messageId: written.id,
+  });
   return written;
 }
 
@@ -235,18 +242,29 @@ export async function closeThread(tx: TenantSql, threadId: string): Promise<Thre
   if (thread === undefined) throw noSuchThread();
   if (thread.state === 'closed') return thread;
   requireOpen(thread);
-  await tx`
+  const [closed] = await tx<{ tenant_id: string }[]>`
     update relay_threads set state = 'closed', closed_at = now(), updated_at = now()
-    where ${boundTenant(tx)} and id = ${threadId}::uuid`;
+    where ${boundTenant(tx)} and id = ${threadId}::uuid
+    returning tenant_id`;
+  if (closed !== undefined) await emitThreadEvent(tx, closed.tenant_id, { type: 'thread.closed', threadId });
   return getThread(tx, threadId);
 }
 
-/** RLY-3: revoking a connection marks every open thread of it revoked; in the revoke's transaction. */
+/**
+ * RLY-3: revoking a connection marks every open thread of it revoked; in the revoke's transaction.
+ * Each such thread emits its own `connection.revoked` callback event (RLY-7): a delivery is about
+ * one thread, and a receiver keyed on threads learns which ones ended. A connection with no open
+ * thread emits none.
+ */
 export async function revokeConnectionThreads(tx: TenantSql, connectionId: string): Promise<number> {
-  const revoked = await tx`
+  const revoked = await tx<{ id: string; tenant_id: string }[]>`
     update relay_threads set state = 'revoked', closed_at = now(), updated_at = now()
-    where ${boundTenant(tx)} and connection_id = ${connectionId}::uuid and state = 'open'`;
-  return revoked.count;
+    where ${boundTenant(tx)} and connection_id = ${connectionId}::uuid and state = 'open'
+    returning id, tenant_id`;
+  for (const thread of revoked) {
+    await emitThreadEvent(tx, thread.tenant_id, { type: 'connection.revoked', threadId: thread.id });
+  }
+  return revoked.length;
 }
 
 function requireOpen(thread: Thread): void {

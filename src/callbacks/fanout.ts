@@ -1,0 +1,172 @@
+import { randomUUID } from 'node:crypto';
+import type { Sql } from 'postgres';
+import { isUuid, serviceQuery, type TenantSql } from '../db/tenant.ts';
+import { AppError } from '../errors.ts';
+import { boundTenant } from '../http/page-cursor.ts';
+import { CALLBACK_EVENT_TYPES, type CallbackEventType } from './endpoints.ts';
+
+// The `callback_fanout` job (RLY-7): one thread event (events.ts) becomes one
+// delivery per enabled endpoint that wants its type, on both sides:
+//   the thread's tenant:    owner-side endpoints of the thread's agent;
+//   the requester's tenant: caller-side endpoints of the connection (the
+//                           outgoing row shares the incoming row's id).
+// Each side is its own serviceQuery (TEN-5), and each delivery's
+// `callback_deliver` job (deliver.ts) is enqueued in the transaction that
+// inserts it, keyed by the delivery. Re-running the job finds the
+// (endpoint, event) rows already there and adds nothing.
+//
+// What a caller sees: the payload holds only what the caller's own thread
+// token already shows (the thread, the connection, the target's public handle,
+// the message's author kind and text); never a user, nor either tenant's id.
+
+export const CALLBACK_DELIVER_TASK = 'callback_deliver';
+/** callback_deliveries.payload's bound (migration 0025). */
+export const MAX_PAYLOAD_BYTES = 65536;
+
+export type FanoutErrorCode = 'callback_fanout_payload_invalid';
+
+interface FanoutEvent {
+  readonly tenantId: string;
+  readonly eventId: string;
+  readonly type: CallbackEventType;
+  readonly threadId: string;
+  readonly messageId: string | undefined;
+  readonly occurredAt: string;
+}
+
+/** The JSON body every endpoint of the event receives (README "Callbacks"). */
+export interface CallbackPayload {
+  readonly type: CallbackEventType;
+  readonly timestamp: string;
+  readonly data: {
+    readonly thread_id: string;
+    readonly connection_id: string;
+    readonly agent_handle: string;
+    readonly state: string;
+    readonly message_id?: string;
+    readonly author?: string;
+    readonly text?: string;
+    /** Set when the text would not fit the payload's 64 KB. */
+    readonly text_omitted?: true;
+  };
+}
+
+/** The job's payload is JSON read back from the job table: checked field by field. */
+function parseEvent(payload: unknown): FanoutEvent {
+  const p = (payload ?? {}) as Record<string, unknown>;
+  const invalid = (field: string) =>
+    new AppError<FanoutErrorCode>('callback_fanout_payload_invalid', `callback_fanout: bad ${field}`);
+  if (!isUuid(p.tenant_id)) throw invalid('tenant_id');
+  if (!isUuid(p.event_id)) throw invalid('event_id');
+  if (!isUuid(p.thread_id)) throw invalid('thread_id');
+  if (!CALLBACK_EVENT_TYPES.includes(p.type as CallbackEventType)) throw invalid('type');
+  if (p.message_id !== undefined && !isUuid(p.message_id)) throw invalid('message_id');
+  if (typeof p.occurred_at !== 'string' || Number.isNaN(Date.parse(p.occurred_at)))
+    throw invalid('occurred_at');
+  return {
+    tenantId: p.tenant_id,
+    eventId: p.event_id,
+    type: p.type as CallbackEventType,
+    threadId: p.thread_id,
+    messageId: p.message_id,
+    occurredAt: new Date(p.occurred_at).toISOString(),
+  };
+}
+
+/** Creates the deliveries of one thread event; idempotent. */
+export async function fanoutCallbackEvent(sql: Sql, payload: unknown): Promise<void> {
+  const event = parseEvent(payload);
+  const found = await serviceQuery(
+    sql,
+    { tenantId: event.tenantId, reason: 'callbacks: fan out a thread event (owner side)' },
+    async (tx) => {
+      const read = await readEvent(tx, event);
+      if (read === undefined) return undefined;
+      await deliverTo(tx, event, read.body, tx`agent_id = ${read.agentId}::uuid`);
+      return read;
+    },
+  );
+  // The thread is gone (its agent deleted): nobody to tell.
+  if (found === undefined) return;
+  await serviceQuery(
+    sql,
+    { tenantId: found.peerTenantId, reason: 'callbacks: fan out a thread event (caller side)' },
+    (tx) => deliverTo(tx, event, found.body, tx`connection_id = ${found.connectionId}::uuid`),
+  );
+}
+
+async function readEvent(
+  tx: TenantSql,
+  event: FanoutEvent,
+): Promise<{ agentId: string; connectionId: string; peerTenantId: string; body: string } | undefined> {
+  const [thread] = await tx<
+    { connection_id: string; agent_id: string; state: string; handle: string; peer_tenant_id: string }[]
+  >`
+    select t.connection_id, t.agent_id, t.state, a.handle, c.peer_tenant_id
+    from relay_threads t
+    join agents a on a.tenant_id = t.tenant_id and a.id = t.agent_id
+    join relay_connections c on c.tenant_id = t.tenant_id and c.id = t.connection_id and c.side = 'incoming'
+    where ${boundTenant(tx, tx`t.tenant_id`)} and t.id = ${event.threadId}::uuid`;
+  if (thread === undefined) return undefined;
+  let message: { author: string; body: string | null } | undefined;
+  if (event.messageId !== undefined) {
+    [message] = await tx<{ author: string; body: string | null }[]>`
+      select author, body from relay_messages
+      where ${boundTenant(tx)} and thread_id = ${event.threadId}::uuid and id = ${event.messageId}::uuid`;
+  }
+  const body: CallbackPayload = {
+    type: event.type,
+    timestamp: event.occurredAt,
+    data: {
+      thread_id: event.threadId,
+      connection_id: thread.connection_id,
+      agent_handle: thread.handle,
+      state: thread.state,
+      ...(event.messageId === undefined ? {} : { message_id: event.messageId }),
+      ...(message === undefined ? {} : { author: message.author }),
+      // Null once retention deleted it (RLY-9): then the event carries no text.
+      ...(message?.body == null ? {} : { text: message.body }),
+    },
+  };
+  let text = JSON.stringify(body);
+  // A 32 KB message of characters JSON escapes sixfold would pass the column's bound: then without its text.
+  if (Buffer.byteLength(text, 'utf8') > MAX_PAYLOAD_BYTES) {
+    const { text: _dropped, ...data } = body.data;
+    text = JSON.stringify({ ...body, data: { ...data, text_omitted: true } });
+  }
+  return {
+    agentId: thread.agent_id,
+    connectionId: thread.connection_id,
+    peerTenantId: thread.peer_tenant_id,
+    body: text,
+  };
+}
+
+/** One delivery (and its job) per enabled endpoint of this tenant matching `subject` that wants the type. */
+async function deliverTo(
+  tx: TenantSql,
+  event: FanoutEvent,
+  body: string,
+  subject: ReturnType<TenantSql>,
+): Promise<void> {
+  const endpoints = await tx<{ id: string }[]>`
+    select id from callback_endpoints
+    where ${boundTenant(tx)} and ${subject} and state = 'enabled' and ${event.type} = any(event_types)`;
+  for (const endpoint of endpoints) {
+    const id = randomUUID();
+    const [delivery] = await tx<{ id: string }[]>`
+      insert into callback_deliveries (id, tenant_id, endpoint_id, event_id, event_type, webhook_id, payload)
+      values (${id}::uuid, enclave.current_tenant_id(), ${endpoint.id}::uuid, ${event.eventId}::uuid, ${event.type},
+              ${`msg_${id.replaceAll('-', '')}`}, ${body})
+      on conflict (endpoint_id, event_id) do nothing
+      returning id`;
+    if (delivery === undefined) continue;
+    // H5's task (deliver.ts); by name, with the key graphile-worker dedupes on (OPS-2).
+    await tx`
+      select graphile_worker.add_job(
+        identifier => ${CALLBACK_DELIVER_TASK}::text,
+        payload => json_build_object('tenant_id', enclave.current_tenant_id(), 'delivery_id', ${delivery.id}::text),
+        job_key => ${`${CALLBACK_DELIVER_TASK}:${delivery.id}`}::text
+      )`;
+  }
+}
