@@ -4,6 +4,7 @@ import { type InviteMailPayload, markInviteMailed, mintInviteForMail } from '../
 import { type LinkMailPayload, type LinkPurpose, mintLinkForMail } from '../accounts/links.ts';
 import type { Lifecycle } from '../agents/runtime/lifecycle.ts';
 import type { AuditServices } from '../audit/setup.ts';
+import type { CallbackDeliverPayload, CallbackDelivery } from '../callbacks/deliver.ts';
 import type { Mailer } from '../email/mailer.ts';
 import { accountExistsMail, inviteMail, recoveryMail, verificationMail } from '../email/messages.ts';
 import { AppError } from '../errors.ts';
@@ -41,6 +42,8 @@ export interface TaskPayloads {
   relay_deliver: { tenant_id: string; message_id: string };
   /** Delivers one verified inbound webhook event to its agent's instance (src/webhooks/inbound-delivery.ts). */
   inbound_webhook_deliver: { tenant_id: string; event_id: string };
+  /** One attempt of a callback delivery; the next one is scheduled by the job (src/callbacks/deliver.ts). */
+  callback_deliver: CallbackDeliverPayload;
 }
 
 /** Tasks only a worker that runs agent instances registers, so other workers never take them. */
@@ -68,6 +71,8 @@ export interface TaskDeps {
   readonly relayDelivery?: Pick<RelayDelivery, 'deliver'> | undefined;
   /** Beside `relayDelivery`: inbound webhook events reach instances the same way. */
   readonly inboundDelivery?: Pick<InboundDelivery, 'deliver'> | undefined;
+  /** Sends callbacks (RLY-7); any worker process, it needs no instance socket. */
+  readonly callbackDelivery?: Pick<CallbackDelivery, 'deliver'> | undefined;
   /** What time it is for jobs that act on age (relay_retention); the system clock when absent. */
   readonly clock?: () => Date;
 }
@@ -150,6 +155,12 @@ export function createTaskHandlers(deps: TaskDeps): TaskHandlers {
         );
       }
     },
+    ...(deps.callbackDelivery === undefined
+      ? {}
+      : {
+          callback_deliver: (payload: unknown) =>
+            deps.callbackDelivery?.deliver(payload) ?? Promise.resolve(),
+        }),
     ...(deps.lifecycle === undefined
       ? {}
       : {

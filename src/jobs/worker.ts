@@ -12,6 +12,7 @@ import type { Sql } from 'postgres';
 import type { Lifecycle } from '../agents/runtime/lifecycle.ts';
 import { startCheckpointer } from '../audit/checkpointer.ts';
 import { type AuditSetup, createAuditServices } from '../audit/setup.ts';
+import type { CallbackDelivery } from '../callbacks/deliver.ts';
 import type { Credentials, DbTarget } from '../db/target.ts';
 import { connectionUrl } from '../db/target.ts';
 import { DB_TIMEOUT_DEFAULT_MS, pgPoolTimeouts } from '../db/timeouts.ts';
@@ -45,6 +46,8 @@ export interface WorkerDeps {
   readonly relayDelivery?: RelayDelivery;
   /** Inbound webhook events to instances, beside `relayDelivery`. */
   readonly inboundDelivery?: InboundDelivery;
+  /** Callback deliveries (RLY-7), in every worker process. */
+  readonly callbackDelivery?: CallbackDelivery;
   readonly events?: WorkerEvents;
   /** How often jobs scheduled for later are looked for (graphile-worker's default: 2 s). */
   readonly pollIntervalMs?: number;
@@ -105,6 +108,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     lifecycle: deps.lifecycle,
     relayDelivery: deps.relayDelivery,
     inboundDelivery: deps.inboundDelivery,
+    callbackDelivery: deps.callbackDelivery,
   } satisfies TaskDeps);
   const taskList: TaskList = {};
   for (const [name, handler] of Object.entries(handlers)) {
