@@ -38,6 +38,7 @@ import { registerAuditPages } from '../audit/page-routes.ts';
 import { registerAuditApi } from '../audit/routes.ts';
 import type { AuditSetup } from '../audit/setup.ts';
 import { registerTileRoutes } from '../audit/tile-routes.ts';
+import { registerDeliveryRoutes } from '../callbacks/delivery-routes.ts';
 import type { Config } from '../config.ts';
 import type { Migration } from '../db/migrator.ts';
 import { registerGatewayRoutes } from '../gateway/routes.ts';
@@ -272,6 +273,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerA2aRoutes(app, { sql: deps.sql, rateLimits: deps.rateLimits });
   const inbound = createInboundWebhooks({ sql: deps.sql, sessionKey: deps.sessionKey, agents });
   registerInboundWebhookRoutes(app, { inbound, publicUrl: deps.config.publicUrl });
+  registerDeliveryRoutes(app, { cursors });
   registerInboundWebhookPages(app, {
     inbound,
     agents,

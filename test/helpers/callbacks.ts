@@ -17,14 +17,17 @@ export interface TestEndpoint {
 export async function callbackEndpoint(
   db: TestDatabase,
   url: string,
-  options: { tenantId?: string; signV1a?: boolean } = {},
+  options: { tenantId?: string; agentId?: string; signV1a?: boolean } = {},
 ): Promise<TestEndpoint> {
   const tenantId = options.tenantId ?? (await createTenant(db, 'callbacks test tenant'));
   const salt = randomBytes(16);
   const id = await withTenant(db.app, tenantId, async (tx) => {
-    const [agent] = await tx<{ id: string }[]>`
-      insert into agents (tenant_id, handle, name, template_id)
-      values (${tenantId}, ${`cb-${randomBytes(5).toString('hex')}`}, 'callbacks test', 'echo') returning id`;
+    const [agent] =
+      options.agentId === undefined
+        ? await tx<{ id: string }[]>`
+          insert into agents (tenant_id, handle, name, template_id)
+          values (${tenantId}, ${`cb-${randomBytes(5).toString('hex')}`}, 'callbacks test', 'echo') returning id`
+        : [{ id: options.agentId }];
     const [endpoint] = await tx<{ id: string }[]>`
       insert into callback_endpoints (tenant_id, agent_id, url, event_types, secret_salt, sign_v1a)
       values (${tenantId}, ${agent?.id ?? null}, ${url}, ${['thread.message_received']}, ${salt},
