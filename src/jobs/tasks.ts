@@ -4,7 +4,11 @@ import { type InviteMailPayload, markInviteMailed, mintInviteForMail } from '../
 import { type LinkMailPayload, type LinkPurpose, mintLinkForMail } from '../accounts/links.ts';
 import type { Lifecycle } from '../agents/runtime/lifecycle.ts';
 import type { AuditServices } from '../audit/setup.ts';
-import type { CallbackDeliverPayload, CallbackDelivery } from '../callbacks/deliver.ts';
+import {
+  type CallbackDeliverPayload,
+  type CallbackDelivery,
+  unlockStaleCallbackJobs,
+} from '../callbacks/deliver.ts';
 import type { Mailer } from '../email/mailer.ts';
 import { accountExistsMail, inviteMail, recoveryMail, verificationMail } from '../email/messages.ts';
 import { AppError } from '../errors.ts';
@@ -44,6 +48,8 @@ export interface TaskPayloads {
   inbound_webhook_deliver: { tenant_id: string; event_id: string };
   /** One attempt of a callback delivery; the next one is scheduled by the job (src/callbacks/deliver.ts). */
   callback_deliver: CallbackDeliverPayload;
+  /** Cron, every minute, and at worker start: frees callback jobs a killed worker left locked. */
+  callback_unlock: Record<string, never>;
 }
 
 /** Tasks only a worker that runs agent instances registers, so other workers never take them. */
@@ -154,6 +160,9 @@ export function createTaskHandlers(deps: TaskDeps): TaskHandlers {
           `audit retention could not archive the events of ${failedTenants.length} tenant(s); see the errors logged`,
         );
       }
+    },
+    callback_unlock: async () => {
+      await unlockStaleCallbackJobs(deps.sql);
     },
     ...(deps.callbackDelivery === undefined
       ? {}
