@@ -3,6 +3,7 @@ import { createTestDatabase, type TestDatabase } from '../test/helpers/database.
 import { printSummary } from './ab.ts';
 import { runApiBench } from './api.ts';
 import { runAuditBench } from './audit.ts';
+import { runCallbacksBench } from './callbacks.ts';
 import { runCheckpointBench } from './checkpoint.ts';
 import { runColdStartBench } from './cold-start.ts';
 import { runEgressBench } from './egress.ts';
@@ -36,6 +37,7 @@ const scenarios: Record<string, (db: TestDatabase) => Promise<unknown>> = {
   'relay-delivery': runRelayDeliveryBench,
   relay: runRelayBench,
   status: runStatusBench,
+  callbacks: runCallbacksBench,
 };
 
 const asked = process.argv.slice(2);

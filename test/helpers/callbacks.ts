@@ -66,6 +66,8 @@ export async function callbackDeliveryRow(
 export interface ReceivedCallback {
   readonly headers: IncomingHttpHeaders;
   readonly body: string;
+  /** performance.now() when the whole body was in. */
+  readonly arrivedAt: number;
 }
 
 /** A receiver on 127.0.0.1 that records each request and answers with `answer` (mutable). */
@@ -92,7 +94,11 @@ export async function callbackReceiver(): Promise<{
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
-      received.push({ headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+      received.push({
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString('utf8'),
+        arrivedAt: performance.now(),
+      });
       state.answer(res);
     });
   });
