@@ -199,6 +199,9 @@ test(`RLY-7: ${DISABLE_AFTER_FAILED_DELIVERIES} failed deliveries in a row disab
   const before = receiver.received.length;
   await delivery().deliver({ tenant_id: endpoint.tenantId, delivery_id: pending.id });
   assert.equal(receiver.received.length, before);
+  // It ends failed, without an attempt, so replay-failed can send it once the endpoint is enabled again.
+  const skipped = await deliveryState(endpoint, pending.id);
+  assert.deepEqual([skipped.delivery?.state, skipped.attempts.length], ['failed', 0]);
 
   // The owner fixes the receiver and enables the endpoint; the failed one is replayed.
   receiver.answer = (res) => res.writeHead(200).end('thanks');

@@ -242,8 +242,18 @@ export function createCallbackDelivery(deps: CallbackDeliveryDeps) {
           return found;
         },
       );
-      // Gone, finished, or the endpoint was disabled: nothing to send (a re-enable replays what it wants).
-      if (row === undefined || row.state !== 'pending' || row.endpoint_state !== 'enabled') return;
+      if (row === undefined || row.state !== 'pending') return;
+      // A disabled endpoint is sent nothing: the delivery ends failed, so replay-failed sends it after a re-enable.
+      if (row.endpoint_state !== 'enabled') {
+        await serviceQuery(
+          deps.sql,
+          { tenantId, reason: 'callbacks: fail a delivery to a disabled endpoint' },
+          (tx) =>
+            tx`update callback_deliveries set state = 'failed', next_attempt_at = null, finished_at = ${now()}
+            where id = ${deliveryId} and state = 'pending'`,
+        );
+        return;
+      }
       const attemptedAt = now();
       const timestamp = Math.floor(attemptedAt.getTime() / 1000);
       const outcome = await sendCallback(
