@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import { Writable } from 'node:stream';
 import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { testAuditSetup } from '../../test/helpers/audit.ts';
 import { callbackDeliveryRow, callbackEndpoint, callbackReceiver } from '../../test/helpers/callbacks.ts';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
@@ -13,11 +16,12 @@ import { callbackJobKey, createCallbackDelivery, enqueueCallbackDelivery } from 
 import { createCallbackRules } from './destination.ts';
 
 // RLY-7 with a real graphile-worker: the per-endpoint queue keeps a slow
-// endpoint from delaying the others, and a job left locked by a worker that
-// died mid-attempt comes back at the next worker start with the same
-// webhook-id. Waits are bounded safety nets; assertions are on what arrived.
+// endpoint from delaying the others, and a job left locked by a worker
+// process killed with SIGKILL mid-attempt comes back at the next worker start
+// with the same webhook-id. Waits are bounded safety nets; assertions are on what arrived.
 
 const SAFETY_MS = 30_000;
+const SESSION_KEY = 'callbacks-worker-test-session-key-0123456789';
 let db: TestDatabase;
 
 before(async () => {
@@ -40,7 +44,7 @@ async function worker(): Promise<Worker> {
     pollIntervalMs: 100,
     callbackDelivery: createCallbackDelivery({
       sql: db.app,
-      sessionKey: 'callbacks-worker-test-session-key-0123456789',
+      sessionKey: SESSION_KEY,
       rules: createCallbackRules({ env: 'development', callbackAllow: ['127.0.0.1/32'] }),
       // Held answers stay open for the whole test, not the 10 s default.
       send: { timeoutMs: 120_000 },
@@ -113,30 +117,59 @@ test('RLY-7: 1,000 events to one slow endpoint: the others are not delayed', asy
   }
 });
 
-test('RLY-7: a delivery whose worker was killed mid-attempt is not lost: the next worker start frees its lock and sends it again with the same webhook-id', async () => {
+test('RLY-7: a worker killed with SIGKILL mid-attempt loses no delivery: a restarted worker frees the lock and sends it again with the same webhook-id', async () => {
   const receiver = await callbackReceiver();
+  const held: ServerResponse[] = [];
+  // The first attempt is never answered: the worker is killed while it waits.
+  receiver.answer = (res) => held.push(res);
   const endpoint = await callbackEndpoint(db, receiver.url);
   const made = await callbackDeliveryRow(db, endpoint);
   await withTenant(db.app, endpoint.tenantId, (tx) =>
     enqueueCallbackDelivery(tx, { tenantId: endpoint.tenantId, id: made.id, endpointId: endpoint.id }),
   );
-  // What kill -9 mid-attempt leaves: the job and its endpoint's queue locked by a worker that is gone,
-  // three minutes ago (graphile-worker itself would wait 4 hours), and no attempt recorded.
-  await db.superuser`
-    update graphile_worker._private_jobs
-    set locked_at = now() - interval '3 minutes', locked_by = 'worker-killed', attempts = 1
-    where key = ${callbackJobKey(made.id)}`;
-  await db.superuser`
-    update graphile_worker._private_job_queues
-    set locked_at = now() - interval '3 minutes', locked_by = 'worker-killed'
-    where queue_name = ${`callback:${endpoint.id}`}`;
-  const running = await worker();
+  const child = spawn(
+    process.execPath,
+    [fileURLToPath(new URL('../../test/helpers/callback-worker-process.ts', import.meta.url))],
+    {
+      env: {
+        ...process.env,
+        CALLBACK_WORKER: JSON.stringify({
+          target: db.target,
+          credentials: db.appCredentials,
+          sessionKey: SESSION_KEY,
+        }),
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  const exited = once(child, 'exit');
+  let running: Worker | undefined;
   try {
-    await until('the delivery arrived', () => receiver.received.length === 1);
-    assert.equal(receiver.received[0]?.headers['webhook-id'], made.webhookId);
+    await until('the killed worker made its attempt', () => receiver.received.length === 1);
+    child.kill('SIGKILL');
+    await exited;
+    for (const res of held) res.destroy();
+    const [locked] = await db.superuser<{ locked_by: string | null }[]>`
+      select locked_by from graphile_worker._private_jobs where key = ${callbackJobKey(made.id)}`;
+    assert.ok(locked?.locked_by, 'the dead worker still holds the job');
+    // Time passes beyond STALE_LOCK_SECONDS: the lock is aged rather than waited for.
+    await db.superuser`
+      update graphile_worker._private_jobs set locked_at = now() - interval '3 minutes'
+      where key = ${callbackJobKey(made.id)}`;
+    await db.superuser`
+      update graphile_worker._private_job_queues set locked_at = now() - interval '3 minutes'
+      where queue_name = ${`callback:${endpoint.id}`}`;
+    receiver.answer = (res) => res.writeHead(200).end();
+    running = await worker();
+    await until('the delivery was sent again', () => receiver.received.length === 2);
+    assert.deepEqual(
+      receiver.received.map((r) => r.headers['webhook-id']),
+      [made.webhookId, made.webhookId],
+    );
   } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     // A graceful stop waits for the running job, so its attempt is recorded below.
-    await running.stop();
+    await running?.stop();
     await receiver.close();
   }
   const [row] = await withTenant(
@@ -145,5 +178,6 @@ test('RLY-7: a delivery whose worker was killed mid-attempt is not lost: the nex
     (tx) => tx<{ state: string; attempts: number }[]>`
       select state, attempts from callback_deliveries where id = ${made.id}`,
   );
+  // The killed attempt was never recorded: one attempt, succeeded.
   assert.deepEqual([row?.state, row?.attempts], ['succeeded', 1]);
 });
