@@ -183,8 +183,9 @@ async function failSeries(endpoint: TestEndpoint): Promise<string> {
   return made.id;
 }
 
-test(`RLY-7: ${DISABLE_AFTER_FAILED_DELIVERIES} failed deliveries in a row disable the endpoint with a reason the owner sees; a replay once the receiver is back succeeds with the same webhook-id`, async () => {
+test('RLY-7: 5 failed deliveries in a row disable the endpoint with a reason the owner sees; a replay once the receiver is back succeeds with the same webhook-id', async () => {
   receiver.answer = (res) => res.writeHead(503).end();
+  assert.equal(DISABLE_AFTER_FAILED_DELIVERIES, 5);
   const endpoint = await callbackEndpoint(db, receiver.url);
   const failed: string[] = [];
   for (let i = 0; i < DISABLE_AFTER_FAILED_DELIVERIES; i += 1) failed.push(await failSeries(endpoint));
