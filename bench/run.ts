@@ -4,6 +4,7 @@ import { printSummary } from './ab.ts';
 import { runApiBench } from './api.ts';
 import { runAuditBench } from './audit.ts';
 import { runCallbackEventsBench } from './callback-events.ts';
+import { runCallbacksBench } from './callbacks.ts';
 import { runCheckpointBench } from './checkpoint.ts';
 import { runColdStartBench } from './cold-start.ts';
 import { runEgressBench } from './egress.ts';
@@ -38,6 +39,7 @@ const scenarios: Record<string, (db: TestDatabase) => Promise<unknown>> = {
   relay: runRelayBench,
   status: runStatusBench,
   'callback-events': runCallbackEventsBench,
+  callbacks: runCallbacksBench,
 };
 
 const asked = process.argv.slice(2);

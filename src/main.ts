@@ -4,6 +4,8 @@ import { createBwrapDriver } from './agents/runtime/bwrap-driver.ts';
 import { createLifecycle } from './agents/runtime/lifecycle.ts';
 import { loadTemplateCatalog, templateDirs } from './agents/templates.ts';
 import { loadAuditSetup } from './audit/setup.ts';
+import { createCallbackDelivery } from './callbacks/deliver.ts';
+import { createCallbackRules } from './callbacks/destination.ts';
 import { type Config, type Env, loadConfig } from './config.ts';
 import { type Database, openDatabase } from './db/database.ts';
 import { createMailer, type Mailer } from './email/mailer.ts';
@@ -142,6 +144,11 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
         mailer,
         publicUrl: config.publicUrl,
         audit,
+        callbackDelivery: createCallbackDelivery({
+          sql: db.app,
+          sessionKey,
+          rules: createCallbackRules(config),
+        }),
         ...(lifecycle === undefined
           ? {}
           : {

@@ -8,6 +8,7 @@ import { decideListing } from '../src/relay/listings.ts';
 import { createAccount, loginAgain, mintInvite, type TestAccount } from './helpers/accounts.ts';
 import { insertAgent } from './helpers/agents.ts';
 import { useTestApp } from './helpers/app.ts';
+import { callbackDeliveryRow, callbackEndpoint, type TestEndpoint } from './helpers/callbacks.ts';
 import { registeredRoutes } from './helpers/routes.ts';
 
 // TEN-7. Attack: a signed-in user of tenant B names tenant A's identifiers
@@ -32,6 +33,8 @@ const ctx = useTestApp();
 let alice: TestAccount;
 let aliceMember: TestAccount;
 let bob: TestAccount;
+/** Each tenant's callback endpoint (RLY-7), by tenant id: the path id of its delivery list. */
+const callbackEndpoints = new Map<string, TestEndpoint>();
 
 ctx.before(async () => {
   alice = await createAccount(ctx.db, ctx.testApp);
@@ -80,6 +83,13 @@ ctx.before(async () => {
       });
       assert.equal(callback.statusCode, 201, callback.body);
     }
+    // A callback endpoint with a delivery each (RLY-7), so their ids are among the probes.
+    const callback = await callbackEndpoint(ctx.db, 'https://hooks.example/cb', {
+      tenantId: owner.user.tenant_id,
+      agentId: created.json<{ id: string }>().id,
+    });
+    await callbackDeliveryRow(ctx.db, callback);
+    callbackEndpoints.set(owner.user.tenant_id, callback);
   }
   // Two connections to A's published agent from a third tenant (C), one approved with its token
   // claimed, so connection ids are among A's ids and A's incoming list pages (RLY-2).
@@ -576,11 +586,23 @@ describe('cross-tenant suite, generated from /openapi.json', () => {
         { ...record, ...sizes },
       ]),
     );
+    const aliceCallbacks = callbackEndpoints.get(tenantId);
+    assert.ok(aliceCallbacks !== undefined);
+    await callbackDeliveryRow(ctx.db, aliceCallbacks);
+    // A list whose path id is not an agent's: the id of each tenant's own endpoint.
+    const pathIds: Record<string, Map<string, string>> = {
+      '/api/v1/webhook-endpoints/:id/deliveries': new Map(
+        [aliceAgent, bobAgent].map((agent, i) => [
+          agent,
+          callbackEndpoints.get([alice, bob][i]?.user.tenant_id ?? '')?.id ?? '',
+        ]),
+      ),
+    };
     const { all } = await identifiersOfA();
     const failures: string[] = [];
     bobCookie = (await loginAgain(ctx.db, ctx.testApp, bob)).sessionCookie;
     for (const route of paged) {
-      const urlOf = (agentId: string) => fill(doc, route, agentId);
+      const urlOf = (agentId: string) => fill(doc, route, pathIds[route.path]?.get(agentId) ?? agentId);
       const own = await ctx.testApp.app.inject({
         method: 'GET',
         url: `${urlOf(aliceAgent)}?limit=1`,

@@ -17,6 +17,7 @@ import { startThread } from '../src/relay/threads.ts';
 import { escapeHtml } from '../src/web/html.ts';
 import { createAccount, mintInvite, type TestAccount } from './helpers/accounts.ts';
 import { useTestApp } from './helpers/app.ts';
+import { callbackDeliveryRow, callbackEndpoint } from './helpers/callbacks.ts';
 import { approvedConnection } from './helpers/relay.ts';
 import { registeredRoutes } from './helpers/routes.ts';
 
@@ -136,7 +137,8 @@ type Target =
   | 'own-token'
   | 'own-session'
   | 'inbound-webhook'
-  | 'callback-endpoint';
+  | 'callback-endpoint'
+  | 'callback-delivery';
 
 interface Probe {
   /** The row of the role table that decides; 'signed-in': any user, on their own things only. */
@@ -179,6 +181,12 @@ const ROUTES: Record<string, readonly Probe[]> = {
   ],
   'DELETE /api/v1/agents/:id/credentials/:name': [{ action: 'credential.manage', target: 'agent' }],
   'GET /api/v1/agents/:id/inbound-webhooks': [{ action: 'agent.manage', target: 'agent' }],
+  'GET /api/v1/webhook-endpoints/:id/deliveries': [{ action: 'relay.approve', target: 'callback-endpoint' }],
+  'POST /api/v1/webhook-endpoints/:id/replay-failed': [
+    { action: 'relay.approve', target: 'callback-endpoint', body: form({ since: '2026-01-01T00:00:00Z' }) },
+  ],
+  'GET /api/v1/webhook-deliveries/:id': [{ action: 'relay.approve', target: 'callback-delivery' }],
+  'POST /api/v1/webhook-deliveries/:id/replay': [{ action: 'relay.approve', target: 'callback-delivery' }],
   'POST /api/v1/agents/:id/inbound-webhooks': [{ action: 'agent.manage', target: 'agent' }],
   'DELETE /api/v1/agents/:id/inbound-webhooks/:endpoint_id': [
     { action: 'agent.manage', target: 'inbound-webhook' },
@@ -395,6 +403,14 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
       insert into inbound_webhooks (tenant_id, agent_id, description, secret_salt)
       values (${creator.user.tenant_id}::uuid, ${agentId}::uuid, 'roles', ${randomBytes(16)}) returning id`;
     url = url.replace(':id', agentId).replace(':endpoint_id', endpoint?.id ?? '');
+  } else if (probe.target === 'callback-delivery') {
+    const creator = own ? actor : colleague;
+    createdBy = creator.user.id;
+    const endpoint = await callbackEndpoint(ctx.db, 'https://hooks.example/roles', {
+      tenantId: creator.user.tenant_id,
+      agentId: await agentBy(creator),
+    });
+    url = url.replace(':id', (await callbackDeliveryRow(ctx.db, endpoint)).id);
   } else if (probe.target === 'own-token') {
     const [token] = await ctx.db.superuser<{ id: string }[]>`
       select id from api_tokens where user_id = ${actor.user.id}::uuid limit 1`;
@@ -432,9 +448,14 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
 
 function judge(role: Role, key: string, probe: Probe, own: boolean, outcome: Outcome): string | undefined {
   const { response } = outcome;
-  const onAgent = ['agent', 'connection', 'thread', 'inbound-webhook', 'callback-endpoint'].includes(
-    probe.target ?? '',
-  );
+  const onAgent = [
+    'agent',
+    'connection',
+    'thread',
+    'inbound-webhook',
+    'callback-endpoint',
+    'callback-delivery',
+  ].includes(probe.target ?? '');
   const where = `${role} ${key}${onAgent ? (own ? ' (own agent)' : " (a colleague's agent)") : ''}${
     probe.body === undefined ? '' : ` ${JSON.stringify(probe.body())}`
   }`;

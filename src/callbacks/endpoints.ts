@@ -134,6 +134,30 @@ export interface ShownSecret {
   readonly signing_secret: string;
 }
 
+/** Throws unless the principal manages endpoints of this agent or outgoing connection (404 when not this tenant's). */
+export async function authorizeSubject(
+  tx: TenantSql,
+  principal: Principal,
+  subject: { agentId: string | null; connectionId: string | null },
+): Promise<void> {
+  if (subject.agentId !== null) {
+    const [agent] = await tx<{ created_by: string | null }[]>`
+      select created_by from agents where ${boundTenant(tx)} and id = ${subject.agentId}::uuid`;
+    if (agent === undefined) throw new AppError('not_found', 'no such agent', { field: 'agent_id' });
+    authorize(principal, 'relay.approve', agent.created_by);
+    return;
+  }
+  // The caller side: this tenant's own outgoing row (the incoming one is the target's business).
+  const [connection] = await tx<{ requester_user_id: string }[]>`
+    select requester_user_id from relay_connections
+    where ${boundTenant(tx)} and id = ${subject.connectionId}::uuid and side = 'outgoing'`;
+  if (connection === undefined) {
+    throw new AppError('not_found', 'no such connection', { field: 'connection_id' });
+  }
+  // Same grants as relay.approve, with the requester in the creator's place.
+  authorize(principal, 'relay.approve', connection.requester_user_id);
+}
+
 export function createCallbackEndpoints(deps: { sessionKey: string; rules: CallbackRules }) {
   const deriver = callbackSecretDeriver(deps.sessionKey);
 
@@ -153,30 +177,6 @@ export function createCallbackEndpoints(deps: { sessionKey: string; rules: Callb
     created_at: row.created_at,
     updated_at: row.updated_at,
   });
-
-  /** Throws unless the principal manages endpoints of this agent or outgoing connection (404 when not this tenant's). */
-  async function authorizeSubject(
-    tx: TenantSql,
-    principal: Principal,
-    subject: { agentId: string | null; connectionId: string | null },
-  ): Promise<void> {
-    if (subject.agentId !== null) {
-      const [agent] = await tx<{ created_by: string | null }[]>`
-        select created_by from agents where ${boundTenant(tx)} and id = ${subject.agentId}::uuid`;
-      if (agent === undefined) throw new AppError('not_found', 'no such agent', { field: 'agent_id' });
-      authorize(principal, 'relay.approve', agent.created_by);
-      return;
-    }
-    // The caller side: this tenant's own outgoing row (the incoming one is the target's business).
-    const [connection] = await tx<{ requester_user_id: string }[]>`
-      select requester_user_id from relay_connections
-      where ${boundTenant(tx)} and id = ${subject.connectionId}::uuid and side = 'outgoing'`;
-    if (connection === undefined) {
-      throw new AppError('not_found', 'no such connection', { field: 'connection_id' });
-    }
-    // Same grants as relay.approve, with the requester in the creator's place.
-    authorize(principal, 'relay.approve', connection.requester_user_id);
-  }
 
   async function managedRow(
     tx: TenantSql,

@@ -3,6 +3,7 @@ import type { Sql } from 'postgres';
 import { isUuid, serviceQuery, type TenantSql } from '../db/tenant.ts';
 import { AppError } from '../errors.ts';
 import { boundTenant } from '../http/page-cursor.ts';
+import { enqueueCallbackDelivery } from './deliver.ts';
 import { CALLBACK_EVENT_TYPES, type CallbackEventType } from './endpoints.ts';
 
 // The `callback_fanout` job (RLY-7): one thread event (events.ts) becomes one
@@ -19,7 +20,6 @@ import { CALLBACK_EVENT_TYPES, type CallbackEventType } from './endpoints.ts';
 // token already shows (the thread, the connection, the target's public handle,
 // the message's author kind and text); never a user, nor either tenant's id.
 
-export const CALLBACK_DELIVER_TASK = 'callback_deliver';
 /** callback_deliveries.payload's bound (migration 0025). */
 export const MAX_PAYLOAD_BYTES = 65536;
 
@@ -82,7 +82,7 @@ export async function fanoutCallbackEvent(sql: Sql, payload: unknown): Promise<v
     async (tx) => {
       const read = await readEvent(tx, event);
       if (read === undefined) return undefined;
-      await deliverTo(tx, event, read.body, tx`agent_id = ${read.agentId}::uuid`);
+      await deliverTo(tx, event.tenantId, event, read.body, tx`agent_id = ${read.agentId}::uuid`);
       return read;
     },
   );
@@ -91,7 +91,8 @@ export async function fanoutCallbackEvent(sql: Sql, payload: unknown): Promise<v
   await serviceQuery(
     sql,
     { tenantId: found.peerTenantId, reason: 'callbacks: fan out a thread event (caller side)' },
-    (tx) => deliverTo(tx, event, found.body, tx`connection_id = ${found.connectionId}::uuid`),
+    (tx) =>
+      deliverTo(tx, found.peerTenantId, event, found.body, tx`connection_id = ${found.connectionId}::uuid`),
   );
 }
 
@@ -145,6 +146,7 @@ async function readEvent(
 /** One delivery (and its job) per enabled endpoint of this tenant matching `subject` that wants the type. */
 async function deliverTo(
   tx: TenantSql,
+  tenantId: string,
   event: FanoutEvent,
   body: string,
   subject: ReturnType<TenantSql>,
@@ -161,12 +163,6 @@ async function deliverTo(
       on conflict (endpoint_id, event_id) do nothing
       returning id`;
     if (delivery === undefined) continue;
-    // H5's task (deliver.ts); by name, with the key graphile-worker dedupes on (OPS-2).
-    await tx`
-      select graphile_worker.add_job(
-        identifier => ${CALLBACK_DELIVER_TASK}::text,
-        payload => json_build_object('tenant_id', enclave.current_tenant_id(), 'delivery_id', ${delivery.id}::text),
-        job_key => ${`${CALLBACK_DELIVER_TASK}:${delivery.id}`}::text
-      )`;
+    await enqueueCallbackDelivery(tx, { tenantId, id: delivery.id, endpointId: endpoint.id });
   }
 }

@@ -38,6 +38,7 @@ import { registerAuditPages } from '../audit/page-routes.ts';
 import { registerAuditApi } from '../audit/routes.ts';
 import type { AuditSetup } from '../audit/setup.ts';
 import { registerTileRoutes } from '../audit/tile-routes.ts';
+import { registerDeliveryRoutes } from '../callbacks/delivery-routes.ts';
 import { createCallbackRules } from '../callbacks/destination.ts';
 import { registerCallbackEndpointRoutes } from '../callbacks/endpoint-routes.ts';
 import { createCallbackEndpoints } from '../callbacks/endpoints.ts';
@@ -275,6 +276,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerA2aRoutes(app, { sql: deps.sql, rateLimits: deps.rateLimits });
   const inbound = createInboundWebhooks({ sql: deps.sql, sessionKey: deps.sessionKey, agents });
   registerInboundWebhookRoutes(app, { inbound, publicUrl: deps.config.publicUrl });
+  registerDeliveryRoutes(app, { cursors });
   registerInboundWebhookPages(app, {
     inbound,
     agents,

@@ -4,6 +4,11 @@ import { type InviteMailPayload, markInviteMailed, mintInviteForMail } from '../
 import { type LinkMailPayload, type LinkPurpose, mintLinkForMail } from '../accounts/links.ts';
 import type { Lifecycle } from '../agents/runtime/lifecycle.ts';
 import type { AuditServices } from '../audit/setup.ts';
+import {
+  type CallbackDeliverPayload,
+  type CallbackDelivery,
+  unlockStaleCallbackJobs,
+} from '../callbacks/deliver.ts';
 import { fanoutCallbackEvent } from '../callbacks/fanout.ts';
 import type { Mailer } from '../email/mailer.ts';
 import { accountExistsMail, inviteMail, recoveryMail, verificationMail } from '../email/messages.ts';
@@ -51,6 +56,10 @@ export interface TaskPayloads {
     occurred_at: string;
     message_id?: string;
   };
+  /** One attempt of a callback delivery; the next one is scheduled by the job (src/callbacks/deliver.ts). */
+  callback_deliver: CallbackDeliverPayload;
+  /** Cron, every minute, and at worker start: frees callback jobs a killed worker left locked. */
+  callback_unlock: Record<string, never>;
 }
 
 /** Tasks only a worker that runs agent instances registers, so other workers never take them. */
@@ -78,6 +87,8 @@ export interface TaskDeps {
   readonly relayDelivery?: Pick<RelayDelivery, 'deliver'> | undefined;
   /** Beside `relayDelivery`: inbound webhook events reach instances the same way. */
   readonly inboundDelivery?: Pick<InboundDelivery, 'deliver'> | undefined;
+  /** Sends callbacks (RLY-7); any worker process, it needs no instance socket. */
+  readonly callbackDelivery?: Pick<CallbackDelivery, 'deliver'> | undefined;
   /** What time it is for jobs that act on age (relay_retention); the system clock when absent. */
   readonly clock?: () => Date;
 }
@@ -161,6 +172,15 @@ export function createTaskHandlers(deps: TaskDeps): TaskHandlers {
       }
     },
     callback_fanout: (payload) => fanoutCallbackEvent(deps.sql, payload),
+    callback_unlock: async () => {
+      await unlockStaleCallbackJobs(deps.sql);
+    },
+    ...(deps.callbackDelivery === undefined
+      ? {}
+      : {
+          callback_deliver: (payload: unknown) =>
+            deps.callbackDelivery?.deliver(payload) ?? Promise.resolve(),
+        }),
     ...(deps.lifecycle === undefined
       ? {}
       : {

@@ -12,6 +12,7 @@ import type { Sql } from 'postgres';
 import type { Lifecycle } from '../agents/runtime/lifecycle.ts';
 import { startCheckpointer } from '../audit/checkpointer.ts';
 import { type AuditSetup, createAuditServices } from '../audit/setup.ts';
+import type { CallbackDelivery } from '../callbacks/deliver.ts';
 import type { Credentials, DbTarget } from '../db/target.ts';
 import { connectionUrl } from '../db/target.ts';
 import { DB_TIMEOUT_DEFAULT_MS, pgPoolTimeouts } from '../db/timeouts.ts';
@@ -45,6 +46,8 @@ export interface WorkerDeps {
   readonly relayDelivery?: RelayDelivery;
   /** Inbound webhook events to instances, beside `relayDelivery`. */
   readonly inboundDelivery?: InboundDelivery;
+  /** Callback deliveries (RLY-7), in every worker process. */
+  readonly callbackDelivery?: CallbackDelivery;
   readonly events?: WorkerEvents;
   /** How often jobs are looked for besides the insert notifications (POLL_INTERVAL_MS when absent). */
   readonly pollIntervalMs?: number;
@@ -75,6 +78,7 @@ export const cronItems = (runtime = false) =>
     platformCron('maintenance_prune', '17 * * * *', 3),
     platformCron('relay_retention', '29 * * * *', 3),
     platformCron('audit_retention', '41 3 * * *', 3),
+    platformCron('callback_unlock', '* * * * *', 1),
     ...(runtime ? [platformCron('agent_reconcile', '* * * * *', 1)] : []),
   ]);
 
@@ -114,6 +118,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     lifecycle: deps.lifecycle,
     relayDelivery: deps.relayDelivery,
     inboundDelivery: deps.inboundDelivery,
+    callbackDelivery: deps.callbackDelivery,
   } satisfies TaskDeps);
   const taskList: TaskList = {};
   for (const [name, handler] of Object.entries(handlers)) {
@@ -148,6 +153,8 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     await pool.end();
     throw error;
   }
+  // Callback jobs a killed worker left locked are freed now, not at the next cron tick.
+  await runner.addJob('callback_unlock', {}, { jobKey: 'callback_unlock', maxAttempts: 1 });
   // Instances that should run are started again now, not at the next cron tick.
   if (deps.lifecycle !== undefined) {
     await runner.addJob('agent_reconcile', {}, { jobKey: 'agent_reconcile', maxAttempts: 1 });

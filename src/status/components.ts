@@ -4,7 +4,7 @@
 // (a count, an age, a rate); no tenant, agent or job identity is ever part of it.
 
 export type ComponentStatus = 'operational' | 'degraded' | 'down';
-/** Only the callbacks component has it: nothing to measure yet (see readCallbackFigures). */
+/** Only the callbacks component has it: no delivery finished in the hour (see readCallbackFigures). */
 export type CallbacksStatus = ComponentStatus | 'no_data';
 
 /** The thresholds, as the README's "Status page" section documents them. */

@@ -67,15 +67,30 @@ export async function readPlatformFigures(sql: Sql, timeoutMs: number): Promise<
 }
 
 /**
- * Callback delivery success over the last hour and day. Callback deliveries
- * (RLY-7) do not exist yet: until their table does, there is nothing to
- * measure and both rates are null, which the page shows as no_data. Wiring
- * them is this function alone: it will be called as (sql, timeoutMs), like
- * readPlatformFigures, and answer a rate per window, null for a window
- * without deliveries; if it throws, the callbacks component reads down.
+ * Callback delivery success over the last hour and day (RLY-7): of the
+ * deliveries that finished in the window (succeeded or failed; pending ones
+ * are not an outcome yet), the share that succeeded; null for a window where
+ * none finished. Counted by enclave.status_callback_outcomes (migration 0025,
+ * SECURITY DEFINER, counts only), bounded as readPlatformFigures is; if it
+ * throws, the callbacks component reads down.
  */
-export async function readCallbackFigures(): Promise<CallbackFigures> {
-  return { successRateHour: null, successRateDay: null };
+export async function readCallbackFigures(sql: Sql, timeoutMs: number): Promise<CallbackFigures> {
+  const reading = sql.begin(async (tx) => {
+    await tx`select set_config('statement_timeout', ${String(timeoutMs)}, true)`;
+    const [row] = await tx<{ hour_ok: number; hour_failed: number; day_ok: number; day_failed: number }[]>`
+      select h.succeeded::int as hour_ok, h.failed::int as hour_failed,
+        d.succeeded::int as day_ok, d.failed::int as day_failed
+      from enclave.status_callback_outcomes(now() - interval '1 hour') h,
+        enclave.status_callback_outcomes(now() - interval '1 day') d`;
+    if (row === undefined) throw new Error('the callback outcome query returned no row');
+    return row;
+  });
+  const row = await withinBound(reading, timeoutMs);
+  const rate = (ok: number, failed: number) => (ok + failed === 0 ? null : ok / (ok + failed));
+  return {
+    successRateHour: rate(row.hour_ok, row.hour_failed),
+    successRateDay: rate(row.day_ok, row.day_failed),
+  };
 }
 
 function wholeSeconds(seconds: number | null): number | null {

@@ -6,10 +6,12 @@ import type { Sql } from 'postgres';
 import { createAccount, type TestAccount } from '../../test/helpers/accounts.ts';
 import { insertAgent } from '../../test/helpers/agents.ts';
 import { buildTestApp, useTestApp } from '../../test/helpers/app.ts';
+import { callbackDeliveryRow, callbackEndpoint } from '../../test/helpers/callbacks.ts';
 import { connect } from '../db/target.ts';
 import { withTenant } from '../db/tenant.ts';
 import type { App } from '../http/app.ts';
-import type { StatusReport } from './components.ts';
+import { callbacksStatus, type StatusReport } from './components.ts';
+import { readCallbackFigures } from './platform-reads.ts';
 
 // RLY-10: /status.json and /status are public, carry platform-wide figures and
 // no tenant's data, and answer within seconds when the database is frozen.
@@ -63,7 +65,7 @@ describe('/status.json and /status', () => {
     assert.equal(c.queue.status, 'operational');
     assert.equal(typeof c.queue.depth, 'number');
     assert.equal(c.agent_instances.running, 1);
-    // Callback deliveries (RLY-7) do not exist yet: no data, which does not lower the overall status.
+    // No callback delivery has finished yet: no data, which does not lower the overall status.
     assert.deepEqual(
       { status: c.callbacks.status, hour: c.callbacks.success_rate_hour, day: c.callbacks.success_rate_day },
       { status: 'no_data', hour: null, day: null },
@@ -107,6 +109,53 @@ describe('/status.json and /status', () => {
       await ctx.testApp.app.inject({ method: 'GET', url: '/status.json' })
     ).json() as StatusReport;
     assert.equal(second.checked_at, first.checked_at);
+  });
+
+  test('RLY-10: the callback rates are the share of deliveries finished in the last hour and day that succeeded', async () => {
+    const endpoint = await callbackEndpoint(ctx.db, 'https://hooks.example/cb', {
+      tenantId: tenant.user.tenant_id,
+    });
+    const finished = [
+      ['succeeded', '5 minutes'],
+      ['succeeded', '10 minutes'],
+      ['succeeded', '20 minutes'],
+      ['failed', '30 minutes'],
+      ['failed', '3 hours'],
+      ['failed', '2 days'],
+    ];
+    for (const [state, ago] of finished) {
+      const made = await callbackDeliveryRow(ctx.db, endpoint);
+      await withTenant(
+        ctx.db.app,
+        endpoint.tenantId,
+        (tx) => tx`
+          update callback_deliveries set state = ${state ?? ''}, attempts = 1,
+            finished_at = now() - ${ago ?? ''}::interval
+          where id = ${made.id}`,
+      );
+    }
+    // A pending delivery is no outcome yet.
+    await callbackDeliveryRow(ctx.db, endpoint);
+    assert.deepEqual(await readCallbackFigures(ctx.db.app, 2000), {
+      successRateHour: 0.75,
+      successRateDay: 0.6,
+    });
+    // A fresh app (the shared one's report is cached) shows them, judged on the hour.
+    const { app } = await buildTestApp(ctx.db);
+    try {
+      const c = ((await app.inject({ method: 'GET', url: '/status.json' })).json() as StatusReport)
+        .components;
+      assert.deepEqual(
+        {
+          status: c.callbacks.status,
+          hour: c.callbacks.success_rate_hour,
+          day: c.callbacks.success_rate_day,
+        },
+        { status: callbacksStatus(0.75), hour: 0.75, day: 0.6 },
+      );
+    } finally {
+      await app.close();
+    }
   });
 });
 
@@ -173,6 +222,8 @@ describe('/status.json with a frozen database', () => {
         [c.database, c.job_workers, c.queue, c.agent_instances, c.audit_checkpoints].map((x) => x.status),
         ['down', 'down', 'down', 'down', 'down'],
       );
+      // The callback rates are read from the same database: down too, not no_data.
+      assert.equal(c.callbacks.status, 'down');
       assert.equal(c.database.response_ms, null);
       assert.equal(c.queue.depth, null);
       const page = await app.inject({ method: 'GET', url: '/status' });

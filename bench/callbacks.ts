@@ -1,0 +1,147 @@
+import { EventEmitter } from 'node:events';
+import { Writable } from 'node:stream';
+import { run, type WorkerEvents } from 'graphile-worker';
+import { createCallbackDelivery, enqueueCallbackDelivery } from '../src/callbacks/deliver.ts';
+import { createCallbackRules } from '../src/callbacks/destination.ts';
+import { connectionUrl } from '../src/db/target.ts';
+import { withTenant } from '../src/db/tenant.ts';
+import { createOutboxMailer } from '../src/email/mailer.ts';
+import { graphileLogger, startWorker, type Worker } from '../src/jobs/worker.ts';
+import { createLogger } from '../src/logger.ts';
+import { testAuditSetup } from '../test/helpers/audit.ts';
+import { callbackEndpoint, callbackReceiver, type TestEndpoint } from '../test/helpers/callbacks.ts';
+import type { TestDatabase } from '../test/helpers/database.ts';
+import { compare } from './ab.ts';
+
+// `npm run bench -- callbacks` (issue #16 item 3): callback deliveries per
+// second through the real worker (callback_deliver: load, sign, POST to a
+// receiver on 127.0.0.1 that answers at once, record the attempt) against
+// graphile-worker's own rate for an empty job, same database, same
+// concurrency, in interleaved rounds of BATCH jobs. The thread event →
+// delivery latency needs H4's emission; until then p50/p99 are measured
+// from the delivery row's insert (with its job, one transaction) to the
+// receiver's arrival, which includes waiting in the endpoint's queue (a
+// batch puts BATCH / ENDPOINTS deliveries in each).
+
+const BATCH = 40;
+const ENDPOINTS = 4;
+const CONCURRENCY = 4;
+
+function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
+}
+
+/** Resolves once `count` jobs of `task` completed after the call. */
+function completions(events: WorkerEvents, task: string) {
+  let waiting: { left: number; resolve: () => void } | undefined;
+  events.on('job:complete', ({ job }) => {
+    if (job.task_identifier !== task || waiting === undefined) return;
+    waiting.left -= 1;
+    if (waiting.left === 0) waiting.resolve();
+  });
+  return (count: number) =>
+    new Promise<void>((resolve) => {
+      waiting = { left: count, resolve };
+    });
+}
+
+export async function runCallbacksBench(db: TestDatabase): Promise<void> {
+  const receiver = await callbackReceiver();
+  const quiet = createLogger('warn', new Writable({ write: (_c, _e, done) => done() }));
+  const events: WorkerEvents = new EventEmitter();
+  const noopEvents: WorkerEvents = new EventEmitter();
+  let worker: Worker | undefined;
+  const noop = await run({
+    connectionString: connectionUrl(db.target, db.appCredentials),
+    concurrency: CONCURRENCY,
+    taskList: { bench_noop: async () => {} },
+    noHandleSignals: true,
+    logger: graphileLogger(quiet),
+    events: noopEvents,
+  });
+  try {
+    worker = await startWorker({
+      target: db.target,
+      credentials: db.appCredentials,
+      sql: db.app,
+      logger: quiet,
+      concurrency: CONCURRENCY,
+      workerId: `callbacks-bench-${process.pid}`,
+      mailer: createOutboxMailer(db.app),
+      publicUrl: 'http://localhost:3000',
+      audit: testAuditSetup(),
+      events,
+      callbackDelivery: createCallbackDelivery({
+        sql: db.app,
+        sessionKey: 'callbacks-bench-session-key-0123456789abcdef',
+        rules: createCallbackRules({ env: 'development', callbackAllow: ['127.0.0.1/32'] }),
+      }),
+    });
+    const first = await callbackEndpoint(db, receiver.url);
+    const endpoints: TestEndpoint[] = [first];
+    while (endpoints.length < ENDPOINTS) {
+      endpoints.push(await callbackEndpoint(db, receiver.url, { tenantId: first.tenantId }));
+    }
+    const sent = new Map<string, number>();
+    const latencies: number[] = [];
+    receiver.answer = (res) => res.writeHead(204).end();
+    const arrived = receiver.received;
+    const delivered = completions(events, 'callback_deliver');
+    const noopDone = completions(noopEvents, 'bench_noop');
+    let n = 0;
+
+    const deliveries = async () => {
+      const done = delivered(BATCH);
+      const from = arrived.length;
+      await withTenant(db.app, first.tenantId, async (tx) => {
+        for (let i = 0; i < BATCH; i += 1) {
+          const endpoint = endpoints[i % ENDPOINTS] ?? first;
+          const webhookId = `msg_bench_${n++}`;
+          const [row] = await tx<{ id: string }[]>`
+            insert into callback_deliveries (tenant_id, endpoint_id, event_id, event_type, webhook_id, payload)
+            values (${first.tenantId}, ${endpoint.id}, gen_random_uuid(), 'thread.closed', ${webhookId},
+              '{"type":"thread.closed"}') returning id`;
+          if (row === undefined) throw new Error('callbacks bench: no delivery made');
+          await enqueueCallbackDelivery(tx, {
+            tenantId: first.tenantId,
+            id: row.id,
+            endpointId: endpoint.id,
+          });
+          sent.set(webhookId, performance.now());
+        }
+      });
+      await done;
+      for (const request of arrived.slice(from)) {
+        const at = sent.get(String(request.headers['webhook-id']));
+        if (at !== undefined) latencies.push(request.arrivedAt - at);
+      }
+    };
+    const emptyJobs = async () => {
+      const done = noopDone(BATCH);
+      await db.app.begin(async (tx) => {
+        for (let i = 0; i < BATCH; i += 1) {
+          await tx`select graphile_worker.add_job('bench_noop', '{}'::json)`;
+        }
+      });
+      await done;
+    };
+
+    await compare({
+      name: `callbacks: ${BATCH} deliveries to a local receiver vs ${BATCH} empty jobs (concurrency ${CONCURRENCY}, ${ENDPOINTS} endpoints)`,
+      a: { label: 'callback_deliver', op: deliveries },
+      b: { label: 'graphile-worker empty job', op: emptyJobs },
+      ratio: 'throughput',
+      per: { ops: 1 },
+      aim: { atLeast: 0.1 },
+    });
+    const sorted = [...latencies].sort((x, y) => x - y);
+    console.log(
+      `  delivery insert → receiver (no thread emission yet), ${sorted.length} deliveries: ` +
+        `p50 ${percentile(sorted, 50).toFixed(1)} ms, p99 ${percentile(sorted, 99).toFixed(1)} ms`,
+    );
+  } finally {
+    await worker?.stop();
+    await noop.stop();
+    await receiver.close();
+  }
+}

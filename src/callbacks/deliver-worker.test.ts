@@ -1,0 +1,183 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import type { ServerResponse } from 'node:http';
+import { Writable } from 'node:stream';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { testAuditSetup } from '../../test/helpers/audit.ts';
+import { callbackDeliveryRow, callbackEndpoint, callbackReceiver } from '../../test/helpers/callbacks.ts';
+import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
+import { withTenant } from '../db/tenant.ts';
+import { createOutboxMailer } from '../email/mailer.ts';
+import { startWorker, type Worker } from '../jobs/worker.ts';
+import { createLogger } from '../logger.ts';
+import { callbackJobKey, createCallbackDelivery, enqueueCallbackDelivery } from './deliver.ts';
+import { createCallbackRules } from './destination.ts';
+
+// RLY-7 with a real graphile-worker: the per-endpoint queue keeps a slow
+// endpoint from delaying the others, and a job left locked by a worker
+// process killed with SIGKILL mid-attempt comes back at the next worker start
+// with the same webhook-id. Waits are bounded safety nets; assertions are on what arrived.
+
+const SAFETY_MS = 30_000;
+const SESSION_KEY = 'callbacks-worker-test-session-key-0123456789';
+let db: TestDatabase;
+
+before(async () => {
+  db = await createTestDatabase();
+});
+after(() => db.drop());
+
+async function worker(): Promise<Worker> {
+  const quiet = new Writable({ write: (_chunk, _encoding, done) => done() });
+  return startWorker({
+    target: db.target,
+    credentials: db.appCredentials,
+    sql: db.app,
+    logger: createLogger('info', quiet),
+    concurrency: 4,
+    workerId: `callbacks-worker-${process.pid}`,
+    mailer: createOutboxMailer(db.app),
+    publicUrl: 'http://localhost:3000',
+    audit: testAuditSetup(),
+    pollIntervalMs: 100,
+    callbackDelivery: createCallbackDelivery({
+      sql: db.app,
+      sessionKey: SESSION_KEY,
+      rules: createCallbackRules({ env: 'development', callbackAllow: ['127.0.0.1/32'] }),
+      // Held answers stay open for the whole test, not the 10 s default.
+      send: { timeoutMs: 120_000 },
+    }),
+  });
+}
+
+function until(what: string, check: () => boolean): Promise<void> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const poll = setInterval(() => {
+      if (check()) {
+        clearInterval(poll);
+        resolve();
+      } else if (Date.now() - started > SAFETY_MS) {
+        clearInterval(poll);
+        reject(new Error(`safety net: ${what} did not happen`));
+      }
+    }, 20);
+  });
+}
+
+test('RLY-7: 1,000 events to one slow endpoint: the others are not delayed', async () => {
+  const slow = await callbackReceiver();
+  const fast = await callbackReceiver();
+  const held: ServerResponse[] = [];
+  slow.answer = (res) => held.push(res);
+  const slowEndpoint = await callbackEndpoint(db, slow.url);
+  const fastEndpoint = await callbackEndpoint(db, fast.url);
+  await withTenant(db.app, slowEndpoint.tenantId, async (tx) => {
+    const rows = await tx<{ id: string }[]>`
+      insert into callback_deliveries (tenant_id, endpoint_id, event_id, event_type, webhook_id, payload)
+      select ${slowEndpoint.tenantId}, ${slowEndpoint.id}, gen_random_uuid(), 'thread.closed',
+        'msg_slow_' || n, '{"type":"thread.closed"}'
+      from generate_series(1, 1000) n returning id`;
+    for (const row of rows) {
+      await enqueueCallbackDelivery(tx, {
+        tenantId: slowEndpoint.tenantId,
+        id: row.id,
+        endpointId: slowEndpoint.id,
+      });
+    }
+  });
+  const quick = await callbackDeliveryRow(db, fastEndpoint);
+  await withTenant(db.app, fastEndpoint.tenantId, (tx) =>
+    enqueueCallbackDelivery(tx, {
+      tenantId: fastEndpoint.tenantId,
+      id: quick.id,
+      endpointId: fastEndpoint.id,
+    }),
+  );
+  const running = await worker();
+  try {
+    await until('the fast endpoint got its event', () => fast.received.length === 1);
+    // One slow attempt at a time: the other 999 wait in the endpoint's queue, holding no worker slot.
+    assert.equal(slow.received.length, 1);
+    assert.equal(fast.received[0]?.headers['webhook-id'], quick.webhookId);
+    const [queues] = await db.superuser<{ count: number }[]>`
+      select count(*)::int as count from graphile_worker._private_job_queues where queue_name like 'callback:%'`;
+    assert.ok((queues?.count ?? 0) <= 2, 'one queue row per endpoint at most');
+  } finally {
+    // The 999 waiting jobs are not this test's: gone before the held attempt is answered and the worker stops.
+    await db.superuser`
+      delete from graphile_worker._private_jobs
+      where locked_at is null and key like 'callback_deliver:%'`;
+    for (const res of held) res.writeHead(200).end();
+    await running.stop();
+    await slow.close();
+    await fast.close();
+  }
+});
+
+test('RLY-7: a worker killed with SIGKILL mid-attempt loses no delivery: a restarted worker frees the lock and sends it again with the same webhook-id', async () => {
+  const receiver = await callbackReceiver();
+  const held: ServerResponse[] = [];
+  // The first attempt is never answered: the worker is killed while it waits.
+  receiver.answer = (res) => held.push(res);
+  const endpoint = await callbackEndpoint(db, receiver.url);
+  const made = await callbackDeliveryRow(db, endpoint);
+  await withTenant(db.app, endpoint.tenantId, (tx) =>
+    enqueueCallbackDelivery(tx, { tenantId: endpoint.tenantId, id: made.id, endpointId: endpoint.id }),
+  );
+  const child = spawn(
+    process.execPath,
+    [fileURLToPath(new URL('../../test/helpers/callback-worker-process.ts', import.meta.url))],
+    {
+      env: {
+        ...process.env,
+        CALLBACK_WORKER: JSON.stringify({
+          target: db.target,
+          credentials: db.appCredentials,
+          sessionKey: SESSION_KEY,
+        }),
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  const exited = once(child, 'exit');
+  let running: Worker | undefined;
+  try {
+    await until('the killed worker made its attempt', () => receiver.received.length === 1);
+    child.kill('SIGKILL');
+    await exited;
+    for (const res of held) res.destroy();
+    const [locked] = await db.superuser<{ locked_by: string | null }[]>`
+      select locked_by from graphile_worker._private_jobs where key = ${callbackJobKey(made.id)}`;
+    assert.ok(locked?.locked_by, 'the dead worker still holds the job');
+    // Time passes beyond STALE_LOCK_SECONDS: the lock is aged rather than waited for.
+    await db.superuser`
+      update graphile_worker._private_jobs set locked_at = now() - interval '3 minutes'
+      where key = ${callbackJobKey(made.id)}`;
+    await db.superuser`
+      update graphile_worker._private_job_queues set locked_at = now() - interval '3 minutes'
+      where queue_name = ${`callback:${endpoint.id}`}`;
+    receiver.answer = (res) => res.writeHead(200).end();
+    running = await worker();
+    await until('the delivery was sent again', () => receiver.received.length === 2);
+    assert.deepEqual(
+      receiver.received.map((r) => r.headers['webhook-id']),
+      [made.webhookId, made.webhookId],
+    );
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    // A graceful stop waits for the running job, so its attempt is recorded below.
+    await running?.stop();
+    await receiver.close();
+  }
+  const [row] = await withTenant(
+    db.app,
+    endpoint.tenantId,
+    (tx) => tx<{ state: string; attempts: number }[]>`
+      select state, attempts from callback_deliveries where id = ${made.id}`,
+  );
+  // The killed attempt was never recorded: one attempt, succeeded.
+  assert.deepEqual([row?.state, row?.attempts], ['succeeded', 1]);
+});
