@@ -4,13 +4,14 @@
 // callback_deliver job, and running it again makes nothing more.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { createAccount, type TestAccount } from '../../test/helpers/accounts.ts';
+import type { TestAccount } from '../../test/helpers/accounts.ts';
 import { useTestApp } from '../../test/helpers/app.ts';
 import {
   type ApprovedConnection,
   approvedConnection,
   type RelayAgent,
   relayAgent,
+  relayParties,
 } from '../../test/helpers/relay.ts';
 import { withTenant } from '../db/tenant.ts';
 import { type RelayGrant, resolveRelayToken } from '../relay/connections.ts';
@@ -27,14 +28,7 @@ let connection: ApprovedConnection;
 let grant: RelayGrant;
 
 ctx.before(async () => {
-  owner = await createAccount(ctx.db, ctx.testApp);
-  asker = await createAccount(ctx.db, ctx.testApp);
-  stranger = await createAccount(ctx.db, ctx.testApp);
-  agent = await relayAgent(ctx, owner);
-  connection = await approvedConnection(ctx, owner, asker, agent);
-  const resolved = await resolveRelayToken(ctx.db.app, connection.relayToken);
-  assert.ok(resolved);
-  grant = resolved;
+  ({ owner, asker, stranger, target: agent, connection, grant } = await relayParties(ctx));
 });
 
 const asTarget = <T>(fn: Parameters<typeof withTenant<T>>[2]) =>

@@ -16,6 +16,7 @@ import {
   approvedConnection,
   type RelayAgent,
   relayAgent,
+  relayParties,
 } from '../../test/helpers/relay.ts';
 import { hashToken, mintToken } from '../tokens.ts';
 import { MESSAGE_BODY_LIMIT } from './data-plane-routes.ts';
@@ -31,11 +32,7 @@ let connection: ApprovedConnection;
 let other: ApprovedConnection;
 
 ctx.before(async () => {
-  owner = await createAccount(ctx.db, ctx.testApp);
-  asker = await createAccount(ctx.db, ctx.testApp);
-  stranger = await createAccount(ctx.db, ctx.testApp);
-  target = await relayAgent(ctx, owner);
-  connection = await approvedConnection(ctx, owner, asker, target);
+  ({ owner, asker, stranger, target, connection } = await relayParties(ctx));
   // Another grant to the same agent, of another tenant: its token must not reach the first grant's threads.
   other = await approvedConnection(ctx, owner, stranger, target);
 });

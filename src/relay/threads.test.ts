@@ -1,13 +1,14 @@
 // The thread store under the data plane: who may write where, one answer per message, revoke closing threads, thread tokens that expire.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { createAccount, type TestAccount } from '../../test/helpers/accounts.ts';
+import type { TestAccount } from '../../test/helpers/accounts.ts';
 import { useTestApp } from '../../test/helpers/app.ts';
 import {
   type ApprovedConnection,
   approvedConnection,
   type RelayAgent,
   relayAgent,
+  relayParties,
 } from '../../test/helpers/relay.ts';
 import { withTenant } from '../db/tenant.ts';
 import { type RelayGrant, resolveRelayToken } from './connections.ts';
@@ -33,14 +34,7 @@ let connection: ApprovedConnection;
 let grant: RelayGrant;
 
 ctx.before(async () => {
-  owner = await createAccount(ctx.db, ctx.testApp);
-  asker = await createAccount(ctx.db, ctx.testApp);
-  stranger = await createAccount(ctx.db, ctx.testApp);
-  target = await relayAgent(ctx, owner);
-  connection = await approvedConnection(ctx, owner, asker, target);
-  const resolved = await resolveRelayToken(ctx.db.app, connection.relayToken);
-  assert.ok(resolved);
-  grant = resolved;
+  ({ owner, asker, stranger, target, connection, grant } = await relayParties(ctx));
 });
 
 const asTarget = <T>(fn: Parameters<typeof withTenant<T>>[2]) =>

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import type { TestAccount } from './accounts.ts';
+import { type RelayGrant, resolveRelayToken } from '../../src/relay/connections.ts';
+import { createAccount, type TestAccount } from './accounts.ts';
 import type { TestAppContext } from './app.ts';
 
 // The relay's starting state, built through the real API: a published agent
@@ -74,4 +75,27 @@ export async function approvedConnection(
   const claimed = await api(ctx, asker, `/api/v1/connections/${id}/relay-token`);
   assert.equal(claimed.statusCode, 201, claimed.body);
   return { connectionId: id, relayToken: claimed.json<{ relay_token: string }>().relay_token };
+}
+
+/** The relay's cast: an owner's published agent, an asker of another tenant approved to reach it, and a stranger. */
+export interface RelayParties {
+  readonly owner: TestAccount;
+  readonly asker: TestAccount;
+  /** A third tenant, with no connection. */
+  readonly stranger: TestAccount;
+  readonly target: RelayAgent;
+  readonly connection: ApprovedConnection;
+  /** What the connection's relay token resolves to. */
+  readonly grant: RelayGrant;
+}
+
+export async function relayParties(ctx: Pick<TestAppContext, 'db' | 'testApp'>): Promise<RelayParties> {
+  const owner = await createAccount(ctx.db, ctx.testApp);
+  const asker = await createAccount(ctx.db, ctx.testApp);
+  const stranger = await createAccount(ctx.db, ctx.testApp);
+  const target = await relayAgent(ctx, owner);
+  const connection = await approvedConnection(ctx, owner, asker, target);
+  const grant = await resolveRelayToken(ctx.db.app, connection.relayToken);
+  assert.ok(grant !== undefined);
+  return { owner, asker, stranger, target, connection, grant };
 }
