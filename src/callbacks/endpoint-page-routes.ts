@@ -151,6 +151,12 @@ const shownOnce = ({ endpoint, signing_secret }: ShownSecret): ShownOnce => ({
   publicKey: endpoint.public_key,
 });
 
+/** The agent the agent page's link names (?agent_id=), to preselect in the form; the select offers only the principal's own. */
+function preselected(query: unknown): string | undefined {
+  const agentId = (query as { agent_id?: unknown } | undefined)?.agent_id;
+  return isUuid(agentId) ? agentId : undefined;
+}
+
 /** `datetime-local` (read as UTC) or a full ISO timestamp; undefined when neither. */
 function sinceOf(body: unknown): Date | undefined {
   const text = bodyText(body, 'since', 40)?.trim() ?? '';
@@ -220,6 +226,7 @@ export function registerCallbackEndpointPages(
         agents: read.agents,
         connections: read.connections,
         notice: status === 200 ? noticeOf(request.query) : undefined,
+        values: { agentId: preselected(request.query) },
         ...extra,
       }),
     );

@@ -96,9 +96,11 @@ async function assertVerifies(id: string, shown: string): Promise<void> {
 }
 
 test('RLY-7: creating a webhook endpoint from the dashboard shows its whsec_ secret once, and it verifies the signatures deliveries carry', async () => {
-  const list = await get(owner, '/dashboard/webhooks');
+  const agentPage = await get(owner, `/dashboard/agents/${agentId}`);
+  assert.ok(agentPage.body.includes(`href="/dashboard/webhooks?agent_id=${agentId}#new-endpoint"`));
+  const list = await get(owner, `/dashboard/webhooks?agent_id=${agentId}`);
   assert.equal(list.statusCode, 200);
-  assert.ok(list.body.includes(`value="${agentId}"`), 'the agent is offered');
+  assert.ok(list.body.includes(`value="${agentId}" selected`), 'the agent page’s agent is preselected');
   assert.ok(list.body.includes('href="/dashboard/webhooks"'), 'the nav links the page');
 
   const { id, page } = await create({ description: 'ci <b>bot</b>', sign_v1a: 'on' });
