@@ -6,6 +6,7 @@ import { createAccount, type TestAccount } from '../../test/helpers/accounts.ts'
 import { insertAgent } from '../../test/helpers/agents.ts';
 import { useTestApp } from '../../test/helpers/app.ts';
 import { callbackDeliveryRow } from '../../test/helpers/callbacks.ts';
+import { DEFAULT_PAGE } from '../http/page-cursor.ts';
 import { signatureHeader, signV1 } from '../webhooks/signature.ts';
 import { callbackSecretDeriver, endpointSigningSecrets, type SigningRow } from './endpoints.ts';
 
@@ -268,4 +269,32 @@ test('TEN-1: another tenant’s webhook endpoint gets the same 404 page as an un
     { state: string }[]
   >`select state from callback_endpoints where id = ${id}`;
   assert.equal(row?.state, 'enabled');
+});
+
+test('RLY-7: the endpoints list and the delivery log page with the list cursors, and refuse a link of another list with 400', async () => {
+  const pager = await createAccount(ctx.db, ctx.testApp);
+  const agents = await Promise.all(
+    [1, 2, 3].map(() => insertAgent(ctx.db.app, pager.user.tenant_id, 'pager')),
+  );
+  await ctx.db.superuser`
+    insert into callback_endpoints (tenant_id, agent_id, url, event_types, secret_salt)
+    select ${pager.user.tenant_id}::uuid, (${agents}::uuid[])[1 + n % 3], ${`${PUBLIC_URL}/n`} || n,
+      array['thread.closed'], decode(md5(random()::text), 'hex')
+    from generate_series(1, ${DEFAULT_PAGE + 1}) n`;
+  const first = await get(pager, '/dashboard/webhooks');
+  assert.equal(first.statusCode, 200);
+  const next = first.body.match(/href="(\/dashboard\/webhooks\?after=[^"]+)" rel="next"/)?.[1];
+  assert.ok(next !== undefined, 'a next page link');
+  const second = await get(pager, next.replaceAll('&amp;', '&'));
+  assert.equal(second.statusCode, 200);
+  assert.equal((second.body.match(/<tr><td><a href="\/dashboard\/webhooks\//g) ?? []).length, 1);
+
+  const { id } = await create({});
+  const cursor = new URL(next.replaceAll('&amp;', '&'), 'http://x').searchParams.get('after') ?? '';
+  // Another user's list cursor, and one of another list, are not this page's.
+  assert.equal((await get(owner, `/dashboard/webhooks?after=${encodeURIComponent(cursor)}`)).statusCode, 400);
+  assert.equal(
+    (await get(owner, `/dashboard/webhooks/${id}?after=${encodeURIComponent(cursor)}`)).statusCode,
+    400,
+  );
 });
