@@ -5,6 +5,7 @@ import { resolveRelayToken } from '../src/relay/connections.ts';
 import { startThread } from '../src/relay/threads.ts';
 import { createAccount } from './helpers/accounts.ts';
 import { insertAgent } from './helpers/agents.ts';
+import { callbackDeliveryRow, callbackEndpoint } from './helpers/callbacks.ts';
 import { launchChromium, listeningTestApp } from './helpers/chromium.ts';
 import { mintInvite, PASSWORD } from './helpers/pages.ts';
 import { approvedConnection, relayAgent } from './helpers/relay.ts';
@@ -29,6 +30,12 @@ test('OPS-3: in Chromium at 390 px wide, no page scrolls sideways and the naviga
   const { thread } = await withTenant(db.app, grant.targetTenantId, (tx) =>
     startThread(tx, grant, `${'x'.repeat(400)} wraps`),
   );
+  // A webhook endpoint with a long URL, and a delivery to show with its attempts.
+  const endpoint = await callbackEndpoint(db, `https://hooks.example/${'long-path-'.repeat(30)}`, {
+    tenantId: account.user.tenant_id,
+    agentId,
+  });
+  const delivery = await callbackDeliveryRow(db, endpoint);
   const browser = await launchChromium(t);
   const page = await (await browser.newContext({ viewport: { width: WIDTH, height: 844 } })).newPage();
 
@@ -51,6 +58,8 @@ test('OPS-3: in Chromium at 390 px wide, no page scrolls sideways and the naviga
     '/directory',
     '/dashboard/threads',
     `/dashboard/threads/${thread.id}`,
+    '/dashboard/webhooks',
+    `/dashboard/webhooks/${endpoint.id}?delivery=${delivery.id}`,
     '/profile',
     '/docs',
     '/docs/problems',

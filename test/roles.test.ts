@@ -298,6 +298,37 @@ const ROUTES: Record<string, readonly Probe[]> = {
     { action: 'relay.approve', target: 'callback-endpoint' },
   ],
   'POST /api/v1/webhook-endpoints/:id/enable': [{ action: 'relay.approve', target: 'callback-endpoint' }],
+  'GET /dashboard/webhooks': [{ action: 'signed-in' }],
+  'POST /dashboard/webhooks': [
+    {
+      action: 'relay.approve',
+      target: 'agent',
+      body: (ids) => ({
+        url: 'https://93.184.215.14/roles',
+        'event.thread.closed': 'on',
+        agent_id: ids?.agentId ?? null,
+      }),
+    },
+  ],
+  'GET /dashboard/webhooks/:id': [{ action: 'relay.approve', target: 'callback-endpoint' }],
+  'POST /dashboard/webhooks/:id': [
+    {
+      action: 'relay.approve',
+      target: 'callback-endpoint',
+      body: form({ url: 'https://93.184.215.14/roles', 'event.thread.closed': 'on' }),
+    },
+  ],
+  'POST /dashboard/webhooks/:id/enable': [{ action: 'relay.approve', target: 'callback-endpoint' }],
+  'POST /dashboard/webhooks/:id/replay-failed': [
+    { action: 'relay.approve', target: 'callback-endpoint', body: form({ since: '2026-01-01T00:00' }) },
+  ],
+  'POST /dashboard/webhooks/:id/deliveries/:delivery_id/replay': [
+    { action: 'relay.approve', target: 'callback-delivery' },
+  ],
+  'GET /dashboard/webhooks/:id/rotate': [{ action: 'relay.approve', target: 'callback-endpoint' }],
+  'POST /dashboard/webhooks/:id/rotate': [{ action: 'relay.approve', target: 'callback-endpoint' }],
+  'GET /dashboard/webhooks/:id/delete': [{ action: 'relay.approve', target: 'callback-endpoint' }],
+  'POST /dashboard/webhooks/:id/delete': [{ action: 'relay.approve', target: 'callback-endpoint' }],
   'POST /dashboard/agents/:id/model-limits': [
     {
       action: 'agent.manage',
@@ -410,7 +441,11 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
       tenantId: creator.user.tenant_id,
       agentId: await agentBy(creator),
     });
-    url = url.replace(':id', (await callbackDeliveryRow(ctx.db, endpoint)).id);
+    const delivery = (await callbackDeliveryRow(ctx.db, endpoint)).id;
+    // A page names the endpoint and its delivery; the API names the delivery alone.
+    url = url.includes(':delivery_id')
+      ? url.replace(':delivery_id', delivery).replace(':id', endpoint.id)
+      : url.replace(':id', delivery);
   } else if (probe.target === 'own-token') {
     const [token] = await ctx.db.superuser<{ id: string }[]>`
       select id from api_tokens where user_id = ${actor.user.id}::uuid limit 1`;

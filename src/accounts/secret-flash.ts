@@ -17,7 +17,7 @@ import type { CookieSettings } from './principal.ts';
 // Strict, sent only to the pages that show it, and expiring after 5 minutes.
 // Never in a URL or a log.
 
-export type FlashKind = 'token' | 'invite' | 'inbound-webhook';
+export type FlashKind = 'token' | 'invite' | 'inbound-webhook' | 'webhook-endpoint';
 
 const TTL_SECONDS = 5 * 60;
 /** Where each kind's cookie is sent: only to the pages that show it. */
@@ -25,6 +25,7 @@ const PATHS: Readonly<Record<FlashKind, string>> = {
   token: '/dashboard/settings',
   invite: '/dashboard/settings',
   'inbound-webhook': '/dashboard/agents',
+  'webhook-endpoint': '/dashboard/webhooks',
 };
 const IV_BYTES = 12;
 const TAG_BYTES = 16;

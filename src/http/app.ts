@@ -40,6 +40,7 @@ import type { AuditSetup } from '../audit/setup.ts';
 import { registerTileRoutes } from '../audit/tile-routes.ts';
 import { registerDeliveryRoutes } from '../callbacks/delivery-routes.ts';
 import { createCallbackRules } from '../callbacks/destination.ts';
+import { registerCallbackEndpointPages } from '../callbacks/endpoint-page-routes.ts';
 import { registerCallbackEndpointRoutes } from '../callbacks/endpoint-routes.ts';
 import { createCallbackEndpoints } from '../callbacks/endpoints.ts';
 import type { Config } from '../config.ts';
@@ -289,6 +290,12 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     rules: createCallbackRules(deps.config),
   });
   registerCallbackEndpointRoutes(app, { endpoints: callbackEndpoints, cursors });
+  registerCallbackEndpointPages(app, {
+    endpoints: callbackEndpoints,
+    cursors,
+    sessionKey: deps.sessionKey,
+    cookies,
+  });
   // The outbox page exists only where mail goes to the outbox: development without SMTP.
   if (deps.config.env === 'development' && !deps.smtpConfigured) registerDevMail(app, deps.sql);
   return app;

@@ -58,7 +58,7 @@ ${errorBox(input.error)}
   }</p>
 <p><a href="/dashboard/threads?agent_id=${input.agentId}">Threads with this agent</a>${
     input.manage
-      ? html` · <a href="/dashboard/agents/${input.agentId}/inbound-webhooks">Inbound webhooks</a>`
+      ? html` · <a href="/dashboard/agents/${input.agentId}/inbound-webhooks">Inbound webhooks</a> · <a href="/dashboard/webhooks?agent_id=${input.agentId}#new-endpoint">Webhook endpoints (callbacks)</a>`
       : ''
   }</p>
 ${

@@ -109,6 +109,7 @@ ${errorBox(input.error)}
 ${table(input.incoming, true)}
 ${pagerNav(input.incomingPager, 'Pages of incoming connections')}
 <h2>Outgoing</h2>
+<p>To receive the events of the threads you open over an approved connection, register a <a href="/dashboard/webhooks#new-endpoint">webhook endpoint</a> for it.</p>
 ${table(input.outgoing, false)}
 ${pagerNav(input.outgoingPager, 'Pages of outgoing connections')}
 <h2 id="connect">Ask to connect</h2>

@@ -50,7 +50,7 @@ export interface Frame {
 
 function navigation(frame: Frame | undefined): Html {
   if (frame === undefined) return html`<nav><a href="/login">Sign in</a><a href="/docs">API docs</a></nav>`;
-  return html`<nav><a href="/dashboard">Dashboard</a><a href="/dashboard/agents">Agents</a><a href="/dashboard/connections">Connections</a><a href="/dashboard/threads">Threads</a><a href="/dashboard/settings/tokens">Tokens</a>${
+  return html`<nav><a href="/dashboard">Dashboard</a><a href="/dashboard/agents">Agents</a><a href="/dashboard/connections">Connections</a><a href="/dashboard/threads">Threads</a><a href="/dashboard/webhooks">Webhooks</a><a href="/dashboard/settings/tokens">Tokens</a>${
     frame.canInvite ? html`<a href="/dashboard/settings/invites">Invites</a>` : ''
   }<a href="/dashboard/members">Members</a>${
     frame.canReadAudit ? html`<a href="/dashboard/audit">Audit</a>` : ''
