@@ -8,22 +8,32 @@ import { withTenant } from '../src/db/tenant.ts';
 import { createOutboxMailer } from '../src/email/mailer.ts';
 import { graphileLogger, startWorker, type Worker } from '../src/jobs/worker.ts';
 import { createLogger } from '../src/logger.ts';
+import { postCallerMessage, startThread } from '../src/relay/threads.ts';
+import { buildTestApp } from '../test/helpers/app.ts';
 import { testAuditSetup } from '../test/helpers/audit.ts';
-import { callbackEndpoint, callbackReceiver, type TestEndpoint } from '../test/helpers/callbacks.ts';
+import {
+  type CallbackReceiver,
+  callbackEndpoint,
+  callbackReceiver,
+  type TestEndpoint,
+} from '../test/helpers/callbacks.ts';
 import type { TestDatabase } from '../test/helpers/database.ts';
+import { relayParties } from '../test/helpers/relay.ts';
 import { compare } from './ab.ts';
 
 // `npm run bench -- callbacks` (issue #16 item 3): callback deliveries per
 // second through the real worker (callback_deliver: load, sign, POST to a
 // receiver on 127.0.0.1 that answers at once, record the attempt) against
 // graphile-worker's own rate for an empty job, same database, same
-// concurrency, in interleaved rounds of BATCH jobs. The thread event →
-// delivery latency needs H4's emission; until then p50/p99 are measured
-// from the delivery row's insert (with its job, one transaction) to the
-// receiver's arrival, which includes waiting in the endpoint's queue (a
-// batch puts BATCH / ENDPOINTS deliveries in each).
+// concurrency, in interleaved rounds of BATCH jobs; p50/p99 from a
+// delivery row's insert (with its job, one transaction) to the receiver's
+// arrival, which includes waiting in the endpoint's queue (a batch puts
+// BATCH / ENDPOINTS deliveries in each). Then, one at a time, the time from a
+// thread event (a caller message committed) to its delivery's arrival:
+// the fan-out job, its two serviceQuery transactions, the delivery job.
 
 const BATCH = 40;
+const EVENTS = 60;
 const ENDPOINTS = 4;
 const CONCURRENCY = 4;
 
@@ -43,6 +53,36 @@ function completions(events: WorkerEvents, task: string) {
     new Promise<void>((resolve) => {
       waiting = { left: count, resolve };
     });
+}
+
+/** Sorted times from a caller message committed to its thread.message_received delivery's arrival. */
+async function threadEventLatencies(
+  db: TestDatabase,
+  receiver: CallbackReceiver,
+  delivered: (count: number) => Promise<void>,
+): Promise<number[]> {
+  const testApp = await buildTestApp(db, {}, { openApiConformance: false });
+  try {
+    const { grant, target } = await relayParties({ db, testApp });
+    await callbackEndpoint(db, receiver.url, { tenantId: grant.targetTenantId, agentId: target.id });
+    const asTarget = <T>(fn: Parameters<typeof withTenant<T>>[2]) =>
+      withTenant(db.app, grant.targetTenantId, fn);
+    const opened = delivered(1);
+    const { thread } = await asTarget((tx) => startThread(tx, grant, 'the bench thread'));
+    await opened;
+    const latencies: number[] = [];
+    for (let i = 0; i < EVENTS; i += 1) {
+      const done = delivered(1);
+      const at = performance.now();
+      await asTarget((tx) => postCallerMessage(tx, grant, thread.id, `event ${i}`));
+      await done;
+      const arrival = receiver.received.at(-1)?.arrivedAt;
+      if (arrival !== undefined) latencies.push(arrival - at);
+    }
+    return latencies.sort((x, y) => x - y);
+  } finally {
+    await testApp.app.close();
+  }
 }
 
 export async function runCallbacksBench(db: TestDatabase): Promise<void> {
@@ -136,8 +176,13 @@ export async function runCallbacksBench(db: TestDatabase): Promise<void> {
     });
     const sorted = [...latencies].sort((x, y) => x - y);
     console.log(
-      `  delivery insert → receiver (no thread emission yet), ${sorted.length} deliveries: ` +
+      `  delivery insert → receiver, ${sorted.length} deliveries: ` +
         `p50 ${percentile(sorted, 50).toFixed(1)} ms, p99 ${percentile(sorted, 99).toFixed(1)} ms`,
+    );
+    const eventLatencies = await threadEventLatencies(db, receiver, delivered);
+    console.log(
+      `  thread event → delivery at the receiver, ${eventLatencies.length} events one at a time: ` +
+        `p50 ${percentile(eventLatencies, 50).toFixed(1)} ms, p99 ${percentile(eventLatencies, 99).toFixed(1)} ms`,
     );
   } finally {
     await worker?.stop();

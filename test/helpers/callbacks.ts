@@ -70,13 +70,15 @@ export interface ReceivedCallback {
   readonly arrivedAt: number;
 }
 
-/** A receiver on 127.0.0.1 that records each request and answers with `answer` (mutable). */
-export async function callbackReceiver(): Promise<{
+export interface CallbackReceiver {
   readonly url: string;
   readonly received: ReceivedCallback[];
   answer: (res: ServerResponse) => void;
   close(): Promise<void>;
-}> {
+}
+
+/** A receiver on 127.0.0.1 that records each request and answers with `answer` (mutable). */
+export async function callbackReceiver(): Promise<CallbackReceiver> {
   const received: ReceivedCallback[] = [];
   const state = {
     url: '',
