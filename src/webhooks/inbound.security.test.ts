@@ -146,6 +146,22 @@ describe('RLY-11: inbound webhook endpoints', () => {
     assert.ok(!listed.body.includes('whsec_'));
   });
 
+  test('RLY-11, AUD-1: creating and deleting an endpoint are audit events on the tenant chain, without its secret', async () => {
+    const created = await createEndpoint();
+    const removed = await api(owner, 'DELETE', `/api/v1/agents/${agent.id}/inbound-webhooks/${created.id}`);
+    assert.equal(removed.statusCode, 204, removed.body);
+    const events = await ctx.db.superuser<{ tenant_id: string; action: string; data: unknown }[]>`
+      select tenant_id, action, data from audit_events where target = ${`inbound_webhook:${created.id}`} order by seq`;
+    assert.deepEqual(
+      events.map((event) => [event.tenant_id, event.action]),
+      [
+        [owner.user.tenant_id, 'inbound_webhook.created'],
+        [owner.user.tenant_id, 'inbound_webhook.deleted'],
+      ],
+    );
+    assert.ok(!JSON.stringify(events).includes(created.secret));
+  });
+
   test("RLY-11, TEN-7: another tenant cannot list, create or delete on an agent's endpoints; its answer is 404", async () => {
     const created = await createEndpoint();
     const base = `/api/v1/agents/${agent.id}/inbound-webhooks`;

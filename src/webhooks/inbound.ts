@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Sql } from 'postgres';
+import { recordFor } from '../accounts/audit-events.ts';
 import type { Principal } from '../accounts/service.ts';
 import type { AgentsService } from '../agents/service.ts';
 import { isUuid, type TenantSql, withTenant } from '../db/tenant.ts';
@@ -86,6 +87,11 @@ export function createInboundWebhooks(deps: InboundDeps) {
         values (${principal.user.tenant_id}::uuid, ${agentId}::uuid, ${description}, ${salt}, ${principal.user.id}::uuid)
         returning id, agent_id, description, created_at`;
       if (row === undefined) throw new AppError<InboundErrorCode>('not_found', 'the endpoint was not stored');
+      await recordFor(tx, principal, {
+        action: 'inbound_webhook.created',
+        target: `inbound_webhook:${row.id}`,
+        data: { endpoint_id: row.id, agent_id: agentId },
+      });
       return { ...row, secret: secretOf(row.id, salt) };
     },
 
@@ -106,6 +112,11 @@ export function createInboundWebhooks(deps: InboundDeps) {
           field: 'endpoint_id',
         });
       }
+      await recordFor(tx, principal, {
+        action: 'inbound_webhook.deleted',
+        target: `inbound_webhook:${endpointId}`,
+        data: { endpoint_id: endpointId, agent_id: agentId },
+      });
     },
 
     /**
