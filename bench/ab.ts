@@ -52,6 +52,12 @@ export interface RatioReport {
 
 const reports: RatioReport[] = [];
 
+/** The nearest-rank `p`th percentile (0 < p ≤ 100) of `values`, in any order; NaN when empty. */
+export function percentile(values: readonly number[], p: number): number {
+  const sorted = [...values].sort((x, y) => x - y);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
+}
+
 export function median(values: readonly number[]): number {
   const sorted = [...values].sort((x, y) => x - y);
   const middle = Math.floor(sorted.length / 2);

@@ -19,7 +19,7 @@ import {
 } from '../test/helpers/callbacks.ts';
 import type { TestDatabase } from '../test/helpers/database.ts';
 import { relayParties } from '../test/helpers/relay.ts';
-import { compare } from './ab.ts';
+import { compare, percentile } from './ab.ts';
 
 // `npm run bench -- callbacks` (issue #16 item 3): callback deliveries per
 // second through the real worker (callback_deliver: load, sign, POST to a
@@ -36,10 +36,6 @@ const BATCH = 40;
 const EVENTS = 60;
 const ENDPOINTS = 4;
 const CONCURRENCY = 4;
-
-function percentile(sorted: readonly number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
-}
 
 /** Resolves once `count` jobs of `task` completed after the call. */
 function completions(events: WorkerEvents, task: string) {

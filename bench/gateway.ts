@@ -1,6 +1,6 @@
 import http from 'node:http';
 import { startGatewayFixture } from '../test/helpers/gateway.ts';
-import { compare, median } from './ab.ts';
+import { compare, median, percentile } from './ab.ts';
 
 // `npm run bench -- gateway` (AGT-7): what the model gateway costs an agent,
 // against the same requests sent straight to the same fake upstream in the
@@ -41,11 +41,6 @@ function post(agent: http.Agent, url: string, headers: Record<string, string>, b
     request.once('error', reject);
     request.end(body);
   });
-}
-
-function percentile(values: readonly number[], p: number): number {
-  const sorted = [...values].sort((x, y) => x - y);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
 }
 
 export async function runGatewayBench(): Promise<void> {

@@ -4,7 +4,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createAccount, randomClientIp, type TestAccount } from '../test/helpers/accounts.ts';
 import { buildTestApp } from '../test/helpers/app.ts';
 import type { TestDatabase } from '../test/helpers/database.ts';
-import { median, summarize } from './ab.ts';
+import { median, percentile, summarize } from './ab.ts';
 
 // `npm run bench -- login-storm`: 50 concurrent sign-ins with real passwords
 // against the listening app, while a prober asks for /healthz and a static
@@ -38,11 +38,6 @@ interface StormRound {
   readonly loopP99: number;
   readonly loopMax: number;
   readonly statuses: Map<number, number>;
-}
-
-function percentile(values: readonly number[], p: number): number {
-  const sorted = [...values].sort((x, y) => x - y);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
 }
 
 function request(

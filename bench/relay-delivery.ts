@@ -19,7 +19,7 @@ import { buildTestApp, type TestAppContext } from '../test/helpers/app.ts';
 import type { TestDatabase } from '../test/helpers/database.ts';
 import { approvedConnection, relayAgent } from '../test/helpers/relay.ts';
 import { startTestWorker } from '../test/helpers/runtime.ts';
-import { compare } from './ab.ts';
+import { compare, percentile } from './ab.ts';
 
 // `npm run bench -- relay-delivery` (issue #15 item 5): the end-to-end
 // latency of a relay message, from the caller message written (its
@@ -34,10 +34,6 @@ import { compare } from './ab.ts';
 // the instance socket by a byte pipe, which both sides pass through.
 
 const OPS_PER_ROUND = 15;
-
-function percentile(sorted: readonly number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
-}
 
 export async function runRelayDeliveryBench(db: TestDatabase): Promise<void> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'enclave-bench-relay-'));

@@ -152,7 +152,7 @@ test('RLY-7: a worker killed with SIGKILL mid-attempt loses no delivery: a resta
     const [locked] = await db.superuser<{ locked_by: string | null }[]>`
       select locked_by from graphile_worker._private_jobs where key = ${callbackJobKey(made.id)}`;
     assert.ok(locked?.locked_by, 'the dead worker still holds the job');
-    // Time passes beyond STALE_LOCK_SECONDS: the lock is aged rather than waited for.
+    // Time passes beyond STALE_LOCK_SECONDS (src/jobs/stale-locks.ts): the lock is aged rather than waited for.
     await db.superuser`
       update graphile_worker._private_jobs set locked_at = now() - interval '3 minutes'
       where key = ${callbackJobKey(made.id)}`;

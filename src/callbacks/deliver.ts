@@ -24,9 +24,9 @@ import { type CallbackAttempt, type CallbackRequest, RESPONSE_PREFIX_BYTES, send
 //
 // A worker killed mid-attempt (kill -9) leaves its job and its endpoint's
 // queue locked: graphile-worker frees a lock only after 4 hours. An attempt is
-// bounded (10 s send, plus the database's bound), so a callback_deliver lock
-// older than STALE_LOCK_SECONDS is a dead worker's: the `callback_unlock`
-// cron (every minute, and at every worker start) frees those, and the
+// bounded (10 s send, plus the database's bound), so src/jobs/stale-locks.ts
+// frees a lock older than STALE_LOCK_SECONDS (every minute, and at every
+// worker start), and the
 // delivery, still pending with its attempt unrecorded, is sent again with
 // the same webhook-id (a receiver that got the first dedupes on it).
 //
@@ -73,25 +73,6 @@ export async function enqueueCallbackDelivery(
       ...(delivery.runAt === undefined ? {} : { runAt: delivery.runAt }),
     },
   );
-}
-
-/** Older than any live attempt (CALLBACK_TIMEOUT_MS plus the database's bounds): its worker died. */
-export const STALE_LOCK_SECONDS = 120;
-
-/** Frees callback jobs and endpoint queues locked by a dead worker; returns how many jobs. */
-export async function unlockStaleCallbackJobs(sql: Sql): Promise<number> {
-  return sql.begin(async (tx) => {
-    const jobs = await tx`
-      update graphile_worker._private_jobs j set locked_at = null, locked_by = null
-      from graphile_worker._private_tasks t
-      where t.id = j.task_id and t.identifier = 'callback_deliver'
-        and j.locked_at < now() - make_interval(secs => ${STALE_LOCK_SECONDS})
-      returning j.id`;
-    await tx`
-      update graphile_worker._private_job_queues set locked_at = null, locked_by = null
-      where queue_name like 'callback:%' and locked_at < now() - make_interval(secs => ${STALE_LOCK_SECONDS})`;
-    return jobs.length;
-  });
 }
 
 function payloadOf(value: unknown): { tenantId: string; deliveryId: string; firstAttempt: number } {

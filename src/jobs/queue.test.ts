@@ -149,12 +149,12 @@ describe('worker', () => {
     assert.ok(rows[0]?.seen_at instanceof Date);
   });
 
-  test('OPS-2, AUD-7, RLY-7: the heartbeat, maintenance, retention and callback-unlock cron schedules are registered with the queue when the worker starts (checkpoints follow head moves instead)', async () => {
+  test('OPS-2, AUD-7, RLY-7: the heartbeat, maintenance, retention and stale-lock cron schedules are registered with the queue when the worker starts (checkpoints follow head moves instead)', async () => {
     const rows = await db.superuser<{ identifier: string }[]>`
       select identifier from graphile_worker._private_known_crontabs order by identifier`;
     assert.deepEqual(
       rows.map((row) => row.identifier),
-      ['audit_retention', 'callback_unlock', 'maintenance_prune', 'platform_heartbeat', 'relay_retention'],
+      ['audit_retention', 'maintenance_prune', 'platform_heartbeat', 'relay_retention', 'stale_lock_release'],
     );
   });
 

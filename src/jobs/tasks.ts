@@ -4,11 +4,7 @@ import { type InviteMailPayload, markInviteMailed, mintInviteForMail } from '../
 import { type LinkMailPayload, type LinkPurpose, mintLinkForMail } from '../accounts/links.ts';
 import type { Lifecycle } from '../agents/runtime/lifecycle.ts';
 import type { AuditServices } from '../audit/setup.ts';
-import {
-  type CallbackDeliverPayload,
-  type CallbackDelivery,
-  unlockStaleCallbackJobs,
-} from '../callbacks/deliver.ts';
+import type { CallbackDeliverPayload, CallbackDelivery } from '../callbacks/deliver.ts';
 import { fanoutCallbackEvent } from '../callbacks/fanout.ts';
 import type { Mailer } from '../email/mailer.ts';
 import { accountExistsMail, inviteMail, recoveryMail, verificationMail } from '../email/messages.ts';
@@ -16,6 +12,7 @@ import { AppError } from '../errors.ts';
 import type { RelayDelivery } from '../relay/delivery.ts';
 import { relayRetentionJob } from '../relay/retention.ts';
 import type { InboundDelivery } from '../webhooks/inbound-delivery.ts';
+import { releaseStaleLocks } from './stale-locks.ts';
 
 // The task list: every durable side effect is one of these, enqueued with
 // enqueueJob() in the same transaction as its cause (OPS-2). A task must be
@@ -58,8 +55,8 @@ export interface TaskPayloads {
   };
   /** One attempt of a callback delivery; the next one is scheduled by the job (src/callbacks/deliver.ts). */
   callback_deliver: CallbackDeliverPayload;
-  /** Cron, every minute, and at worker start: frees callback jobs a killed worker left locked. */
-  callback_unlock: Record<string, never>;
+  /** Cron, every minute, and at worker start: frees bounded jobs a killed worker left locked (stale-locks.ts). */
+  stale_lock_release: Record<string, never>;
 }
 
 /** Tasks only a worker that runs agent instances registers, so other workers never take them. */
@@ -172,8 +169,8 @@ export function createTaskHandlers(deps: TaskDeps): TaskHandlers {
       }
     },
     callback_fanout: (payload) => fanoutCallbackEvent(deps.sql, payload),
-    callback_unlock: async () => {
-      await unlockStaleCallbackJobs(deps.sql);
+    stale_lock_release: async () => {
+      await releaseStaleLocks(deps.sql);
     },
     ...(deps.callbackDelivery === undefined
       ? {}

@@ -78,7 +78,7 @@ export const cronItems = (runtime = false) =>
     platformCron('maintenance_prune', '17 * * * *', 3),
     platformCron('relay_retention', '29 * * * *', 3),
     platformCron('audit_retention', '41 3 * * *', 3),
-    platformCron('callback_unlock', '* * * * *', 1),
+    platformCron('stale_lock_release', '* * * * *', 1),
     ...(runtime ? [platformCron('agent_reconcile', '* * * * *', 1)] : []),
   ]);
 
@@ -153,8 +153,8 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     await pool.end();
     throw error;
   }
-  // Callback jobs a killed worker left locked are freed now, not at the next cron tick.
-  await runner.addJob('callback_unlock', {}, { jobKey: 'callback_unlock', maxAttempts: 1 });
+  // Deliveries a killed worker left locked are freed now, not at the next cron tick.
+  await runner.addJob('stale_lock_release', {}, { jobKey: 'stale_lock_release', maxAttempts: 1 });
   // Instances that should run are started again now, not at the next cron tick.
   if (deps.lifecycle !== undefined) {
     await runner.addJob('agent_reconcile', {}, { jobKey: 'agent_reconcile', maxAttempts: 1 });
