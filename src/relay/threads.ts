@@ -122,18 +122,18 @@ async function appendMessage(
   tx: TenantSql,
   threadId: string,
   message: { author: MessageAuthor; body: string; authorUserId?: string; replyTo?: string },
-): Promise<RelayMessage> {
+): Promise<{ message: RelayMessage; thread: Thread }> {
   const bytes = Buffer.byteLength(message.body, 'utf8');
-  // The thread row's update takes its lock, so seq is handed out one at a time.
-  const [thread] = await tx<{ seq: number }[]>`
+  // The thread row's update takes its lock, so seq (the new message_count) is handed out one at a time.
+  const [thread] = await tx<Thread[]>`
     update relay_threads set message_count = message_count + 1, payload_bytes = payload_bytes + ${bytes},
       updated_at = now()
     where ${boundTenant(tx)} and id = ${threadId}::uuid
-    returning message_count as seq`;
+    returning ${tx.unsafe(THREAD_COLUMNS)}`;
   if (thread === undefined) throw noSuchThread();
   const [row] = await tx<(RelayMessage & { tenant_id: string })[]>`
     insert into relay_messages (tenant_id, thread_id, seq, author, author_user_id, reply_to, body, body_bytes, delivery)
-    values (enclave.current_tenant_id(), ${threadId}::uuid, ${thread.seq}, ${message.author},
+    values (enclave.current_tenant_id(), ${threadId}::uuid, ${thread.message_count}, ${message.author},
             ${message.authorUserId ?? null}::uuid, ${message.replyTo ?? null}::uuid, ${message.body}, ${bytes},
             ${message.author === 'caller' ? 'queued' : null})
     returning tenant_id, ${tx.unsafe(MESSAGE_COLUMNS)}`;
@@ -146,7 +146,7 @@ async function appendMessage(
     threadId,
     messageId: written.id,
   });
-  return written;
+  return { message: written, thread };
 }
 
 /** The delivery job of one caller message: keyed by the message, so enqueueing it again never doubles it. */
@@ -183,8 +183,7 @@ export async function startThread(
             ${grant.requesterHandle})
     returning id`;
   if (created === undefined) throw new Error('insert returned no row');
-  const message = await appendMessage(tx, created.id, { author: 'caller', body });
-  return { thread: await getThread(tx, created.id), message };
+  return appendMessage(tx, created.id, { author: 'caller', body });
 }
 
 /** A follow-up from the caller, in an open thread of the same grant. */
@@ -200,7 +199,7 @@ export async function postCallerMessage(
   // Another grant's thread is as unknown as a missing one.
   if (thread === undefined || thread.connection_id !== grant.connectionId) throw noSuchThread();
   requireOpen(thread);
-  return appendMessage(tx, threadId, { author: 'caller', body });
+  return (await appendMessage(tx, threadId, { author: 'caller', body })).message;
 }
 
 /** The owner's answer (an owner thread token or the owner's session; RLY-4). */
@@ -214,7 +213,7 @@ export async function postOwnerMessage(
   const thread = await lockedThread(tx, threadId);
   if (thread === undefined) throw noSuchThread();
   requireOpen(thread);
-  return appendMessage(tx, threadId, { author: 'owner', body, authorUserId: userId });
+  return (await appendMessage(tx, threadId, { author: 'owner', body, authorUserId: userId })).message;
 }
 
 /**
@@ -234,7 +233,7 @@ export async function recordAgentAnswer(
     select ${tx.unsafe(MESSAGE_COLUMNS)} from relay_messages
     where ${boundTenant(tx)} and reply_to = ${messageId}::uuid`;
   if (existing !== undefined) return existing;
-  return appendMessage(tx, threadId, { author: 'agent', body: text, replyTo: messageId });
+  return (await appendMessage(tx, threadId, { author: 'agent', body: text, replyTo: messageId })).message;
 }
 
 export async function closeThread(tx: TenantSql, threadId: string): Promise<Thread> {
