@@ -23,7 +23,7 @@ export async function checkCurrentPassword(
   const user = await withTenant(sql, principal.user.tenant_id, (tx) =>
     getUserWithHash(tx, principal.user.id),
   );
-  if (user === undefined || !(await passwords.verify(password, user.password_hash)).ok) {
+  if (user?.password_hash == null || !(await passwords.verify(password, user.password_hash)).ok) {
     throw fieldError('current_password', WRONG);
   }
   return user.password_hash;

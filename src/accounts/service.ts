@@ -250,9 +250,10 @@ export function createAccountsService(deps: AccountsDeps) {
       });
       const failed = new AccountsError('login_failed', 'The login or password is not correct.');
       const user = await findUserByLogin(sql, input.login);
-      if (user === undefined) {
+      if (user?.password_hash == null) {
+        // No such login, or an account with no password: the same work, the same answer.
         await passwords.burn(input.password, client.signal);
-        await recordFailedLogin(sql, { login: input.login, user: undefined });
+        await recordFailedLogin(sql, { login: input.login, user });
         throw failed;
       }
       const check = await passwords.verify(input.password, user.password_hash, client.signal);

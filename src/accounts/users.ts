@@ -18,7 +18,8 @@ export interface User {
 }
 
 export interface UserWithHash extends User {
-  readonly password_hash: string;
+  /** Null for an account made through a provider or a passkey: no password signs in to it. */
+  readonly password_hash: string | null;
 }
 
 const USER_COLUMNS =
@@ -59,7 +60,7 @@ export async function insertUser(
     tenantId: string;
     username: string;
     email: string;
-    passwordHash: string;
+    passwordHash: string | null;
     role: Role;
     isOperator: boolean;
     /** True only when the address was proven: the invite used was mailed to it (ACC-1). */
