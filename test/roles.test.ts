@@ -236,6 +236,11 @@ const ROUTES: Record<string, readonly Probe[]> = {
     { action: 'owner.manage', target: 'fresh-member', body: form({ role: 'owner' }) },
   ],
   'DELETE /api/v1/members/:id': [{ action: 'member.manage', target: 'fresh-member' }],
+  'GET /api/v1/tenant/sign-in-policy': [{ action: 'signed-in' }],
+  // Set to false: requiring a second factor would hold every account here back to /profile.
+  'PUT /api/v1/tenant/sign-in-policy': [
+    { action: 'tenant.sign_in_policy', body: () => ({ require_second_factor: false }) },
+  ],
 
   'GET /dashboard': [{ action: 'signed-in' }],
   'GET /dashboard/settings/tokens': [{ action: 'signed-in' }],
@@ -250,6 +255,8 @@ const ROUTES: Record<string, readonly Probe[]> = {
   'POST /profile/password': [{ action: 'signed-in' }],
   'POST /profile/email': [{ action: 'signed-in' }],
   'POST /profile/email/verify': [{ action: 'signed-in' }],
+  'POST /profile/email-code/enable': [{ action: 'signed-in' }],
+  'POST /profile/email-code/disable': [{ action: 'signed-in' }],
   'GET /dashboard/agents': [{ action: 'agent.read' }],
   'GET /dashboard/agents/new': [{ action: 'agent.create' }],
   'POST /dashboard/agents': [{ action: 'agent.create', body: agentCreate }],
@@ -374,6 +381,9 @@ const ROUTES: Record<string, readonly Probe[]> = {
   ],
   'GET /dashboard/members/:id/remove': [{ action: 'member.manage', target: 'member' }],
   'POST /dashboard/members/:id/remove': [{ action: 'member.manage', target: 'fresh-member' }],
+  'POST /dashboard/members/sign-in-policy': [
+    { action: 'tenant.sign_in_policy', body: form({ require_second_factor: 'false' }) },
+  ],
 };
 
 function signedInRoutes(): string[] {

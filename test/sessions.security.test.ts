@@ -7,6 +7,7 @@ import {
   loginAgain,
   mintInvite,
   sessionCookieFor,
+  sessionOf,
   testAccountsService,
   testClient,
   uniqueName,
@@ -304,13 +305,15 @@ describe('fixation', () => {
   test('ACC-3: signing in with a session cookie already set revokes that session and starts a new one', async () => {
     const account = await createAccount(ctx.db, ctx.testApp);
     const planted = await loginAgain(ctx.db, ctx.testApp, account);
-    const { session } = await testAccountsService(ctx.db, ctx.testApp).login(
-      {
-        login: account.user.username,
-        password: account.password,
-        previousSessionToken: planted.sessionToken,
-      },
-      testClient(),
+    const session = sessionOf(
+      await testAccountsService(ctx.db, ctx.testApp).login(
+        {
+          login: account.user.username,
+          password: account.password,
+          previousSessionToken: planted.sessionToken,
+        },
+        testClient(),
+      ),
     );
     assert.notEqual(session.id, planted.sessionId);
     assert.notEqual(session.token, planted.sessionToken);

@@ -9,7 +9,7 @@ import {
   positionColumns,
 } from '../http/page-cursor.ts';
 import { hashToken, mintToken } from '../tokens.ts';
-import { getUser, type User } from './users.ts';
+import { getActingUser, type User } from './users.ts';
 
 // ACC-10: API tokens are enc_live_… secrets shown once; the table keeps their
 // SHA-256, last four characters, scope and expiry.
@@ -82,6 +82,7 @@ export interface TokenPrincipal {
   readonly tokenId: string;
   readonly scope: TokenScope;
   readonly user: User;
+  readonly secondFactorMissing: boolean;
 }
 
 /** The live token and its user for a presented enc_live_ secret (attacker-controlled; only its hash is compared). */
@@ -96,9 +97,9 @@ export async function resolveApiToken(sql: Sql, token: string): Promise<TokenPri
       where token_hash = enclave.current_lookup() and revoked_at is null
         and (expires_at is null or expires_at > now())`;
     if (row === undefined) return undefined;
-    const [, user] = await Promise.all([bindTenant(tx, row.tenant_id), getUser(tx, row.user_id)]);
-    if (user === undefined) return undefined;
+    const [, acting] = await Promise.all([bindTenant(tx, row.tenant_id), getActingUser(tx, row.user_id)]);
+    if (acting === undefined) return undefined;
     if (row.stale) await tx`update api_tokens set last_used_at = now() where id = ${row.id}::uuid`;
-    return { tokenId: row.id, scope: row.scope, user };
+    return { tokenId: row.id, scope: row.scope, ...acting };
   });
 }

@@ -6,6 +6,7 @@ import {
   createdAccount,
   loginAgain,
   mailedInviteToken,
+  sessionOf,
   type TestAccount,
   testAccountsService,
   testClient,
@@ -265,9 +266,11 @@ describe('sign-in and sessions', () => {
     const user = await account();
     let sessionId = '';
     const events = await appendedBy(user.user.tenant_id, async () => {
-      const { session } = await accounts.login(
-        { login: user.user.username, password: user.password, previousSessionToken: user.sessionToken },
-        testClient(),
+      const session = sessionOf(
+        await accounts.login(
+          { login: user.user.username, password: user.password, previousSessionToken: user.sessionToken },
+          testClient(),
+        ),
       );
       secrets.push(session.token);
       sessionId = session.id;
@@ -282,6 +285,8 @@ describe('sign-in and sessions', () => {
           session_id: sessionId,
           password_rehashed: false,
           sessions_replaced: 1,
+          first_step: 'password',
+          second_step: null,
         },
       },
     ]);

@@ -78,7 +78,16 @@ export async function recordSignup(
 /** A successful sign-in, in the transaction that starts its session. */
 export async function recordLogin(
   tx: TenantSql,
-  login: { user: User; sessionId: string; passwordRehashed: boolean; sessionsReplaced: number },
+  login: {
+    user: User;
+    sessionId: string;
+    passwordRehashed: boolean;
+    sessionsReplaced: number;
+    /** How the first step was passed ('password', 'passkey', 'provider:<name>'). */
+    firstStep?: string;
+    /** The second step's method, when there was one (ACC-8). */
+    secondStep?: string | null;
+  },
 ): Promise<void> {
   const { user, sessionId } = login;
   await appendAuditEvent(tx, user.tenant_id, {
@@ -90,6 +99,8 @@ export async function recordLogin(
       session_id: sessionId,
       password_rehashed: login.passwordRehashed,
       sessions_replaced: login.sessionsReplaced,
+      first_step: login.firstStep ?? 'password',
+      second_step: login.secondStep ?? null,
     },
   });
 }

@@ -3,6 +3,7 @@ import { Type } from 'typebox';
 import type { App } from '../http/app.ts';
 import type { PageCursors } from '../http/page-cursor.ts';
 import type { RateLimits } from '../http/rate-limits.ts';
+import { needsReauth, reauthRedirect } from '../signin/recent-sign-in.ts';
 import { LIMITS } from '../web/account-pages.ts';
 import {
   confirmPage,
@@ -13,7 +14,7 @@ import {
   tokensPage,
 } from '../web/dashboard-pages.ts';
 import { bodyText, formProblems, noticeFrom, sendPage } from '../web/forms.ts';
-import type { Frame } from '../web/html.ts';
+import type { Frame, Html } from '../web/html.ts';
 import { badCursorPage, readListPage } from '../web/list-pages.ts';
 import { type ProfileErrors, profilePage } from '../web/profile-page.ts';
 import { inviteLink } from './invites.ts';
@@ -41,7 +42,12 @@ export interface DashboardDeps {
   readonly sessionKey: string;
   /** The API's list cursors: a page link and the API's next_after are the same cursor. */
   readonly cursors: PageCursors;
+  /** Sections /profile shows for each sign-in method (ACC-8, ACC-9), each reading its own rows. */
+  readonly profileSections: readonly ProfileSection[];
 }
+
+/** One sign-in method's part of /profile, for the signed-in principal. */
+export type ProfileSection = (principal: Principal) => Promise<Html>;
 
 const INVITES_FORBIDDEN = 'Only tenant owners, admins and operators manage invites.';
 
@@ -190,6 +196,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
       });
       return reply.redirect('/dashboard/settings/tokens', 303);
     } catch (error) {
+      if (needsReauth(error)) return reauthRedirect(reply, '/dashboard/settings/tokens');
       const shown = shownError(reply, error);
       return tokens(request, reply, shown.status, { values, errors: formErrors(shown) });
     }
@@ -346,6 +353,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
       accounts.listSessions(principal, at),
     );
     if (list === undefined) return badCursor(request, reply, 'your sessions', '/profile');
+    const sections = await Promise.all(deps.profileSections.map((section) => section(principal)));
     return sendPage(
       reply,
       status,
@@ -354,6 +362,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
         sessions: list.rows,
         pager: list.pager,
         currentSessionId: principal.sessionId,
+        sections,
         ...extra,
       }),
     );
@@ -460,6 +469,7 @@ export function registerDashboardPages(app: App, deps: DashboardDeps): void {
         currentPassword: request.body.current_password,
       });
     } catch (error) {
+      if (needsReauth(error)) return reauthRedirect(reply, '/profile');
       const shown = shownError(reply, error);
       return profile(request, reply, shown.status, { errors: { email: formErrors(shown) }, newEmail });
     }

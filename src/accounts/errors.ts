@@ -12,7 +12,9 @@ export type AccountsErrorCode =
   | 'invite_invalid'
   | 'login_failed'
   | 'link_invalid'
-  | 'last_owner';
+  | 'last_owner'
+  | 'reauth_required'
+  | 'second_factor_required';
 
 export class AccountsError extends AppError<AccountsErrorCode> {
   constructor(code: AccountsErrorCode, message: string, field?: string) {

@@ -5,6 +5,7 @@ import { bindTenant, withLookup } from '../db/lookup.ts';
 import { isUuid, serviceQuery, type TenantSql, withTenant } from '../db/tenant.ts';
 import { accountKey, type RateLimits } from '../http/rate-limits.ts';
 import { enqueueJob } from '../jobs/queue.ts';
+import { assertRecentSignIn } from '../signin/recent-sign-in.ts';
 import { hashToken, mintToken, type TokenKind, tokenKind } from '../tokens.ts';
 import { principalActor } from './audit-events.ts';
 import { checkCurrentPassword, requirePasswordUnchanged } from './current-password.ts';
@@ -140,8 +141,9 @@ export function createLinksService(deps: LinksDeps) {
   const { sql, rateLimits, passwords } = deps;
 
   return {
-    /** Profile: a new address stays pending until its link is used. Needs the current password. */
+    /** Profile: a new address stays pending until its link is used. Needs the current password and a recent sign-in (ACC-8). */
     async requestEmailChange(principal: Principal, input: { email: string; currentPassword: string }) {
+      assertRecentSignIn(principal);
       passwords.admit();
       await rateLimits.consume('email_change', principal.user.id);
       const email = normalizeEmail(input.email);

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
   createAccount,
+  sessionOf,
   type TestAccount,
   testAccountsService,
   testClient,
@@ -46,7 +47,9 @@ describe('login', () => {
       account.user.username.toUpperCase(),
       ` ${account.user.username} `,
     ]) {
-      const { user, session } = await login(name, account.password);
+      const outcome = await login(name, account.password);
+      const { user } = outcome;
+      const session = sessionOf(outcome);
       assert.equal(user.id, account.user.id);
       const [row] = await ctx.db.superuser<{ user_id: string }[]>`
         select user_id from sessions where id = ${session.id}::uuid and revoked_at is null`;

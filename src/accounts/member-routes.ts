@@ -4,6 +4,7 @@ import type { App } from '../http/app.ts';
 import { NextAfter, type PageCursors, PageQuery, readPage } from '../http/page-cursor.ts';
 import { ProblemSchema } from '../http/problems.ts';
 import { Id, IdParams, Timestamp } from '../http/schemas.ts';
+import { requiresSecondFactor } from '../signin/policy.ts';
 import { forbiddenPage, notFoundPage } from '../web/dashboard-pages.ts';
 import { sendPage } from '../web/forms.ts';
 import { badCursorPage, readListPage } from '../web/list-pages.ts';
@@ -13,7 +14,7 @@ import { AccountsError } from './errors.ts';
 import { assignableRoles, type MembersService } from './members.ts';
 import { shownError } from './page-routes.ts';
 import { type CookieSettings, clearSessionCookie, signedIn } from './principal.ts';
-import { ROLES, RoleSchema } from './roles.ts';
+import { may, ROLES, RoleSchema } from './roles.ts';
 
 // /api/v1/members and /dashboard/members: list a tenant's members, change a
 // role, remove a member. HTTP only; the members service checks the role
@@ -134,6 +135,9 @@ export function registerMembersPages(
     if (list === undefined) {
       return sendPage(reply, 400, badCursorPage(await frameFor(request), 'members', '/dashboard/members'));
     }
+    const requireSecondFactor = await request.withTenant((tx) =>
+      requiresSecondFactor(tx, principal.user.tenant_id),
+    );
     return sendPage(
       reply,
       status,
@@ -142,6 +146,8 @@ export function registerMembersPages(
         pager: list.pager,
         currentUserId: principal.user.id,
         assignable: assignableRoles(principal),
+        requireSecondFactor,
+        canSetPolicy: may(principal, 'tenant.sign_in_policy'),
         ...extra,
       }),
     );

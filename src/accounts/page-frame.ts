@@ -3,7 +3,7 @@ import type { Sql } from 'postgres';
 import { withTenant } from '../db/tenant.ts';
 import type { App } from '../http/app.ts';
 import type { Frame } from '../web/html.ts';
-import { sessionTokenFrom } from './principal.ts';
+import { sessionPrincipal, sessionTokenFrom } from './principal.ts';
 import { may } from './roles.ts';
 import type { Principal } from './service.ts';
 import { resolveSession } from './sessions.ts';
@@ -50,8 +50,7 @@ async function pagePrincipal(sql: Sql, request: FastifyRequest): Promise<Princip
   // A browser signs in with the cookie; a Bearer client gets no page frame.
   const token = request.headers.authorization === undefined ? sessionTokenFrom(request) : undefined;
   const found = token === undefined ? undefined : await resolveSession(sql, token);
-  if (found === undefined) return undefined;
-  return { user: found.user, via: 'session', sessionId: found.sessionId, tokenId: undefined, scope: 'write' };
+  return found === undefined ? undefined : sessionPrincipal(found);
 }
 
 export function registerPageFrame(app: App, sql: Sql): void {

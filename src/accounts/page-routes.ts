@@ -4,6 +4,8 @@ import { isAppError } from '../errors.ts';
 import type { App } from '../http/app.ts';
 import { isProblemCode, PROBLEM_TYPES } from '../http/problem-types.ts';
 import { RateLimitedError } from '../http/rate-limits.ts';
+import { RECENT_SIGN_IN_MINUTES } from '../signin/recent-sign-in.ts';
+import { setChallengeCookie, verifyPath } from '../signin/second-step.ts';
 import {
   confirmEmailPage,
   emailVerifiedPage,
@@ -124,6 +126,8 @@ export function safeNext(next: string | undefined): string | undefined {
   return next !== undefined && /^\/(?![/\\])[\x21-\x7e]*$/.test(next) ? next : undefined;
 }
 
+const REAUTH_NOTICE = `This needs a sign-in within the last ${RECENT_SIGN_IN_MINUTES} minutes. Sign in again to go on.`;
+
 const INVITE_NEEDED =
   'Signing up needs an invite link. Ask an operator, or the owner of the tenant you are joining, for one.';
 
@@ -237,8 +241,11 @@ export function registerAccountPages(app: App, deps: PageDeps): void {
 
   app.get('/login', { config: { auth: 'optional' }, schema: hide }, async (request, reply) => {
     const next = safeNext(bodyText(request.query, 'next', LIMITS.next));
-    if (request.principal !== undefined) return reply.redirect(next ?? '/dashboard', 303);
-    return sendPage(reply, 200, loginPage({ next, notice: noticeFrom(request.query) }));
+    // ACC-8: ?reauth=1 asks a signed-in user to sign in again (a recent sign-in is needed).
+    const reauth = bodyText(request.query, 'reauth', 1) === '1';
+    if (request.principal !== undefined && !reauth) return reply.redirect(next ?? '/dashboard', 303);
+    const notice = reauth ? REAUTH_NOTICE : noticeFrom(request.query);
+    return sendPage(reply, 200, loginPage({ next, notice }));
   });
 
   app.post(
@@ -252,16 +259,22 @@ export function registerAccountPages(app: App, deps: PageDeps): void {
         return sendPage(reply, 400, loginPage({ login, next, error: problem.message }));
       }
       try {
-        const { session, deviceCookie } = await accounts.login(
+        const signedIn = await accounts.login(
           {
             ...request.body,
+            next,
             previousSessionToken: sessionTokenFrom(request),
             deviceCookie: request.cookies[DEVICE_COOKIE],
           },
           { ...clientInfo(request), signal: clientGone(reply) },
         );
-        setSessionCookie(reply, session.token, cookies);
-        setDeviceCookie(reply, deviceCookie, cookies);
+        setDeviceCookie(reply, signedIn.deviceCookie, cookies);
+        if (signedIn.challenge !== undefined) {
+          // ACC-8: the second step; no session until it is passed.
+          setChallengeCookie(reply, signedIn.challenge, cookies);
+          return reply.redirect(verifyPath(signedIn.challenge.id), 303);
+        }
+        setSessionCookie(reply, signedIn.session.token, cookies);
         return reply.redirect(next ?? '/dashboard', 303);
       } catch (error) {
         // ACC-6: one message for every failure (unknown login, wrong password, unverified email).

@@ -8,7 +8,7 @@ import { tokenKind } from '../tokens.ts';
 import { resolveApiToken } from './api-tokens.ts';
 import { DEVICE_COOKIE, DEVICE_COOKIE_DAYS, DEVICE_COOKIE_PATH } from './device-cookies.ts';
 import type { Principal } from './service.ts';
-import { resolveSession, SESSION_COOKIE, SESSION_MINUTES } from './sessions.ts';
+import { resolveSession, SESSION_COOKIE, SESSION_MINUTES, type SessionPrincipal } from './sessions.ts';
 
 // Who a request acts for. A Bearer token is checked first, then the session
 // cookie; both end in the same user check before any data access (ACC-10).
@@ -89,21 +89,27 @@ async function resolve(sql: Sql, request: FastifyRequest): Promise<Resolution> {
         sessionId: undefined,
         tokenId: found.tokenId,
         scope: found.scope,
+        authenticatedAt: undefined,
+        secondFactorMissing: found.secondFactorMissing,
       },
     };
   }
   const token = sessionTokenFrom(request);
   if (token === undefined) return undefined;
   const found = await resolveSession(sql, token);
-  if (found === undefined) return undefined;
+  return found === undefined ? undefined : { principal: sessionPrincipal(found) };
+}
+
+/** The principal a live session stands for: it can write, and carries when its sign-in was passed. */
+export function sessionPrincipal(found: SessionPrincipal): Principal {
   return {
-    principal: {
-      user: found.user,
-      via: 'session',
-      sessionId: found.sessionId,
-      tokenId: undefined,
-      scope: 'write',
-    },
+    user: found.user,
+    via: 'session',
+    sessionId: found.sessionId,
+    tokenId: undefined,
+    scope: 'write',
+    authenticatedAt: found.authenticatedAt,
+    secondFactorMissing: found.secondFactorMissing,
   };
 }
 
@@ -112,6 +118,15 @@ export function signedIn(request: FastifyRequest): Principal {
   if (request.principal === undefined)
     throw new Error('route reached without a principal (declare auth: user)');
   return request.principal;
+}
+
+/**
+ * What a user the tenant's rule holds back (no second factor yet) may still
+ * reach: /profile, where factors are set up, and who they are.
+ */
+function isSetupRoute(request: FastifyRequest): boolean {
+  const path = request.routeOptions.url ?? '';
+  return path === '/profile' || path.startsWith('/profile/') || path === '/api/v1/me' || path === '/logout';
 }
 
 function isApi(request: FastifyRequest): boolean {
@@ -152,6 +167,12 @@ function admit(
 ): boolean {
   if (resolution !== undefined && 'principal' in resolution) {
     request.principal = resolution.principal;
+    if (resolution.principal.secondFactorMissing && !isSetupRoute(request)) {
+      // ACC-8: the tenant requires a second factor this user has not set up yet.
+      if (isApi(request)) sendProblem(request, reply, 'second_factor_required');
+      else reply.redirect('/profile?notice=second-factor-required', 303);
+      return false;
+    }
     if (resolution.principal.via === 'session') {
       // Slide the cookie with the server-side expiry.
       const token = sessionTokenFrom(request);

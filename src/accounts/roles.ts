@@ -35,6 +35,8 @@ export const PERMISSIONS = {
   'member.list': { owner: 'any', admin: 'any', member: 'any' },
   /** Change a member's or admin's role (to member or admin) and remove them. */
   'member.manage': { owner: 'any', admin: 'any', member: 'none' },
+  /** Require a second factor of every member (ACC-8). */
+  'tenant.sign_in_policy': { owner: 'any', admin: 'none', member: 'none' },
   /** Change or remove an owner, or make someone an owner. */
   'owner.manage': { owner: 'any', admin: 'none', member: 'none' },
   /** Approve, deny and revoke connections to an agent of the tenant (RLY-2). */
@@ -76,6 +78,7 @@ export const REFUSALS: Readonly<Record<Action, string>> = {
   'invite.manage': 'Only owners and admins manage invites.',
   'member.list': 'Your role cannot list members.',
   'member.manage': 'Only owners and admins change roles or remove members.',
+  'tenant.sign_in_policy': 'Only owners change the tenant’s sign-in rule.',
   'owner.manage': 'Only an owner changes or removes an owner, or makes someone an owner.',
   'relay.approve':
     'Members approve, deny and revoke connections only to the agents they created; ask an owner or admin.',

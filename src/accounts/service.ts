@@ -6,6 +6,9 @@ import { withTenant } from '../db/tenant.ts';
 import type { PageRequest, PositionedRow } from '../http/page-cursor.ts';
 import type { RateLimits } from '../http/rate-limits.ts';
 import { enqueueJob } from '../jobs/queue.ts';
+import type { OpenedChallenge } from '../signin/challenges.ts';
+import { assertRecentSignIn } from '../signin/recent-sign-in.ts';
+import { secondStepFor } from '../signin/second-step.ts';
 import {
   type ApiTokenListing,
   findApiToken,
@@ -61,6 +64,10 @@ export interface Principal {
   readonly tokenId: string | undefined;
   /** Sessions can write; API tokens carry their scope. */
   readonly scope: TokenScope;
+  /** When a session's sign-in was passed in full; undefined for an API token. */
+  readonly authenticatedAt: Date | undefined;
+  /** The tenant requires a second factor and this user has none yet: only setup pages are open (ACC-8). */
+  readonly secondFactorMissing: boolean;
 }
 
 export interface ClientInfo {
@@ -127,6 +134,24 @@ function usableInvite(invite: Invite | undefined): Invite {
     throw new AccountsError('invite_invalid', 'This invite has expired.', 'invite');
   return invite;
 }
+
+/**
+ * A password that checked out: the session, or (ACC-8) the second step's
+ * challenge, whose token goes into the browser's cookie.
+ */
+export type LoginOutcome =
+  | {
+      readonly user: User;
+      readonly session: NewSession;
+      readonly challenge: undefined;
+      readonly deviceCookie: string;
+    }
+  | {
+      readonly user: User;
+      readonly session: undefined;
+      readonly challenge: OpenedChallenge;
+      readonly deviceCookie: string;
+    };
 
 /** Every rule a new API token's name and expiry break, in words (a form shows them all at once). */
 export function tokenInputProblems(
@@ -239,9 +264,11 @@ export function createAccountsService(deps: AccountsDeps) {
         password: string;
         previousSessionToken: string | undefined;
         deviceCookie?: string | undefined;
+        /** Where to go once signed in; kept on the challenge if a second step follows. */
+        next?: string | undefined;
       },
       client: ClientInfo,
-    ): Promise<{ user: User; session: NewSession; deviceCookie: string }> {
+    ): Promise<LoginOutcome> {
       passwords.admit();
       const admission = await admitLogin(rateLimits, {
         login: input.login,
@@ -269,9 +296,21 @@ export function createAccountsService(deps: AccountsDeps) {
             throw error;
           })
         : undefined;
-      const signedIn = await withTenant(sql, user.tenant_id, async (tx) => {
+      const deviceCookie = deviceCookies.issue(user.username);
+      const signedIn = await withTenant(sql, user.tenant_id, async (tx): Promise<LoginOutcome> => {
         if (rehashed !== undefined)
           await tx`update users set password_hash = ${rehashed} where id = ${user.id}::uuid`;
+        // ACC-8: with a second factor, no session yet: a challenge only this browser can answer.
+        const challenge = await secondStepFor(tx, user, 'password', input.next);
+        if (challenge !== undefined) {
+          await appendAuditEvent(tx, user.tenant_id, {
+            actor: `user:${user.id}`,
+            action: 'session.second_step_started',
+            target: `user:${user.id}`,
+            data: { user_id: user.id, challenge_id: challenge.id, first_step: 'password' },
+          });
+          return { user, challenge, session: undefined, deviceCookie };
+        }
         let replaced = 0;
         if (input.previousSessionToken !== undefined) {
           const rows = await tx`
@@ -286,9 +325,9 @@ export function createAccountsService(deps: AccountsDeps) {
           passwordRehashed: rehashed !== undefined,
           sessionsReplaced: replaced,
         });
-        return { user, session };
+        return { user, session, challenge: undefined, deviceCookie };
       });
-      return { ...signedIn, deviceCookie: deviceCookies.issue(user.username) };
+      return signedIn;
     },
 
     async logout(principal: Principal): Promise<void> {
@@ -362,6 +401,7 @@ export function createAccountsService(deps: AccountsDeps) {
       principal: Principal,
       input: { name: string; scope: TokenScope; expiresAt: Date | null },
     ): Promise<{ listing: ApiTokenListing; token: string }> {
+      assertRecentSignIn(principal);
       await rateLimits.consume('token_mint', principal.user.id);
       const [problem] = tokenInputProblems(input);
       if (problem !== undefined) throw fieldError(problem.field, problem.message);

@@ -9,7 +9,7 @@ import {
   type PositionedRow,
   positionColumns,
 } from '../http/page-cursor.ts';
-import { getUser, type User } from './users.ts';
+import { getActingUser, type User } from './users.ts';
 
 // ACC-3: a session is a random id in an HMAC-signed cookie; the server keeps
 // only SHA-256 of the id, in a row that makes the session revocable. The
@@ -48,6 +48,9 @@ export async function insertSession(
 export interface SessionPrincipal {
   readonly sessionId: string;
   readonly user: User;
+  /** When the session's sign-in was passed in full (the recent sign-in rule reads it). */
+  readonly authenticatedAt: Date;
+  readonly secondFactorMissing: boolean;
 }
 
 /**
@@ -57,20 +60,38 @@ export interface SessionPrincipal {
  */
 export async function resolveSession(sql: Sql, token: string): Promise<SessionPrincipal | undefined> {
   return withLookup(sql, sessionTokenHash(token), async (tx) => {
-    const [session] = await tx<{ id: string; tenant_id: string; user_id: string; stale: boolean }[]>`
-      select id, tenant_id, user_id, last_seen_at < now() - make_interval(secs => ${TOUCH_SECONDS}) as stale
+    const [session] = await tx<
+      { id: string; tenant_id: string; user_id: string; authenticated_at: Date; stale: boolean }[]
+    >`
+      select id, tenant_id, user_id, authenticated_at,
+             last_seen_at < now() - make_interval(secs => ${TOUCH_SECONDS}) as stale
       from sessions
       where token_hash = enclave.current_lookup() and revoked_at is null and expires_at > now()`;
     if (session === undefined) return undefined;
-    const [, user] = await Promise.all([bindTenant(tx, session.tenant_id), getUser(tx, session.user_id)]);
-    if (user === undefined) return undefined;
+    const [, acting] = await Promise.all([
+      bindTenant(tx, session.tenant_id),
+      getActingUser(tx, session.user_id),
+    ]);
+    if (acting === undefined) return undefined;
     if (session.stale) {
       await tx`
         update sessions set last_seen_at = now(), expires_at = now() + make_interval(mins => ${SESSION_MINUTES})
         where id = ${session.id}::uuid`;
     }
-    return { sessionId: session.id, user };
+    return { sessionId: session.id, authenticatedAt: session.authenticated_at, ...acting };
   });
+}
+
+/**
+ * Revokes the session a browser presented while signing in again (no
+ * fixation); returns how many it revoked (0 or 1).
+ */
+export async function revokePresentedSession(tx: TenantSql, token: string | undefined): Promise<number> {
+  if (token === undefined) return 0;
+  const rows = await tx`
+    update sessions set revoked_at = now()
+    where token_hash = ${sessionTokenHash(token)} and revoked_at is null`;
+  return rows.count;
 }
 
 export interface SessionListing {

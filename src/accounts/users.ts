@@ -46,6 +46,27 @@ export async function getUser(tx: TenantSql, userId: string): Promise<User | und
   return user;
 }
 
+/**
+ * The user a session or API token acts for, and whether the tenant's policy
+ * wants a second factor this user has not set up (ACC-8): one statement, as
+ * every authenticated request runs it.
+ */
+export async function getActingUser(
+  tx: TenantSql,
+  userId: string,
+): Promise<{ user: User; secondFactorMissing: boolean } | undefined> {
+  const [row] = await tx<(User & { second_factor_missing: boolean })[]>`
+    select ${tx.unsafe(USER_COLUMNS)},
+           coalesce((select t.require_second_factor from tenants t where t.id = users.tenant_id), false)
+             and not exists (select 1 from user_factors f
+                             where f.tenant_id = users.tenant_id and f.user_id = users.id)
+             as second_factor_missing
+    from users where id = ${userId}::uuid`;
+  if (row === undefined) return undefined;
+  const { second_factor_missing, ...user } = row;
+  return { user, secondFactorMissing: second_factor_missing };
+}
+
 export async function getUserWithHash(tx: TenantSql, userId: string): Promise<UserWithHash | undefined> {
   const [user] = await tx<UserWithHash[]>`
     select ${tx.unsafe(USER_COLUMNS)}, password_hash from users where id = ${userId}::uuid`;

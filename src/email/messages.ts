@@ -76,3 +76,20 @@ this message: nothing has changed.
 `,
   };
 }
+
+export function signInCodeMail(code: { to: string; username: string; code: string }): Mail {
+  return {
+    to: code.to,
+    subject: `Your Enclave sign-in code: ${code.code}`,
+    text: `Hello ${code.username},
+
+someone (we hope you) signed in to the Enclave account "${code.username}" with its
+password. To finish signing in, enter this code on the page that asked for it:
+
+${code.code}
+
+The code works once and expires after 10 minutes. If this was not you, your
+password is known to someone else: change it from your profile.
+`,
+  };
+}

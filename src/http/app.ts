@@ -57,6 +57,8 @@ import { registerDirectoryPages } from '../relay/directory-page-routes.ts';
 import { registerListingRoutes } from '../relay/listing-routes.ts';
 import { registerThreadsApi } from '../relay/thread-api-routes.ts';
 import { registerThreadPages } from '../relay/thread-page-routes.ts';
+import { registerSignInRoutes, secondFactorsProfileSection } from '../signin/routes.ts';
+import { registerVerifyPages } from '../signin/verify-routes.ts';
 import { registerStatusRoutes } from '../status/routes.ts';
 import { createStatusService } from '../status/status-service.ts';
 import type { Vault } from '../vault/service.ts';
@@ -239,7 +241,11 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     rateLimits: deps.rateLimits,
     sessionKey: deps.sessionKey,
     cursors,
+    profileSections: [secondFactorsProfileSection(deps.sql)],
   });
+  const signIn = { sql: deps.sql, rateLimits: deps.rateLimits, cookies };
+  registerVerifyPages(app, signIn);
+  registerSignInRoutes(app);
   const members = createMembersService();
   registerMembersApi(app, { members, cursors });
   registerMembersPages(app, { members, cookies, cursors });

@@ -99,6 +99,18 @@ export const PROBLEM_TYPES = {
     description:
       'The credentials are valid but do not allow this action (for example, a read-scoped token writing).',
   },
+  reauth_required: {
+    status: 403,
+    title: 'Sign in again',
+    description:
+      'Turning off a second factor, changing the email, unlinking an identity and creating an API token need a session signed in within the last 10 minutes (ACC-8). Sign in again and retry.',
+  },
+  second_factor_required: {
+    status: 403,
+    title: 'Second factor required',
+    description:
+      'The tenant requires a second factor of every member. Until this account sets one up on /profile, only the setup pages are open (ACC-8).',
+  },
   last_owner: {
     status: 409,
     title: 'Last owner',

@@ -35,6 +35,13 @@ export const BUCKETS = {
   /** Current-password checks by one signed-in user (the profile's password change). */
   password_check: { points: 10, seconds: 15 * 60 },
   signup_ip: { points: 10, seconds: 60 * 60 },
+  /**
+   * ACC-8: second-step tries (email, TOTP, recovery codes, passkeys) from one client address, and
+   * against one account. Reaching the step needs the first one passed, and a bucket empties itself
+   * in 15 minutes: the worst anyone can do to a victim is delay its second step that long.
+   */
+  second_step_ip: { points: 60, seconds: 15 * 60 },
+  second_step_account: { points: 20, seconds: 15 * 60 },
   recover_ip: { points: 5, seconds: 15 * 60 },
   /** Recovery requests naming one login, from anywhere. */
   recover_account: { points: 3, seconds: 60 * 60 },

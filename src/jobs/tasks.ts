@@ -7,10 +7,17 @@ import type { AuditServices } from '../audit/setup.ts';
 import type { CallbackDeliverPayload, CallbackDelivery } from '../callbacks/deliver.ts';
 import { fanoutCallbackEvent } from '../callbacks/fanout.ts';
 import type { Mailer } from '../email/mailer.ts';
-import { accountExistsMail, inviteMail, recoveryMail, verificationMail } from '../email/messages.ts';
+import {
+  accountExistsMail,
+  inviteMail,
+  recoveryMail,
+  signInCodeMail,
+  verificationMail,
+} from '../email/messages.ts';
 import { AppError } from '../errors.ts';
 import type { RelayDelivery } from '../relay/delivery.ts';
 import { relayRetentionJob } from '../relay/retention.ts';
+import { mintEmailCode, type SignInCodePayload } from '../signin/challenges.ts';
 import type { InboundDelivery } from '../webhooks/inbound-delivery.ts';
 import { releaseStaleLocks } from './stale-locks.ts';
 
@@ -30,6 +37,7 @@ export interface TaskPayloads {
   send_invite_email: InviteMailPayload;
   /** Tells an invited address that already has an account that no second one was made (ACC-1, no enumeration). */
   send_account_exists_email: { to: string };
+  send_sign_in_code: SignInCodePayload;
   /** Cron, hourly: deletes expired rate-limit counters, old dev mail and old recovery requests. */
   maintenance_prune: Record<string, never>;
   /** Cron, hourly: deletes relay message payloads 30 days old, expired thread tokens and idempotency keys (RLY-9). */
@@ -134,6 +142,23 @@ async function sendAccountExistsMail(deps: TaskDeps, payload: unknown): Promise<
   await deps.mailer.send(accountExistsMail(deps.publicUrl, to));
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** ACC-8: mints the challenge's email code as it sends it; a challenge gone or passed sends nothing. */
+async function sendSignInCode(deps: TaskDeps, payload: unknown): Promise<void> {
+  const { tenantId, challengeId } = (payload ?? {}) as Partial<Record<keyof SignInCodePayload, unknown>>;
+  if (
+    typeof tenantId !== 'string' ||
+    !UUID.test(tenantId) ||
+    typeof challengeId !== 'string' ||
+    !UUID.test(challengeId)
+  ) {
+    throw new Error('send_sign_in_code: the payload needs a tenantId and a challengeId');
+  }
+  const minted = await mintEmailCode(deps.sql, { tenantId, challengeId });
+  if (minted !== undefined) await deps.mailer.send(signInCodeMail(minted));
+}
+
 export const OUTBOX_DAYS = 7;
 export const RECOVERY_REQUEST_DAYS = 90;
 
@@ -156,6 +181,7 @@ export function createTaskHandlers(deps: TaskDeps): TaskHandlers {
     send_recovery_email: (payload) => sendLinkMail(deps, 'recover', payload),
     send_invite_email: (payload) => sendInviteMail(deps, payload),
     send_account_exists_email: (payload) => sendAccountExistsMail(deps, payload),
+    send_sign_in_code: (payload) => sendSignInCode(deps, payload),
     maintenance_prune: () => prune(deps),
     relay_retention: () => relayRetentionJob(deps.sql, deps.clock?.() ?? new Date()),
     audit_retention: async () => {

@@ -93,6 +93,10 @@ const NOTICES = {
   'session-revoked': 'The session was signed out.',
   'token-revoked': 'The token was revoked.',
   'invite-revoked': 'The invite was revoked.',
+  'email-code-on': 'Sign-in now asks for a code sent to your email address after your password.',
+  'email-code-off': 'Codes by email are turned off.',
+  'second-factor-required':
+    'Your tenant requires a second step at sign-in. Set one up below to reach the rest of Enclave.',
 } as const;
 
 export type NoticeKey = keyof typeof NOTICES;

@@ -1,7 +1,7 @@
 import type { Member } from '../accounts/members.ts';
 import type { Role } from '../accounts/roles.ts';
 import { errorBox, noticeBox, selectField } from './forms.ts';
-import { type Frame, html, page } from './html.ts';
+import { type Frame, type Html, html, page } from './html.ts';
 import { type ListPager, pagerNav } from './list-pages.ts';
 
 // /dashboard/members: the tenant's members with their roles; for those who
@@ -11,6 +11,7 @@ import { type ListPager, pagerNav } from './list-pages.ts';
 const NOTICES: Readonly<Record<string, string>> = {
   'role-changed': 'The role was changed.',
   'member-removed': 'The member was removed; their sessions and API tokens no longer work.',
+  'sign-in-policy-changed': 'The sign-in rule was changed.',
 };
 
 /** The notice a redirect named (?notice=…), from the fixed list only: the query is attacker-controlled. */
@@ -29,6 +30,21 @@ export interface MembersPageInput {
   readonly assignable: readonly Role[];
   readonly notice?: string | undefined;
   readonly error?: string | undefined;
+  /** The tenant's second-factor rule (ACC-8); shown with its switch to owners, as a fact to others. */
+  readonly requireSecondFactor: boolean;
+  readonly canSetPolicy: boolean;
+}
+
+function policySection(input: MembersPageInput): Html {
+  const state = input.requireSecondFactor
+    ? 'Every member must use a second step at sign-in. A member without one can reach only the page that sets one up.'
+    : 'A second step at sign-in is up to each member.';
+  if (!input.canSetPolicy) return html`<h2>Sign-in rule</h2><p>${state}</p>`;
+  return html`<h2>Sign-in rule</h2><p>${state}</p>
+<form method="post" action="/dashboard/members/sign-in-policy" class="inline">
+<input type="hidden" name="require_second_factor" value="${input.requireSecondFactor ? 'false' : 'true'}">
+<button type="submit">${input.requireSecondFactor ? 'Stop requiring a second step' : 'Require a second step of every member'}</button>
+</form>`;
 }
 
 export function membersPage(frame: Frame, input: MembersPageInput): string {
@@ -59,6 +75,7 @@ ${selectField({ name: 'role', label: `Role of ${member.username}`, choices, sele
     )}</tbody>
 </table>
 ${pagerNav(input.pager, 'Pages of members')}
+${policySection(input)}
 <p>What each role may do is listed in the README, under “Roles”.${
       input.assignable.length === 0 ? ' Only owners and admins change roles or remove members.' : ''
     }</p>`,

@@ -3,7 +3,7 @@ import type { User } from '../accounts/users.ts';
 import { type FormErrors, newPasswordField } from './account-pages.ts';
 import { postButton, time } from './dashboard-pages.ts';
 import { errorBox, field, noticeBox } from './forms.ts';
-import { type Frame, html, page } from './html.ts';
+import { type Frame, type Html, html, page } from './html.ts';
 import { type ListPager, pagerNav } from './list-pages.ts';
 
 // /profile: the account, its live sessions (the current one marked, each
@@ -30,6 +30,8 @@ export function profilePage(
     notice?: string | undefined;
     errors?: ProfileErrors;
     newEmail?: string | undefined;
+    /** The sign-in methods' own sections (second factors, passkeys, linked identities), in order. */
+    sections?: readonly Html[];
   },
 ): string {
   const { user } = input;
@@ -60,7 +62,7 @@ ${
 <dt>Role</dt><dd>${user.role}${user.is_operator ? ', platform operator' : ''}</dd>
 <dt>Member since</dt><dd>${time(user.created_at)}</dd>
 </dl>
-
+${input.sections ?? []}
 <h2>Sessions</h2>
 <table><thead><tr><th>Signed in</th><th>Last active</th><th>Browser</th><th>Address</th><th><span class="visually-hidden">Actions</span></th></tr></thead><tbody>${input.sessions.map(
       (session) => html`<tr${session.id === input.currentSessionId ? html` class="current"` : ''}>

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { randomBytes, randomInt } from 'node:crypto';
 import type {} from '@fastify/cookie';
 import type { TokenScope } from '../../src/accounts/api-tokens.ts';
@@ -14,6 +15,7 @@ import {
   type AccountsService,
   type ClientInfo,
   createAccountsService,
+  type LoginOutcome,
   type Principal,
   type SignupOutcome,
 } from '../../src/accounts/service.ts';
@@ -169,6 +171,8 @@ export async function createAccount(
     sessionId: session.id,
     tokenId: undefined,
     scope: 'write',
+    authenticatedAt: new Date(),
+    secondFactorMissing: false,
   };
   const minted = await accounts.mintApiToken(principal, {
     name: 'test token',
@@ -194,13 +198,21 @@ export async function loginAgain(
   testApp: Pick<TestApp, 'app' | 'rateLimits' | 'sessionKey'>,
   account: TestAccount,
 ): Promise<{ sessionId: string; sessionToken: string; sessionCookie: string }> {
-  const { session } = await testAccountsService(db, testApp).login(
-    { login: account.user.username, password: account.password, previousSessionToken: undefined },
-    testClient(),
+  const session = sessionOf(
+    await testAccountsService(db, testApp).login(
+      { login: account.user.username, password: account.password, previousSessionToken: undefined },
+      testClient(),
+    ),
   );
   return {
     sessionId: session.id,
     sessionToken: session.token,
     sessionCookie: sessionCookieFor(testApp.app, session.token),
   };
+}
+
+/** The session a password sign-in started; fails the test if it asked for a second step instead. */
+export function sessionOf(outcome: LoginOutcome): NewSession {
+  assert.ok(outcome.session !== undefined, 'the sign-in asked for a second step');
+  return outcome.session;
 }
