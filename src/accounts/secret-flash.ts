@@ -17,7 +17,7 @@ import type { CookieSettings } from './principal.ts';
 // Strict, sent only to the pages that show it, and expiring after 5 minutes.
 // Never in a URL or a log.
 
-export type FlashKind = 'token' | 'invite' | 'inbound-webhook' | 'webhook-endpoint';
+export type FlashKind = 'token' | 'invite' | 'inbound-webhook' | 'webhook-endpoint' | 'recovery-codes';
 
 const TTL_SECONDS = 5 * 60;
 /** Where each kind's cookie is sent: only to the pages that show it. */
@@ -26,6 +26,7 @@ const PATHS: Readonly<Record<FlashKind, string>> = {
   invite: '/dashboard/settings',
   'inbound-webhook': '/dashboard/agents',
   'webhook-endpoint': '/dashboard/webhooks',
+  'recovery-codes': '/profile/totp/recovery-codes',
 };
 const IV_BYTES = 12;
 const TAG_BYTES = 16;

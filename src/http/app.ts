@@ -45,6 +45,8 @@ import { registerCallbackEndpointRoutes } from '../callbacks/endpoint-routes.ts'
 import { createCallbackEndpoints } from '../callbacks/endpoints.ts';
 import type { Config } from '../config.ts';
 import type { Migration } from '../db/migrator.ts';
+import { registerTotpPages } from '../factors/totp-routes.ts';
+import { createTotpService } from '../factors/totp-service.ts';
 import { registerGatewayRoutes } from '../gateway/routes.ts';
 import type { Logger } from '../logger.ts';
 import { registerA2aRoutes } from '../relay/a2a-routes.ts';
@@ -246,6 +248,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   const signIn = { sql: deps.sql, rateLimits: deps.rateLimits, cookies };
   registerVerifyPages(app, signIn);
   registerSignInRoutes(app);
+  const totp = createTotpService({ sql: deps.sql, vault: deps.vault, rateLimits: deps.rateLimits });
+  registerTotpPages(app, { totp, cookies, sessionKey: deps.sessionKey });
   const members = createMembersService();
   registerMembersApi(app, { members, cursors });
   registerMembersPages(app, { members, cookies, cursors });

@@ -34,6 +34,8 @@ export const BUCKETS = {
   login_device: { points: 10, seconds: 15 * 60 },
   /** Current-password checks by one signed-in user (the profile's password change). */
   password_check: { points: 10, seconds: 15 * 60 },
+  /** First-code guesses while one signed-in user confirms an authenticator app (ACC-8). */
+  totp_enrol: { points: 10, seconds: 15 * 60 },
   signup_ip: { points: 10, seconds: 60 * 60 },
   /**
    * ACC-8: second-step tries (email, TOTP, recovery codes, passkeys) from one client address, and

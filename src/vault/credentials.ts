@@ -1,7 +1,12 @@
 import type { Sql } from 'postgres';
 import type { TenantSql } from '../db/tenant.ts';
-import { currentDataKey, lockTenantKeys, unwrapDataKey } from './data-keys.ts';
-import { type CredentialAddress, credentialAad, open, seal } from './envelope.ts';
+import {
+  lendUnderDataKey,
+  type SealedUnderDataKey,
+  type StoredUnderDataKey,
+  sealUnderDataKey,
+} from './data-key-seal.ts';
+import { type CredentialAddress, credentialAad } from './envelope.ts';
 import { VaultError } from './errors.ts';
 import type { MasterKeyProvider } from './master-keys.ts';
 
@@ -51,23 +56,18 @@ export async function putCredential(
 ): Promise<{ listing: CredentialListing; created: boolean }> {
   const problem = credentialValueProblem(value);
   if (problem !== undefined) throw new VaultError('validation_failed', problem, { field: 'value' });
-  // The key is read in the lock's round trip: the server runs the read after the lock is
-  // granted, in a snapshot of its own, so a rotation we waited for is still seen.
-  const [, dataKey] = await Promise.all([
-    lockTenantKeys(tx, address.tenantId, 'shared'),
-    currentDataKey(tx, provider, address.tenantId),
-  ]);
   const plaintext = Buffer.from(value, 'utf8');
-  let sealed: ReturnType<typeof seal>;
+  let sealed: SealedUnderDataKey;
   try {
-    sealed = seal(dataKey.key, plaintext, credentialAad(address, dataKey.version));
+    sealed = await sealUnderDataKey(tx, provider, address.tenantId, plaintext, (version) =>
+      credentialAad(address, version),
+    );
   } finally {
     plaintext.fill(0);
-    dataKey.key.fill(0);
   }
   const [row] = await tx<(CredentialListing & { created: boolean })[]>`
     insert into credentials (tenant_id, agent_id, name, key_version, ciphertext, nonce, tag, last4)
-    values (${address.tenantId}::uuid, ${address.agentId}::uuid, ${address.name}, ${dataKey.version},
+    values (${address.tenantId}::uuid, ${address.agentId}::uuid, ${address.name}, ${sealed.key_version},
             ${sealed.ciphertext}, ${sealed.nonce}, ${sealed.tag}, ${last4Of(value)})
     on conflict (agent_id, name) do update
       set key_version = excluded.key_version, ciphertext = excluded.ciphertext, nonce = excluded.nonce,
@@ -91,14 +91,7 @@ export async function deleteCredential(tx: TenantSql, address: CredentialAddress
   return deleted.length > 0;
 }
 
-interface SealedRow {
-  readonly ciphertext: Buffer;
-  readonly nonce: Buffer;
-  readonly tag: Buffer;
-  readonly key_version: number;
-  readonly master_version: number;
-  readonly wrapped: Buffer;
-}
+type SealedRow = StoredUnderDataKey;
 
 /**
  * VLT-5: the one way to a credential's plaintext. It is decrypted into a
@@ -145,20 +138,5 @@ async function openAndLend<T>(
   use: (plaintext: Buffer) => Promise<T> | T,
 ): Promise<T> {
   if (row === undefined) throw new VaultError('not_found', `no credential named ${address.name}`);
-  const dataKey = await unwrapDataKey(provider, address.tenantId, {
-    version: row.key_version,
-    master_version: row.master_version,
-    wrapped: row.wrapped,
-  });
-  let plaintext: Buffer;
-  try {
-    plaintext = open(dataKey, row, credentialAad(address, row.key_version));
-  } finally {
-    dataKey.fill(0);
-  }
-  try {
-    return await use(plaintext);
-  } finally {
-    plaintext.fill(0);
-  }
+  return lendUnderDataKey(provider, address.tenantId, row, credentialAad(address, row.key_version), use);
 }

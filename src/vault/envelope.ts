@@ -104,3 +104,24 @@ export function credentialAad(address: CredentialAddress, dataKeyVersion: number
     dataKeyVersion,
   ]);
 }
+
+export interface TotpSecretAddress {
+  readonly tenantId: string;
+  readonly userId: string;
+  /** The factor's id (chosen at enrolment, before the factor row exists). */
+  readonly factorId: string;
+}
+
+/**
+ * AAD of a TOTP secret: a purpose of its own, then tenant, user, factor and
+ * data-key version. Sealed under the same data keys as credentials, a TOTP
+ * secret never opens as a credential, nor a credential as a TOTP secret.
+ */
+export function totpSecretAad(address: TotpSecretAddress, dataKeyVersion: number): Buffer {
+  return associatedData('enclave.vault.totp-secret.v1', [
+    address.tenantId,
+    address.userId,
+    address.factorId,
+    dataKeyVersion,
+  ]);
+}

@@ -373,7 +373,7 @@ describe('tenant data-key rotation', () => {
     const { failures } = await readers.stop();
     assert.deepEqual(failures, []);
 
-    assert.deepEqual(rotation, { from: 1, to: 2, credentials: 5 });
+    assert.deepEqual(rotation, { from: 1, to: 2, credentials: 5, totpSecrets: 0 });
     const after = await snapshot(rotated.tenantId);
     assert.deepEqual(
       after.keys.map((row) => row.version),
@@ -399,7 +399,7 @@ describe('tenant data-key rotation', () => {
     assert.ok(event !== undefined);
     assert.equal(event.actor, 'operator:cli');
     assert.equal(event.target, `tenant:${rotated.tenantId}`);
-    assert.deepEqual(event.data, { from_version: 1, to_version: 2, credentials: 5 });
+    assert.deepEqual(event.data, { from_version: 1, to_version: 2, credentials: 5, totp_secrets: 0 });
     for (const { value } of rotated.credentials) assert.ok(!event.canonical.includes(value));
   });
 
@@ -460,7 +460,7 @@ describe('tenant data-key rotation', () => {
     assert.ok(lateResults.slice(0, late.length).every((result) => result.created));
     assert.equal(lateResults.at(-1)?.created, false);
     // The early credential was committed before the rotation took the lock, so it was re-encrypted.
-    assert.deepEqual(rotation, { from: 1, to: 2, credentials: 4 });
+    assert.deepEqual(rotation, { from: 1, to: 2, credentials: 4, totpSecrets: 0 });
     const after = await snapshot(tenantId);
     assert.deepEqual(
       after.keys.map((row) => row.version),

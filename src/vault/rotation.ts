@@ -1,6 +1,7 @@
 import type { Sql } from 'postgres';
 import { appendAuditEvent, appendPlatformAuditEvent, PLATFORM_TENANT } from '../audit/append.ts';
 import { serviceQuery, withTenant } from '../db/tenant.ts';
+import { resealUnderDataKey, type SealedUnderDataKey } from './data-key-seal.ts';
 import {
   type DataKeyRow,
   insertDataKey,
@@ -8,9 +9,10 @@ import {
   registerMasterVersion,
   unwrapDataKey,
 } from './data-keys.ts';
-import { credentialAad, dataKeyAad, open, seal } from './envelope.ts';
+import { credentialAad, dataKeyAad } from './envelope.ts';
 import { VaultError } from './errors.ts';
 import type { MasterKeyProvider } from './master-keys.ts';
+import { resealTotpSecrets } from './totp-secrets.ts';
 
 // VLT-6: rotating each key in the hierarchy while servers keep serving. The
 // invariants these keep are written down in src/vault/README.md.
@@ -19,10 +21,11 @@ export interface TenantKeyRotation {
   readonly from: number;
   readonly to: number;
   readonly credentials: number;
+  readonly totpSecrets: number;
 }
 
 /**
- * A new data key for one tenant; every credential is re-encrypted under it
+ * A new data key for one tenant; every credential and TOTP secret is re-encrypted under it
  * and the old keys deleted, in one transaction. Credential writers wait on
  * the tenant's key lock; readers keep reading the old key and ciphertext
  * until the commit, then the new ones (each read is a single statement).
@@ -45,44 +48,34 @@ export async function rotateTenantKey(
     const unwrapped = new Map<number, Buffer>();
     try {
       for (const row of keys) unwrapped.set(row.version, await unwrapDataKey(provider, tenantId, row));
-      const credentials = await tx<
-        {
-          id: string;
-          agent_id: string;
-          name: string;
-          key_version: number;
-          ciphertext: Buffer;
-          nonce: Buffer;
-          tag: Buffer;
-        }[]
-      >`
+      const credentials = await tx<(SealedUnderDataKey & { id: string; agent_id: string; name: string })[]>`
         select id, agent_id, name, key_version, ciphertext, nonce, tag from credentials
         where tenant_id = ${tenantId}::uuid for update`;
       for (const credential of credentials) {
-        const oldKey = unwrapped.get(credential.key_version);
-        if (oldKey === undefined)
-          throw new VaultError('ciphertext_rejected', 'a credential names a missing data key');
         const address = { tenantId, agentId: credential.agent_id, name: credential.name };
-        const plaintext = open(oldKey, credential, credentialAad(address, credential.key_version));
-        let sealed: ReturnType<typeof seal>;
-        try {
-          sealed = seal(created.key, plaintext, credentialAad(address, created.version));
-        } finally {
-          plaintext.fill(0);
-        }
+        const sealed = resealUnderDataKey(unwrapped, created, credential, (version) =>
+          credentialAad(address, version),
+        );
         await tx`
-          update credentials set key_version = ${created.version}, ciphertext = ${sealed.ciphertext},
+          update credentials set key_version = ${sealed.key_version}, ciphertext = ${sealed.ciphertext},
                  nonce = ${sealed.nonce}, tag = ${sealed.tag}
           where id = ${credential.id}::uuid`;
       }
+      // Every row sealed under an old key is re-sealed before the old keys go (README, rotation 2).
+      const totpSecrets = await resealTotpSecrets(tx, tenantId, unwrapped, created);
       await tx`delete from vault_data_keys where tenant_id = ${tenantId}::uuid and version < ${created.version}`;
       await appendAuditEvent(tx, tenantId, {
         actor,
         action: 'vault.data_key_rotated',
         target: `tenant:${tenantId}`,
-        data: { from_version: from, to_version: created.version, credentials: credentials.length },
+        data: {
+          from_version: from,
+          to_version: created.version,
+          credentials: credentials.length,
+          totp_secrets: totpSecrets,
+        },
       });
-      return { from, to: created.version, credentials: credentials.length };
+      return { from, to: created.version, credentials: credentials.length, totpSecrets };
     } finally {
       created.key.fill(0);
       for (const key of unwrapped.values()) key.fill(0);

@@ -11,6 +11,7 @@ import {
   MAX_CREDENTIAL_CHARACTERS,
   putCredential,
 } from './credentials.ts';
+import type { StoredUnderDataKey } from './data-key-seal.ts';
 import { checkMasterKeys, verifyMasterKeys } from './data-keys.ts';
 import type { CredentialAddress } from './envelope.ts';
 import type { MasterKeyProvider } from './master-keys.ts';
@@ -21,12 +22,14 @@ export { VaultError } from './errors.ts';
 export { loadMasterKeyProvider, type MasterKeyProvider } from './master-keys.ts';
 
 import { rotateMasterKey, rotateTenantKey } from './rotation.ts';
+import { lendTotpSecret, sealTotpSecret, type TotpSecretAddress } from './totp-secrets.ts';
 
 // What other capabilities may use of the vault. Every tenant-data function
 // takes the caller's tenant transaction, so a credential write commits or
 // rolls back with the action (and audit event) around it.
 
-export type { CredentialAddress, CredentialListing };
+export type { SealedUnderDataKey, StoredUnderDataKey } from './data-key-seal.ts';
+export type { CredentialAddress, CredentialListing, TotpSecretAddress };
 export { credentialValueProblem, last4Of, MAX_CREDENTIAL_CHARACTERS };
 
 export function createVault(deps: { provider: MasterKeyProvider }) {
@@ -51,6 +54,15 @@ export function createVault(deps: { provider: MasterKeyProvider }) {
       address: CredentialAddress,
       use: (plaintext: Buffer) => Promise<T> | T,
     ) => lendCredentialAlone(sql, provider, address, use),
+    /** A TOTP secret sealed for its own purpose (ACC-8); the caller writes the row in the same transaction. */
+    sealTotpSecret: (tx: TenantSql, address: TotpSecretAddress, secret: Buffer) =>
+      sealTotpSecret(tx, provider, address, secret),
+    /** The one way to a TOTP secret: lent to `use`, zeroed when it settles. */
+    lendTotpSecret: <T>(
+      address: TotpSecretAddress,
+      row: StoredUnderDataKey,
+      use: (secret: Buffer) => Promise<T> | T,
+    ) => lendTotpSecret(provider, address, row, use),
     rotateTenantKey: (sql: Sql, tenantId: string, actor: string) =>
       rotateTenantKey(sql, provider, tenantId, actor),
     rotateMasterKey: (sql: Sql, actor: string) => rotateMasterKey(sql, provider, actor),

@@ -1,0 +1,344 @@
+import assert from 'node:assert/strict';
+import { before, describe, test } from 'node:test';
+import { useTestApp } from '../../test/helpers/app.ts';
+import { type Authenticator, authenticatorFrom, scanQrSvg } from '../../test/helpers/authenticator.ts';
+import { getPage, postForm, type SignedUp, signUp, textOf, withFlash } from '../../test/helpers/pages.ts';
+import { withTenant } from '../db/tenant.ts';
+import { createTotpService } from './totp-service.ts';
+
+// TOTP with recovery codes (ACC-8), driven as a new user would: enrol from
+// /profile by scanning the server-drawn QR code with an authenticator of the
+// test's own (test/helpers/authenticator.ts), confirm with its first code,
+// keep the recovery codes, and use, reuse and revoke codes.
+
+const ctx = useTestApp();
+
+interface Enrolled {
+  readonly who: SignedUp;
+  readonly phone: Authenticator;
+  readonly recoveryCodes: string[];
+}
+
+let users = 0;
+async function newUser(): Promise<SignedUp> {
+  users += 1;
+  return signUp(ctx.testApp.app, ctx.db, {
+    username: `totp_user_${users}`,
+    email: `totp${users}@example.com`,
+  });
+}
+
+/** Starts enrolment and reads the QR code off the enrolment page. */
+async function startEnrolment(who: SignedUp): Promise<{ page: string; phone: Authenticator }> {
+  const started = await postForm(ctx.testApp.app, '/profile/totp/start', {}, { cookie: who.cookie });
+  assert.equal(started.statusCode, 303);
+  assert.equal(started.headers.location, '/profile/totp/enrol');
+  const page = await getPage(ctx.testApp.app, '/profile/totp/enrol', { cookie: who.cookie });
+  assert.equal(page.statusCode, 200);
+  return { page: page.body, phone: authenticatorFrom(scanQrSvg(page.body)) };
+}
+
+/** The recovery codes on the page a confirmation (or regeneration) redirects to. */
+async function shownCodes(who: SignedUp, posted: { statusCode: number; headers: Record<string, unknown> }) {
+  assert.equal(posted.statusCode, 303);
+  assert.equal(posted.headers.location, '/profile/totp/recovery-codes');
+  const page = await getPage(ctx.testApp.app, '/profile/totp/recovery-codes', {
+    cookie: withFlash(who.cookie, posted),
+  });
+  assert.equal(page.statusCode, 200);
+  return shownCodesIn(page.body);
+}
+
+function shownCodesIn(page: string): string[] {
+  return [...page.matchAll(/<li><code>([a-z0-9-]+)<\/code><\/li>/g)].map((m) => m[1] ?? '');
+}
+
+async function enrol(): Promise<Enrolled> {
+  const who = await newUser();
+  const { phone } = await startEnrolment(who);
+  const confirmed = await postForm(
+    ctx.testApp.app,
+    '/profile/totp/confirm',
+    { code: phone.code() },
+    { cookie: who.cookie },
+  );
+  return { who, phone, recoveryCodes: await shownCodes(who, confirmed) };
+}
+
+async function userOf(who: SignedUp): Promise<{ id: string; tenant_id: string }> {
+  const [user] = await ctx.db.superuser<{ id: string; tenant_id: string }[]>`
+    select id, tenant_id from users where username = ${who.username}`;
+  assert.ok(user !== undefined);
+  return user;
+}
+
+async function factorsOf(who: SignedUp): Promise<{ id: string; kind: string; name: string }[]> {
+  const rows = await ctx.db.superuser<{ id: string; kind: string; name: string }[]>`
+    select f.id, f.kind, f.name from user_factors f join users u on u.id = f.user_id
+    where u.username = ${who.username}`;
+  return [...rows];
+}
+
+describe('enrolment from /profile', () => {
+  test('ACC-8: the profile links to TOTP set-up; the QR code, scanned as a phone would, is the otpauth URI of the secret shown in text', async () => {
+    const who = await newUser();
+    const profile = await getPage(ctx.testApp.app, '/profile', { cookie: who.cookie });
+    assert.match(profile.body, /href="\/profile\/totp"/);
+    const overview = await getPage(ctx.testApp.app, '/profile/totp', { cookie: who.cookie });
+    assert.match(textOf(overview.body), /Set up an authenticator app/);
+
+    const { page, phone } = await startEnrolment(who);
+    assert.equal(phone.uri.protocol, 'otpauth:');
+    assert.equal(phone.uri.host, 'totp');
+    assert.equal(decodeURIComponent(phone.uri.pathname), `/Enclave:${who.username}`);
+    assert.equal(phone.uri.searchParams.get('issuer'), 'Enclave');
+    assert.equal(phone.uri.searchParams.get('algorithm'), 'SHA1');
+    assert.equal(phone.uri.searchParams.get('digits'), '6');
+    assert.equal(phone.uri.searchParams.get('period'), '30');
+    assert.equal(phone.secret.length, 20, 'a 160-bit secret');
+    // The same secret in text, for typing in; and never in a form field.
+    const shown = /<code class="token" id="totp-secret">([A-Z2-7 ]+)<\/code>/.exec(page)?.[1];
+    assert.equal(shown?.replaceAll(' ', ''), phone.uri.searchParams.get('secret'));
+    assert.doesNotMatch(page, /type="hidden"/);
+    assert.doesNotMatch(page, /<script/i, 'no client script');
+    // A reload shows the same pending secret, from the server.
+    const again = await getPage(ctx.testApp.app, '/profile/totp/enrol', { cookie: who.cookie });
+    assert.equal(scanQrSvg(again.body), phone.uri.href);
+  });
+
+  test('ACC-8: a wrong first code does not turn TOTP on', async () => {
+    const who = await newUser();
+    const { phone } = await startEnrolment(who);
+    const wrong = String((Number(phone.code()) + 1) % 1_000_000).padStart(6, '0');
+    const refused = await postForm(
+      ctx.testApp.app,
+      '/profile/totp/confirm',
+      { code: wrong },
+      { cookie: who.cookie },
+    );
+    assert.equal(refused.statusCode, 400);
+    assert.match(textOf(refused.body), /That code is not right/);
+    assert.equal(scanQrSvg(refused.body), phone.uri.href, 'the same enrolment is shown again');
+    assert.deepEqual(await factorsOf(who), []);
+  });
+
+  test('ACC-8: the first valid code turns TOTP on, and ten recovery codes are shown once and stored as hashes', async () => {
+    const { who, recoveryCodes } = await enrol();
+    assert.equal(recoveryCodes.length, 10);
+    assert.equal(new Set(recoveryCodes).size, 10);
+    for (const code of recoveryCodes) assert.match(code, /^[a-z2-9]{4}(-[a-z2-9]{4}){3}$/);
+    const factors = await factorsOf(who);
+    assert.deepEqual(
+      factors.map(({ kind, name }) => ({ kind, name })),
+      [{ kind: 'totp', name: 'Authenticator app' }],
+    );
+    // Shown once: the page again, without the one-time cookie, shows none.
+    const again = await getPage(ctx.testApp.app, '/profile/totp/recovery-codes', { cookie: who.cookie });
+    assert.match(textOf(again.body), /shown only once/);
+    assert.deepEqual(shownCodesIn(again.body), []);
+    const overview = await getPage(ctx.testApp.app, '/profile/totp', { cookie: who.cookie });
+    assert.match(textOf(overview.body), /10 of 10 recovery codes left/);
+    const user = await userOf(who);
+    const stored = await ctx.db.superuser<{ code_hash: string }[]>`
+      select code_hash from recovery_codes where user_id = ${user.id}::uuid`;
+    assert.equal(stored.length, 10);
+    for (const code of recoveryCodes) {
+      assert.ok(!stored.some((row) => row.code_hash.includes(code.replaceAll('-', ''))));
+    }
+    // AUD-1: the enrolment and the codes are audit events with ids and counts, never a code.
+    const events = await ctx.db.superuser<
+      { action: string; data: Record<string, unknown>; canonical: string }[]
+    >`
+      select action, data, canonical from audit_events
+      where tenant_id = ${user.tenant_id}::uuid and action in ('factor.enrolled', 'recovery_codes.generated')
+      order by seq`;
+    assert.deepEqual(
+      events.map((event) => event.action),
+      ['factor.enrolled', 'recovery_codes.generated'],
+    );
+    assert.deepEqual(events[0]?.data, { factor_id: factors[0]?.id, kind: 'totp' });
+    assert.deepEqual(events[1]?.data, { user_id: user.id, count: 10, revoked: 0 });
+    for (const code of recoveryCodes) assert.ok(!events.some((event) => event.canonical.includes(code)));
+  });
+
+  test('ACC-8: bad codes at confirmation (empty, 7 digits, letters, 10 kB, NUL) get the form again with a 4xx, never a 500', async () => {
+    const who = await newUser();
+    await startEnrolment(who);
+    for (const code of ['', '1234567', 'abcdef', '1'.repeat(10_240), '12\u000034', '12345']) {
+      const response = await postForm(
+        ctx.testApp.app,
+        '/profile/totp/confirm',
+        { code },
+        { cookie: who.cookie },
+      );
+      assert.ok(
+        response.statusCode >= 400 && response.statusCode < 500,
+        `${code.length} chars: ${response.statusCode}`,
+      );
+      assert.match(response.body, /class="error"/, 'the page says what is wrong');
+    }
+    const unknownField = await postForm(
+      ctx.testApp.app,
+      '/profile/totp/confirm',
+      { code: '123456', secret: 'x' },
+      { cookie: who.cookie },
+    );
+    assert.equal(unknownField.statusCode, 400);
+    assert.deepEqual(await factorsOf(who), []);
+  });
+
+  test('ACC-8: the TOTP secret is not in the database in plaintext (base32, hex or base64), nor are the recovery codes', async () => {
+    const { phone, recoveryCodes } = await enrol();
+    const tables = await ctx.db.superuser<{ name: string }[]>`
+      select format('%I.%I', schemaname, tablename) as name from pg_tables
+      where schemaname in ('public', 'enclave')`;
+    let dump = '';
+    for (const { name } of tables) {
+      const rows = await ctx.db.superuser.unsafe<{ row: string }[]>(`select t::text as row from ${name} t`);
+      dump += `${rows.map((r) => r.row).join('\n')}\n`;
+    }
+    assert.ok(dump.includes('Authenticator app'), 'the dump holds the factor rows');
+    const secret = phone.secret;
+    const forms = [
+      phone.uri.searchParams.get('secret') ?? '',
+      secret.toString('hex'),
+      secret.toString('base64'),
+      secret.toString('base64url'),
+      ...recoveryCodes,
+      ...recoveryCodes.map((code) => code.replaceAll('-', '')),
+    ];
+    for (const form of forms) {
+      assert.ok(form.length >= 16);
+      assert.ok(!dump.toLowerCase().includes(form.toLowerCase()), 'a secret in plaintext');
+    }
+  });
+});
+
+describe('codes at sign-in', () => {
+  let enrolled: Enrolled;
+  let user: { id: string; tenant_id: string };
+  let clock: number;
+  const service = () =>
+    createTotpService({
+      sql: ctx.db.app,
+      vault: ctx.testApp.vault,
+      rateLimits: ctx.testApp.rateLimits,
+      now: () => clock,
+    });
+  const checkTotp = (code: string) =>
+    withTenant(ctx.db.app, user.tenant_id, (tx) => service().checkTotp(tx, user, code));
+  const checkRecovery = (code: string) =>
+    withTenant(ctx.db.app, user.tenant_id, (tx) => service().checkRecoveryCode(tx, user, code));
+
+  before(async () => {
+    enrolled = await enrol();
+    user = await userOf(enrolled.who);
+    // Well after the confirming code's step: the steps below are all later than it.
+    clock = Date.now() + 10 * 60_000;
+  });
+
+  const stepNow = () => BigInt(Math.floor(clock / 30_000));
+
+  test('ACC-8: a TOTP code is accepted once; the same code again is refused', async () => {
+    clock += 5 * 60_000;
+    const code = enrolled.phone.codeAt(stepNow());
+    const factorId = await checkTotp(code);
+    assert.equal(factorId, (await factorsOf(enrolled.who))[0]?.id);
+    assert.equal(await checkTotp(code), undefined);
+  });
+
+  test('ACC-8: a code from the previous window works once and is refused the second time', async () => {
+    clock += 5 * 60_000;
+    const previous = enrolled.phone.codeAt(stepNow() - 1n);
+    assert.ok(
+      (await checkTotp(previous)) !== undefined,
+      'a code from the previous window is accepted (±1 step)',
+    );
+    assert.equal(await checkTotp(previous), undefined, 'used twice');
+  });
+
+  test('ACC-8: after a code is used, a code of an earlier step is refused even inside the window', async () => {
+    clock += 5 * 60_000;
+    assert.ok((await checkTotp(enrolled.phone.codeAt(stepNow()))) !== undefined);
+    assert.equal(await checkTotp(enrolled.phone.codeAt(stepNow() - 1n)), undefined);
+    // The next step's code (a phone a little ahead) still works: it is later than the one used.
+    assert.ok((await checkTotp(enrolled.phone.codeAt(stepNow() + 1n))) !== undefined);
+  });
+
+  test('ACC-8: codes two steps away are refused, as are malformed ones', async () => {
+    clock += 5 * 60_000;
+    assert.equal(await checkTotp(enrolled.phone.codeAt(stepNow() - 2n)), undefined);
+    assert.equal(await checkTotp(enrolled.phone.codeAt(stepNow() + 2n)), undefined);
+    for (const bad of ['', '1234567', 'abcdef', '9'.repeat(10_240), '12\u00003456']) {
+      assert.equal(await checkTotp(bad), undefined);
+    }
+  });
+
+  test('ACC-8: a recovery code works once, typed in any case and with or without dashes', async () => {
+    const [first, second] = enrolled.recoveryCodes;
+    assert.ok(first !== undefined && second !== undefined);
+    assert.ok((await checkRecovery(first.toUpperCase())) !== undefined);
+    assert.equal(await checkRecovery(first), undefined, 'used once already');
+    assert.ok((await checkRecovery(second.replaceAll('-', ''))) !== undefined);
+    for (const bad of ['', 'x'.repeat(10_240), `${first}\u0000`, 'not-a-code']) {
+      assert.equal(await checkRecovery(bad), undefined);
+    }
+    const overview = await getPage(ctx.testApp.app, '/profile/totp', { cookie: enrolled.who.cookie });
+    assert.match(textOf(overview.body), /8 of 10 recovery codes left/);
+  });
+
+  test('ACC-8: regenerating recovery codes revokes every old one', async () => {
+    const old = enrolled.recoveryCodes.slice(2);
+    const confirm = await getPage(ctx.testApp.app, '/profile/totp/recovery-codes/regenerate', {
+      cookie: enrolled.who.cookie,
+    });
+    assert.match(confirm.body, /action="\/profile\/totp\/recovery-codes\/regenerate"/);
+    const posted = await postForm(
+      ctx.testApp.app,
+      '/profile/totp/recovery-codes/regenerate',
+      {},
+      {
+        cookie: enrolled.who.cookie,
+      },
+    );
+    const fresh = await shownCodes(enrolled.who, posted);
+    assert.equal(fresh.length, 10);
+    for (const code of old) assert.equal(await checkRecovery(code), undefined);
+    assert.ok((await checkRecovery(fresh[0] ?? '')) !== undefined);
+    const [event] = await ctx.db.superuser<{ data: Record<string, unknown> }[]>`
+      select data from audit_events where tenant_id = ${user.tenant_id}::uuid
+      and action = 'recovery_codes.generated' order by seq desc limit 1`;
+    assert.deepEqual(event?.data, { user_id: user.id, count: 10, revoked: 10 });
+  });
+});
+
+describe('removal', () => {
+  test('ACC-8: removing TOTP deletes the factor, its secret and its recovery codes when no other factor remains', async () => {
+    const { who } = await enrol();
+    const user = await userOf(who);
+    const removed = await postForm(ctx.testApp.app, '/profile/totp/remove', {}, { cookie: who.cookie });
+    assert.equal(removed.statusCode, 303);
+    assert.equal(removed.headers.location, '/profile/totp?notice=removed');
+    assert.deepEqual(await factorsOf(who), []);
+    const [left] = await ctx.db.superuser<{ secrets: number; codes: number }[]>`
+      select (select count(*)::int from totp_secrets where user_id = ${user.id}::uuid) as secrets,
+             (select count(*)::int from recovery_codes where user_id = ${user.id}::uuid) as codes`;
+    assert.deepEqual(left, { secrets: 0, codes: 0 });
+    const [event] = await ctx.db.superuser<{ data: Record<string, unknown> }[]>`
+      select data from audit_events where tenant_id = ${user.tenant_id}::uuid and action = 'factor.removed'`;
+    assert.equal(event?.data.kind, 'totp');
+    assert.equal(event?.data.recovery_codes_deleted, 10);
+  });
+
+  test('ACC-8: removing TOTP keeps the recovery codes while another factor remains', async () => {
+    const { who } = await enrol();
+    const user = await userOf(who);
+    await ctx.db.superuser`
+      insert into user_factors (tenant_id, user_id, kind, name) values (${user.tenant_id}::uuid, ${user.id}::uuid, 'email', 'Email')`;
+    const removed = await postForm(ctx.testApp.app, '/profile/totp/remove', {}, { cookie: who.cookie });
+    assert.equal(removed.statusCode, 303);
+    const [left] = await ctx.db.superuser<{ codes: number }[]>`
+      select count(*)::int as codes from recovery_codes where user_id = ${user.id}::uuid`;
+    assert.equal(left?.codes, 10);
+  });
+});
