@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
+import { createAccount } from '../../test/helpers/accounts.ts';
 import { useTestApp } from '../../test/helpers/app.ts';
 import { type Authenticator, authenticatorFrom, scanQrSvg } from '../../test/helpers/authenticator.ts';
 import { getPage, postForm, type SignedUp, signUp, textOf, withFlash } from '../../test/helpers/pages.ts';
@@ -185,6 +186,48 @@ describe('enrolment from /profile', () => {
     );
     assert.equal(unknownField.statusCode, 400);
     assert.deepEqual(await factorsOf(who), []);
+  });
+
+  test('ACC-5: first-code guesses while confirming are limited per user: the 11th in 15 minutes gets 429 with Retry-After', async () => {
+    const who = await newUser();
+    const { phone } = await startEnrolment(who);
+    const wrong = String((Number(phone.code()) + 500_000) % 1_000_000).padStart(6, '0');
+    const statuses: number[] = [];
+    for (let i = 0; i < 11; i++) {
+      const response = await postForm(
+        ctx.testApp.app,
+        '/profile/totp/confirm',
+        { code: wrong },
+        { cookie: who.cookie },
+      );
+      statuses.push(response.statusCode);
+      if (response.statusCode === 429) assert.ok(Number(response.headers['retry-after']) > 0);
+    }
+    assert.deepEqual(statuses, [...Array(10).fill(400), 429]);
+    const right = await postForm(
+      ctx.testApp.app,
+      '/profile/totp/confirm',
+      { code: phone.code() },
+      { cookie: who.cookie },
+    );
+    assert.equal(right.statusCode, 429, 'the right code waits too');
+    assert.deepEqual(await factorsOf(who), []);
+  });
+
+  test('ACC-8: an API token cannot set up or remove an authenticator app', async () => {
+    const account = await createAccount(ctx.db, ctx.testApp);
+    const bearer = { authorization: `Bearer ${account.apiToken}` };
+    for (const [method, url] of [
+      ['GET', '/profile/totp'],
+      ['POST', '/profile/totp/start'],
+      ['POST', '/profile/totp/remove'],
+    ] as const) {
+      const response = await ctx.testApp.app.inject({ method, url, headers: bearer });
+      assert.equal(response.statusCode, 403, `${method} ${url}`);
+    }
+    const [pending] = await ctx.db.superuser<{ count: number }[]>`
+      select count(*)::int as count from totp_secrets where user_id = ${account.user.id}::uuid`;
+    assert.equal(pending?.count, 0);
   });
 
   test('ACC-8: the TOTP secret is not in the database in plaintext (base32, hex or base64), nor are the recovery codes', async () => {
