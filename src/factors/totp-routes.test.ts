@@ -308,6 +308,13 @@ describe('codes at sign-in', () => {
     assert.ok((await checkTotp(enrolled.phone.codeAt(stepNow() + 1n))) !== undefined);
   });
 
+  test('ACC-8: two sign-ins racing with one code: exactly one is accepted', async () => {
+    clock += 5 * 60_000;
+    const code = enrolled.phone.codeAt(stepNow());
+    const outcomes = await Promise.all([checkTotp(code), checkTotp(code), checkTotp(code)]);
+    assert.equal(outcomes.filter((outcome) => outcome !== undefined).length, 1);
+  });
+
   test('ACC-8: codes two steps away are refused, as are malformed ones', async () => {
     clock += 5 * 60_000;
     assert.equal(await checkTotp(enrolled.phone.codeAt(stepNow() - 2n)), undefined);
