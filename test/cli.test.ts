@@ -503,7 +503,10 @@ describe('enclave keys', () => {
 
     const tenant = await enclave(['keys', 'rotate-tenant', tenantId.toUpperCase()], env);
     assert.equal(tenant.code, 0, tenant.stderr);
-    assert.match(tenant.stdout, /rotated from version 1 to 2: 1 credentials re-encrypted\.$/m);
+    assert.match(
+      tenant.stdout,
+      /rotated from version 1 to 2: 1 credentials and 0 TOTP secrets re-encrypted\.$/m,
+    );
     assert.equal(await read(), 'a credential value 1234');
 
     const second = await enclave(['keys', 'rotate-master'], env);

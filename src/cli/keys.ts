@@ -69,7 +69,7 @@ export async function runKeys(rest: readonly string[], env: Env, io: Io): Promis
     }
     const rotated = await vault.rotateTenantKey(db.app, command.tenantId, CONSOLE_ACTOR);
     io.out(
-      `Data key of tenant ${command.tenantId} rotated from version ${rotated.from} to ${rotated.to}: ${rotated.credentials} credentials re-encrypted.`,
+      `Data key of tenant ${command.tenantId} rotated from version ${rotated.from} to ${rotated.to}: ${rotated.credentials} credentials and ${rotated.totpSecrets} TOTP secrets re-encrypted.`,
     );
     return 0;
   } finally {
