@@ -3,7 +3,17 @@ import { before, describe, test } from 'node:test';
 import { createAccount } from '../../test/helpers/accounts.ts';
 import { useTestApp } from '../../test/helpers/app.ts';
 import { type Authenticator, authenticatorFrom, scanQrSvg } from '../../test/helpers/authenticator.ts';
-import { getPage, postForm, type SignedUp, signUp, textOf, withFlash } from '../../test/helpers/pages.ts';
+import {
+  getPage,
+  PASSWORD,
+  postForm,
+  type SignedUp,
+  sessionCookie,
+  setCookies,
+  signUp,
+  textOf,
+  withFlash,
+} from '../../test/helpers/pages.ts';
 import { withTenant } from '../db/tenant.ts';
 import { createTotpService } from './totp-service.ts';
 
@@ -157,7 +167,7 @@ describe('enrolment from /profile', () => {
       events.map((event) => event.action),
       ['factor.enrolled', 'recovery_codes.generated'],
     );
-    assert.deepEqual(events[0]?.data, { factor_id: factors[0]?.id, kind: 'totp' });
+    assert.deepEqual(events[0]?.data, { user_id: user.id, kind: 'totp', factor_id: factors[0]?.id });
     assert.deepEqual(events[1]?.data, { user_id: user.id, count: 10, revoked: 0 });
     for (const code of recoveryCodes) assert.ok(!events.some((event) => event.canonical.includes(code)));
   });
@@ -390,5 +400,191 @@ describe('removal', () => {
     const [left] = await ctx.db.superuser<{ codes: number }[]>`
       select count(*)::int as codes from recovery_codes where user_id = ${user.id}::uuid`;
     assert.equal(left?.codes, 10);
+  });
+});
+
+/** Signs in with the password; the verify page's path and the challenge's browser cookie. */
+async function passwordStep(who: SignedUp): Promise<{ path: string; cookie: string }> {
+  const response = await postForm(ctx.testApp.app, '/login', { login: who.username, password: PASSWORD });
+  assert.equal(response.statusCode, 303, response.body);
+  const path = String(response.headers.location);
+  assert.match(path, /^\/login\/verify\/[0-9a-f-]{36}$/);
+  assert.equal(sessionCookie(response), undefined, 'no session before the second step');
+  const cookie = setCookies(response)
+    .map((line) => line.split(';')[0] ?? '')
+    .find((pair) => pair.startsWith('enclave_sign_in=') && pair !== 'enclave_sign_in=');
+  assert.ok(cookie !== undefined, 'the challenge cookie is set');
+  return { path, cookie };
+}
+
+/** The code the phone shows that the server has not yet seen: now's, or the next step's if now's was used. */
+async function unusedCode(enrolled: Enrolled): Promise<string> {
+  const user = await userOf(enrolled.who);
+  const [row] = await ctx.db.superuser<{ last: string }[]>`
+    select last_used_step::text as last from totp_secrets where user_id = ${user.id}::uuid`;
+  const last = BigInt(row?.last ?? '0');
+  const now = enrolled.phone.step();
+  return enrolled.phone.codeAt(now > last ? now : last + 1n);
+}
+
+async function signOut(cookie: string): Promise<void> {
+  const response = await postForm(ctx.testApp.app, '/logout', {}, { cookie });
+  assert.equal(response.statusCode, 303);
+}
+
+async function failedAttempts(path: string): Promise<number> {
+  const id = path.split('/').at(-1) ?? '';
+  const [row] = await ctx.db.superuser<{ failed: number }[]>`
+    select failed_attempts as failed from sign_in_challenges where id = ${id}::uuid`;
+  return row?.failed ?? -1;
+}
+
+describe('signing in with the authenticator app', () => {
+  test('ACC-8: sign out, then back in with a TOTP code; sign out, then back in with a recovery code', async () => {
+    const enrolled = await enrol();
+    await signOut(enrolled.who.cookie);
+
+    const first = await passwordStep(enrolled.who);
+    const page = await getPage(ctx.testApp.app, first.path, { cookie: first.cookie });
+    assert.match(page.body, new RegExp(`action="${first.path}/totp"`));
+    assert.match(page.body, new RegExp(`action="${first.path}/recovery"`));
+    const passed = await postForm(
+      ctx.testApp.app,
+      `${first.path}/totp`,
+      { code: await unusedCode(enrolled) },
+      first,
+    );
+    assert.equal(passed.statusCode, 303, passed.body);
+    assert.equal(passed.headers.location, '/dashboard');
+    const session = sessionCookie(passed);
+    assert.ok(session !== undefined);
+    assert.equal((await getPage(ctx.testApp.app, '/dashboard', { cookie: session })).statusCode, 200);
+    await signOut(session);
+
+    const second = await passwordStep(enrolled.who);
+    const recovered = await postForm(
+      ctx.testApp.app,
+      `${second.path}/recovery`,
+      { code: enrolled.recoveryCodes[0] ?? '' },
+      second,
+    );
+    assert.equal(recovered.statusCode, 303, recovered.body);
+    const again = sessionCookie(recovered);
+    assert.ok(again !== undefined);
+    assert.equal((await getPage(ctx.testApp.app, '/dashboard', { cookie: again })).statusCode, 200);
+
+    const user = await userOf(enrolled.who);
+    const events = await ctx.db.superuser<{ data: Record<string, unknown>; canonical: string }[]>`
+      select data, canonical from audit_events where tenant_id = ${user.tenant_id}::uuid and action = 'factor.used'
+      order by seq`;
+    assert.deepEqual(
+      events.map((event) => [event.data.kind, event.data.factor_id]),
+      [
+        ['totp', (await factorsOf(enrolled.who))[0]?.id],
+        ['recovery', null],
+      ],
+    );
+    for (const code of enrolled.recoveryCodes)
+      assert.ok(!events.some((event) => event.canonical.includes(code)));
+  });
+
+  test('ACC-8: at sign-in, a TOTP code already used is refused, and so is a used recovery code', async () => {
+    const enrolled = await enrol();
+    await signOut(enrolled.who.cookie);
+    const code = await unusedCode(enrolled);
+    const first = await passwordStep(enrolled.who);
+    const passed = await postForm(ctx.testApp.app, `${first.path}/totp`, { code }, first);
+    assert.equal(passed.statusCode, 303);
+    const recovery = enrolled.recoveryCodes[1] ?? '';
+    const second = await passwordStep(enrolled.who);
+    assert.equal(
+      (await postForm(ctx.testApp.app, `${second.path}/recovery`, { code: recovery }, second)).statusCode,
+      303,
+    );
+
+    const third = await passwordStep(enrolled.who);
+    const replayed = await postForm(ctx.testApp.app, `${third.path}/totp`, { code }, third);
+    assert.equal(replayed.statusCode, 401);
+    assert.match(textOf(replayed.body), /not correct/);
+    assert.equal(sessionCookie(replayed), undefined);
+    const reused = await postForm(ctx.testApp.app, `${third.path}/recovery`, { code: recovery }, third);
+    assert.equal(reused.statusCode, 401);
+    assert.equal(sessionCookie(reused), undefined);
+    assert.equal(await failedAttempts(third.path), 2);
+  });
+
+  test('ACC-8: at sign-in, a code from the previous window works once; the same code a second time is refused', async () => {
+    const enrolled = await enrol();
+    await signOut(enrolled.who.cookie);
+    const user = await userOf(enrolled.who);
+    // The factor was last used minutes ago: the previous window is later than its last step.
+    const now = enrolled.phone.step();
+    await ctx.db.superuser`
+      update totp_secrets set last_used_step = ${(now - 10n).toString()}::bigint where user_id = ${user.id}::uuid`;
+    const previous = enrolled.phone.codeAt(now - 1n);
+    const first = await passwordStep(enrolled.who);
+    assert.equal(
+      (await postForm(ctx.testApp.app, `${first.path}/totp`, { code: previous }, first)).statusCode,
+      303,
+    );
+    const second = await passwordStep(enrolled.who);
+    const twice = await postForm(ctx.testApp.app, `${second.path}/totp`, { code: previous }, second);
+    assert.equal(twice.statusCode, 401);
+    assert.equal(sessionCookie(twice), undefined);
+  });
+
+  test('ACC-8: bad codes at the TOTP and recovery steps (empty, 7 digits, letters, 10 kB, NUL) get the verify page again with a 4xx, never a 500', async () => {
+    const enrolled = await enrol();
+    await signOut(enrolled.who.cookie);
+    const step = await passwordStep(enrolled.who);
+    for (const form of ['totp', 'recovery']) {
+      for (const code of [
+        '',
+        '1234567',
+        'abcdef',
+        '7'.repeat(10_240),
+        '12\u00003456',
+        'abcd-efgh-jkmn-pqr\u0000',
+      ]) {
+        const response = await postForm(ctx.testApp.app, `${step.path}/${form}`, { code }, step);
+        assert.ok(
+          response.statusCode >= 400 && response.statusCode < 500,
+          `${form} ${code.length}: ${response.statusCode}`,
+        );
+        assert.match(response.body, /class="error"/);
+      }
+      const extra = await postForm(
+        ctx.testApp.app,
+        `${step.path}/${form}`,
+        { code: '123456', other: 'x' },
+        step,
+      );
+      assert.equal(extra.statusCode, 400);
+    }
+    assert.equal(await failedAttempts(step.path), 0, 'a code that cannot be one costs no attempt');
+    // The challenge still works with the right code.
+    const passed = await postForm(
+      ctx.testApp.app,
+      `${step.path}/totp`,
+      { code: await unusedCode(enrolled) },
+      step,
+    );
+    assert.equal(passed.statusCode, 303);
+  });
+
+  test('ACC-8: removing the app and making new recovery codes need a sign-in within the last 10 minutes', async () => {
+    const enrolled = await enrol();
+    const user = await userOf(enrolled.who);
+    await ctx.db.superuser`
+      update sessions set authenticated_at = now() - interval '11 minutes' where user_id = ${user.id}::uuid`;
+    for (const path of ['/profile/totp/remove', '/profile/totp/recovery-codes/regenerate']) {
+      const refused = await postForm(ctx.testApp.app, path, {}, { cookie: enrolled.who.cookie });
+      assert.equal(refused.statusCode, 303, path);
+      assert.equal(refused.headers.location, '/login?reauth=1&next=%2Fprofile%2Ftotp');
+    }
+    assert.equal((await factorsOf(enrolled.who)).length, 1, 'still on');
+    const [left] = await ctx.db.superuser<{ n: number }[]>`
+      select count(*)::int as n from recovery_codes where user_id = ${user.id}::uuid and used_at is null`;
+    assert.equal(left?.n, 10, 'the recovery codes stay');
   });
 });

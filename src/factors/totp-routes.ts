@@ -1,14 +1,21 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
-import { flashOwner, frameFor } from '../accounts/dashboard-routes.ts';
+import { flashOwner, frameFor, type ProfileSection } from '../accounts/dashboard-routes.ts';
 import { shownError } from '../accounts/page-routes.ts';
 import type { CookieSettings } from '../accounts/principal.ts';
 import { signedIn } from '../accounts/principal.ts';
 import { createSecretFlash } from '../accounts/secret-flash.ts';
 import type { App } from '../http/app.ts';
+import { needsReauth, reauthRedirect } from '../signin/recent-sign-in.ts';
 import { confirmPage, forbiddenPage } from '../web/dashboard-pages.ts';
 import { bodyText, formProblem, sendPage } from '../web/forms.ts';
-import { recoveryCodesPage, totpEnrolPage, totpNotice, totpPage } from '../web/totp-pages.ts';
+import {
+  recoveryCodesPage,
+  totpEnrolPage,
+  totpNotice,
+  totpPage,
+  totpProfileSection as totpSection,
+} from '../web/totp-pages.ts';
 import { qrSvg } from './qr-svg.ts';
 import type { TotpService } from './totp-service.ts';
 
@@ -31,6 +38,11 @@ export interface TotpPageDeps {
 const CODE_MAX = 64;
 const CodeBody = Type.Object({ code: Type.String({ maxLength: CODE_MAX }) }, { additionalProperties: false });
 const CODE_LABELS = { code: 'Code from the app' };
+
+/** The authenticator app's part of /profile: on or off, and the way to /profile/totp. */
+export function totpProfileSection(totp: TotpService): ProfileSection {
+  return async (principal) => totpSection(await totp.status(principal));
+}
 
 export function registerTotpPages(app: App, deps: TotpPageDeps): void {
   const { totp } = deps;
@@ -95,6 +107,8 @@ export function registerTotpPages(app: App, deps: TotpPageDeps): void {
       try {
         return await act(request, reply);
       } catch (error) {
+        // Removing and regenerating need a recent sign-in: sign in again, then back here.
+        if (needsReauth(error)) return reauthRedirect(reply, '/profile/totp');
         const shown = shownError(reply, error);
         return overview(request, reply, shown.status, { error: shown.message });
       }

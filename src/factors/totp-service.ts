@@ -3,6 +3,7 @@ import { recordFor } from '../accounts/audit-events.ts';
 import type { Principal } from '../accounts/service.ts';
 import { type TenantSql, withTenant } from '../db/tenant.ts';
 import type { RateLimits } from '../http/rate-limits.ts';
+import { assertRecentSignIn } from '../signin/recent-sign-in.ts';
 import type { Vault } from '../vault/service.ts';
 import { FactorsError } from './errors.ts';
 import {
@@ -63,10 +64,16 @@ export function createTotpService(deps: TotpDeps) {
   const now = deps.now ?? Date.now;
   const inTenant = <T>(principal: Principal, fn: (tx: TenantSql) => Promise<T>) =>
     withTenant(deps.sql, principal.user.tenant_id, fn);
-  const factorEvent = (action: string, factorId: string, extra: Record<string, unknown> = {}) => ({
+  // The same shape as the other factors' events (src/signin/routes.ts).
+  const factorEvent = (
+    principal: Principal,
+    action: string,
+    factorId: string,
+    extra: Record<string, unknown> = {},
+  ) => ({
     action,
-    target: `factor:${factorId}`,
-    data: { factor_id: factorId, kind: 'totp', ...extra },
+    target: `user:${principal.user.id}`,
+    data: { user_id: principal.user.id, kind: 'totp', factor_id: factorId, ...extra },
   });
   const generated = (principal: Principal, revoked: number) => ({
     action: 'recovery_codes.generated',
@@ -126,14 +133,15 @@ export function createTotpService(deps: TotpDeps) {
         }
         const codes = newRecoveryCodes();
         const revoked = await replaceRecoveryCodes(tx, principal.user, codes);
-        await recordFor(tx, principal, factorEvent('factor.enrolled', factorId));
+        await recordFor(tx, principal, factorEvent(principal, 'factor.enrolled', factorId));
         await recordFor(tx, principal, generated(principal, revoked));
         return codes;
       });
     },
 
-    /** A new set of ten recovery codes; every old one stops working. Needs the TOTP factor. */
+    /** A new set of ten recovery codes; every old one stops working. Needs the TOTP factor and a recent sign-in. */
     async regenerateRecoveryCodes(principal: Principal): Promise<string[]> {
+      assertRecentSignIn(principal);
       return inTenant(principal, async (tx) => {
         if ((await totpFactorId(tx, principal.user.id)) === undefined) {
           throw new FactorsError(
@@ -148,8 +156,9 @@ export function createTotpService(deps: TotpDeps) {
       });
     },
 
-    /** Removes the TOTP factor; its recovery codes go too unless another factor remains. */
+    /** Removes the TOTP factor (needs a recent sign-in); its recovery codes go too unless another factor remains. */
     async remove(principal: Principal): Promise<void> {
+      assertRecentSignIn(principal);
       await inTenant(principal, async (tx) => {
         const [removed] = await tx<{ id: string }[]>`
           delete from user_factors where user_id = ${principal.user.id}::uuid and kind = 'totp' returning id`;
@@ -160,19 +169,19 @@ export function createTotpService(deps: TotpDeps) {
         await recordFor(
           tx,
           principal,
-          factorEvent('factor.removed', removed.id, { recovery_codes_deleted: deleted }),
+          factorEvent(principal, 'factor.removed', removed.id, { recovery_codes_deleted: deleted }),
         );
       });
     },
 
     /** The second step's TOTP check, in the sign-in's transaction: the factor id, or undefined for a wrong code. */
-    checkTotp(tx: TenantSql, user: CheckedUser, input: string): Promise<string | undefined> {
+    checkTotp(tx: TenantSql, user: CheckedUser, input: string): Promise<string | null | undefined> {
       const code = totpCodeOf(input);
       return code === undefined ? Promise.resolve(undefined) : useTotpCode(tx, vault, user, code, now());
     },
 
     /** The second step's recovery-code check: the spent code's id, or undefined. */
-    checkRecoveryCode(tx: TenantSql, user: CheckedUser, input: string): Promise<string | undefined> {
+    checkRecoveryCode(tx: TenantSql, user: CheckedUser, input: string): Promise<string | null | undefined> {
       const code = recoveryCodeOf(input);
       return code === undefined ? Promise.resolve(undefined) : spendRecoveryCode(tx, user.id, code);
     },

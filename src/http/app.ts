@@ -45,8 +45,9 @@ import { registerCallbackEndpointRoutes } from '../callbacks/endpoint-routes.ts'
 import { createCallbackEndpoints } from '../callbacks/endpoints.ts';
 import type { Config } from '../config.ts';
 import type { Migration } from '../db/migrator.ts';
-import { registerTotpPages } from '../factors/totp-routes.ts';
+import { registerTotpPages, totpProfileSection } from '../factors/totp-routes.ts';
 import { createTotpService } from '../factors/totp-service.ts';
+import { registerTotpSteps } from '../factors/totp-step-routes.ts';
 import { registerGatewayRoutes } from '../gateway/routes.ts';
 import type { Logger } from '../logger.ts';
 import { registerA2aRoutes } from '../relay/a2a-routes.ts';
@@ -235,6 +236,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerAccountsApi(app, { accounts, publicUrl: deps.config.publicUrl, cursors });
   const links = createLinksService({ sql: deps.sql, rateLimits: deps.rateLimits, passwords });
   registerAccountPages(app, { accounts, links, cookies });
+  const totp = createTotpService({ sql: deps.sql, vault: deps.vault, rateLimits: deps.rateLimits });
   registerDashboardPages(app, {
     accounts,
     links,
@@ -243,13 +245,13 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     rateLimits: deps.rateLimits,
     sessionKey: deps.sessionKey,
     cursors,
-    profileSections: [secondFactorsProfileSection(deps.sql)],
+    profileSections: [secondFactorsProfileSection(deps.sql), totpProfileSection(totp)],
   });
   const signIn = { sql: deps.sql, rateLimits: deps.rateLimits, cookies };
   registerVerifyPages(app, signIn);
   registerSignInRoutes(app);
-  const totp = createTotpService({ sql: deps.sql, vault: deps.vault, rateLimits: deps.rateLimits });
   registerTotpPages(app, { totp, cookies, sessionKey: deps.sessionKey });
+  registerTotpSteps(app, { totp, signIn });
   const members = createMembersService();
   registerMembersApi(app, { members, cursors });
   registerMembersPages(app, { members, cookies, cursors });

@@ -73,10 +73,6 @@ ${input.sections ?? []}
 ${pagerNav(input.pager, 'Pages of sessions')}
 <p><a href="/profile/sessions/revoke-all">Sign out everywhere…</a></p>
 
-<h2>Two-step sign-in</h2>
-<p>Ask for a second step after your password: <a href="/profile/totp">an authenticator app</a> (codes that change
-every 30 seconds, with recovery codes).</p>
-
 <h2>Change password</h2>
 <p>Changing your password signs out your other sessions.</p>
 ${errorBox(errors.password?.form)}

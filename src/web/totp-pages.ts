@@ -19,6 +19,17 @@ export function totpNotice(query: unknown): string | undefined {
     : undefined;
 }
 
+/** The /profile section: whether the authenticator app is on, with the link to manage it. */
+export function totpProfileSection(status: TotpStatus): Html {
+  return html`<section aria-labelledby="totp-section"><h2 id="totp-section">Authenticator app</h2>
+<p>${
+    status.factorId === undefined
+      ? 'Off. Codes from an app on your phone as a second step at sign-in, with recovery codes.'
+      : `On, with ${status.recoveryCodesLeft} of 10 recovery codes left.`
+  } <a href="/profile/totp">${status.factorId === undefined ? 'Set up an authenticator app' : 'Manage'}</a></p>
+</section>`;
+}
+
 export function totpPage(
   frame: Frame,
   input: { status: TotpStatus; notice?: string | undefined; error?: string | undefined },
