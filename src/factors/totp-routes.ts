@@ -5,6 +5,7 @@ import { shownError } from '../accounts/page-routes.ts';
 import type { CookieSettings } from '../accounts/principal.ts';
 import { signedIn } from '../accounts/principal.ts';
 import { createSecretFlash } from '../accounts/secret-flash.ts';
+import type { Principal } from '../accounts/service.ts';
 import type { App } from '../http/app.ts';
 import { needsReauth, reauthRedirect } from '../signin/recent-sign-in.ts';
 import { confirmPage, forbiddenPage } from '../web/dashboard-pages.ts';
@@ -134,16 +135,20 @@ export function registerTotpPages(app: App, deps: TotpPageDeps): void {
     sessionOnly((request, reply) => overview(request, reply, 200, { notice: totpNotice(request.query) })),
   );
 
-  app.post(
-    '/profile/totp/start',
-    page,
-    sessionOnly(
-      fromOverview(async (request, reply) => {
-        await totp.start(signedIn(request));
-        return reply.redirect('/profile/totp/enrol', 303);
-      }),
-    ),
-  );
+  /** POST `path`: `act` for the signed-in principal, then on to `then`; a refusal shows the overview. */
+  const postAction = (path: string, act: (principal: Principal) => Promise<unknown>, then: string) =>
+    app.post(
+      path,
+      page,
+      sessionOnly(
+        fromOverview(async (request, reply) => {
+          await act(signedIn(request));
+          return reply.redirect(then, 303);
+        }),
+      ),
+    );
+
+  postAction('/profile/totp/start', totp.start, '/profile/totp/enrol');
 
   app.get(
     '/profile/totp/enrol',
@@ -201,14 +206,5 @@ export function registerTotpPages(app: App, deps: TotpPageDeps): void {
       'Signing in stops asking for its codes. Unless you have another second step (a passkey, an email code), your recovery codes are deleted too.',
     button: 'Remove',
   });
-  app.post(
-    '/profile/totp/remove',
-    page,
-    sessionOnly(
-      fromOverview(async (request, reply) => {
-        await totp.remove(signedIn(request));
-        return reply.redirect('/profile/totp?notice=removed', 303);
-      }),
-    ),
-  );
+  postAction('/profile/totp/remove', totp.remove, '/profile/totp?notice=removed');
 }
