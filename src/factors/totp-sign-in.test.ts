@@ -199,20 +199,24 @@ describe('signing in with the authenticator app', () => {
     const enrolled = await enrol();
     await signOut(enrolled.who.cookie);
     const user = await userOf(enrolled.who);
-    // The factor was last used minutes ago: the previous window is later than its last step.
-    const now = enrolled.phone.step();
-    await ctx.db.superuser`
-      update totp_secrets set last_used_step = ${(now - 10n).toString()}::bigint where user_id = ${user.id}::uuid`;
-    const previous = enrolled.phone.codeAt(now - 1n);
-    const first = await passwordStep(enrolled.who);
-    assert.equal(
-      (await postForm(ctx.testApp.app, `${first.path}/totp`, { code: previous }, first)).statusCode,
-      303,
-    );
-    const second = await passwordStep(enrolled.who);
-    const twice = await postForm(ctx.testApp.app, `${second.path}/totp`, { code: previous }, second);
-    assert.equal(twice.statusCode, 401);
-    assert.equal(sessionCookie(twice), undefined);
+    // A window boundary may pass between reading the clock and the server's check, making the
+    // code two steps old: that try proves nothing, and the next window tries again.
+    for (let attempt = 1; ; attempt++) {
+      const first = await passwordStep(enrolled.who);
+      const now = enrolled.phone.step();
+      // The factor was last used minutes ago: the previous window is later than its last step.
+      await ctx.db.superuser`
+        update totp_secrets set last_used_step = ${(now - 10n).toString()}::bigint where user_id = ${user.id}::uuid`;
+      const previous = enrolled.phone.codeAt(now - 1n);
+      const passed = await postForm(ctx.testApp.app, `${first.path}/totp`, { code: previous }, first);
+      if (enrolled.phone.step() !== now && attempt < 3) continue;
+      assert.equal(passed.statusCode, 303);
+      const second = await passwordStep(enrolled.who);
+      const twice = await postForm(ctx.testApp.app, `${second.path}/totp`, { code: previous }, second);
+      assert.equal(twice.statusCode, 401);
+      assert.equal(sessionCookie(twice), undefined);
+      return;
+    }
   });
 
   test('ACC-8: bad codes at the TOTP and recovery steps (empty, 7 digits, letters, 10 kB, NUL) get the verify page again with a 4xx, never a 500', async () => {
