@@ -41,6 +41,25 @@ describe('enrolment from /profile', () => {
     assert.equal(scanQrSvg(again.body), phone.uri.href);
   });
 
+  test('ACC-8: a member held back by the tenant rule (second factor required) can enrol TOTP, and is let through once it is on', async () => {
+    const who = await newUser();
+    const user = await userOf(who);
+    await ctx.db
+      .superuser`update tenants set require_second_factor = true where id = ${user.tenant_id}::uuid`;
+    const held = await getPage(ctx.testApp.app, '/dashboard', { cookie: who.cookie });
+    assert.equal(held.statusCode, 303);
+    assert.equal(held.headers.location, '/profile?notice=second-factor-required');
+    const { phone } = await startEnrolment(who);
+    const confirmed = await postForm(
+      ctx.testApp.app,
+      '/profile/totp/confirm',
+      { code: phone.code() },
+      { cookie: who.cookie },
+    );
+    assert.equal(confirmed.statusCode, 303);
+    assert.equal((await getPage(ctx.testApp.app, '/dashboard', { cookie: who.cookie })).statusCode, 200);
+  });
+
   test('ACC-8: a wrong first code does not turn TOTP on', async () => {
     const who = await newUser();
     const { phone } = await startEnrolment(who);
