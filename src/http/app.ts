@@ -47,6 +47,9 @@ import type { Config } from '../config.ts';
 import type { Migration } from '../db/migrator.ts';
 import { registerGatewayRoutes } from '../gateway/routes.ts';
 import type { Logger } from '../logger.ts';
+import { createPasskeyRegistration } from '../passkeys/registration.ts';
+import { relyingPartyOf } from '../passkeys/relying-party.ts';
+import { passkeysProfileSection, registerPasskeyRoutes } from '../passkeys/routes.ts';
 import { registerA2aRoutes } from '../relay/a2a-routes.ts';
 import { registerCardRoutes } from '../relay/card-routes.ts';
 import { createCardSigner } from '../relay/card-signing.ts';
@@ -241,11 +244,16 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     rateLimits: deps.rateLimits,
     sessionKey: deps.sessionKey,
     cursors,
-    profileSections: [secondFactorsProfileSection(deps.sql)],
+    profileSections: [secondFactorsProfileSection(deps.sql), passkeysProfileSection(deps.sql)],
   });
   const signIn = { sql: deps.sql, rateLimits: deps.rateLimits, cookies };
   registerVerifyPages(app, signIn);
   registerSignInRoutes(app);
+  const relyingParty = relyingPartyOf(deps.config);
+  registerPasskeyRoutes(app, {
+    registration: createPasskeyRegistration({ sql: deps.sql, rp: relyingParty }),
+    rateLimits: deps.rateLimits,
+  });
   const members = createMembersService();
   registerMembersApi(app, { members, cursors });
   registerMembersPages(app, { members, cookies, cursors });

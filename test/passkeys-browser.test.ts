@@ -1,0 +1,106 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { BrowserContext, CDPSession, Page } from 'playwright-core';
+import { launchChromium, listeningTestApp, pageProblems } from './helpers/chromium.ts';
+import { mintInvite, PASSWORD } from './helpers/pages.ts';
+import { requireTool } from './helpers/system-tools.ts';
+
+// Passkeys (ACC-8) as a person meets them in Chromium, with the DevTools
+// WebAuthn virtual authenticator standing in for the device: a CTAP2
+// platform authenticator that keeps discoverable credentials and verifies
+// its user. The app's public URL is http://localhost:<port>: WebAuthn needs
+// a domain for its RP ID, and allows http on localhost.
+
+interface VirtualAuthenticator {
+  readonly cdp: CDPSession;
+  readonly id: string;
+}
+
+async function addAuthenticator(context: BrowserContext, page: Page): Promise<VirtualAuthenticator> {
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('WebAuthn.enable', { enableUI: false });
+  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2',
+      transport: 'internal',
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+    },
+  });
+  return { cdp, id: authenticatorId };
+}
+
+async function signUpInBrowser(
+  page: Page,
+  base: string,
+  db: Parameters<typeof mintInvite>[0],
+  username: string,
+) {
+  const invite = await mintInvite(db, { email: `${username}@example.com` });
+  await page.goto(`${base}/signup?invite=${invite}`);
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.waitForURL(`${base}/dashboard`);
+}
+
+async function addPasskey(page: Page, base: string, name: string): Promise<void> {
+  await page.goto(`${base}/profile`);
+  await page.getByLabel('Passkey name').fill(name);
+  await page.getByRole('button', { name: 'Add a passkey' }).click();
+  await page.waitForURL(`${base}/profile?notice=passkey-added#passkeys`);
+}
+
+test('ACC-8: in Chromium, a passkey is added from /profile with a name, renamed, and removed', async (t) => {
+  if (!requireTool(t, 'chromium', 'chromium')) return;
+  const { db, base } = await listeningTestApp(t, { publicHost: 'localhost' });
+  const browser = await launchChromium(t);
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const violations = pageProblems(page);
+  const authenticator = await addAuthenticator(context, page);
+
+  await signUpInBrowser(page, base, db, 'keyholder');
+  await addPasskey(page, base, 'Work laptop');
+  assert.match((await page.locator('.notice').textContent()) ?? '', /The passkey was added/);
+  assert.ok(await page.getByRole('cell', { name: 'Work laptop', exact: true }).isVisible());
+
+  const { credentials } = await authenticator.cdp.send('WebAuthn.getCredentials', {
+    authenticatorId: authenticator.id,
+  });
+  assert.equal(credentials.length, 1);
+  assert.equal(credentials[0]?.isResidentCredential, true, 'a discoverable credential');
+  const [stored] = await db.superuser<{ credential_id: string; kind: string; name: string }[]>`
+    select c.credential_id, f.kind, f.name from passkey_credentials c join user_factors f on f.id = c.factor_id`;
+  assert.equal(stored?.kind, 'passkey');
+  assert.equal(stored?.name, 'Work laptop');
+  assert.equal(
+    stored?.credential_id,
+    Buffer.from(credentials[0]?.credentialId ?? '', 'base64').toString('base64url'),
+  );
+
+  await page.getByRole('link', { name: 'Rename Work laptop' }).click();
+  await page.getByLabel('New name').fill('Office laptop');
+  await page.getByRole('button', { name: 'Rename passkey' }).click();
+  await page.waitForURL(`${base}/profile?notice=passkey-renamed#passkeys`);
+  assert.ok(await page.getByRole('cell', { name: 'Office laptop', exact: true }).isVisible());
+
+  await page.getByRole('link', { name: 'Remove Office laptop' }).click();
+  await page.getByRole('button', { name: 'Remove passkey' }).click();
+  await page.waitForURL(`${base}/profile?notice=passkey-removed#passkeys`);
+  assert.match(await page.content(), /You have no passkeys yet/);
+  const [left] = await db.superuser<
+    { count: number }[]
+  >`select count(*)::int as count from passkey_credentials`;
+  assert.equal(left?.count, 0);
+
+  const actions = await db.superuser<{ action: string }[]>`
+    select action from audit_events where action like 'factor.%' order by seq`;
+  assert.deepEqual(
+    actions.map((row) => row.action),
+    ['factor.enrolled', 'factor.renamed', 'factor.removed'],
+  );
+  assert.deepEqual(violations, [], 'no CSP violations or page errors');
+});
