@@ -104,3 +104,125 @@ test('ACC-8: in Chromium, a passkey is added from /profile with a name, renamed,
   );
   assert.deepEqual(violations, [], 'no CSP violations or page errors');
 });
+
+async function signOut(page: Page, base: string): Promise<void> {
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForURL(`${base}/login?notice=signed-out`);
+}
+
+async function signInWithPasskey(page: Page, base: string): Promise<void> {
+  await page.goto(`${base}/login`);
+  await page.getByRole('button', { name: 'Sign in with a passkey' }).click();
+}
+
+async function factorEvents(db: Parameters<typeof mintInvite>[0]) {
+  return db.superuser<{ action: string; data: Record<string, unknown> }[]>`
+    select action, data from audit_events
+    where action like 'factor.%' or action like 'passkey.%' or action = 'session.login' order by seq`;
+}
+
+test('ACC-8: in Chromium, a passkey alone signs in from /login (no username, no password), and its answer cannot be replayed', async (t) => {
+  if (!requireTool(t, 'chromium', 'chromium')) return;
+  const { db, base } = await listeningTestApp(t, { publicHost: 'localhost' });
+  const browser = await launchChromium(t);
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const violations = pageProblems(page);
+  await addAuthenticator(context, page);
+
+  await signUpInBrowser(page, base, db, 'passwordless');
+  await addPasskey(page, base, 'Phone');
+  await signOut(page, base);
+
+  const answers: string[] = [];
+  page.on('request', (request) => {
+    if (request.method() === 'POST' && request.url() === `${base}/login/passkey`) {
+      answers.push(request.postData() ?? '');
+    }
+  });
+  await signInWithPasskey(page, base);
+  await page.waitForURL(`${base}/dashboard`);
+  assert.match((await page.locator('header .who').textContent()) ?? '', /passwordless/);
+  const used = (await factorEvents(db)).filter((event) => event.action === 'factor.used');
+  assert.equal(used.length, 1);
+  assert.equal(used[0]?.data.kind, 'passkey');
+
+  // The same answer again, with a fresh challenge cookie of this browser: refused, no session.
+  await signOut(page, base);
+  const headers = { origin: base };
+  await page.request.post(`${base}/login/passkey/options`, { headers, data: {} });
+  const replay = await page.request.post(`${base}/login/passkey`, {
+    headers: { ...headers, 'content-type': 'application/x-www-form-urlencoded' },
+    data: answers[0] ?? '',
+    maxRedirects: 0,
+  });
+  assert.equal(replay.status(), 401);
+  assert.match(await replay.text(), /That passkey did not sign you in/);
+  const cookies = await context.cookies(base);
+  assert.equal(
+    cookies.find((cookie) => cookie.name === 'enclave_session'),
+    undefined,
+    'no session',
+  );
+  // And with no challenge at all (the cookie was spent): a 400 that says to try again.
+  const stale = await page.request.post(`${base}/login/passkey`, {
+    headers: { ...headers, 'content-type': 'application/x-www-form-urlencoded' },
+    data: answers[0] ?? '',
+    maxRedirects: 0,
+  });
+  assert.equal(stale.status(), 400);
+  assert.deepEqual(violations, [], 'no CSP violations or page errors');
+});
+
+test('ACC-8: in Chromium, a cloned authenticator whose signature counter is behind is refused and recorded; the original still signs in', async (t) => {
+  if (!requireTool(t, 'chromium', 'chromium')) return;
+  const { db, base } = await listeningTestApp(t, { publicHost: 'localhost' });
+  const browser = await launchChromium(t);
+  const original = await browser.newContext();
+  const page = await original.newPage();
+  const authenticator = await addAuthenticator(original, page);
+
+  await signUpInBrowser(page, base, db, 'cloned');
+  await addPasskey(page, base, 'Security key');
+  const { credentials } = await authenticator.cdp.send('WebAuthn.getCredentials', {
+    authenticatorId: authenticator.id,
+  });
+  const exported = credentials[0];
+  assert.ok(exported !== undefined);
+
+  // The original signs in once: the stored counter moves past the exported copy's.
+  await signOut(page, base);
+  await signInWithPasskey(page, base);
+  await page.waitForURL(`${base}/dashboard`);
+  const [stored] = await db.superuser<
+    { sign_count: string }[]
+  >`select sign_count::text from passkey_credentials`;
+  assert.ok(Number(stored?.sign_count) > exported.signCount, 'the counter advanced');
+  await signOut(page, base);
+
+  // A second authenticator holding the exported credential, with its old counter.
+  const clone = await browser.newContext();
+  const clonePage = await clone.newPage();
+  const violations = pageProblems(clonePage);
+  const second = await addAuthenticator(clone, clonePage);
+  await second.cdp.send('WebAuthn.addCredential', { authenticatorId: second.id, credential: exported });
+  const answered = clonePage.waitForResponse(`${base}/login/passkey`);
+  await signInWithPasskey(clonePage, base);
+  assert.equal((await answered).status(), 401);
+  assert.match((await clonePage.locator('.error').first().textContent()) ?? '', /did not sign you in/);
+  assert.equal(
+    (await clone.cookies(base)).find((cookie) => cookie.name === 'enclave_session'),
+    undefined,
+    'no session',
+  );
+  const events = await factorEvents(db);
+  const failed = events.filter((event) => event.action === 'factor.failed');
+  assert.equal(failed.length, 1);
+  assert.equal(failed[0]?.data.reason, 'counter');
+  assert.equal(events.filter((event) => event.action === 'passkey.counter_stale').length, 1);
+
+  // The original authenticator's counter is still ahead: it signs in.
+  await signInWithPasskey(page, base);
+  await page.waitForURL(`${base}/dashboard`);
+  assert.deepEqual(violations, [], 'no CSP violations or page errors');
+});

@@ -167,3 +167,6 @@ export const RequestOptions = Type.Object(
   },
   { description: 'Options for navigator.credentials.get() (@simplewebauthn/browser startAuthentication)' },
 );
+
+/** The sign-in challenge of /login/verify/:challenge: any text up to a uuid's length (a bad one is answered as a dead step). */
+export const StepParams = Type.Object({ challenge: Type.String({ maxLength: 36 }) }, form);
