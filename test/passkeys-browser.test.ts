@@ -46,6 +46,11 @@ async function signUpInBrowser(
   await page.waitForURL(`${base}/dashboard`);
 }
 
+/** The profile's Passkeys section (the second-step section lists passkeys by name too). */
+function passkeyList(page: Page) {
+  return page.getByRole('region', { name: 'Passkeys' });
+}
+
 async function addPasskey(page: Page, base: string, name: string): Promise<void> {
   await page.goto(`${base}/profile`);
   await page.getByLabel('Passkey name').fill(name);
@@ -65,7 +70,7 @@ test('ACC-8: in Chromium, a passkey is added from /profile with a name, renamed,
   await signUpInBrowser(page, base, db, 'keyholder');
   await addPasskey(page, base, 'Work laptop');
   assert.match((await page.locator('.notice').textContent()) ?? '', /The passkey was added/);
-  assert.ok(await page.getByRole('cell', { name: 'Work laptop', exact: true }).isVisible());
+  assert.ok(await passkeyList(page).getByRole('cell', { name: 'Work laptop', exact: true }).isVisible());
 
   const { credentials } = await authenticator.cdp.send('WebAuthn.getCredentials', {
     authenticatorId: authenticator.id,
@@ -85,7 +90,7 @@ test('ACC-8: in Chromium, a passkey is added from /profile with a name, renamed,
   await page.getByLabel('New name').fill('Office laptop');
   await page.getByRole('button', { name: 'Rename passkey' }).click();
   await page.waitForURL(`${base}/profile?notice=passkey-renamed#passkeys`);
-  assert.ok(await page.getByRole('cell', { name: 'Office laptop', exact: true }).isVisible());
+  assert.ok(await passkeyList(page).getByRole('cell', { name: 'Office laptop', exact: true }).isVisible());
 
   await page.getByRole('link', { name: 'Remove Office laptop' }).click();
   await page.getByRole('button', { name: 'Remove passkey' }).click();
@@ -224,5 +229,70 @@ test('ACC-8: in Chromium, a cloned authenticator whose signature counter is behi
   // The original authenticator's counter is still ahead: it signs in.
   await signInWithPasskey(page, base);
   await page.waitForURL(`${base}/dashboard`);
+  assert.deepEqual(violations, [], 'no CSP violations or page errors');
+});
+
+test('ACC-8: in Chromium, a passkey is the second step after a password; a passkey of another account is refused for this one’s step', async (t) => {
+  if (!requireTool(t, 'chromium', 'chromium')) return;
+  const { db, base } = await listeningTestApp(t, { publicHost: 'localhost' });
+  const browser = await launchChromium(t);
+
+  // Bob's passkey lives in Bob's browser; Alice's in Alice's.
+  const bobs = await browser.newContext();
+  const bobPage = await bobs.newPage();
+  const violations = pageProblems(bobPage);
+  await addAuthenticator(bobs, bobPage);
+  await signUpInBrowser(bobPage, base, db, 'bob');
+  await addPasskey(bobPage, base, 'Bob key');
+  await signOut(bobPage, base);
+
+  // Bob signs in: the password, then his passkey.
+  await bobPage.getByLabel('Username or email').fill('bob');
+  await bobPage.getByLabel('Password').fill(PASSWORD);
+  await bobPage.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await bobPage.waitForURL(/\/login\/verify\/[0-9a-f-]{36}$/);
+  await bobPage.getByRole('button', { name: 'Use a passkey' }).click();
+  await bobPage.waitForURL(`${base}/dashboard`);
+  assert.match((await bobPage.locator('header .who').textContent()) ?? '', /bob/);
+
+  const alices = await browser.newContext();
+  const alicePage = await alices.newPage();
+  await addAuthenticator(alices, alicePage);
+  await signUpInBrowser(alicePage, base, db, 'alice');
+  await addPasskey(alicePage, base, 'Alice key');
+  await signOut(alicePage, base);
+
+  // In Alice's browser, Bob's password passes the first step; the step is then
+  // answered with Alice's passkey (the options' list of Bob's passkeys dropped).
+  await alicePage.getByLabel('Username or email').fill('bob');
+  await alicePage.getByLabel('Password').fill(PASSWORD);
+  await alicePage.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await alicePage.waitForURL(/\/login\/verify\/[0-9a-f-]{36}$/);
+  const answered = alicePage.waitForResponse((response) =>
+    /\/login\/verify\/[0-9a-f-]{36}\/passkey$/.test(response.url()),
+  );
+  // A string, evaluated in the page: this project's types have no DOM.
+  await alicePage.evaluate(`(async () => {
+    const form = document.querySelector('form[data-passkey]');
+    const options = await (await fetch(form.dataset.options, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}',
+    })).json();
+    delete options.allowCredentials;
+    const answer = await SimpleWebAuthnBrowser.startAuthentication({ optionsJSON: options });
+    form.elements.namedItem('credential').value = JSON.stringify(answer);
+    form.submit();
+  })()`);
+  assert.equal((await answered).status(), 401);
+  await alicePage.getByRole('heading', { name: 'Confirm it is you' }).waitFor();
+  assert.match((await alicePage.locator('.error').first().textContent()) ?? '', /not correct/);
+  assert.equal(
+    (await alices.cookies(base)).find((cookie) => cookie.name === 'enclave_session'),
+    undefined,
+    'no session',
+  );
+  const failed = await db.superuser<{ data: { user_id: string; kind: string } }[]>`
+    select data from audit_events where action = 'factor.failed'`;
+  assert.equal(failed.length, 1);
+  assert.equal(failed[0]?.data.kind, 'passkey');
   assert.deepEqual(violations, [], 'no CSP violations or page errors');
 });

@@ -50,6 +50,8 @@ import type { Logger } from '../logger.ts';
 import { createPasskeyRegistration } from '../passkeys/registration.ts';
 import { relyingPartyOf } from '../passkeys/relying-party.ts';
 import { passkeysProfileSection, registerPasskeyRoutes } from '../passkeys/routes.ts';
+import { createPasskeySignIn } from '../passkeys/sign-in.ts';
+import { registerPasskeySignInRoutes } from '../passkeys/sign-in-routes.ts';
 import { registerA2aRoutes } from '../relay/a2a-routes.ts';
 import { registerCardRoutes } from '../relay/card-routes.ts';
 import { createCardSigner } from '../relay/card-signing.ts';
@@ -253,6 +255,10 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerPasskeyRoutes(app, {
     registration: createPasskeyRegistration({ sql: deps.sql, rp: relyingParty }),
     rateLimits: deps.rateLimits,
+  });
+  registerPasskeySignInRoutes(app, {
+    ...signIn,
+    passkeys: createPasskeySignIn({ sql: deps.sql, rp: relyingParty, rateLimits: deps.rateLimits }),
   });
   const members = createMembersService();
   registerMembersApi(app, { members, cursors });

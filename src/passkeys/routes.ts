@@ -11,6 +11,7 @@ import { withTenant } from '../db/tenant.ts';
 import type { App } from '../http/app.ts';
 import { ProblemSchema, sendProblem } from '../http/problems.ts';
 import type { RateLimits } from '../http/rate-limits.ts';
+import { assertRecentSignIn, needsReauth, reauthRedirect } from '../signin/recent-sign-in.ts';
 import { confirmPage, notFoundPage } from '../web/dashboard-pages.ts';
 import { bodyText, formProblem, sendPage } from '../web/forms.ts';
 import { passkeyProblemPage, passkeySection, renamePasskeyPage } from '../web/passkey-section.ts';
@@ -51,7 +52,9 @@ function browserBundle(): Buffer {
 /** The /profile section listing the user's passkeys, with the add form. */
 export function passkeysProfileSection(sql: Sql): ProfileSection {
   return async (principal) =>
-    passkeySection(await withTenant(sql, principal.user.tenant_id, (tx) => listPasskeys(tx, principal.user.id)));
+    passkeySection(
+      await withTenant(sql, principal.user.tenant_id, (tx) => listPasskeys(tx, principal.user.id)),
+    );
 }
 
 const NAME_LABELS = { name: 'Passkey name' };
@@ -186,10 +189,23 @@ export function registerPasskeyRoutes(app: App, deps: PasskeyRouteDeps): void {
     },
   );
 
+  /** ACC-8: removing a passkey needs a sign-in within the last 10 minutes; else sign in again and come back here. */
+  const recentSignIn = (request: FastifyRequest, reply: FastifyReply, id: string) => {
+    try {
+      assertRecentSignIn(signedIn(request));
+      return undefined;
+    } catch (error) {
+      if (needsReauth(error)) return reauthRedirect(reply, `/profile/passkeys/${id}/remove`);
+      throw error;
+    }
+  };
+
   app.get('/profile/passkeys/:id/remove', byId, async (request, reply) => {
     const passkey =
       request.validationError === undefined ? await ownPasskey(request, request.params.id) : undefined;
     if (passkey === undefined) return notFound(request, reply);
+    const reauth = recentSignIn(request, reply, passkey.id);
+    if (reauth !== undefined) return reauth;
     return sendPage(
       reply,
       200,
@@ -208,6 +224,8 @@ export function registerPasskeyRoutes(app: App, deps: PasskeyRouteDeps): void {
     if (request.validationError !== undefined) return notFound(request, reply);
     const principal = signedIn(request);
     const factorId = request.params.id;
+    const reauth = recentSignIn(request, reply, factorId);
+    if (reauth !== undefined) return reauth;
     const removed = await request.withTenant(async (tx) => {
       if (!(await removePasskey(tx, principal.user.id, factorId))) return false;
       await recordFor(tx, principal, {

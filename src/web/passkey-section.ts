@@ -64,9 +64,9 @@ ${ceremonyParts()}
 ${PASSKEY_SCRIPTS}`;
 }
 
-/** The passkey form of the second step (/login/verify/:challenge). */
-export function passkeyStepForm(challengeId: string): Html {
-  const action = `/login/verify/${challengeId}/passkey`;
+/** The passkey form of the second step; `path` is the step's page, /login/verify/:challenge. */
+export function passkeyStepForm(path: string): Html {
+  const action = `${path}/passkey`;
   return html`<form method="post" action="${action}" class="stack" data-passkey="authenticate" data-options="${action}/options" hidden>
 ${ceremonyParts()}
 <button type="submit">Use a passkey</button>
