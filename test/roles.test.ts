@@ -136,6 +136,7 @@ type Target =
   | 'template'
   | 'own-token'
   | 'own-session'
+  | 'own-passkey'
   | 'inbound-webhook'
   | 'callback-endpoint'
   | 'callback-delivery';
@@ -257,6 +258,12 @@ const ROUTES: Record<string, readonly Probe[]> = {
   'POST /profile/email/verify': [{ action: 'signed-in' }],
   'POST /profile/email-code/enable': [{ action: 'signed-in' }],
   'POST /profile/email-code/disable': [{ action: 'signed-in' }],
+  'POST /profile/passkeys/options': [{ action: 'signed-in' }],
+  'POST /profile/passkeys': [{ action: 'signed-in' }],
+  'GET /profile/passkeys/:id/rename': [{ action: 'signed-in', target: 'own-passkey' }],
+  'POST /profile/passkeys/:id/rename': [{ action: 'signed-in' }],
+  'GET /profile/passkeys/:id/remove': [{ action: 'signed-in', target: 'own-passkey' }],
+  'POST /profile/passkeys/:id/remove': [{ action: 'signed-in' }],
   'GET /dashboard/agents': [{ action: 'agent.read' }],
   'GET /dashboard/agents/new': [{ action: 'agent.create' }],
   'POST /dashboard/agents': [{ action: 'agent.create', body: agentCreate }],
@@ -460,6 +467,17 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
     const [token] = await ctx.db.superuser<{ id: string }[]>`
       select id from api_tokens where user_id = ${actor.user.id}::uuid limit 1`;
     url = url.replace(':id', token?.id ?? '');
+  } else if (probe.target === 'own-passkey') {
+    const [factor] = await ctx.db.superuser<{ id: string }[]>`
+      with factor as (
+        insert into user_factors (tenant_id, user_id, kind, name)
+        values (${actor.user.tenant_id}::uuid, ${actor.user.id}::uuid, 'passkey', 'roles') returning id)
+      insert into passkey_credentials
+        (factor_id, tenant_id, credential_id, public_key, sign_count, backup_eligible, backed_up)
+      select id, ${actor.user.tenant_id}::uuid, ${randomBytes(16).toString('base64url')}, ${randomBytes(77)}, 0,
+             false, false from factor
+      returning factor_id as id`;
+    url = url.replace(':id', factor?.id ?? '');
   } else if (probe.target === 'own-session') {
     const [session] = await ctx.db.superuser<{ id: string }[]>`
       select id from sessions where user_id = ${actor.user.id}::uuid and revoked_at is null limit 1`;

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { createAccount, type TestAccount } from '../../test/helpers/accounts.ts';
 import { type ProblemBody, useTestApp } from '../../test/helpers/app.ts';
@@ -157,6 +158,113 @@ describe('passkey forms with bad input', () => {
         assert.equal(posted.statusCode, 404, `POST ${path}/${action}`);
       }
     }
+  });
+});
+
+/** A passkey row for the account, as registration would leave it (the key itself is never used here). */
+async function storedPasskey(account: TestAccount): Promise<string> {
+  const [factor] = await ctx.db.superuser<{ id: string }[]>`
+    with factor as (
+      insert into user_factors (tenant_id, user_id, kind, name)
+      values (${account.user.tenant_id}::uuid, ${account.user.id}::uuid, 'passkey', 'Stored') returning id)
+    insert into passkey_credentials
+      (factor_id, tenant_id, credential_id, public_key, sign_count, backup_eligible, backed_up)
+    select id, ${account.user.tenant_id}::uuid, ${randomBytes(16).toString('base64url')}, ${randomBytes(77)}, 3,
+           true, true from factor
+    returning factor_id as id`;
+  if (factor === undefined) throw new Error('no passkey stored');
+  return factor.id;
+}
+
+describe('removing a passkey', () => {
+  test('ACC-8: removing a passkey needs a sign-in within the last 10 minutes: an older session is sent to sign in again, and nothing is removed', async () => {
+    const account = await createAccount(ctx.db, ctx.testApp);
+    const id = await storedPasskey(account);
+    await ctx.db.superuser`
+      update sessions set authenticated_at = now() - interval '11 minutes' where id = ${account.sessionId}::uuid`;
+    const path = `/profile/passkeys/${id}/remove`;
+    const asked = await getPage(ctx.testApp.app, path, { cookie: account.sessionCookie });
+    const posted = await postForm(ctx.testApp.app, path, {}, { cookie: account.sessionCookie });
+    for (const response of [asked, posted]) {
+      assert.equal(response.statusCode, 303);
+      assert.equal(response.headers.location, `/login?reauth=1&next=${encodeURIComponent(path)}`);
+    }
+    const [left] = await ctx.db.superuser<{ count: number }[]>`
+      select count(*)::int as count from passkey_credentials where factor_id = ${id}::uuid`;
+    assert.equal(left?.count, 1);
+  });
+
+  test('ACC-8: another user’s passkey cannot be renamed or removed: 404, and it stays', async () => {
+    const account = await createAccount(ctx.db, ctx.testApp);
+    const id = await storedPasskey(account);
+    for (const action of ['rename', 'remove']) {
+      const response = await postForm(
+        ctx.testApp.app,
+        `/profile/passkeys/${id}/${action}`,
+        action === 'rename' ? { name: 'Mine now' } : {},
+        { cookie: owner.sessionCookie },
+      );
+      assert.equal(response.statusCode, 404, action);
+    }
+    const [kept] = await ctx.db.superuser<
+      { name: string }[]
+    >`select name from user_factors where id = ${id}::uuid`;
+    assert.equal(kept?.name, 'Stored');
+  });
+});
+
+describe('passkey sign-in with bad input', () => {
+  test('ACC-8: /login/passkey with an answer that is not a passkey answer, or with no challenge, shows the sign-in page again with a 400', async () => {
+    for (const credential of ['not json', '{}', '{"id":"AAAA","rawId":"AAAA"}']) {
+      const response = await postForm(ctx.testApp.app, '/login/passkey', { credential });
+      assert.equal(response.statusCode, 400, credential);
+      assert.match(textOf(response.body), /The passkey answer could not be read/);
+    }
+    const answer = JSON.stringify({
+      id: 'AAAA',
+      rawId: 'AAAA',
+      type: 'public-key',
+      clientExtensionResults: {},
+      response: { clientDataJSON: 'e30', authenticatorData: 'AA', signature: 'AA' },
+    });
+    const noChallenge = await postForm(ctx.testApp.app, '/login/passkey', { credential: answer });
+    assert.equal(noChallenge.statusCode, 400);
+    assert.match(textOf(noChallenge.body), /took too long/);
+    const broken = await postJson('/login/passkey', '{"credential":');
+    assert.equal(broken.statusCode, 400);
+    assert.equal(broken.json<ProblemBody>().code, 'malformed_body');
+  });
+
+  test('ACC-8: the second step’s passkey routes with no live sign-in of this browser are a 400 (problem+json for the options, the page for the answer)', async () => {
+    for (const challenge of ['00000000-0000-4000-8000-000000000000', 'nope']) {
+      const options = await postJson(`/login/verify/${challenge}/passkey/options`, '{}');
+      assert.equal(options.statusCode, 400, challenge);
+      assert.equal(options.json<ProblemBody>().code, 'passkey_challenge_invalid');
+      const answer = await postForm(ctx.testApp.app, `/login/verify/${challenge}/passkey`, {
+        credential: 'x',
+      });
+      assert.equal(answer.statusCode, 400, challenge);
+      assert.match(textOf(answer.body), /Sign in again/);
+    }
+    const broken = await postJson('/login/verify/00000000-0000-4000-8000-000000000000/passkey/options', '{"');
+    assert.equal(broken.statusCode, 400);
+    assert.equal(broken.json<ProblemBody>().code, 'malformed_body');
+  });
+
+  test('ACC-5: passkey options from one client address are limited (60 per 15 minutes): then 429 with Retry-After', async () => {
+    const ask = () =>
+      ctx.testApp.app.inject({
+        method: 'POST',
+        url: '/login/passkey/options',
+        remoteAddress: '10.99.0.1',
+        headers: { origin: ORIGIN, 'content-type': 'application/json' },
+        payload: '{}',
+      });
+    for (let i = 0; i < 60; i += 1) assert.equal((await ask()).statusCode, 200);
+    const limited = await ask();
+    assert.equal(limited.statusCode, 429);
+    assert.ok(Number(limited.headers['retry-after']) > 0);
+    assert.equal(limited.json<ProblemBody>().code, 'rate_limited');
   });
 });
 
