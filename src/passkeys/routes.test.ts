@@ -158,6 +158,19 @@ describe('passkey forms with bad input', () => {
         assert.equal(posted.statusCode, 404, `POST ${path}/${action}`);
       }
     }
+    const own = await storedPasskey(owner);
+    const tooLong = await postForm(
+      ctx.testApp.app,
+      `/profile/passkeys/${own}/rename`,
+      { name: 'n'.repeat(101) },
+      { cookie: owner.sessionCookie },
+    );
+    assert.equal(tooLong.statusCode, 400);
+    assert.match(textOf(tooLong.body), /New name is too long/);
+    const [kept] = await ctx.db.superuser<
+      { name: string }[]
+    >`select name from user_factors where id = ${own}::uuid`;
+    assert.equal(kept?.name, 'Stored');
   });
 });
 
