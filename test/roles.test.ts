@@ -18,6 +18,7 @@ import { escapeHtml } from '../src/web/html.ts';
 import { createAccount, mintInvite, type TestAccount } from './helpers/accounts.ts';
 import { useTestApp } from './helpers/app.ts';
 import { callbackDeliveryRow, callbackEndpoint } from './helpers/callbacks.ts';
+import { storedPasskey } from './helpers/passkeys.ts';
 import { approvedConnection } from './helpers/relay.ts';
 import { registeredRoutes } from './helpers/routes.ts';
 
@@ -468,16 +469,7 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
       select id from api_tokens where user_id = ${actor.user.id}::uuid limit 1`;
     url = url.replace(':id', token?.id ?? '');
   } else if (probe.target === 'own-passkey') {
-    const [factor] = await ctx.db.superuser<{ id: string }[]>`
-      with factor as (
-        insert into user_factors (tenant_id, user_id, kind, name)
-        values (${actor.user.tenant_id}::uuid, ${actor.user.id}::uuid, 'passkey', 'roles') returning id)
-      insert into passkey_credentials
-        (factor_id, tenant_id, credential_id, public_key, sign_count, backup_eligible, backed_up)
-      select id, ${actor.user.tenant_id}::uuid, ${randomBytes(16).toString('base64url')}, ${randomBytes(77)}, 0,
-             false, false from factor
-      returning factor_id as id`;
-    url = url.replace(':id', factor?.id ?? '');
+    url = url.replace(':id', await storedPasskey(ctx.db, actor.user));
   } else if (probe.target === 'own-session') {
     const [session] = await ctx.db.superuser<{ id: string }[]>`
       select id from sessions where user_id = ${actor.user.id}::uuid and revoked_at is null limit 1`;

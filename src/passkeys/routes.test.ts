@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { createAccount, type TestAccount } from '../../test/helpers/accounts.ts';
 import { type ProblemBody, useTestApp } from '../../test/helpers/app.ts';
 import { getPage, ORIGIN, postForm, textOf } from '../../test/helpers/pages.ts';
+import { storedPasskey } from '../../test/helpers/passkeys.ts';
 import { counterIsStale } from './counter.ts';
 
 // The passkey routes over HTTP, without a browser: what the options say, who
@@ -158,7 +158,7 @@ describe('passkey forms with bad input', () => {
         assert.equal(posted.statusCode, 404, `POST ${path}/${action}`);
       }
     }
-    const own = await storedPasskey(owner);
+    const own = await storedPasskey(ctx.db, owner.user);
     const tooLong = await postForm(
       ctx.testApp.app,
       `/profile/passkeys/${own}/rename`,
@@ -174,25 +174,10 @@ describe('passkey forms with bad input', () => {
   });
 });
 
-/** A passkey row for the account, as registration would leave it (the key itself is never used here). */
-async function storedPasskey(account: TestAccount): Promise<string> {
-  const [factor] = await ctx.db.superuser<{ id: string }[]>`
-    with factor as (
-      insert into user_factors (tenant_id, user_id, kind, name)
-      values (${account.user.tenant_id}::uuid, ${account.user.id}::uuid, 'passkey', 'Stored') returning id)
-    insert into passkey_credentials
-      (factor_id, tenant_id, credential_id, public_key, sign_count, backup_eligible, backed_up)
-    select id, ${account.user.tenant_id}::uuid, ${randomBytes(16).toString('base64url')}, ${randomBytes(77)}, 3,
-           true, true from factor
-    returning factor_id as id`;
-  if (factor === undefined) throw new Error('no passkey stored');
-  return factor.id;
-}
-
 describe('removing a passkey', () => {
   test('ACC-8: removing a passkey needs a sign-in within the last 10 minutes: an older session is sent to sign in again, and nothing is removed', async () => {
     const account = await createAccount(ctx.db, ctx.testApp);
-    const id = await storedPasskey(account);
+    const id = await storedPasskey(ctx.db, account.user);
     await ctx.db.superuser`
       update sessions set authenticated_at = now() - interval '11 minutes' where id = ${account.sessionId}::uuid`;
     const path = `/profile/passkeys/${id}/remove`;
@@ -209,7 +194,7 @@ describe('removing a passkey', () => {
 
   test('ACC-8: another user’s passkey cannot be renamed or removed: 404, and it stays', async () => {
     const account = await createAccount(ctx.db, ctx.testApp);
-    const id = await storedPasskey(account);
+    const id = await storedPasskey(ctx.db, account.user);
     for (const action of ['rename', 'remove']) {
       const response = await postForm(
         ctx.testApp.app,
