@@ -59,7 +59,7 @@ export const BUCKETS = {
   relay_connect_ip: { points: 600, seconds: 60 * 60 },
   /** Passkey options and answers (sign-in, second step) from one client address, before any lookup (ACC-5, ACC-8). */
   passkey_ip: { points: 60, seconds: 15 * 60 },
-  /** Passkey sign-in answers for one account, once its credential is found. */
+  /** Passkey sign-in answers for one account, once its credential names it, and its second steps' options. */
   passkey_account: { points: 30, seconds: 15 * 60 },
   /** Passkey registrations (options and answers) by one user. */
   passkey_register: { points: 30, seconds: 60 * 60 },

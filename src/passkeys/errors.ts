@@ -12,3 +12,11 @@ export class PasskeyError extends AppError<PasskeyErrorCode> {
     super(code, message, options);
   }
 }
+
+/** No challenge waits for this answer: it expired (5 minutes), was used, or a newer one replaced it. */
+export function ceremonyExpired(): PasskeyError {
+  return new PasskeyError(
+    'passkey_challenge_invalid',
+    'The passkey request took too long, or was started again in another tab. Try again.',
+  );
+}

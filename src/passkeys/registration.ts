@@ -9,7 +9,7 @@ import { recordFor } from '../accounts/audit-events.ts';
 import type { Principal } from '../accounts/service.ts';
 import { withTenant } from '../db/tenant.ts';
 import { issueChallenge, takeChallenge } from './challenges.ts';
-import { PasskeyError } from './errors.ts';
+import { ceremonyExpired, PasskeyError } from './errors.ts';
 import type { RelyingParty } from './relying-party.ts';
 import { knownTransports } from './schemas.ts';
 import { credentialDescriptors, insertPasskey } from './store.ts';
@@ -81,12 +81,7 @@ export function createPasskeyRegistration(deps: PasskeyRegistrationDeps) {
       input: { name: string; credential: RegistrationResponseJSON },
     ): Promise<string> {
       const challenge = await takeChallenge(sql, 'register', sessionId);
-      if (challenge === undefined) {
-        throw new PasskeyError(
-          'passkey_challenge_invalid',
-          'Adding the passkey took too long, or was started in another tab. Try again.',
-        );
-      }
+      if (challenge === undefined) throw ceremonyExpired();
       // The whole credential is attacker-controlled; the library checks the challenge, origin, RP ID and flags.
       const rejected = (cause?: unknown) =>
         new PasskeyError('passkey_rejected', 'The passkey could not be verified. Try again.', { cause });

@@ -141,7 +141,7 @@ describe('passkey forms with bad input', () => {
       { cookie: other.sessionCookie },
     );
     assert.equal(response.statusCode, 400);
-    assert.match(textOf(response.body), /took too long, or was started in another tab/);
+    assert.match(textOf(response.body), /took too long, or was started again in another tab/);
   });
 
   test('ACC-8: renaming or removing a passkey that is not the user’s is 404; a bad id is 404; a name too long shows the form again', async () => {

@@ -14,7 +14,7 @@ import { answerStep, challengeIdFrom, showVerifyPage } from '../signin/verify-ro
 import { LIMITS, loginPage } from '../web/account-pages.ts';
 import { bodyText, sendPage } from '../web/forms.ts';
 import { CHALLENGE_SECONDS } from './challenges.ts';
-import { PasskeyError } from './errors.ts';
+import { ceremonyExpired, PasskeyError } from './errors.ts';
 import {
   AssertionForm,
   OptionsBody,
@@ -100,9 +100,7 @@ export function registerPasskeySignInRoutes(app: App, deps: PasskeySignInRouteDe
         if (request.validationError !== undefined) return again(400, UNREADABLE);
         const credential = readAuthenticationCredential(request.body.credential);
         if (credential === undefined) return again(400, UNREADABLE);
-        if (browserKey === undefined) {
-          throw new PasskeyError('passkey_challenge_invalid', 'Using the passkey took too long. Try again.');
-        }
+        if (browserKey === undefined) throw ceremonyExpired();
         const outcome = await passkeys.signIn(browserKey, credential);
         if (!outcome.ok) return again(401, NOT_SIGNED_IN);
         const location = await startSessionFor(deps, request, reply, {
@@ -125,9 +123,11 @@ export function registerPasskeySignInRoutes(app: App, deps: PasskeySignInRouteDe
     const found =
       id === undefined || browserToken === undefined
         ? undefined
-        : await withLiveChallenge(deps.sql, { id, browserToken }, (tx, challenge) =>
-            passkeys.stepOptions(tx, challenge.user_id, challenge.id),
-          );
+        : await withLiveChallenge(deps.sql, { id, browserToken }, async (tx, challenge) => {
+            // ACC-5: the account is known from the step: its bucket too.
+            await rateLimits.consume('passkey_account', challenge.user_id);
+            return passkeys.stepOptions(tx, challenge.user_id, challenge.id);
+          });
     if (found === undefined) throw new PasskeyError('passkey_challenge_invalid', STEP_GONE);
     return found;
   };

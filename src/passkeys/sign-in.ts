@@ -11,7 +11,7 @@ import type { TenantSql } from '../db/tenant.ts';
 import type { RateLimits } from '../http/rate-limits.ts';
 import { type AssertionFailure, verifyAssertion } from './assertion.ts';
 import { type CeremonyPurpose, issueChallenge, takeChallenge } from './challenges.ts';
-import { PasskeyError } from './errors.ts';
+import { ceremonyExpired } from './errors.ts';
 import { CEREMONY_TIMEOUT_MS } from './registration.ts';
 import type { RelyingParty } from './relying-party.ts';
 import {
@@ -87,12 +87,6 @@ export function createPasskeySignIn(deps: PasskeySignInDeps) {
     });
   };
 
-  const challengeGone = () =>
-    new PasskeyError(
-      'passkey_challenge_invalid',
-      'Using the passkey took too long, or was started in another tab. Try again.',
-    );
-
   return {
     /** Options for a passwordless sign-in; the challenge is bound to the browser's passkey cookie (`browserKey`). */
     signInOptions(browserKey: string): Promise<PublicKeyCredentialRequestOptionsJSON> {
@@ -107,7 +101,7 @@ export function createPasskeySignIn(deps: PasskeySignInDeps) {
      */
     async signIn(browserKey: string, credential: AuthenticationResponseJSON): Promise<PasswordlessOutcome> {
       const challenge = await takeChallenge(sql, 'sign_in', browserKey);
-      if (challenge === undefined) throw challengeGone();
+      if (challenge === undefined) throw ceremonyExpired();
       return withCredential(sql, credential.id, async (tx, passkey): Promise<PasswordlessOutcome> => {
         if (passkey === undefined) return { ok: false };
         // ACC-5: per account, once the credential names one (the per-client bucket was spent before any lookup).
