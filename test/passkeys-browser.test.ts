@@ -113,14 +113,27 @@ async function factorEvents(db: TestDatabase) {
     where action like 'factor.%' or action like 'passkey.%' order by seq`;
 }
 
-test('ACC-8: in Chromium, a passkey is added from /profile with a name, renamed, and removed', async (t) => {
+test('ACC-8: in Chromium, a passkey is added from /profile with a name (its answer works once), renamed, and removed', async (t) => {
   const site = await openSite(t);
   if (site === undefined) return;
   const person = await personAt(site);
   const { page } = person;
   await signUp(site, person, 'keyholder');
+  const answers: string[] = [];
+  page.on('request', (request) => {
+    if (request.method() === 'POST' && request.url() === `${site.base}/profile/passkeys`) {
+      answers.push(request.postData() ?? '');
+    }
+  });
   await addPasskey(site, page, 'Work laptop');
   assert.match((await page.locator('.notice').textContent()) ?? '', /The passkey was added/);
+  // The answer again: its challenge was used, so nothing is added.
+  const replay = await page.request.post(`${site.base}/profile/passkeys`, {
+    headers: { origin: site.base, 'content-type': 'application/x-www-form-urlencoded' },
+    data: answers[0] ?? '',
+  });
+  assert.equal(replay.status(), 400);
+  assert.match(await replay.text(), /took too long/);
   assert.ok(await passkeyList(page).getByRole('cell', { name: 'Work laptop', exact: true }).isVisible());
 
   const { credentials } = await person.cdp.send('WebAuthn.getCredentials', {
