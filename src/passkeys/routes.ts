@@ -6,7 +6,6 @@ import { recordFor } from '../accounts/audit-events.ts';
 import { frameFor, type ProfileSection } from '../accounts/dashboard-routes.ts';
 import { shownError } from '../accounts/page-routes.ts';
 import { signedIn } from '../accounts/principal.ts';
-import type { Principal } from '../accounts/service.ts';
 import { withTenant } from '../db/tenant.ts';
 import type { App } from '../http/app.ts';
 import { ProblemSchema, sendProblem } from '../http/problems.ts';
@@ -125,11 +124,12 @@ export function registerPasskeyRoutes(app: App, deps: PasskeyRouteDeps): void {
           formProblem(request.validationError, { ...NAME_LABELS, credential: 'The passkey' }).message,
         );
       }
-      const principal: Principal = signedIn(request);
-      const credential = readRegistrationCredential(request.body.credential);
-      if (principal.sessionId === undefined || credential === undefined) {
-        return notAdded(400, 'The passkey could not be read. Try again.');
+      const principal = signedIn(request);
+      if (principal.sessionId === undefined) {
+        return notAdded(403, 'Passkeys are added from a signed-in browser session, not with an API token.');
       }
+      const credential = readRegistrationCredential(request.body.credential);
+      if (credential === undefined) return notAdded(400, 'The passkey could not be read. Try again.');
       try {
         await rateLimits.consume('passkey_register', principal.user.id);
         await registration.register(principal, principal.sessionId, { name: request.body.name, credential });
