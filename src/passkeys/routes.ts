@@ -13,7 +13,12 @@ import type { RateLimits } from '../http/rate-limits.ts';
 import { assertRecentSignIn, needsReauth, reauthRedirect } from '../signin/recent-sign-in.ts';
 import { confirmPage, notFoundPage } from '../web/dashboard-pages.ts';
 import { bodyText, formProblem, sendPage } from '../web/forms.ts';
-import { passkeyProblemPage, passkeySection, renamePasskeyPage } from '../web/passkey-section.ts';
+import {
+  BROWSER_BUNDLE_PATH,
+  passkeyProblemPage,
+  passkeySection,
+  renamePasskeyPage,
+} from '../web/passkey-section.ts';
 import { PasskeyError } from './errors.ts';
 import type { PasskeyRegistration } from './registration.ts';
 import {
@@ -37,8 +42,6 @@ export interface PasskeyRouteDeps {
   readonly registration: PasskeyRegistration;
   readonly rateLimits: Pick<RateLimits, 'consume'>;
 }
-
-const BROWSER_BUNDLE_PATH = '/passkeys/simplewebauthn-browser.js';
 
 /** @simplewebauthn/browser's UMD bundle (it defines SimpleWebAuthnBrowser), read once at start-up. */
 function browserBundle(): Buffer {

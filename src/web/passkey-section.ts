@@ -9,8 +9,11 @@ import { type Frame, type Html, html, page } from './html.ts';
 // shows it; the script runs the ceremony and submits the form, which then
 // posts like any other. Nothing here runs a script inline.
 
+/** Where @simplewebauthn/browser's bundle is served from this origin (src/passkeys/routes.ts). */
+export const BROWSER_BUNDLE_PATH = '/passkeys/simplewebauthn-browser.js';
+
 /** The two scripts behind the passkey forms: the library's browser bundle, then ours. Once per page that has any. */
-export const PASSKEY_SCRIPTS = html`<script src="/passkeys/simplewebauthn-browser.js" defer></script>
+const PASSKEY_SCRIPTS = html`<script src="${BROWSER_BUNDLE_PATH}" defer></script>
 <script src="/static/passkeys.js" defer></script>`;
 
 /** What a passkey form needs besides its own fields: the browser's answer, and a place for the script's message. */
