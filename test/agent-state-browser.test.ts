@@ -20,7 +20,7 @@ async function signIn(page: Page, base: string, username: string): Promise<void>
   await page.goto(`${base}/login`);
   await page.getByLabel('Username or email').fill(username);
   await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
   await page.waitForURL(`${base}/dashboard`);
 }
 

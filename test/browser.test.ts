@@ -76,7 +76,7 @@ test('ACC-1, ACC-3, ACC-6, ACC-10, OPS-3: in Chromium, sign up from an invite, m
   await page.waitForURL(`${base}/login?next=%2Fprofile`);
   await page.getByLabel('Username or email').fill('browser-user');
   await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
   await page.waitForURL(`${base}/profile`);
   assert.match((await page.locator('table').textContent()) ?? '', /\(this session\)/);
   await nav.getByRole('link', { name: 'Dashboard', exact: true }).click();
@@ -102,7 +102,7 @@ test('AGT-1, VLT-2: in Chromium, sign in, onboard an echo agent from its templat
   await page.goto(`${base}/login`);
   await page.getByLabel('Username or email').fill(account.user.username);
   await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
   await page.waitForURL(`${base}/dashboard`);
 
   // The template picker is a plain GET form: no script involved.

@@ -83,7 +83,7 @@ test('OPS-3: in Chromium at 390 px wide, no page scrolls sideways and the naviga
   await page.goto(`${base}/login`);
   await page.getByLabel('Username or email').fill(account.user.username);
   await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
   await page.waitForURL(`${base}/dashboard`);
   for (const url of signedIn) await measure(url);
   await page.goto(`${base}/dashboard/agents/${agentId}`);

@@ -18,6 +18,7 @@ import { escapeHtml } from '../src/web/html.ts';
 import { createAccount, mintInvite, type TestAccount } from './helpers/accounts.ts';
 import { useTestApp } from './helpers/app.ts';
 import { callbackDeliveryRow, callbackEndpoint } from './helpers/callbacks.ts';
+import { storedPasskey } from './helpers/passkeys.ts';
 import { approvedConnection } from './helpers/relay.ts';
 import { registeredRoutes } from './helpers/routes.ts';
 
@@ -136,6 +137,7 @@ type Target =
   | 'template'
   | 'own-token'
   | 'own-session'
+  | 'own-passkey'
   | 'inbound-webhook'
   | 'callback-endpoint'
   | 'callback-delivery';
@@ -266,6 +268,12 @@ const ROUTES: Record<string, readonly Probe[]> = {
   'POST /profile/totp/recovery-codes/regenerate': [{ action: 'signed-in' }],
   'GET /profile/totp/remove': [{ action: 'signed-in' }],
   'POST /profile/totp/remove': [{ action: 'signed-in' }],
+  'POST /profile/passkeys/options': [{ action: 'signed-in' }],
+  'POST /profile/passkeys': [{ action: 'signed-in' }],
+  'GET /profile/passkeys/:id/rename': [{ action: 'signed-in', target: 'own-passkey' }],
+  'POST /profile/passkeys/:id/rename': [{ action: 'signed-in' }],
+  'GET /profile/passkeys/:id/remove': [{ action: 'signed-in', target: 'own-passkey' }],
+  'POST /profile/passkeys/:id/remove': [{ action: 'signed-in' }],
   'GET /dashboard/agents': [{ action: 'agent.read' }],
   'GET /dashboard/agents/new': [{ action: 'agent.create' }],
   'POST /dashboard/agents': [{ action: 'agent.create', body: agentCreate }],
@@ -469,6 +477,8 @@ async function probe(role: Role, key: string, probe: Probe, own: boolean): Promi
     const [token] = await ctx.db.superuser<{ id: string }[]>`
       select id from api_tokens where user_id = ${actor.user.id}::uuid limit 1`;
     url = url.replace(':id', token?.id ?? '');
+  } else if (probe.target === 'own-passkey') {
+    url = url.replace(':id', await storedPasskey(ctx.db, actor.user));
   } else if (probe.target === 'own-session') {
     const [session] = await ctx.db.superuser<{ id: string }[]>`
       select id from sessions where user_id = ${actor.user.id}::uuid and revoked_at is null limit 1`;

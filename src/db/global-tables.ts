@@ -48,6 +48,10 @@ export const GLOBAL_TABLES: Readonly<Record<string, GlobalTable>> = {
     reason:
       'which master-key versions wrap data keys, with a canary wrapped under each (VLT-6); no tenant data, no key material',
   },
+  'enclave.passkey_challenges': {
+    reason:
+      'WebAuthn challenges: a random value and the hash of what it is bound to (a session, a browser cookie, a sign-in challenge); a passwordless sign-in asks for one before any account or tenant is known',
+  },
   'graphile_worker.migrations': { reason: 'the job queue library’s own schema version' },
   'graphile_worker._private_jobs': {
     reason: 'job queue shared by every tenant (OPS-2); payloads carry ids, never secrets',

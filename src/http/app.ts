@@ -50,6 +50,11 @@ import { createTotpService } from '../factors/totp-service.ts';
 import { registerTotpSteps } from '../factors/totp-step-routes.ts';
 import { registerGatewayRoutes } from '../gateway/routes.ts';
 import type { Logger } from '../logger.ts';
+import { createPasskeyRegistration } from '../passkeys/registration.ts';
+import { relyingPartyOf } from '../passkeys/relying-party.ts';
+import { passkeysProfileSection, registerPasskeyRoutes } from '../passkeys/routes.ts';
+import { createPasskeySignIn } from '../passkeys/sign-in.ts';
+import { registerPasskeySignInRoutes } from '../passkeys/sign-in-routes.ts';
 import { registerA2aRoutes } from '../relay/a2a-routes.ts';
 import { registerCardRoutes } from '../relay/card-routes.ts';
 import { createCardSigner } from '../relay/card-signing.ts';
@@ -245,13 +250,26 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     rateLimits: deps.rateLimits,
     sessionKey: deps.sessionKey,
     cursors,
-    profileSections: [secondFactorsProfileSection(deps.sql), totpProfileSection(totp)],
+    profileSections: [
+      secondFactorsProfileSection(deps.sql),
+      totpProfileSection(totp),
+      passkeysProfileSection(deps.sql),
+    ],
   });
   const signIn = { sql: deps.sql, rateLimits: deps.rateLimits, cookies };
   registerVerifyPages(app, signIn);
   registerSignInRoutes(app);
   registerTotpPages(app, { totp, cookies, sessionKey: deps.sessionKey });
   registerTotpSteps(app, { totp, signIn });
+  const relyingParty = relyingPartyOf(deps.config);
+  registerPasskeyRoutes(app, {
+    registration: createPasskeyRegistration({ sql: deps.sql, rp: relyingParty }),
+    rateLimits: deps.rateLimits,
+  });
+  registerPasskeySignInRoutes(app, {
+    ...signIn,
+    passkeys: createPasskeySignIn({ sql: deps.sql, rp: relyingParty, rateLimits: deps.rateLimits }),
+  });
   const members = createMembersService();
   registerMembersApi(app, { members, cursors });
   registerMembersPages(app, { members, cookies, cursors });

@@ -310,6 +310,23 @@ export const PROBLEM_TYPES = {
     description:
       'The callback URL names, or its host resolves to, an address that is not public (loopback, private, link-local, shared, multicast, unspecified, cloud metadata, or one of the host itself), and the operator has not allowed its range in ENCLAVE_CALLBACK_ALLOW (RLY-12).',
   },
+  passkey_challenge_invalid: {
+    status: 400,
+    title: 'No passkey request waiting',
+    description:
+      'A passkey answer needs the challenge its options gave, from the same session or browser, within 5 minutes, once. Ask for new options and try again.',
+  },
+  passkey_rejected: {
+    status: 400,
+    title: 'Passkey not verified',
+    description:
+      'The passkey answer did not verify: another origin or RP ID, another challenge, no user verification, or a bad signature.',
+  },
+  passkey_exists: {
+    status: 409,
+    title: 'Passkey already registered',
+    description: 'This passkey (its credential id) is already registered.',
+  },
   internal: {
     status: 500,
     title: 'Internal error',

@@ -59,6 +59,12 @@ export const BUCKETS = {
   relay_connect_user: { points: 20, seconds: 60 * 60 },
   /** Relay connection requests from one client address, whoever signs in there (an office may share one). */
   relay_connect_ip: { points: 600, seconds: 60 * 60 },
+  /** Passkey options and answers (sign-in, second step) from one client address, before any lookup (ACC-5, ACC-8). */
+  passkey_ip: { points: 60, seconds: 15 * 60 },
+  /** Passkey sign-in answers for one account, once its credential names it, and its second steps' options. */
+  passkey_account: { points: 30, seconds: 15 * 60 },
+  /** Passkey registrations (options and answers) by one user. */
+  passkey_register: { points: 30, seconds: 60 * 60 },
   // The relay's data plane (RLY-5): one bucket per action and per key kind (src/relay/rate-limits.ts).
   /** Threads started with one relay token: each wakes the target agent. */
   relay_thread_start_token: { points: 60, seconds: 60 },

@@ -169,6 +169,7 @@ async function prune(deps: TaskDeps): Promise<void> {
     await tx`delete from dev_outbox where created_at < now() - make_interval(days => ${OUTBOX_DAYS})`;
     await tx`
       delete from recovery_requests where requested_at < now() - make_interval(days => ${RECOVERY_REQUEST_DAYS})`;
+    await tx`delete from passkey_challenges where expires_at < now()`;
   });
 }
 

@@ -1,6 +1,7 @@
 import { MIN_PASSWORD_CHARS } from '../accounts/validation.ts';
 import { errorBox, field, hidden, noticeBox } from './forms.ts';
 import { type Frame, type Html, html, page } from './html.ts';
+import { passkeySignInForm } from './passkey-section.ts';
 
 // The pages of someone who is not signed in yet: signup, sign-in, recovery,
 // email verification, and the plain message page that answers a bad link.
@@ -119,6 +120,7 @@ ${field({
 ${field({ name: 'password', label: 'Password', type: 'password', autocomplete: 'current-password' })}
 <button type="submit">Sign in</button>
 </form>
+${passkeySignInForm(input.next)}
 <p><a href="/recover">Forgot your password?</a> · <a href="/status">Service status</a></p>`,
   );
 }

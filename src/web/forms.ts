@@ -97,6 +97,9 @@ const NOTICES = {
   'email-code-off': 'Codes by email are turned off.',
   'second-factor-required':
     'Your tenant requires a second step at sign-in. Set one up below to reach the rest of Enclave.',
+  'passkey-added': 'The passkey was added. You can sign in with it.',
+  'passkey-renamed': 'The passkey was renamed.',
+  'passkey-removed': 'The passkey was removed.',
 } as const;
 
 export type NoticeKey = keyof typeof NOTICES;

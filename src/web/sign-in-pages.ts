@@ -1,6 +1,7 @@
 import type { Factor, FactorKind } from '../signin/factors.ts';
 import { errorBox, field, noticeBox } from './forms.ts';
 import { type Frame, html, page } from './html.ts';
+import { passkeyStepForm } from './passkey-section.ts';
 
 // ACC-8: the second step of signing in, and the profile's list of second
 // factors. Forms only: the passkey section is the one place a script (the
@@ -48,10 +49,8 @@ ${codeField('f-totp-code', 'Code from your authenticator app', 'Six digits; a ne
 </form></section>`
     : '';
   const passkey = kinds.has('passkey')
-    ? html`<section aria-labelledby="passkey-step" id="passkey-step" data-options="${path}/passkey/options" data-verify="${path}/passkey">
-<h2 id="passkey-step">Passkey</h2>
-<button type="button" id="passkey-button">Use a passkey</button>
-<p class="error" id="passkey-error" role="alert" hidden></p></section>`
+    ? html`<section aria-labelledby="passkey-step"><h2 id="passkey-step">Passkey</h2>
+${passkeyStepForm(path)}</section>`
     : '';
   const recovery =
     kinds.has('totp') || kinds.has('passkey')

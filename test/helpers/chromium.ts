@@ -28,14 +28,23 @@ export async function launchChromium(t: TestContext): Promise<Browser> {
   return browser;
 }
 
-/** A fresh database and an app listening on 127.0.0.1 at the port of its public URL; both gone after the test. */
+/**
+ * A fresh database and an app listening on 127.0.0.1 at the port of its public URL; both gone after the test.
+ * `publicHost` names the public URL's host instead of 127.0.0.1 (WebAuthn needs a domain: "localhost").
+ */
 export async function listeningTestApp(
   t: TestContext,
+  options: { publicHost?: string } = {},
 ): Promise<{ db: TestDatabase; testApp: TestApp; base: string }> {
   const db = await createTestDatabase();
   t.after(() => db.drop());
   const port = await freePort();
-  const testApp = await buildTestApp(db, { ENCLAVE_PORT: String(port) });
+  const testApp = await buildTestApp(db, {
+    ENCLAVE_PORT: String(port),
+    ...(options.publicHost === undefined
+      ? {}
+      : { ENCLAVE_PUBLIC_URL: `http://${options.publicHost}:${port}` }),
+  });
   t.after(async () => {
     const closing = testApp.app.close();
     // The browser may still hold a connection it opened ahead of need, with no request on it: the
