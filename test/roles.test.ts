@@ -257,6 +257,8 @@ const ROUTES: Record<string, readonly Probe[]> = {
   'POST /profile/email/verify': [{ action: 'signed-in' }],
   'POST /profile/email-code/enable': [{ action: 'signed-in' }],
   'POST /profile/email-code/disable': [{ action: 'signed-in' }],
+  'POST /profile/link/:provider': [{ action: 'signed-in' }],
+  'POST /profile/identities/:id/unlink': [{ action: 'signed-in' }],
   'GET /dashboard/agents': [{ action: 'agent.read' }],
   'GET /dashboard/agents/new': [{ action: 'agent.create' }],
   'POST /dashboard/agents': [{ action: 'agent.create', body: agentCreate }],

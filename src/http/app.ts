@@ -46,6 +46,11 @@ import { createCallbackEndpoints } from '../callbacks/endpoints.ts';
 import type { Config } from '../config.ts';
 import type { Migration } from '../db/migrator.ts';
 import { registerGatewayRoutes } from '../gateway/routes.ts';
+import { identitiesSection } from '../identities/profile-section.ts';
+import { createProviderClient } from '../identities/provider-client.ts';
+import type { IdentityProviders } from '../identities/providers.ts';
+import { registerIdentityRoutes } from '../identities/routes.ts';
+import { createIdentitiesService } from '../identities/service.ts';
 import type { Logger } from '../logger.ts';
 import { registerA2aRoutes } from '../relay/a2a-routes.ts';
 import { registerCardRoutes } from '../relay/card-routes.ts';
@@ -112,6 +117,8 @@ export interface AppDeps {
   readonly vault: Vault;
   /** Whether an SMTP URL is set (the URL itself, an operator secret, goes only to the mailer). */
   readonly smtpConfigured: boolean;
+  /** Sign-in providers (GitHub, OIDC), with their client secrets (ACC-9). */
+  readonly identityProviders: IdentityProviders;
 }
 
 export const BODY_LIMIT_BYTES = 256 * 1024;
@@ -232,7 +239,16 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   const cursors = createPageCursors(deps.sessionKey);
   registerAccountsApi(app, { accounts, publicUrl: deps.config.publicUrl, cursors });
   const links = createLinksService({ sql: deps.sql, rateLimits: deps.rateLimits, passwords });
-  registerAccountPages(app, { accounts, links, cookies });
+  const identities = createIdentitiesService({
+    sql: deps.sql,
+    accounts,
+    providers: deps.identityProviders,
+    client: createProviderClient(),
+    publicUrl: deps.config.publicUrl,
+  });
+  const providers = identities.providerList();
+  registerAccountPages(app, { accounts, links, cookies, providers });
+  registerIdentityRoutes(app, { identities, cookies, rateLimits: deps.rateLimits });
   registerDashboardPages(app, {
     accounts,
     links,
@@ -241,7 +257,10 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     rateLimits: deps.rateLimits,
     sessionKey: deps.sessionKey,
     cursors,
-    profileSections: [secondFactorsProfileSection(deps.sql)],
+    profileSections: [
+      secondFactorsProfileSection(deps.sql),
+      async (principal) => identitiesSection(providers, await identities.list(principal)),
+    ],
   });
   const signIn = { sql: deps.sql, rateLimits: deps.rateLimits, cookies };
   registerVerifyPages(app, signIn);

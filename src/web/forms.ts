@@ -97,6 +97,8 @@ const NOTICES = {
   'email-code-off': 'Codes by email are turned off.',
   'second-factor-required':
     'Your tenant requires a second step at sign-in. Set one up below to reach the rest of Enclave.',
+  'identity-linked': 'The identity was linked: you can sign in with it.',
+  'identity-unlinked': 'The identity was unlinked: it no longer signs in to this account.',
 } as const;
 
 export type NoticeKey = keyof typeof NOTICES;
