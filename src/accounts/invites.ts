@@ -107,6 +107,21 @@ export async function findInviteByHash(sql: Sql, tokenHash: string): Promise<Inv
   });
 }
 
+/**
+ * ACC-1, ACC-9: the token hashes of the pending invites that were mailed to
+ * this address (a provider has verified it), newest first.
+ */
+export async function findMailedInviteHashes(sql: Sql, email: string): Promise<string[]> {
+  return withLookup(sql, email, async (tx) => {
+    const rows = await tx<{ token_hash: string }[]>`
+      select token_hash from invites
+      where email = enclave.current_lookup() and mailed_at is not null and token_hash is not null
+        and used_at is null and revoked_at is null and expires_at > now()
+      order by created_at desc`;
+    return rows.map((row) => row.token_hash);
+  });
+}
+
 /** What signup learns from using an invite: enclave.invite_redeem's row. */
 export interface RedeemedInvite {
   readonly id: string;

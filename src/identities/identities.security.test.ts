@@ -185,6 +185,31 @@ describe('signing up and in through a provider', () => {
     assert.deepEqual(await counts(), before);
   });
 
+  test('ACC-9, ACC-1: a plain provider sign-in redeems the one pending invite mailed to the verified address, and only a mailed one', async () => {
+    const owner = await createAccount(db, testApp);
+    const who = person();
+    const shown = await mintInvite(db, { kind: 'tenant', email: who.email, mailed: false });
+    corp.signInAs(who);
+    const before = await counts();
+    const refused = await signIn('corp');
+    assert.equal(refused.answer.status, 403);
+    assert.deepEqual(await counts(), before);
+    const mailed = await mintInvite(db, { kind: 'member', email: who.email, tenantId: owner.user.tenant_id });
+    corp.signInAs(who);
+    const { answer } = await signIn('corp');
+    assert.equal(new URL(answer.url).pathname, '/dashboard');
+    const [user] = await db.superuser<{ id: string; tenant_id: string; role: string }[]>`
+      select id, tenant_id, role from users where email = ${who.email}`;
+    assert.equal(user?.tenant_id, owner.user.tenant_id);
+    assert.equal(user?.role, 'member');
+    const invites = await db.superuser<{ id: string; used_by: string | null }[]>`
+      select id, used_by from invites where id in (${shown.id}::uuid, ${mailed.id}::uuid) order by id = ${mailed.id}::uuid`;
+    assert.deepEqual(
+      invites.map((row) => row.used_by),
+      [null, user?.id],
+    );
+  });
+
   test('ACC-9, ACC-1: an invite bound to another address does not make an account for the provider’s address', async () => {
     const who = person();
     const invite = await mintInvite(db, { kind: 'tenant', email: `${uniqueName()}@example.test` });
@@ -335,6 +360,38 @@ describe('a callback that is not what the flow asked for', () => {
     const done = await browser.go(callback.href);
     assert.equal(new URL(done.url).pathname, '/dashboard');
     assert.equal(await sessionUser(browser), account.user.username);
+  });
+});
+
+describe('bad input', () => {
+  test('ACC-9: an unknown provider, a malformed one, a bad invite and a callback without state or with the provider’s refusal each get a 4xx page, and nothing is created', async () => {
+    const before = await counts();
+    const browser = startBrowser(testApp.app, ORIGIN);
+    const unknown = await browser.go('/auth/nowhere/start', { method: 'POST', form: {} });
+    assert.equal(unknown.status, 404);
+    const malformed = await browser.go('/auth/Not%20A%20Name/start', { method: 'POST', form: {} });
+    assert.equal(malformed.status, 400);
+    const unknownField = await browser.go('/auth/corp/start', { method: 'POST', form: { extra: '1' } });
+    assert.equal(unknownField.status, 400);
+    const badInvite = await browser.go('/auth/corp/start', {
+      method: 'POST',
+      form: { invite: 'enc_inv_nope' },
+    });
+    assert.equal(badInvite.status, 400);
+    assert.match(badInvite.body, /Invite not valid/);
+    const noState = await browser.go('/auth/corp/callback?code=abc');
+    assert.equal(noState.status, 400);
+    const noProvider = await browser.go('/auth/nowhere/callback?code=abc&state=x');
+    assert.equal(noProvider.status, 404);
+    corp.signInAs(person());
+    const { browser: refusing, callback } = await toCallback('corp');
+    const denied = new URL(callback);
+    denied.searchParams.delete('code');
+    denied.searchParams.set('error', 'access_denied');
+    const refused = await refusing.go(denied.href);
+    assert.equal(refused.status, 400);
+    assert.match(refused.body, /did not confirm who you are/);
+    assert.deepEqual(await counts(), before);
   });
 });
 

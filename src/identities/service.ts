@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Sql } from 'postgres';
-import { inviteTokenHash } from '../accounts/invites.ts';
+import { findMailedInviteHashes, inviteTokenHash } from '../accounts/invites.ts';
 import type { AccountsService, ClientInfo, Principal } from '../accounts/service.ts';
 import type { NewSession } from '../accounts/sessions.ts';
 import { findUserByVerifiedEmail, getUser, type User } from '../accounts/users.ts';
@@ -29,7 +29,8 @@ import type { IdentityProvider, IdentityProviders } from './providers.ts';
 //   2. the one account whose verified address equals the address the
 //      provider verified (both sides proven: a provider's unverified email,
 //      or an account whose address was never confirmed, links nothing);
-//   3. a new account, only by redeeming the invite the flow started from,
+//   3. a new account, only by redeeming the invite the flow started from (or,
+//      with none, the one pending invite mailed to that verified address),
 //      through the accounts service's one account-making path (ACC-1);
 // otherwise nothing is created and the person is told an invite is needed.
 //
@@ -314,13 +315,23 @@ export function createIdentitiesService(deps: IdentitiesDeps) {
         const session = await signIn(owner, provider, input, clientInfo, undefined, identity);
         return { outcome: 'signed_in', session, next: flow.nextPath };
       }
-      if (flow.inviteHash !== null) {
-        return signUp(provider, { ...identity, verifiedEmail }, flow.inviteHash, clientInfo);
+      // The invite the flow started from, else the one invite mailed to this very address.
+      const mailed = flow.inviteHash === null ? await findMailedInviteHashes(sql, verifiedEmail) : [];
+      const inviteHash = flow.inviteHash ?? (mailed.length === 1 ? mailed[0] : undefined);
+      if (inviteHash !== undefined) {
+        return signUp(provider, { ...identity, verifiedEmail }, inviteHash, clientInfo);
       }
-      await recordFailure('identity.sign_in_refused', provider.name, 'no_account', undefined);
+      await recordFailure(
+        'identity.sign_in_refused',
+        provider.name,
+        mailed.length > 1 ? 'several_invites' : 'no_account',
+        undefined,
+      );
       throw new IdentityError(
         'invite_needed',
-        `No account is linked to this ${provider.label} identity or its email address.`,
+        mailed.length > 1
+          ? `Several invites were mailed to your address: open the one you want to accept, and choose ${provider.label} there.`
+          : `No account is linked to this ${provider.label} identity or its email address.`,
       );
     },
 

@@ -53,3 +53,11 @@ create policy tenant_isolation on user_identities
 create policy user_identities_lookup on user_identities for select
   using (lookup_key = enclave.current_lookup());
 grant select, insert, update, delete on user_identities to enclave_app;
+
+-- A provider sign-in with no account behind it may redeem the invite mailed
+-- to the address the provider verified: its link went to that very address,
+-- which the provider vouches for. The policy shows only mailed invites to the
+-- one address app.lookup names (src/db/lookup.ts), read-only; redeeming still
+-- goes through enclave.invite_redeem.
+create policy invites_mailed_lookup on invites for select
+  using (mailed_at is not null and email = enclave.current_lookup());
