@@ -42,10 +42,10 @@ import {
   insertSession,
   listSessions,
   type NewSession,
+  revokePresentedSession,
   revokeSession,
   revokeUserSessions,
   type SessionListing,
-  sessionTokenHash,
 } from './sessions.ts';
 import { findUserByLogin, insertUser, type User, updatePasswordHash } from './users.ts';
 import { normalizeEmail, normalizeUsername, passwordProblem } from './validation.ts';
@@ -305,28 +305,6 @@ export function createAccountsService(deps: AccountsDeps) {
         );
       }
       return createInvitedAccount({ ...input, invite, passwordHash: null, emailProven: true }, client);
-    },
-
-    /**
-     * ACC-9: a session for a user a provider has vouched for (the identity
-     * resolved to this user). A session cookie presented with it is revoked
-     * (no fixation). `record` appends the sign-in's audit events in the
-     * session's transaction.
-     */
-    async startVerifiedSession(
-      user: User,
-      input: {
-        previousSessionToken: string | undefined;
-        record: (tx: TenantSql, session: NewSession, sessionsReplaced: number) => Promise<unknown>;
-      },
-      client: ClientInfo,
-    ): Promise<NewSession> {
-      return withTenant(sql, user.tenant_id, async (tx) => {
-        const replaced = await revokePresentedSession(tx, input.previousSessionToken);
-        const session = await startSession(tx, user, client);
-        await input.record(tx, session, replaced);
-        return session;
-      });
     },
 
     /**

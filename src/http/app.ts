@@ -248,7 +248,6 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   });
   const providers = identities.providerList();
   registerAccountPages(app, { accounts, links, cookies, providers });
-  registerIdentityRoutes(app, { identities, cookies, rateLimits: deps.rateLimits });
   registerDashboardPages(app, {
     accounts,
     links,
@@ -264,6 +263,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   });
   const signIn = { sql: deps.sql, rateLimits: deps.rateLimits, cookies };
   registerVerifyPages(app, signIn);
+  registerIdentityRoutes(app, { identities, signIn });
   registerSignInRoutes(app);
   const members = createMembersService();
   registerMembersApi(app, { members, cursors });

@@ -168,10 +168,10 @@ describe('signing up and in through a provider', () => {
     corp.signInAs(who);
     const again = await signIn('corp');
     assert.equal(new URL(again.answer.url).pathname, '/dashboard');
-    const events = await db.superuser<{ action: string; data: { method?: string } }[]>`
+    const events = await db.superuser<{ action: string; data: { first_step?: string } }[]>`
       select action, data from audit_events where actor = ${`user:${user.id}`} order by seq`;
     assert.ok(
-      events.some((event) => event.action === 'session.login' && event.data.method === 'provider:corp'),
+      events.some((event) => event.action === 'session.login' && event.data.first_step === 'provider:corp'),
     );
   });
 
@@ -260,6 +260,25 @@ describe('linking by verified email', () => {
     const linked = await identitiesOf(alice.user.id);
     assert.equal(linked.length, 1);
     assert.equal(linked[0]?.subject, who.sub);
+  });
+
+  test('ACC-9, ACC-8: a provider sign-in of a user with a second factor goes on to the second step, with no session yet', async () => {
+    const guarded = await createAccount(db, testApp);
+    await db.superuser`
+      insert into user_factors (tenant_id, user_id, kind, name)
+      values (${guarded.user.tenant_id}::uuid, ${guarded.user.id}::uuid, 'email', 'Email')`;
+    const [before] = await db.superuser<{ n: number }[]>`
+      select count(*)::int4 as n from sessions where user_id = ${guarded.user.id}::uuid`;
+    corp.signInAs({ ...person(), email: guarded.user.email });
+    const { browser, answer } = await signIn('corp');
+    assert.match(new URL(answer.url).pathname, /^\/login\/verify\/[0-9a-f-]{36}$/);
+    assert.equal(browser.cookie(ORIGIN, 'enclave_session'), undefined);
+    const [after] = await db.superuser<{ n: number }[]>`
+      select count(*)::int4 as n from sessions where user_id = ${guarded.user.id}::uuid`;
+    assert.equal(after?.n, before?.n);
+    const [challenge] = await db.superuser<{ first_step: string }[]>`
+      select first_step from sign_in_challenges where user_id = ${guarded.user.id}::uuid`;
+    assert.equal(challenge?.first_step, 'provider:corp');
   });
 
   test('ACC-9: an OIDC identity whose email belongs to another tenant’s user links only to that user, and only when verified', async () => {
@@ -482,7 +501,7 @@ describe('what is kept', () => {
 });
 
 describe('/profile', () => {
-  test('ACC-9: a signed-in user links a provider from /profile and unlinks it; the last way to sign in cannot be unlinked', async () => {
+  test('ACC-9: a signed-in user links a provider from /profile and unlinks it after a recent sign-in; the last way to sign in cannot be unlinked', async () => {
     const account = await createAccount(db, testApp);
     const browser = startBrowser(testApp.app, ORIGIN);
     browser.setCookie(ORIGIN, 'enclave_session', account.sessionCookie.split('=')[1] ?? '');
@@ -497,6 +516,14 @@ describe('/profile', () => {
       select id from user_identities where user_id = ${account.user.id}::uuid`;
     assert.ok(identity);
     assert.match(linked.body, /Unlink Partner/);
+    // Unlinking needs a sign-in within the last 10 minutes (ACC-8): an older session is sent to sign in again.
+    await db.superuser`
+      update sessions set authenticated_at = now() - interval '11 minutes' where id = ${account.sessionId}::uuid`;
+    const stale = await browser.go(`/profile/identities/${identity.id}/unlink`, { method: 'POST' });
+    assert.equal(new URL(stale.url).pathname, '/login');
+    assert.equal(new URL(stale.url).searchParams.get('reauth'), '1');
+    assert.equal((await identitiesOf(account.user.id)).length, 1);
+    await db.superuser`update sessions set authenticated_at = now() where id = ${account.sessionId}::uuid`;
     // With a password still set, the identity is not the last way in.
     const unlinked = await browser.go(`/profile/identities/${identity.id}/unlink`, { method: 'POST' });
     assert.match(unlinked.body, /The identity was unlinked/);

@@ -1,9 +1,10 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { clientInfo, safeNext, shownError } from '../accounts/page-routes.ts';
-import { type CookieSettings, sessionTokenFrom, setSessionCookie, signedIn } from '../accounts/principal.ts';
+import { setSessionCookie, signedIn } from '../accounts/principal.ts';
 import type { App } from '../http/app.ts';
-import type { RateLimits } from '../http/rate-limits.ts';
+import { needsReauth, reauthRedirect } from '../signin/recent-sign-in.ts';
+import { beginSignIn, type SignInDeps } from '../signin/second-step.ts';
 import { LIMITS, messagePage } from '../web/account-pages.ts';
 import { bodyText, sendPage } from '../web/forms.ts';
 import { FLOW_COOKIE, FLOW_MINUTES, type FlowPurpose } from './flows.ts';
@@ -17,8 +18,8 @@ import type { IdentitiesService } from './service.ts';
 
 export interface IdentityRouteDeps {
   readonly identities: IdentitiesService;
-  readonly cookies: CookieSettings;
-  readonly rateLimits: Pick<RateLimits, 'consume'>;
+  /** Where a proven identity's sign-in continues: the session, or the second step (ACC-8). */
+  readonly signIn: SignInDeps;
 }
 
 const form = { additionalProperties: false } as const;
@@ -61,7 +62,8 @@ function failurePage(
 }
 
 export function registerIdentityRoutes(app: App, deps: IdentityRouteDeps): void {
-  const { identities, cookies } = deps;
+  const { identities, signIn } = deps;
+  const { cookies } = signIn;
   const hide = { hide: true } as const;
   const toLogin = { href: '/login', text: 'Back to sign-in' };
   const toProfile = { href: '/profile', text: 'Back to your profile' };
@@ -71,7 +73,7 @@ export function registerIdentityRoutes(app: App, deps: IdentityRouteDeps): void 
     reply: FastifyReply,
     input: { provider: string; purpose: FlowPurpose; invite?: string | undefined; next?: string | undefined },
   ): Promise<FastifyReply> => {
-    await deps.rateLimits.consume('identity_ip', request.ip);
+    await signIn.rateLimits.consume('identity_ip', request.ip);
     const started = await identities.start({
       provider: input.provider,
       purpose: input.purpose,
@@ -131,7 +133,7 @@ export function registerIdentityRoutes(app: App, deps: IdentityRouteDeps): void 
         return sendPage(reply, 404, messagePage('Not found', 'No such sign-in provider.', toLogin));
       }
       try {
-        await deps.rateLimits.consume('identity_ip', request.ip);
+        await signIn.rateLimits.consume('identity_ip', request.ip);
         const outcome = await identities.callback(
           {
             provider: request.params.provider,
@@ -139,7 +141,6 @@ export function registerIdentityRoutes(app: App, deps: IdentityRouteDeps): void 
             state: bodyText(request.query, 'state', 200),
             browserCookie: request.cookies[FLOW_COOKIE],
             principal: request.principal,
-            previousSessionToken: sessionTokenFrom(request),
           },
           clientInfo(request),
         );
@@ -154,8 +155,15 @@ export function registerIdentityRoutes(app: App, deps: IdentityRouteDeps): void 
             ),
           );
         }
-        setSessionCookie(reply, outcome.session.token, cookies);
-        return reply.redirect(safeNext(outcome.next ?? undefined) ?? '/dashboard', 303);
+        if (outcome.outcome === 'signed_up') {
+          setSessionCookie(reply, outcome.session.token, cookies);
+          return reply.redirect('/dashboard', 303);
+        }
+        return await beginSignIn(signIn, request, reply, {
+          user: outcome.user,
+          firstStep: `provider:${request.params.provider}`,
+          next: safeNext(outcome.next ?? undefined),
+        });
       } catch (error) {
         return failurePage(reply, error, request.principal === undefined ? toLogin : toProfile);
       }
@@ -187,6 +195,7 @@ export function registerIdentityRoutes(app: App, deps: IdentityRouteDeps): void 
       try {
         await identities.unlink(signedIn(request), request.params.id);
       } catch (error) {
+        if (needsReauth(error)) return reauthRedirect(reply, '/profile');
         return failurePage(reply, error, toProfile);
       }
       return reply.redirect('/profile?notice=identity-unlinked', 303);

@@ -8,6 +8,7 @@ import { normalizeUsername } from '../accounts/validation.ts';
 import { appendAuditEvent, PLATFORM_TENANT } from '../audit/append.ts';
 import { withLookup } from '../db/lookup.ts';
 import { type TenantSql, withTenant } from '../db/tenant.ts';
+import { assertRecentSignIn } from '../signin/recent-sign-in.ts';
 import { IdentityError } from './errors.ts';
 import { browserSecret, type FlowPurpose, flowChecks, insertFlow, newState, takeFlow } from './flows.ts';
 import {
@@ -40,15 +41,20 @@ import type { IdentityProvider, IdentityProviders } from './providers.ts';
 
 export interface IdentitiesDeps {
   readonly sql: Sql;
-  readonly accounts: Pick<AccountsService, 'inspectInvite' | 'signupWithProvider' | 'startVerifiedSession'>;
+  readonly accounts: Pick<AccountsService, 'inspectInvite' | 'signupWithProvider'>;
   readonly providers: IdentityProviders;
   readonly client: ProviderClient;
   readonly publicUrl: string;
 }
 
-/** What a callback ended in: a session (signed in or signed up), or an identity linked to the signed-in user. */
+/**
+ * What a callback ended in: a user the identity proved (the caller begins
+ * their sign-in, which may ask for a second step), a new account with its
+ * session, or an identity linked to the signed-in user.
+ */
 export type CallbackOutcome =
-  | { readonly outcome: 'signed_in'; readonly session: NewSession; readonly next: string | null }
+  | { readonly outcome: 'identified'; readonly user: User; readonly next: string | null }
+  | { readonly outcome: 'signed_up'; readonly session: NewSession }
   | { readonly outcome: 'linked'; readonly provider: string }
   | { readonly outcome: 'account_exists' };
 
@@ -71,7 +77,6 @@ export interface CallbackInput {
   readonly state: string | undefined;
   readonly browserCookie: string | undefined;
   readonly principal: Principal | undefined;
-  readonly previousSessionToken: string | undefined;
 }
 
 /** A username from the provider's suggestion or the address: lower-cased, the rest replaced, 3 to 26 characters. */
@@ -157,38 +162,10 @@ export function createIdentitiesService(deps: IdentitiesDeps) {
     return id;
   }
 
-  async function signIn(
-    user: User,
-    provider: IdentityProvider,
-    input: CallbackInput,
-    clientInfo: ClientInfo,
-    identityId: string | undefined,
-    linkNew: ProviderIdentity | undefined,
-  ): Promise<NewSession> {
-    return accounts.startVerifiedSession(
-      user,
-      {
-        previousSessionToken: input.previousSessionToken,
-        record: async (tx, session, replaced) => {
-          const id =
-            linkNew === undefined ? identityId : await link(tx, user, provider, linkNew, 'verified_email');
-          if (id !== undefined) await touchIdentity(tx, id);
-          await appendAuditEvent(tx, user.tenant_id, {
-            actor: `user:${user.id}`,
-            action: 'session.login',
-            target: `session:${session.id}`,
-            data: {
-              user_id: user.id,
-              session_id: session.id,
-              method: `provider:${provider.name}`,
-              identity_id: id ?? null,
-              sessions_replaced: replaced,
-            },
-          });
-        },
-      },
-      clientInfo,
-    );
+  /** The user a linked or newly linked identity stands for; the link's last use is now. */
+  async function identified(user: User, identityId: string): Promise<User> {
+    await withTenant(sql, user.tenant_id, (tx) => touchIdentity(tx, identityId));
+    return user;
   }
 
   async function signUp(
@@ -213,7 +190,7 @@ export function createIdentitiesService(deps: IdentitiesDeps) {
       clientInfo,
     );
     if (signedUp.outcome === 'account_exists') return signedUp;
-    return { outcome: 'signed_in', session: signedUp.session, next: null };
+    return { outcome: 'signed_up', session: signedUp.session };
   }
 
   return {
@@ -299,8 +276,7 @@ export function createIdentitiesService(deps: IdentitiesDeps) {
       if (linked !== undefined) {
         const user = await withTenant(sql, linked.tenant_id, (tx) => getUser(tx, linked.user_id));
         if (user === undefined) throw new Error('a linked identity names no user');
-        const session = await signIn(user, provider, input, clientInfo, linked.id, undefined);
-        return { outcome: 'signed_in', session, next: flow.nextPath };
+        return { outcome: 'identified', user: await identified(user, linked.id), next: flow.nextPath };
       }
       const { verifiedEmail } = identity;
       if (verifiedEmail === undefined) {
@@ -312,8 +288,10 @@ export function createIdentitiesService(deps: IdentitiesDeps) {
       }
       const owner = await findUserByVerifiedEmail(sql, verifiedEmail);
       if (owner !== undefined) {
-        const session = await signIn(owner, provider, input, clientInfo, undefined, identity);
-        return { outcome: 'signed_in', session, next: flow.nextPath };
+        const id = await withTenant(sql, owner.tenant_id, (tx) =>
+          link(tx, owner, provider, identity, 'verified_email'),
+        );
+        return { outcome: 'identified', user: await identified(owner, id), next: flow.nextPath };
       }
       // The invite the flow started from, else the one invite mailed to this very address.
       const mailed = flow.inviteHash === null ? await findMailedInviteHashes(sql, verifiedEmail) : [];
@@ -339,8 +317,9 @@ export function createIdentitiesService(deps: IdentitiesDeps) {
       return withTenant(sql, principal.user.tenant_id, (tx) => listIdentities(tx, principal.user.id));
     },
 
-    /** Unlinks one of the user's identities, never the last way they can sign in. */
+    /** Unlinks one of the user's identities, never the last way they can sign in; needs a recent sign-in (ACC-8). */
     async unlink(principal: Principal, identityId: string): Promise<void> {
+      assertRecentSignIn(principal);
       await withTenant(sql, principal.user.tenant_id, async (tx) => {
         const ways = await otherSignInWays(tx, principal.user.id);
         const provider = await deleteIdentity(tx, principal.user.id, identityId);
