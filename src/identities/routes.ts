@@ -92,7 +92,18 @@ export function registerIdentityRoutes(app: App, deps: IdentityRouteDeps): void 
       maxAge: FLOW_MINUTES * 60,
     });
     reply.header('cache-control', 'no-store');
-    return reply.redirect(started.url.href, 303);
+    // Not a redirect: the CSP's form-action 'self' also covers where a form's answer redirects to,
+    // so browsers would refuse the provider. A page that moves on by itself (Refresh) is a new
+    // navigation, with a link for a browser that does not follow Refresh.
+    reply.header('refresh', `0;url=${started.url.href}`);
+    return sendPage(
+      reply,
+      200,
+      messagePage(`Continuing to ${started.label}`, `Taking you to ${started.label} to sign in.`, {
+        href: started.url.href,
+        text: `Continue to ${started.label}`,
+      }),
+    );
   };
 
   app.post(

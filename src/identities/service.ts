@@ -203,7 +203,7 @@ export function createIdentitiesService(deps: IdentitiesDeps) {
      * Starts a flow: stores its row and returns where to send the browser,
      * and the browser secret its cookie keeps.
      */
-    async start(input: StartInput): Promise<{ url: URL; browserSecret: string }> {
+    async start(input: StartInput): Promise<{ url: URL; label: string; browserSecret: string }> {
       const provider = providerNamed(input.provider);
       if (input.purpose === 'link' && input.principal === undefined) {
         throw new IdentityError('identity_flow_invalid', 'Sign in first to link an identity.');
@@ -225,7 +225,7 @@ export function createIdentitiesService(deps: IdentitiesDeps) {
         secret,
         state,
       );
-      return { url, browserSecret: secret };
+      return { url, label: provider.label, browserSecret: secret };
     },
 
     /** ACC-9: the provider's redirect back. Throws IdentityError (or invite_invalid) for every way it can fail. */

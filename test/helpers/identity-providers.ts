@@ -357,6 +357,7 @@ export function startBrowser(initialApp: App, appOrigin: string): Browser {
         if (method === 'POST') headers.origin = appOrigin;
         let status: number;
         let location: string | undefined;
+        let refreshHeader: string | undefined;
         let text: string;
         if (url.origin === appOrigin) {
           const response = await app.inject({
@@ -368,6 +369,7 @@ export function startBrowser(initialApp: App, appOrigin: string): Browser {
           remember(url.origin, response.headers['set-cookie']);
           status = response.statusCode;
           location = response.headers.location as string | undefined;
+          refreshHeader = response.headers.refresh as string | undefined;
           text = response.body;
         } else {
           const response = await fetch(url, {
@@ -379,12 +381,14 @@ export function startBrowser(initialApp: App, appOrigin: string): Browser {
           remember(url.origin, response.headers.getSetCookie());
           status = response.status;
           location = response.headers.get('location') ?? undefined;
+          refreshHeader = response.headers.get('refresh') ?? undefined;
           text = await response.text();
         }
-        if (status < 300 || status >= 400 || location === undefined) {
-          return { status, url: url.href, body: text, location };
-        }
-        url = new URL(location, url);
+        // A page that moves on by itself (`Refresh: 0;url=…`) is followed as a browser does.
+        const refresh = status === 200 ? /^0;url=(.+)$/.exec(refreshHeader ?? '')?.[1] : undefined;
+        const next = refresh ?? (status >= 300 && status < 400 ? location : undefined);
+        if (next === undefined) return { status, url: url.href, body: text, location };
+        url = new URL(next, url);
         method = 'GET';
         body = undefined;
       }
