@@ -12,6 +12,7 @@ import { createMailer, type Mailer } from './email/mailer.ts';
 import { createGateway, type Gateway } from './gateway/gateway.ts';
 import { type App, buildApp } from './http/app.ts';
 import { createRateLimits, type RateLimits } from './http/rate-limits.ts';
+import { loadIdentityProviders } from './identities/providers.ts';
 import { defaultWorkerId } from './jobs/tasks.ts';
 import { startWorker, type Worker } from './jobs/worker.ts';
 import { createLogger, type Logger } from './logger.ts';
@@ -57,6 +58,8 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
   // An operator secret, not a Config field: it may hold the SMTP password (see smtp-url.ts).
   const smtpUrl = await loadSmtpUrl(config, options.env);
   const audit = await loadAuditSetup(config, options.env);
+  // Provider client secrets are operator secrets too: read from their files here, never Config fields.
+  const identityProviders = await loadIdentityProviders(config, options.env);
   // Only the server signs agent cards (RLY-13); a missing key in production stops start-up here.
   const relaySigningKey = options.server ? await loadRelaySigningKey(config, options.env) : undefined;
   // Customer credentials' master key: a missing or malformed one stops start-up here (VLT-1).
@@ -173,6 +176,7 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
         templates,
         vault,
         smtpConfigured: smtpUrl !== undefined,
+        identityProviders,
       });
       await app.listen({ host: config.host, port: config.port });
       url = config.publicUrl;

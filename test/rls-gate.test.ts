@@ -49,7 +49,11 @@ describe('RLS gate', () => {
       select c.relrowsecurity as enabled, c.relforcerowsecurity as forced,
              array(select p.polname::text from pg_policy p where p.polrelid = c.oid order by 1) as policies
       from pg_class c where c.oid = 'enclave.invites'::regclass`;
-    assert.deepEqual(row, { enabled: true, forced: true, policies: ['invites_lookup', 'tenant_isolation'] });
+    assert.deepEqual(row, {
+      enabled: true,
+      forced: true,
+      policies: ['invites_lookup', 'invites_mailed_lookup', 'tenant_isolation'],
+    });
   });
 
   test('TEN-6: every allowlisted global table exists and says why it is global', async () => {

@@ -274,6 +274,8 @@ const ROUTES: Record<string, readonly Probe[]> = {
   'POST /profile/passkeys/:id/rename': [{ action: 'signed-in' }],
   'GET /profile/passkeys/:id/remove': [{ action: 'signed-in', target: 'own-passkey' }],
   'POST /profile/passkeys/:id/remove': [{ action: 'signed-in' }],
+  'POST /profile/link/:provider': [{ action: 'signed-in' }],
+  'POST /profile/identities/:id/unlink': [{ action: 'signed-in' }],
   'GET /dashboard/agents': [{ action: 'agent.read' }],
   'GET /dashboard/agents/new': [{ action: 'agent.create' }],
   'POST /dashboard/agents': [{ action: 'agent.create', body: agentCreate }],

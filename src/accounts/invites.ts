@@ -88,12 +88,37 @@ export async function insertInvite(
   return { invite: await insertRow(tx, invite, minted.hash.toString('hex')), token: minted.token };
 }
 
+/** What an invite is found and redeemed by: the SHA-256 (hex) of its token, as the table keeps it. */
+export function inviteTokenHash(token: string): string {
+  return hashToken(token).toString('hex');
+}
+
 /** The invite a presented token names, whatever its state (the token is attacker-controlled; its hash is compared). */
 export async function findInvite(sql: Sql, token: string): Promise<Invite | undefined> {
-  return withLookup(sql, hashToken(token).toString('hex'), async (tx) => {
+  return findInviteByHash(sql, inviteTokenHash(token));
+}
+
+/** The invite whose token hashes to `tokenHash` (inviteTokenHash), whatever its state. */
+export async function findInviteByHash(sql: Sql, tokenHash: string): Promise<Invite | undefined> {
+  return withLookup(sql, tokenHash, async (tx) => {
     const [row] = await tx<Invite[]>`
       select ${tx.unsafe(INVITE_COLUMNS)} from invites where token_hash = enclave.current_lookup()`;
     return row;
+  });
+}
+
+/**
+ * ACC-1, ACC-9: the token hashes of the pending invites that were mailed to
+ * this address (a provider has verified it), newest first.
+ */
+export async function findMailedInviteHashes(sql: Sql, email: string): Promise<string[]> {
+  return withLookup(sql, email, async (tx) => {
+    const rows = await tx<{ token_hash: string }[]>`
+      select token_hash from invites
+      where email = enclave.current_lookup() and mailed_at is not null and token_hash is not null
+        and used_at is null and revoked_at is null and expires_at > now()
+      order by created_at desc`;
+    return rows.map((row) => row.token_hash);
   });
 }
 
@@ -108,18 +133,18 @@ export interface RedeemedInvite {
 }
 
 /**
- * Marks the pending invite a token names used by `userId` (inserted later in
- * the same transaction); undefined if another request used, revoked or
- * outlived it first.
+ * Marks the pending invite whose token hashes to `tokenHash` (inviteTokenHash)
+ * used by `userId` (inserted later in the same transaction); undefined if
+ * another request used, revoked or outlived it first.
  */
 export async function redeemInvite(
   tx: TenantSql,
-  token: string,
+  tokenHash: string,
   userId: string,
 ): Promise<RedeemedInvite | undefined> {
   const [row] = await tx<RedeemedInvite[]>`
     select invite_id as id, invite_kind as kind, invite_tenant_id as tenant_id, invite_email as email, mailed
-    from enclave.invite_redeem(${hashToken(token).toString('hex')}, ${userId}::uuid)`;
+    from enclave.invite_redeem(${tokenHash}, ${userId}::uuid)`;
   return row;
 }
 

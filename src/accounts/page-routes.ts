@@ -13,6 +13,7 @@ import {
   LIMITS,
   loginPage,
   messagePage,
+  type ProviderButton,
   recoverPage,
   recoverySentPage,
   resetPasswordPage,
@@ -42,6 +43,8 @@ export interface PageDeps {
   readonly accounts: AccountsService;
   readonly links: LinksService;
   readonly cookies: CookieSettings;
+  /** Sign-in providers the login and signup pages offer buttons for (ACC-9). */
+  readonly providers: readonly ProviderButton[];
 }
 
 export function clientInfo(request: FastifyRequest): ClientInfo {
@@ -181,7 +184,7 @@ const RECOVER_LABELS = { login: 'Username or email', email: 'Email address' };
 const RESET_LABELS = { new_password: 'New password' };
 
 export function registerAccountPages(app: App, deps: PageDeps): void {
-  const { accounts, links, cookies } = deps;
+  const { accounts, links, cookies, providers } = deps;
   const hide = { hide: true } as const;
 
   app.get('/', { config: { auth: 'optional' }, schema: hide }, async (request, reply) =>
@@ -196,7 +199,11 @@ export function registerAccountPages(app: App, deps: PageDeps): void {
     try {
       const found = await accounts.inspectInvite(invite);
       reply.header('cache-control', 'no-store');
-      return sendPage(reply, 200, signupPage({ invite, boundEmail: found.email, values: {}, errors: {} }));
+      return sendPage(
+        reply,
+        200,
+        signupPage({ invite, boundEmail: found.email, values: {}, errors: {}, providers }),
+      );
     } catch (error) {
       return invitePage(reply, shownError(reply, error).message);
     }
@@ -214,7 +221,11 @@ export function registerAccountPages(app: App, deps: PageDeps): void {
       const again = async (status: number, errors: FormErrors): Promise<FastifyReply> => {
         try {
           const found = await accounts.inspectInvite(invite);
-          return sendPage(reply, status, signupPage({ invite, boundEmail: found.email, values, errors }));
+          return sendPage(
+            reply,
+            status,
+            signupPage({ invite, boundEmail: found.email, values, errors, providers }),
+          );
         } catch (error) {
           return invitePage(reply, shownError(reply, error).message);
         }
@@ -245,7 +256,7 @@ export function registerAccountPages(app: App, deps: PageDeps): void {
     const reauth = bodyText(request.query, 'reauth', 1) === '1';
     if (request.principal !== undefined && !reauth) return reply.redirect(next ?? '/dashboard', 303);
     const notice = reauth ? REAUTH_NOTICE : noticeFrom(request.query);
-    return sendPage(reply, 200, loginPage({ next, notice }));
+    return sendPage(reply, 200, loginPage({ next, notice, providers }));
   });
 
   app.post(
@@ -256,7 +267,7 @@ export function registerAccountPages(app: App, deps: PageDeps): void {
       const login = bodyText(request.body, 'login', LIMITS.login);
       if (request.validationError !== undefined) {
         const problem = formProblem(request.validationError, LOGIN_LABELS);
-        return sendPage(reply, 400, loginPage({ login, next, error: problem.message }));
+        return sendPage(reply, 400, loginPage({ login, next, error: problem.message, providers }));
       }
       try {
         const signedIn = await accounts.login(
@@ -279,7 +290,7 @@ export function registerAccountPages(app: App, deps: PageDeps): void {
       } catch (error) {
         // ACC-6: one message for every failure (unknown login, wrong password, unverified email).
         const shown = shownError(reply, error);
-        return sendPage(reply, shown.status, loginPage({ login, next, error: shown.message }));
+        return sendPage(reply, shown.status, loginPage({ login, next, error: shown.message, providers }));
       }
     },
   );

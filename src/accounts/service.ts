@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Sql, TransactionSql } from 'postgres';
 import { appendAuditEvent, PLATFORM_TENANT } from '../audit/append.ts';
 import { withLookup } from '../db/lookup.ts';
-import { withTenant } from '../db/tenant.ts';
+import { type TenantSql, withTenant } from '../db/tenant.ts';
 import type { PageRequest, PositionedRow } from '../http/page-cursor.ts';
 import type { RateLimits } from '../http/rate-limits.ts';
 import { enqueueJob } from '../jobs/queue.ts';
@@ -25,9 +25,11 @@ import {
   createInvite,
   createMailedInvite,
   findInvite,
+  findInviteByHash,
   findPendingInvite,
   INVITE_MAIL_ATTEMPTS,
   type Invite,
+  inviteTokenHash,
   listInvitePage,
   redeemInvite,
   revokeInvite,
@@ -40,10 +42,10 @@ import {
   insertSession,
   listSessions,
   type NewSession,
+  revokePresentedSession,
   revokeSession,
   revokeUserSessions,
   type SessionListing,
-  sessionTokenHash,
 } from './sessions.ts';
 import { findUserByLogin, insertUser, type User, updatePasswordHash } from './users.ts';
 import { normalizeEmail, normalizeUsername, passwordProblem } from './validation.ts';
@@ -153,6 +155,21 @@ export type LoginOutcome =
       readonly deviceCookie: string;
     };
 
+/** What a new account is made of (see createInvitedAccount). */
+interface NewAccount {
+  /** SHA-256 (hex) of the invite token presented (inviteTokenHash). */
+  readonly inviteHash: string;
+  readonly invite: Invite;
+  readonly email: string;
+  readonly username: string;
+  /** Null for an account made through a provider: no password signs in to it. */
+  readonly passwordHash: string | null;
+  /** A provider confirmed the address (its verified email). */
+  readonly emailProven: boolean;
+  /** Runs in the account's transaction once the user row exists (a provider identity's link). */
+  readonly link?: (tx: TenantSql, user: User) => Promise<unknown>;
+}
+
 /** Every rule a new API token's name and expiry break, in words (a form shows them all at once). */
 export function tokenInputProblems(
   input: { name: string; expiresAt: Date | null },
@@ -181,6 +198,55 @@ export function createAccountsService(deps: AccountsDeps) {
     });
   }
 
+  /**
+   * ACC-1: the one place an account is made, whichever way its owner proved
+   * who they are (a password, a provider). The invite is claimed first, in the
+   * account's transaction: a failure below gives it back.
+   */
+  async function createInvitedAccount(account: NewAccount, client: ClientInfo): Promise<SignupOutcome> {
+    const { invite, email, username } = account;
+    if (await addressHasAccount(sql, email)) {
+      await mailAccountExists(sql, invite, email);
+      return { outcome: 'account_exists' };
+    }
+    const tenantId = invite.tenant_id ?? randomUUID();
+    const userId = randomUUID();
+    try {
+      return await withTenant(sql, tenantId, async (tx) => {
+        const redeemed = await redeemInvite(tx, account.inviteHash, userId);
+        if (redeemed === undefined) {
+          throw new AccountsError('invite_invalid', 'This invite has already been used.', 'invite');
+        }
+        if (redeemed.kind !== 'member')
+          await tx`insert into tenants (id, name) values (${tenantId}::uuid, ${username})`;
+        const user = await insertUser(tx, {
+          id: userId,
+          tenantId,
+          username,
+          email,
+          passwordHash: account.passwordHash,
+          role: redeemed.kind === 'member' ? 'member' : 'owner',
+          isOperator: redeemed.kind === 'operator',
+          // Proven by an invite the platform mailed to this very address, or by the provider.
+          emailVerified: account.emailProven || (redeemed.mailed && redeemed.email === email),
+        });
+        await account.link?.(tx, user);
+        const session = await startSession(tx, user, client);
+        await recordSignup(tx, { tenantId, invite, user, sessionId: session.id });
+        return { outcome: 'created' as const, user, session };
+      });
+    } catch (error) {
+      const constraint = uniqueViolation(error);
+      if (constraint === 'users_username_key') throw fieldError('username', 'That username is taken.');
+      // Taken since the check above: the same answer as if it had been taken before.
+      if (constraint === 'users_email_key') {
+        await mailAccountExists(sql, invite, email);
+        return { outcome: 'account_exists' };
+      }
+      throw error;
+    }
+  }
+
   return {
     /** Looks an invite up for the signup form, without using it. */
     async inspectInvite(token: string): Promise<Invite> {
@@ -194,7 +260,8 @@ export function createAccountsService(deps: AccountsDeps) {
       // Overload is refused before any database work (the rate limit included).
       passwords.admit();
       await rateLimits.consume('signup_ip', client.ip);
-      const invite = usableInvite(await findInvite(sql, input.invite));
+      const inviteHash = inviteTokenHash(input.invite);
+      const invite = usableInvite(await findInviteByHash(sql, inviteHash));
       const email = normalizeEmail(input.email);
       if (email === undefined) throw fieldError('email', 'Enter a valid email address.');
       if (invite.email !== null && invite.email !== email) {
@@ -206,47 +273,38 @@ export function createAccountsService(deps: AccountsDeps) {
       }
       const problem = passwordProblem(input.password);
       if (problem !== undefined) throw fieldError('password', `The password ${problem}.`);
-      if (await addressHasAccount(sql, email)) {
-        await mailAccountExists(sql, invite, email);
-        return { outcome: 'account_exists' };
-      }
       const passwordHash = await passwords.hash(input.password, client.signal);
-      const tenantId = invite.tenant_id ?? randomUUID();
-      const userId = randomUUID();
-      try {
-        return await withTenant(sql, tenantId, async (tx) => {
-          // Claimed first, in the same transaction: a failure below gives the invite back.
-          const redeemed = await redeemInvite(tx, input.invite, userId);
-          if (redeemed === undefined) {
-            throw new AccountsError('invite_invalid', 'This invite has already been used.', 'invite');
-          }
-          if (redeemed.kind !== 'member')
-            await tx`insert into tenants (id, name) values (${tenantId}::uuid, ${username})`;
-          const user = await insertUser(tx, {
-            id: userId,
-            tenantId,
-            username,
-            email,
-            passwordHash,
-            role: redeemed.kind === 'member' ? 'member' : 'owner',
-            isOperator: redeemed.kind === 'operator',
-            // Proven only by an invite the platform mailed to this very address.
-            emailVerified: redeemed.mailed && redeemed.email === email,
-          });
-          const session = await startSession(tx, user, client);
-          await recordSignup(tx, { tenantId, invite, user, sessionId: session.id });
-          return { outcome: 'created' as const, user, session };
-        });
-      } catch (error) {
-        const constraint = uniqueViolation(error);
-        if (constraint === 'users_username_key') throw fieldError('username', 'That username is taken.');
-        // Taken since the check above: the same answer as if it had been taken before.
-        if (constraint === 'users_email_key') {
-          await mailAccountExists(sql, invite, email);
-          return { outcome: 'account_exists' };
-        }
-        throw error;
+      return createInvitedAccount(
+        { inviteHash, invite, email, username, passwordHash, emailProven: false },
+        client,
+      );
+    },
+
+    /**
+     * ACC-1, ACC-9: an account made through a provider, by the invite whose
+     * token hashes to `inviteHash`, for the provider's verified address: the
+     * same choke point as signup, with no password. `link` adds the identity
+     * in the account's own transaction.
+     */
+    async signupWithProvider(
+      input: {
+        inviteHash: string;
+        email: string;
+        username: string;
+        link: (tx: TenantSql, user: User) => Promise<unknown>;
+      },
+      client: ClientInfo,
+    ): Promise<SignupOutcome> {
+      await rateLimits.consume('signup_ip', client.ip);
+      const invite = usableInvite(await findInviteByHash(sql, input.inviteHash));
+      if (invite.email !== null && invite.email !== input.email) {
+        throw new AccountsError(
+          'invite_invalid',
+          'This invite was issued for a different email address than the one the provider confirmed.',
+          'invite',
+        );
       }
+      return createInvitedAccount({ ...input, invite, passwordHash: null, emailProven: true }, client);
     },
 
     /**
@@ -311,13 +369,7 @@ export function createAccountsService(deps: AccountsDeps) {
           });
           return { user, challenge, session: undefined, deviceCookie };
         }
-        let replaced = 0;
-        if (input.previousSessionToken !== undefined) {
-          const rows = await tx`
-            update sessions set revoked_at = now()
-            where token_hash = ${sessionTokenHash(input.previousSessionToken)} and revoked_at is null`;
-          replaced = rows.count;
-        }
+        const replaced = await revokePresentedSession(tx, input.previousSessionToken);
         const session = await startSession(tx, user, client);
         await recordLogin(tx, {
           user,

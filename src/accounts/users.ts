@@ -41,6 +41,19 @@ export async function findUserByLogin(sql: Sql, login: string): Promise<UserWith
   });
 }
 
+/**
+ * ACC-9: the account whose verified address this is, before any tenant is
+ * known (users.email is unique across tenants). An unverified address finds
+ * nothing: whoever typed it in has not proven it.
+ */
+export async function findUserByVerifiedEmail(sql: Sql, email: string): Promise<User | undefined> {
+  return withLookup(sql, email, async (tx) => {
+    const [user] = await tx<User[]>`
+      select ${tx.unsafe(USER_COLUMNS)} from users where email = ${email} and email_verified`;
+    return user;
+  });
+}
+
 export async function getUser(tx: TenantSql, userId: string): Promise<User | undefined> {
   const [user] = await tx<User[]>`select ${tx.unsafe(USER_COLUMNS)} from users where id = ${userId}::uuid`;
   return user;

@@ -21,6 +21,10 @@ export const GLOBAL_TABLES: Readonly<Record<string, GlobalTable>> = {
   'enclave.rate_limits': {
     reason: 'rate-limit counters keyed by client address or a hash of the login tried',
   },
+  'enclave.identity_flows': {
+    reason:
+      'a provider sign-in in flight (ACC-9) starts before any tenant is known: hashes of its state and browser secret, the provider, an invite hash, and (for linking) the user asking; used once, 10 minutes',
+  },
   'enclave.dev_outbox': {
     reason: 'development-only mail outbox shown at /dev/mail; never written in production',
   },

@@ -49,6 +49,11 @@ import { registerTotpPages, totpProfileSection } from '../factors/totp-routes.ts
 import { createTotpService } from '../factors/totp-service.ts';
 import { registerTotpSteps } from '../factors/totp-step-routes.ts';
 import { registerGatewayRoutes } from '../gateway/routes.ts';
+import { identitiesSection } from '../identities/profile-section.ts';
+import { createProviderClient } from '../identities/provider-client.ts';
+import type { IdentityProviders } from '../identities/providers.ts';
+import { registerIdentityRoutes } from '../identities/routes.ts';
+import { createIdentitiesService } from '../identities/service.ts';
 import type { Logger } from '../logger.ts';
 import { createPasskeyRegistration } from '../passkeys/registration.ts';
 import { relyingPartyOf } from '../passkeys/relying-party.ts';
@@ -120,6 +125,8 @@ export interface AppDeps {
   readonly vault: Vault;
   /** Whether an SMTP URL is set (the URL itself, an operator secret, goes only to the mailer). */
   readonly smtpConfigured: boolean;
+  /** Sign-in providers (GitHub, OIDC), with their client secrets (ACC-9). */
+  readonly identityProviders: IdentityProviders;
 }
 
 export const BODY_LIMIT_BYTES = 256 * 1024;
@@ -240,7 +247,15 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   const cursors = createPageCursors(deps.sessionKey);
   registerAccountsApi(app, { accounts, publicUrl: deps.config.publicUrl, cursors });
   const links = createLinksService({ sql: deps.sql, rateLimits: deps.rateLimits, passwords });
-  registerAccountPages(app, { accounts, links, cookies });
+  const identities = createIdentitiesService({
+    sql: deps.sql,
+    accounts,
+    providers: deps.identityProviders,
+    client: createProviderClient(),
+    publicUrl: deps.config.publicUrl,
+  });
+  const providers = identities.providerList();
+  registerAccountPages(app, { accounts, links, cookies, providers });
   const totp = createTotpService({ sql: deps.sql, vault: deps.vault, rateLimits: deps.rateLimits });
   registerDashboardPages(app, {
     accounts,
@@ -254,10 +269,12 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       secondFactorsProfileSection(deps.sql),
       totpProfileSection(totp),
       passkeysProfileSection(deps.sql),
+      async (principal) => identitiesSection(providers, await identities.list(principal)),
     ],
   });
   const signIn = { sql: deps.sql, rateLimits: deps.rateLimits, cookies };
   registerVerifyPages(app, signIn);
+  registerIdentityRoutes(app, { identities, signIn });
   registerSignInRoutes(app);
   registerTotpPages(app, { totp, cookies, sessionKey: deps.sessionKey });
   registerTotpSteps(app, { totp, signIn });

@@ -36,6 +36,7 @@ async function appWith(sql: Sql, migrations: readonly Migration[]): Promise<App>
     templates: ctx.testApp.templates,
     vault: ctx.testApp.vault,
     smtpConfigured: false,
+    identityProviders: new Map(),
   });
   extraApps.push(app);
   return app;

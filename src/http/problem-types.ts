@@ -117,6 +117,35 @@ export const PROBLEM_TYPES = {
     description:
       'A tenant keeps at least one owner: make another member an owner before demoting or removing this one.',
   },
+  identity_failed: {
+    status: 400,
+    title: 'Provider sign-in failed',
+    description:
+      'The sign-in provider did not confirm who you are: the flow was refused, or its answer failed a check (state, nonce, audience, expiry, signature).',
+  },
+  identity_flow_invalid: {
+    status: 400,
+    title: 'Provider sign-in not valid',
+    description:
+      'The provider sign-in this answer belongs to was not started in this browser, was already used, or has expired (flows last 10 minutes).',
+  },
+  invite_needed: {
+    status: 403,
+    title: 'Invite needed',
+    description:
+      'No account is linked to this identity or its verified email, and accounts are made only by invite: open your invite link, then sign up with the provider there.',
+  },
+  identity_in_use: {
+    status: 409,
+    title: 'Identity linked elsewhere',
+    description: 'This identity at the provider is already linked to another account.',
+  },
+  last_sign_in_method: {
+    status: 409,
+    title: 'Last way to sign in',
+    description:
+      'An account keeps at least one way to sign in: set a password, add a passkey or link another identity before unlinking this one.',
+  },
   handle_taken: {
     status: 409,
     title: 'Handle taken',

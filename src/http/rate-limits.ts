@@ -44,6 +44,8 @@ export const BUCKETS = {
    */
   second_step_ip: { points: 60, seconds: 15 * 60 },
   second_step_account: { points: 20, seconds: 15 * 60 },
+  /** Provider sign-in starts and callbacks from one client address (ACC-9): each reaches a provider. */
+  identity_ip: { points: 60, seconds: 15 * 60 },
   recover_ip: { points: 5, seconds: 15 * 60 },
   /** Recovery requests naming one login, from anywhere. */
   recover_account: { points: 3, seconds: 60 * 60 },

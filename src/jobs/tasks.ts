@@ -170,6 +170,8 @@ async function prune(deps: TaskDeps): Promise<void> {
     await tx`
       delete from recovery_requests where requested_at < now() - make_interval(days => ${RECOVERY_REQUEST_DAYS})`;
     await tx`delete from passkey_challenges where expires_at < now()`;
+    // Provider sign-in flows live 10 minutes; a day later nobody can be mid-flow (ACC-9).
+    await tx`delete from identity_flows where expires_at < now() - interval '1 day'`;
   });
 }
 

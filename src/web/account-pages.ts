@@ -51,11 +51,32 @@ ${link ? html`<p><a href="${link.href}">${link.text}</a></p>` : ''}`,
   );
 }
 
+/** A configured sign-in provider, as its buttons show it. */
+export interface ProviderButton {
+  readonly name: string;
+  readonly label: string;
+}
+
+/** One form per provider, posting to /auth/:name/start (ACC-9); a sign-up carries its invite. */
+export function providerButtons(
+  providers: readonly ProviderButton[],
+  verb: 'Sign in' | 'Sign up',
+  carry: { invite?: string | undefined; next?: string | undefined },
+): Html {
+  if (providers.length === 0) return html``;
+  return html`<div class="providers">${providers.map(
+    (provider) => html`<form method="post" action="/auth/${provider.name}/start" class="inline">
+${carry.invite === undefined ? '' : hidden('invite', carry.invite)}${carry.next === undefined ? '' : hidden('next', carry.next)}<button type="submit">${verb} with ${provider.label}</button>
+</form>`,
+  )}</div>`;
+}
+
 export function signupPage(input: {
   invite: string;
   boundEmail: string | null;
   values: { email?: string | undefined; username?: string | undefined };
   errors: FormErrors;
+  providers?: readonly ProviderButton[];
 }): string {
   const errors = input.errors;
   return page(
@@ -93,7 +114,8 @@ ${field({
   error: fieldError(errors, 'password'),
 })}
 <button type="submit">Create account</button>
-</form>`,
+</form>
+${providerButtons(input.providers ?? [], 'Sign up', { invite: input.invite })}`,
   );
 }
 
@@ -102,6 +124,7 @@ export function loginPage(input: {
   next?: string | undefined;
   notice?: string | undefined;
   error?: string | undefined;
+  providers?: readonly ProviderButton[];
 }): string {
   return page(
     'Sign in',
@@ -121,6 +144,7 @@ ${field({ name: 'password', label: 'Password', type: 'password', autocomplete: '
 <button type="submit">Sign in</button>
 </form>
 ${passkeySignInForm(input.next)}
+${providerButtons(input.providers ?? [], 'Sign in', { next: input.next })}
 <p><a href="/recover">Forgot your password?</a> · <a href="/status">Service status</a></p>`,
   );
 }

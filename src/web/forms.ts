@@ -100,6 +100,8 @@ const NOTICES = {
   'passkey-added': 'The passkey was added. You can sign in with it.',
   'passkey-renamed': 'The passkey was renamed.',
   'passkey-removed': 'The passkey was removed.',
+  'identity-linked': 'The identity was linked: you can sign in with it.',
+  'identity-unlinked': 'The identity was unlinked: it no longer signs in to this account.',
 } as const;
 
 export type NoticeKey = keyof typeof NOTICES;

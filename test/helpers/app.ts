@@ -6,6 +6,7 @@ import type { AuditSetup } from '../../src/audit/setup.ts';
 import { type Config, loadConfig } from '../../src/config.ts';
 import { type App, buildApp } from '../../src/http/app.ts';
 import { createRateLimits, type RateLimits } from '../../src/http/rate-limits.ts';
+import { loadIdentityProviders } from '../../src/identities/providers.ts';
 import { createLogger } from '../../src/logger.ts';
 import { loadSmtpUrl } from '../../src/operator-secrets/smtp-url.ts';
 import { envMasterKeyProvider } from '../../src/vault/master-keys.ts';
@@ -96,6 +97,7 @@ export async function buildTestApp(
     templates,
     vault,
     smtpConfigured: (await loadSmtpUrl(config, env)) !== undefined,
+    identityProviders: await loadIdentityProviders(config, env),
   });
   app.addHook('onClose', () => rateLimits.close());
   // Every response a test receives is checked against the document; a mismatch fails the file when the app closes.
