@@ -149,12 +149,23 @@ describe('worker', () => {
     assert.ok(rows[0]?.seen_at instanceof Date);
   });
 
-  test('OPS-2, AUD-7, RLY-7: the heartbeat, maintenance, retention and stale-lock cron schedules are registered with the queue when the worker starts (checkpoints follow head moves instead)', async () => {
+  test('OPS-2, AUD-7, RLY-7, OPS-5: the heartbeat, maintenance, retention, stale-lock and posture cron schedules are registered with the queue when the worker starts (checkpoints follow head moves instead)', async () => {
     const rows = await db.superuser<{ identifier: string }[]>`
       select identifier from graphile_worker._private_known_crontabs order by identifier`;
     assert.deepEqual(
       rows.map((row) => row.identifier),
-      ['audit_retention', 'maintenance_prune', 'platform_heartbeat', 'relay_retention', 'stale_lock_release'],
+      [
+        'audit_retention',
+        'maintenance_prune',
+        'platform_heartbeat',
+        'posture_chain_integrity',
+        'posture_checkpoint_freshness',
+        'posture_key_hygiene',
+        'posture_retention_slo',
+        'posture_tenant_isolation',
+        'relay_retention',
+        'stale_lock_release',
+      ],
     );
   });
 
