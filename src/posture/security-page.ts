@@ -43,25 +43,34 @@ function figures(details: PostureEntry['details']): Html {
   )}</dl>`;
 }
 
+/** 2026-12-03T03:06:04.522Z → 2026-12-03 03:06:04 UTC */
+const shownTime = (iso: string): string => `${iso.slice(0, 10)} ${iso.slice(11, 19)} UTC`;
+
 function postureRow(run: PostureEntry): Html {
   const when =
     run.finished_at === null
       ? html`—`
-      : html`<time datetime="${run.finished_at}">${run.finished_at}</time> (${run.duration_ms} ms)`;
+      : html`<time datetime="${run.finished_at}">${shownTime(run.finished_at)}</time><br><span class="muted">took ${run.duration_ms} ms</span>`;
   return html`<tr class="result-${run.result}" id="posture-${run.check}"><td>${CHECK_NAMES[run.check]}</td><td><strong>${RESULT_TEXT[run.result]}</strong></td><td>${when}</td><td>${run.summary}${figures(run.details)}</td></tr>`;
 }
 
 function controlRow(control: SecurityDocument['controls'][number]): Html {
-  const tests = control.tests.flatMap((named) => named.titles.map((title) => ({ file: named.file, title })));
-  return html`<tr id="control-${control.id}"><td>${control.id}</td><td>${control.status}${
+  const count = control.tests.reduce((sum, named) => sum + named.titles.length, 0);
+  const documented =
     control.status === control.documented_status
       ? ''
-      : html`<br><span class="muted">${control.documented_status}</span>`
-  }</td><td>${markdownCode(control.promise)}</td><td>${markdownCode(control.code)}</td><td>${
-    tests.length === 0
-      ? html`<span class="muted">none named</span>`
-      : html`<ul>${tests.map((test) => html`<li><code>${test.file}</code>: ${test.title}</li>`)}</ul>`
-  }</td></tr>`;
+      : html`<br><span class="muted">${control.documented_status}</span>`;
+  // <details> opens without script: the evidence is one click away and the table stays readable.
+  return html`<tr id="control-${control.id}"><td>${control.id}</td><td>${control.status}${documented}</td><td>${markdownCode(control.promise)}
+<details><summary>Enforced in, proven by ${count} ${count === 1 ? 'test' : 'tests'}</summary>
+<p>Enforced in: ${markdownCode(control.code)}</p>${
+    count === 0
+      ? html`<p class="muted">No test named.</p>`
+      : control.tests.map(
+          (named) =>
+            html`<p><code>${named.file}</code></p><ul>${named.titles.map((title) => html`<li>${title}</li>`)}</ul>`,
+        )
+  }</details></td></tr>`;
 }
 
 const NOT_DONE: readonly Html[] = [
@@ -81,14 +90,14 @@ export function renderSecurityPage(document: SecurityDocument): string {
 <p>What this Enclave promises, what proves it, what its verifiers found when they last ran, and what it does not do. The same facts, signed with the operator's key: <a href="/security.json">/security.json</a> (signature: <a href="/security.json.sig">/security.json.sig</a>, key: <a href="/.well-known/jwks.json">/.well-known/jwks.json</a>).</p>
 <h2 id="controls">1. Controls</h2>
 <p>Each control, its status, the code that enforces it and the tests that prove it, as <code>docs/controls.md</code> maps them. A control is shown as enforced only when every test it names exists; otherwise it reads <em>unproven</em>.</p>
-<table class="controls"><thead><tr><th>ID</th><th>Status</th><th>Promise</th><th>Enforced in</th><th>Proven by</th></tr></thead><tbody>${document.controls.map(controlRow)}</tbody></table>
+<table class="controls"><thead><tr><th>ID</th><th>Status</th><th>Promise, code and tests</th></tr></thead><tbody>${document.controls.map(controlRow)}</tbody></table>
 <h2 id="posture">2. Live posture</h2>
 <p>The latest run of each verifier. They run hourly in the job worker, and once shortly after it starts.</p>
 <table class="posture"><thead><tr><th>Check</th><th>Result</th><th>Last run</th><th>Figures</th></tr></thead><tbody>${document.posture.map(postureRow)}</tbody></table>
 <p>Latest signed audit checkpoint: ${
       document.checkpoint === null
         ? 'none yet'
-        : html`size ${document.checkpoint.size}, signed <time datetime="${document.checkpoint.signed_at}">${document.checkpoint.signed_at}</time> (<a href="/audit/checkpoint">the note</a>)`
+        : html`size ${document.checkpoint.size}, signed <time datetime="${document.checkpoint.signed_at}">${shownTime(document.checkpoint.signed_at)}</time> (<a href="/audit/checkpoint">the note</a>)`
     }. SBOM of this build: ${document.sbom === null ? 'none shipped' : html`<code>${document.sbom.file}</code>, SHA-256 <code>${document.sbom.sha256}</code>`}.</p>
 <h2 id="not-done">3. What Enclave does not do</h2>
 <ul>${NOT_DONE.map((item) => html`<li>${item}</li>`)}</ul>
