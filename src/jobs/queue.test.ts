@@ -169,6 +169,27 @@ describe('worker', () => {
     );
   });
 
+  test('OPS-5: the worker queues one run of each posture verifier shortly after it starts', async () => {
+    // Queued at start (the job still waits, or is running), or already run and recorded: either way, not missing.
+    const rows = await db.superuser<{ task: string }[]>`
+      select t.identifier as task
+      from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+      where t.identifier like 'posture\\_%' and j.run_at > now() - interval '1 minute'
+      union
+      select 'posture_' || check_name from posture_runs
+      order by 1`;
+    assert.deepEqual(
+      rows.map((row) => row.task),
+      [
+        'posture_chain_integrity',
+        'posture_checkpoint_freshness',
+        'posture_key_hygiene',
+        'posture_retention_slo',
+        'posture_tenant_isolation',
+      ],
+    );
+  });
+
   test('job logs name the job and task but never include its payload', async () => {
     const canary = 'payload-canary-91c2e7';
     const [job] = await db.app<{ id: string }[]>`
