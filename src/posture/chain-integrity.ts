@@ -110,9 +110,13 @@ async function verifyTenant(
     }
   }
   return serviceQuery(sql, { tenantId: tenant, reason: CHAIN_CHECK_REASON }, async (tx) => {
+    // The first event still in the database; with none, the one after the archive's last.
     const [first] = await tx<{ seq: string }[]>`
-      select seq::text from audit_events where tenant_id = ${tenant}::uuid order by seq limit 1`;
-    const firstSeq = first === undefined ? 1 : Number(first.seq);
+      select coalesce(
+        (select seq from audit_events where tenant_id = ${tenant}::uuid order by seq limit 1),
+        (select max(last_seq) + 1 from audit_archive_segments where tenant_id = ${tenant}::uuid),
+        1)::text as seq`;
+    const firstSeq = Number(first?.seq ?? 1);
     let prev: Buffer = Buffer.from(GENESIS_HASH);
     if (firstSeq > 1) {
       // The hot chain starts where the archive ends: its link is the last segment's recorded hash.
