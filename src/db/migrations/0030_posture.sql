@@ -34,7 +34,7 @@ grant execute on function enclave.posture_chain_tenants() to enclave_app;
 -- audit_archive_candidates()). Figures only: no tenant id leaves the function.
 create function enclave.posture_unchecked_heads()
   returns table (tenants bigint, oldest_unchecked_at timestamptz)
-  language plpgsql stable security definer set search_path = enclave, pg_temp
+  language plpgsql security definer set search_path = enclave, pg_temp
   as $$
 declare
   caller_tenant text := current_setting('app.tenant_id', true);
@@ -65,7 +65,7 @@ grant execute on function enclave.posture_unchecked_heads() to enclave_app;
 -- Each tenant is bound in turn (the events' policy holds for the owner too),
 -- as audit_archive_candidates() does, and the caller's binding restored.
 create function enclave.posture_oldest_hot_event() returns timestamptz
-  language plpgsql stable security definer set search_path = enclave, pg_temp
+  language plpgsql security definer set search_path = enclave, pg_temp
   as $$
 declare
   caller_tenant text := current_setting('app.tenant_id', true);
@@ -91,7 +91,7 @@ grant execute on function enclave.posture_oldest_hot_event() to enclave_app;
 create function enclave.posture_archive_segments(p_tenant uuid)
   returns table (first_seq bigint, last_seq bigint, sha256 bytea, file text, last_ts timestamptz,
                  deleted_at timestamptz)
-  language plpgsql stable security definer set search_path = enclave, pg_temp
+  language plpgsql security definer set search_path = enclave, pg_temp
   as $$
 declare
   caller_tenant text := current_setting('app.tenant_id', true);
