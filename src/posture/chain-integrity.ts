@@ -12,7 +12,8 @@ import type { CheckOutcome } from './runs.ts';
 // Chain integrity (OPS-5): the live database checked as the offline verifier
 // checks an export (AUD-5, AUD-4, AUD-8), with the same pure code. Every
 // signed checkpoint must verify with the checkpoint key and be consistent
-// with the one before it; every tenant's chain is re-hashed from its first
+// with the one before it (each run checks those recorded since the last
+// passing run's newest, its anchor); every tenant's chain is re-hashed from its first
 // hot event (linked to its last archive segment) by ChainVerifier, read
 // through serviceQuery in pages of a cursor, so memory stays bounded whatever
 // the chain's length; and the chain must pass through the head its newest
@@ -38,11 +39,57 @@ interface Head {
   readonly root: Buffer;
 }
 
-/** Every recorded checkpoint, in size order: signed by our key, and consistent with the one before. */
+/**
+ * The newest checkpoint the last passing run verified. Each run verifies the
+ * checkpoints recorded after it, the first linked to it by a consistency
+ * proof, so every checkpoint is checked once however long the log grows, and
+ * the anchor itself must still be the row that was verified.
+ */
+async function verifiedAnchor(sql: Sql): Promise<Head | undefined> {
+  const [row] = await sql<{ size: string | null; root: string | null }[]>`
+    select details -> 'anchor' ->> 'size' as size, details -> 'anchor' ->> 'root' as root
+    from posture_runs where check_name = 'chain_integrity' and result = 'pass'
+    order by finished_at desc limit 1`;
+  if (row?.size == null || row.root == null) return undefined;
+  return { size: BigInt(row.size), root: Buffer.from(row.root, 'hex') };
+}
+
+function verifySignedCheckpoint(
+  deps: ChainIntegrityDeps,
+  size: bigint,
+  root: Buffer,
+  note: string,
+): Failure | undefined {
+  try {
+    // Attacker-controlled: the stored note (anyone with database access can write the table).
+    const signed = verifyCheckpoint(note, deps.signing.verifierKey, deps.signing.origin);
+    if (signed.size !== size || !signed.root.equals(root))
+      throw new Error('the note does not carry the recorded size and root');
+    return undefined;
+  } catch (error) {
+    return { tenant: null, seq: null, reason: `checkpoint ${size}: ${(error as Error).message}` };
+  }
+}
+
+/** The recorded checkpoints after `anchor` (all, without one), in size order: signed by our key, each consistent with the one before. */
 async function verifyCheckpointLog(
   deps: ChainIntegrityDeps,
-): Promise<{ count: number; failure: Failure | undefined }> {
-  let previous: Head | undefined;
+  anchor: Head | undefined,
+): Promise<{ count: number; newest: Head | undefined; failure: Failure | undefined }> {
+  let previous = anchor;
+  if (anchor !== undefined) {
+    const [row] = await deps.sql<{ root: Buffer; note: string }[]>`
+      select root, note from checkpoints where size = ${anchor.size.toString()}::bigint`;
+    const failure =
+      row === undefined || !row.root.equals(anchor.root)
+        ? {
+            tenant: null,
+            seq: null,
+            reason: `checkpoint ${anchor.size} is gone or changed since a run verified it`,
+          }
+        : verifySignedCheckpoint(deps, anchor.size, row.root, row.note);
+    if (failure !== undefined) return { count: 0, newest: anchor, failure };
+  }
   let count = 0;
   for (;;) {
     const rows = await deps.sql<{ size: string; root: Buffer; note: string }[]>`
@@ -51,17 +98,8 @@ async function verifyCheckpointLog(
     const heads: Head[] = [];
     for (const row of rows) {
       const size = BigInt(row.size);
-      try {
-        // Attacker-controlled: the stored note (anyone with database access can write the table).
-        const signed = verifyCheckpoint(row.note, deps.signing.verifierKey, deps.signing.origin);
-        if (signed.size !== size || !signed.root.equals(row.root))
-          throw new Error('the note does not carry the recorded size and root');
-      } catch (error) {
-        return {
-          count,
-          failure: { tenant: null, seq: null, reason: `checkpoint ${size}: ${(error as Error).message}` },
-        };
-      }
+      const failure = verifySignedCheckpoint(deps, size, row.root, row.note);
+      if (failure !== undefined) return { count, newest: previous, failure };
       heads.push({ size, root: row.root });
     }
     const pairs = heads.flatMap((head, i) => {
@@ -77,12 +115,12 @@ async function verifyCheckpointLog(
         verifyConsistency(before.size, head.size, before.root, head.root, proofs[i] ?? []);
       } catch (error) {
         const reason = `checkpoint ${head.size} is not consistent with checkpoint ${before.size}: ${(error as Error).message}`;
-        return { count, failure: { tenant: null, seq: null, reason } };
+        return { count, newest: previous, failure: { tenant: null, seq: null, reason } };
       }
     }
     count += heads.length;
     previous = heads.at(-1) ?? previous;
-    if (rows.length < PAGE) return { count, failure: undefined };
+    if (rows.length < PAGE) return { count, newest: previous, failure: undefined };
   }
 }
 
@@ -158,7 +196,7 @@ async function verifyTenant(
 }
 
 export async function checkChainIntegrity(deps: ChainIntegrityDeps): Promise<CheckOutcome> {
-  const log = await verifyCheckpointLog(deps);
+  const log = await verifyCheckpointLog(deps, await verifiedAnchor(deps.sql));
   const latest = await latestCheckpoint(deps.sql);
   const tenants = await deps.sql<
     { tenant: string }[]
@@ -180,6 +218,10 @@ export async function checkChainIntegrity(deps: ChainIntegrityDeps): Promise<Che
     checkpoints: log.count,
     failed_tenants: failedTenants,
     first_failure: firstFailure ?? null,
+    anchor:
+      log.newest === undefined
+        ? null
+        : { size: log.newest.size.toString(), root: log.newest.root.toString('hex') },
   };
   if (firstFailure !== undefined) {
     const where =
@@ -194,7 +236,7 @@ export async function checkChainIntegrity(deps: ChainIntegrityDeps): Promise<Che
   return {
     result: 'pass',
     details: {
-      summary: `${events} events of ${tenants.length} tenants and ${log.count} checkpoints verified`,
+      summary: `${events} events of ${tenants.length} tenants, and ${log.count} new checkpoints, verified`,
       ...figures,
     },
   };

@@ -83,6 +83,32 @@ describe('chain integrity', () => {
     assert.equal(run.details.first_failure, null);
   });
 
+  test('OPS-5: each run verifies the checkpoints signed since the last passing run, linked to its newest; that one changed fails the run', async () => {
+    const db = await freshDatabase();
+    const tenant = await createTenant(db);
+    await appendEvents(db, tenant, 3);
+    await checkpoint(db);
+    const first = await posture(db).run('chain_integrity');
+    assert.equal(first.result, 'pass', first.details.summary);
+    assert.deepEqual([first.details.checkpoints, (first.details.anchor as { size: string }).size], [1, '1']);
+    await appendEvents(db, tenant, 2);
+    await checkpoint(db);
+    const second = await posture(db).run('chain_integrity');
+    assert.equal(second.result, 'pass', second.details.summary);
+    assert.equal(second.details.checkpoints, 1, 'only the new checkpoint');
+    const newest = (second.details.anchor as { size: string }).size;
+    await asSuperuser(
+      db,
+      (tx) => tx`update checkpoints set root = sha256(root) where size = ${newest}::bigint`,
+    );
+    const third = await posture(db).run('chain_integrity');
+    assert.equal(third.result, 'failed');
+    assert.match(
+      third.details.summary,
+      new RegExp(`checkpoint ${newest} is gone or changed since a run verified it`),
+    );
+  });
+
   test('OPS-5: a tampered audit row makes the chain-integrity run fail, naming the tenant and seq', async () => {
     const db = await freshDatabase();
     const [intact, tampered] = [await createTenant(db), await createTenant(db)];
