@@ -47,6 +47,7 @@ describe('loadConfig', () => {
         trustProxy: false,
         operatorEmail: undefined,
         mailFrom: 'Enclave <no-reply@127.0.0.1>',
+        securityContact: undefined,
         checkpointDelaySeconds: 10,
         deprecations: [],
         checkpointDir: path.join(CWD, '.enclave', 'checkpoints'),

@@ -65,6 +65,8 @@ export interface Config {
   readonly passwordWorkers: number;
   /** Password checks that may wait for a worker; past this, a sign-in is answered 429 at once. */
   readonly passwordQueue: number;
+  /** Where security reports go (RFC 9116 Contact: a mailto: or https: URI), shown on /security; none when unset. */
+  readonly securityContact: string | undefined;
   /** Each model provider's API base URL (ENCLAVE_GATEWAY_<PROVIDER>_URL), the public API by default. */
   readonly gatewayUpstreams: Readonly<Record<ModelProvider, string>>;
   /** What `"model": "auto"` becomes (ENCLAVE_GATEWAY_ANTHROPIC_MODEL, ENCLAVE_GATEWAY_OPENAI_MODEL). */
@@ -229,6 +231,27 @@ function parseOperatorEmail(env: Env): string | undefined {
   if (email === undefined)
     throw new ConfigError('ENCLAVE_OPERATOR_EMAIL', `is not an email address (got "${raw}")`);
   return email;
+}
+
+/** ENCLAVE_SECURITY_CONTACT: an email address (made a mailto: URI) or an https: or mailto: URI. */
+function parseSecurityContact(env: Env): string | undefined {
+  const raw = read(env, 'ENCLAVE_SECURITY_CONTACT');
+  if (raw === undefined) return undefined;
+  const email = normalizeEmail(raw.replace(/^mailto:/i, ''));
+  if (email !== undefined) return `mailto:${email}`;
+  let url: URL | undefined;
+  try {
+    url = new URL(raw);
+  } catch {
+    url = undefined;
+  }
+  if (url?.protocol !== 'https:' || /[\s<>"]/.test(raw)) {
+    throw new ConfigError(
+      'ENCLAVE_SECURITY_CONTACT',
+      `must be an email address or an https: URL (got "${raw}")`,
+    );
+  }
+  return url.href;
 }
 
 function parseMailFrom(env: Env, publicUrl: string): string {
@@ -409,6 +432,7 @@ export function loadConfig(env: Env, cwd: string): Config {
     trustProxy: parseTrustProxy(env),
     operatorEmail: parseOperatorEmail(env),
     mailFrom: parseMailFrom(env, publicUrl),
+    securityContact: parseSecurityContact(env),
     checkpointDelaySeconds: checkpointDelay.seconds,
     deprecations: checkpointDelay.deprecations,
     checkpointDir: parseDirectory(env, 'ENCLAVE_CHECKPOINT_DIR', cwd, path.join(dataDir, 'checkpoints')),

@@ -199,7 +199,7 @@ export function createRetentionService(deps: RetentionDeps) {
 }
 
 /** SHA-256 of a segment file's uncompressed bytes. */
-async function readDigest(gz: Buffer, file: string): Promise<Buffer> {
+export async function readDigest(gz: Buffer, file: string): Promise<Buffer> {
   try {
     return createHash('sha256')
       .update(await gunzipAsync(gz))

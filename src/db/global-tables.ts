@@ -56,6 +56,10 @@ export const GLOBAL_TABLES: Readonly<Record<string, GlobalTable>> = {
     reason:
       'WebAuthn challenges: a random value and the hash of what it is bound to (a session, a browser cookie, a sign-in challenge); a passwordless sign-in asks for one before any account or tenant is known',
   },
+  'enclave.posture_runs': {
+    reason:
+      'results of the platform’s verifier runs (OPS-5), published on /security; a run names at most the tenant and seq where a chain failed',
+  },
   'graphile_worker.migrations': { reason: 'the job queue library’s own schema version' },
   'graphile_worker._private_jobs': {
     reason: 'job queue shared by every tenant (OPS-2); payloads carry ids, never secrets',

@@ -60,6 +60,10 @@ import { relyingPartyOf } from '../passkeys/relying-party.ts';
 import { passkeysProfileSection, registerPasskeyRoutes } from '../passkeys/routes.ts';
 import { createPasskeySignIn } from '../passkeys/sign-in.ts';
 import { registerPasskeySignInRoutes } from '../passkeys/sign-in-routes.ts';
+import { loadControls } from '../posture/controls-catalog.ts';
+import { createDetachedSigner } from '../posture/detached-jws.ts';
+import { registerSecurityRoutes } from '../posture/routes.ts';
+import { createSecurityDocuments, readSbomDigest } from '../posture/security-document.ts';
 import { registerA2aRoutes } from '../relay/a2a-routes.ts';
 import { registerCardRoutes } from '../relay/card-routes.ts';
 import { createCardSigner } from '../relay/card-signing.ts';
@@ -311,12 +315,26 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerAuditPages(app);
   registerCheckpointRoutes(app, { sql: deps.sql, sources: deps.audit, rateLimits: deps.rateLimits });
   registerTileRoutes(app, { sql: deps.sql });
+  const cardSigner = createCardSigner(deps.relaySigningKey, deps.config.publicUrl);
   registerCardRoutes(app, {
     sql: deps.sql,
     publicUrl: deps.config.publicUrl,
     templates: deps.templates,
-    signer: createCardSigner(deps.relaySigningKey, deps.config.publicUrl),
+    signer: cardSigner,
     agents,
+  });
+  // OPS-5: the catalog is read from docs/controls.md now, at start; /security.json is signed with the card key.
+  registerSecurityRoutes(app, {
+    documents: createSecurityDocuments({
+      sql: deps.sql,
+      origin: deps.config.publicUrl,
+      contact: deps.config.securityContact,
+      controls: await loadControls(),
+      sbom: await readSbomDigest(),
+      signer: createDetachedSigner(deps.relaySigningKey, cardSigner.kid),
+    }),
+    publicUrl: deps.config.publicUrl,
+    contact: deps.config.securityContact,
   });
   const directory = { sql: deps.sql, cursors, templates: deps.templates, publicUrl: deps.config.publicUrl };
   registerListingRoutes(app, { ...directory, agents });

@@ -149,12 +149,44 @@ describe('worker', () => {
     assert.ok(rows[0]?.seen_at instanceof Date);
   });
 
-  test('OPS-2, AUD-7, RLY-7: the heartbeat, maintenance, retention and stale-lock cron schedules are registered with the queue when the worker starts (checkpoints follow head moves instead)', async () => {
+  test('OPS-2, AUD-7, RLY-7, OPS-5: the heartbeat, maintenance, retention, stale-lock and posture cron schedules are registered with the queue when the worker starts (checkpoints follow head moves instead)', async () => {
     const rows = await db.superuser<{ identifier: string }[]>`
       select identifier from graphile_worker._private_known_crontabs order by identifier`;
     assert.deepEqual(
       rows.map((row) => row.identifier),
-      ['audit_retention', 'maintenance_prune', 'platform_heartbeat', 'relay_retention', 'stale_lock_release'],
+      [
+        'audit_retention',
+        'maintenance_prune',
+        'platform_heartbeat',
+        'posture_chain_integrity',
+        'posture_checkpoint_freshness',
+        'posture_key_hygiene',
+        'posture_retention_slo',
+        'posture_tenant_isolation',
+        'relay_retention',
+        'stale_lock_release',
+      ],
+    );
+  });
+
+  test('OPS-5: the worker queues one run of each posture verifier shortly after it starts', async () => {
+    // Queued at start (the job still waits, or is running), or already run and recorded: either way, not missing.
+    const rows = await db.superuser<{ task: string }[]>`
+      select t.identifier as task
+      from graphile_worker._private_jobs j join graphile_worker._private_tasks t on t.id = j.task_id
+      where t.identifier like 'posture\\_%' and j.run_at > now() - interval '1 minute'
+      union
+      select 'posture_' || check_name from posture_runs
+      order by 1`;
+    assert.deepEqual(
+      rows.map((row) => row.task),
+      [
+        'posture_chain_integrity',
+        'posture_checkpoint_freshness',
+        'posture_key_hygiene',
+        'posture_retention_slo',
+        'posture_tenant_isolation',
+      ],
     );
   });
 

@@ -15,6 +15,8 @@ import {
   verificationMail,
 } from '../email/messages.ts';
 import { AppError } from '../errors.ts';
+import { POSTURE_CHECKS } from '../posture/runs.ts';
+import { type PostureService, type PostureTaskName, postureTaskName } from '../posture/verifiers.ts';
 import type { RelayDelivery } from '../relay/delivery.ts';
 import { relayRetentionJob } from '../relay/retention.ts';
 import { mintEmailCode, type SignInCodePayload } from '../signin/challenges.ts';
@@ -26,7 +28,10 @@ import { releaseStaleLocks } from './stale-locks.ts';
 // idempotent: a job may run again after a crash between its work and its
 // completion.
 
-export interface TaskPayloads {
+/** Cron, hourly, and once after worker start: one OPS-5 verifier run each (src/posture/). */
+type PostureTaskPayloads = { readonly [N in PostureTaskName]: Record<string, never> };
+
+export interface TaskPayloads extends PostureTaskPayloads {
   /** Cron, every minute: records that this worker process is alive. */
   platform_heartbeat: Record<string, never>;
   /** Mints a one-time link for an email_tokens row and mails it to the pending address (ACC-7). */
@@ -94,6 +99,8 @@ export interface TaskDeps {
   readonly inboundDelivery?: Pick<InboundDelivery, 'deliver'> | undefined;
   /** Sends callbacks (RLY-7); any worker process, it needs no instance socket. */
   readonly callbackDelivery?: Pick<CallbackDelivery, 'deliver'> | undefined;
+  /** Runs the OPS-5 verifiers and records their runs; absent, their tasks are not registered. */
+  readonly posture?: Pick<PostureService, 'run'> | undefined;
   /** What time it is for jobs that act on age (relay_retention); the system clock when absent. */
   readonly clock?: () => Date;
 }
@@ -175,6 +182,18 @@ async function prune(deps: TaskDeps): Promise<void> {
   });
 }
 
+function postureHandlers(posture: TaskDeps['posture']): TaskHandlers {
+  if (posture === undefined) return {};
+  return Object.fromEntries(
+    POSTURE_CHECKS.map((check) => [
+      postureTaskName(check),
+      async () => {
+        await posture.run(check);
+      },
+    ]),
+  );
+}
+
 export type TaskHandlers = { readonly [N in TaskName]?: (payload: unknown) => Promise<void> };
 
 export function createTaskHandlers(deps: TaskDeps): TaskHandlers {
@@ -201,6 +220,7 @@ export function createTaskHandlers(deps: TaskDeps): TaskHandlers {
     stale_lock_release: async () => {
       await releaseStaleLocks(deps.sql);
     },
+    ...postureHandlers(deps.posture),
     ...(deps.callbackDelivery === undefined
       ? {}
       : {

@@ -18,6 +18,8 @@ import { connectionUrl } from '../db/target.ts';
 import { DB_TIMEOUT_DEFAULT_MS, pgPoolTimeouts } from '../db/timeouts.ts';
 import type { Mailer } from '../email/mailer.ts';
 import type { Logger } from '../logger.ts';
+import { POSTURE_CHECKS } from '../posture/runs.ts';
+import { createPostureService, postureTaskName } from '../posture/verifiers.ts';
 import type { RelayDelivery } from '../relay/delivery.ts';
 import type { InboundDelivery } from '../webhooks/inbound-delivery.ts';
 import { createTaskHandlers, type TaskDeps, type TaskName } from './tasks.ts';
@@ -62,6 +64,11 @@ export interface WorkerDeps {
  */
 export const POLL_INTERVAL_MS = 250;
 
+/** The first posture verifier's minute past the hour; the others follow 7 minutes apart. */
+const POSTURE_MINUTE = 3;
+/** The posture verifiers first run this long after the worker starts, once start-up work has settled. */
+export const POSTURE_START_DELAY_MS = 15_000;
+
 /** A platform cron task: one job per tick (job key = task), never backfilled after downtime. */
 function platformCron(task: TaskName, match: string, maxAttempts: number) {
   return {
@@ -79,6 +86,10 @@ export const cronItems = (runtime = false) =>
     platformCron('relay_retention', '29 * * * *', 3),
     platformCron('audit_retention', '41 3 * * *', 3),
     platformCron('stale_lock_release', '* * * * *', 1),
+    // OPS-5: each verifier hourly, at its own minute.
+    ...POSTURE_CHECKS.map((check, i) =>
+      platformCron(postureTaskName(check), `${POSTURE_MINUTE + i * 7} * * * *`, 1),
+    ),
     ...(runtime ? [platformCron('agent_reconcile', '* * * * *', 1)] : []),
   ]);
 
@@ -119,6 +130,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
     relayDelivery: deps.relayDelivery,
     inboundDelivery: deps.inboundDelivery,
     callbackDelivery: deps.callbackDelivery,
+    posture: createPostureService({ sql: deps.sql, audit: deps.audit }),
   } satisfies TaskDeps);
   const taskList: TaskList = {};
   for (const [name, handler] of Object.entries(handlers)) {
@@ -155,6 +167,12 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
   }
   // Deliveries a killed worker left locked are freed now, not at the next cron tick.
   await runner.addJob('stale_lock_release', {}, { jobKey: 'stale_lock_release', maxAttempts: 1 });
+  // OPS-5: /security shows real runs from shortly after start, not from the next hour.
+  const postureAt = new Date(Date.now() + POSTURE_START_DELAY_MS);
+  for (const check of POSTURE_CHECKS) {
+    const task = postureTaskName(check);
+    await runner.addJob(task, {}, { jobKey: task, maxAttempts: 1, runAt: postureAt });
+  }
   // Instances that should run are started again now, not at the next cron tick.
   if (deps.lifecycle !== undefined) {
     await runner.addJob('agent_reconcile', {}, { jobKey: 'agent_reconcile', maxAttempts: 1 });

@@ -1,0 +1,301 @@
+import assert from 'node:assert/strict';
+import { rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, describe, test } from 'node:test';
+import type { TransactionSql } from 'postgres';
+import {
+  appendEvents,
+  createTenant,
+  daysAgo,
+  insertChain,
+  tempAuditSetup,
+} from '../../test/helpers/audit.ts';
+import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
+import { createCheckpointService } from '../audit/checkpoint-log.ts';
+import { canonicalEvent, parseCanonicalEvent } from '../audit/event.ts';
+import { createRetentionService, segmentFileName } from '../audit/retention.ts';
+import type { AuditSetup } from '../audit/setup.ts';
+import { createTaskHandlers, type TaskDeps } from '../jobs/tasks.ts';
+import { cronItems } from '../jobs/worker.ts';
+import { PROBE_TENANTS } from './isolation-probe.ts';
+import { latestRuns, POSTURE_CHECKS, runVerifier } from './runs.ts';
+import { createPostureService, postureTaskName } from './verifiers.ts';
+
+// OPS-5: the verifiers behind /security run against the live database and
+// record every run — pass, failed with the fault named, or error with the
+// message — in the posture table. Each test has a database of its own, since
+// every verifier looks at the whole platform.
+
+const logger = { info: () => {}, error: () => {} };
+const made: { db: TestDatabase; dir: string }[] = [];
+/** Each database's checkpoint key, publisher and archive. */
+const setups = new Map<TestDatabase, AuditSetup>();
+
+after(async () => {
+  for (const { db, dir } of made) {
+    await db.drop();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+async function freshDatabase(): Promise<TestDatabase> {
+  const db = await createTestDatabase();
+  const { setup, dir } = await tempAuditSetup();
+  made.push({ db, dir });
+  setups.set(db, setup);
+  return db;
+}
+
+function setupOf(db: TestDatabase): AuditSetup {
+  const setup = setups.get(db);
+  assert.ok(setup);
+  return setup;
+}
+
+const posture = (db: TestDatabase) => createPostureService({ sql: db.app, audit: setupOf(db) });
+const checkpoint = (db: TestDatabase) => {
+  const { signing, publisher } = setupOf(db);
+  return createCheckpointService({ sql: db.app, signing, publisher, logger }).makeCheckpoint();
+};
+
+/** As the attacker: the superuser with triggers off. */
+async function asSuperuser(db: TestDatabase, fn: (tx: TransactionSql) => Promise<unknown>): Promise<void> {
+  await db.superuser.begin(async (tx) => {
+    await tx`set local session_replication_role = replica`;
+    await fn(tx);
+  });
+}
+
+describe('chain integrity', () => {
+  test('OPS-5: chain integrity passes on intact chains, counting the events, tenants and checkpoints it verified', async () => {
+    const db = await freshDatabase();
+    const [a, b] = [await createTenant(db), await createTenant(db)];
+    await appendEvents(db, a, 5);
+    await appendEvents(db, b, 7);
+    await checkpoint(db);
+    await appendEvents(db, a, 2);
+    await checkpoint(db);
+    const run = await posture(db).run('chain_integrity');
+    assert.equal(run.result, 'pass', run.details.summary);
+    assert.equal(run.details.tenants, 2);
+    assert.equal(run.details.events, 14);
+    assert.equal(run.details.checkpoints, 2);
+    assert.equal(run.details.first_failure, null);
+  });
+
+  test('OPS-5: each run verifies the checkpoints signed since the last passing run, linked to its newest; that one changed fails the run', async () => {
+    const db = await freshDatabase();
+    const tenant = await createTenant(db);
+    await appendEvents(db, tenant, 3);
+    await checkpoint(db);
+    const first = await posture(db).run('chain_integrity');
+    assert.equal(first.result, 'pass', first.details.summary);
+    assert.deepEqual([first.details.checkpoints, (first.details.anchor as { size: string }).size], [1, '1']);
+    await appendEvents(db, tenant, 2);
+    await checkpoint(db);
+    const second = await posture(db).run('chain_integrity');
+    assert.equal(second.result, 'pass', second.details.summary);
+    assert.equal(second.details.checkpoints, 1, 'only the new checkpoint');
+    const newest = (second.details.anchor as { size: string }).size;
+    await asSuperuser(
+      db,
+      (tx) => tx`update checkpoints set root = sha256(root) where size = ${newest}::bigint`,
+    );
+    const third = await posture(db).run('chain_integrity');
+    assert.equal(third.result, 'failed');
+    assert.match(
+      third.details.summary,
+      new RegExp(`checkpoint ${newest} is gone or changed since a run verified it`),
+    );
+  });
+
+  test('OPS-5: a tampered audit row makes the chain-integrity run fail, naming the tenant and seq', async () => {
+    const db = await freshDatabase();
+    const [intact, tampered] = [await createTenant(db), await createTenant(db)];
+    await appendEvents(db, intact, 4);
+    await appendEvents(db, tampered, 6);
+    await checkpoint(db);
+    await asSuperuser(db, async (tx) => {
+      const [row] = await tx<{ canonical: string }[]>`
+        select canonical from audit_events where tenant_id = ${tampered}::uuid and seq = 3`;
+      assert.ok(row);
+      const forged = canonicalEvent({ ...parseCanonicalEvent(row.canonical), data: { n: 'forged' } });
+      await tx`update audit_events set canonical = ${forged} where tenant_id = ${tampered}::uuid and seq = 3`;
+    });
+    const run = await posture(db).run('chain_integrity');
+    assert.equal(run.result, 'failed');
+    assert.deepEqual(
+      {
+        tenant: (run.details.first_failure as { tenant: string }).tenant,
+        seq: (run.details.first_failure as { seq: number }).seq,
+      },
+      { tenant: tampered, seq: 3 },
+    );
+    assert.match(run.details.summary, new RegExp(`tenant ${tampered} at seq 3`));
+    assert.equal(run.details.failed_tenants, 1);
+  });
+
+  test('OPS-5: a chain cut back below the head a checkpoint committed to fails chain integrity', async () => {
+    const db = await freshDatabase();
+    const tenant = await createTenant(db);
+    await appendEvents(db, tenant, 5);
+    await checkpoint(db);
+    await asSuperuser(db, (tx) => tx`delete from audit_events where tenant_id = ${tenant}::uuid and seq = 5`);
+    const run = await posture(db).run('chain_integrity');
+    assert.equal(run.result, 'failed');
+    assert.match(run.details.summary, /before seq 5 that a checkpoint committed to/);
+  });
+
+  test('OPS-5: a checkpoint rewritten in the database fails chain integrity (its note no longer verifies)', async () => {
+    const db = await freshDatabase();
+    const tenant = await createTenant(db);
+    await appendEvents(db, tenant, 3);
+    await checkpoint(db);
+    await asSuperuser(db, (tx) => tx`update checkpoints set root = sha256(root)`);
+    const run = await posture(db).run('chain_integrity');
+    assert.equal(run.result, 'failed');
+    assert.match(run.details.summary, /the checkpoint log: checkpoint 1/);
+  });
+});
+
+describe('runs', () => {
+  test('OPS-5: a verifier that throws is recorded as error with its message, never as passing or missing', async () => {
+    const db = await freshDatabase();
+    const run = await runVerifier(db.app, 'key_hygiene', async () => {
+      throw new Error('the key store did not answer');
+    });
+    assert.equal(run.result, 'error');
+    assert.equal(run.details.error, 'the key store did not answer');
+    const [latest] = await latestRuns(db.app);
+    assert.equal(latest?.check, 'key_hygiene');
+    assert.equal(latest?.result, 'error');
+    assert.match(latest?.details.summary ?? '', /the key store did not answer/);
+  });
+
+  test('OPS-5: each verifier is an hourly cron task of the worker, and its task records a run', async () => {
+    const items = cronItems();
+    for (const check of POSTURE_CHECKS) {
+      const item = items.find((candidate) => candidate.identifier === postureTaskName(check));
+      assert.ok(item, `${check} has a cron item`);
+      const ticks = [];
+      for (let hour = 0; hour < 24; hour++) {
+        for (let min = 0; min < 60; min++) {
+          if (item.match({ min, hour, date: 3, month: 12, dow: 4 })) ticks.push({ hour, min });
+        }
+      }
+      assert.equal(ticks.length, 24, 'once an hour, every hour');
+      assert.equal(new Set(ticks.map((tick) => tick.min)).size, 1, 'at one minute past each hour');
+    }
+    const db = await freshDatabase();
+    const handlers = createTaskHandlers({ sql: db.app, posture: posture(db) } as unknown as TaskDeps);
+    await handlers[postureTaskName('checkpoint_freshness')]?.({});
+    const runs = await latestRuns(db.app);
+    assert.deepEqual(
+      runs.map((run) => [run.check, run.result]),
+      [['checkpoint_freshness', 'pass']],
+    );
+  });
+});
+
+describe('tenant isolation probe', () => {
+  test('OPS-5: the isolation probe passes through withTenant on the live database; its two tenants are made once, flagged as probes', async () => {
+    const db = await freshDatabase();
+    const other = await createTenant(db);
+    await appendEvents(db, other, 2);
+    const first = await posture(db).run('tenant_isolation');
+    const second = await posture(db).run('tenant_isolation');
+    assert.equal(first.result, 'pass', first.details.summary);
+    assert.equal(second.result, 'pass');
+    assert.ok((first.details.tables_probed as number) > 10, 'every tenant table is probed');
+    const probes = await db.superuser<{ id: string }[]>`select id::text from tenants where probe order by id`;
+    assert.deepEqual(
+      probes.map((row) => row.id),
+      PROBE_TENANTS.map((probe) => probe.id),
+    );
+  });
+
+  test('OPS-5: the isolation probe fails when a tenant table loses FORCE RLS or gains a policy that reads across tenants', async () => {
+    const db = await freshDatabase();
+    await db.superuser`alter table enclave.agents no force row level security`;
+    await db.superuser`create policy everyone on enclave.user_factors for select using (true)`;
+    const run = await posture(db).run('tenant_isolation');
+    assert.equal(run.result, 'failed');
+    const unprotected = (run.details.unprotected_tables as string[]).join('\n');
+    assert.match(unprotected, /enclave\.agents: missing FORCE ROW LEVEL SECURITY/);
+    assert.match(unprotected, /enclave\.user_factors: .*"everyone"/);
+  });
+});
+
+describe('retention SLO', () => {
+  test('OPS-5: retention fails while an event is past the hot window, passes once archived (the chain still verifies across the archive), and fails on an altered or missing segment', async () => {
+    const db = await freshDatabase();
+    const tenant = await createTenant(db);
+    await insertChain(db, tenant, daysAgo(100, 3));
+    await appendEvents(db, tenant, 1);
+    const late = await posture(db).run('retention_slo');
+    assert.equal(late.result, 'failed');
+    assert.equal(late.details.oldest_hot_event_age_days, 100);
+    await createRetentionService({
+      sql: db.app,
+      archiveDir: setupOf(db).archiveDir,
+      hotDays: 90,
+      coldMonths: 24,
+      logger,
+    }).runRetention();
+    const archived = await posture(db).run('retention_slo');
+    assert.equal(archived.result, 'pass', archived.details.summary);
+    assert.equal(archived.details.archive_segments, 1);
+    // The chain still verifies: its events in the database link from the archive's last hash.
+    await checkpoint(db);
+    const chain = await posture(db).run('chain_integrity');
+    assert.equal(chain.result, 'pass', chain.details.summary);
+    const file = path.join(setupOf(db).archiveDir, tenant, segmentFileName(1, 3));
+    await rm(file);
+    await writeFile(file, 'not gzip');
+    const altered = await posture(db).run('retention_slo');
+    assert.equal(altered.result, 'failed');
+    assert.match(altered.details.summary, /segment 1–3 is not a readable gzip file/);
+    await rm(file);
+    const missing = await posture(db).run('retention_slo');
+    assert.equal(missing.result, 'failed');
+    assert.match(missing.details.summary, /segment 1–3 is missing from the archive/);
+  });
+});
+
+describe('key hygiene', () => {
+  test('OPS-5: key hygiene reports the key ages, and fails while a data key is wrapped by a retired master version', async () => {
+    const db = await freshDatabase();
+    const tenant = await createTenant(db);
+    const canary = Buffer.alloc(60, 1);
+    await db.superuser`insert into vault_master_keys (version, canary) values (1, ${canary})`;
+    await db.superuser`
+      insert into vault_data_keys (tenant_id, version, master_version, wrapped) values (${tenant}::uuid, 1, 1, ${canary})`;
+    const fresh = await posture(db).run('key_hygiene');
+    assert.equal(fresh.result, 'pass', fresh.details.summary);
+    assert.deepEqual(
+      [fresh.details.master_version, fresh.details.master_key_age_days, fresh.details.data_keys],
+      [1, 0, 1],
+    );
+    await db.superuser`insert into vault_master_keys (version, canary) values (2, ${canary})`;
+    const retired = await posture(db).run('key_hygiene');
+    assert.equal(retired.result, 'failed');
+    assert.equal(retired.details.data_keys_wrapped_by_retired_master, 1);
+    assert.match(retired.details.summary, /1 data keys are still wrapped by a retired master version/);
+  });
+});
+
+describe('checkpoint freshness', () => {
+  test('OPS-5: checkpoint freshness fails while an event has waited past the delay for a checkpoint, and passes once one is signed', async () => {
+    const db = await freshDatabase();
+    const tenant = await createTenant(db);
+    await insertChain(db, tenant, [new Date(Date.now() - 10 * 60_000)]);
+    const waiting = await posture(db).run('checkpoint_freshness');
+    assert.equal(waiting.result, 'failed');
+    assert.equal(waiting.details.tenants_waiting, 1);
+    assert.ok((waiting.details.oldest_waiting_seconds as number) >= 600);
+    await checkpoint(db);
+    const signed = await posture(db).run('checkpoint_freshness');
+    assert.equal(signed.result, 'pass', signed.details.summary);
+    assert.equal(signed.details.latest_size, '1');
+  });
+});
