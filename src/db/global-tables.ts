@@ -48,6 +48,10 @@ export const GLOBAL_TABLES: Readonly<Record<string, GlobalTable>> = {
     reason:
       'which master-key versions wrap data keys, with a canary wrapped under each (VLT-6); no tenant data, no key material',
   },
+  'enclave.backup_drills': {
+    reason:
+      'outcomes of `enclave drill` (OPS-4), which restores every tenant at once; check lines carry counts, at most a failing tenant id',
+  },
   'graphile_worker.migrations': { reason: 'the job queue library’s own schema version' },
   'graphile_worker._private_jobs': {
     reason: 'job queue shared by every tenant (OPS-2); payloads carry ids, never secrets',
