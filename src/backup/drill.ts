@@ -185,8 +185,17 @@ export async function runDrill(
       checks.push({ name: 'backup', ok: false, detail: message(error) });
       return done();
     }
-    await live.unsafe(`create database ${scratchName}`);
-    created = true;
+    try {
+      await live.unsafe(`create database ${scratchName}`);
+      created = true;
+    } catch (error) {
+      checks.push({
+        name: 'restore',
+        ok: false,
+        detail: `cannot create a scratch database: ${message(error)}`,
+      });
+      return done();
+    }
     const scratchAdmin = connect(scratch, scratch.admin, { max: 1, applicationName: 'enclave-drill' });
     const scratchOwner = connect(scratch, inputs.ownerCredentials, {
       max: 1,
