@@ -117,7 +117,7 @@ async function checkChains(
   return {
     name: 'audit chains',
     ok: true,
-    detail: `${tenants.length} tenants, ${events} events verified against the latest checkpoint${waiting > 0 ? ` (${waiting} with no checkpointed head yet)` : ''}`,
+    detail: `${tenants.length} tenant${tenants.length === 1 ? '' : 's'}, ${events} events verified against the latest checkpoint${waiting > 0 ? ` (${waiting} with no checkpointed head yet)` : ''}`,
   };
 }
 
