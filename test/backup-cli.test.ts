@@ -121,6 +121,14 @@ test('OPS-4: `enclave backup` writes an encrypted file (0600) once; `enclave res
 
   for (const [args, message] of [
     [['restore'], /"restore" needs a FILE/],
+    [
+      ['backup', path.join(dir, 'no-such-dir', 'x.backup')],
+      /cannot write into the directory of .*\(ENOENT\)/,
+    ],
+    [
+      ['backup', path.join(dir, 'x.backup'), '--passphrase-file', path.join(dir, 'absent')],
+      /cannot read --passphrase-file .*\(ENOENT\)/,
+    ],
     [['drill', 'extra'], /"drill" takes no arguments/],
     [['migrate', '--passphrase-file', 'x'], /--passphrase-file is an option of "backup" and "restore"/],
   ] as const) {

@@ -1,4 +1,6 @@
-import { link, readFile, rm, writeFile } from 'node:fs/promises';
+import { constants, existsSync } from 'node:fs';
+import { access, link, readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { loadAuditSetup } from '../audit/setup.ts';
 import { makeBackup } from '../backup/backup.ts';
 import { isEncrypted } from '../backup/container.ts';
@@ -60,6 +62,12 @@ async function backup(args: BackupArgs, env: Env, io: Io): Promise<number> {
   const file = fileArgument(args);
   const passphrase = await readPassphrase(args.passphraseFile);
   const config = loadConfig(env, process.cwd());
+  // Said before the snapshot is taken, not after.
+  if (existsSync(file))
+    throw new UsageError(`${shown(file)} exists; choose another name (a backup is never overwritten)`);
+  await access(path.dirname(path.resolve(file)), constants.W_OK).catch((error: NodeJS.ErrnoException) => {
+    throw new UsageError(`cannot write into the directory of ${shown(file)} (${error.code})`);
+  });
   const db = await openDatabase(config, env, { appPoolSize: 1 });
   try {
     const admin = connect(db.target, db.target.admin, { max: 1, applicationName: 'enclave-backup' });
@@ -72,7 +80,11 @@ async function backup(args: BackupArgs, env: Env, io: Io): Promise<number> {
     // Written beside FILE, then linked to its name: a reader never sees half
     // a backup, and link() never replaces an existing FILE.
     const temporary = `${file}.${process.pid}.partial`;
-    await writeFile(temporary, made.file, { mode: 0o600, flag: 'wx' });
+    await writeFile(temporary, made.file, { mode: 0o600, flag: 'wx' }).catch(
+      (error: NodeJS.ErrnoException) => {
+        throw new UsageError(`cannot write ${shown(temporary)} (${error.code})`);
+      },
+    );
     try {
       await link(temporary, file);
     } catch (error) {
