@@ -65,6 +65,34 @@ reject    Refuses the listing; the owner sees TEXT (up to 500 characters)
 
 Each decision is recorded in the agent's tenant's audit log.`;
 
+const BACKUP_HELP = `Usage: enclave backup FILE [--passphrase-file PASSFILE]
+
+Writes one file holding a consistent snapshot of the database (every table,
+read in one transaction while servers keep running), the published
+checkpoints and the audit archive, with a manifest of row counts and SHA-256
+digests. With --passphrase-file, the file is encrypted (scrypt, AES-256-GCM)
+under the passphrase on PASSFILE's first line. The master key is never in
+it: keep ENCLAVE_MASTER_KEY (or its file) apart; a restore needs the same key.
+FILE must not exist.`;
+
+const RESTORE_HELP = `Usage: enclave restore FILE [--passphrase-file PASSFILE]
+
+Restores a backup into this configuration's database and directories, which
+must be empty (a new ENCLAVE_DATA_DIR, or an empty DATABASE_URL database and
+empty ENCLAVE_CHECKPOINT_DIR and ENCLAVE_AUDIT_ARCHIVE_DIR). The whole file is
+checked first: a truncated or altered file, or a wrong passphrase, is refused
+before anything changes, and a restore that fails part-way is undone.`;
+
+const DRILL_HELP = `Usage: enclave drill
+
+Backs up this instance, restores the backup into a scratch database on the
+same server and scratch directories, then checks the copy: migrations
+current, row counts as backed up, every tenant's audit chain verified with
+the offline verifier against the latest checkpoint, every credential
+decrypted with the configured master key. Prints one line per check, records
+the outcome for the posture page, removes the scratch copy, and exits 1 if
+any check failed.`;
+
 export const USAGE = `Usage: enclave <command> [options]
 
 Commands:
@@ -77,6 +105,9 @@ Commands:
   keys      Rotate the vault's master key or a tenant's data key
   support   Open a support shell in an agent that allows it (ssh, or proxy for OpenSSH)
   relay     Review directory listings (relay listings, approve HANDLE, reject HANDLE)
+  backup    Write a backup of the database, checkpoints and audit archive to FILE
+  restore   Restore a backup FILE into an empty database and directories
+  drill     Back up, restore into a scratch copy, check it, and report
   help      Show this help
 
 Run "enclave <command> --help" for a command's options.
@@ -108,5 +139,8 @@ and exits non-zero if anything Enclave needs to run is broken.`,
   keys: KEYS_HELP,
   support: SUPPORT_HELP,
   relay: RELAY_HELP,
+  backup: BACKUP_HELP,
+  restore: RESTORE_HELP,
+  drill: DRILL_HELP,
   help: 'Usage: enclave help [command]',
 };

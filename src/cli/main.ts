@@ -105,6 +105,8 @@ interface Parsed {
   readonly consistencyFrom: string | undefined;
   /** Option of `relay reject`. */
   readonly reason: string | undefined;
+  /** Option of `backup` and `restore`. */
+  readonly passphraseFile: string | undefined;
 }
 
 function parse(argv: readonly string[]): Parsed {
@@ -118,6 +120,7 @@ function parse(argv: readonly string[]): Parsed {
       bundle: { type: 'string' },
       'consistency-from': { type: 'string' },
       reason: { type: 'string' },
+      'passphrase-file': { type: 'string' },
     },
     allowPositionals: true,
     strict: true,
@@ -133,6 +136,7 @@ function parse(argv: readonly string[]): Parsed {
     bundle: values.bundle,
     consistencyFrom: values['consistency-from'],
     reason: values.reason,
+    passphraseFile: values['passphrase-file'],
   };
 }
 
@@ -146,7 +150,8 @@ export async function main(argv: readonly string[], env: Env, io: Io = processIo
     io.err(`enclave: ${problem.charAt(0).toLowerCase()}${problem.slice(1)}. Run "enclave --help".`);
     return 2;
   }
-  const { command, help, rest, email, expires, tenant, bundle, consistencyFrom, reason } = parsed;
+  const { command, help, rest, email, expires, tenant, bundle, consistencyFrom, reason, passphraseFile } =
+    parsed;
   try {
     if (command === undefined || command === 'help') {
       const topic = command === 'help' ? rest[0] : undefined;
@@ -167,6 +172,15 @@ export async function main(argv: readonly string[], env: Env, io: Io = processIo
     }
     if (reason !== undefined)
       throw new UsageError(`--reason is an option of "relay reject", not "${command}"`);
+    if (command === 'backup' || command === 'restore' || command === 'drill') {
+      if (email !== undefined || expires !== undefined || tenant !== undefined || bundle !== undefined) {
+        throw new UsageError(`"${command}" takes only --passphrase-file`);
+      }
+      const { runBackupCommand } = await import('./backup.ts');
+      return await runBackupCommand({ command, rest, passphraseFile }, env, io);
+    }
+    if (passphraseFile !== undefined)
+      throw new UsageError(`--passphrase-file is an option of "backup" and "restore", not "${command}"`);
     if (command === 'audit' && email === undefined && expires === undefined) {
       const { runAudit } = await import('./audit.ts');
       return await runAudit({ rest, tenant, bundle, consistencyFrom }, env, io);

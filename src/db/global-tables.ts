@@ -60,6 +60,10 @@ export const GLOBAL_TABLES: Readonly<Record<string, GlobalTable>> = {
     reason:
       'results of the platform’s verifier runs (OPS-5), published on /security; a run names at most the tenant and seq where a chain failed',
   },
+  'enclave.backup_drills': {
+    reason:
+      'outcomes of `enclave drill` (OPS-4), which restores every tenant at once; check lines carry counts, at most a failing tenant id',
+  },
   'graphile_worker.migrations': { reason: 'the job queue library’s own schema version' },
   'graphile_worker._private_jobs': {
     reason: 'job queue shared by every tenant (OPS-2); payloads carry ids, never secrets',
