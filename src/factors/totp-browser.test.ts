@@ -72,7 +72,7 @@ test('ACC-8: in Chromium, the QR code on the enrolment page decodes from its pix
   await page.waitForURL(/\/login/);
   await page.getByLabel('Username or email').fill('phone-user');
   await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
   await page.waitForURL(/\/login\/verify\/[0-9a-f-]{36}$/);
   assert.ok(await page.getByLabel('Code from your authenticator app').isVisible());
   assert.deepEqual(violations, []);

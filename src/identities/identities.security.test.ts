@@ -335,21 +335,13 @@ describe('a callback that is not what the flow asked for', () => {
   });
 
   // The reason recorded is the check that failed (openid-client's code).
-  for (const [mode, reason, title] of [
-    ['no_nonce', 'OAUTH_INVALID_RESPONSE', 'ACC-9: an ID token with no nonce is refused'],
-    [
-      'wrong_nonce',
-      'OAUTH_JWT_CLAIM_COMPARISON_FAILED',
-      'ACC-9: an ID token with another flow’s nonce is refused',
-    ],
-    [
-      'other_audience',
-      'OAUTH_JWT_CLAIM_COMPARISON_FAILED',
-      'ACC-9: an ID token issued for another application (audience) is refused',
-    ],
-    ['expired', 'OAUTH_JWT_TIMESTAMP_CHECK_FAILED', 'ACC-9: an expired ID token is refused'],
+  for (const [mode, reason, which] of [
+    ['no_nonce', 'OAUTH_INVALID_RESPONSE', 'with no nonce'],
+    ['wrong_nonce', 'OAUTH_JWT_CLAIM_COMPARISON_FAILED', 'with another flow’s nonce'],
+    ['other_audience', 'OAUTH_JWT_CLAIM_COMPARISON_FAILED', 'issued for another application (audience)'],
+    ['expired', 'OAUTH_JWT_TIMESTAMP_CHECK_FAILED', 'that has expired'],
   ] as const) {
-    test(title, async () => {
+    test(`ACC-9: an ID token ${which} is refused`, async () => {
       const account = await createAccount(db, testApp);
       corp.signInAs({ ...person(), email: account.user.email });
       corp.misbehave(mode);
