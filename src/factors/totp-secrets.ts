@@ -100,8 +100,8 @@ export async function useTotpCode(
 ): Promise<string | undefined> {
   const found = await acceptedCode(tx, vault, user, 'enrolled', { code, nowMs });
   if (found === undefined) return undefined;
+  // The factor's last_used_at is set by the sign-in core with the step it passes (second-step.ts).
   await tx`update totp_secrets set last_used_step = ${found.step}::bigint where id = ${found.id}::uuid`;
-  await tx`update user_factors set last_used_at = now() where id = ${found.id}::uuid`;
   return found.id;
 }
 

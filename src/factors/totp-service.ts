@@ -180,10 +180,11 @@ export function createTotpService(deps: TotpDeps) {
       return code === undefined ? Promise.resolve(undefined) : useTotpCode(tx, vault, user, code, now());
     },
 
-    /** The second step's recovery-code check: the spent code's id, or undefined. */
-    checkRecoveryCode(tx: TenantSql, user: CheckedUser, input: string): Promise<string | null | undefined> {
+    /** The second step's recovery-code check: null once a code is spent (a recovery code is no factor), or undefined. */
+    async checkRecoveryCode(tx: TenantSql, user: CheckedUser, input: string): Promise<null | undefined> {
       const code = recoveryCodeOf(input);
-      return code === undefined ? Promise.resolve(undefined) : spendRecoveryCode(tx, user.id, code);
+      if (code === undefined) return undefined;
+      return (await spendRecoveryCode(tx, user.id, code)) === undefined ? undefined : null;
     },
   };
 }
