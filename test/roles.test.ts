@@ -164,6 +164,7 @@ const agentCreate = () => {
  */
 const ROUTES: Record<string, readonly Probe[]> = {
   'GET /api/v1/me': [{ action: 'signed-in' }],
+  'GET /api/v1/me/sign-in-methods': [{ action: 'signed-in' }],
   'GET /api/v1/tokens': [{ action: 'signed-in' }],
   'POST /api/v1/tokens': [{ action: 'signed-in' }],
   'DELETE /api/v1/tokens/:id': [{ action: 'signed-in' }],

@@ -126,7 +126,13 @@ export function signedIn(request: FastifyRequest): Principal {
  */
 function isSetupRoute(request: FastifyRequest): boolean {
   const path = request.routeOptions.url ?? '';
-  return path === '/profile' || path.startsWith('/profile/') || path === '/api/v1/me' || path === '/logout';
+  return (
+    path === '/profile' ||
+    path.startsWith('/profile/') ||
+    path === '/api/v1/me' ||
+    path === '/api/v1/me/sign-in-methods' ||
+    path === '/logout'
+  );
 }
 
 function isApi(request: FastifyRequest): boolean {

@@ -73,22 +73,3 @@ export async function deleteIdentity(
     returning provider`;
   return row?.provider;
 }
-
-/**
- * How many ways the user can sign in besides their identities: a password,
- * passkeys (passwordless). Read with the user's row locked, so two unlinks
- * racing cannot both see another way left.
- */
-export async function otherSignInWays(
-  tx: TenantSql,
-  userId: string,
-): Promise<{ identities: number; others: number }> {
-  const [row] = await tx<{ identities: number; others: number }[]>`
-    select
-      (select count(*)::int4 from user_identities where user_id = u.id) as identities,
-      (case when u.password_hash is null then 0 else 1 end)
-        + (select count(*)::int4 from user_factors where user_id = u.id and kind = 'passkey') as others
-    from users u where u.id = ${userId}::uuid
-    for update of u`;
-  return row ?? { identities: 0, others: 0 };
-}

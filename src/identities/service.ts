@@ -9,6 +9,7 @@ import { appendAuditEvent, PLATFORM_TENANT } from '../audit/append.ts';
 import { withLookup } from '../db/lookup.ts';
 import { type TenantSql, withTenant } from '../db/tenant.ts';
 import { assertRecentSignIn } from '../signin/recent-sign-in.ts';
+import { LAST_WAY_MESSAGE, lockSignInWays } from '../signin/sign-in-ways.ts';
 import { IdentityError } from './errors.ts';
 import { browserSecret, type FlowPurpose, flowChecks, insertFlow, newState, takeFlow } from './flows.ts';
 import {
@@ -17,7 +18,6 @@ import {
   type IdentityListing,
   insertIdentity,
   listIdentities,
-  otherSignInWays,
   touchIdentity,
 } from './identities.ts';
 import type { ProviderClient, ProviderIdentity } from './provider-client.ts';
@@ -321,14 +321,11 @@ export function createIdentitiesService(deps: IdentitiesDeps) {
     async unlink(principal: Principal, identityId: string): Promise<void> {
       assertRecentSignIn(principal);
       await withTenant(sql, principal.user.tenant_id, async (tx) => {
-        const ways = await otherSignInWays(tx, principal.user.id);
+        const ways = await lockSignInWays(tx, principal.user.id);
         const provider = await deleteIdentity(tx, principal.user.id, identityId);
         if (provider === undefined) throw new IdentityError('not_found', 'No such linked identity.');
-        if (ways.others === 0 && ways.identities <= 1) {
-          throw new IdentityError(
-            'last_sign_in_method',
-            'This is the only way you can sign in: set a password, add a passkey or link another identity first.',
-          );
+        if (!ways.password && ways.passkeys === 0 && ways.identities <= 1) {
+          throw new IdentityError('last_sign_in_method', LAST_WAY_MESSAGE);
         }
         await appendAuditEvent(tx, principal.user.tenant_id, {
           actor: `user:${principal.user.id}`,

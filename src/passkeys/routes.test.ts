@@ -192,6 +192,26 @@ describe('removing a passkey', () => {
     assert.equal(left?.count, 1);
   });
 
+  test('ACC-8: the last passkey of an account with no password and no identity cannot be removed (409, it stays); with a second passkey one goes', async () => {
+    const account = await createAccount(ctx.db, ctx.testApp);
+    await ctx.db.superuser`update users set password_hash = null where id = ${account.user.id}::uuid`;
+    const remove = (id: string) =>
+      postForm(ctx.testApp.app, `/profile/passkeys/${id}/remove`, {}, { cookie: account.sessionCookie });
+    const first = await storedPasskey(ctx.db, account.user);
+    const refused = await remove(first);
+    assert.equal(refused.statusCode, 409);
+    assert.match(textOf(refused.body), /This is the only way you can sign in/);
+    const second = await storedPasskey(ctx.db, account.user);
+    assert.equal((await remove(first)).statusCode, 303);
+    assert.equal((await remove(second)).statusCode, 409, 'the remaining passkey is now the last way');
+    const left = await ctx.db.superuser<{ id: string }[]>`
+      select id from user_factors where user_id = ${account.user.id}::uuid and kind = 'passkey'`;
+    assert.deepEqual(
+      left.map((row) => row.id),
+      [second],
+    );
+  });
+
   test('ACC-8: another user’s passkey cannot be renamed or removed: 404, and it stays', async () => {
     const account = await createAccount(ctx.db, ctx.testApp);
     const id = await storedPasskey(ctx.db, account.user);

@@ -11,6 +11,7 @@ import type { App } from '../http/app.ts';
 import { ProblemSchema, sendProblem } from '../http/problems.ts';
 import type { RateLimits } from '../http/rate-limits.ts';
 import { assertRecentSignIn, needsReauth, reauthRedirect } from '../signin/recent-sign-in.ts';
+import { LAST_WAY_MESSAGE, lockSignInWays } from '../signin/sign-in-ways.ts';
 import { confirmPage, notFoundPage } from '../web/dashboard-pages.ts';
 import { bodyText, formProblem, sendPage } from '../web/forms.ts';
 import {
@@ -229,16 +230,24 @@ export function registerPasskeyRoutes(app: App, deps: PasskeyRouteDeps): void {
     const factorId = request.params.id;
     const reauth = recentSignIn(request, reply, factorId);
     if (reauth !== undefined) return reauth;
-    const removed = await request.withTenant(async (tx) => {
-      if (!(await removePasskey(tx, principal.user.id, factorId))) return false;
+    const outcome = await request.withTenant(async (tx) => {
+      const ways = await lockSignInWays(tx, principal.user.id);
+      // A passkey signs in alone: without a password or an identity, the last one is the account's only way in.
+      if (!ways.password && ways.identities === 0 && ways.passkeys <= 1) {
+        return (await findPasskey(tx, principal.user.id, factorId)) ? 'last_sign_in_method' : 'not_found';
+      }
+      if (!(await removePasskey(tx, principal.user.id, factorId))) return 'not_found';
       await recordFor(tx, principal, {
         action: 'factor.removed',
         target: `user:${principal.user.id}`,
         data: { factor_id: factorId, kind: 'passkey' },
       });
-      return true;
+      return 'removed';
     });
-    if (!removed) return notFound(request, reply);
+    if (outcome === 'not_found') return notFound(request, reply);
+    if (outcome === 'last_sign_in_method') {
+      return problem(request, reply, 409, 'Last way to sign in', LAST_WAY_MESSAGE);
+    }
     return reply.redirect('/profile?notice=passkey-removed#passkeys', 303);
   });
 }

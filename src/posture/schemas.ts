@@ -75,6 +75,28 @@ export const SecurityDocumentSchema = Type.Object(
       ],
       { description: 'The latest signed audit checkpoint; null before the first.' },
     ),
+    backup_drill: Type.Union(
+      [
+        Type.Object({
+          ok: Type.Boolean({ description: 'Whether the restored copy passed every check.' }),
+          started_at: Time,
+          finished_at: Time,
+          checks: Type.Array(
+            Type.Object({
+              name: Type.String({
+                description: 'backup, restore, migrations, row counts, audit chains, credentials.',
+              }),
+              ok: Type.Boolean(),
+              detail: Type.String({
+                description: 'One line: counts, a table, or the first failing tenant id.',
+              }),
+            }),
+          ),
+        }),
+        Type.Null(),
+      ],
+      { description: 'The latest `enclave drill` (OPS-4) run against this database; null before the first.' },
+    ),
     sbom: Type.Union(
       [
         Type.Object({

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Sql } from 'postgres';
 import type { Static } from 'typebox';
+import { latestDrill } from '../backup/drill-record.ts';
 import type { Control } from './controls-catalog.ts';
 import { REPO_ROOT } from './controls-catalog.ts';
 import type { DetachedSigner } from './detached-jws.ts';
@@ -10,10 +11,10 @@ import { latestRuns, POSTURE_CHECKS, type PostureRun } from './runs.ts';
 import type { PostureRunSchema, SecurityDocumentSchema } from './schemas.ts';
 
 // What /security shows and /security.json serves, built from the control
-// catalog (read at start), the latest verifier runs and the latest checkpoint,
-// then signed as served. The signed bytes are kept for CACHE_MS, so a flood of
-// requests costs one set of reads and one signature, and /security.json and
-// /security.json.sig fetched together agree.
+// catalog (read at start), the latest verifier runs, the latest backup drill
+// and the latest checkpoint, then signed as served. The signed bytes are kept
+// for CACHE_MS, so a flood of requests costs one set of reads and one
+// signature, and /security.json and /security.json.sig fetched together agree.
 
 export type SecurityDocument = Static<typeof SecurityDocumentSchema>;
 export type PostureEntry = Static<typeof PostureRunSchema>;
@@ -89,8 +90,9 @@ export function createSecurityDocuments(deps: SecurityDocumentDeps) {
   let cached: { at: number; value: Promise<SignedDocument> } | undefined;
 
   async function build(): Promise<SignedDocument> {
-    const [runs, [checkpoint]] = await Promise.all([
+    const [runs, drill, [checkpoint]] = await Promise.all([
       latestRuns(deps.sql),
+      latestDrill(deps.sql),
       deps.sql<{ size: string; root: Buffer; note: string; created_at: Date }[]>`
         select c.size::text, c.root, c.note, c.created_at from checkpoints c order by c.size desc limit 1`,
     ]);
@@ -108,6 +110,15 @@ export function createSecurityDocuments(deps: SecurityDocumentDeps) {
               root: checkpoint.root.toString('hex'),
               signed_at: checkpoint.created_at.toISOString(),
               note: checkpoint.note,
+            },
+      backup_drill:
+        drill === undefined
+          ? null
+          : {
+              ok: drill.ok,
+              started_at: drill.startedAt.toISOString(),
+              finished_at: drill.finishedAt.toISOString(),
+              checks: drill.checks.map(({ name, ok, detail }) => ({ name, ok, detail })),
             },
       sbom: deps.sbom,
     };

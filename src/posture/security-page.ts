@@ -54,6 +54,16 @@ function postureRow(run: PostureEntry): Html {
   return html`<tr class="result-${run.result}" id="posture-${run.check}"><td>${CHECK_NAMES[run.check]}</td><td><strong>${RESULT_TEXT[run.result]}</strong></td><td>${when}</td><td>${run.summary}${figures(run.details)}</td></tr>`;
 }
 
+function drillLine(drill: SecurityDocument['backup_drill']): Html {
+  if (drill === null) return html`none run on this database yet; it is never shown as passing.`;
+  const failed = drill.checks.filter((check) => !check.ok);
+  return html`<strong>${drill.ok ? 'pass' : 'FAILED'}</strong>, finished <time datetime="${drill.finished_at}">${shownTime(drill.finished_at)}</time>.${
+    failed.length === 0
+      ? html``
+      : html` Failed: ${failed.map((check, index) => html`${index === 0 ? '' : '; '}${check.name} (${check.detail})`)}.`
+  }`;
+}
+
 function controlRow(control: SecurityDocument['controls'][number]): Html {
   const count = control.tests.reduce((sum, named) => sum + named.titles.length, 0);
   const documented =
@@ -94,6 +104,7 @@ export function renderSecurityPage(document: SecurityDocument): string {
 <h2 id="posture">2. Live posture</h2>
 <p>The latest run of each verifier. They run hourly in the job worker, and once shortly after it starts.</p>
 <table class="posture"><thead><tr><th>Check</th><th>Result</th><th>Last run</th><th>Figures</th></tr></thead><tbody>${document.posture.map(postureRow)}</tbody></table>
+<p id="backup-drill">Latest backup-and-restore drill (<code>enclave drill</code>): ${drillLine(document.backup_drill)}</p>
 <p>Latest signed audit checkpoint: ${
       document.checkpoint === null
         ? 'none yet'

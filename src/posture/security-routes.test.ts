@@ -8,6 +8,7 @@ import { useTestApp } from '../../test/helpers/app.ts';
 import { appendEvents, createTenant, tempAuditSetup } from '../../test/helpers/audit.ts';
 import { createCheckpointService } from '../audit/checkpoint-log.ts';
 import { canonicalEvent, parseCanonicalEvent } from '../audit/event.ts';
+import { recordDrill } from '../backup/drill-record.ts';
 import { ConfigError, loadConfig } from '../config.ts';
 import {
   declaresTitle,
@@ -83,6 +84,7 @@ describe('the signed document', () => {
     assert.equal(document.format, 'enclave-security/1');
     assert.equal(document.contact, `mailto:${CONTACT}`);
     assert.equal(document.checkpoint, null);
+    assert.equal(document.backup_drill, null, 'no drill yet: null, never a pass');
     assert.ok(document.sbom === null || /^[0-9a-f]{64}$/.test(document.sbom.sha256));
   });
 
@@ -170,6 +172,48 @@ describe('the page', () => {
     assert.match(page, /no SOC 2/);
     assert.match(page, /has not published a security contact/);
     assert.equal((await app.inject({ method: 'GET', url: '/.well-known/security.txt' })).statusCode, 404);
+  });
+});
+
+describe('the backup drill', () => {
+  const ctx = useTestApp();
+
+  test('OPS-4: /security and /security.json show the latest drill: its finish time, its result and the checks that failed', async () => {
+    const { db, testApp } = ctx;
+    const passed = new Date(Date.now() - 86_400_000);
+    await recordDrill(db.app, {
+      ok: true,
+      startedAt: passed,
+      finishedAt: new Date(passed.getTime() + 4000),
+      checks: [{ name: 'backup', ok: true, detail: '12 tables, 40 rows' }],
+    });
+    const failedAt = new Date(Date.now() - 3_600_000);
+    await recordDrill(db.app, {
+      ok: false,
+      startedAt: failedAt,
+      finishedAt: new Date(failedAt.getTime() + 2500),
+      checks: [
+        { name: 'backup', ok: true, detail: '12 tables, 40 rows' },
+        { name: 'audit chains', ok: false, detail: 'tenant 7f0e broke at seq 3' },
+      ],
+    });
+    const document = (
+      await testApp.app.inject({ method: 'GET', url: '/security.json' })
+    ).json<SecurityDocument>();
+    assert.equal(document.backup_drill?.ok, false, 'the latest drill, not the earlier pass');
+    assert.equal(document.backup_drill?.finished_at, new Date(failedAt.getTime() + 2500).toISOString());
+    assert.deepEqual(
+      document.backup_drill?.checks.map((check) => [check.name, check.ok]),
+      [
+        ['backup', true],
+        ['audit chains', false],
+      ],
+    );
+    const page = (await testApp.app.inject({ method: 'GET', url: '/security' })).body;
+    const line = /<p id="backup-drill">(.*?)<\/p>/s.exec(page)?.[1] ?? '';
+    assert.match(line, /<strong>FAILED<\/strong>/);
+    assert.match(line, new RegExp(`datetime="${document.backup_drill?.finished_at}"`));
+    assert.match(line, /audit chains \(tenant 7f0e broke at seq 3\)/);
   });
 });
 

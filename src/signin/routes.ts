@@ -6,8 +6,11 @@ import { shownError } from '../accounts/page-routes.ts';
 import { signedIn } from '../accounts/principal.ts';
 import type { Principal } from '../accounts/service.ts';
 import { withTenant } from '../db/tenant.ts';
+import { unusedRecoveryCodes } from '../factors/recovery-codes.ts';
 import type { App } from '../http/app.ts';
 import { ProblemSchema } from '../http/problems.ts';
+import { Id, NullableTimestamp, Timestamp } from '../http/schemas.ts';
+import { listIdentities } from '../identities/identities.ts';
 import { messagePage } from '../web/account-pages.ts';
 import { bodyText, sendPage } from '../web/forms.ts';
 import { secondFactorsSection } from '../web/sign-in-pages.ts';
@@ -16,8 +19,9 @@ import { requiresSecondFactor, setRequireSecondFactor } from './policy.ts';
 import { assertRecentSignIn, needsReauth, reauthRedirect } from './recent-sign-in.ts';
 
 // ACC-8: the email code as a second factor (turned on and off from
-// /profile), and the tenant's rule requiring a second factor (members page
-// and /api/v1/tenant/sign-in-policy).
+// /profile), the tenant's rule requiring a second factor (members page
+// and /api/v1/tenant/sign-in-policy), and /api/v1/me/sign-in-methods, the
+// user's ways to sign in as /profile lists them (ACC-8, ACC-9).
 
 /** The /profile section listing the user's second factors. */
 export function secondFactorsProfileSection(sql: Sql): ProfileSection {
@@ -40,6 +44,26 @@ const PolicySchema = Type.Object(
   },
   { additionalProperties: false },
 );
+
+const SignInMethods = Type.Object({
+  password_set: Type.Boolean({ description: 'Whether the account has a password.' }),
+  second_factor_required: Type.Boolean({ description: "The tenant's rule (sign-in-policy)." }),
+  factors: Type.Array(
+    Type.Object({
+      id: Id,
+      kind: Type.Union([Type.Literal('email'), Type.Literal('totp'), Type.Literal('passkey')]),
+      name: Type.String(),
+      created_at: Timestamp,
+      last_used_at: NullableTimestamp,
+    }),
+    { description: 'Second factors; a passkey also signs in alone.' },
+  ),
+  recovery_codes_left: Type.Integer({ minimum: 0, maximum: 10 }),
+  identities: Type.Array(
+    Type.Object({ id: Id, provider: Type.String(), created_at: Timestamp, last_used_at: NullableTimestamp }),
+    { description: 'Linked GitHub or OpenID Connect identities (never their tokens).' },
+  ),
+});
 
 export function registerSignInRoutes(app: App): void {
   const user = { auth: 'user' } as const;
@@ -88,6 +112,43 @@ export function registerSignInRoutes(app: App): void {
   });
 
   const policyErrors = { 400: ProblemSchema, 401: ProblemSchema, 403: ProblemSchema };
+  app.get(
+    '/api/v1/me/sign-in-methods',
+    {
+      config: user,
+      schema: {
+        operationId: 'getSignInMethods',
+        summary:
+          "The signed-in user's ways to sign in: password, second factors, recovery codes, linked identities",
+        description:
+          'Read only. Factors and identities are added and removed on /profile, where a sign-in within the last 10 minutes is asked for first.',
+        tags: ['accounts'],
+        response: { 200: SignInMethods, 401: ProblemSchema, 403: ProblemSchema },
+      },
+    },
+    async (request) => {
+      const { user: me } = signedIn(request);
+      return request.withTenant(async (tx) => {
+        const [factors, identities, recoveryCodes, required, [account]] = await Promise.all([
+          userFactors(tx, me.id),
+          listIdentities(tx, me.id),
+          unusedRecoveryCodes(tx, me.id),
+          requiresSecondFactor(tx, me.tenant_id),
+          tx<
+            { password: boolean }[]
+          >`select password_hash is not null as password from users where id = ${me.id}::uuid`,
+        ]);
+        return {
+          password_set: account?.password ?? false,
+          second_factor_required: required,
+          factors,
+          recovery_codes_left: recoveryCodes,
+          identities,
+        };
+      });
+    },
+  );
+
   app.get(
     '/api/v1/tenant/sign-in-policy',
     {

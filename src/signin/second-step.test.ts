@@ -11,6 +11,8 @@ import {
   textOf,
   useMailWorker,
 } from '../../test/helpers/pages.ts';
+import { storedPasskey } from '../../test/helpers/passkeys.ts';
+import { recoveryCodeHash } from '../factors/recovery-codes.ts';
 import { MAX_FAILED_ATTEMPTS } from './challenges.ts';
 
 // ACC-8, ACC-5. Attack: someone who has a user's password (phished,
@@ -112,6 +114,82 @@ describe('ACC-8: a code by email after the password', () => {
         ['session.login', 'email'],
       ],
     );
+  });
+
+  test('ACC-8: the step offers a recovery code only to a user who holds an unused one, not for every passkey', async () => {
+    const account = await createAccount(ctx.db, ctx.testApp);
+    await storedPasskey(ctx.db, account.user);
+    const verifyPageOf = async () => {
+      const signIn = await postForm(
+        ctx.testApp.app,
+        '/login',
+        { login: account.user.username, password: account.password },
+        { remoteAddress: client() },
+      );
+      const location = String(signIn.headers.location);
+      assert.match(location, /^\/login\/verify\//);
+      const page = await getPage(ctx.testApp.app, location, { cookie: cookieOf(signIn, 'enclave_sign_in') });
+      assert.equal(page.statusCode, 200);
+      assert.match(page.body, /id="passkey-step"/);
+      return page.body;
+    };
+    assert.doesNotMatch(
+      await verifyPageOf(),
+      /id="recovery-step"/,
+      'a passkey alone brings no recovery codes',
+    );
+    await ctx.db.superuser`
+      insert into recovery_codes (tenant_id, user_id, code_hash)
+      values (${account.user.tenant_id}::uuid, ${account.user.id}::uuid, ${recoveryCodeHash('aaaaa-bbbbb')})`;
+    assert.match(await verifyPageOf(), /id="recovery-step"/);
+    await ctx.db
+      .superuser`update recovery_codes set used_at = now() where user_id = ${account.user.id}::uuid`;
+    assert.doesNotMatch(await verifyPageOf(), /id="recovery-step"/, 'every code used: no form');
+  });
+
+  test('ACC-8, ACC-9: GET /api/v1/me/sign-in-methods lists the caller’s own factors, recovery codes left and linked identities, never another user’s', async () => {
+    const account = await withEmailCode();
+    const other = await createAccount(ctx.db, ctx.testApp);
+    await storedPasskey(ctx.db, other.user);
+    const passkey = await storedPasskey(ctx.db, account.user);
+    await ctx.db.superuser`
+      insert into recovery_codes (tenant_id, user_id, code_hash)
+      values (${account.user.tenant_id}::uuid, ${account.user.id}::uuid, ${recoveryCodeHash('ccccc-ddddd')})`;
+    await ctx.db.superuser`
+      insert into user_identities (tenant_id, user_id, provider, issuer, subject)
+      values (${account.user.tenant_id}::uuid, ${account.user.id}::uuid, 'github', 'https://github.com', '4242')`;
+    const response = await ctx.testApp.app.inject({
+      method: 'GET',
+      url: '/api/v1/me/sign-in-methods',
+      headers: { authorization: `Bearer ${account.apiToken}` },
+    });
+    assert.equal(response.statusCode, 200, response.body);
+    const methods = response.json<{
+      password_set: boolean;
+      second_factor_required: boolean;
+      factors: { id: string; kind: string }[];
+      recovery_codes_left: number;
+      identities: { provider: string }[];
+    }>();
+    assert.equal(methods.password_set, true);
+    assert.equal(methods.second_factor_required, false);
+    assert.deepEqual(
+      methods.factors.map((factor) => factor.kind),
+      ['email', 'passkey'],
+    );
+    assert.equal(methods.factors[1]?.id, passkey);
+    assert.equal(methods.recovery_codes_left, 1);
+    assert.deepEqual(
+      methods.identities.map((identity) => identity.provider),
+      ['github'],
+    );
+    assert.doesNotMatch(
+      response.body,
+      /4242|https:\/\/github\.com/,
+      'the subject and issuer stay on the server',
+    );
+    const anonymous = await ctx.testApp.app.inject({ method: 'GET', url: '/api/v1/me/sign-in-methods' });
+    assert.equal(anonymous.statusCode, 401);
   });
 
   test('ACC-8: the code is stored only as a hash, and the step works once', async () => {

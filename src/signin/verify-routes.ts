@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
+import { unusedRecoveryCodes } from '../factors/recovery-codes.ts';
 import type { App } from '../http/app.ts';
 import { RateLimitedError } from '../http/rate-limits.ts';
 import { bodyText, sendPage } from '../web/forms.ts';
@@ -49,11 +50,16 @@ export async function showVerifyPage(
     id === undefined || browserToken === undefined
       ? undefined
       : await withLiveChallenge(deps.sql, { id, browserToken }, async (tx, challenge) => {
-          const [factors, users] = await Promise.all([
+          const [factors, users, recoveryCodes] = await Promise.all([
             userFactors(tx, challenge.user_id),
             tx<{ email: string }[]>`select email from users where id = ${challenge.user_id}::uuid`,
+            unusedRecoveryCodes(tx, challenge.user_id),
           ]);
-          return { kinds: new Set(factors.map((factor) => factor.kind)), email: users[0]?.email ?? '' };
+          return {
+            kinds: new Set(factors.map((factor) => factor.kind)),
+            email: users[0]?.email ?? '',
+            recoveryCodes: recoveryCodes > 0,
+          };
         });
   if (id === undefined || live === undefined) return sendPage(reply, 400, verifyDeadPage(DEAD));
   return sendPage(reply, status, verifyPage({ path: verifyPath(id), ...live, ...shown }));

@@ -27,6 +27,8 @@ export function verifyPage(input: {
   readonly path: string;
   readonly kinds: ReadonlySet<FactorKind>;
   readonly email: string;
+  /** Whether the user has an unused recovery code (they are made with TOTP, and kept while a passkey or email code remains). */
+  readonly recoveryCodes: boolean;
   readonly error?: string | undefined;
   readonly notice?: string | undefined;
 }): string {
@@ -52,19 +54,18 @@ ${codeField('f-totp-code', 'Code from your authenticator app', 'Six digits; a ne
     ? html`<section aria-labelledby="passkey-step"><h2 id="passkey-step">Passkey</h2>
 ${passkeyStepForm(path)}</section>`
     : '';
-  const recovery =
-    kinds.has('totp') || kinds.has('passkey')
-      ? html`<section aria-labelledby="recovery-step"><h2 id="recovery-step">Recovery code</h2>
+  const recovery = input.recoveryCodes
+    ? html`<section aria-labelledby="recovery-step"><h2 id="recovery-step">Recovery code</h2>
 <p>Lost your device? Use one of the recovery codes you saved. Each works once.</p>
 <form method="post" action="${path}/recovery" class="stack">
 ${codeField('f-recovery-code', 'Recovery code', 'As you saved it; dashes and spaces are ignored.')}
 <button type="submit">Continue</button>
 </form></section>`
-      : '';
+    : '';
   return page(
     'Confirm it is you',
     html`<h1>Confirm it is you</h1>
-<p>Your password was right. This account has a second step: use one of the ways below. No session starts until you do.</p>
+<p>One step done. This account has a second step: use one of the ways below. No session starts until you do.</p>
 ${noticeBox(input.notice)}
 ${errorBox(input.error)}
 ${email}${totp}${passkey}${recovery}
