@@ -4,6 +4,7 @@ import { describe, test } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
 import { insertEgressRecords } from '../src/agents/egress/records.ts';
 import { withTenant } from '../src/db/tenant.ts';
+import { RELAY_TOKEN_SCHEME, THREAD_TOKEN_SCHEME } from '../src/http/openapi.ts';
 import { decideListing } from '../src/relay/listings.ts';
 import { createAccount, loginAgain, mintInvite, type TestAccount } from './helpers/accounts.ts';
 import { insertAgent } from './helpers/agents.ts';
@@ -35,6 +36,18 @@ let aliceMember: TestAccount;
 let bob: TestAccount;
 /** Each tenant's callback endpoint (RLY-7), by tenant id: the path id of its delivery list. */
 const callbackEndpoints = new Map<string, TestEndpoint>();
+
+/** A tenant's relay credentials (RLY-3, RLY-4): what it can present at /relay/v1. */
+interface RelayKit {
+  /** Its claimed relay token, for C's agent. */
+  relayToken: string;
+  /** A thread it started with that token (a participant's thread token is minted for it). */
+  ownThread: string;
+  /** A thread C started with its own agent (the owner's thread token is minted for it). */
+  agentThread: string;
+}
+/** A's and B's relay credentials, by tenant id. */
+const relayKits = new Map<string, RelayKit>();
 
 ctx.before(async () => {
   alice = await createAccount(ctx.db, ctx.testApp);
@@ -148,16 +161,57 @@ ctx.before(async () => {
     await decideListing(ctx.db.app, { handle, decision: 'approve', actor: 'operator:cli' });
   }
   // Two threads with A's agent over that connection, so thread and message ids are among A's ids and A's thread list pages.
+  const aliceThreads: string[] = [];
   for (const text of ['first', 'second']) {
-    const started = await ctx.testApp.app.inject({
-      method: 'POST',
-      url: '/relay/v1/threads',
-      headers: { authorization: `Bearer ${claimed.json<{ relay_token: string }>().relay_token}` },
-      payload: { text },
-    });
-    assert.equal(started.statusCode, 201, started.body);
+    aliceThreads.push(await startRelayThread(claimed.json<{ relay_token: string }>().relay_token, text));
+  }
+  // Relay credentials of A and B for the data-plane probe (RLY-3, RLY-4): each asks C's agent as a
+  // person and starts a thread there (its relay token, a participant's thread); B's agent has a thread
+  // from C too, as A's has (an owner's thread).
+  await ctx.db.superuser`update agents set card_published = true where handle = 'bob-echo'`;
+  const carolToBob = await approvedRelayToken(carol, bob, 'bob-echo');
+  const bobThread = await startRelayThread(carolToBob, 'to bob');
+  for (const [account, agentThread] of [
+    [alice, aliceThreads[0]],
+    [bob, bobThread],
+  ] as const) {
+    assert.ok(agentThread !== undefined);
+    const relayToken = await approvedRelayToken(account, carol, 'carol-echo');
+    const ownThread = await startRelayThread(relayToken, 'to carol');
+    relayKits.set(account.user.tenant_id, { relayToken, ownThread, agentThread });
   }
 });
+
+/** `asker` asks for `owner`'s agent at `handle` as a person, `owner` approves, `asker` claims the relay token. */
+async function approvedRelayToken(asker: TestAccount, owner: TestAccount, handle: string): Promise<string> {
+  const post = (account: TestAccount, url: string, payload?: object) =>
+    ctx.testApp.app.inject({
+      method: 'POST',
+      url,
+      headers: { authorization: `Bearer ${account.apiToken}` },
+      ...(payload === undefined ? {} : { payload }),
+    });
+  const asked = await post(asker, '/api/v1/connections', { handle, agent_id: null, message: 'hello' });
+  assert.equal(asked.statusCode, 201, asked.body);
+  const { id } = asked.json<{ id: string }>();
+  const approved = await post(owner, `/api/v1/connections/${id}/approve`);
+  assert.equal(approved.statusCode, 200, approved.body);
+  const claimed = await post(asker, `/api/v1/connections/${id}/relay-token`);
+  assert.equal(claimed.statusCode, 201, claimed.body);
+  return claimed.json<{ relay_token: string }>().relay_token;
+}
+
+/** A new thread started with `relayToken`; its id. */
+async function startRelayThread(relayToken: string, text: string): Promise<string> {
+  const started = await ctx.testApp.app.inject({
+    method: 'POST',
+    url: '/relay/v1/threads',
+    headers: { authorization: `Bearer ${relayToken}` },
+    payload: { text },
+  });
+  assert.equal(started.statusCode, 201, started.body);
+  return started.json<{ thread: { id: string } }>().thread.id;
+}
 
 async function agentIdOf(handle: string): Promise<string> {
   const [agent] = await ctx.db.superuser<{ id: string }[]>`select id from agents where handle = ${handle}`;
@@ -172,6 +226,7 @@ type Schema = Record<string, unknown>;
 interface Operation {
   parameters?: { name: string; in: string; required?: boolean; schema?: Schema }[];
   requestBody?: { content?: Record<string, { schema?: Schema }> };
+  security?: Record<string, string[]>[];
 }
 
 interface OpenApiDocument {
@@ -194,16 +249,29 @@ async function readOpenApi(): Promise<OpenApiDocument> {
   return response.json<OpenApiDocument>();
 }
 
-function documentedApiRoutes(doc: OpenApiDocument): DocumentedRoute[] {
+function documentedRoutes(doc: OpenApiDocument): DocumentedRoute[] {
   const routes: DocumentedRoute[] = [];
   for (const [openApiPath, item] of Object.entries(doc.paths)) {
     const path = openApiPath.replace(/\{([^}]+)\}/g, ':$1');
-    if (!path.startsWith('/api/')) continue;
     for (const [method, operation] of Object.entries(item)) {
       if (METHODS.has(method)) routes.push({ method: method.toUpperCase(), path, operation });
     }
   }
   return routes;
+}
+
+function documentedApiRoutes(doc: OpenApiDocument): DocumentedRoute[] {
+  return documentedRoutes(doc).filter((route) => route.path.startsWith('/api/'));
+}
+
+/** The relay token schemes of the document (RLY-3, RLY-4): a route taking one is the relay's data plane. */
+const RELAY_SCHEMES = [RELAY_TOKEN_SCHEME, THREAD_TOKEN_SCHEME] as const;
+type RelayScheme = (typeof RELAY_SCHEMES)[number];
+
+/** The relay scheme a route's security names, if any. */
+function relaySchemeOf(route: DocumentedRoute): RelayScheme | undefined {
+  const named = (route.operation.security ?? []).flatMap((requirement) => Object.keys(requirement));
+  return RELAY_SCHEMES.find((scheme) => named.includes(scheme));
 }
 
 function pathParams(route: DocumentedRoute): string[] {
@@ -301,9 +369,8 @@ async function tenantTables(): Promise<string[]> {
   return rows.map((row) => row.table_name);
 }
 
-/** A digest of every row of tenant A in every tenant table, and of A's tenants row. */
-async function digestOfA(): Promise<Record<string, string>> {
-  const tenant = alice.user.tenant_id;
+/** A digest of every row of `tenant` (A, unless named) in every tenant table, and of its tenants row. */
+async function digestOfTenant(tenant = alice.user.tenant_id): Promise<Record<string, string>> {
   const digest: Record<string, string> = {};
   for (const table of [...(await tenantTables()), 'tenants']) {
     const column = table === 'tenants' ? 'id' : 'tenant_id';
@@ -316,9 +383,10 @@ async function digestOfA(): Promise<Record<string, string>> {
   return digest;
 }
 
-/** Every uuid in any row of A (ids, and what they reference), and A's audit hashes, usernames and emails. */
-async function identifiersOfA(): Promise<{ uuids: string[]; all: string[] }> {
-  const tenant = alice.user.tenant_id;
+/** Every uuid in any row of `tenant` (A, unless named: ids, and what they reference), and its audit hashes, usernames and emails. */
+async function identifiersOfTenant(
+  tenant = alice.user.tenant_id,
+): Promise<{ uuids: string[]; all: string[] }> {
   const uuids = new Set<string>([tenant]);
   const others = new Set<string>();
   for (const table of await tenantTables()) {
@@ -438,11 +506,11 @@ describe('cross-tenant suite, generated from /openapi.json', () => {
     assert.ok(withParams.length >= 3, 'routes with path ids were found');
     assert.ok(lists.length >= 5, 'list routes were found');
 
-    const { uuids, all } = await identifiersOfA();
+    const { uuids, all } = await identifiersOfTenant();
     for (const id of [alice.user.id, alice.apiTokenId, alice.sessionId, aliceMember.user.id]) {
       assert.ok(uuids.includes(id), `A's ids were collected (${id})`);
     }
-    const before = await digestOfA();
+    const before = await digestOfTenant();
     const failures: string[] = [];
     let probes = 0;
 
@@ -501,7 +569,7 @@ describe('cross-tenant suite, generated from /openapi.json', () => {
 
     assert.deepEqual(failures, [], 'cross-tenant leaks');
     assert.ok(probes >= withParams.length * uuids.length * credentials.length);
-    assert.deepEqual(await digestOfA(), before, "A's rows are unchanged");
+    assert.deepEqual(await digestOfTenant(), before, "A's rows are unchanged");
 
     // Only now A's own credentials: A sees its own ids, so the checks above were not vacuous.
     const own = await ctx.testApp.app.inject({
@@ -513,8 +581,8 @@ describe('cross-tenant suite, generated from /openapi.json', () => {
   });
 
   test("TEN-7, RLY-2: /a2a/:handle answers tenant B's credentials, with any of A's ids as the task, exactly as an unknown handle, and A's rows are unchanged", async () => {
-    const { uuids, all } = await identifiersOfA();
-    const before = await digestOfA();
+    const { uuids, all } = await identifiersOfTenant();
+    const before = await digestOfTenant();
     const a2a = (handle: string, credential: Credential, method: string, params: object) =>
       ctx.testApp.app.inject({
         method: 'POST',
@@ -544,7 +612,106 @@ describe('cross-tenant suite, generated from /openapi.json', () => {
       }
     }
     assert.deepEqual(failures, [], 'cross-tenant answers at /a2a');
-    assert.deepEqual(await digestOfA(), before, "A's rows are unchanged");
+    assert.deepEqual(await digestOfTenant(), before, "A's rows are unchanged");
+  });
+
+  test("TEN-7, RLY-3, RLY-4: every /relay data-plane route in /openapi.json answers tenant B's relay and thread tokens with A's ids exactly as with random ids (never 2xx, never 500), and A's tokens with B's ids likewise; neither tenant's rows change", async () => {
+    const doc = await readOpenApi();
+    // The data plane is every documented route that takes a relay or thread token, wherever it lives.
+    const routes = documentedRoutes(doc).filter((route) => relaySchemeOf(route) !== undefined);
+    const withParams = routes.filter((route) => pathParams(route).length > 0);
+    const others = routes.filter((route) => pathParams(route).length === 0);
+    // Not vacuous: today's relay routes are here (the suite names none of them).
+    assert.ok(
+      routes.some((route) => !route.path.startsWith('/api/')),
+      'routes outside /api were found',
+    );
+    assert.ok(withParams.length >= 3, 'relay routes with path ids were found');
+    for (const scheme of RELAY_SCHEMES) {
+      assert.ok(
+        withParams.some((route) => relaySchemeOf(route) === scheme),
+        `a route with path ids takes ${scheme}`,
+      );
+    }
+    const failures: string[] = [];
+    const strip = (body: string) => body.replace(/"request_id":"[^"]+"/, '');
+    for (const [prober, victim] of [
+      [bob, alice],
+      [alice, bob],
+    ] as const) {
+      const kit = relayKits.get(prober.user.tenant_id);
+      assert.ok(kit !== undefined);
+      const who = prober === bob ? 'B' : 'A';
+      const threadToken = async (threadId: string) => {
+        // The probes above spent the mint buckets (RLY-5); the limiter is not what this test probes.
+        await ctx.db.superuser`delete from enclave.rate_limits`;
+        const minted = await ctx.testApp.app.inject({
+          method: 'POST',
+          url: `/api/v1/threads/${threadId}/access-token`,
+          headers: { authorization: `Bearer ${prober.apiToken}` },
+        });
+        assert.equal(minted.statusCode, 201, minted.body);
+        return minted.json<{ thread_token: string }>().thread_token;
+      };
+      const bearer = (name: string, token: string): Credential => ({
+        name: `${who}'s ${name}`,
+        headers: () => ({ authorization: `Bearer ${token}` }),
+      });
+      const tokens: Record<RelayScheme, Credential[]> = {
+        [RELAY_TOKEN_SCHEME]: [bearer('relay token', kit.relayToken)],
+        [THREAD_TOKEN_SCHEME]: [
+          bearer("participant's thread token", await threadToken(kit.ownThread)),
+          bearer("owner's thread token", await threadToken(kit.agentThread)),
+        ],
+      };
+      const { uuids, all } = await identifiersOfTenant(victim.user.tenant_id);
+      assert.ok(
+        uuids.includes(relayKits.get(victim.user.tenant_id)?.agentThread ?? ''),
+        "the victim's relay threads are among its ids",
+      );
+      const before = await digestOfTenant(victim.user.tenant_id);
+
+      for (const route of withParams) {
+        for (const credential of tokens[relaySchemeOf(route) ?? RELAY_TOKEN_SCHEME]) {
+          const label = `${credential.name} ${route.method} ${route.path}`;
+          const random = await call(doc, credential, route, fill(doc, route, randomUUID()));
+          const expected = problemOf(random);
+          if (expected.status < 400 || expected.status >= 500) {
+            failures.push(`${label} with a random id: ${expected.status}`);
+          }
+          for (const id of uuids) {
+            const foreign = await call(doc, credential, route, fill(doc, route, id));
+            const got = problemOf(foreign);
+            if (got.status !== expected.status || got.code !== expected.code) {
+              failures.push(
+                `${label} with the other tenant's ${id}: ${got.status} ${got.code}, random id gave ${expected.status} ${expected.code}`,
+              );
+            } else if (strip(foreign.body) !== strip(random.body)) {
+              failures.push(`${label} with the other tenant's ${id}: body differs from a random id's`);
+            }
+            for (const leak of leaks(foreign, all)) failures.push(`${label} answered with ${leak}`);
+          }
+        }
+      }
+      // A thread start names no id: its token's own grant decides where it goes (C's agent), never the victim.
+      for (const route of others) {
+        for (const credential of tokens[relaySchemeOf(route) ?? RELAY_TOKEN_SCHEME]) {
+          const response = await call(doc, credential, route, route.path);
+          if (response.statusCode >= 500) {
+            failures.push(`${credential.name} ${route.method} ${route.path}: ${response.statusCode}`);
+          }
+          for (const leak of leaks(response, all)) {
+            failures.push(`${credential.name} ${route.method} ${route.path} answered with ${leak}`);
+          }
+        }
+      }
+      assert.deepEqual(
+        await digestOfTenant(victim.user.tenant_id),
+        before,
+        `the rows of ${who === 'B' ? 'A' : 'B'} are unchanged`,
+      );
+    }
+    assert.deepEqual(failures, [], 'cross-tenant answers at the relay data plane');
   });
 
   test("TEN-7: every paged list in /openapi.json (a GET taking a string `after`) refuses a cursor of tenant A's same list from tenant B with 400 cursor_invalid, and shows nothing of A's", async () => {
@@ -598,7 +765,7 @@ describe('cross-tenant suite, generated from /openapi.json', () => {
         ]),
       ),
     };
-    const { all } = await identifiersOfA();
+    const { all } = await identifiersOfTenant();
     const failures: string[] = [];
     bobCookie = (await loginAgain(ctx.db, ctx.testApp, bob)).sessionCookie;
     for (const route of paged) {

@@ -19,17 +19,44 @@ const WIDTH = 390;
 test('OPS-3: in Chromium at 390 px wide, no page scrolls sideways and the navigation stays on screen', async (t) => {
   if (!requireTool(t, 'chromium', 'chromium')) return;
   const { db, testApp, base } = await listeningTestApp(t);
-  const account = await createAccount(db, testApp, { username: 'narrow-owner', password: PASSWORD });
+  // An operator too, so the operator's listing review is among the pages.
+  const account = await createAccount(db, testApp, {
+    kind: 'operator',
+    username: 'narrow-owner',
+    password: PASSWORD,
+  });
   const agentId = await insertAgent(db.app, account.user.tenant_id, 'narrow');
   // A thread another tenant opened with one of the account's agents, its message one long word.
   const target = await relayAgent({ testApp }, account);
   const asker = await createAccount(db, testApp);
-  const { relayToken } = await approvedConnection({ testApp }, account, asker, target);
+  const { connectionId, relayToken } = await approvedConnection({ testApp }, account, asker, target);
   const grant = await resolveRelayToken(db.app, relayToken);
   assert.ok(grant !== undefined);
   const { thread } = await withTenant(db.app, grant.targetTenantId, (tx) =>
     startThread(tx, grant, `${'x'.repeat(400)} wraps`),
   );
+  // A pending connection request with a long message (the incoming list), one of the account's own
+  // (the outgoing list), and a listing request waiting for the operator.
+  const third = await createAccount(db, testApp);
+  const other = await relayAgent({ testApp }, asker);
+  for (const [from, handle] of [
+    [third, target.handle],
+    [account, other.handle],
+  ] as const) {
+    const requested = await testApp.app.inject({
+      method: 'POST',
+      url: '/api/v1/connections',
+      headers: { authorization: `Bearer ${from.apiToken}` },
+      payload: { handle, message: `${'y'.repeat(300)} please` },
+    });
+    assert.equal(requested.statusCode, 201, requested.body);
+  }
+  const listing = await testApp.app.inject({
+    method: 'POST',
+    url: `/api/v1/agents/${target.id}/listing`,
+    headers: { authorization: `Bearer ${account.apiToken}` },
+  });
+  assert.equal(listing.statusCode, 200, listing.body);
   // A webhook endpoint with a long URL, and a delivery to show with its attempts.
   const endpoint = await callbackEndpoint(db, `https://hooks.example/${'long-path-'.repeat(30)}`, {
     tenantId: account.user.tenant_id,
@@ -56,8 +83,14 @@ test('OPS-3: in Chromium at 390 px wide, no page scrolls sideways and the naviga
     '/dashboard/audit',
     '/dashboard/members',
     '/directory',
+    '/dashboard/connections',
+    '/dashboard/connections/incoming',
+    '/dashboard/connections/outgoing',
+    `/dashboard/connections/${connectionId}/revoke`,
     '/dashboard/threads',
     `/dashboard/threads/${thread.id}`,
+    `/dashboard/threads/${thread.id}/close`,
+    '/operator/listings',
     '/dashboard/webhooks',
     `/dashboard/webhooks/${endpoint.id}?delivery=${delivery.id}`,
     '/profile',

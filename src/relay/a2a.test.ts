@@ -4,8 +4,9 @@ import { randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { type Message, Role, type Task, TaskState } from '@a2a-js/sdk';
 import { type Client, ClientFactory } from '@a2a-js/sdk/client';
-import { createAccount, type TestAccount } from '../../test/helpers/accounts.ts';
+import { createAccount, randomClientIp, type TestAccount } from '../../test/helpers/accounts.ts';
 import { useTestApp } from '../../test/helpers/app.ts';
+import { exhaustBucket } from '../../test/helpers/rate-limits.ts';
 import {
   type ApprovedConnection,
   approvedConnection,
@@ -380,6 +381,43 @@ describe('A2A JSON-RPC at /a2a/:handle', () => {
     assert.ok(Number(answer.headers['retry-after']) > 0);
     assert.equal(answer.json<{ code: string }>().code, 'rate_limited');
     assert.equal(await threadCount(), threads);
+  });
+
+  test('RLY-5: past its read bucket (relay_read_token, or relay_read_ip for its address), GetTask and CancelTask answer 429 with Retry-After before any lookup, and the task is left as it was', async () => {
+    const started = await rpc(target.handle, sendBody('read me later'), connection.relayToken);
+    const threadId = started.json<{ result: { task: { id: string } } }>().result.task.id;
+    const limitedToken = await threadToken(asker, threadId);
+    await exhaustBucket(ctx.db, 'relay_read_token', hashToken(limitedToken).toString('hex'));
+    const address = randomClientIp();
+    await exhaustBucket(ctx.db, 'relay_read_ip', address);
+    const freshToken = await threadToken(asker, threadId);
+    const call = (method: string, token: string, remoteAddress = randomClientIp()) =>
+      ctx.testApp.app.inject({
+        method: 'POST',
+        url: `/a2a/${target.handle}`,
+        remoteAddress,
+        headers: {
+          'content-type': 'application/json',
+          'a2a-version': '1.0',
+          authorization: `Bearer ${token}`,
+        },
+        payload: { jsonrpc: '2.0', id: 1, method, params: { id: threadId } },
+      });
+    for (const method of ['GetTask', 'CancelTask']) {
+      for (const [why, answer] of [
+        ['token', await call(method, limitedToken)],
+        ['address', await call(method, freshToken, address)],
+      ] as const) {
+        assert.equal(answer.statusCode, 429, `${method} (${why}): ${answer.body}`);
+        assert.equal(answer.json<{ code: string }>().code, 'rate_limited');
+        assert.ok(Number(answer.headers['retry-after']) > 0, `${method} (${why}): Retry-After`);
+      }
+    }
+    const [thread] = await ctx.db.superuser<{ state: string }[]>`
+      select state from relay_threads where id = ${threadId}::uuid`;
+    assert.equal(thread?.state, 'open', 'a refused CancelTask closed nothing');
+    const read = await call('GetTask', freshToken);
+    assert.equal(read.statusCode, 200, read.body);
   });
 
   test('RLY-6: a replayed messageId (concurrent replays too) or Idempotency-Key answers the first task and creates nothing more', async () => {

@@ -3,8 +3,9 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
-import { createAccount, type TestAccount } from '../../test/helpers/accounts.ts';
+import { createAccount, randomClientIp, type TestAccount } from '../../test/helpers/accounts.ts';
 import { type ProblemBody, useTestApp } from '../../test/helpers/app.ts';
+import { exhaustBucket } from '../../test/helpers/rate-limits.ts';
 import { relayAgent } from '../../test/helpers/relay.ts';
 import { canonicalEventParts } from '../audit/event.ts';
 import { withTenant } from '../db/tenant.ts';
@@ -382,4 +383,31 @@ test('RLY-5: past its hourly connection requests a user is answered 429 with Ret
   const rows = await ctx.db.superuser<{ n: number }[]>`
     select count(*)::int as n from enclave.relay_connections where requester_user_id = ${flooder.user.id}::uuid`;
   assert.equal(rows[0]?.n, 0);
+});
+
+test('RLY-5: past its hourly connection requests (relay_connect_ip) a client address is answered 429 with Retry-After, whoever signs in there, before any lookup, and nothing is written; another address is served', async () => {
+  const target = await agentOf(owner, true);
+  const address = randomClientIp();
+  await exhaustBucket(ctx.db, 'relay_connect_ip', address);
+  const ask = async (remoteAddress: string) => {
+    // A fresh user each time: their own bucket is full, so only the address's can refuse them.
+    const user = await createAccount(ctx.db, ctx.testApp);
+    const response = await ctx.testApp.app.inject({
+      method: 'POST',
+      url: '/api/v1/connections',
+      remoteAddress,
+      headers: { authorization: `Bearer ${user.apiToken}` },
+      payload: { handle: target.handle, message: 'hello' },
+    });
+    const rows = await ctx.db.superuser<{ n: number }[]>`
+      select count(*)::int as n from enclave.relay_connections where requester_user_id = ${user.user.id}::uuid`;
+    return { response, rows: rows[0]?.n };
+  };
+  const refused = await ask(address);
+  assert.equal(refused.response.statusCode, 429, refused.response.body);
+  assert.equal(refused.response.json<ProblemBody>().code, 'rate_limited');
+  assert.match(String(refused.response.headers['retry-after']), /^\d+$/);
+  assert.equal(refused.rows, 0);
+  const served = await ask(randomClientIp());
+  assert.equal(served.response.statusCode, 201, served.response.body);
 });

@@ -9,8 +9,9 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
-import { createAccount, type TestAccount } from '../../test/helpers/accounts.ts';
+import { createAccount, randomClientIp, type TestAccount } from '../../test/helpers/accounts.ts';
 import { useTestApp } from '../../test/helpers/app.ts';
+import { exhaustBucket } from '../../test/helpers/rate-limits.ts';
 import {
   type ApprovedConnection,
   approvedConnection,
@@ -18,6 +19,7 @@ import {
   relayAgent,
   relayParties,
 } from '../../test/helpers/relay.ts';
+import type { Bucket } from '../http/rate-limits.ts';
 import { hashToken, mintToken } from '../tokens.ts';
 import { MESSAGE_BODY_LIMIT } from './data-plane-routes.ts';
 import { requestFingerprint } from './idempotency.ts';
@@ -45,7 +47,7 @@ interface ThreadStarted {
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
 function send(
-  method: 'GET' | 'POST',
+  method: 'GET' | 'POST' | 'PUT',
   url: string,
   headers: Record<string, string>,
   payload?: object | string,
@@ -272,6 +274,64 @@ describe('the relay data plane', () => {
     assert.equal(read.json<{ thread: { state: string } }>().thread.state, 'revoked');
   });
 
+  test("RLY-1, RLY-3: once the target's card is unpublished, thread start and follow-up (with or without an Idempotency-Key) answer exactly as a connection request to an unknown handle, as /a2a/:handle does, and write nothing; the thread's holders still read it; publishing again reopens it", async () => {
+    const agent = await relayAgent(ctx, owner);
+    const fresh = await approvedConnection(ctx, owner, asker, agent);
+    const { thread } = await startedThread(fresh.relayToken);
+    const participant = bearer(await threadToken(asker, thread.id));
+    const publish = (published: boolean) =>
+      send('PUT', `/api/v1/agents/${agent.id}/card`, bearer(owner.apiToken), { published });
+    assert.equal((await publish(false)).statusCode, 200);
+    const unknown = await send('POST', '/api/v1/connections', bearer(stranger.apiToken), {
+      handle: `nobody-${randomUUID().slice(0, 8)}`,
+      message: 'hello',
+    });
+    assert.deepEqual(problem(unknown), { status: 404, code: 'not_found' });
+    const strip = (body: string) => body.replace(/"request_id":"[^"]+"/, '');
+    const before = await rowCounts();
+    for (const url of ['/relay/v1/threads', `/relay/v1/threads/${thread.id}/messages`]) {
+      for (const headers of [{}, { 'idempotency-key': `"${randomUUID()}"` }]) {
+        const response = await send(
+          'POST',
+          url,
+          { ...bearer(fresh.relayToken), ...headers },
+          { text: 'hi?' },
+        );
+        assert.equal(strip(response.body), strip(unknown.body), `${url} ${JSON.stringify(headers)}`);
+      }
+    }
+    // A2A refuses it as it refuses a handle nobody has: the same JSON-RPC error.
+    const rpc = (handle: string) =>
+      send(
+        'POST',
+        `/a2a/${handle}`,
+        { ...bearer(fresh.relayToken), 'a2a-version': '1.0' },
+        {
+          jsonrpc: '2.0',
+          id: 1,
+          method: 'SendMessage',
+          params: { message: { messageId: randomUUID(), role: 'ROLE_USER', parts: [{ text: 'hi?' }] } },
+        },
+      );
+    const [a2aUnpublished, a2aUnknown] = [
+      await rpc(agent.handle),
+      await rpc(`nobody-${randomUUID().slice(0, 8)}`),
+    ];
+    assert.equal(a2aUnpublished.body, a2aUnknown.body);
+    assert.equal(a2aUnpublished.json<{ error: { code: number } }>().error.code, -32001);
+    assert.deepEqual(await rowCounts(), before);
+    // The owner withdrew the agent from new business, not the record: a participant still reads what was said.
+    const read = await send('GET', `/relay/v1/threads/${thread.id}`, participant);
+    assert.equal(read.statusCode, 200, read.body);
+    assert.equal(read.json<{ thread: { state: string } }>().thread.state, 'open');
+    // The connection was never revoked: a published card takes messages again.
+    assert.equal((await publish(true)).statusCode, 200);
+    const again = await send('POST', `/relay/v1/threads/${thread.id}/messages`, bearer(fresh.relayToken), {
+      text: 'back again',
+    });
+    assert.equal(again.statusCode, 201, again.body);
+  });
+
   test('RLY-4: a thread token opens only its own thread: another thread id is the same 404 as an unknown one', async () => {
     const mine = await startedThread();
     const theirs = await startedThread(other.relayToken);
@@ -483,6 +543,76 @@ describe('the relay data plane', () => {
     const mint = await send('POST', `/api/v1/threads/${thread.id}/access-token`, bearer(minter.apiToken));
     assert.deepEqual(problem(mint), { status: 429, code: 'rate_limited' });
     assert.ok(mint.headers['retry-after']);
+  });
+
+  test('RLY-5: a relay token past its follow-up bucket (relay_follow_up_token) gets 429 with Retry-After, before its lookup, and nothing is written; its thread starts have a bucket of their own', async () => {
+    const spent = await approvedConnection(ctx, owner, asker, await relayAgent(ctx, owner));
+    const { thread } = await startedThread(spent.relayToken);
+    const unknown = mintToken('relay').token;
+    for (const token of [spent.relayToken, unknown]) {
+      await exhaustBucket(ctx.db, 'relay_follow_up_token', hashToken(token).toString('hex'));
+    }
+    const before = await rowCounts();
+    for (const token of [spent.relayToken, unknown]) {
+      const response = await send('POST', `/relay/v1/threads/${thread.id}/messages`, bearer(token), {
+        text: 'one too many',
+      });
+      assert.deepEqual(problem(response), { status: 429, code: 'rate_limited' });
+      assert.ok(Number(response.headers['retry-after']) >= 1, 'Retry-After in seconds');
+    }
+    assert.deepEqual(await rowCounts(), before);
+    assert.equal((await start(spent.relayToken, 'a new thread still starts')).statusCode, 201);
+  });
+
+  test('RLY-5: one client address past its bucket for thread start, follow-up, read or thread-token mint (relay_*_ip) gets 429 with Retry-After whatever valid token or user it presents, and nothing is written; another address is served', async () => {
+    const { thread } = await startedThread();
+    const participant = await threadToken(asker, thread.id);
+    const cases: [Bucket, () => [string, string, Record<string, string>, object | undefined]][] = [
+      [
+        'relay_thread_start_ip',
+        () => ['POST', '/relay/v1/threads', bearer(connection.relayToken), { text: 'hi' }],
+      ],
+      [
+        'relay_follow_up_ip',
+        () => [
+          'POST',
+          `/relay/v1/threads/${thread.id}/messages`,
+          bearer(connection.relayToken),
+          { text: 'hi' },
+        ],
+      ],
+      ['relay_read_ip', () => ['GET', `/relay/v1/threads/${thread.id}`, bearer(participant), undefined]],
+      [
+        'relay_token_mint_ip',
+        () => ['POST', `/api/v1/threads/${thread.id}/access-token`, bearer(asker.apiToken), undefined],
+      ],
+    ];
+    for (const [bucket, request] of cases) {
+      const [method, url, headers, payload] = request();
+      const from = (remoteAddress: string) =>
+        ctx.testApp.app.inject({
+          method: method as 'GET',
+          url,
+          remoteAddress,
+          headers: payload === undefined ? headers : { 'content-type': 'application/json', ...headers },
+          ...(payload === undefined ? {} : { payload }),
+        });
+      const address = randomClientIp();
+      await exhaustBucket(ctx.db, bucket, address);
+      const written = async () => ({
+        ...(await rowCounts()),
+        tokens: (
+          await ctx.db.superuser<{ n: number }[]>`select count(*)::int as n from relay_thread_tokens`
+        )[0]?.n,
+      });
+      const before = await written();
+      const limited = await from(address);
+      assert.deepEqual(problem(limited), { status: 429, code: 'rate_limited' }, bucket);
+      assert.ok(Number(limited.headers['retry-after']) >= 1, `${bucket}: Retry-After in seconds`);
+      assert.deepEqual(await written(), before, bucket);
+      const elsewhere = await from(randomClientIp());
+      assert.ok(elsewhere.statusCode < 300, `${bucket} from another address: ${elsewhere.body}`);
+    }
   });
 
   test('RLY-6: concurrent replays of one thread start with the same Idempotency-Key create exactly one thread; each answer is the original 201 or 409 in flight', async () => {

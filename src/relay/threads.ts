@@ -110,12 +110,19 @@ function checkedBody(text: string): string {
  * Holds the grant for the rest of the transaction: its incoming row must still
  * be approved with this token, and is share-locked, so a revoke committing
  * meanwhile waits for this write and then marks its thread revoked (RLY-3).
+ * The target's card must still be published, as /a2a/:handle requires (RLY-1):
+ * an unpublished agent takes no new thread or message by REST either, with the
+ * answer an unknown handle gets. Its row is share-locked too, so an unpublish
+ * waits for a write already past this check. Reads and closes by thread token
+ * do not come here: a thread already held stays readable by its holders.
  */
 async function holdGrant(tx: TenantSql, grant: RelayGrant): Promise<void> {
-  const [held] = await tx<
-    { held: boolean }[]
-  >`select enclave.relay_grant_hold(${grant.connectionId}::uuid) as held`;
-  if (held?.held !== true) throw new RelayError('not_found', 'no such agent');
+  const [held] = await tx<{ held: boolean }[]>`
+    select enclave.relay_grant_hold(${grant.connectionId}::uuid) as held`;
+  const [published] = await tx`
+    select 1 from agents where ${boundTenant(tx)} and id = ${grant.targetAgentId}::uuid and card_published
+    for share`;
+  if (held?.held !== true || published === undefined) throw new RelayError('not_found', 'no such agent');
 }
 
 async function appendMessage(
