@@ -89,7 +89,7 @@ export async function fanoutCallbackEvent(sql: Sql, payload: unknown): Promise<v
     async (tx) => {
       const read =
         'threadId' in event.subject
-          ? await readEvent(tx, event, event.subject.threadId)
+          ? await readThreadEvent(tx, event, event.subject.threadId)
           : await readConnectionEvent(tx, event, event.subject.connectionId);
       if (read === undefined) return undefined;
       await deliverTo(tx, event.tenantId, event, read.body, tx`agent_id = ${read.agentId}::uuid`);
@@ -140,7 +140,8 @@ async function readConnectionEvent(
   };
 }
 
-async function readEvent(
+/** A thread event: the thread, its connection and agent, and the message when the event names one. */
+async function readThreadEvent(
   tx: TenantSql,
   event: FanoutEvent,
   threadId: string,
