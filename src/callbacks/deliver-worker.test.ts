@@ -105,6 +105,32 @@ test('RLY-7: 1,000 events to one slow endpoint: the others are not delayed', asy
     const [queues] = await db.superuser<{ count: number }[]>`
       select count(*)::int as count from graphile_worker._private_job_queues where queue_name like 'callback:%'`;
     assert.ok((queues?.count ?? 0) <= 2, 'one queue row per endpoint at most');
+    // The database stays small: per event, one delivery row whose only variable part is the payload, and one
+    // job that holds ids, never the payload; no attempt row until an attempt ends.
+    const [stored] = await db.superuser<
+      { deliveries: number; attempts: number; jobs: number; row_overhead: number; job_bytes: number }[]
+    >`
+      select
+        (select count(*)::int from callback_deliveries where endpoint_id = ${slowEndpoint.id}) as deliveries,
+        (select count(*)::int from callback_attempts a join callback_deliveries d on d.id = a.delivery_id
+          where d.endpoint_id = ${slowEndpoint.id}) as attempts,
+        (select count(*)::int from graphile_worker._private_jobs j
+          join graphile_worker._private_job_queues q on q.id = j.job_queue_id
+          where q.queue_name = ${`callback:${slowEndpoint.id}`}) as jobs,
+        (select max(pg_column_size(d.*) - octet_length(d.payload))::int from callback_deliveries d
+          where d.endpoint_id = ${slowEndpoint.id}) as row_overhead,
+        (select max(pg_column_size(j.payload))::int from graphile_worker._private_jobs j
+          join graphile_worker._private_job_queues q on q.id = j.job_queue_id
+          where q.queue_name = ${`callback:${slowEndpoint.id}`}) as job_bytes`;
+    assert.deepEqual([stored?.deliveries, stored?.attempts, stored?.jobs], [1000, 0, 1000]);
+    assert.ok(
+      (stored?.row_overhead ?? Infinity) <= 300,
+      `a delivery row is its payload and ${stored?.row_overhead} bytes`,
+    );
+    assert.ok(
+      (stored?.job_bytes ?? Infinity) <= 200,
+      `a job holds ${stored?.job_bytes} bytes: ids, not the payload`,
+    );
   } finally {
     // The 999 waiting jobs are not this test's: gone before the held attempt is answered and the worker stops.
     await db.superuser`

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { readFile } from 'node:fs/promises';
+import { after, before, mock, test } from 'node:test';
 import { Webhook } from 'standardwebhooks';
 import {
   callbackDeliveryRow,
@@ -22,6 +23,7 @@ import {
   replayDelivery,
 } from './deliver.ts';
 import { createCallbackRules } from './destination.ts';
+import { CALLBACK_TIMEOUT_MS } from './send.ts';
 
 // RLY-7: the callback_deliver job, run directly with an injected clock (time
 // is driven by moving the clock to each scheduled run_at, never by sleeping),
@@ -343,4 +345,36 @@ test('RLY-7: during a rotation both the new and the previous secret verify, and 
   assert.ok(later !== undefined);
   verifyWithStandardWebhooks(derived.secret(endpoint.id, endpoint.salt), later);
   assert.throws(() => verifyWithStandardWebhooks(derived.secret(endpoint.id, previous), later));
+});
+
+test('RLY-7: with no override an attempt is bounded by the 10 s CALLBACK_TIMEOUT_MS, as src/main.ts builds the worker’s delivery; an override replaces it', async () => {
+  assert.equal(CALLBACK_TIMEOUT_MS, 10_000);
+  receiver.answer = (res) => res.writeHead(200).end();
+  const endpoint = await callbackEndpoint(db, receiver.url);
+  /** The delays of the timers armed while one delivery runs. */
+  async function timerDelays(send?: { timeoutMs: number }): Promise<unknown[]> {
+    const made = await callbackDeliveryRow(db, endpoint);
+    const timers = mock.method(globalThis, 'setTimeout');
+    try {
+      await delivery(undefined, send).deliver({ tenant_id: endpoint.tenantId, delivery_id: made.id });
+    } finally {
+      timers.mock.restore();
+    }
+    return timers.mock.calls.map((call) => call.arguments[1]);
+  }
+  // The worker's delivery (src/main.ts) is built with sql, sessionKey and rules, and no `send`: the default is its bound.
+  const main = await readFile(new URL('../main.ts', import.meta.url), 'utf8');
+  const built = /createCallbackDelivery\(\{([^}]*)\}\)/.exec(main)?.[1];
+  assert.ok(built !== undefined, 'main.ts builds the callback delivery');
+  assert.deepEqual(
+    built
+      .split(',')
+      .map((field) => field.trim().split(':')[0])
+      .filter(Boolean),
+    ['sql', 'sessionKey', 'rules'],
+  );
+  assert.ok((await timerDelays()).includes(CALLBACK_TIMEOUT_MS), 'the attempt armed a 10 s timer');
+  const overridden = await timerDelays({ timeoutMs: 4321 });
+  assert.ok(overridden.includes(4321));
+  assert.ok(!overridden.includes(CALLBACK_TIMEOUT_MS), 'the 10 s timer was the attempt’s own');
 });

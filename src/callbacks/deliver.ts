@@ -90,7 +90,8 @@ function payloadOf(value: unknown): { tenantId: string; deliveryId: string; firs
 interface DeliveryRow {
   endpoint_id: string;
   webhook_id: string;
-  payload: string;
+  /** Null once relay retention removed it (RLY-9, callbacks/retention.ts). */
+  payload: string | null;
   state: string;
   attempts: number;
   url: string;
@@ -127,18 +128,18 @@ export function createCallbackDelivery(deps: CallbackDeliveryDeps) {
   const now = () => deps.clock?.() ?? new Date();
 
   /** The webhook-signature header: v1 under every valid secret, plus v1a when asked for. */
-  function sign(row: DeliveryRow, endpointId: string, timestamp: number): string {
+  function sign(row: DeliveryRow, payload: string, endpointId: string, timestamp: number): string {
     const salts = [row.secret_salt];
     if (row.previous_salt !== null && row.previous_salt_until !== null && row.previous_salt_until > now()) {
       salts.push(row.previous_salt);
     }
     const signatures = salts.map((salt) =>
-      signV1(derived.secret(endpointId, salt), row.webhook_id, timestamp, row.payload),
+      signV1(derived.secret(endpointId, salt), row.webhook_id, timestamp, payload),
     );
     if (row.sign_v1a) {
       signatures.push(
         ...salts.map((salt) =>
-          signV1a(derived.signingKey(endpointId, salt), row.webhook_id, timestamp, row.payload),
+          signV1a(derived.signingKey(endpointId, salt), row.webhook_id, timestamp, payload),
         ),
       );
     }
@@ -225,7 +226,8 @@ export function createCallbackDelivery(deps: CallbackDeliveryDeps) {
       );
       if (row === undefined || row.state !== 'pending') return;
       // A disabled endpoint is sent nothing: the delivery ends failed, so replay-failed sends it after a re-enable.
-      if (row.endpoint_state !== 'enabled') {
+      // A delivery without its payload (retention never takes a pending one's; this is a guard) ends failed too.
+      if (row.endpoint_state !== 'enabled' || row.payload === null) {
         await serviceQuery(
           deps.sql,
           { tenantId, reason: 'callbacks: fail a delivery to a disabled endpoint' },
@@ -235,18 +237,19 @@ export function createCallbackDelivery(deps: CallbackDeliveryDeps) {
         );
         return;
       }
+      const body = row.payload;
       const attemptedAt = now();
       const timestamp = Math.floor(attemptedAt.getTime() / 1000);
       const outcome = await sendCallback(
         {
           url: row.url,
-          body: row.payload,
+          body,
           headers: {
             'content-type': 'application/json',
             'user-agent': 'Enclave-Callbacks/1',
             'webhook-id': row.webhook_id,
             'webhook-timestamp': String(timestamp),
-            'webhook-signature': sign(row, row.endpoint_id, timestamp),
+            'webhook-signature': sign(row, body, row.endpoint_id, timestamp),
           },
           ...deps.send,
         },
@@ -262,13 +265,14 @@ export type CallbackDelivery = ReturnType<typeof createCallbackDelivery>;
 /**
  * Starts a new attempt series of a finished delivery, with the same
  * webhook-id (the receiver dedupes on it). Returns false when the delivery is
- * still pending (its series runs) or does not exist in this tenant.
+ * still pending (its series runs), its payload expired (RLY-9: there is
+ * nothing to send), or it does not exist in this tenant.
  */
 export async function replayDelivery(tx: TenantSql, tenantId: string, deliveryId: string): Promise<boolean> {
   const [row] = await tx<{ endpoint_id: string; attempts: number }[]>`
     update callback_deliveries
     set state = 'pending', finished_at = null, next_attempt_at = now()
-    where id = ${deliveryId} and state <> 'pending'
+    where id = ${deliveryId} and state <> 'pending' and payload is not null
     returning endpoint_id, attempts`;
   if (row === undefined) return false;
   await enqueueCallbackDelivery(tx, {

@@ -37,6 +37,10 @@ export interface DeliverySummary {
   readonly next_attempt_at: Date | null;
   readonly created_at: Date;
   readonly finished_at: Date | null;
+  /** The payload's size in bytes, also after it expired. */
+  readonly payload_bytes: number;
+  /** When relay retention removed the payload and the answers' excerpts (RLY-9); null while they are kept. */
+  readonly payload_deleted_at: Date | null;
 }
 
 export interface DeliveryAttempt {
@@ -49,12 +53,13 @@ export interface DeliveryAttempt {
 }
 
 export interface DeliveryDetail extends DeliverySummary {
-  readonly payload: string;
+  /** Null once expired (payload_deleted_at says when). */
+  readonly payload: string | null;
   readonly attempt_log: DeliveryAttempt[];
 }
 
 const SUMMARY = `id, endpoint_id, event_type, webhook_id, state, attempts, last_status, next_attempt_at,
-  created_at, finished_at`;
+  created_at, finished_at, coalesce(payload_bytes, octet_length(payload)) as payload_bytes, payload_deleted_at`;
 
 /** Throws not_found / forbidden unless the principal may manage the endpoint (the rule of endpoints.ts). */
 export async function authorizeEndpoint(
@@ -98,7 +103,7 @@ export async function getDelivery(
   deliveryId: string,
 ): Promise<DeliveryDetail> {
   await endpointOf(tx, principal, deliveryId);
-  const [row] = await tx<(DeliverySummary & { payload: string })[]>`
+  const [row] = await tx<(DeliverySummary & { payload: string | null })[]>`
     select ${tx.unsafe(SUMMARY)}, payload from callback_deliveries where id = ${deliveryId}::uuid`;
   if (row === undefined) throw noSuchDelivery();
   const attempts = await tx<DeliveryAttempt[]>`
@@ -107,7 +112,7 @@ export async function getDelivery(
   return { ...row, attempt_log: attempts };
 }
 
-/** Replays one finished delivery; false when it is still pending (its series runs). */
+/** Replays one finished delivery; false when it is still pending (its series runs) or its payload expired. */
 export async function replayOne(
   tx: TenantSql,
   principal: Principal,
@@ -121,7 +126,7 @@ export async function replayOne(
 /** The most failed deliveries one replay-failed call requeues: the caller pages by calling again. */
 export const MAX_REPLAY_FAILED = 1000;
 
-/** Replays the endpoint's deliveries that ended failed at or after `since`; returns how many. */
+/** Replays the endpoint's deliveries that ended failed at or after `since` and still have their payload; returns how many. */
 export async function replayFailed(
   tx: TenantSql,
   principal: Principal,
@@ -133,6 +138,7 @@ export async function replayFailed(
   const failed = await tx<{ id: string }[]>`
     select id from callback_deliveries
     where ${boundTenant(tx)} and endpoint_id = ${endpointId}::uuid and state = 'failed' and finished_at >= ${since}
+      and payload is not null
     order by finished_at limit ${MAX_REPLAY_FAILED}`;
   let count = 0;
   for (const { id } of failed) if (await replayDelivery(tx, tenantId, id)) count += 1;

@@ -22,14 +22,18 @@ const outcome = (status: number | null, error: string | null): string =>
 function attempts(detail: DeliveryDetail): Html {
   return html`<section aria-labelledby="delivery-${detail.id}">
 <h3 id="delivery-${detail.id}">Delivery <code>${detail.webhook_id}</code> (${detail.event_type})</h3>
-<p>State: ${detail.state}. Body sent:</p>
-<pre>${detail.payload}</pre>
+${
+  detail.payload === null
+    ? html`<p>State: ${detail.state}. Payload expired: the body sent (${detail.payload_bytes} bytes) and the answers were deleted ${time(detail.payload_deleted_at)}, 30 days after the event.</p>`
+    : html`<p>State: ${detail.state}. Body sent:</p>
+<pre>${detail.payload}</pre>`
+}
 ${
   detail.attempt_log.length === 0
     ? html`<p class="muted">No attempt yet.</p>`
     : html`<table><thead><tr><th>#</th><th>Time</th><th>Outcome</th><th>Latency</th><th>Answer (first 1 KB)</th></tr></thead><tbody>${detail.attempt_log.map(
         (a) =>
-          html`<tr><td>${a.number}</td><td>${time(a.attempted_at)}</td><td>${outcome(a.status, a.error)}</td><td>${a.latency_ms} ms</td><td><pre>${a.response_prefix ?? ''}</pre></td></tr>`,
+          html`<tr><td>${a.number}</td><td>${time(a.attempted_at)}</td><td>${outcome(a.status, a.error)}</td><td>${a.latency_ms} ms</td><td>${a.response_prefix === null && detail.payload_deleted_at !== null ? html`<span class="muted">expired</span>` : html`<pre>${a.response_prefix ?? ''}</pre>`}</td></tr>`,
       )}</tbody></table>`
 }
 </section>`;

@@ -5,6 +5,7 @@ import { insertAgent } from '../../test/helpers/agents.ts';
 import { useTestApp } from '../../test/helpers/app.ts';
 import { callbackDeliveryRow, callbackEndpoint, type TestEndpoint } from '../../test/helpers/callbacks.ts';
 import { withTenant } from '../db/tenant.ts';
+import { runRelayRetention } from '../relay/retention.ts';
 import { callbackJobKey } from './deliver.ts';
 
 // RLY-7: the delivery log and replay over the API. Who may is probed for
@@ -117,6 +118,49 @@ describe('the delivery log', () => {
     assert.equal(response.statusCode, 202, response.body);
     assert.deepEqual(response.json(), { requeued: 1 });
     assert.deepEqual([await jobs(old.id), await jobs(recent.id), await jobs(fine.id)], [0, 1, 0]);
+  });
+
+  test('RLY-9: a delivery whose payload expired after 30 days reads as expired in the API and on the dashboard (payload null, size and time kept) and is not replayed', async () => {
+    const made = await callbackDeliveryRow(ctx.db, endpoint);
+    await finish(made.id, 'failed', '31 days');
+    await ctx.db.superuser`
+      update callback_deliveries set created_at = now() - interval '31 days' where id = ${made.id}::uuid`;
+    await runRelayRetention(ctx.db.app, { now: new Date() });
+    const one = await api('GET', `/api/v1/webhook-deliveries/${made.id}`);
+    assert.equal(one.statusCode, 200, one.body);
+    const detail = one.json<{
+      state: string;
+      payload: string | null;
+      payload_bytes: number;
+      payload_deleted_at: string | null;
+      attempt_log: { number: number; status: number; response_prefix: string | null }[];
+    }>();
+    assert.deepEqual(
+      [detail.state, detail.payload, detail.payload_bytes, detail.payload_deleted_at !== null],
+      ['failed', null, Buffer.byteLength(made.payload), true],
+    );
+    assert.deepEqual(
+      detail.attempt_log.map((a) => [a.number, a.status, a.response_prefix]),
+      [[1, 500, null]],
+    );
+    const list = await api('GET', `/api/v1/webhook-endpoints/${endpoint.id}/deliveries?limit=100`);
+    const listed = list
+      .json<{ deliveries: { id: string; payload_deleted_at: string | null }[] }>()
+      .deliveries.find((d) => d.id === made.id);
+    assert.ok(listed?.payload_deleted_at, 'the list says it expired');
+    const replayed = await api('POST', `/api/v1/webhook-deliveries/${made.id}/replay`);
+    assert.deepEqual(replayed.json(), { replayed: false });
+    assert.equal(await jobs(made.id), 0);
+    const page = await ctx.testApp.app.inject({
+      method: 'GET',
+      url: `/dashboard/webhooks/${endpoint.id}?delivery=${made.id}`,
+      headers: { cookie: owner.sessionCookie },
+    });
+    assert.equal(page.statusCode, 200, page.body);
+    assert.match(
+      page.body,
+      new RegExp(`Payload expired: the body sent \\(${Buffer.byteLength(made.payload)} bytes\\)`),
+    );
   });
 
   test('RLY-7: a since that is not a time is a 400 naming the field; an unknown endpoint or delivery is a 404', async () => {

@@ -24,6 +24,11 @@ const DeliverySchema = Type.Object({
   next_attempt_at: NullableTimestamp,
   created_at: Timestamp,
   finished_at: NullableTimestamp,
+  payload_bytes: Type.Integer({ description: 'The payload’s size in bytes, kept after it expires' }),
+  payload_deleted_at: Type.Union([Timestamp, Type.Null()], {
+    description:
+      'When the payload and the answers’ excerpts were deleted, 30 days after the delivery was created (RLY-9); null while kept',
+  }),
 });
 
 const AttemptSchema = Type.Object({
@@ -41,7 +46,9 @@ const AttemptSchema = Type.Object({
 
 const DeliveryDetailSchema = Type.Object({
   ...DeliverySchema.properties,
-  payload: Type.String({ description: 'The exact body signed and sent' }),
+  payload: Type.Union([Type.String(), Type.Null()], {
+    description: 'The exact body signed and sent; null once expired (payload_deleted_at)',
+  }),
   attempt_log: Type.Array(AttemptSchema),
 });
 
@@ -105,7 +112,9 @@ export function registerDeliveryRoutes(app: App, deps: { cursors: PageCursors })
         params: IdParams,
         ...curlExample('POST', '/api/v1/webhook-deliveries/{id}/replay'),
         response: {
-          202: Type.Object({ replayed: Type.Boolean({ description: 'false: it is still pending' }) }),
+          202: Type.Object({
+            replayed: Type.Boolean({ description: 'false: it is still pending, or its payload expired' }),
+          }),
           ...errors,
         },
       },

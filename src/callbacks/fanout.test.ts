@@ -14,7 +14,7 @@ import {
   relayParties,
 } from '../../test/helpers/relay.ts';
 import { withTenant } from '../db/tenant.ts';
-import { type RelayGrant, resolveRelayToken } from '../relay/connections.ts';
+import { decideConnection, type RelayGrant, resolveRelayToken } from '../relay/connections.ts';
 import { closeThread, postOwnerMessage, recordAgentAnswer, startThread } from '../relay/threads.ts';
 import { CALLBACK_FANOUT_TASK } from './events.ts';
 import { type CallbackPayload, fanoutCallbackEvent } from './fanout.ts';
@@ -180,6 +180,66 @@ describe('callback events and fan-out', () => {
       assert.equal(more.length, 0);
       assert.equal((JSON.parse(delivery?.payload ?? '{}') as CallbackPayload).data.state, 'revoked');
     }
+  });
+
+  test('RLY-7: revoking a connection with no open thread sends connection.revoked once to each side’s subscribed endpoints, as an event of the connection enqueued in the revoke’s transaction', async () => {
+    const quiet = await relayAgent(ctx, owner);
+    const unused = await approvedConnection(ctx, owner, asker, quiet);
+    const ownerSide = await register(owner, { agent_id: quiet.id, event_types: ['connection.revoked'] });
+    const callerSide = await register(asker, {
+      connection_id: unused.connectionId,
+      event_types: ['connection.revoked'],
+    });
+    const unsubscribed = await register(owner, { agent_id: quiet.id, event_types: ['thread.closed'] });
+    const connectionJobs = () =>
+      ctx.db.superuser<FanoutJob[]>`
+        select j.payload, j.key from graphile_worker._private_jobs j
+        join graphile_worker._private_tasks t on t.id = j.task_id
+        where t.identifier = ${CALLBACK_FANOUT_TASK} and j.payload->>'connection_id' = ${unused.connectionId}`;
+    // A revoke rolled back leaves no event behind (OPS-2).
+    await assert.rejects(
+      withTenant(ctx.db.app, owner.user.tenant_id, async (tx) => {
+        await decideConnection(tx, owner.principal, unused.connectionId, 'revoke');
+        throw new Error('roll back');
+      }),
+      /roll back/,
+    );
+    assert.equal((await connectionJobs()).length, 0);
+
+    const revoked = await ctx.testApp.app.inject({
+      method: 'POST',
+      url: `/api/v1/connections/${unused.connectionId}/revoke`,
+      headers: { authorization: `Bearer ${owner.apiToken}` },
+    });
+    assert.equal(revoked.statusCode, 200, revoked.body);
+    const [job, ...more] = await connectionJobs();
+    assert.ok(job);
+    assert.equal(more.length, 0);
+    assert.equal(job.key, `${CALLBACK_FANOUT_TASK}:${String(job.payload.event_id)}`);
+    assert.deepEqual(
+      [job.payload.type, job.payload.tenant_id, job.payload.thread_id],
+      ['connection.revoked', owner.user.tenant_id, undefined],
+    );
+    await fanoutCallbackEvent(ctx.db.app, job.payload);
+    await fanoutCallbackEvent(ctx.db.app, job.payload);
+    for (const id of [ownerSide, callerSide]) {
+      const [delivery, ...others] = await deliveriesOf(id);
+      assert.ok(delivery);
+      assert.equal(others.length, 0);
+      const body = JSON.parse(delivery.payload) as CallbackPayload;
+      assert.equal(body.type, 'connection.revoked');
+      assert.deepEqual(body.data, {
+        connection_id: unused.connectionId,
+        agent_handle: quiet.handle,
+        state: 'revoked',
+      });
+      assert.equal((await deliverJobs(delivery.id)).length, 1);
+    }
+    const [theirs] = await deliveriesOf(callerSide);
+    for (const secret of [owner.user.tenant_id, owner.user.id, quiet.id]) {
+      assert.equal(theirs?.payload.includes(secret), false, secret);
+    }
+    assert.equal((await deliveriesOf(unsubscribed)).length, 0);
   });
 
   test('RLY-7: a fan-out payload that is not ours fails the job without touching any tenant', async () => {

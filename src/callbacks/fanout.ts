@@ -6,7 +6,8 @@ import { boundTenant } from '../http/page-cursor.ts';
 import { enqueueCallbackDelivery } from './deliver.ts';
 import { CALLBACK_EVENT_TYPES, type CallbackEventType } from './endpoints.ts';
 
-// The `callback_fanout` job (RLY-7): one thread event (events.ts) becomes one
+// The `callback_fanout` job (RLY-7): one thread event, or one event of a
+// connection itself (its revoke, with no thread_id: events.ts), becomes one
 // delivery per enabled endpoint that wants its type, on both sides:
 //   the thread's tenant:    owner-side endpoints of the thread's agent;
 //   the requester's tenant: caller-side endpoints of the connection (the
@@ -29,7 +30,8 @@ interface FanoutEvent {
   readonly tenantId: string;
   readonly eventId: string;
   readonly type: CallbackEventType;
-  readonly threadId: string;
+  /** The event's subject: a thread, or (a connection-level event) the connection alone. */
+  readonly subject: { readonly threadId: string } | { readonly connectionId: string };
   readonly messageId: string | undefined;
   readonly occurredAt: string;
 }
@@ -39,7 +41,8 @@ export interface CallbackPayload {
   readonly type: CallbackEventType;
   readonly timestamp: string;
   readonly data: {
-    readonly thread_id: string;
+    /** Absent in a connection-level event (a revoke sent once for the connection, open threads or not). */
+    readonly thread_id?: string;
     readonly connection_id: string;
     readonly agent_handle: string;
     readonly state: string;
@@ -58,8 +61,12 @@ function parseEvent(payload: unknown): FanoutEvent {
     new AppError<FanoutErrorCode>('callback_fanout_payload_invalid', `callback_fanout: bad ${field}`);
   if (!isUuid(p.tenant_id)) throw invalid('tenant_id');
   if (!isUuid(p.event_id)) throw invalid('event_id');
-  if (!isUuid(p.thread_id)) throw invalid('thread_id');
   if (!CALLBACK_EVENT_TYPES.includes(p.type as CallbackEventType)) throw invalid('type');
+  // Exactly one subject; a connection's own event is only its revoke, and has no message.
+  const connectionLevel =
+    p.thread_id === undefined && p.type === 'connection.revoked' && p.message_id === undefined;
+  if (connectionLevel ? !isUuid(p.connection_id) : !isUuid(p.thread_id) || p.connection_id !== undefined)
+    throw invalid(connectionLevel ? 'connection_id' : 'thread_id');
   if (p.message_id !== undefined && !isUuid(p.message_id)) throw invalid('message_id');
   if (typeof p.occurred_at !== 'string' || Number.isNaN(Date.parse(p.occurred_at)))
     throw invalid('occurred_at');
@@ -67,39 +74,78 @@ function parseEvent(payload: unknown): FanoutEvent {
     tenantId: p.tenant_id,
     eventId: p.event_id,
     type: p.type as CallbackEventType,
-    threadId: p.thread_id,
+    subject: isUuid(p.thread_id) ? { threadId: p.thread_id } : { connectionId: String(p.connection_id) },
     messageId: p.message_id,
     occurredAt: new Date(p.occurred_at).toISOString(),
   };
 }
 
-/** Creates the deliveries of one thread event; idempotent. */
+/** Creates the deliveries of one thread or connection event; idempotent. */
 export async function fanoutCallbackEvent(sql: Sql, payload: unknown): Promise<void> {
   const event = parseEvent(payload);
   const found = await serviceQuery(
     sql,
-    { tenantId: event.tenantId, reason: 'callbacks: fan out a thread event (owner side)' },
+    { tenantId: event.tenantId, reason: 'callbacks: fan out a relay event (owner side)' },
     async (tx) => {
-      const read = await readEvent(tx, event);
+      const read =
+        'threadId' in event.subject
+          ? await readThreadEvent(tx, event, event.subject.threadId)
+          : await readConnectionEvent(tx, event, event.subject.connectionId);
       if (read === undefined) return undefined;
       await deliverTo(tx, event.tenantId, event, read.body, tx`agent_id = ${read.agentId}::uuid`);
       return read;
     },
   );
-  // The thread is gone (its agent deleted): nobody to tell.
+  // The thread or connection is gone (its agent deleted): nobody to tell.
   if (found === undefined) return;
   await serviceQuery(
     sql,
-    { tenantId: found.peerTenantId, reason: 'callbacks: fan out a thread event (caller side)' },
+    { tenantId: found.peerTenantId, reason: 'callbacks: fan out a relay event (caller side)' },
     (tx) =>
       deliverTo(tx, found.peerTenantId, event, found.body, tx`connection_id = ${found.connectionId}::uuid`),
   );
 }
 
-async function readEvent(
+interface ReadEvent {
+  readonly agentId: string;
+  readonly connectionId: string;
+  readonly peerTenantId: string;
+  readonly body: string;
+}
+
+/** A connection-level event: the connection's incoming row (target's side) with its agent's public handle. */
+async function readConnectionEvent(
   tx: TenantSql,
   event: FanoutEvent,
-): Promise<{ agentId: string; connectionId: string; peerTenantId: string; body: string } | undefined> {
+  connectionId: string,
+): Promise<ReadEvent | undefined> {
+  const [connection] = await tx<
+    { agent_id: string; state: string; handle: string; peer_tenant_id: string }[]
+  >`
+    select c.agent_id, c.state, a.handle, c.peer_tenant_id
+    from relay_connections c
+    join agents a on a.tenant_id = c.tenant_id and a.id = c.agent_id
+    where ${boundTenant(tx, tx`c.tenant_id`)} and c.id = ${connectionId}::uuid and c.side = 'incoming'`;
+  if (connection === undefined) return undefined;
+  const body: CallbackPayload = {
+    type: event.type,
+    timestamp: event.occurredAt,
+    data: { connection_id: connectionId, agent_handle: connection.handle, state: connection.state },
+  };
+  return {
+    agentId: connection.agent_id,
+    connectionId,
+    peerTenantId: connection.peer_tenant_id,
+    body: JSON.stringify(body),
+  };
+}
+
+/** A thread event: the thread, its connection and agent, and the message when the event names one. */
+async function readThreadEvent(
+  tx: TenantSql,
+  event: FanoutEvent,
+  threadId: string,
+): Promise<ReadEvent | undefined> {
   const [thread] = await tx<
     { connection_id: string; agent_id: string; state: string; handle: string; peer_tenant_id: string }[]
   >`
@@ -107,19 +153,19 @@ async function readEvent(
     from relay_threads t
     join agents a on a.tenant_id = t.tenant_id and a.id = t.agent_id
     join relay_connections c on c.tenant_id = t.tenant_id and c.id = t.connection_id and c.side = 'incoming'
-    where ${boundTenant(tx, tx`t.tenant_id`)} and t.id = ${event.threadId}::uuid`;
+    where ${boundTenant(tx, tx`t.tenant_id`)} and t.id = ${threadId}::uuid`;
   if (thread === undefined) return undefined;
   let message: { author: string; body: string | null } | undefined;
   if (event.messageId !== undefined) {
     [message] = await tx<{ author: string; body: string | null }[]>`
       select author, body from relay_messages
-      where ${boundTenant(tx)} and thread_id = ${event.threadId}::uuid and id = ${event.messageId}::uuid`;
+      where ${boundTenant(tx)} and thread_id = ${threadId}::uuid and id = ${event.messageId}::uuid`;
   }
   const body: CallbackPayload = {
     type: event.type,
     timestamp: event.occurredAt,
     data: {
-      thread_id: event.threadId,
+      thread_id: threadId,
       connection_id: thread.connection_id,
       agent_handle: thread.handle,
       state: thread.state,

@@ -57,15 +57,13 @@ export interface TaskPayloads extends PostureTaskPayloads {
   relay_deliver: { tenant_id: string; message_id: string };
   /** Delivers one verified inbound webhook event to its agent's instance (src/webhooks/inbound-delivery.ts). */
   inbound_webhook_deliver: { tenant_id: string; event_id: string };
-  /** Creates the callback deliveries of one thread event, on both sides of the relay (src/callbacks/fanout.ts). */
+  /** Creates the callback deliveries of one thread or connection event, on both sides of the relay (src/callbacks/fanout.ts). */
   callback_fanout: {
     tenant_id: string;
     event_id: string;
     type: string;
-    thread_id: string;
     occurred_at: string;
-    message_id?: string;
-  };
+  } & ({ thread_id: string; message_id?: string } | { connection_id: string });
   /** One attempt of a callback delivery; the next one is scheduled by the job (src/callbacks/deliver.ts). */
   callback_deliver: CallbackDeliverPayload;
   /** Cron, every minute, and at worker start: frees bounded jobs a killed worker left locked (stale-locks.ts). */

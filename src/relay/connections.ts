@@ -4,6 +4,7 @@ import { authorize } from '../accounts/roles.ts';
 import type { Principal } from '../accounts/service.ts';
 import { type AuditEventInput, appendAuditEvent } from '../audit/append.ts';
 import { canonicalEventParts } from '../audit/event.ts';
+import { emitConnectionEvent } from '../callbacks/events.ts';
 import { withLookup } from '../db/lookup.ts';
 import type { TenantSql } from '../db/tenant.ts';
 import {
@@ -259,7 +260,12 @@ export async function decideConnection(
     );
   }
   if (result?.outcome !== 'ok') throw noSuchConnection();
-  const threadsRevoked = decision === 'revoke' ? await revokeConnectionThreads(tx, id) : 0;
+  let threadsRevoked = 0;
+  if (decision === 'revoke') {
+    threadsRevoked = await revokeConnectionThreads(tx, id);
+    // Callbacks (RLY-7): one event of the connection itself, open threads or not; the target's side decides.
+    await emitConnectionEvent(tx, principal.user.tenant_id, { type: 'connection.revoked', connectionId: id });
+  }
   await recordOnBothChains(
     tx,
     principal,

@@ -5,10 +5,13 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { createAccount, type TestAccount } from '../../test/helpers/accounts.ts';
+import { insertAgent } from '../../test/helpers/agents.ts';
 import { useTestApp } from '../../test/helpers/app.ts';
+import { callbackDeliveryRow, callbackEndpoint } from '../../test/helpers/callbacks.ts';
 import { approvedConnection, relayAgent } from '../../test/helpers/relay.ts';
 import { parseCanonicalEvent } from '../audit/event.ts';
 import { createAuditServices } from '../audit/setup.ts';
+import { replayDelivery } from '../callbacks/deliver.ts';
 import { SERVICE_QUERY_ACTION, withTenant } from '../db/tenant.ts';
 import { createTaskHandlers } from '../jobs/tasks.ts';
 import { hashToken } from '../tokens.ts';
@@ -276,5 +279,147 @@ describe('relay retention of thread tokens and idempotency keys', () => {
       ['live'],
     );
     assert.deepEqual((await serviceQueryReasons(tenantId)).slice(reasonsBefore), [RELAY_RETENTION_REASON]);
+  });
+});
+
+describe('relay retention of callback payloads and inbound webhook bodies', () => {
+  let hooks: TestAccount;
+  const deliveryRow = (id: string) =>
+    ctx.db.superuser<Record<string, unknown>[]>`select * from callback_deliveries where id = ${id}::uuid`;
+  const attemptRows = (id: string) =>
+    ctx.db.superuser<Record<string, unknown>[]>`
+      select * from callback_attempts where delivery_id = ${id}::uuid order by number`;
+  const eventRow = (id: string) =>
+    ctx.db.superuser<Record<string, unknown>[]>`select * from inbound_webhook_events where id = ${id}::uuid`;
+  /** Everything but what retention removes and the columns it sets when it does. */
+  const metadata = (rows: Record<string, unknown>[]) =>
+    rows.map(
+      ({
+        payload: _p,
+        payload_bytes: _pb,
+        payload_deleted_at: _pd,
+        response_prefix: _r,
+        body: _b,
+        body_bytes: _bb,
+        delivery: _d,
+        ...kept
+      }) => kept,
+    );
+
+  test('RLY-9: a finished callback delivery 31 days old loses its payload and its answers’ excerpts, keeps ids, times, statuses and size; a pending one and a 29-day-old one keep theirs', async () => {
+    clock = new Date();
+    hooks = await createAccount(ctx.db, ctx.testApp);
+    const tenantId = hooks.user.tenant_id;
+    const agentId = await insertAgent(ctx.db.app, tenantId, 'retained');
+    const endpoint = await callbackEndpoint(ctx.db, 'https://hooks.example/retention', { tenantId, agentId });
+    const old = await callbackDeliveryRow(ctx.db, endpoint);
+    const pending = await callbackDeliveryRow(ctx.db, endpoint);
+    const recent = await callbackDeliveryRow(ctx.db, endpoint);
+    await withTenant(ctx.db.app, tenantId, async (tx) => {
+      for (const { id } of [old, recent]) {
+        await tx`
+          insert into callback_attempts (tenant_id, delivery_id, number, status, latency_ms, response_prefix)
+          values (${tenantId}, ${id}, 1, 200, 30, 'echo: hello')`;
+        await tx`
+          update callback_deliveries set state = 'succeeded', attempts = 1, last_status = 200, finished_at = now()
+          where id = ${id}`;
+      }
+    });
+    await ctx.db.superuser`
+      update callback_deliveries set created_at = created_at - make_interval(days => 31)
+      where id = any(${[old.id, pending.id]}::uuid[])`;
+    await ctx.db.superuser`
+      update callback_deliveries set created_at = created_at - make_interval(days => 29) where id = ${recent.id}::uuid`;
+    const before = { delivery: await deliveryRow(old.id), attempts: await attemptRows(old.id) };
+
+    await runJob();
+
+    const [expired] = await deliveryRow(old.id);
+    assert.equal(expired?.payload, null);
+    assert.ok(expired?.payload_deleted_at instanceof Date);
+    assert.equal(expired?.payload_bytes, Buffer.byteLength(old.payload));
+    assert.deepEqual(metadata(await deliveryRow(old.id)), metadata(before.delivery));
+    const attempts = await attemptRows(old.id);
+    assert.deepEqual(
+      attempts.map((a) => a.response_prefix),
+      [null],
+    );
+    assert.deepEqual(
+      metadata(attempts),
+      metadata(before.attempts),
+      'the attempt (time, status, latency) stays',
+    );
+    // The explicit rule: a delivery whose series still runs keeps what it sends.
+    assert.equal((await deliveryRow(pending.id))[0]?.payload, pending.payload);
+    assert.equal((await deliveryRow(recent.id))[0]?.payload, recent.payload);
+    assert.deepEqual(
+      (await attemptRows(recent.id)).map((a) => a.response_prefix),
+      ['echo: hello'],
+    );
+    assert.equal(
+      await withTenant(ctx.db.app, tenantId, (tx) => replayDelivery(tx, tenantId, old.id)),
+      false,
+      'an expired delivery is never sent again: there is nothing to send',
+    );
+    assert.deepEqual(await serviceQueryReasons(tenantId), [RELAY_RETENTION_REASON]);
+
+    // Its series over, the pending delivery's payload goes at the next run.
+    await ctx.db.superuser`
+      update callback_deliveries set state = 'failed', attempts = 7, finished_at = now() where id = ${pending.id}::uuid`;
+    await runJob();
+    assert.equal((await deliveryRow(pending.id))[0]?.payload, null);
+    assert.equal((await deliveryRow(recent.id))[0]?.payload, recent.payload);
+  });
+
+  test('RLY-9: an inbound webhook event 31 days old loses its body and keeps its metadata; one still queued is failed (nothing left to deliver); a 29-day-old one stays', async () => {
+    const tenantId = hooks.user.tenant_id;
+    const agentId = await insertAgent(ctx.db.app, tenantId, 'inbound');
+    const [endpoint] = await ctx.db.superuser<{ id: string }[]>`
+      insert into inbound_webhooks (tenant_id, agent_id, description, secret_salt)
+      values (${tenantId}::uuid, ${agentId}::uuid, 'retention', ${randomBytes(16)}) returning id`;
+    const event = async (webhookId: string, delivery: string, days: number) => {
+      const [row] = await ctx.db.superuser<{ id: string }[]>`
+        insert into inbound_webhook_events (tenant_id, endpoint_id, webhook_id, body, delivery, received_at, delivered_at)
+        values (${tenantId}::uuid, ${endpoint?.id ?? ''}::uuid, ${webhookId}, ${`{"secret":"${webhookId}"}`},
+          ${delivery}, now() - make_interval(days => ${days}),
+          case when ${delivery} = 'delivered' then now() - make_interval(days => ${days}) end)
+        returning id`;
+      return row?.id ?? '';
+    };
+    const delivered = await event('old-delivered', 'delivered', 31);
+    const queued = await event('old-queued', 'queued', 31);
+    const recent = await event('recent', 'delivered', 29);
+    const before = await eventRow(delivered);
+
+    await runJob();
+
+    const [gone] = await eventRow(delivered);
+    assert.deepEqual(
+      [gone?.body, gone?.body_bytes, gone?.payload_deleted_at instanceof Date, gone?.delivery],
+      [null, Buffer.byteLength('{"secret":"old-delivered"}'), true, 'delivered'],
+    );
+    assert.deepEqual(metadata(await eventRow(delivered)), metadata(before));
+    const [parked] = await eventRow(queued);
+    assert.deepEqual([parked?.body, parked?.delivery], [null, 'failed']);
+    assert.equal((await eventRow(recent))[0]?.body, '{"secret":"recent"}');
+  });
+
+  test('RLY-9: a callback backlog larger than a batch is cleared in several transactions, none skipped', async () => {
+    const tenantId = hooks.user.tenant_id;
+    const agentId = await insertAgent(ctx.db.app, tenantId, 'backlog');
+    const endpoint = await callbackEndpoint(ctx.db, 'https://hooks.example/backlog', { tenantId, agentId });
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i += 1) ids.push((await callbackDeliveryRow(ctx.db, endpoint)).id);
+    await ctx.db.superuser`
+      update callback_deliveries
+      set state = 'succeeded', finished_at = now(), created_at = created_at - make_interval(days => 31)
+      where id = any(${ids}::uuid[])`;
+    const eventsBefore = (await serviceQueryReasons(tenantId)).length;
+    const result = await runRelayRetention(ctx.db.app, { now: clock, batch: 2 });
+    assert.equal(result.callbackPayloadsDeleted, 5);
+    const left = await ctx.db.superuser<{ n: number }[]>`
+      select count(*)::int as n from callback_deliveries where id = any(${ids}::uuid[]) and payload is not null`;
+    assert.equal(left[0]?.n, 0);
+    assert.equal((await serviceQueryReasons(tenantId)).length - eventsBefore, 3, 'batches of 2, 2 and 1');
   });
 });

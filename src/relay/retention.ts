@@ -1,13 +1,19 @@
 import type { Sql } from 'postgres';
+import { deleteDueCallbackPayloads } from '../callbacks/retention.ts';
 import { serviceQuery, type TenantSql } from '../db/tenant.ts';
 import { AppError } from '../errors.ts';
+import { deleteDueInboundBodies } from '../webhooks/retention.ts';
 import { deleteExpiredIdempotencyKeys } from './idempotency.ts';
 
 // Relay retention (RLY-9), the hourly `relay_retention` job: a message's
 // payload is deleted 30 days after it was created (`body = null`,
 // `payload_deleted_at` set); its thread's metadata (ids, authors, timestamps,
-// states, body_bytes, payload_bytes) stays. The same pass deletes thread
-// tokens and idempotency keys past their expiry.
+// states, body_bytes, payload_bytes) stays. The copies of relay text kept
+// elsewhere go by the same 30 days (migration 0032): callback deliveries'
+// payloads with their attempts' response excerpts (src/callbacks/retention.ts;
+// a delivery still pending keeps its payload until its series ends) and
+// inbound webhook events' bodies (src/webhooks/retention.ts). The same pass
+// deletes thread tokens and idempotency keys past their expiry.
 //
 // Hourly rather than daily: a payload then outlives its 30 days by an hour at
 // most, and thread tokens (60 minutes) do not pile up for a day. A run with
@@ -25,12 +31,15 @@ export const PAYLOAD_RETENTION_DAYS = 30;
 /** Rows of each kind deleted per transaction. */
 export const RETENTION_BATCH = 500;
 export const RELAY_RETENTION_REASON =
-  'relay retention (RLY-9): delete message payloads 30 days old, expired thread tokens and idempotency keys';
+  'relay retention (RLY-9): delete message, callback and inbound webhook payloads 30 days old, expired thread tokens and idempotency keys';
 
 export type RelayRetentionErrorCode = 'relay_retention_incomplete';
 
 export interface RelayRetentionResult {
   readonly payloadsDeleted: number;
+  /** Callback deliveries whose payload (and attempts' excerpts) went. */
+  readonly callbackPayloadsDeleted: number;
+  readonly inboundBodiesDeleted: number;
   readonly threadTokensDeleted: number;
   readonly idempotencyKeysDeleted: number;
   /** Tenants whose sweep stopped on an error, with it; their rows wait for the next run. */
@@ -96,21 +105,31 @@ export async function runRelayRetention(
   const { now } = options;
   const batch = options.batch ?? RETENTION_BATCH;
   const cutoff = payloadCutoff(now);
-  const totals = { payloadsDeleted: 0, threadTokensDeleted: 0, idempotencyKeysDeleted: 0 };
+  const totals = {
+    payloadsDeleted: 0,
+    callbackPayloadsDeleted: 0,
+    inboundBodiesDeleted: 0,
+    threadTokensDeleted: 0,
+    idempotencyKeysDeleted: 0,
+  };
   const failures: { tenantId: string; error: unknown }[] = [];
   for (const tenantId of await tenantsWithRelayRetentionDue(sql, now)) {
     try {
       for (;;) {
         const counts = await serviceQuery(sql, { tenantId, reason: RELAY_RETENTION_REASON }, async (tx) => ({
           payloads: await deleteDuePayloads(tx, tenantId, cutoff, batch),
+          callbackPayloads: await deleteDueCallbackPayloads(tx, tenantId, cutoff, batch),
+          inboundBodies: await deleteDueInboundBodies(tx, tenantId, cutoff, batch),
           threadTokens: await deleteExpiredThreadTokens(tx, tenantId, now, batch),
           idempotencyKeys: await deleteExpiredIdempotencyKeys(tx, { now, limit: batch }),
         }));
         totals.payloadsDeleted += counts.payloads;
+        totals.callbackPayloadsDeleted += counts.callbackPayloads;
+        totals.inboundBodiesDeleted += counts.inboundBodies;
         totals.threadTokensDeleted += counts.threadTokens;
         totals.idempotencyKeysDeleted += counts.idempotencyKeys;
         // A full batch of any kind may have left more behind; short batches of every kind mean done.
-        if (Math.max(counts.payloads, counts.threadTokens, counts.idempotencyKeys) < batch) break;
+        if (Math.max(...Object.values(counts)) < batch) break;
       }
     } catch (error) {
       // One tenant's failure (a lock timeout, say) must not keep the others' payloads past their 30 days.

@@ -258,9 +258,9 @@ export async function closeThread(tx: TenantSql, threadId: string): Promise<Thre
 
 /**
  * RLY-3: revoking a connection marks every open thread of it revoked; in the revoke's transaction.
- * Each such thread emits its own `connection.revoked` callback event (RLY-7): a delivery is about
- * one thread, and a receiver keyed on threads learns which ones ended. A connection with no open
- * thread emits none.
+ * Each such thread emits its own `connection.revoked` callback event (RLY-7), with its thread_id: a
+ * receiver keyed on threads learns which ones ended. The revoke itself emits one more, of the
+ * connection alone (decideConnection), so a connection with no open thread is heard of too.
  */
 export async function revokeConnectionThreads(tx: TenantSql, connectionId: string): Promise<number> {
   const revoked = await tx<{ id: string; tenant_id: string }[]>`

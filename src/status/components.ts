@@ -38,7 +38,7 @@ export interface WorkersComponent {
 export interface QueueComponent {
   readonly status: ComponentStatus;
   readonly checked_at: string;
-  /** Jobs due now and not taken by a worker. */
+  /** Jobs due now and not taken by a worker, less those held behind a live run of their named queue (platform-reads.ts). */
   readonly depth: number | null;
   /** How long the oldest of them has been due; null when there is none or it could not be read. */
   readonly oldest_pending_age_seconds: number | null;

@@ -1,5 +1,6 @@
 import type { Sql } from 'postgres';
 import { DatabaseUnavailableError } from '../db/timeouts.ts';
+import { STALE_LOCK_SECONDS } from '../jobs/stale-locks.ts';
 import { THRESHOLDS } from './components.ts';
 
 // The status page's reads (RLY-10): one transaction, one statement of
@@ -8,6 +9,16 @@ import { THRESHOLDS } from './components.ts';
 // (src/db/global-tables.ts); the running-instance count crosses tenants
 // through enclave.status_running_instances() (SECURITY DEFINER, a number only,
 // migration 0024). Nothing read here names a tenant.
+//
+// The queue figures count jobs due and not taken, less those held only
+// because their named queue is busy: a callback endpoint's deliveries run one
+// at a time in its own queue (src/callbacks/deliver.ts), so 1,000 events to
+// one slow endpoint wait there while a worker sends the first. That is one
+// tenant's endpoint being slow, not the platform's workers falling behind, and
+// it must not turn the public `queue` component degraded. A queue whose lock
+// is older than STALE_LOCK_SECONDS is no live run's (a dead worker's, freed
+// by src/jobs/stale-locks.ts): its jobs count. What stays counted: jobs of no
+// named queue, and the head of a free named queue that no worker takes.
 
 export interface PlatformFigures {
   readonly workersSeen: number;
@@ -46,12 +57,18 @@ export async function readPlatformFigures(sql: Sql, timeoutMs: number): Promise<
         (select count(*)::int from worker_heartbeats
           where seen_at > now() - make_interval(mins => ${THRESHOLDS.workerWindowMinutes})) as workers_seen,
         (select max(seen_at) from worker_heartbeats) as last_heartbeat_at,
-        (select count(*)::int from graphile_worker._private_jobs
-          where is_available and run_at <= now()) as queue_depth,
-        (select extract(epoch from now() - min(run_at))::float8 from graphile_worker._private_jobs
-          where is_available and run_at <= now()) as oldest_pending_age_seconds,
+        due.depth as queue_depth,
+        extract(epoch from now() - due.oldest_run_at)::float8 as oldest_pending_age_seconds,
         enclave.status_running_instances()::int as running_instances,
-        (select extract(epoch from now() - max(created_at))::float8 from checkpoints) as latest_checkpoint_age_seconds`;
+        (select extract(epoch from now() - max(created_at))::float8 from checkpoints) as latest_checkpoint_age_seconds
+      from (
+        select count(*)::int as depth, min(j.run_at) as oldest_run_at
+        from graphile_worker._private_jobs j
+        left join graphile_worker._private_job_queues q on q.id = j.job_queue_id
+        where j.is_available and j.run_at <= now()
+          -- Held behind a live run of its queue: not waiting for a worker.
+          and not coalesce(q.locked_at > now() - make_interval(secs => ${STALE_LOCK_SECONDS}), false)
+      ) due`;
     if (row === undefined) throw new Error('the status query returned no row');
     return row;
   });

@@ -47,7 +47,7 @@ export const StatusReportSchema = Type.Object(
       queue: Type.Object(
         { status: Status, checked_at: CheckedAt, depth: Count, oldest_pending_age_seconds: Seconds },
         {
-          description: `Jobs due and not yet taken, and how long the oldest has waited: degraded past ${THRESHOLDS.queueDegradedSeconds} s, down past ${THRESHOLDS.queueDownSeconds} s.`,
+          description: `Jobs due and not yet taken, and how long the oldest has waited (jobs waiting behind a running job of their own named queue, such as one callback endpoint's deliveries, are not counted): degraded past ${THRESHOLDS.queueDegradedSeconds} s, down past ${THRESHOLDS.queueDownSeconds} s.`,
         },
       ),
       callbacks: Type.Object(
@@ -58,7 +58,7 @@ export const StatusReportSchema = Type.Object(
           success_rate_day: Rate,
         },
         {
-          description: `Callback delivery success over the last hour and day, judged on the hour: degraded below ${THRESHOLDS.callbacksDegradedRate}, down below ${THRESHOLDS.callbacksDownRate}; no_data (rates null) when there were no deliveries, which is always the case until callbacks (RLY-7) exist.`,
+          description: `Callback delivery success over the last hour and day, judged on the hour: degraded below ${THRESHOLDS.callbacksDegradedRate}, down below ${THRESHOLDS.callbacksDownRate}; no_data (rates null) when no delivery finished (succeeded or failed) in the hour; pending ones are not an outcome yet.`,
         },
       ),
       agent_instances: Type.Object(

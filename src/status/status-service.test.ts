@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import type { Sql } from 'postgres';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
@@ -71,6 +71,48 @@ describe('status report', () => {
     const stuck = await countingService().service.report();
     assert.equal(stuck.components.queue.status, 'down');
     assert.equal(stuck.status, 'down');
+  });
+
+  test('RLY-10: one slow callback endpoint with many deliveries queued behind its running attempt does not make the queue degraded; a real backlog still does', async () => {
+    await db.app`insert into worker_heartbeats (worker_id, started_at, seen_at) values ('status-test', now(), now())`;
+    const minutesAgo = (minutes: number) => new Date(Date.now() - minutes * 60_000);
+    const queue = `callback:${randomUUID()}`;
+    for (let n = 0; n < 50; n += 1) {
+      await enqueueJob(
+        db.app,
+        'callback_deliver',
+        { tenant_id: randomUUID(), delivery_id: randomUUID() },
+        { queue, jobKey: `status-test:${n}`, runAt: minutesAgo(40) },
+      );
+    }
+    // A worker runs the first: it holds the job and the endpoint's queue, as graphile-worker's get_job does.
+    const lockQueue = (lockedAt: string) => db.superuser`
+      update graphile_worker._private_job_queues set locked_at = now() - ${lockedAt}::interval, locked_by = 'status-test'
+      where queue_name = ${queue}`;
+    await db.superuser`
+      update graphile_worker._private_jobs set locked_at = now(), locked_by = 'status-test'
+      where key = 'status-test:0'`;
+    await lockQueue('1 second');
+    const slow = await countingService().service.report();
+    assert.deepEqual(
+      [
+        slow.components.queue.status,
+        slow.components.queue.depth,
+        slow.components.queue.oldest_pending_age_seconds,
+      ],
+      ['operational', 0, null],
+      'the 49 deliveries wait for their endpoint, not for a worker',
+    );
+    assert.equal(slow.status, 'operational');
+
+    await enqueueJob(db.app, 'relay_retention', {}, { runAt: minutesAgo(10) });
+    const backlog = await countingService().service.report();
+    assert.deepEqual([backlog.components.queue.status, backlog.components.queue.depth], ['degraded', 1]);
+
+    // A queue lock older than any live run is a dead worker's: the jobs behind it count again.
+    await lockQueue('10 minutes');
+    const stuck = await countingService().service.report();
+    assert.deepEqual([stuck.components.queue.status, stuck.components.queue.depth], ['down', 50]);
   });
 
   test('RLY-10: job workers are down with no heartbeat in the last 3 minutes, operational with one', async () => {

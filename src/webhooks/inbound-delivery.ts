@@ -82,7 +82,8 @@ export function createInboundDelivery(
             join inbound_webhooks w on w.tenant_id = e.tenant_id and w.id = e.endpoint_id
             join agents a on a.tenant_id = w.tenant_id and a.id = w.agent_id
             left join agent_instances i on i.agent_id = w.agent_id
-            where ${boundTenant(tx, tx`e.tenant_id`)} and e.id = ${eventId}::uuid and e.delivery = 'queued'`;
+            where ${boundTenant(tx, tx`e.tenant_id`)} and e.id = ${eventId}::uuid and e.delivery = 'queued'
+              and e.body is not null`;
           const template = row === undefined ? undefined : deps.templates.get(row.template_id);
           // Gone, already settled, or the instance is not running: it waits, queued, for its start.
           if (row?.instance_state !== 'running' || row.subdomain === null || template === undefined) return;
