@@ -4,6 +4,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
+import type { StatusReport } from '../src/status/components.ts';
 import { buildTestApp, type ProblemBody, type TestApp } from './helpers/app.ts';
 import { startTestCluster, type TestCluster } from './helpers/cluster.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
@@ -12,8 +13,9 @@ import { type MailWorker, postForm, startMailWorker } from './helpers/pages.ts';
 // A database that freezes (SIGSTOP) or goes down under a running server: every
 // request answers 503 database_unavailable with Retry-After within the bound
 // (ENCLAVE_DB_TIMEOUT_MS), never a 500 or a hang, and the server recovers on
-// its own when the database comes back. This file freezes and stops a cluster
-// of its own, never the run's shared one.
+// its own when the database comes back; /status.json, which needs no
+// database to answer, says the database is down. This file freezes and stops
+// a cluster of its own, never the run's shared one.
 
 const TIMEOUT_MS = 1000;
 /** A safety net far above the bound, not a timing assertion: a hang fails here, not at the harness timeout. */
@@ -187,6 +189,29 @@ test('a stopped database answers 503 database_unavailable, and serves again once
   await assertUnavailable(apiCall);
   await assertUnavailable(signIn);
   await startServer();
+  await assertServing();
+});
+
+test('RLY-10: with the database stopped, /status.json says the database is down within seconds, never hangs', {
+  timeout: 60_000,
+}, async () => {
+  await stopServer();
+  try {
+    const started = performance.now();
+    const response = await testApp.app.inject({ method: 'GET', url: '/status.json' });
+    const waitedMs = performance.now() - started;
+    assert.ok(waitedMs < HANG_MS, `answered after ${Math.round(waitedMs)} ms`);
+    // A report, not a 503: the outage is what it reports.
+    assert.equal(response.statusCode, 200, response.body);
+    const report = response.json() as StatusReport;
+    assert.equal(report.status, 'down');
+    assert.deepEqual(
+      [report.components.database.status, report.components.database.response_ms],
+      ['down', null],
+    );
+  } finally {
+    await startServer();
+  }
   await assertServing();
 });
 

@@ -18,7 +18,9 @@ import { createCallbackRules } from './destination.ts';
 // RLY-7 with a real graphile-worker: the per-endpoint queue keeps a slow
 // endpoint from delaying the others, and a job left locked by a worker
 // process killed with SIGKILL mid-attempt comes back at the next worker start
-// with the same webhook-id. Waits are bounded safety nets; assertions are on what arrived.
+// with the same webhook-id, and one stopped with SIGTERM finishes the attempts
+// under way and leaves the rest, unlocked, to the next worker. Waits are
+// bounded safety nets; assertions are on what arrived.
 
 const SAFETY_MS = 30_000;
 const SESSION_KEY = 'callbacks-worker-test-session-key-0123456789';
@@ -50,6 +52,31 @@ async function worker(): Promise<Worker> {
       send: { timeoutMs: 120_000 },
     }),
   });
+}
+
+/** test/helpers/callback-worker-process.ts in a process of its own; `lines` are what it printed so far. */
+function workerProcess(concurrency?: number) {
+  const child = spawn(
+    process.execPath,
+    [fileURLToPath(new URL('../../test/helpers/callback-worker-process.ts', import.meta.url))],
+    {
+      env: {
+        ...process.env,
+        CALLBACK_WORKER: JSON.stringify({
+          target: db.target,
+          credentials: db.appCredentials,
+          sessionKey: SESSION_KEY,
+          concurrency,
+        }),
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  const lines: string[] = [];
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    lines.push(...chunk.split('\n').filter((line) => line !== ''));
+  });
+  return { child, exited: once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>, lines };
 }
 
 function until(what: string, check: () => boolean): Promise<void> {
@@ -153,22 +180,7 @@ test('RLY-7: a worker killed with SIGKILL mid-attempt loses no delivery: a resta
   await withTenant(db.app, endpoint.tenantId, (tx) =>
     enqueueCallbackDelivery(tx, { tenantId: endpoint.tenantId, id: made.id, endpointId: endpoint.id }),
   );
-  const child = spawn(
-    process.execPath,
-    [fileURLToPath(new URL('../../test/helpers/callback-worker-process.ts', import.meta.url))],
-    {
-      env: {
-        ...process.env,
-        CALLBACK_WORKER: JSON.stringify({
-          target: db.target,
-          credentials: db.appCredentials,
-          sessionKey: SESSION_KEY,
-        }),
-      },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  );
-  const exited = once(child, 'exit');
+  const { child, exited } = workerProcess();
   let running: Worker | undefined;
   try {
     await until('the killed worker made its attempt', () => receiver.received.length === 1);
@@ -206,4 +218,87 @@ test('RLY-7: a worker killed with SIGKILL mid-attempt loses no delivery: a resta
   );
   // The killed attempt was never recorded: one attempt, succeeded.
   assert.deepEqual([row?.state, row?.attempts], ['succeeded', 1]);
+});
+
+test('RLY-7, OPS-2: a worker stopped with SIGTERM mid-delivery finishes the attempts under way and a new worker sends the rest: all 20 arrive, none lost, each only ever with its own webhook-id', async () => {
+  const receiver = await callbackReceiver();
+  const held: ServerResponse[] = [];
+  // The receiver answers slowly: nothing until the worker has begun to stop.
+  receiver.answer = (res) => held.push(res);
+  // Four endpoints of five deliveries each: one attempt at a time per endpoint, four under way at once.
+  const made: { id: string; webhookId: string; payload: string }[] = [];
+  let tenantId: string | undefined;
+  for (let e = 0; e < 4; e += 1) {
+    const endpoint = await callbackEndpoint(db, receiver.url, tenantId === undefined ? {} : { tenantId });
+    tenantId = endpoint.tenantId;
+    for (let d = 0; d < 5; d += 1) {
+      const row = await callbackDeliveryRow(db, endpoint);
+      made.push(row);
+      await withTenant(db.app, endpoint.tenantId, (tx) =>
+        enqueueCallbackDelivery(tx, { tenantId: endpoint.tenantId, id: row.id, endpointId: endpoint.id }),
+      );
+    }
+  }
+  const keys = made.map((row) => callbackJobKey(row.id));
+  const deliveryStates = () =>
+    withTenant(
+      db.app,
+      tenantId ?? '',
+      (tx) => tx<{ state: string; attempts: number }[]>`
+        select state, attempts from callback_deliveries where id = any(${made.map((row) => row.id)}::uuid[])`,
+    );
+  const first = workerProcess(4);
+  let second: ReturnType<typeof workerProcess> | undefined;
+  try {
+    await until('four attempts are under way', () => receiver.received.length === 4);
+    first.child.kill('SIGTERM');
+    await until('the worker began to stop', () => first.lines.includes('stopping'));
+    assert.equal(first.child.exitCode, null, 'it waits for the attempts under way');
+    for (const res of held.splice(0)) res.writeHead(200).end('ok');
+    assert.deepEqual(await first.exited, [0, null], 'a clean stop, not a kill');
+    // The four were recorded; the other sixteen wait, locked by nobody, for the next worker.
+    const states = await deliveryStates();
+    assert.deepEqual(
+      [
+        states.filter((row) => row.state === 'succeeded').length,
+        states.filter((row) => row.state === 'pending').length,
+      ],
+      [4, 16],
+    );
+    const [{ locked } = { locked: -1 }] = await db.superuser<{ locked: number }[]>`
+      select count(*)::int as locked from graphile_worker._private_jobs
+      where key = any(${keys}::text[]) and locked_at is not null`;
+    assert.equal(locked, 0);
+
+    // The new worker, with the receiver still slow but answering.
+    receiver.answer = (res) => setTimeout(() => res.writeHead(200).end('ok'), 50);
+    second = workerProcess(4);
+    const expected = new Set(made.map((row) => row.webhookId));
+    const arrivedIds = () => new Set(receiver.received.map((r) => String(r.headers['webhook-id'])));
+    await until('every delivery arrived', () => arrivedIds().size === expected.size);
+    second.child.kill('SIGTERM');
+    assert.deepEqual(await second.exited, [0, null]);
+  } finally {
+    for (const running of [first, second]) {
+      if (running !== undefined && running.child.exitCode === null && running.child.signalCode === null) {
+        running.child.kill('SIGKILL');
+      }
+    }
+    for (const res of held) res.destroy();
+    await receiver.close();
+  }
+  // None lost: every webhook-id arrived; none sent with another id: each body came with its delivery's own.
+  const idOfPayload = new Map(made.map((row) => [row.payload, row.webhookId]));
+  assert.deepEqual(
+    new Set(receiver.received.map((r) => r.headers['webhook-id'])),
+    new Set(made.map((row) => row.webhookId)),
+  );
+  for (const arrival of receiver.received) {
+    assert.equal(arrival.headers['webhook-id'], idOfPayload.get(arrival.body));
+  }
+  const states = await deliveryStates();
+  assert.deepEqual(
+    states.map((row) => [row.state, row.attempts]),
+    made.map(() => ['succeeded', 1]),
+  );
 });

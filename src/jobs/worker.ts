@@ -157,6 +157,13 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       taskList,
       parsedCronItems: cronItems(deps.lifecycle !== undefined),
       noHandleSignals: true,
+      // A finished job's completion (or failure) goes through graphile-worker's
+      // batcher (delay 0: at once), whose release a graceful stop awaits.
+      // Unbatched, the worker does not await it, so a stop, then pool.end(),
+      // could lose it: a SIGTERM in the middle of deliveries left a delivered
+      // job, and its endpoint's queue, locked until the stale-lock release,
+      // holding the rest back (src/callbacks/deliver-worker.test.ts).
+      preset: { worker: { completeJobBatchDelay: 0, failJobBatchDelay: 0 } },
       logger: graphileLogger(deps.logger),
       ...(deps.events === undefined ? {} : { events: deps.events }),
       pollInterval: deps.pollIntervalMs ?? POLL_INTERVAL_MS,

@@ -7,23 +7,26 @@ import { startWorker } from '../../src/jobs/worker.ts';
 import { createLogger } from '../../src/logger.ts';
 import { testAuditSetup } from './audit.ts';
 
-// A worker process that sends callbacks, for the test that kills it with
-// SIGKILL mid-attempt (src/callbacks/deliver-worker.test.ts). Its database
-// and session key come in CALLBACK_WORKER (JSON); it prints "ready" once it
-// takes jobs, and runs until killed.
+// A worker process that sends callbacks, for the tests that kill it with
+// SIGKILL or stop it with SIGTERM mid-attempt (src/callbacks/deliver-worker.test.ts).
+// Its database, session key and concurrency come in CALLBACK_WORKER (JSON);
+// it prints "ready" once it takes jobs. On SIGTERM it stops as `enclave
+// worker` does (src/cli/main.ts): it prints "stopping", stops the worker
+// (which lets the attempts under way finish), closes the database and exits 0.
 
-const { target, credentials, sessionKey } = JSON.parse(process.env.CALLBACK_WORKER ?? '{}') as {
+const { target, credentials, sessionKey, concurrency } = JSON.parse(process.env.CALLBACK_WORKER ?? '{}') as {
   target: DbTarget;
   credentials: Credentials;
   sessionKey: string;
+  concurrency?: number;
 };
 const sql = connect(target, credentials, { max: 4, timeoutMs: 5000 });
-await startWorker({
+const worker = await startWorker({
   target,
   credentials,
   sql,
   logger: createLogger('warn', new Writable({ write: (_c, _e, done) => done() })),
-  concurrency: 2,
+  concurrency: concurrency ?? 2,
   workerId: `callback-worker-process-${process.pid}`,
   mailer: createOutboxMailer(sql),
   publicUrl: 'http://localhost:3000',
@@ -35,5 +38,12 @@ await startWorker({
     rules: createCallbackRules({ env: 'development', callbackAllow: ['127.0.0.1/32'] }),
     send: { timeoutMs: 120_000 },
   }),
+});
+process.once('SIGTERM', () => {
+  process.stdout.write('stopping\n');
+  void worker
+    .stop()
+    .then(() => sql.end())
+    .then(() => process.exit(0));
 });
 process.stdout.write('ready\n');

@@ -64,6 +64,8 @@ export async function callbackDeliveryRow(
 }
 
 export interface ReceivedCallback {
+  /** The request's path: which endpoint it was sent to, when several share a receiver. */
+  readonly path: string;
   readonly headers: IncomingHttpHeaders;
   readonly body: string;
   /** performance.now() when the whole body was in. */
@@ -75,11 +77,14 @@ export interface CallbackReceiver {
   readonly received: ReceivedCallback[];
   answer: (res: ServerResponse) => void;
   close(): Promise<void>;
+  /** Listens again on the same port after close(): the receiver is back at the same URL. */
+  reopen(): Promise<void>;
 }
 
 /** A receiver on 127.0.0.1 that records each request and answers with `answer` (mutable). */
 export async function callbackReceiver(): Promise<CallbackReceiver> {
   const received: ReceivedCallback[] = [];
+  const listen = (port: number) => new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   const state = {
     url: '',
     received,
@@ -91,12 +96,14 @@ export async function callbackReceiver(): Promise<CallbackReceiver> {
         server.close(() => resolve());
         server.closeAllConnections();
       }),
+    reopen: () => listen(Number(new URL(state.url).port)),
   };
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
       received.push({
+        path: req.url ?? '',
         headers: req.headers,
         body: Buffer.concat(chunks).toString('utf8'),
         arrivedAt: performance.now(),
@@ -104,7 +111,7 @@ export async function callbackReceiver(): Promise<CallbackReceiver> {
       state.answer(res);
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await listen(0);
   state.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
   return state;
 }
