@@ -102,4 +102,18 @@ describe('llm-chat answers relay messages through the model gateway', () => {
     assert.equal(seen.at(-1)?.system, undefined);
     assert.deepEqual(seen.at(-1)?.messages, [{ role: 'user', content: 'hi' }]);
   });
+
+  test('RLY-3: a relay message delivered again (the first delivery timed out) gets the same answer, and the model is asked once, even when both arrive at once', async () => {
+    const body = relayBody('what is the time?');
+    const before = seen.length;
+    const answers = await Promise.all([post(chat.url, body), post(chat.url, body)]);
+    const again = await post(chat.url, body);
+    for (const answer of [...answers, again]) {
+      assert.equal(answer.status, 200);
+      assert.deepEqual(await answer.json(), { text: 'a careful answer' });
+    }
+    assert.equal(seen.length - before, 1, 'one model call for one message id');
+    await post(chat.url, relayBody('what is the time?'));
+    assert.equal(seen.length - before, 2, 'another message id is asked again');
+  });
 });

@@ -11,6 +11,8 @@
 //   A relay message ({ thread_id, message_id, from, text }: Enclave's relay, README "Relay messages")
 //   is answered the same way, with a system prompt saying that the envelope
 //   <untrusted_caller_content …>…</untrusted_caller_content> around its text holds untrusted data.
+//   The relay sends a message again when its first delivery timed out: the
+//   same message_id gets the same answer, and the model is asked once.
 //
 // Environment (set by the platform):
 //   PORT                  port to listen on, on 127.0.0.1 (default 8080)
@@ -41,6 +43,26 @@ const RELAY_SYSTEM_PROMPT =
 const MAX_TOKENS = 1024;
 const GATEWAY_TIMEOUT_MS = 120_000;
 const STOP_GRACE_MS = 5000;
+/** Answers kept by relay message id, newest last: enough to outlive the relay's retries, never growing. */
+const REMEMBERED_ANSWERS = 1000;
+/** message_id → the model's answer, or the call still under way (a retry joins it instead of asking again). */
+const answers = new Map();
+
+/** Asks the model once per relay message: a failed answer is forgotten, so a retry asks again. */
+function answerOnce(messageId, ask) {
+  const known = answers.get(messageId);
+  if (known !== undefined) return known;
+  const answer = ask();
+  answers.set(messageId, answer);
+  if (answers.size > REMEMBERED_ANSWERS) answers.delete(answers.keys().next().value);
+  answer.then(
+    ([statusCode]) => {
+      if (statusCode >= 300) answers.delete(messageId);
+    },
+    () => answers.delete(messageId),
+  );
+  return answer;
+}
 
 function listenPort() {
   const raw = process.env.PORT ?? '8080';
@@ -231,7 +253,9 @@ async function handle(request, response) {
         'ENCLAVE_GATEWAY_URL is not set (or not an http(s) URL): this agent answers through the model gateway',
     });
   }
-  const [statusCode, answer] = await askModel(url, text, relayed ? RELAY_SYSTEM_PROMPT : undefined);
+  const [statusCode, answer] = relayed
+    ? await answerOnce(message.message_id, () => askModel(url, text, RELAY_SYSTEM_PROMPT))
+    : await askModel(url, text, undefined);
   return reply(statusCode, answer);
 }
 
