@@ -14,12 +14,15 @@ import { useTestApp } from '../../test/helpers/app.ts';
 
 const WORKERS = 2;
 const QUEUE = 2;
-const ctx = useTestApp({
-  ENCLAVE_PASSWORD_WORKERS: String(WORKERS),
-  ENCLAVE_PASSWORD_QUEUE: String(QUEUE),
-  // Each attempt names its own address in X-Forwarded-For, so the per-address bucket does not answer first.
-  ENCLAVE_TRUST_PROXY: '1',
-});
+const ctx = useTestApp(
+  {
+    ENCLAVE_PASSWORD_WORKERS: String(WORKERS),
+    ENCLAVE_PASSWORD_QUEUE: String(QUEUE),
+    // Each attempt names its own address in X-Forwarded-For, so the per-address bucket does not answer first.
+    ENCLAVE_TRUST_PROXY: '1',
+  },
+  { passwordCost: 'production' },
+);
 
 /** A safety net for every wait below, never a measure of speed. */
 const SAFETY_MS = 120_000;

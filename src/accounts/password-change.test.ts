@@ -14,7 +14,7 @@ import type { AccountsService } from './service.ts';
 // is not enough), and ends every other session of the user, so whoever held
 // the old password is signed out everywhere else.
 
-const ctx = useTestApp();
+const ctx = useTestApp({}, { passwordCost: 'production' });
 let accounts: AccountsService;
 
 ctx.before(async () => {

@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { AppError } from '../errors.ts';
-import type { PasswordCheck } from './passwords.ts';
+import { CURRENT_PARAMS, type PasswordCheck, type ScryptParams } from './passwords.ts';
 
 // Password hashing off the event loop and off libuv's thread pool: a fixed
 // number of worker threads (password-worker.ts), each running one scrypt at a
@@ -14,10 +14,12 @@ import type { PasswordCheck } from './passwords.ts';
 // parameters), so scrypt's share of the process is at most workers × that;
 // a queued check holds only its password.
 
-export type PasswordJob =
+/** `params`: the scrypt parameters of new hashes (and of the dummy a burn checks against). */
+export type PasswordJob = { readonly params: ScryptParams } & (
   | { readonly op: 'hash'; readonly password: string }
   | { readonly op: 'verify'; readonly password: string; readonly stored: string }
-  | { readonly op: 'burn'; readonly password: string };
+  | { readonly op: 'burn'; readonly password: string }
+);
 
 export interface PasswordReply {
   readonly ok: boolean;
@@ -50,6 +52,12 @@ export interface PasswordPoolOptions {
   readonly workers: number;
   /** Checks that may wait for a free worker; one more is refused with PasswordChecksBusyError. */
   readonly queue: number;
+  /**
+   * scrypt parameters for new hashes: CURRENT_PARAMS unless given. Only the
+   * test app passes cheaper ones (buildApp refuses them in production), so a
+   * suite that makes hundreds of accounts does not spend minutes hashing.
+   */
+  readonly params?: ScryptParams;
 }
 
 export interface PasswordPoolStats {
@@ -102,6 +110,7 @@ const WORKER_URL = new URL('./password-worker.ts', import.meta.url);
 const FIRST_ESTIMATE_MS = 1000;
 
 export function createPasswordPool(options: PasswordPoolOptions): PasswordPool {
+  const params = options.params ?? CURRENT_PARAMS;
   const threads: Thread[] = [];
   const queue: Task[] = [];
   let running = 0;
@@ -211,19 +220,19 @@ export function createPasswordPool(options: PasswordPoolOptions): PasswordPool {
     },
 
     async hash(password, signal) {
-      const value = await submit({ op: 'hash', password }, signal);
+      const value = await submit({ op: 'hash', password, params }, signal);
       if (typeof value !== 'string') throw new Error('password worker answered a hash with no string');
       return value;
     },
 
     async verify(password, stored, signal) {
-      const value = await submit({ op: 'verify', password, stored }, signal);
+      const value = await submit({ op: 'verify', password, stored, params }, signal);
       if (typeof value !== 'object') throw new Error('password worker answered a check with no result');
       return value;
     },
 
     async burn(password, signal) {
-      await submit({ op: 'burn', password }, signal);
+      await submit({ op: 'burn', password, params }, signal);
     },
 
     stats() {

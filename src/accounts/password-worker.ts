@@ -16,11 +16,11 @@ if (process.platform === 'linux') setPriority(0, constants.priority.PRIORITY_BEL
 function run(job: PasswordJob): PasswordReply['value'] {
   switch (job.op) {
     case 'hash':
-      return hashPasswordSync(job.password);
+      return hashPasswordSync(job.password, job.params);
     case 'verify':
-      return verifyPasswordSync(job.password, job.stored);
+      return verifyPasswordSync(job.password, job.stored, job.params);
     case 'burn':
-      burnPasswordCheckSync(job.password);
+      burnPasswordCheckSync(job.password, job.params);
       return undefined;
   }
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { createAccount, testAccountsService, testClient } from '../../test/helpers/accounts.ts';
-import { useTestApp } from '../../test/helpers/app.ts';
+import { buildTestApp, useTestApp } from '../../test/helpers/app.ts';
 import { CURRENT_PARAMS, hashPasswordSync, verifyPasswordSync } from './passwords.ts';
 
 // Passwords are stored as scrypt with a random per-user salt and the
@@ -87,7 +87,7 @@ describe('hashPasswordSync and verifyPasswordSync', () => {
 });
 
 describe('stored passwords', () => {
-  const ctx = useTestApp();
+  const ctx = useTestApp({}, { passwordCost: 'production' });
 
   async function storedHash(userId: string): Promise<string> {
     const [row] = await ctx.db.superuser<{ password_hash: string }[]>`
@@ -138,5 +138,20 @@ describe('stored passwords', () => {
     assert.ok(row !== undefined);
     assert.ok(!row.dump.includes(account.password));
     assert.match(await storedHash(account.user.id), /^\$scrypt\$ln=17,r=8,p=1\$/);
+  });
+
+  test('ACC-2: an app configured for production refuses cheaper password parameters (the test suite’s), so its hashes are always at the current cost', async () => {
+    await assert.rejects(
+      buildTestApp(
+        ctx.db,
+        {
+          ENCLAVE_ENV: 'production',
+          ENCLAVE_PUBLIC_URL: 'https://enclave.example',
+          ENCLAVE_SMTP_URL: 'smtp://mail.example:587',
+        },
+        { passwordCost: 'test' },
+      ),
+      /passwordParams is for the test suite/,
+    );
   });
 });

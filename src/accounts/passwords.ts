@@ -76,24 +76,35 @@ export interface PasswordCheck {
   readonly needsRehash: boolean;
 }
 
-export function verifyPasswordSync(password: string, stored: string): PasswordCheck {
+/** `current`: the parameters new hashes get; a matching hash with weaker ones needs a rehash. */
+export function verifyPasswordSync(
+  password: string,
+  stored: string,
+  current: ScryptParams = CURRENT_PARAMS,
+): PasswordCheck {
   const parsed = parseHash(stored);
   if (parsed === undefined) return { ok: false, needsRehash: false };
   const key = derive(password, parsed.salt, parsed.params);
   // Constant-time: the attacker controls the password, so no early exit on the first differing byte.
   const ok = key.length === parsed.key.length && timingSafeEqual(key, parsed.key);
   const { ln, r, p } = parsed.params;
-  return { ok, needsRehash: ok && (ln < CURRENT_PARAMS.ln || r < CURRENT_PARAMS.r || p < CURRENT_PARAMS.p) };
+  return { ok, needsRehash: ok && (ln < current.ln || r < current.r || p < current.p) };
 }
 
-// A stored hash that no password matches: random salt and key at the current parameters.
-const DUMMY_HASH = phc(CURRENT_PARAMS, randomBytes(SALT_LENGTH), randomBytes(KEY_LENGTH));
+/** Per parameter set, a stored hash that no password matches: random salt and key. */
+const dummyHashes = new Map<string, string>();
 
 /**
  * A login for an account that does not exist still pays for one scrypt at
  * the current parameters, the same work as a wrong password, so timing does
  * not tell whether the account exists (ACC-6).
  */
-export function burnPasswordCheckSync(password: string): void {
-  verifyPasswordSync(password, DUMMY_HASH);
+export function burnPasswordCheckSync(password: string, current: ScryptParams = CURRENT_PARAMS): void {
+  const id = `${current.ln},${current.r},${current.p}`;
+  let dummy = dummyHashes.get(id);
+  if (dummy === undefined) {
+    dummy = phc(current, randomBytes(SALT_LENGTH), randomBytes(KEY_LENGTH));
+    dummyHashes.set(id, dummy);
+  }
+  verifyPasswordSync(password, dummy, current);
 }

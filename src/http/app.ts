@@ -21,6 +21,7 @@ import { createMembersService } from '../accounts/members.ts';
 import { registerPageFrame } from '../accounts/page-frame.ts';
 import { registerAccountPages } from '../accounts/page-routes.ts';
 import { createPasswordPool, type PasswordPool } from '../accounts/password-pool.ts';
+import type { ScryptParams } from '../accounts/passwords.ts';
 import { registerPrincipal } from '../accounts/principal.ts';
 import { createAccountsService } from '../accounts/service.ts';
 import { registerAgentPages } from '../agents/dashboard-routes.ts';
@@ -131,6 +132,11 @@ export interface AppDeps {
   readonly smtpConfigured: boolean;
   /** Sign-in providers (GitHub, OIDC), with their client secrets (ACC-9). */
   readonly identityProviders: IdentityProviders;
+  /**
+   * Cheaper scrypt parameters for new password hashes, for the test suite
+   * only: no setting reaches it, and production refuses it (ACC-2).
+   */
+  readonly passwordParams?: ScryptParams;
 }
 
 export const BODY_LIMIT_BYTES = 256 * 1024;
@@ -150,6 +156,9 @@ function trustProxyOption(
  * routes. Returns the instance unstarted, so tests can `inject` into it.
  */
 export async function buildApp(deps: AppDeps): Promise<App> {
+  if (deps.passwordParams !== undefined && deps.config.env === 'production') {
+    throw new Error('passwordParams is for the test suite: production hashes with CURRENT_PARAMS (ACC-2)');
+  }
   // AGT-3: requests whose Host is under the agents domain go to agent instances, never to these routes.
   const trust = trustProxyOption(deps.config.trustProxy);
   const trusted =
@@ -235,6 +244,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   const passwords = createPasswordPool({
     workers: deps.config.passwordWorkers,
     queue: deps.config.passwordQueue,
+    ...(deps.passwordParams === undefined ? {} : { params: deps.passwordParams }),
   });
   app.decorate('passwords', passwords);
   app.addHook('onClose', async () => passwords.close());

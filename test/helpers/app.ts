@@ -69,7 +69,23 @@ export interface TestAppOptions {
    * turns it off, so it measures the app as production runs it.
    */
   readonly openApiConformance?: boolean;
+  /**
+   * 'production': hash new passwords at the production cost (ln=17, 128 MiB,
+   * about a second each here), for the tests that prove the cost itself
+   * (ACC-2) or load the password pool (ACC-5). 'test': TEST_PASSWORD_PARAMS.
+   * Default: 'test', except for an app configured as production, which
+   * refuses cheaper parameters.
+   */
+  readonly passwordCost?: 'test' | 'production';
 }
+
+/**
+ * scrypt at ln=10 (1 MiB, about a millisecond): the suite makes hundreds of
+ * accounts, and at the production cost their hashing alone took minutes of
+ * CPU on two cores. Verifying, rehashing and the stored format are the same
+ * code at any cost.
+ */
+export const TEST_PASSWORD_PARAMS = { ln: 10, r: 8, p: 1 } as const;
 
 export async function buildTestApp(
   db: TestDatabase,
@@ -85,6 +101,7 @@ export async function buildTestApp(
   const templates = await loadTemplateCatalog(templateDirs(config));
   const vault = await testVault(db);
   const sessionKey = randomBytes(32).toString('base64url');
+  // A refused build (e.g. a production app given test password parameters) leaves no pool open.
   const app = await buildApp({
     config,
     sql: db.app,
@@ -98,6 +115,12 @@ export async function buildTestApp(
     vault,
     smtpConfigured: (await loadSmtpUrl(config, env)) !== undefined,
     identityProviders: await loadIdentityProviders(config, env),
+    ...((options.passwordCost ?? (config.env === 'production' ? 'production' : 'test')) === 'test'
+      ? { passwordParams: TEST_PASSWORD_PARAMS }
+      : {}),
+  }).catch(async (error: unknown) => {
+    await rateLimits.close();
+    throw error;
   });
   app.addHook('onClose', () => rateLimits.close());
   // Every response a test receives is checked against the document; a mismatch fails the file when the app closes.
@@ -159,7 +182,7 @@ export interface TestAppContext {
  * app and drop the database. Read `db` and `testApp` inside tests and hooks,
  * not while the module loads.
  */
-export function useTestApp(env: Record<string, string> = {}): TestAppContext {
+export function useTestApp(env: Record<string, string> = {}, options: TestAppOptions = {}): TestAppContext {
   let db: TestDatabase | undefined;
   let testApp: TestApp | undefined;
   const tearDowns: (() => unknown)[] = [];
@@ -169,7 +192,7 @@ export function useTestApp(env: Record<string, string> = {}): TestAppContext {
   before(async () => {
     try {
       db = await createTestDatabase();
-      testApp = await buildTestApp(db, env);
+      testApp = await buildTestApp(db, env, options);
       ready.resolve();
     } catch (error) {
       ready.reject(error);
