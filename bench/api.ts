@@ -31,7 +31,7 @@ export async function runApiBench(db: TestDatabase): Promise<void> {
   );
 
   // The production app: without the tests' OpenAPI conformance check on every response.
-  const testApp = await buildTestApp(db, {}, { openApiConformance: false });
+  const testApp = await buildTestApp(db, {}, { openApiConformance: false, passwordCost: 'production' });
   try {
     const account = await createAccount(db, testApp);
     const authorization = `Bearer ${account.apiToken}`;

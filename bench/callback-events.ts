@@ -16,7 +16,7 @@ import { compare } from './ab.ts';
 // the price of one add_job inside a relay write.
 
 export async function runCallbackEventsBench(db: TestDatabase): Promise<void> {
-  const testApp = await buildTestApp(db, {}, { openApiConformance: false });
+  const testApp = await buildTestApp(db, {}, { openApiConformance: false, passwordCost: 'production' });
   const ctx = { testApp };
   try {
     const owner = await createAccount(db, testApp);

@@ -57,7 +57,7 @@ async function threadEventLatencies(
   receiver: CallbackReceiver,
   delivered: (count: number) => Promise<void>,
 ): Promise<number[]> {
-  const testApp = await buildTestApp(db, {}, { openApiConformance: false });
+  const testApp = await buildTestApp(db, {}, { openApiConformance: false, passwordCost: 'production' });
   try {
     const { grant, target } = await relayParties({ db, testApp });
     await callbackEndpoint(db, receiver.url, { tenantId: grant.targetTenantId, agentId: target.id });

@@ -66,7 +66,7 @@ function bareProxy(socketPath: string, pool: http.Agent): http.Server {
 
 export async function runIngressBench(db: TestDatabase): Promise<void> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'enclave-bench-ingress-'));
-  const testApp = await buildTestApp(db, { ENCLAVE_DATA_DIR: dataDir });
+  const testApp = await buildTestApp(db, { ENCLAVE_DATA_DIR: dataDir }, { passwordCost: 'production' });
   const inThread = http.createServer((_req, res) => {
     res.setHeader('content-type', 'text/plain');
     res.end('ok');

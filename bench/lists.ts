@@ -44,7 +44,7 @@ function get(testApp: TestApp, url: string, headers: Record<string, string>): ()
 }
 
 export async function runListsBench(db: TestDatabase): Promise<void> {
-  const testApp = await buildTestApp(db);
+  const testApp = await buildTestApp(db, {}, { passwordCost: 'production' });
   try {
     const agentTenants = new Map<number, TestAccount>();
     for (const size of AGENT_SIZES) {

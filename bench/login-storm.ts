@@ -128,7 +128,7 @@ const ms = (value: number) => `${value.toFixed(1)} ms`;
 
 export async function runLoginStormBench(db: TestDatabase): Promise<void> {
   // Sign-ins name their own addresses (X-Forwarded-For), as a crowd would: the per-address bucket stays out of it.
-  const testApp = await buildTestApp(db, { ENCLAVE_TRUST_PROXY: '1' });
+  const testApp = await buildTestApp(db, { ENCLAVE_TRUST_PROXY: '1' }, { passwordCost: 'production' });
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   try {
     const accounts: TestAccount[] = [];

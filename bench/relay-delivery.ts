@@ -37,7 +37,7 @@ const OPS_PER_ROUND = 15;
 
 export async function runRelayDeliveryBench(db: TestDatabase): Promise<void> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'enclave-bench-relay-'));
-  const testApp = await buildTestApp(db, { ENCLAVE_DATA_DIR: dataDir });
+  const testApp = await buildTestApp(db, { ENCLAVE_DATA_DIR: dataDir }, { passwordCost: 'production' });
   const events: WorkerEvents = new EventEmitter();
   let echo: ChildProcess | undefined;
   let pipe: net.Server | undefined;

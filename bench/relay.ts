@@ -26,7 +26,7 @@ import { compare, type Side } from './ab.ts';
 const TOKENS = 240;
 
 export async function runRelayBench(db: TestDatabase): Promise<void> {
-  const testApp = await buildTestApp(db, {}, { openApiConformance: false });
+  const testApp = await buildTestApp(db, {}, { openApiConformance: false, passwordCost: 'production' });
   const ctx = { testApp };
   try {
     const owner = await createAccount(db, testApp);

@@ -9,7 +9,7 @@ import { compare } from './ab.ts';
 
 export async function runStatusBench(db: TestDatabase): Promise<void> {
   // The production app: without the tests' OpenAPI conformance check on every response.
-  const testApp = await buildTestApp(db, {}, { openApiConformance: false });
+  const testApp = await buildTestApp(db, {}, { openApiConformance: false, passwordCost: 'production' });
   const get = (url: string) => async () => {
     const response = await testApp.app.inject({ method: 'GET', url });
     if (response.statusCode !== 200) throw new Error(`${url}: ${response.statusCode}`);

@@ -54,7 +54,7 @@ export async function runVaultBench(db: TestDatabase): Promise<void> {
     b: { label: 'raw AES-256-GCM encrypt + decrypt', op: async () => rawRoundTrip(rawKey) },
   });
 
-  const testApp = await buildTestApp(db);
+  const testApp = await buildTestApp(db, {}, { passwordCost: 'production' });
   try {
     const account = await createAccount(db, testApp);
     const authorization = `Bearer ${account.apiToken}`;

@@ -72,7 +72,8 @@ export interface TestAppOptions {
   /**
    * 'production': hash new passwords at the production cost (ln=17, 128 MiB,
    * about a second each here), for the tests that prove the cost itself
-   * (ACC-2) or load the password pool (ACC-5). 'test': TEST_PASSWORD_PARAMS.
+   * (ACC-2) or load the password pool (ACC-5), and for the bench, which
+   * measures the app as production runs it. 'test': TEST_PASSWORD_PARAMS.
    * Default: 'test', except for an app configured as production, which
    * refuses cheaper parameters.
    */
