@@ -41,6 +41,11 @@ async function personAt(site: Site): Promise<Person> {
   const problems = pageProblems(page);
   const cdp = await context.newCDPSession(page);
   await cdp.send('WebAuthn.enable', { enableUI: false });
+  return { context, page, cdp, authenticatorId: await addDevice(cdp), problems };
+}
+
+/** A platform authenticator with user verification whose passkeys are synced (backup eligible, backed up). */
+async function addDevice(cdp: CDPSession): Promise<string> {
   const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
     options: {
       protocol: 'ctap2',
@@ -49,9 +54,11 @@ async function personAt(site: Site): Promise<Person> {
       hasUserVerification: true,
       isUserVerified: true,
       automaticPresenceSimulation: true,
+      defaultBackupEligibility: true,
+      defaultBackupState: true,
     },
   });
-  return { context, page, cdp, authenticatorId, problems };
+  return authenticatorId;
 }
 
 async function signUp(site: Site, person: Person, username: string): Promise<void> {
@@ -113,7 +120,7 @@ async function factorEvents(db: TestDatabase) {
     where action like 'factor.%' or action like 'passkey.%' order by seq`;
 }
 
-test('ACC-8: in Chromium, a passkey is added from /profile with a name (its answer works once), renamed, and removed', async (t) => {
+test('ACC-8: in Chromium, passkeys are added from /profile with a name (an answer works once; a second on another device; backup flags stored), renamed, and removed', async (t) => {
   const site = await openSite(t);
   if (site === undefined) return;
   const person = await personAt(site);
@@ -141,14 +148,29 @@ test('ACC-8: in Chromium, a passkey is added from /profile with a name (its answ
   });
   assert.equal(credentials.length, 1);
   assert.equal(credentials[0]?.isResidentCredential, true, 'a discoverable credential');
-  const [stored] = await site.db.superuser<{ credential_id: string; kind: string; name: string }[]>`
-    select c.credential_id, f.kind, f.name from passkey_credentials c join user_factors f on f.id = c.factor_id`;
+  const [stored] = await site.db.superuser<
+    { credential_id: string; kind: string; name: string; backup_eligible: boolean; backed_up: boolean }[]
+  >`
+    select c.credential_id, f.kind, f.name, c.backup_eligible, c.backed_up
+    from passkey_credentials c join user_factors f on f.id = c.factor_id`;
   assert.equal(stored?.kind, 'passkey');
   assert.equal(stored?.name, 'Work laptop');
   assert.equal(
     stored?.credential_id,
     Buffer.from(credentials[0]?.credentialId ?? '', 'base64').toString('base64url'),
   );
+  assert.deepEqual(
+    [stored?.backup_eligible, stored?.backed_up],
+    [true, true],
+    'the backup flags the authenticator reported are stored',
+  );
+
+  // A second passkey, on another device: the first device would refuse, since the options exclude its credential.
+  await person.cdp.send('WebAuthn.removeVirtualAuthenticator', { authenticatorId: person.authenticatorId });
+  await addDevice(person.cdp);
+  await addPasskey(site, page, 'Phone');
+  assert.ok(await passkeyList(page).getByRole('cell', { name: 'Phone', exact: true }).isVisible());
+  assert.ok(await passkeyList(page).getByRole('cell', { name: 'Work laptop', exact: true }).isVisible());
 
   await page.getByRole('link', { name: 'Rename Work laptop' }).click();
   await page.getByLabel('New name').fill('Office laptop');
@@ -159,14 +181,17 @@ test('ACC-8: in Chromium, a passkey is added from /profile with a name (its answ
   await page.getByRole('link', { name: 'Remove Office laptop' }).click();
   await page.getByRole('button', { name: 'Remove passkey' }).click();
   await page.waitForURL(`${site.base}/profile?notice=passkey-removed#passkeys`);
-  assert.match(await page.content(), /You have no passkeys yet/);
-  const [left] = await site.db.superuser<{ count: number }[]>`
-    select count(*)::int as count from passkey_credentials`;
-  assert.equal(left?.count, 0);
+  assert.equal(await passkeyList(page).getByRole('cell', { name: 'Office laptop', exact: true }).count(), 0);
+  const left = await site.db.superuser<{ name: string }[]>`
+    select f.name from passkey_credentials c join user_factors f on f.id = c.factor_id`;
+  assert.deepEqual(
+    left.map((row) => row.name),
+    ['Phone'],
+  );
 
   assert.deepEqual(
     (await factorEvents(site.db)).map((row) => row.action),
-    ['factor.enrolled', 'factor.renamed', 'factor.removed'],
+    ['factor.enrolled', 'factor.enrolled', 'factor.renamed', 'factor.removed'],
   );
   assert.deepEqual(person.problems, [], 'no CSP violations or page errors');
 });

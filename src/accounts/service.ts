@@ -297,7 +297,17 @@ export function createAccountsService(deps: AccountsDeps) {
     ): Promise<SignupOutcome> {
       await rateLimits.consume('signup_ip', client.ip);
       const invite = usableInvite(await findInviteByHash(sql, input.inviteHash));
-      if (invite.email !== null && invite.email !== input.email) {
+      // ACC-9: a provider proves an address, so only an invite bound to that address opens an account
+      // through it; an invite bound to none (the first operator's, `enclave invite` without one) is
+      // redeemed with a password.
+      if (invite.email === null) {
+        throw new AccountsError(
+          'invite_invalid',
+          'This invite is not bound to an email address: open it and sign up with a username and password. You can link the provider from your profile afterwards.',
+          'invite',
+        );
+      }
+      if (invite.email !== input.email) {
         throw new AccountsError(
           'invite_invalid',
           'This invite was issued for a different email address than the one the provider confirmed.',

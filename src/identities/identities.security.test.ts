@@ -225,6 +225,21 @@ describe('signing up and in through a provider', () => {
     assert.equal(row?.used_at, null);
   });
 
+  test('ACC-9, ACC-1: an invite bound to no address (the first operator’s) is not redeemed through a provider: it takes a password', async () => {
+    const who = person();
+    const invite = await mintInvite(db, { kind: 'operator', email: null });
+    const before = await counts();
+    corp.signInAs(who);
+    const { answer } = await signIn('corp', { invite: invite.token });
+    assert.equal(answer.status, 400);
+    assert.match(answer.body, /not bound to an email address/);
+    assert.deepEqual(await counts(), before);
+    const [row] = await db.superuser<
+      { used_at: Date | null }[]
+    >`select used_at from invites where id = ${invite.id}::uuid`;
+    assert.equal(row?.used_at, null);
+  });
+
   test('ACC-9: email_verified false never links and never creates, even with an invite for that address', async () => {
     const who = person(false);
     const owner = await createAccount(db, testApp, { email: who.email });
@@ -493,13 +508,21 @@ describe('what is kept', () => {
 });
 
 describe('/profile', () => {
-  test('ACC-9: a signed-in user links a provider from /profile and unlinks it after a recent sign-in; the last way to sign in cannot be unlinked', async () => {
+  test('ACC-9: a signed-in user links a provider from /profile and unlinks it, each after a recent sign-in; the last way to sign in cannot be unlinked', async () => {
     const account = await createAccount(db, testApp);
     const browser = startBrowser(testApp.app, ORIGIN);
     browser.setCookie(ORIGIN, 'enclave_session', account.sessionCookie.split('=')[1] ?? '');
     const profile = await browser.go('/profile');
     assert.match(profile.body, /Link Corp SSO/);
-    // Linking needs no matching address: the user is signed in, and the provider proves the rest.
+    // Linking adds a way in, so like unlinking it needs a sign-in within the last 10 minutes (ACC-8).
+    await db.superuser`
+      update sessions set authenticated_at = now() - interval '11 minutes' where id = ${account.sessionId}::uuid`;
+    const staleLink = await browser.go('/profile/link/partner', { method: 'POST' });
+    assert.equal(new URL(staleLink.url).pathname, '/login');
+    assert.equal(new URL(staleLink.url).searchParams.get('reauth'), '1');
+    assert.deepEqual(await identitiesOf(account.user.id), []);
+    await db.superuser`update sessions set authenticated_at = now() where id = ${account.sessionId}::uuid`;
+    // Linking needs no matching address: the user has just signed in, and the provider proves the rest.
     partner.signInAs(person(false));
     const linked = await browser.go('/profile/link/partner', { method: 'POST' });
     assert.equal(linked.status, 200);

@@ -191,6 +191,7 @@ export function registerIdentityRoutes(app: App, deps: IdentityRouteDeps): void 
       try {
         return await start(request, reply, { provider: request.params.provider, purpose: 'link' });
       } catch (error) {
+        if (needsReauth(error)) return reauthRedirect(reply, '/profile');
         return failurePage(reply, error, toProfile);
       }
     },

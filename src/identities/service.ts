@@ -205,8 +205,12 @@ export function createIdentitiesService(deps: IdentitiesDeps) {
      */
     async start(input: StartInput): Promise<{ url: URL; label: string; browserSecret: string }> {
       const provider = providerNamed(input.provider);
-      if (input.purpose === 'link' && input.principal === undefined) {
-        throw new IdentityError('identity_flow_invalid', 'Sign in first to link an identity.');
+      if (input.purpose === 'link') {
+        if (input.principal === undefined) {
+          throw new IdentityError('identity_flow_invalid', 'Sign in first to link an identity.');
+        }
+        // A new way into the account: as with removing one, a found session alone is not enough (ACC-8).
+        assertRecentSignIn(input.principal);
       }
       const invite = input.invite === undefined ? undefined : await accounts.inspectInvite(input.invite);
       const secret = browserSecret(input.browserCookie);

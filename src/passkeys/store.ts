@@ -144,7 +144,9 @@ export async function withCredential<T>(
     const [passkey] = await tx<StoredPasskey[]>`
       select ${STORED_COLUMNS(tx)}
       from passkey_credentials c join user_factors f on f.id = c.factor_id
-      where c.credential_id = ${credentialId} and f.kind = 'passkey'`;
+      where c.credential_id = ${credentialId} and f.kind = 'passkey'
+      for update of c`;
+    // Locked until the answer is recorded: two answers at once see each other's counter, as TOTP's steps do.
     return fn(tx, passkey);
   });
 }

@@ -226,10 +226,18 @@ describe('ACC-8: a code by email after the password', () => {
     assert.equal((await postForm(ctx.testApp.app, `${step.path}/email`, { code }, step)).statusCode, 303);
   });
 
-  test('ACC-8: an expired challenge, or an expired code, is refused', async () => {
+  test('ACC-8: a challenge and its code last 10 minutes; an expired challenge, or an expired code, is refused', async () => {
     const account = await withEmailCode();
     const step = await passwordStep(account);
     const code = await mailedCode(account);
+    const [lifetimes] = await ctx.db.superuser<{ challenge: number; code: number }[]>`
+      select extract(epoch from expires_at - now())::float8 as challenge,
+             extract(epoch from email_code_expires_at - now())::float8 as code
+      from sign_in_challenges where user_id = ${account.user.id}::uuid`;
+    assert.ok(lifetimes);
+    for (const [what, seconds] of Object.entries(lifetimes)) {
+      assert.ok(seconds > 540 && seconds <= 600, `the ${what} expires 10 minutes on (${seconds} s left)`);
+    }
     await ctx.db.superuser`
       update sign_in_challenges set email_code_expires_at = now() - interval '1 second'
       where user_id = ${account.user.id}::uuid`;

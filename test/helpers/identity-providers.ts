@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import Provider, { type KoaContextWithOIDC } from 'oidc-provider';
 import type { App } from '../../src/http/app.ts';
+import { randomClientIp } from './accounts.ts';
 
 // Real sign-in providers for tests, on local ports: OpenID Providers from the
 // `oidc-provider` package (each its own issuer, with a client for the app and
@@ -319,6 +320,8 @@ export interface Browser {
 
 export function startBrowser(initialApp: App, appOrigin: string): Browser {
   let app = initialApp;
+  // Each browser is its own client, so one file's sign-ups do not share a per-address bucket (signup_ip: 10 an hour).
+  const remoteAddress = randomClientIp();
   const jars = new Map<string, Map<string, string>>();
   const jar = (origin: string) => {
     let found = jars.get(origin);
@@ -363,6 +366,7 @@ export function startBrowser(initialApp: App, appOrigin: string): Browser {
           const response = await app.inject({
             method,
             url: `${url.pathname}${url.search}`,
+            remoteAddress,
             headers,
             ...(body === undefined ? {} : { payload: body }),
           });
