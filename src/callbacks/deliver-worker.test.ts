@@ -39,6 +39,9 @@ async function worker(): Promise<Worker> {
     sql: db.app,
     logger: createLogger('info', quiet),
     concurrency: 4,
+    // A loaded test machine can take longer than the 5 s default to hand out a connection; this file is not
+    // about that, and a connect timeout in the worker's background work would fail it after its test ended.
+    timeoutMs: 30_000,
     workerId: `callbacks-worker-${process.pid}`,
     mailer: createOutboxMailer(db.app),
     publicUrl: 'http://localhost:3000',
