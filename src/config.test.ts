@@ -48,6 +48,7 @@ describe('loadConfig', () => {
         operatorEmail: undefined,
         mailFrom: 'Enclave <no-reply@127.0.0.1>',
         securityContact: undefined,
+        postureIntervalMinutes: 60,
         checkpointDelaySeconds: 10,
         deprecations: [],
         checkpointDir: path.join(CWD, '.enclave', 'checkpoints'),
@@ -84,6 +85,20 @@ describe('loadConfig', () => {
     }
     for (const bad of ['10001', '-1', 'lots']) {
       configError({ ENCLAVE_PASSWORD_QUEUE: bad }, 'ENCLAVE_PASSWORD_QUEUE');
+    }
+  });
+
+  test('OPS-5: ENCLAVE_POSTURE_INTERVAL_MINUTES is 60 by default and takes minutes dividing an hour or a day (5 to 1440); anything else stops start-up naming the variable', () => {
+    for (const minutes of [5, 10, 15, 20, 30, 60, 120, 180, 240, 360, 480, 720, 1440]) {
+      const config = loadConfig({ ENCLAVE_POSTURE_INTERVAL_MINUTES: String(minutes) }, CWD);
+      assert.equal(config.postureIntervalMinutes, minutes);
+    }
+    for (const bad of ['0', '1', '4', '7', '45', '90', '1441', '2880', '-5', '1.5', '60m', 'hourly']) {
+      const error = configError(
+        { ENCLAVE_POSTURE_INTERVAL_MINUTES: bad },
+        'ENCLAVE_POSTURE_INTERVAL_MINUTES',
+      );
+      assert.match(error.message, /5, 10, 15, 20, 30, 60, 120, 180, 240, 360, 480, 720, 1440/);
     }
   });
 

@@ -5,6 +5,7 @@ import { DB_TIMEOUT_DEFAULT_MS } from './db/timeouts.ts';
 import { AppError } from './errors.ts';
 import { MODEL_PROVIDERS, type ModelProvider } from './gateway/provider-names.ts';
 import { DEFAULT_MODELS, DEFAULT_UPSTREAMS, modelServed } from './gateway/providers.ts';
+import { DEFAULT_POSTURE_INTERVAL_MINUTES, POSTURE_INTERVALS } from './posture/schedule.ts';
 
 // Every ENCLAVE_* setting, parsed once at boot into a frozen object. A bad
 // value stops start-up with one line naming the variable; values that may be
@@ -67,6 +68,8 @@ export interface Config {
   readonly passwordQueue: number;
   /** Where security reports go (RFC 9116 Contact: a mailto: or https: URI), shown on /security; none when unset. */
   readonly securityContact: string | undefined;
+  /** The posture verifiers run this often (OPS-5); a latest run older than twice this reads stale. */
+  readonly postureIntervalMinutes: number;
   /** Each model provider's API base URL (ENCLAVE_GATEWAY_<PROVIDER>_URL), the public API by default. */
   readonly gatewayUpstreams: Readonly<Record<ModelProvider, string>>;
   /** What `"model": "auto"` becomes (ENCLAVE_GATEWAY_ANTHROPIC_MODEL, ENCLAVE_GATEWAY_OPENAI_MODEL). */
@@ -254,6 +257,19 @@ function parseSecurityContact(env: Env): string | undefined {
   return url.href;
 }
 
+/** ENCLAVE_POSTURE_INTERVAL_MINUTES: one of POSTURE_INTERVALS, so the verifiers' crontab can say it. */
+function parsePostureInterval(env: Env): number {
+  const raw = read(env, 'ENCLAVE_POSTURE_INTERVAL_MINUTES');
+  if (raw === undefined) return DEFAULT_POSTURE_INTERVAL_MINUTES;
+  if (!/^\d{1,4}$/.test(raw) || !POSTURE_INTERVALS.includes(Number(raw))) {
+    throw new ConfigError(
+      'ENCLAVE_POSTURE_INTERVAL_MINUTES',
+      `must be a number of minutes that divides an hour or a day: ${POSTURE_INTERVALS.join(', ')} (got "${raw}")`,
+    );
+  }
+  return Number(raw);
+}
+
 function parseMailFrom(env: Env, publicUrl: string): string {
   const raw = read(env, 'ENCLAVE_MAIL_FROM');
   if (raw === undefined) return `Enclave <no-reply@${new URL(publicUrl).hostname}>`;
@@ -433,6 +449,7 @@ export function loadConfig(env: Env, cwd: string): Config {
     operatorEmail: parseOperatorEmail(env),
     mailFrom: parseMailFrom(env, publicUrl),
     securityContact: parseSecurityContact(env),
+    postureIntervalMinutes: parsePostureInterval(env),
     checkpointDelaySeconds: checkpointDelay.seconds,
     deprecations: checkpointDelay.deprecations,
     checkpointDir: parseDirectory(env, 'ENCLAVE_CHECKPOINT_DIR', cwd, path.join(dataDir, 'checkpoints')),

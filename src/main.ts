@@ -147,6 +147,7 @@ export async function startEnclave(options: StartOptions): Promise<Enclave> {
         mailer,
         publicUrl: config.publicUrl,
         audit,
+        postureIntervalMinutes: config.postureIntervalMinutes,
         callbackDelivery: createCallbackDelivery({
           sql: db.app,
           sessionKey,

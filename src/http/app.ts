@@ -342,6 +342,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       controls: await loadControls(),
       sbom: await readSbomDigest(),
       signer: createDetachedSigner(deps.relaySigningKey, cardSigner.kid),
+      postureIntervalMinutes: deps.config.postureIntervalMinutes,
     }),
     publicUrl: deps.config.publicUrl,
     contact: deps.config.securityContact,

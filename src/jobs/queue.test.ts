@@ -5,10 +5,13 @@ import { after, before, beforeEach, describe, test } from 'node:test';
 import type { WorkerEvents } from 'graphile-worker';
 import { testAuditSetup } from '../../test/helpers/audit.ts';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
+import { loadConfig } from '../config.ts';
 import { createOutboxMailer } from '../email/mailer.ts';
 import { createLogger } from '../logger.ts';
+import { POSTURE_CHECKS } from '../posture/runs.ts';
+import { postureTaskName } from '../posture/verifiers.ts';
 import { enqueueJob } from './queue.ts';
-import { startWorker, type Worker } from './worker.ts';
+import { cronItems, startWorker, type Worker } from './worker.ts';
 
 // OPS-2: a side effect is a job committed with its cause. If the cause rolls
 // back, no job exists; if it commits, exactly one does, however often the
@@ -167,6 +170,38 @@ describe('worker', () => {
         'stale_lock_release',
       ],
     );
+  });
+
+  test('OPS-5: the posture cron schedules follow ENCLAVE_POSTURE_INTERVAL_MINUTES: each verifier runs once per interval, all day, at its own minute', () => {
+    for (const [value, perDay] of [
+      [undefined, 24],
+      ['5', 288],
+      ['15', 96],
+      ['360', 4],
+      ['1440', 1],
+    ] as const) {
+      const env = value === undefined ? {} : { ENCLAVE_POSTURE_INTERVAL_MINUTES: value };
+      const { postureIntervalMinutes } = loadConfig({ ENCLAVE_DATA_DIR: '/nonexistent', ...env }, '/');
+      const items = cronItems(false, postureIntervalMinutes);
+      const minutesOfDay = POSTURE_CHECKS.map((check) => {
+        const item = items.find((candidate) => candidate.identifier === postureTaskName(check));
+        assert.ok(item, `${check} has a cron item`);
+        const ticks: number[] = [];
+        for (let hour = 0; hour < 24; hour++) {
+          for (let min = 0; min < 60; min++) {
+            if (item.match({ min, hour, date: 3, month: 12, dow: 4 })) ticks.push(hour * 60 + min);
+          }
+        }
+        assert.equal(ticks.length, perDay, `${check} every ${postureIntervalMinutes} minutes`);
+        const gaps = ticks.map((tick, i) => (ticks[i + 1] ?? (ticks[0] ?? 0) + 1440) - tick);
+        assert.ok(
+          gaps.every((gap) => gap === postureIntervalMinutes),
+          `${check}: evenly spaced`,
+        );
+        return ticks[0];
+      });
+      assert.equal(new Set(minutesOfDay).size, POSTURE_CHECKS.length, 'each verifier at its own minute');
+    }
   });
 
   test('OPS-5: the worker queues one run of each posture verifier shortly after it starts', async () => {

@@ -19,6 +19,7 @@ import { DB_TIMEOUT_DEFAULT_MS, pgPoolTimeouts } from '../db/timeouts.ts';
 import type { Mailer } from '../email/mailer.ts';
 import type { Logger } from '../logger.ts';
 import { POSTURE_CHECKS } from '../posture/runs.ts';
+import { DEFAULT_POSTURE_INTERVAL_MINUTES, postureCronMatch } from '../posture/schedule.ts';
 import { createPostureService, postureTaskName } from '../posture/verifiers.ts';
 import type { RelayDelivery } from '../relay/delivery.ts';
 import type { InboundDelivery } from '../webhooks/inbound-delivery.ts';
@@ -53,6 +54,8 @@ export interface WorkerDeps {
   readonly events?: WorkerEvents;
   /** How often jobs are looked for besides the insert notifications (POLL_INTERVAL_MS when absent). */
   readonly pollIntervalMs?: number;
+  /** How often each posture verifier runs (ENCLAVE_POSTURE_INTERVAL_MINUTES; hourly when absent). */
+  readonly postureIntervalMinutes?: number;
 }
 
 /**
@@ -64,8 +67,6 @@ export interface WorkerDeps {
  */
 export const POLL_INTERVAL_MS = 250;
 
-/** The first posture verifier's minute past the hour; the others follow 7 minutes apart. */
-const POSTURE_MINUTE = 3;
 /** The posture verifiers first run this long after the worker starts, once start-up work has settled. */
 export const POSTURE_START_DELAY_MS = 15_000;
 
@@ -79,16 +80,16 @@ function platformCron(task: TaskName, match: string, maxAttempts: number) {
   };
 }
 
-export const cronItems = (runtime = false) =>
+export const cronItems = (runtime = false, postureIntervalMinutes = DEFAULT_POSTURE_INTERVAL_MINUTES) =>
   parseCronItems([
     platformCron('platform_heartbeat', '* * * * *', 1),
     platformCron('maintenance_prune', '17 * * * *', 3),
     platformCron('relay_retention', '29 * * * *', 3),
     platformCron('audit_retention', '41 3 * * *', 3),
     platformCron('stale_lock_release', '* * * * *', 1),
-    // OPS-5: each verifier hourly, at its own minute.
+    // OPS-5: each verifier every ENCLAVE_POSTURE_INTERVAL_MINUTES, at its own minute (posture/schedule.ts).
     ...POSTURE_CHECKS.map((check, i) =>
-      platformCron(postureTaskName(check), `${POSTURE_MINUTE + i * 7} * * * *`, 1),
+      platformCron(postureTaskName(check), postureCronMatch(i, postureIntervalMinutes), 1),
     ),
     ...(runtime ? [platformCron('agent_reconcile', '* * * * *', 1)] : []),
   ]);
@@ -155,7 +156,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       pgPool: pool,
       concurrency: deps.concurrency,
       taskList,
-      parsedCronItems: cronItems(deps.lifecycle !== undefined),
+      parsedCronItems: cronItems(deps.lifecycle !== undefined, deps.postureIntervalMinutes),
       noHandleSignals: true,
       // A finished job's completion (or failure) goes through graphile-worker's
       // batcher (delay 0: at once), whose release a graceful stop awaits.

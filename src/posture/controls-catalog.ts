@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { declaredTitles } from './test-declarations.ts';
 
 // The control catalog of /security and /security.json (OPS-5), read from
 // docs/controls.md when the server starts: the page can claim nothing the
@@ -7,7 +8,9 @@ import path from 'node:path';
 // test files in backquotes, each followed by the quoted titles of its tests
 // ("…" ends a shortened title). A row the document calls enforced is shown as
 // enforced only if it names at least one test and every title it names is
-// found in its file; otherwise it is shown as `unproven`.
+// declared in its file by a test(…) or it(…) that runs (test-declarations.ts:
+// not skipped, not todo, not a describe, not commented out); otherwise it is
+// shown as `unproven`.
 
 export const REPO_ROOT = path.join(import.meta.dirname, '..', '..');
 export const CONTROLS_FILE = path.join(REPO_ROOT, 'docs', 'controls.md');
@@ -35,9 +38,6 @@ const ROW = /^\| ([A-Z]{3}-\d+) \| /;
 const TEST_FILE = /`([^`\s]+\.test\.ts)`/g;
 /** A quoted title; a `"` inside one is written `\\"`. */
 const TITLE = /"((?:[^"\\]|\\.)+)"/g;
-/** The title literal of a test(…), it(…) or describe(…) call: '…', "…" or `…` (with ${…} parts). */
-const TITLE_LITERAL =
-  /\b(?:test|it|describe)(?:\.\w+)?\(\s*(?:'((?:[^'\\\n]|\\.)*)'|"((?:[^"\\\n]|\\.)*)"|`((?:[^`\\]|\\.)*)`)/g;
 
 /** The test files a "Proven by" cell names, each with the quoted titles that follow it. */
 export function parseProvenBy(cell: string): NamedTests[] {
@@ -86,11 +86,9 @@ export interface TitlePattern {
 const escapeRegExp = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 export function titlePatterns(source: string): TitlePattern[] {
-  return [...source.matchAll(TITLE_LITERAL)].map((match) => {
-    const raw = plain((match[1] ?? match[2] ?? match[3] ?? '').replace(/\\(.)/g, '$1'));
-    const parts = match[3] === undefined ? [raw] : raw.split(/\$\{[^}]*\}/);
-    const body = parts.map(escapeRegExp).join('.+?');
-    return { raw, whole: new RegExp(`^${body}$`), start: new RegExp(`^${body}`) };
+  return declaredTitles(source).map((title) => {
+    const body = title.parts.map((part) => escapeRegExp(plain(part))).join('.+?');
+    return { raw: plain(title.raw), whole: new RegExp(`^${body}$`), start: new RegExp(`^${body}`) };
   });
 }
 

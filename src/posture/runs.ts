@@ -1,9 +1,11 @@
 import type { Sql } from 'postgres';
+import { AppError } from '../errors.ts';
 
 // The posture table (OPS-5): one row per verifier run, whatever happened. A
-// verifier returns `pass` or `failed` with its figures; one that throws is
-// recorded as `error` with the message, so a broken verifier is never missing
-// from /security and never reads as passing.
+// verifier returns `pass` or `failed` with its figures; one that throws, or
+// has not answered within its timeout, is recorded as `error` with the
+// message, so a broken or hung verifier is never missing from /security and
+// never leaves an old pass as its latest result.
 
 export const POSTURE_CHECKS = [
   'chain_integrity',
@@ -39,23 +41,61 @@ export interface PostureRun {
 export const RUN_HISTORY_DAYS = 30;
 /** A thrown message is cut to this length before it is stored and shown. */
 const MESSAGE_CHARS = 300;
+/** A verifier that has not answered by then is recorded as `error` (its work is not stopped, only no longer awaited). */
+export const VERIFIER_TIMEOUT_MS = 10 * 60_000;
+
+export type PostureErrorCode = 'posture_verifier_timeout';
+
+export class VerifierTimeoutError extends AppError<PostureErrorCode> {
+  constructor(timeoutMs: number) {
+    super('posture_verifier_timeout', `timed out after ${timeoutMs / 1000} s without a result`);
+  }
+}
+
+/** `work`, or a VerifierTimeoutError once `timeoutMs` has passed without it settling. */
+async function within<T>(work: Promise<T>, timeoutMs: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new VerifierTimeoutError(timeoutMs)), timeoutMs);
+  });
+  try {
+    // race() handles `work` settling late too, so a late rejection is not left unhandled.
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 function messageOf(error: unknown): string {
   const text = error instanceof Error ? error.message : String(error);
   return text.length > MESSAGE_CHARS ? `${text.slice(0, MESSAGE_CHARS)}…` : text;
 }
 
-/** Runs one verifier and records its run; never throws for the verifier's own failure. */
-export async function runVerifier(sql: Sql, check: PostureCheckName, verify: Verifier): Promise<PostureRun> {
+export interface RunOptions {
+  /** VERIFIER_TIMEOUT_MS when absent. */
+  readonly timeoutMs?: number;
+}
+
+/** Runs one verifier and records its run; never throws for the verifier's own failure or hang. */
+export async function runVerifier(
+  sql: Sql,
+  check: PostureCheckName,
+  verify: Verifier,
+  options: RunOptions = {},
+): Promise<PostureRun> {
   const startedAt = new Date();
   let outcome: { result: PostureResult; details: PostureDetails };
   try {
-    outcome = await verify();
+    outcome = await within(verify(), options.timeoutMs ?? VERIFIER_TIMEOUT_MS);
   } catch (error) {
     const message = messageOf(error);
     outcome = {
       result: 'error',
-      details: { summary: `the verifier did not finish: ${message}`, error: message },
+      details: {
+        summary: `the verifier did not finish: ${message}`,
+        error: message,
+        ...(error instanceof VerifierTimeoutError ? { timed_out: true } : {}),
+      },
     };
   }
   const finishedAt = new Date();

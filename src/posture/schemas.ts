@@ -51,6 +51,10 @@ export const PostureRunSchema = Type.Object({
   details: Type.Record(Type.String(), Type.Unknown(), {
     description: 'The figures behind the result (counts, ages, the first fault found).',
   }),
+  stale: Type.Boolean({
+    description:
+      'true when this run finished more than twice posture_interval_minutes ago: the verifier has stopped running, so its result, a pass included, is not current. false for not_run.',
+  }),
 });
 
 export const SecurityDocumentSchema = Type.Object(
@@ -62,6 +66,11 @@ export const SecurityDocumentSchema = Type.Object(
         'Where to report a vulnerability (ENCLAVE_SECURITY_CONTACT), as in /.well-known/security.txt.',
     }),
     controls: Type.Array(SecurityControlSchema),
+    posture_interval_minutes: Type.Integer({
+      minimum: 5,
+      maximum: 1440,
+      description: 'How often each verifier runs (ENCLAVE_POSTURE_INTERVAL_MINUTES).',
+    }),
     posture: Type.Array(PostureRunSchema, { description: 'The latest run of each verifier.' }),
     checkpoint: Type.Union(
       [

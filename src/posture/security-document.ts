@@ -8,6 +8,7 @@ import type { Control } from './controls-catalog.ts';
 import { REPO_ROOT } from './controls-catalog.ts';
 import type { DetachedSigner } from './detached-jws.ts';
 import { latestRuns, POSTURE_CHECKS, type PostureRun } from './runs.ts';
+import { staleAfterMs } from './schedule.ts';
 import type { PostureRunSchema, SecurityDocumentSchema } from './schemas.ts';
 
 // What /security shows and /security.json serves, built from the control
@@ -41,7 +42,8 @@ export async function readSbomDigest(root: string = REPO_ROOT): Promise<Security
   }
 }
 
-function postureEntries(runs: readonly PostureRun[]): PostureEntry[] {
+/** Each check's latest run; one that finished before `staleBefore` is stale (the verifiers stopped running). */
+function postureEntries(runs: readonly PostureRun[], staleBefore: number): PostureEntry[] {
   const byCheck = new Map(runs.map((run) => [run.check, run]));
   return POSTURE_CHECKS.map((check) => {
     const run = byCheck.get(check);
@@ -54,6 +56,7 @@ function postureEntries(runs: readonly PostureRun[]): PostureEntry[] {
         duration_ms: null,
         summary: 'no run recorded yet',
         details: {},
+        stale: false,
       };
     }
     const { summary, ...details } = run.details;
@@ -65,6 +68,7 @@ function postureEntries(runs: readonly PostureRun[]): PostureEntry[] {
       duration_ms: run.durationMs,
       summary,
       details,
+      stale: run.finishedAt.getTime() < staleBefore,
     };
   });
 }
@@ -76,6 +80,8 @@ export interface SecurityDocumentDeps {
   readonly controls: readonly Control[];
   readonly sbom: SecurityDocument['sbom'];
   readonly signer: DetachedSigner;
+  /** ENCLAVE_POSTURE_INTERVAL_MINUTES: shown, and a latest run older than twice it is stale. */
+  readonly postureIntervalMinutes: number;
 }
 
 export function createSecurityDocuments(deps: SecurityDocumentDeps) {
@@ -101,7 +107,8 @@ export function createSecurityDocuments(deps: SecurityDocumentDeps) {
       origin: deps.origin,
       contact: deps.contact ?? null,
       controls,
-      posture: postureEntries(runs),
+      posture_interval_minutes: deps.postureIntervalMinutes,
+      posture: postureEntries(runs, Date.now() - staleAfterMs(deps.postureIntervalMinutes)),
       checkpoint:
         checkpoint === undefined
           ? null

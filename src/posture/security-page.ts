@@ -46,12 +46,26 @@ function figures(details: PostureEntry['details']): Html {
 /** 2026-12-03T03:06:04.522Z → 2026-12-03 03:06:04 UTC */
 const shownTime = (iso: string): string => `${iso.slice(0, 10)} ${iso.slice(11, 19)} UTC`;
 
-function postureRow(run: PostureEntry): Html {
+const durationText = (minutes: number): string =>
+  minutes < 60 ? `${minutes} minutes` : minutes === 60 ? '1 hour' : `${minutes / 60} hours`;
+
+/** 60 → "hourly", 15 → "every 15 minutes", 360 → "every 6 hours" (the allowed intervals divide a day). */
+function intervalText(minutes: number): string {
+  if (minutes === 60) return 'hourly';
+  if (minutes === 1440) return 'daily';
+  return `every ${durationText(minutes)}`;
+}
+
+function postureRow(run: PostureEntry, intervalMinutes: number): Html {
   const when =
     run.finished_at === null
       ? html`—`
       : html`<time datetime="${run.finished_at}">${shownTime(run.finished_at)}</time><br><span class="muted">took ${run.duration_ms} ms</span>`;
-  return html`<tr class="result-${run.result}" id="posture-${run.check}"><td>${CHECK_NAMES[run.check]}</td><td><strong>${RESULT_TEXT[run.result]}</strong></td><td>${when}</td><td>${run.summary}${figures(run.details)}</td></tr>`;
+  // A stale result, a pass above all, must not read as current: the verifier has stopped running.
+  const result = run.stale
+    ? html`<strong>STALE</strong><br><span class="muted">last result ${RESULT_TEXT[run.result]}, over ${durationText(2 * intervalMinutes)} old</span>`
+    : html`<strong>${RESULT_TEXT[run.result]}</strong>`;
+  return html`<tr class="result-${run.stale ? 'stale' : run.result}" id="posture-${run.check}"><td>${CHECK_NAMES[run.check]}</td><td>${result}</td><td>${when}</td><td>${run.summary}${figures(run.details)}</td></tr>`;
 }
 
 function drillLine(drill: SecurityDocument['backup_drill']): Html {
@@ -102,8 +116,8 @@ export function renderSecurityPage(document: SecurityDocument): string {
 <p>Each control, its status, the code that enforces it and the tests that prove it, as <code>docs/controls.md</code> maps them. A control is shown as enforced only when every test it names exists; otherwise it reads <em>unproven</em>.</p>
 <table class="controls"><thead><tr><th>ID</th><th>Status</th><th>Promise, code and tests</th></tr></thead><tbody>${document.controls.map(controlRow)}</tbody></table>
 <h2 id="posture">2. Live posture</h2>
-<p>The latest run of each verifier. They run hourly in the job worker, and once shortly after it starts.</p>
-<table class="posture"><thead><tr><th>Check</th><th>Result</th><th>Last run</th><th>Figures</th></tr></thead><tbody>${document.posture.map(postureRow)}</tbody></table>
+<p>The latest run of each verifier. They run ${intervalText(document.posture_interval_minutes)} in the job worker, and once shortly after it starts; a run older than two intervals reads <em>STALE</em>, whatever its result.</p>
+<table class="posture"><thead><tr><th>Check</th><th>Result</th><th>Last run</th><th>Figures</th></tr></thead><tbody>${document.posture.map((run) => postureRow(run, document.posture_interval_minutes))}</tbody></table>
 <p id="backup-drill">Latest backup-and-restore drill (<code>enclave drill</code>): ${drillLine(document.backup_drill)}</p>
 <p>Latest signed audit checkpoint: ${
       document.checkpoint === null

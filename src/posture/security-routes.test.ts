@@ -29,6 +29,16 @@ import { createPostureService } from './verifiers.ts';
 const CONTACT = 'security@enclave.test';
 const logger = { info: () => {}, error: () => {} };
 
+/** The text of a fragment of the page, as a reader sees it: tags dropped, entities undone. */
+const textOf = (fragment: string): string =>
+  fragment
+    .replace(/<[^>]*>/g, '')
+    .replaceAll('&lt;', '<')
+    .replaceAll('&gt;', '>')
+    .replaceAll('&quot;', '"')
+    .replaceAll('&#39;', "'")
+    .replaceAll('&amp;', '&');
+
 /** The signature as a buyer checks it: the fetched bytes, the detached JWS, the published key set. */
 async function verifyDetached(body: Buffer, jws: string, jwks: Parameters<typeof createLocalJWKSet>[0]) {
   const [protectedHeader = '', payload, signature = ''] = jws.split('.');
@@ -158,20 +168,83 @@ describe('the page', () => {
     assert.doesNotMatch(errored, />pass</);
   });
 
-  test('OPS-5: /security shows each control of docs/controls.md with its status, and says what Enclave does not do; without a contact, security.txt is 404', async () => {
+  test('OPS-5: /security shows each control of docs/controls.md with its status, promise, code and named tests as the document has them, and says what Enclave does not do; without a contact, security.txt is 404', async () => {
     const { app } = ctx.testApp;
     const page = (await app.inject({ method: 'GET', url: '/security' })).body;
     const document = (await app.inject({ method: 'GET', url: '/security.json' })).json<SecurityDocument>();
-    for (const control of document.controls) {
+    const rows = parseControlRows(await readFile(path.join(REPO_ROOT, 'docs', 'controls.md'), 'utf8'));
+    assert.deepEqual(
+      document.controls.map((control) => control.id),
+      rows.map((row) => row.id),
+    );
+    // Markdown code spans become <code>: compare the text a reader sees with the cell's text.
+    const shown = (markdown: string) => markdown.replaceAll('`', '');
+    for (const [index, control] of document.controls.entries()) {
       const row = new RegExp(
         `<tr id="control-${control.id}"><td>${control.id}</td><td>${control.status}[<]`,
       ).exec(page);
       assert.ok(row, `${control.id} is on the page as ${control.status}`);
+      const doc = rows[index];
+      assert.ok(doc);
+      const html = new RegExp(`<tr id="control-${control.id}">(.*?)</tr>`, 's').exec(page)?.[1] ?? '';
+      const [, promise = '', code = '', tests = ''] =
+        /^<td>[^<]*<\/td><td>.*?<\/td><td>(.*?)\n<details><summary>[^<]*<\/summary>\n<p>Enforced in: (.*?)<\/p>(.*)<\/details>/s.exec(
+          html,
+        ) ?? [];
+      assert.equal(textOf(promise), shown(doc.promise), `${control.id}: promise`);
+      assert.equal(textOf(code), shown(doc.code), `${control.id}: code`);
+      const files = [...tests.matchAll(/<p><code>(.*?)<\/code><\/p><ul>(.*?)<\/ul>/gs)].map(
+        ([, file = '', titles = '']) => ({
+          file: textOf(file),
+          titles: [...titles.matchAll(/<li>(.*?)<\/li>/gs)].map(([, title = '']) => textOf(title)),
+        }),
+      );
+      assert.deepEqual(files, doc.tests, `${control.id}: tests`);
     }
     assert.match(page, /<h2 id="not-done">3\. What Enclave does not do<\/h2>/);
     assert.match(page, /no SOC 2/);
     assert.match(page, /has not published a security contact/);
     assert.equal((await app.inject({ method: 'GET', url: '/.well-known/security.txt' })).statusCode, 404);
+  });
+});
+
+describe('stale runs', () => {
+  const ctx = useTestApp({ ENCLAVE_POSTURE_INTERVAL_MINUTES: '5' });
+
+  test('OPS-5: a latest run older than twice ENCLAVE_POSTURE_INTERVAL_MINUTES is stale in /security.json and reads STALE on /security, never as a plain pass; a recent run is not stale', async () => {
+    const { db, testApp } = ctx;
+    const recordPass = (check: string, minutesAgo: number) => {
+      const finished = new Date(Date.now() - minutesAgo * 60_000);
+      return db.app`
+        insert into posture_runs (check_name, result, started_at, finished_at, duration_ms, details)
+        values (${check}, 'pass', ${new Date(finished.getTime() - 1000)}, ${finished}, 1000,
+                ${db.app.json({ summary: 'all good' })})`;
+    };
+    // Every 5 minutes: stale past 10. The chain verifier stopped 11 minutes ago; key hygiene ran 3 minutes ago.
+    await recordPass('chain_integrity', 11);
+    await recordPass('key_hygiene', 3);
+    const document = (
+      await testApp.app.inject({ method: 'GET', url: '/security.json' })
+    ).json<SecurityDocument>();
+    assert.equal(document.posture_interval_minutes, 5);
+    assert.deepEqual(
+      document.posture.map((run) => [run.check, run.result, run.stale]),
+      [
+        ['chain_integrity', 'pass', true],
+        ['tenant_isolation', 'not_run', false],
+        ['retention_slo', 'not_run', false],
+        ['key_hygiene', 'pass', false],
+        ['checkpoint_freshness', 'not_run', false],
+      ],
+    );
+    const page = (await testApp.app.inject({ method: 'GET', url: '/security' })).body;
+    assert.match(page, /They run every 5 minutes in the job worker/);
+    const stale = /<tr class="result-stale" id="posture-chain_integrity">(.*?)<\/tr>/s.exec(page)?.[1] ?? '';
+    assert.match(stale, /<strong>STALE<\/strong>/);
+    assert.match(stale, /last result pass, over 10 minutes old/);
+    assert.doesNotMatch(stale, /<strong>pass<\/strong>/);
+    const fresh = /<tr class="result-pass" id="posture-key_hygiene">(.*?)<\/tr>/s.exec(page)?.[1] ?? '';
+    assert.match(fresh, /<strong>pass<\/strong>/);
   });
 });
 
@@ -268,6 +341,58 @@ describe('the control catalog', () => {
         ['XYZ-5', 'unproven'],
         ['XYZ-6', 'partial'],
       ],
+    );
+  });
+
+  test('OPS-5: a title found only in test.skip, test.todo, it.skip, a describe, skip or todo options, a string or a comment is shown as unproven', async (t) => {
+    const root = await mkdtemp(path.join(tmpdir(), 'enclave-controls-'));
+    t.after(() => rm(root, { recursive: true, force: true }));
+    await mkdir(path.join(root, 'docs'));
+    await mkdir(path.join(root, 'test'));
+    const declared = [
+      "test.skip('XYZ-1: skipped', () => {});",
+      "test.todo('XYZ-2: to do');",
+      "it.skip('XYZ-3: skipped too', () => {});",
+      "describe('XYZ-4: a suite', () => {});",
+      "test('XYZ-5: skipped by option', { skip: 'not yet' }, () => {});",
+      "test('XYZ-6: to do by option', { todo: true }, () => {});",
+      "// test('XYZ-7: commented out', () => {});",
+      "/*\ntest('XYZ-8: in a block comment', () => {});\n*/",
+      'const text = "test(\'XYZ-9: in a string\', () => {})";',
+      // Run-time skips cannot be read from the source: these still count, as before.
+      "test('XYZ-10: may skip', { skip: noBrowser }, async (t) => { t.skip('no browser'); });",
+      `it(\`XYZ-11: \${'built'} from a template, \${n} ways\`, () => {});`,
+    ];
+    await writeFile(path.join(root, 'test', 'a.test.ts'), `${declared.join('\n')}\n`);
+    const titles = [
+      'XYZ-1: skipped',
+      'XYZ-2: to do',
+      'XYZ-3: skipped too',
+      'XYZ-4: a suite',
+      'XYZ-5: skipped by option',
+      'XYZ-6: to do by option',
+      'XYZ-7: commented out',
+      'XYZ-8: in a block comment',
+      'XYZ-9: in a string',
+      'XYZ-10: may skip',
+      'XYZ-11: built from a template, 3 ways',
+    ];
+    await writeFile(
+      path.join(root, 'docs', 'controls.md'),
+      [
+        '| ID | Status | Control (short) | Enforced in | Proven by |',
+        '|---|---|---|---|---|',
+        ...titles.map(
+          (title) =>
+            `| ${title.split(':')[0]} | enforced | A rule | \`src/a.ts\` | \`test/a.test.ts\`: "${title}" |`,
+        ),
+        '',
+      ].join('\n'),
+    );
+    const controls = await loadControls(root);
+    assert.deepEqual(
+      controls.map((control) => [control.id, control.status]),
+      titles.map((title, index) => [title.split(':')[0], index < 9 ? 'unproven' : 'enforced']),
     );
   });
 

@@ -18,7 +18,7 @@ import type { AuditSetup } from '../audit/setup.ts';
 import { createTaskHandlers, type TaskDeps } from '../jobs/tasks.ts';
 import { cronItems } from '../jobs/worker.ts';
 import { PROBE_TENANTS } from './isolation-probe.ts';
-import { latestRuns, POSTURE_CHECKS, runVerifier } from './runs.ts';
+import { latestRuns, POSTURE_CHECKS, runVerifier, VERIFIER_TIMEOUT_MS } from './runs.ts';
 import { createPostureService, postureTaskName } from './verifiers.ts';
 
 // OPS-5: the verifiers behind /security run against the live database and
@@ -170,6 +170,26 @@ describe('runs', () => {
     assert.equal(latest?.check, 'key_hygiene');
     assert.equal(latest?.result, 'error');
     assert.match(latest?.details.summary ?? '', /the key store did not answer/);
+  });
+
+  test('OPS-5: a verifier that does not answer within its timeout is recorded as error saying it timed out, so an earlier pass is no longer the latest result', async () => {
+    const db = await freshDatabase();
+    await runVerifier(db.app, 'key_hygiene', async () => ({ result: 'pass', details: { summary: 'fine' } }));
+    const hung = Promise.withResolvers<never>();
+    const run = await runVerifier(db.app, 'key_hygiene', () => hung.promise, { timeoutMs: 50 });
+    assert.equal(run.result, 'error');
+    assert.match(run.details.summary, /timed out/);
+    assert.equal(run.details.timed_out, true);
+    assert.ok(run.durationMs >= 40, `recorded after the timeout (${run.durationMs} ms)`);
+    const [latest] = await latestRuns(db.app);
+    assert.deepEqual([latest?.check, latest?.result], ['key_hygiene', 'error']);
+    assert.match(latest?.details.summary ?? '', /timed out after 0\.05 s/);
+    // The hung work failing later is not an unhandled rejection, and records nothing more.
+    hung.reject(new Error('too late'));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const [count] = await db.app<{ n: number }[]>`select count(*)::int as n from posture_runs`;
+    assert.equal(count?.n, 2);
+    assert.equal(VERIFIER_TIMEOUT_MS, 600_000, 'ten minutes unless a caller says otherwise');
   });
 
   test('OPS-5: each verifier is an hourly cron task of the worker, and its task records a run', async () => {

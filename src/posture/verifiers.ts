@@ -8,7 +8,8 @@ import { checkRetentionSlo } from './retention-slo.ts';
 import { type PostureCheckName, type PostureRun, runVerifier, type Verifier } from './runs.ts';
 
 // The five verifiers of OPS-5, each run by its own worker cron task
-// (posture_<check>, hourly, and once shortly after the worker starts).
+// (posture_<check>, every ENCLAVE_POSTURE_INTERVAL_MINUTES, and once shortly
+// after the worker starts).
 
 export interface PostureDeps {
   readonly sql: Sql;
@@ -16,6 +17,8 @@ export interface PostureDeps {
     AuditSetup,
     'signing' | 'archiveDir' | 'hotDays' | 'coldMonths' | 'checkpointDelaySeconds'
   >;
+  /** A run not finished by then is recorded as `error` (VERIFIER_TIMEOUT_MS when absent). */
+  readonly timeoutMs?: number;
 }
 
 export function createPostureVerifiers(deps: PostureDeps): Readonly<Record<PostureCheckName, Verifier>> {
@@ -39,7 +42,13 @@ export function createPostureService(deps: PostureDeps) {
   const verifiers = createPostureVerifiers(deps);
   return {
     /** Runs one verifier and records the run (an error is recorded, not thrown). */
-    run: (check: PostureCheckName): Promise<PostureRun> => runVerifier(deps.sql, check, verifiers[check]),
+    run: (check: PostureCheckName): Promise<PostureRun> =>
+      runVerifier(
+        deps.sql,
+        check,
+        verifiers[check],
+        deps.timeoutMs === undefined ? {} : { timeoutMs: deps.timeoutMs },
+      ),
   };
 }
 
