@@ -16,9 +16,14 @@ create table posture_runs (
 create index posture_runs_latest on posture_runs (check_name, finished_at desc);
 grant select, insert, delete on posture_runs to enclave_app;
 
--- The isolation probe's two tenants (created by the verifier, idempotently).
--- A probe tenant has no users, agents or listings; every place that counts or
--- lists tenants leaves them out by this flag.
+-- The isolation probe's two tenants (OPS-5), made by the verifier,
+-- idempotently, each with a row in a few tenant tables (an agent and rows
+-- hanging off it: src/posture/probe-tenants.ts). No listing shows them because
+-- nothing of theirs enters one: no users, no audit events (so no chain count
+-- and no checkpoint leaf), no data keys, no agent instance, no published card
+-- or directory listing. The one report that enumerates tenants themselves,
+-- the backup drill's audit-chain count, leaves them out by this flag; backups
+-- and their row counts include their rows.
 alter table tenants add column probe boolean not null default false;
 
 -- Every tenant with an audit chain, through audit_heads_definer (0004): the
