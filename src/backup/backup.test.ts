@@ -18,6 +18,7 @@ import type { AuditSetup } from '../audit/setup.ts';
 import { loadConfig } from '../config.ts';
 import { connect } from '../db/target.ts';
 import { withTenant } from '../db/tenant.ts';
+import { ensureProbeRows } from '../posture/probe-tenants.ts';
 import { envMasterKeyProvider } from '../vault/master-keys.ts';
 import { createVault } from '../vault/service.ts';
 import { makeBackup } from './backup.ts';
@@ -30,7 +31,9 @@ import { restoreBackup } from './restore.ts';
 
 // OPS-4: backups, restores and the drill against a populated database:
 // two tenants with audit events (one with an archived segment), agents with
-// credentials, and a signed checkpoint.
+// credentials, and a signed checkpoint; and the isolation probe's two tenants
+// with their rows (OPS-5), restored like any but left out of the report's
+// tenant count.
 
 const logger = { info: () => {}, error: () => {} };
 const masterKeys = envMasterKeyProvider(`1:${randomBytes(32).toString('base64')}`);
@@ -48,6 +51,7 @@ before(async () => {
   const vault = createVault({ provider: masterKeys });
   await vault.checkMasterKeys(db.app);
   tenants = [await createTenant(db, 'drill one'), await createTenant(db, 'drill two')];
+  await ensureProbeRows(db.app);
   // 30 events past the hot window go to an archive segment; new ones stay in the database.
   await insertChain(db, tenants[0] ?? '', daysAgo(120, 30));
   await createRetentionService({

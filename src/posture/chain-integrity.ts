@@ -13,7 +13,9 @@ import type { CheckOutcome } from './runs.ts';
 // checks an export (AUD-5, AUD-4, AUD-8), with the same pure code. Every
 // signed checkpoint must verify with the checkpoint key and be consistent
 // with the one before it (each run checks those recorded since the last
-// passing run's newest, its anchor); every tenant's chain is re-hashed from its first
+// passing run's newest, its anchor, which must be unchanged; and re-checks the
+// older ones in turn, RECHECK a run, so a row rewritten after its first check
+// is found within a bounded number of runs); every tenant's chain is re-hashed from its first
 // hot event (linked to its last archive segment) by ChainVerifier, read
 // through serviceQuery in pages of a cursor, so memory stays bounded whatever
 // the chain's length; and the chain must pass through the head its newest
@@ -22,6 +24,8 @@ import type { CheckOutcome } from './runs.ts';
 export const CHAIN_CHECK_REASON = 'posture: re-verify the audit chain (OPS-5)';
 /** Rows fetched per cursor page, and checkpoints per consistency batch. */
 const PAGE = 500;
+/** Checkpoints older than the anchor whose signed note each run checks again, in size order, wrapping round. */
+const RECHECK = 500;
 
 export interface ChainIntegrityDeps {
   readonly sql: Sql;
@@ -40,18 +44,51 @@ interface Head {
 }
 
 /**
- * The newest checkpoint the last passing run verified. Each run verifies the
- * checkpoints recorded after it, the first linked to it by a consistency
- * proof, so every checkpoint is checked once however long the log grows, and
- * the anchor itself must still be the row that was verified.
+ * The newest checkpoint the last passing run verified, and where its re-check
+ * of older ones stopped. Each run verifies the checkpoints recorded after the
+ * anchor, the first linked to it by a consistency proof, so every checkpoint
+ * is checked once however long the log grows, and the anchor itself must
+ * still be the row that was verified.
  */
-async function verifiedAnchor(sql: Sql): Promise<Head | undefined> {
-  const [row] = await sql<{ size: string | null; root: string | null }[]>`
-    select details -> 'anchor' ->> 'size' as size, details -> 'anchor' ->> 'root' as root
+async function verifiedAnchor(sql: Sql): Promise<{ anchor: Head | undefined; recheckedTo: bigint }> {
+  const [row] = await sql<{ size: string | null; root: string | null; rechecked_to: string | null }[]>`
+    select details -> 'anchor' ->> 'size' as size, details -> 'anchor' ->> 'root' as root,
+           details -> 'rechecked' ->> 'to' as rechecked_to
     from posture_runs where check_name = 'chain_integrity' and result = 'pass'
     order by finished_at desc limit 1`;
-  if (row?.size == null || row.root == null) return undefined;
-  return { size: BigInt(row.size), root: Buffer.from(row.root, 'hex') };
+  const recheckedTo = BigInt(row?.rechecked_to ?? 0);
+  if (row?.size == null || row.root == null) return { anchor: undefined, recheckedTo };
+  return { anchor: { size: BigInt(row.size), root: Buffer.from(row.root, 'hex') }, recheckedTo };
+}
+
+/**
+ * Checks again the signed notes of up to RECHECK checkpoints older than the
+ * anchor, after `from` (where the last passing run stopped), starting over
+ * from the first once it reaches the anchor. A stored root no longer matching
+ * a note signed by our key is found; a row deleted outright is not (sizes
+ * are not consecutive), nor is a change between re-checks before its turn.
+ */
+async function recheckOlderCheckpoints(
+  deps: ChainIntegrityDeps,
+  anchor: Head | undefined,
+  from: bigint,
+): Promise<{ count: number; to: bigint; failure: Failure | undefined }> {
+  if (anchor === undefined) return { count: 0, to: 0n, failure: undefined };
+  const start = from < anchor.size ? from : 0n;
+  const rows = await deps.sql<{ size: string; root: Buffer; note: string }[]>`
+    select c.size::text, c.root, c.note from checkpoints c
+    where c.size > ${start.toString()}::bigint and c.size < ${anchor.size.toString()}::bigint
+    order by c.size limit ${RECHECK}`;
+  for (const row of rows) {
+    const failure = verifySignedCheckpoint(deps, BigInt(row.size), row.root, row.note);
+    if (failure !== undefined) {
+      return { count: 0, to: start, failure: { ...failure, reason: `${failure.reason} (re-checked)` } };
+    }
+  }
+  // Fewer than a full batch: the anchor is reached, and the next run starts over.
+  const last = rows.at(-1);
+  const to = rows.length < RECHECK || last === undefined ? 0n : BigInt(last.size);
+  return { count: rows.length, to, failure: undefined };
 }
 
 function verifySignedCheckpoint(
@@ -196,14 +233,16 @@ async function verifyTenant(
 }
 
 export async function checkChainIntegrity(deps: ChainIntegrityDeps): Promise<CheckOutcome> {
-  const log = await verifyCheckpointLog(deps, await verifiedAnchor(deps.sql));
+  const verified = await verifiedAnchor(deps.sql);
+  const rechecked = await recheckOlderCheckpoints(deps, verified.anchor, verified.recheckedTo);
+  const log = await verifyCheckpointLog(deps, verified.anchor);
   const latest = await latestCheckpoint(deps.sql);
   const tenants = await deps.sql<
     { tenant: string }[]
   >`select enclave.posture_chain_tenants()::text as tenant`;
   let events = 0;
   let failedTenants = 0;
-  let firstFailure = log.failure;
+  let firstFailure = rechecked.failure ?? log.failure;
   for (const { tenant } of tenants) {
     const checked = await verifyTenant(deps.sql, tenant, latest);
     events += checked.events;
@@ -216,6 +255,7 @@ export async function checkChainIntegrity(deps: ChainIntegrityDeps): Promise<Che
     tenants: tenants.length,
     events,
     checkpoints: log.count,
+    rechecked: { count: rechecked.count, to: rechecked.to.toString() },
     failed_tenants: failedTenants,
     first_failure: firstFailure ?? null,
     anchor:
@@ -236,7 +276,7 @@ export async function checkChainIntegrity(deps: ChainIntegrityDeps): Promise<Che
   return {
     result: 'pass',
     details: {
-      summary: `${events} events of ${tenants.length} tenants, and ${log.count} new checkpoints, verified`,
+      summary: `${events} events of ${tenants.length} tenants, and ${log.count} new checkpoints, verified; ${rechecked.count} older checkpoints re-checked`,
       ...figures,
     },
   };

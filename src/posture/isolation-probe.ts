@@ -2,34 +2,20 @@ import type { Sql } from 'postgres';
 import { GLOBAL_TABLES } from '../db/global-tables.ts';
 import { findUnprotectedTables } from '../db/rls-gate.ts';
 import { withTenant } from '../db/tenant.ts';
+import { ensureProbeRows, PROBE_ROW_TABLES, PROBE_TENANTS } from './probe-tenants.ts';
 import type { CheckOutcome } from './runs.ts';
 
 // Tenant isolation probe (OPS-5, TEN-1, TEN-6), against the live database:
-// two probe tenants the platform keeps for this alone (tenants.probe, left out
-// of every listing). Bound to each in turn through withTenant, as a request
-// is, every tenant table the app role can read must show no row of any other
-// tenant — while the probe's own tenant row is seen, so the probe is not
-// looking at nothing — and the other probe's row must be invisible. Then the
+// two probe tenants the platform keeps for this alone (tenants.probe), each
+// with a row of its own in several tenant tables (probe-tenants.ts). Bound to
+// each in turn through withTenant, as a request is, every tenant table the
+// app role can read must show no row of any other tenant — so the other
+// probe's rows, which are there to be seen, stay invisible — while the
+// probe's own rows are seen, so the probe is not looking at nothing. Then the
 // RLS gate (db/rls-gate.ts) runs on the same database: every tenant table
-// still has ENABLE + FORCE RLS and its policy.
-
-export const PROBE_TENANTS = [
-  { id: '00000000-0000-4000-8000-0000000e0001', name: 'isolation probe A' },
-  { id: '00000000-0000-4000-8000-0000000e0002', name: 'isolation probe B' },
-] as const;
-
-/** Creates the probe tenants if they are missing (any worker may, at any time). */
-export async function ensureProbeTenants(sql: Sql): Promise<void> {
-  for (const probe of PROBE_TENANTS) {
-    await withTenant(
-      sql,
-      probe.id,
-      (tx) => tx`
-      insert into tenants (id, name, probe) values (${probe.id}::uuid, ${probe.name}, true)
-      on conflict (id) do nothing`,
-    );
-  }
-}
+// still has ENABLE + FORCE RLS and its policy. The two parts catch different
+// faults: the gate reads the catalog, so it cannot tell a policy that names
+// current_tenant_id() but lets every row through; only reading rows can.
 
 /** Tenant tables the app role can read, schema-qualified and quoted by the catalog itself. */
 async function tenantTables(sql: Sql): Promise<string[]> {
@@ -47,7 +33,7 @@ async function tenantTables(sql: Sql): Promise<string[]> {
 }
 
 export async function checkTenantIsolation(sql: Sql): Promise<CheckOutcome> {
-  await ensureProbeTenants(sql);
+  await ensureProbeRows(sql);
   const tables = await tenantTables(sql);
   const leaks: string[] = [];
   for (const [i, probe] of PROBE_TENANTS.entries()) {
@@ -71,11 +57,20 @@ export async function checkTenantIsolation(sql: Sql): Promise<CheckOutcome> {
         );
         if (row?.n !== 0) leaks.push(`${probe.name} reads ${row?.n} rows of other tenants in ${table}`);
       }
+      for (const table of PROBE_ROW_TABLES) {
+        // A fixed name of ours, not input.
+        const [row] = await tx.unsafe<{ n: number }[]>(
+          `select count(*)::int as n from ${table} where tenant_id = $1::uuid`,
+          [probe.id],
+        );
+        if ((row?.n ?? 0) < 1) leaks.push(`${probe.name} does not see its own row in ${table}`);
+      }
     });
   }
   const unprotected = await findUnprotectedTables(sql);
   const figures = {
     probe_tenants: PROBE_TENANTS.length,
+    tables_with_probe_rows: PROBE_ROW_TABLES.length,
     tables_probed: tables.length,
     leaks,
     unprotected_tables: unprotected.map((table) => `${table.table}: missing ${table.missing.join('; ')}`),
@@ -93,7 +88,7 @@ export async function checkTenantIsolation(sql: Sql): Promise<CheckOutcome> {
   return {
     result: 'pass',
     details: {
-      summary: `${tables.length} tenant tables read as each of 2 probe tenants: no other tenant’s row seen; every tenant table has FORCE RLS and its policy`,
+      summary: `${tables.length} tenant tables read as each of 2 probe tenants (each holding rows in ${PROBE_ROW_TABLES.length + 1}): no other tenant’s row seen, its own seen; every tenant table has FORCE RLS and its policy`,
       ...figures,
     },
   };

@@ -15,9 +15,11 @@ import { createCheckpointService } from '../audit/checkpoint-log.ts';
 import { canonicalEvent, parseCanonicalEvent } from '../audit/event.ts';
 import { createRetentionService, segmentFileName } from '../audit/retention.ts';
 import type { AuditSetup } from '../audit/setup.ts';
+import { findUnprotectedTables } from '../db/rls-gate.ts';
 import { createTaskHandlers, type TaskDeps } from '../jobs/tasks.ts';
 import { cronItems } from '../jobs/worker.ts';
-import { PROBE_TENANTS } from './isolation-probe.ts';
+import { readPlatformFigures } from '../status/platform-reads.ts';
+import { PROBE_ROW_TABLES, PROBE_TENANTS } from './probe-tenants.ts';
 import { latestRuns, POSTURE_CHECKS, runVerifier, VERIFIER_TIMEOUT_MS } from './runs.ts';
 import { createPostureService, postureTaskName } from './verifiers.ts';
 
@@ -57,6 +59,16 @@ const checkpoint = (db: TestDatabase) => {
   const { signing, publisher } = setupOf(db);
   return createCheckpointService({ sql: db.app, signing, publisher, logger }).makeCheckpoint();
 };
+
+/** The daily archiving job, with a 90-day hot window and 24 cold months. */
+const archivePastHotWindow = (db: TestDatabase) =>
+  createRetentionService({
+    sql: db.app,
+    archiveDir: setupOf(db).archiveDir,
+    hotDays: 90,
+    coldMonths: 24,
+    logger,
+  }).runRetention();
 
 /** As the attacker: the superuser with triggers off. */
 async function asSuperuser(db: TestDatabase, fn: (tx: TransactionSql) => Promise<unknown>): Promise<void> {
@@ -107,6 +119,29 @@ describe('chain integrity', () => {
       third.details.summary,
       new RegExp(`checkpoint ${newest} is gone or changed since a run verified it`),
     );
+  });
+
+  test('OPS-5: a checkpoint older than the last verified one, rewritten after a run verified it, fails the next run (older checkpoints are re-checked in turn)', async () => {
+    const db = await freshDatabase();
+    const tenant = await createTenant(db);
+    for (let i = 0; i < 3; i++) {
+      await appendEvents(db, tenant, 1);
+      await checkpoint(db);
+    }
+    const first = await posture(db).run('chain_integrity');
+    assert.equal(first.result, 'pass', first.details.summary);
+    assert.equal((first.details.anchor as { size: string }).size, '3');
+    const second = await posture(db).run('chain_integrity');
+    assert.equal(second.result, 'pass', second.details.summary);
+    assert.deepEqual(
+      second.details.rechecked,
+      { count: 2, to: '0' },
+      'checkpoints 1 and 2, then round again',
+    );
+    await asSuperuser(db, (tx) => tx`update checkpoints set root = sha256(root) where size = 1`);
+    const third = await posture(db).run('chain_integrity');
+    assert.equal(third.result, 'failed');
+    assert.match(third.details.summary, /the checkpoint log: checkpoint 1: .* \(re-checked\)$/);
   });
 
   test('OPS-5: a tampered audit row makes the chain-integrity run fail, naming the tenant and seq', async () => {
@@ -244,6 +279,99 @@ describe('tenant isolation probe', () => {
     assert.match(unprotected, /enclave\.agents: missing FORCE ROW LEVEL SECURITY/);
     assert.match(unprotected, /enclave\.user_factors: .*"everyone"/);
   });
+
+  test('OPS-5: each probe tenant keeps a row of its own in several tenant tables, made again if one is removed', async () => {
+    const db = await freshDatabase();
+    const first = await posture(db).run('tenant_isolation');
+    assert.equal(first.result, 'pass', first.details.summary);
+    assert.ok(PROBE_ROW_TABLES.length >= 4);
+    for (const table of PROBE_ROW_TABLES) {
+      const rows = await db.superuser.unsafe<{ tenant: string }[]>(
+        `select distinct tenant_id::text as tenant from ${table} order by 1`,
+      );
+      assert.deepEqual(
+        rows.map((row) => row.tenant),
+        PROBE_TENANTS.map((probe) => probe.id),
+        `${table} holds a row of each probe`,
+      );
+    }
+    await db.superuser`delete from enclave.idempotency_keys`;
+    const again = await posture(db).run('tenant_isolation');
+    assert.equal(again.result, 'pass', again.details.summary);
+    const [keys] = await db.superuser<
+      { n: number }[]
+    >`select count(*)::int as n from enclave.idempotency_keys`;
+    assert.equal(keys?.n, 2);
+  });
+
+  test('OPS-5: a policy that names current_tenant_id() yet lets every row through passes the RLS gate but fails the isolation probe, naming the table', async () => {
+    const db = await freshDatabase();
+    await posture(db).run('tenant_isolation');
+    // As the superuser: a permissive policy the catalog check takes for a tenant policy.
+    await db.superuser`
+      create policy leaky on enclave.agents
+        using (enclave.current_tenant_id() is not null)
+        with check (tenant_id = enclave.current_tenant_id())`;
+    try {
+      assert.deepEqual(
+        await findUnprotectedTables(db.superuser),
+        [],
+        'the RLS gate alone sees nothing wrong',
+      );
+      const run = await posture(db).run('tenant_isolation');
+      assert.equal(run.result, 'failed');
+      assert.deepEqual(run.details.unprotected_tables, []);
+      const leaks = run.details.leaks as string[];
+      assert.ok(
+        leaks.includes('isolation probe A reads 1 rows of other tenants in enclave.agents'),
+        leaks.join('\n'),
+      );
+      assert.ok(
+        leaks.includes('isolation probe B reads 1 rows of other tenants in enclave.agents'),
+        leaks.join('\n'),
+      );
+      assert.match(run.details.summary, /enclave\.agents/);
+    } finally {
+      await db.superuser`drop policy if exists leaky on enclave.agents`;
+    }
+    const clean = await posture(db).run('tenant_isolation');
+    assert.equal(clean.result, 'pass', clean.details.summary);
+  });
+
+  test('OPS-5: probe tenants and their rows appear in no listing: not the relay directory or listing queue, the status counts, the audit chains verified or the checkpoint log', async () => {
+    const db = await freshDatabase();
+    const tenant = await createTenant(db);
+    await appendEvents(db, tenant, 2);
+    const probe = await posture(db).run('tenant_isolation');
+    assert.equal(probe.result, 'pass', probe.details.summary);
+    const probeIds = PROBE_TENANTS.map((p) => p.id);
+    const handles = PROBE_TENANTS.map((p) => p.handle);
+    const directory = await db.app<{ handle: string }[]>`
+      select handle from enclave.relay_directory(null, '{}'::text[], null, null, 100)`;
+    assert.deepEqual(
+      directory.filter((row) => handles.includes(row.handle)),
+      [],
+    );
+    const queue = await db.app<{ tenant_id: string }[]>`
+      select tenant_id::text from enclave.relay_listing_queue(null, 100)`;
+    assert.deepEqual(
+      queue.filter((row) => probeIds.includes(row.tenant_id)),
+      [],
+    );
+    const figures = await readPlatformFigures(db.app, 5_000);
+    assert.equal(figures.runningInstances, 0, 'no probe instance is counted');
+    const chains = await db.app<{ tenant: string }[]>`select enclave.posture_chain_tenants()::text as tenant`;
+    assert.deepEqual(
+      chains.map((row) => row.tenant),
+      [tenant],
+    );
+    await checkpoint(db);
+    const chain = await posture(db).run('chain_integrity');
+    assert.equal(chain.details.tenants, 1, 'the chain-integrity count leaves the probes out');
+    const leaves = await db.superuser<{ n: number }[]>`
+      select count(*)::int as n from enclave.checkpoint_leaves where tenant_id = any(${probeIds}::uuid[])`;
+    assert.equal(leaves[0]?.n, 0, 'the public checkpoint log names no probe');
+  });
 });
 
 describe('retention SLO', () => {
@@ -255,13 +383,7 @@ describe('retention SLO', () => {
     const late = await posture(db).run('retention_slo');
     assert.equal(late.result, 'failed');
     assert.equal(late.details.oldest_hot_event_age_days, 100);
-    await createRetentionService({
-      sql: db.app,
-      archiveDir: setupOf(db).archiveDir,
-      hotDays: 90,
-      coldMonths: 24,
-      logger,
-    }).runRetention();
+    await archivePastHotWindow(db);
     const archived = await posture(db).run('retention_slo');
     assert.equal(archived.result, 'pass', archived.details.summary);
     assert.equal(archived.details.archive_segments, 1);
@@ -279,6 +401,37 @@ describe('retention SLO', () => {
     const missing = await posture(db).run('retention_slo');
     assert.equal(missing.result, 'failed');
     assert.match(missing.details.summary, /segment 1–3 is missing from the archive/);
+  });
+
+  test('OPS-5: retention fails when an archive segment was deleted before the 24-month cold window', async () => {
+    const db = await freshDatabase();
+    const tenant = await createTenant(db);
+    await insertChain(db, tenant, daysAgo(100, 3));
+    await archivePastHotWindow(db);
+    const kept = await posture(db).run('retention_slo');
+    assert.equal(kept.result, 'pass', kept.details.summary);
+    // As the attacker: the segment's file gone and its manifest marked deleted, 100 days after its last event.
+    await rm(path.join(setupOf(db).archiveDir, tenant, segmentFileName(1, 3)));
+    await asSuperuser(
+      db,
+      (tx) => tx`update audit_archive_segments set deleted_at = now() where tenant_id = ${tenant}::uuid`,
+    );
+    const early = await posture(db).run('retention_slo');
+    assert.equal(early.result, 'failed');
+    assert.equal(early.details.problem_count, 1);
+    assert.match(
+      early.details.summary,
+      new RegExp(`tenant ${tenant} segment 1–3 was deleted before 24 months`),
+    );
+    // Past the cold window the same deletion is what retention promises.
+    await asSuperuser(
+      db,
+      (tx) =>
+        tx`update audit_archive_segments set last_ts = now() - interval '25 months' where tenant_id = ${tenant}::uuid`,
+    );
+    const expired = await posture(db).run('retention_slo');
+    assert.equal(expired.result, 'pass', expired.details.summary);
+    assert.equal(expired.details.segments_deleted_past_cold_window, 1);
   });
 });
 
@@ -301,6 +454,31 @@ describe('key hygiene', () => {
     assert.equal(retired.result, 'failed');
     assert.equal(retired.details.data_keys_wrapped_by_retired_master, 1);
     assert.match(retired.details.summary, /1 data keys are still wrapped by a retired master version/);
+  });
+
+  test('OPS-5: key hygiene fails when the master key version or a tenant data key is older than 365 days', async () => {
+    const db = await freshDatabase();
+    const tenant = await createTenant(db);
+    const canary = Buffer.alloc(60, 1);
+    await db.superuser`
+      insert into vault_master_keys (version, canary, created_at) values (1, ${canary}, now() - interval '400 days')`;
+    await db.superuser`
+      insert into vault_data_keys (tenant_id, version, master_version, wrapped) values (${tenant}::uuid, 1, 1, ${canary})`;
+    const oldMaster = await posture(db).run('key_hygiene');
+    assert.equal(oldMaster.result, 'failed');
+    assert.equal(oldMaster.details.master_key_age_days, 400);
+    assert.equal(oldMaster.details.summary, 'master key version 1 is 400 days old');
+    await db.superuser`update vault_master_keys set created_at = now()`;
+    await db.superuser`update vault_data_keys set created_at = now() - interval '366 days'`;
+    const oldDataKey = await posture(db).run('key_hygiene');
+    assert.equal(oldDataKey.result, 'failed');
+    assert.equal(oldDataKey.details.oldest_current_data_key_age_days, 366);
+    assert.equal(oldDataKey.details.summary, 'a tenant data key is 366 days old');
+    // A rotated tenant: its newest key is what counts, the old version stays for old ciphertext.
+    await db.superuser`
+      insert into vault_data_keys (tenant_id, version, master_version, wrapped) values (${tenant}::uuid, 2, 1, ${canary})`;
+    const rotated = await posture(db).run('key_hygiene');
+    assert.equal(rotated.result, 'pass', rotated.details.summary);
   });
 });
 
