@@ -137,3 +137,34 @@ test('OPS-4: `enclave backup` writes an encrypted file (0600) once; `enclave res
     assert.match(result.stderr, message);
   }
 });
+
+test('OPS-4: `enclave restore` with no DATABASE_URL restores into the embedded cluster of ENCLAVE_DATA_DIR, which keeps it across a restart', async () => {
+  const file = path.join(dir, 'plain.backup');
+  const made = await enclave(['backup', file]);
+  assert.equal(made.code, 0, made.stderr);
+  const counts = /: \d+ tables, (\d+) rows, (\d+) checkpoint and archive files, NOT encrypted/.exec(
+    made.stdout,
+  );
+  assert.ok(counts !== null, made.stdout);
+  const { DATABASE_URL: _external, ...common } = env;
+  // A data dir of its own: under root the embedded server runs as postgres and must reach it.
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'enclave-restore-embedded-'));
+  const embedded = { ...common, ENCLAVE_DATA_DIR: dataDir };
+  try {
+    const restored = await enclave(['restore', file], embedded);
+    assert.equal(restored.code, 0, restored.stderr);
+    assert.match(
+      restored.stdout,
+      new RegExp(
+        `^Restored .*plain\\.backup \\(made .*\\) into database "[a-z_]+": ${counts[1]} rows, ${counts[2]} checkpoint and archive files\\.$`,
+        'm',
+      ),
+    );
+    // A second run starts the embedded cluster again and finds the restored rows there.
+    const twice = await enclave(['restore', file], embedded);
+    assert.equal(twice.code, 1);
+    assert.match(twice.stderr, /^enclave: database "[a-z_]+" is not empty/);
+  } finally {
+    await rm(dataDir, { recursive: true, force: true });
+  }
+});

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { insertAgent } from '../../test/helpers/agents.ts';
@@ -16,6 +16,7 @@ import { createCheckpointService } from '../audit/checkpoint-log.ts';
 import { createRetentionService } from '../audit/retention.ts';
 import type { AuditSetup } from '../audit/setup.ts';
 import { loadConfig } from '../config.ts';
+import type { Migration, MigratorErrorCode } from '../db/migrator.ts';
 import { connect } from '../db/target.ts';
 import { withTenant } from '../db/tenant.ts';
 import { ensureProbeRows } from '../posture/probe-tenants.ts';
@@ -26,7 +27,7 @@ import { userRelations } from './database-copy.ts';
 import { type DrillInputs, formatDrillReport, runDrill } from './drill.ts';
 import { latestDrill, recordDrill } from './drill-record.ts';
 import type { BackupErrorCode } from './errors.ts';
-import { type BackupDirectories, nonEmptyDirectories } from './files.ts';
+import { type BackupDirectories, nonEmptyDirectories, partTarget, readDirectoryParts } from './files.ts';
 import { restoreBackup } from './restore.ts';
 
 // OPS-4: backups, restores and the drill against a populated database:
@@ -36,7 +37,10 @@ import { restoreBackup } from './restore.ts';
 // tenant count.
 
 const logger = { info: () => {}, error: () => {} };
-const masterKeys = envMasterKeyProvider(`1:${randomBytes(32).toString('base64')}`);
+const masterKey = randomBytes(32);
+const masterKeys = envMasterKeyProvider(`1:${masterKey.toString('base64')}`);
+/** Every credential's plaintext, as put into the vault. */
+const credentialValues: string[] = [];
 let db: TestDatabase;
 let setup: AuditSetup;
 let dir: string;
@@ -65,12 +69,10 @@ before(async () => {
     await appendEvents(db, tenant, 5);
     const agent = await insertAgent(db.app, tenant, 'drill');
     for (const name of ['openai_api_key', 'github_token']) {
+      const value = `sk-${randomBytes(16).toString('hex')}`;
+      credentialValues.push(value);
       await withTenant(db.app, tenant, (tx) =>
-        vault.putCredential(
-          tx,
-          { tenantId: tenant, agentId: agent, name },
-          `sk-${randomBytes(16).toString('hex')}`,
-        ),
+        vault.putCredential(tx, { tenantId: tenant, agentId: agent, name }, value),
       );
     }
   }
@@ -132,7 +134,18 @@ async function assertNothingRestored(target: TestDatabase, into: { dirs: BackupD
   assert.deepEqual(await nonEmptyDirectories(into.dirs), [], 'no file was written');
 }
 
-function rejectsWith(code: BackupErrorCode, pattern: RegExp) {
+/** A secret as a search may find it: raw, base64 (unpadded), base64url, and hex in either case. */
+function encodings(secret: Buffer): [string, Buffer][] {
+  const texts: [string, string][] = [
+    ['base64', secret.toString('base64').replace(/=+$/, '')],
+    ['base64url', secret.toString('base64url')],
+    ['hex', secret.toString('hex')],
+    ['HEX', secret.toString('hex').toUpperCase()],
+  ];
+  return [['raw', secret], ...texts.map(([form, text]): [string, Buffer] => [form, Buffer.from(text)])];
+}
+
+function rejectsWith(code: BackupErrorCode | MigratorErrorCode, pattern: RegExp) {
   return (error: unknown): boolean => {
     assert.equal((error as { code?: string }).code, code);
     assert.match((error as Error).message, pattern);
@@ -211,6 +224,28 @@ describe('the drill', () => {
         await tx`update audit_events set canonical = replace(canonical, '"n":7', '"n":2')
                  where tenant_id = ${tenant}::uuid and seq = ${Number(row?.seq) - 2}`;
       });
+    }
+  });
+});
+
+describe('backup', () => {
+  test('OPS-4: a plain backup holds neither the master key (raw, base64, base64url or hex) nor any credential in plaintext', async () => {
+    const { file, manifest } = await makeBackup(connectAdmin(), dirs, undefined);
+    // The search can see: an unencrypted backup shows names as they are, and carries every credential row.
+    assert.ok(file.includes(Buffer.from('drill one')));
+    assert.ok(file.includes(Buffer.from('openai_api_key')));
+    assert.equal(
+      manifest.tables.find((table) => table.name === 'enclave.credentials')?.rows,
+      credentialValues.length,
+    );
+    for (const [form, bytes] of encodings(masterKey)) {
+      assert.equal(file.includes(bytes), false, `the master key (${form}) is in the backup`);
+    }
+    assert.equal(credentialValues.length, 4);
+    for (const value of credentialValues) {
+      for (const [form, bytes] of encodings(Buffer.from(value))) {
+        assert.equal(file.includes(bytes), false, `a credential's plaintext (${form}) is in the backup`);
+      }
     }
   });
 });
@@ -323,6 +358,56 @@ describe('restore', () => {
         await countRows(target.superuser, 'enclave.tenants'),
         await countRows(db.superuser, 'enclave.tenants'),
       );
+    });
+  });
+
+  test('OPS-4: a restore that fails part-way, on a later migration the restored rows break, is undone: no Enclave table is left and the same target then takes the restore', async () => {
+    const backup = await makeBackup(connectAdmin(), dirs, undefined);
+    // A newer Enclave's migration: it runs after the rows are copied in, and they violate it.
+    const newer: Migration = {
+      version: (db.migrations.at(-1)?.version ?? 0) + 1,
+      name: 'tenant_names_short',
+      sql: 'alter table enclave.tenants add constraint tenant_names_short check (length(name) < 3)',
+      checksum: 'not applied anywhere',
+    };
+    await withEmptyTarget(async (target, into) => {
+      await assert.rejects(
+        restoreBackup(backup.file, undefined, into, [...db.migrations, newer]),
+        rejectsWith(
+          'migration_failed',
+          /^migration \d+ \(tenant_names_short\) failed: check constraint "tenant_names_short" .*is violated by some row/,
+        ),
+      );
+      await assertNothingRestored(target, into);
+      await restoreBackup(backup.file, undefined, into, db.migrations);
+      assert.equal(
+        await countRows(target.superuser, 'enclave.tenants'),
+        await countRows(db.superuser, 'enclave.tenants'),
+      );
+    });
+  });
+
+  test('OPS-4: a restore that fails part-way, on a file it cannot write after the database and the checkpoints are in, is undone: no Enclave table and no restored file is left, and what it did not write is kept', async () => {
+    const backup = await makeBackup(connectAdmin(), dirs, undefined);
+    const files = await readDirectoryParts(dirs);
+    assert.ok(files.some((part) => part.name.startsWith('checkpoints/')));
+    const last = files.at(-1)?.name ?? '';
+    assert.match(last, /^audit-archive\//, 'archive files are written last');
+    await withEmptyTarget(async (target, into) => {
+      // A directory where the last file goes: the emptiness check counts files,
+      // so the restore goes ahead and fails on that file, last of all.
+      const blocked = partTarget(last, into.dirs) ?? '';
+      await mkdir(blocked, { recursive: true });
+      await assert.rejects(restoreBackup(backup.file, undefined, into, db.migrations), (error) => {
+        assert.equal((error as NodeJS.ErrnoException).code, 'EEXIST');
+        assert.equal((error as NodeJS.ErrnoException).path, blocked);
+        return true;
+      });
+      await assertNothingRestored(target, into);
+      assert.ok((await stat(blocked)).isDirectory(), 'the directory the restore did not make is kept');
+      await rm(blocked, { recursive: true });
+      const result = await restoreBackup(backup.file, undefined, into, db.migrations);
+      assert.equal(result.files, files.length);
     });
   });
 

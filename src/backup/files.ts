@@ -74,14 +74,23 @@ export function partTarget(name: string, dirs: BackupDirectories): string | unde
   return undefined;
 }
 
-export async function writeDirectoryParts(parts: readonly Part[], dirs: BackupDirectories): Promise<number> {
-  let written = 0;
+/**
+ * Writes the directory parts, never over an existing path. Each file's path
+ * goes into `written` once it is written, so a restore that fails part-way
+ * removes what it wrote and nothing else.
+ */
+export async function writeDirectoryParts(
+  parts: readonly Part[],
+  dirs: BackupDirectories,
+  written: string[],
+): Promise<number> {
+  const before = written.length;
   for (const part of parts) {
     const file = partTarget(part.name, dirs);
     if (file === undefined) continue;
     await mkdir(path.dirname(file), { recursive: true, mode: 0o755 });
     await writeFile(file, part.data, { mode: 0o444, flag: 'wx' });
-    written++;
+    written.push(file);
   }
-  return written;
+  return written.length - before;
 }

@@ -6,7 +6,7 @@ import { type Credentials, connect, type DbTarget } from '../db/target.ts';
 import { type Manifest, openFile, type Part, unpackBody } from './container.ts';
 import { loadDatabase, SCHEMAS, userRelations } from './database-copy.ts';
 import { BackupError } from './errors.ts';
-import { type BackupDirectories, nonEmptyDirectories, partTarget, writeDirectoryParts } from './files.ts';
+import { type BackupDirectories, nonEmptyDirectories, writeDirectoryParts } from './files.ts';
 
 // `enclave restore` (OPS-4). In order, and stopping at the first problem:
 //   1. the whole file is read and checked (trailer or GCM tag, then every
@@ -17,7 +17,8 @@ import { type BackupDirectories, nonEmptyDirectories, partTarget, writeDirectory
 //      checkpoint or archive directory;
 //   4. the database is migrated to the backup's schema, the rows are copied
 //      back in one transaction, later migrations run, and the files are
-//      written. If any of step 4 fails, what it made is removed again, so the
+//      written. If any of step 4 fails, what it made is removed again (the
+//      schemas, and the files it wrote, never a path it did not), so the
 //      target is left empty, never half-restored.
 
 export interface RestoreTarget {
@@ -87,14 +88,15 @@ async function withOwner<T>(into: RestoreTarget, fn: (owner: Sql) => Promise<T>)
   }
 }
 
-/** Back to empty after a failed step 4: Enclave's schemas dropped (and its own recreated), written files removed. */
-async function undo(admin: Sql, into: RestoreTarget, parts: readonly Part[]): Promise<void> {
+/**
+ * Back to empty after a failed step 4: Enclave's schemas dropped (and its own
+ * recreated), the files this restore wrote removed. A path it did not write
+ * (one that appeared after step 3) is not its to remove.
+ */
+async function undo(admin: Sql, into: RestoreTarget, written: readonly string[]): Promise<void> {
   await admin.unsafe(`drop schema if exists ${SCHEMAS.join(', ')} cascade`);
   await prepareDatabase(admin, into.target.database);
-  for (const part of parts) {
-    const file = partTarget(part.name, into.dirs);
-    if (file !== undefined) await rm(file, { force: true });
-  }
+  for (const file of written) await rm(file, { force: true });
 }
 
 export async function restoreBackup(
@@ -109,6 +111,7 @@ export async function restoreBackup(
   try {
     await assertEmptyTarget(admin, into);
     await prepareDatabase(admin, into.target.database);
+    const written: string[] = [];
     try {
       await withOwner(into, (owner) => migrate(owner, into.target, into.ownerCredentials, backupMigrations));
       await loadDatabase(
@@ -118,10 +121,10 @@ export async function restoreBackup(
         new Map(parts.map((part) => [part.name, part.data])),
       );
       await withOwner(into, (owner) => migrate(owner, into.target, into.ownerCredentials, migrations));
-      const files = await writeDirectoryParts(parts, into.dirs);
+      const files = await writeDirectoryParts(parts, into.dirs, written);
       return { manifest, files };
     } catch (error) {
-      await undo(admin, into, parts);
+      await undo(admin, into, written);
       throw error;
     }
   } finally {
