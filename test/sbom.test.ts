@@ -118,6 +118,7 @@ test('OPS-6: /security.json carries the SHA-256 of the SBOM the build ships: rea
       contact: undefined,
       controls: [],
       sbom,
+      postureIntervalMinutes: 60,
       signer: createDetachedSigner(generateKeyPairSync('ed25519').privateKey, 'test'),
     });
     const { document, body } = await documents.current();
