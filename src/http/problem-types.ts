@@ -356,6 +356,11 @@ export const PROBLEM_TYPES = {
     title: 'Passkey already registered',
     description: 'This passkey (its credential id) is already registered.',
   },
+  passkey_limit: {
+    status: 409,
+    title: 'Too many passkeys',
+    description: 'An account holds at most 20 passkeys: remove one before adding another.',
+  },
   internal: {
     status: 500,
     title: 'Internal error',

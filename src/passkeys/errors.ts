@@ -5,7 +5,8 @@ export type PasskeyErrorCode =
   | 'not_found'
   | 'passkey_challenge_invalid'
   | 'passkey_rejected'
-  | 'passkey_exists';
+  | 'passkey_exists'
+  | 'passkey_limit';
 
 export class PasskeyError extends AppError<PasskeyErrorCode> {
   constructor(code: PasskeyErrorCode, message: string, options?: { cause?: unknown }) {

@@ -8,6 +8,7 @@ import type { Sql } from 'postgres';
 import { recordFor } from '../accounts/audit-events.ts';
 import type { Principal } from '../accounts/service.ts';
 import { withTenant } from '../db/tenant.ts';
+import { lockSignInWays } from '../signin/sign-in-ways.ts';
 import { issueChallenge, takeChallenge } from './challenges.ts';
 import { ceremonyExpired, PasskeyError } from './errors.ts';
 import type { RelyingParty } from './relying-party.ts';
@@ -38,6 +39,16 @@ function isDuplicateCredential(error: unknown): boolean {
   return code === '23505' && constraint === 'passkey_credentials_credential_id_key';
 }
 
+/** Passkeys one account may hold: each is a row its own lists, options and sign-ins carry. */
+export const MAX_PASSKEYS = 20;
+
+function tooMany(): PasskeyError {
+  return new PasskeyError(
+    'passkey_limit',
+    `An account holds at most ${MAX_PASSKEYS} passkeys. Remove one you no longer use, then add this one.`,
+  );
+}
+
 export interface PasskeyRegistrationDeps {
   readonly sql: Sql;
   readonly rp: RelyingParty;
@@ -50,6 +61,7 @@ export function createPasskeyRegistration(deps: PasskeyRegistrationDeps) {
     async options(principal: Principal, sessionId: string): Promise<PublicKeyCredentialCreationOptionsJSON> {
       const { user } = principal;
       const existing = await withTenant(sql, user.tenant_id, (tx) => credentialDescriptors(tx, user.id));
+      if (existing.length >= MAX_PASSKEYS) throw tooMany();
       const challenge = await issueChallenge(sql, 'register', sessionId);
       return generateRegistrationOptions({
         rpName: rp.name,
@@ -100,6 +112,8 @@ export function createPasskeyRegistration(deps: PasskeyRegistrationDeps) {
       const { user } = principal;
       try {
         return await withTenant(sql, user.tenant_id, async (tx) => {
+          // Counted with the user's row locked, so two ceremonies finishing at once cannot both pass.
+          if ((await lockSignInWays(tx, user.id)).passkeys >= MAX_PASSKEYS) throw tooMany();
           const factorId = await insertPasskey(tx, {
             tenantId: user.tenant_id,
             userId: user.id,

@@ -5,6 +5,7 @@ import { type ProblemBody, useTestApp } from '../../test/helpers/app.ts';
 import { getPage, ORIGIN, postForm, textOf } from '../../test/helpers/pages.ts';
 import { storedPasskey } from '../../test/helpers/passkeys.ts';
 import { counterIsStale } from './counter.ts';
+import { MAX_PASSKEYS } from './registration.ts';
 
 // The passkey routes over HTTP, without a browser: what the options say, who
 // may ask for them, and bad input of every kind answered with a 4xx (a
@@ -47,6 +48,28 @@ describe('passkey registration options', () => {
       rows.map((row) => row.challenge),
       [again.challenge],
     );
+  });
+
+  test('ACC-8: an account holds at most 20 passkeys: the options for a 21st are a 409 problem, and no challenge is stored', async () => {
+    const account = await createAccount(ctx.db, ctx.testApp);
+    for (let n = 0; n < MAX_PASSKEYS; n += 1) await storedPasskey(ctx.db, account.user);
+    const registerChallenges = async () =>
+      (
+        await ctx.db.superuser<{ n: number }[]>`
+          select count(*)::int as n from passkey_challenges where purpose = 'register'`
+      )[0]?.n;
+    const before = await registerChallenges();
+    const response = await ctx.testApp.app.inject({
+      method: 'POST',
+      url: '/profile/passkeys/options',
+      headers: { cookie: account.sessionCookie, origin: ORIGIN, 'content-type': 'application/json' },
+      payload: '{}',
+    });
+    assert.equal(response.statusCode, 409, response.body);
+    assert.equal(response.json<ProblemBody>().code, 'passkey_limit');
+    assert.equal(await registerChallenges(), before);
+    // The other tests here count every stored passkey.
+    await ctx.db.superuser`delete from user_factors where user_id = ${account.user.id}::uuid`;
   });
 
   test('ACC-8: an API token cannot add a passkey (the ceremony is bound to a browser session): 403', async () => {

@@ -97,10 +97,16 @@ export function registerPasskeyRoutes(app: App, deps: PasskeyRouteDeps): void {
         operationId: 'passkeyRegistrationOptions',
         summary: 'Options to add a passkey to your account (WebAuthn registration)',
         description:
-          'For the signed-in browser session only (an API token gets 403): the challenge is bound to the session, lasts 5 minutes and works once. Pass the options to navigator.credentials.create() (or @simplewebauthn/browser startRegistration) and post the answer, as JSON text, in the `credential` field of the form POST /profile/passkeys.',
+          'For the signed-in browser session only (an API token gets 403): the challenge is bound to the session, lasts 5 minutes and works once. An account holds at most 20 passkeys (then 409 passkey_limit). Pass the options to navigator.credentials.create() (or @simplewebauthn/browser startRegistration) and post the answer, as JSON text, in the `credential` field of the form POST /profile/passkeys.',
         tags: ['passkeys'],
         body: OptionsBody,
-        response: { 200: CreationOptions, 400: ProblemSchema, 403: ProblemSchema, 429: ProblemSchema },
+        response: {
+          200: CreationOptions,
+          400: ProblemSchema,
+          403: ProblemSchema,
+          409: ProblemSchema,
+          429: ProblemSchema,
+        },
       },
     },
     async (request, reply) => {
