@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import {
   Logger as GraphileLogger,
   type LogLevel,
@@ -117,6 +118,27 @@ export interface Worker {
   stop(): Promise<void>;
 }
 
+/** How long a stop waits for the queries still under way (a finished job's completion) before ending the pool. */
+const SETTLE_MS = 10_000;
+
+/**
+ * Resolves once no client of `pool` is checked out or waited for, or after
+ * `ms`. graphile-worker does not await a finished job's completion (its
+ * batched mode does, but turns one failed write into the worker's shutdown),
+ * so its stop can resolve while that write is still under way; ending the
+ * pool then would lose it, and a SIGTERM in the middle of deliveries left a
+ * delivered job, and its endpoint's queue, locked until the stale-lock
+ * release (src/callbacks/deliver-worker.test.ts).
+ */
+async function settled(pool: pg.Pool, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while ((pool.totalCount > pool.idleCount || pool.waitingCount > 0) && Date.now() < deadline) {
+    await once(pool, 'release', { signal: AbortSignal.timeout(Math.max(1, deadline - Date.now())) }).catch(
+      () => undefined,
+    );
+  }
+}
+
 export async function startWorker(deps: WorkerDeps): Promise<Worker> {
   const auditLogger = deps.logger.child({ component: 'audit' });
   const audit = createAuditServices(deps.audit, deps.sql, auditLogger);
@@ -158,13 +180,6 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       taskList,
       parsedCronItems: cronItems(deps.lifecycle !== undefined, deps.postureIntervalMinutes),
       noHandleSignals: true,
-      // A finished job's completion (or failure) goes through graphile-worker's
-      // batcher (delay 0: at once), whose release a graceful stop awaits.
-      // Unbatched, the worker does not await it, so a stop, then pool.end(),
-      // could lose it: a SIGTERM in the middle of deliveries left a delivered
-      // job, and its endpoint's queue, locked until the stale-lock release,
-      // holding the rest back (src/callbacks/deliver-worker.test.ts).
-      preset: { worker: { completeJobBatchDelay: 0, failJobBatchDelay: 0 } },
       logger: graphileLogger(deps.logger),
       ...(deps.events === undefined ? {} : { events: deps.events }),
       pollInterval: deps.pollIntervalMs ?? POLL_INTERVAL_MS,
@@ -199,6 +214,7 @@ export async function startWorker(deps: WorkerDeps): Promise<Worker> {
       stopping ??= checkpointer
         .stop()
         .then(() => runner.stop())
+        .then(() => settled(pool, SETTLE_MS))
         .then(() => deps.lifecycle?.stopAll())
         .finally(() => pool.end());
       return stopping;
