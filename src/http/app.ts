@@ -61,7 +61,7 @@ import { relyingPartyOf } from '../passkeys/relying-party.ts';
 import { passkeysProfileSection, registerPasskeyRoutes } from '../passkeys/routes.ts';
 import { createPasskeySignIn } from '../passkeys/sign-in.ts';
 import { registerPasskeySignInRoutes } from '../passkeys/sign-in-routes.ts';
-import { loadControls } from '../posture/controls-catalog.ts';
+import { repositoryControls } from '../posture/controls-catalog.ts';
 import { createDetachedSigner } from '../posture/detached-jws.ts';
 import { registerSecurityRoutes } from '../posture/routes.ts';
 import { createSecurityDocuments, readSbomDigest } from '../posture/security-document.ts';
@@ -339,7 +339,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
       sql: deps.sql,
       origin: deps.config.publicUrl,
       contact: deps.config.securityContact,
-      controls: await loadControls(),
+      controls: await repositoryControls(),
       sbom: await readSbomDigest(),
       signer: createDetachedSigner(deps.relaySigningKey, cardSigner.kid),
       postureIntervalMinutes: deps.config.postureIntervalMinutes,

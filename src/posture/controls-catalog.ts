@@ -142,3 +142,19 @@ export async function loadControls(root: string = REPO_ROOT): Promise<Control[]>
   }
   return controls;
 }
+
+let repositoryCatalog: Promise<Control[]> | undefined;
+
+/**
+ * The catalog of this build, read once per process: its files do not change
+ * while it runs, and every app built in it (a test run builds hundreds) would
+ * otherwise parse docs/controls.md and every test file it names again.
+ */
+export function repositoryControls(): Promise<Control[]> {
+  repositoryCatalog ??= loadControls(REPO_ROOT);
+  // A failed read is not kept: the next app build tries again.
+  repositoryCatalog.catch(() => {
+    repositoryCatalog = undefined;
+  });
+  return repositoryCatalog;
+}
