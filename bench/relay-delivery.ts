@@ -83,9 +83,11 @@ export async function runRelayDeliveryBench(db: TestDatabase): Promise<void> {
       withTenant(db.app, grant.targetTenantId, fn);
     const { thread } = await asTarget((tx) => startThread(tx, grant, 'opening the bench thread'));
 
-    // A job that finished, by message id: the relay side waits for its own.
+    // A relay_deliver job that finished, by message id: the relay side waits for its own. The
+    // callback fan-out of the same message carries its id too, and may finish first.
     const finished = new Map<string, () => void>();
     events.on('job:complete', ({ job }) => {
+      if (job.task_identifier !== 'relay_deliver') return;
       const messageId = (job.payload as { message_id?: string } | null)?.message_id;
       if (messageId !== undefined) finished.get(messageId)?.();
     });
