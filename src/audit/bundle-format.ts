@@ -1,3 +1,4 @@
+import type { Utf8ChainRecord } from './chain.ts';
 import { decodeBase64, decodeHex } from './encoding.ts';
 
 // The recovery bundle (AUD-5): one UTF-8 file of JSON lines, each ending in
@@ -108,6 +109,11 @@ const EVENT_PREFIX = '","event":';
 const PREV_AT = HASH_PREFIX.length + 64;
 const EVENT_AT = PREV_AT + PREV_PREFIX.length + 64;
 const CANONICAL_AT = EVENT_AT + EVENT_PREFIX.length;
+const [HASH_PREFIX_BYTES, PREV_PREFIX_BYTES, EVENT_PREFIX_BYTES] = [
+  HASH_PREFIX,
+  PREV_PREFIX,
+  EVENT_PREFIX,
+].map((prefix) => Buffer.from(prefix, 'latin1')) as [Buffer, Buffer, Buffer];
 const HEX64 = /^[0-9a-f]{64}$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const UINT64 = /^(?:0|[1-9][0-9]{0,19})$/;
@@ -147,6 +153,37 @@ export function parseEventLine(line: string): EventLine | undefined {
     prevHash: line.slice(PREV_AT + PREV_PREFIX.length, EVENT_AT),
     canonical: line.slice(CANONICAL_AT, -1),
   };
+}
+
+/**
+ * parseEventLine on bytes: the event line bytes[start, end) (without its
+ * "\n") as a record to hash in place, or undefined if it does not have the
+ * layout. Nothing is decoded: the bytes between the fixed parts are checked
+ * by the chain verifier (the hashes against the hex of the ones it computes).
+ */
+export function eventLineAt(bytes: Buffer, start: number, end: number): Utf8ChainRecord | undefined {
+  if (
+    end - start < CANONICAL_AT + 2 || // {"hash":"…","prev_hash":"…","event":{…}}
+    !hasBytesAt(bytes, start, HASH_PREFIX_BYTES) ||
+    !hasBytesAt(bytes, start + PREV_AT, PREV_PREFIX_BYTES) ||
+    !hasBytesAt(bytes, start + EVENT_AT, EVENT_PREFIX_BYTES) ||
+    bytes[start + CANONICAL_AT] !== 0x7b || // {
+    bytes[end - 1] !== 0x7d // }
+  ) {
+    return undefined;
+  }
+  return {
+    bytes,
+    canonicalStart: start + CANONICAL_AT,
+    canonicalEnd: end - 1,
+    hashAt: start + HASH_PREFIX.length,
+    prevHashAt: start + PREV_AT + PREV_PREFIX.length,
+  };
+}
+
+function hasBytesAt(bytes: Uint8Array, at: number, expected: Uint8Array): boolean {
+  for (let i = 0; i < expected.length; i++) if (bytes[at + i] !== expected[i]) return false;
+  return true;
 }
 
 export type Parsed<T> =

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { isUtf8 } from 'node:buffer';
 import { createHash, randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
 import {
@@ -28,7 +29,9 @@ import { formatCheckpoint, signNote } from './note.ts';
 // The offline verifier on bundles built in memory (AUD-5, AUD-7, AUD-8). The
 // same attacks through a real database are in test/audit-tamper.security.test.ts;
 // here each check is pinned on its own: signature, key pinning, inclusion,
-// tail truncation, consistency between checkpoints, archive segments.
+// tail truncation, consistency between checkpoints, archive segments. Every
+// bundle is verified twice, as text (push) and as the bytes of a file
+// (pushBytes, what enclave-verify does), and both must give the same report.
 
 const tenant = randomUUID();
 const key = checkpointKey();
@@ -40,6 +43,21 @@ function chain(count: number, state: ChainState = genesis()): SyntheticEvent[] {
 function verify(lines: readonly string[], options: BundleVerifyOptions = {}): VerifyReport {
   const verifier = new BundleVerifier(options);
   for (const line of lines) if (!verifier.push(line)) break;
+  const report = verifier.finish();
+  const fromBytes = verifyBytes(Buffer.from(lines.map((line) => `${line}\n`).join('')), options);
+  assert.deepEqual(fromBytes, report, 'read as bytes, the bundle has the report it has read as text');
+  return report;
+}
+
+/** Verifies a bundle file's bytes as enclave-verify reads them: line by line, in place. */
+function verifyBytes(bytes: Buffer, options: BundleVerifyOptions = {}): VerifyReport {
+  const verifier = new BundleVerifier(options);
+  const utf8 = isUtf8(bytes);
+  for (let at = 0; at < bytes.length; ) {
+    const end = bytes.indexOf(0x0a, at);
+    if (!verifier.pushBytes(bytes, at, end, utf8)) break;
+    at = end + 1;
+  }
   return verifier.finish();
 }
 
@@ -384,6 +402,37 @@ describe('enclave-verify core', () => {
     );
     assert.equal(repeatedMember('{"a":{"a":1},"b":[{"a":1},{"a":2}],"c":"\\"a\\":"}'), undefined);
     assert.equal(repeatedMember('[{"x":1,"y":{"z":1,"z":2}}]'), 'z');
+  });
+
+  test('AUD-5: every byte of an event line changed in turn, multi-byte characters included, fails the same read as bytes as read as text: same first bad seq, check and reason', () => {
+    const state = genesis();
+    const events = [
+      ...chain(3, state),
+      nextEvent(tenant, state, { data: { name: 'ci «deploy» ✓ 😀', note: 'café' } }),
+      ...chain(2, state),
+    ];
+    const log = syntheticLog({ tenant, heads: [{ ...state }], key });
+    const lines = [headerLine(tenant, key), checkpointLine(log, key), ...events.map((e) => e.line)];
+    const bytes = Buffer.from(lines.map((line) => `${line}\n`).join(''));
+    const target = events[3] as SyntheticEvent;
+    const start = bytes.indexOf(target.line);
+    const end = start + Buffer.byteLength(target.line);
+    assert.ok(start > 0 && end - start > target.line.length, 'the line has multi-byte characters');
+    let changes = 0;
+    for (let at = start; at < end; at++) {
+      // Another ASCII byte, a byte that is never UTF-8, and a continuation byte (another character, or none).
+      for (const value of [(bytes[at] as number) ^ 0x01, 0xff, (bytes[at] as number) ^ 0x10]) {
+        const tampered = Buffer.from(bytes);
+        tampered[at] = value;
+        const asText = new BundleVerifier();
+        for (const line of tampered.toString('utf8').split('\n').slice(0, -1)) if (!asText.push(line)) break;
+        const expected = asText.finish();
+        assert.equal(expected.ok, false, `byte ${at - start} set to ${value}`);
+        assert.deepEqual(verifyBytes(tampered), expected, `byte ${at - start} set to ${value}`);
+        changes++;
+      }
+    }
+    assert.equal(changes, 3 * (end - start));
   });
 
   test('AUD-5: lines that are not a bundle are reported, not thrown', () => {

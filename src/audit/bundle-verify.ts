@@ -9,6 +9,7 @@ import {
 } from './bundle-checkpoint.ts';
 import {
   type BundleHeader,
+  eventLineAt,
   hashFromHex,
   isEventLine,
   parseCheckpointLine,
@@ -28,7 +29,10 @@ import type { Checkpoint } from './note.ts';
 // consistency with an earlier checkpoint; then every archive segment and
 // event as one chain — links, canonical bytes, seq continuity, segment
 // digests — and finally that the chain reaches the head the checkpoint
-// committed to. No I/O: verify-cli.ts reads the file.
+// committed to. No I/O: verify-cli.ts reads the file, and hands each line
+// over as bytes (pushBytes): an event line's canonical text is then hashed
+// straight from them, and the line decoded only if it does not verify, to
+// be checked again as text (push), which finds the reason.
 
 export type { BundleVerifyOptions, CheckName, Problem } from './bundle-checkpoint.ts';
 
@@ -77,9 +81,8 @@ export class BundleVerifier {
   #committedBySeq: ReadonlyMap<number, Commitment> = new Map();
   #uncheckable = 0;
   #previousSize: bigint | undefined;
+  /** From the header on: the chain so far, whose head is the prev_hash the next event must carry. */
   #chain: ChainVerifier | undefined;
-  /** Hex hash of the last verified link: the prev_hash the next event must carry. */
-  #prevHex = '0'.repeat(64);
   #nextSeq = 1;
   #lines = 0;
   #verified = 0;
@@ -98,6 +101,23 @@ export class BundleVerifier {
 
   constructor(options: BundleVerifyOptions = {}) {
     this.#options = options;
+  }
+
+  /**
+   * Checks the next line given as bytes, bytes[start, end) without its "\n";
+   * `utf8`: the caller found them valid UTF-8 (feedLines checks a whole read
+   * at once). An event line is checked on its bytes; any other line, or one
+   * that is not valid UTF-8 or does not verify that way, is decoded (with
+   * U+FFFD for bad bytes) and checked by push. Returns as push does.
+   */
+  pushBytes(bytes: Buffer, start: number, end: number, utf8: boolean): boolean {
+    const record =
+      utf8 && this.#stage === 'body' && !this.#chainBroken ? eventLineAt(bytes, start, end) : undefined;
+    const event = record === undefined ? undefined : (this.#chain as ChainVerifier).pushUtf8(record);
+    if (event === undefined) return this.push(bytes.toString('utf8', start, end));
+    this.#lines++;
+    // An archive segment's digest takes the line's bytes; outside one, no view of them is made.
+    return this.#onVerifiedEvent(event, this.#segment === undefined ? '' : bytes.subarray(start, end));
   }
 
   /** Checks the next line (without its "\n"); false once the chain is broken and reading on is pointless. */
@@ -138,7 +158,10 @@ export class BundleVerifier {
       lines: this.#lines,
       eventsVerified: this.#verified,
       eventsByManifestOnly: this.#byManifest,
-      head: this.#nextSeq > 1 ? { seq: this.#nextSeq - 1, hash: this.#prevHex } : undefined,
+      head:
+        this.#chain !== undefined && this.#nextSeq > 1
+          ? { seq: this.#nextSeq - 1, hash: this.#headHex() }
+          : undefined,
       segments: { total: this.#segmentCount, included: this.#includedCount, recorded: this.#recorded },
       checkpoint: this.#report,
       committed: this.#committed,
@@ -197,7 +220,7 @@ export class BundleVerifier {
     if (manifest.first_seq !== this.#nextSeq) {
       return this.#fatal('archive', `${where} should start at seq ${this.#nextSeq}`, this.#nextSeq);
     }
-    if (manifest.first_prev_hash !== this.#prevHex) {
+    if (manifest.first_prev_hash !== this.#headHex()) {
       return this.#fatal(
         'archive',
         `${where} does not chain from the hash of seq ${this.#nextSeq - 1}`,
@@ -234,13 +257,12 @@ export class BundleVerifier {
       expectPrevHash: hashFromHex(manifest.last_hash),
     });
     this.#nextSeq = manifest.last_seq + 1;
-    this.#prevHex = manifest.last_hash;
     return true;
   }
 
+  /** An event line as text: the reference path, which says why a line does not verify. */
   #onEvent(line: string): boolean {
     const seq = this.#nextSeq;
-    if (this.#segment === undefined) this.#hotStarted = true;
     const parsed = parseEventLine(line);
     if (parsed === undefined) {
       return this.#fatal(
@@ -250,21 +272,31 @@ export class BundleVerifier {
       );
     }
     const chain = this.#chain as ChainVerifier;
+    const prevHex = chain.headHex();
     const event = chain.push({ canonical: parsed.canonical, hash: parsed.hash });
     if (event === undefined) {
       const result = chain.result();
       const reason = result.ok ? 'unknown' : result.reason;
       return this.#fatal('chain', reason, result.ok ? seq : result.seq);
     }
-    if (parsed.prevHash !== this.#prevHex) {
+    if (parsed.prevHash !== prevHex) {
       return this.#fatal('chain', `seq ${seq}: its prev_hash field is not the hash of seq ${seq - 1}`, seq);
     }
-    this.#prevHex = parsed.hash;
+    return this.#onVerifiedEvent(event, line);
+  }
+
+  /**
+   * The checks after an event's own (its canonical text, seq and link held), on either path.
+   * `line`: the event line, as text or bytes, for the digest of the archive segment it is in.
+   */
+  #onVerifiedEvent(event: AuditEvent, line: string | Uint8Array): boolean {
+    const seq = event.seq;
+    this.#hotStarted ||= this.#segment === undefined;
     this.#nextSeq = seq + 1;
     this.#verified++;
-    if (this.#segment !== undefined && !this.#segmentLine(line, parsed.hash)) return false;
+    if (this.#segment !== undefined && !this.#segmentLine(line)) return false;
     const committed = this.#committedBySeq.get(seq);
-    if (committed !== undefined && committed.hash !== parsed.hash) {
+    if (committed !== undefined && committed.hash !== this.#headHex()) {
       return this.#fatal(
         'checkpoint',
         `seq ${seq}: its hash is not the one the checkpoint committed to (leaf ${committed.index}): the chain was rewritten at or before seq ${seq}`,
@@ -276,9 +308,10 @@ export class BundleVerifier {
     return true;
   }
 
-  #segmentLine(line: string, hash: string): boolean {
+  /** `line`: the event line's bytes, or its text (hashed as UTF-8). */
+  #segmentLine(line: string | Uint8Array): boolean {
     const segment = this.#segment as OpenSegment;
-    segment.digest.update(line, 'utf8').update('\n');
+    segment.digest.update(line).update('\n');
     segment.remaining--;
     if (segment.remaining > 0) return true;
     this.#segment = undefined;
@@ -291,7 +324,7 @@ export class BundleVerifier {
         manifest.first_seq,
       );
     }
-    if (hash !== manifest.last_hash) {
+    if (this.#headHex() !== manifest.last_hash) {
       return this.#fatal(
         'archive',
         `${where}: its last hash is not the manifest's last_hash`,
@@ -391,6 +424,11 @@ export class BundleVerifier {
         `seq ${committed.seq + 1}–${head} are newer than the checkpoint; the next checkpoint covers them`,
       );
     }
+  }
+
+  /** The hash of the last verified link (or the one the chain resumes from), lowercase hex. */
+  #headHex(): string {
+    return (this.#chain as ChainVerifier).headHex();
   }
 
   #problem(problem: Problem): void {

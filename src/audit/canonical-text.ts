@@ -24,6 +24,11 @@ const [OPEN_OBJECT, CLOSE_OBJECT, OPEN_ARRAY, CLOSE_ARRAY] = [0x7b, 0x7d, 0x5b, 
 /** The characters after a backslash that need nothing more: \" \\ \b \f \n \r \t */
 const SHORT_ESCAPES: readonly number[] = [0x22, 0x5c, 0x62, 0x66, 0x6e, 0x72, 0x74];
 
+/** Whether text[from, to) holds a raw control character (U+0000–U+001F), which canonical text never does. */
+export function hasRawControl(text: string, from = 0, to = text.length): boolean {
+  return CONTROL.test(from === 0 && to === text.length ? text : text.slice(from, to));
+}
+
 /** Whether `text` is exactly the JCS form of the JSON value it denotes. */
 export function isCanonicalJsonText(text: string): boolean {
   return CanonicalScanner.for(text)?.skipValue(0, 0) === text.length;
@@ -55,8 +60,19 @@ export class CanonicalScanner {
   /** A scanner, or undefined when the text cannot be canonical anywhere (a raw control character or lone surrogate). */
   static for(text: string): CanonicalScanner | undefined {
     // Raw control characters are never canonical: inside strings they are escaped, outside they are whitespace.
-    if (CONTROL.test(text) || !text.isWellFormed()) return undefined;
-    return new CanonicalScanner(text);
+    if (hasRawControl(text)) return undefined;
+    return CanonicalScanner.leavingControls(text);
+  }
+
+  /**
+   * A scanner that does not search strings without escapes for raw control
+   * characters: the caller rules them out itself wherever they would be
+   * accepted (see hasRawControl). Outside strings and in strings with an
+   * escape, skip* refuses them as always. For the event reader, whose strings
+   * all have a stricter rule of their own but in `data`.
+   */
+  static leavingControls(text: string): CanonicalScanner | undefined {
+    return text.isWellFormed() ? new CanonicalScanner(text) : undefined;
   }
 
   private constructor(text: string) {
@@ -146,12 +162,13 @@ export class CanonicalScanner {
     }
   }
 
-  /** A string with at least one escape, character by character. */
+  /** A string with at least one escape, character by character (so its value never has a raw control character to decode). */
   #skipEscapedString(at: number): number {
     const text = this.text;
     for (let i = at + 1; i < text.length; i++) {
       const c = text.charCodeAt(i);
       if (c === QUOTE) return i + 1;
+      if (c < 0x20) return -1;
       if (c !== BACKSLASH) continue;
       const escaped = text.charCodeAt(++i);
       if (SHORT_ESCAPES.includes(escaped)) continue;
@@ -175,11 +192,8 @@ export class CanonicalScanner {
     bEscaped: boolean,
   ) {
     const text = this.text;
-    if (aEscaped || bEscaped) {
-      return (
-        (JSON.parse(text.slice(aStart, aEnd)) as string) < (JSON.parse(text.slice(bStart, bEnd)) as string)
-      );
-    }
+    if (aEscaped || bEscaped)
+      return this.#keyValue(aStart, aEnd, aEscaped) < this.#keyValue(bStart, bEnd, bEscaped);
     const aLength = aEnd - aStart - 2;
     const bLength = bEnd - bStart - 2;
     const shorter = Math.min(aLength, bLength);
@@ -189,6 +203,13 @@ export class CanonicalScanner {
       if (x !== y) return x < y;
     }
     return aLength < bLength;
+  }
+
+  /** The value of the key [start, end) (with its quotes); only one with an escape needs decoding. */
+  #keyValue(start: number, end: number, escaped: boolean): string {
+    return escaped
+      ? (JSON.parse(this.text.slice(start, end)) as string)
+      : this.text.slice(start + 1, end - 1);
   }
 }
 

@@ -1,6 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { type ChainRecord, type ChainResult, ChainVerifier, verifyChain } from './chain.ts';
+import {
+  type ChainRecord,
+  type ChainResult,
+  ChainVerifier,
+  type Utf8ChainRecord,
+  verifyChain,
+} from './chain.ts';
 import { isAuditError } from './errors.ts';
 import { canonicalEvent, eventHash, GENESIS_HASH } from './event.ts';
 
@@ -197,5 +203,58 @@ describe('verifyChain: tampering names the first bad seq', () => {
     rows.splice(8, 1);
     rows[2] = { ...(rows[2] as Row), hash: '00'.repeat(32) };
     assertFailure(verifyChain(rows, { tenant: TENANT }), 3, 'chain_hash_mismatch');
+  });
+});
+
+describe('ChainVerifier.pushUtf8: records as bytes', () => {
+  /** A record laid out in a buffer as hash, prev_hash and canonical text, each at an offset. */
+  function asBytes(canonical: string, hash: string, prevHash: string): Utf8ChainRecord {
+    const bytes = Buffer.from(`#${hash}#${prevHash}#${canonical}#`);
+    return { bytes, hashAt: 1, prevHashAt: 66, canonicalStart: 131, canonicalEnd: bytes.length - 1 };
+  }
+
+  test('AUD-5: a record given as bytes is accepted just as given as text; one refused (a hash, prev_hash or byte changed) changes nothing, and push says why', () => {
+    // The third is larger than the verifier's first scratch buffer (64 KiB), which grows for it.
+    const rows = chainOf([
+      event(1),
+      event(2, TENANT, { note: 'ci «deploy» ✓ 😀' }),
+      event(3, TENANT, { note: 'é'.repeat(40_000) }),
+    ]);
+    const prev = (i: number) => (i === 0 ? GENESIS_HASH.toString('hex') : (rows[i - 1] as Row).hash);
+    const verifier = new ChainVerifier({ tenant: TENANT });
+    const second = rows[1] as Row;
+    assert.equal(verifier.pushUtf8(asBytes(event(1), (rows[0] as Row).hash, prev(0)))?.seq, 1);
+    const refused = [
+      asBytes(second.canonical, second.hash.toUpperCase(), prev(1)),
+      asBytes(
+        second.canonical,
+        second.hash,
+        prev(1).replace(/^./, (c) => (c === '0' ? '1' : '0')),
+      ),
+      asBytes(second.canonical.replace('ci «', 'ci »'), second.hash, prev(1)),
+      asBytes(second.canonical.replace('"seq":2', '"seq":3'), second.hash, prev(1)),
+    ];
+    for (const record of refused) {
+      assert.equal(verifier.pushUtf8(record), undefined);
+      assert.deepEqual(verifier.result(), {
+        ok: true,
+        count: 1,
+        head: { seq: 1, hash: Buffer.from((rows[0] as Row).hash, 'hex') },
+      });
+    }
+    assert.equal(verifier.pushUtf8(asBytes(second.canonical, second.hash, prev(1)))?.seq, 2);
+    assert.equal(verifier.headHex(), second.hash);
+    // Refused as bytes, a record is pushed as text, which fails it with the reason.
+    const third = rows[2] as Row;
+    assert.equal(verifier.pushUtf8(asBytes(third.canonical, '00'.repeat(32), prev(2))), undefined);
+    const again = new ChainVerifier({
+      tenant: TENANT,
+      expectFirstSeq: 3,
+      expectPrevHash: Buffer.from(second.hash, 'hex'),
+    });
+    assert.equal(again.pushUtf8(asBytes(third.canonical, third.hash, prev(2)))?.seq, 3);
+    assert.equal(verifier.push({ canonical: third.canonical, hash: '00'.repeat(32) }), undefined);
+    assertFailure(verifier.result(), 3, 'chain_hash_mismatch');
+    assert.equal(verifier.headHex(), second.hash, 'the head stays at the last record accepted');
   });
 });

@@ -222,6 +222,33 @@ describe("the verifier's fast reader (readCanonicalEvent)", () => {
     assert.equal(readCanonicalEvent(SECOND_CANONICAL, { tenant: TENANT })?.seq, 2);
   });
 
+  test('AUD-5: a raw control character anywhere in the text is refused, as the definition does, and never throws', () => {
+    // The reader searches only data for one: every other string has a stricter rule of its own.
+    const known = { tenant: TENANT, actor: SECOND.actor, action: SECOND.action };
+    const withControl = [
+      SECOND_CANONICAL.replace('"note":"€5', '"note":"€\t5'), // in a data value
+      SECOND_CANONICAL.replace('"note":', '"no\u0001te":'), // in a data key
+      SECOND_CANONICAL.replace('"note":', '"no\\"\nte":'), // in a data key with an escape
+      SECOND_CANONICAL.replace('"n":[1,2.5,-3],"note"', '"\\\\":[1,2.5,-3],"n\u0001ote"'), // after an escaped key
+      SECOND_CANONICAL.replace('invite:Zoë', 'invite:\nZoë'), // in the target
+      SECOND_CANONICAL.replace('invite:Zoë', 'invite:\\"\rZoë'), // in the target, after an escape
+      SECOND_CANONICAL.replace('"actor":"system"', '"actor":"sys\ttem"'),
+      SECOND_CANONICAL.replace('"actor":"system"', '"actor":"sys\\"\ttem"'),
+      SECOND_CANONICAL.replace('invite.created', 'invite.cr\u0000eated'),
+      SECOND_CANONICAL.replace(TENANT, `${TENANT}\n`),
+      SECOND_CANONICAL.replace('2026-11-21T16:13:01.004Z', '2026-11-21T16:13:01.004Z\u001f'),
+    ];
+    for (const text of withControl) {
+      assert.ok(
+        [...text].some((c) => c < ' '),
+        JSON.stringify(text),
+      );
+      assert.equal(reference(text), undefined, JSON.stringify(text));
+      assert.equal(readCanonicalEvent(text), undefined, JSON.stringify(text));
+      assert.equal(readCanonicalEvent(text, known), undefined, JSON.stringify(text));
+    }
+  });
+
   test('AUD-5: accepts exactly what the definition accepts, on 2,000 random events and 30,000 mutations (seeded)', () => {
     const random = seededRandom(0xa0d15);
     let [accepted, checked] = [0, 0];

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { CanonicalScanner, parseCanonicalJsonText } from './canonical-text.ts';
+import { CanonicalScanner, hasRawControl, parseCanonicalJsonText } from './canonical-text.ts';
 import { AuditError } from './errors.ts';
 import { eventFieldsProblem, eventHeaderProblem, type KnownFields } from './event-fields.ts';
 import { canonicalJson, type JsonObject } from './jcs.ts';
@@ -145,20 +145,23 @@ function assertEventShape(value: unknown): asserts value is AuditEvent {
 /**
  * The verifier's fast reader: the event when `canonical` is exactly the
  * canonical text of a valid event, else undefined (and parseCanonicalEvent
- * says why). One pass over the text checks its form and fields; `data` is
- * checked but only built when first read. `known`, field values the caller
+ * says why). One pass over the text checks its form and fields, and one
+ * search of `data` its characters; `data` is only built when first read. `known`, field values the caller
  * has already validated (the chain's tenant, the previous event's actor and
  * action), spares re-checking their syntax.
  */
 export function readCanonicalEvent(canonical: string, known?: KnownFields): AuditEvent | undefined {
   // Attacker-controlled: the whole text. Invariant: accepted only if parseCanonicalEvent would accept it.
-  const scanner = CanonicalScanner.for(canonical);
+  // A raw control character is never canonical. Only `data` is searched for one (a search costs
+  // by the character): in any other string, its field's rule in eventHeaderProblem refuses one,
+  // and a value in `known` has passed that rule before.
+  const scanner = CanonicalScanner.leavingControls(canonical);
   if (scanner === undefined) return undefined;
   const reader = new EventTextReader(scanner);
   // Canonical order is alphabetical, so the eight keys appear exactly like this.
   const action = reader.key('{"action":') ? reader.string() : undefined;
   const actor = reader.key(',"actor":') ? reader.string() : undefined;
-  const data = reader.key(',"data":') && reader.object();
+  const data = reader.key(',"data":') && reader.objectWithoutControls();
   const seq = reader.key(',"seq":') ? reader.number() : undefined;
   const target = !reader.key(',"target":') ? undefined : reader.key('null') ? null : reader.string();
   const tenant = reader.key(',"tenant":') ? reader.string() : undefined;
@@ -244,11 +247,12 @@ class EventTextReader {
     return value;
   }
 
-  /** Skips a canonical object one level below the top. */
-  object(): boolean {
-    if (this.#scanner.text.charCodeAt(this.at) !== 0x7b) return false;
-    this.at = this.#scanner.skipValue(this.at, 1);
-    return this.at >= 0;
+  /** Skips a canonical object one level below the top, with no raw control character in it. */
+  objectWithoutControls(): boolean {
+    const start = this.at;
+    if (this.#scanner.text.charCodeAt(start) !== 0x7b) return false;
+    this.at = this.#scanner.skipValue(start, 1);
+    return this.at >= 0 && !hasRawControl(this.#scanner.text, start, this.at);
   }
 }
 

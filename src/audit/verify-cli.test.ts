@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -167,7 +167,10 @@ describe('enclave-verify', () => {
         for (let i = 0; i < bytes.length; i += size) yield bytes.subarray(i, i + size);
       };
       const lines: string[] = [];
-      await feedLines(chunks(), (line) => lines.push(line) > 0);
+      await feedLines(chunks(), (chunk, start, end, utf8) => {
+        assert.ok(utf8, 'every line is valid UTF-8');
+        return lines.push(chunk.toString('utf8', start, end)) > 0;
+      });
       assert.deepEqual(lines, text.split('\n'), `chunks of ${size}`);
     }
     const stopped: string[] = [];
@@ -175,9 +178,73 @@ describe('enclave-verify', () => {
       (async function* () {
         yield bytes;
       })(),
-      (line) => stopped.push(line) < 2,
+      (chunk, start, end) => stopped.push(chunk.toString('utf8', start, end)) < 2,
     );
     assert.equal(stopped.length, 2, 'reading stops when the verifier says so');
+    // A chunk that is not valid UTF-8 says so for its lines; a line split across chunks is checked whole.
+    const valid: boolean[] = [];
+    const broken = [
+      Buffer.from('ok\nno \xff\n', 'latin1'),
+      Buffer.from('fine ✓'),
+      Buffer.from(' too\nbad \xc3', 'latin1'),
+    ];
+    await feedLines(
+      (async function* () {
+        yield* broken;
+      })(),
+      (_chunk, _start, _end, utf8) => valid.push(utf8) > 0,
+    );
+    assert.deepEqual(valid, [false, false, true, false]);
+  });
+
+  test('AUD-5: multi-byte text verifies from the file; a line cut short inside a character, or ending in CRLF, fails naming it', async () => {
+    const state = genesis();
+    const events = Array.from({ length: 6 }, () =>
+      nextEvent(tenant, state, { data: { name: 'ci «deploy» ✓ 😀', note: 'Zoë' } }),
+    );
+    const log = syntheticLog({ tenant, heads: [{ ...state }], key });
+    const lines = [headerLine(tenant, key), checkpointLine(log, key), ...events.map((e) => e.line)];
+    const file = path.join(dir, 'multibyte.jsonl');
+    await writeFile(file, `${lines.join('\n')}\n`);
+    const intact = await run([file]);
+    assert.equal(intact.code, 0, intact.stdout);
+    assert.match(intact.stdout, /6 verified \(head seq 6\)/);
+
+    // Cut inside the emoji of the last event: its bytes are not valid UTF-8, and the line has no newline.
+    const bytes = await readFile(file);
+    const cut = path.join(dir, 'multibyte-cut.jsonl');
+    await writeFile(cut, bytes.subarray(0, bytes.lastIndexOf(Buffer.from('😀')) + 2));
+    const short = await run([cut]);
+    assert.equal(short.code, 1, short.stdout);
+    assert.match(short.stdout, /FAILED: first bad seq 6 \(chain\): line 8 is not an event line/);
+    assert.match(short.stdout, /\[bundle\] line 8 does not end in a newline/);
+
+    const crlf = path.join(dir, 'crlf.jsonl');
+    await writeFile(crlf, `${lines.slice(0, 5).join('\n')}\r\n${lines.slice(5).join('\n')}\n`);
+    const windows = await run([crlf]);
+    assert.equal(windows.code, 1, windows.stdout);
+    assert.match(windows.stdout, /FAILED: first bad seq 3 \(chain\): line 5 is not an event line/);
+  });
+
+  test('AUD-5: an event whose canonical bytes are not valid UTF-8 fails at its seq, even with its hash taken over those bytes', async () => {
+    const state = genesis();
+    const events = Array.from({ length: 5 }, () => nextEvent(tenant, state));
+    const log = syntheticLog({ tenant, heads: [{ ...state }], key });
+    // The next event, its "é" replaced by two bytes no UTF-8 text has, hashed and linked as they are.
+    const canonical = Buffer.from(nextEvent(tenant, { ...state }, { data: { note: 'café' } }).canonical);
+    canonical.set([0xff, 0xfe], canonical.indexOf(Buffer.from('é')));
+    const hash = createHash('sha256').update(state.hash).update(canonical).digest('hex');
+    const line = Buffer.concat([
+      Buffer.from(`{"hash":"${hash}","prev_hash":"${state.hash.toString('hex')}","event":`),
+      canonical,
+      Buffer.from('}\n'),
+    ]);
+    const head = [headerLine(tenant, key), checkpointLine(log, key), ...events.map((e) => e.line)];
+    const file = path.join(dir, 'not-utf8.jsonl');
+    await writeFile(file, Buffer.concat([Buffer.from(`${head.join('\n')}\n`), line]));
+    const result = await run([file]);
+    assert.equal(result.code, 1, result.stdout);
+    assert.match(result.stdout, /FAILED: first bad seq 6 \(chain\): seq 6: stored hash ≠ SHA-256/);
   });
 
   test('AUD-5: on a terminal, progress is drawn on stderr and cleared before the report', async () => {

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
@@ -43,7 +44,11 @@ export async function verifyBundleFile(
   const verifier = new BundleVerifier(options);
   const stream = createReadStream(file, { highWaterMark: READ_CHUNK });
   try {
-    const { unterminated } = await feedLines(stream, (line) => verifier.push(line), onProgress);
+    const { unterminated } = await feedLines(
+      stream,
+      (bytes, start, end, utf8) => verifier.pushBytes(bytes, start, end, utf8),
+      onProgress,
+    );
     if (unterminated) verifier.unterminated();
   } finally {
     stream.destroy();
@@ -52,14 +57,16 @@ export async function verifyBundleFile(
 }
 
 /**
- * Splits a byte stream into lines for `push`, decoding each chunk up to its
- * last newline in one go (so a multi-byte character is never split) and
- * copying only the line that straddles two chunks. Stops reading as soon as
- * `push` returns false. `unterminated`: the last line read had no newline.
+ * Splits a byte stream into lines for `push`, each as bytes[start, end)
+ * without its "\n": a range of the chunk read, so nothing is decoded or
+ * copied but a line that straddles two chunks. `utf8`: the line is valid
+ * UTF-8, checked once for all the whole lines of a chunk. Stops reading as
+ * soon as `push` returns false. `unterminated`: the last line read had no
+ * newline.
  */
 export async function feedLines(
   chunks: AsyncIterable<Buffer>,
-  push: (line: string) => boolean,
+  push: (bytes: Buffer, start: number, end: number, utf8: boolean) => boolean,
   onProgress?: (bytes: number, lines: number) => void,
 ): Promise<{ unterminated: boolean }> {
   /** The bytes of an unfinished line from the previous chunk(s). */
@@ -67,9 +74,15 @@ export async function feedLines(
   let bytes = 0;
   let lines = 0;
   let reading = true;
-  const next = (line: string) => {
-    lines++;
-    reading = push(line);
+  /** Pushes the whole lines of bytes[start, end), which ends in "\n". */
+  const pushLines = (chunk: Buffer, start: number, end: number) => {
+    // A "\n" byte is never part of a multi-byte character, so the lines of valid UTF-8 are valid too.
+    const utf8 = isUtf8(chunk.subarray(start, end));
+    for (let from = start; reading && from < end; lines++) {
+      const newline = chunk.indexOf(0x0a, from);
+      reading = push(chunk, from, newline, utf8);
+      from = newline + 1;
+    }
   };
   for await (const chunk of chunks) {
     bytes += chunk.length;
@@ -80,28 +93,21 @@ export async function feedLines(
         carry = Buffer.concat([carry, chunk]);
         continue;
       }
-      next(Buffer.concat([carry, chunk.subarray(0, end)]).toString('utf8'));
+      const line = Buffer.concat([carry, chunk.subarray(0, end + 1)]);
+      pushLines(line, 0, line.length);
       carry = undefined;
       start = end + 1;
     }
     const last = chunk.lastIndexOf(0x0a);
-    if (reading && last >= start) {
-      const text = chunk.toString('utf8', start, last);
-      let from = 0;
-      while (reading) {
-        const end = text.indexOf('\n', from);
-        next(end < 0 ? text.slice(from) : text.slice(from, end));
-        if (end < 0) break;
-        from = end + 1;
-      }
-    }
+    if (reading && last >= start) pushLines(chunk, start, last + 1);
     const rest = Math.max(last + 1, start);
     if (rest < chunk.length) carry = Buffer.from(chunk.subarray(rest));
     onProgress?.(bytes, lines);
     if (!reading) return { unterminated: false };
   }
   if (!reading || carry === undefined) return { unterminated: false };
-  next(carry.toString('utf8'));
+  lines++;
+  push(carry, 0, carry.length, isUtf8(carry));
   return { unterminated: true };
 }
 
