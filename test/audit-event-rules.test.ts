@@ -1,11 +1,12 @@
 // The database stores an audit event only if its text equals enclave.jcs(text::jsonb)
 // and its fields follow the format's grammars (AUD-3,
-// src/db/migrations/0011_audit_event_rules.sql). Those checks must be the
-// verifier's rules exactly: an event the database accepts and the verifier
-// refuses would fail its tenant's bundle forever. These tests hold the SQL
-// canonicaliser to the JavaScript one on the shared vectors and on random
-// JSON, the SQL acceptance to the verifier's canonical-text scanner, and the
-// SQL field checks to the verifier's (src/audit/event-fields.ts).
+// src/db/migrations/0011_audit_event_rules.sql, with the fast paths of 0033).
+// Those checks must be the verifier's rules exactly: an event the database
+// accepts and the verifier refuses would fail its tenant's bundle forever.
+// These tests hold the SQL canonicaliser to the JavaScript one on the shared
+// vectors, on random JSON and at the edges of its fast paths, the SQL
+// acceptance to the verifier's canonical-text scanner, and the SQL field
+// checks to the verifier's (src/audit/event-fields.ts).
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -121,6 +122,26 @@ describe('enclave.jcs agrees with the JavaScript canonicaliser', () => {
     const value = { '\uFB33': 1, '\u{1F600}': 2, a: 3, '\u00e9': 4 };
     assert.deepEqual(await sqlCanonical([JSON.stringify(value)]), [canonicalJson(value)]);
     assert.ok(canonicalJson(value).indexOf('\u{1F600}') < canonicalJson(value).indexOf('\uFB33'));
+  });
+
+  test('AUD-3: at the edges of the fast paths (integers of 15 and 16 digits, -0, 1e21, member names above U+FFFF beside others), jcs(text) = canonicalJson(value)', async () => {
+    const numbers = ['0', '0.0', '7', '1e2', '1E2', '100.0', '1.5', '1e-7', '0.000001'];
+    const digits = ['999999999999999', '1000000000000000', '9007199254740991', '9007199254740993'];
+    const large = ['12345678901234567890', '1e20', '1e21', '1E21', '123456789012345.6', '1e15', '1e14'];
+    const texts = [
+      ...[...numbers, ...digits, ...large].flatMap((n) => [n, `-${n}`, `[${n}]`, `{"n":${n}}`]),
+      `[${digits.join(',')},-0,1e21]`,
+      // U+E000–U+FFFF sort after U+10000 and above in UTF-16, before them in UTF-8.
+      '{"\uFB33":1,"\uD83D\uDE00":2,"a":3,"\u00e9":4,"\uFFFF":5,"\uE000":6,"\uD800\uDC00":7,"z":8}',
+      '{"a\uD83D\uDE00":1,"a\uFFFF":2,"a":3,"ab":4,"a\uE000b":5}',
+      '{"b":{"\uD83D\uDE00":1,"\uE000":2},"a":[{"\uFFFD":1,"\uD83C\uDF0D":2},{"x":1,"é":2}]}',
+      '{"\uD83D\uDE00":{"\uD83D\uDE01":[1,1e21,-0]},"\uFB33":{"\uFB34":1,"\uFB32":2}}',
+    ];
+    const expected = texts.map((text) => canonicalJson(JSON.parse(text)));
+    assert.deepEqual(await sqlCanonical(texts), expected);
+    // Both sides of each edge are there: printed as jsonb has them, and not.
+    assert.ok(expected.includes('999999999999999') && expected.includes('1000000000000000'));
+    assert.ok(expected.includes('1e+21') && expected.includes('0') && expected.includes('9007199254740992'));
   });
 
   test('AUD-3: nesting deeper than 100 containers, and numbers beyond a double, are refused', async () => {

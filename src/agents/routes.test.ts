@@ -205,6 +205,44 @@ describe('agents API', () => {
     assert.ok(seen.includes(values[1].slice(-4) ?? '-'), 'its last 4 do, for correlation');
   });
 
+  test('a PUT that adds a credential (201) is recorded as credential.added, one that replaces it (200) as credential.rotated, with its name and last 4; a refused PUT stores neither row nor event', async () => {
+    const carol = await createAccount(ctx.db, ctx.testApp, { kind: 'member', tenantOf: alice });
+    const agent = await onboard(alice, { template: 'keyed', credentials: { api_key: canary('kt-') } });
+    const url = `/api/v1/agents/${agent.id}/credentials/extra`;
+    const recorded = () => ctx.db.superuser<
+      { action: string; actor: string; target: string; data: object }[]
+    >`
+      select action, actor, target, data from enclave.audit_events
+      where tenant_id = ${alice.user.tenant_id} and data ->> 'name' = 'extra' order by seq`;
+    const [added, rotated] = [canary(), canary()];
+    assert.equal((await api(alice, 'PUT', url, { value: added })).statusCode, 201);
+    assert.equal((await api(alice, 'PUT', url, { value: rotated })).statusCode, 200);
+    problem(await api(carol, 'PUT', url, { value: canary() }), 403);
+    problem(await api(bob, 'PUT', url, { value: canary() }), 404);
+    problem(
+      await api(alice, 'PUT', `/api/v1/agents/${agent.id}/credentials/api_key`, { value: 'no-kt' }),
+      400,
+    );
+    const event = (action: string, value: string) => ({
+      action,
+      actor: `token:${alice.apiTokenId}`,
+      target: `agent:${agent.id}`,
+      data: { name: 'extra', last4: value.slice(-4) },
+    });
+    assert.deepEqual(
+      [...(await recorded())],
+      [event('credential.added', added), event('credential.rotated', rotated)],
+    );
+    const lent = await withTenant(ctx.db.app, alice.user.tenant_id, (tx) =>
+      ctx.testApp.vault.lendCredential(
+        tx,
+        { tenantId: alice.user.tenant_id, agentId: agent.id, name: 'extra' },
+        (b) => b.toString('utf8'),
+      ),
+    );
+    assert.equal(lent, rotated);
+  });
+
   test('VLT-4: adding or rotating one credential leaves the others as they were', async () => {
     const [key, extra, rotated] = [canary('kt-'), canary(), canary('kt-')];
     const agent = await onboard(alice, { template: 'keyed', credentials: { api_key: key, extra } });

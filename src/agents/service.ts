@@ -1,6 +1,7 @@
-import { recordFor } from '../accounts/audit-events.ts';
+import { principalActor, recordFor } from '../accounts/audit-events.ts';
 import { authorize } from '../accounts/roles.ts';
 import type { Principal } from '../accounts/service.ts';
+import { appendEitherAuditEvent } from '../audit/append.ts';
 import type { TenantSql } from '../db/tenant.ts';
 import {
   afterPosition,
@@ -10,7 +11,7 @@ import {
   positionColumns,
 } from '../http/page-cursor.ts';
 import type { CredentialListing, Vault } from '../vault/service.ts';
-import { credentialValueProblem } from '../vault/service.ts';
+import { credentialValueProblem, last4Of } from '../vault/service.ts';
 import { AgentsError, agentFieldError } from './errors.ts';
 import { handleProblem } from './handles.ts';
 import { enqueueInstanceSync } from './runtime/instances.ts';
@@ -364,20 +365,27 @@ export function createAgentsService(deps: { vault: Vault; templates: TemplateCat
       name: string,
       value: string,
     ): Promise<{ listing: CredentialListing; created: boolean }> {
-      const agent = await find(tx, agentId);
-      authorize(principal, 'credential.manage', agent.created_by);
-      const template = templateOf(templates, agent);
-      const credential = credentialOf(template, name, 'name');
-      const problem = valueProblem(template, credential, value);
-      if (problem !== undefined) throw agentFieldError('value', problem);
-      const tenantId = principal.user.tenant_id;
-      const stored = await vault.putCredential(tx, { tenantId, agentId, name }, value);
-      await recordFor(tx, principal, {
-        action: stored.created ? 'credential.added' : 'credential.rotated',
-        target: `agent:${agentId}`,
-        data: { name, last4: stored.listing.last4 },
+      // Three round trips: the agent is looked up in the one that takes the tenant's key lock and
+      // reads its data key, and the vault seals and writes nothing unless these checks pass; the
+      // audit event is appended by the upsert's statement.
+      const checked = find(tx, agentId).then((agent) => {
+        authorize(principal, 'credential.manage', agent.created_by);
+        const template = templateOf(templates, agent);
+        const credential = credentialOf(template, name, 'name');
+        const problem = valueProblem(template, credential, value);
+        if (problem !== undefined) throw agentFieldError('value', problem);
       });
-      return stored;
+      const tenantId = principal.user.tenant_id;
+      const event = (created: boolean) => ({
+        actor: principalActor(principal),
+        action: created ? 'credential.added' : 'credential.rotated',
+        target: `agent:${agentId}`,
+        data: { name, last4: last4Of(value) },
+      });
+      return vault.putCredential(tx, { tenantId, agentId, name }, value, {
+        checked,
+        record: (isNew) => appendEitherAuditEvent(tx, tenantId, isNew, event(true), event(false)),
+      });
     },
 
     async deleteCredential(

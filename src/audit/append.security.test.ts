@@ -306,11 +306,33 @@ describe('audit_append, the definer path, fed a crafted event', () => {
   });
 
   test('AUD-3: a canonical text that is not JSON is refused (22023)', async () => {
-    for (const text of ['not json', '{"v":1', '']) {
+    for (const text of ['not json', '{"v":1', '', '[]', 'null', '"{}"']) {
       await assertAppendRefused(
         (head) => ({ canonical: text, hash: eventHash(head.hash, text) }),
         '22023',
         /not JSON/,
+      );
+    }
+  });
+
+  test('AUD-3: an event whose members are right but written another way (v as 1.0, seq with an exponent, a space, a member twice) is refused (22023)', async () => {
+    const rewritten: readonly [(canonical: string, seq: string) => string, RegExp][] = [
+      [(canonical) => canonical.replace('"v":1}', '"v":1.0}'), /not in canonical \(RFC 8785\) form/],
+      [(canonical, seq) => canonical.replace(`"seq":${seq},`, `"seq":${seq}e0,`), /not in canonical/],
+      [(canonical) => canonical.replace('"target":null', '"target": null'), /not in canonical/],
+      [(canonical) => canonical.replace('"v":1}', '"v":1,"v":1}'), /required fields/],
+      [(canonical) => canonical.replace('{"action"', '{"action":"test.forged","action"'), /required fields/],
+    ];
+    for (const [rewrite, message] of rewritten) {
+      await assertAppendRefused(
+        (head) => {
+          const seq = String(Number(head.seq) + 1);
+          const canonical = rewrite(canonicalJson(nextEvent(head, tenantA)), seq);
+          assert.notEqual(canonical, canonicalJson(nextEvent(head, tenantA)));
+          return { canonical, hash: eventHash(head.hash, canonical) };
+        },
+        '22023',
+        message,
       );
     }
   });

@@ -1,3 +1,4 @@
+import type { PendingQuery, Row } from 'postgres';
 import type { TenantSql } from '../db/tenant.ts';
 import { canonicalEventParts } from './event.ts';
 
@@ -6,7 +7,8 @@ import { canonicalEventParts } from './event.ts';
 // together. One round trip: we send the canonical text cut around seq and ts
 // (canonicalEventParts); the database locks the tenant's head, splices in
 // seq = head + 1 and the event time, checks the text, hashes it and stores it
-// (audit_append_event in src/db/migrations/0006_audit_append_one_trip.sql).
+// (audit_append_event in src/db/migrations/0006_audit_append_one_trip.sql,
+// with the checks of 0011, as 0033 runs them).
 
 /** The chain of events that belong to no customer tenant: operator actions, failed sign-ins of unknown logins. */
 export const PLATFORM_TENANT = '00000000-0000-0000-0000-000000000000';
@@ -38,6 +40,27 @@ export async function appendAuditEvent(
     await tx<AppendedRow[]>`
       select seq, hash from enclave.audit_append_event(${beforeSeq}, ${beforeTs}, ${afterTs})`,
   );
+}
+
+/**
+ * The append of one of two events to the chain of `tenantId`, as a function
+ * call for the FROM list of the statement that writes what they record, so
+ * the write and its event take one round trip and neither is stored without
+ * the other. `which`, an SQL boolean of that statement (a column of an
+ * earlier FROM item), picks `ifTrue` or `ifFalse`.
+ */
+export function appendEitherAuditEvent(
+  tx: TenantSql,
+  tenantId: string,
+  which: PendingQuery<Row[]>,
+  ifTrue: AuditEventInput,
+  ifFalse: AuditEventInput,
+): PendingQuery<Row[]> {
+  const yes = canonicalEventParts({ tenant: tenantId, ...ifTrue });
+  const no = canonicalEventParts({ tenant: tenantId, ...ifFalse });
+  return tx`enclave.audit_append_event(case when ${which} then ${yes.beforeSeq} else ${no.beforeSeq} end,
+                                       case when ${which} then ${yes.beforeTs} else ${no.beforeTs} end,
+                                       ${yes.afterTs})`;
 }
 
 /**

@@ -3,9 +3,11 @@ import { createDecipheriv, randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import type { PendingQuery, Row } from 'postgres';
 import { createTenant } from '../../test/helpers/audit.ts';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/database.ts';
-import { withTenant } from '../db/tenant.ts';
+import { appendEitherAuditEvent } from '../audit/append.ts';
+import { type TenantSql, withTenant } from '../db/tenant.ts';
 import { lendCredential, lendCredentialAlone, listCredentials, putCredential } from './credentials.ts';
 import { checkMasterKeys } from './data-keys.ts';
 import type { CredentialAddress } from './envelope.ts';
@@ -480,6 +482,83 @@ describe('where plaintext can come from', () => {
       lendOutside.map((s) => relative(s.file)),
       [],
     );
+  });
+});
+
+describe("a write beside its caller's checks", () => {
+  test("when the caller's checks fail, nothing is written — not the credential, not a first data key — and their error is thrown, not the value's", async () => {
+    const tenantId = await createTenant(db);
+    const address = { tenantId, agentId: await createAgent(tenantId), name: 'api_key' };
+    const refused = new Error('the caller refuses');
+    const checks = [
+      (_tx: TenantSql) => Promise.reject(refused),
+      // A check that is still running statements after the lock and the key read were sent.
+      async (tx: TenantSql) => {
+        await tx`select pg_sleep(0.05)`;
+        throw refused;
+      },
+    ];
+    for (const check of checks) {
+      await assert.rejects(
+        withTenant(db.app, tenantId, (tx) =>
+          putCredential(tx, provider, address, '', { checked: check(tx) }),
+        ),
+        (error) => error === refused,
+      );
+    }
+    const [counts] = await db.superuser<{ keys: number; credentials: number }[]>`
+      select (select count(*)::int from enclave.vault_data_keys where tenant_id = ${tenantId}) as keys,
+             (select count(*)::int from enclave.credentials where tenant_id = ${tenantId}) as credentials`;
+    assert.deepEqual(counts, { keys: 0, credentials: 0 });
+    // Checks that pass: the value is judged after them, then stored.
+    await assert.rejects(
+      withTenant(db.app, tenantId, (tx) =>
+        putCredential(tx, provider, address, '', { checked: Promise.resolve() }),
+      ),
+      (error) => error instanceof VaultError && error.code === 'validation_failed',
+    );
+    await withTenant(db.app, tenantId, (tx) =>
+      putCredential(tx, provider, address, 'a value', { checked: Promise.resolve() }),
+    );
+    assert.equal(await lentValue(address), 'a value');
+  });
+
+  test('a write and the audit event its statement appends are stored together or not at all', async () => {
+    const tenantId = await createTenant(db);
+    const address = { tenantId, agentId: await createAgent(tenantId), name: 'api_key' };
+    // Parts the database refuses (not cut around seq and ts): the upsert goes with them.
+    await assert.rejects(
+      withTenant(db.app, tenantId, (tx) =>
+        putCredential(tx, provider, address, 'first value', {
+          record: () => tx`enclave.audit_append_event('{', '', '')`,
+        }),
+      ),
+      (error: { code?: string }) => error.code === '22023',
+    );
+    assert.equal((await listed(tenantId, address.agentId)).length, 0);
+    const record = (tx: TenantSql) => (created: PendingQuery<Row[]>) =>
+      appendEitherAuditEvent(
+        tx,
+        tenantId,
+        created,
+        { actor: 'system', action: 'test.added', target: null, data: {} },
+        { actor: 'system', action: 'test.rotated', target: null, data: {} },
+      );
+    for (const value of ['first value', 'second value']) {
+      await withTenant(db.app, tenantId, (tx) =>
+        putCredential(tx, provider, address, value, { record: record(tx) }),
+      );
+    }
+    const events = await db.superuser<{ seq: string; action: string }[]>`
+      select seq::text, action from enclave.audit_events where tenant_id = ${tenantId} order by seq`;
+    assert.deepEqual(
+      [...events],
+      [
+        { seq: '1', action: 'test.added' },
+        { seq: '2', action: 'test.rotated' },
+      ],
+    );
+    assert.equal(await lentValue(address), 'second value');
   });
 });
 

@@ -1,4 +1,4 @@
-import type { Sql } from 'postgres';
+import type { PendingQuery, Row, Sql } from 'postgres';
 import type { TenantSql } from '../db/tenant.ts';
 import {
   lendUnderDataKey,
@@ -43,6 +43,21 @@ export function credentialValueProblem(value: string): string | undefined {
   return undefined;
 }
 
+export interface PutCredentialOptions {
+  /**
+   * The caller's checks still under way (the agent's lookup and what follows
+   * from it): they share the round trip of the key lock and read, and
+   * nothing is written, nor the value judged, unless they pass.
+   */
+  readonly checked?: Promise<unknown>;
+  /**
+   * The audit append that records the write, given an SQL boolean that is
+   * true when the credential is new (see appendEitherAuditEvent): it runs in
+   * the upsert's own statement, so the two take one round trip.
+   */
+  readonly record?: (created: PendingQuery<Row[]>) => PendingQuery<Row[]>;
+}
+
 /**
  * Adds or replaces one credential. Only that row is written, so writers of
  * different names never clobber each other (VLT-4); writers of the same name
@@ -53,26 +68,40 @@ export async function putCredential(
   provider: MasterKeyProvider,
   address: CredentialAddress,
   value: string,
+  options: PutCredentialOptions = {},
 ): Promise<{ listing: CredentialListing; created: boolean }> {
   const problem = credentialValueProblem(value);
-  if (problem !== undefined) throw new VaultError('validation_failed', problem, { field: 'value' });
+  const judge = (): void => {
+    if (problem !== undefined) throw new VaultError('validation_failed', problem, { field: 'value' });
+  };
+  // After the caller's checks, as when they ran first.
+  const ready = options.checked?.then(judge);
+  if (ready === undefined) judge();
   const plaintext = Buffer.from(value, 'utf8');
   let sealed: SealedUnderDataKey;
   try {
-    sealed = await sealUnderDataKey(tx, provider, address.tenantId, plaintext, (version) =>
-      credentialAad(address, version),
+    sealed = await sealUnderDataKey(
+      tx,
+      provider,
+      address.tenantId,
+      plaintext,
+      (version) => credentialAad(address, version),
+      ready,
     );
   } finally {
     plaintext.fill(0);
   }
   const [row] = await tx<(CredentialListing & { created: boolean })[]>`
-    insert into credentials (tenant_id, agent_id, name, key_version, ciphertext, nonce, tag, last4)
-    values (${address.tenantId}::uuid, ${address.agentId}::uuid, ${address.name}, ${sealed.key_version},
-            ${sealed.ciphertext}, ${sealed.nonce}, ${sealed.tag}, ${last4Of(value)})
-    on conflict (agent_id, name) do update
-      set key_version = excluded.key_version, ciphertext = excluded.ciphertext, nonce = excluded.nonce,
-          tag = excluded.tag, last4 = excluded.last4, updated_at = now()
-    returning name, last4, created_at, updated_at, (xmax = 0) as created`;
+    with stored as (
+      insert into credentials (tenant_id, agent_id, name, key_version, ciphertext, nonce, tag, last4)
+      values (${address.tenantId}::uuid, ${address.agentId}::uuid, ${address.name}, ${sealed.key_version},
+              ${sealed.ciphertext}, ${sealed.nonce}, ${sealed.tag}, ${last4Of(value)})
+      on conflict (agent_id, name) do update
+        set key_version = excluded.key_version, ciphertext = excluded.ciphertext, nonce = excluded.nonce,
+            tag = excluded.tag, last4 = excluded.last4, updated_at = now()
+      returning name, last4, created_at, updated_at, (xmax = 0) as created)
+    select s.name, s.last4, s.created_at, s.updated_at, s.created
+    from stored s${options.record === undefined ? tx`` : tx`, ${options.record(tx`s.created`)}`}`;
   if (row === undefined) throw new VaultError('not_found', 'the credential could not be stored');
   const { created, ...listing } = row;
   return { listing, created };

@@ -24,6 +24,11 @@ export interface StoredUnderDataKey extends SealedUnderDataKey {
  * `aadFor` gives for that key's version. Takes the tenant's key lock
  * (shared) to the end of the transaction, so the row the caller writes next
  * is ordered against a rotation. The caller zeroes `plaintext`.
+ *
+ * `checked`: the caller's checks still under way (a lookup and what follows
+ * from it), whose statements share the lock's round trip. Nothing is sealed
+ * unless they pass; their error is thrown first, and only once the key read
+ * has settled, so no statement of ours runs after the transaction ends.
  */
 export async function sealUnderDataKey(
   tx: TenantSql,
@@ -31,17 +36,23 @@ export async function sealUnderDataKey(
   tenantId: string,
   plaintext: Buffer,
   aadFor: (dataKeyVersion: number) => Buffer,
+  checked?: Promise<unknown>,
 ): Promise<SealedUnderDataKey> {
   // The key is read in the lock's round trip: the server runs the read after the lock is
   // granted, in a snapshot of its own, so a rotation we waited for is still seen.
-  const [, dataKey] = await Promise.all([
+  const [check, lock, dataKey] = await Promise.allSettled([
+    checked,
     lockTenantKeys(tx, tenantId, 'shared'),
     currentDataKey(tx, provider, tenantId),
   ]);
   try {
-    return { key_version: dataKey.version, ...seal(dataKey.key, plaintext, aadFor(dataKey.version)) };
+    if (check.status === 'rejected') throw check.reason;
+    if (lock.status === 'rejected') throw lock.reason;
+    if (dataKey.status === 'rejected') throw dataKey.reason;
+    const { version, key } = dataKey.value;
+    return { key_version: version, ...seal(key, plaintext, aadFor(version)) };
   } finally {
-    dataKey.key.fill(0);
+    if (dataKey.status === 'fulfilled') dataKey.value.key.fill(0);
   }
 }
 

@@ -9,6 +9,7 @@ import {
   lendCredentialAlone,
   listCredentials,
   MAX_CREDENTIAL_CHARACTERS,
+  type PutCredentialOptions,
   putCredential,
 } from './credentials.ts';
 import type { StoredUnderDataKey } from './data-key-seal.ts';
@@ -39,8 +40,12 @@ export function createVault(deps: { provider: MasterKeyProvider }) {
     checkMasterKeys: (sql: Sql) => checkMasterKeys(sql, provider),
     /** The same check without registering a first version: the master-key versions in use. */
     verifyMasterKeys: (sql: Sql) => verifyMasterKeys(sql, provider),
-    putCredential: (tx: TenantSql, address: CredentialAddress, value: string) =>
-      putCredential(tx, provider, address, value),
+    putCredential: (
+      tx: TenantSql,
+      address: CredentialAddress,
+      value: string,
+      options?: PutCredentialOptions,
+    ) => putCredential(tx, provider, address, value, options),
     listCredentials: (tx: TenantSql, agentId: string) => listCredentials(tx, agentId),
     deleteCredential: (tx: TenantSql, address: CredentialAddress) => deleteCredential(tx, address),
     lendCredential: <T>(
