@@ -14,12 +14,25 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'upgrade',
 ]);
 
+const NONE: ReadonlySet<string> = new Set();
+/** The sets for the Connection value nearly every message carries, shared. */
+const COMMON = new Map<string, ReadonlySet<string>>([
+  ['keep-alive', new Set(['keep-alive'])],
+  ['close', new Set(['close'])],
+]);
+
 /** Header names listed in Connection values of `raw` (name, value pairs): hop-by-hop for this message only. */
-export function connectionListed(raw: readonly string[]): Set<string> {
-  const listed = new Set<string>();
+export function connectionListed(raw: readonly string[]): ReadonlySet<string> {
+  const values: string[] = [];
   for (let i = 0; i + 1 < raw.length; i += 2) {
-    if (raw[i]?.toLowerCase() !== 'connection') continue;
-    for (const name of (raw[i + 1] ?? '').split(',')) listed.add(name.trim().toLowerCase());
+    const name = raw[i] ?? '';
+    // By length first: most names are not it, and need no lowercasing to tell.
+    if (name.length === 10 && name.toLowerCase() === 'connection') values.push(raw[i + 1] ?? '');
   }
+  if (values.length === 0) return NONE;
+  const common = values.length === 1 ? COMMON.get((values[0] ?? '').toLowerCase()) : undefined;
+  if (common !== undefined) return common;
+  const listed = new Set<string>();
+  for (const value of values) for (const name of value.split(',')) listed.add(name.trim().toLowerCase());
   return listed;
 }

@@ -90,7 +90,7 @@ function sendPlain(res: ServerResponse, status: number, reason: string): void {
 
 /** rawHeaders without hop-by-hop headers, those the Connection header names, and `drop`. */
 function endToEndHeaders(rawHeaders: readonly string[], drop: readonly string[] = []): string[] {
-  const named = connectionListed(rawHeaders);
+  const named = new Set(connectionListed(rawHeaders));
   for (const name of drop) named.add(name);
   const kept: string[] = [];
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {

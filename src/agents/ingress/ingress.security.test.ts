@@ -198,7 +198,14 @@ function collect(res: IncomingMessage): Promise<Answer> {
 
 function send(
   host: string,
-  options: { method?: string; path?: string; headers?: Record<string, string>; body?: Buffer } = {},
+  options: {
+    method?: string;
+    path?: string;
+    headers?: Record<string, string>;
+    body?: Buffer;
+    /** Kept-alive connections to reuse (default: a connection of its own). */
+    agent?: http.Agent;
+  } = {},
 ): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = http.request(
@@ -208,7 +215,7 @@ function send(
         method: options.method ?? 'GET',
         path: options.path ?? '/',
         headers: { ...options.headers, host },
-        agent: false,
+        agent: options.agent ?? false,
       },
       (res) => collect(res).then(resolve, reject),
     );
@@ -383,6 +390,54 @@ test('AGT-3: a deleted or stopped agent stops answering though its instance stil
     }
     assert.equal(status, 404);
     for (let i = 0; i < 5; i++) assert.equal((await send(instance.host)).status, 404);
+  }
+});
+
+test('AGT-3: under steady traffic on kept-alive connections, a stopped or deleted agent stops answering within 100 ms of its row changing', async () => {
+  // Busy names are looked up again in the background (running.ts): that must never stretch the 100 ms.
+  for (const change of ['stopped', 'deleted'] as const) {
+    const instance = await addInstance(change === 'stopped' ? tenantA : tenantB, 'running');
+    await serveInstance(instance, change);
+    const agent = new http.Agent({ keepAlive: true });
+    const answers: { sent: number; status: number }[] = [];
+    let traffic = true;
+    const loops = Array.from({ length: 4 }, async () => {
+      while (traffic) {
+        const sent = performance.now();
+        answers.push({ sent, status: (await send(instance.host, { agent })).status });
+      }
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    if (change === 'stopped') {
+      await withTenant(
+        ctx.db.app,
+        tenantA,
+        (tx) => tx`update agent_instances set state = 'stopped' where agent_id = ${instance.agentId}::uuid`,
+      );
+    } else {
+      await withTenant(
+        ctx.db.app,
+        tenantB,
+        (tx) => tx`delete from agents where id = ${instance.agentId}::uuid`,
+      );
+    }
+    // Committed by now: a lookup sent from here on reads the new row.
+    const changed = performance.now();
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    traffic = false;
+    await Promise.all(loops);
+    agent.destroy();
+    assert.ok(
+      answers.some((answer) => answer.sent < changed && answer.status === 200),
+      change,
+    );
+    const late = answers.filter((answer) => answer.sent >= changed + 100);
+    assert.ok(late.length > 0, change);
+    assert.deepEqual(
+      late.filter((answer) => answer.status !== 404).map((answer) => answer.sent - changed),
+      [],
+      `${change}: answered this many ms after its row changed`,
+    );
   }
 });
 

@@ -14,6 +14,8 @@ import type { Logger } from '../../logger.ts';
 import { HOST_DIR, HostSocketAgent, HostSocketError } from '../runtime/host-sockets.ts';
 import { type ConnectionTimeouts, createFastPath } from './fast-path.ts';
 import { type Forwarding, requestHeaders, responseHeaders } from './headers.ts';
+import { createRequestLog, type RequestKind } from './request-log.ts';
+import { createRunningInstances } from './running.ts';
 import { subdomainOf } from './subdomain.ts';
 
 export { PLATFORM_COOKIE_PREFIX } from './headers.ts';
@@ -61,11 +63,11 @@ const HEAD_TIMEOUT_MS = 30_000;
 /** A proxied connection (HTTP or a tunnel) with no bytes either way for this long is closed. */
 const IDLE_TIMEOUT_MS = 10 * 60_000;
 /**
- * How long a running instance's lookup is reused, and how many are kept. Short: a
- * deleted or stopped agent's subdomain stops answering within this long even while
- * its instance still listens (the row is the truth; no other process tells the
- * ingress of a change), yet a busy instance costs one lookup per interval, not one
- * per request.
+ * How long a running instance's lookup is reused, and how many are kept (running.ts).
+ * Short: a deleted or stopped agent's subdomain stops answering within this long even
+ * while its instance still listens (the row is the truth; no other process tells the
+ * ingress of a change), yet a busy instance costs a lookup or two per interval, made
+ * in the background, not one per request.
  */
 const RUNNING_CACHE_MS = 100;
 const RUNNING_CACHE_SIZE = 10_000;
@@ -154,37 +156,28 @@ export function createIngress(deps: IngressDeps): Ingress {
   const tunnels = new Set<Duplex>();
   let closing = false;
 
-  // Running instances seen in the last RUNNING_CACHE_MS, by subdomain. Only
-  // running ones: every other answer (404) always asks the database, so it
-  // takes the same time whether or not the name exists. A name whose row is
-  // deleted or stops being running is served at most RUNNING_CACHE_MS longer,
-  // and only while its socket still answers; a refused socket drops the entry
-  // at once.
-  const running = new Map<string, { agentId: string; until: number }>();
-
-  async function runningAgent(subdomain: string): Promise<string | undefined> {
-    const cached = running.get(subdomain);
-    if (cached !== undefined && cached.until > performance.now()) return cached.agentId;
-    running.delete(subdomain);
-    // The lookup policy shows this one row (if any) and nothing else, before any tenant is known.
-    const rows = await withLookup(
-      deps.sql,
-      subdomain,
-      (tx) => tx<{ agent_id: string; state: string }[]>`
-        select agent_id::text, state from agent_instances where subdomain = ${subdomain}::text`,
-    );
-    const row = rows[0];
-    if (row?.state !== 'running') return undefined;
-    // Bounded: the oldest entry makes room (a Map iterates in insertion order).
-    if (running.size >= RUNNING_CACHE_SIZE) running.delete(running.keys().next().value ?? '');
-    running.set(subdomain, { agentId: row.agent_id, until: performance.now() + RUNNING_CACHE_MS });
-    return row.agent_id;
-  }
+  // Running instances' lookups, reused for RUNNING_CACHE_MS at most (running.ts).
+  const running = createRunningInstances({
+    async read(subdomain) {
+      // The lookup policy shows this one row (if any) and nothing else, before any tenant is known.
+      const rows = await withLookup(
+        deps.sql,
+        subdomain,
+        (tx) => tx<{ agent_id: string; state: string }[]>`
+          select agent_id::text, state from agent_instances where subdomain = ${subdomain}::text`,
+      );
+      const row = rows[0];
+      return row?.state === 'running' ? row.agent_id : undefined;
+    },
+    ttlMs: RUNNING_CACHE_MS,
+    size: RUNNING_CACHE_SIZE,
+  });
+  const runningAgent = running.lookup;
 
   /** The instance's socket refused: it is not up, whatever the row said a moment ago. */
   function notAnswering(subdomain: string, error: unknown): FixedAnswer {
     if (!refused(error)) return BAD_GATEWAY;
-    running.delete(subdomain);
+    running.forget(subdomain);
     return NOT_FOUND;
   }
 
@@ -193,23 +186,12 @@ export function createIngress(deps: IngressDeps): Ingress {
   /** The instance's own host name: the only Domain its cookies may name. */
   const instanceHost = (subdomain: string): string => `${subdomain}.${agentsDomain}`;
 
-  // One line per request, so it must be cheap: the kind is bound once, and redaction, which walks
-  // every field of every line, is off for these lines alone. Their fields are fixed (kind, method,
-  // status, agent id, ms); none can carry a secret.
-  const requestLogs = {
-    http: logger.child({ ingress: 'http' }, { redact: [] }),
-    upgrade: logger.child({ ingress: 'upgrade' }, { redact: [] }),
-  };
+  // One line per request, so it must be cheap (request-log.ts).
+  const requestLog = createRequestLog(logger);
 
-  function logged(kind: 'http' | 'upgrade', method: string | undefined, started: number) {
-    const requestLog = requestLogs[kind];
-    return (status: number, agentId: string | undefined): void => {
-      // No subdomain, no path, no header: the subdomain is the instance's secret address.
-      requestLog.info(
-        { method, status, agent_id: agentId, ms: Math.round(performance.now() - started) },
-        'ingress request',
-      );
-    };
+  function logged(kind: RequestKind, method: string | undefined, started: number) {
+    return (status: number, agentId: string | undefined): void =>
+      requestLog.line(kind, method, status, agentId, Math.round(performance.now() - started));
   }
 
   /** The validated Host (lowercase, with its port if any) and subdomain, or undefined for a malformed request. */
@@ -224,6 +206,7 @@ export function createIngress(deps: IngressDeps): Ingress {
   const fastPath = createFastPath({
     agentsDomain,
     proto: deps.origin?.proto,
+    cachedAgent: running.cached,
     runningAgent,
     socketOf,
     clientAddress(client, forwardedFor) {
@@ -234,7 +217,7 @@ export function createIngress(deps: IngressDeps): Ingress {
       return deps.origin.address(message);
     },
     instanceHost,
-    log: (method, status, agentId, started) => logged('http', method, started)(status, agentId),
+    log: (method, status, agentId, ms) => requestLog.line('http', method, status, agentId, ms),
     closing: () => closing,
     badGateway: fixedRaw(BAD_GATEWAY),
     gatewayTimeout: fixedRaw(GATEWAY_TIMEOUT),
@@ -465,6 +448,7 @@ export function createIngress(deps: IngressDeps): Ingress {
       for (const socket of tunnels) socket.destroy();
       agent.destroy();
       upgradeAgent.destroy();
+      requestLog.flush();
     },
   };
 }

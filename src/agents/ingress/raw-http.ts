@@ -5,25 +5,47 @@
 // Node's own parser, which answers it as it always did. Responses come from
 // an instance, which may try to end its response somewhere else than the
 // client will (to pass off bytes as the answer to the next request): their
-// framing is read strictly, and what does not fit is a broken response.
+// framing is read strictly, and what does not fit is a broken response. Heads
+// are read byte by byte against tables of the bytes each part may hold (the
+// grammar the tests state again as regular expressions, raw-http.test.ts),
+// and a head must end within MAX_HEAD_BYTES however it arrives.
 
 /** The longest head either side may send (Node's default maxHeaderSize): past it, Node's parser (431) or a 502. */
 export const MAX_HEAD_BYTES = 16 * 1024;
 
-const CRLF2 = Buffer.from('\r\n\r\n');
+/**
+ * The start of `buffer` as latin1 text (one character per byte received), as far as a head may
+ * reach: a head that has not ended within it is too long.
+ */
+export function headText(buffer: Buffer): string {
+  return buffer.toString('latin1', 0, Math.min(buffer.length, MAX_HEAD_BYTES));
+}
 
-/** Where the head in `buffer` ends (past its blank line), or -1 if it has not ended yet. */
-export function headEnd(buffer: Buffer): number {
-  const at = buffer.indexOf(CRLF2);
+/** Where the head in `text` (see headText) ends, past its blank line, or -1 if it has not ended there. */
+export function headEnd(text: string): number {
+  const at = text.indexOf('\r\n\r\n');
   return at === -1 ? -1 : at + 4;
 }
 
-export interface RequestHead {
+/**
+ * A head as read, for passing on: its text, and where each header's line is in it, so that a
+ * header passed on unchanged goes as the bytes it arrived as (headers.ts).
+ */
+export interface HeadLines {
+  /** The text the head was read from (headText): its lines are separated by CRLF. */
+  readonly text: string;
+  /** Header pairs as sent (names as spelled, values without the whitespace around them). */
+  readonly raw: readonly string[];
+  /** Each header's name in lowercase. */
+  readonly lower: readonly string[];
+  /** Each header's line in `text`: its start and its end (before its CRLF), two numbers per header. */
+  readonly spans: readonly number[];
+}
+
+export interface RequestHead extends HeadLines {
   readonly method: string;
   /** Origin form (starts with '/'). */
   readonly target: string;
-  /** Header pairs as sent (names as spelled, values trimmed). */
-  readonly raw: readonly string[];
   readonly host: string;
   readonly contentLength: number;
   /** X-Forwarded-For as Node joins it (lines joined by ', '), for judging the client's address. */
@@ -32,61 +54,157 @@ export interface RequestHead {
   readonly close: boolean;
 }
 
-const REQUEST_LINE = /^([A-Z]{1,20}) (\/[\x21-\x7e]*) HTTP\/1\.1$/;
-// The client controls every byte: names are tokens, values visible ASCII, space or tab (no CR, LF, NUL, obs-text).
-const REQUEST_FIELD = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\x20-\x7e\t]*?)[ \t]*$/;
 const DIGITS = /^[0-9]{1,15}$/;
 /** Headers whose presence sends the request to Node's parser: framing or semantics the fast path does not take on. */
 const LEFT_TO_NODE = new Set(['transfer-encoding', 'expect', 'upgrade']);
 
+/** A table indexed by byte: 1 for the bytes in `ranges` (each from–to, inclusive), else 0. */
+function byteTable(...ranges: readonly (readonly [number, number])[]): Uint8Array {
+  const table = new Uint8Array(256);
+  for (const [from, to] of ranges) table.fill(1, from, to + 1);
+  return table;
+}
+const HTAB = 0x09;
+const SP = 0x20;
+const COLON = 0x3a;
+const SLASH = 0x2f;
+/** What ends a request line. */
+const VERSION = ' HTTP/1.1';
+const isUpper = (byte: number): boolean => byte >= 0x41 && byte <= 0x5a;
+const isDigit = (byte: number): boolean => byte >= 0x30 && byte <= 0x39;
+/** Visible ASCII, no space. */
+const isVisible = (byte: number): boolean => byte >= 0x21 && byte <= 0x7e;
+/** A field name is a token: ! # $ % & ' * + - . ^ _ ` | ~ digits and letters. */
+const TOKEN = byteTable(
+  ...[..."!#$%&'*+-.^_`|~"].map((c) => [c.charCodeAt(0), c.charCodeAt(0)] as const),
+  [0x30, 0x39],
+  [0x41, 0x5a],
+  [0x61, 0x7a],
+);
+// The client controls every byte: request values are visible ASCII, space or tab (no CR, LF, NUL, obs-text).
+const REQUEST_VALUE = byteTable([HTAB, HTAB], [SP, 0x7e]);
+// The instance controls every byte: values may carry obs-text (as Node's parser allows), never CR, LF or NUL.
+const RESPONSE_VALUE = byteTable([HTAB, HTAB], [SP, 0x7e], [0x80, 0xff]);
+
+/** Where readField found the last field line's name end and value (the parsers run one at a time). */
+let nameEnd = 0;
+let valueStart = 0;
+let valueEnd = 0;
+
 /**
- * The request head in `buffer[0, end)` if it is within the fast path's subset, else undefined
- * (the whole connection then goes to Node's parser, bytes untouched).
+ * Whether `text[from, to)` is one field line, `token ":" OWS value OWS`, with every value byte in
+ * `allowed`; if so its name is `text[from, nameEnd)` and its value, without the whitespace around
+ * it, `text[valueStart, valueEnd)`.
  */
-export function parseRequestHead(buffer: Buffer, end: number): RequestHead | undefined {
-  const lines = buffer.toString('latin1', 0, end - 4).split('\r\n');
-  const start = REQUEST_LINE.exec(lines[0] ?? '');
+function readField(text: string, from: number, to: number, allowed: Uint8Array): boolean {
+  let i = from;
+  while (i < to && TOKEN[text.charCodeAt(i)] === 1) i++;
+  if (i === from || i === to || text.charCodeAt(i) !== COLON) return false;
+  nameEnd = i;
+  i++;
+  while (i < to && (text.charCodeAt(i) === SP || text.charCodeAt(i) === HTAB)) i++;
+  valueStart = i;
+  valueEnd = i;
+  for (; i < to; i++) {
+    const byte = text.charCodeAt(i);
+    if (allowed[byte] !== 1) return false;
+    if (byte !== SP && byte !== HTAB) valueEnd = i + 1;
+  }
+  return true;
+}
+
+/** Where the line of a head's `text` starting at `from` ends: its CRLF (the head's blank line ends the last). */
+function lineEnd(text: string, from: number): number {
+  return text.indexOf('\r\n', from);
+}
+
+/**
+ * The request head in `text[0, end)` (headText, headEnd) if it is within the fast path's subset,
+ * else undefined (the whole connection then goes to Node's parser, bytes untouched).
+ */
+export function parseRequestHead(text: string, end: number): RequestHead | undefined {
+  // Lines are separated by CRLF (a bare CR or LF is a bad byte); the last ends where the blank line starts.
+  const last = end - 4;
+  let to = lineEnd(text, 0);
+  // The request line: `[A-Z]{1,20} SP /[\x21-\x7e]* SP HTTP/1.1`.
+  let at = 0;
+  while (at < to && isUpper(text.charCodeAt(at))) at++;
+  if (at === 0 || at > 20 || text.charCodeAt(at) !== SP || text.charCodeAt(at + 1) !== SLASH)
+    return undefined;
+  const method = text.slice(0, at);
   // CONNECT asks for a tunnel, which only Node's path refuses as it should.
-  if (start === null || start[1] === 'CONNECT') return undefined;
+  if (method === 'CONNECT') return undefined;
+  const targetStart = at + 1;
+  at = targetStart + 1;
+  while (at < to && isVisible(text.charCodeAt(at))) at++;
+  if (to - at !== VERSION.length || !text.startsWith(VERSION, at)) return undefined;
+  const target = text.slice(targetStart, at);
   const raw: string[] = [];
-  let host: string | undefined;
-  let contentLength: number | undefined;
-  let close = false;
-  let forwardedFor: string | undefined;
-  for (let i = 1; i < lines.length; i++) {
-    const field = REQUEST_FIELD.exec(lines[i] ?? '');
-    if (field === null) return undefined;
-    const name = field[1] ?? '';
-    const value = field[2] ?? '';
+  const lowers: string[] = [];
+  const spans: number[] = [];
+  const fields = new RequestFields();
+  for (let from = to + 2; from <= last; from = to + 2) {
+    to = lineEnd(text, from);
+    if (!readField(text, from, to, REQUEST_VALUE)) return undefined;
+    const name = text.slice(from, nameEnd);
+    const value = text.slice(valueStart, valueEnd);
     const lower = name.toLowerCase();
-    if (LEFT_TO_NODE.has(lower)) return undefined;
+    if (!fields.take(lower, value)) return undefined;
+    raw.push(name, value);
+    lowers.push(lower);
+    spans.push(from, to);
+  }
+  if (fields.host === undefined) return undefined;
+  return {
+    text,
+    raw,
+    lower: lowers,
+    spans,
+    method,
+    target,
+    host: fields.host,
+    contentLength: fields.contentLength ?? 0,
+    forwardedFor: fields.forwardedFor,
+    close: fields.close,
+  };
+}
+
+/**
+ * What a request head's fields say, taken one by one in order (whichever way its lines were
+ * read): its Host, length and X-Forwarded-For, and whether it asks to close the connection.
+ */
+export class RequestFields {
+  host: string | undefined = undefined;
+  contentLength: number | undefined = undefined;
+  /** As Node joins the lines: with ', '. */
+  forwardedFor: string | undefined = undefined;
+  close = false;
+
+  /** Takes a field (`lower`: its name in lowercase); false when it puts the head outside the subset. */
+  take(lower: string, value: string): boolean {
+    if (LEFT_TO_NODE.has(lower)) return false;
     if (lower === 'host') {
-      if (host !== undefined) return undefined;
-      host = value;
+      if (this.host !== undefined) return false;
+      this.host = value;
     } else if (lower === 'content-length') {
-      if (contentLength !== undefined || !DIGITS.test(value)) return undefined;
-      contentLength = Number(value);
+      if (this.contentLength !== undefined || !DIGITS.test(value)) return false;
+      this.contentLength = Number(value);
     } else if (lower === 'x-forwarded-for') {
-      forwardedFor = forwardedFor === undefined ? value : `${forwardedFor}, ${value}`;
+      this.forwardedFor = this.forwardedFor === undefined ? value : `${this.forwardedFor}, ${value}`;
     } else if (lower === 'connection') {
-      for (const token of value.toLowerCase().split(',')) {
-        const option = token.trim();
-        if (option === 'close') close = true;
-        else if (option !== 'keep-alive') return undefined;
+      const options = value.toLowerCase();
+      // Nearly always one option: no list to split.
+      if (options === 'close') this.close = true;
+      else if (options !== 'keep-alive') {
+        for (const token of options.split(',')) {
+          const option = token.trim();
+          if (option === 'close') this.close = true;
+          else if (option !== 'keep-alive') return false;
+        }
       }
     }
-    raw.push(name, value);
+    return true;
   }
-  if (host === undefined) return undefined;
-  return {
-    method: start[1] ?? '',
-    target: start[2] ?? '',
-    raw,
-    host,
-    contentLength: contentLength ?? 0,
-    forwardedFor,
-    close,
-  };
 }
 
 /** How a response's body ends (RFC 9112 §6.3). */
@@ -95,9 +213,8 @@ export type Framing =
   | { readonly kind: 'chunked' }
   | { readonly kind: 'close' };
 
-export interface ResponseHead {
+export interface ResponseHead extends HeadLines {
   readonly status: number;
-  readonly raw: readonly string[];
   readonly framing: Framing;
   /**
    * How long the instance keeps its end of the connection open for another request after this
@@ -106,54 +223,104 @@ export interface ResponseHead {
   readonly keepsOpenMs: number | undefined;
 }
 
-const STATUS_LINE = /^HTTP\/1\.([01]) ([1-5][0-9]{2})(?: [\x20-\x7e\t\x80-\xff]*)?$/;
 const KEEP_ALIVE_TIMEOUT = /(?:^|[ ,])timeout=([0-9]{1,6})(?:$|[ ,])/;
-// The instance controls every byte: values may carry obs-text (as Node's parser allows), never CR, LF or NUL.
-const RESPONSE_FIELD = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\x20-\x7e\t\x80-\xff]*?)[ \t]*$/;
 
 /**
- * The response head in `buffer[0, end)`, or undefined when it is malformed or its framing is
- * ambiguous (both Content-Length and Transfer-Encoding, two lengths, a coding other than chunked).
+ * The status a status line `text[0, to)` gives, or -1 when it is not `HTTP/1.0` or `HTTP/1.1`,
+ * a space and a status from 100 to 599, then nothing or a space and a reason of value bytes.
  */
-export function parseResponseHead(buffer: Buffer, end: number, method: string): ResponseHead | undefined {
-  const lines = buffer.toString('latin1', 0, end - 4).split('\r\n');
-  const start = STATUS_LINE.exec(lines[0] ?? '');
-  if (start === null) return undefined;
-  const status = Number(start[2]);
-  const raw: string[] = [];
-  let length: string | undefined;
-  let coding: string | undefined;
-  let keepsOpenMs: number | undefined = start[1] === '0' ? 0 : undefined;
-  for (let i = 1; i < lines.length; i++) {
-    const field = RESPONSE_FIELD.exec(lines[i] ?? '');
-    if (field === null) return undefined;
-    const name = field[1] ?? '';
-    const value = field[2] ?? '';
-    const lower = name.toLowerCase();
-    if (lower === 'content-length') {
-      if ((length !== undefined && length !== value) || !DIGITS.test(value)) return undefined;
-      length = value;
-    } else if (lower === 'transfer-encoding') {
-      if (coding !== undefined) return undefined;
-      coding = value.toLowerCase();
-    } else if (lower === 'connection') {
-      if (value.toLowerCase().includes('close')) keepsOpenMs = 0;
-    } else if (lower === 'keep-alive' && keepsOpenMs !== 0) {
-      const timeout = KEEP_ALIVE_TIMEOUT.exec(value);
-      if (timeout !== null) keepsOpenMs = Number(timeout[1]) * 1000;
-    }
-    raw.push(name, value);
+function statusOf(text: string, to: number): number {
+  const minor = text.charCodeAt(7);
+  if (
+    to < 12 ||
+    !text.startsWith('HTTP/1.') ||
+    (minor !== 0x30 && minor !== 0x31) ||
+    text.charCodeAt(8) !== SP
+  ) {
+    return -1;
   }
-  if (coding !== undefined && (coding !== 'chunked' || length !== undefined)) return undefined;
-  const bodiless = method === 'HEAD' || status < 200 || status === 204 || status === 304;
-  const framing: Framing = bodiless
-    ? { kind: 'length', length: 0 }
-    : coding !== undefined
-      ? { kind: 'chunked' }
-      : length !== undefined
-        ? { kind: 'length', length: Number(length) }
-        : { kind: 'close' };
-  return { status, raw, framing, keepsOpenMs };
+  const hundreds = text.charCodeAt(9);
+  const tens = text.charCodeAt(10);
+  const units = text.charCodeAt(11);
+  if (hundreds < 0x31 || hundreds > 0x35 || !isDigit(tens) || !isDigit(units)) return -1;
+  if (to > 12 && text.charCodeAt(12) !== SP) return -1;
+  for (let i = 13; i < to; i++) if (RESPONSE_VALUE[text.charCodeAt(i)] !== 1) return -1;
+  return (hundreds - 0x30) * 100 + (tens - 0x30) * 10 + (units - 0x30);
+}
+
+/**
+ * The response head in `text[0, end)` (headText, headEnd), or undefined when it is malformed or
+ * its framing is ambiguous (both Content-Length and Transfer-Encoding, two lengths, a coding other
+ * than chunked).
+ */
+export function parseResponseHead(text: string, end: number, method: string): ResponseHead | undefined {
+  const last = end - 4;
+  let to = lineEnd(text, 0);
+  const status = statusOf(text, to);
+  if (status === -1) return undefined;
+  const raw: string[] = [];
+  const lowers: string[] = [];
+  const spans: number[] = [];
+  const fields = new ResponseFields(text.charCodeAt(7) === 0x30);
+  for (let from = to + 2; from <= last; from = to + 2) {
+    to = lineEnd(text, from);
+    if (!readField(text, from, to, RESPONSE_VALUE)) return undefined;
+    const name = text.slice(from, nameEnd);
+    const value = text.slice(valueStart, valueEnd);
+    const lower = name.toLowerCase();
+    if (!fields.take(lower, value)) return undefined;
+    raw.push(name, value);
+    lowers.push(lower);
+    spans.push(from, to);
+  }
+  const framing = fields.framing(method, status);
+  if (framing === undefined) return undefined;
+  return { text, raw, lower: lowers, spans, status, framing, keepsOpenMs: fields.keepsOpenMs };
+}
+
+/**
+ * What a response head's fields say, taken one by one in order (whichever way its lines were
+ * read): how its body ends, and how long the instance keeps the connection open.
+ */
+export class ResponseFields {
+  length: string | undefined = undefined;
+  coding: string | undefined = undefined;
+  keepsOpenMs: number | undefined;
+
+  /** `http10`: the status line says HTTP/1.0, which closes the connection after the response unless it says otherwise. */
+  constructor(http10: boolean) {
+    this.keepsOpenMs = http10 ? 0 : undefined;
+  }
+
+  /** Takes a field (`lower`: its name in lowercase); false when its framing is malformed. */
+  take(lower: string, value: string): boolean {
+    if (lower === 'content-length') {
+      if ((this.length !== undefined && this.length !== value) || !DIGITS.test(value)) return false;
+      this.length = value;
+    } else if (lower === 'transfer-encoding') {
+      if (this.coding !== undefined) return false;
+      this.coding = value.toLowerCase();
+    } else if (lower === 'connection') {
+      if (value.toLowerCase().includes('close')) this.keepsOpenMs = 0;
+    } else if (lower === 'keep-alive' && this.keepsOpenMs !== 0) {
+      const timeout = KEEP_ALIVE_TIMEOUT.exec(value);
+      if (timeout !== null) this.keepsOpenMs = Number(timeout[1]) * 1000;
+    }
+    return true;
+  }
+
+  /**
+   * How the body of a response with `status` to `method` ends, or undefined when its framing is
+   * ambiguous (both Content-Length and Transfer-Encoding, a coding other than chunked).
+   */
+  framing(method: string, status: number): Framing | undefined {
+    const { length, coding } = this;
+    if (coding !== undefined && (coding !== 'chunked' || length !== undefined)) return undefined;
+    if (method === 'HEAD' || status < 200 || status === 204 || status === 304)
+      return { kind: 'length', length: 0 };
+    if (coding !== undefined) return { kind: 'chunked' };
+    return length !== undefined ? { kind: 'length', length: Number(length) } : { kind: 'close' };
+  }
 }
 
 /** What a body reader made of a chunk: how many of its bytes belong to the body, and whether the body ended. */
@@ -266,11 +433,4 @@ function hexValue(byte: number): number {
   if (byte >= 0x61 && byte <= 0x66) return byte - 0x57;
   if (byte >= 0x41 && byte <= 0x46) return byte - 0x37;
   return -1;
-}
-
-/** A head as bytes: `line`, then each header pair, then the blank line (latin1: the bytes received). */
-export function serializeHead(line: string, headers: readonly string[]): Buffer {
-  let head = `${line}\r\n`;
-  for (let i = 0; i + 1 < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
-  return Buffer.from(`${head}\r\n`, 'latin1');
 }

@@ -20,9 +20,20 @@ export function newSubdomain(prefix: string): string {
   return subdomain;
 }
 
+const ASCII_UPPER = /[A-Z]/;
+
 /** ASCII-only lowercasing: Unicode case mapping can turn a non-ASCII letter into an ASCII one (U+212A → k). */
 function asciiLowercase(value: string): string {
-  return value.replace(/[A-Z]+/g, (letters) => letters.toLowerCase());
+  // Most Hosts are lowercase already: nothing to replace.
+  return ASCII_UPPER.test(value) ? value.replace(/[A-Z]+/g, (letters) => letters.toLowerCase()) : value;
+}
+
+/** Whether `name` is `domain` or a name under it. */
+function within(name: string, domain: string): boolean {
+  if (name.length === domain.length) return name === domain;
+  // The dot before the domain, checked by position: no `.${domain}` string made per request.
+  const dot = name.length - domain.length - 1;
+  return dot >= 0 && name.charCodeAt(dot) === 0x2e && name.endsWith(domain);
 }
 
 /**
@@ -42,7 +53,7 @@ export function subdomainOf(host: string, agentsDomain: string): string | undefi
   // One trailing dot (the absolute form) still names the domain; it is claimed, then refused.
   const absolute = name.endsWith('.');
   const bare = absolute ? name.slice(0, -1) : name;
-  if (bare !== agentsDomain && !bare.endsWith(`.${agentsDomain}`)) return undefined;
+  if (!within(bare, agentsDomain)) return undefined;
   if (absolute || bare === agentsDomain) return 'malformed';
   if (colon !== -1) {
     const port = value.slice(colon + 1);
