@@ -528,15 +528,23 @@ describe('llm-chat through the model gateway, end to end', () => {
       assert.equal(provider.calls.length, calls + 1);
       assert.equal(provider.calls.at(-1)?.key, key, 'the tenant key reached the provider');
       await page.close();
-      // The agent's page in the dashboard shows the call; the key is on no page.
-      const agentPage = await ctx.testApp.app.inject({
-        method: 'GET',
-        url: `/dashboard/agents/${agentId}`,
-        headers: { cookie: owner.sessionCookie },
-      });
+      // The agent's page in the dashboard shows the call once its usage row is written (in
+      // batches, a moment after the answer); the key is on no page.
+      const model = provider === fakes.anthropic ? /claude-sonnet-4-5/ : /gpt-4\.1-mini/;
+      const agentPageNow = () =>
+        ctx.testApp.app.inject({
+          method: 'GET',
+          url: `/dashboard/agents/${agentId}`,
+          headers: { cookie: owner.sessionCookie },
+        });
+      let agentPage = await agentPageNow();
+      for (const deadline = Date.now() + 5000; !model.test(agentPage.body) && Date.now() < deadline; ) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        agentPage = await agentPageNow();
+      }
       assert.equal(agentPage.statusCode, 200);
       assert.match(agentPage.body, /Model calls/);
-      assert.match(agentPage.body, provider === fakes.anthropic ? /claude-sonnet-4-5/ : /gpt-4\.1-mini/);
+      assert.match(agentPage.body, model);
       assert.ok(!agentPage.body.includes(key));
       await startAgent(agentId, 'stop');
     }
