@@ -376,15 +376,21 @@ export function createAgentsService(deps: { vault: Vault; templates: TemplateCat
         if (problem !== undefined) throw agentFieldError('value', problem);
       });
       const tenantId = principal.user.tenant_id;
-      const event = (created: boolean) => ({
+      const event = {
         actor: principalActor(principal),
-        action: created ? 'credential.added' : 'credential.rotated',
         target: `agent:${agentId}`,
         data: { name, last4: last4Of(value) },
-      });
+      };
       return vault.putCredential(tx, { tenantId, agentId, name }, value, {
         checked,
-        record: (isNew) => appendEitherAuditEvent(tx, tenantId, isNew, event(true), event(false)),
+        record: (isNew) =>
+          appendEitherAuditEvent(
+            tx,
+            tenantId,
+            isNew,
+            { ...event, action: 'credential.added' },
+            { ...event, action: 'credential.rotated' },
+          ),
       });
     },
 

@@ -58,6 +58,8 @@ export function appendEitherAuditEvent(
 ): PendingQuery<Row[]> {
   const yes = canonicalEventParts({ tenant: tenantId, ...ifTrue });
   const no = canonicalEventParts({ tenant: tenantId, ...ifFalse });
+  // What follows ts is the same in every event (only "v" sorts after it), so one afterTs serves both.
+  if (yes.afterTs !== no.afterTs) throw new Error('audit events differ after their ts');
   return tx`enclave.audit_append_event(case when ${which} then ${yes.beforeSeq} else ${no.beforeSeq} end,
                                        case when ${which} then ${yes.beforeTs} else ${no.beforeTs} end,
                                        ${yes.afterTs})`;
