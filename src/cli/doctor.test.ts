@@ -3,7 +3,7 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { requireTool } from '../../test/helpers/system-tools.ts';
+import { hasTool, requireTool } from '../../test/helpers/system-tools.ts';
 import { type HostLimitSupport, hostLimitSupport } from '../agents/runtime/limits.ts';
 import { sandboxLimitsCheck, sandboxLimitsLine } from './doctor.ts';
 
@@ -47,6 +47,13 @@ describe('enclave doctor: sandbox limits', () => {
     assert.match(
       strict.detail,
       support.volume ? /volume: an ext4 image per instance/ : /volume: no hard limit \(/,
+    );
+    // With a C compiler the sandbox's native helpers are built where the driver looks for them.
+    assert.match(
+      strict.detail,
+      hasTool('cc')
+        ? /native launcher and starter: built/
+        : /native launcher and starter: none \(no C compiler/,
     );
     assert.deepEqual(
       support.uidConflicts,

@@ -31,6 +31,7 @@ const layout: SandboxLayout = {
   egressSocket: '/var/lib/enclave/instances/a/host/egress.sock',
   etcDir: '/var/lib/enclave/instances/a/etc',
   nodeBinary: '/usr/local/bin/node',
+  starterBinary: '/var/lib/enclave/instances/.native/enclave-starter-0123456789abcdef',
   supervisorDir: '/opt/app/src/agents/runtime/supervisor',
   nodeModulesDir: '/opt/app/node_modules',
   systemEntries: [
@@ -98,6 +99,7 @@ describe('bwrapArgs', () => {
       [layout.egressSocket, '/run/enclave/egress.sock'],
       [layout.templateDir, '/app'],
       [layout.nodeBinary, '/opt/enclave/bin/node'],
+      [layout.starterBinary, '/opt/enclave/bin/enclave-starter'],
       [layout.supervisorDir, '/opt/enclave/supervisor'],
       [layout.nodeModulesDir, '/opt/enclave/node_modules'],
     ]);
@@ -209,37 +211,35 @@ describe('bwrapArgs', () => {
 
 describe('the host command line', () => {
   const bwrap = bwrapArgs(layout, options);
-  const argv = launchArgv(
-    {
-      shell: '/bin/sh',
-      cgroupProcs: [
-        '/sys/fs/cgroup/pids/enclave/a/cgroup.procs',
-        '/sys/fs/cgroup/memory/enclave/a/cgroup.procs',
-      ],
-      prlimit: { binary: '/usr/bin/prlimit', args: ['--nofile=64:64'] },
-      stage: { unshare: '/usr/bin/unshare', fstab: '/data/instances/a/stage.fstab' },
-      setpriv: { binary: '/usr/bin/setpriv', uid: 1_577_058_305 },
-      bwrap: '/usr/bin/bwrap',
-    },
-    bwrap,
-  );
-
-  test('AGT-2: joins the cgroups first, then prlimit, then stages as root in a mount namespace of its own, then drops to the host uid, then bubblewrap runs the supervisor', () => {
-    assert.deepEqual(argv.slice(0, 2), ['/bin/sh', '-c']);
-    assert.deepEqual(argv.slice(3, 7), [
-      'enclave-launch',
+  const launch = {
+    shell: '/bin/sh',
+    cgroupProcs: [
       '/sys/fs/cgroup/pids/enclave/a/cgroup.procs',
       '/sys/fs/cgroup/memory/enclave/a/cgroup.procs',
+    ],
+    rlimits: ['--nofile=64:64'],
+    prlimit: '/usr/bin/prlimit',
+    stage: { unshare: '/usr/bin/unshare', fstab: '/data/instances/a/stage.fstab' },
+    setpriv: { binary: '/usr/bin/setpriv', uid: 1_577_058_305 },
+    bwrap: '/usr/bin/bwrap',
+    starter: true,
+    launcher: undefined,
+  };
+
+  test('AGT-2: without the native launcher: prlimit, a mount namespace of its own, one shell that joins the cgroups and stages as root, the drop to the host uid, then bubblewrap runs the starter', () => {
+    const argv = launchArgv(launch, bwrap);
+    assert.deepEqual(argv.slice(0, 3), ['/usr/bin/prlimit', '--nofile=64:64', '--']);
+    assert.deepEqual(argv.slice(3, 8), ['/usr/bin/unshare', '--mount', '--propagation', 'private', '--']);
+    assert.deepEqual(argv.slice(8, 10), ['/bin/sh', '-c']);
+    // Paths are parameters of the shell's script, never part of its text.
+    assert.ok(!(argv[10] ?? '').includes('/data/instances') && !(argv[10] ?? '').includes('/sys/fs'));
+    assert.deepEqual(argv.slice(11, 16), [
+      'enclave-launch',
+      '/data/instances/a/stage.fstab',
+      ...launch.cgroupProcs,
       '--',
     ]);
-    assert.deepEqual(argv.slice(7, 10), ['/usr/bin/prlimit', '--nofile=64:64', '--']);
-    assert.deepEqual(argv.slice(10, 15), ['/usr/bin/unshare', '--mount', '--propagation', 'private', '--']);
-    assert.deepEqual(argv.slice(15, 17), ['/bin/sh', '-c']);
-    // Paths are parameters of the stage script, never part of its text.
-    assert.ok(!(argv[17] ?? '').includes('/data/instances'));
-    assert.deepEqual(argv.slice(18, 20), ['enclave-stage', '/data/instances/a/stage.fstab']);
-    const rest = argv.slice(20);
-    assert.deepEqual(rest.slice(0, 7), [
+    assert.deepEqual(argv.slice(16, 23), [
       '/usr/bin/setpriv',
       '--reuid',
       '1577058305',
@@ -248,25 +248,59 @@ describe('the host command line', () => {
       '--clear-groups',
       '--',
     ]);
-    assert.equal(rest[7], '/usr/bin/bwrap');
-    assert.deepEqual(argv.slice(-supervisorArgv().length - 1), ['--', ...supervisorArgv()]);
+    assert.deepEqual(argv.slice(23, 24 + bwrap.length), ['/usr/bin/bwrap', ...bwrap]);
+    assert.deepEqual(argv.slice(-supervisorArgv(true).length - 1), ['--', ...supervisorArgv(true)]);
+    assert.equal(supervisorArgv(true)[0], '/opt/enclave/bin/enclave-starter');
+    assert.deepEqual(supervisorArgv(true).slice(1), [...supervisorArgv(false), '--starter']);
   });
 
-  test('the probe is the same sandbox running true, with no cgroup or prlimit', () => {
-    const probe = probeArgv(
-      {
-        shell: '/bin/sh',
-        cgroupProcs: ['/x/cgroup.procs'],
-        prlimit: { binary: '/usr/bin/prlimit', args: ['--nofile=64:64'] },
-        stage: undefined,
-        setpriv: { binary: '/usr/bin/setpriv', uid: 7 },
-        bwrap: '/usr/bin/bwrap',
-      },
-      bwrap,
-    );
-    assert.ok(!probe.includes('/x/cgroup.procs') && !probe.includes('/usr/bin/prlimit'));
-    assert.deepEqual(probe.slice(-2), ['--', '/usr/bin/true']);
-    assert.deepEqual(probe.slice(probe.indexOf('/usr/bin/bwrap') + 1, -2), bwrap);
+  test('AGT-2: a worker that is not root: no mount namespace and no uid drop; no rlimits without prlimit', () => {
+    const argv = launchArgv({ ...launch, stage: undefined, setpriv: undefined, prlimit: undefined }, bwrap);
+    assert.deepEqual(argv.slice(0, 2), ['/bin/sh', '-c']);
+    assert.deepEqual(argv.slice(3, 8), ['enclave-launch', '', ...launch.cgroupProcs, '--']);
+    assert.equal(argv[8], '/usr/bin/bwrap');
+    assert.ok(!argv.includes('--nofile=64:64'));
+  });
+
+  test('AGT-2: with the native launcher: one process takes the cgroups, the rlimits, the stage and the host uid, then bubblewrap', () => {
+    const launcher = '/var/lib/enclave/instances/.native/enclave-launch-0123456789abcdef';
+    // The cgroups (joined while the rest goes on) and the rlimits, as prlimit takes them.
+    const head = [
+      launcher,
+      '--cgroup',
+      launch.cgroupProcs[0],
+      '--cgroup',
+      launch.cgroupProcs[1],
+      '--nofile=64:64',
+    ];
+    const argv = launchArgv({ ...launch, launcher }, bwrap);
+    assert.deepEqual(argv.slice(0, 13), [
+      ...head,
+      '--stage',
+      '/data/instances/a/stage.fstab',
+      '--uid',
+      '1577058305',
+      '--',
+      '/usr/bin/bwrap',
+      ...bwrap.slice(0, 1),
+    ]);
+    for (const tool of ['/usr/bin/prlimit', '/usr/bin/unshare', '/bin/sh', '/usr/bin/setpriv']) {
+      assert.ok(!argv.includes(tool), tool);
+    }
+    const unstaged = launchArgv({ ...launch, launcher, stage: undefined, setpriv: undefined }, bwrap);
+    assert.deepEqual(unstaged.slice(0, unstaged.indexOf('--')), head);
+  });
+
+  test('the probe is the same sandbox running true, with no cgroup or rlimit', () => {
+    for (const launcher of [undefined, '/x/enclave-launch']) {
+      const probe = probeArgv(
+        { ...launch, cgroupProcs: ['/x/cgroup.procs'], stage: undefined, launcher },
+        bwrap,
+      );
+      assert.ok(!probe.includes('/x/cgroup.procs') && !probe.includes('--nofile=64:64'));
+      assert.deepEqual(probe.slice(-2), ['--', '/usr/bin/true']);
+      assert.deepEqual(probe.slice(probe.indexOf('/usr/bin/bwrap') + 1, -2), bwrap);
+    }
   });
 });
 

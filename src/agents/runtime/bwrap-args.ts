@@ -15,6 +15,7 @@ export const SANDBOX_PATHS = Object.freeze({
   egressSocket: '/run/enclave/egress.sock',
   gatewaySocket: '/run/enclave/gateway.sock',
   node: '/opt/enclave/bin/node',
+  starter: '/opt/enclave/bin/enclave-starter',
   supervisorDir: '/opt/enclave/supervisor',
   supervisor: '/opt/enclave/supervisor/supervisor.mjs',
   nodeModules: '/opt/enclave/node_modules',
@@ -59,6 +60,8 @@ export interface SandboxLayout {
   readonly etcDir: string;
   /** The real path of the node binary that runs the supervisor (and `node` commands). */
   readonly nodeBinary: string;
+  /** The native starter (native/starter.c) built on this host; undefined: the supervisor starts the agent itself. */
+  readonly starterBinary: string | undefined;
   readonly supervisorDir: string;
   /** The repository's node_modules (the supervisor imports ssh2 from it), read-only. */
   readonly nodeModulesDir: string;
@@ -256,6 +259,7 @@ export function bwrapArgs(layout: SandboxLayout, options: SandboxOptions): strin
     '--ro-bind',
     layout.nodeBinary,
     SANDBOX_PATHS.node,
+    ...(layout.starterBinary === undefined ? [] : ['--ro-bind', layout.starterBinary, SANDBOX_PATHS.starter]),
     '--ro-bind',
     layout.supervisorDir,
     SANDBOX_PATHS.supervisorDir,
@@ -271,9 +275,19 @@ export function bwrapArgs(layout: SandboxLayout, options: SandboxOptions): strin
   return args;
 }
 
-/** The supervisor's argv inside the sandbox (one V8 worker thread: it only moves bytes). */
-export function supervisorArgv(): string[] {
-  return [SANDBOX_PATHS.node, '--v8-pool-size=1', '--max-old-space-size=48', SANDBOX_PATHS.supervisor];
+/**
+ * The sandbox's first command: the supervisor (one V8 worker thread: it
+ * only moves bytes), under the native starter where the host built one,
+ * which starts the agent beside it and tells it so (`--starter`).
+ */
+export function supervisorArgv(starter: boolean): string[] {
+  const supervisor = [
+    SANDBOX_PATHS.node,
+    '--v8-pool-size=1',
+    '--max-old-space-size=48',
+    SANDBOX_PATHS.supervisor,
+  ];
+  return starter ? [SANDBOX_PATHS.starter, ...supervisor, '--starter'] : supervisor;
 }
 
 /** A bind source staged by the launcher as root: read-only (a file or a directory) or a read-write directory. */
@@ -308,6 +322,9 @@ export function stageLayout(
 ): { layout: SandboxLayout; binds: StagedBind[] } {
   const binds: StagedBind[] = [
     { kind: 'file', source: layout.nodeBinary, name: 'node' },
+    ...(layout.starterBinary === undefined
+      ? []
+      : [{ kind: 'file', source: layout.starterBinary, name: 'starter' } as const]),
     { kind: 'dir', source: layout.supervisorDir, name: 'supervisor' },
     { kind: 'dir', source: layout.nodeModulesDir, name: 'node_modules' },
     { kind: 'dir', source: layout.templateDir, name: 'app' },
@@ -323,6 +340,7 @@ export function stageLayout(
     layout: {
       ...layout,
       nodeBinary: staged('node'),
+      starterBinary: layout.starterBinary === undefined ? undefined : staged('starter'),
       supervisorDir: staged('supervisor'),
       nodeModulesDir: staged('node_modules'),
       templateDir: staged('app'),
@@ -343,6 +361,7 @@ export function stageLayout(
 export const STAGE_MOUNT_POINTS: readonly { readonly name: string; readonly kind: 'file' | 'dir' }[] =
   Object.freeze([
     { name: 'node', kind: 'file' },
+    { name: 'starter', kind: 'file' },
     { name: 'supervisor', kind: 'dir' },
     { name: 'node_modules', kind: 'dir' },
     { name: 'app', kind: 'dir' },
@@ -384,53 +403,82 @@ export function stageFstab(
 
 export interface LaunchOptions {
   readonly shell: string;
-  /** cgroup.procs files the launcher writes its own pid into before anything else runs. */
+  /** cgroup.procs files the launcher writes its own pid into before bubblewrap starts. */
   readonly cgroupProcs: readonly string[];
-  /** prlimit, when present, and its resource options (`--nofile=N:N` …). */
-  readonly prlimit: { readonly binary: string; readonly args: readonly string[] } | undefined;
+  /** Resource limits as prlimit takes them (`--nofile=N:N` …): given only where something applies them. */
+  readonly rlimits: readonly string[];
+  /** prlimit, which applies them without the native launcher. */
+  readonly prlimit: string | undefined;
   /** Binds and the volume mount made as root (a root worker only). */
   readonly stage: LaunchStage | undefined;
   /** setpriv, with the host uid to drop to; undefined keeps the driver's uid (a worker that is not root). */
   readonly setpriv: { readonly binary: string; readonly uid: number } | undefined;
   readonly bwrap: string;
+  /** The sandbox binds the native starter: it is the first command (supervisorArgv). */
+  readonly starter: boolean;
+  /** The native launcher (native/launcher.c), which does in one process what the chain below does. */
+  readonly launcher: string | undefined;
 }
 
-// The mount table's path arrives as a parameter, never in the script's text.
-// mount's own messages name host paths: they are dropped, and a fixed line
-// says what failed (the driver reports it as the reason).
-const STAGE_SCRIPT = [
-  'mount -a -T "$1" 2>/dev/null || { printf "enclave-launch: could not stage the sandbox or mount its volume\\n" >&2; exit 125; }',
-  'shift',
+// The launcher's one shell, the last step before the uid drop and
+// bubblewrap. It joins the instance's cgroups in a background job (the
+// kernel may hold the first join for an RCU grace period: limits.ts
+// warmCgroupJoin) while, as root, it mounts the stage; it waits for both
+// before bubblewrap, the first process it starts that counts, so every
+// process of the sandbox is born inside the cgroups. Paths are its
+// parameters, never part of its text: $1 the mount table ("" for none),
+// then the cgroup.procs files up to `--`, then the command. mount's own
+// messages name host paths: they are dropped, and a fixed line says what
+// failed (the driver reports it as the reason).
+const LAUNCH_SCRIPT = [
+  'stage=$1; shift',
+  '( for f do [ "$f" = -- ] && break; printf "%s\\n" $$ > "$f" || exit 1; done ) & join=$!',
+  'if [ -n "$stage" ]; then mount -a -T "$stage" 2>/dev/null || { printf "enclave-launch: could not stage the sandbox or mount its volume\\n" >&2; exit 125; }; fi',
+  'wait $join || { printf "enclave-launch: could not join the instance cgroups\\n" >&2; exit 125; }',
+  'while [ "$1" != -- ]; do shift; done; shift',
   'exec "$@"',
 ].join('\n');
 
 /**
- * The host argv: a tiny shell that joins the instance's cgroups (so every
- * process of the sandbox is born inside them), then prlimit, then (as root)
- * unshare and the stage, then setpriv (drop to the instance's host uid),
- * then bubblewrap. No secret is in it.
+ * The host argv: the native launcher where the host built it; otherwise
+ * prlimit, then (as root) unshare into a mount namespace of its own, then
+ * the launcher's shell (cgroups and the stage), then setpriv (as root: drop
+ * to the instance's host uid). Then bubblewrap. No secret is in it.
  */
 export function launchArgv(options: LaunchOptions, bwrap: readonly string[]): string[] {
-  const join =
-    'for f do [ "$f" = -- ] && break; printf "%s\\n" $$ > "$f" || exit 125; shift; done; shift; exec "$@"';
-  const argv = [options.shell, '-c', join, 'enclave-launch', ...options.cgroupProcs, '--'];
-  if (options.prlimit !== undefined) argv.push(options.prlimit.binary, ...options.prlimit.args, '--');
+  const sandbox = [options.bwrap, ...bwrap, '--', ...supervisorArgv(options.starter)];
   const stage = options.stage;
-  if (stage !== undefined) {
-    argv.push(stage.unshare, '--mount', '--propagation', 'private', '--');
-    argv.push(options.shell, '-c', STAGE_SCRIPT, 'enclave-stage', stage.fstab);
+  if (options.launcher !== undefined) {
+    const argv = [options.launcher];
+    for (const file of options.cgroupProcs) argv.push('--cgroup', file);
+    argv.push(...options.rlimits);
+    if (stage !== undefined) argv.push('--stage', stage.fstab, '--uid', String(options.setpriv?.uid ?? 0));
+    return [...argv, '--', ...sandbox];
   }
+  const argv: string[] = [];
+  if (options.rlimits.length > 0 && options.prlimit !== undefined) {
+    argv.push(options.prlimit, ...options.rlimits, '--');
+  }
+  if (stage !== undefined) argv.push(stage.unshare, '--mount', '--propagation', 'private', '--');
+  argv.push(
+    options.shell,
+    '-c',
+    LAUNCH_SCRIPT,
+    'enclave-launch',
+    stage?.fstab ?? '',
+    ...options.cgroupProcs,
+    '--',
+  );
   if (options.setpriv !== undefined) {
     const id = String(options.setpriv.uid);
     argv.push(options.setpriv.binary, '--reuid', id, '--regid', id, '--clear-groups', '--');
   }
-  argv.push(options.bwrap, ...bwrap, '--', ...supervisorArgv());
-  return argv;
+  return [...argv, ...sandbox];
 }
 
 /** The same sandbox running `true`: measures whether a host uid can set it up (every bind readable, user namespaces allowed). */
 export function probeArgv(options: LaunchOptions, bwrap: readonly string[]): string[] {
-  const argv = launchArgv({ ...options, cgroupProcs: [], prlimit: undefined }, bwrap);
+  const argv = launchArgv({ ...options, cgroupProcs: [], rlimits: [] }, bwrap);
   const end = argv.lastIndexOf('--');
   return [...argv.slice(0, end), '--', '/usr/bin/true'];
 }

@@ -14,7 +14,7 @@ import { generateSupportKeyPair } from '../../operator-secrets/support-key.ts';
 import { listEgressRecords } from '../egress/records.ts';
 import { sandboxHostUid } from './bwrap-args.ts';
 import { createBwrapDriver } from './bwrap-driver.ts';
-import { hostLimitSupport } from './limits.ts';
+import { detectCgroups, hostLimitSupport } from './limits.ts';
 import { createOutputLog, tailLines } from './output-log.ts';
 import {
   createRuntime,
@@ -228,6 +228,35 @@ describe('the bubblewrap driver', () => {
       agentId: who.agentId,
       reason: support.memory ? 'killed: out of memory' : 'memory over its limit',
     });
+    await rt.driver.stop(who.agentId);
+  });
+
+  test('AGT-6: the CPU limit is a quota per 100 ms period, with a burst of at most one period where the kernel has bursts', async (t) => {
+    if (!requireTool(t, 'bwrap', 'bubblewrap')) return;
+    const cgroups = await detectCgroups();
+    const parent = cgroups.parents.cpu;
+    if (parent === undefined) {
+      t.diagnostic('cpu: no cpu cgroup on this host');
+      return;
+    }
+    const who = await ids();
+    await rt.driver.start(probeSpec(rt, who, { limits: { ...probeLimits(), cpuPercent: 50 } }));
+    const dir = path.join(parent, who.agentId);
+    const read = (file: string) =>
+      readFile(path.join(dir, file), 'utf8').then(
+        (text) => text.trim(),
+        () => undefined,
+      );
+    if (cgroups.version === 2) {
+      assert.equal(await read('cpu.max'), '50000 100000');
+      const burst = await read('cpu.max.burst');
+      if (burst !== undefined) assert.equal(burst, '50000');
+    } else {
+      assert.equal(await read('cpu.cfs_period_us'), '100000');
+      assert.equal(await read('cpu.cfs_quota_us'), '50000');
+      const burst = await read('cpu.cfs_burst_us');
+      if (burst !== undefined) assert.equal(burst, '50000');
+    }
     await rt.driver.stop(who.agentId);
   });
 

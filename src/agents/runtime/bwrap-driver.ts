@@ -50,6 +50,8 @@ export interface BwrapDriverDeps {
   readonly unenforcedLimits?: readonly UnenforcedLimit[];
   /** false: use no cgroup even where the host has them, as on a host without (default true). */
   readonly cgroups?: boolean;
+  /** false: start without the native launcher and starter, as on a host that cannot build them (default true). */
+  readonly native?: boolean;
 }
 
 const DEFAULT_START_TIMEOUT_MS = 20_000;
@@ -108,7 +110,16 @@ export function createBwrapDriver(deps: BwrapDriverDeps): RuntimeDriver {
 
   const noCgroups: CgroupSupport = { version: undefined, parents: {}, notes: ['cgroups are turned off'] };
   const detect = async (): Promise<SandboxHostSupport> => {
-    const sandbox = await detectSandboxHost();
+    // Built in a directory of the driver's own beside the instances (an agent id never starts with a dot).
+    const sandbox = await detectSandboxHost(
+      deps.native === false ? undefined : path.join(deps.instancesDir, '.native'),
+    );
+    if (!sandbox.native.ok && deps.native !== false) {
+      log.warn(
+        { reason: sandbox.native.reason },
+        'no native launcher or starter: instances start through a chain of tools, and each agent only once its supervisor has (a slower cold start)',
+      );
+    }
     const [cgroups, volumes] = await Promise.all([
       deps.cgroups === false ? noCgroups : detectCgroups(),
       detectVolumeImages(deps.instancesDir, { unshare: sandbox.tools.unshare, find: findExecutable }),

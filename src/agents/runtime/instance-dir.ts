@@ -220,13 +220,16 @@ export async function probeSandbox(host: SandboxHost, prepared: PreparedInstance
   const options: LaunchOptions = {
     shell: host.tools.shell,
     cgroupProcs: [],
-    prlimit: undefined,
+    rlimits: [],
+    prlimit: host.tools.prlimit,
     stage: prepared.stage,
     setpriv:
       prepared.stage === undefined || host.tools.setpriv === undefined
         ? undefined
         : { binary: host.tools.setpriv, uid: prepared.uid },
     bwrap: host.tools.bwrap,
+    starter: false,
+    launcher: host.native.ok ? host.native.launcher : undefined,
   };
   // The probe measures binds and uids: it has no seccomp program on fd 8 to load.
   const sandboxArgs = bwrapArgs(prepared.layout, { ...prepared.options, seccomp: false });

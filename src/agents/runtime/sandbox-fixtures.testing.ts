@@ -116,6 +116,8 @@ export interface DriverLimitOptions {
   readonly unenforcedLimits?: readonly UnenforcedLimit[];
   /** false: a driver that uses no cgroup, as on a host without writable ones. */
   readonly cgroups?: boolean;
+  /** false: a driver without the native launcher and starter, as on a host without a C compiler. */
+  readonly native?: boolean;
 }
 
 export async function createRuntime(
@@ -141,6 +143,7 @@ export async function createRuntime(
       ...(startTimeoutMs === undefined ? {} : { startTimeoutMs }),
       ...(limits.unenforcedLimits === undefined ? {} : { unenforcedLimits: limits.unenforcedLimits }),
       ...(limits.cgroups === undefined ? {} : { cgroups: limits.cgroups }),
+      ...(limits.native === undefined ? {} : { native: limits.native }),
     });
     driver.onExit((exit) => {
       exits.push(exit);

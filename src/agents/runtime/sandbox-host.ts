@@ -11,11 +11,12 @@ import {
   SYSTEM_CANDIDATES,
   type SystemEntry,
 } from './bwrap-args.ts';
+import { buildNative, type NativeBuild } from './native/build.ts';
 import { loadSeccompProgram, type SeccompProgram } from './seccomp/seccomp.ts';
 
 // The host's side of the sandbox, found once: the tools (bwrap, prlimit,
 // setpriv, unshare), what bubblewrap supports, the read-only binds and /proc
-// masks every instance shares, and the seccomp program.
+// masks every instance shares, the seccomp program and the native helpers.
 
 export interface SandboxTools {
   readonly shell: string;
@@ -27,7 +28,13 @@ export interface SandboxTools {
 
 export type SharedLayout = Pick<
   SandboxLayout,
-  'nodeBinary' | 'supervisorDir' | 'nodeModulesDir' | 'systemEntries' | 'hostEtc' | 'procMasks'
+  | 'nodeBinary'
+  | 'starterBinary'
+  | 'supervisorDir'
+  | 'nodeModulesDir'
+  | 'systemEntries'
+  | 'hostEtc'
+  | 'procMasks'
 >;
 
 export interface SandboxHost {
@@ -39,6 +46,8 @@ export interface SandboxHost {
   readonly seccomp: SeccompProgram;
   /** The driver runs as root: it can drop each instance to a host uid of its own. */
   readonly root: boolean;
+  /** The native launcher and starter (native/), built, or why there are none. */
+  readonly native: NativeBuild;
 }
 
 const SYSTEM_PATH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
@@ -122,21 +131,31 @@ async function procMasks(): Promise<MaskedEntry[]> {
   return found;
 }
 
-/** Throws when bubblewrap is missing: the local driver cannot run without it. */
-export async function detectSandboxHost(): Promise<SandboxHost> {
-  const [bwrap, prlimit, setpriv, unshare] = await Promise.all([
+/**
+ * Throws when bubblewrap is missing: the local driver cannot run without it.
+ * The native helpers are built into `nativeDir` when one is given.
+ */
+export async function detectSandboxHost(nativeDir?: string): Promise<SandboxHost> {
+  const [bwrap, prlimit, setpriv, unshare, cc] = await Promise.all([
     findExecutable('bwrap'),
     findExecutable('prlimit'),
     findExecutable('setpriv'),
     findExecutable('unshare'),
+    findExecutable('cc'),
   ]);
   if (bwrap === undefined) throw new Error('bubblewrap (bwrap) is not installed');
-  const help = await run(bwrap, ['--help']);
+  const [help, native] = await Promise.all([
+    run(bwrap, ['--help']),
+    nativeDir === undefined
+      ? ({ ok: false, reason: 'not built for this check' } as const)
+      : buildNative(nativeDir, cc),
+  ]);
   return {
     tools: { shell: '/bin/sh', bwrap, prlimit, setpriv, unshare },
     disableUserns: help.output.includes('--disable-userns'),
     shared: {
       nodeBinary: await realpath(process.execPath),
+      starterBinary: native.ok ? native.starter : undefined,
       supervisorDir: path.join(import.meta.dirname, 'supervisor'),
       nodeModulesDir: await findNodeModules(import.meta.dirname),
       systemEntries: await systemEntries(),
@@ -145,6 +164,7 @@ export async function detectSandboxHost(): Promise<SandboxHost> {
     },
     seccomp: await loadSeccompProgram(),
     root: process.getuid?.() === 0,
+    native,
   };
 }
 

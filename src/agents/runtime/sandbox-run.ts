@@ -6,6 +6,7 @@ import { AppError } from '../../errors.ts';
 import { type Gateway, sandboxGateway } from '../../gateway/service.ts';
 import type { Logger } from '../../logger.ts';
 import type { EgressProxy } from '../egress/proxy.ts';
+import { agentEnvironment } from './agent-env.ts';
 import {
   bwrapArgs,
   CONFIG_FD,
@@ -15,7 +16,6 @@ import {
   INGRESS_FD,
   launchArgv,
   proxyPortFor,
-  SANDBOX_PATH_ENV,
   SECCOMP_FD,
   SUPPORT_FD,
   sandboxCommand,
@@ -30,6 +30,7 @@ import {
   limitEnforcement,
   rlimitArgs,
   startRefusal,
+  warmCgroupJoin,
 } from './limits.ts';
 import { createOutputLog, type OutputLog } from './output-log.ts';
 import type { SandboxHost } from './sandbox-host.ts';
@@ -116,20 +117,32 @@ export async function launchSandbox(
       throw new SandboxRefusal(`the sandbox has no seccomp filter on this host (${seccomp.reason})`);
     }
   }
-  const prepared = await prepareInstanceDir(deps.instancesDir, spec, sandbox, host.volumes);
-  const { layout, uid, options, stage } = prepared;
+  // The cgroup and the instance directory are made side by side. The cgroup comes before warming
+  // the join (warmCgroupJoin holds the cgroup lock, which a mkdir there would wait for).
+  const [made, preparing] = await Promise.allSettled([
+    createInstanceCgroup(cgroups, spec.agentId, spec.limits).then((created) => {
+      if (created !== undefined) void warmCgroupJoin(cgroups);
+      return created;
+    }),
+    prepareInstanceDir(deps.instancesDir, spec, sandbox, host.volumes),
+  ]);
   let cgroup: InstanceCgroup | undefined;
-  try {
-    cgroup = await createInstanceCgroup(cgroups, spec.agentId, spec.limits);
-  } catch (error) {
-    deps.log.warn({ agentId: spec.agentId, err: error }, 'no cgroup for this instance');
+  if (made.status === 'fulfilled') cgroup = made.value;
+  else deps.log.warn({ agentId: spec.agentId, err: made.reason }, 'no cgroup for this instance');
+  if (preparing.status === 'rejected') {
+    await cgroup?.remove().catch(() => undefined);
+    throw preparing.reason;
   }
+  const prepared = preparing.value;
+  const { layout, uid, options, stage } = prepared;
+  const launcher = sandbox.native.ok ? sandbox.native.launcher : undefined;
+  const rlimitsApplied = launcher !== undefined || sandbox.tools.prlimit !== undefined;
   // AGT-6: what this start cannot hold refuses it, unless the operator allowed it by name.
   const refusal = startRefusal(
     limitEnforcement({
       cgroup,
       cgroups,
-      prlimit: sandbox.tools.prlimit !== undefined,
+      prlimit: rlimitsApplied,
       ownHostUid: stage !== undefined,
       volumeImage: prepared.volumeImage,
     }),
@@ -177,22 +190,21 @@ export async function launchSandbox(
     {
       shell: sandbox.tools.shell,
       cgroupProcs: cgroup?.procsFiles ?? [],
-      prlimit:
-        sandbox.tools.prlimit === undefined
-          ? undefined
-          : {
-              binary: sandbox.tools.prlimit,
-              args: rlimitArgs(spec.limits, {
-                processesByCgroup: cgroups.parents.pids !== undefined && cgroup !== undefined,
-                ownHostUid: stage !== undefined,
-              }),
-            },
+      rlimits: rlimitsApplied
+        ? rlimitArgs(spec.limits, {
+            processesByCgroup: cgroups.parents.pids !== undefined && cgroup !== undefined,
+            ownHostUid: stage !== undefined,
+          })
+        : [],
+      prlimit: sandbox.tools.prlimit,
       stage,
       setpriv:
         stage !== undefined && sandbox.tools.setpriv !== undefined
           ? { binary: sandbox.tools.setpriv, uid }
           : undefined,
       bwrap: sandbox.tools.bwrap,
+      starter: layout.starterBinary !== undefined,
+      launcher,
     },
     bwrapArgs(layout, options),
   );
@@ -255,21 +267,26 @@ export async function launchSandbox(
   readInfo(child.stdio[INFO_FD as number] as unknown as Duplex, (pid) => {
     run.sandboxPid = pid;
   });
+  const proxyPort = proxyPortFor(spec.port);
+  const gateway =
+    layout.gatewaySocket === undefined || deps.gateway === undefined
+      ? null
+      : sandboxGateway(gatewayPortFor(spec.port));
+  const env = agentEnvironment({ env: spec.env, secrets: spec.secrets, gateway, port: spec.port, proxyPort });
+  // The loopback ports bridged out of the sandbox (the agent may use one as soon as it runs).
+  const bridges = [
+    { port: proxyPort, to: 'egress' },
+    ...(gateway === null ? [] : [{ port: gateway.port, to: 'gateway' }]),
+  ];
   const frame = configFrame(
     {
-      command: sandboxCommand(spec.command),
       program: spec.command[0],
       port: spec.port,
-      proxyPort: proxyPortFor(spec.port),
-      gateway:
-        layout.gatewaySocket === undefined || deps.gateway === undefined
-          ? null
-          : sandboxGateway(gatewayPortFor(spec.port)),
-      env: spec.env,
+      outbound: bridges,
+      shellEnv: env.shell,
       supportKey: spec.supportKey ?? null,
-      path: SANDBOX_PATH_ENV,
     },
-    spec.secrets,
+    { argv: sandboxCommand(spec.command), env: env.agent, ports: bridges.map((bridge) => bridge.port) },
   );
   const input = child.stdio[CONFIG_FD] as Duplex;
   input.on('error', () => undefined);

@@ -1,8 +1,9 @@
 import type { Duplex } from 'node:stream';
 
 // The driver's side of the fds it hands the sandbox (bwrap-args.ts):
-//   fd 3  the config frame: the supervisor's config and the secrets, written
-//         from Buffers (configFrame), never a string, argv, env or file;
+//   fd 3  the config frame: the supervisor's config and the agent's argv and
+//         environment, secrets among them, written from Buffers
+//         (configFrame), never a string, argv, env or file;
 //   fd 4  the JSON-lines control channel both ways (createControlChannel);
 //   fd 5  bubblewrap's --info-fd, which names the sandbox init's host pid.
 // The supervisor shares its uid with the agent, so everything read on fd 4
@@ -150,26 +151,44 @@ export function createControlChannel(stream: Duplex): ControlChannel {
   return channel;
 }
 
+/** What the starter (or the supervisor) runs: the agent's argv and environment, and the loopback ports that listen first. */
+export interface AgentLaunch {
+  readonly argv: readonly string[];
+  /** NAME and value: the secrets' values are the caller's Buffers. */
+  readonly env: readonly (readonly [string, Buffer])[];
+  readonly ports: readonly number[];
+}
+
 /**
- * The supervisor's config and the secrets in one frame (supervisor.mjs
- * parses it): u32 length + JSON, u32 count, then per secret u32 length +
- * name and u32 length + value. The caller zeroes it once written.
+ * The supervisor's config and the agent's launch in one frame (starter.c
+ * and supervisor.mjs read it): u32 length + JSON; u32 count + the argv;
+ * u32 count + the environment as "NAME=VALUE"; u32 count + the ports, u32
+ * each. A string is u32 length + its bytes; lengths are big-endian. The
+ * caller zeroes the frame once written: it holds the secrets.
  */
-export function configFrame(config: object, secrets: ReadonlyMap<string, Buffer>): Buffer {
+export function configFrame(config: object, launch: AgentLaunch): Buffer {
   const json = Buffer.from(JSON.stringify(config), 'utf8');
-  const entries = [...secrets].map(([name, value]) => [Buffer.from(name, 'utf8'), value] as const);
-  let size = 4 + json.length + 4;
-  for (const [name, value] of entries) size += 8 + name.length + value.length;
+  const argv = launch.argv.map((arg) => Buffer.from(arg, 'utf8'));
+  const env = launch.env.map(([name, value]) => [Buffer.from(`${name}=`, 'utf8'), value] as const);
+  let size = 4 + json.length + 4 + 4 + 4 + 4 * launch.ports.length;
+  for (const arg of argv) size += 4 + arg.length;
+  for (const [name, value] of env) size += 4 + name.length + value.length;
   const frame = Buffer.alloc(size); // its own memory, not the shared pool: zeroed on its own
   let offset = frame.writeUInt32BE(json.length, 0);
   offset += json.copy(frame, offset);
-  offset = frame.writeUInt32BE(entries.length, offset);
-  for (const [name, value] of entries) {
-    offset = frame.writeUInt32BE(name.length, offset);
+  offset = frame.writeUInt32BE(argv.length, offset);
+  for (const arg of argv) {
+    offset = frame.writeUInt32BE(arg.length, offset);
+    offset += arg.copy(frame, offset);
+  }
+  offset = frame.writeUInt32BE(env.length, offset);
+  for (const [name, value] of env) {
+    offset = frame.writeUInt32BE(name.length + value.length, offset);
     offset += name.copy(frame, offset);
-    offset = frame.writeUInt32BE(value.length, offset);
     offset += value.copy(frame, offset);
   }
+  offset = frame.writeUInt32BE(launch.ports.length, offset);
+  for (const port of launch.ports) offset = frame.writeUInt32BE(port, offset);
   return frame;
 }
 

@@ -1,31 +1,39 @@
-// The supervisor: the first process inside an instance's sandbox (under
-// bubblewrap's pid-1 reaper), run by the host's node binary bound at
-// /opt/enclave/bin/node. Plain JavaScript: it runs as is, with no loader.
+// The supervisor: run by the host's node binary bound at
+// /opt/enclave/bin/node, inside an instance's sandbox (under bubblewrap's
+// pid-1 reaper). Plain JavaScript: it runs as is, with no loader.
 //
-//   fd 3  in: one framed message from the driver, then EOF: the config and
-//         the secrets (u32 length + JSON config, u32 count, then per secret
-//         u32 length + name, u32 length + value). Secrets never pass through
-//         argv or the environment of anything outside the sandbox.
+// Where the host built the native starter (native/starter.c), that is the
+// sandbox's first process: it starts the agent and this supervisor side by
+// side (`--starter`), and fd 3 is its pipe of JSON lines: the config, then
+// whether the agent started, then how it exited. Otherwise this is the
+// first process: fd 3 carries the driver's frame itself, and the agent is
+// started from here once the frame is read.
+//
+//   fd 3  in: (alone) one framed message from the driver, then EOF
+//         (supervisor-channel.ts configFrame): the config, the agent's argv
+//         and its environment, secrets among them, which never pass
+//         through argv or the environment of anything outside the sandbox.
 //   fd 4  both ways, JSON lines: commands from the driver ({"id","cmd":"support","key"}),
 //         events to it ({"event":"hello"|"listening"|"agent-listening"|"agent-error"|"agent-exit"|"support"}).
 //   fd 6  a listening socket the host bound in its own directory: ingress.
 //   fd 7  a listening socket the host bound in its own directory: support SSH,
 //         which only the host's relay connects to (AGT-5).
+//   fd 9… (under the starter) the loopback listeners it bound, one per
+//         outbound bridge, in the config's order.
 //
-// It starts the agent with the non-secret env, the secrets, PORT and the
-// proxy variables; bridges ingress connections (fd 6) → 127.0.0.1:<agent
-// port>, 127.0.0.1:<proxy port> → /run/enclave/egress.sock (a read-only
-// bind of the host's socket) and, for an agent that calls models,
-// 127.0.0.1:<gateway port> → /run/enclave/gateway.sock, with the model SDKs'
-// base-URL variables and their key variables set to the agent's own token
-// (AGT-7: never a provider key); serves support SSH on fd 7 while support is
-// on (AGT-5); forwards SIGTERM and SIGINT to the agent and exits with the
-// agent's status. It creates no file: the sandbox has nowhere to put one
-// that the host would read.
+// It bridges ingress connections (fd 6) → 127.0.0.1:<agent port>,
+// 127.0.0.1:<proxy port> → /run/enclave/egress.sock (a read-only bind of
+// the host's socket) and, for an agent that calls models, 127.0.0.1:<gateway
+// port> → /run/enclave/gateway.sock (the agent's environment, decided on the
+// host, points the model SDKs there with its own token: AGT-7); serves
+// support SSH on fd 7 while support is on (AGT-5); stops the agent on
+// SIGTERM and SIGINT (its process group) and exits with the agent's status.
+// It creates no file: the sandbox has nowhere to put one that the host would
+// read.
 //
-// Its own start is on every instance's cold start (the agent starts only
-// once it runs): it imports only what the agent's start needs, the rest
-// (ssh2, node:crypto) when support is turned on.
+// Its own start is on the cold start of an instance without the starter:
+// it imports only what the agent's start needs, the rest (ssh2,
+// node:crypto) when support is turned on.
 //
 // Everything here shares the agent's uid: the driver treats what this
 // process reports as untrusted input from the instance.
@@ -41,12 +49,14 @@ const CONFIG_FD = 3;
 const CONTROL_FD = 4;
 const INGRESS_FD = 6;
 const SUPPORT_FD = 7;
+const FIRST_LISTEN_FD = 9;
+const STARTER = process.argv.includes('--starter');
 const MAX_CONFIG_BYTES = 1024 * 1024;
 const MAX_CONTROL_LINE = 64 * 1024;
 /** After one side of a bridged connection closes, how long the other may take to drain. */
 const LINGER_MS = 10_000;
-/** How often the agent's port is tried until it accepts (watchAgentPort). */
-const PORT_WATCH_MS = 3;
+/** How often the agent's port is tried until it accepts (connectAgent, watchAgentPort). */
+const PORT_WATCH_MS = 2;
 
 function note(line) {
   process.stderr.write(`[enclave] ${line}\n`);
@@ -72,7 +82,7 @@ function closeStrayFds() {
   }
 }
 
-closeStrayFds();
+if (!STARTER) closeStrayFds(); // the starter left this process only its own
 
 const control = new net.Socket({ fd: CONTROL_FD, readable: true, writable: true });
 control.on('error', () => undefined);
@@ -82,6 +92,7 @@ function report(event) {
 }
 
 let exiting = false;
+/** The agent once started: its pid (and process group), and whether it still runs. */
 let agent;
 const servers = [];
 
@@ -96,11 +107,15 @@ function shutdown(code) {
 
 for (const signal of ['SIGTERM', 'SIGINT']) {
   process.on(signal, () => {
-    if (agent?.pid !== undefined && agent.exitCode === null && agent.signalCode === null) {
+    if (agent?.running) {
       try {
         process.kill(-agent.pid, signal); // its process group: the agent and what it started
       } catch {
-        agent.kill(signal);
+        try {
+          process.kill(agent.pid, signal);
+        } catch {
+          // gone: its exit is on its way
+        }
       }
     } else {
       shutdown(128 + constants.signals[signal]);
@@ -109,8 +124,9 @@ for (const signal of ['SIGTERM', 'SIGINT']) {
 }
 process.on('SIGHUP', () => undefined);
 
-// ---- config and secrets (fd 3) ----
+// ---- the config, and the agent's launch (fd 3) ----
 
+/** The driver's frame, read to its EOF (without the starter). */
 function readFrame() {
   return new Promise((resolve, reject) => {
     const input = new net.Socket({ fd: CONFIG_FD, readable: true, writable: false });
@@ -137,25 +153,94 @@ function readFrame() {
 
 function parseFrame(frame) {
   let offset = 0;
-  const take = () => {
+  const u32 = () => {
     if (offset + 4 > frame.length) throw new Error('the config frame is truncated');
-    const length = frame.readUInt32BE(offset);
+    const value = frame.readUInt32BE(offset);
     offset += 4;
+    return value;
+  };
+  const take = () => {
+    const length = u32();
     if (offset + length > frame.length) throw new Error('the config frame is truncated');
     const slice = frame.subarray(offset, offset + length);
     offset += length;
-    return slice;
+    return slice.toString('utf8');
   };
-  const config = JSON.parse(take().toString('utf8'));
-  if (offset + 4 > frame.length) throw new Error('the config frame is truncated');
-  const count = frame.readUInt32BE(offset);
-  offset += 4;
-  const secrets = {};
-  for (let i = 0; i < count; i++) {
-    const name = take().toString('utf8');
-    secrets[name] = take().toString('utf8');
+  const list = () => Array.from({ length: u32() }, take);
+  const config = JSON.parse(take());
+  const argv = list();
+  const env = {};
+  for (const entry of list()) {
+    const equals = entry.indexOf('=');
+    env[entry.slice(0, equals)] = entry.slice(equals + 1);
   }
-  return { config, secrets };
+  return { config, argv, env };
+}
+
+/**
+ * The starter's pipe (fd 3): resolves with the config, its first line; the
+ * lines after it say whether the agent started and how it exited.
+ */
+function readStarter() {
+  return new Promise((resolve, reject) => {
+    const input = new net.Socket({ fd: CONFIG_FD, readable: true, writable: false });
+    let pending = '';
+    let config;
+    input.on('data', (chunk) => {
+      pending += chunk.toString('utf8');
+      let newline = pending.indexOf('\n');
+      while (newline !== -1) {
+        const line = pending.slice(0, newline);
+        pending = pending.slice(newline + 1);
+        if (config === undefined) {
+          try {
+            config = JSON.parse(line);
+          } catch (error) {
+            reject(error);
+            return;
+          }
+          resolve(config);
+        } else {
+          starterEvent(line, config);
+        }
+        newline = pending.indexOf('\n');
+      }
+      if (pending.length > MAX_CONFIG_BYTES) {
+        input.destroy();
+        reject(new Error('the config is too large'));
+      }
+    });
+    input.on('error', reject);
+    // The starter is the agent's parent: without it, nothing is left to supervise.
+    input.on('end', () => {
+      if (config === undefined) reject(new Error('the starter sent no config'));
+      else if (!exiting) shutdown(agent === undefined ? 126 : 1);
+    });
+  });
+}
+
+function starterEvent(line, config) {
+  let event;
+  try {
+    event = JSON.parse(line);
+  } catch {
+    return;
+  }
+  if (event.event === 'started') agentStarted(event.pid);
+  else if (event.event === 'error') agentFailed(config.program, errnoCode(event.errno));
+  else if (event.event === 'exit') {
+    const signal =
+      event.signal === undefined
+        ? null
+        : (Object.keys(constants.signals).find((name) => constants.signals[name] === event.signal) ??
+          `SIG${event.signal}`);
+    agentExited(event.code ?? null, signal);
+  }
+}
+
+/** ENOENT for 2 …: the name of an errno the starter reports. */
+function errnoCode(number) {
+  return Object.keys(constants.errno).find((name) => constants.errno[name] === number) ?? `errno ${number}`;
 }
 
 // ---- bridges ----
@@ -195,14 +280,14 @@ function listen(server, ...args) {
  * the agent may use one as soon as it runs, so they listen before it starts.
  */
 async function openOutboundBridges(config) {
-  const outbound = [{ port: config.proxyPort, socket: EGRESS_SOCKET }];
-  if (config.gateway !== null) outbound.push({ port: config.gateway.port, socket: GATEWAY_SOCKET });
   await Promise.all(
-    outbound.map(async ({ port, socket }) => {
+    config.outbound.map(async ({ port, to }, index) => {
+      const socket = to === 'gateway' ? GATEWAY_SOCKET : EGRESS_SOCKET;
       const server = net.createServer({ allowHalfOpen: true }, (client) => {
         bridge(client, net.connect({ path: socket, allowHalfOpen: true }));
       });
-      await listen(server, { port, host: '127.0.0.1' });
+      // Under the starter they listen already, and a connection made since waits in the backlog.
+      await listen(server, STARTER ? { fd: FIRST_LISTEN_FD + index } : { port, host: '127.0.0.1' });
       servers.push(server);
     }),
   );
@@ -214,9 +299,7 @@ async function openOutboundBridges(config) {
  * while the agent starts.
  */
 async function openInboundBridges(config) {
-  const ingress = net.createServer({ allowHalfOpen: true }, (client) => {
-    bridge(client, net.connect({ port: config.port, host: '127.0.0.1', allowHalfOpen: true }));
-  });
+  const ingress = net.createServer({ allowHalfOpen: true }, (client) => connectAgent(client, config.port));
   // Support connections come from the host's relay only; while support is off they are closed at once.
   const supportListener = net.createServer((socket) => {
     if (support === undefined) socket.destroy();
@@ -228,41 +311,111 @@ async function openInboundBridges(config) {
 
 // ---- the agent ----
 
-function startAgent(config, env) {
-  const [program, ...args] = config.command;
-  const shown = config.program;
-  agent = spawn(program, args, { cwd: '/app', env, stdio: ['ignore', 'inherit', 'inherit'], detached: true });
-  agent.once('error', (error) => {
-    const reason =
-      error.code === 'ENOENT'
-        ? `command not found: ${shown}`
-        : error.code === 'EACCES'
-          ? `command not executable: ${shown}`
-          : `could not start ${shown}: ${error.code ?? error.message}`;
-    note(reason);
-    report({ event: 'agent-error', reason });
-    shutdown(127);
+function agentStarted(pid) {
+  agent = { pid, running: true };
+}
+
+function agentFailed(program, code) {
+  const reason =
+    code === 'ENOENT'
+      ? `command not found: ${program}`
+      : code === 'EACCES'
+        ? `command not executable: ${program}`
+        : `could not start ${program}: ${code}`;
+  note(reason);
+  report({ event: 'agent-error', reason });
+  shutdown(127);
+}
+
+function agentExited(code, signal) {
+  if (agent !== undefined) agent.running = false;
+  if (exiting) return; // it never ran (agent-error), or the supervisor is ending anyway
+  report({ event: 'agent-exit', code, signal });
+  note(signal === null ? `the agent exited with code ${code}` : `the agent was killed by ${signal}`);
+  shutdown(signal === null ? (code ?? 1) : 128 + (constants.signals[signal] ?? 0));
+}
+
+/** Without the starter: the agent in a process group of its own, in /app, stdin on /dev/null. */
+function spawnAgent(program, argv, env) {
+  const [command, ...args] = argv;
+  const child = spawn(command, args, {
+    cwd: '/app',
+    env,
+    stdio: ['ignore', 'inherit', 'inherit'],
+    detached: true,
   });
-  agent.once('exit', (code, signal) => {
-    report({ event: 'agent-exit', code, signal });
-    note(signal === null ? `the agent exited with code ${code}` : `the agent was killed by ${signal}`);
-    shutdown(signal === null ? (code ?? 1) : 128 + (constants.signals[signal] ?? 0));
-  });
+  if (child.pid !== undefined) agentStarted(child.pid);
+  child.once('error', (error) => agentFailed(program, error.code ?? error.message));
+  child.once('exit', (code, signal) => agentExited(code, signal));
+}
+
+/** The agent's port has accepted a connection: reported once, as agent-listening. */
+let agentSeen = false;
+
+function seenListening() {
+  if (agentSeen) return;
+  agentSeen = true;
+  report({ event: 'agent-listening' });
 }
 
 /**
- * Reports agent-listening once the agent's port accepts a connection. No
- * event says an agent listens; a refused connect inside the sandbox's own
- * network costs next to nothing, so it is tried every few milliseconds and
- * the driver's HTTP probe (through the ingress socket) follows at once.
+ * Bridges an ingress connection to the agent's port. Until that port has
+ * accepted once, a refused connect is tried again every few milliseconds,
+ * with the connection's first bytes held here, until the client gives up:
+ * the driver's first probe, sent as soon as the bridges listen, is answered
+ * the moment the agent listens. From then on a connection is bridged at
+ * once, and a refused connect ends it.
+ */
+function connectAgent(client, port) {
+  if (agentSeen) {
+    bridge(client, net.connect({ port, host: '127.0.0.1', allowHalfOpen: true }));
+    return;
+  }
+  const early = [];
+  let held = 0;
+  const hold = (chunk) => {
+    early.push(chunk);
+    held += chunk.length;
+    if (held > MAX_CONTROL_LINE) client.pause(); // the rest waits in the socket
+  };
+  const giveUp = () => client.destroy();
+  client.on('data', hold);
+  client.once('end', giveUp);
+  client.on('error', giveUp);
+  const attempt = () => {
+    if (client.destroyed || exiting) return giveUp();
+    const upstream = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    upstream.once('connect', () => {
+      seenListening();
+      client.pause();
+      client.off('data', hold);
+      client.off('end', giveUp);
+      client.off('error', giveUp);
+      for (const chunk of early) upstream.write(chunk);
+      bridge(client, upstream);
+    });
+    upstream.once('error', (error) => {
+      upstream.destroy();
+      if (error.code === 'ECONNREFUSED' && !agentSeen) setTimeout(attempt, PORT_WATCH_MS);
+      else giveUp();
+    });
+  };
+  attempt();
+}
+
+/**
+ * Reports agent-listening once the agent's port accepts a connection, for
+ * the driver's later probes (a first one that gave up waiting). No event
+ * says an agent listens; a refused connect inside the sandbox's own network
+ * costs next to nothing, so it is tried every few milliseconds.
  */
 function watchAgentPort(port) {
   const attempt = () => {
-    if (exiting) return;
+    if (exiting || agentSeen) return;
     const probe = net.connect({ port, host: '127.0.0.1' });
     probe.once('connect', () => {
       probe.destroy();
-      report({ event: 'agent-listening' });
+      seenListening();
     });
     probe.once('error', () => {
       probe.destroy();
@@ -445,38 +598,24 @@ control.on('end', () => {
 
 async function main() {
   report({ event: 'hello' });
-  const frame = await readFrame();
-  let parsed;
-  try {
-    parsed = parseFrame(frame);
-  } finally {
-    frame.fill(0);
+  let config;
+  if (STARTER) {
+    config = await readStarter();
+    shellEnv = config.shellEnv;
+    await openOutboundBridges(config);
+  } else {
+    const frame = await readFrame();
+    let launch;
+    try {
+      launch = parseFrame(frame);
+    } finally {
+      frame.fill(0);
+    }
+    config = launch.config;
+    shellEnv = config.shellEnv;
+    await openOutboundBridges(config);
+    spawnAgent(config.program, launch.argv, launch.env);
   }
-  const { config, secrets } = parsed;
-  const proxy = `http://127.0.0.1:${config.proxyPort}`;
-  const platform = {
-    PATH: config.path,
-    HOME: '/data',
-    LANG: 'C.UTF-8',
-    PORT: String(config.port),
-    HTTP_PROXY: proxy,
-    HTTPS_PROXY: proxy,
-    http_proxy: proxy,
-    https_proxy: proxy,
-    NO_PROXY: 'localhost,127.0.0.1',
-    no_proxy: 'localhost,127.0.0.1',
-    NODE_USE_ENV_PROXY: '1',
-  };
-  // The model gateway (AGT-7): each SDK's base URL, and its key variable holding the agent's own token.
-  const gateway = {};
-  if (config.gateway !== null) {
-    Object.assign(gateway, config.gateway.env);
-    const token = secrets.ENCLAVE_AGENT_TOKEN;
-    if (token !== undefined) for (const name of config.gateway.keyVariables) gateway[name] = token;
-  }
-  shellEnv = { ...config.env, ...config.gateway?.env, ...platform };
-  await openOutboundBridges(config);
-  startAgent(config, { ...config.env, ...secrets, ...gateway, ...platform });
   await openInboundBridges(config);
   report({ event: 'listening' });
   watchAgentPort(config.port);

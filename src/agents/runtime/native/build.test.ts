@@ -1,0 +1,75 @@
+import assert from 'node:assert/strict';
+import { chmod, lstat, mkdir, mkdtemp, readdir, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { requireTool } from '../../../../test/helpers/system-tools.ts';
+import { findExecutable } from '../sandbox-host.ts';
+import { buildNative } from './build.ts';
+
+// The native launcher and starter are built on the host, once per source,
+// into a directory of the driver's own; a host that cannot build them
+// starts instances without them (start-paths.test.ts shows both ways).
+
+let scratch: string;
+
+before(async () => {
+  scratch = await mkdtemp(path.join(tmpdir(), 'enclave-native-'));
+});
+after(() => rm(scratch, { recursive: true, force: true }));
+
+describe('building the native helpers', () => {
+  test('both are built, executable and writable by no one else, named by their sources’ hash; a second driver finds them built', async (t) => {
+    if (!requireTool(t, 'cc', 'gcc')) return;
+    const dir = path.join(scratch, 'built');
+    const built = await buildNative(dir, await findExecutable('cc'));
+    assert.ok(built.ok, built.ok ? '' : built.reason);
+    assert.match(path.basename(built.launcher), /^enclave-launch-[0-9a-f]{16}$/);
+    assert.match(path.basename(built.starter), /^enclave-starter-[0-9a-f]{16}$/);
+    for (const binary of [built.launcher, built.starter]) {
+      const stat = await lstat(binary);
+      assert.ok(stat.isFile());
+      assert.equal(stat.mode & 0o777, 0o755);
+    }
+    const before = await lstat(built.starter);
+    // A compiler that would fail proves nothing is built again.
+    const again = await buildNative(dir, '/bin/false');
+    assert.deepEqual(again, built);
+    assert.equal((await lstat(built.starter)).mtimeMs, before.mtimeMs);
+    assert.deepEqual(
+      (await readdir(dir)).sort(),
+      [built.launcher, built.starter].map((file) => path.basename(file)).sort(),
+    );
+  });
+
+  test('without a compiler, or where it fails, there are none, with the reason, and nothing half-built is left', async () => {
+    assert.deepEqual(await buildNative(path.join(scratch, 'none'), undefined), {
+      ok: false,
+      reason: 'no C compiler (cc) on this host',
+    });
+    const dir = path.join(scratch, 'failing');
+    const failed = await buildNative(dir, '/bin/false');
+    assert.equal(failed.ok, false);
+    assert.match(failed.ok ? '' : failed.reason, /^enclave-(launch|starter) did not build$/);
+    assert.deepEqual(await readdir(dir), []);
+  });
+
+  test('a build directory that is a link, or that others may write, is refused', async () => {
+    const real = path.join(scratch, 'real');
+    await mkdir(real);
+    const link = path.join(scratch, 'link');
+    await symlink(real, link);
+    const cc = '/bin/false';
+    assert.deepEqual(await buildNative(link, cc), {
+      ok: false,
+      reason: 'their build directory is not the driver’s own',
+    });
+    const open = path.join(scratch, 'open');
+    await mkdir(open);
+    await chmod(open, 0o777);
+    assert.deepEqual(await buildNative(open, cc), {
+      ok: false,
+      reason: 'their build directory is not the driver’s own',
+    });
+  });
+});
