@@ -174,6 +174,29 @@ describe('the bubblewrap driver', () => {
     assert.equal(existsSync(path.join(hostDir(rt, silent.agentId), 'egress.sock')), false);
   });
 
+  test('VLT-5: a spec the driver cannot pass on as it is refuses the start before anything runs, and its secrets are zeroed', async (t) => {
+    if (!requireTool(t, 'bwrap', 'bubblewrap')) return;
+    const who = await ids();
+    const cases: [Partial<Parameters<typeof probeSpec>[2]>, RegExp][] = [
+      [{ secrets: new Map([['TOKEN', Buffer.from('ab\0cd')]]) }, /^secret variable TOKEN holds a NUL byte$/],
+      [{ secrets: new Map([['BAD-NAME', Buffer.from('abcd')]]) }, /^secret variable BAD-NAME is invalid$/],
+      [{ env: { GREETING: 'hi\0there' } }, /^environment variable GREETING is invalid$/],
+      [{ command: [] }, /^the command is empty$/],
+      [{ port: 70000 }, /^the port is invalid$/],
+    ];
+    for (const [overrides, message] of cases) {
+      const spec = probeSpec(rt, who, overrides);
+      await assert.rejects(rt.driver.start(spec), (error: Error & { code?: string }) => {
+        assert.equal(error.code, 'instance_invalid');
+        assert.match(error.message, message);
+        return true;
+      });
+      for (const value of spec.secrets.values()) assert.ok(value.every((byte) => byte === 0));
+    }
+    assert.deepEqual(await sandboxProcesses(path.join(rt.instancesDir, who.agentId)), []);
+    assert.equal(existsSync(path.join(rt.instancesDir, who.agentId)), false);
+  });
+
   test('AGT-6: a running agent that exits is reported through onExit with its exit code, once', async (t) => {
     if (!requireTool(t, 'bwrap', 'bubblewrap')) return;
     const who = await ids();

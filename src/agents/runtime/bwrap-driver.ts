@@ -82,8 +82,10 @@ function validateSpec(spec: InstanceSpec): void {
     if (!ENV_NAME.test(name) || value.includes('\0'))
       throw invalid(`environment variable ${name} is invalid`);
   }
-  for (const name of spec.secrets.keys()) {
+  for (const [name, value] of spec.secrets) {
     if (!ENV_NAME.test(name)) throw invalid(`secret variable ${name} is invalid`);
+    // An environment variable ends at its first NUL: the agent would get a cut value.
+    if (value.includes(0)) throw invalid(`secret variable ${name} holds a NUL byte`);
   }
   if (!path.isAbsolute(spec.templateDir)) throw invalid('the template directory is not absolute');
 }

@@ -235,7 +235,7 @@ export async function launchSandbox(
   child.stderr?.pipe(output, { end: false });
   child.stderr?.on('data', (chunk: Buffer) => {
     if (control.hello) return; // from here on, stderr is the instance's: it could print anything
-    const line = /^(?:bwrap|enclave-launch): (.+)$/m.exec(chunk.toString('utf8'))?.[1];
+    const line = /^(?:bwrap|enclave-launch|enclave-starter): (.+)$/m.exec(chunk.toString('utf8'))?.[1];
     if (line !== undefined) bwrapError = line.slice(0, 200);
   });
   child.once('error', (error) => output.note(`could not launch the sandbox: ${error.message}`));
