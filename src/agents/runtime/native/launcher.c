@@ -121,7 +121,17 @@ static void mount_image(const char *image, const char *target) {
     struct loop_config config = {0};
     config.fd = (unsigned)image_fd;
     config.info.lo_flags = LO_FLAGS_AUTOCLEAR;
-    if (ioctl(loop, LOOP_CONFIGURE, &config) != 0) {
+    int configured = ioctl(loop, LOOP_CONFIGURE, &config);
+    if (configured != 0 && (errno == EINVAL || errno == ENOTTY)) {
+      /* A kernel before 5.8: the same in two steps. */
+      configured = ioctl(loop, LOOP_SET_FD, image_fd);
+      if (configured == 0 && ioctl(loop, LOOP_SET_STATUS64, &config.info) != 0) {
+        ioctl(loop, LOOP_CLR_FD, 0);
+        configured = -1;
+        errno = EIO;
+      }
+    }
+    if (configured != 0) {
       int error = errno;
       close(loop);
       if (error == EBUSY) continue; /* taken since it was free: ask again */
