@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmod, lstat, mkdir, mkdtemp, readdir, rm, symlink } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -43,15 +43,23 @@ describe('building the native helpers', () => {
   });
 
   test('without a compiler, or where it fails, there are none, with the reason, and nothing half-built is left', async () => {
+    // What a build killed long ago left behind goes; one under way (recent) stays.
+    const dir = path.join(scratch, 'failing');
+    await mkdir(dir, { mode: 0o755 });
+    const stale = path.join(dir, 'enclave-starter-0123456789abcdef.a1b2c3.tmp');
+    const recent = path.join(dir, 'enclave-launch-0123456789abcdef.d4e5f6.tmp');
+    await writeFile(stale, 'half');
+    await writeFile(recent, 'half');
+    const old = new Date(Date.now() - 3_600_000);
+    await utimes(stale, old, old);
     assert.deepEqual(await buildNative(path.join(scratch, 'none'), undefined), {
       ok: false,
       reason: 'no C compiler (cc) on this host',
     });
-    const dir = path.join(scratch, 'failing');
     const failed = await buildNative(dir, '/bin/false');
     assert.equal(failed.ok, false);
     assert.match(failed.ok ? '' : failed.reason, /^enclave-(launch|starter) did not build$/);
-    assert.deepEqual(await readdir(dir), []);
+    assert.deepEqual(await readdir(dir), [path.basename(recent)]);
   });
 
   test('a build directory that is a link, or that others may write, is refused', async () => {

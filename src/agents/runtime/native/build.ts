@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, lstat, mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 
 // The native helpers of a start: the launcher (launcher.c: the host's
@@ -45,6 +45,17 @@ function compile(
   });
 }
 
+/** A build killed mid-way leaves its temporary file: one older than any build could be is removed. */
+async function removeStale(dir: string): Promise<void> {
+  for (const name of await readdir(dir)) {
+    if (!name.endsWith('.tmp')) continue;
+    const file = path.join(dir, name);
+    const stat = await lstat(file).catch(() => undefined);
+    if (stat !== undefined && Date.now() - stat.mtimeMs > 2 * BUILD_TIMEOUT_MS)
+      await rm(file, { force: true });
+  }
+}
+
 /** The directory is the driver's alone: not a link, its owner's, writable by no one else. */
 async function ownDirectory(dir: string): Promise<boolean> {
   await mkdir(dir, { recursive: true, mode: 0o755 });
@@ -81,6 +92,7 @@ export async function buildNative(dir: string, cc: string | undefined): Promise<
   try {
     if (!(await ownDirectory(dir)))
       return { ok: false, reason: 'their build directory is not the driver’s own' };
+    await removeStale(dir);
     const [launcher, starter] = await Promise.all([
       buildOne(dir, cc, 'enclave-launch', SOURCES.launcher),
       buildOne(dir, cc, 'enclave-starter', SOURCES.starter),
