@@ -23,7 +23,7 @@ import { median, summarize } from './ab.ts';
 // alternating (bench/ab.ts); only the start is timed, not the stop. The
 // ratio of times is what the sandbox adds to a cold start.
 
-const ROUNDS = 8;
+const ROUNDS = 12;
 
 function get(options: http.RequestOptions): Promise<boolean> {
   return new Promise((resolve) => {

@@ -432,8 +432,8 @@ export interface LaunchOptions {
 // failed (the driver reports it as the reason).
 const LAUNCH_SCRIPT = [
   'stage=$1; shift',
-  '( for f do [ "$f" = -- ] && break; printf "%s\\n" $$ > "$f" || exit 1; done ) & join=$!',
-  'if [ -n "$stage" ]; then mount -a -T "$stage" 2>/dev/null || { printf "enclave-launch: could not stage the sandbox or mount its volume\\n" >&2; exit 125; }; fi',
+  '( for f do [ "$f" = -- ] && break; { printf "%s\\n" $$ > "$f"; } 2>/dev/null || exit 1; done ) & join=$!',
+  'if [ -n "$stage" ]; then mount -a -T "$stage" 2>/dev/null || { kill $join 2>/dev/null; printf "enclave-launch: could not stage the sandbox or mount its volume\\n" >&2; exit 125; }; fi',
   'wait $join || { printf "enclave-launch: could not join the instance cgroups\\n" >&2; exit 125; }',
   'while [ "$1" != -- ]; do shift; done; shift',
   'exec "$@"',

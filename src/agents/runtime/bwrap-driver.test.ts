@@ -180,6 +180,18 @@ describe('the bubblewrap driver', () => {
     const cases: [Partial<Parameters<typeof probeSpec>[2]>, RegExp][] = [
       [{ secrets: new Map([['TOKEN', Buffer.from('ab\0cd')]]) }, /^secret variable TOKEN holds a NUL byte$/],
       [{ secrets: new Map([['BAD-NAME', Buffer.from('abcd')]]) }, /^secret variable BAD-NAME is invalid$/],
+      [
+        { secrets: new Map([['TOKEN', Buffer.from([0x61, 0xff, 0x62])]]) },
+        /^secret variable TOKEN is not UTF-8 text$/,
+      ],
+      [
+        { secrets: new Map([['TOKEN', Buffer.alloc(1024 * 1024, 0x61)]]) },
+        /too many or too large \(at most 4000, 960 KiB together\)$/,
+      ],
+      [
+        { env: Object.fromEntries(Array.from({ length: 4001 }, (_, i) => [`V${i}`, 'x'])) },
+        /too many or too large/,
+      ],
       [{ env: { GREETING: 'hi\0there' } }, /^environment variable GREETING is invalid$/],
       [{ command: [] }, /^the command is empty$/],
       [{ port: 70000 }, /^the port is invalid$/],

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { UnenforcedLimit } from '../../config.ts';
@@ -62,6 +63,13 @@ const SUPPORT_TIMEOUT_MS = 10_000;
 // The agent id names a directory: one path segment of safe characters (a uuid in practice).
 const AGENT_ID = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+/**
+ * What the agent's environment may hold, variables and secrets together:
+ * well inside the config frame's bounds (1 MiB, 4096 entries, which the
+ * starter and the supervisor enforce), with room for the platform's own.
+ */
+const MAX_ENV_ENTRIES = 4000;
+const MAX_ENV_BYTES = 960 * 1024;
 
 interface Instance {
   state: InstanceState;
@@ -82,10 +90,20 @@ function validateSpec(spec: InstanceSpec): void {
     if (!ENV_NAME.test(name) || value.includes('\0'))
       throw invalid(`environment variable ${name} is invalid`);
   }
+  let bytes = 0;
+  for (const [name, value] of Object.entries(spec.env)) bytes += name.length + Buffer.byteLength(value) + 2;
   for (const [name, value] of spec.secrets) {
     if (!ENV_NAME.test(name)) throw invalid(`secret variable ${name} is invalid`);
     // An environment variable ends at its first NUL: the agent would get a cut value.
     if (value.includes(0)) throw invalid(`secret variable ${name} holds a NUL byte`);
+    // Either way of starting must hand the agent the same bytes: only text.
+    if (!isUtf8(value)) throw invalid(`secret variable ${name} is not UTF-8 text`);
+    bytes += name.length + value.length + 2;
+  }
+  if (Object.keys(spec.env).length + spec.secrets.size > MAX_ENV_ENTRIES || bytes > MAX_ENV_BYTES) {
+    throw invalid(
+      `the environment variables and secrets are too many or too large (at most ${MAX_ENV_ENTRIES}, ${MAX_ENV_BYTES / 1024} KiB together)`,
+    );
   }
   if (!path.isAbsolute(spec.templateDir)) throw invalid('the template directory is not absolute');
 }

@@ -94,22 +94,25 @@ async function ensureStageDir(): Promise<string> {
     );
   }
   await chmod(STAGE_DIR, 0o711);
-  for (const point of STAGE_MOUNT_POINTS) {
-    const file = path.join(STAGE_DIR, point.name);
-    let found = await lstat(file).catch(() => undefined);
-    if (found === undefined) {
-      if (point.kind === 'dir') await mkdir(file, { mode: 0o755 });
-      else await writeFile(file, '', { mode: 0o644, flag: 'wx' });
-      found = await lstat(file);
-    }
-    const kindOk = point.kind === 'dir' ? found.isDirectory() : found.isFile();
-    if (!kindOk || found.uid !== 0) {
-      throw new InstanceDirError(
-        'host_uid_unavailable',
-        'a mount point of the stage directory is not root’s: the sandbox cannot be staged',
-      );
-    }
-  }
+  // Each point is checked on its own (they are independent), all at once: this is on every start.
+  await Promise.all(
+    STAGE_MOUNT_POINTS.map(async (point) => {
+      const file = path.join(STAGE_DIR, point.name);
+      let found = await lstat(file).catch(() => undefined);
+      if (found === undefined) {
+        if (point.kind === 'dir') await mkdir(file, { mode: 0o755 });
+        else await writeFile(file, '', { mode: 0o644, flag: 'wx' });
+        found = await lstat(file);
+      }
+      const kindOk = point.kind === 'dir' ? found.isDirectory() : found.isFile();
+      if (!kindOk || found.uid !== 0) {
+        throw new InstanceDirError(
+          'host_uid_unavailable',
+          'a mount point of the stage directory is not root’s: the sandbox cannot be staged',
+        );
+      }
+    }),
+  );
   return STAGE_DIR;
 }
 
@@ -167,9 +170,11 @@ export async function prepareInstanceDir(
   }
   // Whatever a previous run left in host/ goes before anything is created there.
   await emptyDir(hostDir);
-  for (const [name, text] of Object.entries(etcFiles())) {
-    await writeFile(path.join(layout.etcDir, name), text, { mode: 0o644 });
-  }
+  await Promise.all(
+    Object.entries(etcFiles()).map(([name, text]) =>
+      writeFile(path.join(layout.etcDir, name), text, { mode: 0o644 }),
+    ),
+  );
   const uid = host.root ? sandboxHostUid(spec.agentId) : (process.getuid?.() ?? 0);
   let image: string | undefined;
   if (volumes.images) {

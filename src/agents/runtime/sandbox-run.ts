@@ -344,7 +344,8 @@ async function finish(run: Run, ending: Ending): Promise<string> {
   else if (agentExit !== undefined) {
     reason =
       agentExit.signal === null ? `exited with code ${agentExit.code}` : `killed by ${agentExit.signal}`;
-  } else if (ending.bwrapError !== undefined) {
+  } else if (ending.bwrapError !== undefined && !run.control.hello) {
+    // Only before the sandbox's first process said hello: from then on its stderr is the agent's too.
     // bubblewrap names host paths (bind sources): the operator's log has them, the owner a plain reason.
     ending.log.error({ bwrap: ending.bwrapError }, 'the sandbox could not start');
     reason = HOST_SETUP_FAILED;

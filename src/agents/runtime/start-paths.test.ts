@@ -1,20 +1,23 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { chmod, readFile, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, type TestContext, test } from 'node:test';
 import { requireTool } from '../../../test/helpers/system-tools.ts';
 import { sandboxHostUid } from './bwrap-args.ts';
 import type { RuntimeDriver } from './driver.ts';
 import { detectCgroups } from './limits.ts';
 import {
   createRuntime,
+  hostDir,
   nextExit,
   probeSpec,
   type Runtime,
   sandboxProcesses,
   shell,
 } from './sandbox-fixtures.testing.ts';
+import { HOST_SETUP_FAILED } from './sandbox-run.ts';
 
 // An instance starts one of two ways (docs/runtime.md): with the native
 // launcher and starter the host built (native/), in which the agent starts
@@ -33,27 +36,42 @@ before(async () => {
     ['with the native helpers', rt.driver],
     ['without them', rt.driverWith(undefined, { native: false })],
   ];
-  // The agent of the proxy test: it connects to the proxy port first thing, and fails if refused.
-  await writeFile(
-    path.join(rt.templatesDir, 'proxy-first.py'),
-    [
-      'import http.server, os, socket',
-      "socket.create_connection(('127.0.0.1', 3128), timeout=5).close()",
+  // Two Python agents: one connects to the proxy port first thing (and fails if refused), one
+  // listens only after half a second. Both answer GET with 200 "ok".
+  const firsts = [
+    ['proxy-first.py', "socket.create_connection(('127.0.0.1', 3128), timeout=5).close()"],
+    ['slow-listen.py', 'time.sleep(0.5)'],
+  ] as const;
+  for (const [name, first] of firsts) {
+    const agent = [
+      'import http.server, os, socket, time',
+      first,
       'class Handler(http.server.BaseHTTPRequestHandler):',
       '    def do_GET(self):',
       '        self.send_response(200)',
+      "        self.send_header('content-length', '2')",
       '        self.end_headers()',
+      "        self.wfile.write(b'ok')",
       '    def log_message(self, *args):',
       '        pass',
       "http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), Handler).serve_forever()",
       '',
-    ].join('\n'),
-    { mode: 0o644 },
-  );
+    ];
+    await writeFile(path.join(rt.templatesDir, name), agent.join('\n'), { mode: 0o644 });
+  }
   await writeFile(path.join(rt.templatesDir, 'not-executable.sh'), '#!/bin/sh\n', { mode: 0o644 });
   await chmod(path.join(rt.templatesDir, 'not-executable.sh'), 0o644);
 });
 after(() => rt.close());
+
+/** bubblewrap and a C compiler (for the native way), and Python for the agents written in it. */
+function prerequisites(t: TestContext, python?: 'python'): boolean {
+  return (
+    requireTool(t, 'bwrap', 'bubblewrap') &&
+    requireTool(t, 'cc', 'gcc') &&
+    (python === undefined || requireTool(t, '/usr/bin/python3', 'python3'))
+  );
+}
 
 /** What the sandbox's first process runs: the starter, or the supervisor itself. */
 async function firstProcess(agentId: string): Promise<string> {
@@ -62,7 +80,7 @@ async function firstProcess(agentId: string): Promise<string> {
 
 describe('two ways to start an instance', () => {
   test('AGT-2, AGT-6, VLT-5: either way the agent gets the same uid, directory, environment, rlimits, seccomp and capabilities, and every process is in its cgroups under its own host uid', async (t) => {
-    if (!requireTool(t, 'bwrap', 'bubblewrap') || !requireTool(t, 'cc', 'gcc')) return;
+    if (!prerequisites(t)) return;
     const secret = randomBytes(12).toString('hex');
     const seen: string[] = [];
     const cgroups = await detectCgroups();
@@ -127,7 +145,7 @@ describe('two ways to start an instance', () => {
   });
 
   test('AGT-6: either way, a command that does not exist, one that cannot be run and one that exits at once are refused with the reason', async (t) => {
-    if (!requireTool(t, 'bwrap', 'bubblewrap') || !requireTool(t, 'cc', 'gcc')) return;
+    if (!prerequisites(t)) return;
     for (const [way, driver] of ways) {
       const start = async (command: string[]) => {
         const agentId = await rt.agent(tenantId);
@@ -143,13 +161,28 @@ describe('two ways to start an instance', () => {
     }
   });
 
+  test('AGT-2: either way, an agent that prints what looks like a setup failure and kills its supervisor is not taken for one: the operator’s log stays clean', async (t) => {
+    if (!prerequisites(t)) return;
+    const script = [
+      'printf "enclave-launch: planted\\nbwrap: planted\\n" >&2',
+      'for p in /proc/[0-9]*; do grep -q "supervisor[.]mjs" "$p/cmdline" 2>/dev/null && kill -9 "$(basename "$p")"; done',
+      'sleep 5',
+    ].join('; ');
+    for (const [way, driver] of ways) {
+      const agentId = await rt.agent(tenantId);
+      await assert.rejects(
+        driver.start(probeSpec(rt, { tenantId, agentId }, { command: ['/bin/sh', '-c', script] })),
+        (error: Error) => {
+          assert.notEqual(error.message, HOST_SETUP_FAILED, way);
+          return true;
+        },
+      );
+      assert.ok(!rt.logLines.some((line) => line.includes('planted')), way);
+    }
+  });
+
   test('AGT-4: either way, the agent’s first connection to the proxy port, made as it starts, is taken', async (t) => {
-    if (
-      !requireTool(t, 'bwrap', 'bubblewrap') ||
-      !requireTool(t, 'cc', 'gcc') ||
-      !requireTool(t, '/usr/bin/python3', 'python3')
-    )
-      return;
+    if (!prerequisites(t, 'python')) return;
     for (const [way, driver] of ways) {
       const agentId = await rt.agent(tenantId);
       // A Python agent starts before a Node supervisor could listen: the port was bound for it.
@@ -161,8 +194,37 @@ describe('two ways to start an instance', () => {
     }
   });
 
+  test('AGT-3: either way, a connection made before the agent listens is answered once it does, even when it ended its side after the request', async (t) => {
+    if (!prerequisites(t, 'python')) return;
+    for (const [way, driver] of ways) {
+      const agentId = await rt.agent(tenantId);
+      const starting = driver.start(
+        probeSpec(rt, { tenantId, agentId }, { command: ['/usr/bin/python3', 'slow-listen.py'] }),
+      );
+      const socketPath = path.join(hostDir(rt, agentId), 'ingress.sock');
+      // Once the sandbox runs, the socket is the sandbox's alone (the host closes its copy as it spawns).
+      const marker = path.join(rt.instancesDir, agentId);
+      while ((await sandboxProcesses(marker)).length === 0) await new Promise((next) => setTimeout(next, 5));
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = net.connect({ path: socketPath });
+        let text = '';
+        socket.on('data', (chunk: Buffer) => {
+          text += chunk.toString('latin1');
+        });
+        socket.on('end', () => resolve(text));
+        socket.on('error', reject);
+        socket.setTimeout(20_000, () => reject(new Error(`${way}: no answer within 20 s`)));
+        socket.end('GET / HTTP/1.0\r\nHost: agent.localhost\r\n\r\n');
+      });
+      await starting;
+      assert.match(answer, /^HTTP\/1\.0 200 /, way);
+      assert.match(answer, /\r\n\r\nok$/, way);
+      await driver.stop(agentId);
+    }
+  });
+
   test('VLT-5: either way, the secrets are in the agent’s environment only: not in its supervisor’s or starter’s, nor in any command line', async (t) => {
-    if (!requireTool(t, 'bwrap', 'bubblewrap') || !requireTool(t, 'cc', 'gcc')) return;
+    if (!prerequisites(t)) return;
     for (const [way, driver] of ways) {
       const agentId = await rt.agent(tenantId);
       const secret = randomBytes(12).toString('hex');
@@ -193,7 +255,7 @@ describe('two ways to start an instance', () => {
   });
 
   test('AGT-6: either way, when the supervisor dies the agent goes with it, and the instance ends', async (t) => {
-    if (!requireTool(t, 'bwrap', 'bubblewrap') || !requireTool(t, 'cc', 'gcc')) return;
+    if (!prerequisites(t)) return;
     for (const [way, driver] of ways) {
       const agentId = await rt.agent(tenantId);
       await driver.start(probeSpec(rt, { tenantId, agentId }));

@@ -1,5 +1,16 @@
 import assert from 'node:assert/strict';
-import { chmod, lstat, mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  rm,
+  symlink,
+  truncate,
+  utimes,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -19,7 +30,7 @@ before(async () => {
 after(() => rm(scratch, { recursive: true, force: true }));
 
 describe('building the native helpers', () => {
-  test('both are built, executable and writable by no one else, named by their sources’ hash; a second driver finds them built', async (t) => {
+  test('both are built, executable and writable by no one else, named by their sources’ hash; a second driver finds them built, unless they no longer run', async (t) => {
     if (!requireTool(t, 'cc', 'gcc')) return;
     const dir = path.join(scratch, 'built');
     const built = await buildNative(dir, await findExecutable('cc'));
@@ -40,6 +51,12 @@ describe('building the native helpers', () => {
       (await readdir(dir)).sort(),
       [built.launcher, built.starter].map((file) => path.basename(file)).sort(),
     );
+    // One a crash left empty does not run: it is built again, never used.
+    await truncate(built.starter, 0);
+    const broken = await buildNative(dir, '/bin/false');
+    assert.equal(broken.ok, false);
+    assert.deepEqual(await buildNative(dir, await findExecutable('cc')), built);
+    assert.ok((await lstat(built.starter)).size > 0);
   });
 
   test('without a compiler, or where it fails, there are none, with the reason, and nothing half-built is left', async () => {

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, lstat, mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 
 // The native helpers of a start: the launcher (launcher.c: the host's
@@ -24,13 +24,9 @@ export type NativeBuild =
   | { readonly ok: true; readonly launcher: string; readonly starter: string }
   | { readonly ok: false; readonly reason: string };
 
-function compile(
-  cc: string,
-  source: string,
-  output: string,
-): Promise<{ code: number | null; output: string }> {
+function run(command: string, args: readonly string[]): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve) => {
-    const child = spawn(cc, [...FLAGS, '-o', output, source], {
+    const child = spawn(command, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
       timeout: BUILD_TIMEOUT_MS,
     });
@@ -43,6 +39,12 @@ function compile(
     child.once('error', (error) => resolve({ code: null, output: error.message }));
     child.once('close', (code) => resolve({ code, output: text }));
   });
+}
+
+/** The binary runs on this host and is the one built (an empty file would run as an empty script). */
+async function runs(binary: string): Promise<boolean> {
+  const result = await run(binary, ['--check']);
+  return result.code === 0 && result.output === 'enclave-native\n';
 }
 
 /** A build killed mid-way leaves its temporary file: one older than any build could be is removed. */
@@ -69,19 +71,26 @@ async function buildOne(dir: string, cc: string, name: string, sourceFile: strin
   const source = await readFile(sourceFile);
   const hash = createHash('sha256').update(FLAGS.join(' ')).update('\0').update(source).digest('hex');
   const binary = path.join(dir, `${name}-${hash.slice(0, 16)}`);
+  // One built before is used while it runs here (a crash may have left it empty, the directory may be noexec).
   const built = await lstat(binary).catch(() => undefined);
-  if (built?.isFile() === true && built.uid === (process.getuid?.() ?? 0) && (built.mode & 0o022) === 0) {
-    return { ok: true, binary };
-  }
+  const own =
+    built?.isFile() === true && built.uid === (process.getuid?.() ?? 0) && (built.mode & 0o022) === 0;
+  if (own && (await runs(binary))) return { ok: true, binary };
   // Built under a name of its own, then renamed: drivers of one host may build at once.
   const temporary = `${binary}.${randomBytes(6).toString('hex')}.tmp`;
-  const result = await compile(cc, sourceFile, temporary);
+  const result = await run(cc, [...FLAGS, '-o', temporary, sourceFile]);
   if (result.code !== 0) {
     await rm(temporary, { force: true });
     const detail = result.output.trim().split('\n').at(-1) ?? '';
     return { ok: false, reason: `${name} did not build${detail === '' ? '' : `: ${detail.slice(0, 200)}`}` };
   }
   await chmod(temporary, 0o755);
+  const file = await open(temporary, 'r');
+  await file.sync().finally(() => file.close());
+  if (!(await runs(temporary))) {
+    await rm(temporary, { force: true });
+    return { ok: false, reason: `${name} was built but does not run here (a directory mounted noexec?)` };
+  }
   await rename(temporary, binary);
   return { ok: true, binary };
 }

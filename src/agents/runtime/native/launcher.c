@@ -23,11 +23,13 @@
  * output log, which the agent's owner reads.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/loop.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +44,11 @@
 #define MAX_LIMITS 8
 #define MAX_FSTAB (64 * 1024)
 
+/* The child joining the cgroups, while it may still write: a failed launch takes it along. */
+static pid_t joining = 0;
+
 static void fail(const char *what) {
+  if (joining > 0) kill(joining, SIGKILL);
   dprintf(2, "enclave-launch: %s\n", what);
   _exit(125);
 }
@@ -105,10 +111,51 @@ static char *field(char **cursor) {
   return start;
 }
 
+/*
+ * The loop device the image is on already (a sandbox of the instance still
+ * ending), or -1. As mount(8) does, that one is used again: one file system
+ * on two loop devices would be two superblocks writing one file.
+ */
+static int attached_loop(const struct stat *image, char *device, size_t size) {
+  DIR *block = opendir("/sys/block");
+  if (block == NULL) return -1;
+  int found = -1;
+  for (struct dirent *entry; found < 0 && (entry = readdir(block)) != NULL;) {
+    if (strncmp(entry->d_name, "loop", 4) != 0) continue;
+    char bound[300];
+    snprintf(bound, sizeof bound, "/sys/block/%s/loop", entry->d_name);
+    if (access(bound, F_OK) != 0) continue; /* no backing file */
+    snprintf(device, size, "/dev/%s", entry->d_name);
+    int loop = open(device, O_RDONLY | O_CLOEXEC);
+    if (loop < 0) continue;
+    struct loop_info64 info;
+    if (ioctl(loop, LOOP_GET_STATUS64, &info) == 0 && info.lo_device == image->st_dev &&
+        info.lo_inode == image->st_ino && info.lo_offset == 0 && info.lo_sizelimit == 0) {
+      found = loop;
+    } else {
+      close(loop);
+    }
+  }
+  closedir(block);
+  return found;
+}
+
 /* The volume's image on a free loop device (cleared once unmounted), mounted at `target`. */
 static void mount_image(const char *image, const char *target) {
   int image_fd = open(image, O_RDWR | O_CLOEXEC);
-  if (image_fd < 0) fail("could not stage the sandbox or mount its volume");
+  struct stat image_stat;
+  if (image_fd < 0 || fstat(image_fd, &image_stat) != 0 || !S_ISREG(image_stat.st_mode)) {
+    fail("could not stage the sandbox or mount its volume");
+  }
+  char attached[300];
+  int reused = attached_loop(&image_stat, attached, sizeof attached);
+  if (reused >= 0) {
+    int mounted = mount(attached, target, "ext4", MS_NOSUID | MS_NODEV, NULL);
+    close(reused);
+    close(image_fd);
+    if (mounted != 0) fail("could not stage the sandbox or mount its volume");
+    return;
+  }
   int control = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
   if (control < 0) fail("could not stage the sandbox or mount its volume");
   for (int attempt = 0; attempt < 16; attempt++) {
@@ -201,7 +248,11 @@ static void stage(const char *fstab) {
   }
 }
 
-/* A child writes this process's pid into each cgroup.procs; joined once it exits 0. */
+/*
+ * A child writes this process's pid into each cgroup.procs; joined once it
+ * exits 0. It writes only while this process lives (a failed launch kills it
+ * too), so a pid used again by another process is never moved.
+ */
 static pid_t join_cgroups(char **files, int count) {
   if (count == 0) return 0;
   pid_t self = getpid();
@@ -211,6 +262,7 @@ static pid_t join_cgroups(char **files, int count) {
   char line[32];
   int length = snprintf(line, sizeof line, "%d\n", (int)self);
   for (int i = 0; i < count; i++) {
+    if (getppid() != self) _exit(1);
     int fd = open(files[i], O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0 || write(fd, line, (size_t)length) != length) _exit(1);
     close(fd);
@@ -219,6 +271,8 @@ static pid_t join_cgroups(char **files, int count) {
 }
 
 int main(int argc, char **argv) {
+  /* The build's check that this binary runs on this host at all (build.ts). */
+  if (argc == 2 && strcmp(argv[1], "--check") == 0) return dprintf(1, "enclave-native\n") > 0 ? 0 : 1;
   char *cgroups[MAX_CGROUPS];
   int cgroup_count = 0;
   int resources[MAX_LIMITS];
@@ -245,7 +299,7 @@ int main(int argc, char **argv) {
   if (i + 1 >= argc || (fstab == NULL) != (uid < 0)) fail("invalid arguments");
   char **command = argv + i + 1;
 
-  pid_t joining = join_cgroups(cgroups, cgroup_count);
+  joining = join_cgroups(cgroups, cgroup_count);
   for (int n = 0; n < limit_count; n++) {
     if (setrlimit(resources[n], &limits[n]) != 0) fail("could not set the resource limits");
   }
@@ -255,6 +309,7 @@ int main(int argc, char **argv) {
     while (waitpid(joining, &status, 0) < 0) {
       if (errno != EINTR) fail("could not join the instance cgroups");
     }
+    joining = 0;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fail("could not join the instance cgroups");
   }
   if (uid > 0) {

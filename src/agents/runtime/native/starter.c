@@ -119,12 +119,12 @@ static void wipe_strings(char **list) {
 }
 
 static unsigned char *read_frame(size_t *size) {
-  unsigned char *buffer = malloc(MAX_FRAME);
+  unsigned char *buffer = malloc(MAX_FRAME + 1);
   if (buffer == NULL) fail("out of memory");
   size_t used = 0;
   for (;;) {
-    if (used == MAX_FRAME) fail("the config is too large");
-    ssize_t got = read(FRAME_FD, buffer + used, MAX_FRAME - used);
+    if (used > MAX_FRAME) fail("the config is too large");
+    ssize_t got = read(FRAME_FD, buffer + used, MAX_FRAME + 1 - used);
     if (got == 0) break;
     if (got < 0) {
       if (errno == EINTR) continue;
@@ -169,8 +169,18 @@ static void write_line(int fd, const char *format, long value) {
   write_all(fd, line, (size_t)length);
 }
 
+/* A child's signals as a fresh process has them: default actions, nothing blocked. */
+static void reset_signals(void) {
+  signal(SIGTERM, SIG_DFL);
+  signal(SIGINT, SIG_DFL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
 /* The agent: its own session, /app, stdin on /dev/null, only fds 0-2 (and the exec-error pipe, close-on-exec). */
 static void exec_agent(char **argv, char **envp, int error_pipe) {
+  reset_signals();
   setsid();
   int null = open("/dev/null", O_RDONLY);
   if (null >= 0 && null != 0) {
@@ -190,6 +200,8 @@ static void exec_agent(char **argv, char **envp, int error_pipe) {
 }
 
 int main(int argc, char **argv) {
+  /* The build's check that this binary runs on this host at all (build.ts). */
+  if (argc == 2 && strcmp(argv[1], "--check") == 0) return dprintf(1, "enclave-native\n") > 0 ? 0 : 1;
   if (argc < 2) fail("usage: enclave-starter SUPERVISOR [ARG...]");
   /* fds inherited without close-on-exec, beyond ours, would reach the agent and the supervisor. */
   close_fds(5, 5);
@@ -216,6 +228,14 @@ int main(int argc, char **argv) {
   int error_pipe[2];
   int status_pipe[2];
   if (pipe2(error_pipe, O_CLOEXEC) != 0 || pipe2(status_pipe, O_CLOEXEC) != 0) fail("could not open a pipe");
+  /* From here on stderr is the instance's (the agent writes to it too): the driver stops reading it for this process's failures. */
+  dprintf(CONTROL_FD, "{\"event\":\"hello\"}\n");
+  /* SIGTERM and SIGINT wait until they can be forwarded: held while the children start, default again in them. */
+  sigset_t held;
+  sigemptyset(&held);
+  sigaddset(&held, SIGTERM);
+  sigaddset(&held, SIGINT);
+  sigprocmask(SIG_BLOCK, &held, NULL);
 
   pid_t agent = fork();
   if (agent < 0) fail("could not start the agent");
@@ -231,6 +251,7 @@ int main(int argc, char **argv) {
     fail("could not start the supervisor");
   }
   if (supervisor == 0) {
+    reset_signals();
     if (dup2(status_pipe[0], FRAME_FD) < 0) _exit(126);
     execv(argv[1], argv + 1);
     dprintf(2, "enclave-starter: could not start the supervisor: %s\n", strerror(errno));
@@ -251,6 +272,7 @@ int main(int argc, char **argv) {
   sigaction(SIGINT, &action, NULL);
   signal(SIGPIPE, SIG_IGN);
   signal(SIGHUP, SIG_IGN);
+  sigprocmask(SIG_UNBLOCK, &held, NULL);
 
   int out = status_pipe[1];
   write_all(out, (const char *)config, config_length);

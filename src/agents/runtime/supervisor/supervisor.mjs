@@ -55,7 +55,7 @@ const MAX_CONFIG_BYTES = 1024 * 1024;
 const MAX_CONTROL_LINE = 64 * 1024;
 /** After one side of a bridged connection closes, how long the other may take to drain. */
 const LINGER_MS = 10_000;
-/** How often the agent's port is tried until it accepts (connectAgent, watchAgentPort). */
+/** How often the agent's port is tried until it accepts (watchAgentPort). */
 const PORT_WATCH_MS = 2;
 
 function note(line) {
@@ -351,63 +351,56 @@ function spawnAgent(program, argv, env) {
 
 /** The agent's port has accepted a connection: reported once, as agent-listening. */
 let agentSeen = false;
+/** Ingress connections that came before the agent listened, each with the bytes it sent meanwhile. */
+const held = new Map();
+/** At most this many wait for the agent (the driver's probes); more are closed at once. */
+const MAX_HELD = 32;
 
-function seenListening() {
+function seenListening(port) {
   if (agentSeen) return;
   agentSeen = true;
   report({ event: 'agent-listening' });
+  for (const [client, early] of held) {
+    held.delete(client);
+    const upstream = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    client.pause();
+    client.removeAllListeners('data');
+    for (const chunk of early) upstream.write(chunk);
+    bridge(client, upstream); // a client that has ended already ends the upstream too
+  }
 }
 
 /**
- * Bridges an ingress connection to the agent's port. Until that port has
- * accepted once, a refused connect is tried again every few milliseconds,
- * with the connection's first bytes held here, until the client gives up:
- * the driver's first probe, sent as soon as the bridges listen, is answered
- * the moment the agent listens. From then on a connection is bridged at
- * once, and a refused connect ends it.
+ * Bridges an ingress connection to the agent's port. One that comes before
+ * the agent listens is held, its bytes kept, until watchAgentPort sees the
+ * port accept (the driver's first probe, sent as soon as the bridges
+ * listen, is answered the moment the agent listens) or the client goes.
  */
 function connectAgent(client, port) {
   if (agentSeen) {
     bridge(client, net.connect({ port, host: '127.0.0.1', allowHalfOpen: true }));
     return;
   }
+  if (held.size >= MAX_HELD) {
+    client.destroy();
+    return;
+  }
   const early = [];
-  let held = 0;
-  const hold = (chunk) => {
+  let size = 0;
+  held.set(client, early);
+  client.on('data', (chunk) => {
     early.push(chunk);
-    held += chunk.length;
-    if (held > MAX_CONTROL_LINE) client.pause(); // the rest waits in the socket
-  };
-  const giveUp = () => client.destroy();
-  client.on('data', hold);
-  client.once('end', giveUp);
-  client.on('error', giveUp);
-  const attempt = () => {
-    if (client.destroyed || exiting) return giveUp();
-    const upstream = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
-    upstream.once('connect', () => {
-      seenListening();
-      client.pause();
-      client.off('data', hold);
-      client.off('end', giveUp);
-      client.off('error', giveUp);
-      for (const chunk of early) upstream.write(chunk);
-      bridge(client, upstream);
-    });
-    upstream.once('error', (error) => {
-      upstream.destroy();
-      if (error.code === 'ECONNREFUSED' && !agentSeen) setTimeout(attempt, PORT_WATCH_MS);
-      else giveUp();
-    });
-  };
-  attempt();
+    size += chunk.length;
+    if (size > MAX_CONTROL_LINE) client.pause(); // the rest waits in the socket
+  });
+  client.on('error', () => client.destroy());
+  client.once('close', () => held.delete(client));
 }
 
 /**
- * Reports agent-listening once the agent's port accepts a connection, for
- * the driver's later probes (a first one that gave up waiting). No event
- * says an agent listens; a refused connect inside the sandbox's own network
- * costs next to nothing, so it is tried every few milliseconds.
+ * Watches the agent's port until it accepts a connection. No event says an
+ * agent listens; a refused connect inside the sandbox's own network costs
+ * next to nothing, so it is tried every few milliseconds.
  */
 function watchAgentPort(port) {
   const attempt = () => {
@@ -415,7 +408,7 @@ function watchAgentPort(port) {
     const probe = net.connect({ port, host: '127.0.0.1' });
     probe.once('connect', () => {
       probe.destroy();
-      seenListening();
+      seenListening(port);
     });
     probe.once('error', () => {
       probe.destroy();
