@@ -286,7 +286,13 @@ describe('AGT-2: sandbox isolation', () => {
     for (const line of result.stdout.trim().split('\n'))
       assert.match(line, /^HTTP\/1\.1 403 /, result.stdout);
     assert.equal(controlPlaneHits, 0);
-    const rows = await withTenant(rt.db.app, a1.tenantId, (tx) => listEgressRecords(tx, a1.agentId, 20));
+    // Records are written in batches shortly after each connection: wait for the four (at most 5 s).
+    const read = () => withTenant(rt.db.app, a1.tenantId, (tx) => listEgressRecords(tx, a1.agentId, 20));
+    let rows = await read();
+    for (let waited = 0; rows.length < 4 && waited < 5000; waited += 20) {
+      await new Promise((next) => setTimeout(next, 20));
+      rows = await read();
+    }
     assert.ok(rows.length >= 4 && rows.every((row) => !row.allowed), 'every attempt is recorded as refused');
   });
 });
