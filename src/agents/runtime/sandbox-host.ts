@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { access, constants, lstat, readFile, readlink, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import {
@@ -12,6 +11,7 @@ import {
   type SystemEntry,
 } from './bwrap-args.ts';
 import { buildNative, type NativeBuild } from './native/build.ts';
+import { runTool } from './run-tool.ts';
 import { loadSeccompProgram, type SeccompProgram } from './seccomp/seccomp.ts';
 
 // The host's side of the sandbox, found once: the tools (bwrap, prlimit,
@@ -64,20 +64,6 @@ export async function findExecutable(name: string): Promise<string | undefined> 
     if (ok) return candidate;
   }
   return undefined;
-}
-
-function run(command: string, args: readonly string[]): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    const collect = (chunk: Buffer) => {
-      if (output.length < 64 * 1024) output += chunk.toString('utf8');
-    };
-    child.stdout.on('data', collect);
-    child.stderr.on('data', collect);
-    child.once('error', () => resolve({ code: null, output }));
-    child.once('close', (code) => resolve({ code, output }));
-  });
 }
 
 /** The nearest node_modules above `from` that holds ssh2 (the supervisor's one import). */
@@ -145,7 +131,7 @@ export async function detectSandboxHost(nativeDir?: string): Promise<SandboxHost
   ]);
   if (bwrap === undefined) throw new Error('bubblewrap (bwrap) is not installed');
   const [help, native] = await Promise.all([
-    run(bwrap, ['--help']),
+    runTool(bwrap, ['--help']),
     nativeDir === undefined
       ? ({ ok: false, reason: 'not built for this check' } as const)
       : buildNative(nativeDir, cc),

@@ -1,7 +1,7 @@
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { runTool } from '../run-tool.ts';
 
 // The native helpers of a start: the launcher (launcher.c: the host's
 // side, instead of the prlimit, unshare, shell, mount and setpriv chain) and
@@ -24,26 +24,9 @@ export type NativeBuild =
   | { readonly ok: true; readonly launcher: string; readonly starter: string }
   | { readonly ok: false; readonly reason: string };
 
-function run(command: string, args: readonly string[]): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(command, args, {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      timeout: BUILD_TIMEOUT_MS,
-    });
-    let text = '';
-    const collect = (chunk: Buffer) => {
-      if (text.length < 4096) text += chunk.toString('utf8');
-    };
-    child.stdout.on('data', collect);
-    child.stderr.on('data', collect);
-    child.once('error', (error) => resolve({ code: null, output: error.message }));
-    child.once('close', (code) => resolve({ code, output: text }));
-  });
-}
-
 /** The binary runs on this host and is the one built (an empty file would run as an empty script). */
 async function runs(binary: string): Promise<boolean> {
-  const result = await run(binary, ['--check']);
+  const result = await runTool(binary, ['--check'], BUILD_TIMEOUT_MS);
   return result.code === 0 && result.output === 'enclave-native\n';
 }
 
@@ -78,7 +61,7 @@ async function buildOne(dir: string, cc: string, name: string, sourceFile: strin
   if (own && (await runs(binary))) return { ok: true, binary };
   // Built under a name of its own, then renamed: drivers of one host may build at once.
   const temporary = `${binary}.${randomBytes(6).toString('hex')}.tmp`;
-  const result = await run(cc, [...FLAGS, '-o', temporary, sourceFile]);
+  const result = await runTool(cc, [...FLAGS, '-o', temporary, sourceFile], BUILD_TIMEOUT_MS);
   if (result.code !== 0) {
     await rm(temporary, { force: true });
     const detail = result.output.trim().split('\n').at(-1) ?? '';
