@@ -16,7 +16,7 @@ import { AppError } from '../errors.ts';
 // The escaping rule. The text is read as a sequence of units: an HTML
 // character reference (`&lt;`, `&LT`, `&#60;`, `&#x3c;`, also behind any
 // number of `&amp;`), a percent-encoded byte (`%3C`, `%253C`) or UTF-8 sequence
-// (`%EF%BC%9C`), a backslash escape (`\u003c`, `\u{3c}`, `\x3c`) or one code
+// (`%EF%BC%9C`), a backslash escape (`\u003c`, `\u3c`, `\u{3c}`, `\x3c`) or one code
 // point. Each unit is decoded and folded to a skeleton: compatibility
 // decomposition (NFKD, i.e. NFKC's folding, with accents then dropped),
 // lowercase, look-alike brackets, slashes and letters folded to their ASCII
@@ -122,8 +122,11 @@ const NAMED_REFERENCES: Readonly<Record<string, string>> = {
 };
 
 // One alternative per kind of unit; `(?:amp;)*` and `(?:25)*` take double (and deeper) encoding.
+// Numbers are read as loosely as any decoder might: leading zeros (`&#00060;`,
+// `\u{00003c}`), `\u` with fewer than four digits, a brace missing or stray
+// (`\u{3c`, `\u003c}`).
 const UNIT =
-  /&(?:amp;)*(?:#x([0-9a-f]{1,6})|#([0-9]{1,7})|(lt|gt|sol|bsol|lsaquo|laquo|langle|lang));?|((?:%(?:25)*[89a-f][0-9a-f])+|%(?:25)*[0-7][0-9a-f])|\\u\{([0-9a-f]{1,6})\}|\\u([0-9a-f]{4})|\\x([0-9a-f]{2})/iy;
+  /&(?:amp;)*(?:#x0*([0-9a-f]{1,6})|#0*([0-9]{1,7})|(lt|gt|sol|bsol|lsaquo|laquo|langle|lang));?|((?:%(?:25)*[89a-f][0-9a-f])+|%(?:25)*[0-7][0-9a-f])|\\u\{0*([0-9a-f]{1,6})\}?|\\u([0-9a-f]{1,4})\}?|\\x([0-9a-f]{2})/iy;
 
 function fromCodePoint(hex: string | undefined, decimal: string | undefined): string {
   const value = hex === undefined ? Number(decimal) : Number.parseInt(hex, 16);
