@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { newSubdomain } from '../src/agents/ingress/subdomain.ts';
@@ -20,13 +20,17 @@ import { type Aim, compare, type Side } from './ab.ts';
 // GET sent straight to that socket, over keep-alive connections from
 // CONCURRENCY loops, in interleaved rounds (bench/ab.ts).
 //
-// Three ratios:
+// The ratios:
 // - instance in its own process (the aim): as in production, where the agent
 //   runs in its sandbox and only the ingress shares the platform's thread.
 //   The load generator stays in this thread, so the ingress's parse and
 //   serialize of every request and response still compete with it.
 // - everything in one thread: the pessimistic floor; any HTTP proxy at least
 //   doubles the HTTP work this one thread does per request.
+// - a bare byte pipe vs direct: the ceiling of any proxy that makes the hop in
+//   this thread, reading and writing each request and response once and
+//   parsing nothing; the ingress cannot beat it, so it bounds the first ratio.
+// - the ingress vs that pipe: what reading, checking and rewriting each head costs.
 // - the ingress vs a bare Node proxy over the same kind of pooled socket: the
 //   share of the cost that is the ingress's own (header rules, lookup, log).
 
@@ -47,6 +51,15 @@ function get(options: http.RequestOptions): Promise<void> {
       res.on('error', reject);
     });
     req.on('error', reject);
+  });
+}
+
+/** The least any proxy that makes the hop can do: each client connection piped as bytes to its own instance connection. */
+function bytePipe(socketPath: string): net.Server {
+  return net.createServer((client) => {
+    const upstream = net.connect(socketPath);
+    client.pipe(upstream).on('error', () => client.destroy());
+    upstream.pipe(client).on('error', () => upstream.destroy());
   });
 }
 
@@ -80,6 +93,7 @@ export async function runIngressBench(db: TestDatabase): Promise<void> {
   const bare = new HostSocketAgent({ keepAlive: true, maxFreeSockets: CONCURRENCY });
   let child: ReturnType<typeof spawn> | undefined;
   let bareServer: http.Server | undefined;
+  let pipeServer: net.Server | undefined;
   try {
     const tenantId = await createTenant(db, 'bench ingress');
     // Two agents: one whose instance runs in this thread, one whose instance runs in its own process.
@@ -147,6 +161,29 @@ export async function runIngressBench(db: TestDatabase): Promise<void> {
       label: direct,
       op: straight(localSocket, local.subdomain),
     });
+    pipeServer = bytePipe(remoteListener.path);
+    await new Promise<void>((resolve) => pipeServer?.listen(0, '127.0.0.1', resolve));
+    const pipePort = (pipeServer.address() as AddressInfo).port;
+    const pipeAgent = client();
+    const viaPipe = {
+      label: 'GET through a bare byte pipe',
+      op: () =>
+        get({
+          host: '127.0.0.1',
+          port: pipePort,
+          path: '/',
+          headers: { host: hostOf(remote.subdomain) },
+          agent: pipeAgent,
+        }),
+    };
+    await compare({
+      name: 'a bare byte pipe vs direct (instance in its own process)',
+      ratio: 'throughput',
+      per: { ms: 1000, concurrency: CONCURRENCY },
+      a: viaPipe,
+      b: { label: direct, op: straight(remoteListener.path, remote.subdomain) },
+    });
+    await ingressVs('ingress vs a bare byte pipe (instance in its own process)', remote.subdomain, viaPipe);
     bareServer = bareProxy(remoteListener.path, bare);
     await new Promise<void>((resolve) => bareServer?.listen(0, '127.0.0.1', resolve));
     const barePort = (bareServer.address() as AddressInfo).port;
@@ -161,6 +198,7 @@ export async function runIngressBench(db: TestDatabase): Promise<void> {
     bare.destroy();
     bareServer?.closeAllConnections();
     bareServer?.close();
+    pipeServer?.close();
     await testApp.app.close();
     child?.kill();
     inThread.closeAllConnections();
