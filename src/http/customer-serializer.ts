@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
+import { DOCS_UI_PREFIX } from '../web/docs-page.ts';
 import type { App } from './app.ts';
 
 // TEN-8: one check that every customer-facing JSON response passes before it
@@ -130,6 +131,13 @@ export function checkCustomerPayload(payload: unknown): { clean: unknown; violat
   return { clean, violations };
 }
 
+/** The routes that answer the OpenAPI document: ours, and the one Swagger UI's plugin serves beside its files. */
+const OPENAPI_DOCUMENT_ROUTES: ReadonlySet<string> = new Set([
+  '/openapi.json',
+  '/docs/json',
+  `${DOCS_UI_PREFIX}/json`,
+]);
+
 export function registerCustomerSerializer(app: App, config: Pick<Config, 'env'>): void {
   // Synchronous (done-style), as it runs on every JSON response: the check itself does no I/O.
   app.addHook(
@@ -141,8 +149,9 @@ export function registerCustomerSerializer(app: App, config: Pick<Config, 'env'>
       done: (error: Error | null, value?: unknown) => void,
     ) => {
       // The OpenAPI document describes fields (a schema may well have a property named "password"); it holds no data.
-      if (request.routeOptions.url === '/openapi.json' || request.routeOptions.url === '/docs/json')
+      if (request.routeOptions.url !== undefined && OPENAPI_DOCUMENT_ROUTES.has(request.routeOptions.url)) {
         return done(null, payload);
+      }
       const { clean, violations } = checkCustomerPayload(payload);
       if (violations.length === 0) return done(null, payload);
       const fields = violations.map((violation) => `${violation.path} (${violation.reason})`);

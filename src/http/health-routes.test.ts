@@ -9,6 +9,7 @@ import type { Migration } from '../db/migrator.ts';
 import { connect } from '../db/target.ts';
 import { createLogger } from '../logger.ts';
 import { type App, buildApp } from './app.ts';
+import { checkCustomerPayload } from './customer-serializer.ts';
 
 // Liveness answers while the process is up; readiness only when the database
 // is reachable and at the schema this code expects, so a load balancer never
@@ -116,5 +117,16 @@ describe('API description', () => {
     const paths = document.json<{ paths: Record<string, { get?: { summary?: string } }> }>().paths;
     assert.equal(paths['/healthz']?.get?.summary, 'Process liveness');
     assert.equal(paths['/readyz']?.get?.summary, 'Readiness');
+  });
+
+  test('TEN-8: every route that answers the OpenAPI document answers it whole, the UI plugin’s own included', async () => {
+    // The document's schemas nest deeper than a customer response may (MAX_DEPTH); the check must not cut them.
+    const reference = await ctx.testApp.app.inject({ method: 'GET', url: '/openapi.json' });
+    assert.ok(checkCustomerPayload(reference.json()).violations.length > 0);
+    for (const url of ['/docs/json', '/docs/ui/json']) {
+      const response = await ctx.testApp.app.inject({ method: 'GET', url });
+      assert.equal(response.statusCode, 200, `${url}: ${response.body.slice(0, 200)}`);
+      assert.deepEqual(response.json(), reference.json(), url);
+    }
   });
 });
