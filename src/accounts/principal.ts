@@ -135,8 +135,9 @@ function isSetupRoute(request: FastifyRequest): boolean {
   );
 }
 
+/** A route under /api/, or one the API document describes (its clients read JSON, not a login page). */
 function isApi(request: FastifyRequest): boolean {
-  return request.url.startsWith('/api/');
+  return request.url.startsWith('/api/') || request.routeOptions.schema?.operationId !== undefined;
 }
 
 export function registerPrincipal(app: App, sql: Sql, cookies: CookieSettings): void {

@@ -48,12 +48,13 @@ function problemResponse(status: number) {
 }
 
 /** Statuses the central hooks answer with on this route, whatever its handler does. */
-function sharedStatuses(schema: FastifySchema, route: RouteOptions): number[] {
+function sharedStatuses(route: RouteOptions): number[] {
   const auth = route.config?.auth ?? 'none';
   const method = String(route.method);
-  const statuses = [500];
-  if (schema.body !== undefined) statuses.push(400, 413, 415);
-  if (schema.params !== undefined || schema.querystring !== undefined) statuses.push(400);
+  // Any route: a control character in the path or query is a 400 (text-input.ts), as is broken percent-encoding.
+  const statuses = [500, 400];
+  // Fastify reads a body sent with any method but GET and HEAD, whether or not the route takes one.
+  if (method !== 'GET' && method !== 'HEAD') statuses.push(413, 415);
   // The principal is looked up in the database: an outage is 503 (problems.ts).
   if (auth !== 'none') statuses.push(503);
   if (auth === 'user') statuses.push(401);
@@ -72,7 +73,7 @@ function documentedSchema(schema: FastifySchema | undefined, route: RouteOptions
   for (const [status, answer] of Object.entries(declared)) {
     response[status] = answer === ProblemSchema ? problemResponse(Number(status)) : answer;
   }
-  for (const status of sharedStatuses(schema, route)) {
+  for (const status of sharedStatuses(route)) {
     response[String(status)] ??= problemResponse(status);
   }
   const auth = route.config?.auth ?? 'none';

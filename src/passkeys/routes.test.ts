@@ -102,6 +102,19 @@ describe('passkey registration options', () => {
     }
   });
 
+  test('ACC-8: without a session, or with an expired one, the options are a 401 problem the page’s script can read, not a redirect to sign in', async () => {
+    for (const cookie of [undefined, 'enclave_session=expired.forged']) {
+      const response = await postJson(
+        '/profile/passkeys/options',
+        '{}',
+        cookie === undefined ? {} : { cookie },
+      );
+      assert.equal(response.statusCode, 401, response.body);
+      assert.match(String(response.headers['content-type']), /^application\/problem\+json/);
+      assert.equal(response.json<ProblemBody>().code, 'unauthenticated');
+    }
+  });
+
   test('ACC-4: the options routes refuse a cross-site request', async () => {
     const response = await postJson('/profile/passkeys/options', '{}', {
       cookie: owner.sessionCookie,
