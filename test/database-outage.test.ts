@@ -5,6 +5,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { StatusReport } from '../src/status/components.ts';
+import { createAccount } from './helpers/accounts.ts';
 import { buildTestApp, type ProblemBody, type TestApp } from './helpers/app.ts';
 import { startTestCluster, type TestCluster } from './helpers/cluster.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
@@ -47,11 +48,15 @@ before(async () => {
 after(async () => {
   if (pgDir !== undefined && alive(postmasterPidOrZero())) signalServer('SIGCONT'); // a test failed while it was frozen
   await worker?.stop();
-  await testApp?.app.close();
-  if (pgDir !== undefined && !alive(postmasterPidOrZero())) await startServer(); // a test failed while it was down
-  await db?.drop();
-  if (restarted) await stopServer();
-  await cluster?.stop();
+  try {
+    // Throws, once closed, when a response differed from /openapi.json: the cluster must still stop.
+    await testApp?.app.close();
+  } finally {
+    if (pgDir !== undefined && !alive(postmasterPidOrZero())) await startServer(); // a test failed while it was down
+    await db?.drop();
+    if (restarted) await stopServer();
+    await cluster?.stop();
+  }
 });
 
 function postmasterPid(): number {
@@ -146,10 +151,10 @@ async function assertUnavailable(
   assert.ok(waitedMs < HANG_MS, `answered after ${Math.round(waitedMs)} ms`);
 }
 
-async function assertServing(): Promise<void> {
+async function assertServing(calls = [apiCall, signIn]): Promise<void> {
   // The first request after an outage may still meet a connection the outage broke; it answers 503, the next succeed.
   // A sign-in also uses the rate limiter's own pool, which may hold such a connection too.
-  for (const call of [apiCall, signIn]) {
+  for (const call of calls) {
     for (let attempt = 0; ; attempt++) {
       const { response } = await call();
       if (response.statusCode === 401) break;
@@ -178,6 +183,57 @@ test('a frozen database (SIGSTOP) answers 503 database_unavailable with Retry-Af
   } finally {
     signalServer('SIGCONT');
   }
+  await assertServing();
+});
+
+test('every operation of the API document, with the database frozen, answers a status the document lists (503 where it needs the database), never a 500 or a hang', {
+  timeout: 120_000,
+}, async () => {
+  const owner = await createAccount(db, testApp);
+  const document = (await testApp.app.inject({ method: 'GET', url: '/openapi.json' })).json<{
+    paths: Record<string, Record<string, { responses: Record<string, unknown> }>>;
+  }>();
+  const operations = Object.entries(document.paths).flatMap(([path, item]) =>
+    Object.entries(item).map(([method, operation]) => ({ method: method.toUpperCase(), path, operation })),
+  );
+  // API calls only: the sign-ins of the other tests spend this client's login bucket.
+  await assertServing([apiCall]);
+  signalServer('SIGSTOP');
+  let answers: { name: string; status: number | 'hang'; documented: boolean }[];
+  try {
+    // All at once: each waits out the bound on its own, and together far more than the pool holds.
+    answers = await Promise.all(
+      operations.map(async ({ method, path, operation }) => {
+        const url = path.replace(/\{[^}]+\}/g, '00000000-0000-4000-8000-000000000000');
+        const response = await Promise.race([
+          testApp.app.inject({
+            method: method as 'GET',
+            url,
+            headers: { authorization: `Bearer ${owner.apiToken}`, 'content-type': 'application/json' },
+            ...(method === 'GET' ? {} : { payload: '{}' }),
+          }),
+          delay(HANG_MS).then(() => 'hang' as const),
+        ]);
+        const status = response === 'hang' ? 'hang' : response.statusCode;
+        return {
+          name: `${method} ${path}`,
+          status,
+          documented: operation.responses[String(status)] !== undefined,
+        };
+      }),
+    );
+  } finally {
+    signalServer('SIGCONT');
+  }
+  assert.ok(answers.length > 50, 'the document lists the API');
+  assert.deepEqual(
+    answers.filter(({ status, documented }) => status === 'hang' || status === 500 || !documented),
+    [],
+  );
+  assert.ok(
+    answers.filter(({ status }) => status === 503).length > answers.length / 2,
+    'most need the database',
+  );
   await assertServing();
 });
 

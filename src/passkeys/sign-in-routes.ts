@@ -53,7 +53,7 @@ export function registerPasskeySignInRoutes(app: App, deps: PasskeySignInRouteDe
     description,
     tags: ['passkeys'],
     body: OptionsBody,
-    response: { 200: RequestOptions, 400: ProblemSchema, 429: ProblemSchema },
+    response: { 200: RequestOptions, 400: ProblemSchema, 429: ProblemSchema, 503: ProblemSchema },
   });
 
   app.post(

@@ -1,4 +1,5 @@
 import type { App } from '../http/app.ts';
+import { ProblemSchema } from '../http/problems.ts';
 import { SecurityDocumentSchema } from './schemas.ts';
 import type { SecurityDocument, SecurityDocuments, SignedDocument } from './security-document.ts';
 import { renderSecurityPage } from './security-page.ts';
@@ -52,7 +53,7 @@ export function registerSecurityRoutes(app: App, deps: SecurityRoutesDeps): void
         description:
           'The facts of /security, machine-readable. The body is signed as served with the operator Ed25519 key: a JWS with detached payload (RFC 7515 appendix F) in the X-Enclave-Signature header, also at /security.json.sig; its kid names the key in /.well-known/jwks.json.',
         tags: ['health'],
-        response: { 200: SecurityDocumentSchema },
+        response: { 200: SecurityDocumentSchema, 503: ProblemSchema },
       },
     },
     async (_request, reply) => {

@@ -110,7 +110,7 @@ export function registerCardRoutes(app: App, deps: CardRoutesDeps): void {
       summary,
       tags: ['relay'],
       params: HandleParams,
-      response: { 200: SignedCardSchema, 400: ProblemSchema, 404: ProblemSchema },
+      response: { 200: SignedCardSchema, 400: ProblemSchema, 404: ProblemSchema, 503: ProblemSchema },
     },
   });
 

@@ -132,6 +132,7 @@ export function registerInboundWebhookRoutes(
             }),
             401: ProblemSchema,
             413: ProblemSchema,
+            503: ProblemSchema,
           },
         },
       },
