@@ -1,15 +1,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import path from 'node:path';
+import { statSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { StatusReport } from '../src/status/components.ts';
-import { createAccount } from './helpers/accounts.ts';
 import { buildTestApp, type ProblemBody, type TestApp } from './helpers/app.ts';
 import { startTestCluster, type TestCluster } from './helpers/cluster.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { type MailWorker, postForm, startMailWorker } from './helpers/pages.ts';
+import { alive, postmasterPid, postmasterPidOrZero, signalPostgres } from './helpers/postgres-signals.ts';
 
 // A database that freezes (SIGSTOP) or goes down under a running server: every
 // request answers 503 database_unavailable with Retry-After within the bound
@@ -46,59 +45,21 @@ before(async () => {
 });
 
 after(async () => {
-  if (pgDir !== undefined && alive(postmasterPidOrZero())) signalServer('SIGCONT'); // a test failed while it was frozen
+  if (pgDir !== undefined && alive(postmasterPidOrZero(pgDir))) signalPostgres(pgDir, 'SIGCONT'); // a test failed while it was frozen
   await worker?.stop();
   try {
     // Throws, once closed, when a response differed from /openapi.json: the cluster must still stop.
     await testApp?.app.close();
   } finally {
-    if (pgDir !== undefined && !alive(postmasterPidOrZero())) await startServer(); // a test failed while it was down
+    if (pgDir !== undefined && !alive(postmasterPidOrZero(pgDir))) await startServer(); // a test failed while it was down
     await db?.drop();
     if (restarted) await stopServer();
     await cluster?.stop();
   }
 });
 
-function postmasterPid(): number {
-  return Number(readFileSync(path.join(pgDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-}
-
-function postmasterPidOrZero(): number {
-  try {
-    return postmasterPid();
-  } catch {
-    return 0;
-  }
-}
-
-function alive(pid: number): boolean {
-  if (pid === 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** The postmaster and every process it forked (each backend calls setsid, so there is no one group to signal). */
-function signalServer(signal: NodeJS.Signals): void {
-  const postmaster = postmasterPid();
-  const children = readdirSync('/proc')
-    .filter((entry) => /^\d+$/.test(entry))
-    .filter((pid) => {
-      try {
-        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === postmaster; // field 4: ppid
-      } catch {
-        return false; // exited meanwhile
-      }
-    });
-  for (const pid of [postmaster, ...children.map(Number)]) process.kill(pid, signal);
-}
-
 async function stopServer(): Promise<void> {
-  const pid = postmasterPid();
+  const pid = postmasterPid(pgDir);
   process.kill(pid, 'SIGINT'); // fast shutdown, as pg_ctl stop does
   while (alive(pid)) await delay(50);
 }
@@ -151,10 +112,10 @@ async function assertUnavailable(
   assert.ok(waitedMs < HANG_MS, `answered after ${Math.round(waitedMs)} ms`);
 }
 
-async function assertServing(calls = [apiCall, signIn]): Promise<void> {
+async function assertServing(): Promise<void> {
   // The first request after an outage may still meet a connection the outage broke; it answers 503, the next succeed.
   // A sign-in also uses the rate limiter's own pool, which may hold such a connection too.
-  for (const call of calls) {
+  for (const call of [apiCall, signIn]) {
     for (let attempt = 0; ; attempt++) {
       const { response } = await call();
       if (response.statusCode === 401) break;
@@ -170,7 +131,7 @@ test('a frozen database (SIGSTOP) answers 503 database_unavailable with Retry-Af
   timeout: 60_000,
 }, async () => {
   await assertServing(); // pool connections are open: the frozen server holds them
-  signalServer('SIGSTOP');
+  signalPostgres(pgDir, 'SIGSTOP');
   try {
     await assertUnavailable(apiCall);
     await assertUnavailable(signIn);
@@ -181,59 +142,8 @@ test('a frozen database (SIGSTOP) answers 503 database_unavailable with Retry-Af
       many.map(() => 503),
     );
   } finally {
-    signalServer('SIGCONT');
+    signalPostgres(pgDir, 'SIGCONT');
   }
-  await assertServing();
-});
-
-test('every operation of the API document, with the database frozen, answers a status the document lists (503 where it needs the database), never a 500 or a hang', {
-  timeout: 120_000,
-}, async () => {
-  const owner = await createAccount(db, testApp);
-  const document = (await testApp.app.inject({ method: 'GET', url: '/openapi.json' })).json<{
-    paths: Record<string, Record<string, { responses: Record<string, unknown> }>>;
-  }>();
-  const operations = Object.entries(document.paths).flatMap(([path, item]) =>
-    Object.entries(item).map(([method, operation]) => ({ method: method.toUpperCase(), path, operation })),
-  );
-  // API calls only: the sign-ins of the other tests spend this client's login bucket.
-  await assertServing([apiCall]);
-  signalServer('SIGSTOP');
-  let answers: { name: string; status: number | 'hang'; documented: boolean }[];
-  try {
-    // All at once: each waits out the bound on its own, and together far more than the pool holds.
-    answers = await Promise.all(
-      operations.map(async ({ method, path, operation }) => {
-        const url = path.replace(/\{[^}]+\}/g, '00000000-0000-4000-8000-000000000000');
-        const response = await Promise.race([
-          testApp.app.inject({
-            method: method as 'GET',
-            url,
-            headers: { authorization: `Bearer ${owner.apiToken}`, 'content-type': 'application/json' },
-            ...(method === 'GET' ? {} : { payload: '{}' }),
-          }),
-          delay(HANG_MS).then(() => 'hang' as const),
-        ]);
-        const status = response === 'hang' ? 'hang' : response.statusCode;
-        return {
-          name: `${method} ${path}`,
-          status,
-          documented: operation.responses[String(status)] !== undefined,
-        };
-      }),
-    );
-  } finally {
-    signalServer('SIGCONT');
-  }
-  assert.ok(answers.length > 50, 'the document lists the API');
-  assert.deepEqual(
-    answers.filter(({ status, documented }) => status === 'hang' || status === 500 || !documented),
-    [],
-  );
-  assert.ok(
-    answers.filter(({ status }) => status === 503).length > answers.length / 2,
-    'most need the database',
-  );
   await assertServing();
 });
 
