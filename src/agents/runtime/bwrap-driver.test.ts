@@ -438,6 +438,9 @@ describe('AGT-5: support SSH into an instance', () => {
     const client = await connect(who.agentId, operator.private);
     const result = await exec(client, 'id -u; pwd; echo $PORT');
     assert.deepEqual(result, { code: 0, stdout: '1000\n/data\n8080\n' });
+    // Only its own descriptors (3 is ls reading the directory): none of the supervisor's channels or listeners.
+    const fds = await exec(client, 'ls /proc/self/fd | tr "\\n" " "');
+    assert.deepEqual(fds, { code: 0, stdout: '0 1 2 3 ' });
     const shellOutput = await new Promise<string>((resolve, reject) => {
       client.shell(false, (error, channel) => {
         if (error !== undefined) return reject(error);
