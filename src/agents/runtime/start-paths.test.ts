@@ -111,11 +111,14 @@ describe('two ways to start an instance', () => {
           'env | grep -v "^PWD=" | sort',
           'echo "nofile=$(ulimit -n) fsize=$(ulimit -f) core=$(ulimit -c)"',
           "grep -E '^(Seccomp|NoNewPrivs|CapInh|CapPrm|CapEff|CapBnd|CapAmb):' /proc/self/status",
+          // What the agent's processes hold: none of the supervisor's channels or listening sockets.
+          'echo "fds=$(ls /proc/self/fd | tr "\\n" " ")"',
         ].join('\n'),
       );
       assert.equal(inside.code, 0, inside.stderr);
       seen.push(inside.stdout);
       assert.match(inside.stdout, new RegExp(`^PROBE_SECRET=${secret}$`, 'm'));
+      assert.match(inside.stdout, /^fds=0 1 2 3 $/m, way);
       const processes = await sandboxProcesses(path.join(rt.instancesDir, agentId));
       assert.ok(processes.length >= 3, `${way}: ${processes.length} processes`);
       for (const pid of processes) {
