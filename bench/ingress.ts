@@ -63,6 +63,12 @@ function bytePipe(socketPath: string): net.Server {
   });
 }
 
+/** `server` listening on a loopback port of its own; the port. */
+async function listening(server: net.Server): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return (server.address() as AddressInfo).port;
+}
+
 /** A proxy with nothing of the ingress's rules: the same pooled hop, headers passed as they came. */
 function bareProxy(socketPath: string, pool: http.Agent): http.Server {
   return http.createServer((req, res) => {
@@ -129,11 +135,13 @@ export async function runIngressBench(db: TestDatabase): Promise<void> {
     await testApp.app.listen({ port: 0, host: '127.0.0.1' });
     const port = (testApp.app.server.address() as AddressInfo).port;
     const hostOf = (subdomain: string) => `${subdomain}.${testApp.config.agentsDomain}:${port}`;
-    const through = (subdomain: string) => {
+    /** GETs for `subdomain`'s instance over TCP to `toPort` on loopback, on a keep-alive client of their own. */
+    const viaPort = (toPort: number, subdomain: string) => {
       const agent = client();
       const headers = { host: hostOf(subdomain) };
-      return () => get({ host: '127.0.0.1', port, path: '/', headers, agent });
+      return () => get({ host: '127.0.0.1', port: toPort, path: '/', headers, agent });
     };
+    const through = (subdomain: string) => viaPort(port, subdomain);
     const straight = (socketPath: string, subdomain: string) => {
       const agent = client();
       const headers = { host: hostOf(subdomain) };
@@ -162,19 +170,9 @@ export async function runIngressBench(db: TestDatabase): Promise<void> {
       op: straight(localSocket, local.subdomain),
     });
     pipeServer = bytePipe(remoteListener.path);
-    await new Promise<void>((resolve) => pipeServer?.listen(0, '127.0.0.1', resolve));
-    const pipePort = (pipeServer.address() as AddressInfo).port;
-    const pipeAgent = client();
     const viaPipe = {
       label: 'GET through a bare byte pipe',
-      op: () =>
-        get({
-          host: '127.0.0.1',
-          port: pipePort,
-          path: '/',
-          headers: { host: hostOf(remote.subdomain) },
-          agent: pipeAgent,
-        }),
+      op: viaPort(await listening(pipeServer), remote.subdomain),
     };
     await compare({
       name: 'a bare byte pipe vs direct (instance in its own process)',
@@ -185,13 +183,9 @@ export async function runIngressBench(db: TestDatabase): Promise<void> {
     });
     await ingressVs('ingress vs a bare byte pipe (instance in its own process)', remote.subdomain, viaPipe);
     bareServer = bareProxy(remoteListener.path, bare);
-    await new Promise<void>((resolve) => bareServer?.listen(0, '127.0.0.1', resolve));
-    const barePort = (bareServer.address() as AddressInfo).port;
-    const bareAgent = client();
-    const bareHeaders = { host: hostOf(remote.subdomain) };
     await ingressVs('ingress vs a bare Node proxy (instance in its own process)', remote.subdomain, {
       label: 'GET through a bare pooled proxy',
-      op: () => get({ host: '127.0.0.1', port: barePort, path: '/', headers: bareHeaders, agent: bareAgent }),
+      op: viaPort(await listening(bareServer), remote.subdomain),
     });
   } finally {
     for (const agent of clients) agent.destroy();

@@ -8,7 +8,7 @@ import { buildTestApp, type ProblemBody, type TestApp } from './helpers/app.ts';
 import { startTestCluster, type TestCluster } from './helpers/cluster.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { type MailWorker, postForm, startMailWorker } from './helpers/pages.ts';
-import { alive, postmasterPid, postmasterPidOrZero, signalPostgres } from './helpers/postgres-signals.ts';
+import { alive, postgresRunning, postmasterPid, signalPostgres } from './helpers/postgres-signals.ts';
 
 // A database that freezes (SIGSTOP) or goes down under a running server: every
 // request answers 503 database_unavailable with Retry-After within the bound
@@ -45,13 +45,13 @@ before(async () => {
 });
 
 after(async () => {
-  if (pgDir !== undefined && alive(postmasterPidOrZero(pgDir))) signalPostgres(pgDir, 'SIGCONT'); // a test failed while it was frozen
+  if (pgDir !== undefined && postgresRunning(pgDir)) signalPostgres(pgDir, 'SIGCONT'); // a test failed while it was frozen
   await worker?.stop();
   try {
     // Throws, once closed, when a response differed from /openapi.json: the cluster must still stop.
     await testApp?.app.close();
   } finally {
-    if (pgDir !== undefined && !alive(postmasterPidOrZero(pgDir))) await startServer(); // a test failed while it was down
+    if (pgDir !== undefined && !postgresRunning(pgDir)) await startServer(); // a test failed while it was down
     await db?.drop();
     if (restarted) await stopServer();
     await cluster?.stop();

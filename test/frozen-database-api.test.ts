@@ -5,7 +5,7 @@ import { createAccount, type TestAccount } from './helpers/accounts.ts';
 import { buildTestApp, type TestApp } from './helpers/app.ts';
 import { startTestCluster, type TestCluster } from './helpers/cluster.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
-import { alive, postmasterPidOrZero, signalPostgres } from './helpers/postgres-signals.ts';
+import { postgresRunning, signalPostgres } from './helpers/postgres-signals.ts';
 
 // Every operation of the API document, sent at once to a frozen database
 // (SIGSTOP): each answers within the bound with a status the document lists
@@ -33,7 +33,7 @@ before(async () => {
 });
 
 after(async () => {
-  if (pgDir !== '' && alive(postmasterPidOrZero(pgDir))) signalPostgres(pgDir, 'SIGCONT'); // failed while frozen
+  if (pgDir !== '' && postgresRunning(pgDir)) signalPostgres(pgDir, 'SIGCONT'); // failed while frozen
   try {
     await testApp?.app.close();
   } finally {

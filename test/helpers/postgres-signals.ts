@@ -8,19 +8,21 @@ export function postmasterPid(pgDir: string): number {
   return Number(readFileSync(path.join(pgDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
 }
 
-export function postmasterPidOrZero(pgDir: string): number {
-  try {
-    return postmasterPid(pgDir);
-  } catch {
-    return 0;
-  }
-}
-
 export function alive(pid: number): boolean {
-  if (pid === 0) return false;
+  // 0 and below would signal a process group, not one process.
+  if (!(pid > 0)) return false;
   try {
     process.kill(pid, 0);
     return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether the cluster's postmaster is running (frozen counts): its pid file is there and names a live process. */
+export function postgresRunning(pgDir: string): boolean {
+  try {
+    return alive(postmasterPid(pgDir));
   } catch {
     return false;
   }
